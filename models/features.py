@@ -1,0 +1,140 @@
+"""Fixed, documented feature layout and the transforms that turn vectors into model inputs.
+
+A :class:`~models.vector.FeatureVector` holds raw counts for one window.  Models see a dense row of
+``len(FEATURES)`` floats in *log-rate space*:
+
+* ``rate`` features: ``log1p(count / window_seconds)`` (per-second rates, log scaled);
+* ``count`` features: ``log1p(count)`` for per-window distinct counts (remote addresses, ports);
+
+The per-syscall features cover a fixed vocabulary of calls that matter for security or describe a
+workload's shape; every other call adds to ``sys.other``.  Exact first-seen syscalls, executables and
+ports are the novelty tier's job (``models/novelty.py``), not these features'.
+
+Time is the vectors' own window length (event time): nothing here reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.vector import FeatureVector
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    unit: str
+    kind: str  # "rate" | "count"
+    doc: str
+
+
+_CORE: tuple[Feature, ...] = (
+    Feature("sys.total", "calls/s", "rate", "all syscalls"),
+    Feature("sys.other", "calls/s", "rate", "syscalls outside the named vocabulary"),
+    Feature("proc.execs", "execs/s", "rate", "successful execve/execveat"),
+    Feature("proc.forks", "forks/s", "rate", "new processes and threads"),
+    Feature("proc.exits", "exits/s", "rate", "process exits"),
+    Feature("net.connects", "connects/s", "rate", "outbound connect attempts"),
+    Feature("net.connects_failed", "connects/s", "rate", "outbound connects that never established"),
+    Feature("net.accepts", "accepts/s", "rate", "inbound connections accepted"),
+    Feature("net.listens", "listens/s", "rate", "sockets put into listen state"),
+    Feature("net.bytes_sent", "B/s", "rate", "bytes sent"),
+    Feature("net.bytes_received", "B/s", "rate", "bytes received"),
+    Feature("net.packets_sent", "packets/s", "rate", "send calls / packets sent"),
+    Feature("net.packets_received", "packets/s", "rate", "receive calls / packets received"),
+    Feature("net.dns_queries", "queries/s", "rate", "DNS queries (UDP/TCP to port 53)"),
+    Feature("net.remote_addresses", "addresses", "count", "distinct remote addresses in the window"),
+    Feature("net.remote_ports", "ports", "count", "distinct remote ports in the window"),
+    Feature("file.write_opens", "opens/s", "rate", "opens with write intent"),
+    Feature("file.sensitive_writes", "opens/s", "rate", "write opens under sensitive prefixes"),
+)
+
+#: Syscalls with a feature of their own (canonical names, see ``models/syscalls.py``).
+SYSCALL_VOCABULARY: tuple[str, ...] = (
+    "read", "write", "pread64", "pwrite64", "readv", "writev", "sendfile",
+    "open", "openat", "close", "stat", "fstat", "lstat", "newfstatat", "statx", "access", "getdents64",
+    "unlink", "unlinkat", "rename", "renameat", "renameat2", "chmod", "fchmod", "fchmodat", "chown",
+    "fchown", "mkdir", "mkdirat",
+    "mmap", "mprotect", "munmap", "brk",
+    "clone", "clone3", "fork", "vfork", "execve", "execveat", "wait4", "kill", "exit_group", "ptrace",
+    "setuid", "setgid", "setresuid", "capset", "mount", "umount2", "chroot", "setns", "unshare",
+    "socket", "connect", "accept", "accept4", "bind", "listen", "sendto", "recvfrom", "sendmsg",
+    "recvmsg", "socketcall",
+    "futex", "epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect6", "nanosleep",
+    "clock_nanosleep", "clock_gettime", "ioctl", "fcntl", "dup2", "pipe2", "lseek", "getpid",
+    "rt_sigaction", "rt_sigprocmask",
+)
+
+FEATURES: tuple[Feature, ...] = _CORE + tuple(
+    Feature(f"syscall.{name}", "calls/s", "rate", f"{name} calls") for name in SYSCALL_VOCABULARY
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+N_FEATURES = len(FEATURES)
+FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+_SYSCALL_COLUMN: dict[str, int] = {name: FEATURE_INDEX[f"syscall.{name}"] for name in SYSCALL_VOCABULARY}
+_RATE_MASK = np.array([f.kind == "rate" for f in FEATURES])
+_TOTAL = FEATURE_INDEX["sys.total"]
+_OTHER = FEATURE_INDEX["sys.other"]
+
+# Scalar attributes of FeatureVector -> column.
+_SCALARS: tuple[tuple[str, int], ...] = tuple(
+    (attr, FEATURE_INDEX[name])
+    for attr, name in (
+        ("execs", "proc.execs"), ("forks", "proc.forks"), ("exits", "proc.exits"),
+        ("connects", "net.connects"), ("connects_failed", "net.connects_failed"),
+        ("accepts", "net.accepts"), ("listens", "net.listens"),
+        ("bytes_sent", "net.bytes_sent"), ("bytes_received", "net.bytes_received"),
+        ("packets_sent", "net.packets_sent"), ("packets_received", "net.packets_received"),
+        ("dns_queries", "net.dns_queries"), ("remote_addresses", "net.remote_addresses"),
+        ("remote_ports", "net.remote_ports"), ("write_opens", "file.write_opens"),
+        ("sensitive_writes", "file.sensitive_writes"),
+    )
+)
+
+
+def raw_counts(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw counts matrix ``(n, N_FEATURES)`` and window lengths ``(n,)`` of a batch."""
+    n = len(vectors)
+    out = np.zeros((n, N_FEATURES), dtype=np.float64)
+    seconds = np.empty(n, dtype=np.float64)
+    col = _SYSCALL_COLUMN
+    for i, v in enumerate(vectors):
+        row = out[i]
+        seconds[i] = v.window_seconds
+        total = 0.0
+        other = 0.0
+        for name, count in v.syscalls.items():
+            total += count
+            j = col.get(name)
+            if j is None:
+                other += count
+            else:
+                row[j] = count
+        row[_TOTAL] = total
+        row[_OTHER] = other
+        for attr, j in _SCALARS:
+            row[j] = getattr(v, attr)
+    return out, seconds
+
+
+def transform(counts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Raw counts -> log-rate space (see module docstring). Pure and vectorised."""
+    x = counts.astype(np.float64, copy=True)
+    x[:, _RATE_MASK] /= seconds[:, None]
+    return np.log1p(x)
+
+
+def transform_vectors(vectors: Sequence[FeatureVector]) -> np.ndarray:
+    """The model input matrix of a batch of vectors."""
+    counts, seconds = raw_counts(vectors)
+    return transform(counts, seconds)
+
+
+def to_unit(value: float) -> float:
+    """Back from log-rate space to the feature's own unit (per second for rates)."""
+    return math.expm1(value)

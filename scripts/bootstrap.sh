@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything Baseliner and its tests need on a fresh Debian 12 machine, idempotently:
+# Debian packages (BCC, Prometheus, iproute2), kernel headers for BCC, tracefs, and a virtualenv
+# at .venv with the project installed in editable mode.
+#   scripts/bootstrap.sh            # everything (needs root for the Debian part)
+#   BASELINER_NO_APT=1 scripts/bootstrap.sh   # only the virtualenv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=${PYTHON:-python3}
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+APT_PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc prometheus iproute2)
+if [[ -z "${BASELINER_NO_APT:-}" && $(id -u) -eq 0 ]]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [[ -x scripts/kernel_headers.sh ]]; then
+    scripts/kernel_headers.sh
+  fi
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.baseliner-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  log "installing the project and its test dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e ".[dev,mlflow]"
+  touch "$stamp"
+fi
+
+# Debian's bcc module is pure Python: make it importable from the venv.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [[ -d /usr/lib/python3/dist-packages/bcc && ! -e $site/bcc ]]; then
+  ln -s /usr/lib/python3/dist-packages/bcc "$site/bcc"
+fi
+log "ready: $ROOT/.venv"
