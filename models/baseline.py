@@ -1,0 +1,460 @@
+"""One image's learned behaviour: lifecycle, detectors, novelty sets, threshold, decisions.
+
+``ImageBaseline.process`` is the one scoring path.  The service calls it per image and batch, and
+``baseliner evaluate``, the notebooks and the MLflow model call the very same method, so a number
+measured offline is the number the service gives online.
+
+For a batch of windows of one image (in event-time order) it
+
+1. transforms counts into log-rate features (``models/features.py``);
+2. scores every window: the *continuous* score from the rate detector (start-up windows against the
+   image's start-up profile), and the *exact* tier, the items the image has never shown;
+3. combines them into the one score alerts are decided on: ``score = continuous + threshold x (number
+   of novel kinds)``, so any novel executable, syscall, outbound port or sensitive path written puts a
+   window over its threshold, and a rate anomaly does on its own when far enough out;
+4. decides against the image's calibrated threshold (``models/threshold.py``), never while learning;
+5. learns from the windows it did not flag (all of them while learning), never from flagged ones.
+
+Within one batch all windows are scored against the state before the batch, then the unflagged ones
+are learnt together: batching costs at most one batch of lag in what the model knows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from models.detectors.zscore import ZScoreDetector
+from models.errors import StateError, StateVersionError
+from models.explain import Deviation, deviations
+from models.features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_vectors
+from models.novelty import KINDS, NovelItem, NoveltySets
+from models.threshold import TailThreshold
+from models.vector import FeatureVector
+
+__all__ = [
+    "BaselineConfig", "Deviation", "ImageBaseline", "Mode", "NovelItem", "State", "Verdict",
+]
+
+
+class Mode(StrEnum):
+    AUTO = "auto"  # learn until ready, then detect (learning from unflagged windows)
+    LEARN = "learn"  # learn everything, raise nothing
+    DETECT = "detect"  # detect now; learn from unflagged windows
+    FREEZE = "freeze"  # detect; learn nothing
+
+
+class State(StrEnum):
+    LEARNING = "learning"
+    DETECTING = "detecting"
+    FROZEN = "frozen"
+
+
+_LEARNING_CHUNK = 8
+SEVERITIES = ("", "low", "medium", "high", "critical")
+# Novel kinds that are at least "high" whatever the score ratio.
+_SEVERE_KINDS = {"executable", "sensitive_path"}
+
+
+@dataclass
+class BaselineConfig:
+    """How a baseline learns and decides. Every value is checked when the config is made."""
+
+    min_learn_windows: int = 60
+    min_learn_seconds: float = 600.0
+    false_alarms_per_day: float = 1.0
+    startup_seconds: float = 60.0
+    novelty_capacity: int = 4096
+    detector: str = "default"
+    explain_top: int = 5
+    memory_windows: int = 2000
+    std_floor: float = 0.1
+    top_k: int = 3
+    recalibrate_every: int = 64
+    ephemeral_port_start: int = 32768
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.min_learn_windows < 10:
+            problems.append(f"min_learn_windows must be >= 10, got {self.min_learn_windows}")
+        if not (self.min_learn_seconds >= 0 and math.isfinite(self.min_learn_seconds)):
+            problems.append(f"min_learn_seconds must be a finite number >= 0, got {self.min_learn_seconds}")
+        if not (self.false_alarms_per_day > 0 and math.isfinite(self.false_alarms_per_day)):
+            problems.append(f"false_alarms_per_day must be > 0, got {self.false_alarms_per_day}")
+        if not (self.startup_seconds >= 0 and math.isfinite(self.startup_seconds)):
+            problems.append(f"startup_seconds must be >= 0, got {self.startup_seconds}")
+        if self.novelty_capacity < 1:
+            problems.append(f"novelty_capacity must be >= 1, got {self.novelty_capacity}")
+        if self.detector not in DETECTORS:
+            problems.append(f"detector must be one of {sorted(DETECTORS)}, got {self.detector!r}")
+        if self.explain_top < 0:
+            problems.append(f"explain_top must be >= 0, got {self.explain_top}")
+        if self.memory_windows < 10:
+            problems.append(f"memory_windows must be >= 10, got {self.memory_windows}")
+        if not self.std_floor > 0:
+            problems.append(f"std_floor must be > 0, got {self.std_floor}")
+        if not 1 <= self.top_k <= N_FEATURES:
+            problems.append(f"top_k must be in [1, {N_FEATURES}], got {self.top_k}")
+        if self.recalibrate_every < 1:
+            problems.append(f"recalibrate_every must be >= 1, got {self.recalibrate_every}")
+        if not 1 <= self.ephemeral_port_start <= 65536:
+            problems.append(f"ephemeral_port_start must be in [1, 65536], got {self.ephemeral_port_start}")
+        if problems:
+            raise ValueError("invalid baseline config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BaselineConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown baseline config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+#: Detectors a baseline can be configured with (``BaselineConfig.detector``).
+DETECTORS = {"default": "z-scores of log rates + exact novelty"}
+
+
+@dataclass
+class Verdict:
+    """The outcome of scoring one window."""
+
+    score: float
+    threshold: float
+    anomalous: bool
+    severity: str
+    kinds: tuple[str, ...]
+    novel: tuple[NovelItem, ...]
+    explanation: tuple[Deviation, ...]
+    state: State
+    learned: bool
+    startup: bool
+    continuous: float = 0.0
+
+
+def _severity(ratio: float, novel: Sequence[NovelItem]) -> str:
+    if ratio < 1.0:
+        return ""
+    level = 1 + min(3, int(math.floor(math.log2(ratio))))  # 1-2 low, 2-4 medium, 4-8 high, 8+ critical
+    if any(item.kind in _SEVERE_KINDS for item in novel):
+        level = max(level, 3)
+    return SEVERITIES[level]
+
+
+class _Profile:
+    """A detector and its threshold: the steady-state profile or the start-up profile."""
+
+    def __init__(self, config: BaselineConfig) -> None:
+        self.detector = ZScoreDetector(
+            window=config.memory_windows,
+            std_floor=config.std_floor,
+            top_k=config.top_k,
+            features=FEATURE_NAMES,
+            upper_only=True,
+        )
+        self.threshold = TailThreshold(alarms_per_day=config.false_alarms_per_day, min_scores=20)
+        self.windows = 0
+        self.pending = 0  # scores added since the threshold was last recomputed
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}.det.{k}": v for k, v in self.detector.to_arrays().items()}
+        out.update({f"{prefix}.thr.{k}": v for k, v in self.threshold.to_arrays().items()})
+        out[f"{prefix}.windows"] = np.array([self.windows], dtype=np.int64)
+        return out
+
+    def load_arrays(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
+        self.detector.load_arrays({k: arrays[f"{prefix}.det.{k}"] for k in ("mean", "m2", "n")})
+        self.threshold.load_arrays({k: arrays[f"{prefix}.thr.{k}"] for k in ("scores", "meta")})
+        self.windows = int(arrays[f"{prefix}.windows"][0])
+
+
+class ImageBaseline:
+    """Learned behaviour of one image key, and the decisions made against it.
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> ident = Identity("node-1", "c1", "nginx", "1.27")
+    >>> b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+    >>> normal = [FeatureVector(ident, 1.7e9 + 5 * i, 5.0, {"read": 500 + i % 7, "write": 300},
+    ...                         executables=["/usr/sbin/nginx"] if i == 0 else []) for i in range(40)]
+    >>> _ = b.process(normal)
+    >>> b.state.value
+    'detecting'
+    >>> shell = FeatureVector(ident, 1.7e9 + 400, 5.0, {"read": 500, "write": 300, "execve": 2},
+    ...                       execs=2, executables=["/bin/sh"])
+    >>> v = b.process([shell])[0]
+    >>> v.anomalous, v.kinds, v.novel[0].text()
+    (True, ('novel_executable', 'novel_syscall', 'rate'), 'new executable /bin/sh')
+    """
+
+    STATE_VERSION = 1
+
+    def __init__(self, key: str, config: BaselineConfig | None = None) -> None:
+        self.key = key
+        self.config = config or BaselineConfig()
+        self.mode = Mode.AUTO
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.steady = _Profile(self.config)
+        self.startup = _Profile(self.config)
+        self.novelty = NoveltySets(self.config.novelty_capacity, self.config.ephemeral_port_start)
+        self.state = State.FROZEN if self.mode is Mode.FREEZE else (
+            State.DETECTING if self.mode is Mode.DETECT else State.LEARNING
+        )
+        self.windows_learned = 0
+        self.windows_scored = 0
+        self.anomalies = 0
+        self.first_window = math.nan
+        self.last_window = math.nan
+        self._window_seconds = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        return self.steady.threshold.value
+
+    @property
+    def learned_seconds(self) -> float:
+        if math.isnan(self.first_window):
+            return 0.0
+        return self.last_window - self.first_window + self._window_seconds
+
+    def set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+        if mode is Mode.FREEZE:
+            self.state = State.FROZEN
+        elif mode is Mode.LEARN:
+            self.state = State.LEARNING
+        elif mode is Mode.DETECT:
+            self._start_detecting()
+        else:
+            self.state = State.LEARNING
+            self._maybe_ready()
+
+    def reset(self) -> None:
+        """Forget everything learnt; the mode stays."""
+        self._init_state()
+
+    def _ready(self) -> bool:
+        return (
+            self.windows_learned >= self.config.min_learn_windows
+            and self.learned_seconds >= self.config.min_learn_seconds
+            and self.steady.threshold.n_scores >= self.steady.threshold.min_scores
+        )
+
+    def _maybe_ready(self) -> None:
+        if self.mode is Mode.AUTO and self.state is State.LEARNING and self._ready():
+            self._start_detecting()
+
+    def _start_detecting(self) -> None:
+        self.steady.threshold.recompute()
+        self.startup.threshold.recompute()
+        self.state = State.DETECTING
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def process(self, vectors: Sequence[FeatureVector]) -> list[Verdict]:
+        """Score, decide and learn a batch of this image's windows (event-time order)."""
+        n = len(vectors)
+        if n == 0:
+            return []
+        if self.state is State.LEARNING and n > _LEARNING_CHUNK:
+            # While the model is forming, score against the freshest state: small chunks keep the
+            # scores that calibrate the threshold prequential.
+            out: list[Verdict] = []
+            for start in range(0, n, _LEARNING_CHUNK):
+                out.extend(self.process(vectors[start : start + _LEARNING_CHUNK]))
+            return out
+        X = transform_vectors(vectors)
+        cfg = self.config
+        is_startup = np.fromiter(
+            (0.0 <= v.seconds_since_start < cfg.startup_seconds for v in vectors), dtype=bool, count=n
+        )
+        continuous = np.empty(n)
+        thresholds = np.empty(n)
+        for profile, mask in ((self.steady, ~is_startup), (self.startup, is_startup)):
+            if mask.any():
+                continuous[mask] = profile.detector.score_many(X[mask])
+                thresholds[mask] = profile.threshold.value
+
+        state = self.state
+        detecting = state is not State.LEARNING
+        learnable = np.fromiter(
+            (v.complete and not v.container_exited and v.events_lost == 0 for v in vectors), dtype=bool, count=n
+        )
+        novel_all = [self.novelty.novel(v) for v in vectors]
+        verdicts: list[Verdict] = []
+        learn_mask = np.zeros(n, dtype=bool)
+        steady_threshold = self.steady.threshold.value
+        for i in range(n):
+            novel = novel_all[i]
+            threshold = float(thresholds[i])
+            if not math.isfinite(threshold) and is_startup[i]:
+                # No start-up profile yet: start-up windows are judged on the exact tier only.
+                threshold = steady_threshold
+                rate_hit = False
+            else:
+                rate_hit = bool(continuous[i] > threshold)
+            c = float(continuous[i])
+            novel_kinds = sorted({item.kind for item in novel}, key=KINDS.index)
+            finite = math.isfinite(threshold)
+            score = c + (threshold * len(novel_kinds) if finite else 0.0)
+            anomalous = detecting and finite and (rate_hit or bool(novel_kinds))
+            kinds: tuple[str, ...] = ()
+            explanation: tuple[Deviation, ...] = ()
+            severity = ""
+            if anomalous:
+                kinds = tuple(f"novel_{k}" for k in novel_kinds) + (("rate",) if rate_hit else ())
+                severity = _severity(score / threshold, novel)
+                profile = self.startup if is_startup[i] else self.steady
+                det = profile.detector
+                z = det.standard_scores(X[i : i + 1])[0]
+                explanation = tuple(deviations(X[i], z, det.means(), det.stds(), cfg.explain_top))
+            learn = bool(learnable[i]) and state is not State.FROZEN and (state is State.LEARNING or not anomalous)
+            learn_mask[i] = learn
+            verdicts.append(
+                Verdict(
+                    score=score,
+                    threshold=threshold,
+                    anomalous=anomalous,
+                    severity=severity,
+                    kinds=kinds,
+                    novel=tuple(novel),
+                    explanation=explanation,
+                    state=state,
+                    learned=learn,
+                    startup=bool(is_startup[i]),
+                    continuous=c,
+                )
+            )
+        self.windows_scored += n
+        self.anomalies += sum(1 for v in verdicts if v.anomalous)
+        self._learn(vectors, X, continuous, learn_mask, is_startup)
+        return verdicts
+
+    def _learn(
+        self,
+        vectors: Sequence[FeatureVector],
+        X: np.ndarray,
+        scores: np.ndarray,
+        learn_mask: np.ndarray,
+        is_startup: np.ndarray,
+    ) -> None:
+        if not learn_mask.any():
+            return
+        for profile, mask in ((self.steady, learn_mask & ~is_startup), (self.startup, learn_mask & is_startup)):
+            count = int(mask.sum())
+            if not count:
+                continue
+            # Scores were computed before learning (prequential); the first half of the learning
+            # period is left out of calibration, while the detector itself is still settling.
+            skip = max(0, self.config.min_learn_windows // 2 - profile.windows)
+            calibrate = scores[mask][skip:]
+            if len(calibrate):
+                profile.threshold.add(calibrate, vectors[0].window_seconds)
+                profile.pending += len(calibrate)
+            profile.detector.learn_many(X[mask])
+            profile.windows += count
+            due = profile.pending >= self.config.recalibrate_every or not profile.threshold.calibrated
+            if self.state is not State.LEARNING and due:
+                profile.threshold.recompute()
+                profile.pending = 0
+        for i in np.flatnonzero(learn_mask):
+            v = vectors[int(i)]
+            self.novelty.learn(v)
+            if math.isnan(self.first_window):
+                self.first_window = v.window_start
+            if math.isnan(self.last_window) or v.window_start > self.last_window:
+                self.last_window = v.window_start
+            self._window_seconds = v.window_seconds
+        self.windows_learned += int(learn_mask.sum())
+        self._maybe_ready()
+
+    def accept(self, vector: FeatureVector) -> list[NovelItem]:
+        """Feedback: this window is normal for the image. Learn it, and make its novel items known."""
+        novel = self.novelty.novel(vector)
+        X = transform_vectors([vector])
+        startup = 0.0 <= vector.seconds_since_start < self.config.startup_seconds
+        profile = self.startup if startup else self.steady
+        profile.detector.learn_many(X)
+        profile.windows += 1
+        self.novelty.learn(vector)
+        self.windows_learned += 1
+        return novel
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    def feature_stats(self) -> list[tuple[str, float, float, str, float]]:
+        """``(name, mean, std, unit, typical)`` per feature; mean/std in log-rate space."""
+        det = self.steady.detector
+        means, stds = det.means(), det.stds()
+        return [
+            (f.name, float(means[j]), float(stds[j]), f.unit, math.expm1(float(means[j])))
+            for j, f in enumerate(FEATURES)
+        ]
+
+    def novelty_sets(self) -> dict[str, list[str]]:
+        return {k: sorted(v) for k, v in self.novelty.sets.items()}
+
+    # -- persistence (JSON + arrays; never pickle) -------------------------------------------------
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "state_version": self.STATE_VERSION,
+            "key": self.key,
+            "config": self.config.to_dict(),
+            "mode": self.mode.value,
+            "state": self.state.value,
+            "features": list(FEATURE_NAMES),
+            "windows_learned": self.windows_learned,
+            "windows_scored": self.windows_scored,
+            "anomalies": self.anomalies,
+            "first_window": None if math.isnan(self.first_window) else self.first_window,
+            "last_window": None if math.isnan(self.last_window) else self.last_window,
+            "window_seconds": self._window_seconds,
+            "novelty": self.novelty.to_dict(),
+            "profiles": {"steady": self.steady.pending, "startup": self.startup.pending},
+        }
+        arrays = self.steady.to_arrays("steady")
+        arrays.update(self.startup.to_arrays("startup"))
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ImageBaseline:
+        version = meta.get("state_version")
+        if version != cls.STATE_VERSION:
+            raise StateVersionError(
+                f"baseline state version {version!r} is not supported (this build reads version "
+                f"{cls.STATE_VERSION}); re-learn the baseline or export it with a matching build"
+            )
+        try:
+            if meta["features"] != list(FEATURE_NAMES):
+                raise StateError("baseline state was written with another feature layout")
+            b = cls(str(meta["key"]), BaselineConfig.from_dict(meta["config"]))
+            b.mode = Mode(meta["mode"])
+            b.state = State(meta["state"])
+            b.windows_learned = int(meta["windows_learned"])
+            b.windows_scored = int(meta["windows_scored"])
+            b.anomalies = int(meta["anomalies"])
+            b.first_window = math.nan if meta["first_window"] is None else float(meta["first_window"])
+            b.last_window = math.nan if meta["last_window"] is None else float(meta["last_window"])
+            b._window_seconds = float(meta["window_seconds"])
+            b.novelty.load_dict(meta["novelty"])
+            b.steady.load_arrays("steady", arrays)
+            b.startup.load_arrays("startup", arrays)
+            b.steady.pending = int(meta["profiles"]["steady"])
+            b.startup.pending = int(meta["profiles"]["startup"])
+        except StateError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"baseline state is inconsistent: {exc}") from exc
+        return b

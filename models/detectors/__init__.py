@@ -1,0 +1,1 @@
+"""Anomaly detectors following River's ``AnomalyDetector`` contract (higher score = more anomalous)."""

@@ -1,0 +1,104 @@
+"""The exact tier: things an image has never done.
+
+Per image, bounded first-seen sets of executables, syscalls, outbound remote ports and sensitive paths
+written.  A window that contains an item missing from its set is novel, whatever its rates look like.
+Ephemeral ports (``>= ephemeral_start``) and inbound connections' client ports are excluded: they
+change with every connection and say nothing about behaviour.  A full set stops growing and stops
+flagging its kind (``saturated`` says so) rather than alarming on everything or forgetting silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from models.vector import FeatureVector
+
+KINDS = ("executable", "syscall", "port", "sensitive_path")
+
+
+@dataclass(frozen=True, slots=True)
+class NovelItem:
+    kind: str  # one of KINDS
+    value: str
+
+    def text(self) -> str:
+        return f"new {self.kind.replace('_', ' ')} {self.value}"
+
+
+def _items(v: FeatureVector, ephemeral_start: int) -> dict[str, Iterable[str]]:
+    return {
+        "executable": v.executables,
+        "syscall": v.syscalls.keys(),
+        "port": [
+            f"{ep.protocol}/{ep.port}"
+            for ep in v.endpoints
+            if ep.outbound and 0 < ep.port < ephemeral_start
+        ],
+        "sensitive_path": v.sensitive_paths,
+    }
+
+
+class NoveltySets:
+    """Bounded first-seen sets for one image.
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> sets = NoveltySets(capacity=100)
+    >>> v = FeatureVector(Identity("n", "c", "nginx"), 1.7e9, 5.0, {"read": 3}, executables=["/usr/sbin/nginx"])
+    >>> sets.learn(v)
+    >>> sets.novel(v)
+    []
+    >>> v.executables.append("/bin/sh")
+    >>> [i.text() for i in sets.novel(v)]
+    ['new executable /bin/sh']
+    """
+
+    def __init__(self, capacity: int = 4096, ephemeral_start: int = 32768) -> None:
+        self.capacity = capacity
+        self.ephemeral_start = ephemeral_start
+        self.sets: dict[str, set[str]] = {k: set() for k in KINDS}
+        self.saturated: dict[str, bool] = {k: False for k in KINDS}
+
+    def novel(self, v: FeatureVector) -> list[NovelItem]:
+        out: list[NovelItem] = []
+        for kind, items in _items(v, self.ephemeral_start).items():
+            if self.saturated[kind]:
+                continue
+            known = self.sets[kind]
+            for item in items:
+                if item not in known:
+                    out.append(NovelItem(kind, item))
+        return out
+
+    def learn(self, v: FeatureVector) -> None:
+        for kind, items in _items(v, self.ephemeral_start).items():
+            self.add(kind, items)
+
+    def add(self, kind: str, items: Iterable[str]) -> None:
+        known = self.sets[kind]
+        for item in items:
+            if item in known:
+                continue
+            if len(known) >= self.capacity:
+                self.saturated[kind] = True
+                return
+            known.add(item)
+
+    def clear(self) -> None:
+        for kind in KINDS:
+            self.sets[kind].clear()
+            self.saturated[kind] = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "sets": {k: sorted(v) for k, v in self.sets.items()},
+            "saturated": dict(self.saturated),
+        }
+
+    def load_dict(self, d: dict) -> None:
+        for kind in KINDS:
+            items = d["sets"].get(kind, [])
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError(f"novelty set {kind!r} is not a list of strings")
+            self.sets[kind] = set(items[: self.capacity])
+            self.saturated[kind] = bool(d["saturated"].get(kind, False))

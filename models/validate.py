@@ -1,0 +1,106 @@
+"""Domain-level checks of a :class:`~models.vector.FeatureVector` before it may touch a baseline.
+
+Every failure raises :class:`~models.errors.ValidationError` with a reason code and a message that
+says what was wrong, so the service can reject that one vector, count it, and go on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from models.errors import ValidationError
+from models.ngrams import NUM_BUCKETS
+from models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector
+
+MAX_NAME_LENGTH = 255
+MAX_WINDOW_SECONDS = 3600.0
+MAX_PATH_LENGTH = 4096
+# Plausible event time: 2000-01-01 .. 2200-01-01.
+MIN_TIME, MAX_TIME = 946_684_800.0, 7_258_118_400.0
+# OCI image repository: lowercase path components, optional registry host[:port].
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+|[:/][a-zA-Z0-9._-]+)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+_COUNTERS = (
+    "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
+    "bytes_received", "packets_sent", "packets_received", "remote_addresses", "remote_ports",
+    "dns_queries", "write_opens", "sensitive_writes", "events_lost",
+)
+
+
+def _count(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValidationError("MISSING_FIELD", f"{name} is not a number: {value!r}")
+    if not math.isfinite(value):
+        raise ValidationError("NOT_FINITE", f"{name} is {value}")
+    if value < 0:
+        raise ValidationError("NEGATIVE", f"{name} is negative: {value}")
+
+
+def validate(v: FeatureVector) -> None:
+    """Raise :class:`ValidationError` unless ``v`` is safe to score and learn.
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> v = FeatureVector(Identity("node-1", "c1", "nginx", "1.27"), 1.7e9, 5.0, {"read": 10})
+    >>> validate(v)
+    >>> v.syscalls["write"] = float("nan")
+    >>> validate(v)
+    Traceback (most recent call last):
+    ...
+    models.errors.ValidationError: syscall write is nan
+    """
+    ident = v.identity
+    if not ident.node:
+        raise ValidationError("BAD_IDENTITY", "identity.node is empty")
+    if len(ident.node) > MAX_NAME_LENGTH:
+        raise ValidationError("BAD_IDENTITY", f"identity.node is longer than {MAX_NAME_LENGTH} characters")
+    repo = ident.image_repository
+    if not repo:
+        raise ValidationError("BAD_IDENTITY", "identity.image_repository is empty")
+    if len(repo) > MAX_NAME_LENGTH or not _REPOSITORY.match(repo):
+        raise ValidationError("BAD_IDENTITY", f"identity.image_repository is not an image name: {repo[:80]!r}")
+    if ident.image_tag and not _TAG.match(ident.image_tag):
+        raise ValidationError("BAD_IDENTITY", f"identity.image_tag is not a tag: {ident.image_tag[:80]!r}")
+    for field in ("container_id", "container_name", "image_digest", "pod", "namespace"):
+        if len(getattr(ident, field)) > MAX_NAME_LENGTH:
+            raise ValidationError("BAD_IDENTITY", f"identity.{field} is longer than {MAX_NAME_LENGTH} characters")
+
+    for name, value in (("window_start", v.window_start), ("window_seconds", v.window_seconds)):
+        if not math.isfinite(value):
+            raise ValidationError("NOT_FINITE", f"{name} is {value}")
+    if not MIN_TIME <= v.window_start <= MAX_TIME:
+        raise ValidationError("BAD_WINDOW", f"window_start {v.window_start} is not a plausible epoch time")
+    if not 0 < v.window_seconds <= MAX_WINDOW_SECONDS:
+        raise ValidationError("BAD_WINDOW", f"window_seconds {v.window_seconds} is not in (0, {MAX_WINDOW_SECONDS}]")
+    if not math.isfinite(v.seconds_since_start):
+        raise ValidationError("NOT_FINITE", f"seconds_since_start is {v.seconds_since_start}")
+
+    if len(v.syscalls) > MAX_SYSCALL_NAMES:
+        raise ValidationError("TOO_LARGE", f"{len(v.syscalls)} syscall names (max {MAX_SYSCALL_NAMES})")
+    for name, count in v.syscalls.items():
+        if not name or len(name) > 64:
+            raise ValidationError("BAD_REFERENCE", f"syscall name {name[:80]!r} is empty or too long")
+        _count(f"syscall {name}", count)
+    for bucket, count in v.ngrams.items():
+        if not 0 <= bucket < NUM_BUCKETS:
+            raise ValidationError("BAD_REFERENCE", f"n-gram bucket {bucket} outside [0, {NUM_BUCKETS})")
+        _count(f"n-gram bucket {bucket}", count)
+    for attr in _COUNTERS:
+        _count(attr, getattr(v, attr))
+
+    for attr, items, limit in (
+        ("executables", v.executables, MAX_EXECUTABLES),
+        ("endpoints", v.endpoints, MAX_ENDPOINTS),
+        ("sensitive_paths", v.sensitive_paths, MAX_EXECUTABLES),
+    ):
+        if len(items) > limit:
+            raise ValidationError("TOO_LARGE", f"{len(items)} {attr} (max {limit})")
+    for path in (*v.executables, *v.sensitive_paths):
+        if not path or len(path) > MAX_PATH_LENGTH:
+            raise ValidationError("BAD_REFERENCE", "an executable or path is empty or too long")
+    for ep in v.endpoints:
+        if not 0 <= ep.port <= 65535:
+            raise ValidationError("BAD_REFERENCE", f"endpoint port {ep.port} out of range")
+        if not ep.address or len(ep.address) > 64:
+            raise ValidationError("BAD_REFERENCE", "endpoint address is empty or too long")
