@@ -1,0 +1,167 @@
+"""ImageBaseline: lifecycle, decisions, learning policy, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.baseline import BaselineConfig, ImageBaseline, Mode, State
+from models.errors import StateError, StateVersionError
+from models.vector import Endpoint, FeatureVector, Identity
+
+IDENT = Identity("node-1", "c1", "nginx", "1.27")
+T0 = 1.7e9
+
+
+def window(i: int, rng: np.random.Generator, **extra) -> FeatureVector:
+    reads = int(rng.lognormal(np.log(800), 0.2))
+    base = dict(
+        identity=IDENT,
+        window_start=T0 + 5.0 * i,
+        window_seconds=5.0,
+        syscalls={"read": reads, "write": int(reads * 0.6), "epoll_wait": 200, "close": 40},
+        accepts=int(rng.poisson(20)),
+        bytes_sent=int(rng.lognormal(np.log(2e5), 0.3)),
+        bytes_received=int(rng.lognormal(np.log(5e4), 0.3)),
+        executables=["/usr/sbin/nginx"] if i == 0 else [],
+        endpoints=[Endpoint("10.0.0.5", 5432)],
+    )
+    base.update(extra)
+    return FeatureVector(**base)
+
+
+def learned(n: int = 200, seed: int = 0, **cfg) -> tuple[ImageBaseline, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=60, min_learn_seconds=300, **cfg))
+    b.process([window(i, rng) for i in range(n)])
+    return b, rng
+
+
+def test_learning_then_detecting_needs_windows_and_duration():
+    rng = np.random.default_rng(1)
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=1000))
+    b.process([window(i, rng) for i in range(100)])  # 100 windows but only 500 s
+    assert b.state is State.LEARNING and not math.isfinite(b.threshold)
+    b.process([window(i, rng) for i in range(100, 200)])  # now 1000 s
+    assert b.state is State.DETECTING and math.isfinite(b.threshold)
+
+
+def test_nothing_is_flagged_while_learning():
+    rng = np.random.default_rng(2)
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    verdicts = b.process([window(i, rng, executables=[f"/bin/x{i}"]) for i in range(30)])
+    assert not any(v.anomalous for v in verdicts)
+    assert all(v.learned for v in verdicts)
+
+
+def test_false_alarms_stay_near_budget_on_normal_data():
+    b, rng = learned(400)
+    verdicts = b.process([window(i, rng) for i in range(400, 4400)])
+    alarms = sum(v.anomalous for v in verdicts)
+    # budget: 1 alarm/day at 5 s windows = 17280 windows/day; 4000 windows ~ 0.23 expected
+    assert alarms <= 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind"),
+    [
+        ({"executables": ["/tmp/xmrig"], "execs": 1}, "novel_executable"),
+        ({"endpoints": [Endpoint("203.0.113.9", 4444)], "connects": 1}, "novel_port"),
+        ({"sensitive_paths": ["/etc/passwd"], "sensitive_writes": 1, "write_opens": 1}, "novel_sensitive_path"),
+        ({"connects_failed": 400, "connects": 400, "remote_ports": 400}, "rate"),
+        ({"bytes_sent": 5e8}, "rate"),
+    ],
+)
+def test_attacks_are_flagged_explained_and_not_learned(extra, kind):
+    b, rng = learned()
+    learned_before = b.windows_learned
+    v = b.process([window(1000, rng, **extra)])[0]
+    assert v.anomalous and kind in v.kinds and v.severity
+    assert v.score > v.threshold
+    assert not v.learned and b.windows_learned == learned_before
+    if kind == "rate":
+        assert v.explanation and "baseline" in v.explanation[0].text()
+    else:
+        assert v.novel
+    # not learned: the same window is flagged again
+    assert b.process([window(1001, rng, **extra)])[0].anomalous
+
+
+def test_ephemeral_ports_are_not_novel():
+    b, rng = learned()
+    v = b.process([window(1000, rng, endpoints=[Endpoint("10.0.0.5", 5432), Endpoint("10.0.0.7", 40000)])])[0]
+    assert not v.anomalous
+
+
+def test_freeze_learns_nothing_and_reset_forgets():
+    b, rng = learned()
+    b.set_mode(Mode.FREEZE)
+    n = b.windows_learned
+    verdicts = b.process([window(i, rng) for i in range(300, 320)])
+    assert b.state is State.FROZEN and b.windows_learned == n
+    assert not any(v.learned for v in verdicts)
+    b.reset()
+    assert b.windows_learned == 0 and b.state is State.FROZEN and b.novelty_sets()["executable"] == []
+    b.set_mode(Mode.AUTO)
+    assert b.state is State.LEARNING
+
+
+def test_feedback_accepts_behaviour():
+    b, rng = learned()
+    odd = window(1000, rng, executables=["/usr/bin/logrotate"], execs=1)
+    assert b.process([odd])[0].anomalous
+    accepted = b.accept(odd)
+    assert [i.value for i in accepted] == ["/usr/bin/logrotate"]
+    assert not b.process([window(1001, rng, executables=["/usr/bin/logrotate"])])[0].anomalous
+
+
+def test_startup_windows_use_their_own_profile():
+    b, rng = learned()
+    # A restart: entrypoint work far from the steady state, but marked as start-up.
+    boot = [window(2000 + i, rng, seconds_since_start=5.0 * i, execs=30, forks=30) for i in range(6)]
+    verdicts = b.process(boot)
+    assert all(v.startup for v in verdicts)
+    assert not any(v.anomalous for v in verdicts)
+    # The same burst in steady state is an anomaly.
+    assert b.process([window(3000, rng, execs=30, forks=30)])[0].anomalous
+
+
+def test_incomplete_windows_are_scored_but_not_learned():
+    b, rng = learned()
+    n = b.windows_learned
+    v = b.process([window(1000, rng, complete=False, events_lost=10)])[0]
+    assert not v.learned and b.windows_learned == n
+
+
+def test_state_roundtrip_gives_identical_scores():
+    b, rng = learned()
+    meta, arrays = b.to_state()
+    clone = ImageBaseline.from_state(meta, arrays)
+    probe = [window(i, rng, bytes_sent=1e7 * (i % 2)) for i in range(1000, 1010)]
+    a, c = b.process(probe), clone.process(probe)
+    assert [v.score for v in a] == pytest.approx([v.score for v in c])
+    assert [v.anomalous for v in a] == [v.anomalous for v in c]
+    assert any(v.anomalous for v in a)
+    assert clone.novelty_sets() == b.novelty_sets()
+
+
+def test_state_version_and_layout_are_checked():
+    b, _ = learned()
+    meta, arrays = b.to_state()
+    with pytest.raises(StateVersionError, match="version 99"):
+        ImageBaseline.from_state({**meta, "state_version": 99}, arrays)
+    with pytest.raises(StateError, match="feature layout"):
+        ImageBaseline.from_state({**meta, "features": ["x"]}, arrays)
+    broken = dict(arrays)
+    broken["steady.det.mean"] = np.full(3, np.nan)
+    with pytest.raises(StateError):
+        ImageBaseline.from_state(meta, broken)
+
+
+def test_config_is_validated_with_every_problem_named():
+    with pytest.raises(ValueError, match="min_learn_windows.*false_alarms_per_day"):
+        BaselineConfig(min_learn_windows=1, false_alarms_per_day=0)
+    with pytest.raises(ValueError, match="unknown baseline config keys: bogus"):
+        BaselineConfig.from_dict({"bogus": 1})
