@@ -1,0 +1,450 @@
+"""The sensor's gRPC client: batches, sequence numbers, acknowledgements, reconnects.
+
+Protocol (``protos/baseliner/v1/ingest.proto``), per connection:
+
+1. send ``Hello`` (stable ``sensor_id``, ``node``), read ``Welcome``;
+2. release every buffered batch with ``sequence <= Welcome.last_sequence`` (the service already applied
+   it), then (re)send the rest in ascending order, at most ``max_in_flight`` unacknowledged at a time;
+3. every ``BatchAck`` must match the oldest batch in flight; the batch leaves the buffer when the ack is
+   durable or the service does not offer durability (``Welcome.durable_acks`` false);
+4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
+   reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order.
+
+Submissions are split into batches of at most ``batch_size`` vectors (and the service's
+``max_batch_vectors``), encoded once (:mod:`sensor.wire`) and kept as bytes in a bounded
+:class:`~sensor.buffer.BatchBuffer`.  When the buffer is full, ``on_full="block"`` makes
+:meth:`Transport.submit` wait (replays and simulations, which can wait) and ``on_full="drop"`` evicts
+the oldest batches (a live sensor, which cannot); every eviction is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from models.vector import FeatureVector
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from sensor import wire
+from sensor.buffer import BatchBuffer, MemoryBuffer, Pending
+
+log = logging.getLogger(__name__)
+
+STREAM_METHOD = "/baseliner.v1.Ingest/Stream"
+SENSOR_VERSION = "0.1.0"
+
+
+class ProtocolError(Exception):
+    """The service broke the ingest protocol (no Welcome, an ack out of order)."""
+
+
+class AckTimeout(Exception):
+    """An acknowledgement did not arrive in time."""
+
+
+@dataclass
+class TransportStats:
+    """What the transport did, for tests, summaries and logs (mirrored in Prometheus counters)."""
+
+    batches_sent: int = 0
+    batches_resent: int = 0
+    batches_acked: int = 0
+    batches_already_applied: int = 0  # released because Welcome.last_sequence covered them
+    batches_duplicate: int = 0  # acks saying the batch had been applied before
+    batches_rejected: int = 0  # whole batch refused by the service
+    batches_dropped: int = 0  # evicted from a full buffer before they were acknowledged
+    vectors_submitted: int = 0
+    vectors_applied: int = 0
+    vectors_rejected: int = 0
+    vectors_dropped: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``min(maximum, initial * factor**n) * U(1 - jitter, 1)``.
+
+    >>> b = Backoff(initial=1.0, maximum=5.0, jitter=0.0)
+    >>> [b.next() for _ in range(5)]
+    [1.0, 2.0, 4.0, 5.0, 5.0]
+    >>> b.reset(); b.next()
+    1.0
+    """
+
+    def __init__(self, initial: float = 0.2, maximum: float = 30.0, factor: float = 2.0, jitter: float = 0.5,
+                 rng: random.Random | None = None) -> None:
+        if not (0 < initial <= maximum) or factor < 1 or not (0 <= jitter < 1):
+            raise ValueError("backoff needs 0 < initial <= maximum, factor >= 1, 0 <= jitter < 1")
+        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
+        self._rng = rng or random.Random()
+        self._attempt = 0
+
+    def next(self) -> float:
+        base = min(self.maximum, self.initial * self.factor**self._attempt)
+        self._attempt += 1
+        return base * (1.0 - self.jitter * self._rng.random())
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.enabled = registry is not None
+        if registry is None:
+            return
+        ns = "baseliner_sensor"
+        self.batches_sent = Counter(f"{ns}_batches_sent_total", "Batches written to the stream (resends too)",
+                                    registry=registry)
+        self.batches_resent = Counter(f"{ns}_batches_resent_total", "Batches sent again after a reconnect",
+                                      registry=registry)
+        self.batches_acked = Counter(f"{ns}_batches_acked_total", "Batches acknowledged by the service",
+                                     registry=registry)
+        self.batches_dropped = Counter(f"{ns}_batches_dropped_total",
+                                       "Unacknowledged batches evicted from the full buffer", registry=registry)
+        self.vectors_dropped = Counter(f"{ns}_vectors_dropped_total",
+                                       "Vectors in batches evicted from the full buffer", registry=registry)
+        self.batches_rejected = Counter(f"{ns}_batches_rejected_total", "Whole batches refused by the service",
+                                        registry=registry)
+        self.vectors_rejected = Counter(f"{ns}_vectors_rejected_total",
+                                        "Vectors the service rejected (reasons are logged)", registry=registry)
+        self.vectors_applied = Counter(f"{ns}_vectors_applied_total", "Vectors the service applied",
+                                       registry=registry)
+        self.reconnects = Counter(f"{ns}_connect_failures_total", "Streams that failed or broke",
+                                  registry=registry)
+        self.buffer_batches = Gauge(f"{ns}_buffer_batches", "Unacknowledged batches held", registry=registry)
+        self.buffer_bytes = Gauge(f"{ns}_buffer_bytes", "Bytes of unacknowledged batches held",
+                                  registry=registry)
+
+
+_EXPECTED = (asyncio.InvalidStateError, ProtocolError, AckTimeout, ConnectionError, OSError)
+
+
+def _passthrough(b: bytes) -> bytes:
+    return b
+
+
+class Transport:
+    """Streams vectors to a Baseliner service; use as ``async with Transport(...) as t``."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        sensor_id: str,
+        node: str,
+        buffer: BatchBuffer | None = None,
+        batch_size: int = 500,
+        max_in_flight: int = 16,
+        on_full: str = "block",
+        ack_timeout: float = 30.0,
+        backoff: Backoff | None = None,
+        registry: CollectorRegistry | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if not sensor_id or not node:
+            raise ValueError("sensor_id and node must be non-empty")
+        if batch_size < 1 or max_in_flight < 1:
+            raise ValueError("batch_size and max_in_flight must be >= 1")
+        if on_full not in ("block", "drop"):
+            raise ValueError(f"on_full must be 'block' or 'drop', got {on_full!r}")
+        self.target = target
+        self.sensor_id = sensor_id
+        self.node = node
+        self.buffer: BatchBuffer = buffer if buffer is not None else MemoryBuffer()
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.on_full = on_full
+        self.ack_timeout = ack_timeout
+        self.backoff = backoff or Backoff()
+        self.stats = TransportStats()
+        self._metrics = _Metrics(registry)
+        self._channel_options = list(channel_options)
+        self._max_batch_vectors = 0  # from Welcome; 0 = no limit announced
+        self._sent_high = 0  # highest sequence written to any stream by this process
+        self._changed = asyncio.Event()  # buffer or in-flight state changed
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._connected = asyncio.Event()
+        self._last_drop_log = 0.0
+        self._drops_since_log = 0
+        self.welcome: ingest_pb2.Welcome | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Transport:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="baseliner-transport")
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted batch is acknowledged; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.buffer.batches:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._changed.clear()
+            if not self.buffer.batches:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=remaining if remaining else 1.0)
+        return True
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Half-close the stream once nothing is in flight, then stop (unacknowledged batches stay buffered)."""
+        self._closing = True
+        self._changed.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+        self.buffer.close()
+
+    # -- producer side -----------------------------------------------------------------------------
+
+    async def submit(self, vectors: Sequence[FeatureVector]) -> None:
+        """Encode ``vectors`` into batches and queue them for sending."""
+        if not vectors:
+            return
+        size = self.batch_size
+        if self._max_batch_vectors:
+            size = min(size, self._max_batch_vectors)
+        for i in range(0, len(vectors), size):
+            chunk = vectors[i : i + size]
+            if self.on_full == "block":
+                while self.buffer.is_full() and not self._closing:
+                    self._changed.clear()
+                    if not self.buffer.is_full():
+                        break
+                    await self._changed.wait()
+            body = wire.encode_batch_body(chunk)
+            _, evicted = self.buffer.add(body, len(chunk))
+            self.stats.vectors_submitted += len(chunk)
+            if evicted:
+                self._account_drops(evicted)
+            self._update_gauges()
+            self._changed.set()
+
+    def _account_drops(self, evicted: list[Pending]) -> None:
+        vectors = sum(p.vectors for p in evicted)
+        self.stats.batches_dropped += len(evicted)
+        self.stats.vectors_dropped += vectors
+        if self._metrics.enabled:
+            self._metrics.batches_dropped.inc(len(evicted))
+            self._metrics.vectors_dropped.inc(vectors)
+        self._drops_since_log += len(evicted)
+        now = time.monotonic()
+        if now - self._last_drop_log >= 5.0:
+            log.warning(
+                "buffer full (%d batches, %d bytes): dropped %d unacknowledged batches since last report, "
+                "oldest now seq %d; total dropped %d batches / %d vectors",
+                self.buffer.batches, self.buffer.nbytes, self._drops_since_log, evicted[-1].sequence + 1,
+                self.stats.batches_dropped, self.stats.vectors_dropped,
+            )
+            self._last_drop_log = now
+            self._drops_since_log = 0
+
+    def _update_gauges(self) -> None:
+        if self._metrics.enabled:
+            self._metrics.buffer_batches.set(self.buffer.batches)
+            self._metrics.buffer_bytes.set(self.buffer.nbytes)
+
+    # -- connection loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_options)
+        while True:
+            if self._closing and not self.buffer.batches:
+                return
+            try:
+                await self._connection()
+                if self._closing:
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the sensor must outlive any single stream
+                self.stats.connect_failures += 1
+                if self._metrics.enabled:
+                    self._metrics.reconnects.inc()
+                delay = self.backoff.next()
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    detail = f"{exc.code().name}: {exc.details()}"
+                elif isinstance(exc, _EXPECTED):
+                    detail = f"{type(exc).__name__}: {exc}"
+                else:
+                    log.exception("unexpected error on the stream to %s", self.target)
+                    detail = repr(exc)
+                log.warning("stream to %s failed (%s); %d batches buffered; retrying in %.2fs",
+                            self.target, detail, self.buffer.batches, delay)
+                if self._closing:
+                    return
+                await asyncio.sleep(delay)
+            finally:
+                self._connected.clear()
+
+    async def _connection(self) -> None:
+        assert self._channel is not None
+        stream = self._channel.stream_stream(
+            STREAM_METHOD, request_serializer=_passthrough,
+            response_deserializer=ingest_pb2.IngestResponse.FromString,
+        )
+        call = stream()
+        try:
+            await call.write(wire.hello_request_bytes(self.sensor_id, self.node, SENSOR_VERSION))
+            first = await asyncio.wait_for(call.read(), self.ack_timeout)
+            if first is grpc.aio.EOF or not first.HasField("welcome"):
+                raise ProtocolError("service did not answer Hello with Welcome")
+            self._on_welcome(first.welcome)
+            self.stats.connects += 1
+            self.backoff.reset()
+            self._connected.set()
+            in_flight: deque[tuple[int, float]] = deque()
+            sender = asyncio.create_task(self._send_loop(call, in_flight))
+            receiver = asyncio.create_task(self._receive_loop(call, in_flight))
+            done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_EXCEPTION)
+            for t in pending:
+                if t is receiver and sender in done and sender.exception() is None:
+                    # Half-closed: let the service acknowledge what is in flight, then end.
+                    await receiver
+                    continue
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            for t in done:
+                exc = t.exception()
+                if exc is not None:
+                    raise exc
+        finally:
+            call.cancel()
+
+    def _on_welcome(self, welcome: ingest_pb2.Welcome) -> None:
+        self.welcome = welcome
+        last = welcome.last_sequence
+        self._max_batch_vectors = welcome.max_batch_vectors
+        if self.buffer.persistent_sequences:
+            applied = self.buffer.release_through(last)
+        else:
+            # Only batches this process sent can have been applied; lower numbers never sent collide with
+            # a previous incarnation of this sensor (its clock stepped back) and are renumbered instead.
+            applied = self.buffer.release_through(min(last, self._sent_high))
+            if any(p.sequence <= last for p in self.buffer.entries()):
+                log.warning("service has applied up to seq %d, above unsent batches: renumbering them", last)
+                self.buffer.renumber(last + 1)
+        self.buffer.advance(last)
+        if applied:
+            self.stats.batches_already_applied += len(applied)
+        log.info("connected to %s (service %s): last applied seq %d, %d batches to send, durable acks %s",
+                 self.target, welcome.service_version or "?", last, self.buffer.batches, welcome.durable_acks)
+        self._update_gauges()
+        self._changed.set()
+
+    async def _send_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
+        sent_high_here = 0
+        while True:
+            if in_flight and time.monotonic() - in_flight[0][1] > self.ack_timeout:
+                raise AckTimeout(f"no ack for seq {in_flight[0][0]} within {self.ack_timeout}s")
+            nxt: Pending | None = None
+            if len(in_flight) < self.max_in_flight:
+                for p in self.buffer.entries():
+                    if p.sequence > sent_high_here:
+                        nxt = p
+                        break
+            if nxt is None:
+                if self._closing and not in_flight:
+                    await call.done_writing()
+                    return
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=min(1.0, self.ack_timeout))
+                continue
+            await call.write(wire.batch_request_bytes(nxt.sequence, nxt.body))
+            in_flight.append((nxt.sequence, time.monotonic()))
+            sent_high_here = nxt.sequence
+            if nxt.sequence <= self._sent_high:
+                self.stats.batches_resent += 1
+                if self._metrics.enabled:
+                    self._metrics.batches_resent.inc()
+            self._sent_high = max(self._sent_high, nxt.sequence)
+            self.stats.batches_sent += 1
+            if self._metrics.enabled:
+                self._metrics.batches_sent.inc()
+
+    async def _receive_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
+        while True:
+            resp = await call.read()
+            if resp is grpc.aio.EOF:
+                if in_flight:
+                    raise ProtocolError(f"stream ended with {len(in_flight)} batches unacknowledged")
+                if not self._closing:
+                    raise ConnectionError("service ended the stream")
+                return
+            if not resp.HasField("ack"):
+                raise ProtocolError("unexpected Welcome in the middle of a stream")
+            self._on_ack(resp.ack, in_flight)
+
+    def _on_ack(self, ack: ingest_pb2.BatchAck, in_flight: deque[tuple[int, float]]) -> None:
+        if not in_flight or in_flight[0][0] != ack.sequence:
+            expected = in_flight[0][0] if in_flight else None
+            raise ProtocolError(f"ack for seq {ack.sequence}, expected {expected}")
+        in_flight.popleft()
+        self.stats.batches_acked += 1
+        if self._metrics.enabled:
+            self._metrics.batches_acked.inc()
+        if ack.duplicate:
+            self.stats.batches_duplicate += 1
+        if ack.batch_rejected != ingest_pb2.REJECT_REASON_UNSPECIFIED:
+            self.stats.batches_rejected += 1
+            entry = self.buffer.release(ack.sequence)
+            n = entry.vectors if entry else 0
+            self.stats.vectors_rejected += n
+            if self._metrics.enabled:
+                self._metrics.batches_rejected.inc()
+                self._metrics.vectors_rejected.inc(n)
+            log.error("service refused batch %d (%d vectors): %s %s", ack.sequence, n,
+                      ingest_pb2.RejectReason.Name(ack.batch_rejected), ack.batch_message)
+        else:
+            self.stats.vectors_applied += ack.applied
+            if self._metrics.enabled:
+                self._metrics.vectors_applied.inc(ack.applied)
+            if ack.rejected:
+                self.stats.vectors_rejected += len(ack.rejected)
+                if self._metrics.enabled:
+                    self._metrics.vectors_rejected.inc(len(ack.rejected))
+                first = ack.rejected[0]
+                log.warning("service rejected %d vectors of batch %d, e.g. #%d: %s %s", len(ack.rejected),
+                            ack.sequence, first.index, ingest_pb2.RejectReason.Name(first.reason), first.message)
+            durable_offered = self.welcome is not None and self.welcome.durable_acks
+            if ack.durable or not durable_offered:
+                self.buffer.release(ack.sequence)
+        self._update_gauges()
+        self._changed.set()
+
+
+def decode_batch(data: bytes) -> vectors_pb2.VectorBatch:
+    """Parse a serialised ``VectorBatch`` (for tests and tools)."""
+    return vectors_pb2.VectorBatch.FromString(data)

@@ -1,0 +1,152 @@
+"""Domain -> protobuf for the sensor: the only sensor module that builds wire messages.
+
+``service/serde.py`` does the reverse on the service side; ``tests/test_sensor_client_wire.py`` checks
+that the two agree (encode here, decode there, compare with the original).
+
+Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
+
+* syscall counts become two packed arrays, indices into the batch's ``syscall_names`` dictionary
+  (built per batch in order of first appearance) and counts;
+* ``seconds_since_start`` -> ``health.container_age_seconds`` (negative when unknown);
+* ``Endpoint.protocol`` ``"tcp"``/``"udp"`` -> ``PROTOCOL_TCP``/``PROTOCOL_UDP``;
+  ``Endpoint.outbound`` -> ``DIRECTION_OUTBOUND`` / ``DIRECTION_INBOUND``;
+* n-grams: ``ngram_spec`` 1 with buckets in ascending order when the vector has any, else 0.
+
+Batches are stored and resent as bytes.  :func:`encode_batch_body` serialises everything but the
+sequence number; :func:`batch_request_bytes` prepends the sequence number and wraps the batch in an
+``IngestRequest`` using plain protobuf wire-format concatenation (a message's fields may come in any
+order), so a resend never re-serialises vectors and an on-disk spool can hold the body bytes as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from models.vector import Endpoint, FeatureVector
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+
+SCHEMA_VERSION = 1
+NGRAM_SPEC = 1
+
+_PROTOCOL = {"tcp": vectors_pb2.PROTOCOL_TCP, "udp": vectors_pb2.PROTOCOL_UDP}
+
+# Field numbers used for the byte-level framing below (see ingest.proto / vectors.proto).
+_VECTOR_BATCH_SEQUENCE_TAG = b"\x08"  # field 1, varint
+_INGEST_REQUEST_BATCH_TAG = b"\x12"  # field 2, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _endpoint(ep: Endpoint, msg: vectors_pb2.Endpoint) -> None:
+    msg.address = ep.address
+    msg.port = ep.port
+    msg.protocol = _PROTOCOL.get(ep.protocol, vectors_pb2.PROTOCOL_UNSPECIFIED)
+    msg.direction = vectors_pb2.DIRECTION_OUTBOUND if ep.outbound else vectors_pb2.DIRECTION_INBOUND
+
+
+def fill_vector(v: FeatureVector, msg: vectors_pb2.FeatureVector, names: dict[str, int]) -> None:
+    """Write one domain vector into ``msg``; ``names`` is the batch's syscall dictionary (extended)."""
+    ident = v.identity
+    i = msg.identity
+    i.node = ident.node
+    i.container_id = ident.container_id
+    i.container_name = ident.container_name
+    i.image_repository = ident.image_repository
+    i.image_tag = ident.image_tag
+    i.image_digest = ident.image_digest
+    i.pod = ident.pod
+    i.namespace = ident.namespace
+    msg.window_start = v.window_start
+    msg.window_seconds = v.window_seconds
+    if v.syscalls:
+        idx = []
+        for name in v.syscalls:
+            j = names.get(name)
+            if j is None:
+                j = names[name] = len(names)
+            idx.append(j)
+        msg.syscall_name_index.extend(idx)
+        msg.syscall_count.extend(v.syscalls.values())
+    p = msg.process
+    p.execs = v.execs
+    p.forks = v.forks
+    p.exits = v.exits
+    p.executables.extend(v.executables)
+    n = msg.network
+    n.connects = v.connects
+    n.connects_failed = v.connects_failed
+    n.accepts = v.accepts
+    n.listens = v.listens
+    n.bytes_sent = v.bytes_sent
+    n.bytes_received = v.bytes_received
+    n.packets_sent = v.packets_sent
+    n.packets_received = v.packets_received
+    n.remote_addresses = v.remote_addresses
+    n.remote_ports = v.remote_ports
+    n.dns_queries = v.dns_queries
+    for ep in v.endpoints:
+        _endpoint(ep, n.endpoints.add())
+    f = msg.file
+    f.write_opens = v.write_opens
+    f.sensitive_writes = v.sensitive_writes
+    f.sensitive_paths.extend(v.sensitive_paths)
+    h = msg.health
+    h.events_lost = v.events_lost
+    h.complete = v.complete
+    h.container_exited = v.container_exited
+    h.container_age_seconds = v.seconds_since_start
+    if v.ngrams:
+        msg.ngram_spec = NGRAM_SPEC
+        buckets = sorted(v.ngrams)
+        msg.ngram_bucket.extend(buckets)
+        msg.ngram_count.extend(v.ngrams[b] for b in buckets)
+
+
+def to_batch(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2.VectorBatch:
+    """A ``VectorBatch`` message holding ``vectors`` (``sequence`` 0 leaves the field unset)."""
+    batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=SCHEMA_VERSION)
+    names: dict[str, int] = {}
+    for v in vectors:
+        fill_vector(v, batch.vectors.add(), names)
+    batch.syscall_names.extend(names)  # dicts keep insertion order: index == position
+    return batch
+
+
+def encode_batch_body(vectors: Sequence[FeatureVector]) -> bytes:
+    """Serialised ``VectorBatch`` without its sequence number (see :func:`batch_request_bytes`)."""
+    return to_batch(vectors).SerializeToString()
+
+
+def batch_request_bytes(sequence: int, body: bytes) -> bytes:
+    """A serialised ``IngestRequest{batch}`` for a body from :func:`encode_batch_body`.
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> v = FeatureVector(Identity("n1", "c1", "nginx", "1.25"), 100.0, 10.0, syscalls={"read": 3})
+    >>> req = ingest_pb2.IngestRequest.FromString(batch_request_bytes(7, encode_batch_body([v])))
+    >>> req.batch.sequence, list(req.batch.syscall_names), req.batch.vectors[0].syscall_count[0]
+    (7, ['read'], 3.0)
+    """
+    if sequence <= 0:
+        raise ValueError("batch sequence numbers start at 1")
+    batch = _VECTOR_BATCH_SEQUENCE_TAG + _varint(sequence) + body
+    return _INGEST_REQUEST_BATCH_TAG + _varint(len(batch)) + batch
+
+
+def hello_request_bytes(sensor_id: str, node: str, sensor_version: str) -> bytes:
+    """A serialised ``IngestRequest{hello}``."""
+    hello = ingest_pb2.Hello(
+        sensor_id=sensor_id, node=node, sensor_version=sensor_version, schema_version=SCHEMA_VERSION
+    )
+    return ingest_pb2.IngestRequest(hello=hello).SerializeToString()

@@ -1,0 +1,247 @@
+"""sensor/transport.py against a real gRPC server: order, acks, reconnects, resends, bounded buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from models.vector import FeatureVector, Identity
+from sensor.buffer import MemoryBuffer
+from sensor.transport import Backoff, Transport
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sensor_ingest_server import Behaviour, IngestServer, IngestState, wait_for  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _vectors(n: int, start: int = 0) -> list[FeatureVector]:
+    ident = Identity("node-a", "c1", "nginx", "1.25", pod="web-1", namespace="shop")
+    return [
+        FeatureVector(ident, 1_700_000_000.0 + 10 * (start + i), 10.0, syscalls={"read": start + i, "write": 2},
+                      bytes_sent=start + i)
+        for i in range(n)
+    ]
+
+
+def _fast_backoff() -> Backoff:
+    return Backoff(initial=0.02, maximum=0.1, jitter=0.5)
+
+
+def _delivered(state: IngestState) -> list[int]:
+    """window starts of every applied vector, in the order applied (identifies vectors uniquely)."""
+    return [int(v.network.bytes_sent) for b in state.applied for v in b.vectors]
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_batches_in_order_and_acknowledged() -> None:
+    async def body() -> None:
+        server = IngestServer()
+        await server.start()
+        registry = CollectorRegistry()
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=100,
+                             buffer=MemoryBuffer(first_sequence=1), registry=registry) as t:
+            await t.submit(_vectors(1050))
+            assert await t.flush(10)
+        await server.stop()
+        seqs = [b.sequence for b in server.state.applied]
+        assert seqs == list(range(1, 12))
+        assert [len(b.vectors) for b in server.state.applied] == [100] * 10 + [50]
+        assert _delivered(server.state) == list(range(1050))
+        assert server.state.hellos[0].sensor_id == "s1" and server.state.hellos[0].node == "node-a"
+        assert t.stats.batches_acked == 11 and t.stats.vectors_applied == 1050
+        assert registry.get_sample_value("baseliner_sensor_batches_acked_total") == 11
+        assert registry.get_sample_value("baseliner_sensor_buffer_batches") == 0
+        # the per-batch syscall dictionary is shared by the vectors
+        assert list(server.state.applied[0].syscall_names) == ["read", "write"]
+
+    run(body())
+
+
+def test_reconnect_resends_unacknowledged_in_order_without_duplicates() -> None:
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(break_after_applying=3))
+        await server.start()
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff()) as t:
+            await t.submit(_vectors(200))
+            assert await t.flush(20)
+        await server.stop()
+        # the stream broke after batch 3 was applied but before its ack: Welcome.last_sequence covered it
+        assert t.stats.connect_failures >= 1 and t.stats.connects >= 2
+        assert [b.sequence for b in server.state.applied] == list(range(1, 21))
+        assert _delivered(server.state) == list(range(200))
+        # batch 3 was applied but not acknowledged: Welcome.last_sequence covered it, so it was not resent
+        assert t.stats.batches_already_applied == 1
+        received = server.state.received_sequences
+        assert received == sorted(set(received)) and server.state.duplicates == 0
+
+    run(body())
+
+
+def test_service_restart_mid_stream_and_start_while_down() -> None:
+    async def body() -> None:
+        port = _free_port()
+        state = IngestState()
+        server = IngestServer(port, state=state)
+        registry = CollectorRegistry()
+        t = Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                      buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(), registry=registry)
+        t.start()
+        await t.submit(_vectors(50))  # service not there yet: buffered
+        await asyncio.sleep(0.2)
+        assert t.buffer.batches == 5 and not state.applied
+        await server.start()
+        await wait_for(lambda: len(state.applied) == 5)
+        await server.stop()  # service goes away
+        await t.submit(_vectors(50, start=50))
+        await asyncio.sleep(0.2)
+        server = IngestServer(port, state=state)  # comes back with its state
+        await server.start()
+        assert await t.flush(20)
+        await t.close()
+        await server.stop()
+        assert [b.sequence for b in state.applied] == list(range(1, 11))
+        assert _delivered(state) == list(range(100))
+        assert registry.get_sample_value("baseliner_sensor_connect_failures_total") >= 2
+
+    run(body())
+
+
+def test_bounded_buffer_drops_oldest_and_counts() -> None:
+    async def body() -> None:
+        port = _free_port()
+        registry = CollectorRegistry()
+        t = Transport(f"127.0.0.1:{port}", sensor_id="s1", node="node-a", batch_size=10,
+                      buffer=MemoryBuffer(max_batches=4, first_sequence=1), on_full="drop",
+                      backoff=_fast_backoff(), registry=registry)
+        t.start()
+        await t.submit(_vectors(100))  # 10 batches, room for 4
+        assert t.stats.batches_dropped == 6 and t.stats.vectors_dropped == 60
+        assert registry.get_sample_value("baseliner_sensor_batches_dropped_total") == 6
+        assert registry.get_sample_value("baseliner_sensor_vectors_dropped_total") == 60
+        server = IngestServer(port)
+        await server.start()
+        assert await t.flush(20)
+        await t.close()
+        await server.stop()
+        # the newest survive, in order, with their original (gapped) sequence numbers
+        assert [b.sequence for b in server.state.applied] == [7, 8, 9, 10]
+        assert _delivered(server.state) == list(range(60, 100))
+
+    run(body())
+
+
+def test_block_policy_waits_instead_of_dropping() -> None:
+    async def body() -> None:
+        server = IngestServer()
+        await server.start()
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10, max_in_flight=2,
+                             buffer=MemoryBuffer(max_batches=3, first_sequence=1), on_full="block") as t:
+            for i in range(30):
+                await t.submit(_vectors(10, start=10 * i))
+                assert t.buffer.batches <= 3
+            assert await t.flush(20)
+        await server.stop()
+        assert t.stats.batches_dropped == 0
+        assert _delivered(server.state) == list(range(300))
+
+    run(body())
+
+
+def test_restarted_sensor_continues_above_service_sequence() -> None:
+    async def body() -> None:
+        server = IngestServer()
+        await server.start()
+        server.state.last_sequence["s1"] = 500  # a previous incarnation got this far
+        # a fresh process whose counter is below (clock stepped back): its unsent batches are renumbered
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                             buffer=MemoryBuffer(first_sequence=1)) as t:
+            await t.submit(_vectors(30))
+            assert await t.flush(10)
+            await t.submit(_vectors(10, start=30))
+            assert await t.flush(10)
+        await server.stop()
+        assert [b.sequence for b in server.state.applied] == [501, 502, 503, 504]
+        assert server.state.duplicates == 0
+        assert _delivered(server.state) == list(range(40))
+
+    run(body())
+
+
+def test_rejections_counted_and_batch_refusal_not_resent() -> None:
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(reject_vector_index=0, reject_batches_over=15))
+        await server.start()
+        registry = CollectorRegistry()
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                             buffer=MemoryBuffer(first_sequence=1), registry=registry) as t:
+            await t.submit(_vectors(30))
+            t.batch_size = 20
+            await t.submit(_vectors(20, start=30))  # refused whole
+            await t.submit(_vectors(5, start=50))
+            assert await t.flush(10)
+        await server.stop()
+        assert t.stats.vectors_rejected == 3 + 20 + 1
+        assert t.stats.batches_rejected == 1
+        assert registry.get_sample_value("baseliner_sensor_vectors_rejected_total") == 24
+        assert [b.sequence for b in server.state.applied] == [1, 2, 3, 5]
+        assert server.state.received_sequences == [1, 2, 3, 4, 5]
+
+    run(body())
+
+
+def test_welcome_max_batch_vectors_limits_batch_size() -> None:
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(max_batch_vectors=7))
+        await server.start()
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=100,
+                             buffer=MemoryBuffer(first_sequence=1)) as t:
+            await t.submit(_vectors(1))  # connects and learns the limit
+            assert await t.flush(10)
+            await t.submit(_vectors(20, start=1))
+            assert await t.flush(10)
+        await server.stop()
+        assert [len(b.vectors) for b in server.state.applied] == [1, 7, 7, 6]
+
+    run(body())
+
+
+def test_missing_acks_time_out_and_resend() -> None:
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(hold_acks=True))
+        await server.start()
+        t = Transport(server.target, sensor_id="s1", node="node-a", batch_size=10, ack_timeout=0.3,
+                      buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff())
+        t.start()
+        await t.submit(_vectors(20))
+        await wait_for(lambda: t.stats.connect_failures >= 1)
+        server.behaviour.hold_acks = False
+        assert await t.flush(10)
+        await t.close()
+        await server.stop()
+        assert t.stats.batches_resent >= 2
+        assert [b.sequence for b in server.state.applied] == [1, 2]
+
+    run(body())
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError):
+        Transport("x:1", sensor_id="", node="n")
+    with pytest.raises(ValueError):
+        Transport("x:1", sensor_id="s", node="n", on_full="maybe")
+    with pytest.raises(ValueError):
+        MemoryBuffer(max_batches=0)
