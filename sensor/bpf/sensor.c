@@ -1,0 +1,516 @@
+/* Baseliner eBPF sensor: per-cgroup counts aggregated in the kernel.
+ *
+ * Built and loaded by sensor/probes.py (the only module that imports bcc), which prepends the
+ * configuration (#defines for map sizes and BASELINER_NGRAMS) and replaces the sensitive-prefix
+ * placeholder below with generated code; `baseliner-sensor-bpf --print-program` shows the result.
+ *
+ * Rules this file keeps:
+ *  - tracepoints and raw tracepoints only (no kprobes/fentry), and no kernel struct is ever read:
+ *    data comes from tracepoint arguments (whose layout BCC takes from the running kernel), from
+ *    BPF helpers (bpf_get_current_cgroup_id, bpf_get_current_pid_tgid) and from user memory
+ *    (syscall arguments such as file names and sockaddrs);
+ *  - nothing is sent per event to user space: everything is a counter in a map;
+ *  - two sets of count maps (suffix _0 and _1); ctl[0] says which set programs write; user space
+ *    flips it, waits for programs in flight, and drains the now inactive set, so no count is lost;
+ *  - a full map is never silent: the miss is counted in the cgroup's `lost` counter, or, when even
+ *    that is impossible, in the set's global lost counter.
+ */
+#include <uapi/linux/ptrace.h>
+#include "ngrams.h"
+
+#ifndef MAX_SYSCALL_ENTRIES
+#define MAX_SYSCALL_ENTRIES 65536
+#endif
+#ifndef MAX_NGRAM_ENTRIES
+#define MAX_NGRAM_ENTRIES 131072
+#endif
+#ifndef MAX_CGROUPS
+#define MAX_CGROUPS 8192
+#endif
+#ifndef MAX_PATHS
+#define MAX_PATHS 8192
+#endif
+#ifndef MAX_ENDPOINTS
+#define MAX_ENDPOINTS 16384
+#endif
+#ifndef MAX_THREADS
+#define MAX_THREADS 65536
+#endif
+#ifndef MAX_SOCKETS
+#define MAX_SOCKETS 65536
+#endif
+#ifndef BASELINER_NGRAMS
+#define BASELINER_NGRAMS 1
+#endif
+
+#define PATH_LEN 256
+#define KIND_EXEC 0
+#define KIND_SENSITIVE 1
+
+/* TCP states (include/net/tcp_states.h; stable ABI of the tracepoint) */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+#define PROTO_TCP 6
+#define FAM_INET 2
+#define FAM_INET6 10
+#define MSG_PEEK_FLAG 2
+#define DNS_PORT 53
+
+/* open flags (uapi, x86_64) */
+#define F_WRONLY 01
+#define F_RDWR 02
+#define F_CREAT 0100
+#define F_TRUNC 01000
+#define F_APPEND 02000
+#define WRITE_INTENT (F_WRONLY | F_RDWR | F_CREAT | F_TRUNC | F_APPEND)
+
+struct sc_key {
+    u64 cgid;
+    u32 nr;
+    u32 pad;
+};
+
+struct ng_key {
+    u64 cgid;
+    u32 bucket;
+    u32 pad;
+};
+
+/* Per-cgroup counters; keep in sync with CG_FIELDS in sensor/probes.py. */
+struct cg_counters {
+    u64 execs;
+    u64 forks;
+    u64 exits;
+    u64 connects;
+    u64 established;
+    u64 connects_failed;
+    u64 accepts;
+    u64 listens;
+    u64 bytes_sent;
+    u64 bytes_received;
+    u64 packets_sent;
+    u64 packets_received;
+    u64 dns_queries;
+    u64 write_opens;
+    u64 sensitive_writes;
+    u64 lost;
+    u64 socket_attributed; /* transitions attributed through the socket to another cgroup than current's */
+};
+
+struct path_key {
+    u64 cgid;
+    u32 kind;
+    u32 pad;
+    char path[PATH_LEN];
+};
+
+struct ep_key {
+    u64 cgid;
+    u8 addr[16];
+    u16 port; /* host byte order */
+    u8 family;
+    u8 inbound;
+    u32 pad;
+};
+
+/* inbound connection established in softirq, not yet claimed by a process */
+struct pending_in {
+    u8 addr[16];
+    u16 port;
+    u8 family;
+    u8 pad[5];
+};
+
+/* ---- the two sets of count maps ---- */
+BPF_PERCPU_HASH(syscalls_0, struct sc_key, u64, MAX_SYSCALL_ENTRIES);
+BPF_PERCPU_HASH(syscalls_1, struct sc_key, u64, MAX_SYSCALL_ENTRIES);
+BPF_PERCPU_HASH(cgroups_0, u64, struct cg_counters, MAX_CGROUPS);
+BPF_PERCPU_HASH(cgroups_1, u64, struct cg_counters, MAX_CGROUPS);
+#if BASELINER_NGRAMS
+BPF_PERCPU_HASH(ngrams_0, struct ng_key, u64, MAX_NGRAM_ENTRIES);
+BPF_PERCPU_HASH(ngrams_1, struct ng_key, u64, MAX_NGRAM_ENTRIES);
+#endif
+BPF_HASH(paths_0, struct path_key, u64, MAX_PATHS);
+BPF_HASH(paths_1, struct path_key, u64, MAX_PATHS);
+BPF_HASH(endpoints_0, struct ep_key, u64, MAX_ENDPOINTS);
+BPF_HASH(endpoints_1, struct ep_key, u64, MAX_ENDPOINTS);
+BPF_PERCPU_ARRAY(lost_0, u64, 1);
+BPF_PERCPU_ARRAY(lost_1, u64, 1);
+
+/* ---- shared state ---- */
+BPF_ARRAY(ctl, u32, 1);                        /* [0] = active set (0 or 1) */
+BPF_ARRAY(sysids, u32, NGRAM_NR_LIMIT);        /* syscall nr -> canonical id, filled by user space */
+BPF_HASH(history, u32, struct thread_hist, MAX_THREADS);  /* tid -> last ids */
+BPF_HASH(sock_owner, u64, u64, MAX_SOCKETS);   /* socket (opaque) -> cgroup of the connecting task */
+BPF_HASH(sock_pending_in, u64, struct pending_in, MAX_SOCKETS);
+BPF_PERCPU_ARRAY(scratch, struct path_key, 1);
+
+/* @SENSITIVE_PREFIXES@ */
+
+static __always_inline u32 active_set(void)
+{
+    u32 zero = 0;
+    u32 *s = ctl.lookup(&zero);
+    return (s && *s) ? 1 : 0;
+}
+
+static __always_inline void lost_global(u32 set)
+{
+    u32 zero = 0;
+    u64 *v = set ? lost_1.lookup(&zero) : lost_0.lookup(&zero);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline struct cg_counters *cg_get(u32 set, u64 cgid)
+{
+    struct cg_counters *c = set ? cgroups_1.lookup(&cgid) : cgroups_0.lookup(&cgid);
+    if (c)
+        return c;
+    struct cg_counters zero = {};
+    int err = set ? cgroups_1.update(&cgid, &zero) : cgroups_0.update(&cgid, &zero);
+    if (err) {
+        lost_global(set);
+        return 0;
+    }
+    return set ? cgroups_1.lookup(&cgid) : cgroups_0.lookup(&cgid);
+}
+
+static __always_inline void lost_event(u32 set, u64 cgid)
+{
+    struct cg_counters *c = cg_get(set, cgid);
+    if (c)
+        c->lost += 1;
+}
+
+#define CG_ADD(set, cgid, field, n)                                                                  \
+    do {                                                                                             \
+        struct cg_counters *c_ = cg_get(set, cgid);                                                  \
+        if (c_)                                                                                      \
+            c_->field += (n);                                                                        \
+    } while (0)
+
+static __always_inline void path_add(u32 set, u64 cgid, struct path_key *k)
+{
+    u64 *v = set ? paths_1.lookup(k) : paths_0.lookup(k);
+    if (v) {
+        __sync_fetch_and_add(v, 1);
+        return;
+    }
+    u64 one = 1;
+    if (set ? paths_1.update(k, &one) : paths_0.update(k, &one))
+        lost_event(set, cgid);
+}
+
+static __always_inline void endpoint_add(u32 set, struct ep_key *k)
+{
+    u64 *v = set ? endpoints_1.lookup(k) : endpoints_0.lookup(k);
+    if (v) {
+        __sync_fetch_and_add(v, 1);
+        return;
+    }
+    u64 one = 1;
+    if (set ? endpoints_1.update(k, &one) : endpoints_0.update(k, &one))
+        lost_event(set, k->cgid);
+}
+
+#if BASELINER_NGRAMS
+static __always_inline void ngram_add(u32 set, u64 cgid, u32 bucket)
+{
+    struct ng_key k = {.cgid = cgid, .bucket = bucket};
+    u64 *v = set ? ngrams_1.lookup(&k) : ngrams_0.lookup(&k);
+    if (v) {
+        *v += 1;
+        return;
+    }
+    u64 one = 1;
+    if (set ? ngrams_1.update(&k, &one) : ngrams_0.update(&k, &one))
+        lost_event(set, cgid);
+}
+
+static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
+{
+    if (nr < 0 || nr >= NGRAM_NR_LIMIT)
+        return; /* outside the id table: not part of the n-gram stream (spec, section 1) */
+    u32 idx = (u32)nr;
+    u32 *idp = sysids.lookup(&idx);
+    if (!idp)
+        return;
+    u32 id = *idp;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct thread_hist *h = history.lookup(&tid);
+    if (!h) {
+        struct thread_hist nh = {.p1 = id, .n = 1};
+        if (history.update(&tid, &nh))
+            lost_event(set, cgid);
+        return;
+    }
+    u32 n = h->n;
+    if (n >= 1)
+        ngram_add(set, cgid, 0 * NGRAM_BUCKETS + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1)));
+    if (n >= 2)
+        ngram_add(set, cgid, 1 * NGRAM_BUCKETS + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+    if (n >= 3)
+        ngram_add(set, cgid, 2 * NGRAM_BUCKETS + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+    h->p3 = h->p2;
+    h->p2 = h->p1;
+    h->p1 = id;
+    h->n = n < 3 ? n + 1 : 3;
+}
+#endif
+
+/* ---------------- syscalls ---------------- */
+
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    /* ctx->args[0] is struct pt_regs * (never read), ctx->args[1] the syscall number */
+    long nr = (long)ctx->args[1];
+    u32 set = active_set();
+    u64 cgid = bpf_get_current_cgroup_id();
+    struct sc_key k = {.cgid = cgid, .nr = (u32)nr};
+    u64 *v = set ? syscalls_1.lookup(&k) : syscalls_0.lookup(&k);
+    if (v) {
+        *v += 1;
+    } else {
+        u64 one = 1;
+        if (set ? syscalls_1.update(&k, &one) : syscalls_0.update(&k, &one))
+            lost_event(set, cgid);
+    }
+#if BASELINER_NGRAMS
+    ngram_step(set, cgid, nr);
+#endif
+    return 0;
+}
+
+/* ---------------- processes ---------------- */
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 set = active_set();
+    u64 cgid = bpf_get_current_cgroup_id();
+    CG_ADD(set, cgid, execs, 1);
+    u32 zero = 0;
+    struct path_key *k = scratch.lookup(&zero);
+    if (!k)
+        return 0;
+    __builtin_memset(k, 0, sizeof(*k));
+    k->cgid = cgid;
+    k->kind = KIND_EXEC;
+    unsigned short off = args->data_loc_filename & 0xFFFF;
+    /* the tracepoint's own record (not a kernel struct) */
+    bpf_probe_read_kernel_str(k->path, sizeof(k->path), (char *)args + off);
+    path_add(set, cgid, k);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 set = active_set();
+    CG_ADD(set, bpf_get_current_cgroup_id(), forks, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    history.delete(&tid);
+    if (tid == (u32)(pid_tgid >> 32)) { /* the thread group leader: the process */
+        u32 set = active_set();
+        CG_ADD(set, bpf_get_current_cgroup_id(), exits, 1);
+    }
+    return 0;
+}
+
+/* ---------------- files ---------------- */
+
+static __always_inline void file_open(const char *filename, u64 flags)
+{
+    if (!(flags & WRITE_INTENT))
+        return;
+    u32 set = active_set();
+    u64 cgid = bpf_get_current_cgroup_id();
+    CG_ADD(set, cgid, write_opens, 1);
+    u32 zero = 0;
+    struct path_key *k = scratch.lookup(&zero);
+    if (!k)
+        return;
+    __builtin_memset(k, 0, sizeof(*k));
+    if (bpf_probe_read_user_str(k->path, sizeof(k->path), filename) <= 0)
+        return;
+    if (!sensitive_match(k->path))
+        return;
+    CG_ADD(set, cgid, sensitive_writes, 1);
+    k->cgid = cgid;
+    k->kind = KIND_SENSITIVE;
+    path_add(set, cgid, k);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+{
+    file_open(args->filename, (u64)args->flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_open)
+{
+    file_open(args->filename, (u64)args->flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_creat)
+{
+    file_open(args->pathname, F_CREAT | F_WRONLY | F_TRUNC);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+{
+    u64 flags = 0; /* struct open_how is user memory; flags is its first member */
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->how);
+    file_open(args->filename, flags);
+    return 0;
+}
+
+/* ---------------- network ---------------- */
+
+static __always_inline void ep_from_tp(struct ep_key *k, u16 family, const u8 *a4, const u8 *a6)
+{
+    k->family = (u8)family;
+    if (family == FAM_INET) {
+        __builtin_memcpy(k->addr, a4, 4);
+    } else {
+        __builtin_memcpy(k->addr, a6, 16);
+    }
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != PROTO_TCP)
+        return 0;
+    int olds = args->oldstate, news = args->newstate;
+    u64 sk = (u64)args->skaddr; /* an opaque key: never dereferenced */
+    u64 cur = bpf_get_current_cgroup_id();
+    u32 set = active_set();
+
+    if (olds == TCP_CLOSE && news == TCP_SYN_SENT) {
+        /* connect(): process context, the current task owns the socket */
+        if (sock_owner.update(&sk, &cur))
+            lost_event(set, cur);
+        CG_ADD(set, cur, connects, 1);
+        struct ep_key k = {.cgid = cur, .port = args->dport, .inbound = 0};
+        ep_from_tp(&k, args->family, args->daddr, args->daddr_v6);
+        endpoint_add(set, &k);
+        return 0;
+    }
+    if (olds == TCP_SYN_SENT) {
+        /* usually softirq (SYN-ACK or RST arrival, timeout): attribute through the socket */
+        u64 *owner = sock_owner.lookup(&sk);
+        u64 cgid = owner ? *owner : cur;
+        if (owner && *owner != cur)
+            CG_ADD(set, cgid, socket_attributed, 1);
+        if (news == TCP_ESTABLISHED)
+            CG_ADD(set, cgid, established, 1);
+        else if (news == TCP_CLOSE)
+            CG_ADD(set, cgid, connects_failed, 1);
+        sock_owner.delete(&sk);
+        return 0;
+    }
+    if (olds == TCP_CLOSE && news == TCP_LISTEN) {
+        CG_ADD(set, cur, listens, 1); /* listen(): process context */
+        return 0;
+    }
+    if (olds == TCP_SYN_RECV && news == TCP_ESTABLISHED) {
+        /* an inbound connection completes in softirq: remember it until a process uses the socket */
+        struct pending_in p = {.port = args->dport, .family = (u8)args->family};
+        if (args->family == FAM_INET)
+            __builtin_memcpy(p.addr, args->daddr, 4);
+        else
+            __builtin_memcpy(p.addr, args->daddr_v6, 16);
+        sock_pending_in.update(&sk, &p);
+        return 0;
+    }
+    if (news == TCP_CLOSE) {
+        sock_pending_in.delete(&sk);
+        sock_owner.delete(&sk);
+    }
+    return 0;
+}
+
+/* An inbound connection is counted as accepted by the cgroup whose process first sends or receives
+ * on it (process context), with its remote endpoint. */
+static __always_inline void claim_inbound(u32 set, u64 cgid, u64 sk)
+{
+    struct pending_in *p = sock_pending_in.lookup(&sk);
+    if (!p)
+        return;
+    CG_ADD(set, cgid, accepts, 1);
+    struct ep_key k = {.cgid = cgid, .port = p->port, .family = p->family, .inbound = 1};
+    __builtin_memcpy(k.addr, p->addr, 16);
+    endpoint_add(set, &k);
+    sock_pending_in.delete(&sk);
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    if (args->family != FAM_INET && args->family != FAM_INET6)
+        return 0;
+    u32 set = active_set();
+    u64 cgid = bpf_get_current_cgroup_id();
+    claim_inbound(set, cgid, (u64)args->sk);
+    if (args->ret > 0) {
+        struct cg_counters *c = cg_get(set, cgid);
+        if (c) {
+            c->bytes_sent += args->ret;
+            c->packets_sent += 1;
+        }
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    if (args->family != FAM_INET && args->family != FAM_INET6)
+        return 0;
+    u32 set = active_set();
+    u64 cgid = bpf_get_current_cgroup_id();
+    claim_inbound(set, cgid, (u64)args->sk);
+    if (args->ret > 0 && !(args->flags & MSG_PEEK_FLAG)) {
+        struct cg_counters *c = cg_get(set, cgid);
+        if (c) {
+            c->bytes_received += args->ret;
+            c->packets_received += 1;
+        }
+    }
+    return 0;
+}
+
+/* DNS: a connect() or sendto() to remote port 53 (user-space sockaddr, AF_INET/AF_INET6). */
+static __always_inline void dns_check(const void *uaddr)
+{
+    if (!uaddr)
+        return;
+    u16 hdr[2] = {}; /* sa_family, then the port (network byte order) for inet families */
+    if (bpf_probe_read_user(hdr, sizeof(hdr), uaddr))
+        return;
+    if (hdr[0] != FAM_INET && hdr[0] != FAM_INET6)
+        return;
+    if (bpf_ntohs(hdr[1]) != DNS_PORT)
+        return;
+    CG_ADD(active_set(), bpf_get_current_cgroup_id(), dns_queries, 1);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    dns_check(args->uservaddr);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+    dns_check(args->addr);
+    return 0;
+}

@@ -1,0 +1,308 @@
+"""Build, load and attach the eBPF program, flip its double-buffered maps and drain them.
+
+The only module that imports ``bcc``.  The kernel C lives in ``sensor/bpf/``; this module prepends the
+configuration (map sizes, n-grams on or off), generates the sensitive-prefix matcher, compiles with BCC
+against the kernel headers found by :func:`find_kernel_source`, fills the syscall-number -> canonical-id
+table (``models.syscalls.id_table``) and returns drained map contents as plain Python data
+(:class:`sensor.features.WindowCounts`), which ``sensor/features.py`` turns into vectors.
+
+Draining without loss: every count map exists twice (``*_0``, ``*_1``); ``ctl[0]`` selects the set that
+programs write.  :meth:`Probes.flip` switches it, waits :data:`GRACE_SECONDS` for programs that read the old
+value to finish (BPF programs run to completion without sleeping, in microseconds), then reads and deletes
+the inactive set with ``BPF_MAP_LOOKUP_AND_DELETE_BATCH`` while nothing writes to it.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import syscalls
+from sensor.features import CG_FIELDS, KIND_EXEC, KIND_SENSITIVE, Endpoint4, WindowCounts
+
+log = logging.getLogger(__name__)
+
+BPF_DIR = Path(__file__).resolve().parent / "bpf"
+DEFAULT_KERNEL_SRC = "/opt/baseliner/kernel-src"
+GRACE_SECONDS = 0.005
+PATH_LEN = 256
+
+DEFAULT_SENSITIVE_PREFIXES: tuple[str, ...] = (
+    "/etc", "/bin", "/sbin", "/usr", "/lib", "/lib64", "/boot", "/root", "/var/spool/cron",
+)
+MAX_PREFIXES = 32
+MAX_PREFIX_LEN = 128
+
+
+class PrerequisiteError(RuntimeError):
+    """The machine cannot run the eBPF sensor; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Kernel-side configuration (compiled into the program)."""
+
+    ngrams: bool = True
+    sensitive_prefixes: tuple[str, ...] = DEFAULT_SENSITIVE_PREFIXES
+    max_syscall_entries: int = 65536
+    max_ngram_entries: int = 131072
+    max_cgroups: int = 8192
+    max_paths: int = 8192
+    max_endpoints: int = 16384
+    max_threads: int = 65536
+    max_sockets: int = 65536
+    extra_cflags: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if len(self.sensitive_prefixes) > MAX_PREFIXES:
+            raise ValueError(f"at most {MAX_PREFIXES} sensitive prefixes")
+        for p in self.sensitive_prefixes:
+            if not p.startswith("/") or len(p) > MAX_PREFIX_LEN or any(c in p for c in "\\'\"\0"):
+                raise ValueError(f"sensitive prefix must be an absolute path of <= {MAX_PREFIX_LEN} "
+                                 f"plain characters: {p!r}")
+
+
+# ---------------------------------------------------------------- kernel headers and prerequisites
+
+
+def find_kernel_source() -> str | None:
+    """Header tree for BCC: ``$BCC_KERNEL_SOURCE``, else the running kernel's own headers (None: BCC
+    finds them itself), else the newest tree that ``scripts/kernel_headers.sh`` unpacked."""
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    if env:
+        return env
+    if Path(f"/lib/modules/{os.uname().release}/build/include").exists():
+        return None
+    trees = sorted(glob.glob(os.path.join(DEFAULT_KERNEL_SRC, "linux-headers-*")))
+    trees = [t for t in trees if Path(t, "include/generated/autoconf.h").exists()]
+    return trees[-1] if trees else None
+
+
+def check_prerequisites() -> list[str]:
+    """Problems that stop the sensor, each with what to do about it (empty: ready)."""
+    problems: list[str] = []
+    if os.geteuid() != 0:
+        problems.append("not root: the eBPF sensor must run as root (or with CAP_BPF, CAP_PERFMON and "
+                        "CAP_SYS_RESOURCE)")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        problems.append("the bcc Python module is missing: apt-get install bpfcc-tools python3-bpfcc "
+                        "libbpfcc, and make it importable (scripts/bootstrap.sh links it into .venv)")
+    if not Path("/sys/fs/bpf").exists() and not Path("/proc/sys/kernel/unprivileged_bpf_disabled").exists():
+        problems.append("this kernel has no BPF support (CONFIG_BPF_SYSCALL)")
+    if not Path("/sys/kernel/tracing/events/raw_syscalls").exists() and \
+            not Path("/sys/kernel/debug/tracing/events/raw_syscalls").exists():
+        problems.append("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing")
+    src = find_kernel_source()
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    if env and not Path(env, "include").is_dir():
+        problems.append(f"BCC_KERNEL_SOURCE={env} has no include/ directory")
+    elif src is None and not Path(f"/lib/modules/{os.uname().release}/build/include").exists():
+        problems.append("no kernel headers: run scripts/kernel_headers.sh (unpacks Debian's "
+                        "linux-headers-*-amd64 and -common into /opt/baseliner/kernel-src) or set "
+                        "BCC_KERNEL_SOURCE to a header tree")
+    return problems
+
+
+# ---------------------------------------------------------------- program text
+
+
+def _prefix_matcher(prefixes: tuple[str, ...]) -> str:
+    """C function ``sensitive_match(path)``: 1 if ``path`` is a prefix directory or lies under one."""
+    lines = ["static __always_inline int sensitive_match(const char *p)", "{"]
+    for prefix in prefixes:
+        d = prefix.rstrip("/") or "/"
+        conds = [f"p[{i}] == {ord(c)}" for i, c in enumerate(d)]
+        n = len(d)
+        if d == "/":
+            lines.append("    return 1; /* / */")
+            continue
+        # exactly the directory, or the directory followed by '/'
+        lines.append(f"    if ({' && '.join(conds)} && (p[{n}] == 0 || p[{n}] == 47)) return 1; /* {d} */")
+    lines += ["    return 0;", "}"]
+    return "\n".join(lines)
+
+
+def build_program(config: ProbeConfig) -> str:
+    """The complete C text BCC compiles (printable: ``baseliner-sensor-bpf --print-program``)."""
+    body = (BPF_DIR / "sensor.c").read_text()
+    defines = {
+        "BASELINER_NGRAMS": int(config.ngrams),
+        "MAX_SYSCALL_ENTRIES": config.max_syscall_entries,
+        "MAX_NGRAM_ENTRIES": config.max_ngram_entries,
+        "MAX_CGROUPS": config.max_cgroups,
+        "MAX_PATHS": config.max_paths,
+        "MAX_ENDPOINTS": config.max_endpoints,
+        "MAX_THREADS": config.max_threads,
+        "MAX_SOCKETS": config.max_sockets,
+    }
+    head = "\n".join(f"#define {k} {v}" for k, v in defines.items())
+    body = body.replace("/* @SENSITIVE_PREFIXES@ */", _prefix_matcher(config.sensitive_prefixes))
+    return f"/* generated by sensor/probes.py */\n{head}\n{body}"
+
+
+# ---------------------------------------------------------------- map draining
+
+_SC_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("pad", "<u4")])
+_NG_KEY = np.dtype([("cgid", "<u8"), ("bucket", "<u4"), ("pad", "<u4")])
+_EP_KEY = np.dtype([("cgid", "<u8"), ("addr", "u1", (16,)), ("port", "<u2"), ("family", "u1"),
+                    ("inbound", "u1"), ("pad", "<u4")])
+_PATH_KEY = np.dtype([("cgid", "<u8"), ("kind", "<u4"), ("pad", "<u4"), ("path", f"S{PATH_LEN}")])
+
+
+class _Drainer:
+    """Reads and deletes all entries of one map with the batch syscalls, into numpy arrays."""
+
+    def __init__(self, lib: Any, table: Any, key_dtype: np.dtype, value_size: int, ncpu: int) -> None:
+        self.lib = lib
+        self.fd = table.map_fd
+        self.max_entries = int(table.max_entries)
+        self.key_dtype = key_dtype
+        self.value_size = value_size  # bytes per CPU slot (per-CPU maps) or per value
+        self.ncpu = ncpu
+        self.keys = (ct.c_ubyte * (key_dtype.itemsize * self.max_entries))()
+        self.values = (ct.c_ubyte * (value_size * ncpu * self.max_entries))()
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, values[n, ncpu, value_size // 8] as uint64); deletes what it returns."""
+        ksz, vsz = self.key_dtype.itemsize, self.value_size * self.ncpu
+        total = 0
+        in_batch = ct.c_uint32(0)
+        out_batch = ct.c_uint32(0)
+        count = ct.c_uint32(0)
+        while total < self.max_entries:
+            count.value = self.max_entries - total
+            res = self.lib.bpf_lookup_and_delete_batch(
+                self.fd, ct.byref(in_batch) if total else None, ct.byref(out_batch),
+                ct.byref(self.keys, ksz * total), ct.byref(self.values, vsz * total), ct.byref(count))
+            err = ct.get_errno()
+            total += count.value
+            if res != 0:
+                if err not in (0, 2):  # ENOENT: done
+                    raise OSError(err, f"BPF_MAP_LOOKUP_AND_DELETE_BATCH failed: {os.strerror(err)}")
+                break
+            if count.value == 0:
+                break
+            in_batch.value = out_batch.value
+        keys = np.frombuffer(memoryview(self.keys), dtype=self.key_dtype, count=total).copy()
+        vals = np.frombuffer(memoryview(self.values), dtype="<u8", count=total * vsz // 8).copy()
+        return keys, vals.reshape(total, self.ncpu, self.value_size // 8)
+
+
+class Probes:
+    """The loaded, attached program.  ``with Probes(cfg) as p: ... p.flip()``."""
+
+    def __init__(self, config: ProbeConfig | None = None) -> None:
+        self.config = config or ProbeConfig()
+        problems = check_prerequisites()
+        if problems:
+            raise PrerequisiteError("the eBPF sensor cannot start:\n  - " + "\n  - ".join(problems))
+        src = find_kernel_source()
+        if src:
+            os.environ["BCC_KERNEL_SOURCE"] = src
+        from bcc import BPF  # the only bcc import in the project
+        from bcc.libbcc import lib
+        from bcc.utils import get_possible_cpus
+
+        t0 = time.monotonic()
+        text = build_program(self.config)
+        self._bpf = BPF(text=text.encode(), cflags=[f"-I{BPF_DIR}", "-Wno-unused-function",
+                                                    *self.config.extra_cflags])
+        log.info("eBPF program compiled and attached in %.1fs (kernel headers: %s)",
+                 time.monotonic() - t0, src or "the running kernel's")
+        ids = self._bpf["sysids"]
+        for nr, cid in enumerate(syscalls.id_table("x86_64")):
+            ids[ct.c_uint32(nr)] = ct.c_uint32(cid)
+        self._ctl = self._bpf["ctl"]
+        self.active = 0
+        self._ctl[ct.c_uint32(0)] = ct.c_uint32(0)
+        self.ncpu = len(get_possible_cpus())
+        self._sets = [self._drainers(lib, s) for s in (0, 1)]
+        self._closed = False
+
+    def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
+        b = self._bpf
+        d = {
+            "syscalls": _Drainer(lib, b[f"syscalls_{s}"], _SC_KEY, 8, self.ncpu),
+            "cgroups": _Drainer(lib, b[f"cgroups_{s}"], np.dtype("<u8"), 8 * len(CG_FIELDS), self.ncpu),
+            "paths": _Drainer(lib, b[f"paths_{s}"], _PATH_KEY, 8, 1),
+            "endpoints": _Drainer(lib, b[f"endpoints_{s}"], _EP_KEY, 8, 1),
+        }
+        if self.config.ngrams:
+            d["ngrams"] = _Drainer(lib, b[f"ngrams_{s}"], _NG_KEY, 8, self.ncpu)
+        return d
+
+    # ------------------------------------------------------------ operations
+
+    def flip(self) -> WindowCounts:
+        """Switch programs to the other map set and return (and clear) what the old set counted."""
+        old = self.active
+        self.active = 1 - old
+        self._ctl[ct.c_uint32(0)] = ct.c_uint32(self.active)
+        time.sleep(GRACE_SECONDS)
+        return self._drain_set(old)
+
+    def _drain_set(self, s: int) -> WindowCounts:
+        dr = self._sets[s]
+        out = WindowCounts()
+        keys, vals = dr["syscalls"].drain()
+        tot = vals[:, :, 0].sum(axis=1)
+        for cg, nr, v in zip(keys["cgid"].tolist(), keys["nr"].tolist(), tot.tolist(), strict=True):
+            if v:
+                out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
+        keys, vals = dr["cgroups"].drain()
+        sums = vals.sum(axis=1)
+        for cg, row in zip(keys.tolist(), sums.tolist(), strict=True):
+            out.counters[cg] = dict(zip(CG_FIELDS, row, strict=True))
+        if "ngrams" in dr:
+            keys, vals = dr["ngrams"].drain()
+            tot = vals[:, :, 0].sum(axis=1)
+            for cg, b, v in zip(keys["cgid"].tolist(), keys["bucket"].tolist(), tot.tolist(), strict=True):
+                if v:
+                    out.ngrams.setdefault(cg, {})[b] = v
+        keys, vals = dr["paths"].drain()
+        for k, v in zip(keys, vals[:, 0, 0].tolist(), strict=True):
+            path = bytes(k["path"]).split(b"\0", 1)[0].decode("utf-8", "replace")
+            kind = int(k["kind"])
+            target = out.exec_paths if kind == KIND_EXEC else out.sensitive_paths
+            if kind in (KIND_EXEC, KIND_SENSITIVE):
+                target.setdefault(int(k["cgid"]), {})[path] = v
+        keys, vals = dr["endpoints"].drain()
+        for k, v in zip(keys, vals[:, 0, 0].tolist(), strict=True):
+            fam = int(k["family"])
+            addr = bytes(k["addr"][:4] if fam == 2 else k["addr"])
+            out.endpoints.setdefault(int(k["cgid"]), []).append(
+                Endpoint4(family=fam, addr=addr, port=int(k["port"]), inbound=bool(k["inbound"]), count=v))
+        lost = self._bpf[f"lost_{s}"]
+        out.lost_global = int(sum(lost[ct.c_int(0)]))
+        lost.clear()  # per-CPU array: zero every slot (inactive set: nothing writes to it)
+        return out
+
+    def map_entries(self) -> dict[str, int]:
+        """Entries in the shared (not double-buffered) maps, for self-metrics."""
+        return {name: sum(1 for _ in self._bpf[name].keys())
+                for name in ("history", "sock_owner", "sock_pending_in")}
+
+    def close(self) -> None:
+        if not self._closed:
+            self._bpf.cleanup()
+            self._closed = True
+
+    def __enter__(self) -> Probes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _signed_nr(nr: int) -> int:
+    return nr - (1 << 32) if nr >= (1 << 31) else nr
