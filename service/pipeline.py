@@ -1,0 +1,420 @@
+"""validate -> route by image key -> score and learn per image (batched) -> events and metrics.
+
+The pipeline is the service's domain core: no gRPC here.  It owns
+
+* one :class:`models.baseline.ImageBaseline` per image key (``repository:tag`` by default);
+* per-sensor last applied batch sequence (resends are recognised and not applied twice);
+* a container tracker (first and last window seen) that fills ``seconds_since_start`` when the sensor
+  did not know the container's age, and rejects windows that go back in time (``OUT_OF_ORDER``);
+* anomaly folding: repeats of the same container and kinds within ``dedup_window_seconds`` of event time
+  become one event with a count;
+* a bounded memory of recent anomaly events with their vectors, for ``Admin.Feedback``.
+
+Everything here runs on the service's event loop thread; nothing blocks on I/O except the event sinks'
+buffered writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem
+from models.errors import UnknownBaselineError, ValidationError
+from models.validate import validate
+from models.vector import FeatureVector, Identity
+from service.config import PipelineConfig
+from service.errors import UnknownEventError
+from service.sinks.events import EventSink, build_event, event_id
+from service.sinks.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+#: Reason recorded (in metrics) for vectors of a new image refused because ``max_baselines`` is reached;
+#: the acknowledgement carries ``TOO_LARGE`` with a message that says so.
+BASELINE_LIMIT = "BASELINE_LIMIT"
+_MAX_VECTORS_PER_EVENT = 8
+
+
+def image_key(identity: Identity, mode: str) -> str:
+    """The baseline an identity belongs to.
+
+    >>> i = Identity("n", "c", "nginx", "1.27", "sha256:ab")
+    >>> image_key(i, "tag"), image_key(i, "digest"), image_key(i, "repository")
+    ('nginx:1.27', 'nginx@sha256:ab', 'nginx')
+    """
+    if mode == "digest" and identity.image_digest:
+        return f"{identity.image_repository}@{identity.image_digest}"
+    if mode == "repository":
+        return identity.image_repository
+    return identity.image
+
+
+def container_key(identity: Identity) -> str:
+    return f"{identity.node}/{identity.container_id or identity.container_name or identity.pod}"
+
+
+@dataclass(slots=True)
+class BatchResult:
+    sequence: int
+    applied: int = 0
+    rejected: list[ValidationError] = field(default_factory=list)
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Aggregate:
+    event_id: str
+    image_key: str
+    identity: Identity
+    first_start: float  # event time of the first window
+    last_end: float
+    count: int
+    verdict: Any  # the first window's verdict (its explanation is the event's)
+    window_start: float
+    window_seconds: float
+    repeats: int = 0  # repeats since the last time the event was written
+
+
+@dataclass(slots=True)
+class RecentEvent:
+    event_id: str
+    image_key: str
+    vectors: list[FeatureVector]
+    event: dict[str, Any]
+    accepted: bool = False
+
+
+class ContainerTracker:
+    """First and last window start per container, bounded (least recently seen dropped)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[str, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def observe(self, key: str, window_start: float) -> tuple[float, float]:
+        """Record a window; returns ``(first_start, previous_last_start)`` (``-inf`` when new)."""
+        entry = self._seen.get(key)
+        if entry is None:
+            if len(self._seen) >= self.capacity:
+                self._seen.popitem(last=False)
+            self._seen[key] = [window_start, window_start]
+            return window_start, -math.inf
+        prev = entry[1]
+        if window_start > prev:
+            entry[1] = window_start
+        self._seen.move_to_end(key)
+        return entry[0], prev
+
+    def last(self, key: str) -> float:
+        entry = self._seen.get(key)
+        return entry[1] if entry else -math.inf
+
+    def to_list(self) -> list[list[Any]]:
+        return [[k, v[0], v[1]] for k, v in self._seen.items()]
+
+    def load(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._seen.clear()
+        for k, first, last in rows:
+            self._seen[str(k)] = [float(first), float(last)]
+
+
+class Pipeline:
+    """The service's domain core (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: PipelineConfig | None = None,
+        baseline_config: BaselineConfig | None = None,
+        metrics: ServiceMetrics | None = None,
+        sinks: Sequence[EventSink] = (),
+    ) -> None:
+        self.config = config or PipelineConfig()
+        self.baseline_config = baseline_config or BaselineConfig()
+        self.metrics = metrics
+        self.sinks = list(sinks)
+        self.baselines: dict[str, ImageBaseline] = {}
+        self.sensors: dict[str, int] = {}
+        self.containers = ContainerTracker(self.config.max_containers)
+        self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
+        self._open: dict[tuple[str, tuple[str, ...]], _Aggregate] = {}
+        self.dirty: set[str] = set()
+        self.sensors_dirty = False
+        self.removed: set[str] = set()
+        self.events_written = 0
+        self.memory_sizes: dict[str, int] = {}  # image key -> state bytes at its last snapshot
+        # per-stage timing (seconds, cumulative) for benchmarks and debugging
+        self.stage_seconds: dict[str, float] = {"validate": 0.0, "score": 0.0, "events": 0.0}
+        if metrics is not None:
+            metrics.baseline_limit.set(self.config.max_baselines)
+            metrics.bind(self.state_counts, self.model_memory_bytes)
+
+    # -- sequencing ---------------------------------------------------------------------------------
+    def last_sequence(self, sensor_id: str) -> int:
+        return self.sensors.get(sensor_id, 0)
+
+    # -- ingest -------------------------------------------------------------------------------------
+    def apply_batch(
+        self,
+        sensor_id: str,
+        sequence: int,
+        decoded: Sequence[tuple[int, FeatureVector | ValidationError]],
+    ) -> BatchResult:
+        """Apply one decoded batch (exactly once per ``(sensor_id, sequence)``)."""
+        result = BatchResult(sequence)
+        if sequence <= self.sensors.get(sensor_id, 0):
+            result.duplicate = True
+            if self.metrics:
+                self.metrics.batches_duplicate.inc()
+            return result
+        rejected = result.rejected
+        groups: dict[str, list[tuple[int, FeatureVector]]] = {}
+        key_mode = self.config.image_key
+        containers = self.containers
+        t0 = time.perf_counter()
+        for i, item in decoded:
+            if isinstance(item, ValidationError):
+                rejected.append(item)
+                continue
+            v = item
+            try:
+                validate(v)
+            except ValidationError as e:
+                e.index = i
+                rejected.append(e)
+                continue
+            ident = v.identity
+            first, prev = containers.observe(container_key(ident), v.window_start)
+            if v.window_start <= prev:
+                rejected.append(
+                    ValidationError(
+                        "OUT_OF_ORDER",
+                        f"window at {v.window_start} is not after this container's last window at {prev}",
+                        i,
+                    )
+                )
+                continue
+            if v.seconds_since_start < 0:
+                v.seconds_since_start = v.window_start - first
+            key = image_key(ident, key_mode)
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [(i, v)]
+            else:
+                g.append((i, v))
+        t1 = time.perf_counter()
+        self.stage_seconds["validate"] += t1 - t0
+        for key, items in groups.items():
+            result.applied += self._apply_group(key, items, rejected)
+        self._close_expired()
+        t2 = time.perf_counter()
+        for sink in self.sinks:
+            sink.flush()
+        self.stage_seconds["events"] += time.perf_counter() - t2
+        self.sensors[sensor_id] = sequence
+        self.sensors_dirty = True
+        if self.metrics:
+            self.metrics.vectors_applied.inc(result.applied)
+            if rejected:
+                counts: dict[str, int] = {}
+                for err in rejected:
+                    r = BASELINE_LIMIT if err.reason == "TOO_LARGE" and err.message.startswith("baseline limit") \
+                        else err.reason
+                    counts[r] = counts.get(r, 0) + 1
+                for r, n in counts.items():
+                    self.metrics.rejected(r, n)
+        rejected.sort(key=lambda err: err.index)
+        return result
+
+    def _apply_group(
+        self, key: str, items: list[tuple[int, FeatureVector]], rejected: list[ValidationError]
+    ) -> int:
+        baseline = self.baselines.get(key)
+        if baseline is None:
+            if len(self.baselines) >= self.config.max_baselines:
+                msg = f"baseline limit of {self.config.max_baselines} images reached; image {key!r} not learned"
+                rejected.extend(ValidationError("TOO_LARGE", "baseline limit: " + msg, i) for i, _ in items)
+                return 0
+            baseline = self.baselines[key] = ImageBaseline(key, self.baseline_config)
+            self.removed.discard(key)
+            log.info("new baseline %s", key)
+        if len(items) > 1:
+            items.sort(key=lambda iv: iv[1].window_start)
+        vectors = [v for _, v in items]
+        t0 = time.perf_counter()
+        try:
+            verdicts = baseline.process(vectors)
+        except Exception:  # a model bug must not take the stream down: reject the group, say why
+            log.exception("scoring %d vectors of %s failed", len(vectors), key)
+            rejected.extend(
+                ValidationError("UNSPECIFIED", "internal error while scoring (see the service log)", i)
+                for i, _ in items
+            )
+            return 0
+        elapsed = time.perf_counter() - t0
+        self.stage_seconds["score"] += elapsed
+        self.dirty.add(key)
+        t1 = time.perf_counter()
+        m = self.metrics
+        if m is not None:
+            m.scoring_latency.observe(elapsed)
+            m.observe_scores(key, np.fromiter((vd.score for vd in verdicts), np.float64, len(verdicts)))
+        for v, vd in zip(vectors, verdicts, strict=True):
+            if vd.anomalous:
+                self._anomaly(key, v, vd)
+        self.stage_seconds["events"] += time.perf_counter() - t1
+        return len(vectors)
+
+    # -- anomalies ----------------------------------------------------------------------------------
+    def _anomaly(self, key: str, v: FeatureVector, vd: Any) -> None:
+        ident = v.identity
+        if self.metrics is not None:
+            self.metrics.anomaly(key, ident.namespace, vd.kinds, vd.severity)
+        ckey = container_key(ident)
+        akey = (ckey, tuple(vd.kinds))
+        agg = self._open.get(akey)
+        window = self.config.dedup_window_seconds
+        if agg is not None and v.window_start - agg.first_start < window:
+            agg.count += 1
+            agg.repeats += 1
+            agg.last_end = max(agg.last_end, v.window_end)
+            rec = self.recent.get(agg.event_id)
+            if rec is not None and len(rec.vectors) < _MAX_VECTORS_PER_EVENT:
+                rec.vectors.append(v)
+            return
+        if agg is not None:
+            self._close(akey, agg)
+        eid = event_id(ident.node, ckey, v.window_start, vd.kinds)
+        agg = _Aggregate(eid, key, ident, v.window_start, v.window_end, 1, vd, v.window_start, v.window_seconds)
+        if window > 0:
+            self._open[akey] = agg
+        event = self._event(agg, update=False)
+        self._remember(RecentEvent(eid, key, [v], event))
+        self._emit(event)
+
+    def _event(self, agg: _Aggregate, update: bool) -> dict[str, Any]:
+        return build_event(
+            event_id=agg.event_id,
+            image_key=agg.image_key,
+            identity=agg.identity,
+            verdict=agg.verdict,
+            window_start=agg.window_start,
+            window_seconds=agg.window_seconds,
+            count=agg.count,
+            first_seen=agg.first_start,
+            last_seen=agg.last_end,
+            update=update,
+        )
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.events_written += 1
+        if self.metrics is not None:
+            self.metrics.events_emitted.inc()
+        for sink in self.sinks:
+            try:
+                sink.emit(event)
+            except Exception:
+                log.exception("event sink %r failed", sink)
+
+    def _remember(self, rec: RecentEvent) -> None:
+        self.recent[rec.event_id] = rec
+        while len(self.recent) > self.config.recent_events:
+            self.recent.popitem(last=False)
+
+    def _close(self, akey: tuple[str, tuple[str, ...]], agg: _Aggregate) -> None:
+        self._open.pop(akey, None)
+        if agg.repeats:
+            event = self._event(agg, update=True)
+            rec = self.recent.get(agg.event_id)
+            if rec is not None:
+                rec.event = event
+            self._emit(event)
+
+    def _close_expired(self) -> None:
+        if not self._open:
+            return
+        window = self.config.dedup_window_seconds
+        last = self.containers.last
+        for akey, agg in list(self._open.items()):
+            if last(akey[0]) - agg.first_start >= window:
+                self._close(akey, agg)
+
+    def flush_events(self) -> None:
+        """Close every open aggregate (write pending counts), e.g. at shutdown."""
+        for akey, agg in list(self._open.items()):
+            self._close(akey, agg)
+        for sink in self.sinks:
+            sink.flush()
+
+    # -- admin --------------------------------------------------------------------------------------
+    def get(self, key: str) -> ImageBaseline:
+        b = self.baselines.get(key)
+        if b is None:
+            raise UnknownBaselineError(f"no baseline for image key {key!r}")
+        return b
+
+    def all(self) -> list[ImageBaseline]:
+        return [self.baselines[k] for k in sorted(self.baselines)]
+
+    def set_mode(self, key: str, mode: str) -> ImageBaseline:
+        b = self.get(key)
+        b.set_mode(Mode(mode))
+        self.dirty.add(key)
+        log.info("baseline %s: mode %s", key, mode)
+        return b
+
+    def reset(self, key: str) -> ImageBaseline:
+        b = self.get(key)
+        b.reset()
+        self.dirty.add(key)
+        if self.metrics is not None:
+            self.metrics.forget_image(key)
+        log.info("baseline %s: reset", key)
+        return b
+
+    def feedback(self, eid: str) -> tuple[ImageBaseline, list[NovelItem]]:
+        rec = self.recent.get(eid)
+        if rec is None:
+            raise UnknownEventError(
+                f"no anomaly event {eid!r} held (unknown, or older than the last "
+                f"{self.config.recent_events} events)"
+            )
+        b = self.get(rec.image_key)
+        accepted: dict[tuple[str, str], NovelItem] = {}
+        for v in rec.vectors:
+            for item in b.accept(v):
+                accepted[(item.kind, item.value)] = item
+        rec.accepted = True
+        self.dirty.add(rec.image_key)
+        log.info("feedback on %s: %d vectors of %s accepted", eid, len(rec.vectors), rec.image_key)
+        return b, list(accepted.values())
+
+    # -- introspection for metrics ------------------------------------------------------------------
+    def state_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for b in list(self.baselines.values()):
+            s = str(getattr(b.state, "value", b.state))
+            counts[s] = counts.get(s, 0) + 1
+        return counts
+
+    def model_memory_bytes(self) -> float:
+        """Sum over baselines of their state size (arrays + meta), as of each one's last checkpoint."""
+        return float(sum(self.memory_sizes.values()))
+
+    # -- persistence hooks (service/store.py) -------------------------------------------------------
+    def service_state(self) -> dict[str, Any]:
+        return {"sensors": dict(self.sensors), "containers": self.containers.to_list()}
+
+    def load_service_state(self, meta: dict[str, Any]) -> None:
+        self.sensors = {str(k): int(v) for k, v in meta.get("sensors", {}).items()}
+        self.containers.load(meta.get("containers", []))

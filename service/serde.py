@@ -1,0 +1,395 @@
+"""The one place where protobuf meets the domain: wire messages <-> ``models`` objects.
+
+Only this module (and the generated code) knows the wire format.  It does the *wire-level* checks
+(schema version, batch size, references into the batch's syscall-name dictionary, parallel arrays of
+equal length, enum values) and raises :class:`models.errors.ValidationError` with the protocol's
+``RejectReason`` names; *domain* checks (finite, non-negative, plausible window, sane image names) are
+``models.validate``'s job.
+
+Decoding is written for throughput: one pass over the batch, attribute reads hoisted into locals,
+interned :class:`~models.vector.Identity` objects (a container sends the same identity every window),
+no per-vector allocation beyond the :class:`~models.vector.FeatureVector` itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.errors import ValidationError
+from models.ngrams import NUM_BUCKETS
+from models.vector import MAX_SYSCALL_NAMES, Endpoint, FeatureVector, Identity
+from protos.baseliner.v1 import admin_pb2, ingest_pb2, vectors_pb2
+
+#: The wire schema versions this build decodes.
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+#: n-gram spec versions this build understands (0 = the vector carries no n-grams).
+SUPPORTED_NGRAM_SPECS = frozenset({0, 1})
+#: Default bound on vectors per batch (also announced in Welcome.max_batch_vectors).
+DEFAULT_MAX_BATCH_VECTORS = 10_000
+#: Bound on the batch's syscall-name dictionary.
+MAX_BATCH_SYSCALL_NAMES = 4 * MAX_SYSCALL_NAMES
+
+_PROTOCOLS = {vectors_pb2.PROTOCOL_TCP: "tcp", vectors_pb2.PROTOCOL_UDP: "udp"}
+_PROTOCOL_WIRE = {"tcp": vectors_pb2.PROTOCOL_TCP, "udp": vectors_pb2.PROTOCOL_UDP}
+_IDENTITY_CACHE_MAX = 100_000
+
+Decoded = list[tuple[int, FeatureVector | ValidationError]]
+
+
+def reject_reason_value(reason: str) -> Any:
+    """``"NOT_FINITE"`` -> ``RejectReason.REJECT_REASON_NOT_FINITE`` (UNSPECIFIED when unknown)."""
+    try:
+        return ingest_pb2.RejectReason.Value(f"REJECT_REASON_{reason}")
+    except ValueError:
+        return ingest_pb2.REJECT_REASON_UNSPECIFIED
+
+
+#: Every reject reason the protocol names, without the prefix (metrics pre-create these series).
+REJECT_REASONS: tuple[str, ...] = tuple(
+    name.removeprefix("REJECT_REASON_")
+    for name in ingest_pb2.RejectReason.keys()
+    if name != "REJECT_REASON_UNSPECIFIED"
+)
+
+
+@dataclass(slots=True)
+class BatchHeader:
+    sequence: int
+    schema_version: int
+    size: int
+
+
+class Decoder:
+    """Decodes :class:`VectorBatch` messages into domain vectors, batch by batch.
+
+    Holds a bounded cache of :class:`Identity` objects so that the identity of a container is built
+    once, not once per window.
+    """
+
+    def __init__(self, max_batch_vectors: int = DEFAULT_MAX_BATCH_VECTORS) -> None:
+        if max_batch_vectors < 1:
+            raise ValueError("max_batch_vectors must be >= 1")
+        self.max_batch_vectors = max_batch_vectors
+        self._identities: dict[tuple[str, ...], Identity] = {}
+
+    def check_batch(self, batch: vectors_pb2.VectorBatch) -> BatchHeader:
+        """Batch-level checks; raise :class:`ValidationError` when the whole batch must be refused."""
+        header = BatchHeader(batch.sequence, batch.schema_version, len(batch.vectors))
+        if header.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise ValidationError(
+                "UNSUPPORTED_VERSION",
+                f"schema_version {header.schema_version} is not supported "
+                f"(this service reads {sorted(SUPPORTED_SCHEMA_VERSIONS)})",
+            )
+        if header.size > self.max_batch_vectors:
+            raise ValidationError(
+                "TOO_LARGE", f"batch of {header.size} vectors exceeds the limit of {self.max_batch_vectors}"
+            )
+        if len(batch.syscall_names) > MAX_BATCH_SYSCALL_NAMES:
+            raise ValidationError(
+                "TOO_LARGE",
+                f"syscall_names has {len(batch.syscall_names)} entries (max {MAX_BATCH_SYSCALL_NAMES})",
+            )
+        return header
+
+    def identity(self, msg: vectors_pb2.Identity) -> Identity:
+        key = (
+            msg.node, msg.container_id, msg.image_repository, msg.image_tag, msg.image_digest,
+            msg.container_name, msg.pod, msg.namespace,
+        )
+        ident = self._identities.get(key)
+        if ident is None:
+            if len(self._identities) >= _IDENTITY_CACHE_MAX:
+                self._identities.clear()
+            ident = Identity(*key)
+            self._identities[key] = ident
+        return ident
+
+    def decode(self, batch: vectors_pb2.VectorBatch) -> Decoded:
+        """``(index, FeatureVector)`` for good vectors, ``(index, ValidationError)`` for bad ones.
+
+        Call :meth:`check_batch` first (it raises for a batch that is refused as a whole).
+        """
+        names = list(batch.syscall_names)
+        n_names = len(names)
+        out: Decoded = []
+        append = out.append
+        identity = self.identity
+        for i, v in enumerate(batch.vectors):
+            try:
+                idx = v.syscall_name_index[:]
+                counts = v.syscall_count[:]
+                if len(idx) != len(counts):
+                    raise ValidationError(
+                        "BAD_REFERENCE",
+                        f"syscall_name_index has {len(idx)} entries but syscall_count {len(counts)}",
+                    )
+                try:
+                    syscalls: dict[str, Any] = dict(zip(map(names.__getitem__, idx), counts, strict=True))
+                except IndexError:
+                    raise ValidationError(
+                        "BAD_REFERENCE",
+                        f"syscall_name_index {max(idx)} is outside the batch's {n_names} syscall names",
+                    ) from None
+                if len(syscalls) != len(idx):
+                    raise ValidationError("BAD_REFERENCE", "a syscall name is referenced more than once")
+                spec = v.ngram_spec
+                buckets = v.ngram_bucket
+                if spec == 0:
+                    if buckets or v.ngram_count:
+                        raise ValidationError("BAD_REFERENCE", "n-gram counts sent with ngram_spec 0")
+                    ngrams: dict[int, int] = {}
+                elif spec in SUPPORTED_NGRAM_SPECS:
+                    ncounts = v.ngram_count
+                    if len(buckets) != len(ncounts):
+                        raise ValidationError(
+                            "BAD_REFERENCE",
+                            f"ngram_bucket has {len(buckets)} entries but ngram_count {len(ncounts)}",
+                        )
+                    if buckets and max(buckets) >= NUM_BUCKETS:
+                        raise ValidationError(
+                            "BAD_REFERENCE", f"n-gram bucket {max(buckets)} outside [0, {NUM_BUCKETS})"
+                        )
+                    ngrams = dict(zip(buckets, ncounts, strict=True))
+                    if len(ngrams) != len(buckets):
+                        raise ValidationError("BAD_REFERENCE", "an n-gram bucket is listed more than once")
+                else:
+                    raise ValidationError("UNSUPPORTED_VERSION", f"ngram_spec {spec} is not supported")
+                if not v.HasField("identity"):
+                    raise ValidationError("MISSING_FIELD", "identity is missing")
+                p = v.process
+                n = v.network
+                f = v.file
+                endpoints = [_endpoint(e) for e in n.endpoints] if n.endpoints else []
+                if v.HasField("health"):
+                    h = v.health
+                    events_lost: Any = h.events_lost
+                    complete = h.complete
+                    exited = h.container_exited
+                    age = h.container_age_seconds
+                else:
+                    events_lost, complete, exited, age = 0, True, False, -1.0
+                vec = FeatureVector(
+                    identity=identity(v.identity),
+                    window_start=v.window_start,
+                    window_seconds=v.window_seconds,
+                    syscalls=syscalls,
+                    ngrams=ngrams,
+                    execs=_num(p.execs),
+                    forks=_num(p.forks),
+                    exits=_num(p.exits),
+                    executables=list(p.executables),
+                    connects=_num(n.connects),
+                    connects_failed=_num(n.connects_failed),
+                    accepts=_num(n.accepts),
+                    listens=_num(n.listens),
+                    bytes_sent=_num(n.bytes_sent),
+                    bytes_received=_num(n.bytes_received),
+                    packets_sent=_num(n.packets_sent),
+                    packets_received=_num(n.packets_received),
+                    remote_addresses=_num(n.remote_addresses),
+                    remote_ports=_num(n.remote_ports),
+                    dns_queries=_num(n.dns_queries),
+                    endpoints=endpoints,
+                    write_opens=_num(f.write_opens),
+                    sensitive_writes=_num(f.sensitive_writes),
+                    sensitive_paths=list(f.sensitive_paths),
+                    events_lost=events_lost,
+                    complete=complete,
+                    container_exited=exited,
+                    seconds_since_start=age,
+                )
+                append((i, vec))
+            except ValidationError as e:
+                e.index = i
+                append((i, e))
+        return out
+
+
+def _num(x: float) -> Any:
+    """Counts travel as doubles (so NaN/inf/negatives reach validation); the domain reads them as numbers."""
+    return x
+
+
+def _endpoint(e: vectors_pb2.Endpoint) -> Endpoint:
+    proto = _PROTOCOLS.get(e.protocol)
+    if proto is None:
+        raise ValidationError("BAD_REFERENCE", f"endpoint protocol {e.protocol} is not TCP or UDP")
+    d = e.direction
+    if d == vectors_pb2.DIRECTION_OUTBOUND:
+        outbound = True
+    elif d == vectors_pb2.DIRECTION_INBOUND:
+        outbound = False
+    else:
+        raise ValidationError("MISSING_FIELD", "endpoint direction is unspecified")
+    return Endpoint(e.address, e.port, proto, outbound)
+
+
+# --------------------------------------------------------------------------------------------------
+# Domain -> wire (sensors, tests and benchmarks use these; the service decodes with Decoder).
+
+
+def encode_batch(
+    vectors: Sequence[FeatureVector], sequence: int, schema_version: int = SCHEMA_VERSION
+) -> vectors_pb2.VectorBatch:
+    """Pack domain vectors into one :class:`VectorBatch` with a shared syscall-name dictionary."""
+    batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=schema_version)
+    names: dict[str, int] = {}
+    for v in vectors:
+        m = batch.vectors.add()
+        ident = v.identity
+        mi = m.identity
+        mi.node = ident.node
+        mi.container_id = ident.container_id
+        mi.container_name = ident.container_name
+        mi.image_repository = ident.image_repository
+        mi.image_tag = ident.image_tag
+        mi.image_digest = ident.image_digest
+        mi.pod = ident.pod
+        mi.namespace = ident.namespace
+        m.window_start = v.window_start
+        m.window_seconds = v.window_seconds
+        idx = []
+        for name in v.syscalls:
+            j = names.get(name)
+            if j is None:
+                j = names[name] = len(names)
+            idx.append(j)
+        m.syscall_name_index.extend(idx)
+        m.syscall_count.extend(float(c) for c in v.syscalls.values())
+        if v.ngrams:
+            m.ngram_spec = 1
+            m.ngram_bucket.extend(v.ngrams.keys())
+            m.ngram_count.extend(int(c) for c in v.ngrams.values())
+        p = m.process
+        p.execs, p.forks, p.exits = v.execs, v.forks, v.exits
+        p.executables.extend(v.executables)
+        n = m.network
+        n.connects = v.connects
+        n.connects_failed = v.connects_failed
+        n.accepts = v.accepts
+        n.listens = v.listens
+        n.bytes_sent = v.bytes_sent
+        n.bytes_received = v.bytes_received
+        n.packets_sent = v.packets_sent
+        n.packets_received = v.packets_received
+        n.remote_addresses = v.remote_addresses
+        n.remote_ports = v.remote_ports
+        n.dns_queries = v.dns_queries
+        for ep in v.endpoints:
+            n.endpoints.add(
+                address=ep.address,
+                port=ep.port,
+                protocol=_PROTOCOL_WIRE.get(ep.protocol, vectors_pb2.PROTOCOL_UNSPECIFIED),
+                direction=vectors_pb2.DIRECTION_OUTBOUND if ep.outbound else vectors_pb2.DIRECTION_INBOUND,
+            )
+        fm = m.file
+        fm.write_opens = v.write_opens
+        fm.sensitive_writes = v.sensitive_writes
+        fm.sensitive_paths.extend(v.sensitive_paths)
+        h = m.health
+        h.events_lost = v.events_lost
+        h.complete = v.complete
+        h.container_exited = v.container_exited
+        h.container_age_seconds = v.seconds_since_start
+    batch.syscall_names.extend(names)
+    return batch
+
+
+def hello(sensor_id: str, node: str, sensor_version: str = "") -> ingest_pb2.IngestRequest:
+    return ingest_pb2.IngestRequest(
+        hello=ingest_pb2.Hello(
+            sensor_id=sensor_id, node=node, sensor_version=sensor_version, schema_version=SCHEMA_VERSION
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Acknowledgements and admin messages.
+
+
+def batch_ack(
+    sequence: int,
+    applied: int,
+    rejected: Sequence[ValidationError],
+    duplicate: bool = False,
+    durable: bool = False,
+) -> ingest_pb2.IngestResponse:
+    ack = ingest_pb2.BatchAck(sequence=sequence, applied=applied, duplicate=duplicate, durable=durable)
+    for e in rejected:
+        ack.rejected.add(index=max(e.index, 0), reason=reject_reason_value(e.reason), message=e.message[:512])
+    return ingest_pb2.IngestResponse(ack=ack)
+
+
+def batch_refused(sequence: int, error: ValidationError) -> ingest_pb2.IngestResponse:
+    ack = ingest_pb2.BatchAck(
+        sequence=sequence, batch_rejected=reject_reason_value(error.reason), batch_message=error.message[:512]
+    )
+    return ingest_pb2.IngestResponse(ack=ack)
+
+
+def welcome(
+    last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False
+) -> ingest_pb2.IngestResponse:
+    return ingest_pb2.IngestResponse(
+        welcome=ingest_pb2.Welcome(
+            last_sequence=last_sequence,
+            service_version=service_version,
+            max_batch_vectors=max_batch_vectors,
+            durable_acks=durable_acks,
+        )
+    )
+
+
+def mode_from_proto(value: int) -> str:
+    """Admin ``Mode`` enum -> the domain mode's value (``"auto"``, ``"learn"`` ...)."""
+    if value == admin_pb2.MODE_UNSPECIFIED or value not in admin_pb2.Mode.values():
+        raise ValidationError("MISSING_FIELD", "mode must be one of AUTO, LEARN, DETECT, FREEZE")
+    return admin_pb2.Mode.Name(value).removeprefix("MODE_").lower()
+
+
+def mode_to_proto(value: str) -> Any:
+    return admin_pb2.Mode.Value(f"MODE_{value.upper()}")
+
+
+def state_to_proto(value: str) -> Any:
+    return admin_pb2.State.Value(f"STATE_{value.upper()}")
+
+
+def baseline_to_proto(baseline: Any, detail: bool = False, serialized_bytes: int = 0) -> admin_pb2.Baseline:
+    """An :class:`models.baseline.ImageBaseline` as the admin ``Baseline`` message."""
+    threshold = float(baseline.threshold)
+    first = float(baseline.first_window)
+    last = float(baseline.last_window)
+    learned = last - first if math.isfinite(first) and math.isfinite(last) else 0.0
+    msg = admin_pb2.Baseline(
+        key=baseline.key,
+        mode=mode_to_proto(_enum_value(baseline.mode)),
+        state=state_to_proto(_enum_value(baseline.state)),
+        windows_learned=int(baseline.windows_learned),
+        windows_scored=int(baseline.windows_scored),
+        anomalies=int(baseline.anomalies),
+        first_window=first if math.isfinite(first) else 0.0,
+        last_window=last if math.isfinite(last) else 0.0,
+        threshold=threshold if math.isfinite(threshold) else 0.0,
+        learned_seconds=learned,
+        detector=str(baseline.config.detector),
+        serialized_bytes=serialized_bytes,
+    )
+    if detail:
+        for name, mean, std, unit, typical in baseline.feature_stats():
+            msg.features.add(name=name, mean=mean, std=std, unit=unit, typical=typical)
+        sets = baseline.novelty_sets()
+        msg.executables.extend(sets.get("executable", []))
+        msg.syscalls.extend(sets.get("syscall", []))
+        msg.remote_ports.extend(str(p) for p in sets.get("port", []))
+        msg.sensitive_paths.extend(sets.get("sensitive_path", []))
+    return msg
+
+
+def _enum_value(x: Any) -> str:
+    return str(getattr(x, "value", x))

@@ -1,0 +1,187 @@
+"""``baseliner serve``: the grpc.aio server, its metrics endpoint, checkpoints and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from service import serde
+from service.config import ServeConfig, split_address
+from service.pipeline import Pipeline
+from service.servicer import AdminServicer, IngestServicer
+from service.sinks.events import EventSink, JsonLinesSink
+from service.sinks.metrics import ServiceMetrics
+from service.store import StateStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+)
+
+
+class BaselinerServer:
+    """Owns the pipeline, the gRPC server, the metrics endpoint and the checkpoint loop."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        registry: CollectorRegistry | None = None,
+        sinks: Sequence[EventSink] = (),
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ServiceMetrics(
+            self.registry,
+            max_images=config.metrics.max_images,
+            max_namespaces=config.metrics.max_namespaces,
+            max_nodes=config.metrics.max_nodes,
+            reject_reasons=(*serde.REJECT_REASONS, "BASELINE_LIMIT"),
+        )
+        self.sinks: list[EventSink] = list(sinks)
+        out = config.events.output
+        if out and out.lower() != "none":
+            self.sinks.insert(0, JsonLinesSink(out))
+        self.pipeline = Pipeline(config.pipeline, config.baseline_config(), self.metrics, self.sinks)
+        self.store: StateStore | None = (
+            StateStore(config.state.dir, config.hmac_key_bytes()) if config.state.dir else None
+        )
+        self.sizes: dict[str, int] = self.store.sizes if self.store else {}
+        self.decoder = serde.Decoder(config.grpc.max_batch_vectors)
+        self.server: grpc.aio.Server | None = None
+        self.health = HealthServicer()
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics_http: Any = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpoint_lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        if self.store is not None:
+            n = self.store.restore(self.pipeline)  # raises StateError on a bad file: refuse to start
+            self.pipeline.dirty.update(self.pipeline.baselines)  # recompute memory sizes at first checkpoint
+            log.info("state directory %s: %d baselines restored", cfg.state.dir, n)
+        g = cfg.grpc
+        options = [
+            ("grpc.max_receive_message_length", g.max_message_bytes),
+            ("grpc.max_send_message_length", g.max_message_bytes),
+            ("grpc.max_concurrent_streams", g.max_concurrent_streams),
+            ("grpc.keepalive_time_ms", int(g.keepalive_time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(g.keepalive_timeout_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None)
+        ingest_pb2_grpc.add_IngestServicer_to_server(
+            IngestServicer(self.pipeline, self.decoder, self.metrics), self.server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.pipeline, self.sizes), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            self.server,
+        )
+        host, port = split_address(g.listen)
+        self.port = self.server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {g.listen}")
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("gRPC listens on %s without TLS (TLS comes with issue 7); keep it on a trusted network",
+                        g.listen)
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics.listen:
+            mhost, mport = split_address(cfg.metrics.listen)
+            server, _thread = start_http_server(mport, addr=mhost, registry=self.registry)
+            self._metrics_http = server
+            self.metrics_port = server.server_address[1]
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
+        log.info("baseliner serving gRPC on %s:%d, metrics on %s", host, self.port,
+                 f"{cfg.metrics.listen.rpartition(':')[0]}:{self.metrics_port}" if cfg.metrics.listen else "off")
+
+    async def stop(self) -> None:
+        """Graceful: stop taking streams, let running batches finish, write events and state."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.config.grpc.shutdown_grace_seconds)
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            try:
+                await self._checkpoint_task
+            except asyncio.CancelledError:
+                pass
+        self.pipeline.flush_events()
+        await self.checkpoint(everything=True)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        for sink in self.sinks:
+            sink.close()
+        log.info("baseliner stopped")
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    async def checkpoint(self, everything: bool = False) -> None:
+        """Snapshot on the loop (consistent), write files in a worker thread (the loop keeps serving)."""
+        async with self._checkpoint_lock:
+            snap = StateStore.snapshot(self.pipeline, everything=everything)
+            if self.store is None or not (snap.baselines or snap.write_service):
+                return
+            t0 = time.perf_counter()
+            try:
+                nbytes = await asyncio.to_thread(self.store.write, snap)
+            except Exception:
+                log.exception("writing state to %s failed; will retry", self.store.dir)
+                self.metrics.state_save_failures.inc()
+                self.pipeline.dirty.update(snap.baselines)
+                self.pipeline.sensors_dirty = True
+                return
+            self.metrics.state_saves.inc()
+            self.metrics.state_save_seconds.set(time.time())
+            log.debug("checkpoint: %d baselines, %d bytes in %.3fs", len(snap.baselines), nbytes,
+                      time.perf_counter() - t0)
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self.config.state.save_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            await self.checkpoint()
+
+
+async def serve(config: ServeConfig, ready: Any = None) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    server = BaselinerServer(config)
+    await server.start()
+    if ready is not None:
+        ready(server)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received, shutting down")
+    await server.stop()

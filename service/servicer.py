@@ -1,0 +1,158 @@
+"""Thin gRPC servicers: protobuf in -> ``service.serde`` -> ``service.pipeline`` -> protobuf out.
+
+No domain logic here.  Errors become gRPC statuses through ``service.errors`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from models.errors import BaselinerError, ValidationError
+from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from service import serde
+from service.errors import ProtocolError, abort
+from service.pipeline import Pipeline
+from service.sinks.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+SERVICE_VERSION = "0.1.0"
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServicer):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        decoder: serde.Decoder,
+        metrics: ServiceMetrics | None = None,
+        durable_acks: bool = False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.decoder = decoder
+        self.metrics = metrics
+        self.durable_acks = durable_acks
+        self.streams = 0
+
+    async def Stream(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[ingest_pb2.IngestRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ingest_pb2.IngestResponse]:
+        sensor_id = ""
+        node = ""
+        self.streams += 1
+        try:
+            async for req in request_iterator:
+                body = req.WhichOneof("body")
+                if body == "hello":
+                    h = req.hello
+                    if sensor_id:
+                        await abort(context, ProtocolError("Hello sent twice on one stream"))
+                    if not h.sensor_id:
+                        await abort(context, ValidationError("MISSING_FIELD", "Hello.sensor_id is empty"))
+                    if h.schema_version not in serde.SUPPORTED_SCHEMA_VERSIONS:
+                        await abort(
+                            context,
+                            ProtocolError(
+                                f"schema_version {h.schema_version} is not supported "
+                                f"(this service speaks {sorted(serde.SUPPORTED_SCHEMA_VERSIONS)})"
+                            ),
+                        )
+                    sensor_id, node = h.sensor_id, h.node
+                    last = self.pipeline.last_sequence(sensor_id)
+                    log.info("sensor %s (node %s, %s) connected; last applied batch %d",
+                             sensor_id, node, h.sensor_version or "unknown version", last)
+                    yield serde.welcome(last, SERVICE_VERSION, self.decoder.max_batch_vectors, self.durable_acks)
+                elif body == "batch":
+                    if not sensor_id:
+                        await abort(context, ProtocolError("the first message of a stream must be a Hello"))
+                    yield self._batch(sensor_id, node, req.batch)
+                else:
+                    await abort(context, ProtocolError("empty IngestRequest (neither hello nor batch)"))
+        finally:
+            self.streams -= 1
+            if sensor_id:
+                log.info("sensor %s disconnected", sensor_id)
+
+    def _batch(self, sensor_id: str, node: str, batch: Any) -> ingest_pb2.IngestResponse:
+        t0 = time.perf_counter()
+        m = self.metrics
+        seq = batch.sequence
+        n = len(batch.vectors)
+        if m is not None:
+            m.received(node, n)
+        try:
+            self.decoder.check_batch(batch)
+            if seq < 1:
+                raise ValidationError("MISSING_FIELD", "VectorBatch.sequence must be >= 1")
+        except ValidationError as e:
+            if m is not None:
+                m.batches_refused.labels(e.reason).inc()
+                if n:
+                    m.rejected(e.reason, n)
+            log.warning("sensor %s: batch %d refused: %s", sensor_id, seq, e.message)
+            return serde.batch_refused(seq, e)
+        if seq <= self.pipeline.last_sequence(sensor_id):
+            if m is not None:
+                m.batches_duplicate.inc()
+            resp = serde.batch_ack(seq, 0, (), duplicate=True)
+        else:
+            result = self.pipeline.apply_batch(sensor_id, seq, self.decoder.decode(batch))
+            resp = serde.batch_ack(seq, result.applied, result.rejected, duplicate=result.duplicate)
+        if m is not None:
+            m.ingest_latency.observe(time.perf_counter() - t0)
+        return resp
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    def __init__(self, pipeline: Pipeline, sizes: dict[str, int] | None = None) -> None:
+        self.pipeline = pipeline
+        self.sizes = sizes if sizes is not None else {}
+
+    def _proto(self, b: Any, detail: bool = False) -> admin_pb2.Baseline:
+        return serde.baseline_to_proto(b, detail=detail, serialized_bytes=self.sizes.get(b.key, 0))
+
+    async def ListBaselines(  # noqa: N802
+        self, request: admin_pb2.ListBaselinesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListBaselinesResponse:
+        return admin_pb2.ListBaselinesResponse(baselines=[self._proto(b) for b in self.pipeline.all()])
+
+    async def GetBaseline(  # noqa: N802
+        self, request: admin_pb2.GetBaselineRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Baseline:
+        try:
+            return self._proto(self.pipeline.get(request.key), detail=True)
+        except BaselinerError as e:
+            await abort(context, e)
+
+    async def SetMode(  # noqa: N802
+        self, request: admin_pb2.SetModeRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Baseline:
+        try:
+            return self._proto(self.pipeline.set_mode(request.key, serde.mode_from_proto(request.mode)))
+        except BaselinerError as e:
+            await abort(context, e)
+
+    async def ResetBaseline(  # noqa: N802
+        self, request: admin_pb2.ResetBaselineRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Baseline:
+        try:
+            return self._proto(self.pipeline.reset(request.key))
+        except BaselinerError as e:
+            await abort(context, e)
+
+    async def Feedback(  # noqa: N802
+        self, request: admin_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.FeedbackResponse:
+        try:
+            b, items = self.pipeline.feedback(request.event_id)
+        except BaselinerError as e:
+            await abort(context, e)
+        if request.comment:
+            log.info("feedback comment on %s: %s", request.event_id, request.comment[:500])
+        return admin_pb2.FeedbackResponse(
+            baseline=self._proto(b), accepted_items=[f"{i.kind}:{i.value}" for i in items]
+        )

@@ -1,0 +1,270 @@
+"""Prometheus metrics of the service, under the one namespace ``baseliner``.
+
+A :class:`ServiceMetrics` is built on a registry passed in (tests and benchmarks use their own).
+Labels are bounded: ``image`` (capped, overflow ``"__other__"``), ``namespace`` (capped the same way),
+``node`` (capped), plus the closed sets ``reason``, ``kind``, ``severity`` and ``state``.  Never pod,
+container id or pid.  When a baseline is evicted or reset, :meth:`ServiceMetrics.forget_image` removes
+its per-image series.
+
+Scores are observed per batch, not per vector: :class:`BatchHistogram` adds a whole numpy array of
+scores to its buckets with one ``searchsorted``/``bincount``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "baseliner"
+OVERFLOW = "__other__"
+#: Score buckets: the combined score is calibrated so that its threshold usually sits between 1 and 10.
+DEFAULT_SCORE_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)
+STATES: tuple[str, ...] = ("learning", "detecting", "frozen")
+
+
+class BatchHistogram(Collector):
+    """A labelled histogram that takes whole arrays of observations at once.
+
+    >>> reg = CollectorRegistry()
+    >>> h = BatchHistogram("baseliner_demo_score", "demo", ["image"], (1.0, 2.0), reg)
+    >>> h.observe_many(("nginx:1",), np.array([0.5, 1.5, 3.0, float("inf")]))
+    >>> reg.get_sample_value("baseliner_demo_score_bucket", {"image": "nginx:1", "le": "2.0"})
+    2.0
+    >>> reg.get_sample_value("baseliner_demo_score_count", {"image": "nginx:1"})
+    4.0
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.bounds = np.array(sorted(float(b) for b in buckets), dtype=np.float64)
+        self._series: dict[tuple[str, ...], tuple[np.ndarray, list[float]]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, labels: tuple[str, ...], values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        v = np.asarray(values, dtype=np.float64)
+        v = v[~np.isnan(v)]
+        idx = np.searchsorted(self.bounds, v, side="left")
+        counts = np.bincount(idx, minlength=len(self.bounds) + 1)
+        finite = v[np.isfinite(v)]
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
+            series[0][:] += counts
+            series[1][0] += float(finite.sum())
+
+    def remove(self, labels: tuple[str, ...]) -> None:
+        with self._lock:
+            self._series.pop(labels, None)
+
+    def collect(self) -> Iterable[Metric]:
+        fam = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            items = [(k, c.cumsum(), s[0]) for k, (c, s) in self._series.items()]
+        bounds = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+        for labels, cum, total in items:
+            fam.add_metric(list(labels), [(b, float(c)) for b, c in zip(bounds, cum, strict=True)], total)
+        yield fam
+
+    def describe(self) -> Iterable[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+class _CallbackGauges(Collector):
+    """Gauges computed at scrape time from the service's own state."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.baseline_states: Callable[[], Mapping[str, int]] = lambda: {}
+        self.model_memory: Callable[[], float] = lambda: 0.0
+        registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        g = GaugeMetricFamily(f"{NAMESPACE}_baselines", "Baselines in memory by lifecycle state", labels=["state"])
+        try:
+            states = dict(self.baseline_states())
+        except Exception:  # a scrape must never take the service down
+            log.exception("collecting baseline states failed")
+            states = {}
+        for s in STATES:
+            g.add_metric([s], float(states.get(s, 0)))
+        yield g
+        try:
+            mem = float(self.model_memory())
+        except Exception:
+            log.exception("collecting model memory failed")
+            mem = 0.0
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_model_memory_bytes",
+            "Estimated memory held by all baselines (their state arrays and novelty sets)",
+            value=mem,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(f"{NAMESPACE}_baselines", "", labels=["state"])
+        yield GaugeMetricFamily(f"{NAMESPACE}_model_memory_bytes", "")
+
+
+class _CappedLabel:
+    """Maps an unbounded value set onto at most ``cap`` label values plus :data:`OVERFLOW`."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._known: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._known:
+            return value
+        if len(self._known) < self.cap:
+            self._known.add(value)
+            return value
+        return OVERFLOW
+
+    def forget(self, value: str) -> bool:
+        if value in self._known:
+            self._known.discard(value)
+            return True
+        return False
+
+
+class ServiceMetrics:
+    """Every metric the service exports. Pass the registry in; nothing global."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        max_images: int = 500,
+        max_namespaces: int = 200,
+        max_nodes: int = 1000,
+        score_buckets: Sequence[float] = DEFAULT_SCORE_BUCKETS,
+        reject_reasons: Sequence[str] = (),
+    ) -> None:
+        ns = NAMESPACE
+        self.registry = registry
+        self.image_label = _CappedLabel(max_images)
+        self.namespace_label = _CappedLabel(max_namespaces)
+        self.node_label = _CappedLabel(max_nodes)
+        self.vectors_received = Counter(
+            "vectors_received", "Vectors received in batches (before validation)", ["node"],
+            namespace=ns, registry=registry,
+        )
+        self.vectors_applied = Counter(
+            "vectors_applied", "Vectors scored (and learned where the baseline's mode allows)",
+            namespace=ns, registry=registry,
+        )
+        self.vectors_rejected = Counter(
+            "vectors_rejected", "Vectors rejected, by reason (RejectReason names, BASELINE_LIMIT)", ["reason"],
+            namespace=ns, registry=registry,
+        )
+        for reason in reject_reasons:
+            self.vectors_rejected.labels(reason)
+        self.batches_received = Counter(
+            "batches_received", "Batches received", namespace=ns, registry=registry
+        )
+        self.batches_duplicate = Counter(
+            "batches_duplicate", "Batches recognised as resends of applied ones (not applied again)",
+            namespace=ns, registry=registry,
+        )
+        self.batches_refused = Counter(
+            "batches_refused", "Batches refused as a whole (unsupported version, too large)", ["reason"],
+            namespace=ns, registry=registry,
+        )
+        self.anomalies = Counter(
+            "anomalies", "Anomalous windows by image, namespace, kind and severity",
+            ["image", "namespace", "kind", "severity"], namespace=ns, registry=registry,
+        )
+        self.events_emitted = Counter(
+            "events_emitted", "Anomaly events written (first occurrences and their count updates)",
+            namespace=ns, registry=registry,
+        )
+        self.scores = BatchHistogram(
+            f"{ns}_anomaly_score", "Combined anomaly score of every scored window, by image", ["image"],
+            score_buckets, registry,
+        )
+        self.ingest_latency = Histogram(
+            "ingest_latency_seconds", "Time from a batch's arrival to its acknowledgement",
+            namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
+        )
+        self.scoring_latency = Histogram(
+            "scoring_latency_seconds", "Time to score and learn one image group of a batch",
+            namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
+        )
+        self.baseline_limit = Gauge(
+            "baselines_limit", "Most baselines held in memory; vectors of further images are rejected",
+            namespace=ns, registry=registry,
+        )
+        self.state_saves = Counter(
+            "state_saves", "State checkpoints written", namespace=ns, registry=registry
+        )
+        self.state_save_failures = Counter(
+            "state_save_failures", "State checkpoints that failed", namespace=ns, registry=registry
+        )
+        self.state_save_seconds = Gauge(
+            "state_last_save_timestamp_seconds", "Wall-clock time of the last successful checkpoint",
+            namespace=ns, registry=registry,
+        )
+        self._gauges = _CallbackGauges(registry)
+
+    # -- wiring -------------------------------------------------------------------------------------
+    def bind(self, baseline_states: Callable[[], Mapping[str, int]], model_memory: Callable[[], float]) -> None:
+        self._gauges.baseline_states = baseline_states
+        self._gauges.model_memory = model_memory
+
+    # -- observations -------------------------------------------------------------------------------
+    def received(self, node: str, n: int) -> None:
+        self.batches_received.inc()
+        if n:
+            self.vectors_received.labels(self.node_label(node)).inc(n)
+
+    def rejected(self, reason: str, n: int = 1) -> None:
+        self.vectors_rejected.labels(reason).inc(n)
+
+    def anomaly(self, image: str, namespace: str, kinds: Sequence[str], severity: str) -> None:
+        img = self.image_label(image)
+        nsl = self.namespace_label(namespace)
+        for kind in kinds or ("unknown",):
+            self.anomalies.labels(img, nsl, kind, severity or "none").inc()
+
+    def observe_scores(self, image: str, scores: np.ndarray) -> None:
+        self.scores.observe_many((self.image_label(image),), scores)
+
+    def forget_image(self, image: str) -> None:
+        """Remove an evicted or reset image's series (its label slot becomes free)."""
+        if not self.image_label.forget(image):
+            return
+        self.scores.remove((image,))
+        for labels in list(_label_sets(self.anomalies)):
+            if labels and labels[0] == image:
+                try:
+                    self.anomalies.remove(*labels)
+                except KeyError:
+                    pass
+
+
+def _label_sets(counter: Counter) -> list[tuple[str, ...]]:
+    # prometheus_client keeps children in a private dict; reading its keys is the supported way to enumerate.
+    metrics: dict[tuple[str, ...], Any] = getattr(counter, "_metrics", {})
+    lock = getattr(counter, "_lock", None)
+    if lock is not None:
+        with lock:
+            return list(metrics.keys())
+    return list(metrics.keys())
