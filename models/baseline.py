@@ -287,59 +287,48 @@ class ImageBaseline:
                 thresholds[mask] = profile.threshold.value
 
         state = self.state
-        detecting = state is not State.LEARNING
-        learnable = np.fromiter(
-            (v.complete and not v.container_exited and v.events_lost == 0 for v in vectors), dtype=bool, count=n
-        )
+        learning = state is State.LEARNING
+        # Start-up windows with no start-up profile yet are judged on the exact tier only, against
+        # the steady threshold.
+        no_profile = is_startup & ~np.isfinite(thresholds)
+        thresholds[no_profile] = self.steady.threshold.value
+        finite = np.isfinite(thresholds)
+        rate_hit = (continuous > thresholds) & ~no_profile
         novel_all = [self.novelty.novel(v) for v in vectors]
-        verdicts: list[Verdict] = []
-        learn_mask = np.zeros(n, dtype=bool)
-        steady_threshold = self.steady.threshold.value
-        for i in range(n):
-            novel = novel_all[i]
-            threshold = float(thresholds[i])
-            if not math.isfinite(threshold) and is_startup[i]:
-                # No start-up profile yet: start-up windows are judged on the exact tier only.
-                threshold = steady_threshold
-                rate_hit = False
-            else:
-                rate_hit = bool(continuous[i] > threshold)
-            c = float(continuous[i])
-            novel_kinds = sorted({item.kind for item in novel}, key=KINDS.index)
-            finite = math.isfinite(threshold)
-            score = c + (threshold * len(novel_kinds) if finite else 0.0)
-            anomalous = detecting and finite and (rate_hit or bool(novel_kinds))
-            kinds: tuple[str, ...] = ()
-            explanation: tuple[Deviation, ...] = ()
-            severity = ""
-            if anomalous:
-                kinds = tuple(f"novel_{k}" for k in novel_kinds) + (("rate",) if rate_hit else ())
-                severity = _severity(score / threshold, novel)
-                profile = self.startup if is_startup[i] else self.steady
-                det = profile.detector
-                z = det.standard_scores(X[i : i + 1])[0]
-                explanation = tuple(deviations(X[i], z, det.means(), det.stds(), cfg.explain_top))
-            learn = bool(learnable[i]) and state is not State.FROZEN and (state is State.LEARNING or not anomalous)
-            learn_mask[i] = learn
-            verdicts.append(
-                Verdict(
-                    score=score,
-                    threshold=threshold,
-                    anomalous=anomalous,
-                    severity=severity,
-                    kinds=kinds,
-                    novel=tuple(novel),
-                    explanation=explanation,
-                    state=state,
-                    learned=learn,
-                    startup=bool(is_startup[i]),
-                    continuous=c,
-                )
+        n_kinds = np.fromiter((len({i.kind for i in nv}) if nv else 0 for nv in novel_all), dtype=np.float64, count=n)
+        scores = continuous + np.where(finite, thresholds, 0.0) * n_kinds
+        anomalous = finite & (rate_hit | (n_kinds > 0)) if not learning else np.zeros(n, dtype=bool)
+        if state is State.FROZEN:
+            learn_mask = np.zeros(n, dtype=bool)
+        else:
+            learnable = np.fromiter(
+                (v.complete and not v.container_exited and not v.events_lost for v in vectors), dtype=bool, count=n
             )
+            learn_mask = learnable if learning else learnable & ~anomalous
+        startup_list = is_startup.tolist()
+        verdicts = [
+            Verdict(score, threshold, False, "", (), tuple(novel), (), state, learn, startup, c)
+            for score, threshold, novel, learn, startup, c in zip(
+                scores.tolist(), thresholds.tolist(), novel_all, learn_mask.tolist(), startup_list,
+                continuous.tolist(), strict=True,
+            )
+        ]
+        for i in np.flatnonzero(anomalous):
+            self._explain(verdicts[i], X[i], bool(rate_hit[i]), self.startup if startup_list[i] else self.steady)
         self.windows_scored += n
-        self.anomalies += sum(1 for v in verdicts if v.anomalous)
+        self.anomalies += int(anomalous.sum())
         self._learn(vectors, X, continuous, learn_mask, is_startup)
         return verdicts
+
+    def _explain(self, verdict: Verdict, x: np.ndarray, rate_hit: bool, profile: _Profile) -> None:
+        """Fill in why a window is anomalous: its kinds, severity and the deviating features."""
+        novel_kinds = sorted({item.kind for item in verdict.novel}, key=KINDS.index)
+        verdict.anomalous = True
+        verdict.kinds = tuple(f"novel_{k}" for k in novel_kinds) + (("rate",) if rate_hit else ())
+        verdict.severity = _severity(verdict.score / verdict.threshold, verdict.novel)
+        det = profile.detector
+        z = det.standard_scores(x[None, :])[0]
+        verdict.explanation = tuple(deviations(x, z, det.means(), det.stds(), self.config.explain_top))
 
     def _learn(
         self,
@@ -368,14 +357,19 @@ class ImageBaseline:
             if self.state is not State.LEARNING and due:
                 profile.threshold.recompute()
                 profile.pending = 0
-        for i in np.flatnonzero(learn_mask):
-            v = vectors[int(i)]
-            self.novelty.learn(v)
-            if math.isnan(self.first_window):
-                self.first_window = v.window_start
-            if math.isnan(self.last_window) or v.window_start > self.last_window:
-                self.last_window = v.window_start
-            self._window_seconds = v.window_seconds
+        rows = np.flatnonzero(learn_mask)
+        if self.state is State.LEARNING:
+            # Outside learning a window with novel items is flagged and never learnt, so only
+            # learning can grow the sets (and feedback, through accept()).
+            for i in rows:
+                self.novelty.learn(vectors[int(i)])
+        starts = [vectors[int(i)].window_start for i in rows]
+        if math.isnan(self.first_window):
+            self.first_window = min(starts)
+        latest = max(starts)
+        if math.isnan(self.last_window) or latest > self.last_window:
+            self.last_window = latest
+        self._window_seconds = vectors[int(rows[-1])].window_seconds
         self.windows_learned += int(learn_mask.sum())
         self._maybe_ready()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -97,28 +98,31 @@ _SCALARS: tuple[tuple[str, int], ...] = tuple(
 )
 
 
+_SCALAR_GET = attrgetter(*(attr for attr, _ in _SCALARS))
+_SCALAR_COLS = np.array([j for _, j in _SCALARS])
+
+
 def raw_counts(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
     """Raw counts matrix ``(n, N_FEATURES)`` and window lengths ``(n,)`` of a batch."""
     n = len(vectors)
     out = np.zeros((n, N_FEATURES), dtype=np.float64)
     seconds = np.empty(n, dtype=np.float64)
     col = _SYSCALL_COLUMN
+    scalars = np.array([_SCALAR_GET(v) for v in vectors], dtype=np.float64).reshape(n, len(_SCALARS))
+    out[:, _SCALAR_COLS] = scalars
     for i, v in enumerate(vectors):
         row = out[i]
         seconds[i] = v.window_seconds
-        total = 0.0
-        other = 0.0
-        for name, count in v.syscalls.items():
-            total += count
+        calls = v.syscalls
+        total = sum(calls.values())
+        other = total
+        for name, count in calls.items():
             j = col.get(name)
-            if j is None:
-                other += count
-            else:
+            if j is not None:
                 row[j] = count
+                other -= count
         row[_TOTAL] = total
         row[_OTHER] = other
-        for attr, j in _SCALARS:
-            row[j] = getattr(v, attr)
     return out, seconds
 
 

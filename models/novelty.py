@@ -26,15 +26,15 @@ class NovelItem:
         return f"new {self.kind.replace('_', ' ')} {self.value}"
 
 
+def _ports(v: FeatureVector, ephemeral_start: int) -> list[str]:
+    return [f"{ep.protocol}/{ep.port}" for ep in v.endpoints if ep.outbound and 0 < ep.port < ephemeral_start]
+
+
 def _items(v: FeatureVector, ephemeral_start: int) -> dict[str, Iterable[str]]:
     return {
         "executable": v.executables,
         "syscall": v.syscalls.keys(),
-        "port": [
-            f"{ep.protocol}/{ep.port}"
-            for ep in v.endpoints
-            if ep.outbound and 0 < ep.port < ephemeral_start
-        ],
+        "port": _ports(v, ephemeral_start),
         "sensitive_path": v.sensitive_paths,
     }
 
@@ -60,14 +60,23 @@ class NoveltySets:
         self.saturated: dict[str, bool] = {k: False for k in KINDS}
 
     def novel(self, v: FeatureVector) -> list[NovelItem]:
+        sets, saturated = self.sets, self.saturated
         out: list[NovelItem] = []
-        for kind, items in _items(v, self.ephemeral_start).items():
-            if self.saturated[kind]:
-                continue
-            known = self.sets[kind]
-            for item in items:
-                if item not in known:
-                    out.append(NovelItem(kind, item))
+        if v.executables and not saturated["executable"]:
+            known = sets["executable"]
+            out.extend(NovelItem("executable", e) for e in v.executables if e not in known)
+        if not saturated["syscall"]:
+            fresh = v.syscalls.keys() - sets["syscall"]
+            if fresh:
+                out.extend(NovelItem("syscall", name) for name in sorted(fresh))
+        if v.endpoints and not saturated["port"]:
+            known = sets["port"]
+            for port in _ports(v, self.ephemeral_start):
+                if port not in known:
+                    out.append(NovelItem("port", port))
+        if v.sensitive_paths and not saturated["sensitive_path"]:
+            known = sets["sensitive_path"]
+            out.extend(NovelItem("sensitive_path", p) for p in v.sensitive_paths if p not in known)
         return out
 
     def learn(self, v: FeatureVector) -> None:
