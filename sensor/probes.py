@@ -219,10 +219,10 @@ class Probes:
                                                     *self.config.extra_cflags])
         log.info("eBPF program compiled and attached in %.1fs (kernel headers: %s)",
                  time.monotonic() - t0, src or "the running kernel's")
-        ids = self._bpf["sysids"]
+        ids = self._bpf[b"sysids"]
         for nr, cid in enumerate(syscalls.id_table("x86_64")):
             ids[ct.c_uint32(nr)] = ct.c_uint32(cid)
-        self._ctl = self._bpf["ctl"]
+        self._ctl = self._bpf[b"ctl"]
         self.active = 0
         self._ctl[ct.c_uint32(0)] = ct.c_uint32(0)
         self.ncpu = len(get_possible_cpus())
@@ -232,13 +232,13 @@ class Probes:
     def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
         b = self._bpf
         d = {
-            "syscalls": _Drainer(lib, b[f"syscalls_{s}"], _SC_KEY, 8, self.ncpu),
-            "cgroups": _Drainer(lib, b[f"cgroups_{s}"], np.dtype("<u8"), 8 * len(CG_FIELDS), self.ncpu),
-            "paths": _Drainer(lib, b[f"paths_{s}"], _PATH_KEY, 8, 1),
-            "endpoints": _Drainer(lib, b[f"endpoints_{s}"], _EP_KEY, 8, 1),
+            "syscalls": _Drainer(lib, b[f"syscalls_{s}".encode()], _SC_KEY, 8, self.ncpu),
+            "cgroups": _Drainer(lib, b[f"cgroups_{s}".encode()], np.dtype("<u8"), 8 * len(CG_FIELDS), self.ncpu),
+            "paths": _Drainer(lib, b[f"paths_{s}".encode()], _PATH_KEY, 8, 1),
+            "endpoints": _Drainer(lib, b[f"endpoints_{s}".encode()], _EP_KEY, 8, 1),
         }
         if self.config.ngrams:
-            d["ngrams"] = _Drainer(lib, b[f"ngrams_{s}"], _NG_KEY, 8, self.ncpu)
+            d["ngrams"] = _Drainer(lib, b[f"ngrams_{s}".encode()], _NG_KEY, 8, self.ncpu)
         return d
 
     # ------------------------------------------------------------ operations
@@ -282,14 +282,14 @@ class Probes:
             addr = bytes(k["addr"][:4] if fam == 2 else k["addr"])
             out.endpoints.setdefault(int(k["cgid"]), []).append(
                 Endpoint4(family=fam, addr=addr, port=int(k["port"]), inbound=bool(k["inbound"]), count=v))
-        lost = self._bpf[f"lost_{s}"]
+        lost = self._bpf[f"lost_{s}".encode()]
         out.lost_global = int(sum(lost[ct.c_int(0)]))
         lost.clear()  # per-CPU array: zero every slot (inactive set: nothing writes to it)
         return out
 
     def map_entries(self) -> dict[str, int]:
         """Entries in the shared (not double-buffered) maps, for self-metrics."""
-        return {name: sum(1 for _ in self._bpf[name].keys())
+        return {name: sum(1 for _ in self._bpf[name.encode()].keys())
                 for name in ("history", "sock_owner", "sock_pending_in")}
 
     def close(self) -> None:

@@ -1,0 +1,314 @@
+"""The eBPF sensor on the real kernel: real cgroups as containers, known workloads, per-cgroup counts.
+
+Needs root and a BPF-capable kernel with headers (scripts/kernel_headers.sh).  Skipped without them,
+except when ``CI`` is set: then missing prerequisites fail the run.
+
+Tolerances: each workload runs in its own fresh cgroup, so counts are exact except where the Python
+interpreter of the workload adds calls of its own (stated per assertion).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.ngrams import BUCKETS, bucket_of
+from models.syscalls import canonical_id
+from sensor.features import WindowCounts
+
+pytestmark = pytest.mark.root
+
+WORKLOAD = Path(__file__).with_name("sensor_bpf_workload.py")
+CG_ROOT = Path("/sys/fs/cgroup/unified")
+
+
+def _require_bpf() -> None:
+    from sensor.probes import check_prerequisites
+
+    problems = check_prerequisites()
+    if not CG_ROOT.is_dir():
+        problems.append(f"no cgroup v2 at {CG_ROOT}")
+    if problems:
+        msg = "eBPF prerequisites missing: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI is set: these tests must run)")
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def sensitive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("sensitive")
+    return d
+
+
+@pytest.fixture(scope="module")
+def probes(sensitive_dir: Path) -> Iterator[object]:
+    _require_bpf()
+    from sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, Probes
+
+    cfg = ProbeConfig(ngrams=True, sensitive_prefixes=(*DEFAULT_SENSITIVE_PREFIXES, str(sensitive_dir)))
+    with Probes(cfg) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def cg_parent() -> Iterator[Path]:
+    _require_bpf()
+    parent = CG_ROOT / f"baseliner-test-{os.getpid()}"
+    parent.mkdir(exist_ok=True)
+    yield parent
+    for child in parent.iterdir():
+        if child.is_dir():
+            with contextlib.suppress(OSError):
+                child.rmdir()
+    with contextlib.suppress(OSError):
+        parent.rmdir()
+
+
+_seq = iter(range(10**6))
+
+
+def run_in_cgroup(probes: object, parent: Path, actions: list[dict[str, object]],
+                  netns: str | None = None, timeout: float = 60) -> tuple[int, WindowCounts]:
+    """Run the workload in a fresh cgroup; return (cgroup id, what the kernel counted meanwhile)."""
+    cg = parent / f"w{next(_seq)}"
+    cg.mkdir()
+    cmd = [sys.executable, str(WORKLOAD), json.dumps(actions)]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        (cg / "cgroup.procs").write_text(str(proc.pid))
+        probes.flip()  # type: ignore[attr-defined]  # discard everything before the move
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out = proc.stdout.readline()
+        assert proc.wait(timeout) == 0 and out.strip() == "done", out
+        counts: WindowCounts = probes.flip()  # type: ignore[attr-defined]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    cgid = os.stat(cg).st_ino
+    return cgid, counts
+
+
+def test_getppid_counts_exact(probes: object, cg_parent: Path) -> None:
+    n = 5000
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"getppid": n}])
+    got = w.syscalls[cgid].get(110, 0)  # x86_64 getppid
+    assert n <= got <= n + 5  # the interpreter itself calls getppid at most a handful of times
+    assert w.counter(cgid, "exits") == 1
+    assert w.counter(cgid, "lost") == 0 and w.lost_global == 0
+
+
+def test_ngram_buckets_match_python_spec(probes: object, cg_parent: Path) -> None:
+    n = 2000
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"pair": [n, "getppid", "getuid"]}])
+    ng = w.ngrams[cgid]
+    a, b = canonical_id("getppid"), canonical_id("getuid")
+    expected = {
+        bucket_of([a, b]): n, bucket_of([b, a]): n - 1,
+        bucket_of([a, b, a]): n - 1, bucket_of([b, a, b]): n - 1,
+        bucket_of([a, b, a, b]): n - 1, bucket_of([b, a, b, a]): n - 2,
+    }
+    for bucket, want in expected.items():
+        # other grams of the interpreter may share a bucket: allow a few extra
+        assert want <= ng.get(bucket, 0) <= want + 20, (bucket, ng.get(bucket), want)
+    # all three orders present, nothing outside the spec's range
+    assert all(0 <= b < 3 * BUCKETS for b in ng)
+
+
+def test_exec_fork_exit_and_paths(probes: object, cg_parent: Path) -> None:
+    m = 5
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"exec": ["/bin/true", m]}])
+    assert w.counter(cgid, "execs") == m
+    assert w.exec_paths[cgid] == {"/bin/true": m}  # one entry per distinct path, with its count
+    assert w.counter(cgid, "forks") >= m  # plus any helper threads of the interpreter
+    assert w.counter(cgid, "exits") == m + 1  # the /bin/true processes and the workload itself
+
+
+def test_tcp_connects_bytes_refused_dns(probes: object, cg_parent: Path) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with c:
+                while c.recv(65536):
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]  # bound, not listening: connects are refused
+    try:
+        k, nbytes = 4, 10000
+        cgid, w = run_in_cgroup(probes, cg_parent, [
+            {"connect": ["127.0.0.1", port, k, nbytes]},
+            {"connect_fail": ["127.0.0.1", closed_port]},
+            {"dns": ["127.0.0.1", 53]},
+        ])
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+        closed.close()
+    assert w.counter(cgid, "connects") == k + 1
+    assert w.counter(cgid, "established") == k
+    assert w.counter(cgid, "connects_failed") == 1
+    assert w.counter(cgid, "dns_queries") == 1
+    # bytes: every sendall byte goes through sock_send_length (plus the 7-byte DNS datagram)
+    assert w.counter(cgid, "bytes_sent") == k * nbytes + 7
+    assert w.counter(cgid, "packets_sent") >= k
+    eps = {(e.address, e.port, e.inbound) for e in w.endpoints[cgid]}
+    assert ("127.0.0.1", port, False) in eps and ("127.0.0.1", closed_port, False) in eps
+
+
+def test_listen_and_inbound_accept(probes: object, cg_parent: Path, tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    result: dict[str, object] = {}
+
+    def client() -> None:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", int(port_file.read_text())), timeout=10) as s:
+            s.sendall(b"hello")
+            result["local_port"] = s.getsockname()[1]
+
+    t = threading.Thread(target=client)
+    t.start()
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"serve": [str(port_file)]}])
+    t.join()
+    assert w.counter(cgid, "listens") == 1
+    assert w.counter(cgid, "accepts") == 1
+    assert w.counter(cgid, "bytes_received") == 5
+    assert ("127.0.0.1", result["local_port"], True) in {(e.address, e.port, e.inbound)
+                                                         for e in w.endpoints[cgid]}
+
+
+def test_sensitive_write(probes: object, cg_parent: Path, sensitive_dir: Path, tmp_path: Path) -> None:
+    target = sensitive_dir / "cron.d-evil"
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"write": str(target)}, {"write": str(tmp_path / "ok")}])
+    assert w.counter(cgid, "sensitive_writes") == 1
+    assert w.sensitive_paths[cgid] == {str(target): 1}
+    assert w.counter(cgid, "write_opens") >= 2  # the two writes (the interpreter opens read-only)
+
+
+def test_no_counts_lost_across_flips(probes: object, cg_parent: Path) -> None:
+    """Flip continuously while the workload runs: the windows add up to exactly what happened."""
+    n = 200000
+    cg = cg_parent / f"w{next(_seq)}"
+    cg.mkdir()
+    proc = subprocess.Popen([sys.executable, str(WORKLOAD), json.dumps([{"getppid": n}])],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    (cg / "cgroup.procs").write_text(str(proc.pid))
+    cgid = os.stat(cg).st_ino
+    probes.flip()  # type: ignore[attr-defined]
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    total, windows = 0, 0
+    while proc.poll() is None:
+        time.sleep(0.02)
+        total += probes.flip().syscalls.get(cgid, {}).get(110, 0)  # type: ignore[attr-defined]
+        windows += 1
+    total += probes.flip().syscalls.get(cgid, {}).get(110, 0)  # type: ignore[attr-defined]
+    assert windows >= 3
+    assert n <= total <= n + 5
+
+
+# ---------------------------------------------------------------- not on loopback
+
+NETNS = f"blns{os.getpid()}"
+HOST_IF, NS_IF = f"blh{os.getpid() % 100000}", f"bln{os.getpid() % 100000}"
+HOST_IP, NS_IP = "10.200.77.1", "10.200.77.2"
+
+
+@pytest.fixture(scope="module")
+def veth() -> Iterator[str]:
+    """A network namespace reached through a veth pair (private 10.200.77.0/30 on our own link)."""
+    _require_bpf()
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", NETNS)
+    try:
+        ip("link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+        ip("link", "set", NS_IF, "netns", NETNS)
+        ip("addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
+        ip("link", "set", HOST_IF, "up")
+        ip("netns", "exec", NETNS, "ip", "addr", "add", f"{NS_IP}/30", "dev", NS_IF)
+        ip("netns", "exec", NETNS, "ip", "link", "set", NS_IF, "up")
+        ip("netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
+        yield NETNS
+    finally:
+        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+
+
+_SLOW_SERVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{ip}", 0)); s.listen(0)
+print(s.getsockname()[1], flush=True)
+time.sleep(0.5)          # accept queue full meanwhile: later SYNs are dropped and retransmitted
+conns = []
+s.settimeout(20)
+for _ in range({k}):
+    conns.append(s.accept()[0])
+print("ok", flush=True)
+"""
+
+
+def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent: Path, veth: str) -> None:
+    """Connections over a veth pair to another network namespace.  The server's accept queue is full at
+    first, so SYNs are dropped and retransmitted from the TCP timer: the SYN_SENT -> ESTABLISHED
+    transition then runs in softirq on behalf of whatever task is current, not the workload.  The counts
+    must still land in the workload's cgroup (through the socket), and the test checks that this path
+    was exercised."""
+    k = 3
+    server = subprocess.Popen(["ip", "netns", "exec", veth, sys.executable, "-c",
+                               _SLOW_SERVER.format(ip=NS_IP, k=k)], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    try:
+        port = int(server.stdout.readline())
+        closed_port = 9  # nothing listens in the namespace: RST from the other side of the veth
+        cgid, w = run_in_cgroup(probes, cg_parent, [
+            {"connect_slow": [NS_IP, port, k]},
+            {"connect_fail": [NS_IP, closed_port]},
+        ], timeout=60)
+        assert server.stdout.readline().strip() == "ok"
+    finally:
+        server.kill()
+        server.wait()
+    assert w.counter(cgid, "connects") == k + 1
+    assert w.counter(cgid, "established") == k
+    assert w.counter(cgid, "connects_failed") == 1
+    assert w.counter(cgid, "socket_attributed") >= 1, "no transition ran outside the workload's context"
+    # nothing leaked to other cgroups
+    others = sum(c.get("established", 0) for cg, c in w.counters.items() if cg != cgid)
+    assert others == 0
+    assert {(e.address, e.port) for e in w.endpoints[cgid]} >= {(NS_IP, port), (NS_IP, closed_port)}
