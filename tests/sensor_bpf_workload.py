@@ -53,10 +53,10 @@ def main() -> None:
             host, port, k = arg
             socks: list[socket.socket] = []
 
-            def one() -> None:
-                socks.append(socket.create_connection((host, int(port)), timeout=20))
+            def one(addr: tuple[str, int], out: list[socket.socket]) -> None:
+                out.append(socket.create_connection(addr, timeout=20))
 
-            threads = [threading.Thread(target=one) for _ in range(int(k))]
+            threads = [threading.Thread(target=one, args=((host, int(port)), socks)) for _ in range(int(k))]
             for t in threads:
                 t.start()
             for t in threads:
