@@ -1,0 +1,225 @@
+"""Sequence detector: likelihood of a window's hashed syscall n-grams under the image's learnt n-gram model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from river import base
+
+from models.ngrams import BUCKETS, NUM_BUCKETS, ORDERS
+from models.syscalls import fnv1a32
+
+__all__ = ["NgramDetector", "dicts_to_matrix"]
+
+_ORDER_OF_BUCKET = np.repeat(np.arange(len(ORDERS)), BUCKETS)
+
+
+def key_bucket(key: Any) -> int:
+    """Bucket a feature key maps to: an int in ``[0, NUM_BUCKETS)`` is itself, anything else is hashed.
+
+    >>> key_bucket(5), key_bucket(NUM_BUCKETS - 1), 0 <= key_bucket("v0") < NUM_BUCKETS
+    (5, 12287, True)
+    """
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= key < NUM_BUCKETS:
+        return int(key)
+    return fnv1a32(repr(key).encode()) % NUM_BUCKETS
+
+
+def dicts_to_matrix(rows: Iterable[Mapping[Any, float]]) -> Any:
+    """Stack sparse bucket counts (``FeatureVector.ngrams``) into a ``scipy.sparse`` CSR matrix."""
+    from scipy import sparse
+
+    indptr, indices, data = [0], [], []
+    for row in rows:
+        for k, v in row.items():
+            indices.append(key_bucket(k))
+            data.append(float(v))
+        indptr.append(len(indices))
+    m = sparse.csr_matrix((np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64),
+                           np.asarray(indptr, dtype=np.int64)), shape=(len(indptr) - 1, NUM_BUCKETS))
+    m.sum_duplicates()
+    return m
+
+
+class NgramDetector(base.AnomalyDetector):
+    """Per-gram negative log-likelihood of a window's hashed syscall n-grams.
+
+    The sensor sends, for every window, how often each hashed n-gram bucket occurred
+    (:mod:`models.ngrams`: orders 2, 3 and 4, ``BUCKETS`` buckets per order, one global index space of
+    ``NUM_BUCKETS``).  The detector keeps one count per bucket over everything it has learnt: that is
+    an n-gram language model of the image, order by order.  The probability of bucket ``b`` of order
+    ``n`` is estimated with additive smoothing,
+
+        p(b) = (C[b] + alpha) / (N_n + alpha * BUCKETS),
+
+    and a window with bucket counts ``x`` scores the weighted mean surprise of its grams,
+
+        score = sum_b w(b) x[b] (-log p(b)) / sum_b w(b) x[b],
+
+    where ``w(b)`` is ``order_weights`` of the bucket's order.  The score is in nats per gram: a
+    window made of grams the image makes all the time scores low, a window of rare or never-seen
+    sequences scores high.  A window without any weighted gram scores 0.  Because the score is linear
+    in the counts, the count-weighted mean of the window scores of a trace equals the score of the whole
+    trace.
+
+    State is one float64 array of ``NUM_BUCKETS`` counts (96 KiB) and a window counter, exported by
+    :meth:`to_arrays` and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).
+
+    ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
+    that is not a bucket index is hashed into the bucket space (:func:`key_bucket`), and negative or
+    non-finite counts count as 0.  ``learn_many`` / ``score_many`` take a dense ``(n, NUM_BUCKETS)``
+    array (``models.ngrams.dense`` rows) or a ``scipy.sparse`` matrix of that shape
+    (:func:`dicts_to_matrix`); they are vectorised (one sparse/dense matrix-vector product per batch).
+
+    Parameters
+    ----------
+    alpha
+        Additive smoothing per bucket (the pseudo-count of a never-seen bucket).
+    order_weights
+        Weight of each order in :data:`models.ngrams.ORDERS` (2, 3, 4) in the mean.
+
+    Examples
+    --------
+    >>> from models.ngrams import ngram_counts
+    >>> det = NgramDetector()
+    >>> loop = ["epoll_wait", "read", "write", "close"] * 25
+    >>> for _ in range(20):
+    ...     det.learn_one(ngram_counts(loop))
+    >>> normal = det.score_one(ngram_counts(loop))
+    >>> shell = det.score_one(ngram_counts(["read", "clone", "execve", "dup2", "dup2", "connect"] * 5))
+    >>> normal < 2.0 < shell
+    True
+    >>> restored = NgramDetector.from_arrays(det.to_arrays())
+    >>> restored.score_one(ngram_counts(loop)) == normal
+    True
+    """
+
+    def __init__(self, alpha: float = 0.1, order_weights: tuple[float, ...] = (0.0, 0.0, 1.0)) -> None:
+        self.alpha = alpha
+        self.order_weights = order_weights
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha must be a positive finite number, got {alpha}")
+        if len(order_weights) != len(ORDERS) or any(not (w >= 0 and math.isfinite(w)) for w in order_weights):
+            raise ValueError(f"order_weights needs {len(ORDERS)} finite weights >= 0, got {order_weights}")
+        if sum(order_weights) <= 0:
+            raise ValueError("order_weights must not all be 0")
+        self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
+        self._counts = np.zeros(NUM_BUCKETS, dtype=np.float64)
+        self._windows = 0
+        self._surprise: np.ndarray | None = None  # cached w(b) * -log p(b)
+
+    # -- model ----------------------------------------------------------------------------------
+
+    @property
+    def windows_learned(self) -> int:
+        return self._windows
+
+    def surprise(self) -> np.ndarray:
+        """``-log p(b)`` for every bucket under the current counts (nats)."""
+        per_order = self._counts.reshape(len(ORDERS), BUCKETS)
+        totals = per_order.sum(axis=1, keepdims=True)
+        return (-np.log((per_order + self.alpha) / (totals + self.alpha * BUCKETS))).ravel()
+
+    def _weighted_surprise(self) -> np.ndarray:
+        if self._surprise is None:
+            self._surprise = self._weights * self.surprise()
+        return self._surprise
+
+    @staticmethod
+    def _row(x: Mapping[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+        idx, val = [], []
+        for k, v in x.items():
+            fv = float(v)
+            if fv > 0 and math.isfinite(fv):
+                idx.append(key_bucket(k))
+                val.append(fv)
+        return np.asarray(idx, dtype=np.int64), np.asarray(val, dtype=np.float64)
+
+    @staticmethod
+    def _matrix(X: Any) -> Any:
+        from scipy import sparse
+
+        if sparse.issparse(X):
+            m = sparse.csr_matrix(X, dtype=np.float64)
+        else:
+            m = np.asarray(X, dtype=np.float64)
+            if m.ndim != 2:
+                raise ValueError(f"expected a 2-D array of shape (n, {NUM_BUCKETS}), got shape {m.shape}")
+        if m.shape[1] != NUM_BUCKETS:
+            raise ValueError(f"expected {NUM_BUCKETS} columns (models.ngrams.NUM_BUCKETS), got {m.shape[1]}")
+        return m
+
+    def learn_one(self, x: dict) -> None:
+        idx, val = self._row(x)
+        np.add.at(self._counts, idx, val)
+        self._windows += 1
+        self._surprise = None
+
+    def score_one(self, x: dict) -> float:
+        idx, val = self._row(x)
+        den = float(val @ self._weights[idx])
+        if den <= 0:
+            return 0.0
+        return float(val @ self._weighted_surprise()[idx]) / den
+
+    def learn_many(self, X: Any) -> None:
+        m = self._matrix(X)
+        if m.shape[0] == 0:
+            return
+        if isinstance(m, np.ndarray):
+            clean = np.where(np.isfinite(m) & (m > 0), m, 0.0)
+            self._counts += clean.sum(axis=0)
+        else:
+            m = m.copy()
+            m.data = np.where(np.isfinite(m.data) & (m.data > 0), m.data, 0.0)
+            self._counts += np.asarray(m.sum(axis=0)).ravel()
+        self._windows += m.shape[0]
+        self._surprise = None
+
+    def score_many(self, X: Any) -> np.ndarray:
+        m = self._matrix(X)
+        if isinstance(m, np.ndarray):
+            m = np.where(np.isfinite(m) & (m > 0), m, 0.0)
+        else:
+            m = m.copy()
+            m.data = np.where(np.isfinite(m.data) & (m.data > 0), m.data, 0.0)
+        num = np.asarray(m @ self._weighted_surprise()).ravel()
+        den = np.asarray(m @ self._weights).ravel()
+        out = np.zeros(m.shape[0], dtype=np.float64)
+        np.divide(num, den, out=out, where=den > 0)
+        return out
+
+    def grams(self, X: Any) -> np.ndarray:
+        """Weighted gram count of each row (the denominator of its score; the weight of a window in a trace)."""
+        m = self._matrix(X)
+        return np.asarray(m @ self._weights).ravel()
+
+    # -- persistence (no pickle) ---------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"counts": self._counts.copy(), "windows": np.array([self._windows], dtype=np.int64)}
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore state written by :meth:`to_arrays`."""
+        counts, windows = np.asarray(arrays["counts"]), np.asarray(arrays["windows"])
+        if counts.shape != (NUM_BUCKETS,) or windows.shape != (1,):
+            raise ValueError(f"state shapes {counts.shape}/{windows.shape}, expected ({NUM_BUCKETS},)/(1,)")
+        if not np.all(np.isfinite(counts)) or np.any(counts < 0) or windows[0] < 0:
+            raise ValueError("state contains negative or non-finite counts")
+        self._counts = counts.astype(np.float64)
+        self._windows = int(windows[0])
+        self._surprise = None
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], **params: Any) -> NgramDetector:
+        det = cls(**params)
+        det.load_arrays(arrays)
+        return det
+
+    @classmethod
+    def _unit_test_params(cls) -> Any:
+        yield {}
+        yield {"alpha": 1.0, "order_weights": (1.0, 1.0, 1.0)}

@@ -1,0 +1,184 @@
+"""Evaluation runs: ADFA-LD (one-class protocol) and LID-DS (the LID-DS rule), one pass, arrival order."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from models.evaluate import adfa, lidds
+from models.evaluate.baselines import TraceModel, default_baselines
+from models.evaluate.metrics import LiddsResult, RecordingScores, Summary, lidds_rule, per_type, summarise
+from models.evaluate.scorers import NgramScorer, PipelineScorer, WindowScorer, trace_scores
+from models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW, count_vectors
+from models.vector import FeatureVector, Identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelResult:
+    name: str
+    kind: str  # "baseliner" | "baseline"
+    scores: np.ndarray  # one per test item (trace)
+    summary: Summary
+    by_type: dict[str, Summary]
+    learn_seconds: float
+    score_seconds: float
+    learn_items: int
+    score_items: int
+    state_bytes: int | None = None
+
+    @property
+    def us_per_item(self) -> float:
+        """Learn + score wall time per item (window for Baseliner models, trace for baselines)."""
+        return 1e6 * (self.learn_seconds + self.score_seconds) / max(1, self.learn_items + self.score_items)
+
+
+@dataclass
+class AdfaRun:
+    calls_per_window: int
+    labels: np.ndarray
+    types: list[str]
+    models: list[ModelResult] = field(default_factory=list)
+    n_train: int = 0
+    train_windows: int = 0
+    test_windows: int = 0
+    seconds: float = 0.0
+    command: str = ""
+
+
+def default_scorers() -> list[WindowScorer]:
+    return [PipelineScorer(), NgramScorer()]
+
+
+def _adfa_vectors(traces: Sequence[adfa.Trace], calls_per_window: int, progress: bool
+                  ) -> tuple[list[FeatureVector], np.ndarray]:
+    vectors: list[FeatureVector] = []
+    index: list[int] = []
+    clock = 1.7e9
+    for i, t in enumerate(tqdm(traces, desc="windows", unit="trace", disable=not progress)):
+        ident = Identity(node="adfa-ld", container_id=t.name, image_repository="adfa-ld")
+        vs = count_vectors(t.calls, ident, clock, calls_per_window)
+        clock += len(vs) + 10.0
+        vectors.extend(vs)
+        index.extend([i] * len(vs))
+    return vectors, np.asarray(index, dtype=np.int64)
+
+
+def evaluate_adfa(path: str | Path | None = None, calls_per_window: int = DEFAULT_CALLS_PER_WINDOW,
+                  scorers: Sequence[WindowScorer] | None = None,
+                  baselines: Sequence[TraceModel] | None = None,
+                  limit_per_split: int | None = None, progress: bool = True) -> AdfaRun:
+    """Learn on ``Training_Data_Master``; score ``Validation_Data_Master`` (normal) and
+    ``Attack_Data_Master`` (attack).  Baseliner models see windows of ``calls_per_window`` calls and
+    score a trace by the length-weighted mean of its window scores; baselines score whole traces."""
+    started = time.perf_counter()
+    traces = adfa.load_adfa(path, limit_per_split=limit_per_split)
+    train = [t for t in traces if t.split == "train"]
+    test = [t for t in traces if t.split != "train"]
+    labels = np.asarray([t.label for t in test], dtype=np.int64)
+    types = [t.attack_type for t in test]
+    run = AdfaRun(calls_per_window, labels, types, n_train=len(train))
+
+    train_vecs, _ = _adfa_vectors(train, calls_per_window, progress)
+    test_vecs, test_index = _adfa_vectors(test, calls_per_window, progress)
+    run.train_windows, run.test_windows = len(train_vecs), len(test_vecs)
+
+    for scorer in scorers if scorers is not None else default_scorers():
+        t0 = time.perf_counter()
+        chunk = 2048
+        for i in tqdm(range(0, len(train_vecs), chunk), desc=f"learn {scorer.name[:30]}", disable=not progress):
+            scorer.learn(train_vecs[i : i + chunk])
+        scorer.freeze()
+        t1 = time.perf_counter()
+        parts = [scorer.score(test_vecs[i : i + chunk])
+                 for i in tqdm(range(0, len(test_vecs), chunk), desc=f"score {scorer.name[:30]}",
+                               disable=not progress)]
+        t2 = time.perf_counter()
+        window_scores = np.concatenate(parts) if parts else np.zeros(0)
+        s = trace_scores(window_scores, scorer.weights(test_vecs), test_index, len(test))
+        run.models.append(ModelResult(scorer.name, "baseliner", s, summarise(labels, s), per_type(labels, s, types),
+                                      t1 - t0, t2 - t1, len(train_vecs), len(test_vecs), scorer.state_bytes()))
+        log.info("%s: %s", scorer.name, run.models[-1].summary)
+
+    train_calls = [t.calls for t in train]
+    test_calls = [t.calls for t in test]
+    for model in tqdm(baselines if baselines is not None else default_baselines(), desc="baselines",
+                      disable=not progress):
+        t0 = time.perf_counter()
+        model.fit(train_calls)
+        t1 = time.perf_counter()
+        s = model.score(test_calls)
+        t2 = time.perf_counter()
+        run.models.append(ModelResult(model.name, "baseline", s, summarise(labels, s), per_type(labels, s, types),
+                                      t1 - t0, t2 - t1, len(train), len(test)))
+        log.info("%s: %s", model.name, run.models[-1].summary)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+# -- LID-DS -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiddsModelResult:
+    name: str
+    result: LiddsResult
+    window_summary: Summary | None  # window-level AUC etc. when test windows of both kinds exist
+    seconds: float
+    windows: int
+
+
+@dataclass
+class LiddsRun:
+    source: str
+    protocol: str
+    window_seconds: float
+    counts: dict[str, int]
+    models: list[LiddsModelResult] = field(default_factory=list)
+    seconds: float = 0.0
+    command: str = ""
+
+
+def evaluate_lidds(path: str | Path, window_seconds: float = 1.0,
+                   scorers_factory: Callable[[], Sequence[WindowScorer]] | None = None,
+                   progress: bool = True) -> LiddsRun:
+    """Learn on the training recordings, set the threshold on validation, apply the LID-DS rule on test.
+
+    ``path`` is a LID-DS 2021 scenario folder (``training/``, ``validation/``, ``test/``), or a single
+    recording (``.zip`` or ``.sc``): then its windows before the exploit are split in time, the first
+    60% to learn and the rest to validate, and the whole recording is the test (a smoke test of the
+    format and the rule, not a benchmark).
+    """
+    started = time.perf_counter()
+    split = lidds.load_split(Path(path), window_seconds, progress=progress)
+    run = LiddsRun(str(path), split.protocol, window_seconds,
+                   {"train_windows": len(split.train), "validation_windows": len(split.validation),
+                    "test_recordings": len(split.test)})
+    for scorer in (scorers_factory or default_scorers)():
+        t0 = time.perf_counter()
+        scorer.learn(split.train)
+        scorer.freeze()
+        val = scorer.score(split.validation)
+        recs = []
+        for r in split.test:
+            recs.append(RecordingScores(r.name, np.asarray([v.window_start for v in r.vectors]), window_seconds,
+                                        scorer.score(r.vectors), r.exploit_time))
+        res = lidds_rule(val, recs)
+        y, s = [], []
+        for rec in recs:
+            ends = rec.window_starts + window_seconds
+            after = (ends > rec.exploit_time) if rec.exploit_time is not None else np.zeros(len(ends), bool)
+            y.extend(after.astype(int).tolist())
+            s.extend(rec.scores.tolist())
+        summary = summarise(y, s) if 0 < sum(y) < len(y) else None
+        n = len(split.train) + len(split.validation) + sum(len(r.vectors) for r in split.test)
+        run.models.append(LiddsModelResult(scorer.name, res, summary, time.perf_counter() - t0, n))
+    run.seconds = time.perf_counter() - started
+    return run
