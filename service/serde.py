@@ -1,14 +1,17 @@
 """The one place where protobuf meets the domain: wire messages <-> ``models`` objects.
 
-Only this module (and the generated code) knows the wire format.  It does the *wire-level* checks
-(schema version, batch size, references into the batch's syscall-name dictionary, parallel arrays of
-equal length, enum values) and raises :class:`models.errors.ValidationError` with the protocol's
-``RejectReason`` names; *domain* checks (finite, non-negative, plausible window, sane image names) are
+Only this module (and the generated code) knows the wire format on the service side.  It does the
+*wire-level* checks (schema version, batch size, fields unknown to the schema version at batch and
+vector level, references into the batch's syscall-name dictionary, parallel arrays of equal length,
+enum values) and raises :class:`models.errors.ValidationError` with the protocol's ``RejectReason``
+names; *domain* checks (finite, non-negative, plausible window, sane image names) are
 ``models.validate``'s job.
 
 Decoding is written for throughput: one pass over the batch, attribute reads hoisted into locals,
 interned :class:`~models.vector.Identity` objects (a container sends the same identity every window),
 no per-vector allocation beyond the :class:`~models.vector.FeatureVector` itself.
+
+The opposite direction (domain -> wire) is the sensor's: ``sensor/wire.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from models.errors import ValidationError
 from models.ngrams import NUM_BUCKETS
@@ -34,7 +39,6 @@ DEFAULT_MAX_BATCH_VECTORS = 10_000
 MAX_BATCH_SYSCALL_NAMES = 4 * MAX_SYSCALL_NAMES
 
 _PROTOCOLS = {vectors_pb2.PROTOCOL_TCP: "tcp", vectors_pb2.PROTOCOL_UDP: "udp"}
-_PROTOCOL_WIRE = {"tcp": vectors_pb2.PROTOCOL_TCP, "udp": vectors_pb2.PROTOCOL_UDP}
 _IDENTITY_CACHE_MAX = 100_000
 
 Decoded = list[tuple[int, FeatureVector | ValidationError]]
@@ -88,6 +92,13 @@ class Decoder:
         if header.size > self.max_batch_vectors:
             raise ValidationError(
                 "TOO_LARGE", f"batch of {header.size} vectors exceeds the limit of {self.max_batch_vectors}"
+            )
+        unknown = UnknownFieldSet(batch)
+        if len(unknown):
+            raise ValidationError(
+                "UNSUPPORTED_VERSION",
+                f"batch carries field {unknown[0].field_number}, unknown to schema version "
+                f"{header.schema_version}; new fields come with a new schema version",
             )
         if len(batch.syscall_names) > MAX_BATCH_SYSCALL_NAMES:
             raise ValidationError(
@@ -159,6 +170,13 @@ class Decoder:
                         raise ValidationError("BAD_REFERENCE", "an n-gram bucket is listed more than once")
                 else:
                     raise ValidationError("UNSUPPORTED_VERSION", f"ngram_spec {spec} is not supported")
+                unknown = UnknownFieldSet(v)
+                if len(unknown):
+                    raise ValidationError(
+                        "UNSUPPORTED_VERSION",
+                        f"vector carries field {unknown[0].field_number}, unknown to schema version "
+                        f"{SCHEMA_VERSION}",
+                    )
                 if not v.HasField("identity"):
                     raise ValidationError("MISSING_FIELD", "identity is missing")
                 p = v.process
@@ -227,85 +245,6 @@ def _endpoint(e: vectors_pb2.Endpoint) -> Endpoint:
     else:
         raise ValidationError("MISSING_FIELD", "endpoint direction is unspecified")
     return Endpoint(e.address, e.port, proto, outbound)
-
-
-# --------------------------------------------------------------------------------------------------
-# Domain -> wire (sensors, tests and benchmarks use these; the service decodes with Decoder).
-
-
-def encode_batch(
-    vectors: Sequence[FeatureVector], sequence: int, schema_version: int = SCHEMA_VERSION
-) -> vectors_pb2.VectorBatch:
-    """Pack domain vectors into one :class:`VectorBatch` with a shared syscall-name dictionary."""
-    batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=schema_version)
-    names: dict[str, int] = {}
-    for v in vectors:
-        m = batch.vectors.add()
-        ident = v.identity
-        mi = m.identity
-        mi.node = ident.node
-        mi.container_id = ident.container_id
-        mi.container_name = ident.container_name
-        mi.image_repository = ident.image_repository
-        mi.image_tag = ident.image_tag
-        mi.image_digest = ident.image_digest
-        mi.pod = ident.pod
-        mi.namespace = ident.namespace
-        m.window_start = v.window_start
-        m.window_seconds = v.window_seconds
-        idx = []
-        for name in v.syscalls:
-            j = names.get(name)
-            if j is None:
-                j = names[name] = len(names)
-            idx.append(j)
-        m.syscall_name_index.extend(idx)
-        m.syscall_count.extend(float(c) for c in v.syscalls.values())
-        if v.ngrams:
-            m.ngram_spec = 1
-            m.ngram_bucket.extend(v.ngrams.keys())
-            m.ngram_count.extend(int(c) for c in v.ngrams.values())
-        p = m.process
-        p.execs, p.forks, p.exits = v.execs, v.forks, v.exits
-        p.executables.extend(v.executables)
-        n = m.network
-        n.connects = v.connects
-        n.connects_failed = v.connects_failed
-        n.accepts = v.accepts
-        n.listens = v.listens
-        n.bytes_sent = v.bytes_sent
-        n.bytes_received = v.bytes_received
-        n.packets_sent = v.packets_sent
-        n.packets_received = v.packets_received
-        n.remote_addresses = v.remote_addresses
-        n.remote_ports = v.remote_ports
-        n.dns_queries = v.dns_queries
-        for ep in v.endpoints:
-            n.endpoints.add(
-                address=ep.address,
-                port=ep.port,
-                protocol=_PROTOCOL_WIRE.get(ep.protocol, vectors_pb2.PROTOCOL_UNSPECIFIED),
-                direction=vectors_pb2.DIRECTION_OUTBOUND if ep.outbound else vectors_pb2.DIRECTION_INBOUND,
-            )
-        fm = m.file
-        fm.write_opens = v.write_opens
-        fm.sensitive_writes = v.sensitive_writes
-        fm.sensitive_paths.extend(v.sensitive_paths)
-        h = m.health
-        h.events_lost = v.events_lost
-        h.complete = v.complete
-        h.container_exited = v.container_exited
-        h.container_age_seconds = v.seconds_since_start
-    batch.syscall_names.extend(names)
-    return batch
-
-
-def hello(sensor_id: str, node: str, sensor_version: str = "") -> ingest_pb2.IngestRequest:
-    return ingest_pb2.IngestRequest(
-        hello=ingest_pb2.Hello(
-            sensor_id=sensor_id, node=node, sensor_version=sensor_version, schema_version=SCHEMA_VERSION
-        )
-    )
 
 
 # --------------------------------------------------------------------------------------------------
