@@ -1,0 +1,107 @@
+"""Command-line pieces of the eBPF source.
+
+* :func:`add_bpf_arguments` adds the ``--source bpf`` options to the ``baseliner sensor`` parser and
+  :func:`source_from_args` builds the :class:`~sensor.bpf_source.BpfSource` from them;
+* ``python -m sensor.cli_bpf`` is a stand-alone helper for operators: ``--check`` (prerequisites, with
+  what to do), ``--print-program`` (the generated C), and watching windows on the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from sensor.containers import AttributionConfig, ImageRule
+from sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, build_program, check_prerequisites
+
+log = logging.getLogger(__name__)
+
+
+def add_bpf_arguments(p: argparse.ArgumentParser | Any) -> None:
+    g = p.add_argument_group("eBPF source (--source bpf; needs root)")
+    g.add_argument("--window", type=float, default=5.0, help="window length in seconds (default 5)")
+    g.add_argument("--no-ngrams", action="store_true", help="do not count syscall n-grams in the kernel")
+    g.add_argument("--sensitive-prefix", action="append", default=None, metavar="DIR",
+                   help="directory whose write opens count as sensitive (repeatable; replaces the defaults "
+                        f"{', '.join(DEFAULT_SENSITIVE_PREFIXES)})")
+    g.add_argument("--cgroup-image", action="append", default=[], metavar="REGEX=IMAGE",
+                   help="map cgroup paths matching REGEX to IMAGE (repeatable, first match wins; IMAGE may "
+                        "use {group} fields of the regex), e.g. '^/app/(?P<n>[^/]+)$=demo/{n}:1'")
+    g.add_argument("--host", choices=("group", "ignore"), default="group",
+                   help="processes outside containers: one 'host' container (default) or ignored")
+    g.add_argument("--docker-socket", default="/var/run/docker.sock",
+                   help="Docker Engine API socket for image names (podman's compatible socket works too)")
+
+
+def probe_config_from_args(args: argparse.Namespace) -> ProbeConfig:
+    prefixes = tuple(args.sensitive_prefix) if args.sensitive_prefix else DEFAULT_SENSITIVE_PREFIXES
+    return ProbeConfig(ngrams=not args.no_ngrams, sensitive_prefixes=prefixes)
+
+
+def attribution_from_args(args: argparse.Namespace, node: str | None = None) -> AttributionConfig:
+    rules = tuple(ImageRule.parse(r) for r in args.cgroup_image)
+    kw: dict[str, Any] = {"rules": rules, "host": args.host, "docker_socket": args.docker_socket}
+    if node:
+        kw["node"] = node
+    return AttributionConfig(**kw)
+
+
+def source_from_args(args: argparse.Namespace, registry: CollectorRegistry | None = None,
+                     node: str | None = None) -> Any:
+    """The :class:`~sensor.bpf_source.BpfSource` the arguments describe (loads the program)."""
+    from sensor.bpf_source import BpfSource, BpfSourceConfig
+
+    cfg = BpfSourceConfig(window_seconds=args.window, probes=probe_config_from_args(args),
+                          attribution=attribution_from_args(args, node))
+    return BpfSource(cfg, registry=registry)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sensor.cli_bpf", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="check prerequisites and exit")
+    p.add_argument("--print-program", action="store_true", help="print the generated BPF C and exit")
+    p.add_argument("--windows", type=int, default=0, help="stop after this many windows (0: run until ^C)")
+    p.add_argument("--json", action="store_true", help="print vectors as JSON lines instead of a summary")
+    add_bpf_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.print_program:
+        print(build_program(probe_config_from_args(args)))
+        return 0
+    problems = check_prerequisites()
+    if args.check or problems:
+        for msg in problems:
+            print(f"problem: {msg}", file=sys.stderr)
+        if not problems:
+            print("ok: the eBPF sensor can run here")
+        return 1 if problems else 0
+    src = source_from_args(args)
+    try:
+        for n, vectors in enumerate(src, 1):
+            for v in vectors:
+                if args.json:
+                    print(json.dumps(asdict(v), default=str), flush=True)
+                else:
+                    top = sorted(v.syscalls.items(), key=lambda kv: -kv[1])[:3]
+                    print(f"{v.identity.image:<30} {v.identity.container_name[:20]:<20} "
+                          f"sys={sum(v.syscalls.values()):>8} execs={v.execs} conn={v.connects} "
+                          f"fail={v.connects_failed} sens={v.sensitive_writes} lost={v.events_lost} top={top}",
+                          flush=True)
+            if args.windows and n >= args.windows:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        src.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
