@@ -1,0 +1,207 @@
+"""eBPF sensor pieces that run anywhere (no root, no bcc): golden inputs for vector building,
+attribution, the generated program and the n-gram hash the kernel implements."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from models.ngrams import NgramCounter, bucket_of, gram_hash
+from models.syscalls import canonical_id, id_table
+from models.vector import Identity
+from sensor.containers import (
+    AttributionConfig,
+    CgroupIndex,
+    ContainerInfo,
+    DockerAPI,
+    ImageRule,
+    Resolver,
+    find_cgroup2_mount,
+    split_image,
+)
+from sensor.features import CG_FIELDS, Endpoint4, WindowCounts, build_vectors
+from sensor.probes import ProbeConfig, _prefix_matcher, build_program
+
+BPF_DIR = Path(__file__).resolve().parents[1] / "sensor" / "bpf"
+
+
+def ident(name: str, image: str = "web") -> Identity:
+    return Identity(node="n1", container_id=name, image_repository=image, container_name=name)
+
+
+def golden_counts() -> WindowCounts:
+    w = WindowCounts()
+    w.syscalls = {101: {0: 10, 1: 5, 110: 3, 999: 1}, 102: {0: 2}, 103: {0: 7}, 1: {39: 4}}
+    w.ngrams = {101: {510: 4, 4100: 1}, 102: {510: 1}}
+    w.counters = {101: {**dict.fromkeys(CG_FIELDS, 0), "execs": 2, "connects": 3, "connects_failed": 1,
+                        "bytes_sent": 100, "lost": 2, "sensitive_writes": 1},
+                  102: {**dict.fromkeys(CG_FIELDS, 0), "execs": 1, "bytes_sent": 50}}
+    w.exec_paths = {101: {"/bin/sh": 1, "/usr/bin/curl": 1}, 102: {"/bin/sh": 1}}
+    w.sensitive_paths = {101: {"/etc/cron.d/x": 1}}
+    w.endpoints = {101: [Endpoint4(2, bytes([10, 0, 0, 1]), 443, False, 2),
+                         Endpoint4(2, bytes([10, 0, 0, 2]), 4444, False, 1),
+                         Endpoint4(2, bytes([10, 0, 0, 9]), 51000, True, 1)]}
+    return w
+
+
+def test_build_vectors_golden() -> None:
+    a, b = ident("a"), ident("b", "db")
+    attribution = {
+        101: ContainerInfo(a, "/a/1"), 102: ContainerInfo(a, "/a/2"),  # two cgroups, one container
+        103: ContainerInfo(b, "/b", exited=True, started_at=90.0), 1: None,  # 1: ignored (host)
+    }
+    vs = {v.identity.container_id: v for v in
+          build_vectors(golden_counts(), attribution, window_start=100.0, window_seconds=5.0)}
+    assert set(vs) == {"a", "b"}
+    va, vb = vs["a"], vs["b"]
+    assert va.syscalls == {"read": 12, "write": 5, "getppid": 3, "sys_999": 1}
+    assert va.ngrams == {510: 5, 4100: 1}
+    assert (va.execs, va.connects, va.connects_failed, va.bytes_sent) == (3, 3, 1, 150)
+    assert va.executables == ["/bin/sh", "/usr/bin/curl"]  # by count, then name
+    assert va.sensitive_paths == ["/etc/cron.d/x"] and va.sensitive_writes == 1
+    assert va.remote_addresses == 3 and va.remote_ports == 2  # inbound client port not a remote port
+    assert [(e.address, e.port, e.outbound) for e in va.endpoints][0] == ("10.0.0.1", 443, True)
+    assert va.events_lost == 2 and va.complete is False
+    assert va.window_start == 100.0 and va.window_seconds == 5.0 and va.seconds_since_start == -1.0
+    assert vb.syscalls == {"read": 7} and vb.container_exited and vb.complete
+    assert vb.seconds_since_start == 10.0
+
+
+def test_global_loss_marks_every_vector_incomplete() -> None:
+    w = golden_counts()
+    w.lost_global = 1
+    vs = build_vectors(w, {103: ContainerInfo(ident("b"), "/b")}, window_start=0, window_seconds=1)
+    assert len(vs) == 1 and vs[0].complete is False and vs[0].events_lost == 0
+
+
+def test_cg_fields_match_kernel_struct() -> None:
+    src = (BPF_DIR / "sensor.c").read_text()
+    body = re.search(r"struct cg_counters \{(.*?)\};", src, re.S)
+    assert body is not None
+    fields = tuple(re.findall(r"u64 (\w+);", body.group(1)))
+    assert fields == CG_FIELDS
+
+
+def test_kernel_hash_constants_match_python_spec() -> None:
+    h = (BPF_DIR / "ngrams.h").read_text()
+    for const in ("0x811C9DC5u", "0x01000193u", "0x85EBCA6Bu", "0xC2B2AE35u", "4096u"):
+        assert const in h
+    # golden values from docs/ngram-spec.md
+    assert hex(canonical_id("read")) == "0xcedfa3c5"
+    assert hex(gram_hash([canonical_id("read"), canonical_id("write")])) == "0x15a481fe"
+    assert bucket_of([canonical_id("read"), canonical_id("write")]) == 510
+    table = id_table("x86_64")
+    assert len(table) == 512 and table[0] == canonical_id("read") and table[110] == canonical_id("getppid")
+
+
+def test_ngram_windows_add_up() -> None:
+    trace = ["read", "write", "close", "read", "write", "openat", "read"]
+    whole = NgramCounter()
+    whole.feed(trace)
+    split = NgramCounter()
+    split.feed(trace[:3])
+    first = split.drain()
+    split.feed(trace[3:])
+    second = split.drain()
+    total = {k: first.get(k, 0) + second.get(k, 0) for k in set(first) | set(second)}
+    assert total == whole.drain()
+
+
+def test_prefix_matcher_generated() -> None:
+    c = _prefix_matcher(("/etc", "/var/spool/cron/"))
+    assert "p[0] == 47 && p[1] == 101 && p[2] == 116 && p[3] == 99 && (p[4] == 0 || p[4] == 47)" in c
+    assert "/* /var/spool/cron */" in c
+    with pytest.raises(ValueError):
+        ProbeConfig(sensitive_prefixes=("relative/dir",))
+    with pytest.raises(ValueError):
+        ProbeConfig(sensitive_prefixes=('/etc"; evil',))
+
+
+def test_build_program_config() -> None:
+    text = build_program(ProbeConfig(ngrams=False, max_cgroups=123))
+    assert "#define BASELINER_NGRAMS 0" in text and "#define MAX_CGROUPS 123" in text
+    assert "@SENSITIVE_PREFIXES@" not in text and "sensitive_match" in text
+    assert "kprobe" not in text.lower().replace("kprobes", "")  # tracepoints only
+
+
+@pytest.mark.parametrize(("path", "runtime", "cid"), [
+    ("/system.slice/docker-" + "a" * 64 + ".scope", "docker", "a" * 64),
+    ("/docker/" + "b" * 64, "docker", "b" * 64),
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-"
+     + "c" * 64 + ".scope", "containerd", "c" * 64),
+    ("/kubepods.slice/kubepods-pod99.slice/crio-" + "d" * 64 + ".scope", "crio", "d" * 64),
+    ("/machine.slice/libpod-" + "e" * 64 + ".scope/container", "podman", "e" * 64),
+    ("/kubepods/besteffort/pod0f1e2d3c-aaaa-bbbb-cccc-000000000000/" + "f" * 64, "containerd", "f" * 64),
+])
+def test_container_id_patterns(path: str, runtime: str, cid: str, tmp_path: Path) -> None:
+    r = Resolver(AttributionConfig(node="n1", docker_socket=str(tmp_path / "none.sock"), cgroup_root=str(tmp_path)))
+    found = r.resolve_path(path)
+    assert found is not None
+    identity, rt = found
+    assert (rt, identity.container_id, identity.image_repository) == (runtime, cid, "unknown")
+
+
+def test_rules_and_host_grouping(tmp_path: Path) -> None:
+    (tmp_path / "apps" / "web").mkdir(parents=True)
+    (tmp_path / "system.slice").mkdir()
+    rules = (ImageRule(r"^/apps/(?P<app>[^/]+)$", "demo/{app}:1.0", namespace="prod"),)
+    cfg = AttributionConfig(node="n1", rules=rules, cgroup_root=str(tmp_path), docker_socket="/nonexistent")
+    r = Resolver(cfg)
+    web = os.stat(tmp_path / "apps" / "web").st_ino
+    sysd = os.stat(tmp_path / "system.slice").st_ino
+    info = r.resolve(web)
+    assert info is not None
+    assert (info.identity.image_repository, info.identity.image_tag, info.identity.namespace,
+            info.identity.container_name, info.runtime) == ("demo/web", "1.0", "prod", "web", "rule")
+    host = r.resolve(sysd)
+    assert host is not None and host.identity.container_id == "host"
+    assert Resolver(AttributionConfig(host="ignore", cgroup_root=str(tmp_path))).resolve(sysd) is None
+    # a cgroup created after the resolver started gets a start time; removal marks its last window
+    (tmp_path / "apps" / "new").mkdir()
+    new = os.stat(tmp_path / "apps" / "new").st_ino
+    r.index.min_rescan_seconds = 0
+    first = r.resolve(new, now=42.0)
+    assert first is not None and first.started_at == 42.0 and not first.exited
+    (tmp_path / "apps" / "new").rmdir()
+    last = r.resolve(new)
+    assert last is not None and last.exited
+
+
+def test_bad_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="PATTERN=IMAGE"):
+        ImageRule.parse("no-equals-sign")
+    with pytest.raises(ValueError, match="bad cgroup path pattern"):
+        ImageRule("(", "x")
+    with pytest.raises(ValueError):
+        AttributionConfig(host="maybe")
+
+
+def test_split_image() -> None:
+    assert split_image("registry:5000/team/app:1.2@sha256:ab") == ("registry:5000/team/app", "1.2", "sha256:ab")
+    assert split_image("nginx") == ("nginx", "", "")
+
+
+def test_find_cgroup2_mount(tmp_path: Path) -> None:
+    f = tmp_path / "mounts"
+    f.write_text("tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n")
+    assert find_cgroup2_mount(str(f)) == "/sys/fs/cgroup/unified"
+    f.write_text("tmpfs /sys/fs/cgroup tmpfs rw 0 0\n")
+    with pytest.raises(FileNotFoundError, match="cgroup v2"):
+        find_cgroup2_mount(str(f))
+
+
+def test_cgroup_index_ids_are_inodes(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    idx = CgroupIndex(str(tmp_path))
+    ids = idx.scan()
+    assert ids[os.stat(tmp_path).st_ino] == "/"
+    assert ids[os.stat(tmp_path / "a" / "b").st_ino] == "/a/b"
+
+
+def test_docker_api_absent_socket_is_none(tmp_path: Path) -> None:
+    api = DockerAPI(str(tmp_path / "docker.sock"))
+    assert not api.available()
+    assert api.inspect("x" * 64) is None
