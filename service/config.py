@@ -65,12 +65,46 @@ class EventsConfig:
     output: str = "-"  # "-" or "stdout", a file path (appended), or "none"
 
 
+@dataclass
+class FalcoConfig:
+    """Falco alerts in (``service/falco_http.py``), correlation (``service/falco.py``), Falcosidekick out."""
+
+    listen: str = ""  # host:port of the alert endpoint; "" = off (e.g. 127.0.0.1:2802 to enable)
+    max_body_bytes: int = 64 * 1024  # larger payloads get 413
+    correlation_window_seconds: float = 120.0  # an alert within this of an anomaly's windows coincides
+    max_containers: int = 10_000  # containers whose recent alerts and anomalies are remembered
+    per_container: int = 32  # recent alerts and anomalies remembered per container
+    max_rules: int = 200  # distinct rule label values; further rules share "__other__"
+    sidekick_url: str = ""  # Falcosidekick (or any Falco-format webhook) receiving anomaly events; "" = off
+    sidekick_timeout_seconds: float = 5.0
+    sidekick_queue: int = 1000  # events waiting to be posted; further ones are dropped and counted
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if self.listen:
+            try:
+                split_address(self.listen)
+            except ValueError as e:
+                out.append(f"falco.listen: {e}")
+        for name in ("max_body_bytes", "max_containers", "per_container", "max_rules", "sidekick_queue"):
+            if getattr(self, name) < 1:
+                out.append(f"falco.{name} must be >= 1 (got {getattr(self, name)})")
+        if not self.correlation_window_seconds >= 0:
+            out.append("falco.correlation_window_seconds must be >= 0")
+        if not self.sidekick_timeout_seconds > 0:
+            out.append("falco.sidekick_timeout_seconds must be > 0")
+        if self.sidekick_url and not self.sidekick_url.startswith(("http://", "https://")):
+            out.append(f"falco.sidekick_url must be an http:// or https:// URL (got {self.sidekick_url!r})")
+        return out
+
+
 SECTIONS: dict[str, type] = {
     "grpc": GrpcConfig,
     "metrics": MetricsConfig,
     "state": StateConfig,
     "pipeline": PipelineConfig,
     "events": EventsConfig,
+    "falco": FalcoConfig,
 }
 
 
@@ -81,6 +115,7 @@ class ServeConfig:
     state: StateConfig = field(default_factory=StateConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    falco: FalcoConfig = field(default_factory=FalcoConfig)
     baseline: dict[str, Any] = field(default_factory=dict)  # models.baseline.BaselineConfig fields
     log_level: str = "INFO"
 
@@ -122,6 +157,7 @@ class ServeConfig:
             problems.append("grpc.shutdown_grace_seconds must be >= 0")
         if self.pipeline.dedup_window_seconds < 0:
             problems.append("pipeline.dedup_window_seconds must be >= 0")
+        problems.extend(self.falco.problems())
         if self.pipeline.image_key not in IMAGE_KEYS:
             problems.append(
                 f"pipeline.image_key must be one of {', '.join(IMAGE_KEYS)} (got {self.pipeline.image_key!r})"
@@ -258,7 +294,11 @@ def apply(cfg: ServeConfig, key: str, value: Any, where: str) -> None:
 
 def from_mapping(cfg: ServeConfig, data: Mapping[str, Any], where: str) -> None:
     for top, value in data.items():
-        if isinstance(value, Mapping) and (top in SECTIONS or top == "baseline"):
+        if isinstance(value, Mapping) and not (top in SECTIONS or top == "baseline"):
+            raise ConfigError(
+                f"{where}: unknown section {top!r} (sections: {', '.join([*SECTIONS, 'baseline'])})"
+            )
+        if isinstance(value, Mapping):
             for k, v in value.items():
                 apply(cfg, f"{top}.{k}", v, f"{where}: {top}.{k}")
         else:

@@ -68,6 +68,8 @@ class BaselinerServer:
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._checkpoint_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
+        self.falco: Any = None  # service.falco_http.FalcoEndpoint when falco.listen is set
+        self.falco_correlator: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -114,6 +116,9 @@ class BaselinerServer:
             server, _thread = start_http_server(mport, addr=mhost, registry=self.registry)
             self._metrics_http = server
             self.metrics_port = server.server_address[1]
+        from service import falco_http  # Falco alerts in, correlation, Falcosidekick out (when configured)
+
+        self.falco = await falco_http.attach(self)
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
         log.info("baseliner serving gRPC on %s:%d, metrics on %s", host, self.port,
                  f"{cfg.metrics.listen.rpartition(':')[0]}:{self.metrics_port}" if cfg.metrics.listen else "off")
@@ -126,6 +131,8 @@ class BaselinerServer:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.config.grpc.shutdown_grace_seconds)
+        if self.falco is not None:
+            await self.falco.stop()
         if self._checkpoint_task is not None:
             self._checkpoint_task.cancel()
             try:

@@ -1,0 +1,194 @@
+"""Anomaly events out in Falco's own alert format, for Falcosidekick (or any webhook that takes Falco alerts).
+
+Each anomaly event becomes one JSON POST shaped like a Falco ``http_output`` alert: ``output`` (one line of
+text), ``priority`` (Falco's names), ``rule`` (``Baseliner anomaly (<kinds>)``), ``time`` (RFC 3339),
+``source: "baseliner"``, ``hostname`` (the node), ``tags`` and ``output_fields`` with Falco's field names
+(``container.id``, ``container.name``, ``container.image.repository``, ``container.image.tag``,
+``k8s.pod.name``, ``k8s.ns.name``, ``evt.time``) plus ``baseliner.*`` fields (score, threshold, severity,
+kinds, novel items, explanation, event id).  Everything downstream of Falcosidekick (Slack, Loki, Kafka,
+a SIEM ...) then receives Baseliner's findings with no extra integration.
+
+Only first occurrences are sent, and an event again when its severity was raised later (Falco correlation);
+count updates are not (Falcosidekick has no notion of updating an alert).  Posting happens on a worker
+thread with a bounded queue: a slow or unreachable webhook never holds up scoring; events that do not fit
+the queue are dropped and counted, failed posts are retried a few times and then counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from service.sinks.events import SCHEMA
+from service.sinks.metrics import NAMESPACE
+
+log = logging.getLogger(__name__)
+
+#: Anomaly severity -> Falco priority.
+PRIORITY = {"critical": "Critical", "high": "Error", "medium": "Warning", "low": "Notice", "": "Informational"}
+_SEVERITY_RANK = {"": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+_RETRIES = (0.5, 1.0, 2.0)
+_STOP = object()
+
+
+def to_falco(event: dict[str, Any]) -> dict[str, Any]:
+    """A Baseliner anomaly event -> a Falco-format alert.
+
+    >>> e = {"@timestamp": "2026-01-02T03:04:05.000Z", "node": "n1", "severity": "high", "kinds": ["novel_executable"],
+    ...      "container": {"id": "3ad7b26ded6d", "name": "web"}, "image": {"key": "nginx:1", "repository": "nginx",
+    ...      "tag": "1", "digest": ""}, "pod": "web-0", "namespace": "shop", "score": 9.5, "threshold": 2.0,
+    ...      "novel": [{"kind": "executable", "value": "/bin/sh"}], "explanation": [], "event_id": "ab", "count": 1}
+    >>> a = to_falco(e)
+    >>> a["rule"], a["priority"], a["output_fields"]["container.image.repository"], a["output_fields"]["evt.time"]
+    ('Baseliner anomaly (novel_executable)', 'Error', 'nginx', 1767323045000000000)
+    """
+    kinds = [str(k) for k in event.get("kinds") or []]
+    container = event.get("container") or {}
+    image = event.get("image") or {}
+    novel = [f"new {n.get('kind', '').replace('_', ' ')} {n.get('value', '')}" for n in event.get("novel") or []]
+    explanation = [str(d.get("text", "")) for d in event.get("explanation") or []]
+    severity = str(event.get("severity") or "")
+    ts = str(event.get("@timestamp") or event.get("last_seen") or "")
+    from service.falco import parse_time
+
+    try:
+        t = parse_time(ts)
+    except ValueError:
+        t = time.time()
+    score, threshold = event.get("score"), event.get("threshold")
+    what = "; ".join([*novel, *explanation[:3]])
+    output = (
+        f"Baseliner anomaly ({', '.join(kinds) or 'unknown'}) in container "
+        f"{container.get('name') or container.get('id')}"
+        f" (image={image.get('key', '')} pod={event.get('pod', '')} ns={event.get('namespace', '')}"
+        f" node={event.get('node', '')}) score={_num(score)} threshold={_num(threshold)}"
+        + (f": {what}" if what else "")
+    )
+    fields: dict[str, Any] = {
+        "container.id": container.get("id", ""),
+        "container.name": container.get("name", ""),
+        "container.image.repository": image.get("repository", ""),
+        "container.image.tag": image.get("tag", ""),
+        "container.image.digest": image.get("digest", ""),
+        "k8s.pod.name": event.get("pod", ""),
+        "k8s.ns.name": event.get("namespace", ""),
+        "evt.time": int(round(t * 1e9)),
+        "baseliner.event_id": event.get("event_id", ""),
+        "baseliner.image_key": image.get("key", ""),
+        "baseliner.score": score,
+        "baseliner.threshold": threshold,
+        "baseliner.severity": severity,
+        "baseliner.kinds": ",".join(kinds),
+        "baseliner.novel": novel,
+        "baseliner.explanation": explanation,
+        "baseliner.count": event.get("count", 1),
+    }
+    falco = event.get("falco")
+    if isinstance(falco, dict):
+        fields["baseliner.falco_rules"] = list(falco.get("rules") or [])
+        fields["baseliner.severity_model"] = event.get("severity_model", "")
+    return {
+        "output": output,
+        "priority": PRIORITY.get(severity, "Warning"),
+        "rule": f"Baseliner anomaly ({', '.join(kinds) or 'unknown'})",
+        "time": ts,
+        "source": "baseliner",
+        "hostname": event.get("node", ""),
+        "tags": ["baseliner", "anomaly", *kinds],
+        "output_fields": fields,
+    }
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, int | float) else "n/a"
+
+
+class FalcosidekickSink:
+    """Posts anomaly events to ``url`` (Falcosidekick's root endpoint takes Falco alerts) from a worker thread."""
+
+    def __init__(
+        self,
+        url: str,
+        registry: CollectorRegistry | None = None,
+        timeout: float = 5.0,
+        queue_size: int = 1000,
+        retries: tuple[float, ...] = _RETRIES,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.retries = retries
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._sent_severity: OrderedDict[str, int] = OrderedDict()
+        self.sent = Counter("falcosidekick_events_sent", "Anomaly events posted to Falcosidekick",
+                            namespace=NAMESPACE, registry=registry)
+        self.failed = Counter("falcosidekick_events_failed", "Anomaly events not taken (after retries)",
+                              namespace=NAMESPACE, registry=registry)
+        self.dropped = Counter("falcosidekick_events_dropped", "Anomaly events dropped: send queue full",
+                               namespace=NAMESPACE, registry=registry)
+        self._thread = threading.Thread(target=self._run, name="falcosidekick", daemon=True)
+        self._thread.start()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if event.get("schema") != SCHEMA:
+            return  # Falco's own alerts (baseliner.falco/v1) must not go back to Falcosidekick
+        eid = str(event.get("event_id", ""))
+        rank = _SEVERITY_RANK.get(str(event.get("severity") or ""), 0)
+        before = self._sent_severity.get(eid)
+        if before is not None and rank <= before:
+            return  # a count update: nothing new for downstream
+        self._sent_severity[eid] = rank
+        self._sent_severity.move_to_end(eid)
+        while len(self._sent_severity) > 10_000:
+            self._sent_severity.popitem(last=False)
+        try:
+            self._q.put_nowait(to_falco(event))
+        except queue.Full:
+            self.dropped.inc()
+
+    def flush(self) -> None:
+        pass  # the worker sends as soon as it can; close() waits for it
+
+    def close(self, wait: float = 10.0) -> None:
+        try:
+            self._q.put(_STOP, timeout=wait)
+        except queue.Full:
+            pass
+        self._thread.join(wait)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            self._post(item)
+
+    def _post(self, alert: dict[str, Any]) -> None:
+        body = json.dumps(alert, separators=(",", ":"), allow_nan=False, default=str).encode()
+        for attempt, pause in enumerate((0.0, *self.retries)):
+            if pause:
+                time.sleep(pause)
+            req = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json", "User-Agent": "baseliner"})
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    resp.read()
+                self.sent.inc()
+                return
+            except urllib.error.HTTPError as e:
+                if 400 <= e.code < 500:  # the receiver refuses this alert: retrying will not help
+                    log.warning("Falcosidekick refused an event: HTTP %d", e.code)
+                    break
+                log.debug("Falcosidekick post failed (attempt %d): %s", attempt + 1, e)
+            except (OSError, ValueError) as e:
+                log.debug("Falcosidekick post failed (attempt %d): %s", attempt + 1, e)
+        log.warning("could not post an anomaly event to %s", self.url)
+        self.failed.inc()
