@@ -56,6 +56,8 @@ class State(StrEnum):
 
 
 _LEARNING_CHUNK = 8
+_MAX_REPLICAS = 64
+_MAX_QUARANTINE = 4096
 SEVERITIES = ("", "low", "medium", "high", "critical")
 # Novel kinds that are at least "high" whatever the score ratio.
 _SEVERE_KINDS = {"executable", "sensitive_path"}
@@ -75,8 +77,15 @@ class BaselineConfig:
     memory_windows: int = 2000
     std_floor: float = 0.1
     top_k: int = 3
-    recalibrate_every: int = 64
     ephemeral_port_start: int = 32768
+    # Poisoning resistance (see docs): support an item needs before it is normal, how far one window may
+    # move the rate model (in standard deviations), and how long a container's windows are not learnt
+    # after it raised an anomaly (event time).
+    novelty_min_windows: int = 2
+    novelty_min_containers: int = 2
+    learn_clip_sigma: float = 4.0
+    learn_gate: float = 0.75
+    quarantine_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -100,10 +109,16 @@ class BaselineConfig:
             problems.append(f"std_floor must be > 0, got {self.std_floor}")
         if not 1 <= self.top_k <= N_FEATURES:
             problems.append(f"top_k must be in [1, {N_FEATURES}], got {self.top_k}")
-        if self.recalibrate_every < 1:
-            problems.append(f"recalibrate_every must be >= 1, got {self.recalibrate_every}")
         if not 1 <= self.ephemeral_port_start <= 65536:
             problems.append(f"ephemeral_port_start must be in [1, 65536], got {self.ephemeral_port_start}")
+        if self.novelty_min_windows < 1 or self.novelty_min_containers < 1:
+            problems.append("novelty_min_windows and novelty_min_containers must be >= 1")
+        if not (self.learn_clip_sigma > 0 and math.isfinite(self.learn_clip_sigma)):
+            problems.append(f"learn_clip_sigma must be > 0, got {self.learn_clip_sigma}")
+        if not 0 < self.learn_gate <= 1:
+            problems.append(f"learn_gate must be in (0, 1], got {self.learn_gate}")
+        if not (self.quarantine_seconds >= 0 and math.isfinite(self.quarantine_seconds)):
+            problems.append(f"quarantine_seconds must be >= 0, got {self.quarantine_seconds}")
         if problems:
             raise ValueError("invalid baseline config: " + "; ".join(problems))
 
@@ -149,6 +164,10 @@ def _severity(ratio: float, novel: Sequence[NovelItem]) -> str:
     return SEVERITIES[level]
 
 
+def _container(v: FeatureVector) -> str:
+    return f"{v.identity.node}/{v.identity.container_id}"
+
+
 class _Profile:
     """A detector and its threshold: the steady-state profile or the start-up profile."""
 
@@ -159,10 +178,10 @@ class _Profile:
             top_k=config.top_k,
             features=FEATURE_NAMES,
             upper_only=True,
+            clip=config.learn_clip_sigma,
         )
         self.threshold = TailThreshold(alarms_per_day=config.false_alarms_per_day, min_scores=20)
         self.windows = 0
-        self.pending = 0  # scores added since the threshold was last recomputed
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.det.{k}": v for k, v in self.detector.to_arrays().items()}
@@ -205,7 +224,12 @@ class ImageBaseline:
     def _init_state(self) -> None:
         self.steady = _Profile(self.config)
         self.startup = _Profile(self.config)
-        self.novelty = NoveltySets(self.config.novelty_capacity, self.config.ephemeral_port_start)
+        cfg = self.config
+        self.novelty = NoveltySets(
+            cfg.novelty_capacity, cfg.ephemeral_port_start, cfg.novelty_min_windows, cfg.novelty_min_containers
+        )
+        self.containers: set[str] = set()  # containers seen while learning (at most _MAX_REPLICAS)
+        self.quarantine: dict[str, float] = {}  # container -> event time until which it is not learnt
         self.state = State.FROZEN if self.mode is Mode.FREEZE else (
             State.DETECTING if self.mode is Mode.DETECT else State.LEARNING
         )
@@ -304,7 +328,18 @@ class ImageBaseline:
             learnable = np.fromiter(
                 (v.complete and not v.container_exited and not v.events_lost for v in vectors), dtype=bool, count=n
             )
-            learn_mask = learnable if learning else learnable & ~anomalous
+            if self.quarantine:
+                learnable &= np.fromiter(
+                    (v.window_start >= self.quarantine.get(_container(v), -math.inf) for v in vectors),
+                    dtype=bool, count=n,
+                )
+            if learning:
+                learn_mask = learnable
+            else:
+                # Detection learns only windows comfortably inside the baseline: a window just under
+                # its threshold is not flagged, but neither may it pull the baseline towards itself.
+                inside = (continuous < self.config.learn_gate * thresholds) | no_profile
+                learn_mask = learnable & ~anomalous & inside
         startup_list = is_startup.tolist()
         verdicts = [
             Verdict(score, threshold, False, "", (), tuple(novel), (), state, learn, startup, c)
@@ -315,10 +350,22 @@ class ImageBaseline:
         ]
         for i in np.flatnonzero(anomalous):
             self._explain(verdicts[i], X[i], bool(rate_hit[i]), self.startup if startup_list[i] else self.steady)
+            self._quarantine(vectors[int(i)])
         self.windows_scored += n
         self.anomalies += int(anomalous.sum())
         self._learn(vectors, X, continuous, learn_mask, is_startup)
         return verdicts
+
+    def _quarantine(self, v: FeatureVector) -> None:
+        """Stop learning from a container for a while after it raised an anomaly."""
+        if self.config.quarantine_seconds <= 0:
+            return
+        if len(self.quarantine) >= _MAX_QUARANTINE:
+            now = v.window_start
+            self.quarantine = {k: t for k, t in self.quarantine.items() if t > now}
+            while len(self.quarantine) >= _MAX_QUARANTINE:
+                self.quarantine.pop(next(iter(self.quarantine)))
+        self.quarantine[_container(v)] = v.window_end + self.config.quarantine_seconds
 
     def _explain(self, verdict: Verdict, x: np.ndarray, rate_hit: bool, profile: _Profile) -> None:
         """Fill in why a window is anomalous: its kinds, severity and the deviating features."""
@@ -344,25 +391,33 @@ class ImageBaseline:
             count = int(mask.sum())
             if not count:
                 continue
-            # Scores were computed before learning (prequential); the first half of the learning
-            # period is left out of calibration, while the detector itself is still settling.
-            skip = max(0, self.config.min_learn_windows // 2 - profile.windows)
-            calibrate = scores[mask][skip:]
+            # Thresholds come from the scores of the profile's own learning period, computed before
+            # each window was learnt (prequential), leaving out the first half of it while the detector
+            # settles.  After that they stay put: detection-time scores never move them.
+            if profile is self.steady:
+                calibrating = self.state is State.LEARNING
+                skip = max(0, self.config.min_learn_windows // 2 - profile.windows)
+            else:
+                calibrating = profile.windows < 2 * self.config.min_learn_windows
+                skip = max(0, self.config.min_learn_windows // 4 - profile.windows)
+            calibrate = scores[mask][skip:] if calibrating else scores[:0]
             if len(calibrate):
                 profile.threshold.add(calibrate, vectors[0].window_seconds)
-                profile.pending += len(calibrate)
-            profile.detector.learn_many(X[mask])
+                if self.state is not State.LEARNING:
+                    profile.threshold.recompute()
+            # While learning, the spread is being discovered; once detecting, how fast the baseline
+            # may move is bounded (poisoning resistance).
+            profile.detector.learn_many(X[mask], bound=self.state is not State.LEARNING)
             profile.windows += count
-            due = profile.pending >= self.config.recalibrate_every or not profile.threshold.calibrated
-            if self.state is not State.LEARNING and due:
-                profile.threshold.recompute()
-                profile.pending = 0
         rows = np.flatnonzero(learn_mask)
         if self.state is State.LEARNING:
             # Outside learning a window with novel items is flagged and never learnt, so only
             # learning can grow the sets (and feedback, through accept()).
             for i in rows:
-                self.novelty.learn(vectors[int(i)])
+                v = vectors[int(i)]
+                if len(self.containers) < _MAX_REPLICAS:
+                    self.containers.add(_container(v))
+                self.novelty.learn(v, bool(is_startup[i]), len(self.containers))
         starts = [vectors[int(i)].window_start for i in rows]
         if math.isnan(self.first_window):
             self.first_window = min(starts)
@@ -381,7 +436,9 @@ class ImageBaseline:
         profile = self.startup if startup else self.steady
         profile.detector.learn_many(X)
         profile.windows += 1
-        self.novelty.learn(vector)
+        for item in novel:
+            self.novelty.add(item.kind, [item.value])
+        self.quarantine.pop(_container(vector), None)
         self.windows_learned += 1
         return novel
 
@@ -416,7 +473,8 @@ class ImageBaseline:
             "last_window": None if math.isnan(self.last_window) else self.last_window,
             "window_seconds": self._window_seconds,
             "novelty": self.novelty.to_dict(),
-            "profiles": {"steady": self.steady.pending, "startup": self.startup.pending},
+            "containers": sorted(self.containers),
+            "quarantine": sorted(self.quarantine.items()),
         }
         arrays = self.steady.to_arrays("steady")
         arrays.update(self.startup.to_arrays("startup"))
@@ -445,8 +503,8 @@ class ImageBaseline:
             b.novelty.load_dict(meta["novelty"])
             b.steady.load_arrays("steady", arrays)
             b.startup.load_arrays("startup", arrays)
-            b.steady.pending = int(meta["profiles"]["steady"])
-            b.startup.pending = int(meta["profiles"]["startup"])
+            b.containers = {str(c) for c in meta["containers"][:_MAX_REPLICAS]}
+            b.quarantine = {str(k): float(t) for k, t in meta["quarantine"][:_MAX_QUARANTINE]}
         except StateError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

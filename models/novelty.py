@@ -5,6 +5,12 @@ written.  A window that contains an item missing from its set is novel, whatever
 Ephemeral ports (``>= ephemeral_start``) and inbound connections' client ports are excluded: they
 change with every connection and say nothing about behaviour.  A full set stops growing and stops
 flagging its kind (``saturated`` says so) rather than alarming on everything or forgetting silently.
+
+An item becomes normal only with *support*: seen in at least ``min_windows`` learnt windows and, where
+the image runs several replicas, in at least ``min_containers`` of them.  Until then it is a candidate
+and still novel, so one poisoned window (or one compromised replica) during learning cannot teach the
+baseline to accept an attacker's binary or port.  Items seen in start-up windows need one window:
+entrypoints legitimately do things once per start.
 """
 
 from __future__ import annotations
@@ -53,11 +59,17 @@ class NoveltySets:
     ['new executable /bin/sh']
     """
 
-    def __init__(self, capacity: int = 4096, ephemeral_start: int = 32768) -> None:
+    def __init__(
+        self, capacity: int = 4096, ephemeral_start: int = 32768, min_windows: int = 1, min_containers: int = 1
+    ) -> None:
         self.capacity = capacity
         self.ephemeral_start = ephemeral_start
+        self.min_windows = min_windows
+        self.min_containers = min_containers
         self.sets: dict[str, set[str]] = {k: set() for k in KINDS}
         self.saturated: dict[str, bool] = {k: False for k in KINDS}
+        # (kind, item) -> [windows seen, containers seen (at most min_containers)]
+        self.candidates: dict[tuple[str, str], tuple[int, list[str]]] = {}
 
     def novel(self, v: FeatureVector) -> list[NovelItem]:
         sets, saturated = self.sets, self.saturated
@@ -79,9 +91,29 @@ class NoveltySets:
             out.extend(NovelItem("sensitive_path", p) for p in v.sensitive_paths if p not in known)
         return out
 
-    def learn(self, v: FeatureVector) -> None:
+    def learn(self, v: FeatureVector, startup: bool = False, replicas: int = 1) -> None:
+        """Count support for ``v``'s unknown items; promote those with enough.
+
+        ``replicas`` is how many containers of the image have been seen (support across containers is
+        asked for only up to that many).
+        """
+        need_windows = 1 if startup else self.min_windows
+        need_containers = max(1, min(self.min_containers, replicas))
+        container = f"{v.identity.node}/{v.identity.container_id}"
         for kind, items in _items(v, self.ephemeral_start).items():
-            self.add(kind, items)
+            known = self.sets[kind]
+            for item in items:
+                if item in known:
+                    continue
+                windows, containers = self.candidates.get((kind, item), (0, []))
+                windows += 1
+                if container not in containers and len(containers) < self.min_containers:
+                    containers = [*containers, container]
+                if windows >= need_windows and len(containers) >= need_containers:
+                    self.candidates.pop((kind, item), None)
+                    self.add(kind, [item])
+                elif len(self.candidates) < self.capacity or (kind, item) in self.candidates:
+                    self.candidates[(kind, item)] = (windows, containers)
 
     def add(self, kind: str, items: Iterable[str]) -> None:
         known = self.sets[kind]
@@ -97,11 +129,13 @@ class NoveltySets:
         for kind in KINDS:
             self.sets[kind].clear()
             self.saturated[kind] = False
+        self.candidates.clear()
 
     def to_dict(self) -> dict[str, object]:
         return {
             "sets": {k: sorted(v) for k, v in self.sets.items()},
             "saturated": dict(self.saturated),
+            "candidates": [[k, i, w, c] for (k, i), (w, c) in sorted(self.candidates.items())],
         }
 
     def load_dict(self, d: dict) -> None:
@@ -111,3 +145,8 @@ class NoveltySets:
                 raise ValueError(f"novelty set {kind!r} is not a list of strings")
             self.sets[kind] = set(items[: self.capacity])
             self.saturated[kind] = bool(d["saturated"].get(kind, False))
+        self.candidates = {}
+        for kind, item, windows, containers in d.get("candidates", [])[: self.capacity]:
+            if kind not in KINDS or not isinstance(item, str) or not isinstance(containers, list):
+                raise ValueError("novelty candidates are malformed")
+            self.candidates[(kind, item)] = (int(windows), [str(c) for c in containers])

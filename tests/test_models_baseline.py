@@ -165,3 +165,57 @@ def test_config_is_validated_with_every_problem_named():
         BaselineConfig(min_learn_windows=1, false_alarms_per_day=0)
     with pytest.raises(ValueError, match="unknown baseline config keys: bogus"):
         BaselineConfig.from_dict({"bogus": 1})
+
+
+def test_slow_ramp_is_flagged_within_100_windows():
+    """An attacker raising exfiltration by 3% per window (x20 over 100 windows) cannot drag the baseline
+    along: the rate model moves at most ``learn_clip_sigma`` deviations per ``memory_windows``."""
+    b, rng = learned(400)
+    first = None
+    for k in range(300):
+        v = b.process([window(1000 + k, rng, bytes_sent=2e5 * 1.03**k)])[0]
+        if v.anomalous and first is None:
+            first = k
+    assert first is not None and first <= 100
+    # once flagged, the container is quarantined and the ramp stays flagged
+    tail = b.process([window(1400 + k, rng, bytes_sent=2e5 * 1.03**300) for k in range(5)])
+    assert all(v.anomalous for v in tail)
+
+
+def test_flagged_container_is_not_learnt_while_quarantined():
+    b, rng = learned()
+    n = b.windows_learned
+    assert b.process([window(1000, rng, executables=["/tmp/x"])])[0].anomalous
+    # the next normal-looking windows of that container fall inside the quarantine (300 s of event time)
+    verdicts = b.process([window(1001 + i, rng) for i in range(10)])
+    assert not any(v.learned for v in verdicts) and b.windows_learned == n
+    other = Identity("node-1", "c2", "nginx", "1.27")
+    assert b.process([window(1011, rng, identity=other)])[0].learned
+
+
+def test_items_need_support_across_windows_and_replicas():
+    rng = np.random.default_rng(3)
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    r1, r2 = Identity("node-1", "r1", "nginx", "1.27"), Identity("node-2", "r2", "nginx", "1.27")
+    windows = [window(i, rng, identity=r1 if i % 2 else r2) for i in range(100)]
+    windows[10].executables = ["/tmp/once"]  # seen once while learning: a poisoned window
+    for i in (20, 22, 24):  # seen three times, but only ever in one replica
+        windows[i].executables = ["/usr/bin/one-replica"]
+    for i in (30, 31):  # seen in both replicas
+        windows[i].executables = ["/usr/bin/logrotate"]
+    b.process(windows)
+    assert b.state is State.DETECTING
+    known = b.novelty_sets()["executable"]
+    assert "/usr/bin/logrotate" in known
+    assert "/tmp/once" not in known and "/usr/bin/one-replica" not in known
+    assert b.process([window(200, rng, identity=r1, executables=["/tmp/once"])])[0].anomalous
+
+
+def test_startup_items_need_one_window():
+    rng = np.random.default_rng(4)
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    windows = [window(i, rng) for i in range(100)]
+    windows[0].executables = ["/docker-entrypoint.sh"]
+    windows[0].seconds_since_start = 0.0
+    b.process(windows)
+    assert "/docker-entrypoint.sh" in b.novelty_sets()["executable"]

@@ -18,12 +18,16 @@ import models.detectors
 
 
 def local_anomaly_stream(scale: int = 1):
+    """Non-negative count-like features; anomalies are far larger on their usual features and also
+    show features normal points never have (what both a rate model and a sequence model look for)."""
     rng = np.random.default_rng(42)
     n = 1000 * scale
     for i in range(n):
         anomalous = i > 50 and rng.random() < 0.02
-        centre = 6.0 if anomalous else 0.0
-        x = {f"v{j}": float(centre + rng.normal(0, 1)) for j in range(5)}
+        x = {f"v{j}": float(abs(rng.normal(3.0, 1.0))) for j in range(5)}
+        if anomalous:
+            x.update({f"v{j}": float(6.0 + abs(rng.normal(3.0, 1.0))) for j in range(5, 8)})
+            x["v0"] += 6.0
         yield x, anomalous
 
 

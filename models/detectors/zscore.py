@@ -37,6 +37,12 @@ class ZScoreDetector(base.AnomalyDetector):
         Fixed feature names for the array methods; ``None`` learns names as they appear.
     upper_only
         Count only values above the mean (a drop in activity is rarely an attack).
+    clip
+        Once warm (30 vectors), values are clipped to ``mean ± clip x (std + std_floor)`` before they
+        are learnt, and a variance may grow by at most a factor ``1 + 2 / window`` (plus
+        ``std_floor² / window``) per vector learnt.  Together they bound how fast the baseline can
+        move: a slow ramp cannot drag the mean faster than ``clip`` deviations per ``window`` vectors,
+        nor widen the spread to hide in.  ``None`` learns values as they are.
 
     Examples
     --------
@@ -58,6 +64,7 @@ class ZScoreDetector(base.AnomalyDetector):
         top_k: int = 3,
         features: tuple[str, ...] | None = None,
         upper_only: bool = False,
+        clip: float | None = None,
     ) -> None:
         if window < 2:
             raise ValueError(f"window must be at least 2, got {window}")
@@ -70,6 +77,9 @@ class ZScoreDetector(base.AnomalyDetector):
         self.top_k = top_k
         self.features = features
         self.upper_only = upper_only
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip must be positive or None, got {clip}")
+        self.clip = clip
         self._index: dict[Any, int] = {}
         self._mean = np.zeros(0)
         self._m2 = np.zeros(0)
@@ -148,9 +158,13 @@ class ZScoreDetector(base.AnomalyDetector):
     def score_one(self, x: dict) -> float:
         return float(self._scores(self._row(x, grow=False)[None, :])[0])
 
-    def learn_many(self, X: Any) -> None:
-        """Learn a batch (rows in arrival order)."""
-        self._learn(self._as_array(X))
+    def learn_many(self, X: Any, *, bound: bool = True) -> None:
+        """Learn a batch (rows in arrival order).
+
+        ``bound=False`` skips the ``clip`` bounds for this batch (a baseline's initial learning period,
+        when the spread is still being discovered).
+        """
+        self._learn(self._as_array(X), bound)
 
     def score_many(self, X: Any) -> np.ndarray:
         """Scores of a batch, without learning it."""
@@ -179,11 +193,16 @@ class ZScoreDetector(base.AnomalyDetector):
         top = np.partition(z2, z2.shape[1] - k, axis=1)[:, -k:]
         return np.sqrt(top.mean(axis=1))
 
-    def _learn(self, X: np.ndarray) -> None:
+    def _learn(self, X: np.ndarray, bound: bool = True) -> None:
         if len(X) == 0:
             return
         # Chan et al.'s parallel update of (count, mean, M2), the old count capped at window - len(X)
         # so that the batch keeps at least its own weight.
+        bounded = bound and self.clip is not None and self._n >= 30 and X.shape[1] == len(self._mean)
+        if bounded:
+            old_var = self._std() ** 2
+            spread = self.clip * (np.sqrt(old_var) + self.std_floor)  # type: ignore[operator]
+            X = np.clip(X, self._mean - spread, self._mean + spread)
         n_b = float(len(X))
         mean_b = X.mean(axis=0)
         m2_b = ((X - mean_b) ** 2).sum(axis=0)
@@ -195,6 +214,9 @@ class ZScoreDetector(base.AnomalyDetector):
         self._mean = self._mean + delta * (n_b / n)
         self._m2 = self._m2 + m2_b + delta**2 * (n_a * n_b / n)
         self._n = n
+        if bounded:
+            cap = old_var * (1.0 + 2.0 / self.window) ** n_b + self.std_floor**2 * n_b / self.window
+            self._m2 = np.minimum(self._m2, cap * (n - 1))
 
     # -- persistence (no pickle) ---------------------------------------------------------------
 
@@ -213,4 +235,4 @@ class ZScoreDetector(base.AnomalyDetector):
     @classmethod
     def _unit_test_params(cls) -> Any:
         yield {}
-        yield {"window": 50, "top_k": 1, "upper_only": True}
+        yield {"window": 50, "top_k": 1, "upper_only": True, "clip": 3.0}
