@@ -191,6 +191,12 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
         raise FalcoPayloadError("bad_field", "output_fields must be an object")
     if len(fields) > _MAX_OUTPUT_FIELDS:
         raise FalcoPayloadError("bad_field", f"output_fields has more than {_MAX_OUTPUT_FIELDS} entries")
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value) > _MAX_FIELD_CHARS:
+            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] is longer than "
+                                    f"{_MAX_FIELD_CHARS} characters")
+        if isinstance(value, dict):
+            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] must not be an object")
     cid = _str_field(fields, "container.id")
     if not cid:
         raise FalcoPayloadError("no_container", "output_fields has no container.id: Baseliner correlates container "
@@ -251,7 +257,7 @@ def normalize_repository(repo: str) -> str:
 def image_keys(alert: FalcoAlert) -> list[str]:
     """Candidate baseline keys for an alert's image (as ``service.pipeline.image_key`` builds them)."""
     out: list[str] = []
-    for repo in dict.fromkeys((alert.image_repository, normalize_repository(alert.image_repository))):
+    for repo in dict.fromkeys((normalize_repository(alert.image_repository), alert.image_repository)):
         if alert.image_tag:
             out.append(f"{repo}:{alert.image_tag}")
         digest = alert.fields.get("container.image.digest")

@@ -76,8 +76,8 @@ class FalcoEndpoint:
         try:
             while await self._one(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # peer went away, or stop() is closing the connection
         except Exception:
             log.exception("Falco endpoint: connection failed")
         finally:
