@@ -157,7 +157,7 @@ class Pipeline:
         self.stage_seconds: dict[str, float] = {"validate": 0.0, "score": 0.0, "events": 0.0}
         if metrics is not None:
             metrics.baseline_limit.set(self.config.max_baselines)
-            metrics.bind(self.state_counts, self.model_memory_bytes)
+            metrics.bind(self.state_counts, self.model_memory_bytes, lambda: list(self.baselines.items()))
 
     # -- sequencing ---------------------------------------------------------------------------------
     def last_sequence(self, sensor_id: str) -> int:

@@ -13,6 +13,7 @@ scores to its buckets with one ``searchsorted``/``bincount``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -93,10 +94,42 @@ class BatchHistogram(Collector):
 class _CallbackGauges(Collector):
     """Gauges computed at scrape time from the service's own state."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, image_label: Callable[[str], str] | None = None) -> None:
         self.baseline_states: Callable[[], Mapping[str, int]] = lambda: {}
         self.model_memory: Callable[[], float] = lambda: 0.0
+        self.baselines: Callable[[], Iterable[tuple[str, Any]]] = lambda: ()
+        self.image_label = image_label or (lambda s: s)
         registry.register(self)
+
+    def _per_image(self) -> Iterable[Metric]:
+        """Per-image lifecycle gauges (images over the label cap are left out, not lumped together)."""
+        state = GaugeMetricFamily(f"{NAMESPACE}_baseline_state",
+                                  "1 for the lifecycle state each image's baseline is in, 0 for the others",
+                                  labels=["image", "state"])
+        thr = GaugeMetricFamily(f"{NAMESPACE}_baseline_threshold",
+                                "Calibrated score threshold of each image (absent until calibrated)", labels=["image"])
+        learned = GaugeMetricFamily(f"{NAMESPACE}_baseline_windows_learned",
+                                    "Windows absorbed into each image's baseline", labels=["image"])
+        span = GaugeMetricFamily(f"{NAMESPACE}_baseline_observed_seconds",
+                                 "Event time between each image's first and last window seen", labels=["image"])
+        try:
+            items = list(self.baselines())
+        except Exception:
+            log.exception("collecting per-image baseline gauges failed")
+            items = []
+        for key, b in items:
+            image = self.image_label(key)
+            if image == OVERFLOW:
+                continue
+            current = str(getattr(b.state, "value", b.state))
+            for s in STATES:
+                state.add_metric([image, s], 1.0 if s == current else 0.0)
+            t = float(b.threshold)
+            if math.isfinite(t) and current != "learning":
+                thr.add_metric([image], t)
+            learned.add_metric([image], float(b.windows_learned))
+            span.add_metric([image], float(getattr(b, "learned_seconds", 0.0)))
+        yield from (state, thr, learned, span)
 
     def collect(self) -> Iterable[Metric]:
         g = GaugeMetricFamily(f"{NAMESPACE}_baselines", "Baselines in memory by lifecycle state", labels=["state"])
@@ -118,10 +151,13 @@ class _CallbackGauges(Collector):
             "Estimated memory held by all baselines (their state arrays and novelty sets)",
             value=mem,
         )
+        yield from self._per_image()
 
     def describe(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(f"{NAMESPACE}_baselines", "", labels=["state"])
         yield GaugeMetricFamily(f"{NAMESPACE}_model_memory_bytes", "")
+        for name in ("baseline_state", "baseline_threshold", "baseline_windows_learned", "baseline_observed_seconds"):
+            yield GaugeMetricFamily(f"{NAMESPACE}_{name}", "")
 
 
 class _CappedLabel:
@@ -222,12 +258,20 @@ class ServiceMetrics:
             "state_last_save_timestamp_seconds", "Wall-clock time of the last successful checkpoint",
             namespace=ns, registry=registry,
         )
-        self._gauges = _CallbackGauges(registry)
+        self._gauges = _CallbackGauges(registry, self.image_label)
 
     # -- wiring -------------------------------------------------------------------------------------
-    def bind(self, baseline_states: Callable[[], Mapping[str, int]], model_memory: Callable[[], float]) -> None:
+    def bind(
+        self,
+        baseline_states: Callable[[], Mapping[str, int]],
+        model_memory: Callable[[], float],
+        baselines: Callable[[], Iterable[tuple[str, Any]]] | None = None,
+    ) -> None:
+        """Scrape-time sources; ``baselines`` yields ``(image key, ImageBaseline)`` for the per-image gauges."""
         self._gauges.baseline_states = baseline_states
         self._gauges.model_memory = model_memory
+        if baselines is not None:
+            self._gauges.baselines = baselines
 
     # -- observations -------------------------------------------------------------------------------
     def received(self, node: str, n: int) -> None:
