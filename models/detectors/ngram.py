@@ -97,9 +97,13 @@ class NgramDetector(base.AnomalyDetector):
     True
     """
 
-    def __init__(self, alpha: float = 0.1, order_weights: tuple[float, ...] = (0.0, 0.0, 1.0)) -> None:
+    def __init__(self, alpha: float = 0.1, order_weights: tuple[float, ...] = (0.0, 0.0, 1.0),
+                 tail: float = 1.0) -> None:
         self.alpha = alpha
         self.order_weights = order_weights
+        self.tail = tail
+        if not 0 < tail <= 1:
+            raise ValueError(f"tail must be in (0, 1], got {tail}")
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"alpha must be a positive finite number, got {alpha}")
         if len(order_weights) != len(ORDERS) or any(not (w >= 0 and math.isfinite(w)) for w in order_weights):
@@ -109,7 +113,7 @@ class NgramDetector(base.AnomalyDetector):
         self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
         self._counts = np.zeros(NUM_BUCKETS, dtype=np.float64)
         self._windows = 0
-        self._surprise: np.ndarray | None = None  # cached w(b) * -log p(b)
+        self._surprise: np.ndarray | None = None  # cached -log p(b)
 
     # -- model ----------------------------------------------------------------------------------
 
@@ -123,9 +127,9 @@ class NgramDetector(base.AnomalyDetector):
         totals = per_order.sum(axis=1, keepdims=True)
         return (-np.log((per_order + self.alpha) / (totals + self.alpha * BUCKETS))).ravel()
 
-    def _weighted_surprise(self) -> np.ndarray:
+    def _cached_surprise(self) -> np.ndarray:
         if self._surprise is None:
-            self._surprise = self._weights * self.surprise()
+            self._surprise = self.surprise()
         return self._surprise
 
     @staticmethod
@@ -160,10 +164,8 @@ class NgramDetector(base.AnomalyDetector):
 
     def score_one(self, x: dict) -> float:
         idx, val = self._row(x)
-        den = float(val @ self._weights[idx])
-        if den <= 0:
-            return 0.0
-        return float(val @ self._weighted_surprise()[idx]) / den
+        rows = np.zeros(len(idx), dtype=np.int64)
+        return float(self._tail_scores(rows, idx, val, 1)[0])
 
     def learn_many(self, X: Any) -> None:
         m = self._matrix(X)
@@ -180,15 +182,26 @@ class NgramDetector(base.AnomalyDetector):
         self._surprise = None
 
     def score_many(self, X: Any) -> np.ndarray:
-        m = self._matrix(X)
-        if isinstance(m, np.ndarray):
-            m = np.where(np.isfinite(m) & (m > 0), m, 0.0)
-        else:
-            m = m.copy()
-            m.data = np.where(np.isfinite(m.data) & (m.data > 0), m.data, 0.0)
-        num = np.asarray(m @ self._weighted_surprise()).ravel()
-        den = np.asarray(m @ self._weights).ravel()
-        out = np.zeros(m.shape[0], dtype=np.float64)
+        from scipy import sparse
+
+        m = sparse.coo_matrix(self._matrix(X))
+        keep = np.isfinite(m.data) & (m.data > 0)
+        return self._tail_scores(m.row[keep].astype(np.int64), m.col[keep].astype(np.int64), m.data[keep], m.shape[0])
+
+    def _tail_scores(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
+        """Mean surprise of the most surprising ``tail`` share of each row's weighted grams."""
+        mass = counts * self._weights[cols]
+        value = self._cached_surprise()[cols]
+        out = np.zeros(n_rows, dtype=np.float64)
+        if self.tail < 1:
+            order = np.lexsort((-value, rows))
+            rows, mass, value = rows[order], mass[order], value[order]
+            total = np.bincount(rows, mass, n_rows)
+            start = np.concatenate(([0.0], np.cumsum(total)))[rows]  # mass of the rows before
+            above = np.cumsum(mass) - mass - start  # mass of this row ranked above the entry
+            mass = np.clip(self.tail * total[rows] - above, 0.0, mass)
+        num = np.bincount(rows, mass * value, n_rows)
+        den = np.bincount(rows, mass, n_rows)
         np.divide(num, den, out=out, where=den > 0)
         return out
 

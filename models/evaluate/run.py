@@ -182,3 +182,105 @@ def evaluate_lidds(path: str | Path, window_seconds: float = 1.0,
         run.models.append(LiddsModelResult(scorer.name, res, summary, time.perf_counter() - t0, n))
     run.seconds = time.perf_counter() - started
     return run
+
+
+# -- recordings (``baseliner sensor record``) -------------------------------------------------------
+
+
+@dataclass
+class AttackOutcome:
+    kind: str
+    container_id: str
+    image: str
+    start: float
+    end: float
+    windows: int  # windows of the attack that were scored
+    detected: bool
+    delay: float | None  # seconds from attack start to the end of the first alarming window
+
+
+@dataclass
+class RecordingRun:
+    source: str
+    images: int
+    vectors: int
+    scored: int  # windows scored while the baseline was detecting (the rest were learning)
+    attacks: list[AttackOutcome]
+    false_alarms: int  # runs of alarming non-attack windows per container
+    alarmed_windows: int
+    normal_windows: int
+    hours: float
+    window_summary: Summary | None
+    seconds: float
+    command: str = ""
+
+    @property
+    def false_alarms_per_hour(self) -> float:
+        return self.false_alarms / self.hours if self.hours > 0 else float("nan")
+
+
+def evaluate_recording(path: str | Path, progress: bool = True) -> RecordingRun:
+    """Replay a recording through one :class:`~models.baseline.ImageBaseline` per image, as the service
+    does (``Mode.AUTO``: learn until ready, then detect and learn only unflagged windows), and score it
+    against the ground-truth attacks in its header (``header["attacks"]``: kind, container_id, start, end)."""
+    from models.baseline import ImageBaseline, State
+    from models.recording import RecordingReader
+
+    started = time.perf_counter()
+    baselines: dict[str, ImageBaseline] = {}
+    attacks = []
+    rows: list[tuple[FeatureVector, float, bool, int]] = []  # vector, score, alarm, attack index (-1: none)
+    with RecordingReader(path) as reader:
+        for a in reader.header.get("attacks", []):
+            attacks.append(AttackOutcome(str(a["kind"]), str(a["container_id"]), str(a.get("image", "")),
+                                         float(a["start"]), float(a["end"]), 0, False, None))
+        scored_mask: list[bool] = []
+        for group in tqdm(reader.windows(), desc="windows", unit="window", disable=not progress):
+            by_image: dict[str, list[FeatureVector]] = {}
+            for v in group:
+                by_image.setdefault(v.identity.image, []).append(v)
+            for image, vs in by_image.items():
+                b = baselines.get(image)
+                if b is None:
+                    b = baselines[image] = ImageBaseline(image)
+                for v, verdict in zip(vs, b.process(vs), strict=True):
+                    hit = -1
+                    for k, a in enumerate(attacks):
+                        if (v.identity.container_id == a.container_id and v.window_start < a.end
+                                and v.window_end > a.start):
+                            hit = k
+                            break
+                    rows.append((v, verdict.score, verdict.anomalous, hit))
+                    scored_mask.append(verdict.state is not State.LEARNING)
+    if not rows:
+        raise adfa.DatasetError(f"{path}: no vectors")
+    false_runs = 0
+    last_alarm: dict[str, bool] = {}
+    alarmed = normal = 0
+    for (v, _, alarm, hit), scored in zip(rows, scored_mask, strict=True):
+        cid = v.identity.container_id
+        if hit >= 0:
+            a = attacks[hit]
+            if scored:
+                a.windows += 1
+            if alarm and not a.detected:
+                a.detected = True
+                a.delay = max(0.0, v.window_end - a.start)
+            last_alarm[cid] = False
+            continue
+        if scored:
+            normal += 1
+            alarmed += int(alarm)
+        if alarm and not last_alarm.get(cid, False):
+            false_runs += 1
+        last_alarm[cid] = alarm
+    y = [int(hit >= 0) for (_, _, _, hit), sc in zip(rows, scored_mask, strict=True) if sc]
+    s = [score for (_, score, _, _), sc in zip(rows, scored_mask, strict=True) if sc]
+    finite = [x for x in s if np.isfinite(x)]
+    cap = (max(finite) + 1.0) if finite else 0.0
+    s = [x if np.isfinite(x) else cap for x in s]
+    summary = summarise(y, s) if 0 < sum(y) < len(y) else None
+    t_min = min(v.window_start for v, *_ in rows)
+    t_max = max(v.window_end for v, *_ in rows)
+    return RecordingRun(str(path), len(baselines), len(rows), int(sum(scored_mask)), attacks, false_runs, alarmed,
+                        normal, (t_max - t_min) / 3600.0, summary, time.perf_counter() - started)

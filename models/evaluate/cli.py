@@ -1,0 +1,98 @@
+"""``baseliner evaluate``: ``adfa-ld``, ``lid-ds PATH``, ``recording PATH``; a report folder per run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from models.evaluate.adfa import DatasetError
+from models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW
+
+log = logging.getLogger(__name__)
+
+MODELS = ("pipeline", "ngram")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "evaluate", help="measure detection on labelled data (ADFA-LD, LID-DS, recordings)",
+        description="Run the models the service uses over labelled data, in one pass, and write a report "
+                    "(Markdown table, results.json, PNG plots) into an output folder.")
+    sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+
+    a = sub.add_parser("adfa-ld", help="ADFA-LD one-class benchmark (train on training, test on validation+attack)")
+    a.add_argument("--adfa", default=None, help="path to ADFA-LD.zip (default ../shared/datasets/adfa-ld/ADFA-LD.zip)")
+    a.add_argument("--calls-per-window", type=int, default=DEFAULT_CALLS_PER_WINDOW,
+                   help=f"calls per window (ADFA-LD has no timestamps; default {DEFAULT_CALLS_PER_WINDOW})")
+    a.add_argument("--models", default=",".join(MODELS),
+                   help="Baseliner models to evaluate: pipeline (the default ImageBaseline), ngram (the sequence "
+                        "detector alone); comma separated (default both)")
+    a.add_argument("--no-baselines", action="store_true", help="skip STIDE, bag 1-NN, IsolationForest, HST")
+    a.add_argument("--limit", type=int, default=None, help="first N traces of each split (a quick subset)")
+    a.add_argument("--no-plots", action="store_true", help="write the tables only")
+    a.add_argument("--out", default="evaluation/adfa-ld", help="report folder (default evaluation/adfa-ld)")
+
+    lid = sub.add_parser("lid-ds", help="LID-DS 2021 scenario folder or one recording (.zip / .sc+.json)")
+    lid.add_argument("path", help="scenario folder (training/ validation/ test/) or one recording")
+    lid.add_argument("--window-seconds", type=float, default=1.0, help="window length (default 1 s)")
+    lid.add_argument("--out", default="evaluation/lid-ds", help="report folder (default evaluation/lid-ds)")
+
+    r = sub.add_parser("recording", help="a recording made by `baseliner sensor record` (with ground truth)")
+    r.add_argument("path", help="recording file (.jsonl or .jsonl.gz)")
+    r.add_argument("--out", default="evaluation/recording", help="report folder (default evaluation/recording)")
+
+    for q in (a, lid, r):
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _scorers(names: str) -> list[Any]:
+    from models.evaluate.scorers import NgramScorer, PipelineScorer
+
+    out: list[Any] = []
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name == "pipeline":
+            out.append(PipelineScorer())
+        elif name == "ngram":
+            out.append(NgramScorer())
+        else:
+            raise DatasetError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.evaluate import report
+    from models.evaluate.run import evaluate_adfa, evaluate_lidds, evaluate_recording
+
+    command = "baseliner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "baseliner evaluate"
+    out = Path(args.out)
+    progress = not args.quiet
+    try:
+        if args.dataset == "adfa-ld":
+            if args.calls_per_window < 1:
+                raise DatasetError("--calls-per-window must be >= 1")
+            run_ = evaluate_adfa(args.adfa, args.calls_per_window, _scorers(args.models),
+                                 [] if args.no_baselines else None, args.limit, progress)
+            run_.command = command
+            files = report.write_adfa(run_, out, plots=not args.no_plots)
+            text = report.adfa_markdown(run_)
+        elif args.dataset == "lid-ds":
+            lrun = evaluate_lidds(args.path, args.window_seconds, progress=progress)
+            lrun.command = command
+            files = report.write_lidds(lrun, out)
+            text = report.lidds_markdown(lrun)
+        else:
+            rrun = evaluate_recording(args.path, progress=progress)
+            rrun.command = command
+            files = report.write_recording(rrun, out)
+            text = report.recording_markdown(rrun)
+    except DatasetError as exc:
+        print(f"baseliner evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    print("written: " + ", ".join(str(f) for f in files))
+    return 0

@@ -1,0 +1,211 @@
+"""The report of a run: a Markdown table, a JSON summary and PNG plots, written to one folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.evaluate.metrics import roc_curve
+from models.evaluate.run import AdfaRun, LiddsRun, RecordingRun
+
+log = logging.getLogger(__name__)
+
+
+def _f(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def adfa_markdown(run: AdfaRun) -> str:
+    n_att = int(run.labels.sum())
+    n_norm = len(run.labels) - n_att
+    lines = [
+        "# ADFA-LD evaluation",
+        "",
+        f"Learn on {run.n_train} `Training_Data_Master` traces; test on {n_norm} `Validation_Data_Master` (normal) "
+        f"and {n_att} `Attack_Data_Master` (attack) traces.  Baseliner models see windows of "
+        f"{run.calls_per_window} calls ({run.train_windows} learning, {run.test_windows} test windows) and score "
+        "a trace by the length-weighted mean of its window scores; learning stops at the end of the training "
+        "data.  Baselines score whole traces.",
+        "",
+        "| model | ROC AUC | DR @ 1% FPR | DR @ 5% FPR | cost per item (learn+score) | state |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in run.models:
+        unit = "window" if m.kind == "baseliner" else "trace"
+        state = f"{m.state_bytes / 1024:.0f} KiB" if m.state_bytes is not None else ""
+        lines.append(f"| {m.name} | {_f(m.summary.auc)} | {_f(m.summary.dr_1)} | {_f(m.summary.dr_5)} | "
+                     f"{m.us_per_item:.1f} µs/{unit} | {state} |")
+    types = sorted({t for m in run.models for t in m.by_type})
+    lines += ["", "## Per attack type (ROC AUC / DR @ 5% FPR, each type against all normal traces)", "",
+              "| model | " + " | ".join(types) + " |", "| --- |" + " ---: |" * len(types)]
+    for m in run.models:
+        cells = [f"{_f(m.by_type[t].auc)} / {_f(m.by_type[t].dr_5)}" if t in m.by_type else "" for t in types]
+        lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
+    lines += ["", f"Run time {run.seconds:.1f} s."]
+    if run.command:
+        lines += ["", "Command:", "", "```", run.command, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def lidds_markdown(run: LiddsRun) -> str:
+    lines = [
+        "# LID-DS evaluation",
+        "",
+        f"Source `{run.source}`; {run.protocol}.  Windows of {run.window_seconds:g} s; {run.counts}.",
+        "LID-DS rule: threshold = highest score on normal validation windows; an exploit recording is detected by "
+        "an alarm at or after the exploit; consecutive false alarms count once.",
+        "",
+        "| model | threshold | detection rate | detected / exploits | false alarms | mean delay (s) | "
+        "window AUC | µs/window |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in run.models:
+        r = m.result
+        auc = _f(m.window_summary.auc) if m.window_summary else "n/a"
+        lines.append(f"| {m.name} | {r.threshold:.3f} | {_f(r.detection_rate)} | {r.detected} / {r.exploits} | "
+                     f"{r.false_alarms} | {_f(r.mean_delay)} | {auc} | {1e6 * m.seconds / max(1, m.windows):.1f} |")
+    lines += ["", "Window AUC labels the windows that end after the exploit as attack (a rough indicator: not every "
+              "such window contains attack activity)."]
+    if run.command:
+        lines += ["", "Command:", "", "```", run.command, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(run: AdfaRun, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for m in run.models:
+        fpr, tpr = roc_curve(run.labels, m.scores)
+        ax.plot(fpr, tpr, label=f"{m.name} (AUC {m.summary.auc:.3f})", lw=1.5 if m.kind == "baseliner" else 1.0,
+                ls="-" if m.kind == "baseliner" else "--")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+    ax.axvline(0.05, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("false-positive rate (normal validation traces)")
+    ax.set_ylabel("detection rate (attack traces)")
+    ax.set_title("ADFA-LD ROC")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    written.append(out / "roc.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    n = len(run.models)
+    fig, axes = plt.subplots(n, 1, figsize=(7, 1.9 * n))
+    for ax, m in zip(np.atleast_1d(axes), run.models, strict=True):
+        s = m.scores
+        bins = np.linspace(np.min(s), np.max(s) + 1e-12, 60)
+        ax.hist(s[run.labels == 0], bins=bins, alpha=0.6, density=True, label="normal")
+        ax.hist(s[run.labels == 1], bins=bins, alpha=0.6, density=True, label="attack")
+        ax.set_title(m.name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(out / "score_distributions.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    types = sorted({t for m in run.models for t in m.by_type})
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / max(1, n)
+    x = np.arange(len(types))
+    for i, m in enumerate(run.models):
+        ax.bar(x + i * width, [m.by_type[t].dr_5 if t in m.by_type else 0 for t in types], width, label=m.name)
+    ax.set_xticks(x + 0.4 - width / 2, types, fontsize=8)
+    ax.set_ylabel("detection rate at 5% FPR")
+    ax.set_title("ADFA-LD detection rate by attack type")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(out / "per_attack_type.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
+
+
+def write_adfa(run: AdfaRun, out: Path, plots: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.md", out / "results.json"]
+    written[0].write_text(adfa_markdown(run))
+    summary: dict[str, Any] = {
+        "dataset": "ADFA-LD", "calls_per_window": run.calls_per_window, "command": run.command,
+        "n_train": run.n_train, "n_normal": int((run.labels == 0).sum()), "n_attack": int(run.labels.sum()),
+        "train_windows": run.train_windows, "test_windows": run.test_windows, "seconds": run.seconds,
+        "models": [{"name": m.name, "kind": m.kind, "auc": m.summary.auc, "dr_at_1pct_fpr": m.summary.dr_1,
+                    "dr_at_5pct_fpr": m.summary.dr_5, "us_per_item": m.us_per_item, "state_bytes": m.state_bytes,
+                    "by_type": {t: {"auc": s.auc, "dr_at_5pct_fpr": s.dr_5, "n": s.n_attack}
+                                for t, s in m.by_type.items()}} for m in run.models],
+    }
+    written[1].write_text(json.dumps(summary, indent=2) + "\n")
+    if plots:
+        written += _plots(run, out)
+    log.info("report written to %s", out)
+    return written
+
+
+def write_lidds(run: LiddsRun, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "report.md"
+    md.write_text(lidds_markdown(run))
+    js = out / "results.json"
+    js.write_text(json.dumps({
+        "dataset": "LID-DS", "source": run.source, "protocol": run.protocol, "counts": run.counts,
+        "command": run.command,
+        "models": [{"name": m.name, "threshold": m.result.threshold, "detection_rate": m.result.detection_rate,
+                    "detected": m.result.detected, "exploits": m.result.exploits,
+                    "false_alarms": m.result.false_alarms, "delays": list(m.result.delays),
+                    "window_auc": m.window_summary.auc if m.window_summary else None} for m in run.models],
+    }, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x) + "\n")
+    return [md, js]
+
+
+def recording_markdown(run: RecordingRun) -> str:
+    lines = [
+        "# Recording evaluation",
+        "",
+        f"Source `{run.source}`: {run.vectors} windows of {run.images} images over {run.hours:.2f} h of event time, "
+        "replayed through one `ImageBaseline` per image as the service runs it (learn until ready, then detect and "
+        f"learn only unflagged windows).  {run.scored} windows were scored while detecting.",
+        "",
+        "| attack | container | start | detected | delay (s) | attack windows scored |",
+        "| --- | --- | ---: | :---: | ---: | ---: |",
+    ]
+    for a in run.attacks:
+        delay = f"{a.delay:.0f}" if a.delay is not None else ""
+        lines.append(f"| {a.kind} | {a.container_id} | {a.start:.0f} | {'yes' if a.detected else 'no'} | {delay} | "
+                     f"{a.windows} |")
+    detected = sum(a.detected for a in run.attacks)
+    lines += ["", f"Detected {detected} of {len(run.attacks)} attacks.  False alarms (runs of consecutive alarming "
+              f"normal windows per container): {run.false_alarms} ({_f(run.false_alarms_per_hour)} per hour); "
+              f"{run.alarmed_windows} of {run.normal_windows} normal windows alarmed."]
+    if run.window_summary:
+        w = run.window_summary
+        lines += ["", f"Window level: ROC AUC {_f(w.auc)}, DR @ 1% FPR {_f(w.dr_1)}, DR @ 5% FPR {_f(w.dr_5)} "
+                  f"({w.n_attack} attack, {w.n_normal} normal windows)."]
+    lines += ["", f"Run time {run.seconds:.1f} s ({1e6 * run.seconds / max(1, run.vectors):.0f} µs per window)."]
+    if run.command:
+        lines += ["", "Command:", "", "```", run.command, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_recording(run: RecordingRun, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "report.md"
+    md.write_text(recording_markdown(run))
+    js = out / "results.json"
+    js.write_text(json.dumps({
+        "dataset": "recording", "source": run.source, "vectors": run.vectors, "scored": run.scored,
+        "hours": run.hours, "false_alarms": run.false_alarms, "command": run.command,
+        "attacks": [{"kind": a.kind, "container_id": a.container_id, "start": a.start, "end": a.end,
+                     "detected": a.detected, "delay": a.delay, "windows": a.windows} for a in run.attacks],
+        "window_auc": run.window_summary.auc if run.window_summary else None,
+    }, indent=2) + "\n")
+    return [md, js]
