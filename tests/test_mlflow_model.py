@@ -1,0 +1,223 @@
+"""The ``baseliner`` MLflow flavour against a local MLflow store (sqlite + file artifacts)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+import pickle
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import mlflow_model as mm
+from models.baseline import BaselineConfig, ImageBaseline
+from models.vector import Endpoint, FeatureVector, Identity
+
+IDENT = Identity("node-1", "c1", "nginx", "1.27", namespace="web")
+IDENTS = (IDENT, Identity("node-2", "c2", "nginx", "1.27", namespace="web"))
+
+
+def normal_windows(n: int = 60, start: float = 1.7e9) -> list[FeatureVector]:
+    return [
+        FeatureVector(
+            IDENTS[i % 2], start + 5 * i, 5.0, {"read": 500 + i % 7, "write": 300 + i % 3, "getrandom": 2},
+            executables=["/usr/sbin/nginx"] if i < 4 else [], accepts=10 + i % 4,
+            endpoints=[Endpoint("10.0.0.9", 5432)], connects=1,
+        )
+        for i in range(n)
+    ]
+
+
+def shell_window(t: float) -> FeatureVector:
+    return FeatureVector(
+        IDENT, t, 5.0, {"read": 500, "write": 300, "execve": 2}, execs=2, executables=["/bin/sh"],
+        endpoints=[Endpoint("203.0.113.7", 4444)], connects=1,
+    )
+
+
+def trained() -> ImageBaseline:
+    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+    b.process(normal_windows())
+    assert b.state.value == "detecting"
+    return b
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def store(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(mm.ENV_KEY, raising=False)
+    monkeypatch.delenv(mm.ENV_KEY_FILE, raising=False)
+    mlflow.set_tracking_uri(db)
+    exp = mlflow.create_experiment(request.node.name, artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=exp)
+    return tmp_path
+
+
+def log(model: mm.BaselinerModel, key: bytes | None = None, name: str | None = None) -> str:
+    with mlflow.start_run():
+        info = mm.log_model(model, "model", registered_model_name=name, hmac_key=key)
+    return str(info.model_uri)
+
+
+def test_pyfunc_scores_with_the_one_scoring_path(store: Path) -> None:
+    b = trained()
+    uri = log(mm.BaselinerModel.from_baseline(b))
+    windows = [*normal_windows(3, start=1.7e9 + 1000), shell_window(1.7e9 + 1020)]
+    frame = mm.vectors_to_frame(windows)
+    out = mlflow.pyfunc.load_model(uri).predict(frame.iloc[::-1].reset_index(drop=True))
+    out = out.iloc[::-1].reset_index(drop=True)  # rows come back in input order
+    assert list(out.columns) == [c for c, _ in mm.OUTPUT_COLUMNS]
+    assert out["anomalous"].tolist() == [False, False, False, True]
+    assert "new executable /bin/sh" in out["novel"].iloc[3]
+    assert "new port tcp/4444" in out["novel"].iloc[3]
+    assert out["kinds"].iloc[3].startswith("novel_executable")
+    # the same numbers as ImageBaseline.process on a copy of the trained baseline
+    meta, arrays = b.to_state()
+    direct = ImageBaseline.from_state(meta, arrays).process(windows)
+    assert np.allclose(out["score"].to_numpy(), [v.score for v in direct])
+    assert out["threshold"].iloc[0] == pytest.approx(b.threshold)
+
+
+def test_nothing_is_pickled(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = log(mm.BaselinerModel.from_baseline(trained()))
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    conf = mlflow.models.Model.load(str(local / "MLmodel")).flavors
+    assert conf["python_function"]["loader_module"] == "models.mlflow_model"
+    assert "cloudpickle_version" not in conf["python_function"]
+    assert conf["baseliner"]["features_sha256"] == mm.features_digest()
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("something was unpickled")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(np, "load", lambda *a, **k: _no_pickle_load(*a, **k))
+    out = mlflow.pyfunc.load_model(uri).predict(mm.vectors_to_frame([shell_window(1.7e9 + 2000)]))
+    assert bool(out["anomalous"].iloc[0])
+
+
+_real_np_load = np.load
+
+
+def _no_pickle_load(*args: Any, **kwargs: Any) -> Any:
+    assert kwargs.get("allow_pickle") is False
+    return _real_np_load(*args, **kwargs)
+
+
+def test_cold_model_learns_within_a_call(store: Path) -> None:
+    cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0)
+    uri = log(mm.BaselinerModel(cfg))
+    out = mlflow.pyfunc.load_model(uri).predict(mm.vectors_to_frame(normal_windows(10)))
+    assert set(out["state"]) == {"learning"} and not out["anomalous"].any()
+    # a mode given as a parameter
+    out = mlflow.pyfunc.load_model(uri).predict(mm.vectors_to_frame(normal_windows(3)), params={"mode": "freeze"})
+    assert set(out["state"]) == {"frozen"} and not out["learned"].any()
+
+
+def test_hmac_key_is_checked(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = b"s3cret-model-key"
+    uri = log(mm.BaselinerModel.from_baseline(trained()), key=key)
+    with pytest.raises(mm.ModelError, match="no key is configured"):
+        mm.load_model(uri)
+    with pytest.raises(mm.ModelError, match="HMAC mismatch"):
+        mm.load_model(uri, hmac_key=b"wrong")
+    assert mm.load_model(uri, hmac_key=key).warm
+    keyfile = tmp_path / "key"
+    keyfile.write_bytes(key + b"\n")
+    monkeypatch.setenv(mm.ENV_KEY_FILE, str(keyfile))
+    assert mlflow.pyfunc.load_model(uri) is not None
+    # a model without an HMAC is refused once a key is configured
+    plain = log(mm.BaselinerModel(BaselineConfig()))
+    with pytest.raises(mm.ModelError, match="carries no HMAC"):
+        mm.load_model(plain, hmac_key=key)
+
+
+def test_tampered_state_is_refused(store: Path, tmp_path: Path) -> None:
+    key = b"k"
+    uri = log(mm.BaselinerModel.from_baseline(trained()), key=key)
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
+    mm.load_local(local, key)
+    state = local / mm.DATA_DIR / mm.STATE_FILE
+    data = bytearray(state.read_bytes())
+    data[-40] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(mm.ModelError, match="state.npz does not match"):
+        mm.load_local(local, key)
+
+
+def _reseal(data_dir: Path) -> None:
+    names = sorted(p.name for p in data_dir.iterdir() if p.name != mm.INTEGRITY_FILE)
+    digests = mm._file_digests(data_dir, names)
+    algo, tag = mm._tag(None, digests)
+    (data_dir / mm.INTEGRITY_FILE).write_text(json.dumps({"algorithm": algo, "tag": tag, "files": digests}))
+
+
+def test_other_feature_schema_is_refused(store: Path, tmp_path: Path) -> None:
+    uri = log(mm.BaselinerModel(BaselineConfig()))
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
+    doc_path = local / mm.DATA_DIR / mm.MODEL_FILE
+    doc = json.loads(doc_path.read_text())
+    doc["features"] = doc["features"][:-1] + ["syscall.made_up"]
+    doc_path.write_text(json.dumps(doc))
+    with pytest.raises(mm.ModelError, match="checksum mismatch|does not match"):
+        mm.load_local(local)
+    _reseal(local / mm.DATA_DIR)
+    with pytest.raises(mm.ModelError, match="another feature schema.*syscall.made_up"):
+        mm.load_local(local)
+    with pytest.raises(mm.ModelError, match="another feature schema"):
+        mlflow.pyfunc.load_model(str(local))
+
+
+def test_wrong_flavour_is_refused(store: Path) -> None:
+    from sklearn.preprocessing import StandardScaler
+
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(StandardScaler().fit(np.zeros((10, 2))), name="scaler",
+                                        pip_requirements=["scikit-learn"])
+    with pytest.raises(mm.ModelError, match="not 'baseliner'.*not a Baseliner model"):
+        mm.load_model(str(info.model_uri))
+
+
+def test_unresolvable_uri(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(mm.ModelError, match="cannot resolve model models:/no-such-model@champion"):
+        mm.load_model("models:/no-such-model@champion")
+    with pytest.raises(mm.ModelError, match="does not exist"):
+        mm.load_model(str(tmp_path / "nothing-here"))
+
+
+def test_frame_round_trip_and_bad_rows() -> None:
+    vs = [*normal_windows(2), shell_window(1.7e9 + 100)]
+    vs[0].sensitive_paths.append("/etc/passwd")
+    back = mm.frame_to_vectors(mm.vectors_to_frame(vs))
+    for a, b in zip(vs, back, strict=True):
+        assert a.syscalls == b.syscalls and a.executables == b.executables
+        assert a.sensitive_paths == b.sensitive_paths and a.execs == b.execs and a.accepts == b.accepts
+        assert [(e.protocol, e.port) for e in a.endpoints] == [(e.protocol, e.port) for e in b.endpoints]
+        assert a.identity.image == b.identity.image and a.window_start == b.window_start
+    frame = mm.vectors_to_frame(vs)
+    with pytest.raises(ValueError, match="lacks columns: syscall.read"):
+        mm.frame_to_vectors(frame.drop(columns=["syscall.read"]))
+    bad = frame.copy()
+    bad.loc[1, "net.connects"] = -1.0
+    with pytest.raises(ValueError, match="row 1 net.connects: count must be finite and >= 0"):
+        mm.frame_to_vectors(bad)
+    bad = frame.copy()
+    bad.loc[0, "ports"] = '["443"]'
+    with pytest.raises(ValueError, match="is not PROTOCOL/PORT"):
+        mm.frame_to_vectors(bad)
+    # optional columns may be left out
+    minimal = frame.drop(columns=list(mm.JSON_COLUMNS) + ["node", "seconds_since_start"])
+    assert len(mm.frame_to_vectors(pd.DataFrame(minimal))) == 3
