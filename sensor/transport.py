@@ -172,6 +172,7 @@ class Transport:
         self._channel_options = list(channel_options)
         self._max_batch_vectors = 0  # from Welcome; 0 = no limit announced
         self._sent_high = 0  # highest sequence written to any stream by this process
+        self._staged: list[FeatureVector] = []  # submitted with flush=False, not yet a batch
         self._changed = asyncio.Event()  # buffer or in-flight state changed
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -195,7 +196,8 @@ class Transport:
             self._task = asyncio.create_task(self._run(), name="baseliner-transport")
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted batch is acknowledged; False on timeout."""
+        """Send what is staged and wait until every batch is acknowledged; False on timeout."""
+        await self.submit((), flush=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.buffer.batches:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -210,6 +212,8 @@ class Transport:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Half-close the stream once nothing is in flight, then stop (unacknowledged batches stay buffered)."""
+        if self._staged:
+            await self.submit((), flush=True)
         self._closing = True
         self._changed.set()
         if self._task is not None:
@@ -227,28 +231,37 @@ class Transport:
 
     # -- producer side -----------------------------------------------------------------------------
 
-    async def submit(self, vectors: Sequence[FeatureVector]) -> None:
-        """Encode ``vectors`` into batches and queue them for sending."""
-        if not vectors:
-            return
+    async def submit(self, vectors: Sequence[FeatureVector], *, flush: bool = True) -> None:
+        """Queue ``vectors`` for sending, in batches of at most ``batch_size``.
+
+        With ``flush=False`` vectors are held back until a full batch has gathered (or the next call
+        with ``flush=True``, or :meth:`flush`): replays and simulations, whose windows are small and come
+        fast, then travel in full batches.  A live source submits each window with ``flush=True``.
+        """
+        if vectors:
+            self._staged.extend(vectors)
         size = self.batch_size
         if self._max_batch_vectors:
             size = min(size, self._max_batch_vectors)
-        for i in range(0, len(vectors), size):
-            chunk = vectors[i : i + size]
-            if self.on_full == "block":
-                while self.buffer.is_full() and not self._closing:
-                    self._changed.clear()
-                    if not self.buffer.is_full():
-                        break
-                    await self._changed.wait()
-            body = wire.encode_batch_body(chunk)
-            _, evicted = self.buffer.add(body, len(chunk))
-            self.stats.vectors_submitted += len(chunk)
-            if evicted:
-                self._account_drops(evicted)
-            self._update_gauges()
-            self._changed.set()
+        while len(self._staged) >= size or (flush and self._staged):
+            chunk = self._staged[:size]
+            del self._staged[:size]
+            await self._enqueue(chunk)
+
+    async def _enqueue(self, chunk: Sequence[FeatureVector]) -> None:
+        if self.on_full == "block":
+            while self.buffer.is_full() and not self._closing:
+                self._changed.clear()
+                if not self.buffer.is_full():
+                    break
+                await self._changed.wait()
+        body = wire.encode_batch_body(chunk)
+        _, evicted = self.buffer.add(body, len(chunk))
+        self.stats.vectors_submitted += len(chunk)
+        if evicted:
+            self._account_drops(evicted)
+        self._update_gauges()
+        self._changed.set()
 
     def _account_drops(self, evicted: list[Pending]) -> None:
         vectors = sum(p.vectors for p in evicted)

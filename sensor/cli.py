@@ -1,0 +1,237 @@
+"""``baseliner sensor``: stream a source's windows to a service, or record them to a file.
+
+    baseliner sensor --source synthetic --target 127.0.0.1:50051 [--hours 30] [--speed 0]
+    baseliner sensor --source replay FILE --target HOST:PORT
+    baseliner sensor --source bpf --target HOST:PORT            (root; see docs/sensor-client.md)
+    baseliner sensor record --out FILE [--source synthetic|bpf|replay FILE] [--windows N]
+
+The eBPF source (``sensor/bpf_source.py``) is imported only when ``--source bpf`` is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from models.errors import ConfigError
+from models.vector import FeatureVector
+from sensor.buffer import MemoryBuffer
+from sensor.transport import Backoff, Transport
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("synthetic", "replay", "bpf")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "sensor", help="stream feature vectors to a service (synthetic, replay or eBPF source), or record them",
+        description="Stream one window of feature vectors per container at a time to a Baseliner service "
+                    "over gRPC (batches, acknowledgements, resend after reconnect), or record them to a file.",
+    )
+    p.add_argument("action", nargs="?", choices=("stream", "record"), default="stream",
+                   help="stream to --target (default) or record to --out")
+    p.add_argument("--source", nargs="+", default=["synthetic"], metavar="KIND [FILE]",
+                   help="synthetic (default), 'replay FILE' (a recording), or bpf (the kernel sensor; root)")
+    p.add_argument("--target", default="127.0.0.1:50051", help="service host:port (default 127.0.0.1:50051)")
+    p.add_argument("--node", default=socket.gethostname(), help="node name this sensor reports for (default: hostname)")
+    p.add_argument("--sensor-id", help="stable sensor id keying deduplication (default NODE/SOURCE)")
+    p.add_argument("--out", help="record: output file (.jsonl, .jsonl.gz, or - for stdout)")
+    p.add_argument("--windows", type=int, default=0, help="stop after this many windows (0: until the source ends)")
+    p.add_argument("--metrics-listen", default="", help="serve the sensor's metrics on host:port (default off)")
+    t = p.add_argument_group("transport")
+    t.add_argument("--batch-size", type=int, default=500, help="vectors per batch (default 500)")
+    t.add_argument("--max-in-flight", type=int, default=16, help="unacknowledged batches on the wire (default 16)")
+    t.add_argument("--buffer-batches", type=int, default=2048,
+                   help="bound on unacknowledged batches held (default 2048)")
+    t.add_argument("--buffer-mb", type=float, default=256.0, help="bound on their size in MiB (default 256)")
+    t.add_argument("--on-full", choices=("block", "drop"),
+                   help="when the buffer is full: wait (default for synthetic/replay) or drop the oldest "
+                        "(default for bpf)")
+    t.add_argument("--ack-timeout", type=float, default=30.0, help="seconds to wait for an ack (default 30)")
+    t.add_argument("--backoff-max", type=float, default=30.0, help="longest reconnect delay in s (default 30)")
+    s = p.add_argument_group("synthetic and replay sources")
+    s.add_argument("--speed", type=float, default=0.0,
+                   help="event seconds per wall second: 0 = as fast as possible (default), 1 = real time")
+    s.add_argument("--hours", type=float, default=30.0, help="synthetic: simulated hours (default 30)")
+    s.add_argument("--seed", type=int, default=7, help="synthetic: random seed (default 7)")
+    s.add_argument("--start", type=float, default=1_767_225_600.0,
+                   help="synthetic: event time of the first window, epoch seconds (default 2026-01-01T00:00Z)")
+    s.add_argument("--attacks-after", type=float, default=24.0,
+                   help="synthetic: hours of normal behaviour before the first attack (default 24)")
+    s.add_argument("--no-attacks", action="store_true", help="synthetic: inject no attacks")
+    s.add_argument("--no-synthetic-ngrams", action="store_true", help="synthetic: leave n-gram counts empty")
+    s.add_argument("--labels", help="synthetic: write the ground-truth attacks to this JSON file")
+    try:
+        from sensor.cli_bpf import add_bpf_arguments
+    except ImportError as exc:  # the bpf helper's module is missing: keep the other sources working
+        log.debug("eBPF options unavailable: %s", exc)
+        p.add_argument("--window", type=float, default=None, help="window length in seconds")
+    else:
+        add_bpf_arguments(p)
+        p.set_defaults(window=None)  # resolved per source: synthetic 10 s, bpf its own default
+    return p
+
+
+def _source_kind(args: argparse.Namespace) -> tuple[str, str | None]:
+    src = list(args.source)
+    kind = src[0]
+    if kind not in SOURCES:
+        raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, got {kind!r}")
+    if kind == "replay":
+        if len(src) != 2:
+            raise ConfigError("--source replay needs a FILE: --source replay recording.jsonl")
+        return kind, src[1]
+    if len(src) != 1:
+        raise ConfigError(f"--source {kind} takes no argument, got {' '.join(src[1:])!r}")
+    return kind, None
+
+
+def synthetic_source(args: argparse.Namespace, nodes: tuple[str, ...]) -> Any:
+    from sensor.synthetic import ScenarioConfig, SyntheticSource
+
+    kw: dict[str, Any] = {
+        "seed": args.seed, "start": args.start, "hours": args.hours, "nodes": nodes,
+        "attack_after_hours": args.attacks_after, "ngrams": not args.no_synthetic_ngrams,
+        "window_seconds": args.window or 10.0,
+    }
+    if args.no_attacks:
+        kw["attacks"] = ()
+    try:
+        return SyntheticSource(ScenarioConfig(**kw))
+    except ValueError as exc:
+        raise ConfigError(f"synthetic scenario: {exc}") from None
+
+
+def open_source(args: argparse.Namespace, registry: CollectorRegistry | None) -> tuple[str, Any]:
+    kind, path = _source_kind(args)
+    if kind == "synthetic":
+        src = synthetic_source(args, (args.node,))
+        for a in src.attacks:
+            log.info("synthetic attack %-17s %s/%s at +%.2f h for %.1f min", a.kind, a.namespace, a.pod,
+                     (a.start - src.config.start) / 3600, (a.end - a.start) / 60)
+        if args.labels:
+            with open(args.labels, "w", encoding="utf-8") as f:
+                json.dump([a.to_dict() for a in src.attacks], f, indent=2)
+        return kind, src
+    if kind == "replay":
+        from sensor.replay import ReplaySource
+
+        assert path is not None
+        try:
+            return kind, ReplaySource(path)
+        except OSError as exc:
+            raise ConfigError(f"--source replay {path}: {exc}") from None
+    try:
+        from sensor.cli_bpf import source_from_args
+    except ImportError as exc:
+        raise ConfigError(f"--source bpf is not available in this installation ({exc})") from None
+    if args.window is None:
+        args.window = 5.0
+    return kind, source_from_args(args, registry=registry, node=args.node)
+
+
+async def _paced(windows: Iterable[list[FeatureVector]], speed: float,
+                 limit: int) -> AsyncIterator[list[FeatureVector]]:
+    """Windows of a finite source, as fast as possible (speed 0) or ``speed`` x real time by event time."""
+    t0_event: float | None = None
+    t0_wall = time.monotonic()
+    for n, vectors in enumerate(windows, 1):
+        if speed > 0 and vectors:
+            ev = vectors[0].window_start
+            if t0_event is None:
+                t0_event = ev
+            delay = (ev - t0_event) / speed - (time.monotonic() - t0_wall)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield vectors
+        if limit and n >= limit:
+            return
+
+
+async def _live(src: Any, limit: int) -> AsyncIterator[list[FeatureVector]]:
+    n = 0
+    async for vectors in src.awindows():
+        yield vectors
+        n += 1
+        if limit and n >= limit:
+            return
+
+
+async def stream(windows: AsyncIterator[list[FeatureVector]], transport: Transport, coalesce: bool = False) -> int:
+    """Submit every window; return the number of vectors submitted (the caller flushes).
+
+    ``coalesce`` gathers consecutive windows into full batches (fast replays and simulations); otherwise
+    every window is sent as soon as it is submitted (live and paced sources).
+    """
+    n = 0
+    async for vectors in windows:
+        await transport.submit(vectors, flush=not coalesce)
+        n += len(vectors)
+    return n
+
+
+async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry) -> int:
+    on_full = args.on_full or ("drop" if kind == "bpf" else "block")
+    buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
+    transport = Transport(
+        args.target, sensor_id=args.sensor_id or f"{args.node}/{kind}", node=args.node, buffer=buffer,
+        batch_size=args.batch_size, max_in_flight=args.max_in_flight, on_full=on_full,
+        ack_timeout=args.ack_timeout, backoff=Backoff(maximum=args.backoff_max), registry=registry,
+    )
+    windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
+    started = time.monotonic()
+    async with transport:
+        submitted = await stream(windows, transport, coalesce=kind != "bpf" and args.speed == 0)
+        log.info("source finished: %d vectors submitted; waiting for acknowledgements", submitted)
+        flushed = await transport.flush()
+    st = transport.stats
+    log.info("done in %.1fs: %d vectors applied, %d rejected, %d dropped; %d batches sent (%d resent), "
+             "%d connects", time.monotonic() - started, st.vectors_applied, st.vectors_rejected,
+             st.vectors_dropped, st.batches_sent, st.batches_resent, st.connects)
+    return 0 if flushed else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("batch_size", "max_in_flight", "buffer_batches"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.speed < 0:
+        raise ConfigError("--speed must be >= 0")
+    registry = CollectorRegistry()
+    if args.metrics_listen:
+        host, _, port = args.metrics_listen.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+        log.info("sensor metrics on http://%s/metrics", args.metrics_listen)
+    if args.action == "record":
+        if not args.out:
+            raise ConfigError("sensor record needs --out FILE")
+        from sensor.record import record, synthetic_header
+
+        kind, src = open_source(args, registry)
+        header: dict[str, Any] = {"source": kind}
+        if kind == "synthetic":
+            header = synthetic_header(src)
+        elif kind == "replay":
+            header = dict(src.header, source="replay")
+        try:
+            windows = src if kind != "bpf" else iter(src)
+            record(windows, args.out, header, args.windows)
+        finally:
+            if hasattr(src, "close"):
+                src.close()
+        return 0
+    kind, src = open_source(args, registry)
+    try:
+        return asyncio.run(_run_stream(args, kind, src, registry))
+    finally:
+        if hasattr(src, "close"):
+            src.close()
