@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,9 @@ class Pipeline:
         self.metrics = metrics
         self.sinks = list(sinks)
         self.baselines: dict[str, ImageBaseline] = {}
+        # Makes the baseline of a new image; service/model_source.py sets it from a registered model
+        # (its config and trained state as a warm start). None: an empty baseline with baseline_config.
+        self.baseline_factory: Callable[[str], ImageBaseline] | None = None
         self.sensors: dict[str, int] = {}
         self.containers = ContainerTracker(self.config.max_containers)
         self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
@@ -245,7 +248,7 @@ class Pipeline:
                 msg = f"baseline limit of {self.config.max_baselines} images reached; image {key!r} not learned"
                 rejected.extend(ValidationError("TOO_LARGE", "baseline limit: " + msg, i) for i, _ in items)
                 return 0
-            baseline = self.baselines[key] = ImageBaseline(key, self.baseline_config)
+            baseline = self.baselines[key] = self.new_baseline(key)
             self.removed.discard(key)
             log.info("new baseline %s", key)
         if len(items) > 1:
@@ -355,6 +358,11 @@ class Pipeline:
             self._close(akey, agg)
         for sink in self.sinks:
             sink.flush()
+
+    def new_baseline(self, key: str) -> ImageBaseline:
+        if self.baseline_factory is not None:
+            return self.baseline_factory(key)
+        return ImageBaseline(key, self.baseline_config)
 
     # -- admin --------------------------------------------------------------------------------------
     def get(self, key: str) -> ImageBaseline:
