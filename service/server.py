@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -16,13 +17,14 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from service import serde
+from service import auth, serde
 from service.config import ServeConfig, split_address
 from service.pipeline import Pipeline
 from service.servicer import AdminServicer, IngestServicer
 from service.sinks.events import EventSink, JsonLinesSink
 from service.sinks.metrics import ServiceMetrics
 from service.store import StateStore
+from service.wal import WriteAheadLog, replay_into
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class BaselinerServer:
         self._stopped = asyncio.Event()
         self.falco: Any = None  # service.falco_http.FalcoEndpoint when falco.listen is set
         self.falco_correlator: Any = None
+        self.wal: WriteAheadLog | None = None
+        self.authorizer = auth.Authorizer.from_config(config)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -78,6 +82,8 @@ class BaselinerServer:
             n = self.store.restore(self.pipeline)  # raises StateError on a bad file: refuse to start
             self.pipeline.dirty.update(self.pipeline.baselines)  # recompute memory sizes at first checkpoint
             log.info("state directory %s: %d baselines restored", cfg.state.dir, n)
+            if cfg.state.wal:
+                await self._open_wal()
         g = cfg.grpc
         options = [
             ("grpc.max_receive_message_length", g.max_message_bytes),
@@ -90,9 +96,13 @@ class BaselinerServer:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.so_reuseport", 0),
         ]
-        self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None)
+        interceptors = [auth.AuthInterceptor(self.authorizer)] if self.authorizer.enabled else []
+        self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None, interceptors=interceptors)
         ingest_pb2_grpc.add_IngestServicer_to_server(
-            IngestServicer(self.pipeline, self.decoder, self.metrics), self.server
+            IngestServicer(self.pipeline, self.decoder, self.metrics, wal=self.wal,
+                           authorizer=self.authorizer if self.authorizer.enabled else None,
+                           idle_seconds=g.max_stream_idle_seconds),
+            self.server,
         )
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.pipeline, self.sizes), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -102,12 +112,17 @@ class BaselinerServer:
             self.server,
         )
         host, port = split_address(g.listen)
-        self.port = self.server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        creds = auth.server_credentials(cfg)
+        if creds is not None:
+            self.port = self.server.add_secure_port(address, creds)
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {g.listen}")
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("gRPC listens on %s without TLS (TLS comes with issue 7); keep it on a trusted network",
-                        g.listen)
+        if creds is None and not auth.is_loopback(host):
+            log.warning("gRPC listens on %s WITHOUT TLS (grpc.allow_plaintext): sensor tokens and vectors travel "
+                        "in clear text; keep it on a trusted network", g.listen)
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -120,6 +135,8 @@ class BaselinerServer:
 
         self.falco = await falco_http.attach(self)
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
+        gc.collect()
+        gc.freeze()  # start-up objects (modules, restored baselines) are never garbage: keep GC passes short
         log.info("baseliner serving gRPC on %s:%d, metrics on %s", host, self.port,
                  f"{cfg.metrics.listen.rpartition(':')[0]}:{self.metrics_port}" if cfg.metrics.listen else "off")
 
@@ -141,6 +158,8 @@ class BaselinerServer:
                 pass
         self.pipeline.flush_events()
         await self.checkpoint(everything=True)
+        if self.wal is not None:
+            await self.wal.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -158,6 +177,9 @@ class BaselinerServer:
             snap = StateStore.snapshot(self.pipeline, everything=everything)
             if self.store is None or not (snap.baselines or snap.write_service):
                 return
+            # The snapshot holds every batch logged so far (same step of the event loop): start a new log
+            # segment now and delete the older ones once the snapshot is on disk.
+            wal_boundary = self.wal.rotate() if self.wal is not None else 0
             t0 = time.perf_counter()
             try:
                 nbytes = await asyncio.to_thread(self.store.write, snap)
@@ -167,10 +189,30 @@ class BaselinerServer:
                 self.pipeline.dirty.update(snap.baselines)
                 self.pipeline.sensors_dirty = True
                 return
+            if self.wal is not None:
+                self.wal.drop_through(wal_boundary)
             self.metrics.state_saves.inc()
             self.metrics.state_save_seconds.set(time.time())
             log.debug("checkpoint: %d baselines, %d bytes in %.3fs", len(snap.baselines), nbytes,
                       time.perf_counter() - t0)
+
+    async def _open_wal(self) -> None:
+        """Replay what the write-ahead log holds on top of the restored state, checkpoint, log anew."""
+        cfg = self.config
+        assert self.store is not None
+        wal = WriteAheadLog(self.store.dir / "wal", self.store.key, cfg.state.wal_fsync, cfg.state.wal_group_ms)
+        sinks = list(self.pipeline.sinks)
+        self.pipeline.sinks[:] = []  # events of replayed batches were written before their acks
+        try:
+            applied, skipped = replay_into(wal, self.pipeline, self.decoder)  # StateError: refuse to start
+        finally:
+            self.pipeline.sinks[:] = sinks
+        wal.open()
+        self.wal = wal
+        if applied or skipped:
+            log.info("write-ahead log: %d batches replayed, %d already in the checkpoint", applied, skipped)
+            await self.checkpoint()
+        log.info("write-ahead log in %s (fsync policy %s); acknowledgements are durable", wal.dir, wal.fsync)
 
     async def _checkpoint_loop(self) -> None:
         interval = self.config.state.save_interval_seconds

@@ -1,0 +1,321 @@
+"""End-to-end service throughput on one core, per-stage cost, baseline size and live memory.
+
+    .venv/bin/python bench/service_throughput.py [--vectors 100000] [--batch 500] [--ngrams 0]
+
+What it does:
+
+1. **End to end**: starts ``baseliner serve`` as a subprocess pinned to CPU 0 (events to a file, metrics
+   on, default model), and a client pinned to CPU 1 that streams pre-encoded batches (so the client's
+   encoding cost is not the service's) and waits for every acknowledgement.  A learning phase first
+   brings every image baseline to ``detecting``; then the measured phase streams ``--vectors`` windows.
+   Throughput = vectors acknowledged / wall time of the measured phase.  The service's own counters are
+   scraped from its metrics endpoint afterwards, to check that everything was applied.
+2. **Per stage** (in this process, same batches, no gRPC): protobuf parse, decode to domain vectors
+   (``service.serde``), domain validation and routing (``models.validate`` + pipeline), feature
+   transform (``models.features``), scoring + learning (``ImageBaseline.process``, which includes the
+   transform), events + metrics.  ``gRPC + asyncio`` is the end-to-end cost minus the stages.
+3. **Size**: the serialized baseline state file (``service.store``) and live memory of one baseline
+   (tracemalloc, allocated while building it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
+from models.features import SYSCALL_VOCABULARY, transform_vectors  # noqa: E402
+from models.ngrams import NUM_BUCKETS  # noqa: E402
+from models.validate import validate  # noqa: E402
+from models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2  # noqa: E402
+from sensor import wire  # noqa: E402
+from service import serde  # noqa: E402
+from service.pipeline import Pipeline  # noqa: E402
+from service.sinks.events import JsonLinesSink  # noqa: E402
+from service.sinks.metrics import ServiceMetrics  # noqa: E402
+from service.store import StateStore  # noqa: E402
+
+T0 = 1.76e9
+WINDOW = 10.0
+
+
+class Workload:
+    """``images`` x ``containers`` steady containers; one window per container per round."""
+
+    def __init__(self, images: int, containers: int, ngrams: int, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.ngrams = ngrams
+        self.ids = []
+        self.profiles = []
+        vocab = list(SYSCALL_VOCABULARY) + ["getrandom", "madvise", "sched_yield", "prctl", "uname"]
+        for i in range(images):
+            calls = self.rng.sample(vocab, 30)
+            rates = {c: self.rng.uniform(1, 2000) for c in calls}
+            grams = self.rng.sample(range(NUM_BUCKETS), ngrams) if ngrams else []
+            for c in range(containers):
+                self.ids.append(Identity(f"node-{c % 8}", f"{i:03d}{c:05d}" * 5, f"registry.local/team/app{i}",
+                                         "1.4.2", "", f"app{i}-{c}", f"app{i}-{c}-7d9f", f"ns{i % 5}"))
+                self.profiles.append((rates, grams, f"/usr/bin/app{i}"))
+        self.round = 0
+
+    def next_round(self) -> list[FeatureVector]:
+        r = self.rng
+        t = T0 + WINDOW * self.round
+        out = []
+        for ident, (rates, grams, exe) in zip(self.ids, self.profiles, strict=True):
+            f = r.uniform(0.8, 1.25)
+            sc = {c: int(rate * WINDOW * f * r.uniform(0.9, 1.1)) for c, rate in rates.items()}
+            v = FeatureVector(
+                ident, t, WINDOW, sc,
+                ngrams={b: r.randint(1, 500) for b in grams},
+                forks=r.randint(0, 2), exits=r.randint(0, 2),
+                connects=r.randint(2, 6), accepts=r.randint(10, 30), bytes_sent=int(2e5 * f),
+                bytes_received=int(5e4 * f), packets_sent=int(300 * f), packets_received=int(280 * f),
+                remote_addresses=r.randint(1, 4), remote_ports=r.randint(1, 2), dns_queries=r.randint(0, 2),
+                endpoints=[Endpoint("10.0.3.17", 5432), Endpoint("10.0.0.10", 53, "udp")],
+                write_opens=r.randint(0, 3), executables=[exe] if r.random() < 0.05 else [],
+                seconds_since_start=86400.0 + WINDOW * self.round,
+            )
+            out.append(v)
+        self.round += 1
+        return out
+
+    def batches(self, n_vectors: int, batch: int) -> list[list[FeatureVector]]:
+        out: list[list[FeatureVector]] = []
+        pending: list[FeatureVector] = []
+        while sum(len(b) for b in out) + len(pending) < n_vectors:
+            pending.extend(self.next_round())
+            while len(pending) >= batch:
+                out.append(pending[:batch])
+                pending = pending[batch:]
+        if pending:
+            out.append(pending)
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stream(port: int, requests: list[bytes]) -> tuple[float, int, int]:
+    """Send pre-serialised IngestRequests on one stream; returns (seconds, applied, rejected)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        call = ch.stream_stream("/baseliner.v1.Ingest/Stream", request_serializer=lambda b: b,
+                                response_deserializer=ingest_pb2.IngestResponse.FromString)
+        t0 = time.perf_counter()
+        applied = rejected = 0
+        for resp in call(iter(requests), timeout=3600):
+            if resp.WhichOneof("body") == "ack":
+                applied += resp.ack.applied
+                rejected += len(resp.ack.rejected) + (1 if resp.ack.batch_rejected else 0)
+        return time.perf_counter() - t0, applied, rejected
+
+
+def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measure: list[list[FeatureVector]]) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-"))
+    port, mport = _free_port(), _free_port()
+    cmd = ["taskset", "-c", "0", sys.executable, "-m", "service.cli", "serve", "--listen", f"127.0.0.1:{port}",
+           "--metrics-listen", f"127.0.0.1:{mport}", "--events", str(tmp / "events.jsonl"),
+           "--state-dir", str(tmp / "state"), "--log-level", "WARNING", "--set", "grpc.max_message_bytes=67108864"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE)
+    try:
+        os.sched_setaffinity(0, {1})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("service did not start") from None
+                time.sleep(0.2)
+        seq = 0
+
+        def encode(batches: list[list[FeatureVector]], sensor: str) -> list[bytes]:
+            nonlocal seq
+            out = [wire.hello_request_bytes(sensor, "bench", "bench")]
+            for b in batches:
+                seq += 1
+                out.append(wire.batch_request_bytes(seq, wire.encode_batch_body(b)))
+            return out
+
+        learn_req = encode(learn, "bench-sensor")
+        measure_req = encode(measure, "bench-sensor")
+        bytes_per_vector = sum(len(r) for r in measure_req[1:]) / sum(len(b) for b in measure)
+        t_learn, applied_learn, _ = _stream(port, learn_req)
+        t, applied, rejected = _stream(port, measure_req)
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics") as r:
+            text = r.read().decode()
+        states = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("baseliner_baselines{")}
+        n = sum(len(b) for b in measure)
+        events = (tmp / "events.jsonl").read_text().count("\n") if (tmp / "events.jsonl").exists() else 0
+        return {
+            "learn_vectors": sum(len(b) for b in learn), "learn_seconds": t_learn,
+            "learn_vectors_per_s": applied_learn / t_learn,
+            "vectors": n, "applied": applied, "rejected": rejected, "seconds": t,
+            "vectors_per_s": applied / t, "us_per_vector": t / n * 1e6, "bytes_per_vector": bytes_per_vector,
+            "baseline_states": states, "events_written": events,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]]) -> dict:
+    """Per-stage cost in this process (one thread), on the same workload, after the same learning."""
+    import gc
+
+    from prometheus_client import CollectorRegistry
+
+    gc.collect()
+    gc.freeze()  # as the service does after start-up: the benchmark's own workload lists are not scanned
+    pipeline = Pipeline(metrics=ServiceMetrics(CollectorRegistry()), sinks=[JsonLinesSink(os.devnull)])
+    decoder = serde.Decoder(100_000)
+    seq = 0
+    for b in learn:
+        seq += 1
+        msg = vectors_pb2.VectorBatch.FromString(wire.to_batch(b, seq).SerializeToString())
+        pipeline.apply_batch("s", seq, decoder.decode(msg))
+    payloads = [wire.to_batch(b, 0).SerializeToString() for b in measure]
+    n = sum(len(b) for b in measure)
+    t = {"parse": 0.0, "decode": 0.0, "validate": 0.0, "transform": 0.0}
+    before = dict(pipeline.stage_seconds)
+    t_pipeline = 0.0
+    for p in payloads:
+        t0 = time.perf_counter()
+        msg = vectors_pb2.VectorBatch.FromString(p)
+        t1 = time.perf_counter()
+        decoded = decoder.decode(msg)
+        t2 = time.perf_counter()
+        for _, v in decoded:
+            validate(v)  # type: ignore[arg-type]
+        t3 = time.perf_counter()
+        transform_vectors([v for _, v in decoded])  # type: ignore[misc]
+        t4 = time.perf_counter()
+        t["parse"] += t1 - t0
+        t["decode"] += t2 - t1
+        t["validate"] += t3 - t2
+        t["transform"] += t4 - t3
+        # the pipeline proper (validates again: it is the service's code path, timed on its own)
+        seq += 1
+        t5 = time.perf_counter()
+        pipeline.apply_batch("s", seq, decoded)
+        t_pipeline += time.perf_counter() - t5
+    after = pipeline.stage_seconds
+    score = after["score"] - before["score"]
+    route = after["validate"] - before["validate"]
+    ev = after["events"] - before["events"]
+    us = {k: v / n * 1e6 for k, v in t.items()}
+    us["validate_and_route (pipeline)"] = route / n * 1e6
+    us["score_and_learn incl. transform (ImageBaseline.process)"] = score / n * 1e6
+    us["events_and_metrics"] = ev / n * 1e6
+    us["pipeline_total (validate..events)"] = t_pipeline / n * 1e6
+    return {"us_per_vector": us, "pipeline": pipeline}
+
+
+def sizes(pipeline: Pipeline, measure: list[list[FeatureVector]]) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-state-"))
+    st = StateStore(tmp, b"k" * 32)
+    st.write(StateStore.snapshot(pipeline, everything=True))
+    file_sizes = sorted(st.sizes.values())
+    # live memory of one baseline: build one from scratch under tracemalloc on one image's windows
+    key = next(iter(pipeline.baselines))
+    vectors = [v for b in measure for v in b if f"{v.identity.image_repository}:{v.identity.image_tag}" == key]
+    tracemalloc.start()
+    snap0 = tracemalloc.take_snapshot()
+    b = ImageBaseline(key, BaselineConfig())
+    for i in range(0, len(vectors), 50):
+        b.process(vectors[i:i + 50])
+    snap1 = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    live = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
+    meta, arrays = b.to_state()
+    return {
+        "state_file_bytes_max": max(file_sizes), "state_file_bytes_median": int(np.median(file_sizes)),
+        "state_arrays_bytes": int(sum(a.nbytes for a in arrays.values())),
+        "state_meta_json_bytes": len(json.dumps(meta)),
+        "live_bytes_one_baseline": live, "windows_in_that_baseline": len(vectors),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vectors", type=int, default=100_000, help="vectors in the measured phase")
+    ap.add_argument("--batch", type=int, default=500, help="vectors per batch")
+    ap.add_argument("--images", type=int, default=10)
+    ap.add_argument("--containers", type=int, default=50, help="containers per image")
+    ap.add_argument("--ngrams", type=int, default=0, help="n-gram buckets per vector (0 = none)")
+    ap.add_argument("--learn-rounds", type=int, default=0, help="learning rounds (default: enough to detect)")
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--json", help="write results here as JSON")
+    args = ap.parse_args()
+
+    cfg = BaselineConfig()
+    wl = Workload(args.images, args.containers, args.ngrams)
+    per_round = args.images * args.containers
+    # enough windows per image and event time to leave learning: min windows and min seconds, with margin
+    rounds = args.learn_rounds or max(
+        int(cfg.min_learn_windows / args.containers) + 2, int(cfg.min_learn_seconds / WINDOW) + 2
+    )
+    learn = wl.batches(rounds * per_round, args.batch)
+    measure = wl.batches(args.vectors, args.batch)
+    print(f"workload: {args.images} images x {args.containers} containers, batch {args.batch}, "
+          f"{sum(map(len, learn))} learning + {sum(map(len, measure))} measured vectors, n-grams {args.ngrams}",
+          flush=True)
+    results: dict = {"args": vars(args)}
+    if not args.skip_e2e:
+        e2e = end_to_end(args, learn, measure)
+        results["end_to_end"] = e2e
+        print(f"end to end (service on 1 core): {e2e['vectors_per_s']:.0f} vectors/s "
+              f"({e2e['us_per_vector']:.1f} us/vector), {e2e['applied']} applied, {e2e['rejected']} rejected, "
+              f"{e2e['bytes_per_vector']:.0f} wire bytes/vector; learning phase {e2e['learn_vectors_per_s']:.0f}"
+              f" vectors/s; baselines {e2e['baseline_states']}; {e2e['events_written']} events", flush=True)
+    os.sched_setaffinity(0, {0})
+    st = stages(learn, measure)
+    results["stages_us_per_vector"] = st["us_per_vector"]
+    print("per stage (us/vector, one core, no gRPC):")
+    for k, v in st["us_per_vector"].items():
+        print(f"  {k:58s} {v:8.2f}")
+    if "end_to_end" in results:
+        inner = st["us_per_vector"]["parse"] + st["us_per_vector"]["decode"] + \
+            st["us_per_vector"]["pipeline_total (validate..events)"]
+        results["grpc_and_asyncio_us_per_vector"] = results["end_to_end"]["us_per_vector"] - inner
+        print(f"  {'gRPC + asyncio + acks (end to end minus the above)':58s} "
+              f"{results['grpc_and_asyncio_us_per_vector']:8.2f}")
+    sz = sizes(st["pipeline"], measure)
+    results["sizes"] = sz
+    print(f"baseline state file: max {sz['state_file_bytes_max']} B, median {sz['state_file_bytes_median']} B "
+          f"(arrays {sz['state_arrays_bytes']} B uncompressed, meta {sz['state_meta_json_bytes']} B); "
+          f"live memory of one baseline after {sz['windows_in_that_baseline']} windows: "
+          f"{sz['live_bytes_one_baseline']} B")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
