@@ -145,6 +145,8 @@ class BaselinerModel:
         meta = dict(self.state_meta)
         meta["key"] = key
         meta["config"] = self.config.to_dict()
+        meta["windows_scored"] = 0  # the new image's own counters start at zero
+        meta["anomalies"] = 0
         return ImageBaseline.from_state(meta, self.state_arrays)
 
 

@@ -73,11 +73,16 @@ class BaselinerServer:
         self.falco: Any = None  # service.falco_http.FalcoEndpoint when falco.listen is set
         self.falco_correlator: Any = None
         self.wal: WriteAheadLog | None = None
+        self.model_source: Any = None  # service.model_source.ModelSource when model.uri is set
         self.authorizer = auth.Authorizer.from_config(config)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
+        from service import model_source  # model.uri: a registered MLflow model as the template (issue 5)
+
+        self.model_source = await model_source.attach(self)  # raises ModelError: refuse to start;
+        # before restore and WAL replay, so that images first seen in the replay start from the model
         if self.store is not None:
             n = self.store.restore(self.pipeline)  # raises StateError on a bad file: refuse to start
             self.pipeline.dirty.update(self.pipeline.baselines)  # recompute memory sizes at first checkpoint

@@ -1,0 +1,244 @@
+"""``baseliner serve --model URI``: a registered MLflow model as the template for new baselines.
+
+The model (``models/mlflow_model.py``) gives new images
+
+* its :class:`~models.baseline.BaselineConfig` (learning period, alarm budget, ...), which replaces the
+  ``baseline:`` settings of the service configuration; and
+* its trained state, when it has one, as a *warm start*: a new image starts from the model's learned
+  rates, novelty sets and calibrated threshold instead of from nothing (its counters of windows scored
+  and anomalies start at zero).
+
+Images that already have a baseline (learned live, or restored from the state directory) keep theirs.
+
+A reload (``SIGHUP``, or :meth:`ModelSource.reload`) resolves the URI again (``models:/NAME@ALIAS`` follows
+the alias to its current version) and switches the template without a restart.  Learned baselines stay
+unless ``model.relearn_on_reload`` is set, in which case every image starts again from the new model
+(keeping its mode).  A URI that does not resolve, a model of another flavour or feature schema, a failed
+integrity check or an unreachable tracking server is a clear :class:`~models.mlflow_model.ModelError`:
+at start the service refuses to start; at reload the running model stays in place and the failure is
+logged and counted (``baseliner_model_load_failures_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from models.baseline import ImageBaseline
+from models.mlflow_model import BaselinerModel, ModelError, load_model
+
+log = logging.getLogger(__name__)
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?$")
+
+
+@dataclass
+class Loaded:
+    model: BaselinerModel
+    uri: str  # what was asked for
+    resolved: str  # what was loaded (models:/NAME/VERSION for an alias)
+    version: int  # registered model version, 0 when not from the registry
+    loaded_at: float
+
+
+class ModelMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.loads = Counter(
+            "baseliner_model_loads_total", "Model loads (start and reloads) that succeeded", registry=registry
+        )
+        self.failures = Counter(
+            "baseliner_model_load_failures_total", "Model loads that failed (the running model stayed)",
+            registry=registry,
+        )
+        self.version = Gauge(
+            "baseliner_model_version", "Registered version of the model in use (0: not from the registry)",
+            registry=registry,
+        )
+        self.warm = Gauge(
+            "baseliner_model_warm_start", "1 when the model in use carries trained state for new images",
+            registry=registry,
+        )
+        self.loaded = Gauge(
+            "baseliner_model_loaded_timestamp_seconds", "When the model in use was loaded", registry=registry
+        )
+
+
+def check_reachable(tracking_uri: str, timeout: float) -> None:
+    """Fail fast with a clear message when an HTTP tracking server does not answer."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (configured URL)
+            resp.read(64)
+    except urllib.error.HTTPError as e:
+        raise ModelError(f"MLflow tracking server {tracking_uri} answered {e.code} on /health") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ModelError(f"MLflow tracking server {tracking_uri} is unreachable: {reason}") from None
+
+
+class ModelSource:
+    """Resolves, loads and installs a Baseliner model (see the module docstring)."""
+
+    def __init__(
+        self,
+        uri: str,
+        tracking_uri: str = "",
+        hmac_key: bytes | None = None,
+        registry: CollectorRegistry | None = None,
+        relearn_on_reload: bool = False,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.uri = uri
+        self.tracking_uri = tracking_uri
+        self.hmac_key = hmac_key
+        self.relearn_on_reload = relearn_on_reload
+        self.timeout = timeout_seconds
+        self.metrics = ModelMetrics(registry) if registry is not None else None
+        self.current: Loaded | None = None
+        self._lock = asyncio.Lock()
+
+    # -- resolve and load (blocking; run in a thread from the event loop) ----------------------------
+    def _tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        import mlflow
+
+        return str(mlflow.get_tracking_uri())
+
+    def load(self) -> Loaded:
+        """Resolve the URI and load the model; :class:`ModelError` with what is wrong otherwise."""
+        uri = self.uri
+        m = _MODELS_URI.match(uri)
+        if uri.startswith("models:/") and m is None:
+            raise ModelError(f"model URI {uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+        resolved, version = uri, 0
+        tracking = ""
+        if "://" in uri or ":/" in uri:
+            tracking = self._tracking_uri()
+            check_reachable(tracking, self.timeout)
+        if m is not None and not m.group("name").startswith("m-"):
+            from mlflow import MlflowClient
+            from mlflow.exceptions import MlflowException
+
+            name, alias, ver = m.group("name"), m.group("alias"), m.group("version")
+            client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+            try:
+                if alias:
+                    mv = client.get_model_version_by_alias(name, alias)
+                elif ver:
+                    mv = client.get_model_version(name, ver)
+                else:
+                    versions = client.search_model_versions(f"name='{name}'", max_results=1,
+                                                            order_by=["version_number DESC"])
+                    if not versions:
+                        raise ModelError(f"registered model {name!r} has no versions")
+                    mv = versions[0]
+            except MlflowException as e:
+                raise ModelError(f"cannot resolve model {uri} on {tracking}: {e.message}") from None
+            version = int(mv.version)
+            resolved = f"models:/{name}/{version}"
+        model = load_model(resolved, self.hmac_key, tracking_uri=tracking or None)
+        return Loaded(model, uri, resolved, version, time.time())
+
+    # -- install ------------------------------------------------------------------------------------
+    def install(self, pipeline: Any, loaded: Loaded, relearn: bool = False) -> None:
+        """Make ``loaded`` the template for new images of ``pipeline`` (and, with ``relearn``, for all)."""
+        model = loaded.model
+        pipeline.baseline_config = model.config
+        pipeline.baseline_factory = model.new_baseline
+        self.current = loaded
+        if relearn:
+            for key, old in list(pipeline.baselines.items()):
+                b: ImageBaseline = model.new_baseline(key)
+                b.set_mode(old.mode)
+                pipeline.baselines[key] = b
+                pipeline.dirty.add(key)
+            log.info("model %s: %d existing baselines start again from it", loaded.resolved, len(pipeline.baselines))
+        if self.metrics is not None:
+            self.metrics.loads.inc()
+            self.metrics.version.set(loaded.version)
+            self.metrics.warm.set(1 if model.warm else 0)
+            self.metrics.loaded.set(loaded.loaded_at)
+        log.info(
+            "model %s (%s): template for new baselines (%s)", loaded.uri, loaded.resolved,
+            "config + trained state as warm start" if model.warm else "config only",
+        )
+
+    def start(self, pipeline: Any) -> Loaded:
+        """Load and install at start; raises :class:`ModelError` (the service must not start)."""
+        try:
+            loaded = self.load()
+        except ModelError:
+            if self.metrics is not None:
+                self.metrics.failures.inc()
+            raise
+        self.install(pipeline, loaded)
+        return loaded
+
+    async def reload(self, pipeline: Any) -> bool:
+        """Resolve and load again off the event loop, then switch; keeps the running model on any error."""
+        async with self._lock:
+            try:
+                loaded = await asyncio.to_thread(self.load)
+            except ModelError as e:
+                log.error("model reload failed, keeping %s: %s",
+                          self.current.resolved if self.current else "the configured baselines", e)
+                if self.metrics is not None:
+                    self.metrics.failures.inc()
+                return False
+            except Exception:  # an MLflow client bug must not take the service down
+                log.exception("model reload failed unexpectedly; keeping the running model")
+                if self.metrics is not None:
+                    self.metrics.failures.inc()
+                return False
+            previous = self.current.resolved if self.current else "none"
+            self.install(pipeline, loaded, relearn=self.relearn_on_reload)
+            log.info("model reloaded: %s -> %s", previous, loaded.resolved)
+            return True
+
+
+def from_config(config: Any, registry: CollectorRegistry | None) -> ModelSource | None:
+    """The model source a ``ServeConfig`` asks for (``model.uri``), or None."""
+    section = getattr(config, "model", None)
+    uri = getattr(section, "uri", "") if section is not None else ""
+    if not uri:
+        return None
+    return ModelSource(
+        uri,
+        tracking_uri=getattr(section, "tracking_uri", ""),
+        hmac_key=config.hmac_key_bytes(),
+        registry=registry,
+        relearn_on_reload=bool(getattr(section, "relearn_on_reload", False)),
+        timeout_seconds=float(getattr(section, "timeout_seconds", 10.0)),
+    )
+
+
+async def attach(server: Any) -> ModelSource | None:
+    """Called by ``BaselinerServer.start``: load the configured model (or raise) and reload on SIGHUP."""
+    source = from_config(server.config, server.registry)
+    if source is None:
+        return None
+    try:
+        loaded = await asyncio.to_thread(source.load)
+    except ModelError:
+        if source.metrics is not None:
+            source.metrics.failures.inc()
+        raise
+    source.install(server.pipeline, loaded)
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(source.reload(server.pipeline)))
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals
+        log.debug("SIGHUP reload not available in this thread; use ModelSource.reload")
+    return source
