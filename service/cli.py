@@ -19,12 +19,12 @@ from models.errors import BaselinerError, ConfigError
 
 log = logging.getLogger(__name__)
 
-#: subcommand -> modules that may provide it (first importable wins)
-PLUGINS: dict[str, tuple[str, ...]] = {
-    "sensor": ("sensor.cli",),
-    "demo": ("service.demo", "sensor.demo"),
-    "evaluate": ("models.evaluate.cli",),
-    "admin": ("service.admin",),
+#: subcommand -> (modules that may provide it, first importable wins; one-line help)
+PLUGINS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sensor": (("sensor.cli",), "run a sensor (synthetic, replay or eBPF source) streaming to a service"),
+    "demo": (("service.demo", "sensor.demo"), "service + synthetic sensor in one command, with a summary"),
+    "evaluate": (("models.evaluate.cli",), "evaluate detectors offline on datasets and recordings"),
+    "admin": (("service.admin",), "inspect and operate baselines of a running service"),
 }
 
 
@@ -88,11 +88,11 @@ def run_serve(args: argparse.Namespace) -> int:
 # dispatch
 
 
-def _missing(name: str, modules: Sequence[str], error: BaseException) -> Any:
+def _unavailable(name: str, modules: Sequence[str], error: BaseException) -> Any:
     def run(_args: argparse.Namespace) -> int:
         print(
-            f"baseliner {name}: not available in this installation: cannot import "
-            f"{' or '.join(modules)} ({error})",
+            f"baseliner {name}: not available: cannot load {' or '.join(modules)} "
+            f"({type(error).__name__}: {error})",
             file=sys.stderr,
         )
         return 2
@@ -100,31 +100,42 @@ def _missing(name: str, modules: Sequence[str], error: BaseException) -> Any:
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _load(modules: Sequence[str]) -> tuple[Any, BaseException | None]:
+    """The first importable module of ``modules`` (or None and the error that says why)."""
+    error: BaseException | None = None
+    for modname in modules:
+        try:
+            return importlib.import_module(modname), None
+        except ModuleNotFoundError as e:
+            error = e
+            if e.name is not None and modname.startswith(e.name):
+                continue  # this candidate does not exist: try the next
+            return None, e  # it exists but needs something missing: report that
+        except Exception as e:  # a broken plugin must not break the other subcommands
+            return None, e
+    return None, error or ImportError(modules[0])
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Only the subcommand being run has its module imported (others stay light)."""
     parser = argparse.ArgumentParser(
         prog="baseliner", description="Behavioural anomaly detection for containers."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_p = add_serve_parser(sub)
     serve_p.set_defaults(_run=run_serve)
-    for name, modules in PLUGINS.items():
-        mod = None
-        error: BaseException | None = None
-        for modname in modules:
-            try:
-                mod = importlib.import_module(modname)
-                break
-            except ModuleNotFoundError as e:
-                # only "this module does not exist" falls through; a broken module's own import error
-                # is reported as it is
-                if e.name is not None and modname.startswith(e.name):
-                    error = e
-                    continue
-                raise
-        if mod is None:
-            p = sub.add_parser(name, help=f"(not available: {' or '.join(modules)} missing)")
+    args = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in args if not a.startswith("-")), None)
+    for name, (modules, help_text) in PLUGINS.items():
+        if name != chosen:
+            p = sub.add_parser(name, help=help_text, add_help=False)
             p.add_argument("rest", nargs=argparse.REMAINDER)
-            p.set_defaults(_run=_missing(name, modules, error or ImportError(modules[0])))
+            continue
+        mod, error = _load(modules)
+        if mod is None:
+            p = sub.add_parser(name, help=f"{help_text} (not available)")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(_run=_unavailable(name, modules, error or ImportError(modules[0])))
             continue
         mod.add_parser(sub)
         sub.choices[name].set_defaults(_run=mod.run)
@@ -135,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
