@@ -81,6 +81,7 @@ class _Aggregate:
     window_start: float
     window_seconds: float
     repeats: int = 0  # repeats since the last time the event was written
+    touched: float = 0.0  # monotonic wall time of the last repeat (closes aggregates of silent containers)
 
 
 @dataclass(slots=True)
@@ -290,6 +291,7 @@ class Pipeline:
         if agg is not None and v.window_start - agg.first_start < window:
             agg.count += 1
             agg.repeats += 1
+            agg.touched = time.monotonic()
             agg.last_end = max(agg.last_end, v.window_end)
             rec = self.recent.get(agg.event_id)
             if rec is not None and len(rec.vectors) < _MAX_VECTORS_PER_EVENT:
@@ -298,7 +300,8 @@ class Pipeline:
         if agg is not None:
             self._close(akey, agg)
         eid = event_id(ident.node, ckey, v.window_start, vd.kinds)
-        agg = _Aggregate(eid, key, ident, v.window_start, v.window_end, 1, vd, v.window_start, v.window_seconds)
+        agg = _Aggregate(eid, key, ident, v.window_start, v.window_end, 1, vd, v.window_start, v.window_seconds,
+                         touched=time.monotonic())
         if window > 0:
             self._open[akey] = agg
         event = self._event(agg, update=False)
@@ -351,6 +354,21 @@ class Pipeline:
         for akey, agg in list(self._open.items()):
             if last(akey[0]) - agg.first_start >= window:
                 self._close(akey, agg)
+
+    def close_idle(self, now: float | None = None) -> int:
+        """Close aggregates that saw no repeat for ``dedup_window_seconds`` of wall time (a container that
+        went silent never moves its event time on).  Returns how many were closed."""
+        now = time.monotonic() if now is None else now
+        window = self.config.dedup_window_seconds
+        closed = 0
+        for akey, agg in list(self._open.items()):
+            if now - agg.touched >= window:
+                self._close(akey, agg)
+                closed += 1
+        if closed:
+            for sink in self.sinks:
+                sink.flush()
+        return closed
 
     def flush_events(self) -> None:
         """Close every open aggregate (write pending counts), e.g. at shutdown."""

@@ -68,6 +68,7 @@ class BaselinerServer:
         self.metrics_port = 0
         self._metrics_http: Any = None
         self._checkpoint_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self._checkpoint_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self.falco: Any = None  # service.falco_http.FalcoEndpoint when falco.listen is set
@@ -140,6 +141,7 @@ class BaselinerServer:
 
         self.falco = await falco_http.attach(self)
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
+        self._housekeeping_task = asyncio.create_task(self._housekeeping_loop())
         gc.collect()
         gc.freeze()  # start-up objects (modules, restored baselines) are never garbage: keep GC passes short
         log.info("baseliner serving gRPC on %s:%d, metrics on %s", host, self.port,
@@ -155,12 +157,13 @@ class BaselinerServer:
             await self.server.stop(self.config.grpc.shutdown_grace_seconds)
         if self.falco is not None:
             await self.falco.stop()
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            try:
-                await self._checkpoint_task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._checkpoint_task, self._housekeeping_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         self.pipeline.flush_events()
         await self.checkpoint(everything=True)
         if self.wal is not None:
@@ -224,6 +227,16 @@ class BaselinerServer:
         while True:
             await asyncio.sleep(interval)
             await self.checkpoint()
+
+
+    async def _housekeeping_loop(self) -> None:
+        interval = max(1.0, min(10.0, self.config.pipeline.dedup_window_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.pipeline.close_idle()
+            except Exception:
+                log.exception("closing idle anomaly aggregates failed")
 
 
 async def serve(config: ServeConfig, ready: Any = None) -> None:

@@ -1,0 +1,90 @@
+"""The pipeline (domain core, no gRPC): anomaly folding, idle close, bounded recent events, event schema."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+
+from service.config import PipelineConfig
+from service.pipeline import Pipeline, image_key
+from service.sinks.events import CallbackSink, JsonLinesSink, iso8601
+
+sys.path.insert(0, os.path.dirname(__file__))
+from service_fixtures import config, vector  # noqa: E402
+
+EVENT_FIELDS = {
+    "@timestamp", "schema", "event_id", "update", "node", "container", "image", "pod", "namespace", "score",
+    "threshold", "severity", "kinds", "novel", "explanation", "startup", "baseline_state", "window", "count",
+    "first_seen", "last_seen",
+}
+
+
+def _pipeline(**kw: object) -> tuple[Pipeline, list[dict], io.StringIO]:
+    events: list[dict] = []
+    out = io.StringIO()
+    p = Pipeline(PipelineConfig(**kw), config().baseline_config(),  # type: ignore[arg-type]
+                 sinks=[CallbackSink(events.append), JsonLinesSink(stream=out)])
+    vs = [vector(i, c) for i in range(60) for c in range(3)]
+    assert p.apply_batch("s", 1, list(enumerate(vs))).applied == 180
+    assert p.baselines["nginx:1.27"].state.value == "detecting"
+    return p, events, out
+
+
+def test_repeats_fold_into_one_event_and_idle_aggregates_close() -> None:
+    p, events, out = _pipeline(dedup_window_seconds=300.0)
+    seq = 2
+    for k in range(5):  # five flagged windows of container 0, and one of container 1
+        batch = [vector(60 + k, 0, attack="shell"), vector(60 + k, 2)]
+        if k == 2:
+            batch.append(vector(62, 1, attack="shell"))
+        p.apply_batch("s", seq, list(enumerate(batch)))
+        seq += 1
+    assert [e["container"]["id"] for e in events] == ["c0", "c1"] and events[0]["count"] == 1
+    n = len(events)
+    assert p.close_idle(now=math.inf) == 2
+    assert len(events) == n + 1  # only c0 repeated: its count is written again, same id
+    update = events[-1]
+    assert update["update"] and update["event_id"] == events[0]["event_id"] and update["count"] == 5
+    assert update["first_seen"] == iso8601(vector(60, 0).window_start)
+    assert update["last_seen"] == iso8601(vector(64, 0).window_end)
+    # the JSON lines are exactly the events, one per line, strict JSON
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert lines == events
+    for e in events:
+        assert set(e) == EVENT_FIELDS
+        assert e["@timestamp"].endswith("Z") and e["schema"] == "baseliner.anomaly/v1"
+        assert set(e["image"]) == {"key", "repository", "tag", "digest"}
+        for x in e["explanation"]:
+            assert set(x) == {"feature", "observed", "baseline_mean", "baseline_std", "unit", "z", "text"}
+
+
+def test_a_new_event_after_the_window_and_event_time_closes_aggregates() -> None:
+    p, events, _ = _pipeline(dedup_window_seconds=30.0)
+    p.apply_batch("s", 2, list(enumerate([vector(60, 0, attack="shell"), vector(61, 0, attack="shell")])))
+    assert len(events) == 1
+    # the container moves on past the window in event time: the aggregate closes with its count
+    p.apply_batch("s", 3, list(enumerate([vector(65, 0)])))
+    assert events[-1]["update"] and events[-1]["count"] == 2
+    p.apply_batch("s", 4, list(enumerate([vector(70, 0, attack="shell")])))
+    assert len([e for e in events if not e["update"]]) == 2
+
+
+def test_recent_events_are_bounded_and_feedback_accepts() -> None:
+    p, events, _ = _pipeline(recent_events=2, dedup_window_seconds=0.0)
+    for k in range(4):
+        p.apply_batch("s", 2 + k, list(enumerate([vector(60 + k, k % 3, attack="etc")])))
+    assert len(p.recent) == 2
+    newest = events[-1]["event_id"]
+    b, items = p.feedback(newest)
+    assert [(i.kind, i.value) for i in items] == [("sensitive_path", "/etc/passwd")]
+    assert "/etc/passwd" in b.novelty_sets()["sensitive_path"]
+
+
+def test_image_key_modes_route_baselines() -> None:
+    v = vector(0)
+    assert image_key(v.identity, "tag") == "nginx:1.27"
+    assert image_key(v.identity, "repository") == "nginx"
+    assert image_key(v.identity, "digest") == "nginx:1.27"  # no digest: falls back to repository:tag
