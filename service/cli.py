@@ -25,6 +25,7 @@ PLUGINS: dict[str, tuple[tuple[str, ...], str]] = {
     "demo": (("service.demo", "sensor.demo"), "service + synthetic sensor in one command, with a summary"),
     "evaluate": (("models.evaluate.cli",), "evaluate detectors offline on datasets and recordings"),
     "admin": (("service.admin",), "inspect and operate baselines of a running service"),
+    "baselines": (("service.baselines_cli",), "export learned baselines to MLflow (one artifact per image), import"),
 }
 
 
@@ -44,6 +45,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--hmac-key-file", help="file holding the state integrity key (state.hmac_key_file)")
     p.add_argument("--events", help='anomaly events: "-" (stdout), a file path, or "none" (events.output)')
     p.add_argument("--image-key", choices=("tag", "digest", "repository"), help="pipeline.image_key")
+    p.add_argument("--model", help="MLflow model as the template for new baselines: models:/NAME@ALIAS, "
+                   "models:/NAME/VERSION or a path (model.uri); SIGHUP reloads it")
+    p.add_argument("--tracking-uri", help="MLflow tracking server for --model (model.tracking_uri)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any setting, e.g. --set baseline.min_learn_windows=120 (repeatable)")
@@ -57,6 +61,7 @@ def serve_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
         ("listen", "grpc.listen"), ("metrics_listen", "metrics.listen"), ("state_dir", "state.dir"),
         ("hmac_key_file", "state.hmac_key_file"), ("events", "events.output"),
         ("image_key", "pipeline.image_key"), ("log_level", "log_level"),
+        ("model", "model.uri"), ("tracking_uri", "model.tracking_uri"),
     ):
         value = getattr(args, flag, None)
         if value is not None:

@@ -1,0 +1,197 @@
+"""``baseliner baselines export|import``: learned per-image baselines to and from an MLflow run.
+
+``export`` reads the service's state directory (the last checkpoint; files are written atomically, so it
+may run beside a live service) and logs one MLflow run with, per image::
+
+    baselines/<file>.state    the checkpoint file itself: integrity-tagged (HMAC with the state key when one
+                              is configured), numpy arrays + JSON, never pickle (service/store.py)
+    baselines/<file>.json     a readable summary for audits and diffs: state, mode, counters, threshold,
+                              per-feature mean/std/typical value, novelty sets
+    index.json                image key -> file, state, windows learned, threshold
+
+``import RUN_ID`` downloads those files, verifies each one (integrity tag, format, feature layout) and
+writes them into a state directory, so a baseline can be rolled back to what a run holds.  Import into the
+state directory of a *stopped* service: a running one writes its own baselines over them at its next
+checkpoint.  ``--image`` limits either command to some images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from models.baseline import ImageBaseline
+from models.errors import ConfigError, StateError
+from service.store import atomic_write, baseline_filename, decode_file
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = "baselines"
+INDEX = "index.json"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "baselines", help="export learned baselines to MLflow (one artifact per image), import them back",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    sub = p.add_subparsers(dest="baselines_command", required=True)
+    for name, helptext in (
+        ("export", "log the baselines of a state directory as an MLflow run"),
+        ("import", "write the baselines an MLflow run holds into a state directory"),
+    ):
+        s = sub.add_parser(name, help=helptext)
+        if name == "import":
+            s.add_argument("run_id", help="MLflow run id of an export")
+        s.add_argument("--state-dir", required=True, help="the service's state directory (state.dir)")
+        s.add_argument("--hmac-key-file", default="", help="state integrity key (state.hmac_key_file)")
+        s.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+        s.add_argument("--image", action="append", default=[], help="only this image key (repeatable)")
+        if name == "export":
+            s.add_argument("--experiment", default="baseliner-baselines", help="MLflow experiment name")
+            s.add_argument("--run-name", default="", help="MLflow run name")
+        else:
+            s.add_argument("--force", action="store_true", help="overwrite baselines already in the state dir")
+    return p
+
+
+def _key(path: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes().strip() or None
+    except OSError as e:
+        raise ConfigError(f"cannot read --hmac-key-file {path}: {e.strerror}") from None
+
+
+def summary(b: ImageBaseline) -> dict[str, Any]:
+    """A readable, diffable view of a baseline."""
+
+    def num(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    return {
+        "key": b.key,
+        "state": b.state.value,
+        "mode": b.mode.value,
+        "windows_learned": b.windows_learned,
+        "windows_scored": b.windows_scored,
+        "anomalies": b.anomalies,
+        "threshold": num(b.threshold),
+        "first_window": num(b.first_window),
+        "last_window": num(b.last_window),
+        "config": b.config.to_dict(),
+        "features": [
+            {"name": n, "mean": num(m), "std": num(s), "unit": u, "typical": num(t)}
+            for n, m, s, u, t in b.feature_stats()
+        ],
+        "novelty": b.novelty_sets(),
+    }
+
+
+def read_state_dir(state_dir: Path, key: bytes | None, images: list[str]) -> list[tuple[str, Path, ImageBaseline]]:
+    """Verified baselines of a state directory: ``(image key, file, baseline)``."""
+    bdir = state_dir / "baselines"
+    if not bdir.is_dir():
+        raise ConfigError(f"{state_dir} holds no baselines (no {bdir})")
+    out = []
+    for path in sorted(bdir.glob("*.state")):
+        header, meta, arrays = decode_file(path.read_bytes(), key, str(path))
+        if header.get("kind") != "baseline":
+            continue
+        image = str(header.get("key", ""))
+        if images and image not in images:
+            continue
+        out.append((image, path, ImageBaseline.from_state(meta, arrays)))
+    missing = sorted(set(images) - {i for i, _, _ in out})
+    if missing:
+        raise ConfigError(f"no baseline for image(s) {', '.join(missing)} in {state_dir}")
+    return out
+
+
+def export(state_dir: Path, key: bytes | None, images: list[str], experiment: str, run_name: str) -> str:
+    import mlflow
+
+    found = read_state_dir(state_dir, key, images)
+    mlflow.set_experiment(experiment)
+    with tempfile.TemporaryDirectory(prefix="baseliner-export-") as tmp, \
+            mlflow.start_run(run_name=run_name or None) as run:
+        out = Path(tmp) / ARTIFACT_DIR
+        out.mkdir()
+        index: dict[str, Any] = {}
+        for image, path, b in found:
+            (out / path.name).write_bytes(path.read_bytes())
+            s = summary(b)
+            (out / path.with_suffix(".json").name).write_text(json.dumps(s, indent=1, sort_keys=True))
+            index[image] = {"file": path.name, "state": s["state"], "windows_learned": s["windows_learned"],
+                            "threshold": s["threshold"]}
+        (Path(tmp) / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True))
+        mlflow.log_artifacts(str(out), ARTIFACT_DIR)
+        mlflow.log_artifact(str(Path(tmp) / INDEX))
+        mlflow.log_params({"state_dir": str(state_dir), "integrity": "hmac-sha256" if key else "sha256"})
+        mlflow.log_metric("baselines", len(found))
+        mlflow.set_tags({"baseliner.kind": "baselines-export"})
+        log.info("exported %d baselines to run %s", len(found), run.info.run_id)
+        return str(run.info.run_id)
+
+
+def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str], force: bool) -> list[str]:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="baseliner-import-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=INDEX, dst_path=tmp))
+            index = json.loads(local.read_text())
+            files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR,
+                                                             dst_path=tmp))
+        except MlflowException as e:
+            raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
+        if not isinstance(index, dict):
+            raise StateError(f"run {run_id}: {INDEX} is not an object")
+        wanted = images or sorted(index)
+        missing = sorted(set(wanted) - set(index))
+        if missing:
+            raise ConfigError(f"run {run_id} holds no baseline for {', '.join(missing)}")
+        verified: list[tuple[str, bytes]] = []
+        for image in wanted:
+            name = baseline_filename(image)
+            path = files / name
+            if index[image].get("file") != name or not path.is_file():
+                raise StateError(f"run {run_id}: the file for {image!r} is missing or misnamed")
+            data = path.read_bytes()
+            header, meta, arrays = decode_file(data, key, f"run {run_id}: {name}")
+            if header.get("kind") != "baseline" or header.get("key") != image:
+                raise StateError(f"run {run_id}: {name} is not the baseline of {image!r}")
+            ImageBaseline.from_state(meta, arrays)  # layout and version check before anything is written
+            verified.append((image, data))
+    bdir = state_dir / "baselines"
+    if not force:
+        present = [i for i, _ in verified if (bdir / baseline_filename(i)).exists()]
+        if present:
+            raise ConfigError(f"{state_dir} already has baselines for {', '.join(present)}; --force replaces them")
+    for image, data in verified:
+        atomic_write(bdir / baseline_filename(image), data)
+    return [i for i, _ in verified]
+
+
+def run(args: argparse.Namespace) -> int:
+    import mlflow
+
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
+    key = _key(args.hmac_key_file)
+    state_dir = Path(args.state_dir)
+    if args.baselines_command == "export":
+        run_id = export(state_dir, key, args.image, args.experiment, args.run_name)
+        print(run_id)
+        return 0
+    done = import_run(args.run_id, state_dir, key, args.image, args.force)
+    print(f"imported {len(done)} baselines into {state_dir}: {', '.join(done)}", file=sys.stderr)
+    return 0
