@@ -152,6 +152,8 @@ async def _paced(windows: Iterable[list[FeatureVector]], speed: float,
             delay = (ev - t0_event) / speed - (time.monotonic() - t0_wall)
             if delay > 0:
                 await asyncio.sleep(delay)
+        else:
+            await asyncio.sleep(0)  # let the transport's connection make progress
         yield vectors
         if limit and n >= limit:
             return
