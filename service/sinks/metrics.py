@@ -224,6 +224,8 @@ class ServiceMetrics:
             "batches_refused", "Batches refused as a whole (unsupported version, too large)", ["reason"],
             namespace=ns, registry=registry,
         )
+        for reason in reject_reasons:  # zero series from the start, so that increase() sees the first refusal
+            self.batches_refused.labels(reason)
         self.anomalies = Counter(
             "anomalies", "Anomalous windows by image, namespace, kind and severity",
             ["image", "namespace", "kind", "severity"], namespace=ns, registry=registry,
