@@ -185,7 +185,8 @@ def recording_markdown(run: RecordingRun) -> str:
     detected = sum(a.detected for a in run.attacks)
     lines += ["", f"Detected {detected} of {len(run.attacks)} attacks.  False alarms (runs of consecutive alarming "
               f"normal windows per container): {run.false_alarms} ({_f(run.false_alarms_per_hour)} per hour); "
-              f"{run.alarmed_windows} of {run.normal_windows} normal windows alarmed."]
+              f"{run.alarmed_windows} of {run.normal_windows} normal windows alarmed; {run.rejected} vectors rejected "
+              "by validation."]
     if run.window_summary:
         w = run.window_summary
         lines += ["", f"Window level: ROC AUC {_f(w.auc)}, DR @ 1% FPR {_f(w.dr_1)}, DR @ 5% FPR {_f(w.dr_5)} "

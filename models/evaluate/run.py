@@ -207,6 +207,7 @@ class RecordingRun:
     scored: int  # windows scored while the baseline was detecting (the rest were learning)
     attacks: list[AttackOutcome]
     false_alarms: int  # runs of alarming non-attack windows per container
+    rejected: int  # vectors that failed validation (skipped, as the service rejects them)
     alarmed_windows: int
     normal_windows: int
     hours: float
@@ -224,7 +225,9 @@ def evaluate_recording(path: str | Path, progress: bool = True) -> RecordingRun:
     does (``Mode.AUTO``: learn until ready, then detect and learn only unflagged windows), and score it
     against the ground-truth attacks in its header (``header["attacks"]``: kind, container_id, start, end)."""
     from models.baseline import ImageBaseline, State
+    from models.errors import ValidationError
     from models.recording import RecordingReader
+    from models.validate import validate
 
     started = time.perf_counter()
     baselines: dict[str, ImageBaseline] = {}
@@ -235,9 +238,22 @@ def evaluate_recording(path: str | Path, progress: bool = True) -> RecordingRun:
             attacks.append(AttackOutcome(str(a["kind"]), str(a["container_id"]), str(a.get("image", "")),
                                          float(a["start"]), float(a["end"]), 0, False, None))
         scored_mask: list[bool] = []
+        rejected = 0
+        first_seen: dict[str, float] = {}
         for group in tqdm(reader.windows(), desc="windows", unit="window", disable=not progress):
             by_image: dict[str, list[FeatureVector]] = {}
             for v in group:
+                try:
+                    validate(v)
+                except ValidationError as exc:
+                    rejected += 1
+                    log.warning("%s: vector rejected (%s)", path, exc)
+                    continue
+                # as the service's pipeline does: a container's age from its first window when unknown
+                ckey = f"{v.identity.node}/{v.identity.container_id}"
+                first = first_seen.setdefault(ckey, v.window_start)
+                if v.seconds_since_start < 0:
+                    v.seconds_since_start = v.window_start - first
                 by_image.setdefault(v.identity.image, []).append(v)
             for image, vs in by_image.items():
                 b = baselines.get(image)
@@ -282,5 +298,5 @@ def evaluate_recording(path: str | Path, progress: bool = True) -> RecordingRun:
     summary = summarise(y, s) if 0 < sum(y) < len(y) else None
     t_min = min(v.window_start for v, *_ in rows)
     t_max = max(v.window_end for v, *_ in rows)
-    return RecordingRun(str(path), len(baselines), len(rows), int(sum(scored_mask)), attacks, false_runs, alarmed,
-                        normal, (t_max - t_min) / 3600.0, summary, time.perf_counter() - started)
+    return RecordingRun(str(path), len(baselines), len(rows), int(sum(scored_mask)), attacks, false_runs, rejected,
+                        alarmed, normal, (t_max - t_min) / 3600.0, summary, time.perf_counter() - started)

@@ -1,0 +1,104 @@
+"""Evaluation metrics against cases computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.evaluate.metrics import (
+    RecordingScores,
+    alarm_runs,
+    detection_rate_at_fpr,
+    lidds_rule,
+    per_type,
+    roc_auc,
+    roc_curve,
+    summarise,
+    threshold_at_fpr,
+)
+
+
+def test_auc_by_hand():
+    # pairs (attack, normal): 0.35 beats 0.1 but not 0.4; 0.8 beats both -> 3 of 4
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+    assert roc_auc([0, 1], [1.0, 2.0]) == 1.0
+    assert roc_auc([0, 1], [2.0, 1.0]) == 0.0
+
+
+def test_auc_ties_count_half():
+    # attack 0.5 ties normal 0.5 (1/2) and beats normal 0.2 (1) -> 1.5 / 2
+    assert roc_auc([0, 0, 1], [0.2, 0.5, 0.5]) == 0.75
+    assert roc_auc([0, 0, 1, 1], [1, 1, 1, 1]) == 0.5
+
+
+def test_auc_matches_sklearn_on_random_data():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.normal(size=500) + y, 1)  # rounding makes ties
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_auc_needs_both_classes_and_finite_scores():
+    with pytest.raises(ValueError, match="both"):
+        roc_auc([0, 0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        roc_auc([0, 1], [1.0, float("nan")])
+    with pytest.raises(ValueError, match="labels"):
+        roc_auc([0, 2], [1.0, 2.0])
+
+
+def test_threshold_and_detection_rate_by_hand():
+    normal = list(range(1, 101))  # 1..100
+    # 1% of 100 normals may be flagged: the threshold is 99 (only 100 > 99)
+    assert threshold_at_fpr(normal, 0.01) == 99.0
+    # 5%: threshold 95 (96..100 flagged)
+    assert threshold_at_fpr(normal, 0.05) == 95.0
+    labels = [0] * 100 + [1] * 4
+    scores = normal + [99.5, 96.0, 95.0, 10.0]
+    assert detection_rate_at_fpr(labels, scores, 0.01) == 0.25  # only 99.5 > 99
+    assert detection_rate_at_fpr(labels, scores, 0.05) == 0.5  # 99.5 and 96 > 95; 95 is not above
+    s = summarise(labels, scores)
+    assert (s.n_normal, s.n_attack, s.dr_1, s.dr_5) == (100, 4, 0.25, 0.5)
+
+
+def test_roc_curve_ends_and_steps():
+    fpr, tpr = roc_curve([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
+    assert np.trapezoid(tpr, fpr) == pytest.approx(0.75)
+
+
+def test_per_type_uses_all_normals_for_each_type():
+    r = per_type([0, 0, 0, 0, 1, 1, 1], [1, 2, 3, 4, 5, 2.5, 0], ["", "", "", "", "a", "a", "b"])
+    assert r["a"].auc == pytest.approx((4 + 2) / 8)
+    assert r["b"].auc == 0.0
+    assert r["a"].n_normal == 4 and r["a"].n_attack == 2
+
+
+def test_alarm_runs():
+    assert alarm_runs(np.array([], dtype=bool)) == 0
+    assert alarm_runs(np.array([True])) == 1
+    assert alarm_runs(np.array([False, True, True, False, True])) == 2
+
+
+def test_lidds_rule_by_hand():
+    t = np.arange(10.0)
+    normal = RecordingScores("n", t, 1.0, np.array([0, 0, 5, 5, 0, 5, 0, 0, 0, 0.0]), None)  # 2 runs over 4
+    attack = RecordingScores("a", t, 1.0, np.array([0, 6, 0, 0, 0, 0, 0, 7, 7, 0.0]), 6.5)
+    missed = RecordingScores("m", t, 1.0, np.array([0, 0, 0, 0, 0, 9, 0, 1, 1, 1.0]), 6.0)
+    r = lidds_rule([1, 4, 2], [normal, attack, missed])
+    assert r.threshold == 4.0
+    assert r.exploits == 2 and r.detected == 1 and r.detection_rate == 0.5
+    # normal: 2 runs; attack: window 1 alarms before the exploit (1 run); missed: window 5 ends at 6.0,
+    # not after the exploit at 6.0 -> a false alarm too
+    assert r.false_alarms == 4
+    # attack detected by window 7 ([7, 8)), which ends 1.5 s after the exploit at 6.5
+    assert r.delays == (1.5,)
+
+
+def test_lidds_rule_alarm_in_exploit_window_counts_as_detection():
+    rec = RecordingScores("a", np.array([0.0, 1.0, 2.0]), 1.0, np.array([0, 3, 0.0]), 1.2)
+    r = lidds_rule([1.0], [rec])
+    assert r.detected == 1 and r.false_alarms == 0 and r.delays == (pytest.approx(0.8),)
