@@ -67,7 +67,8 @@ def test_detects_the_injected_sequences():
 @pytest.mark.parametrize("tail", [1.0, 0.3])
 def test_batch_methods_equal_one_by_one(tail):
     stream = [x for x, _ in count_stream(120)]
-    a, b = NgramDetector(tail=tail, order_weights=(0.2, 0.5, 1.0)), NgramDetector(tail=tail, order_weights=(0.2, 0.5, 1.0))
+    params = {"tail": tail, "order_weights": (0.2, 0.5, 1.0)}
+    a, b = NgramDetector(**params), NgramDetector(**params)
     for x in stream[:80]:
         a.learn_one(x)
     b.learn_many(np.stack([dense({int(k): int(v) for k, v in x.items()}) for x in stream[:80]]))
