@@ -1,0 +1,380 @@
+"""The dashboards and alert rules against a REAL Prometheus scraping a real service and a real sensor.
+
+Starts ``baseliner serve`` (Falco endpoint, Falcosidekick sink to a local receiver, a state directory),
+``baseliner sensor --source synthetic`` (attacks injected early), Falco-format alerts POSTed to the service
+for containers it reported anomalies on, and Debian's ``/usr/bin/prometheus`` with the repository's own
+scrape config (targets pointed at the local processes, 1 s scrapes) and alert rules.  Then every PromQL
+expression of every Prometheus-backed Grafana panel (template variables substituted the way Grafana does)
+and every alert rule goes through Prometheus' HTTP API: each must be valid, panels must return data, and
+every metric an alert rule selects must exist.  Grafana cannot be installed here; this is how the
+dashboards are known to work.
+
+Panels marked "eBPF sensor only" need ``--source bpf``; with the synthetic sensor they are checked for
+validity only (their metric names are checked against the eBPF source's code instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+RULES = DEPLOY / "prometheus" / "baseliner-rules.yml"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+BPF_ONLY_MARK = "eBPF sensor only"
+#: Grafana's built-in variables, as Grafana would expand them for a short time range.
+BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_json(url: str, timeout: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_for(pred: Any, timeout: float, what: str, procs: tuple[subprocess.Popen[bytes], ...] = ()) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"{what}: {p.args[:4]} exited with {p.returncode}")
+        try:
+            v = pred()
+            if v:
+                return v
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Prom:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(self, expr: str) -> dict[str, Any]:
+        url = f"{self.base}/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            return dict(get_json(url))
+        except urllib.error.HTTPError as e:  # 400/422: the error body says why
+            return dict(json.loads(e.read()))
+
+    def query_range(self, expr: str, seconds: float = 60.0, step: str = "5s") -> dict[str, Any]:
+        now = time.time()
+        url = f"{self.base}/query_range?" + urllib.parse.urlencode(
+            {"query": expr, "start": now - seconds, "end": now, "step": step})
+        try:
+            return dict(get_json(url))
+        except urllib.error.HTTPError as e:
+            return dict(json.loads(e.read()))
+
+    def series(self, expr: str) -> list[dict[str, Any]]:
+        r = self.query(expr)
+        assert r["status"] == "success", f"{expr}: {r.get('error')}"
+        return list(r["data"]["result"])
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        url = f"{self.base}/label/{label}/values?" + urllib.parse.urlencode({"match[]": match})
+        return list(get_json(url)["data"])
+
+
+class _Sidekick(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        _Sidekick.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _post(port: int, body: Any) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def falco_alert(event: dict[str, Any], rule: str, priority: str, offset: float = 1.0,
+                **fields: Any) -> dict[str, Any]:
+    from service.falco import parse_time
+    from service.sinks.events import iso8601
+
+    t = parse_time(event["first_seen"]) + offset
+    of = {"container.id": event["container"]["id"][:12], "container.name": event["container"]["name"],
+          "container.image.repository": event["image"]["repository"], "container.image.tag": event["image"]["tag"],
+          "k8s.pod.name": event["pod"], "k8s.ns.name": event["namespace"], "proc.exepath": "/bin/sh",
+          "evt.type": "execve"}
+    of.update(fields)
+    return {"output": f"{rule} in {event['pod']}", "priority": priority, "rule": rule, "time": iso8601(t),
+            "source": "syscall", "tags": ["container"], "hostname": event["node"], "output_fields": of}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    assert Path(PROMETHEUS).exists(), "Prometheus is needed: scripts/bootstrap.sh installs Debian's prometheus"
+    tmp = tmp_path_factory.mktemp("stack")
+    procs: list[subprocess.Popen[bytes]] = []
+    sidekick = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sidekick)
+    threading.Thread(target=sidekick.serve_forever, daemon=True).start()
+    ports = {k: free_port() for k in ("grpc", "metrics", "falco", "sensor", "prometheus")}
+    events = tmp / "events.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in env.items() if not k.startswith("BASELINER_")}
+    logs = {name: open(tmp / f"{name}.log", "wb") for name in ("serve", "sensor", "prometheus")}  # noqa: SIM115
+
+    def spawn(name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=logs[name], stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        procs.append(p)
+        return p
+
+    try:
+        serve = spawn("serve", [
+            sys.executable, "-m", "service.cli", "serve", "--listen", f"127.0.0.1:{ports['grpc']}",
+            "--metrics-listen", f"127.0.0.1:{ports['metrics']}", "--events", str(events),
+            "--state-dir", str(tmp / "state"), "--log-level", "WARNING",
+            "--set", f"falco.listen=127.0.0.1:{ports['falco']}",
+            "--set", f"falco.sidekick_url=http://127.0.0.1:{sidekick.server_address[1]}/",
+            "--set", "state.save_interval_seconds=2",
+        ])
+        wait_for(lambda: get_json(f"http://127.0.0.1:{ports['falco']}/healthz"), 60, "the service", (serve,))
+        # 48 simulated hours at 600x (about 5 minutes, stopped when the test is done); attacks from 1.5 h on
+        sensor = spawn("sensor", [
+            sys.executable, "-m", "service.cli", "sensor", "--source", "synthetic",
+            "--target", f"127.0.0.1:{ports['grpc']}", "--node", "node-a", "--hours", "48", "--speed", "600",
+            "--attacks-after", "1.5", "--metrics-listen", f"127.0.0.1:{ports['sensor']}",
+        ])
+        # the repository's scrape config, pointed at the local processes, scraping every second
+        cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+        cfg["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
+        cfg["rule_files"] = [str(RULES)]
+        targets = {"baseliner-service": f"127.0.0.1:{ports['metrics']}",
+                   "baseliner-sensor": f"127.0.0.1:{ports['sensor']}",
+                   "prometheus": f"127.0.0.1:{ports['prometheus']}"}
+        for job in cfg["scrape_configs"]:
+            for sc in job["static_configs"]:
+                sc["targets"] = [targets[job["job_name"]]]
+                if job["job_name"] == "baseliner-sensor":
+                    sc["labels"] = {"node": "node-a"}
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+        prom_proc = spawn("prometheus", [
+            PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--log.level=warn",
+        ])
+        prom = Prom(ports["prometheus"])
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{ports['prometheus']}/-/ready", timeout=2),
+                 60, "Prometheus ready", (prom_proc,))
+
+        # anomalies from the injected attacks (novel executables: reverse shell, crypto miner)
+        def anomalies() -> list[dict[str, Any]]:
+            if not events.exists():
+                return []
+            out = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+            return [e for e in out if e["schema"] == "baseliner.anomaly/v1" and not e["update"]]
+
+        found = wait_for(lambda: [e for e in anomalies() if "novel_executable" in e["kinds"]], 180,
+                         "anomaly events with a novel executable", (serve, sensor))
+        # Falco alerts: on anomalous containers (escalation), on learnt behaviour, and bad payloads
+        responses = []
+        for ev in found[:3]:
+            responses.append(_post(ports["falco"], falco_alert(ev, "Terminal shell in container", "Notice")))
+        ev = found[0]
+        responses.append(_post(ports["falco"], falco_alert(
+            ev, "Read sensitive file untrusted", "Warning", 3600.0, **{"proc.exepath": None, "evt.type": "read"})))
+        bad = [_post(ports["falco"], b"{not json"),
+               _post(ports["falco"], falco_alert(ev, "x", "Notice", **{"container.id": "host"}))]
+        wait_for(lambda: prom.series("baseliner_falco_correlations_total"), 60, "Falco metrics in Prometheus",
+                 (serve, sensor, prom_proc))
+        wait_for(lambda: prom.series("baseliner_baseline_threshold"), 60, "calibrated thresholds in Prometheus")
+        wait_for(lambda: prom.series('baseliner_anomalies_total{severity="critical"}') or True, 1, "")
+        time.sleep(5)  # a few more scrapes, so that rate() over every counter has two points after the alerts
+        assert all(p.poll() is None for p in procs), "a process died during the run"
+        yield {"prom": prom, "responses": responses, "bad": bad, "events": events, "tmp": tmp,
+               "sidekick": _Sidekick.received}
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        for f in logs.values():
+            f.close()
+        sidekick.shutdown()
+        sidekick.server_close()
+
+
+# --------------------------------------------------------------------------------------------------
+# What the dashboards ask
+
+
+def panel_targets() -> list[tuple[str, str, str, bool, dict[str, Any]]]:
+    """(dashboard, panel title, expr, bpf_only, dashboard json) for every Prometheus target."""
+    out = []
+    for path in DASHBOARDS:
+        d = json.loads(path.read_text())
+        for p in d["panels"]:
+            for t in p.get("targets", []):
+                ds = t.get("datasource") or p.get("datasource") or {}
+                if ds.get("type") == "prometheus":
+                    out.append((path.name, p["title"], t["expr"], BPF_ONLY_MARK in p.get("description", ""), d))
+    return out
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    for k, v in {**BUILTINS, **{f"${n}": v for n, v in values.items()}}.items():
+        expr = expr.replace(k, v)
+    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    return expr
+
+
+def variable_values(prom: Prom, dashboard: dict[str, Any]) -> dict[str, str]:
+    """What Grafana would put in for each variable: All (.*) for multi-value ones, else the first value."""
+    values: dict[str, str] = {}
+    for v in dashboard["templating"]["list"]:
+        m = re.fullmatch(r"label_values\((\w+), *(\w+)\)", v["definition"])
+        assert m, f"variable {v['name']}: unexpected query {v['definition']}"
+        found = prom.label_values(m.group(2), m.group(1))
+        assert found, f"variable ${v['name']} ({v['definition']}) has no values"
+        if v.get("multi"):
+            values[v["name"]] = v.get("allValue", ".*")
+        else:
+            # the drill-down: the image with the most anomalies
+            top = prom.series("topk(1, sum by (image) (baseliner_anomalies_total))")
+            values[v["name"]] = top[0]["metric"]["image"] if top else found[0]
+            assert values[v["name"]] in found
+    return values
+
+
+def test_the_run_itself(stack: dict[str, Any]) -> None:
+    statuses = [s for s, _ in stack["responses"]]
+    assert statuses == [200] * len(statuses)
+    assert any(body["anomalies"] for _, body in stack["responses"]), "no alert coincided with an anomaly"
+    assert stack["responses"][-1][1]["baseline"]["outcome"] == "in_baseline"
+    assert [s for s, _ in stack["bad"]] == [400, 422]
+    assert stack["sidekick"], "no anomaly reached the Falcosidekick receiver"
+
+
+def test_every_dashboard_query_is_valid_and_returns_data(stack: dict[str, Any]) -> None:
+    prom: Prom = stack["prom"]
+    targets = panel_targets()
+    assert len(targets) > 40
+    problems = []
+    checked = 0
+    for board, title, expr, bpf_only, dash in targets:
+        q = substitute(expr, variable_values(prom, dash))
+        r = prom.query(q)
+        if r["status"] != "success":
+            problems.append(f"{board} / {title}: invalid: {q}: {r.get('error')}")
+            continue
+        rr = prom.query_range(q)
+        if rr["status"] != "success":
+            problems.append(f"{board} / {title}: invalid as a range query: {q}: {rr.get('error')}")
+            continue
+        if bpf_only:
+            continue
+        checked += 1
+        if not r["data"]["result"] and not rr["data"]["result"]:
+            problems.append(f"{board} / {title}: no data: {q}")
+    assert not problems, "\n".join(problems)
+    assert checked > 30
+
+
+def test_every_alert_rule_is_valid_evaluates_cleanly_and_selects_existing_series(stack: dict[str, Any]) -> None:
+    prom: Prom = stack["prom"]
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    problems = []
+    for rule in rules:
+        r = prom.query(rule["expr"])
+        if r["status"] != "success":
+            problems.append(f"{rule['alert']}: invalid: {r.get('error')}")
+        for sel in re.findall(r"\b(?:baseliner_\w+|up)(?:\{[^}]*\})?", rule["expr"]):
+            if "baseliner_sensor_events_lost_total" in sel:
+                continue  # eBPF source only (checked against sensor/bpf_source.py below)
+            if prom.series(sel):
+                continue
+            # no series *now* with this label value (e.g. no critical anomaly yet): the metric must exist and
+            # every matched value must be one the code can produce
+            name, _, matchers = sel.partition("{")
+            if not prom.series(name):
+                problems.append(f"{rule['alert']}: selects nothing: {sel}")
+            for label, value in re.findall(r'(\w+)="([^"]*)"', matchers):
+                if value not in closed_sets().get(label, ()):
+                    problems.append(f"{rule['alert']}: {sel}: {label}={value!r} is not a value the code produces")
+    # and Prometheus itself evaluated every rule without error
+    groups = get_json(prom.base + "/rules")["data"]["groups"]
+    loaded = {r["name"]: r for g in groups for r in g["rules"]}
+    assert set(loaded) == {r["alert"] for r in rules}
+    for name, r in loaded.items():
+        if r["health"] != "ok":
+            problems.append(f"{name}: health {r['health']}: {r.get('lastError')}")
+    # a healthy run fires none of the health alerts
+    firing = {a["labels"]["alertname"] for a in get_json(prom.base + "/alerts")["data"]["alerts"]}
+    assert not firing & {"BaselinerServiceDown", "BaselinerSensorDown", "BaselinerIngestRejections",
+                         "BaselinerStateSaveFailing"}, firing
+    assert not problems, "\n".join(problems)
+
+
+def closed_sets() -> dict[str, tuple[str, ...]]:
+    """Label values the code can produce, for the closed-set labels alert rules match on."""
+    from models.baseline import SEVERITIES
+    from service import falco, serde
+    from service.sinks.metrics import STATES
+
+    return {"severity": SEVERITIES, "state": STATES,
+            "reason": (*serde.REJECT_REASONS, "BASELINE_LIMIT", *falco.REJECT_REASONS)}
+
+
+def test_bpf_only_metrics_exist_in_the_ebpf_source() -> None:
+    """The panels that the synthetic run cannot fill name metrics the eBPF source really exports."""
+    src = (ROOT / "sensor" / "bpf_source.py").read_text()
+    exported = {f"baseliner_sensor_{m}" for m in re.findall(r'f"\{ns\}_(\w+)"', src)}
+    exported |= {"baseliner_sensor_process_cpu_seconds_total"}  # ProcessCollector(namespace=ns)
+    names = set()
+    for _, _, expr, bpf_only, _ in panel_targets():
+        if bpf_only:
+            names |= set(re.findall(r"baseliner_sensor_\w+", expr))
+    assert names
+    for n in names:
+        base = re.sub(r"_(bucket|sum|count)$", "", n)
+        assert n in exported or base in exported, f"{n} is not exported by sensor/bpf_source.py"
