@@ -1,0 +1,235 @@
+"""Issue 5 against a real MLflow tracking server: log, register, alias, serve with it, reload, export/import."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from models import mlflow_model as mm
+from models.baseline import BaselineConfig, ImageBaseline
+from service.baselines_cli import export, import_run
+from service.server import BaselinerServer
+from service.store import StateStore
+from tests.mlflow_server import mlflow_server
+from tests.service_fixtures import batch_request, config, exchange, hello, running, scrape, vector
+
+pytestmark = pytest.mark.slow
+KEY = "model-and-state-key"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        mlflow.set_tracking_uri(url)
+        yield url
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+
+
+def trained(repo: str = "nginx", windows: int = 60) -> ImageBaseline:
+    b = ImageBaseline(f"{repo}:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+    b.process([vector(i, c, repo=repo) for i in range(windows) for c in range(2)])
+    assert b.state.value == "detecting"
+    return b
+
+
+def register(name: str, model: mm.BaselinerModel, alias: str = "champion", key: str | None = KEY) -> int:
+    with mlflow.start_run():
+        info = mm.log_model(model, "model", registered_model_name=name, hmac_key=key.encode() if key else None)
+    version = int(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+    return version
+
+
+def serve_config(url: str, uri: str, *extra: tuple[str, Any]) -> Any:
+    return config(None, ("model.uri", uri), ("model.tracking_uri", url), ("state.hmac_key", KEY),
+                  ("model.timeout_seconds", 5), *extra)
+
+
+def test_service_scores_with_the_champion(server: str) -> None:
+    b = trained()
+    version = register("bl-champion", mm.BaselinerModel.from_baseline(b, "nginx trained"))
+    # what the model says about a reverse shell in a container it never saw, outside the service
+    windows = [vector(1000, 7), vector(1001, 7), vector(1002, 7, attack="shell")]
+    os.environ[mm.ENV_KEY] = KEY
+    try:
+        offline = mlflow.pyfunc.load_model("models:/bl-champion@champion").predict(mm.vectors_to_frame(windows))
+    finally:
+        del os.environ[mm.ENV_KEY]
+    assert offline["anomalous"].tolist() == [False, False, True]
+
+    async def main() -> None:
+        async with running(serve_config(server, "models:/bl-champion@champion")) as (srv, events):
+            assert srv.model_source.current.version == version
+            await exchange(srv.port, [hello(), batch_request(windows, 1)])
+            baseline = srv.pipeline.baselines["nginx:1.27"]
+            # warm start: detecting from its first window, with the model's threshold and novelty sets
+            assert baseline.state.value == "detecting"
+            assert baseline.threshold == pytest.approx(b.threshold)
+            assert baseline.windows_scored == 3
+            assert len(events) == 1 and "/bin/sh" in str(events[0])
+            assert events[0]["score"] == pytest.approx(float(offline["score"].iloc[2]))
+            text = scrape(srv.metrics_port)
+            assert f"baseliner_model_version {float(version)}" in text
+            assert "baseliner_model_warm_start 1.0" in text
+
+    asyncio.run(main())
+
+
+def test_reload_switches_version_and_keeps_learned_baselines(server: str) -> None:
+    name = "bl-reload"
+    cold = BaselineConfig(min_learn_windows=25, min_learn_seconds=0, false_alarms_per_day=0.5)
+    register(name, mm.BaselinerModel(cold))
+
+    async def main() -> None:
+        async with running(serve_config(server, f"models:/{name}@champion")) as (srv, _events):
+            await exchange(srv.port, [hello(), batch_request([vector(i, c) for i in range(10) for c in range(2)], 1)])
+            nginx = srv.pipeline.baselines["nginx:1.27"]
+            assert nginx.config.min_learn_windows == 25 and nginx.state.value == "learning"
+            learned = nginx.windows_learned
+
+            # v2: a trained redis model; the alias moves, SIGHUP reloads
+            v2 = register(name, mm.BaselinerModel.from_baseline(trained("redis")))
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(300):
+                await asyncio.sleep(0.1)
+                if srv.model_source.current.version == v2:
+                    break
+            assert srv.model_source.current.version == v2
+            assert srv.pipeline.baselines["nginx:1.27"] is nginx and nginx.windows_learned == learned
+            await exchange(srv.port, [hello("s2"), batch_request([vector(500, 3, repo="redis")], 1)])
+            redis = srv.pipeline.baselines["redis:1.27"]
+            assert redis.state.value == "detecting" and redis.config.min_learn_windows == 20
+
+            # v3 is not a Baseliner model: the reload fails and v2 stays
+            from sklearn.preprocessing import StandardScaler
+
+            with mlflow.start_run():
+                info = mlflow.sklearn.log_model(StandardScaler().fit(np.zeros((4, 2))), name="m",
+                                                registered_model_name=name, pip_requirements=["scikit-learn"])
+            MlflowClient().set_registered_model_alias(name, "champion", str(info.registered_model_version))
+            assert not await srv.model_source.reload(srv.pipeline)
+            assert srv.model_source.current.version == v2
+            # an alias that points nowhere, and an unreachable tracking server: same
+            MlflowClient().delete_registered_model_alias(name, "champion")
+            assert not await srv.model_source.reload(srv.pipeline)
+            srv.model_source.tracking_uri = "http://127.0.0.1:9"
+            assert not await srv.model_source.reload(srv.pipeline)
+            assert srv.model_source.current.version == v2
+            assert "baseliner_model_load_failures_total 3.0" in scrape(srv.metrics_port)
+
+    asyncio.run(main())
+
+
+def test_relearn_on_reload_restarts_every_image_from_the_new_model(server: str) -> None:
+    name = "bl-relearn"
+    register(name, mm.BaselinerModel(BaselineConfig(min_learn_windows=25, min_learn_seconds=0)))
+
+    async def main() -> None:
+        cfg = serve_config(server, f"models:/{name}@champion", ("model.relearn_on_reload", "true"))
+        async with running(cfg) as (srv, _events):
+            await exchange(srv.port, [hello(), batch_request([vector(i, 0) for i in range(5)], 1)])
+            assert srv.pipeline.baselines["nginx:1.27"].state.value == "learning"
+            register(name, mm.BaselinerModel.from_baseline(trained()))
+            assert await srv.model_source.reload(srv.pipeline)
+            assert srv.pipeline.baselines["nginx:1.27"].state.value == "detecting"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("models:/no-such-model@champion", "cannot resolve model models:/no-such-model@champion"),
+        ("models:/bl-wrong-flavour@champion", "not a Baseliner model"),
+        ("models:/bl-nokey@champion", "carries no HMAC but a key is configured"),
+    ],
+)
+def test_bad_model_refuses_to_start(server: str, uri: str, message: str) -> None:
+    client = MlflowClient()
+    if "wrong-flavour" in uri and not client.search_registered_models("name='bl-wrong-flavour'"):
+        from sklearn.preprocessing import StandardScaler
+
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(StandardScaler().fit(np.zeros((4, 2))), name="m",
+                                            registered_model_name="bl-wrong-flavour",
+                                            pip_requirements=["scikit-learn"])
+        client.set_registered_model_alias("bl-wrong-flavour", "champion", str(info.registered_model_version))
+    if "nokey" in uri:
+        register("bl-nokey", mm.BaselinerModel(BaselineConfig()), key=None)
+
+    async def main() -> None:
+        srv = BaselinerServer(serve_config(server, uri))
+        with pytest.raises(mm.ModelError, match=message):
+            await srv.start()
+        assert srv.server is None  # nothing half-started
+
+    asyncio.run(main())
+
+
+def test_cli_refuses_unreachable_tracking_server_and_bad_uri(server: str, tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""]
+    r = subprocess.run([*exe, "--model", "models:/x@champion", "--tracking-uri", "http://127.0.0.1:9"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "tracking server http://127.0.0.1:9 is unreachable" in r.stderr
+    r = subprocess.run([*exe, "--model", "models:/", "--tracking-uri", server],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "is not models:/NAME@ALIAS" in r.stderr
+    r = subprocess.run([*exe, "--model", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+
+    async def main() -> None:
+        cfg = config(state, ("state.hmac_key", KEY))
+        async with running(cfg) as (srv, _):
+            reqs = [hello()]
+            for k in range(4):
+                vs = [vector(10 * k + i, c + 2 * r, repo=repo)
+                      for i in range(10) for c in range(2) for r, repo in enumerate(("a", "b"))]
+                reqs.append(batch_request(vs, k + 1))
+            await exchange(srv.port, reqs)
+
+    asyncio.run(main())
+    key = KEY.encode()
+    run_id = export(state, key, [], "baselines-test", "nightly")
+    arts = {a.path for a in MlflowClient().list_artifacts(run_id, "baselines")}
+    assert len([a for a in arts if a.endswith(".state")]) == 2 and len([a for a in arts if a.endswith(".json")]) == 2
+
+    fresh = tmp_path / "restored"
+    assert sorted(import_run(run_id, fresh, key, [], force=False)) == ["a:1.27", "b:1.27"]
+
+    class Holder:
+        baselines: dict[str, ImageBaseline] = {}
+
+        def load_service_state(self, meta: dict[str, Any]) -> None:
+            pass
+
+    orig, back = Holder(), Holder()
+    orig.baselines, back.baselines = {}, {}
+    StateStore(state, key).restore(orig)
+    StateStore(fresh, key).restore(back)
+    for k, b in orig.baselines.items():
+        m1, a1 = b.to_state()
+        m2, a2 = back.baselines[k].to_state()
+        assert m1 == m2 and all(np.array_equal(a1[n], a2[n]) for n in a1)
+    # only one image, the --force rule, and a wrong key
+    with pytest.raises(Exception, match="already has baselines for a:1.27"):
+        import_run(run_id, fresh, key, ["a:1.27"], force=False)
+    assert import_run(run_id, fresh, key, ["a:1.27"], force=True) == ["a:1.27"]
+    with pytest.raises(Exception, match="HMAC mismatch"):
+        import_run(run_id, tmp_path / "other", b"wrong key", [], force=False)
+    assert not (tmp_path / "other" / "baselines").exists()
