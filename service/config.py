@@ -98,6 +98,16 @@ class FalcoConfig:
         return out
 
 
+@dataclass
+class ModelConfig:
+    """A registered MLflow model as the template for new baselines (service/model_source.py, docs/mlflow.md)."""
+
+    uri: str = ""  # models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/PATH or a local path; "" = none
+    tracking_uri: str = ""  # MLflow tracking server; "" = MLFLOW_TRACKING_URI (or MLflow's default)
+    relearn_on_reload: bool = False  # on reload every image restarts from the new model (default: new images)
+    timeout_seconds: float = 10.0  # how long to wait for the tracking server to answer
+
+
 SECTIONS: dict[str, type] = {
     "grpc": GrpcConfig,
     "metrics": MetricsConfig,
@@ -105,6 +115,7 @@ SECTIONS: dict[str, type] = {
     "pipeline": PipelineConfig,
     "events": EventsConfig,
     "falco": FalcoConfig,
+    "model": ModelConfig,
 }
 
 
@@ -116,6 +127,7 @@ class ServeConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     falco: FalcoConfig = field(default_factory=FalcoConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     baseline: dict[str, Any] = field(default_factory=dict)  # models.baseline.BaselineConfig fields
     log_level: str = "INFO"
 
@@ -158,6 +170,8 @@ class ServeConfig:
         if self.pipeline.dedup_window_seconds < 0:
             problems.append("pipeline.dedup_window_seconds must be >= 0")
         problems.extend(self.falco.problems())
+        if not self.model.timeout_seconds > 0:
+            problems.append(f"model.timeout_seconds must be > 0 (got {self.model.timeout_seconds})")
         if self.pipeline.image_key not in IMAGE_KEYS:
             problems.append(
                 f"pipeline.image_key must be one of {', '.join(IMAGE_KEYS)} (got {self.pipeline.image_key!r})"
