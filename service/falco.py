@@ -27,6 +27,7 @@ time, never the service's clock.  Everything runs on the service's event loop th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -562,9 +563,12 @@ class FalcoCorrelator:
         return {"outcome": outcome, "state": state, "items": items}
 
     def _alert_event(self, alert: FalcoAlert, key: str, result: dict[str, Any]) -> dict[str, Any]:
+        h = hashlib.blake2b(digest_size=10)
+        h.update(f"{alert.node}\x00{alert.container_id}\x00{alert.rule}\x00{alert.time!r}\x00{alert.output}".encode())
         return {
             "@timestamp": iso8601(alert.time),
             "schema": FALCO_SCHEMA,
+            "event_id": h.hexdigest(),  # deterministic: a resent alert overwrites its document
             "rule": alert.rule,
             "priority": alert.priority,
             "output": alert.output,

@@ -65,7 +65,7 @@ def wait_for(pred: Any, timeout: float, what: str, procs: tuple[subprocess.Popen
     while time.monotonic() < end:
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"{what}: {p.args[:4]} exited with {p.returncode}")
+                raise AssertionError(f"{what}: {p.args!r} exited with {p.returncode}")
         try:
             v = pred()
             if v:
@@ -130,7 +130,7 @@ def _post(port: int, body: Any) -> tuple[int, dict[str, Any]]:
 
 
 def falco_alert(event: dict[str, Any], rule: str, priority: str, offset: float = 1.0,
-                **fields: Any) -> dict[str, Any]:
+                fields: dict[str, Any] | None = None) -> dict[str, Any]:
     from service.falco import parse_time
     from service.sinks.events import iso8601
 
@@ -139,7 +139,7 @@ def falco_alert(event: dict[str, Any], rule: str, priority: str, offset: float =
           "container.image.repository": event["image"]["repository"], "container.image.tag": event["image"]["tag"],
           "k8s.pod.name": event["pod"], "k8s.ns.name": event["namespace"], "proc.exepath": "/bin/sh",
           "evt.type": "execve"}
-    of.update(fields)
+    of.update(fields or {})
     return {"output": f"{rule} in {event['pod']}", "priority": priority, "rule": rule, "time": iso8601(t),
             "source": "syscall", "tags": ["container"], "hostname": event["node"], "output_fields": of}
 
@@ -215,9 +215,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             responses.append(_post(ports["falco"], falco_alert(ev, "Terminal shell in container", "Notice")))
         ev = found[0]
         responses.append(_post(ports["falco"], falco_alert(
-            ev, "Read sensitive file untrusted", "Warning", 3600.0, **{"proc.exepath": None, "evt.type": "read"})))
+            ev, "Read sensitive file untrusted", "Warning", 3600.0, {"proc.exepath": None, "evt.type": "read"})))
         bad = [_post(ports["falco"], b"{not json"),
-               _post(ports["falco"], falco_alert(ev, "x", "Notice", **{"container.id": "host"}))]
+               _post(ports["falco"], falco_alert(ev, "x", "Notice", 1.0, {"container.id": "host"}))]
         wait_for(lambda: prom.series("baseliner_falco_correlations_total"), 60, "Falco metrics in Prometheus",
                  (serve, sensor, prom_proc))
         wait_for(lambda: prom.series("baseliner_baseline_threshold"), 60, "calibrated thresholds in Prometheus")

@@ -261,11 +261,12 @@ def service() -> dict[str, Any]:
            prom("sum(rate(baseliner_batches_received_total[$__rate_interval]))", "batches")], unit="ops")
     b.add("timeseries", "Rejected vectors by reason",
           [prom("sum by (reason) (rate(baseliner_vectors_rejected_total[$__rate_interval]))", "{{reason}}"),
-           prom("sum by (reason) (rate(baseliner_batches_refused_total[$__rate_interval]))", "batch refused {{reason}}"),
+           prom("sum by (reason) (rate(baseliner_batches_refused_total[$__rate_interval]))",
+                "batch refused {{reason}}"),
            prom("sum(rate(baseliner_batches_duplicate_total[$__rate_interval]))", "duplicate batches")], unit="ops")
     b.add("timeseries", "Ingest latency (batch arrival to ack)",
-          [prom("histogram_quantile(0.5, sum by (le) (rate(baseliner_ingest_latency_seconds_bucket[$__rate_interval])))",
-                "p50"),
+          [prom("histogram_quantile(0.5, sum by (le) (rate(baseliner_ingest_latency_seconds_bucket"
+                "[$__rate_interval])))", "p50"),
            prom("histogram_quantile(0.99, sum by (le) (rate(baseliner_ingest_latency_seconds_bucket"
                 "[$__rate_interval])))", "p99")], unit="s")
     b.add("timeseries", "Scoring latency (one image group)",
