@@ -375,6 +375,8 @@ class ImageBaseline:
         verdict.severity = _severity(verdict.score / verdict.threshold, verdict.novel)
         det = profile.detector
         z = det.standard_scores(x[None, :])[0]
+        if det.upper_only:  # explain with what was scored: increases only
+            z = np.maximum(z, 0.0)
         verdict.explanation = tuple(deviations(x, z, det.means(), det.stds(), self.config.explain_top))
 
     def _learn(
