@@ -11,7 +11,11 @@ split into 5 folds; for each fold the detector learns the other four and scores
 
 Settings are ranked by the mean over folds of ROC AUC + DR at 5% FPR on that task.
 
-    .venv/bin/python bench/evaluate_cv.py [--adfa PATH] [--out cv.json]
+``--likelihood`` instead picks the smoothing ``alpha`` of the default detector (order-4 grams, mean
+surprise) the way a language model's smoothing is picked: the value that gives the held-out normal traces
+the highest likelihood (lowest mean surprise per gram), averaged over the folds.  No anomalies needed.
+
+    .venv/bin/python bench/evaluate_cv.py [--adfa PATH] [--likelihood] [--out cv.json]
 """
 
 from __future__ import annotations
@@ -59,7 +63,10 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--likelihood", action="store_true", help="choose alpha by held-out likelihood")
     args = ap.parse_args()
+    if args.likelihood:
+        return likelihood(args)
 
     traces = load_adfa(args.adfa, splits=("train",))
     rng = random.Random(args.seed)
@@ -102,6 +109,35 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(
             [{"calls_per_window": k[0], "tail": k[1], "alpha": k[2], "order_weights": k[3], "cv_auc": a,
               "cv_dr_at_5pct_fpr": d} for a, d, k in table], indent=2) + "\n")
+
+
+LIKELIHOOD_ALPHAS = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+def likelihood(args: argparse.Namespace) -> None:
+    traces = load_adfa(args.adfa, splits=("train",))
+    rng = random.Random(args.seed)
+    order = list(range(len(traces)))
+    rng.shuffle(order)
+    folds = [order[i :: args.folds] for i in range(args.folds)]
+    nll: dict[float, list[float]] = {a: [] for a in LIKELIHOOD_ALPHAS}
+    for held in folds:
+        held_set = set(held)
+        learn = dicts_to_matrix(ng for i in order if i not in held_set for _, ng in count_windows(traces[i].calls))
+        test = dicts_to_matrix(ng for i in held for _, ng in count_windows(traces[i].calls))
+        for a in LIKELIHOOD_ALPHAS:
+            det = NgramDetector(alpha=a)
+            det.learn_many(learn)
+            s, w = det.score_many(test), det.grams(test)
+            nll[a].append(float(s @ w / w.sum()))
+    print("alpha | held-out surprise per 4-gram (nats), mean over folds")
+    for a in LIKELIHOOD_ALPHAS:
+        print(f"{a:6g} | {np.mean(nll[a]):.4f}")
+    best = min(LIKELIHOOD_ALPHAS, key=lambda a: float(np.mean(nll[a])))
+    print(f"best alpha: {best}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"held_out_nll": {str(a): float(np.mean(v)) for a, v in nll.items()},
+                                              "best_alpha": best}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
