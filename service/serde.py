@@ -154,7 +154,7 @@ class Decoder:
                         f"syscall_name_index has {len(idx)} entries but syscall_count {len(counts)}",
                     )
                 try:
-                    syscalls: dict[str, Any] = dict(zip(map(names.__getitem__, idx), counts, strict=True))
+                    syscalls: dict[str, Any] = {names[j]: c for j, c in zip(idx, counts, strict=True)}
                 except IndexError:
                     raise ValidationError(
                         "BAD_REFERENCE",
