@@ -10,7 +10,7 @@ Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
 * ``seconds_since_start`` -> ``health.container_age_seconds`` (negative when unknown);
 * ``Endpoint.protocol`` ``"tcp"``/``"udp"`` -> ``PROTOCOL_TCP``/``PROTOCOL_UDP``;
   ``Endpoint.outbound`` -> ``DIRECTION_OUTBOUND`` / ``DIRECTION_INBOUND``;
-* n-grams: ``ngram_spec`` 1 with buckets in ascending order when the vector has any, else 0.
+* n-grams: ``ngram_spec`` 1 with parallel bucket/count arrays when the vector has any, else 0.
 
 Batches are stored and resent as bytes.  :func:`encode_batch_body` serialises everything but the
 sequence number; :func:`batch_request_bytes` prepends the sequence number and wraps the batch in an
@@ -78,7 +78,7 @@ def fill_vector(v: FeatureVector, msg: vectors_pb2.FeatureVector, names: dict[st
                 j = names[name] = len(names)
             idx.append(j)
         msg.syscall_name_index.extend(idx)
-        msg.syscall_count.extend(v.syscalls.values())
+        msg.syscall_count.extend(list(v.syscalls.values()))
     p = msg.process
     p.execs = v.execs
     p.forks = v.forks
@@ -107,11 +107,11 @@ def fill_vector(v: FeatureVector, msg: vectors_pb2.FeatureVector, names: dict[st
     h.complete = v.complete
     h.container_exited = v.container_exited
     h.container_age_seconds = v.seconds_since_start
-    if v.ngrams:
+    ng = v.ngrams
+    if ng:
         msg.ngram_spec = NGRAM_SPEC
-        buckets = sorted(v.ngrams)
-        msg.ngram_bucket.extend(buckets)
-        msg.ngram_count.extend(v.ngrams[b] for b in buckets)
+        msg.ngram_bucket.extend(list(ng.keys()))
+        msg.ngram_count.extend(list(ng.values()))
 
 
 def to_batch(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2.VectorBatch:
