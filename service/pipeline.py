@@ -199,6 +199,10 @@ class Pipeline:
                 e.index = i
                 rejected.append(e)
                 continue
+            except Exception:  # a value validation did not foresee: reject it, never drop the stream
+                log.exception("validating vector %d failed unexpectedly", i)
+                rejected.append(ValidationError("UNSPECIFIED", "vector could not be validated", i))
+                continue
             ident = v.identity
             first, prev = containers.observe(container_key(ident), v.window_start)
             if v.window_start <= prev:

@@ -88,3 +88,12 @@ def test_image_key_modes_route_baselines() -> None:
     assert image_key(v.identity, "tag") == "nginx:1.27"
     assert image_key(v.identity, "repository") == "nginx"
     assert image_key(v.identity, "digest") == "nginx:1.27"  # no digest: falls back to repository:tag
+
+
+def test_a_vector_validation_cannot_handle_is_rejected_not_fatal() -> None:
+    p, _, _ = _pipeline()
+    broken = vector(70, 0)
+    broken.identity = None  # type: ignore[assignment]
+    result = p.apply_batch("s", 2, list(enumerate([broken, vector(70, 1)])))
+    assert result.applied == 1
+    assert [(e.index, e.reason) for e in result.rejected] == [(0, "UNSPECIFIED")]
