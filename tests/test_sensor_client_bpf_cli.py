@@ -1,0 +1,65 @@
+"""``baseliner sensor --source bpf``: the kernel source through the sensor CLI and transport into a
+running ``baseliner serve``.  Needs root and BPF (fails instead of skipping when ``CI`` is set)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+BIN = Path(sys.executable).parent / "baseliner"
+
+
+def _require() -> None:
+    from sensor.probes import check_prerequisites
+
+    problems = check_prerequisites()
+    if problems:
+        msg = "eBPF prerequisites missing: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI is set: these tests must run)")
+        pytest.skip(msg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_bpf_source_streams_through_the_cli() -> None:
+    _require()
+    port = _free_port()
+    serve = subprocess.Popen([str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "",
+                              "--events", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        sensor = subprocess.run(
+            [str(BIN), "sensor", "--source", "bpf", "--target", f"127.0.0.1:{port}", "--node", "test-node",
+             "--windows", "3", "--window", "1"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert sensor.returncode == 0, sensor.stderr[-3000:]
+        m = re.search(r"(\d+) vectors applied, 0 rejected, 0 dropped", sensor.stderr)
+        assert m, sensor.stderr[-3000:]
+        applied = int(m.group(1))
+        assert applied >= 3  # at least the host group, every window
+
+        async def scored() -> int:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                resp = await admin_pb2_grpc.AdminStub(ch).ListBaselines(admin_pb2.ListBaselinesRequest())
+                return sum(b.windows_scored for b in resp.baselines)
+
+        assert asyncio.run(scored()) == applied
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
