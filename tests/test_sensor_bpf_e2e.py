@@ -158,19 +158,19 @@ def test_sensor_and_service_learn_two_containers_and_flag_reverse_shell(
             *BASELINER, "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "", "--events", str(events),
             "--set", f"baseline.min_learn_windows={LEARN_WINDOWS}", "--set", "baseline.min_learn_seconds=0",
             "--set", "baseline.startup_seconds=0", "--set", "baseline.novelty_min_containers=1",
-        ], env=env, cwd=REPO))
+        ], env=env, cwd=REPO, text=True))
         processes.append(subprocess.Popen([
             *BASELINER, "sensor", "--source", "bpf", "--target", f"127.0.0.1:{port}", "--node", "e2e-node",
             "--window", str(WINDOW), "--host", "ignore",
             "--cgroup-image", rf"^/baseliner-e2e-{os.getpid()}/(?P<app>[a-z]+)$=e2e/{{app}}:1",
-        ], env=env, cwd=REPO))
+        ], env=env, cwd=REPO, text=True))
         processes.append(start_in_cgroup(web_cg, WEB, str(app.port)))
         processes.append(start_in_cgroup(worker_cg, WORKER))
         # learning: both images need LEARN_WINDOWS windows and a calibrated threshold; ask the service
         deadline = time.monotonic() + 180
         while True:
             for p in processes:
-                assert p.poll() is None, f"{p.args} exited with {p.returncode}"
+                assert p.poll() is None, f"{p.args!r} exited with {p.returncode}"
             states = baseline_states(port, env)
             if states.get("e2e/web:1") == "detecting" and states.get("e2e/worker:1") == "detecting":
                 break
