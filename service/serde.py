@@ -154,7 +154,7 @@ class Decoder:
                         f"syscall_name_index has {len(idx)} entries but syscall_count {len(counts)}",
                     )
                 try:
-                    syscalls: dict[str, Any] = {names[j]: c for j, c in zip(idx, counts, strict=True)}
+                    syscalls: dict[str, Any] = {names[j]: c for j, c in zip(idx, counts, strict=False)}
                 except IndexError:
                     raise ValidationError(
                         "BAD_REFERENCE",
@@ -163,13 +163,13 @@ class Decoder:
                 if len(syscalls) != len(idx):
                     raise ValidationError("BAD_REFERENCE", "a syscall name is referenced more than once")
                 spec = v.ngram_spec
-                buckets = v.ngram_bucket
                 if spec == 0:
-                    if buckets or v.ngram_count:
+                    if v.ngram_bucket or v.ngram_count:
                         raise ValidationError("BAD_REFERENCE", "n-gram counts sent with ngram_spec 0")
                     ngrams: dict[int, int] = {}
                 elif spec in SUPPORTED_NGRAM_SPECS:
-                    ncounts = v.ngram_count
+                    buckets = v.ngram_bucket[:]  # one C call to a list; iterating the container is slower
+                    ncounts = v.ngram_count[:]
                     if len(buckets) != len(ncounts):
                         raise ValidationError(
                             "BAD_REFERENCE",
@@ -179,7 +179,7 @@ class Decoder:
                         raise ValidationError(
                             "BAD_REFERENCE", f"n-gram bucket {max(buckets)} outside [0, {NUM_BUCKETS})"
                         )
-                    ngrams = dict(zip(buckets, ncounts, strict=True))
+                    ngrams = dict(zip(buckets, ncounts, strict=False))  # lengths checked above
                     if len(ngrams) != len(buckets):
                         raise ValidationError("BAD_REFERENCE", "an n-gram bucket is listed more than once")
                 else:
