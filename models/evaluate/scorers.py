@@ -74,6 +74,9 @@ class PipelineScorer:
             self.baseline.process(vectors[i : i + self.batch])
 
     def freeze(self) -> None:
+        # DETECT calibrates the thresholds from the learning period; FREEZE then stops learning, so the
+        # headline figure is of a model that learnt the training data only.
+        self.baseline.set_mode(self._mode.DETECT)
         self.baseline.set_mode(self._mode.FREEZE)
 
     def score(self, vectors: Sequence[FeatureVector]) -> np.ndarray:
