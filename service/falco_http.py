@@ -4,8 +4,10 @@
 correlation found; a payload that is too large (``413``), not JSON or not an alert (``400``), or not
 about a container (``422``) gets a JSON body ``{"error": reason, "message": ...}`` and is counted in
 ``baseliner_falco_alerts_rejected_total{reason}``; nothing else is affected.  ``GET /healthz`` answers
-``200``.  Connections are kept alive (Falco's libcurl reuses them).  Only the standard library: the
-parsing is deliberately strict and bounded (request line and headers at most 16 KiB, bodies at most
+``200`` (open, for probes).  With a gate (``falco.secret_file``, ``falco.tls_*``; ``service/auth.py``) alerts
+need the secret in the URL (``/falco/SECRET``) or get ``401`` (counted as ``unauthorized``).
+Connections are kept alive (Falco's libcurl reuses them).  Only the standard library: the parsing
+is deliberately strict and bounded (request line and headers at most 16 KiB, bodies at most
 ``falco.max_body_bytes``, ``Content-Length`` required, read timeouts).
 
 The endpoint listens on loopback unless configured otherwise (``falco.listen``).
@@ -17,7 +19,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+import ssl
+from typing import Any, Protocol
 
 from service.config import FalcoConfig, split_address
 from service.falco import FalcoCorrelator, FalcoMetrics, FalcoPayloadError, parse_alert
@@ -26,20 +29,29 @@ log = logging.getLogger(__name__)
 
 _MAX_HEAD = 16 * 1024
 _READ_TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-            411: "Length Required", 413: "Payload Too Large", 422: "Unprocessable Entity",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large", 422: "Unprocessable Entity",
             431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
 _STATUS = {"too_large": 413, "no_container": 422, "not_container": 422}
+
+
+class Gate(Protocol):
+    """Who may post alerts (``service/auth.py``'s ``FalcoGate``): the URL secret and the TLS context."""
+
+    def allowed(self, target: str) -> tuple[bool, str]: ...  # (ok, request path without the secret)
+    def ssl_context(self) -> ssl.SSLContext | None: ...
 ALERT_PATHS = ("/", "/falco")
 
 
 class FalcoEndpoint:
     """Serves Falco alerts to a :class:`FalcoCorrelator`."""
 
-    def __init__(self, config: FalcoConfig, correlator: FalcoCorrelator, metrics: FalcoMetrics | None = None) -> None:
+    def __init__(self, config: FalcoConfig, correlator: FalcoCorrelator, metrics: FalcoMetrics | None = None,
+                 gate: Gate | None = None) -> None:
         self.config = config
         self.correlator = correlator
         self.metrics = metrics
+        self.gate = gate
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
         self.host = ""
@@ -47,7 +59,8 @@ class FalcoEndpoint:
 
     async def start(self) -> None:
         host, port = split_address(self.config.listen)
-        self.server = await asyncio.start_server(self._serve, host, port, limit=_MAX_HEAD)
+        ssl_ctx = self.gate.ssl_context() if self.gate is not None else None
+        self.server = await asyncio.start_server(self._serve, host, port, limit=_MAX_HEAD, ssl=ssl_ctx)
         self.host = host
         self.port = self.server.sockets[0].getsockname()[1]
         if host not in ("127.0.0.1", "::1", "localhost"):
@@ -117,6 +130,9 @@ class FalcoEndpoint:
             await self._reply(writer, 400, {"error": "bad_request", "message": "malformed HTTP request"}, False)
             return False
         keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        authorized = True
+        if self.gate is not None:
+            authorized, path = self.gate.allowed(path)  # strips the secret from /falco/SECRET
         path = path.split("?", 1)[0]
         if "chunked" in headers.get("transfer-encoding", "").lower():
             self._count("bad_request")
@@ -149,6 +165,10 @@ class FalcoEndpoint:
                 await self._reply(writer, 405, {"error": "method", "message": "use GET"}, keep)
                 return keep
             await self._reply(writer, 200, {"status": "ok"}, keep)
+            return keep
+        if not authorized:
+            self._count("unauthorized")
+            await self._reply(writer, 401, {"error": "unauthorized", "message": "post alerts to /falco/SECRET"}, keep)
             return keep
         if path not in ALERT_PATHS:
             await self._reply(writer, 404, {"error": "not_found", "message": f"POST alerts to {ALERT_PATHS[0]}"}, keep)
@@ -190,12 +210,13 @@ class FalcoEndpoint:
         await writer.drain()
 
 
-async def attach(server: Any) -> FalcoEndpoint | None:
+async def attach(server: Any, gate: Gate | None = None) -> FalcoEndpoint | None:
     """Wire Falco into a started-or-starting :class:`service.server.BaselinerServer`.
 
     The correlator goes in front of the pipeline's event sinks (it passes every event on), a
     Falcosidekick sink joins them when ``falco.sidekick_url`` is set, and the alert endpoint starts when
-    ``falco.listen`` is set.  Returns the endpoint (``None`` when it is off).
+    ``falco.listen`` is set, behind ``gate`` (URL secret, TLS) when one is given.  Returns the endpoint
+    (``None`` when it is off).
     """
     from service.falco import pipeline_lookup
     from service.sinks.falcosidekick import FalcosidekickSink
@@ -217,6 +238,6 @@ async def attach(server: Any) -> FalcoEndpoint | None:
     server.falco_correlator = correlator
     if not cfg.listen:
         return None
-    endpoint = FalcoEndpoint(cfg, correlator, metrics)
+    endpoint = FalcoEndpoint(cfg, correlator, metrics, gate)
     await endpoint.start()
     return endpoint

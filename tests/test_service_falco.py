@@ -373,3 +373,47 @@ def test_to_falco_maps_severity_to_priority() -> None:
     base = {"kinds": ["rate"], "@timestamp": iso8601(T0), "container": {}, "image": {}}
     assert [to_falco({**base, "severity": s})["priority"] for s in ("low", "medium", "high", "critical")] == [
         "Notice", "Warning", "Error", "Critical"]
+
+
+class _SecretGate:
+    """The gate protocol FalcoEndpoint takes (service/auth.py's FalcoGate implements it for real)."""
+
+    def allowed(self, target: str) -> tuple[bool, str]:
+        if target.startswith("/falco/s3cret-s3cret-s3cret"):
+            return True, "/falco"
+        return False, target
+
+    def ssl_context(self) -> None:
+        return None
+
+
+def test_endpoint_behind_a_gate_needs_the_secret_but_health_stays_open() -> None:
+    from service.falco_http import FalcoEndpoint
+
+    async def main() -> None:
+        async with running(falco_cfg()) as (srv, _):
+            gated = FalcoEndpoint(srv.falco.config, srv.falco_correlator, srv.falco.metrics, _SecretGate())
+            await gated.start()
+            try:
+                port = gated.port
+                ok = await asyncio.to_thread(post, port, alert(T0), None, "/falco/s3cret-s3cret-s3cret")
+                no = await asyncio.to_thread(post, port, alert(T0), None, "/falco/wrong")
+                bare = await asyncio.to_thread(post, port, alert(T0))
+
+                def health() -> int:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    c.request("GET", "/healthz")
+                    r = c.getresponse()
+                    r.read()
+                    c.close()
+                    return r.status
+
+                assert ok[0] == 200 and no[0] == 401 and bare[0] == 401
+                assert no[1]["error"] == "unauthorized"
+                assert await asyncio.to_thread(health) == 200
+                text = await asyncio.to_thread(scrape, srv.metrics_port)
+                assert sample(text, "baseliner_falco_alerts_rejected_total", reason="unauthorized") == 2
+            finally:
+                await gated.stop()
+
+    asyncio.run(main())
