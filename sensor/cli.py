@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -24,7 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from models.errors import ConfigError
 from models.vector import FeatureVector
 from sensor.buffer import MemoryBuffer
-from sensor.transport import Backoff, Transport
+from sensor.transport import Backoff, Transport, channel_credentials
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default for bpf)")
     t.add_argument("--ack-timeout", type=float, default=30.0, help="seconds to wait for an ack (default 30)")
     t.add_argument("--backoff-max", type=float, default=30.0, help="longest reconnect delay in s (default 30)")
+    t.add_argument("--tls-ca", metavar="FILE", help="verify the service's certificate against this CA (enables TLS)")
+    t.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    t.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (with --tls-key)")
+    t.add_argument("--tls-key", metavar="FILE", help="client private key for mutual TLS")
+    t.add_argument("--tls-server-name", metavar="NAME",
+                   help="name expected in the service's certificate when it differs from the --target host")
+    t.add_argument("--token-file", metavar="FILE",
+                   help="file holding this node's sensor token (sent as 'authorization: Bearer'); "
+                        "also BASELINER_SENSOR_TOKEN")
     s = p.add_argument_group("synthetic and replay sources")
     s.add_argument("--speed", type=float, default=0.0,
                    help="event seconds per wall second: 0 = as fast as possible (default), 1 = real time")
@@ -181,13 +191,39 @@ async def stream(windows: AsyncIterator[list[FeatureVector]], transport: Transpo
     return n
 
 
-async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry) -> int:
+def security_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``Transport`` keyword arguments for TLS, mutual TLS and the sensor token."""
+    out: dict[str, Any] = {}
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        try:
+            out["credentials"] = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"TLS settings: {exc}") from None
+        if args.tls_server_name:
+            out["channel_options"] = [("grpc.ssl_target_name_override", args.tls_server_name)]
+    token = os.environ.get("BASELINER_SENSOR_TOKEN", "")
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"--token-file {args.token_file} is empty")
+    if token:
+        out["token"] = token
+    return out
+
+
+async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry,
+                      security: dict[str, Any]) -> int:
     on_full = args.on_full or ("drop" if kind == "bpf" else "block")
     buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
     transport = Transport(
         args.target, sensor_id=args.sensor_id or f"{args.node}/{kind}", node=args.node, buffer=buffer,
         batch_size=args.batch_size, max_in_flight=args.max_in_flight, on_full=on_full,
         ack_timeout=args.ack_timeout, backoff=Backoff(maximum=args.backoff_max), registry=registry,
+        **security,
     )
     windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
     started = time.monotonic()
@@ -231,9 +267,10 @@ def run(args: argparse.Namespace) -> int:
             if hasattr(src, "close"):
                 src.close()
         return 0
+    security = security_from_args(args)  # before a source that takes long to open (bpf compiles)
     kind, src = open_source(args, registry)
     try:
-        return asyncio.run(_run_stream(args, kind, src, registry))
+        return asyncio.run(_run_stream(args, kind, src, registry, security))
     finally:
         if hasattr(src, "close"):
             src.close()

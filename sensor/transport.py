@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -130,6 +131,32 @@ class _Metrics:
 _EXPECTED = (asyncio.InvalidStateError, ProtocolError, AckTimeout, ConnectionError, OSError)
 
 
+def _is_loopback(target: str) -> bool:
+    host = target.rpartition(":")[0].strip("[]") or target
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def channel_credentials(ca_file: str | None = None, cert_file: str | None = None,
+                        key_file: str | None = None) -> grpc.ChannelCredentials:
+    """TLS credentials: the service verified against ``ca_file`` (system roots when None); a client
+    certificate for mutual TLS when ``cert_file`` and ``key_file`` are given."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs both a certificate file and a key file")
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+
+
 def _passthrough(b: bytes) -> bytes:
     return b
 
@@ -151,6 +178,8 @@ class Transport:
         backoff: Backoff | None = None,
         registry: CollectorRegistry | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         if not sensor_id or not node:
             raise ValueError("sensor_id and node must be non-empty")
@@ -170,6 +199,10 @@ class Transport:
         self.stats = TransportStats()
         self._metrics = _Metrics(registry)
         self._channel_options = list(channel_options)
+        self._credentials = credentials
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        if token and credentials is None and not _is_loopback(target):
+            log.warning("sending the sensor token to %s without TLS: anyone on the path can read it", target)
         self._max_batch_vectors = 0  # from Welcome; 0 = no limit announced
         self._sent_high = 0  # highest sequence written to any stream by this process
         self._staged: list[FeatureVector] = []  # submitted with flush=False, not yet a batch
@@ -290,7 +323,10 @@ class Transport:
     # -- connection loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_options)
+        if self._credentials is not None:
+            self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._channel_options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_options)
         while True:
             if self._closing and not self.buffer.batches:
                 return
@@ -326,7 +362,7 @@ class Transport:
             STREAM_METHOD, request_serializer=_passthrough,
             response_deserializer=ingest_pb2.IngestResponse.FromString,
         )
-        call = stream()
+        call = stream(metadata=self._metadata or None)
         try:
             await call.write(wire.hello_request_bytes(self.sensor_id, self.node, SENSOR_VERSION))
             first = await asyncio.wait_for(call.read(), self.ack_timeout)

@@ -26,6 +26,7 @@ class Behaviour:
     reject_vector_index: int | None = None  # reject this vector of every batch
     reject_batches_over: int | None = None  # refuse batches with more vectors (TOO_LARGE)
     max_batch_vectors: int = 0
+    require_token: str | None = None  # streams must carry "authorization: Bearer <token>"
 
 
 @dataclass
@@ -45,6 +46,10 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
     async def Stream(  # noqa: N802 (gRPC method name)
         self, request_iterator: AsyncIterator[ingest_pb2.IngestRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ingest_pb2.IngestResponse]:
+        if self.behaviour.require_token is not None:
+            meta = dict(context.invocation_metadata() or ())
+            if meta.get("authorization") != f"Bearer {self.behaviour.require_token}":
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "test: sensor token required")
         it = request_iterator.__aiter__()
         first = await it.__anext__()
         if not first.HasField("hello"):
@@ -91,8 +96,10 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
 class IngestServer:
     """Start/stop a server on a fixed port (so a client can reconnect to the same address)."""
 
-    def __init__(self, port: int = 0, behaviour: Behaviour | None = None, state: IngestState | None = None):
+    def __init__(self, port: int = 0, behaviour: Behaviour | None = None, state: IngestState | None = None,
+                 credentials: grpc.ServerCredentials | None = None):
         self.port = port
+        self.credentials = credentials
         self.behaviour = behaviour or Behaviour()
         self.state = state or IngestState()
         self._server: grpc.aio.Server | None = None
@@ -104,7 +111,11 @@ class IngestServer:
     async def start(self) -> None:
         server = grpc.aio.server()
         ingest_pb2_grpc.add_IngestServicer_to_server(RecordingIngest(self.state, self.behaviour), server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        addr = f"127.0.0.1:{self.port}"
+        if self.credentials is not None:
+            self.port = server.add_secure_port(addr, self.credentials)
+        else:
+            self.port = server.add_insecure_port(addr)
         await server.start()
         self._server = server
 

@@ -134,6 +134,10 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "--out" in capsys.readouterr().err
     assert main(["sensor", "record", "--out", str(tmp_path / "x"), "--hours", "2"]) == 2
     assert "ends after the scenario" in capsys.readouterr().err
+    assert main(["sensor", "--token-file", str(tmp_path / "no-token")]) == 2
+    assert "--token-file" in capsys.readouterr().err
+    assert main(["sensor", "--tls-cert", str(tmp_path / "c.crt")]) == 2
+    assert "TLS settings" in capsys.readouterr().err
     t0 = time.monotonic()
     assert main(["sensor", "--source", "replay", str(tmp_path / "missing.jsonl")]) == 2
     assert time.monotonic() - t0 < 5
