@@ -26,6 +26,7 @@ class Behaviour:
     reject_vector_index: int | None = None  # reject this vector of every batch
     reject_batches_over: int | None = None  # refuse batches with more vectors (TOO_LARGE)
     max_batch_vectors: int = 0
+    welcome_lag: int = 0  # Welcome reports this many batches fewer than applied (a batch still in progress)
     require_token: str | None = None  # streams must carry "authorization: Bearer <token>"
 
 
@@ -57,7 +58,8 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
         sid = first.hello.sensor_id
         self.state.hellos.append(first.hello)
         yield ingest_pb2.IngestResponse(welcome=ingest_pb2.Welcome(
-            last_sequence=self.state.last_sequence.get(sid, 0), service_version="test",
+            last_sequence=max(0, self.state.last_sequence.get(sid, 0) - self.behaviour.welcome_lag),
+            service_version="test",
             max_batch_vectors=self.behaviour.max_batch_vectors, durable_acks=False))
         applied_here = 0
         async for req in it:

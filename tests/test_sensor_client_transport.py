@@ -91,6 +91,24 @@ def test_reconnect_resends_unacknowledged_in_order_without_duplicates() -> None:
     run(body())
 
 
+def test_duplicate_acks_after_a_stale_welcome() -> None:
+    async def body() -> None:
+        # batches 5 and 6 are applied but their acks lost; the next Welcome still says 4 (they were in
+        # progress when it was written): the sensor resends them and the service answers "duplicate"
+        server = IngestServer(behaviour=Behaviour(break_after_applying=6, welcome_lag=2))
+        await server.start()
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10, max_in_flight=1,
+                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff()) as t:
+            await t.submit(_vectors(100))
+            assert await t.flush(20)
+        await server.stop()
+        assert server.state.duplicates >= 1 and t.stats.batches_duplicate == server.state.duplicates
+        assert [b.sequence for b in server.state.applied] == list(range(1, 11))
+        assert _delivered(server.state) == list(range(100))
+
+    run(body())
+
+
 def test_service_restart_mid_stream_and_start_while_down() -> None:
     async def body() -> None:
         port = _free_port()
