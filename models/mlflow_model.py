@@ -520,10 +520,19 @@ def score_frame(model: BaselinerModel, frame: pd.DataFrame, mode: str = "") -> p
 
     Each image (``repository:tag``) gets a baseline from the model (its trained state when it has one),
     then its windows are processed in event-time order: scored, decided, and learnt when unflagged, exactly
-    as in the service.  Nothing carries over between calls.  ``mode`` ("learn", "detect", "freeze", "auto")
+    as in the service.  A row without ``seconds_since_start`` (or < 0) gets the time since its container's first
+    row, as the service fills it.  Nothing carries over between calls.  ``mode`` ("learn", "detect", "freeze", "auto")
     sets the baselines' mode first; "" keeps the model's.
     """
     vectors = frame_to_vectors(frame)
+    # As the service's pipeline does: an unknown container age is the time since its first window seen.
+    first: dict[tuple[str, str], float] = {}
+    for v in vectors:
+        ckey = (v.identity.node, v.identity.container_id)
+        first[ckey] = min(first.get(ckey, v.window_start), v.window_start)
+    for v in vectors:
+        if v.seconds_since_start < 0:
+            v.seconds_since_start = v.window_start - first[(v.identity.node, v.identity.container_id)]
     groups: dict[str, list[int]] = {}
     for i, v in enumerate(vectors):
         groups.setdefault(v.identity.image, []).append(i)

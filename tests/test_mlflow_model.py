@@ -75,6 +75,8 @@ def test_pyfunc_scores_with_the_one_scoring_path(store: Path) -> None:
     b = trained()
     uri = log(mm.BaselinerModel.from_baseline(b))
     windows = [*normal_windows(3, start=1.7e9 + 1000), shell_window(1.7e9 + 1020)]
+    for v in windows:
+        v.seconds_since_start = 3600.0  # steady state (an unknown age is filled as the service does)
     frame = mm.vectors_to_frame(windows)
     out = mlflow.pyfunc.load_model(uri).predict(frame.iloc[::-1].reset_index(drop=True))
     out = out.iloc[::-1].reset_index(drop=True)  # rows come back in input order
@@ -221,3 +223,10 @@ def test_frame_round_trip_and_bad_rows() -> None:
     # optional columns may be left out
     minimal = frame.drop(columns=list(mm.JSON_COLUMNS) + ["node", "seconds_since_start"])
     assert len(mm.frame_to_vectors(pd.DataFrame(minimal))) == 3
+
+
+def test_unknown_container_age_is_filled_as_the_service_does() -> None:
+    cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, startup_seconds=12)
+    out = mm.score_frame(mm.BaselinerModel(cfg), mm.vectors_to_frame(normal_windows(8)))
+    # c1 and c2 alternate every 5 s: each container's windows at age 0 and 10 s are start-up windows
+    assert out["startup"].tolist() == [True, True, True, True, False, False, False, False]
