@@ -172,8 +172,8 @@ def test_dashboard_is_valid_provisioning_json(path: Path) -> None:
     names = {v["name"] for v in d["templating"]["list"]}
     for v in d["templating"]["list"]:
         assert v["datasource"]["uid"] == "baseliner-prometheus"
-        assert re.fullmatch(r"label_values\(\w+, *\w+\)", v["definition"])
-    used = set(re.findall(r"\$(\w+)", path.read_text())) - {"__rate_interval", "__range", "__interval", "labels"}
+        assert re.fullmatch(r"label_values\((\w+|\{[^}]+\}), *\w+\)", v["definition"])
+    used = set(re.findall(r"\$\{?(\w+)", path.read_text())) - {"__rate_interval", "__range", "__interval", "labels"}
     assert used <= names, f"variables used but not defined: {used - names}"
 
 

@@ -303,16 +303,23 @@ def substitute(expr: str, values: dict[str, str]) -> str:
     return expr
 
 
+def grafana_regex_escape(value: str) -> str:
+    """As Grafana's Prometheus datasource escapes a value for ``=~``: a backslash before each regex
+    metacharacter, itself escaped for the PromQL string (``2.4`` becomes the characters ``2\\\\.4``)."""
+    value = value.replace("\\", "\\\\\\\\")
+    return re.sub(r"([$^*{}\[\]'+?.()|])", r"\\\\\1", value)
+
+
 def variable_values(prom: Prom, dashboard: dict[str, Any]) -> dict[str, str]:
-    """What Grafana would put in for each variable: All (.*) for multi-value ones, else the first value."""
+    """What Grafana would put in for each variable: All for multi-value ones, else the most anomalous image."""
     values: dict[str, str] = {}
     for v in dashboard["templating"]["list"]:
-        m = re.fullmatch(r"label_values\((\w+), *(\w+)\)", v["definition"])
+        m = re.fullmatch(r"label_values\((.+), *(\w+)\)", v["definition"])
         assert m, f"variable {v['name']}: unexpected query {v['definition']}"
         found = prom.label_values(m.group(2), m.group(1))
         assert found, f"variable ${v['name']} ({v['definition']}) has no values"
-        if v.get("multi"):
-            values[v["name"]] = v.get("allValue", ".*")
+        if v.get("multi"):  # "All": Grafana joins every value, regex-escaped, into an alternation
+            values[v["name"]] = v.get("allValue") or "(" + "|".join(grafana_regex_escape(x) for x in found) + ")"
         else:
             # the drill-down: the image with the most anomalies
             top = prom.series("topk(1, sum by (image) (baseliner_anomalies_total))")

@@ -37,8 +37,7 @@ def _variable(name: str, label: str, query: str, multi: bool = True) -> dict[str
         "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
         "refresh": 2,
         "multi": multi,
-        "includeAll": multi,
-        **({"allValue": ".*"} if multi else {}),
+        "includeAll": multi,  # All = every current value (a regex alternation; Lucene OR for Elasticsearch)
         "current": {},
         "sort": 1,
         "hide": 0,
@@ -46,7 +45,8 @@ def _variable(name: str, label: str, query: str, multi: bool = True) -> dict[str
     }
 
 
-VAR_NAMESPACE = _variable("namespace", "Namespace", "label_values(baseliner_anomalies_total, namespace)")
+_WITH_NAMESPACE = '{__name__=~"baseliner_anomalies_total|baseliner_falco_alerts_total"}'
+VAR_NAMESPACE = _variable("namespace", "Namespace", f"label_values({_WITH_NAMESPACE}, namespace)")
 VAR_IMAGE = _variable("image", "Image", "label_values(baseliner_baseline_state, image)")
 VAR_IMAGE_ONE = _variable("image", "Image", "label_values(baseliner_baseline_state, image)", multi=False)
 VAR_NODE = _variable("node", "Node", "label_values(baseliner_vectors_received_total, node)")
@@ -193,7 +193,7 @@ def fleet() -> dict[str, Any]:
           [prom("topk(15, sum by (rule) (increase(baseliner_falco_rule_alerts_total[$__range])))", "{{rule}}",
                 instant=True)], options={"orientation": "horizontal", "displayMode": "basic"})
     b.add("table", "Latest Falco alerts with their baseline verdict",
-          [es('schema:"baseliner.falco/v1" AND namespace:$namespace')],
+          [es('schema:"baseliner.falco/v1" AND namespace:${namespace:lucene}')],
           description="From Elasticsearch (index baseliner-events): in_baseline = the rule hit behaviour the image "
                       "has learnt.",
           transformations=[{"id": "organize", "options": {"includeByName": {
@@ -201,7 +201,7 @@ def fleet() -> dict[str, Any]:
               "in_baseline": True, "baseline.outcome": True, "anomalies": True}}}])
     b.row("Latest anomalies (Elasticsearch)")
     b.add("table", "Latest anomalies and the features behind them",
-          [es('schema:"baseliner.anomaly/v1" AND namespace:$namespace')], w=24, h=10,
+          [es('schema:"baseliner.anomaly/v1" AND namespace:${namespace:lucene}')], w=24, h=10,
           transformations=[{"id": "organize", "options": {"includeByName": {
               "@timestamp": True, "severity": True, "kinds": True, "image.key": True, "pod": True, "namespace": True,
               "node": True, "score": True, "threshold": True, "novel.value": True, "explanation.text": True,
