@@ -1,0 +1,96 @@
+"""serde: domain <-> wire agree, and no input (hostile or broken) makes decoding or the pipeline raise
+anything but a per-vector rejection."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.errors import ValidationError
+from models.vector import FeatureVector
+from protos.baseliner.v1 import vectors_pb2
+from sensor import wire
+from service import serde
+from service.pipeline import Pipeline
+
+sys.path.insert(0, os.path.dirname(__file__))
+from service_fixtures import config, vector  # noqa: E402
+
+
+def test_decode_inverts_the_sensor_encoding() -> None:
+    vs = [vector(i, c, attack="shell" if i == 3 else "") for i in range(5) for c in range(3)]
+    vs[0].ngrams = {5: 2, 4097: 1}
+    vs[1].seconds_since_start = -1.0
+    vs[2].complete = False
+    msg = vectors_pb2.VectorBatch.FromString(wire.to_batch(vs, 9).SerializeToString())
+    d = serde.Decoder()
+    assert d.check_batch(msg).sequence == 9
+    out = d.decode(msg)
+    assert [i for i, _ in out] == list(range(len(vs)))
+    for (_, got), want in zip(out, vs, strict=True):
+        assert isinstance(got, FeatureVector)
+        assert got == want
+    # identities are interned: one object per container
+    assert out[0][1].identity is d.decode(msg)[0][1].identity  # type: ignore[union-attr]
+
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**6).map(float))
+text = st.text(max_size=40)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> vectors_pb2.VectorBatch:
+    names = draw(st.lists(st.sampled_from(["read", "write", "execve", "", "x" * 70, "connect"]), max_size=6))
+    b = vectors_pb2.VectorBatch(sequence=draw(st.integers(0, 5)), schema_version=draw(st.integers(0, 2)),
+                                syscall_names=names)
+    for _ in range(draw(st.integers(0, 6))):
+        v = b.vectors.add()
+        if draw(st.booleans()):
+            v.identity.node = draw(text)
+            v.identity.container_id = draw(text)
+            v.identity.image_repository = draw(st.one_of(text, st.just("nginx")))
+            v.identity.image_tag = draw(st.one_of(text, st.just("1.27")))
+        v.window_start = draw(st.one_of(numbers, st.just(1.75e9)))
+        v.window_seconds = draw(st.one_of(numbers, st.just(10.0)))
+        n = draw(st.integers(0, 4))
+        v.syscall_name_index.extend(draw(st.lists(st.integers(0, 8), min_size=n, max_size=n)))
+        v.syscall_count.extend(draw(st.lists(numbers, min_size=draw(st.sampled_from([n, n + 1])),
+                                             max_size=n + 1)))
+        v.process.execs = draw(numbers)
+        v.process.executables.extend(draw(st.lists(text, max_size=3)))
+        v.network.bytes_sent = draw(numbers)
+        for _ in range(draw(st.integers(0, 2))):
+            v.network.endpoints.add(address=draw(text), port=draw(st.integers(0, 70000)),
+                                    protocol=draw(st.integers(0, 3)), direction=draw(st.integers(0, 3)))
+        v.ngram_spec = draw(st.integers(0, 2))
+        v.ngram_bucket.extend(draw(st.lists(st.integers(0, 20000), max_size=3)))
+        v.ngram_count.extend(draw(st.lists(st.integers(0, 5), max_size=3)))
+        if draw(st.booleans()):
+            v.health.container_age_seconds = draw(numbers)
+    return b
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_no_input_makes_decode_or_the_pipeline_raise(batch: vectors_pb2.VectorBatch) -> None:
+    d = serde.Decoder(max_batch_vectors=5)
+    p = Pipeline(baseline_config=config().baseline_config())
+    data = batch.SerializeToString()
+    msg = vectors_pb2.VectorBatch.FromString(data)
+    try:
+        d.check_batch(msg)
+    except ValidationError as e:
+        assert e.reason in serde.REJECT_REASONS
+        return
+    decoded = d.decode(msg)
+    assert [i for i, _ in decoded] == list(range(len(msg.vectors)))
+    result = p.apply_batch("s", 1, decoded)
+    assert result.applied + len(result.rejected) == len(msg.vectors)
+    for e in result.rejected:
+        assert e.reason in serde.REJECT_REASONS and e.message, (e.reason, e.message)
+    for b in p.baselines.values():
+        assert all(math.isfinite(x[1]) for x in b.feature_stats())
