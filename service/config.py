@@ -26,13 +26,21 @@ IMAGE_KEYS = ("tag", "digest", "repository")
 
 @dataclass
 class GrpcConfig:
-    listen: str = "127.0.0.1:50051"  # host:port; loopback by default (TLS comes with issue 7)
+    listen: str = "127.0.0.1:50051"  # host:port; loopback by default
     max_message_bytes: int = 16 * 1024 * 1024
     max_batch_vectors: int = 10_000
     max_concurrent_streams: int = 256
     keepalive_time_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
     shutdown_grace_seconds: float = 10.0
+    # Transport security and authentication (service/auth.py; docs/reliability.md)
+    tls_cert_file: str = ""  # PEM server certificate (chain); with tls_key_file turns TLS on
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
+    allow_plaintext: bool = False  # listen without TLS on a non-loopback address (logged as a warning)
+    sensor_tokens_file: str = ""  # lines "NODE TOKEN": a stream needs a token; it reports for NODE only
+    admin_tokens_file: str = ""  # lines "TOKEN" (or "NAME TOKEN"): required for the Admin RPCs
+    max_stream_idle_seconds: float = 300.0  # a stream with no message for this long is closed
 
 
 @dataclass
@@ -49,6 +57,9 @@ class StateConfig:
     save_interval_seconds: float = 60.0
     hmac_key: str = ""  # integrity key for state files (prefer hmac_key_file)
     hmac_key_file: str = ""
+    wal: bool = True  # write-ahead log of applied batches (service/wal.py); needs dir; acks become durable
+    wal_fsync: str = "batch"  # "batch" (fsync before each ack), "group" (every wal_group_ms), "off"
+    wal_group_ms: float = 5.0
 
 
 @dataclass
@@ -78,6 +89,11 @@ class FalcoConfig:
     sidekick_url: str = ""  # Falcosidekick (or any Falco-format webhook) receiving anomaly events; "" = off
     sidekick_timeout_seconds: float = 5.0
     sidekick_queue: int = 1000  # events waiting to be posted; further ones are dropped and counted
+    # Authentication of Falco's http_output (service/auth.py): a secret in the URL and/or a client certificate
+    secret_file: str = ""  # file holding a secret: alerts must be POSTed to /falco/SECRET (or ?secret=SECRET)
+    tls_cert_file: str = ""  # PEM certificate and key: the endpoint speaks HTTPS
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # PEM CA: Falco must present a client certificate it signed (mutual TLS)
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -172,6 +188,9 @@ class ServeConfig:
         problems.extend(self.falco.problems())
         if not self.model.timeout_seconds > 0:
             problems.append(f"model.timeout_seconds must be > 0 (got {self.model.timeout_seconds})")
+        from service.auth import config_problems  # TLS, tokens, WAL policy: checked where they are used
+
+        problems.extend(config_problems(self))
         if self.pipeline.image_key not in IMAGE_KEYS:
             problems.append(
                 f"pipeline.image_key must be one of {', '.join(IMAGE_KEYS)} (got {self.pipeline.image_key!r})"

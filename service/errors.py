@@ -27,7 +27,22 @@ class ProtocolError(BaselinerError):
     """The peer broke the stream protocol (for example: a batch before the Hello)."""
 
 
+class AuthenticationError(BaselinerError):
+    """No credential, or one the service does not know (``service/auth.py``)."""
+
+
+class PermissionDeniedError(BaselinerError):
+    """A known credential used for something it does not grant (another node, the Admin API)."""
+
+
+class DurabilityError(BaselinerError):
+    """The write-ahead log could not record a batch: nothing was applied, the sensor should resend later."""
+
+
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (DurabilityError, grpc.StatusCode.UNAVAILABLE),
     (UnknownBaselineError, grpc.StatusCode.NOT_FOUND),
     (UnknownEventError, grpc.StatusCode.NOT_FOUND),
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),

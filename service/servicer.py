@@ -5,6 +5,7 @@ No domain logic here.  Errors become gRPC statuses through ``service.errors`` on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +15,8 @@ import grpc
 
 from models.errors import BaselinerError, ValidationError
 from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from service import serde
-from service.errors import ProtocolError, abort
+from service import auth, serde
+from service.errors import DurabilityError, ProtocolError, abort
 from service.pipeline import Pipeline
 from service.sinks.metrics import ServiceMetrics
 
@@ -31,11 +32,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         decoder: serde.Decoder,
         metrics: ServiceMetrics | None = None,
         durable_acks: bool = False,
+        wal: Any = None,
+        authorizer: auth.Authorizer | None = None,
+        idle_seconds: float | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.decoder = decoder
         self.metrics = metrics
-        self.durable_acks = durable_acks
+        self.wal = wal  # service.wal.WriteAheadLog: acks wait for it and say durable
+        self.durable_acks = durable_acks or wal is not None
+        self.authorizer = authorizer
+        self.idle_seconds = idle_seconds
         self.streams = 0
 
     async def Stream(  # noqa: N802 - gRPC method name
@@ -43,9 +50,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     ) -> AsyncIterator[ingest_pb2.IngestResponse]:
         sensor_id = ""
         node = ""
+        allowed: str | None = None  # the node this stream's token allows (None: no sensor tokens)
         self.streams += 1
+        requests = aiter(request_iterator)
         try:
-            async for req in request_iterator:
+            while True:
+                try:
+                    req = await asyncio.wait_for(anext(requests), self.idle_seconds)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    await abort(context, ProtocolError(f"no message for {self.idle_seconds:g}s; closing the stream"))
                 body = req.WhichOneof("body")
                 if body == "hello":
                     h = req.hello
@@ -61,6 +76,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                                 f"(this service speaks {sorted(serde.SUPPORTED_SCHEMA_VERSIONS)})"
                             ),
                         )
+                    if self.authorizer is not None:
+                        try:
+                            allowed = self.authorizer.sensor_node(context.invocation_metadata())
+                            auth.check_hello_node(allowed, h.node)
+                        except BaselinerError as e:
+                            log.warning("sensor %s refused: %s", h.sensor_id, e)
+                            await abort(context, e)
                     sensor_id, node = h.sensor_id, h.node
                     last = self.pipeline.last_sequence(sensor_id)
                     log.info("sensor %s (node %s, %s) connected; last applied batch %d",
@@ -69,7 +91,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 elif body == "batch":
                     if not sensor_id:
                         await abort(context, ProtocolError("the first message of a stream must be a Hello"))
-                    yield self._batch(sensor_id, node, req.batch)
+                    try:
+                        resp, lsn = self._batch(sensor_id, node, req.batch, allowed)
+                    except DurabilityError as e:
+                        await abort(context, e)
+                    if self.wal is not None and not resp.ack.batch_rejected:
+                        await self.wal.wait_durable(lsn)
+                        resp.ack.durable = True
+                    yield resp
                 else:
                     await abort(context, ProtocolError("empty IngestRequest (neither hello nor batch)"))
         finally:
@@ -77,7 +106,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             if sensor_id:
                 log.info("sensor %s disconnected", sensor_id)
 
-    def _batch(self, sensor_id: str, node: str, batch: Any) -> ingest_pb2.IngestResponse:
+    def _batch(
+        self, sensor_id: str, node: str, batch: Any, allowed: str | None = None
+    ) -> tuple[ingest_pb2.IngestResponse, int]:
+        """Check, log (write-ahead) and apply one batch; returns the ack and the log record to wait for."""
         t0 = time.perf_counter()
         m = self.metrics
         seq = batch.sequence
@@ -94,17 +126,27 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 if n:
                     m.rejected(e.reason, n)
             log.warning("sensor %s: batch %d refused: %s", sensor_id, seq, e.message)
-            return serde.batch_refused(seq, e)
+            return serde.batch_refused(seq, e), 0
+        lsn = self.wal.lsn if self.wal is not None else 0
         if seq <= self.pipeline.last_sequence(sensor_id):
             if m is not None:
                 m.batches_duplicate.inc()
             resp = serde.batch_ack(seq, 0, (), duplicate=True)
         else:
-            result = self.pipeline.apply_batch(sensor_id, seq, self.decoder.decode(batch))
+            decoded = auth.restrict_node(self.decoder.decode(batch), allowed)
+            if self.wal is not None:  # logged before it is applied, in the same step of the event loop
+                from service.wal import KIND_BATCH, Record
+
+                try:
+                    lsn = self.wal.append(Record(KIND_BATCH, sensor_id, allowed or "", seq, batch.SerializeToString()))
+                except (OSError, ValueError) as e:
+                    log.error("write-ahead log: cannot record batch %d of %s: %s", seq, sensor_id, e)
+                    raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
+            result = self.pipeline.apply_batch(sensor_id, seq, decoded)
             resp = serde.batch_ack(seq, result.applied, result.rejected, duplicate=result.duplicate)
         if m is not None:
             m.ingest_latency.observe(time.perf_counter() - t0)
-        return resp
+        return resp, lsn
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):

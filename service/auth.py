@@ -1,0 +1,334 @@
+"""Who may talk to the service, over what: TLS, mutual TLS, sensor and admin bearer tokens, Falco secrets.
+
+Server side (``baseliner serve``):
+
+* **TLS** on the gRPC port with ``grpc.tls_cert_file`` + ``grpc.tls_key_file``; **mutual TLS** when
+  ``grpc.tls_client_ca_file`` is set too (a client without a certificate signed by that CA cannot even
+  open a connection).  Without TLS the port may listen on loopback only, unless ``grpc.allow_plaintext``
+  says otherwise (then a warning is logged at start).
+* **Sensor tokens** (``grpc.sensor_tokens_file``, lines ``NODE TOKEN``): every ``Ingest.Stream`` must carry
+  ``authorization: Bearer TOKEN``; the token decides the one node the stream may report for.  A Hello
+  for another node is refused (``PERMISSION_DENIED``); a vector whose identity names another node is
+  rejected with reason ``UNAUTHORIZED`` (the rest of the batch goes on).
+* **Admin tokens** (``grpc.admin_tokens_file``, lines ``TOKEN`` or ``NAME TOKEN``): required for every
+  ``Admin`` RPC.  Sensor tokens do not open the Admin API and admin tokens do not open the stream.
+  Health checking and reflection stay open (they reveal nothing about baselines).
+* Tokens are compared as SHA-256 digests held in a dict (no early-exit string comparison on secrets).
+
+Falco's ``http_output`` can authenticate with a client certificate (``http_output.mtls``) or with a
+secret in the URL; ``falco.secret_file`` requires ``/falco/SECRET`` (or ``?secret=SECRET``), and
+``falco.tls_*`` put the endpoint on HTTPS with an optional client CA.  The endpoint only takes alerts: it
+has no route to anything else.
+
+Failures map to gRPC status codes in ``service/errors.py`` (the one place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+
+from models.errors import BaselinerError, ConfigError, ValidationError
+from service.errors import AuthenticationError, PermissionDeniedError, abort
+
+log = logging.getLogger(__name__)
+
+INGEST_PREFIX = "/baseliner.v1.Ingest/"
+ADMIN_PREFIX = "/baseliner.v1.Admin/"
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost``: True; anything else (``0.0.0.0`` too): False.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0"), is_loopback("node.example")
+    (True, True, False, False)
+    """
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def read_token_file(path: str, with_node: bool) -> dict[str, str]:
+    """``sha256(token) -> node`` (``with_node``) or ``-> name``; comments (#) and blank lines ignored."""
+    out: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read token file {path}: {e.strerror}") from None
+    for n, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if with_node and len(parts) != 2:
+            raise ConfigError(f"{path}:{n}: expected 'NODE TOKEN'")
+        if not with_node and len(parts) not in (1, 2):
+            raise ConfigError(f"{path}:{n}: expected 'TOKEN' or 'NAME TOKEN'")
+        token = parts[-1]
+        if len(token) < 16:
+            raise ConfigError(f"{path}:{n}: token shorter than 16 characters")
+        name = parts[0] if len(parts) == 2 else f"admin-{n}"
+        out[_digest(token)] = name
+    if not out:
+        raise ConfigError(f"token file {path} holds no token")
+    return out
+
+
+def config_problems(cfg: Any) -> list[str]:
+    """Problems with the TLS, token and WAL settings of a :class:`service.config.ServeConfig`."""
+    from service.config import split_address
+    from service.wal import FSYNC_POLICIES
+
+    out: list[str] = []
+    g = cfg.grpc
+    if bool(g.tls_cert_file) != bool(g.tls_key_file):
+        out.append("grpc.tls_cert_file and grpc.tls_key_file go together")
+    if g.tls_client_ca_file and not g.tls_cert_file:
+        out.append("grpc.tls_client_ca_file (mutual TLS) needs grpc.tls_cert_file and grpc.tls_key_file")
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "sensor_tokens_file", "admin_tokens_file"):
+        v = getattr(g, name)
+        if v and not Path(v).is_file():
+            out.append(f"grpc.{name} {v!r} is not a readable file")
+    for name in ("sensor_tokens_file", "admin_tokens_file"):
+        v = getattr(g, name)
+        if v and Path(v).is_file():
+            try:
+                read_token_file(v, with_node=name == "sensor_tokens_file")
+            except ConfigError as e:
+                out.append(f"grpc.{name}: {e}")
+    if not g.max_stream_idle_seconds > 0:
+        out.append("grpc.max_stream_idle_seconds must be > 0")
+    try:
+        host, _ = split_address(g.listen)
+        if not g.tls_cert_file and not is_loopback(host) and not g.allow_plaintext:
+            out.append(
+                f"grpc.listen {g.listen!r} is not a loopback address and TLS is off: set grpc.tls_cert_file and "
+                "grpc.tls_key_file, or grpc.allow_plaintext=true to accept plaintext on a trusted network"
+            )
+    except ValueError:
+        pass  # reported by the listen check
+    f = cfg.falco
+    if bool(f.tls_cert_file) != bool(f.tls_key_file):
+        out.append("falco.tls_cert_file and falco.tls_key_file go together")
+    if f.tls_client_ca_file and not f.tls_cert_file:
+        out.append("falco.tls_client_ca_file needs falco.tls_cert_file and falco.tls_key_file")
+    for name in ("secret_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        v = getattr(f, name)
+        if v and not Path(v).is_file():
+            out.append(f"falco.{name} {v!r} is not a readable file")
+    if f.secret_file and Path(f.secret_file).is_file() and len(_read_secret(f.secret_file)) < 16:
+        out.append("falco.secret_file: the secret must be at least 16 characters (URL-safe)")
+    s = cfg.state
+    if s.wal_fsync not in FSYNC_POLICIES:
+        out.append(f"state.wal_fsync must be one of {', '.join(FSYNC_POLICIES)} (got {s.wal_fsync!r})")
+    if not s.wal_group_ms > 0:
+        out.append("state.wal_group_ms must be > 0")
+    return out
+
+
+def _read_secret(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8").strip()
+
+
+# --------------------------------------------------------------------------------------------------
+# gRPC server
+
+
+def server_credentials(cfg: Any) -> grpc.ServerCredentials | None:
+    """TLS (or mutual TLS) credentials from ``grpc.tls_*``; None when TLS is off."""
+    g = cfg.grpc
+    if not g.tls_cert_file:
+        return None
+    cert = Path(g.tls_cert_file).read_bytes()
+    key = Path(g.tls_key_file).read_bytes()
+    ca = Path(g.tls_client_ca_file).read_bytes() if g.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str:
+    for k, v in metadata or ():
+        if k == "authorization":
+            value = v.decode() if isinstance(v, bytes) else str(v)
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return ""
+
+
+@dataclass
+class Authorizer:
+    """Token tables; ``None`` for a table means that kind of call needs no token."""
+
+    sensors: Mapping[str, str] | None = None  # sha256(token) -> node
+    admins: Mapping[str, str] | None = None  # sha256(token) -> name
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Authorizer:
+        g = cfg.grpc
+        return cls(
+            read_token_file(g.sensor_tokens_file, True) if g.sensor_tokens_file else None,
+            read_token_file(g.admin_tokens_file, False) if g.admin_tokens_file else None,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.sensors is not None or self.admins is not None
+
+    def sensor_node(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+        """The node a stream may report for; None when sensor tokens are off.  Raises when refused."""
+        if self.sensors is None:
+            return None
+        token = _bearer(metadata)
+        if not token:
+            raise AuthenticationError("this service requires a sensor token (authorization: Bearer ...)")
+        node = self.sensors.get(_digest(token))
+        if node is None:
+            raise AuthenticationError("unknown sensor token")
+        return node
+
+    def admin(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+        if self.admins is None:
+            return None
+        token = _bearer(metadata)
+        if not token:
+            raise AuthenticationError("the Admin API requires an admin token (authorization: Bearer ...)")
+        name = self.admins.get(_digest(token))
+        if name is None:
+            raise PermissionDeniedError("this token does not grant the Admin API")
+        return name
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses Ingest and Admin calls without the right token before any handler runs."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authorizer = authorizer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        md = handler_call_details.invocation_metadata
+        try:
+            if method.startswith(INGEST_PREFIX):
+                self.authorizer.sensor_node(md)
+            elif method.startswith(ADMIN_PREFIX):
+                self.authorizer.admin(md)
+        except BaselinerError as e:
+            log.warning("refused %s: %s", method, e)
+            return _denied(e, streaming=method.startswith(INGEST_PREFIX))
+        return await continuation(handler_call_details)
+
+
+def _denied(exc: BaselinerError, streaming: bool) -> grpc.RpcMethodHandler:
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await abort(context, exc)
+
+    async def stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        await abort(context, exc)
+        yield None  # pragma: no cover - abort raises
+
+    if streaming:
+        return grpc.stream_stream_rpc_method_handler(stream)
+    return grpc.unary_unary_rpc_method_handler(unary)
+
+
+def check_hello_node(allowed: str | None, hello_node: str) -> None:
+    if allowed is not None and hello_node != allowed:
+        raise PermissionDeniedError(
+            f"this sensor's token allows reports for node {allowed!r} only, not {hello_node!r}"
+        )
+
+
+def restrict_node(decoded: list[tuple[int, Any]], allowed: str | None) -> list[tuple[int, Any]]:
+    """Replace vectors that name another node than ``allowed`` by an ``UNAUTHORIZED`` rejection."""
+    if allowed is None:
+        return decoded
+    out: list[tuple[int, Any]] = []
+    for i, item in decoded:
+        if not isinstance(item, ValidationError) and item.identity.node != allowed:
+            item = ValidationError(
+                "UNAUTHORIZED", f"vector for node {item.identity.node!r} on a stream allowed for {allowed!r}", i
+            )
+        out.append((i, item))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Clients (sensor, admin CLI, tests)
+
+
+def channel_credentials(ca_file: str = "", cert_file: str = "", key_file: str = "") -> grpc.ChannelCredentials:
+    """TLS client credentials: trust ``ca_file`` (system roots when empty), present a certificate if given."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_file).read_bytes() if ca_file else None,
+        private_key=Path(key_file).read_bytes() if key_file else None,
+        certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+    )
+
+
+def bearer_metadata(token_file: str = "", token: str = "") -> tuple[tuple[str, str], ...]:
+    """``(("authorization", "Bearer ..."),)`` from a token or a file holding it; empty when neither."""
+    if token_file:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+# --------------------------------------------------------------------------------------------------
+# Falco endpoint
+
+
+class FalcoGate:
+    """Checks the secret in an alert request's URL; builds the endpoint's TLS context."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.secret = _read_secret(cfg.secret_file) if cfg.secret_file else ""
+        self._digest = _digest(self.secret) if self.secret else ""
+        self.cfg = cfg
+
+    def allowed(self, target: str) -> tuple[bool, str]:
+        """``(ok, path without the secret)`` for a request target such as ``/falco/SECRET?x=1``."""
+        parts = urlsplit(target)
+        path = parts.path
+        if not self.secret:
+            return True, path
+        given = ""
+        segs = path.rstrip("/").split("/")
+        if len(segs) >= 3 and segs[-2] == "falco":
+            given = segs[-1]
+            path = "/".join(segs[:-1])
+        else:
+            given = (parse_qs(parts.query).get("secret") or [""])[0]
+        ok = bool(given) and hmac.compare_digest(_digest(given), self._digest)
+        return ok, path
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.cfg
+        if not cfg.tls_cert_file:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+        if cfg.tls_client_ca_file:
+            ctx.load_verify_locations(cfg.tls_client_ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx

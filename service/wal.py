@@ -1,0 +1,345 @@
+"""Write-ahead log of applied batches: what makes a ``BatchAck`` with ``durable = true`` true.
+
+Every batch the pipeline applies is appended here (sensor id, node, sequence number and the batch's
+protobuf bytes) before its acknowledgement is sent; the acknowledgement waits until the record is as
+durable as the configured policy promises (``state.wal_fsync``):
+
+``batch``
+    ``fsync`` before every acknowledgement.  Concurrent streams share one ``fsync`` (whoever waits while
+    one runs is covered by the next), so many sensors cost far fewer than one ``fsync`` per batch.
+``group``
+    one ``fsync`` every ``state.wal_group_ms`` milliseconds covers every record appended before it;
+    acknowledgements wait for it.  Higher throughput per stream, acks delayed by up to that interval.
+``off``
+    acknowledge once the record is written to the kernel (``write(2)``): survives a crash of the service
+    process (``kill -9``), not a crash of the machine.
+
+Checkpoints (``service/store.py``) truncate the log: :meth:`WriteAheadLog.rotate` starts a new segment at
+the moment the snapshot is taken (on the event loop, so a batch is either in the snapshot or in a later
+segment), and :meth:`WriteAheadLog.drop_through` deletes the older segments once the checkpoint files
+are written.  On start the service restores the checkpoint, then replays every segment left, skipping
+records whose sequence number the restored state already covers (per sensor), so a batch is applied
+exactly once whatever the moment of the crash.
+
+File format (non-executable, integrity-checked, like the state files)::
+
+    segment  := b"BASELINER-WAL 1 " <algorithm> b"\\n" record*
+    record   := length:u32be tag:32 bytes body:length bytes
+    body     := kind:u8 (1 = batch) sequence:u64be len:u16be sensor_id len:u16be node batch-bytes
+    tag_i    := HMAC-SHA256(key, tag_(i-1) || body)   (SHA-256 without a key); tag_0 over the segment header
+
+The chained tag catches a changed, removed, reordered or inserted record.  A record cut short at the
+very end of the newest segment (the process died inside ``write``; never acknowledged) is dropped with a
+warning; any other mismatch refuses the whole log with :class:`models.errors.StateError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import StateError
+
+log = logging.getLogger(__name__)
+
+FSYNC_POLICIES = ("batch", "group", "off")
+_VERSION = 1
+_PREFIX = b"BASELINER-WAL %d " % _VERSION
+_REC = struct.Struct(">I")
+_BODY = struct.Struct(">BQ")
+_U16 = struct.Struct(">H")
+_TAG = 32
+KIND_BATCH = 1
+#: Bound on one record (a batch is bounded by grpc.max_message_bytes, far below this).
+MAX_RECORD_BYTES = 1 << 30
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    kind: int
+    sensor_id: str
+    node: str
+    sequence: int
+    batch: bytes
+
+
+def _mac(key: bytes | None, prev: bytes, body: bytes) -> bytes:
+    if key:
+        m = hmac.new(key, prev, hashlib.sha256)
+        m.update(body)
+        return m.digest()
+    return hashlib.sha256(prev + body).digest()
+
+
+def _header(key: bytes | None) -> bytes:
+    return _PREFIX + (b"hmac-sha256" if key else b"sha256") + b"\n"
+
+
+def encode_body(rec: Record) -> bytes:
+    sid = rec.sensor_id.encode()
+    node = rec.node.encode()
+    if len(sid) > 0xFFFF or len(node) > 0xFFFF:
+        raise ValueError("sensor id or node name too long for the log")
+    return b"".join((_BODY.pack(rec.kind, rec.sequence), _U16.pack(len(sid)), sid, _U16.pack(len(node)), node,
+                     rec.batch))
+
+
+def decode_body(body: bytes, where: str) -> Record:
+    try:
+        kind, seq = _BODY.unpack_from(body, 0)
+        off = _BODY.size
+        (n,) = _U16.unpack_from(body, off)
+        off += 2
+        sid = body[off:off + n].decode()
+        off += n
+        (m,) = _U16.unpack_from(body, off)
+        off += 2
+        node = body[off:off + m].decode()
+        off += m
+    except (struct.error, UnicodeDecodeError) as e:
+        raise StateError(f"{where}: malformed log record ({e}); refusing to replay the log") from None
+    if kind != KIND_BATCH:
+        raise StateError(f"{where}: unknown log record kind {kind}; refusing to replay the log")
+    return Record(kind, sid, node, seq, body[off:])
+
+
+def read_segment(path: Path, key: bytes | None, last: bool) -> Iterator[Record]:
+    """Verify and yield the records of one segment (see the module docstring for what is refused)."""
+    data = path.read_bytes()
+    where = str(path)
+    nl = data.find(b"\n", 0, 64)
+    if nl < 0 or not data.startswith(_PREFIX):
+        if last and len(data) < len(_header(key)):  # created, header never completely written
+            log.warning("%s: empty log segment (the service stopped while creating it)", where)
+            return
+        raise StateError(f"{where}: not a Baseliner write-ahead log segment; refusing to replay it")
+    algo = data[len(_PREFIX):nl].decode("ascii", "replace")
+    if algo == "hmac-sha256" and not key:
+        raise StateError(f"{where}: log is protected by an HMAC but no state key is configured; refusing it")
+    if algo == "sha256" and key:
+        raise StateError(f"{where}: log carries no HMAC but a state key is configured; refusing it")
+    if algo not in ("hmac-sha256", "sha256"):
+        raise StateError(f"{where}: unknown integrity algorithm {algo!r}; refusing it")
+    prev = _mac(key, b"", data[:nl + 1])
+    off = nl + 1
+    n = 0
+    while off < len(data):
+        head = off + _REC.size + _TAG
+        if head > len(data):
+            if last:
+                log.warning("%s: dropping a record cut short at the end (never acknowledged)", where)
+                return
+            raise StateError(f"{where}: truncated record {n} inside the log; refusing to replay it")
+        (length,) = _REC.unpack_from(data, off)
+        tag = data[off + _REC.size:head]
+        end = head + length
+        if length > MAX_RECORD_BYTES or end > len(data):
+            if last and end > len(data) and length <= MAX_RECORD_BYTES:
+                log.warning("%s: dropping a record cut short at the end (never acknowledged)", where)
+                return
+            raise StateError(f"{where}: record {n} has an impossible length; refusing to replay the log")
+        body = data[head:end]
+        expected = _mac(key, prev, body)
+        if not hmac.compare_digest(expected, tag):
+            if last and end == len(data):
+                log.warning("%s: dropping a damaged last record (never acknowledged)", where)
+                return
+            what = "tampered with or corrupt (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
+            raise StateError(f"{where}: record {n} is {what}; refusing to replay the log")
+        prev = expected
+        yield decode_body(body, f"{where} record {n}")
+        off = end
+        n += 1
+
+
+class WriteAheadLog:
+    """Segmented append-only log under ``directory`` (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike[str], key: bytes | None = None, fsync: str = "batch",
+                 group_ms: float = 5.0) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
+        self.dir = Path(directory)
+        self.key = key
+        self.fsync = fsync
+        self.group_seconds = max(group_ms, 0.1) / 1000.0
+        self._fd = -1
+        self._segment = 0
+        self._prev = b""
+        self.lsn = 0  # records appended by this process
+        self.synced_lsn = 0
+        self._sync_lock = asyncio.Lock()
+        self._synced = asyncio.Condition()
+        self._flusher: asyncio.Task[None] | None = None
+        self.fsyncs = 0
+        self.fsync_seconds = 0.0
+        self.bytes_written = 0
+
+    # -- segments -------------------------------------------------------------------------------------
+    def segments(self) -> list[Path]:
+        if not self.dir.exists():
+            return []
+        return sorted(p for p in self.dir.glob("*.wal") if p.stem.isdigit())
+
+    def replay(self) -> Iterator[Record]:
+        """Every record left from before this start, oldest first (verified as it goes)."""
+        segs = self.segments()
+        for i, path in enumerate(segs):
+            yield from read_segment(path, self.key, last=i == len(segs) - 1)
+
+    def open(self) -> None:
+        """Start a new segment after the existing ones (call after :meth:`replay`)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        segs = self.segments()
+        self._open_segment((int(segs[-1].stem) if segs else 0) + 1)
+
+    def _open_segment(self, number: int) -> None:
+        path = self.dir / f"{number:012d}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        header = _header(self.key)
+        os.write(fd, header)
+        os.fsync(fd)
+        _fsync_dir(self.dir)
+        if self._fd >= 0:
+            self._close_fd()
+        self._fd = fd
+        self._segment = number
+        self._prev = _mac(self.key, b"", header)
+
+    def _close_fd(self) -> None:
+        if self.fsync != "off":
+            os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+
+    def rotate(self) -> int:
+        """Start a new segment; returns the number of the last one closed (for :meth:`drop_through`).
+
+        Everything appended so far is in segments up to the returned number (and fsynced, so records of
+        the closed segment count as synced).
+        """
+        closed = self._segment
+        self._open_segment(closed + 1)  # fsyncs and closes the previous one
+        if self.fsync != "off":
+            self.synced_lsn = self.lsn
+        return closed
+
+    def drop_through(self, number: int) -> int:
+        """Delete segments numbered ``<= number`` (their content is in a written checkpoint)."""
+        n = 0
+        for p in self.segments():
+            if int(p.stem) <= number and int(p.stem) != self._segment:
+                p.unlink(missing_ok=True)
+                n += 1
+        if n:
+            _fsync_dir(self.dir)
+        return n
+
+    # -- appends --------------------------------------------------------------------------------------
+    def append(self, rec: Record) -> int:
+        """Write one record to the kernel (synchronous, no fsync); returns its log sequence number."""
+        if self._fd < 0:
+            raise StateError("write-ahead log is not open")
+        body = encode_body(rec)
+        tag = _mac(self.key, self._prev, body)
+        data = _REC.pack(len(body)) + tag + body
+        written = os.write(self._fd, data)
+        while written < len(data):  # regular files do not short-write in practice; be correct anyway
+            written += os.write(self._fd, data[written:])
+        self._prev = tag
+        self.bytes_written += len(data)
+        self.lsn += 1
+        return self.lsn
+
+    async def wait_durable(self, lsn: int) -> None:
+        """Return once record ``lsn`` is as durable as the policy promises."""
+        if self.fsync == "off" or self.synced_lsn >= lsn:
+            return
+        if self.fsync == "batch":
+            async with self._sync_lock:  # a waiter behind a running fsync is usually covered by it
+                if self.synced_lsn >= lsn:
+                    return
+                await self._sync()
+            return
+        self._ensure_flusher()
+        async with self._synced:
+            await self._synced.wait_for(lambda: self.synced_lsn >= lsn)
+
+    async def _sync(self) -> None:
+        target = self.lsn
+        fd = self._fd
+        t0 = time.perf_counter()
+        await asyncio.to_thread(os.fsync, fd)
+        self.fsyncs += 1
+        self.fsync_seconds += time.perf_counter() - t0
+        self.synced_lsn = max(self.synced_lsn, target)
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="baseliner-wal-group-commit")
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.group_seconds)
+            if self.synced_lsn < self.lsn:
+                async with self._sync_lock:
+                    await self._sync()
+                async with self._synced:
+                    self._synced.notify_all()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+        if self._fd >= 0:
+            self._close_fd()
+        self.synced_lsn = self.lsn
+        async with self._synced:
+            self._synced.notify_all()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, int]:
+    """Apply every logged batch the restored ``pipeline`` does not cover yet; returns (applied, skipped).
+
+    The pipeline's per-sensor last sequence (restored from the checkpoint) decides: a record at or below
+    it is already in the checkpoint.  Anomaly events of replayed batches are not emitted again (they were
+    written before the batch was acknowledged); the caller mutes the sinks.
+    """
+    from protos.baseliner.v1 import vectors_pb2
+    from service.auth import restrict_node
+
+    applied = skipped = 0
+    for rec in log_.replay():
+        if rec.sequence <= pipeline.last_sequence(rec.sensor_id):
+            skipped += 1
+            continue
+        try:
+            batch = vectors_pb2.VectorBatch.FromString(rec.batch)
+        except Exception as e:  # verified by its tag, so this is a bug or a format change: say so
+            raise StateError(f"write-ahead log: batch {rec.sequence} of {rec.sensor_id} cannot be parsed ({e})") \
+                from None
+        decoded = restrict_node(decoder.decode(batch), rec.node or None)
+        pipeline.apply_batch(rec.sensor_id, rec.sequence, decoded)
+        applied += 1
+    return applied, skipped
