@@ -205,7 +205,14 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
 
     asyncio.run(main())
     key = KEY.encode()
-    run_id = export(state, key, [], "baselines-test", "nightly")
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY + "\n")
+    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "export", "--state-dir", str(state),
+                        "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--run-name", "nightly"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip().splitlines()[-1]
+    assert MlflowClient().get_run(run_id).data.tags["baseliner.kind"] == "baselines-export"
     arts = {a.path for a in MlflowClient().list_artifacts(run_id, "baselines")}
     assert len([a for a in arts if a.endswith(".state")]) == 2 and len([a for a in arts if a.endswith(".json")]) == 2
 
@@ -229,7 +236,12 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     # only one image, the --force rule, and a wrong key
     with pytest.raises(Exception, match="already has baselines for a:1.27"):
         import_run(run_id, fresh, key, ["a:1.27"], force=False)
-    assert import_run(run_id, fresh, key, ["a:1.27"], force=True) == ["a:1.27"]
+    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "import", run_id, "--state-dir", str(fresh),
+                        "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--image", "a:1.27", "--force"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "imported 1 baselines" in r.stderr, r.stderr
+    # export of a subset, in-process
+    assert len(MlflowClient().list_artifacts(export(state, key, ["b:1.27"], "baselines-test", ""), "baselines")) == 2
     with pytest.raises(Exception, match="HMAC mismatch"):
         import_run(run_id, tmp_path / "other", b"wrong key", [], force=False)
     assert not (tmp_path / "other" / "baselines").exists()
