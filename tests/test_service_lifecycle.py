@@ -170,3 +170,35 @@ def test_baseline_limit_rejects_new_images_with_a_clear_reason() -> None:
             assert sample(text, "baseliner_baselines_limit") == 1
 
     asyncio.run(main())
+
+
+def test_admin_cli_commands_against_the_running_service(capsys) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+
+    from service import admin as admin_cli
+
+    def cli(*argv: str) -> int:
+        parser = argparse.ArgumentParser()
+        admin_cli.add_parser(parser.add_subparsers())
+        return admin_cli.run(parser.parse_args(["admin", "--target", target, *argv]))
+
+    async def main() -> None:
+        nonlocal target
+        async with running_default() as (srv, events):
+            target = f"127.0.0.1:{srv.port}"
+            await _learn(srv.port)
+            await exchange(srv.port, [hello("s1"), batch_request([vector(70, 0, attack="shell")], 7)])
+            assert await asyncio.to_thread(cli, "list") == 0
+            assert await asyncio.to_thread(cli, "get", KEY) == 0
+            assert await asyncio.to_thread(cli, "mode", KEY, "freeze") == 0
+            assert await asyncio.to_thread(cli, "--json", "get", KEY) == 0
+            assert await asyncio.to_thread(cli, "feedback", events[0]["event_id"]) == 0
+            assert await asyncio.to_thread(cli, "reset", KEY) == 0
+            assert await asyncio.to_thread(cli, "get", "nope:1") == 1
+
+    target = ""
+    asyncio.run(main())
+    out, err = capsys.readouterr()
+    assert "detecting" in out and "frozen" in out and '"state": "STATE_FROZEN"' in out
+    assert "executable:/bin/sh" in out and "learned=0 " in out
+    assert "NOT_FOUND" in err
