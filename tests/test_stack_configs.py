@@ -281,6 +281,8 @@ def test_index_template_maps_every_field_of_real_events() -> None:
     problems = set()
     for e in events:
         assert e["event_id"], "Fluent Bit indexes by event_id"
+        # parsers.conf reads it with Time_Format %Y-%m-%dT%H:%M:%S.%LZ
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["@timestamp"]), e["@timestamp"]
         for path, value in _leaves(e, []):
             typ = _mapped_type(props, path)
             name = ".".join(path)
