@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -59,6 +61,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default for bpf)")
     t.add_argument("--ack-timeout", type=float, default=30.0, help="seconds to wait for an ack (default 30)")
     t.add_argument("--backoff-max", type=float, default=30.0, help="longest reconnect delay in s (default 30)")
+    t.add_argument("--drain-timeout", type=float, default=10.0,
+                   help="on SIGINT/SIGTERM, seconds to send what is buffered before exiting (default 10)")
     t.add_argument("--tls-ca", metavar="FILE", help="verify the service's certificate against this CA (enables TLS)")
     t.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
     t.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (with --tls-key)")
@@ -162,6 +166,8 @@ async def _paced(windows: Iterable[list[FeatureVector]], speed: float,
             delay = (ev - t0_event) / speed - (time.monotonic() - t0_wall)
             if delay > 0:
                 await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
         else:
             await asyncio.sleep(0)  # let the transport's connection make progress
         yield vectors
@@ -227,10 +233,26 @@ async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: C
     )
     windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with transport:
-        submitted = await stream(windows, transport, coalesce=kind != "bpf" and args.speed == 0)
-        log.info("source finished: %d vectors submitted; waiting for acknowledgements", submitted)
-        flushed = await transport.flush()
+        feed = asyncio.create_task(stream(windows, transport, coalesce=kind != "bpf" and args.speed == 0))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({feed, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if feed.done():
+            stopper.cancel()
+            log.info("source finished: %d vectors submitted; waiting for acknowledgements", feed.result())
+            flushed = await transport.flush()
+        else:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+            log.info("signal received: sending what is buffered (up to %.0fs)", args.drain_timeout)
+            flushed = await transport.flush(args.drain_timeout)
+            if not flushed:
+                log.warning("%d batches were not acknowledged before exit", transport.buffer.batches)
     st = transport.stats
     log.info("done in %.1fs: %d vectors applied, %d rejected, %d dropped; %d batches sent (%d resent), "
              "%d connects", time.monotonic() - started, st.vectors_applied, st.vectors_rejected,

@@ -141,3 +141,36 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     t0 = time.monotonic()
     assert main(["sensor", "--source", "replay", str(tmp_path / "missing.jsonl")]) == 2
     assert time.monotonic() - t0 < 5
+
+
+def test_sigterm_sends_what_is_buffered_then_exits(tmp_path: Path) -> None:
+    import signal
+
+    port = _free_port()
+    serve = subprocess.Popen([str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "",
+                              "--events", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sensor = subprocess.Popen(
+            [str(BIN), "sensor", "--source", "synthetic", "--target", f"127.0.0.1:{port}", "--node", "n1",
+             "--speed", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        sensor.send_signal(signal.SIGTERM)
+        _, err = sensor.communicate(timeout=60)
+        assert sensor.returncode == 0, err[-2000:]
+        assert "signal received" in err
+        import re
+
+        m = re.search(r"(\d+) vectors applied, 0 rejected, 0 dropped", err)
+        assert m and int(m.group(1)) > 0
+
+        async def scored() -> int:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                resp = await admin_pb2_grpc.AdminStub(ch).ListBaselines(admin_pb2.ListBaselinesRequest())
+                return sum(b.windows_scored for b in resp.baselines)
+
+        import asyncio
+
+        assert asyncio.run(scored()) == int(m.group(1))
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
