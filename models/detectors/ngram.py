@@ -12,7 +12,7 @@ from river import base
 from models.ngrams import BUCKETS, NUM_BUCKETS, ORDERS
 from models.syscalls import fnv1a32
 
-__all__ = ["NgramDetector", "dicts_to_matrix"]
+__all__ = ["NgramDetector", "dicts_to_matrix", "sparse_row"]
 
 _ORDER_OF_BUCKET = np.repeat(np.arange(len(ORDERS)), BUCKETS)
 
@@ -28,18 +28,52 @@ def key_bucket(key: Any) -> int:
     return fnv1a32(repr(key).encode()) % NUM_BUCKETS
 
 
+def sparse_row(x: Mapping[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket indices and counts of one dict row; non-positive and non-finite counts are dropped.
+
+    >>> idx, val = sparse_row({3: 2, 7: 0, 9: float("nan"), "v": 1.5})
+    >>> idx.tolist()[:1], val.tolist()
+    ([3], [2.0, 1.5])
+    """
+    n = len(x)
+    try:
+        if n and type(next(iter(x))) not in (int, np.int64):
+            raise TypeError
+        idx = np.fromiter(x.keys(), dtype=np.int64, count=n)
+        if n and (idx.min() < 0 or idx.max() >= NUM_BUCKETS):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        idx = np.fromiter((key_bucket(k) for k in x), dtype=np.int64, count=n)
+    try:
+        val = np.fromiter(x.values(), dtype=np.float64, count=n)
+    except (TypeError, ValueError):
+        val = np.fromiter((_number(v) for v in x.values()), dtype=np.float64, count=n)
+    keep = np.isfinite(val) & (val > 0)
+    if not keep.all():
+        idx, val = idx[keep], val[keep]
+    return idx, val
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def dicts_to_matrix(rows: Iterable[Mapping[Any, float]]) -> Any:
     """Stack sparse bucket counts (``FeatureVector.ngrams``) into a ``scipy.sparse`` CSR matrix."""
     from scipy import sparse
 
-    indptr, indices, data = [0], [], []
+    idx_parts, val_parts, indptr = [], [], [0]
     for row in rows:
-        for k, v in row.items():
-            indices.append(key_bucket(k))
-            data.append(float(v))
-        indptr.append(len(indices))
-    m = sparse.csr_matrix((np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64),
-                           np.asarray(indptr, dtype=np.int64)), shape=(len(indptr) - 1, NUM_BUCKETS))
+        idx, val = sparse_row(row)
+        idx_parts.append(idx)
+        val_parts.append(val)
+        indptr.append(indptr[-1] + len(idx))
+    idx_all = np.concatenate(idx_parts) if idx_parts else np.zeros(0, dtype=np.int64)
+    val_all = np.concatenate(val_parts) if val_parts else np.zeros(0)
+    m = sparse.csr_matrix((val_all, idx_all, np.asarray(indptr, dtype=np.int64)), shape=(len(indptr) - 1, NUM_BUCKETS))
     m.sum_duplicates()
     return m
 
@@ -140,13 +174,7 @@ class NgramDetector(base.AnomalyDetector):
 
     @staticmethod
     def _row(x: Mapping[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
-        idx, val = [], []
-        for k, v in x.items():
-            fv = float(v)
-            if fv > 0 and math.isfinite(fv):
-                idx.append(key_bucket(k))
-                val.append(fv)
-        return np.asarray(idx, dtype=np.int64), np.asarray(val, dtype=np.float64)
+        return sparse_row(x)
 
     @staticmethod
     def _matrix(X: Any) -> Any:
@@ -190,7 +218,15 @@ class NgramDetector(base.AnomalyDetector):
     def score_many(self, X: Any) -> np.ndarray:
         from scipy import sparse
 
-        m = sparse.coo_matrix(self._matrix(X))
+        m = self._matrix(X)
+        if isinstance(m, np.ndarray) and self.tail >= 1:
+            clean = np.where(np.isfinite(m) & (m > 0), m, 0.0)
+            num = clean @ (self._weights * self._cached_surprise())
+            den = clean @ self._weights
+            out = np.zeros(len(clean), dtype=np.float64)
+            np.divide(num, den, out=out, where=den > 0)
+            return out
+        m = sparse.coo_matrix(m)
         keep = np.isfinite(m.data) & (m.data > 0)
         return self._tail_scores(m.row[keep].astype(np.int64), m.col[keep].astype(np.int64), m.data[keep], m.shape[0])
 
