@@ -74,9 +74,19 @@ def free_port() -> int:
 class Listener:
     """A tiny TCP server on the host that answers every connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: range | None = None) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        if ports is None:
+            self.sock.bind(("127.0.0.1", 0))
+        else:  # a port below the ephemeral range, so that the service's novelty tier considers it
+            for port in ports:
+                try:
+                    self.sock.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    continue
+            else:
+                raise RuntimeError(f"no free port in {ports}")
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.2)
@@ -149,7 +159,7 @@ def test_sensor_and_service_learn_two_containers_and_flag_reverse_shell(
     web_cg, worker_cg = parent / "web", parent / "worker"
     for cg in (web_cg, worker_cg):
         cg.mkdir(parents=True, exist_ok=True)
-    app, c2 = Listener(), Listener()  # c2: the "attacker's" port, never used while learning
+    app, c2 = Listener(), Listener(range(4444, 4544))  # c2: the "attacker's" port, never used while learning
     events = tmp_path / "events.jsonl"
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -198,6 +208,7 @@ def test_sensor_and_service_learn_two_containers_and_flag_reverse_shell(
         ev = flagged[0]
         novel = {(n["kind"], n["value"]) for n in ev["novel"]}  # type: ignore[attr-defined]
         assert any(kind == "executable" and value == "/bin/sh" for kind, value in novel), novel
+        assert any(str(c2.port) in str(value) for kind, value in novel if "port" in kind), novel
         assert ev["baseline_state"] != "learning"
         # the worker container did nothing unusual: no anomaly for it after learning
         assert not [e for e in read_events(events)[len(quiet):]
