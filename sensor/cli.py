@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -56,6 +57,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--buffer-batches", type=int, default=2048,
                    help="bound on unacknowledged batches held (default 2048)")
     t.add_argument("--buffer-mb", type=float, default=256.0, help="bound on their size in MiB (default 256)")
+    t.add_argument("--spool-dir", metavar="DIR",
+                   help="keep unacknowledged batches in this on-disk spool (survives a sensor restart; "
+                        "sensor/spool.py) instead of memory; bounded by --buffer-batches/--buffer-mb")
+    t.add_argument("--spool-key-file", metavar="FILE", help="HMAC key for the spool files (recommended)")
     t.add_argument("--on-full", choices=("block", "drop"),
                    help="when the buffer is full: wait (default for synthetic/replay) or drop the oldest "
                         "(default for bpf)")
@@ -224,7 +229,15 @@ def security_from_args(args: argparse.Namespace) -> dict[str, Any]:
 async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry,
                       security: dict[str, Any]) -> int:
     on_full = args.on_full or ("drop" if kind == "bpf" else "block")
-    buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
+    buffer: Any
+    if args.spool_dir:
+        from sensor.spool import DiskSpool
+
+        key = Path(args.spool_key_file).read_bytes().strip() if args.spool_key_file else None
+        buffer = DiskSpool(args.spool_dir, max_batches=args.buffer_batches,
+                           max_bytes=int(args.buffer_mb * 1024 * 1024), key=key or None)
+    else:
+        buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
     transport = Transport(
         args.target, sensor_id=args.sensor_id or f"{args.node}/{kind}", node=args.node, buffer=buffer,
         batch_size=args.batch_size, max_in_flight=args.max_in_flight, on_full=on_full,

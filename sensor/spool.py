@@ -1,0 +1,236 @@
+"""A bounded on-disk spool of unacknowledged batches: the :class:`~sensor.buffer.BatchBuffer` that survives a restart.
+
+One file per batch under the spool directory, plus the sequence counter::
+
+    <dir>/00000000000000000042.batch    one encoded batch (``sensor.wire.encode_batch_body``)
+    <dir>/next                          the next sequence number (so numbering never goes back)
+
+Every file is written to a temporary name, ``fsync``-ed (``fsync=True``, the default) and renamed, so a
+file is either complete or absent whatever the moment the sensor dies.  A batch file is::
+
+    BASELINER-SPOOL 1 <algorithm> <hex tag>\\n       hmac-sha256 with the spool key, or sha256 without one
+    {"sequence": N, "vectors": M}\\n
+    <batch body bytes>                               protobuf, parsed by the service; never executed here
+
+and the tag covers the header line and the body.  On open, a file whose tag does not verify, or that
+another key (or no key) wrote, is refused with :class:`SpoolError` naming the file: the sensor does not
+start on a spool someone else may have written.  Batches are resent in ascending sequence order; the
+service recognises resends of batches it had applied (per-sensor last sequence, itself durable).
+
+Bounds: ``max_batches`` and ``max_bytes``; when full the oldest batches are evicted (and returned from
+:meth:`DiskSpool.add` for the transport to count), or the producer waits (transport ``on_full="block"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from models.errors import StateError
+from sensor.buffer import Pending
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"BASELINER-SPOOL 1 "
+_SUFFIX = ".batch"
+
+
+class SpoolError(StateError):
+    """A spool file is corrupt, tampered with, or written with another key."""
+
+
+def _tag(key: bytes | None, header: bytes, body: bytes) -> tuple[str, str]:
+    if key:
+        m = hmac.new(key, header, hashlib.sha256)
+        m.update(b"\n")
+        m.update(body)
+        return "hmac-sha256", m.hexdigest()
+    h = hashlib.sha256(header)
+    h.update(b"\n")
+    h.update(body)
+    return "sha256", h.hexdigest()
+
+
+def encode_entry(p: Pending, key: bytes | None) -> bytes:
+    header = json.dumps({"sequence": p.sequence, "vectors": p.vectors}, separators=(",", ":")).encode()
+    algo, tag = _tag(key, header, p.body)
+    return _MAGIC + f"{algo} {tag}\n".encode() + header + b"\n" + p.body
+
+
+def decode_entry(data: bytes, key: bytes | None, where: str) -> Pending:
+    """Verify and parse one spool file; :class:`SpoolError` with the reason otherwise."""
+    if not data.startswith(_MAGIC):
+        raise SpoolError(f"{where}: not a Baseliner spool file; refusing to load it")
+    nl1 = data.find(b"\n", len(_MAGIC), len(_MAGIC) + 200)
+    nl2 = data.find(b"\n", nl1 + 1, nl1 + 1 + 4096) if nl1 >= 0 else -1
+    if nl1 < 0 or nl2 < 0:
+        raise SpoolError(f"{where}: truncated or corrupt spool file; refusing to load it")
+    try:
+        algo, tag = data[len(_MAGIC):nl1].decode("ascii").split(" ", 1)
+    except (UnicodeDecodeError, ValueError):
+        raise SpoolError(f"{where}: corrupt integrity line; refusing to load it") from None
+    if algo == "hmac-sha256" and not key:
+        raise SpoolError(f"{where}: spool file carries an HMAC but no spool key is configured; refusing to load it")
+    if algo == "sha256" and key:
+        raise SpoolError(f"{where}: spool file carries no HMAC but a spool key is configured; refusing to load it")
+    if algo not in ("hmac-sha256", "sha256"):
+        raise SpoolError(f"{where}: unknown integrity algorithm {algo!r}; refusing to load it")
+    header = data[nl1 + 1:nl2]
+    body = data[nl2 + 1:]
+    _, expected = _tag(key, header, body)
+    if not hmac.compare_digest(expected, tag):
+        what = "tampered with or corrupt (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
+        raise SpoolError(f"{where}: spool file is {what}; refusing to load it")
+    try:
+        meta = json.loads(header)
+        seq, vectors = int(meta["sequence"]), int(meta["vectors"])
+    except (ValueError, KeyError, TypeError):
+        raise SpoolError(f"{where}: spool header is not valid; refusing to load it") from None
+    return Pending(seq, body, vectors)
+
+
+class DiskSpool:
+    """Bounded on-disk :class:`~sensor.buffer.BatchBuffer` (see the module docstring).
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> s = DiskSpool(d, max_batches=2, fsync=False)
+    >>> [s.add(b"a", 1)[0].sequence, s.add(b"b", 1)[0].sequence]
+    [1, 2]
+    >>> [p.sequence for p in s.add(b"c", 1)[1]]
+    [1]
+    >>> s.close(); [(p.sequence, p.body) for p in DiskSpool(d).entries()]
+    [(2, b'b'), (3, b'c')]
+    """
+
+    persistent_sequences = True
+
+    def __init__(self, directory: str | os.PathLike[str], max_batches: int = 4096,
+                 max_bytes: int = 1024 * 1024 * 1024, key: bytes | None = None, fsync: bool = True) -> None:
+        if max_batches < 1 or max_bytes < 1:
+            raise ValueError("max_batches and max_bytes must be >= 1")
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_batches = max_batches
+        self.max_bytes = max_bytes
+        self.key = key
+        self.fsync = fsync
+        self._items: dict[int, Pending] = {}
+        self._bytes = 0
+        self._next = 1
+        self._load()
+
+    # -- files ----------------------------------------------------------------------------------------
+    def _path(self, seq: int) -> Path:
+        return self.dir / f"{seq:020d}{_SUFFIX}"
+
+    def _write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            dfd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def _load(self) -> None:
+        for tmp in self.dir.glob(".tmp-*"):
+            tmp.unlink(missing_ok=True)  # a write the sensor did not finish: never acknowledged, never counted
+        counter = self.dir / "next"
+        if counter.exists():
+            try:
+                self._next = max(1, int(counter.read_text().strip()))
+            except ValueError:
+                raise SpoolError(f"{counter}: not a sequence number; refusing to use this spool") from None
+        for path in sorted(self.dir.glob("*" + _SUFFIX)):
+            p = decode_entry(path.read_bytes(), self.key, str(path))
+            if path.name != self._path(p.sequence).name:
+                raise SpoolError(f"{path}: file name does not match its sequence {p.sequence}; refusing it")
+            self._items[p.sequence] = p
+            self._bytes += len(p.body)
+            self._next = max(self._next, p.sequence + 1)
+        if self._items:
+            log.info("spool %s: %d unacknowledged batches (%d bytes) from before, seq %d..%d", self.dir,
+                     len(self._items), self._bytes, min(self._items), max(self._items))
+
+    def _save_counter(self) -> None:
+        self._write(self.dir / "next", str(self._next).encode())
+
+    # -- BatchBuffer ------------------------------------------------------------------------------------
+    @property
+    def batches(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    @property
+    def next_sequence(self) -> int:
+        return self._next
+
+    def is_full(self) -> bool:
+        return len(self._items) >= self.max_batches or self._bytes >= self.max_bytes
+
+    def add(self, body: bytes, vectors: int) -> tuple[Pending, list[Pending]]:
+        entry = Pending(self._next, body, vectors)
+        self._next += 1
+        self._save_counter()  # before the batch: a number is never handed out twice
+        evicted: list[Pending] = []
+        while self._items and (len(self._items) + 1 > self.max_batches or self._bytes + len(body) > self.max_bytes):
+            evicted.append(self._pop(next(iter(self._items))))
+        self._write(self._path(entry.sequence), encode_entry(entry, self.key))
+        self._items[entry.sequence] = entry
+        self._bytes += len(body)
+        return entry, evicted
+
+    def _pop(self, seq: int) -> Pending:
+        entry = self._items.pop(seq)
+        self._bytes -= len(entry.body)
+        self._path(seq).unlink(missing_ok=True)
+        return entry
+
+    def entries(self) -> Iterator[Pending]:
+        return iter(sorted(self._items.values(), key=lambda p: p.sequence))
+
+    def release(self, sequence: int) -> Pending | None:
+        return self._pop(sequence) if sequence in self._items else None
+
+    def release_through(self, sequence: int) -> list[Pending]:
+        return [self._pop(s) for s in sorted(self._items) if s <= sequence]
+
+    def advance(self, last_sequence: int) -> None:
+        if last_sequence + 1 > self._next:
+            self._next = last_sequence + 1
+            self._save_counter()
+
+    def renumber(self, first: int) -> None:
+        items = sorted(self._items.values(), key=lambda p: p.sequence)
+        for p in items:
+            self._pop(p.sequence)
+        self._next = max(self._next, first + len(items))
+        self._save_counter()
+        for i, p in enumerate(items):
+            entry = Pending(first + i, p.body, p.vectors)
+            self._write(self._path(entry.sequence), encode_entry(entry, self.key))
+            self._items[entry.sequence] = entry
+            self._bytes += len(entry.body)
+
+    def close(self) -> None:
+        """Every file is already complete on disk; nothing to flush."""
