@@ -119,3 +119,49 @@ def test_refused_connections_are_retried_not_lost(pki: dict[str, Path], case: st
 def test_half_a_client_certificate_is_an_error() -> None:
     with pytest.raises(ValueError, match="both"):
         channel_credentials(None, "client.crt", None)
+
+
+TOKEN = "node-a-token-0123456789abcdef"
+
+
+def test_real_service_mutual_tls_token_and_durable_acks(pki: dict[str, Path], tmp_path: Path) -> None:
+    """The sensor CLI's transport settings against ``baseliner serve``'s own TLS, tokens and WAL."""
+    from prometheus_client import CollectorRegistry
+    from service_fixtures import config
+
+    from service.server import BaselinerServer
+
+    tokens = tmp_path / "sensor-tokens"
+    tokens.write_text(f"node-a {TOKEN}\n")
+    cfg = config(tmp_path / "state",
+                 ("grpc.tls_cert_file", str(pki["server.crt"])), ("grpc.tls_key_file", str(pki["server.key"])),
+                 ("grpc.tls_client_ca_file", str(pki["ca"])), ("grpc.sensor_tokens_file", str(tokens)),
+                 ("state.hmac_key", "k" * 32))
+
+    async def body() -> None:
+        srv = BaselinerServer(cfg, CollectorRegistry())
+        await srv.start()
+        creds = channel_credentials(str(pki["ca"]), str(pki["client.crt"]), str(pki["client.key"]))
+        try:
+            async with Transport(f"127.0.0.1:{srv.port}", sensor_id="node-a/test", node="node-a",
+                                 buffer=MemoryBuffer(first_sequence=1), credentials=creds, token=TOKEN,
+                                 channel_options=NAME, batch_size=10) as t:
+                await t.submit(_vectors(30))
+                assert await t.flush(20)
+            assert t.welcome is not None
+            assert t.stats.vectors_applied == 30 and t.buffer.batches == 0
+            durable = t.welcome.durable_acks
+            # a token for another node may not report for node-a: refused, retried, nothing lost
+            bad = Transport(f"127.0.0.1:{srv.port}", sensor_id="node-a/test", node="node-a",
+                            buffer=MemoryBuffer(), credentials=creds, token="w" * 20, channel_options=NAME,
+                            backoff=Backoff(initial=0.02, maximum=0.05))
+            bad.start()
+            await bad.submit(_vectors(5))
+            await wait_for(lambda: bad.stats.connect_failures >= 2)
+            assert bad.buffer.batches == 1 and bad.stats.vectors_applied == 0
+            await bad.close(timeout=0.5)
+        finally:
+            await srv.stop()
+        assert durable  # the WAL is on: batches left the buffer only on durable acks
+
+    asyncio.run(asyncio.wait_for(body(), 60))
