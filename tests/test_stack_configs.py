@@ -361,6 +361,13 @@ def test_compose_stack() -> None:
                 assert (COMPOSE.parent / src).resolve().exists(), src
     assert set(c["volumes"]) >= {v.split(":")[0] for d in s.values() for v in d.get("volumes", [])
                                  if not v.startswith(("/", "."))}
+    # the one-shots: the index template goes in before Fluent Bit writes, and Kibana gets a data view over it
+    es_setup = s["es-setup"]["command"][0]
+    assert "/_index_template/baseliner-events" in es_setup and "@/setup/baseliner-events.json" in es_setup
+    assert s["fluent-bit"]["depends_on"]["es-setup"]["condition"] == "service_completed_successfully"
+    body = json.loads(re.search(r"-d '(.*)' &&", s["kibana-setup"]["command"][0]).group(1))  # type: ignore[union-attr]
+    assert re.fullmatch(body["data_view"]["title"].replace("*", ".*"), fluent_bit_index())
+    assert body["data_view"]["timeFieldName"] == "@timestamp"
     build = svc["build"]
     assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
 
