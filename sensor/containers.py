@@ -129,6 +129,9 @@ class CgroupIndex:
         self.scans += 1
         return by_id
 
+    def known(self, cgid: int) -> bool:
+        return cgid in self._by_id
+
     def path_of(self, cgid: int) -> str | None:
         path = self._by_id.get(cgid)
         if path is None and time.monotonic() - self._last_scan >= self.min_rescan_seconds:
@@ -277,4 +280,8 @@ class Resolver:
         return info
 
     def resolve_all(self, cgids: Iterable[int], now: float | None = None) -> Mapping[int, ContainerInfo | None]:
-        return {cg: self.resolve(cg, now) for cg in cgids}
+        """Resolve one window's cgroups; the hierarchy is rescanned at most once, if any id is new."""
+        ids = list(cgids)
+        if any(cg not in self._cache and not self.index.known(cg) for cg in ids):
+            self.index.scan()
+        return {cg: self.resolve(cg, now) for cg in ids}

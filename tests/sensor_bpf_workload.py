@@ -5,7 +5,8 @@ actions do is counted in that cgroup.
 Actions: {"getppid": N}, {"pair": [N, "getppid", "getuid"]}, {"exec": [PATH, M]}, {"connect": [HOST, PORT, K,
 SEND_BYTES]}, {"connect_fail": [HOST, PORT]}, {"write": PATH}, {"dns": [HOST, PORT]}, {"serve": [PORT_FILE]}
 (listen on an ephemeral port on 127.0.0.1, write it to PORT_FILE, accept one connection and read it to
-its end), {"connect_slow": [HOST, PORT, K]} (K parallel connects, see test_bpf_veth).
+its end), {"connect_slow": [HOST, PORT, K]} (K parallel connects), {"wait": null} (print "waiting", then
+block until the next line on stdin).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def main() -> None:
                 with conn:
                     while conn.recv(65536):
                         pass
+        elif kind == "wait":  # tell the test, then block until it says go on
+            print("waiting", flush=True)
+            sys.stdin.readline()
         else:
             raise SystemExit(f"unknown action {kind}")
     print("done", flush=True)

@@ -312,3 +312,49 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     others = sum(c.get("established", 0) for cg, c in w.counters.items() if cg != cgid)
     assert others == 0
     assert {(e.address, e.port) for e in w.endpoints[cgid]} >= {(NS_IP, port), (NS_IP, closed_port)}
+
+
+def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_parent: Path) -> None:
+    """BpfSource over the real program: a rule-mapped cgroup becomes a vector with its image; a cgroup
+    removed before the drain still gets its last window, marked exited; self-metrics count it all."""
+    from prometheus_client import CollectorRegistry
+
+    from sensor.bpf_source import BpfSource, BpfSourceConfig
+    from sensor.containers import AttributionConfig, ImageRule
+
+    rule = ImageRule(rf"^/{cg_parent.name}/(?P<w>w\d+)$", "test/app:{w}", namespace="ns1")
+    reg = CollectorRegistry()
+    src = BpfSource(BpfSourceConfig(window_seconds=1.0, attribution=AttributionConfig(
+        node="n1", rules=(rule,), host="ignore")), registry=reg, probes=probes)  # type: ignore[arg-type]
+    cg = cg_parent / f"w{next(_seq)}"
+    cg.mkdir()
+    proc = subprocess.Popen([sys.executable, str(WORKLOAD), json.dumps([{"getppid": 1000},
+                                                                        {"exec": ["/bin/true", 1]},
+                                                                        {"wait": None}])],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    (cg / "cgroup.procs").write_text(str(proc.pid))
+    src.collect()  # the cgroup is new to the resolver when its counts arrive: it must rescan
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "waiting"
+    vectors = src.collect()
+    mine = [v for v in vectors if v.identity.container_name == cg.name]
+    assert len(mine) == 1
+    v = mine[0]
+    assert (v.identity.image_repository, v.identity.image_tag, v.identity.namespace) == ("test/app", cg.name, "ns1")
+    assert 1000 <= v.syscalls["getppid"] <= 1005 and v.execs == 1 and v.executables == ["/bin/true"]
+    assert v.complete and not v.container_exited
+    assert all(x.identity.container_id != "host" for x in vectors)  # --host ignore
+    # the container's last process exits and its cgroup is removed before the next drain: that last
+    # window (with the exit) is still sent, marked
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.wait(30) == 0
+    cg.rmdir()
+    last = [x for x in src.collect() if x.identity.container_name == cg.name]
+    assert len(last) == 1 and last[0].container_exited and last[0].exits == 1
+    assert reg.get_sample_value("baseliner_sensor_windows_sent_total") == 3
+    assert reg.get_sample_value("baseliner_sensor_events_lost_total") == 0
+    assert reg.get_sample_value("baseliner_sensor_drain_seconds_count") == 3
+    assert (reg.get_sample_value("baseliner_sensor_process_cpu_seconds_total") or 0) > 0
