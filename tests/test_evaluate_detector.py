@@ -134,3 +134,19 @@ def test_bad_input_is_handled():
     with pytest.raises(ValueError):
         NgramDetector(tail=0)
     assert det.score_many(np.zeros((0, NUM_BUCKETS))).shape == (0,)
+
+
+def test_dicts_to_matrix_equals_row_by_row():
+    from models.detectors.ngram import sparse_row
+
+    rng = random.Random(4)
+    rows = [{rng.randrange(NUM_BUCKETS): rng.choice([1, 2, 0, -1, float("nan"), 3.5]) for _ in range(rng.randrange(6))}
+            for _ in range(60)] + [{}, {"v0": 2.0, 7: 1}]
+    m = dicts_to_matrix(rows)
+    assert m.shape == (len(rows), NUM_BUCKETS)
+    for i, r in enumerate(rows):
+        idx, val = sparse_row(r)
+        expected = np.zeros(NUM_BUCKETS)
+        np.add.at(expected, idx, val)
+        np.testing.assert_array_equal(m[i].toarray().ravel(), expected)
+    assert dicts_to_matrix([]).shape == (0, NUM_BUCKETS)

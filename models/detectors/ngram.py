@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -62,18 +63,36 @@ def _number(v: Any) -> float:
 
 
 def dicts_to_matrix(rows: Iterable[Mapping[Any, float]]) -> Any:
-    """Stack sparse bucket counts (``FeatureVector.ngrams``) into a ``scipy.sparse`` CSR matrix."""
+    """Stack sparse bucket counts (``FeatureVector.ngrams``) into a ``scipy.sparse`` CSR matrix.
+
+    Rows whose keys are all bucket indices (the normal case) are converted in one pass over all rows;
+    anything else goes through :func:`sparse_row`.
+    """
     from scipy import sparse
 
-    idx_parts, val_parts, indptr = [], [], [0]
-    for row in rows:
-        idx, val = sparse_row(row)
-        idx_parts.append(idx)
-        val_parts.append(val)
-        indptr.append(indptr[-1] + len(idx))
-    idx_all = np.concatenate(idx_parts) if idx_parts else np.zeros(0, dtype=np.int64)
-    val_all = np.concatenate(val_parts) if val_parts else np.zeros(0)
-    m = sparse.csr_matrix((val_all, idx_all, np.asarray(indptr, dtype=np.int64)), shape=(len(indptr) - 1, NUM_BUCKETS))
+    rows = list(rows)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    total = int(lengths.sum())
+    try:
+        idx = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+        val = np.fromiter(itertools.chain.from_iterable(r.values() for r in rows), dtype=np.float64, count=total)
+        fast = total == 0 or (idx.min() >= 0 and idx.max() < NUM_BUCKETS and all(
+            type(next(iter(r))) in (int, np.int64) for r in rows if r))
+    except (TypeError, ValueError, OverflowError):
+        fast = False
+    if fast:
+        keep = np.isfinite(val) & (val > 0)
+        indptr = np.concatenate(([0], np.cumsum(lengths)))
+        if not keep.all():
+            row_of = np.repeat(np.arange(len(rows)), lengths)
+            indptr = np.concatenate(([0], np.cumsum(np.bincount(row_of[keep], minlength=len(rows)))))
+            idx, val = idx[keep], val[keep]
+    else:
+        parts = [sparse_row(r) for r in rows]
+        idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+        val = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+        indptr = np.concatenate(([0], np.cumsum([len(p[0]) for p in parts]))).astype(np.int64)
+    m = sparse.csr_matrix((val, idx, indptr), shape=(len(rows), NUM_BUCKETS))
     m.sum_duplicates()
     return m
 
