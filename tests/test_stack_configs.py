@@ -387,6 +387,33 @@ def test_dockerfile() -> None:
         assert f"COPY {pkg.rstrip('*')} " in text, f"the image must contain package {pkg}"
 
 
+@pytest.mark.slow
+def test_dockerfile_copies_enough_to_build_the_package(tmp_path: Path) -> None:
+    """What the image's `pip install .` sees (only the COPY'd paths) builds a complete wheel."""
+    import zipfile
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    src = tmp_path / "src"
+    src.mkdir()
+    for line in re.findall(r"^COPY (.+)$", text, re.M):
+        *paths, _dest = line.split()
+        for p in paths:
+            if (ROOT / p).is_dir():
+                shutil.copytree(ROOT / p, src / p, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy(ROOT / p, src / p)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path / "out"), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = (tmp_path / "out").glob("baseliner-*.whl")
+    names = set(zipfile.ZipFile(whl).namelist())
+    for needed in ("service/cli.py", "service/falco.py", "service/falco_http.py", "service/sinks/falcosidekick.py",
+                   "sensor/bpf/sensor.c", "protos/baseliner/v1/vectors_pb2.py", "models/baseline.py"):
+        assert needed in names, needed
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "baseliner = service.cli:main" in zipfile.ZipFile(whl).read(entry).decode()
+
+
 # -- Kubernetes -------------------------------------------------------------------------------------
 
 K8S = DEPLOY / "kubernetes"
