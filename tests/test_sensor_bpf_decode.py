@@ -3,8 +3,13 @@ attribution, the generated program and the n-gram hash the kernel implements."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import re
+import socket
+import socketserver
+import threading
 from pathlib import Path
 
 import pytest
@@ -205,3 +210,59 @@ def test_docker_api_absent_socket_is_none(tmp_path: Path) -> None:
     api = DockerAPI(str(tmp_path / "docker.sock"))
     assert not api.available()
     assert api.inspect("x" * 64) is None
+
+
+class _DockerHandler(http.server.BaseHTTPRequestHandler):
+    """Answers GET /containers/<id>/json the way the Docker Engine API does (the fields the sensor reads).
+    The engine itself cannot run on these machines; this checks the client's request and parsing."""
+
+    known = "9" * 64
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == f"/containers/{self.known}/json":
+            body = json.dumps({
+                "Id": self.known, "Name": "/k8s_web_web-7d9f_prod_0", "Image": "sha256:" + "1" * 64,
+                "Config": {"Image": "registry.local/shop/web:2.3", "Labels": {
+                    "io.kubernetes.pod.name": "web-7d9f", "io.kubernetes.pod.namespace": "prod"}},
+            }).encode()
+            self.send_response(200)
+        else:
+            body = b'{"message": "No such container"}'
+            self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        conn, _ = self.socket.accept()
+        return conn, ("docker.sock", 0)
+
+
+def test_docker_api_attribution(tmp_path: Path) -> None:
+    sock = str(tmp_path / "docker.sock")
+    server = _UnixHTTPServer(sock, _DockerHandler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        cid = _DockerHandler.known
+        scope = tmp_path / "cg" / "system.slice" / f"docker-{cid}.scope"
+        scope.mkdir(parents=True)
+        r = Resolver(AttributionConfig(node="n1", docker_socket=sock, cgroup_root=str(tmp_path / "cg")))
+        info = r.resolve(os.stat(scope).st_ino)
+        assert info is not None and info.runtime == "docker"
+        i = info.identity
+        assert (i.container_id, i.image_repository, i.image_tag, i.image_digest, i.container_name, i.pod,
+                i.namespace) == (cid, "registry.local/shop/web", "2.3", "sha256:" + "1" * 64,
+                                 "k8s_web_web-7d9f_prod_0", "web-7d9f", "prod")
+        assert DockerAPI(sock).inspect("0" * 64) is None  # unknown container: 404
+    finally:
+        server.shutdown()
+        server.server_close()
