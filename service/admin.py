@@ -25,6 +25,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"service address (default {DEFAULT_TARGET})")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+    p.add_argument("--token-file", help="file holding an admin token (grpc.admin_tokens_file on the service); "
+                                        "also BASELINER_ADMIN_TOKEN")
+    p.add_argument("--tls-ca", help="verify the service's certificate against this CA (enables TLS)")
+    p.add_argument("--tls-cert", help="client certificate for mutual TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="client private key for mutual TLS")
     sub = p.add_subparsers(dest="admin_command", required=True)
     sub.add_parser("list", help="all baselines and their state")
     g = sub.add_parser("get", help="one baseline with its learned statistics")
@@ -49,8 +54,17 @@ def _fmt_baseline(b: admin_pb2.Baseline) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    channel = grpc.insecure_channel(args.target)
-    stub = admin_pb2_grpc.AdminStub(channel)
+    import os
+
+    from service.auth import bearer_metadata, channel_credentials
+
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        channel = grpc.secure_channel(args.target, channel_credentials(args.tls_ca or "", args.tls_cert or "",
+                                                                       args.tls_key or ""))
+    else:
+        channel = grpc.insecure_channel(args.target)
+    md = bearer_metadata(args.token_file or "", os.environ.get("BASELINER_ADMIN_TOKEN", ""))
+    stub = _WithMetadata(admin_pb2_grpc.AdminStub(channel), md)
     t = args.timeout
     try:
         cmd = args.admin_command
@@ -104,3 +118,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         channel.close()
+
+
+class _WithMetadata:
+    """Adds the admin token to every call of a stub."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+        return lambda request, **kw: method(request, metadata=self._metadata, **kw)

@@ -139,7 +139,9 @@ class BaselinerServer:
             self.metrics_port = server.server_address[1]
         from service import falco_http  # Falco alerts in, correlation, Falcosidekick out (when configured)
 
-        self.falco = await falco_http.attach(self)
+        fc = cfg.falco
+        gate = auth.FalcoGate(fc) if (fc.secret_file or fc.tls_cert_file) else None
+        self.falco = await falco_http.attach(self, gate)
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
         self._housekeeping_task = asyncio.create_task(self._housekeeping_loop())
         gc.collect()

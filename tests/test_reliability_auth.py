@@ -1,0 +1,220 @@
+"""Transport security and authentication of the service: TLS, mutual TLS, sensor/admin tokens, node binding,
+the Falco endpoint's secret and client certificate, loopback-only defaults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from models.errors import ConfigError
+from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from service import admin as admin_cli
+from service.config import ServeConfig, load
+from tests.reliability_certs import CA
+from tests.service_fixtures import batch_request, config, hello, running, vector
+
+SENSOR_TOKEN = "sensor-token-node-1-0123456789"
+OTHER_TOKEN = "sensor-token-node-2-0123456789"
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("pki")
+    ca = CA(d / "ca")
+    rogue = CA(d / "rogue", "rogue-ca")
+    return {"ca": ca, "server": ca.issue("server", server=True), "client": ca.issue("sensor-1", server=False),
+            "rogue": rogue.issue("intruder", server=False)}
+
+
+def tokens(tmp: Path) -> list[tuple[str, Any]]:
+    s = tmp / "sensors.tokens"
+    s.write_text(f"# node token\nnode-1 {SENSOR_TOKEN}\nnode-2 {OTHER_TOKEN}\n")
+    a = tmp / "admin.tokens"
+    a.write_text(f"ops {ADMIN_TOKEN}\n")
+    return [("grpc.sensor_tokens_file", str(s)), ("grpc.admin_tokens_file", str(a))]
+
+
+async def _stream(channel: grpc.aio.Channel, reqs: list[ingest_pb2.IngestRequest],
+                  token: str = "") -> list[ingest_pb2.IngestResponse]:
+    md = (("authorization", f"Bearer {token}"),) if token else ()
+
+    async def gen() -> AsyncIterator[ingest_pb2.IngestRequest]:
+        for r in reqs:
+            yield r
+
+    return [r async for r in ingest_pb2_grpc.IngestStub(channel).Stream(gen(), metadata=md, timeout=10)]
+
+
+def test_tokens_bind_streams_to_nodes_and_admin_is_separate(tmp_path: Path) -> None:
+    cfg = config(None, *tokens(tmp_path))
+
+    async def main() -> None:
+        async with running(cfg) as (srv, _):
+            target = f"127.0.0.1:{srv.port}"
+            async with grpc.aio.insecure_channel(target) as ch:
+                async def code(reqs: list[ingest_pb2.IngestRequest], token: str) -> grpc.StatusCode:
+                    try:
+                        await _stream(ch, reqs, token)
+                    except grpc.aio.AioRpcError as e:
+                        return e.code()
+                    return grpc.StatusCode.OK
+
+                assert await code([hello()], "") == grpc.StatusCode.UNAUTHENTICATED
+                assert await code([hello()], "not-a-token-0123456789") == grpc.StatusCode.UNAUTHENTICATED
+                assert await code([hello()], ADMIN_TOKEN) == grpc.StatusCode.UNAUTHENTICATED
+                # node-2's token cannot open a stream for node-1
+                assert await code([hello(node="node-1")], OTHER_TOKEN) == grpc.StatusCode.PERMISSION_DENIED
+                # a vector for another node inside node-1's stream is rejected alone, as UNAUTHORIZED
+                mixed = [vector(1, container=1, node="node-1"), vector(1, container=2, node="node-2"),
+                         vector(2, container=1, node="node-1")]
+                out = await _stream(ch, [hello(node="node-1"), batch_request(mixed, 1)], SENSOR_TOKEN)
+                ack = out[1].ack
+                assert ack.applied == 2 and len(ack.rejected) == 1
+                assert ack.rejected[0].index == 1
+                assert ack.rejected[0].reason == ingest_pb2.REJECT_REASON_UNAUTHORIZED
+
+                stub = admin_pb2_grpc.AdminStub(ch)
+                req = admin_pb2.ListBaselinesRequest()
+                sensor_md = (("authorization", f"Bearer {SENSOR_TOKEN}"),)
+                for md, expected in (((), grpc.StatusCode.UNAUTHENTICATED),
+                                     (sensor_md, grpc.StatusCode.PERMISSION_DENIED)):
+                    with pytest.raises(grpc.aio.AioRpcError) as e:
+                        await stub.ListBaselines(req, metadata=md, timeout=5)
+                    assert e.value.code() == expected
+                resp = await stub.ListBaselines(req, metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),), timeout=5)
+                assert [b.key for b in resp.baselines] == ["nginx:1.27"]
+                assert resp.baselines[0].windows_scored == 2
+
+            # the admin CLI with --token-file (runs its own blocking channel)
+            tf = tmp_path / "admin.token"
+            tf.write_text(ADMIN_TOKEN + "\n")
+            ns = argparse.Namespace(target=target, timeout=5.0, json=True, token_file=str(tf), tls_ca=None,
+                                    tls_cert=None, tls_key=None, admin_command="list")
+            assert await asyncio.to_thread(admin_cli.run, ns) == 0
+            ns.token_file = None
+            assert await asyncio.to_thread(admin_cli.run, ns) == 1
+
+    asyncio.run(main())
+
+
+def test_tls_and_mutual_tls(tmp_path: Path, pki: dict[str, Any]) -> None:
+    ca, server, client, rogue = pki["ca"], pki["server"], pki["client"], pki["rogue"]
+    cfg = config(None, ("grpc.tls_cert_file", str(server.cert)), ("grpc.tls_key_file", str(server.key)),
+                 ("grpc.tls_client_ca_file", str(ca.path)), *tokens(tmp_path))
+
+    def creds(cert: Any = None) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            ca.path.read_bytes(), cert.key.read_bytes() if cert else None, cert.cert.read_bytes() if cert else None)
+
+    async def attempt(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
+        ch = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
+        async with ch:
+            try:
+                out = await _stream(ch, [hello(), batch_request([vector(1)], 1)], SENSOR_TOKEN)
+            except grpc.aio.AioRpcError as e:
+                return e.code()
+            assert out[0].welcome and out[1].ack.applied == 1
+            return grpc.StatusCode.OK
+
+    async def main() -> None:
+        async with running(cfg) as (srv, _):
+            t = f"127.0.0.1:{srv.port}"
+            assert await attempt(t, None) == grpc.StatusCode.UNAVAILABLE  # plaintext to a TLS port
+            assert await attempt(t, creds()) == grpc.StatusCode.UNAVAILABLE  # no client certificate
+            assert await attempt(t, creds(rogue)) == grpc.StatusCode.UNAVAILABLE  # certificate of another CA
+            assert await attempt(t, creds(client)) == grpc.StatusCode.OK
+
+    asyncio.run(main())
+
+    # TLS without client authentication: any client that trusts the CA (and holds a token) gets in
+    cfg2 = config(None, ("grpc.tls_cert_file", str(server.cert)), ("grpc.tls_key_file", str(server.key)),
+                  *tokens(tmp_path))
+
+    async def main2() -> None:
+        async with running(cfg2) as (srv, _):
+            assert await attempt(f"127.0.0.1:{srv.port}", creds()) == grpc.StatusCode.OK
+
+    asyncio.run(main2())
+
+
+def test_plaintext_only_on_loopback_and_endpoints_default_to_localhost(tmp_path: Path, pki: dict[str, Any]) -> None:
+    d = ServeConfig()
+    assert d.grpc.listen.startswith("127.0.0.1:") and d.metrics.listen.startswith("127.0.0.1:")
+    assert d.falco.listen == ""
+    with pytest.raises(ConfigError, match="not a loopback address and TLS is off"):
+        load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051")])
+    load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051"), ("grpc.allow_plaintext", "true")])
+    load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051"),
+                                      ("grpc.tls_cert_file", str(pki["server"].cert)),
+                                      ("grpc.tls_key_file", str(pki["server"].key))])
+    bad = tmp_path / "bad.tokens"
+    bad.write_text("node-1 short\n")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        load(None, environ={}, overrides=[("grpc.sensor_tokens_file", str(bad))])
+    with pytest.raises(ConfigError, match="go together"):
+        load(None, environ={}, overrides=[("grpc.tls_cert_file", str(pki["server"].cert))])
+
+
+def _post(port: int, path: str, body: dict[str, Any], context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10) if context
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+    try:
+        data = json.dumps(body).encode()
+        conn.request("POST", path, data, {"Content-Type": "application/json", "Content-Length": str(len(data))})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    finally:
+        conn.close()
+
+
+ALERT = {"output": "shell in container", "priority": "Warning", "rule": "Terminal shell in container",
+         "time": "2026-01-01T00:00:00.000000000Z", "output_fields": {"container.id": "c1", "k8s.ns.name": "default"}}
+
+
+def test_falco_endpoint_secret_and_client_certificate(tmp_path: Path, pki: dict[str, Any]) -> None:
+    secret = tmp_path / "falco.secret"
+    secret.write_text("falco-secret-0123456789abcdef\n")
+    server, ca = pki["server"], pki["ca"]
+    cfg = config(None, ("falco.listen", "127.0.0.1:0"), ("falco.secret_file", str(secret)),
+                 ("falco.tls_cert_file", str(server.cert)), ("falco.tls_key_file", str(server.key)),
+                 ("falco.tls_client_ca_file", str(ca.path)), *tokens(tmp_path))
+
+    def ctx(cert: Any = None) -> ssl.SSLContext:
+        c = ssl.create_default_context(cafile=str(ca.path))
+        if cert is not None:
+            c.load_cert_chain(str(cert.cert), str(cert.key))
+        return c
+
+    async def main() -> None:
+        async with running(cfg) as (srv, _):
+            port = srv.falco.port
+            ok = await asyncio.to_thread(_post, port, "/falco/falco-secret-0123456789abcdef", ALERT, ctx(pki["client"]))
+            assert ok[0] != 401 and ok[0] < 500, ok
+            for path in ("/", "/falco", "/falco/wrong-secret-0123456789", "/?secret=nope"):
+                status, body = await asyncio.to_thread(_post, port, path, ALERT, ctx(pki["client"]))
+                assert status == 401 and body["error"] == "unauthorized", (path, status, body)
+            q = await asyncio.to_thread(_post, port, "/?secret=falco-secret-0123456789abcdef", ALERT,
+                                        ctx(pki["client"]))
+            assert q[0] != 401
+            for bad in (None, pki["rogue"]):  # no client certificate, or one from another CA: no handshake
+                with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                    await asyncio.to_thread(_post, port, "/falco/falco-secret-0123456789abcdef", ALERT, ctx(bad))
+            # the Falco secret opens nothing on the gRPC side
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await admin_pb2_grpc.AdminStub(ch).ListBaselines(
+                        admin_pb2.ListBaselinesRequest(),
+                        metadata=(("authorization", "Bearer falco-secret-0123456789abcdef"),), timeout=5)
+                assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    asyncio.run(main())
