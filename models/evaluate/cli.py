@@ -43,6 +43,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     r = sub.add_parser("recording", help="a recording made by `baseliner sensor record` (with ground truth)")
     r.add_argument("path", help="recording file (.jsonl or .jsonl.gz)")
+    r.add_argument("--learn-hours", type=float, default=0.0,
+                   help="each baseline learns at least this many hours of event time before detecting "
+                        "(as `baseliner demo --learn-hours`; default 0: the service's defaults)")
     r.add_argument("--out", default="evaluation/recording", help="report folder (default evaluation/recording)")
 
     for q in (a, lid, r):
@@ -86,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
             files = report.write_lidds(lrun, out)
             text = report.lidds_markdown(lrun)
         else:
-            rrun = evaluate_recording(args.path, progress=progress)
+            if args.learn_hours < 0:
+                raise DatasetError("--learn-hours must be >= 0")
+            rrun = evaluate_recording(args.path, progress=progress, learn_hours=args.learn_hours)
             rrun.command = command
             files = report.write_recording(rrun, out)
             text = report.recording_markdown(rrun)

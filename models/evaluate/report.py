@@ -171,9 +171,9 @@ def recording_markdown(run: RecordingRun) -> str:
     lines = [
         "# Recording evaluation",
         "",
-        f"Source `{run.source}`: {run.vectors} windows of {run.images} images over {run.hours:.2f} h of event time, "
-        "replayed through one `ImageBaseline` per image as the service runs it (learn until ready, then detect and "
-        f"learn only unflagged windows).  {run.scored} windows were scored while detecting.",
+        f"Source `{run.source}`: {run.vectors} windows of {run.images} images, replayed through one `ImageBaseline` "
+        "per image as the service runs it (learn until ready, then detect and learn only unflagged windows).  "
+        f"{run.scored} windows were scored while detecting, over {run.hours:.2f} h of event time.",
         "",
         "| attack | container | start | detected | delay (s) | attack windows scored |",
         "| --- | --- | ---: | :---: | ---: | ---: |",

@@ -210,7 +210,7 @@ class RecordingRun:
     rejected: int  # vectors that failed validation (skipped, as the service rejects them)
     alarmed_windows: int
     normal_windows: int
-    hours: float
+    hours: float  # event time spanned by the windows scored while detecting
     window_summary: Summary | None
     seconds: float
     command: str = ""
@@ -220,11 +220,14 @@ class RecordingRun:
         return self.false_alarms / self.hours if self.hours > 0 else float("nan")
 
 
-def evaluate_recording(path: str | Path, progress: bool = True) -> RecordingRun:
+def evaluate_recording(path: str | Path, progress: bool = True, learn_hours: float = 0.0) -> RecordingRun:
     """Replay a recording through one :class:`~models.baseline.ImageBaseline` per image, as the service
     does (``Mode.AUTO``: learn until ready, then detect and learn only unflagged windows), and score it
-    against the ground-truth attacks in its header (``header["attacks"]``: kind, container_id, start, end)."""
-    from models.baseline import ImageBaseline, State
+    against the ground-truth attacks in its header (``header["attacks"]``: kind, container_id, start, end).
+
+    ``learn_hours`` > 0 makes every baseline learn at least that long (``min_learn_seconds``) before it
+    detects, as ``baseliner demo`` does; 0 keeps the service's defaults."""
+    from models.baseline import BaselineConfig, ImageBaseline, State
     from models.errors import ValidationError
     from models.recording import RecordingReader
     from models.validate import validate
@@ -258,7 +261,8 @@ def evaluate_recording(path: str | Path, progress: bool = True) -> RecordingRun:
             for image, vs in by_image.items():
                 b = baselines.get(image)
                 if b is None:
-                    b = baselines[image] = ImageBaseline(image)
+                    cfg = BaselineConfig(min_learn_seconds=learn_hours * 3600.0) if learn_hours > 0 else None
+                    b = baselines[image] = ImageBaseline(image, cfg)
                 for v, verdict in zip(vs, b.process(vs), strict=True):
                     hit = -1
                     for k, a in enumerate(attacks):
@@ -296,7 +300,8 @@ def evaluate_recording(path: str | Path, progress: bool = True) -> RecordingRun:
     cap = (max(finite) + 1.0) if finite else 0.0
     s = [x if np.isfinite(x) else cap for x in s]
     summary = summarise(y, s) if 0 < sum(y) < len(y) else None
-    t_min = min(v.window_start for v, *_ in rows)
-    t_max = max(v.window_end for v, *_ in rows)
+    detecting = [v for (v, *_), sc in zip(rows, scored_mask, strict=True) if sc]
+    t_min = min((v.window_start for v in detecting), default=0.0)
+    t_max = max((v.window_end for v in detecting), default=0.0)
     return RecordingRun(str(path), len(baselines), len(rows), int(sum(scored_mask)), attacks, false_runs, rejected,
                         alarmed, normal, (t_max - t_min) / 3600.0, summary, time.perf_counter() - started)
