@@ -266,3 +266,19 @@ def test_docker_api_attribution(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_prerequisite_messages_say_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sensor import probes
+
+    monkeypatch.setattr(probes.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path / "missing"))
+    problems = probes.check_prerequisites()
+    assert any(p.startswith("not root") for p in problems)
+    assert any("BCC_KERNEL_SOURCE" in p and "include/" in p for p in problems)
+    with pytest.raises(probes.PrerequisiteError, match="not root"):
+        probes.Probes()
+    # with a header tree given, it is the one used
+    (tmp_path / "tree" / "include").mkdir(parents=True)
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path / "tree"))
+    assert probes.find_kernel_source() == str(tmp_path / "tree")
