@@ -338,6 +338,12 @@ def test_compose_stack() -> None:
     assert args[:3] == ["sensor", "--source", "bpf"]
     assert args[args.index("--target") + 1] == f"baseliner:{GRPC_PORT}"
     assert args[args.index("--metrics-listen") + 1] == f"0.0.0.0:{SENSOR_METRICS_PORT}"
+    # the node the sensor reports (service-side `node` label) is the node Prometheus labels its target with
+    node_default = re.fullmatch(r"\$\{BASELINER_NODE:-([\w.-]+)\}", args[args.index("--node") + 1])
+    assert node_default
+    prom_cfg = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    (sensor_job,) = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "baseliner-sensor"]
+    assert sensor_job["static_configs"][0]["labels"]["node"] == node_default.group(1)
     svc = s["baseliner"]
     assert {"50051", "9464", "2802"} == set(svc["expose"]) == {str(p) for p in (GRPC_PORT, METRICS_PORT, FALCO_PORT)}
     assert "./baseliner.yaml:/etc/baseliner/baseliner.yaml:ro" in svc["volumes"]
