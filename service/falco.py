@@ -392,7 +392,7 @@ class _Recent:
     anomalies: deque[_Anomaly]
 
 
-BaselineLookup = Callable[[FalcoAlert], Any]  # -> models.baseline.ImageBaseline | None
+BaselineLookup = Callable[[FalcoAlert, str], Any]  # (alert, image key) -> models.baseline.ImageBaseline | None
 
 
 class FalcoCorrelator:
@@ -531,7 +531,7 @@ class FalcoCorrelator:
                     a.event = event
                     escalated.append(a.event_id)
                     self._forward(event)
-        baseline = self._baseline_verdict(alert)
+        baseline = self._baseline_verdict(alert, key)
         outcome = baseline["outcome"]
         if m is not None:
             m.correlations.labels(m.image_label(key), m.namespace_label(alert.namespace), outcome).inc()
@@ -539,10 +539,10 @@ class FalcoCorrelator:
         self._forward(self._alert_event(alert, key, result))
         return result
 
-    def _baseline_verdict(self, alert: FalcoAlert) -> dict[str, Any]:
+    def _baseline_verdict(self, alert: FalcoAlert, key: str) -> dict[str, Any]:
         b = None
         try:
-            b = self.lookup(alert)
+            b = self.lookup(alert, key)
         except Exception:
             log.exception("baseline lookup for a Falco alert failed")
         if b is None:
@@ -605,7 +605,7 @@ def pipeline_lookup(pipeline: Any, mode: str = "tag") -> tuple[BaselineLookup, C
         baselines = pipeline.baselines
         return next((k for k in c if k in baselines), c[0])
 
-    def lookup(alert: FalcoAlert) -> Any:
-        return pipeline.baselines.get(key(alert))
+    def lookup(alert: FalcoAlert, image_key: str) -> Any:
+        return pipeline.baselines.get(image_key)
 
     return lookup, key
