@@ -358,3 +358,23 @@ def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_pare
     assert reg.get_sample_value("baseliner_sensor_events_lost_total") == 0
     assert reg.get_sample_value("baseliner_sensor_drain_seconds_count") == 3
     assert (reg.get_sample_value("baseliner_sensor_process_cpu_seconds_total") or 0) > 0
+
+
+def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
+    """A program with tiny maps: what does not fit is counted as lost for the cgroup, never silently,
+    and the vector says it is incomplete."""
+    _require_bpf()
+    from models.vector import Identity
+    from sensor.containers import ContainerInfo
+    from sensor.features import build_vectors
+    from sensor.probes import ProbeConfig, Probes
+
+    with Probes(ProbeConfig(max_syscall_entries=4, max_ngram_entries=4, max_paths=2)) as tiny:
+        cgid, w = run_in_cgroup(tiny, cg_parent, [{"getppid": 100}, {"exec": ["/bin/true", 3]}])
+    lost = w.counter(cgid, "lost")
+    assert lost > 0
+    # the counters that do fit are still exact
+    assert w.counter(cgid, "execs") == 3
+    info = ContainerInfo(Identity("n1", "c", "img"), "/x")
+    (v,) = build_vectors(w, {cgid: info}, window_start=0.0, window_seconds=1.0)
+    assert v.events_lost == lost and not v.complete
