@@ -172,8 +172,10 @@ class _Drainer:
         self.keys = (ct.c_ubyte * (key_dtype.itemsize * self.max_entries))()
         self.values = (ct.c_ubyte * (value_size * ncpu * self.max_entries))()
 
-    def drain(self) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, values[n, ncpu, value_size // 8] as uint64); deletes what it returns."""
+    def drain(self, delete: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, values[n, ncpu, value_size // 8] as uint64); deletes what it returns unless told not to
+        (a plain batch lookup, for counting entries of maps that programs keep writing)."""
+        batch = self.lib.bpf_lookup_and_delete_batch if delete else self.lib.bpf_lookup_batch
         ksz, vsz = self.key_dtype.itemsize, self.value_size * self.ncpu
         total = 0
         in_batch = ct.c_uint32(0)
@@ -181,14 +183,14 @@ class _Drainer:
         count = ct.c_uint32(0)
         while total < self.max_entries:
             count.value = self.max_entries - total
-            res = self.lib.bpf_lookup_and_delete_batch(
+            res = batch(
                 self.fd, ct.byref(in_batch) if total else None, ct.byref(out_batch),
                 ct.byref(self.keys, ksz * total), ct.byref(self.values, vsz * total), ct.byref(count))
             err = ct.get_errno()
             total += count.value
             if res != 0:
                 if err not in (0, 2):  # ENOENT: done
-                    raise OSError(err, f"BPF_MAP_LOOKUP_AND_DELETE_BATCH failed: {os.strerror(err)}")
+                    raise OSError(err, f"BPF_MAP_LOOKUP(_AND_DELETE)_BATCH failed: {os.strerror(err)}")
                 break
             if count.value == 0:
                 break
@@ -227,6 +229,12 @@ class Probes:
         self._ctl[ct.c_uint32(0)] = ct.c_uint32(0)
         self.ncpu = len(get_possible_cpus())
         self._sets = [self._drainers(lib, s) for s in (0, 1)]
+        b = self._bpf
+        self._shared = {
+            "history": _Drainer(lib, b[b"history"], np.dtype("<u4"), 16, 1),
+            "sock_owner": _Drainer(lib, b[b"sock_owner"], np.dtype("<u8"), 8, 1),
+            "sock_pending_in": _Drainer(lib, b[b"sock_pending_in"], np.dtype("<u8"), 24, 1),
+        }
         self._closed = False
 
     def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
@@ -289,8 +297,7 @@ class Probes:
 
     def map_entries(self) -> dict[str, int]:
         """Entries in the shared (not double-buffered) maps, for self-metrics."""
-        return {name: sum(1 for _ in self._bpf[name.encode()].keys())
-                for name in ("history", "sock_owner", "sock_pending_in")}
+        return {name: len(d.drain(delete=False)[0]) for name, d in self._shared.items()}
 
     def close(self) -> None:
         if not self._closed:

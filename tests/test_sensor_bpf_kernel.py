@@ -358,6 +358,7 @@ def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_pare
     assert reg.get_sample_value("baseliner_sensor_events_lost_total") == 0
     assert reg.get_sample_value("baseliner_sensor_drain_seconds_count") == 3
     assert (reg.get_sample_value("baseliner_sensor_process_cpu_seconds_total") or 0) > 0
+    assert (reg.get_sample_value("baseliner_sensor_threads_tracked") or 0) > 0  # n-gram histories exist
 
 
 def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
