@@ -519,9 +519,10 @@ def score_frame(model: BaselinerModel, frame: pd.DataFrame, mode: str = "") -> p
     """Score every row (window) with ``ImageBaseline.process``; rows keep their order in the output.
 
     Each image (``repository:tag``) gets a baseline from the model (its trained state when it has one),
-    then its windows are processed in event-time order: scored, decided, and learnt when unflagged, exactly
-    as in the service.  A row without ``seconds_since_start`` (or < 0) gets the time since its container's first
-    row, as the service fills it.  Nothing carries over between calls.  ``mode`` ("learn", "detect", "freeze", "auto")
+    then its windows are processed in event-time order, one window time per ``process`` call (as the service
+    applies a sensor's batches): scored, decided, and learnt when unflagged, exactly as in the service.  A row
+    without ``seconds_since_start`` (or < 0) gets the time since its container's first row, as the service
+    fills it.  Nothing carries over between calls.  ``mode`` ("learn", "detect", "freeze", "auto")
     sets the baselines' mode first; "" keeps the model's.
     """
     vectors = frame_to_vectors(frame)
@@ -542,8 +543,18 @@ def score_frame(model: BaselinerModel, frame: pd.DataFrame, mode: str = "") -> p
         b = model.new_baseline(key)
         if mode:
             b.set_mode(Mode(mode))
-        for i, verdict in zip(idx, b.process([vectors[i] for i in idx]), strict=True):
-            rows[i] = verdict_row(key, verdict)
+        # One call per window time, as the service applies a sensor's batches: within a call every window is
+        # scored against the state before it, so one call over hours of windows would not be online.
+        start = 0
+        while start < len(idx):
+            end = start + 1
+            t = vectors[idx[start]].window_start
+            while end < len(idx) and vectors[idx[end]].window_start == t:
+                end += 1
+            part = idx[start:end]
+            for i, verdict in zip(part, b.process([vectors[i] for i in part]), strict=True):
+                rows[i] = verdict_row(key, verdict)
+            start = end
     return pd.DataFrame(rows, columns=[c for c, _ in OUTPUT_COLUMNS])
 
 
