@@ -136,6 +136,10 @@ def config_problems(cfg: Any) -> list[str]:
             out.append(f"falco.{name} {v!r} is not a readable file")
     if f.secret_file and Path(f.secret_file).is_file() and len(_read_secret(f.secret_file)) < 16:
         out.append("falco.secret_file: the secret must be at least 16 characters (URL-safe)")
+    if cfg.pipeline.max_resident_baselines < 0:
+        out.append("pipeline.max_resident_baselines must be >= 0 (0: all baselines stay in memory)")
+    if cfg.pipeline.max_resident_baselines and not cfg.state.dir:
+        out.append("pipeline.max_resident_baselines needs state.dir (baselines spill there)")
     s = cfg.state
     if s.wal_fsync not in FSYNC_POLICIES:
         out.append(f"state.wal_fsync must be one of {', '.join(FSYNC_POLICIES)} (got {s.wal_fsync!r})")

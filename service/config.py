@@ -69,6 +69,7 @@ class PipelineConfig:
     recent_events: int = 1000  # anomaly events kept (with their vectors) for Admin.Feedback
     max_baselines: int = 10_000  # baselines held; vectors of further images are rejected (BASELINE_LIMIT)
     max_containers: int = 100_000  # containers tracked for start-up time and window order
+    max_resident_baselines: int = 0  # >0 (with state.dir): least recently used baselines beyond it spill to disk
 
 
 @dataclass

@@ -397,7 +397,7 @@ class Pipeline:
         return b
 
     def all(self) -> list[ImageBaseline]:
-        return [self.baselines[k] for k in sorted(self.baselines)]
+        return sorted(self.baselines.values(), key=lambda b: b.key)  # spilled ones as summaries, not loaded
 
     def set_mode(self, key: str, mode: str) -> ImageBaseline:
         b = self.get(key)

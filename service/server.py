@@ -23,6 +23,7 @@ from service.pipeline import Pipeline
 from service.servicer import AdminServicer, IngestServicer
 from service.sinks.events import EventSink, JsonLinesSink
 from service.sinks.metrics import ServiceMetrics
+from service.spill import SpillingBaselines
 from service.store import StateStore
 from service.wal import WriteAheadLog, replay_into
 
@@ -61,6 +62,11 @@ class BaselinerServer:
             StateStore(config.state.dir, config.hmac_key_bytes()) if config.state.dir else None
         )
         self.sizes: dict[str, int] = self.store.sizes if self.store else {}
+        self.spill: SpillingBaselines | None = None
+        if self.store is not None and config.pipeline.max_resident_baselines:
+            self.spill = SpillingBaselines(self.store, config.pipeline.max_resident_baselines, self.pipeline.dirty,
+                                           self.pipeline.memory_sizes)
+            self.pipeline.baselines = self.spill  # type: ignore[assignment]
         self.decoder = serde.Decoder(config.grpc.max_batch_vectors)
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
@@ -85,7 +91,11 @@ class BaselinerServer:
         self.model_source = await model_source.attach(self)  # raises ModelError: refuse to start;
         # before restore and WAL replay, so that images first seen in the replay start from the model
         if self.store is not None:
+            if self.spill is not None:
+                self.spill.restoring = True  # files evicted while restoring are on disk as they are
             n = self.store.restore(self.pipeline)  # raises StateError on a bad file: refuse to start
+            if self.spill is not None:
+                self.spill.restoring = False
             self.pipeline.dirty.update(self.pipeline.baselines)  # recompute memory sizes at first checkpoint
             log.info("state directory %s: %d baselines restored", cfg.state.dir, n)
             if cfg.state.wal:
@@ -199,6 +209,8 @@ class BaselinerServer:
                 self.pipeline.dirty.update(snap.baselines)
                 self.pipeline.sensors_dirty = True
                 return
+            if self.spill is not None:
+                await asyncio.to_thread(self.spill.sync_pending)
             if self.wal is not None:
                 self.wal.drop_through(wal_boundary)
             self.metrics.state_saves.inc()

@@ -216,7 +216,8 @@ class StateStore:
     def snapshot(pipeline: Any, everything: bool = False) -> Snapshot:
         """Take the state of dirty baselines (all with ``everything``); clears the dirty marks."""
         snap = Snapshot()
-        keys = list(pipeline.baselines) if everything else [k for k in pipeline.dirty if k in pipeline.baselines]
+        held = getattr(pipeline.baselines, "resident", pipeline.baselines)  # spilled ones are on disk already
+        keys = list(held) if everything else [k for k in pipeline.dirty if k in held]
         for k in keys:
             meta, arrays = pipeline.baselines[k].to_state()
             meta_json = json.dumps(meta)
