@@ -9,6 +9,7 @@ Numbers are mapped to canonical names with the i386 table (:func:`models.syscall
 from __future__ import annotations
 
 import logging
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from models.syscalls import name_of
 
 log = logging.getLogger(__name__)
 
-#: Where the dataset lives relative to the repository root (``../shared/datasets``).
-DEFAULT_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "adfa-ld" / "ADFA-LD.zip"
+#: The shared datasets folder: ``$BASELINER_DATASETS``, else ``../shared/datasets`` from the repository root.
+DATASETS = Path(os.environ.get("BASELINER_DATASETS")
+                or Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
+DEFAULT_PATH = DATASETS / "adfa-ld" / "ADFA-LD.zip"
 
 SPLITS = {"Training_Data_Master": "train", "Validation_Data_Master": "validation", "Attack_Data_Master": "attack"}
 _ATTACK_DIR = re.compile(r"^(?P<type>.+)_(?P<n>\d+)$")

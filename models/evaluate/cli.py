@@ -25,7 +25,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
 
     a = sub.add_parser("adfa-ld", help="ADFA-LD one-class benchmark (train on training, test on validation+attack)")
-    a.add_argument("--adfa", default=None, help="path to ADFA-LD.zip (default ../shared/datasets/adfa-ld/ADFA-LD.zip)")
+    a.add_argument("--adfa", default=None, help="path to ADFA-LD.zip (default $BASELINER_DATASETS/adfa-ld/ADFA-LD.zip, "
+                        "$BASELINER_DATASETS defaulting to ../shared/datasets)")
     a.add_argument("--calls-per-window", type=int, default=DEFAULT_CALLS_PER_WINDOW,
                    help=f"calls per window (ADFA-LD has no timestamps; default {DEFAULT_CALLS_PER_WINDOW})")
     a.add_argument("--models", default=",".join(MODELS),

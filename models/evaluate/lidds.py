@@ -25,15 +25,14 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from models.evaluate.adfa import DatasetError
+from models.evaluate.adfa import DATASETS, DatasetError
 from models.evaluate.windows import window_counts
 from models.syscalls import canonical_name
 from models.vector import FeatureVector, Identity
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAMPLE = (Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "lid-ds-2021-sample"
-                  / "aggressive_nightingale_1018.zip")
+DEFAULT_SAMPLE = DATASETS / "lid-ds-2021-sample" / "aggressive_nightingale_1018.zip"
 
 
 @dataclass
