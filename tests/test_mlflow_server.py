@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,35 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     with pytest.raises(Exception, match="HMAC mismatch"):
         import_run(run_id, tmp_path / "other", b"wrong key", [], force=False)
     assert not (tmp_path / "other" / "baselines").exists()
+
+
+def test_cli_serves_the_model_and_reloads_on_sighup(server: str, tmp_path: Path) -> None:
+    v1 = register("bl-cli", mm.BaselinerModel(BaselineConfig(min_learn_windows=30)))
+    env = dict(os.environ, BASELINER_STATE_HMAC_KEY=KEY, MLFLOW_TRACKING_URI=server)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
+             "--events", "none", "--model", "models:/bl-cli@champion"],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            def wait_for(text: str) -> None:
+                for _ in range(600):
+                    if text in log_path.read_text():
+                        return
+                    assert proc.poll() is None, log_path.read_text()
+                    time.sleep(0.1)
+                raise AssertionError(f"{text!r} not logged:\n{log_path.read_text()}")
+
+            wait_for("baseliner serving gRPC")
+            assert f"(models:/bl-cli/{v1}): template for new baselines (config only)" in log_path.read_text()
+            v2 = register("bl-cli", mm.BaselinerModel.from_baseline(trained()))
+            proc.send_signal(signal.SIGHUP)
+            wait_for(f"model reloaded: models:/bl-cli/{v1} -> models:/bl-cli/{v2}")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
