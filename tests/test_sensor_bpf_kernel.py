@@ -308,9 +308,8 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     assert w.counter(cgid, "established") == k
     assert w.counter(cgid, "connects_failed") == 1
     assert w.counter(cgid, "socket_attributed") >= 1, "no transition ran outside the workload's context"
-    # nothing leaked to other cgroups
-    others = sum(c.get("established", 0) for cg, c in w.counters.items() if cg != cgid)
-    assert others == 0
+    # (other cgroups may count connections of their own meanwhile: the machine is not otherwise idle, so
+    # "none elsewhere" cannot be asserted; established == k above is what misattribution would break)
     assert {(e.address, e.port) for e in w.endpoints[cgid]} >= {(NS_IP, port), (NS_IP, closed_port)}
 
 

@@ -430,7 +430,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
             __builtin_memcpy(p.addr, args->daddr, 4);
         else
             __builtin_memcpy(p.addr, args->daddr_v6, 16);
-        sock_pending_in.update(&sk, &p);
+        if (sock_pending_in.update(&sk, &p))
+            lost_global(set); /* softirq: no cgroup to charge yet */
         return 0;
     }
     if (news == TCP_CLOSE) {
