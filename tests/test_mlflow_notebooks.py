@@ -51,7 +51,8 @@ def test_committed_without_outputs(path: Path) -> None:
 
 
 def test_explore_recording(tmp_path: Path) -> None:
-    nb = execute("explore_recording", {**SMALL_SCENARIO, "WORK_DIR": str(tmp_path)})
+    nb = execute("explore_recording", {**SMALL_SCENARIO, "WORK_DIR": str(tmp_path),
+                                       "BASELINE": {"min_learn_seconds": 1800}})
     text = outputs_text(nb)
     assert "labelled attacks" in text and "windows flagged" in text
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
