@@ -236,6 +236,7 @@ class Probes:
             "sock_pending_in": _Drainer(lib, b[b"sock_pending_in"], np.dtype("<u8"), 24, 1),
         }
         self._closed = False
+        self._misses = self.kernel_misses()
 
     def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
         b = self._bpf
@@ -252,12 +253,34 @@ class Probes:
     # ------------------------------------------------------------ operations
 
     def flip(self) -> WindowCounts:
-        """Switch programs to the other map set and return (and clear) what the old set counted."""
+        """Switch programs to the other map set and return (and clear) what the old set counted.
+
+        Events the kernel did not run a program for (it skips a tracing program that would nest inside
+        another on the same CPU, e.g. a softirq TCP transition during a send) are added to
+        ``lost_global``: no cgroup can be charged with them, so the window's vectors are incomplete."""
         old = self.active
         self.active = 1 - old
         self._ctl[ct.c_uint32(0)] = ct.c_uint32(self.active)
         time.sleep(GRACE_SECONDS)
-        return self._drain_set(old)
+        out = self._drain_set(old)
+        misses = self.kernel_misses()
+        if misses > self._misses:
+            out.lost_global += misses - self._misses
+        self._misses = misses
+        return out
+
+    def kernel_misses(self) -> int:
+        """Sum of the programs' ``recursion_misses`` (``/proc/self/fdinfo`` of each program fd)."""
+        total = 0
+        for fn in self._bpf.funcs.values():
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                    for line in f:
+                        if line.startswith("recursion_misses:"):
+                            total += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
 
     def _drain_set(self, s: int) -> WindowCounts:
         dr = self._sets[s]
