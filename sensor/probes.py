@@ -133,7 +133,7 @@ def _prefix_matcher(prefixes: tuple[str, ...]) -> str:
 
 
 def build_program(config: ProbeConfig) -> str:
-    """The complete C text BCC compiles (printable: ``baseliner-sensor-bpf --print-program``)."""
+    """The complete C text BCC compiles (printable: ``python -m sensor.cli_bpf --print-program``)."""
     body = (BPF_DIR / "sensor.c").read_text()
     defines = {
         "BASELINER_NGRAMS": int(config.ngrams),

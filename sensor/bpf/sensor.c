@@ -2,7 +2,7 @@
  *
  * Built and loaded by sensor/probes.py (the only module that imports bcc), which prepends the
  * configuration (#defines for map sizes and BASELINER_NGRAMS) and replaces the sensitive-prefix
- * placeholder below with generated code; `baseliner-sensor-bpf --print-program` shows the result.
+ * placeholder below with generated code; `python -m sensor.cli_bpf --print-program` shows the result.
  *
  * Rules this file keeps:
  *  - tracepoints and raw tracepoints only (no kprobes/fentry), and no kernel struct is ever read:
