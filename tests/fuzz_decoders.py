@@ -1,0 +1,81 @@
+"""Coverage-guided fuzzing (atheris / libFuzzer) of the decoders that read hostile input.
+
+    python tests/fuzz_decoders.py -runs=20000 -max_total_time=60 [corpus_dir]
+
+One input is tried three ways: as a serialised ``VectorBatch`` (``service.serde`` check + decode, then
+``models.validate`` and the feature transform on every decoded vector), as a Falco alert body
+(``service.falco.parse_alert``), and as a write-ahead log segment (``service.wal.read_segment``).  Any
+exception other than the documented refusals (``DecodeError``, ``ValidationError``, ``FalcoPayloadError``,
+``StateError``) is a finding: libFuzzer stops and writes the input as ``crash-*``.
+``tests/test_reliability_fuzz.py`` runs it for a bounded number of iterations.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+with atheris.instrument_imports():
+    from google.protobuf.message import DecodeError
+
+    from models.errors import StateError, ValidationError
+    from models.features import transform_vectors
+    from models.validate import validate
+    from protos.baseliner.v1 import vectors_pb2
+    from service import serde
+    from service.falco import FalcoPayloadError, parse_alert
+    from service.wal import read_segment
+
+DECODER = serde.Decoder(1000)
+WAL_FILE = Path(tempfile.mkdtemp()) / "000000000001.wal"
+
+
+def one(data: bytes) -> None:
+    try:
+        batch = vectors_pb2.VectorBatch.FromString(data)
+    except DecodeError:
+        batch = None
+    if batch is not None:
+        try:
+            DECODER.check_batch(batch)
+            good = []
+            for _, item in DECODER.decode(batch):
+                if isinstance(item, ValidationError):
+                    continue
+                try:
+                    validate(item)
+                except ValidationError:
+                    continue
+                good.append(item)
+            if good:
+                x = transform_vectors(good)
+                if not (x == x).all():
+                    raise AssertionError("validated vectors transformed into NaN")
+        except ValidationError:
+            pass
+    try:
+        parse_alert(data, 64 * 1024)
+    except FalcoPayloadError:
+        pass
+    WAL_FILE.write_bytes(b"BASELINER-WAL 1 sha256\n" + data)
+    try:
+        for _ in read_segment(WAL_FILE, None, last=bool(data[:1] == b"\x00")):
+            pass
+    except StateError:
+        pass
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    atheris.Setup(sys.argv, one)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

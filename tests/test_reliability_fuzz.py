@@ -1,0 +1,40 @@
+"""Runs the atheris fuzzer (``tests/fuzz_decoders.py``) over the decoders for a bounded time.
+
+Seeded with real batches (``sensor.wire``), a Falco alert and a log record, so that libFuzzer starts from
+inputs that reach deep into the decoders; any unexpected exception fails the run (and the test).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sensor import wire
+from service.wal import KIND_BATCH, Record, encode_body
+from tests.service_fixtures import vector
+
+pytest.importorskip("atheris", reason="atheris is in the dev extra (pip install -e .[dev])")
+
+FUZZER = Path(__file__).with_name("fuzz_decoders.py")
+
+
+@pytest.mark.slow
+def test_atheris_fuzz_decoders_bounded(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, vs in enumerate(([vector(1)], [vector(2, attack="shell"), vector(3, container=2, attack="etc")])):
+        (corpus / f"batch{i}").write_bytes(wire.to_batch(vs, i + 1).SerializeToString())
+    (corpus / "alert").write_bytes(json.dumps({
+        "output": "x", "priority": "Warning", "rule": "Terminal shell in container",
+        "time": "2026-01-01T00:00:00.5Z", "output_fields": {"container.id": "abcdef012345",
+                                                             "container.image.repository": "nginx"}}).encode())
+    (corpus / "wal").write_bytes(encode_body(Record(KIND_BATCH, "s", "node-1", 1, b"\x08\x01")))
+    r = subprocess.run([sys.executable, str(FUZZER), "-runs=30000", "-max_total_time=30", "-rss_limit_mb=2048",
+                        f"-artifact_prefix={tmp_path}/", str(corpus)], capture_output=True, text=True, timeout=240)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "Done" in out and "crash-" not in out, out[-2000:]

@@ -1,0 +1,264 @@
+"""Property-based tests (Hypothesis) on everything that reads hostile input.
+
+* protobuf decoding (``service/serde.py``): any bytes that parse as a ``VectorBatch`` are refused as a
+  whole with a ``ValidationError`` or decoded into exactly one result per vector (a vector or its
+  ``ValidationError``), never anything else;
+* vector validation (``models/validate.py``): a vector that passes validation transforms into finite
+  features and is processed by a baseline without error; one that fails says why with a known reason;
+* the pipeline: a batch mixing hostile vectors applies the good ones and rejects each bad one alone;
+* the Falco endpoint: any body gets a 2xx or 4xx answer with a known reason, never a 5xx, and arbitrary
+  bytes on the socket never stop it from answering the next client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.baseline import BaselineConfig, ImageBaseline
+from models.errors import ValidationError
+from models.features import transform_vectors
+from models.validate import validate
+from models.vector import Endpoint, FeatureVector, Identity
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from service import serde
+from service.config import FalcoConfig
+from service.falco import REJECT_REASONS as FALCO_REASONS
+from service.falco import FalcoCorrelator
+from service.falco_http import FalcoEndpoint
+from service.pipeline import Pipeline
+
+REASONS = set(serde.REJECT_REASONS) | {"UNSPECIFIED"}
+PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**6).map(float),
+                   st.sampled_from([0.0, -0.0, 1e308, -1.0, 5e-324]))
+names = st.one_of(st.text(max_size=40), st.sampled_from(["nginx", "", "a" * 300, "UPPER", "reg:5000/app", "../x"]))
+
+
+@st.composite
+def pb_vectors(draw: Any) -> vectors_pb2.FeatureVector:
+    v = vectors_pb2.FeatureVector()
+    if draw(st.booleans()):
+        i = v.identity
+        i.node = draw(names)
+        i.container_id = draw(names)
+        i.image_repository = draw(names)
+        i.image_tag = draw(names)
+    v.window_start = draw(st.one_of(floats, st.just(1.75e9)))
+    v.window_seconds = draw(st.one_of(floats, st.just(10.0)))
+    n = draw(st.integers(0, 6))
+    v.syscall_name_index.extend(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)))
+    v.syscall_count.extend(draw(st.lists(floats, min_size=n + draw(st.integers(-1, 1)) if n else 0,
+                                         max_size=max(n + 1, 0))))
+    v.ngram_spec = draw(st.sampled_from([0, 0, 1, 2]))
+    if v.ngram_spec:
+        b = draw(st.lists(st.integers(0, 20000), max_size=5))
+        v.ngram_bucket.extend(b)
+        v.ngram_count.extend(draw(st.lists(st.integers(0, 2**32 - 1), min_size=len(b), max_size=len(b))))
+    v.process.execs = draw(floats)
+    v.process.executables.extend(draw(st.lists(st.text(max_size=50), max_size=3)))
+    v.network.connects = draw(floats)
+    v.network.bytes_sent = draw(floats)
+    for _ in range(draw(st.integers(0, 2))):
+        e = v.network.endpoints.add()
+        e.address = draw(st.text(max_size=20))
+        e.port = draw(st.integers(0, 70000))
+        e.protocol = draw(st.integers(0, 3))
+        e.direction = draw(st.integers(0, 3))
+    v.file.sensitive_paths.extend(draw(st.lists(st.text(max_size=30), max_size=2)))
+    if draw(st.booleans()):
+        v.health.events_lost = draw(st.integers(0, 2**63))
+        v.health.container_age_seconds = draw(floats)
+    return v
+
+
+@st.composite
+def pb_batches(draw: Any) -> vectors_pb2.VectorBatch:
+    b = vectors_pb2.VectorBatch(sequence=draw(st.integers(0, 2**64 - 1)),
+                                schema_version=draw(st.sampled_from([1, 1, 0, 2])))
+    b.syscall_names.extend(draw(st.lists(st.sampled_from(["read", "write", "execve", "", "x" * 100]), max_size=10)))
+    b.vectors.extend(draw(st.lists(pb_vectors(), max_size=6)))
+    return b
+
+
+def _check_decoded(batch: vectors_pb2.VectorBatch, decoder: serde.Decoder) -> list[FeatureVector]:
+    try:
+        decoder.check_batch(batch)
+    except ValidationError as e:
+        assert e.reason in REASONS and e.message
+        return []
+    out = decoder.decode(batch)
+    assert [i for i, _ in out] == list(range(len(batch.vectors)))
+    good = []
+    for i, item in out:
+        if isinstance(item, ValidationError):
+            assert item.reason in REASONS and item.index == i and item.message
+        else:
+            assert isinstance(item, FeatureVector)
+            good.append(item)
+    return good
+
+
+@PROPS
+@given(st.binary(max_size=2048))
+def test_any_bytes_decode_or_fail_cleanly(data: bytes) -> None:
+    try:
+        batch = vectors_pb2.VectorBatch.FromString(data)
+    except Exception as e:  # the gRPC layer answers INTERNAL/INVALID for unparseable messages
+        assert type(e).__name__ == "DecodeError"
+        return
+    _check_decoded(batch, serde.Decoder(100))
+
+
+@PROPS
+@given(pb_batches())
+def test_structured_batches_decode_validate_and_score(batch: vectors_pb2.VectorBatch) -> None:
+    good = _check_decoded(batch, serde.Decoder(100))
+    valid = []
+    for v in good:
+        try:
+            validate(v)
+        except ValidationError as e:
+            assert e.reason in REASONS
+            continue
+        valid.append(v)
+    if valid:
+        x = transform_vectors(valid)
+        assert np.isfinite(x).all()
+        for v in valid:  # each on its own baseline: one image key per identity, in event-time order
+            verdicts = ImageBaseline(v.identity.image, BaselineConfig(min_learn_windows=2, min_learn_seconds=0)) \
+                .process([v])
+            assert len(verdicts) == 1 and (math.isfinite(verdicts[0].score) or verdicts[0].score == math.inf)
+
+
+counts = st.one_of(st.integers(0, 10**9), st.floats(allow_nan=True, allow_infinity=True), st.just(-1))
+
+
+@st.composite
+def domain_vectors(draw: Any) -> FeatureVector:
+    ident = Identity(draw(st.sampled_from(["node-1", "", "n" * 300])), "c1",
+                     draw(st.sampled_from(["nginx", "", "Bad Repo", "registry:5000/team/app", "a" * 300])),
+                     draw(st.sampled_from(["1.27", "", "latest", "-bad", "t" * 200])))
+    return FeatureVector(
+        ident, draw(st.one_of(st.just(1.75e9), floats)), draw(st.one_of(st.just(10.0), floats)),
+        draw(st.dictionaries(st.sampled_from(["read", "write", "execve", "", "\x00", "x" * 600]), counts, max_size=4)),
+        ngrams=draw(st.dictionaries(st.integers(-5, 20000), st.integers(-2, 10**6), max_size=3)),
+        execs=draw(counts), connects=draw(counts), bytes_sent=draw(counts), events_lost=draw(counts),
+        executables=draw(st.lists(st.text(max_size=20), max_size=70)),
+        endpoints=[Endpoint("10.0.0.1", p) for p in draw(st.lists(st.integers(-1, 70000), max_size=3))],
+    )
+
+
+@PROPS
+@given(domain_vectors())
+def test_validation_accepts_only_what_scores_cleanly(v: FeatureVector) -> None:
+    try:
+        validate(v)
+    except ValidationError as e:
+        assert e.reason in REASONS and e.message
+        return
+    assert np.isfinite(transform_vectors([v])).all()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(domain_vectors(), st.just(None)), min_size=1, max_size=12))
+def test_pipeline_rejects_bad_vectors_alone(items: list[FeatureVector | None]) -> None:
+    p = Pipeline()
+    decoded: list[tuple[int, Any]] = []
+    for i, v in enumerate(items):
+        if v is None:  # a known-good vector (its own container, increasing windows)
+            v = FeatureVector(Identity("node-1", f"good{i}", "nginx", "1.27"), 1.75e9 + i, 10.0, {"read": 10})
+        decoded.append((i, v))
+    result = p.apply_batch("s", 1, decoded)
+    assert result.applied + len(result.rejected) == len(items)
+    assert sorted(e.index for e in result.rejected) == [e.index for e in result.rejected]
+    good = sum(1 for v in items if v is None)
+    assert result.applied >= good
+    assert p.last_sequence("s") == 1
+
+
+# -- Falco endpoint ------------------------------------------------------------------------------------
+
+
+def _endpoint() -> FalcoEndpoint:
+    cfg = FalcoConfig(listen="127.0.0.1:0")
+    return FalcoEndpoint(cfg, FalcoCorrelator(cfg, [], lambda alert: None))
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30)),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@st.composite
+def falco_like(draw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = draw(st.dictionaries(st.sampled_from(["output", "priority", "rule", "time", "output_fields",
+                                                              "hostname", "tags", "source"]), json_values))
+    if draw(st.booleans()):
+        d["output_fields"] = draw(st.dictionaries(
+            st.sampled_from(["container.id", "container.image.repository", "k8s.ns.name", "proc.name",
+                             "fd.rport", "container.image.tag"]),
+            json_values | st.sampled_from(["abcdef012345", "host", "nginx", "4444"]), max_size=6))
+    return d
+
+
+@PROPS
+@given(st.one_of(st.binary(max_size=512), falco_like().map(lambda d: __import__("json").dumps(d).encode())))
+def test_falco_handler_answers_every_body_with_a_known_reason(body: bytes) -> None:
+    status, payload = _endpoint().handle(body)
+    assert status == 200 or 400 <= status < 500, (status, payload)
+    if status != 200:
+        assert payload["error"] in FALCO_REASONS
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=3))
+def test_falco_socket_survives_garbage(chunks: list[bytes]) -> None:
+    async def main() -> None:
+        ep = _endpoint()
+        await ep.start()
+        try:
+            def garbage_then_health() -> bytes:
+                with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as s:
+                    for c in chunks:
+                        s.sendall(c)
+                    s.shutdown(socket.SHUT_WR)
+                    try:
+                        while s.recv(4096):
+                            pass
+                    except (ConnectionError, TimeoutError):
+                        pass
+                with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as s:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    return s.recv(100)
+
+            assert (await asyncio.to_thread(garbage_then_health)).startswith(b"HTTP/1.1 200")
+        finally:
+            await ep.stop()
+
+    asyncio.run(main())
+
+
+def test_ack_reason_names_round_trip() -> None:
+    for r in serde.REJECT_REASONS:
+        assert ingest_pb2.RejectReason.Name(serde.reject_reason_value(r)) == f"REJECT_REASON_{r}"
+
+
+def test_fuzzer_finding_huge_finite_counts_stay_finite() -> None:
+    """Found by tests/fuzz_decoders.py: a 2.6e214 write count passed validation and became a NaN feature."""
+    v = FeatureVector(Identity("node-1", "c0", "nginx", "1.27"), 1.75e9, 10.0,
+                      {"read": 534.0, "write": 2.558530102513129e214, "execve": 2.0})
+    validate(v)
+    assert np.isfinite(transform_vectors([v])).all()
+    tiny = FeatureVector(Identity("node-1", "c0", "nginx", "1.27"), 1.75e9, 1e-300, {"read": 1e300})
+    validate(tiny)
+    assert np.isfinite(transform_vectors([tiny])).all()
