@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import time
@@ -148,6 +149,7 @@ class ModelSource:
                 raise ModelError(f"cannot resolve model {uri} on {tracking}: {e.message}") from None
             version = int(mv.version)
             resolved = f"models:/{name}/{version}"
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the log
         model = load_model(resolved, self.hmac_key, tracking_uri=tracking or None)
         return Loaded(model, uri, resolved, version, time.time())
 
