@@ -1,8 +1,8 @@
 """Overhead of the eBPF sensor, measured in one run (needs root; see docs/sensor.md for results).
 
 (a) time added per syscall: a single-threaded C loop of getppid() timed (CPU clock of the loop process,
-    minimum of --reps runs) with and without the sensor attached, for counts only (--no-ngrams program)
-    and counts + n-grams;
+    minimum of --reps runs) with and without the sensor attached, for counts only (--no-ngrams program),
+    counts + n-grams, and counts without the per-syscall argument tracepoints (--no-syscall-args);
 (b) total CPU per syscall at a realistic load: a C workload of mixed syscalls (getppid, getuid, pipe write
     and read, openat/fstat/close of /dev/null) paced at --rate syscalls/s; CPU = the workload's own CPU
     (user + system, which includes the BPF programs run in its context) plus the sensor process's CPU
@@ -136,8 +136,8 @@ def with_consumer(exe: Path, n: int, rate: float, consume: Callable[[threading.E
     return {"syscalls": made, "workload_cpu_s": wcpu, "consumer_cpu_s": self_cpu() - c0, "wall_s": wall}
 
 
-def bench_sensor(exe: Path, ngrams: bool, args: argparse.Namespace) -> dict[str, Any]:
-    with Probes(ProbeConfig(ngrams=ngrams)) as p:
+def bench_sensor(exe: Path, ngrams: bool, args: argparse.Namespace, syscall_args: bool = True) -> dict[str, Any]:
+    with Probes(ProbeConfig(ngrams=ngrams, syscall_args=syscall_args)) as p:
         added = ns_per_getppid(exe, args.loop, args.reps)
 
         def drain(stop: threading.Event) -> None:
@@ -234,6 +234,7 @@ def main() -> None:
 
         base_load = with_consumer(exe, args.mixed, args.rate, idle)
         empty_ns = bench_empty(exe, args)
+        bare = bench_sensor(exe, False, args, syscall_args=False)
         counts = bench_sensor(exe, False, args)
         ngrams = bench_sensor(exe, True, args)
         per_event = bench_per_event(exe, args)
@@ -243,7 +244,9 @@ def main() -> None:
 
     base_cpu = cpu_per_syscall_ns(base_load)
     rows = []
-    for name, r in (("counts only", counts), ("counts + n-grams", ngrams), ("per-event perf buffer", per_event)):
+    designs = (("counts, no syscall args", bare), ("counts only", counts), ("counts + n-grams", ngrams),
+               ("per-event perf buffer", per_event))
+    for name, r in designs:
         rows.append({
             "design": name,
             "getppid_ns": r["ns_per_getppid"],
@@ -259,11 +262,11 @@ def main() -> None:
           f"mixed workload {args.mixed} syscalls at {args.rate:.0f}/s, drain every {args.window}s")
     print(f"no sensor: getppid {base_ns:.1f} ns; mixed workload CPU {base_cpu:.1f} ns/syscall; "
           f"empty sys_enter program attached: getppid {empty_ns:.1f} ns (+{empty_ns - base_ns:.1f})")
-    hdr = f"{'design':<24}{'getppid ns':>12}{'added ns':>10}{'CPU ns/sc':>11}{'added CPU':>11}" \
+    hdr = f"{'design':<26}{'getppid ns':>12}{'added ns':>10}{'CPU ns/sc':>11}{'added CPU':>11}" \
           f"{'consumer s':>12}{'dropped':>10}"
     print(hdr)
     for r in rows:
-        print(f"{r['design']:<24}{r['getppid_ns']:>12.1f}{r['added_ns_per_syscall']:>10.1f}"
+        print(f"{r['design']:<26}{r['getppid_ns']:>12.1f}{r['added_ns_per_syscall']:>10.1f}"
               f"{r['cpu_ns_per_syscall']:>11.1f}{r['added_cpu_ns_per_syscall']:>11.1f}"
               f"{r['consumer_cpu_s']:>12.3f}{r['lost_or_dropped']:>10}")
     if args.json:

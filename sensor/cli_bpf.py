@@ -27,6 +27,9 @@ def add_bpf_arguments(p: argparse.ArgumentParser | Any) -> None:
     g = p.add_argument_group("eBPF source (--source bpf; needs root)")
     g.add_argument("--window", type=float, default=5.0, help="window length in seconds (default 5)")
     g.add_argument("--no-ngrams", action="store_true", help="do not count syscall n-grams in the kernel")
+    g.add_argument("--no-syscall-args", action="store_true",
+                   help="do not attach the open*/creat/connect/sendto tracepoints: file-write and DNS counts "
+                        "stay 0, every syscall gets cheaper (docs/sensor.md, overhead)")
     g.add_argument("--sensitive-prefix", action="append", default=None, metavar="DIR",
                    help="directory whose write opens count as sensitive (repeatable; replaces the defaults "
                         f"{', '.join(DEFAULT_SENSITIVE_PREFIXES)})")
@@ -41,7 +44,8 @@ def add_bpf_arguments(p: argparse.ArgumentParser | Any) -> None:
 
 def probe_config_from_args(args: argparse.Namespace) -> ProbeConfig:
     prefixes = tuple(args.sensitive_prefix) if args.sensitive_prefix else DEFAULT_SENSITIVE_PREFIXES
-    return ProbeConfig(ngrams=not args.no_ngrams, sensitive_prefixes=prefixes)
+    return ProbeConfig(ngrams=not args.no_ngrams, syscall_args=not args.no_syscall_args,
+                       sensitive_prefixes=prefixes)
 
 
 def attribution_from_args(args: argparse.Namespace, node: str | None = None) -> AttributionConfig:

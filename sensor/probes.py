@@ -51,6 +51,7 @@ class ProbeConfig:
     """Kernel-side configuration (compiled into the program)."""
 
     ngrams: bool = True
+    syscall_args: bool = True  # file-open and DNS features (per-syscall tracepoints; see docs/sensor.md)
     sensitive_prefixes: tuple[str, ...] = DEFAULT_SENSITIVE_PREFIXES
     max_syscall_entries: int = 65536
     max_ngram_entries: int = 131072
@@ -137,6 +138,7 @@ def build_program(config: ProbeConfig) -> str:
     body = (BPF_DIR / "sensor.c").read_text()
     defines = {
         "BASELINER_NGRAMS": int(config.ngrams),
+        "BASELINER_SYSCALL_ARGS": int(config.syscall_args),
         "MAX_SYSCALL_ENTRIES": config.max_syscall_entries,
         "MAX_NGRAM_ENTRIES": config.max_ngram_entries,
         "MAX_CGROUPS": config.max_cgroups,

@@ -378,3 +378,15 @@ def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
     info = ContainerInfo(Identity("n1", "c", "img"), "/x")
     (v,) = build_vectors(w, {cgid: info}, window_start=0.0, window_seconds=1.0)
     assert v.events_lost == lost and not v.complete
+
+
+def test_without_syscall_arg_tracepoints(cg_parent: Path, tmp_path: Path) -> None:
+    """--no-syscall-args --no-ngrams: syscalls and the rest still counted, file opens not traced."""
+    _require_bpf()
+    from sensor.probes import ProbeConfig, Probes
+
+    with Probes(ProbeConfig(ngrams=False, syscall_args=False)) as lean:
+        cgid, w = run_in_cgroup(lean, cg_parent, [{"getppid": 300}, {"write": str(tmp_path / "f")}])
+    assert 300 <= w.syscalls[cgid][110] <= 305
+    assert w.counter(cgid, "write_opens") == 0 and w.counter(cgid, "exits") == 1
+    assert cgid not in w.ngrams

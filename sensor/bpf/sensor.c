@@ -42,6 +42,9 @@
 #ifndef BASELINER_NGRAMS
 #define BASELINER_NGRAMS 1
 #endif
+#ifndef BASELINER_SYSCALL_ARGS /* file opens and DNS: syscalls:sys_enter_{open*,creat,connect,sendto} */
+#define BASELINER_SYSCALL_ARGS 1
+#endif
 
 #define PATH_LEN 256
 #define KIND_EXEC 0
@@ -325,6 +328,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     return 0;
 }
 
+#if BASELINER_SYSCALL_ARGS
 /* ---------------- files ---------------- */
 
 static __always_inline void file_open(const char *filename, u64 flags)
@@ -374,6 +378,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
     file_open(args->filename, flags);
     return 0;
 }
+
+#endif /* BASELINER_SYSCALL_ARGS */
 
 /* ---------------- network ---------------- */
 
@@ -489,6 +495,7 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
     return 0;
 }
 
+#if BASELINER_SYSCALL_ARGS
 /* DNS: a connect() or sendto() to remote port 53 (user-space sockaddr, AF_INET/AF_INET6). */
 static __always_inline void dns_check(const void *uaddr)
 {
@@ -515,3 +522,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
     dns_check(args->addr);
     return 0;
 }
+#endif /* BASELINER_SYSCALL_ARGS */
