@@ -25,10 +25,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
+from models.detectors.ngram import NgramDetector
 from models.detectors.zscore import ZScoreDetector
 from models.errors import StateError, StateVersionError
 from models.explain import Deviation, deviations
@@ -83,8 +85,15 @@ class BaselineConfig:
     # after it raised an anomaly (event time).
     novelty_min_windows: int = 2
     novelty_min_containers: int = 2
-    learn_clip_sigma: float = 4.0
-    learn_gate: float = 0.75
+    learn_clip_sigma: float = 8.0
+    learn_gate: float = 1.0
+    # Exact tier: how much of a threshold one novel kind adds to the score (>= 1 alerts on its own).
+    novelty_weight_executable: float = 1.0
+    novelty_weight_port: float = 1.0
+    novelty_weight_sensitive_path: float = 1.0
+    novelty_weight_syscall: float = 0.2
+    ngram_alpha: float = 3.0
+    sequence_min_excess: float = 0.5  # nats/gram above the calibration quantile, at least
     quarantine_seconds: float = 300.0
 
     def __post_init__(self) -> None:
@@ -115,6 +124,12 @@ class BaselineConfig:
             problems.append("novelty_min_windows and novelty_min_containers must be >= 1")
         if not (self.learn_clip_sigma > 0 and math.isfinite(self.learn_clip_sigma)):
             problems.append(f"learn_clip_sigma must be > 0, got {self.learn_clip_sigma}")
+        weights = (self.novelty_weight_executable, self.novelty_weight_port,
+                   self.novelty_weight_sensitive_path, self.novelty_weight_syscall)
+        if not all(w >= 0 and math.isfinite(w) for w in weights):
+            problems.append("novelty weights must be finite numbers >= 0")
+        if not (self.ngram_alpha > 0 and math.isfinite(self.ngram_alpha)):
+            problems.append(f"ngram_alpha must be > 0, got {self.ngram_alpha}")
         if not 0 < self.learn_gate <= 1:
             problems.append(f"learn_gate must be in (0, 1], got {self.learn_gate}")
         if not (self.quarantine_seconds >= 0 and math.isfinite(self.quarantine_seconds)):
@@ -135,7 +150,7 @@ class BaselineConfig:
 
 
 #: Detectors a baseline can be configured with (``BaselineConfig.detector``).
-DETECTORS = {"default": "z-scores of log rates + exact novelty"}
+DETECTORS = {"default": "exact novelty + z-scores of log rates + hashed n-gram surprise"}
 
 
 @dataclass
@@ -164,6 +179,18 @@ def _severity(ratio: float, novel: Sequence[NovelItem]) -> str:
     return SEVERITIES[level]
 
 
+def _sparse_ngrams(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A batch's n-gram counts as flat (row, bucket, count) arrays; ``None`` when no window has any."""
+    lengths = np.fromiter((len(v.ngrams) for v in vectors), dtype=np.int64, count=len(vectors))
+    total = int(lengths.sum())
+    if total == 0:
+        return None
+    cols = np.fromiter(chain.from_iterable(v.ngrams for v in vectors), dtype=np.int64, count=total)
+    counts = np.fromiter(chain.from_iterable(v.ngrams.values() for v in vectors), dtype=np.float64, count=total)
+    rows = np.repeat(np.arange(len(vectors)), lengths)
+    return rows, cols, counts
+
+
 def _container(v: FeatureVector) -> str:
     return f"{v.identity.node}/{v.identity.container_id}"
 
@@ -180,18 +207,30 @@ class _Profile:
             upper_only=True,
             clip=config.learn_clip_sigma,
         )
-        self.threshold = TailThreshold(alarms_per_day=config.false_alarms_per_day, min_scores=20)
+        # The alarm budget is split evenly between the two continuous tiers.
+        budget = config.false_alarms_per_day / 2.0
+        self.threshold = TailThreshold(alarms_per_day=budget, capacity=4096, min_scores=20)
+        self.sequence = NgramDetector(alpha=config.ngram_alpha)
+        self.seq_threshold = TailThreshold(
+            alarms_per_day=budget, capacity=4096, min_scores=20, floor=0.0, min_excess=config.sequence_min_excess
+        )
         self.windows = 0
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.det.{k}": v for k, v in self.detector.to_arrays().items()}
         out.update({f"{prefix}.thr.{k}": v for k, v in self.threshold.to_arrays().items()})
+        seq = self.sequence.to_arrays()
+        out[f"{prefix}.seq.counts"] = seq["counts"].astype(np.float32)
+        out[f"{prefix}.seq.windows"] = seq["windows"]
+        out.update({f"{prefix}.seqthr.{k}": v for k, v in self.seq_threshold.to_arrays().items()})
         out[f"{prefix}.windows"] = np.array([self.windows], dtype=np.int64)
         return out
 
     def load_arrays(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
         self.detector.load_arrays({k: arrays[f"{prefix}.det.{k}"] for k in ("mean", "m2", "n")})
         self.threshold.load_arrays({k: arrays[f"{prefix}.thr.{k}"] for k in ("scores", "meta")})
+        self.sequence.load_arrays({k: arrays[f"{prefix}.seq.{k}"] for k in ("counts", "windows")})
+        self.seq_threshold.load_arrays({k: arrays[f"{prefix}.seqthr.{k}"] for k in ("scores", "meta")})
         self.windows = int(arrays[f"{prefix}.windows"][0])
 
 
@@ -228,6 +267,12 @@ class ImageBaseline:
         self.novelty = NoveltySets(
             cfg.novelty_capacity, cfg.ephemeral_port_start, cfg.novelty_min_windows, cfg.novelty_min_containers
         )
+        self._novel_weight = {
+            "executable": cfg.novelty_weight_executable,
+            "port": cfg.novelty_weight_port,
+            "sensitive_path": cfg.novelty_weight_sensitive_path,
+            "syscall": cfg.novelty_weight_syscall,
+        }
         self.containers: set[str] = set()  # containers seen while learning (at most _MAX_REPLICAS)
         self.quarantine: dict[str, float] = {}  # container -> event time until which it is not learnt
         self.state = State.FROZEN if self.mode is Mode.FREEZE else (
@@ -280,8 +325,9 @@ class ImageBaseline:
             self._start_detecting()
 
     def _start_detecting(self) -> None:
-        self.steady.threshold.recompute()
-        self.startup.threshold.recompute()
+        for profile in (self.steady, self.startup):
+            profile.threshold.recompute()
+            profile.seq_threshold.recompute()
         self.state = State.DETECTING
 
     # -- scoring -----------------------------------------------------------------------------------
@@ -303,12 +349,19 @@ class ImageBaseline:
         is_startup = np.fromiter(
             (0.0 <= v.seconds_since_start < cfg.startup_seconds for v in vectors), dtype=bool, count=n
         )
-        continuous = np.empty(n)
+        rate = np.empty(n)
+        seq = np.zeros(n)
         thresholds = np.empty(n)
+        seq_thresholds = np.full(n, math.inf)
+        grams = _sparse_ngrams(vectors)
         for profile, mask in ((self.steady, ~is_startup), (self.startup, is_startup)):
             if mask.any():
-                continuous[mask] = profile.detector.score_many(X[mask])
+                rate[mask] = profile.detector.score_many(X[mask])
                 thresholds[mask] = profile.threshold.value
+                seq_thresholds[mask] = profile.seq_threshold.value
+                if grams is not None:
+                    rows, cols, counts = grams
+                    seq[mask] = profile.sequence.score_sparse(rows, cols, counts, n)[mask]
 
         state = self.state
         learning = state is State.LEARNING
@@ -317,11 +370,22 @@ class ImageBaseline:
         no_profile = is_startup & ~np.isfinite(thresholds)
         thresholds[no_profile] = self.steady.threshold.value
         finite = np.isfinite(thresholds)
-        rate_hit = (continuous > thresholds) & ~no_profile
+        rate_hit = (rate > thresholds) & ~no_profile
+        seq_ok = np.isfinite(seq_thresholds) & ~no_profile
+        seq_hit = seq_ok & (seq > seq_thresholds)
+        # The continuous score is the more extreme tier, each relative to its own calibrated level, in
+        # units of the rate tier's threshold (so the one threshold applies to both).
+        seq_scaled = np.zeros(n)
+        np.divide(seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
+        continuous = np.where(no_profile, 0.0, np.maximum(rate, seq_scaled))
         novel_all = [self.novelty.novel(v) for v in vectors]
-        n_kinds = np.fromiter((len({i.kind for i in nv}) if nv else 0 for nv in novel_all), dtype=np.float64, count=n)
+        weight = self._novel_weight
+        n_kinds = np.fromiter(
+            (sum(weight[k] for k in {i.kind for i in nv}) if nv else 0.0 for nv in novel_all),
+            dtype=np.float64, count=n,
+        )
         scores = continuous + np.where(finite, thresholds, 0.0) * n_kinds
-        anomalous = finite & (rate_hit | (n_kinds > 0)) if not learning else np.zeros(n, dtype=bool)
+        anomalous = finite & (rate_hit | seq_hit | (scores > thresholds)) if not learning else np.zeros(n, dtype=bool)
         if state is State.FROZEN:
             learn_mask = np.zeros(n, dtype=bool)
         else:
@@ -349,11 +413,13 @@ class ImageBaseline:
             )
         ]
         for i in np.flatnonzero(anomalous):
-            self._explain(verdicts[i], X[i], bool(rate_hit[i]), self.startup if startup_list[i] else self.steady)
+            profile = self.startup if startup_list[i] else self.steady
+            seq_info = (float(seq[i]), float(seq_thresholds[i])) if seq_hit[i] else None
+            self._explain(verdicts[i], X[i], bool(rate_hit[i]), seq_info, profile)
             self._quarantine(vectors[int(i)])
         self.windows_scored += n
         self.anomalies += int(anomalous.sum())
-        self._learn(vectors, X, continuous, learn_mask, is_startup)
+        self._learn(vectors, X, rate, seq, grams, learn_mask, is_startup)
         return verdicts
 
     def _quarantine(self, v: FeatureVector) -> None:
@@ -367,23 +433,37 @@ class ImageBaseline:
                 self.quarantine.pop(next(iter(self.quarantine)))
         self.quarantine[_container(v)] = v.window_end + self.config.quarantine_seconds
 
-    def _explain(self, verdict: Verdict, x: np.ndarray, rate_hit: bool, profile: _Profile) -> None:
+    def _explain(
+        self, verdict: Verdict, x: np.ndarray, rate_hit: bool, seq_info: tuple[float, float] | None, profile: _Profile
+    ) -> None:
         """Fill in why a window is anomalous: its kinds, severity and the deviating features."""
         novel_kinds = sorted({item.kind for item in verdict.novel}, key=KINDS.index)
         verdict.anomalous = True
-        verdict.kinds = tuple(f"novel_{k}" for k in novel_kinds) + (("rate",) if rate_hit else ())
+        verdict.kinds = (
+            tuple(f"novel_{k}" for k in novel_kinds)
+            + (("rate",) if rate_hit else ())
+            + (("sequence",) if seq_info else ())
+        )
         verdict.severity = _severity(verdict.score / verdict.threshold, verdict.novel)
         det = profile.detector
         z = det.standard_scores(x[None, :])[0]
         if det.upper_only:  # explain with what was scored: increases only
             z = np.maximum(z, 0.0)
-        verdict.explanation = tuple(deviations(x, z, det.means(), det.stds(), self.config.explain_top))
+        explanation = deviations(x, z, det.means(), det.stds(), self.config.explain_top)
+        if seq_info is not None:
+            observed, level = seq_info
+            typical = profile.seq_threshold.quantile(0.5)
+            explanation.insert(0, Deviation("sequence.surprise", observed, typical, level - typical, "nats/gram",
+                                            observed / level if level > 0 else math.inf))
+        verdict.explanation = tuple(explanation)
 
     def _learn(
         self,
         vectors: Sequence[FeatureVector],
         X: np.ndarray,
         scores: np.ndarray,
+        seq: np.ndarray,
+        grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
         learn_mask: np.ndarray,
         is_startup: np.ndarray,
     ) -> None:
@@ -407,6 +487,17 @@ class ImageBaseline:
                 profile.threshold.add(calibrate, vectors[0].window_seconds)
                 if self.state is not State.LEARNING:
                     profile.threshold.recompute()
+            if grams is not None:
+                rows, cols, counts = grams
+                take = mask[rows]
+                has_grams = np.zeros(len(mask), dtype=bool)
+                has_grams[rows[take]] = True
+                seq_cal = seq[mask & has_grams][skip:] if calibrating else seq[:0]
+                if len(seq_cal):
+                    profile.seq_threshold.add(seq_cal, vectors[0].window_seconds)
+                    if self.state is not State.LEARNING:
+                        profile.seq_threshold.recompute()
+                profile.sequence.learn_sparse(cols[take], counts[take], int((mask & has_grams).sum()))
             # While learning, the spread is being discovered; once detecting, how fast the baseline
             # may move is bounded (poisoning resistance).
             profile.detector.learn_many(X[mask], bound=self.state is not State.LEARNING)
@@ -437,6 +528,9 @@ class ImageBaseline:
         startup = 0.0 <= vector.seconds_since_start < self.config.startup_seconds
         profile = self.startup if startup else self.steady
         profile.detector.learn_many(X)
+        grams = _sparse_ngrams([vector])
+        if grams is not None:
+            profile.sequence.learn_sparse(grams[1], grams[2], 1)
         profile.windows += 1
         for item in novel:
             self.novelty.add(item.kind, [item.value])

@@ -10,7 +10,8 @@ An item becomes normal only with *support*: seen in at least ``min_windows`` lea
 the image runs several replicas, in at least ``min_containers`` of them.  Until then it is a candidate
 and still novel, so one poisoned window (or one compromised replica) during learning cannot teach the
 baseline to accept an attacker's binary or port.  Items seen in start-up windows need one window:
-entrypoints legitimately do things once per start.
+entrypoints legitimately do things once per start.  An item seen in ``long_windows`` learnt windows
+counts whatever the containers (a primary that alone does what its replicas never do).
 """
 
 from __future__ import annotations
@@ -60,12 +61,18 @@ class NoveltySets:
     """
 
     def __init__(
-        self, capacity: int = 4096, ephemeral_start: int = 32768, min_windows: int = 1, min_containers: int = 1
+        self,
+        capacity: int = 4096,
+        ephemeral_start: int = 32768,
+        min_windows: int = 1,
+        min_containers: int = 1,
+        long_windows: int = 20,
     ) -> None:
         self.capacity = capacity
         self.ephemeral_start = ephemeral_start
         self.min_windows = min_windows
         self.min_containers = min_containers
+        self.long_windows = long_windows
         self.sets: dict[str, set[str]] = {k: set() for k in KINDS}
         self.saturated: dict[str, bool] = {k: False for k in KINDS}
         # (kind, item) -> [windows seen, containers seen (at most min_containers)]
@@ -109,7 +116,8 @@ class NoveltySets:
                 windows += 1
                 if container not in containers and len(containers) < self.min_containers:
                     containers = [*containers, container]
-                if windows >= need_windows and len(containers) >= need_containers:
+                supported = windows >= need_windows and len(containers) >= need_containers
+                if supported or windows >= self.long_windows:
                     self.candidates.pop((kind, item), None)
                     self.add(kind, [item])
                 elif len(self.candidates) < self.capacity or (kind, item) in self.candidates:

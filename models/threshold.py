@@ -4,15 +4,21 @@ A bare percentile does not say how many alarms a user will see.  The threshold i
 *false-alarm budget*: at most ``alarms_per_day`` alarms per image per day at the window length in use,
 so the target exceedance probability is ``p = alarms_per_day * window_seconds / 86400``.  For 5 s
 windows and one alarm a day that is p = 5.8e-5, far beyond what a few hundred learning windows can
-estimate directly, so the upper tail is extrapolated: scores above the 90th percentile are taken to
+estimate directly, so the upper tail is extrapolated: scores beyond an anchor quantile are taken to
 fall off exponentially (the peaks-over-threshold view, with a shape of zero), the scale estimated
-from the 90th and 99th percentiles::
+from two quantiles a decade apart in exceedance::
 
-    beta = (q99 - q90) / ln(10)
-    threshold = q99 + beta * ln(0.01 / p)
+    beta = (q_hi - q_lo) / ln(10)
+    threshold = q_hi + beta * ln((1 - hi) / p)
 
-The quantiles come from a bounded ring of recent unflagged scores (``capacity`` floats), so the
-threshold follows slow drift of normal behaviour but never learns from flagged windows.
+With fewer than ``deep_scores`` scores the pair is (q90, q99); with more, (q99, q99.9): the fit then
+sits in the far tail itself, so a frequent benign mode (a database checkpoint every minute, say) that
+dominates the 90-99% range no longer inflates the scale.
+
+The quantiles come from a bounded ring of scores (``capacity`` floats) recorded by the baseline while it
+learns; flagged windows never enter it.  ``min_excess`` keeps the threshold at least that far above
+the anchor quantile: a score that hardly varies (a mean over thousands of n-grams, say) would otherwise
+get a threshold a hair above its usual value, and the slightest drift would flood.
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ class TailThreshold:
     """
 
     def __init__(
-        self, alarms_per_day: float = 1.0, capacity: int = 4096, min_scores: int = 30, floor: float = 1.0
+        self,
+        alarms_per_day: float = 1.0,
+        capacity: int = 8192,
+        min_scores: int = 30,
+        floor: float = 1.0,
+        deep_scores: int = 2000,
+        min_excess: float = 0.0,
     ) -> None:
         if alarms_per_day <= 0:
             raise ValueError(f"alarms_per_day must be positive, got {alarms_per_day}")
@@ -43,6 +55,8 @@ class TailThreshold:
         self.capacity = capacity
         self.min_scores = min_scores
         self.floor = floor
+        self.deep_scores = deep_scores
+        self.min_excess = min_excess
         self._ring = np.zeros(capacity, dtype=np.float32)
         self._count = 0  # total scores ever added
         self._window_seconds = 0.0
@@ -80,15 +94,22 @@ class TailThreshold:
         if n < self.min_scores or self._window_seconds <= 0:
             self.value = math.inf
             return self.value
-        q90, q99 = np.quantile(self._ring[:n].astype(np.float64), [0.90, 0.99])
-        p = min(self.alarms_per_day * self._window_seconds / SECONDS_PER_DAY, 0.01)
-        beta = max((q99 - q90) / math.log(10.0), 1e-9)
-        self.value = float(max(q99 + beta * math.log(0.01 / p), self.floor))
+        lo, hi = (0.99, 0.999) if n >= self.deep_scores else (0.90, 0.99)
+        q_lo, q_hi = np.quantile(self._ring[:n].astype(np.float64), [lo, hi])
+        p = min(self.alarms_per_day * self._window_seconds / SECONDS_PER_DAY, 1.0 - hi)
+        beta = max((q_hi - q_lo) / math.log(10.0), 1e-9)
+        excess = max(beta * math.log((1.0 - hi) / p), self.min_excess)
+        self.value = float(max(q_hi + excess, self.floor))
         return self.value
 
     def update(self, scores: np.ndarray, window_seconds: float) -> None:
         self.add(scores, window_seconds)
         self.recompute()
+
+    def quantile(self, q: float) -> float:
+        """A quantile of the recorded scores (``nan`` when there are none)."""
+        n = self.n_scores
+        return float(np.quantile(self._ring[:n], q)) if n else math.nan
 
     def reset(self) -> None:
         self._count = 0

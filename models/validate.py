@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
+from operator import attrgetter
 
 from models.errors import ValidationError
 from models.ngrams import NUM_BUCKETS
-from models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector
+from models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector, Identity
 
 MAX_NAME_LENGTH = 255
 MAX_WINDOW_SECONDS = 3600.0
@@ -22,11 +24,15 @@ MIN_TIME, MAX_TIME = 946_684_800.0, 7_258_118_400.0
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+|[:/][a-zA-Z0-9._-]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
+_GOOD_IDENTITIES: dict[Identity, None] = {}  # identities already checked (bounded)
+_MAX_GOOD_IDENTITIES = 65_536
+
 _COUNTERS = (
     "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
     "bytes_received", "packets_sent", "packets_received", "remote_addresses", "remote_ports",
     "dns_queries", "write_opens", "sensitive_writes", "events_lost",
 )
+_COUNTER_GET = attrgetter(*_COUNTERS)
 
 
 def _count(name: str, value: float) -> None:
@@ -38,19 +44,9 @@ def _count(name: str, value: float) -> None:
         raise ValidationError("NEGATIVE", f"{name} is negative: {value}")
 
 
-def validate(v: FeatureVector) -> None:
-    """Raise :class:`ValidationError` unless ``v`` is safe to score and learn.
-
-    >>> from models.vector import FeatureVector, Identity
-    >>> v = FeatureVector(Identity("node-1", "c1", "nginx", "1.27"), 1.7e9, 5.0, {"read": 10})
-    >>> validate(v)
-    >>> v.syscalls["write"] = float("nan")
-    >>> validate(v)
-    Traceback (most recent call last):
-    ...
-    models.errors.ValidationError: syscall write is nan
-    """
-    ident = v.identity
+def _identity(ident: Identity) -> None:
+    if ident in _GOOD_IDENTITIES:
+        return
     if not ident.node:
         raise ValidationError("BAD_IDENTITY", "identity.node is empty")
     if len(ident.node) > MAX_NAME_LENGTH:
@@ -65,6 +61,37 @@ def validate(v: FeatureVector) -> None:
     for field in ("container_id", "container_name", "image_digest", "pod", "namespace"):
         if len(getattr(ident, field)) > MAX_NAME_LENGTH:
             raise ValidationError("BAD_IDENTITY", f"identity.{field} is longer than {MAX_NAME_LENGTH} characters")
+    if len(_GOOD_IDENTITIES) >= _MAX_GOOD_IDENTITIES:
+        _GOOD_IDENTITIES.clear()
+    _GOOD_IDENTITIES[ident] = None
+
+
+def _counts_ok(values: Collection[float]) -> bool:
+    """Fast check that every value is a finite number >= 0 (C-level sum and min)."""
+    if not values:
+        return True
+    try:
+        return math.isfinite(sum(values)) and min(values) >= 0
+    except TypeError:
+        return False
+
+
+def validate(v: FeatureVector) -> None:
+    """Raise :class:`ValidationError` unless ``v`` is safe to score and learn.
+
+    Valid vectors take a fast path (whole-collection checks); the per-item checks that name the
+    culprit run only when that fails.
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> v = FeatureVector(Identity("node-1", "c1", "nginx", "1.27"), 1.7e9, 5.0, {"read": 10})
+    >>> validate(v)
+    >>> v.syscalls["write"] = float("nan")
+    >>> validate(v)
+    Traceback (most recent call last):
+    ...
+    models.errors.ValidationError: syscall write is nan
+    """
+    _identity(v.identity)
 
     for name, value in (("window_start", v.window_start), ("window_seconds", v.window_seconds)):
         if not math.isfinite(value):
@@ -76,18 +103,23 @@ def validate(v: FeatureVector) -> None:
     if not math.isfinite(v.seconds_since_start):
         raise ValidationError("NOT_FINITE", f"seconds_since_start is {v.seconds_since_start}")
 
-    if len(v.syscalls) > MAX_SYSCALL_NAMES:
-        raise ValidationError("TOO_LARGE", f"{len(v.syscalls)} syscall names (max {MAX_SYSCALL_NAMES})")
-    for name, count in v.syscalls.items():
-        if not name or len(name) > 64:
-            raise ValidationError("BAD_REFERENCE", f"syscall name {name[:80]!r} is empty or too long")
-        _count(f"syscall {name}", count)
-    for bucket, count in v.ngrams.items():
-        if not 0 <= bucket < NUM_BUCKETS:
-            raise ValidationError("BAD_REFERENCE", f"n-gram bucket {bucket} outside [0, {NUM_BUCKETS})")
-        _count(f"n-gram bucket {bucket}", count)
-    for attr in _COUNTERS:
-        _count(attr, getattr(v, attr))
+    calls = v.syscalls
+    if len(calls) > MAX_SYSCALL_NAMES:
+        raise ValidationError("TOO_LARGE", f"{len(calls)} syscall names (max {MAX_SYSCALL_NAMES})")
+    if calls and not (_counts_ok(calls.values()) and 0 < min(map(len, calls)) and max(map(len, calls)) <= 64):
+        for name, count in calls.items():
+            if not name or len(name) > 64:
+                raise ValidationError("BAD_REFERENCE", f"syscall name {name[:80]!r} is empty or too long")
+            _count(f"syscall {name}", count)
+    grams = v.ngrams
+    if grams and not (_counts_ok(grams.values()) and min(grams) >= 0 and max(grams) < NUM_BUCKETS):
+        for bucket, count in grams.items():
+            if not 0 <= bucket < NUM_BUCKETS:
+                raise ValidationError("BAD_REFERENCE", f"n-gram bucket {bucket} outside [0, {NUM_BUCKETS})")
+            _count(f"n-gram bucket {bucket}", count)
+    if not _counts_ok(_COUNTER_GET(v)):
+        for attr in _COUNTERS:
+            _count(attr, getattr(v, attr))
 
     for attr, items, limit in (
         ("executables", v.executables, MAX_EXECUTABLES),

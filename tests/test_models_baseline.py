@@ -219,3 +219,16 @@ def test_startup_items_need_one_window():
     windows[0].seconds_since_start = 0.0
     b.process(windows)
     assert "/docker-entrypoint.sh" in b.novelty_sets()["executable"]
+
+
+def test_an_item_seen_long_enough_in_one_container_is_normal():
+    """A primary does what its replicas never do (fsync, say): support over many windows suffices."""
+    rng = np.random.default_rng(5)
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    r1, r2 = Identity("node-1", "r1", "pg", "16"), Identity("node-2", "r2", "pg", "16")
+    windows = [window(i, rng, identity=r1 if i % 2 else r2) for i in range(100)]
+    for w in windows[:60]:
+        if w.identity is r1:
+            w.syscalls["fsync"] = 3
+    b.process(windows)
+    assert "fsync" in b.novelty_sets()["syscall"]

@@ -266,6 +266,22 @@ class NgramDetector(base.AnomalyDetector):
         np.divide(num, den, out=out, where=den > 0)
         return out
 
+    def learn_sparse(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
+        """Learn ``n_windows`` windows given as flat bucket indices and counts (all rows together).
+
+        The service's fast path: no matrix is built.  Entries must be valid buckets with finite counts
+        (``models.validate`` guarantees it); non-positive counts are ignored.
+        """
+        if len(cols):
+            self._counts += np.bincount(cols, np.maximum(counts, 0.0), NUM_BUCKETS)
+        self._windows += n_windows
+        self._surprise = None
+
+    def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
+        """Scores of ``n_rows`` windows given as flat (row, bucket, count) entries; same as ``score_many``."""
+        keep = counts > 0
+        return self._tail_scores(rows[keep], cols[keep], counts[keep], n_rows)
+
     def grams(self, X: Any) -> np.ndarray:
         """Weighted gram count of each row (the denominator of its score; the weight of a window in a trace)."""
         m = self._matrix(X)
