@@ -33,6 +33,7 @@ KEY = "model-and-state-key"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
         mlflow.set_tracking_uri(url)
+        mlflow.set_experiment("baseliner-tests")  # not an experiment id another module's store left active
         yield url
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
