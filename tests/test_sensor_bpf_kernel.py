@@ -390,3 +390,17 @@ def test_without_syscall_arg_tracepoints(cg_parent: Path, tmp_path: Path) -> Non
     assert 300 <= w.syscalls[cgid][110] <= 305
     assert w.counter(cgid, "write_opens") == 0 and w.counter(cgid, "exits") == 1
     assert cgid not in w.ngrams
+
+
+def test_thread_history_cleaned_at_exit(probes: object) -> None:
+    """Every thread that makes syscalls gets an n-gram history entry; it goes when the thread exits."""
+    before = probes.map_entries()["history"]  # type: ignore[attr-defined]
+    code = ("import threading, os\n"
+            "def f():\n    os.getppid(); os.getppid()\n"
+            "for _ in range(20):\n"
+            "    ts = [threading.Thread(target=f) for _ in range(50)]\n"
+            "    [t.start() for t in ts]; [t.join() for t in ts]\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    after = probes.map_entries()["history"]  # type: ignore[attr-defined]
+    # 1000 threads came and went; what remains is the rest of the machine's churn
+    assert after - before < 200, (before, after)
