@@ -9,6 +9,9 @@ may run beside a live service) and logs one MLflow run with, per image::
                               per-feature mean/std/typical value, novelty sets
     index.json                image key -> file, state, windows learned, threshold
 
+``diff RUN_A RUN_B`` compares two exports from their summaries: images only in one, changes of state, counters
+and threshold, the features whose learned mean moved most, and items added to or gone from the novelty sets.
+
 ``import RUN_ID`` downloads those files, verifies each one (integrity tag, format, feature layout) and
 writes them into a state directory, so a baseline can be rolled back to what a run holds.  Import into the
 state directory of a *stopped* service: a running one writes its own baselines over them at its next
@@ -42,6 +45,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     sub = p.add_subparsers(dest="baselines_command", required=True)
+    d = sub.add_parser("diff", help="what changed in the baselines between two exports (runs)")
+    d.add_argument("run_a", help="MLflow run id of the older export")
+    d.add_argument("run_b", help="MLflow run id of the newer export")
+    d.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    d.add_argument("--image", action="append", default=[], help="only this image key (repeatable)")
+    d.add_argument("--top", type=int, default=5, help="features with the largest shift to show per image")
+    d.add_argument("--json", action="store_true", help="print the diff as JSON")
     for name, helptext in (
         ("export", "log the baselines of a state directory as an MLflow run"),
         ("import", "write the baselines an MLflow run holds into a state directory"),
@@ -181,11 +191,111 @@ def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str
     return [i for i, _ in verified]
 
 
+def _summaries(run_id: str, tmp: str) -> dict[str, dict[str, Any]]:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        index = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=INDEX, dst_path=f"{tmp}/{run_id}")).read_text())
+        files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR,
+                                                         dst_path=f"{tmp}/{run_id}"))
+    except MlflowException as e:
+        raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
+    out = {}
+    for image, entry in index.items():
+        path = files / Path(str(entry.get("file", ""))).with_suffix(".json").name
+        try:
+            out[image] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise StateError(f"run {run_id}: the summary of {image!r} is missing or not JSON") from None
+    return out
+
+
+def diff_summaries(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], images: list[str] | None = None,
+                   top: int = 5) -> dict[str, Any]:
+    """Per image: only in one export, or the changes of state, counters, threshold, feature means, novelty sets.
+
+    Feature shifts are ``(mean_b - mean_a) / std_a`` in log-rate space (``std_a`` floored at 0.1).
+    """
+    keys = sorted(set(a) | set(b)) if not images else images
+    out: dict[str, Any] = {}
+    for image in keys:
+        if image not in b or image not in a:
+            out[image] = {"only_in": "a" if image in a else ("b" if image in b else "neither")}
+            continue
+        x, y = a[image], b[image]
+        entry: dict[str, Any] = {
+            k: [x.get(k), y.get(k)] for k in ("state", "mode", "windows_learned", "threshold") if x.get(k) != y.get(k)
+        }
+        fa = {f["name"]: f for f in x.get("features", [])}
+        shifts = []
+        for f in y.get("features", []):
+            old = fa.get(f["name"])
+            if old is None or old.get("mean") is None or f.get("mean") is None:
+                continue
+            z = (f["mean"] - old["mean"]) / max(old.get("std") or 0.0, 0.1)
+            if z:
+                shifts.append({"feature": f["name"], "typical_a": old.get("typical"), "typical_b": f.get("typical"),
+                               "unit": f.get("unit"), "shift_std": round(z, 3)})
+        shifts.sort(key=lambda s: -abs(s["shift_std"]))
+        if shifts[:top]:
+            entry["features"] = shifts[:top]
+        novelty = {}
+        na, nb = x.get("novelty", {}), y.get("novelty", {})
+        for kind in sorted(set(na) | set(nb)):
+            added = sorted(set(nb.get(kind, [])) - set(na.get(kind, [])))
+            removed = sorted(set(na.get(kind, [])) - set(nb.get(kind, [])))
+            if added or removed:
+                novelty[kind] = {"added": added, "removed": removed}
+        if novelty:
+            entry["novelty"] = novelty
+        out[image] = entry
+    return out
+
+
+def _g(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def _print_diff(d: dict[str, Any]) -> None:
+    for image, entry in d.items():
+        if "only_in" in entry:
+            print(f"{image}: only in export {entry['only_in']}")
+            continue
+        if not entry:
+            print(f"{image}: unchanged")
+            continue
+        print(f"{image}:")
+        for k in ("state", "mode", "windows_learned", "threshold"):
+            if k in entry:
+                print(f"  {k}: {entry[k][0]} -> {entry[k][1]}")
+        for f in entry.get("features", []):
+            print(f"  {f['feature']}: typical {_g(f['typical_a'])} -> {_g(f['typical_b'])} {f['unit']} "
+                  f"({f['shift_std']:+.2f} std)")
+        for kind, ch in entry.get("novelty", {}).items():
+            if ch["added"]:
+                print(f"  new {kind}: {', '.join(ch['added'])}")
+            if ch["removed"]:
+                print(f"  no longer {kind}: {', '.join(ch['removed'])}")
+
+
 def run(args: argparse.Namespace) -> int:
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if args.tracking_uri:
         mlflow.set_tracking_uri(args.tracking_uri)
+    if args.baselines_command == "diff":
+        with tempfile.TemporaryDirectory(prefix="baseliner-diff-") as tmp:
+            d = diff_summaries(_summaries(args.run_a, tmp), _summaries(args.run_b, tmp), args.image, args.top)
+        if args.json:
+            print(json.dumps(d, indent=1, sort_keys=True))
+        else:
+            _print_diff(d)
+        return 0
     key = _key(args.hmac_key_file)
     state_dir = Path(args.state_dir)
     if args.baselines_command == "export":

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from models import mlflow_model as mm
-from models.baseline import BaselineConfig, ImageBaseline
+from models.baseline import BaselineConfig, ImageBaseline, Mode
 from service.baselines_cli import export, import_run
 from service.server import BaselinerServer
 from service.store import StateStore
@@ -244,6 +244,24 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     assert r.returncode == 0 and "imported 1 baselines" in r.stderr, r.stderr
     # export of a subset, in-process
     assert len(MlflowClient().list_artifacts(export(state, key, ["b:1.27"], "baselines-test", ""), "baselines")) == 2
+
+    # a day later: image a learnt more (and saw a new executable while learning), image c is new
+    async def later() -> None:
+        async with running(config(state, ("state.hmac_key", KEY))) as (srv, _):
+            vs = [vector(100 + i, c, repo="a") for i in range(20) for c in range(2)]
+            vs += [vector(100 + i, 9, repo="c") for i in range(5)]
+            srv.pipeline.baselines["a:1.27"].set_mode(Mode.LEARN)
+            for v in vs[:6]:  # seen in both containers, over several windows
+                v.executables = ["/usr/bin/logrotate"]
+            await exchange(srv.port, [hello(), batch_request(vs, 10)])
+
+    asyncio.run(later())
+    run_b = export(state, key, [], "baselines-test", "a day later")
+    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "diff", run_id, run_b,
+                        "--tracking-uri", server], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "c:1.27: only in export b" in r.stdout and "b:1.27: unchanged" in r.stdout
+    assert "windows_learned: 80 -> 120" in r.stdout and "new executable: /usr/bin/logrotate" in r.stdout
     with pytest.raises(Exception, match="HMAC mismatch"):
         import_run(run_id, tmp_path / "other", b"wrong key", [], force=False)
     assert not (tmp_path / "other" / "baselines").exists()
