@@ -231,3 +231,48 @@ def test_unknown_container_age_is_filled_as_the_service_does() -> None:
     out = mm.score_frame(mm.BaselinerModel(cfg), mm.vectors_to_frame(normal_windows(8)))
     # c1 and c2 alternate every 5 s: each container's windows at age 0 and 10 s are start-up windows
     assert out["startup"].tolist() == [True, True, True, True, False, False, False, False]
+
+
+def test_rest_scoring_with_mlflow_models_serve(tmp_path: Path) -> None:
+    """``mlflow models serve`` (local environment) scores the JSON form of the frame through the signature."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.mlflow_server import free_port
+
+    mm.save_model(mm.BaselinerModel.from_baseline(trained()), tmp_path / "model")
+    frame = mm.vectors_to_frame([*normal_windows(2, start=1.7e9 + 1000), shell_window(1.7e9 + 1020)])
+    body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}).encode()
+    port = free_port()
+    bindir = str(Path(sys.executable).parent)
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), MLFLOW_DISABLE_TELEMETRY="true")
+    proc = subprocess.Popen(
+        [str(Path(bindir) / "mlflow"), "models", "serve", "-m", str(tmp_path / "model"), "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, "mlflow models serve exited"
+                time.sleep(0.5)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            predictions = json.loads(r.read())["predictions"]
+        assert [p["anomalous"] for p in predictions] == [False, False, True]
+        assert "new executable /bin/sh" in predictions[2]["novel"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
