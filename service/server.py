@@ -212,7 +212,8 @@ class BaselinerServer:
             if self.spill is not None:
                 await asyncio.to_thread(self.spill.sync_pending)
             if self.wal is not None:
-                self.wal.drop_through(wal_boundary)
+                await asyncio.to_thread(self.wal.finish_rotation)
+                await asyncio.to_thread(self.wal.drop_through, wal_boundary)
             self.metrics.state_saves.inc()
             self.metrics.state_save_seconds.set(time.time())
             log.debug("checkpoint: %d baselines, %d bytes in %.3fs", len(snap.baselines), nbytes,

@@ -41,6 +41,7 @@ import hmac
 import logging
 import os
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,6 +179,11 @@ class WriteAheadLog:
         self.lsn = 0  # records appended by this process
         self.synced_lsn = 0
         self._sync_lock = asyncio.Lock()
+        # Segments closed by rotate() whose fsync and close happen off the event loop (finish_rotation);
+        # a sync before that covers them too.  Guarded by _fd_lock (used from worker threads).
+        self._retired: list[int] = []
+        self._dir_dirty = False
+        self._fd_lock = threading.Lock()
         self._synced = asyncio.Condition()
         self._flusher: asyncio.Task[None] | None = None
         self.fsyncs = 0
@@ -224,14 +230,42 @@ class WriteAheadLog:
     def rotate(self) -> int:
         """Start a new segment; returns the number of the last one closed (for :meth:`drop_through`).
 
-        Everything appended so far is in segments up to the returned number (and fsynced, so records of
-        the closed segment count as synced).
+        Cheap enough for the event loop (no fsync): the closed segment is fsynced and closed by
+        :meth:`finish_rotation` (run it in a worker thread), and any sync before that covers it too.
         """
         closed = self._segment
-        self._open_segment(closed + 1)  # fsyncs and closes the previous one
-        if self.fsync != "off":
-            self.synced_lsn = self.lsn
+        path = self.dir / f"{closed + 1:012d}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        header = _header(self.key)
+        os.write(fd, header)
+        # No lock here (the event loop must not wait for a worker's fsync): list append and attribute
+        # stores are atomic, and only the worker side closes retired descriptors, under _fd_lock.
+        self._dir_dirty = True
+        self._retired.append(self._fd)
+        self._fd = fd
+        self._segment = closed + 1
+        self._prev = _mac(self.key, b"", header)
         return closed
+
+    def finish_rotation(self) -> None:
+        """fsync and close the segments retired by :meth:`rotate` (blocking: call from a worker thread)."""
+        self._fsync_all(close_retired=True)
+
+    def _fsync_all(self, close_retired: bool = False) -> None:
+        with self._fd_lock:
+            current = self._fd
+            retired = list(self._retired)
+            for fd in retired:
+                if self.fsync != "off":
+                    os.fsync(fd)
+                if close_retired:
+                    os.close(fd)
+                    self._retired.remove(fd)
+            if self.fsync != "off" and current >= 0 and current not in retired:
+                os.fsync(current)
+            if self._dir_dirty:
+                self._dir_dirty = False
+                _fsync_dir(self.dir)
 
     def drop_through(self, number: int) -> int:
         """Delete segments numbered ``<= number`` (their content is in a written checkpoint)."""
@@ -276,9 +310,8 @@ class WriteAheadLog:
 
     async def _sync(self) -> None:
         target = self.lsn
-        fd = self._fd
         t0 = time.perf_counter()
-        await asyncio.to_thread(os.fsync, fd)
+        await asyncio.to_thread(self._fsync_all)
         self.fsyncs += 1
         self.fsync_seconds += time.perf_counter() - t0
         self.synced_lsn = max(self.synced_lsn, target)
@@ -304,6 +337,7 @@ class WriteAheadLog:
             except asyncio.CancelledError:
                 pass
             self._flusher = None
+        self.finish_rotation()
         if self._fd >= 0:
             self._close_fd()
         self.synced_lsn = self.lsn
