@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import chain, repeat
+from operator import attrgetter, methodcaller
 
 import numpy as np
 
@@ -100,29 +101,40 @@ _SCALARS: tuple[tuple[str, int], ...] = tuple(
 
 _SCALAR_GET = attrgetter(*(attr for attr, _ in _SCALARS))
 _SCALAR_COLS = np.array([j for _, j in _SCALARS])
+_SECONDS_GET = attrgetter("window_seconds")
+_SYSCALLS_GET = attrgetter("syscalls")
+_VALUES = methodcaller("values")
 
 
 def raw_counts(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw counts matrix ``(n, N_FEATURES)`` and window lengths ``(n,)`` of a batch."""
+    """Raw counts matrix ``(n, N_FEATURES)`` and window lengths ``(n,)`` of a batch.
+
+    Columnar: the batch's syscall dicts are flattened once (C-level iteration), names map to columns
+    with one C-level dict lookup per entry, and one ``bincount`` sums them into the matrix
+    (``sys.other`` collects every call outside the vocabulary, ``sys.total`` all of them).
+    """
     n = len(vectors)
-    out = np.zeros((n, N_FEATURES), dtype=np.float64)
-    seconds = np.empty(n, dtype=np.float64)
-    col = _SYSCALL_COLUMN
-    scalars = np.array([_SCALAR_GET(v) for v in vectors], dtype=np.float64).reshape(n, len(_SCALARS))
+    n_scalars = len(_SCALARS)
+    seconds = np.fromiter(map(_SECONDS_GET, vectors), dtype=np.float64, count=n)
+    scalars = np.fromiter(
+        chain.from_iterable(map(_SCALAR_GET, vectors)), dtype=np.float64, count=n * n_scalars
+    ).reshape(n, n_scalars)
+    calls = list(map(_SYSCALLS_GET, vectors))
+    lengths = np.fromiter(map(len, calls), dtype=np.intp, count=n)
+    total_entries = int(lengths.sum())
+    if total_entries:
+        rows = np.repeat(np.arange(n, dtype=np.intp) * N_FEATURES, lengths)
+        cols = np.fromiter(
+            map(_SYSCALL_COLUMN.get, chain.from_iterable(calls), repeat(_OTHER)),
+            dtype=np.intp, count=total_entries,
+        )
+        counts = np.fromiter(chain.from_iterable(map(_VALUES, calls)), dtype=np.float64, count=total_entries)
+        out = np.bincount(rows + cols, weights=counts, minlength=n * N_FEATURES).reshape(n, N_FEATURES)
+        out[:, _TOTAL] = np.bincount(rows // N_FEATURES, weights=counts, minlength=n)
+        np.maximum(out[:, _OTHER], 0.0, out=out[:, _OTHER])  # never negative
+    else:
+        out = np.zeros((n, N_FEATURES), dtype=np.float64)
     out[:, _SCALAR_COLS] = scalars
-    for i, v in enumerate(vectors):
-        row = out[i]
-        seconds[i] = v.window_seconds
-        calls = v.syscalls
-        total = sum(calls.values())
-        other = total
-        for name, count in calls.items():
-            j = col.get(name)
-            if j is not None:
-                row[j] = count
-                other -= count
-        row[_TOTAL] = total
-        row[_OTHER] = other if other > 0.0 else 0.0  # huge counts cancel inexactly: never negative
     return out, seconds
 
 
