@@ -12,6 +12,9 @@ may run beside a live service) and logs one MLflow run with, per image::
 ``diff RUN_A RUN_B`` compares two exports from their summaries: images only in one, changes of state, counters
 and threshold, the features whose learned mean moved most, and items added to or gone from the novelty sets.
 
+``register IMAGE --name NAME [--alias champion]`` logs one learned baseline as a Baseliner model (its config
+and state, a warm start for new images) and registers it: promoting what a live service learnt, no notebook.
+
 ``import RUN_ID`` downloads those files, verifies each one (integrity tag, format, feature layout) and
 writes them into a state directory, so a baseline can be rolled back to what a run holds.  Import into the
 state directory of a *stopped* service: a running one writes its own baselines over them at its next
@@ -52,6 +55,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     d.add_argument("--image", action="append", default=[], help="only this image key (repeatable)")
     d.add_argument("--top", type=int, default=5, help="features with the largest shift to show per image")
     d.add_argument("--json", action="store_true", help="print the diff as JSON")
+    g = sub.add_parser("register", help="register one learned baseline as a Baseliner model (warm start)")
+    g.add_argument("image", help="image key of the baseline, e.g. nginx:1.27")
+    g.add_argument("--state-dir", required=True, help="the service's state directory (state.dir)")
+    g.add_argument("--hmac-key-file", default="", help="state integrity key; also signs the model")
+    g.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    g.add_argument("--name", required=True, help="registered model name")
+    g.add_argument("--alias", default="", help="point this alias (e.g. champion) at the new version")
+    g.add_argument("--experiment", default="baseliner-baselines", help="MLflow experiment name")
     for name, helptext in (
         ("export", "log the baselines of a state directory as an MLflow run"),
         ("import", "write the baselines an MLflow run holds into a state directory"),
@@ -191,6 +202,25 @@ def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str
     return [i for i, _ in verified]
 
 
+def register(state_dir: Path, key: bytes | None, image: str, name: str, alias: str, experiment: str) -> int:
+    """Log ``image``'s learned baseline as a Baseliner model (config + state), register it; returns the version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from models.mlflow_model import BaselinerModel, log_model
+
+    ((_, path, baseline),) = read_state_dir(state_dir, key, [image])
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"register {image}"):
+        mlflow.log_params({"state_dir": str(state_dir), "image": image, "state_file": path.name})
+        info = log_model(BaselinerModel.from_baseline(baseline, f"learned baseline of {image} from {state_dir}"),
+                         "model", registered_model_name=name, hmac_key=key)
+    version = int(info.registered_model_version)
+    if alias:
+        MlflowClient().set_registered_model_alias(name, alias, str(version))
+    return version
+
+
 def _summaries(run_id: str, tmp: str) -> dict[str, dict[str, Any]]:
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -298,6 +328,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     key = _key(args.hmac_key_file)
     state_dir = Path(args.state_dir)
+    if args.baselines_command == "register":
+        version = register(state_dir, key, args.image, args.name, args.alias, args.experiment)
+        print(f"models:/{args.name}/{version}")
+        return 0
     if args.baselines_command == "export":
         run_id = export(state_dir, key, args.image, args.experiment, args.run_name)
         print(run_id)

@@ -262,6 +262,14 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     assert "c:1.27: only in export b" in r.stdout and "b:1.27: unchanged" in r.stdout
     assert "windows_learned: 80 -> 120" in r.stdout and "new executable: /usr/bin/logrotate" in r.stdout
+
+    # promote what the service learnt for image b as a warm-start model
+    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "register", "b:1.27", "--state-dir",
+                        str(state), "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--name", "bl-promoted",
+                        "--alias", "champion"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "models:/bl-promoted/1", r.stderr
+    model = mm.load_model("models:/bl-promoted@champion", hmac_key=key)
+    assert model.warm and model.new_baseline("b:1.28").windows_learned == 80
     with pytest.raises(Exception, match="HMAC mismatch"):
         import_run(run_id, tmp_path / "other", b"wrong key", [], force=False)
     assert not (tmp_path / "other" / "baselines").exists()
