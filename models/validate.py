@@ -26,6 +26,8 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 _GOOD_IDENTITIES: dict[Identity, None] = {}  # identities already checked (bounded)
 _MAX_GOOD_IDENTITIES = 65_536
+_GOOD_SYSCALL_NAMES: set[str] = set()  # syscall names already checked (bounded)
+_MAX_GOOD_SYSCALL_NAMES = 4096
 
 _COUNTERS = (
     "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
@@ -106,11 +108,14 @@ def validate(v: FeatureVector) -> None:
     calls = v.syscalls
     if len(calls) > MAX_SYSCALL_NAMES:
         raise ValidationError("TOO_LARGE", f"{len(calls)} syscall names (max {MAX_SYSCALL_NAMES})")
-    if calls and not (_counts_ok(calls.values()) and 0 < min(map(len, calls)) and max(map(len, calls)) <= 64):
+    if calls and not (_counts_ok(calls.values()) and calls.keys() <= _GOOD_SYSCALL_NAMES):
         for name, count in calls.items():
-            if not name or len(name) > 64:
-                raise ValidationError("BAD_REFERENCE", f"syscall name {name[:80]!r} is empty or too long")
+            if not isinstance(name, str) or not name or len(name) > 64:
+                raise ValidationError("BAD_REFERENCE", f"syscall name {str(name)[:80]!r} is empty or too long")
             _count(f"syscall {name}", count)
+        if len(_GOOD_SYSCALL_NAMES) + len(calls) > _MAX_GOOD_SYSCALL_NAMES:
+            _GOOD_SYSCALL_NAMES.clear()
+        _GOOD_SYSCALL_NAMES.update(calls)
     grams = v.ngrams
     if grams and not (_counts_ok(grams.values()) and min(grams) >= 0 and max(grams) < NUM_BUCKETS):
         for bucket, count in grams.items():
