@@ -24,7 +24,6 @@ from typing import Any
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from models.errors import ValidationError
-from models.ngrams import NUM_BUCKETS
 from models.vector import MAX_SYSCALL_NAMES, Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import admin_pb2, ingest_pb2, vectors_pb2
 
@@ -168,19 +167,19 @@ class Decoder:
                         raise ValidationError("BAD_REFERENCE", "n-gram counts sent with ngram_spec 0")
                     ngrams: dict[int, int] = {}
                 elif spec in SUPPORTED_NGRAM_SPECS:
-                    buckets = v.ngram_bucket[:]  # one C call to a list; iterating the container is slower
-                    ncounts = v.ngram_count[:]
-                    if len(buckets) != len(ncounts):
+                    buckets = v.ngram_bucket
+                    ncounts = v.ngram_count
+                    n_buckets = len(buckets)
+                    if n_buckets != len(ncounts):
                         raise ValidationError(
                             "BAD_REFERENCE",
-                            f"ngram_bucket has {len(buckets)} entries but ngram_count {len(ncounts)}",
+                            f"ngram_bucket has {n_buckets} entries but ngram_count {len(ncounts)}",
                         )
-                    if buckets and max(buckets) >= NUM_BUCKETS:
-                        raise ValidationError(
-                            "BAD_REFERENCE", f"n-gram bucket {max(buckets)} outside [0, {NUM_BUCKETS})"
-                        )
+                    # Straight from the repeated containers (no intermediate lists: each element read
+                    # costs ~45 ns here).  The bucket range [0, NUM_BUCKETS) is models.validate's check
+                    # (same reason code), not repeated here.
                     ngrams = dict(zip(buckets, ncounts, strict=False))  # lengths checked above
-                    if len(ngrams) != len(buckets):
+                    if len(ngrams) != n_buckets:
                         raise ValidationError("BAD_REFERENCE", "an n-gram bucket is listed more than once")
                 else:
                     raise ValidationError("UNSUPPORTED_VERSION", f"ngram_spec {spec} is not supported")
@@ -210,35 +209,16 @@ class Decoder:
                     age = h.container_age_seconds
                 else:
                     events_lost, complete, exited, age = 0, True, False, -1.0
+                # Positional (the field order of FeatureVector; tests pin it): keyword arguments cost
+                # ~1.4 µs per vector here.
                 vec = FeatureVector(
-                    identity=identity(v.identity),
-                    window_start=v.window_start,
-                    window_seconds=v.window_seconds,
-                    syscalls=syscalls,
-                    ngrams=ngrams,
-                    execs=p.execs,
-                    forks=p.forks,
-                    exits=p.exits,
-                    executables=list(exes) if exes else [],
-                    connects=n.connects,
-                    connects_failed=n.connects_failed,
-                    accepts=n.accepts,
-                    listens=n.listens,
-                    bytes_sent=n.bytes_sent,
-                    bytes_received=n.bytes_received,
-                    packets_sent=n.packets_sent,
-                    packets_received=n.packets_received,
-                    remote_addresses=n.remote_addresses,
-                    remote_ports=n.remote_ports,
-                    dns_queries=n.dns_queries,
-                    endpoints=endpoints,
-                    write_opens=f.write_opens,
-                    sensitive_writes=f.sensitive_writes,
-                    sensitive_paths=list(paths) if paths else [],
-                    events_lost=events_lost,
-                    complete=complete,
-                    container_exited=exited,
-                    seconds_since_start=age,
+                    identity(v.identity), v.window_start, v.window_seconds, syscalls, ngrams,
+                    p.execs, p.forks, p.exits, list(exes) if exes else [],
+                    n.connects, n.connects_failed, n.accepts, n.listens, n.bytes_sent, n.bytes_received,
+                    n.packets_sent, n.packets_received, n.remote_addresses, n.remote_ports, n.dns_queries,
+                    endpoints,
+                    f.write_opens, f.sensitive_writes, list(paths) if paths else [],
+                    events_lost, complete, exited, age,
                 )
                 append((i, vec))
             except ValidationError as e:
