@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -179,9 +180,13 @@ def _severity(ratio: float, novel: Sequence[NovelItem]) -> str:
     return SEVERITIES[level]
 
 
+_NGRAMS = attrgetter("ngrams")
+_AGE = attrgetter("seconds_since_start")
+
+
 def _sparse_ngrams(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """A batch's n-gram counts as flat (row, bucket, count) arrays; ``None`` when no window has any."""
-    lengths = np.fromiter((len(v.ngrams) for v in vectors), dtype=np.int64, count=len(vectors))
+    lengths = np.fromiter(map(len, map(_NGRAMS, vectors)), dtype=np.int64, count=len(vectors))
     total = int(lengths.sum())
     if total == 0:
         return None
@@ -346,9 +351,8 @@ class ImageBaseline:
             return out
         X = transform_vectors(vectors)
         cfg = self.config
-        is_startup = np.fromiter(
-            (0.0 <= v.seconds_since_start < cfg.startup_seconds for v in vectors), dtype=bool, count=n
-        )
+        ages = np.fromiter(map(_AGE, vectors), dtype=np.float64, count=n)
+        is_startup = (ages >= 0.0) & (ages < cfg.startup_seconds)
         rate = np.empty(n)
         seq = np.zeros(n)
         thresholds = np.empty(n)

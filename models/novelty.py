@@ -85,9 +85,10 @@ class NoveltySets:
             known = sets["executable"]
             out.extend(NovelItem("executable", e) for e in v.executables if e not in known)
         if not saturated["syscall"]:
-            fresh = v.syscalls.keys() - sets["syscall"]
-            if fresh:
-                out.extend(NovelItem("syscall", name) for name in sorted(fresh))
+            known = sets["syscall"]
+            calls = v.syscalls.keys()
+            if not calls <= known:  # the usual case allocates nothing
+                out.extend(NovelItem("syscall", name) for name in sorted(calls - known))
         if v.endpoints and not saturated["port"]:
             known = sets["port"]
             for port in _ports(v, self.ephemeral_start):
