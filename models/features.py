@@ -144,7 +144,8 @@ _MAX_RATE = 1e18
 def transform(counts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     """Raw counts -> log-rate space (see module docstring). Pure and vectorised."""
     x = counts.astype(np.float64, copy=True)
-    x[:, _RATE_MASK] /= seconds[:, None]
+    with np.errstate(over="ignore"):  # absurd but finite input overflows to inf, clipped just below
+        x[:, _RATE_MASK] /= seconds[:, None]
     # Hostile but finite input (1e300 counts, 1e-300 s windows) must not become inf/NaN features: no real
     # counter exceeds _MAX_RATE per second, and none is negative.
     np.clip(x, 0.0, _MAX_RATE, out=x)
