@@ -120,7 +120,10 @@ class BaselinerServer:
                            idle_seconds=g.max_stream_idle_seconds),
             self.server,
         )
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.pipeline, self.sizes), self.server)
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminServicer(self.pipeline, self.sizes, on_change=self.checkpoint if self.store is not None else None),
+            self.server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

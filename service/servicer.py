@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -150,9 +150,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(self, pipeline: Pipeline, sizes: dict[str, int] | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, sizes: dict[str, int] | None = None,
+                 on_change: Callable[[], Awaitable[None]] | None = None) -> None:
         self.pipeline = pipeline
         self.sizes = sizes if sizes is not None else {}
+        self.on_change = on_change  # makes a change durable (a checkpoint) before the RPC answers
+
+    async def _changed(self) -> None:
+        if self.on_change is not None:
+            await self.on_change()
 
     def _proto(self, b: Any, detail: bool = False) -> admin_pb2.Baseline:
         return serde.baseline_to_proto(b, detail=detail, serialized_bytes=self.sizes.get(b.key, 0))
@@ -174,17 +180,21 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.SetModeRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Baseline:
         try:
-            return self._proto(self.pipeline.set_mode(request.key, serde.mode_from_proto(request.mode)))
+            resp = self._proto(self.pipeline.set_mode(request.key, serde.mode_from_proto(request.mode)))
         except BaselinerError as e:
             await abort(context, e)
+        await self._changed()
+        return resp
 
     async def ResetBaseline(  # noqa: N802
         self, request: admin_pb2.ResetBaselineRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Baseline:
         try:
-            return self._proto(self.pipeline.reset(request.key))
+            resp = self._proto(self.pipeline.reset(request.key))
         except BaselinerError as e:
             await abort(context, e)
+        await self._changed()
+        return resp
 
     async def Feedback(  # noqa: N802
         self, request: admin_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
@@ -195,6 +205,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             await abort(context, e)
         if request.comment:
             log.info("feedback comment on %s: %s", request.event_id, request.comment[:500])
+        await self._changed()
         return admin_pb2.FeedbackResponse(
             baseline=self._proto(b), accepted_items=[f"{i.kind}:{i.value}" for i in items]
         )

@@ -173,3 +173,29 @@ def test_stream_acks_in_order_with_many_in_flight(tmp_path: Path) -> None:
             assert all(a.durable and a.applied == 3 for a in acks.values())
     finally:
         serve.stop()
+
+
+def test_admin_changes_are_durable_when_answered(tmp_path: Path) -> None:
+    """Mode changes and resets are checkpointed before the RPC answers: a kill -9 right after keeps them."""
+    from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
+
+    serve = ServeProcess(tmp_path / "state", extra=["--set", "state.save_interval_seconds=3600"]).start()
+    try:
+        _, acks = asyncio.run(stream(serve.target, list(range(1, 6))))
+        assert len(acks) == 5
+        with grpc.insecure_channel(serve.target) as ch:
+            stub = admin_pb2_grpc.AdminStub(ch)
+            b = stub.SetMode(admin_pb2.SetModeRequest(key="img1:1.27", mode=admin_pb2.MODE_FREEZE), timeout=10)
+            assert b.state == admin_pb2.STATE_FROZEN
+            r = stub.ResetBaseline(admin_pb2.ResetBaselineRequest(key="img2:1.27"), timeout=10)
+            assert r.windows_scored == 0
+        serve.kill9()
+        serve.start()
+        with grpc.insecure_channel(serve.target) as ch:
+            stub = admin_pb2_grpc.AdminStub(ch)
+            assert stub.GetBaseline(admin_pb2.GetBaselineRequest(key="img1:1.27"), timeout=10).mode == \
+                admin_pb2.MODE_FREEZE
+            assert stub.GetBaseline(admin_pb2.GetBaselineRequest(key="img2:1.27"), timeout=10).windows_scored == 0
+            assert stub.GetBaseline(admin_pb2.GetBaselineRequest(key="img3:1.27"), timeout=10).windows_scored == 50
+    finally:
+        serve.stop()
