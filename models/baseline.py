@@ -68,7 +68,25 @@ _SEVERE_KINDS = {"executable", "sensitive_path"}
 
 @dataclass
 class BaselineConfig:
-    """How a baseline learns and decides. Every value is checked when the config is made."""
+    """How a baseline learns and decides. Every value is checked when the config is made.
+
+    * ``min_learn_windows``, ``min_learn_seconds``: learning lasts at least this many windows and this
+      much event time (in production, a full daily cycle: 86400).
+    * ``false_alarms_per_day``: the alarm budget per image that thresholds are calibrated to.
+    * ``startup_seconds``: windows this young are scored against the image's start-up profile.
+    * ``novelty_capacity``: the largest size of each first-seen set; ``ephemeral_port_start``: ports from
+      here up are not remembered.
+    * ``detector``: see :data:`DETECTORS`; ``explain_top``: features listed per explanation.
+    * ``memory_windows``, ``std_floor``, ``top_k``: the rate tier (:class:`ZScoreDetector`'s ``window``,
+      ``std_floor`` and ``top_k``); ``ngram_alpha``: the sequence tier's smoothing;
+      ``sequence_min_excess``: the sequence threshold sits at least this many nats/gram above its
+      calibration quantile.
+    * Poisoning resistance: ``novelty_min_windows`` / ``novelty_min_containers`` (support before an item is
+      normal), ``learn_clip_sigma`` (bound on how far one window moves the rate tier), ``learn_gate``
+      (detection learns only windows scoring below this share of the threshold), ``quarantine_seconds``
+      (a container is not learnt from for this long after an anomaly).
+    * ``novelty_weight_*``: the share of the threshold one novel kind adds to the score (1 alerts alone).
+    """
 
     min_learn_windows: int = 60
     min_learn_seconds: float = 600.0
