@@ -55,6 +55,20 @@ class SpilledSummary:
                    float(b.last_window), float(b.threshold), float(getattr(b, "learned_seconds", 0.0)), b.config)
 
 
+class RefusedBaseline:
+    """Stands in for a spilled baseline whose file was refused: listings show its summary, anything that
+    needs the model raises :class:`StateError` (ingest rejects that image's vectors, admin gets DATA_LOSS)."""
+
+    def __init__(self, summary: SpilledSummary, reason: str) -> None:
+        self._summary = summary
+        self.reason = reason
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SpilledSummary.__slots__:
+            return getattr(self._summary, name)
+        raise StateError(f"baseline {self._summary.key!r} is unavailable: {self.reason}")
+
+
 class SpillingBaselines(MutableMapping[str, Any]):
     """``image key -> ImageBaseline`` with at most ``capacity`` resident (see the module docstring)."""
 
@@ -71,6 +85,7 @@ class SpillingBaselines(MutableMapping[str, Any]):
         self.restoring = False  # while restoring, evicted baselines are already on disk as they are
         self.loads = 0
         self.pending = 0  # spill files written since the last sync_pending
+        self.refused: set[str] = set()  # spilled baselines whose file was refused when reloaded
         self.spills = 0
 
     # -- mapping --------------------------------------------------------------------------------------
@@ -88,9 +103,19 @@ class SpillingBaselines(MutableMapping[str, Any]):
         if b is not None:
             self.resident.move_to_end(key)
             return b
-        if key not in self.spilled:
+        summary = self.spilled.get(key)
+        if summary is None:
             raise KeyError(key)
-        b = self._load(key)
+        try:
+            b = self._load(key)
+        except StateError as e:
+            # Refused (tampered, corrupt, unreadable): the image's vectors are rejected, the stream goes on,
+            # and the file stays as it is for an operator to look at.
+            if key not in self.refused:
+                log.error("%s", e)
+            self.refused.add(key)
+            return RefusedBaseline(summary, str(e))  # type: ignore[return-value]
+        self.refused.discard(key)
         del self.spilled[key]
         self._insert(key, b)
         return b

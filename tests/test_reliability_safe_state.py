@@ -89,6 +89,15 @@ def test_tampered_spilled_baseline_is_refused_when_reloaded(tmp_path: Path) -> N
                     await admin_pb2_grpc.AdminStub(ch).GetBaseline(admin_pb2.GetBaselineRequest(key="a:1.27"))
                 assert e.value.code() == grpc.StatusCode.DATA_LOSS
                 assert "refusing to load it" in (e.value.details() or "")
+                # ingest goes on: the refused image's vectors are rejected, the others applied, once
+                out2 = await exchange(srv.port, [hello(), batch_request([vector(2, repo="a"),
+                                                                         vector(2, container=2, repo="c")], 2)])
+                ack = out2[1].ack
+                assert ack.applied == 1 and [r.index for r in ack.rejected] == [0]
+                assert srv.pipeline.last_sequence("sensor-1") == 2
+                listed = await admin_pb2_grpc.AdminStub(ch).ListBaselines(admin_pb2.ListBaselinesRequest())
+                assert sorted(b.key for b in listed.baselines) == ["a:1.27", "b:1.27", "c:1.27"]
+            assert "a:1.27" in srv.spill.refused
             srv.spill.spilled.pop("a:1.27")  # let the graceful stop leave the tampered file alone
 
     asyncio.run(main())
