@@ -235,6 +235,9 @@ class BaselinerServer:
             self.pipeline.sinks[:] = sinks
         wal.open()
         self.wal = wal
+        from service.wal import WalCollector
+
+        self.registry.register(WalCollector(wal, self.spill))  # type: ignore[arg-type]
         if applied or skipped:
             log.info("write-ahead log: %d batches replayed, %d already in the checkpoint", applied, skipped)
             await self.checkpoint()

@@ -377,3 +377,32 @@ def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, 
         pipeline.apply_batch(rec.sensor_id, rec.sequence, decoded)
         applied += 1
     return applied, skipped
+
+
+class WalCollector:
+    """Prometheus metrics of a :class:`WriteAheadLog` (and of baseline spilling when given), read at scrape."""
+
+    def __init__(self, wal: WriteAheadLog, spill: Any = None) -> None:
+        self.wal = wal
+        self.spill = spill
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
+        w = self.wal
+        yield CounterMetricFamily("baseliner_wal_records", "Batches appended to the write-ahead log",
+                                  value=w.lsn)
+        yield CounterMetricFamily("baseliner_wal_fsyncs", "fsync calls of the write-ahead log", value=w.fsyncs)
+        yield CounterMetricFamily("baseliner_wal_fsync_seconds", "Seconds spent in write-ahead log fsyncs",
+                                  value=w.fsync_seconds)
+        yield CounterMetricFamily("baseliner_wal_written_bytes", "Bytes appended to the write-ahead log",
+                                  value=w.bytes_written)
+        yield GaugeMetricFamily("baseliner_wal_segments", "Write-ahead log segments on disk",
+                                value=len(w.segments()))
+        if self.spill is not None:
+            yield GaugeMetricFamily("baseliner_baselines_spilled", "Baselines held on disk, not in memory",
+                                    value=len(self.spill.spilled))
+            yield CounterMetricFamily("baseliner_baseline_spills", "Baselines written out to bound memory",
+                                      value=self.spill.spills)
+            yield CounterMetricFamily("baseliner_baseline_loads", "Spilled baselines loaded back on demand",
+                                      value=self.spill.loads)

@@ -129,6 +129,10 @@ def test_flood_of_image_names_keeps_memory_and_labels_bounded(tmp_path: Path) ->
                       if line.startswith("baseliner_anomaly_score_count{")}
             assert len(series) <= 101 and OVERFLOW in series
             assert sample(text, "baseliner_baselines", state="learning") == images
+            assert sample(text, "baseliner_baselines_spilled") == images - len(srv.spill.resident)
+            assert sample(text, "baseliner_baseline_loads_total") == srv.spill.loads >= 1
+            assert sample(text, "baseliner_wal_records_total") == images // 250 + 1
+            assert (sample(text, "baseliner_wal_fsyncs_total") or 0) >= 1
         # restart: the spilled files are the state; nothing lost, still bounded
         async with running(cfg) as (srv, _):
             assert len(srv.pipeline.baselines) == images and len(srv.spill.resident) <= capacity
