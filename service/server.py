@@ -65,7 +65,7 @@ class BaselinerServer:
         self.spill: SpillingBaselines | None = None
         if self.store is not None and config.pipeline.max_resident_baselines:
             self.spill = SpillingBaselines(self.store, config.pipeline.max_resident_baselines, self.pipeline.dirty,
-                                           self.pipeline.memory_sizes)
+                                           self.pipeline.memory_sizes, sensors=lambda: self.pipeline.sensors)
             self.pipeline.baselines = self.spill  # type: ignore[assignment]
         self.decoder = serde.Decoder(config.grpc.max_batch_vectors)
         self.server: grpc.aio.Server | None = None
@@ -91,6 +91,7 @@ class BaselinerServer:
         self.model_source = await model_source.attach(self)  # raises ModelError: refuse to start;
         # before restore and WAL replay, so that images first seen in the replay start from the model
         if self.store is not None:
+            self.pipeline.restored_applied = {}  # type: ignore[attr-defined]  # image key -> batches in its file
             if self.spill is not None:
                 self.spill.restoring = True  # files evicted while restoring are on disk as they are
             n = self.store.restore(self.pipeline)  # raises StateError on a bad file: refuse to start

@@ -143,6 +143,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                     log.error("write-ahead log: cannot record batch %d of %s: %s", seq, sensor_id, e)
                     raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
             result = self.pipeline.apply_batch(sensor_id, seq, decoded)
+            evict = getattr(self.pipeline.baselines, "evict_excess", None)
+            if evict is not None:  # spill least recently used baselines between batches (service/spill.py)
+                evict()
             resp = serde.batch_ack(seq, result.applied, result.rejected, duplicate=result.duplicate)
         if m is not None:
             m.ingest_latency.observe(time.perf_counter() - t0)

@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,13 +73,15 @@ class SpillingBaselines(MutableMapping[str, Any]):
     """``image key -> ImageBaseline`` with at most ``capacity`` resident (see the module docstring)."""
 
     def __init__(self, store: StateStore, capacity: int, dirty: set[str],
-                 memory_sizes: dict[str, int] | None = None) -> None:
+                 memory_sizes: dict[str, int] | None = None,
+                 sensors: Callable[[], dict[str, int]] | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.store = store
         self.capacity = capacity
         self.dirty = dirty  # the pipeline's dirty set: an evicted baseline's write clears its mark
         self.memory_sizes = memory_sizes if memory_sizes is not None else {}
+        self.sensors = sensors  # the pipeline's per-sensor last applied sequence (recorded in spill files)
         self.resident: OrderedDict[str, ImageBaseline] = OrderedDict()
         self.spilled: dict[str, SpilledSummary] = {}
         self.restoring = False  # while restoring, evicted baselines are already on disk as they are
@@ -141,6 +143,15 @@ class SpillingBaselines(MutableMapping[str, Any]):
     def _insert(self, key: str, b: ImageBaseline) -> None:
         self.resident[key] = b
         self.resident.move_to_end(key)
+        if self.restoring:
+            self.evict_excess()
+
+    def evict_excess(self) -> None:
+        """Spill least recently used baselines down to ``capacity``.
+
+        Called between batches (``service/servicer.py``, replay), never inside one: a spilled file then
+        holds whole batches, exactly those up to the per-sensor sequences it records.
+        """
         while len(self.resident) > self.capacity:
             old_key, old = self.resident.popitem(last=False)
             self._spill(old_key, old)
@@ -149,6 +160,8 @@ class SpillingBaselines(MutableMapping[str, Any]):
         path = self.store.baselines_dir / baseline_filename(key)
         if not self.restoring and (key in self.dirty or not path.exists()):
             meta, arrays = b.to_state()
+            if self.sensors is not None:
+                meta = {**meta, "applied_through": dict(self.sensors())}
             data = encode_file("baseline", key, meta, arrays, self.store.key)
             _write_no_sync(path, data)
             self.pending += 1

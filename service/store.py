@@ -220,6 +220,9 @@ class StateStore:
         keys = list(held) if everything else [k for k in pipeline.dirty if k in held]
         for k in keys:
             meta, arrays = pipeline.baselines[k].to_state()
+            # which batches this file holds: the write-ahead log replays the rest, exactly once, even when
+            # a crash leaves some files of a checkpoint newer than service.state (service/wal.py)
+            meta = {**meta, "applied_through": dict(pipeline.sensors)}
             meta_json = json.dumps(meta)
             copies = {n: np.array(a, copy=True) for n, a in arrays.items()}
             snap.baselines[k] = (json.loads(meta_json), copies)
@@ -278,6 +281,8 @@ class StateStore:
                     raise StateError(f"{path}: baseline key {b.key!r} does not match its header {key!r}")
                 pipeline.baselines[key] = b
                 self.sizes[key] = path.stat().st_size
+                if isinstance(meta.get("applied_through"), dict) and hasattr(pipeline, "restored_applied"):
+                    pipeline.restored_applied[key] = meta["applied_through"]
                 loaded += 1
         if self.service_file.exists():
             header, meta, _ = decode_file(self.service_file.read_bytes(), self.key, str(self.service_file))

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import StateError
+from models.errors import StateError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,12 @@ def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, 
     """
     from protos.baseliner.v1 import vectors_pb2
     from service.auth import restrict_node
+    from service.pipeline import image_key
 
+    # A checkpoint writes the baseline files, then service.state; a crash in between leaves files newer than
+    # service.state.  Each file records the per-sensor sequences it holds: their vectors are not re-applied.
+    held: dict[str, dict[str, int]] = getattr(pipeline, "restored_applied", None) or {}
+    key_mode = pipeline.config.image_key
     applied = skipped = 0
     for rec in log_.replay():
         if rec.sequence <= pipeline.last_sequence(rec.sensor_id):
@@ -374,7 +379,15 @@ def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, 
             raise StateError(f"write-ahead log: batch {rec.sequence} of {rec.sensor_id} cannot be parsed ({e})") \
                 from None
         decoded = restrict_node(decoder.decode(batch), rec.node or None)
+        if held:
+            done = {k for k, through in held.items() if int(through.get(rec.sensor_id, 0)) >= rec.sequence}
+            if done:
+                decoded = [(i, v) for i, v in decoded
+                           if isinstance(v, ValidationError) or image_key(v.identity, key_mode) not in done]
         pipeline.apply_batch(rec.sensor_id, rec.sequence, decoded)
+        evict = getattr(pipeline.baselines, "evict_excess", None)
+        if evict is not None:
+            evict()
         applied += 1
     return applied, skipped
 

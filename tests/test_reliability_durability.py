@@ -199,3 +199,35 @@ def test_admin_changes_are_durable_when_answered(tmp_path: Path) -> None:
             assert stub.GetBaseline(admin_pb2.GetBaselineRequest(key="img3:1.27"), timeout=10).windows_scored == 50
     finally:
         serve.stop()
+
+
+def test_crash_between_checkpoint_files_and_service_state_counts_once(tmp_path: Path) -> None:
+    """A checkpoint writes baseline files, then service.state: a crash in between leaves some files newer
+    than the per-sensor sequences in service.state.  Replaying the log must not apply their batches twice."""
+    import shutil
+
+    from service.store import StateStore, atomic_write, baseline_filename, encode_file
+    from tests.service_fixtures import config, exchange, running
+
+    state, copy = tmp_path / "state", tmp_path / "after-crash"
+    cfg = config(state, ("state.save_interval_seconds", 3600))
+
+    async def main() -> None:
+        async with running(cfg) as (srv, _):
+            await exchange(srv.port, [hello("s1"), *[batch(s) for s in range(1, 6)]])
+            await srv.checkpoint()  # files and service.state through batch 5; the log starts anew
+            await exchange(srv.port, [hello("s1"), *[batch(s) for s in range(6, 11)]])
+            snap = StateStore.snapshot(srv.pipeline)  # the next checkpoint, interrupted after 2 of 4 files
+            assert srv.store is not None and len(snap.baselines) == 4
+            for k in sorted(snap.baselines)[:2]:
+                meta, arrays = snap.baselines[k]
+                assert meta["applied_through"] == {"s1": 10}
+                atomic_write(srv.store.baselines_dir / baseline_filename(k),
+                             encode_file("baseline", k, meta, arrays, srv.store.key))
+            shutil.copytree(state, copy)  # what a kill -9 at this moment leaves on disk
+        cfg2 = config(copy, ("state.save_interval_seconds", 3600))
+        async with running(cfg2) as (srv2, _):
+            assert srv2.pipeline.last_sequence("s1") == 10
+            assert sum(b.windows_scored for b in srv2.pipeline.all()) == 10 * CONTAINERS
+
+    asyncio.run(main())
