@@ -11,8 +11,8 @@ The specification (``docs/ngram-spec.md``) in short:
   window of its last call; history is dropped when the thread exits.
 
 The kernel program (``sensor/bpf/ngrams.h``) implements the same arithmetic with 32-bit unsigned
-wrap-around; ``tests/test_evaluate_grams.py``, ``tests/test_sensor_bpf_decode.py`` and (as root, against the real kernel)
-``tests/test_sensor_bpf_kernel.py`` check both sides against golden values.
+wrap-around; ``tests/test_evaluate_grams.py``, ``tests/test_sensor_bpf_decode.py`` and (as root, against
+the real kernel) ``tests/test_sensor_bpf_kernel.py`` check both sides against golden values.
 """
 
 from __future__ import annotations
