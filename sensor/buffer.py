@@ -118,20 +118,27 @@ class MemoryBuffer:
     def add(self, body: bytes, vectors: int) -> tuple[Pending, list[Pending]]:
         entry = Pending(self._next, body, vectors)
         self._next += 1
+        self._numbered()  # before the batch is stored: a number is never handed out twice
         evicted: list[Pending] = []
         while self._items and (
             len(self._items) + 1 > self.max_batches or self._bytes + len(body) > self.max_bytes
         ):
             oldest = next(iter(self._items))
             evicted.append(self._pop(oldest))
-        self._items[entry.sequence] = entry
-        self._bytes += len(body)
+        self._store(entry)
         return entry, evicted
+
+    def _store(self, entry: Pending) -> None:
+        self._items[entry.sequence] = entry
+        self._bytes += len(entry.body)
 
     def _pop(self, sequence: int) -> Pending:
         entry = self._items.pop(sequence)
         self._bytes -= len(entry.body)
         return entry
+
+    def _numbered(self) -> None:
+        """Hook: ``next_sequence`` moved (a persistent buffer records it)."""
 
     def entries(self) -> Iterator[Pending]:
         return iter(list(self._items.values()))
@@ -148,15 +155,17 @@ class MemoryBuffer:
         return out
 
     def advance(self, last_sequence: int) -> None:
-        self._next = max(self._next, last_sequence + 1)
+        if last_sequence + 1 > self._next:
+            self._next = last_sequence + 1
+            self._numbered()
 
     def renumber(self, first: int) -> None:
-        items = list(self._items.values())
-        self._items = {}
+        items = [self._pop(seq) for seq in list(self._items)]
+        self._next = max(self._next, first + len(items))
+        self._numbered()
         for i, entry in enumerate(items):
             entry.sequence = first + i
-            self._items[entry.sequence] = entry
-        self._next = max(self._next, first + len(items))
+            self._store(entry)
 
     def close(self) -> None:
         """Nothing to flush: memory content ends with the process."""

@@ -29,11 +29,10 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from models.errors import StateError
-from sensor.buffer import Pending
+from sensor.buffer import MemoryBuffer, Pending
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ def decode_entry(data: bytes, key: bytes | None, where: str) -> Pending:
     return Pending(seq, body, vectors)
 
 
-class DiskSpool:
+class DiskSpool(MemoryBuffer):
     """Bounded on-disk :class:`~sensor.buffer.BatchBuffer` (see the module docstring).
 
     >>> import tempfile
@@ -113,17 +112,11 @@ class DiskSpool:
 
     def __init__(self, directory: str | os.PathLike[str], max_batches: int = 4096,
                  max_bytes: int = 1024 * 1024 * 1024, key: bytes | None = None, fsync: bool = True) -> None:
-        if max_batches < 1 or max_bytes < 1:
-            raise ValueError("max_batches and max_bytes must be >= 1")
+        super().__init__(max_batches, max_bytes, first_sequence=1)
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.max_batches = max_batches
-        self.max_bytes = max_bytes
         self.key = key
         self.fsync = fsync
-        self._items: dict[int, Pending] = {}
-        self._bytes = 0
-        self._next = 1
         self._load()
 
     # -- files ----------------------------------------------------------------------------------------
@@ -172,65 +165,18 @@ class DiskSpool:
     def _save_counter(self) -> None:
         self._write(self.dir / "next", str(self._next).encode())
 
-    # -- BatchBuffer ------------------------------------------------------------------------------------
-    @property
-    def batches(self) -> int:
-        return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    @property
-    def next_sequence(self) -> int:
-        return self._next
-
-    def is_full(self) -> bool:
-        return len(self._items) >= self.max_batches or self._bytes >= self.max_bytes
-
-    def add(self, body: bytes, vectors: int) -> tuple[Pending, list[Pending]]:
-        entry = Pending(self._next, body, vectors)
-        self._next += 1
-        self._save_counter()  # before the batch: a number is never handed out twice
-        evicted: list[Pending] = []
-        while self._items and (len(self._items) + 1 > self.max_batches or self._bytes + len(body) > self.max_bytes):
-            evicted.append(self._pop(next(iter(self._items))))
-        self._write(self._path(entry.sequence), encode_entry(entry, self.key))
-        self._items[entry.sequence] = entry
-        self._bytes += len(body)
-        return entry, evicted
-
-    def _pop(self, seq: int) -> Pending:
-        entry = self._items.pop(seq)
-        self._bytes -= len(entry.body)
-        self._path(seq).unlink(missing_ok=True)
-        return entry
-
-    def entries(self) -> Iterator[Pending]:
-        return iter(sorted(self._items.values(), key=lambda p: p.sequence))
-
-    def release(self, sequence: int) -> Pending | None:
-        return self._pop(sequence) if sequence in self._items else None
-
-    def release_through(self, sequence: int) -> list[Pending]:
-        return [self._pop(s) for s in sorted(self._items) if s <= sequence]
-
-    def advance(self, last_sequence: int) -> None:
-        if last_sequence + 1 > self._next:
-            self._next = last_sequence + 1
-            self._save_counter()
-
-    def renumber(self, first: int) -> None:
-        items = sorted(self._items.values(), key=lambda p: p.sequence)
-        for p in items:
-            self._pop(p.sequence)
-        self._next = max(self._next, first + len(items))
+    # -- MemoryBuffer hooks: every change reaches the disk ----------------------------------------------
+    def _numbered(self) -> None:
         self._save_counter()
-        for i, p in enumerate(items):
-            entry = Pending(first + i, p.body, p.vectors)
-            self._write(self._path(entry.sequence), encode_entry(entry, self.key))
-            self._items[entry.sequence] = entry
-            self._bytes += len(entry.body)
+
+    def _store(self, entry: Pending) -> None:
+        self._write(self._path(entry.sequence), encode_entry(entry, self.key))
+        super()._store(entry)
+
+    def _pop(self, sequence: int) -> Pending:
+        entry = super()._pop(sequence)
+        self._path(sequence).unlink(missing_ok=True)
+        return entry
 
     def close(self) -> None:
         """Every file is already complete on disk; nothing to flush."""
