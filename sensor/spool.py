@@ -23,15 +23,15 @@ Bounds: ``max_batches`` and ``max_bytes``; when full the oldest batches are evic
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
+from models import integrity
 from models.errors import StateError
+from models.integrity import atomic_write
 from sensor.buffer import MemoryBuffer, Pending
 
 log = logging.getLogger(__name__)
@@ -44,21 +44,9 @@ class SpoolError(StateError):
     """A spool file is corrupt, tampered with, or written with another key."""
 
 
-def _tag(key: bytes | None, header: bytes, body: bytes) -> tuple[str, str]:
-    if key:
-        m = hmac.new(key, header, hashlib.sha256)
-        m.update(b"\n")
-        m.update(body)
-        return "hmac-sha256", m.hexdigest()
-    h = hashlib.sha256(header)
-    h.update(b"\n")
-    h.update(body)
-    return "sha256", h.hexdigest()
-
-
 def encode_entry(p: Pending, key: bytes | None) -> bytes:
     header = json.dumps({"sequence": p.sequence, "vectors": p.vectors}, separators=(",", ":")).encode()
-    algo, tag = _tag(key, header, p.body)
+    algo, tag = integrity.tag(key, header, p.body)
     return _MAGIC + f"{algo} {tag}\n".encode() + header + b"\n" + p.body
 
 
@@ -82,7 +70,7 @@ def decode_entry(data: bytes, key: bytes | None, where: str) -> Pending:
         raise SpoolError(f"{where}: unknown integrity algorithm {algo!r}; refusing to load it")
     header = data[nl1 + 1:nl2]
     body = data[nl2 + 1:]
-    _, expected = _tag(key, header, body)
+    _, expected = integrity.tag(key, header, body)
     if not hmac.compare_digest(expected, tag):
         what = "tampered with or corrupt (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
         raise SpoolError(f"{where}: spool file is {what}; refusing to load it")
@@ -124,23 +112,7 @@ class DiskSpool(MemoryBuffer):
         return self.dir / f"{seq:020d}{_SUFFIX}"
 
     def _write(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        if self.fsync:
-            dfd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        atomic_write(path, data, self.fsync)
 
     def _load(self) -> None:
         for tmp in self.dir.glob(".tmp-*"):

@@ -34,7 +34,8 @@ from typing import Any
 
 from models.baseline import ImageBaseline
 from models.errors import ConfigError, StateError
-from service.store import atomic_write, baseline_filename, decode_file
+from models.integrity import atomic_write
+from service.store import baseline_filename, decode_file
 
 log = logging.getLogger(__name__)
 

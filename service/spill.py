@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from models.baseline import ImageBaseline
 from models.errors import StateError
+from models.integrity import atomic_write
 from service.store import StateStore, baseline_filename, decode_file, encode_file
 
 log = logging.getLogger(__name__)
@@ -192,15 +192,4 @@ class SpillingBaselines(MutableMapping[str, Any]):
 
 
 def _write_no_sync(path: Any, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, data, fsync=False)

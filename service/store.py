@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from models import integrity
 from models.baseline import ImageBaseline
 from models.errors import StateError, StateVersionError
+from models.integrity import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,6 @@ _META = "__meta__"
 # One file
 
 
-def _tag(key: bytes | None, header: bytes, payload: bytes) -> tuple[str, str]:
-    if key:
-        mac = hmac.new(key, header, hashlib.sha256)
-        mac.update(b"\n")
-        mac.update(payload)
-        return "hmac-sha256", mac.hexdigest()
-    h = hashlib.sha256(header)
-    h.update(b"\n")
-    h.update(payload)
-    return "sha256", h.hexdigest()
-
-
 def encode_file(kind: str, name: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], key: bytes | None) -> bytes:
     buf = io.BytesIO()
     if _META in arrays:
@@ -80,7 +69,7 @@ def encode_file(kind: str, name: str, meta: dict[str, Any], arrays: dict[str, np
          "written": time.time()},
         separators=(",", ":"),
     ).encode()
-    algo, tag = _tag(key, header, payload)
+    algo, tag = integrity.tag(key, header, payload)
     return MAGIC + f"{algo} {tag}\n".encode() + header + b"\n" + payload
 
 
@@ -113,7 +102,7 @@ def decode_file(
         )
     if algo not in ("hmac-sha256", "sha256"):
         raise StateError(f"{where}: unknown integrity algorithm {algo!r}; refusing to load it")
-    _, expected = _tag(key, header_bytes, payload)
+    _, expected = integrity.tag(key, header_bytes, payload)
     if not hmac.compare_digest(expected, tag):
         what = "tampered with or corrupt (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
         raise StateError(f"{where}: state file is {what}; refusing to load it")
@@ -154,28 +143,6 @@ def decode_file(
             f"(this build reads up to {FORMAT_VERSION}); upgrade, or move the state directory away"
         )
     return header, meta, arrays
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 # --------------------------------------------------------------------------------------------------

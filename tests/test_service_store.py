@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
+from models import integrity
 from models.baseline import ImageBaseline
 from models.errors import StateError, StateVersionError
 from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
@@ -81,12 +82,12 @@ def test_file_roundtrip_and_every_refusal(tmp_path: Path) -> None:
     body = newer[head_end:]
     hdr, payload = body.split(b"\n", 1)
     hdr2 = hdr.replace(b'"format":1', b'"format":99')
-    algo, tag = store._tag(None, hdr2, payload)
+    algo, tag = integrity.tag(None, hdr2, payload)
     forged = store.MAGIC + f"{algo} {tag}\n".encode() + hdr2 + b"\n" + payload
     with pytest.raises(StateVersionError, match="newer Baseliner"):
         store.decode_file(forged, None, "f")
     hdr0 = hdr.replace(b'"format":1', b'"format":0')
-    algo, tag = store._tag(None, hdr0, payload)
+    algo, tag = integrity.tag(None, hdr0, payload)
     with pytest.raises(StateVersionError, match="too old"):
         store.decode_file(store.MAGIC + f"{algo} {tag}\n".encode() + hdr0 + b"\n" + payload, None, "f")
     # pickled object arrays are never loaded
