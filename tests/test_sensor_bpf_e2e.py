@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.bpf_required import CG_ROOT, require_bpf
+
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-CG_ROOT = Path("/sys/fs/cgroup/unified")
 BASELINER = [sys.executable, "-m", "service.cli"]
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,19 +51,6 @@ while True:
     os.getppid(); os.unlink(p)
     time.sleep(0.05)
 """
-
-
-def _require() -> None:
-    from sensor.probes import check_prerequisites
-
-    problems = check_prerequisites()
-    if not CG_ROOT.is_dir():
-        problems.append(f"no cgroup v2 at {CG_ROOT}")
-    if problems:
-        msg = "eBPF prerequisites missing: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI is set: these tests must run)")
-        pytest.skip(msg)
 
 
 def free_port() -> int:
@@ -154,7 +142,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 def test_sensor_and_service_learn_two_containers_and_flag_reverse_shell(
         tmp_path: Path, processes: list[subprocess.Popen[str]]) -> None:
-    _require()
+    require_bpf()
     parent = CG_ROOT / f"baseliner-e2e-{os.getpid()}"
     web_cg, worker_cg = parent / "web", parent / "worker"
     for cg in (web_cg, worker_cg):

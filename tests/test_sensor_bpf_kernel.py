@@ -25,24 +25,11 @@ import pytest
 from models.ngrams import BUCKETS, bucket_of
 from models.syscalls import canonical_id
 from sensor.features import WindowCounts
+from tests.bpf_required import CG_ROOT, require_bpf
 
 pytestmark = pytest.mark.root
 
 WORKLOAD = Path(__file__).with_name("sensor_bpf_workload.py")
-CG_ROOT = Path("/sys/fs/cgroup/unified")
-
-
-def _require_bpf() -> None:
-    from sensor.probes import check_prerequisites
-
-    problems = check_prerequisites()
-    if not CG_ROOT.is_dir():
-        problems.append(f"no cgroup v2 at {CG_ROOT}")
-    if problems:
-        msg = "eBPF prerequisites missing: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI is set: these tests must run)")
-        pytest.skip(msg)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +40,7 @@ def sensitive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def probes(sensitive_dir: Path) -> Iterator[object]:
-    _require_bpf()
+    require_bpf()
     from sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, Probes
 
     cfg = ProbeConfig(ngrams=True, sensitive_prefixes=(*DEFAULT_SENSITIVE_PREFIXES, str(sensitive_dir)))
@@ -63,7 +50,7 @@ def probes(sensitive_dir: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def cg_parent() -> Iterator[Path]:
-    _require_bpf()
+    require_bpf()
     parent = CG_ROOT / f"baseliner-test-{os.getpid()}"
     parent.mkdir(exist_ok=True)
     yield parent
@@ -249,7 +236,7 @@ HOST_IP, NS_IP = "10.200.77.1", "10.200.77.2"
 @pytest.fixture(scope="module")
 def veth() -> Iterator[str]:
     """A network namespace reached through a veth pair (private 10.200.77.0/30 on our own link)."""
-    _require_bpf()
+    require_bpf()
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
@@ -363,7 +350,7 @@ def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_pare
 def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
     """A program with tiny maps: what does not fit is counted as lost for the cgroup, never silently,
     and the vector says it is incomplete."""
-    _require_bpf()
+    require_bpf()
     from models.vector import Identity
     from sensor.containers import ContainerInfo
     from sensor.features import build_vectors
@@ -382,7 +369,7 @@ def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
 
 def test_without_syscall_arg_tracepoints(cg_parent: Path, tmp_path: Path) -> None:
     """--no-syscall-args --no-ngrams: syscalls and the rest still counted, file opens not traced."""
-    _require_bpf()
+    require_bpf()
     from sensor.probes import ProbeConfig, Probes
 
     with Probes(ProbeConfig(ngrams=False, syscall_args=False)) as lean:

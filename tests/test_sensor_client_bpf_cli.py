@@ -4,7 +4,6 @@ running ``baseliner serve``.  Needs root and BPF (fails instead of skipping when
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import subprocess
@@ -15,20 +14,10 @@ import grpc
 import pytest
 
 from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
+from tests.bpf_required import require_bpf
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 BIN = Path(sys.executable).parent / "baseliner"
-
-
-def _require() -> None:
-    from sensor.probes import check_prerequisites
-
-    problems = check_prerequisites()
-    if problems:
-        msg = "eBPF prerequisites missing: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI is set: these tests must run)")
-        pytest.skip(msg)
 
 
 def _free_port() -> int:
@@ -38,7 +27,7 @@ def _free_port() -> int:
 
 
 def test_bpf_source_streams_through_the_cli() -> None:
-    _require()
+    require_bpf()
     port = _free_port()
     serve = subprocess.Popen([str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "",
                               "--events", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
