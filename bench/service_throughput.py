@@ -1,6 +1,6 @@
 """End-to-end service throughput on one core, per-stage cost, baseline size and live memory.
 
-    .venv/bin/python bench/service_throughput.py [--vectors 100000] [--batch 500] [--ngrams 0]
+    .venv/bin/python bench/service_throughput.py [--vectors 100000] [--batch 500] [--ngrams 0] [--wire columns]
 
 What it does:
 
@@ -11,9 +11,10 @@ What it does:
    Throughput = vectors acknowledged / wall time of the measured phase; the service's CPU time (from
    /proc) gives vectors per CPU-second, which other load on a shared machine does not distort.
 2. **Per stage** (CPU time of this thread, in this process, same batches, no gRPC): protobuf parse,
-   decode to domain vectors (``service.serde``), domain validation (``models.validate``), feature
-   transform (``models.features``); then the pipeline as the service runs it: validation and routing,
-   scoring + learning (``ImageBaseline.process``, which includes the transform), events + metrics.
+   decode to a block of windows (``service.serde.Decoder.decode_block``), domain validation
+   (``models.validate.validate_block``), feature transform (``models.features.transform_block``); then the
+   pipeline as the service runs it: validation, ordering and routing, scoring + learning
+   (``ImageBaseline.process_block``, which includes the transform), events + metrics.
    ``gRPC + asyncio`` is the service's CPU per vector minus the stages.
 3. **Size**: the serialized baseline state file (``service.store``) and live memory of one baseline
    (tracemalloc, allocated while building it).
@@ -42,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
-from models.features import SYSCALL_VOCABULARY, transform_vectors  # noqa: E402
+from models.features import SYSCALL_VOCABULARY, transform_block  # noqa: E402
 from models.ngrams import NUM_BUCKETS  # noqa: E402
-from models.validate import validate  # noqa: E402
+from models.validate import validate_block  # noqa: E402
 from models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2  # noqa: E402
 from sensor import wire  # noqa: E402
@@ -138,7 +139,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measure: list[list[FeatureVector]]) -> dict:
+def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measure: list[list[FeatureVector]],
+               to_wire) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-"))
     port, mport = _free_port(), _free_port()
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "service.cli", "serve", "--listen", f"127.0.0.1:{port}",
@@ -163,7 +165,7 @@ def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measu
             out = [wire.hello_request_bytes(sensor, "bench", "bench")]
             for b in batches:
                 seq += 1
-                out.append(wire.batch_request_bytes(seq, wire.encode_batch_body(b)))
+                out.append(wire.batch_request_bytes(seq, to_wire(b).SerializeToString()))
             return out
 
         learn_req = encode(learn, "bench-sensor")
@@ -196,7 +198,7 @@ def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measu
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
-def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]]) -> dict:
+def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]], to_wire) -> dict:
     """Per-stage cost in this process (one thread), on the same workload, after the same learning."""
     import gc
 
@@ -210,9 +212,9 @@ def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]])
     seq = 0
     for b in learn:
         seq += 1
-        msg = vectors_pb2.VectorBatch.FromString(wire.to_batch(b, seq).SerializeToString())
-        pipeline.apply_batch("s", seq, decoder.decode(msg))
-    payloads = [wire.to_batch(b, 0).SerializeToString() for b in measure]
+        msg = vectors_pb2.VectorBatch.FromString(to_wire(b, seq).SerializeToString())
+        pipeline.apply_block("s", seq, *decoder.decode_block(msg))
+    payloads = [to_wire(b, 0).SerializeToString() for b in measure]
     clock = time.thread_time  # CPU time of this thread: other processes on the machine do not count
     n = sum(len(b) for b in measure)
     t = {"parse": 0.0, "decode": 0.0, "validate": 0.0, "transform": 0.0}
@@ -222,12 +224,11 @@ def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]])
         t0 = clock()
         msg = vectors_pb2.VectorBatch.FromString(p)
         t1 = clock()
-        decoded = decoder.decode(msg)
+        block, rejected = decoder.decode_block(msg)
         t2 = clock()
-        for _, v in decoded:
-            validate(v)  # type: ignore[arg-type]
+        validate_block(block)
         t3 = clock()
-        transform_vectors([v for _, v in decoded])  # type: ignore[misc]
+        transform_block(block)
         t4 = clock()
         t["parse"] += t1 - t0
         t["decode"] += t2 - t1
@@ -236,7 +237,7 @@ def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]])
         # the pipeline proper (validates again: it is the service's code path, timed on its own)
         seq += 1
         t5 = clock()
-        pipeline.apply_batch("s", seq, decoded)
+        pipeline.apply_block("s", seq, block, rejected)
         t_pipeline += clock() - t5
     after = pipeline.stage_seconds
     score = after["score"] - before["score"]
@@ -244,7 +245,7 @@ def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]])
     ev = after["events"] - before["events"]
     us = {k: v / n * 1e6 for k, v in t.items()}
     us["validate_and_route (pipeline)"] = route / n * 1e6
-    us["score_and_learn incl. transform (ImageBaseline.process)"] = score / n * 1e6
+    us["score_and_learn incl. transform (ImageBaseline.process_block)"] = score / n * 1e6
     us["events_and_metrics"] = ev / n * 1e6
     us["pipeline_total (validate..events)"] = t_pipeline / n * 1e6
     return {"us_per_vector": us, "pipeline": pipeline}
@@ -257,7 +258,7 @@ def sizes(pipeline: Pipeline, measure: list[list[FeatureVector]]) -> dict:
     file_sizes = sorted(st.sizes.values())
     # live memory of one baseline: build one from scratch under tracemalloc on one image's windows
     key = next(iter(pipeline.baselines))
-    vectors = [v for b in measure for v in b if f"{v.identity.image_repository}:{v.identity.image_tag}" == key]
+    vectors = [v for b in measure for v in b if v.identity.image == key]
     tracemalloc.start()
     snap0 = tracemalloc.take_snapshot()
     b = ImageBaseline(key, BaselineConfig())
@@ -283,10 +284,13 @@ def main() -> None:
     ap.add_argument("--containers", type=int, default=50, help="containers per image")
     ap.add_argument("--ngrams", type=int, default=0, help="n-gram buckets per vector (0 = none)")
     ap.add_argument("--learn-rounds", type=int, default=0, help="learning rounds (default: enough to detect)")
+    ap.add_argument("--wire", choices=("columns", "rows"), default="columns",
+                    help="batch encoding: VectorColumns (what the sensor sends) or one FeatureVector message each")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--json", help="write results here as JSON")
     args = ap.parse_args()
 
+    to_wire = wire.to_columns if args.wire == "columns" else wire.to_batch
     cfg = BaselineConfig()
     wl = Workload(args.images, args.containers, args.ngrams)
     per_round = args.images * args.containers
@@ -297,11 +301,12 @@ def main() -> None:
     learn = wl.batches(rounds * per_round, args.batch)
     measure = wl.batches(args.vectors, args.batch)
     print(f"workload: {args.images} images x {args.containers} containers, batch {args.batch}, "
-          f"{sum(map(len, learn))} learning + {sum(map(len, measure))} measured vectors, n-grams {args.ngrams}",
+          f"{sum(map(len, learn))} learning + {sum(map(len, measure))} measured vectors, n-grams {args.ngrams}, "
+          f"wire {args.wire}",
           flush=True)
     results: dict = {"args": vars(args)}
     if not args.skip_e2e:
-        e2e = end_to_end(args, learn, measure)
+        e2e = end_to_end(args, learn, measure, to_wire)
         results["end_to_end"] = e2e
         print(f"end to end (service on 1 core): {e2e['vectors_per_s']:.0f} vectors/s wall "
               f"({e2e['us_per_vector']:.1f} us/vector); service CPU {e2e['vectors_per_cpu_s']:.0f} vectors per "
@@ -310,7 +315,7 @@ def main() -> None:
               f"{e2e['bytes_per_vector']:.0f} wire bytes/vector; learning phase {e2e['learn_vectors_per_s']:.0f}"
               f" vectors/s; baselines {e2e['baseline_states']}; {e2e['events_written']} events", flush=True)
     os.sched_setaffinity(0, {0})
-    st = stages(learn, measure)
+    st = stages(learn, measure, to_wire)
     results["stages_us_per_vector"] = st["us_per_vector"]
     print("per stage (CPU us/vector, one thread, no gRPC):")
     for k, v in st["us_per_vector"].items():

@@ -25,23 +25,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
-from itertools import chain
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
+from models.block import COUNTER_INDEX, VectorBlock
 from models.detectors.ngram import NgramDetector
 from models.detectors.zscore import ZScoreDetector
 from models.errors import StateError, StateVersionError
 from models.explain import Deviation, deviations
-from models.features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_vectors
+from models.features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_block
 from models.novelty import KINDS, NovelItem, NoveltySets
 from models.threshold import TailThreshold
 from models.vector import FeatureVector
 
 __all__ = [
-    "BaselineConfig", "Deviation", "ImageBaseline", "Mode", "NovelItem", "State", "Verdict",
+    "BaselineConfig", "BlockVerdicts", "Deviation", "ImageBaseline", "Mode", "NovelItem", "State", "Verdict",
 ]
 
 
@@ -59,6 +58,7 @@ class State(StrEnum):
 
 
 _LEARNING_CHUNK = 8
+_EVENTS_LOST = COUNTER_INDEX["events_lost"]
 _MAX_REPLICAS = 64
 _MAX_QUARANTINE = 4096
 SEVERITIES = ("", "low", "medium", "high", "critical")
@@ -189,6 +189,60 @@ class Verdict:
     continuous: float = 0.0
 
 
+@dataclass
+class BlockVerdicts:
+    """The outcomes of scoring a block of windows, as arrays (row ``i`` is window ``i``).
+
+    A full :class:`Verdict` (with its explanation) exists for every anomalous window in ``flagged``;
+    :meth:`verdict` makes one for any other window on demand.
+    """
+
+    score: np.ndarray
+    threshold: np.ndarray
+    continuous: np.ndarray
+    anomalous: np.ndarray
+    learned: np.ndarray
+    startup: np.ndarray
+    state: State
+    novel: dict[int, tuple[NovelItem, ...]]
+    flagged: dict[int, Verdict]
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    @classmethod
+    def empty(cls, state: State) -> BlockVerdicts:
+        z = np.zeros(0)
+        return cls(z, z, z, z.astype(bool), z.astype(bool), z.astype(bool), state, {}, {})
+
+    @classmethod
+    def concat(cls, parts: Sequence[BlockVerdicts], state: State) -> BlockVerdicts:
+        if not parts:
+            return cls.empty(state)
+        novel: dict[int, tuple[NovelItem, ...]] = {}
+        flagged: dict[int, Verdict] = {}
+        offset = 0
+        for p in parts:
+            novel.update({offset + i: v for i, v in p.novel.items()})
+            flagged.update({offset + i: v for i, v in p.flagged.items()})
+            offset += len(p)
+        def cat(field: str) -> np.ndarray:
+            return np.concatenate([getattr(p, field) for p in parts])
+
+        return cls(cat("score"), cat("threshold"), cat("continuous"), cat("anomalous"), cat("learned"),
+                   cat("startup"), parts[-1].state, novel, flagged)
+
+    def verdict(self, i: int) -> Verdict:
+        vd = self.flagged.get(i)
+        if vd is not None:
+            return vd
+        return Verdict(float(self.score[i]), float(self.threshold[i]), False, "", (), self.novel.get(i, ()), (),
+                       self.state, bool(self.learned[i]), bool(self.startup[i]), float(self.continuous[i]))
+
+    def to_list(self) -> list[Verdict]:
+        return [self.verdict(i) for i in range(len(self))]
+
+
 def _severity(ratio: float, novel: Sequence[NovelItem]) -> str:
     if ratio < 1.0:
         return ""
@@ -196,26 +250,6 @@ def _severity(ratio: float, novel: Sequence[NovelItem]) -> str:
     if any(item.kind in _SEVERE_KINDS for item in novel):
         level = max(level, 3)
     return SEVERITIES[level]
-
-
-_NGRAMS = attrgetter("ngrams")
-_AGE = attrgetter("seconds_since_start")
-
-
-def _sparse_ngrams(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """A batch's n-gram counts as flat (row, bucket, count) arrays; ``None`` when no window has any."""
-    lengths = np.fromiter(map(len, map(_NGRAMS, vectors)), dtype=np.int64, count=len(vectors))
-    total = int(lengths.sum())
-    if total == 0:
-        return None
-    cols = np.fromiter(chain.from_iterable(v.ngrams for v in vectors), dtype=np.int64, count=total)
-    counts = np.fromiter(chain.from_iterable(v.ngrams.values() for v in vectors), dtype=np.float64, count=total)
-    rows = np.repeat(np.arange(len(vectors)), lengths)
-    return rows, cols, counts
-
-
-def _container(v: FeatureVector) -> str:
-    return f"{v.identity.node}/{v.identity.container_id}"
 
 
 class _Profile:
@@ -356,26 +390,40 @@ class ImageBaseline:
     # -- scoring -----------------------------------------------------------------------------------
 
     def process(self, vectors: Sequence[FeatureVector]) -> list[Verdict]:
-        """Score, decide and learn a batch of this image's windows (event-time order)."""
-        n = len(vectors)
+        """Score, decide and learn a batch of this image's windows (event-time order).
+
+        The same as :meth:`process_block` on ``VectorBlock.from_vectors(vectors)``, with a
+        :class:`Verdict` per window.
+        """
+        return self.process_block(VectorBlock.from_vectors(vectors)).to_list()
+
+    def process_block(self, block: VectorBlock, features: np.ndarray | None = None) -> BlockVerdicts:
+        """Score, decide and learn a block of this image's windows (event-time order).
+
+        ``features`` is ``models.features.transform_block(block)`` when the caller has it already (the
+        service transforms a whole batch at once, then splits it by image).
+        """
+        n = len(block)
         if n == 0:
-            return []
+            return BlockVerdicts.empty(self.state)
+        X = transform_block(block) if features is None else features
         if self.state is State.LEARNING and n > _LEARNING_CHUNK:
             # While the model is forming, score against the freshest state: small chunks keep the
             # scores that calibrate the threshold prequential.
-            out: list[Verdict] = []
-            for start in range(0, n, _LEARNING_CHUNK):
-                out.extend(self.process(vectors[start : start + _LEARNING_CHUNK]))
-            return out
-        X = transform_vectors(vectors)
+            return BlockVerdicts.concat(
+                [self.process_block(block.take(slice(start, start + _LEARNING_CHUNK)),
+                                    X[start : start + _LEARNING_CHUNK])
+                 for start in range(0, n, _LEARNING_CHUNK)],
+                self.state,
+            )
         cfg = self.config
-        ages = np.fromiter(map(_AGE, vectors), dtype=np.float64, count=n)
+        ages = block.age
         is_startup = (ages >= 0.0) & (ages < cfg.startup_seconds)
         rate = np.empty(n)
         seq = np.zeros(n)
         thresholds = np.empty(n)
         seq_thresholds = np.full(n, math.inf)
-        grams = _sparse_ngrams(vectors)
+        grams = block.sparse_ngrams()
         for profile, mask in ((self.steady, ~is_startup), (self.startup, is_startup)):
             if mask.any():
                 rate[mask] = profile.detector.score_many(X[mask])
@@ -400,25 +448,20 @@ class ImageBaseline:
         seq_scaled = np.zeros(n)
         np.divide(seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
         continuous = np.where(no_profile, 0.0, np.maximum(rate, seq_scaled))
-        novel_all = [self.novelty.novel(v) for v in vectors]
+        novel = self.novelty.novel_block(block)
+        n_kinds = np.zeros(n)
         weight = self._novel_weight
-        n_kinds = np.fromiter(
-            (sum(weight[k] for k in {i.kind for i in nv}) if nv else 0.0 for nv in novel_all),
-            dtype=np.float64, count=n,
-        )
+        for i, items in novel.items():
+            n_kinds[i] = sum(weight[k] for k in {item.kind for item in items})
         scores = continuous + np.where(finite, thresholds, 0.0) * n_kinds
         anomalous = finite & (rate_hit | seq_hit | (scores > thresholds)) if not learning else np.zeros(n, dtype=bool)
         if state is State.FROZEN:
             learn_mask = np.zeros(n, dtype=bool)
         else:
-            learnable = np.fromiter(
-                (v.complete and not v.container_exited and not v.events_lost for v in vectors), dtype=bool, count=n
-            )
+            learnable = block.complete & ~block.container_exited & (block.counters[:, _EVENTS_LOST] == 0)
             if self.quarantine:
-                learnable &= np.fromiter(
-                    (v.window_start >= self.quarantine.get(_container(v), -math.inf) for v in vectors),
-                    dtype=bool, count=n,
-                )
+                until = np.array([self.quarantine.get(c, -math.inf) for c in block.containers()])
+                learnable &= block.window_start >= until[block.ident]
             if learning:
                 learn_mask = learnable
             else:
@@ -426,34 +469,31 @@ class ImageBaseline:
                 # its threshold is not flagged, but neither may it pull the baseline towards itself.
                 inside = (continuous < self.config.learn_gate * thresholds) | no_profile
                 learn_mask = learnable & ~anomalous & inside
-        startup_list = is_startup.tolist()
-        verdicts = [
-            Verdict(score, threshold, False, "", (), tuple(novel), (), state, learn, startup, c)
-            for score, threshold, novel, learn, startup, c in zip(
-                scores.tolist(), thresholds.tolist(), novel_all, learn_mask.tolist(), startup_list,
-                continuous.tolist(), strict=True,
-            )
-        ]
-        for i in np.flatnonzero(anomalous):
-            profile = self.startup if startup_list[i] else self.steady
+        verdicts = BlockVerdicts(scores, thresholds, continuous, anomalous, learn_mask, is_startup, state,
+                                 {i: tuple(items) for i, items in novel.items()}, {})
+        for i in np.flatnonzero(anomalous).tolist():
+            vd = verdicts.verdict(i)
+            profile = self.startup if is_startup[i] else self.steady
             seq_info = (float(seq[i]), float(seq_thresholds[i])) if seq_hit[i] else None
-            self._explain(verdicts[i], X[i], bool(rate_hit[i]), seq_info, profile)
-            self._quarantine(vectors[int(i)])
+            self._explain(vd, X[i], bool(rate_hit[i]), seq_info, profile)
+            verdicts.flagged[i] = vd
+            ident = block.identity(i)
+            self._quarantine(f"{ident.node}/{ident.container_id}", float(block.window_start[i]),
+                             float(block.window_start[i] + block.window_seconds[i]))
         self.windows_scored += n
-        self.anomalies += int(anomalous.sum())
-        self._learn(vectors, X, rate, seq, grams, learn_mask, is_startup)
+        self.anomalies += len(verdicts.flagged)
+        self._learn(block, X, rate, seq, grams, learn_mask, is_startup, novel)
         return verdicts
 
-    def _quarantine(self, v: FeatureVector) -> None:
+    def _quarantine(self, container: str, window_start: float, window_end: float) -> None:
         """Stop learning from a container for a while after it raised an anomaly."""
         if self.config.quarantine_seconds <= 0:
             return
         if len(self.quarantine) >= _MAX_QUARANTINE:
-            now = v.window_start
-            self.quarantine = {k: t for k, t in self.quarantine.items() if t > now}
+            self.quarantine = {k: t for k, t in self.quarantine.items() if t > window_start}
             while len(self.quarantine) >= _MAX_QUARANTINE:
                 self.quarantine.pop(next(iter(self.quarantine)))
-        self.quarantine[_container(v)] = v.window_end + self.config.quarantine_seconds
+        self.quarantine[container] = window_end + self.config.quarantine_seconds
 
     def _explain(
         self, verdict: Verdict, x: np.ndarray, rate_hit: bool, seq_info: tuple[float, float] | None, profile: _Profile
@@ -481,16 +521,18 @@ class ImageBaseline:
 
     def _learn(
         self,
-        vectors: Sequence[FeatureVector],
+        block: VectorBlock,
         X: np.ndarray,
         scores: np.ndarray,
         seq: np.ndarray,
         grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
         learn_mask: np.ndarray,
         is_startup: np.ndarray,
+        novel: dict[int, list[NovelItem]],
     ) -> None:
         if not learn_mask.any():
             return
+        window_seconds = float(block.window_seconds[0])
         for profile, mask in ((self.steady, learn_mask & ~is_startup), (self.startup, learn_mask & is_startup)):
             count = int(mask.sum())
             if not count:
@@ -506,7 +548,7 @@ class ImageBaseline:
                 skip = max(0, self.config.min_learn_windows // 4 - profile.windows)
             calibrate = scores[mask][skip:] if calibrating else scores[:0]
             if len(calibrate):
-                profile.threshold.add(calibrate, vectors[0].window_seconds)
+                profile.threshold.add(calibrate, window_seconds)
                 if self.state is not State.LEARNING:
                     profile.threshold.recompute()
             if grams is not None:
@@ -516,7 +558,7 @@ class ImageBaseline:
                 has_grams[rows[take]] = True
                 seq_cal = seq[mask & has_grams][skip:] if calibrating else seq[:0]
                 if len(seq_cal):
-                    profile.seq_threshold.add(seq_cal, vectors[0].window_seconds)
+                    profile.seq_threshold.add(seq_cal, window_seconds)
                     if self.state is not State.LEARNING:
                         profile.seq_threshold.recompute()
                 profile.sequence.learn_sparse(cols[take], counts[take], int((mask & has_grams).sum()))
@@ -524,39 +566,45 @@ class ImageBaseline:
             # may move is bounded (poisoning resistance).
             profile.detector.learn_many(X[mask], bound=self.state is not State.LEARNING)
             profile.windows += count
-        rows = np.flatnonzero(learn_mask)
+        rows_learnt = np.flatnonzero(learn_mask)
         if self.state is State.LEARNING:
             # Outside learning a window with novel items is flagged and never learnt, so only
             # learning can grow the sets (and feedback, through accept()).
-            for i in rows:
-                v = vectors[int(i)]
+            containers = block.containers()
+            ident = block.ident.tolist()
+            startup = is_startup.tolist()
+            for i in rows_learnt.tolist():
+                container = containers[ident[i]]
                 if len(self.containers) < _MAX_REPLICAS:
-                    self.containers.add(_container(v))
-                self.novelty.learn(v, bool(is_startup[i]), len(self.containers))
-        starts = [vectors[int(i)].window_start for i in rows]
+                    self.containers.add(container)
+                items = novel.get(i)
+                if items:
+                    self.novelty.learn_items(items, container, startup[i], len(self.containers))
+        starts = block.window_start[rows_learnt]
         if math.isnan(self.first_window):
-            self.first_window = min(starts)
-        latest = max(starts)
+            self.first_window = float(starts.min())
+        latest = float(starts.max())
         if math.isnan(self.last_window) or latest > self.last_window:
             self.last_window = latest
-        self._window_seconds = vectors[int(rows[-1])].window_seconds
-        self.windows_learned += int(learn_mask.sum())
+        self._window_seconds = float(block.window_seconds[rows_learnt[-1]])
+        self.windows_learned += len(rows_learnt)
         self._maybe_ready()
 
     def accept(self, vector: FeatureVector) -> list[NovelItem]:
         """Feedback: this window is normal for the image. Learn it, and make its novel items known."""
         novel = self.novelty.novel(vector)
-        X = transform_vectors([vector])
+        block = VectorBlock.from_vectors([vector])
+        X = transform_block(block)
         startup = 0.0 <= vector.seconds_since_start < self.config.startup_seconds
         profile = self.startup if startup else self.steady
         profile.detector.learn_many(X)
-        grams = _sparse_ngrams([vector])
+        grams = block.sparse_ngrams()
         if grams is not None:
             profile.sequence.learn_sparse(grams[1], grams[2], 1)
         profile.windows += 1
         for item in novel:
             self.novelty.add(item.kind, [item.value])
-        self.quarantine.pop(_container(vector), None)
+        self.quarantine.pop(f"{vector.identity.node}/{vector.identity.container_id}", None)
         self.windows_learned += 1
         return novel
 

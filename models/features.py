@@ -18,11 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
-from operator import attrgetter, methodcaller
 
 import numpy as np
 
+from models.block import COUNTER_INDEX, VectorBlock, row_ids
 from models.vector import FeatureVector
 
 
@@ -99,43 +98,39 @@ _SCALARS: tuple[tuple[str, int], ...] = tuple(
 )
 
 
-_SCALAR_GET = attrgetter(*(attr for attr, _ in _SCALARS))
 _SCALAR_COLS = np.array([j for _, j in _SCALARS])
-_SECONDS_GET = attrgetter("window_seconds")
-_SYSCALLS_GET = attrgetter("syscalls")
-_VALUES = methodcaller("values")
+_SCALAR_COUNTERS = np.array([COUNTER_INDEX[attr] for attr, _ in _SCALARS])
 
 
-def raw_counts(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw counts matrix ``(n, N_FEATURES)`` and window lengths ``(n,)`` of a batch.
+def block_counts(block: VectorBlock) -> np.ndarray:
+    """Raw counts matrix ``(n, N_FEATURES)`` of a block of windows.
 
-    Columnar: the batch's syscall dicts are flattened once (C-level iteration), names map to columns
-    with one C-level dict lookup per entry, and one ``bincount`` sums them into the matrix
-    (``sys.other`` collects every call outside the vocabulary, ``sys.total`` all of them).
+    Columnar: the batch's syscall-name dictionary maps to feature columns once, and one ``bincount``
+    sums every entry into the matrix (``sys.other`` collects every call outside the vocabulary,
+    ``sys.total`` all of them; entries naming the same syscall add up).
     """
-    n = len(vectors)
-    n_scalars = len(_SCALARS)
-    seconds = np.fromiter(map(_SECONDS_GET, vectors), dtype=np.float64, count=n)
-    scalars = np.fromiter(
-        chain.from_iterable(map(_SCALAR_GET, vectors)), dtype=np.float64, count=n * n_scalars
-    ).reshape(n, n_scalars)
-    calls = list(map(_SYSCALLS_GET, vectors))
-    lengths = np.fromiter(map(len, calls), dtype=np.intp, count=n)
-    total_entries = int(lengths.sum())
-    if total_entries:
-        rows = np.repeat(np.arange(n, dtype=np.intp) * N_FEATURES, lengths)
-        cols = np.fromiter(
-            map(_SYSCALL_COLUMN.get, chain.from_iterable(calls), repeat(_OTHER)),
-            dtype=np.intp, count=total_entries,
+    n = len(block)
+    if len(block.sc_name):
+        column = _SYSCALL_COLUMN.get
+        colmap = np.fromiter(
+            (column(name, _OTHER) for name in block.syscall_names), dtype=np.intp, count=len(block.syscall_names)
         )
-        counts = np.fromiter(chain.from_iterable(map(_VALUES, calls)), dtype=np.float64, count=total_entries)
-        out = np.bincount(rows + cols, weights=counts, minlength=n * N_FEATURES).reshape(n, N_FEATURES)
-        out[:, _TOTAL] = np.bincount(rows // N_FEATURES, weights=counts, minlength=n)
+        rows = row_ids(block.sc_ptr)
+        counts = block.sc_count
+        out = np.bincount(rows * N_FEATURES + colmap[block.sc_name], weights=counts,
+                          minlength=n * N_FEATURES).reshape(n, N_FEATURES)
+        out[:, _TOTAL] = np.bincount(rows, weights=counts, minlength=n)
         np.maximum(out[:, _OTHER], 0.0, out=out[:, _OTHER])  # never negative
     else:
         out = np.zeros((n, N_FEATURES), dtype=np.float64)
-    out[:, _SCALAR_COLS] = scalars
-    return out, seconds
+    out[:, _SCALAR_COLS] = block.counters[:, _SCALAR_COUNTERS]
+    return out
+
+
+def raw_counts(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw counts matrix ``(n, N_FEATURES)`` and window lengths ``(n,)`` of a batch of vectors."""
+    block = VectorBlock.from_vectors(vectors)
+    return block_counts(block), block.window_seconds
 
 
 _MAX_RATE = 1e18
@@ -143,19 +138,23 @@ _MAX_RATE = 1e18
 
 def transform(counts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     """Raw counts -> log-rate space (see module docstring). Pure and vectorised."""
-    x = counts.astype(np.float64, copy=True)
+    # rate columns divide by the window's length, count columns by 1 (one broadcast, no masked copies)
     with np.errstate(over="ignore"):  # absurd but finite input overflows to inf, clipped just below
-        x[:, _RATE_MASK] /= seconds[:, None]
+        x = np.divide(counts, np.where(_RATE_MASK, np.asarray(seconds, dtype=np.float64)[:, None], 1.0))
     # Hostile but finite input (1e300 counts, 1e-300 s windows) must not become inf/NaN features: no real
     # counter exceeds _MAX_RATE per second, and none is negative.
     np.clip(x, 0.0, _MAX_RATE, out=x)
-    return np.log1p(x)
+    return np.log1p(x, out=x)
+
+
+def transform_block(block: VectorBlock) -> np.ndarray:
+    """The model input matrix of a block of windows."""
+    return transform(block_counts(block), block.window_seconds)
 
 
 def transform_vectors(vectors: Sequence[FeatureVector]) -> np.ndarray:
     """The model input matrix of a batch of vectors."""
-    counts, seconds = raw_counts(vectors)
-    return transform(counts, seconds)
+    return transform_block(VectorBlock.from_vectors(vectors))
 
 
 def to_unit(value: float) -> float:

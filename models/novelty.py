@@ -19,6 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
+from models.block import VectorBlock, row_ids
 from models.vector import FeatureVector
 
 KINDS = ("executable", "syscall", "port", "sensitive_path")
@@ -99,30 +102,78 @@ class NoveltySets:
             out.extend(NovelItem("sensitive_path", p) for p in v.sensitive_paths if p not in known)
         return out
 
+    def novel_block(self, block: VectorBlock) -> dict[int, list[NovelItem]]:
+        """:meth:`novel` for every window of a block: ``{row: items}`` for the rows that have any.
+
+        Checks each distinct syscall name and endpoint of the block once, not once per window.
+        """
+        sets, saturated = self.sets, self.saturated
+        out: dict[int, list[NovelItem]] = {}
+        if block.executables and not saturated["executable"]:
+            known = sets["executable"]
+            for r, e in zip(row_ids(block.exe_ptr).tolist(), block.executables, strict=True):
+                if e not in known:
+                    out.setdefault(r, []).append(NovelItem("executable", e))
+        if len(block.sc_name) and not saturated["syscall"]:
+            known = sets["syscall"]
+            names = block.syscall_names
+            unknown = [j for j, name in enumerate(names) if name not in known]
+            if unknown:
+                flag = np.zeros(len(names), dtype=bool)
+                flag[unknown] = True
+                hit = flag[block.sc_name]
+                if hit.any():
+                    rows = row_ids(block.sc_ptr)[hit].tolist()
+                    pairs = sorted(set(zip(rows, [names[j] for j in block.sc_name[hit].tolist()], strict=True)))
+                    for r, name in pairs:
+                        out.setdefault(r, []).append(NovelItem("syscall", name))
+        if len(block.ep_index) and not saturated["port"]:
+            known = sets["port"]
+            start = self.ephemeral_start
+            eps = block.endpoints
+            port_of = [f"{ep.protocol}/{ep.port}" if ep.outbound and 0 < ep.port < start else "" for ep in eps]
+            flag = np.fromiter((bool(p) and p not in known for p in port_of), dtype=bool, count=len(eps))
+            if flag.any():
+                hit = flag[block.ep_index]
+                for r, j in zip(row_ids(block.ep_ptr)[hit].tolist(), block.ep_index[hit].tolist(), strict=True):
+                    out.setdefault(r, []).append(NovelItem("port", port_of[j]))
+        if block.sensitive_paths and not saturated["sensitive_path"]:
+            known = sets["sensitive_path"]
+            for r, p in zip(row_ids(block.path_ptr).tolist(), block.sensitive_paths, strict=True):
+                if p not in known:
+                    out.setdefault(r, []).append(NovelItem("sensitive_path", p))
+        return out
+
     def learn(self, v: FeatureVector, startup: bool = False, replicas: int = 1) -> None:
         """Count support for ``v``'s unknown items; promote those with enough.
 
         ``replicas`` is how many containers of the image have been seen (support across containers is
         asked for only up to that many).
         """
+        items = [NovelItem(kind, item) for kind, kind_items in _items(v, self.ephemeral_start).items()
+                 for item in kind_items]
+        self.learn_items(items, f"{v.identity.node}/{v.identity.container_id}", startup, replicas)
+
+    def learn_items(self, items: Iterable[NovelItem], container: str, startup: bool = False, replicas: int = 1) -> None:
+        """Count one learnt window of ``container`` as support for ``items`` (those already known are skipped)."""
         need_windows = 1 if startup else self.min_windows
         need_containers = max(1, min(self.min_containers, replicas))
-        container = f"{v.identity.node}/{v.identity.container_id}"
-        for kind, items in _items(v, self.ephemeral_start).items():
-            known = self.sets[kind]
-            for item in items:
-                if item in known:
-                    continue
-                windows, containers = self.candidates.get((kind, item), (0, []))
-                windows += 1
-                if container not in containers and len(containers) < self.min_containers:
-                    containers = [*containers, container]
-                supported = windows >= need_windows and len(containers) >= need_containers
-                if supported or windows >= self.long_windows:
-                    self.candidates.pop((kind, item), None)
-                    self.add(kind, [item])
-                elif len(self.candidates) < self.capacity or (kind, item) in self.candidates:
-                    self.candidates[(kind, item)] = (windows, containers)
+        sets = self.sets
+        for novel_item in dict.fromkeys(items):  # once per window, whatever the repeats
+            kind, item = novel_item.kind, novel_item.value
+            known = sets[kind]
+            if item in known:
+                continue
+            windows, containers = self.candidates.get((kind, item), (0, []))
+            windows += 1
+            if container not in containers and len(containers) < self.min_containers:
+                containers = [*containers, container]
+            supported = windows >= need_windows and len(containers) >= need_containers
+            if supported or windows >= self.long_windows:
+                self.candidates.pop((kind, item), None)
+                self.add(kind, [item])
+            elif len(self.candidates) < self.capacity or (kind, item) in self.candidates:
+                self.candidates[(kind, item)] = (windows, containers)
 
     def add(self, kind: str, items: Iterable[str]) -> None:
         known = self.sets[kind]

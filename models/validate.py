@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection
+from itertools import chain
 from operator import attrgetter
 
+import numpy as np
+
+from models.block import COUNTERS, VectorBlock
 from models.errors import ValidationError
 from models.ngrams import NUM_BUCKETS
 from models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector, Identity
@@ -20,6 +24,9 @@ MAX_WINDOW_SECONDS = 3600.0
 MAX_PATH_LENGTH = 4096
 # Plausible event time: 2000-01-01 .. 2200-01-01.
 MIN_TIME, MAX_TIME = 946_684_800.0, 7_258_118_400.0
+#: No kernel counts more than this of anything per second (syscalls, bytes, packets ...): a finite count
+#: above it over its window is refused as IMPLAUSIBLE rather than clipped into the model.
+MAX_RATE_PER_SECOND = 1e12
 # OCI image repository: lowercase path components, optional registry host[:port].
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+|[:/][a-zA-Z0-9._-]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -29,11 +36,7 @@ _MAX_GOOD_IDENTITIES = 65_536
 _GOOD_SYSCALL_NAMES: set[str] = set()  # syscall names already checked (bounded)
 _MAX_GOOD_SYSCALL_NAMES = 4096
 
-_COUNTERS = (
-    "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
-    "bytes_received", "packets_sent", "packets_received", "remote_addresses", "remote_ports",
-    "dns_queries", "write_opens", "sensitive_writes", "events_lost",
-)
+_COUNTERS = COUNTERS
 _COUNTER_GET = attrgetter(*_COUNTERS)
 
 
@@ -122,9 +125,21 @@ def validate(v: FeatureVector) -> None:
             if not 0 <= bucket < NUM_BUCKETS:
                 raise ValidationError("BAD_REFERENCE", f"n-gram bucket {bucket} outside [0, {NUM_BUCKETS})")
             _count(f"n-gram bucket {bucket}", count)
-    if not _counts_ok(_COUNTER_GET(v)):
+    counters = _COUNTER_GET(v)
+    if not _counts_ok(counters):
         for attr in _COUNTERS:
             _count(attr, getattr(v, attr))
+    limit = MAX_RATE_PER_SECOND * v.window_seconds
+    if max(counters) > limit or (calls and max(calls.values()) > limit) or (grams and max(grams.values()) > limit):
+        name, value = max(
+            chain(zip(_COUNTERS, counters, strict=True), (("syscall " + k, c) for k, c in calls.items()),
+                  ((f"n-gram bucket {k}", c) for k, c in grams.items())),
+            key=lambda kv: kv[1],
+        )
+        raise ValidationError(
+            "IMPLAUSIBLE", f"{name} is {value:g} in a {v.window_seconds:g} s window (more than "
+            f"{MAX_RATE_PER_SECOND:g} per second)",
+        )
 
     for attr, items, limit in (
         ("executables", v.executables, MAX_EXECUTABLES),
@@ -141,3 +156,93 @@ def validate(v: FeatureVector) -> None:
             raise ValidationError("BAD_REFERENCE", f"endpoint port {ep.port} out of range")
         if not ep.address or len(ep.address) > 64:
             raise ValidationError("BAD_REFERENCE", "endpoint address is empty or too long")
+
+
+def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError]]:
+    """Check every window of a block at once: ``(ok, errors)``.
+
+    ``ok`` is a boolean mask of the windows that are safe to score and learn; ``errors`` has one
+    :class:`ValidationError` per other window (its ``index`` is the window's position in its batch), with
+    the same reason and message :func:`validate` gives that window on its own.  The checks are
+    vectorised; only bad windows are looked at one by one, to say what is wrong with them.
+    """
+    n = len(block)
+    bad = np.zeros(n, dtype=bool)
+    if n == 0:
+        return ~bad, []
+    bad_ident = np.zeros(len(block.identities), dtype=bool)
+    not_identities = []
+    for j, ident in enumerate(block.identities):
+        if not isinstance(ident, Identity):
+            not_identities.append(j)
+            bad_ident[j] = True
+            continue
+        try:
+            _identity(ident)
+        except ValidationError:
+            bad_ident[j] = True
+    if bad_ident.any():
+        bad |= bad_ident[block.ident]
+    ws, sec = block.window_start, block.window_seconds
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        bad |= ~((ws >= MIN_TIME) & (ws <= MAX_TIME))  # NaN compares false: bad
+        bad |= ~((sec > 0) & (sec <= MAX_WINDOW_SECONDS))
+        bad |= ~np.isfinite(block.age)
+        limit = MAX_RATE_PER_SECOND * sec
+        c = block.counters
+        bad |= ~(np.isfinite(c) & (c >= 0) & (c <= limit[:, None])).all(axis=1)
+        if len(block.sc_name):
+            bad |= np.diff(block.sc_ptr) > MAX_SYSCALL_NAMES
+            names = block.syscall_names
+            if not set(names) <= _GOOD_SYSCALL_NAMES:
+                bad_name = np.fromiter((not isinstance(x, str) or not x or len(x) > 64 for x in names),
+                                       dtype=bool, count=len(names))
+            else:
+                bad_name = np.zeros(len(names), dtype=bool)
+            entry_rows = np.repeat(np.arange(n), np.diff(block.sc_ptr))
+            cnt = block.sc_count
+            bad_entry = bad_name[block.sc_name] | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+            if bad_entry.any():
+                bad[entry_rows[bad_entry]] = True
+        if len(block.ng_bucket):
+            entry_rows = np.repeat(np.arange(n), np.diff(block.ng_ptr))
+            b, cnt = block.ng_bucket, block.ng_count
+            bad_entry = (b < 0) | (b >= NUM_BUCKETS) | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+            if bad_entry.any():
+                bad[entry_rows[bad_entry]] = True
+    for ptr, items, limit_items in (
+        (block.exe_ptr, block.executables, MAX_EXECUTABLES),
+        (block.path_ptr, block.sensitive_paths, MAX_EXECUTABLES),
+    ):
+        if items:
+            bad |= np.diff(ptr) > limit_items
+            bad_item = np.fromiter((not p or len(p) > MAX_PATH_LENGTH for p in items), dtype=bool, count=len(items))
+            if bad_item.any():
+                bad[np.repeat(np.arange(n), np.diff(ptr))[bad_item]] = True
+    if len(block.ep_index):
+        bad |= np.diff(block.ep_ptr) > MAX_ENDPOINTS
+        bad_ep = np.fromiter(
+            (not 0 <= ep.port <= 65535 or not ep.address or len(ep.address) > 64 for ep in block.endpoints),
+            dtype=bool, count=len(block.endpoints),
+        )
+        if bad_ep.any():
+            bad[np.repeat(np.arange(n), np.diff(block.ep_ptr))[bad_ep[block.ep_index]]] = True
+    if not bad.any():
+        if len(block.sc_name) and len(_GOOD_SYSCALL_NAMES) + len(block.syscall_names) <= _MAX_GOOD_SYSCALL_NAMES:
+            _GOOD_SYSCALL_NAMES.update(block.syscall_names)
+        return ~bad, []
+    errors = []
+    for i in np.flatnonzero(bad).tolist():
+        try:
+            validate(block.vector(i))
+            err = ValidationError("NEGATIVE", "window has a negative count (its entries for one item add up "
+                                  "to a valid total, but an entry is negative or not finite)")
+        except ValidationError as e:
+            err = e
+        except Exception:  # a value validation did not foresee: the window is refused, the rest goes on
+            err = ValidationError("UNSPECIFIED", "vector could not be validated")
+        err.index = int(block.index[i])
+        errors.append(err)
+    for j in not_identities:  # keep the (shared) identity table usable for the windows that remain
+        block.identities[j] = Identity("", "", "")
+    return ~bad, errors

@@ -5,6 +5,8 @@ that the two agree (encode here, decode there, compare with the original).
 
 Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
 
+* the sensor sends batches as ``VectorColumns`` (:func:`to_columns`, one packed array per field across
+  the batch's windows); :func:`to_batch` writes the one-message-per-window form (tools, tests);
 * syscall counts become two packed arrays, indices into the batch's ``syscall_names`` dictionary
   (built per batch in order of first appearance) and counts;
 * ``seconds_since_start`` -> ``health.container_age_seconds`` (negative when unknown);
@@ -22,12 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from models.block import COUNTERS
 from models.vector import Endpoint, FeatureVector
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2
 
 SCHEMA_VERSION = 1
 NGRAM_SPEC = 1
 
+_COUNTERS = COUNTERS
 _PROTOCOL = {"tcp": vectors_pb2.PROTOCOL_TCP, "udp": vectors_pb2.PROTOCOL_UDP}
 
 # Field numbers used for the byte-level framing below (see ingest.proto / vectors.proto).
@@ -56,10 +60,8 @@ def _endpoint(ep: Endpoint, msg: vectors_pb2.Endpoint) -> None:
     msg.direction = vectors_pb2.DIRECTION_OUTBOUND if ep.outbound else vectors_pb2.DIRECTION_INBOUND
 
 
-def fill_vector(v: FeatureVector, msg: vectors_pb2.FeatureVector, names: dict[str, int]) -> None:
-    """Write one domain vector into ``msg``; ``names`` is the batch's syscall dictionary (extended)."""
+def _identity(v: FeatureVector, i: vectors_pb2.Identity) -> None:
     ident = v.identity
-    i = msg.identity
     i.node = ident.node
     i.container_id = ident.container_id
     i.container_name = ident.container_name
@@ -68,6 +70,11 @@ def fill_vector(v: FeatureVector, msg: vectors_pb2.FeatureVector, names: dict[st
     i.image_digest = ident.image_digest
     i.pod = ident.pod
     i.namespace = ident.namespace
+
+
+def fill_vector(v: FeatureVector, msg: vectors_pb2.FeatureVector, names: dict[str, int]) -> None:
+    """Write one domain vector into ``msg``; ``names`` is the batch's syscall dictionary (extended)."""
+    _identity(v, msg.identity)
     msg.window_start = v.window_start
     msg.window_seconds = v.window_seconds
     if v.syscalls:
@@ -124,9 +131,77 @@ def to_batch(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2
     return batch
 
 
+def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2.VectorBatch:
+    """A ``VectorBatch`` holding ``vectors`` as ``VectorColumns`` (what the sensor sends).
+
+    Per-window arrays that hold only their default (no executables this batch, every window complete
+    ...) are left empty, as the format allows.
+    """
+    batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=SCHEMA_VERSION)
+    c = batch.columns
+    c.count = len(vectors)
+    identities: dict[object, int] = {}
+    ident_index = []
+    for v in vectors:
+        j = identities.get(v.identity)
+        if j is None:
+            j = identities[v.identity] = len(identities)
+            _identity(v, c.identities.add())
+        ident_index.append(j)
+    c.identity.extend(ident_index)
+    c.window_start.extend([v.window_start for v in vectors])
+    c.window_seconds.extend([v.window_seconds for v in vectors])
+    for name in _COUNTERS:
+        values = [getattr(v, name) for v in vectors]
+        if any(values):
+            getattr(c, name).extend(values)
+    if not all(v.complete for v in vectors):
+        c.complete.extend([v.complete for v in vectors])
+    if any(v.container_exited for v in vectors):
+        c.container_exited.extend([v.container_exited for v in vectors])
+    c.container_age_seconds.extend([v.seconds_since_start for v in vectors])
+    names: dict[str, int] = {}
+    idx: list[int] = []
+    for v in vectors:
+        for name in v.syscalls:
+            j = names.get(name)
+            if j is None:
+                j = names[name] = len(names)
+            idx.append(j)
+    if idx:
+        c.syscall_lengths.extend([len(v.syscalls) for v in vectors])
+        c.syscall_name_index.extend(idx)
+        c.syscall_count.extend([x for v in vectors for x in v.syscalls.values()])
+    batch.syscall_names.extend(names)
+    if any(v.ngrams for v in vectors):
+        c.ngram_spec = NGRAM_SPEC
+        c.ngram_lengths.extend([len(v.ngrams) for v in vectors])
+        c.ngram_bucket.extend([b for v in vectors for b in v.ngrams])
+        c.ngram_count.extend([x for v in vectors for x in v.ngrams.values()])
+    if any(v.executables for v in vectors):
+        c.executable_lengths.extend([len(v.executables) for v in vectors])
+        c.executables.extend([e for v in vectors for e in v.executables])
+    if any(v.endpoints for v in vectors):
+        endpoints: dict[Endpoint, int] = {}
+        ep_index = []
+        for v in vectors:
+            for ep in v.endpoints:
+                j = endpoints.get(ep)
+                if j is None:
+                    j = endpoints[ep] = len(endpoints)
+                    _endpoint(ep, c.endpoints.add())
+                ep_index.append(j)
+        c.endpoint_lengths.extend([len(v.endpoints) for v in vectors])
+        c.endpoint_index.extend(ep_index)
+    if any(v.sensitive_paths for v in vectors):
+        c.sensitive_path_lengths.extend([len(v.sensitive_paths) for v in vectors])
+        c.sensitive_paths.extend([p for v in vectors for p in v.sensitive_paths])
+    return batch
+
+
 def encode_batch_body(vectors: Sequence[FeatureVector]) -> bytes:
-    """Serialised ``VectorBatch`` without its sequence number (see :func:`batch_request_bytes`)."""
-    return to_batch(vectors).SerializeToString()
+    """Serialised ``VectorBatch`` (as columns) without its sequence number (see :func:`batch_request_bytes`)."""
+    return to_columns(vectors).SerializeToString()
 
 
 def batch_request_bytes(sequence: int, body: bytes) -> bytes:
@@ -135,7 +210,7 @@ def batch_request_bytes(sequence: int, body: bytes) -> bytes:
     >>> from models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("n1", "c1", "nginx", "1.25"), 100.0, 10.0, syscalls={"read": 3})
     >>> req = ingest_pb2.IngestRequest.FromString(batch_request_bytes(7, encode_batch_body([v])))
-    >>> req.batch.sequence, list(req.batch.syscall_names), req.batch.vectors[0].syscall_count[0]
+    >>> req.batch.sequence, list(req.batch.syscall_names), req.batch.columns.syscall_count[0]
     (7, ['read'], 3.0)
     """
     if sequence <= 0:

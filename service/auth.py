@@ -37,7 +37,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
+import numpy as np
 
+from models.block import VectorBlock
 from models.errors import BaselinerError, ConfigError, ValidationError
 from service.errors import AuthenticationError, PermissionDeniedError, abort
 
@@ -264,18 +266,24 @@ def check_hello_node(allowed: str | None, hello_node: str) -> None:
         )
 
 
-def restrict_node(decoded: list[tuple[int, Any]], allowed: str | None) -> list[tuple[int, Any]]:
-    """Replace vectors that name another node than ``allowed`` by an ``UNAUTHORIZED`` rejection."""
+def restrict_node(
+    decoded: tuple[VectorBlock, list[ValidationError]], allowed: str | None
+) -> tuple[VectorBlock, list[ValidationError]]:
+    """Reject windows that name another node than ``allowed`` (``UNAUTHORIZED``); the others go on."""
+    block, rejected = decoded
     if allowed is None:
         return decoded
-    out: list[tuple[int, Any]] = []
-    for i, item in decoded:
-        if not isinstance(item, ValidationError) and item.identity.node != allowed:
-            item = ValidationError(
-                "UNAUTHORIZED", f"vector for node {item.identity.node!r} on a stream allowed for {allowed!r}", i
-            )
-        out.append((i, item))
-    return out
+    other = np.array([ident.node != allowed for ident in block.identities], dtype=bool)
+    if not other.any():
+        return decoded
+    hit = other[block.ident]
+    rejected = list(rejected)
+    for i in np.flatnonzero(hit).tolist():
+        node = block.identity(i).node
+        rejected.append(ValidationError(
+            "UNAUTHORIZED", f"vector for node {node!r} on a stream allowed for {allowed!r}", int(block.index[i])
+        ))
+    return block.take(np.flatnonzero(~hit)), rejected
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem
+from models.block import VectorBlock
 from models.errors import UnknownBaselineError, ValidationError
-from models.validate import validate
+from models.features import transform_block
+from models.validate import validate_block
 from models.vector import FeatureVector, Identity
 from service.config import PipelineConfig
 from service.errors import UnknownEventError
@@ -176,56 +178,54 @@ class Pipeline:
         sequence: int,
         decoded: Sequence[tuple[int, FeatureVector | ValidationError]],
     ) -> BatchResult:
-        """Apply one decoded batch (exactly once per ``(sensor_id, sequence)``)."""
+        """Apply one batch given window by window (``(index, vector or rejection)``); see :meth:`apply_block`."""
+        good = [(i, v) for i, v in decoded if not isinstance(v, ValidationError)]
+        block = VectorBlock.from_vectors([v for _, v in good], [i for i, _ in good])
+        result = self.apply_block(sensor_id, sequence, block,
+                                  [e for _, e in decoded if isinstance(e, ValidationError)])
+        for k, (_, v) in enumerate(good):  # the container ages the service filled in, as the vectors say
+            if isinstance(v.seconds_since_start, float | int) and v.seconds_since_start < 0 <= block.age[k]:
+                v.seconds_since_start = float(block.age[k])
+        return result
+
+    def apply_block(
+        self, sensor_id: str, sequence: int, block: VectorBlock, rejected: Sequence[ValidationError] = ()
+    ) -> BatchResult:
+        """Apply one decoded batch (exactly once per ``(sensor_id, sequence)``).
+
+        ``rejected`` are the batch's windows the decoder already refused; the acknowledgement lists them
+        with the ones refused here.
+        """
         result = BatchResult(sequence)
         if sequence <= self.sensors.get(sensor_id, 0):
             result.duplicate = True
             if self.metrics:
                 self.metrics.batches_duplicate.inc()
             return result
-        rejected = result.rejected
-        groups: dict[str, list[tuple[int, FeatureVector]]] = {}
-        key_mode = self.config.image_key
-        containers = self.containers
+        errors = result.rejected
+        errors.extend(rejected)
         t0 = self._clock()
-        for i, item in decoded:
-            if isinstance(item, ValidationError):
-                rejected.append(item)
-                continue
-            v = item
-            try:
-                validate(v)
-            except ValidationError as e:
-                e.index = i
-                rejected.append(e)
-                continue
-            except Exception:  # a value validation did not foresee: reject it, never drop the stream
-                log.exception("validating vector %d failed unexpectedly", i)
-                rejected.append(ValidationError("UNSPECIFIED", "vector could not be validated", i))
-                continue
-            ident = v.identity
-            first, prev = containers.observe(container_key(ident), v.window_start)
-            if v.window_start <= prev:
-                rejected.append(
-                    ValidationError(
-                        "OUT_OF_ORDER",
-                        f"window at {v.window_start} is not after this container's last window at {prev}",
-                        i,
-                    )
-                )
-                continue
-            if v.seconds_since_start < 0:
-                v.seconds_since_start = v.window_start - first
-            key = image_key(ident, key_mode)
-            g = groups.get(key)
-            if g is None:
-                groups[key] = [(i, v)]
-            else:
-                g.append((i, v))
+        try:
+            ok, bad = validate_block(block)
+        except Exception:  # a value validation did not foresee: reject the windows, never drop the stream
+            log.exception("validating a batch of %d windows failed unexpectedly", len(block))
+            errors.extend(ValidationError("UNSPECIFIED", "vector could not be validated", int(i)) for i in block.index)
+            ok, bad = np.zeros(len(block), dtype=bool), []
+        errors.extend(bad)
+        ok &= self._in_order(block, ok, errors)
+        if not ok.all():
+            block = block.take(np.flatnonzero(ok))
+        groups = self._groups(block)
         t1 = self._clock()
         self.stage_seconds["validate"] += t1 - t0
-        for key, items in groups.items():
-            result.applied += self._apply_group(key, items, rejected)
+        features = transform_block(block)  # the whole batch at once, then split by image
+        self.stage_seconds["score"] += self._clock() - t1
+        n = len(block)
+        for key, rows in groups:
+            if len(rows) == n and (rows[1:] > rows[:-1]).all():  # one image, already in order
+                result.applied += self._apply_group(key, block, features, errors)
+            else:
+                result.applied += self._apply_group(key, block.take(rows), features[rows], errors)
         self._close_expired()
         t2 = self._clock()
         for sink in self.sinks:
@@ -235,41 +235,101 @@ class Pipeline:
         self.sensors_dirty = True
         if self.metrics:
             self.metrics.vectors_applied.inc(result.applied)
-            if rejected:
+            if errors:
                 counts: dict[str, int] = {}
-                for err in rejected:
+                for err in errors:
                     r = BASELINE_LIMIT if err.reason == "TOO_LARGE" and err.message.startswith("baseline limit") \
                         else err.reason
                     counts[r] = counts.get(r, 0) + 1
                 for r, n in counts.items():
                     self.metrics.rejected(r, n)
-        rejected.sort(key=lambda err: err.index)
+        errors.sort(key=lambda err: err.index)
         return result
 
+    def _in_order(self, block: VectorBlock, ok: np.ndarray, rejected: list[ValidationError]) -> np.ndarray:
+        """Track containers; mask out windows not after their container's last one (``OUT_OF_ORDER``).
+
+        Fills in ``age`` (container age at window start) where the sensor did not know it, from the first
+        window the service saw of the container.
+        """
+        n = len(block)
+        keep = np.ones(n, dtype=bool)
+        if n == 0:
+            return keep
+        containers = self.containers
+        ws = block.window_start
+        age = block.age
+        # Windows of one container in arrival order: most batches hold one window per container.
+        order = np.argsort(block.ident, kind="stable")
+        ident_sorted = block.ident[order]
+        bounds = np.flatnonzero(np.diff(ident_sorted)) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), n]
+        identities = block.identities
+        order_list = order.tolist()
+        ok_list = ok.tolist()
+        ws_list = ws.tolist()
+        for a, b in zip(starts, ends, strict=True):
+            ckey = container_key(identities[int(ident_sorted[a])])
+            for i in order_list[a:b]:
+                if not ok_list[i]:
+                    continue
+                t = ws_list[i]
+                first, prev = containers.observe(ckey, t)
+                if t <= prev:
+                    rejected.append(ValidationError(
+                        "OUT_OF_ORDER", f"window at {t} is not after this container's last window at {prev}",
+                        int(block.index[i]),
+                    ))
+                    keep[i] = False
+                elif age[i] < 0:
+                    age[i] = t - first
+        return keep
+
+    def _groups(self, block: VectorBlock) -> list[tuple[str, np.ndarray]]:
+        """Rows of each image key, each group in event-time order."""
+        n = len(block)
+        if n == 0:
+            return []
+        key_mode = self.config.image_key
+        keys: dict[str, int] = {}
+        ident_key = np.fromiter(
+            (keys.setdefault(image_key(ident, key_mode), len(keys)) for ident in block.identities),
+            dtype=np.int64, count=len(block.identities),
+        )
+        row_key = ident_key[block.ident]
+        names = list(keys)
+        if len(names) == 1:
+            rows = np.argsort(block.window_start, kind="stable")
+            return [(names[0], rows)]
+        order = np.lexsort((block.window_start, row_key))
+        sorted_keys = row_key[order]
+        bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+        return [(names[int(part_keys[0])], part) for part, part_keys in
+                zip(np.split(order, bounds), np.split(sorted_keys, bounds), strict=True)]
+
     def _apply_group(
-        self, key: str, items: list[tuple[int, FeatureVector]], rejected: list[ValidationError]
+        self, key: str, block: VectorBlock, features: np.ndarray, rejected: list[ValidationError]
     ) -> int:
         baseline = self.baselines.get(key)
+        n = len(block)
         if baseline is None:
             if len(self.baselines) >= self.config.max_baselines:
                 msg = f"baseline limit of {self.config.max_baselines} images reached; image {key!r} not learned"
-                rejected.extend(ValidationError("TOO_LARGE", "baseline limit: " + msg, i) for i, _ in items)
+                rejected.extend(ValidationError("TOO_LARGE", "baseline limit: " + msg, int(i)) for i in block.index)
                 return 0
             baseline = self.baselines[key] = self.new_baseline(key)
             self.removed.discard(key)
             log.info("new baseline %s", key)
-        if len(items) > 1:
-            items.sort(key=lambda iv: iv[1].window_start)
-        vectors = [v for _, v in items]
         w0 = time.perf_counter()
         t0 = self._clock()
         try:
-            verdicts = baseline.process(vectors)
+            verdicts = baseline.process_block(block, features)
         except Exception:  # a model bug must not take the stream down: reject the group, say why
-            log.exception("scoring %d vectors of %s failed", len(vectors), key)
+            log.exception("scoring %d vectors of %s failed", n, key)
             rejected.extend(
-                ValidationError("UNSPECIFIED", "internal error while scoring (see the service log)", i)
-                for i, _ in items
+                ValidationError("UNSPECIFIED", "internal error while scoring (see the service log)", int(i))
+                for i in block.index
             )
             return 0
         elapsed = time.perf_counter() - w0
@@ -279,12 +339,11 @@ class Pipeline:
         m = self.metrics
         if m is not None:
             m.scoring_latency.observe(elapsed)
-            m.observe_scores(key, np.fromiter((vd.score for vd in verdicts), np.float64, len(verdicts)))
-        for v, vd in zip(vectors, verdicts, strict=True):
-            if vd.anomalous:
-                self._anomaly(key, v, vd)
+            m.observe_scores(key, verdicts.score)
+        for i in sorted(verdicts.flagged):
+            self._anomaly(key, block.vector(i), verdicts.flagged[i])
         self.stage_seconds["events"] += self._clock() - t1
-        return len(vectors)
+        return n
 
     # -- anomalies ----------------------------------------------------------------------------------
     def _anomaly(self, key: str, v: FeatureVector, vd: Any) -> None:

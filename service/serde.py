@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from models.block import COUNTERS, VectorBlock, lengths_to_ptr, row_ids
 from models.errors import ValidationError
 from models.vector import MAX_SYSCALL_NAMES, Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import admin_pb2, ingest_pb2, vectors_pb2
@@ -41,6 +43,8 @@ _PROTOCOLS = {vectors_pb2.PROTOCOL_TCP: "tcp", vectors_pb2.PROTOCOL_UDP: "udp"}
 _IDENTITY_CACHE_MAX = 100_000
 
 Decoded = list[tuple[int, FeatureVector | ValidationError]]
+#: A decoded batch: the windows that decoded, as a block, and a rejection for each window that did not.
+DecodedBlock = tuple[VectorBlock, list[ValidationError]]
 
 
 def reject_reason_value(reason: str) -> Any:
@@ -82,7 +86,9 @@ class Decoder:
 
     def check_batch(self, batch: vectors_pb2.VectorBatch) -> BatchHeader:
         """Batch-level checks; raise :class:`ValidationError` when the whole batch must be refused."""
-        header = BatchHeader(batch.sequence, batch.schema_version, len(batch.vectors))
+        header = BatchHeader(batch.sequence, batch.schema_version, batch_size(batch))
+        if batch.vectors and batch.HasField("columns"):
+            raise ValidationError("BAD_REFERENCE", "a batch carries its windows as vectors or as columns, not both")
         if header.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
             raise ValidationError(
                 "UNSUPPORTED_VERSION",
@@ -93,13 +99,14 @@ class Decoder:
             raise ValidationError(
                 "TOO_LARGE", f"batch of {header.size} vectors exceeds the limit of {self.max_batch_vectors}"
             )
-        unknown = UnknownFieldSet(batch)
-        if len(unknown):
-            raise ValidationError(
-                "UNSUPPORTED_VERSION",
-                f"batch carries field {unknown[0].field_number}, unknown to schema version "
-                f"{header.schema_version}; new fields come with a new schema version",
-            )
+        for msg, what in ((batch, "batch"), (batch.columns, "columns")):
+            unknown = UnknownFieldSet(msg)
+            if len(unknown):
+                raise ValidationError(
+                    "UNSUPPORTED_VERSION",
+                    f"{what} carries field {unknown[0].field_number}, unknown to schema version "
+                    f"{header.schema_version}; new fields come with a new schema version",
+                )
         if len(batch.syscall_names) > MAX_BATCH_SYSCALL_NAMES:
             raise ValidationError(
                 "TOO_LARGE",
@@ -132,11 +139,149 @@ class Decoder:
             self._endpoints[raw] = ep
         return ep
 
+    def decode_block(self, batch: vectors_pb2.VectorBatch) -> DecodedBlock:
+        """The batch as a :class:`VectorBlock` of the windows that decoded, and rejections of the others.
+
+        Columns decode straight into the block; one-message-per-window batches go through
+        :meth:`decode`.  Raises :class:`ValidationError` when columns do not fit together (the batch
+        is then refused as a whole).  Call :meth:`check_batch` first.
+        """
+        if batch.HasField("columns"):
+            return self._decode_columns(batch)
+        good: list[FeatureVector] = []
+        index: list[int] = []
+        errors: list[ValidationError] = []
+        for i, item in self.decode(batch):
+            if isinstance(item, ValidationError):
+                errors.append(item)
+            else:
+                good.append(item)
+                index.append(i)
+        return VectorBlock.from_vectors(good, index), errors
+
+    def _decode_columns(self, batch: vectors_pb2.VectorBatch) -> DecodedBlock:
+        c = batch.columns
+        n = c.count
+        if n > self.max_batch_vectors:
+            raise ValidationError("TOO_LARGE", f"batch of {n} vectors exceeds the limit of {self.max_batch_vectors}")
+
+        def column(name: str, dtype: Any, default: Any, required: bool = False) -> np.ndarray:
+            values = getattr(c, name)
+            m = len(values)
+            if m == n:
+                return np.array(values, dtype)
+            if m == 0 and not required:
+                return np.full(n, default, dtype)
+            raise ValidationError("BAD_REFERENCE" if m else "MISSING_FIELD",
+                                  f"columns.{name} has {m} values for {n} windows")
+
+        def lists(lengths_name: str, flat_len: int) -> np.ndarray:
+            lengths = column(lengths_name, np.int64, 0)
+            ptr = lengths_to_ptr(lengths, n)
+            if ptr[-1] != flat_len:
+                raise ValidationError(
+                    "BAD_REFERENCE", f"columns.{lengths_name} adds up to {int(ptr[-1])} but the list has {flat_len}"
+                )
+            return ptr
+
+        identities = [self.identity(m) for m in c.identities]
+        ident = column("identity", np.int64, 0, required=True)
+        if n and (not identities or int(ident.max()) >= len(identities)):
+            raise ValidationError("BAD_REFERENCE", f"columns.identity refers past the {len(identities)} identities")
+        counters = np.empty((n, len(COUNTERS)), dtype=np.float64)
+        for j, name in enumerate(COUNTERS):
+            counters[:, j] = column(name, np.float64, 0.0)
+        names = list(batch.syscall_names)
+        sc_name = np.array(c.syscall_name_index, np.int64)
+        sc_count = np.array(c.syscall_count, np.float64)
+        if len(sc_name) != len(sc_count):
+            raise ValidationError(
+                "BAD_REFERENCE", f"syscall_name_index has {len(sc_name)} entries but syscall_count {len(sc_count)}"
+            )
+        if len(sc_name) and int(sc_name.max()) >= len(names):
+            raise ValidationError(
+                "BAD_REFERENCE", f"syscall_name_index {int(sc_name.max())} is outside the batch's {len(names)} names"
+            )
+        sc_ptr = lists("syscall_lengths", len(sc_name))
+        ng_bucket = np.array(c.ngram_bucket, np.int64)
+        ng_count = np.array(c.ngram_count, np.float64)
+        if len(ng_bucket) != len(ng_count):
+            raise ValidationError(
+                "BAD_REFERENCE", f"ngram_bucket has {len(ng_bucket)} entries but ngram_count {len(ng_count)}"
+            )
+        if c.ngram_spec not in SUPPORTED_NGRAM_SPECS:
+            raise ValidationError("UNSUPPORTED_VERSION", f"ngram_spec {c.ngram_spec} is not supported")
+        if c.ngram_spec == 0 and len(ng_bucket):
+            raise ValidationError("BAD_REFERENCE", "n-gram counts sent with ngram_spec 0")
+        ng_ptr = lists("ngram_lengths", len(ng_bucket))
+        executables = list(c.executables)
+        exe_ptr = lists("executable_lengths", len(executables))
+        paths = list(c.sensitive_paths)
+        path_ptr = lists("sensitive_path_lengths", len(paths))
+        ep_index = np.array(c.endpoint_index, np.int64)
+        ep_ptr = lists("endpoint_lengths", len(ep_index))
+        endpoints: list[Endpoint] = []
+        bad_endpoints: dict[int, ValidationError] = {}
+        for j, e in enumerate(c.endpoints):
+            try:
+                endpoints.append(self.endpoint(e))
+            except ValidationError as err:
+                bad_endpoints[j] = err
+                endpoints.append(Endpoint("", 0))
+        if len(ep_index) and int(ep_index.max()) >= len(endpoints):
+            raise ValidationError("BAD_REFERENCE", f"endpoint_index refers past the {len(endpoints)} endpoints")
+        block = VectorBlock(
+            identities=identities,
+            ident=ident,
+            index=np.arange(n, dtype=np.int64),
+            window_start=column("window_start", np.float64, 0.0, required=True),
+            window_seconds=column("window_seconds", np.float64, 0.0, required=True),
+            counters=counters,
+            complete=column("complete", bool, True),
+            container_exited=column("container_exited", bool, False),
+            age=column("container_age_seconds", np.float64, -1.0),
+            syscall_names=names,
+            sc_ptr=sc_ptr,
+            sc_name=sc_name,
+            sc_count=sc_count,
+            ng_ptr=ng_ptr,
+            ng_bucket=ng_bucket,
+            ng_count=ng_count,
+            exe_ptr=exe_ptr,
+            executables=executables,
+            ep_ptr=ep_ptr,
+            ep_index=ep_index,
+            endpoints=endpoints,
+            path_ptr=path_ptr,
+            sensitive_paths=paths,
+        )
+        if not bad_endpoints:
+            return block, []
+        # Windows that name an endpoint the decoder refused are rejected with its reason; the rest go on.
+        flag = np.zeros(len(endpoints), dtype=bool)
+        flag[list(bad_endpoints)] = True
+        hit = flag[ep_index]
+        errors: dict[int, ValidationError] = {}
+        for r, j in zip(row_ids(ep_ptr)[hit].tolist(), ep_index[hit].tolist(), strict=True):
+            if r not in errors:
+                why = bad_endpoints[j]
+                errors[r] = ValidationError(why.reason, why.message, r)
+        keep = np.ones(n, dtype=bool)
+        keep[list(errors)] = False
+        return block.take(np.flatnonzero(keep)), [errors[r] for r in sorted(errors)]
+
     def decode(self, batch: vectors_pb2.VectorBatch) -> Decoded:
         """``(index, FeatureVector)`` for good vectors, ``(index, ValidationError)`` for bad ones.
 
-        Call :meth:`check_batch` first (it raises for a batch that is refused as a whole).
+        Call :meth:`check_batch` first (it raises for a batch that is refused as a whole).  A batch of
+        columns is decoded as a block and handed out window by window (it raises when its columns do
+        not fit together).
         """
+        if batch.HasField("columns"):
+            block, errors = self._decode_columns(batch)
+            items: Decoded = [(int(block.index[i]), block.vector(i)) for i in range(len(block))]
+            items.extend((e.index, e) for e in errors)
+            return sorted(items, key=lambda item: item[0])
         names = list(batch.syscall_names)
         n_names = len(names)
         out: Decoded = []
@@ -224,6 +369,11 @@ class Decoder:
                 e.index = i
                 append((i, e))
         return out
+
+
+def batch_size(batch: vectors_pb2.VectorBatch) -> int:
+    """How many windows a batch carries (as vectors or as columns)."""
+    return batch.columns.count if batch.HasField("columns") else len(batch.vectors)
 
 
 def _endpoint(e: vectors_pb2.Endpoint) -> Endpoint:

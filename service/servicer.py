@@ -113,13 +113,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         t0 = time.perf_counter()
         m = self.metrics
         seq = batch.sequence
-        n = len(batch.vectors)
+        n = serde.batch_size(batch)
         if m is not None:
             m.received(node, n)
         try:
             self.decoder.check_batch(batch)
             if seq < 1:
                 raise ValidationError("MISSING_FIELD", "VectorBatch.sequence must be >= 1")
+            duplicate = seq <= self.pipeline.last_sequence(sensor_id)
+            decoded = None if duplicate else auth.restrict_node(self.decoder.decode_block(batch), allowed)
         except ValidationError as e:
             if m is not None:
                 m.batches_refused.labels(e.reason).inc()
@@ -128,12 +130,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             log.warning("sensor %s: batch %d refused: %s", sensor_id, seq, e.message)
             return serde.batch_refused(seq, e), 0
         lsn = self.wal.lsn if self.wal is not None else 0
-        if seq <= self.pipeline.last_sequence(sensor_id):
+        if decoded is None:
             if m is not None:
                 m.batches_duplicate.inc()
             resp = serde.batch_ack(seq, 0, (), duplicate=True)
         else:
-            decoded = auth.restrict_node(self.decoder.decode(batch), allowed)
             if self.wal is not None:  # logged before it is applied, in the same step of the event loop
                 from service.wal import KIND_BATCH, Record
 
@@ -142,7 +143,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 except (OSError, ValueError) as e:
                     log.error("write-ahead log: cannot record batch %d of %s: %s", seq, sensor_id, e)
                     raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
-            result = self.pipeline.apply_batch(sensor_id, seq, decoded)
+            result = self.pipeline.apply_block(sensor_id, seq, *decoded)
             evict = getattr(self.pipeline.baselines, "evict_excess", None)
             if evict is not None:  # spill least recently used baselines between batches (service/spill.py)
                 evict()

@@ -48,7 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import StateError, ValidationError
+import numpy as np
+
+from models.errors import StateError
 
 log = logging.getLogger(__name__)
 
@@ -378,13 +380,14 @@ def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, 
         except Exception as e:  # verified by its tag, so this is a bug or a format change: say so
             raise StateError(f"write-ahead log: batch {rec.sequence} of {rec.sensor_id} cannot be parsed ({e})") \
                 from None
-        decoded = restrict_node(decoder.decode(batch), rec.node or None)
+        block, rejected = restrict_node(decoder.decode_block(batch), rec.node or None)
         if held:
             done = {k for k, through in held.items() if int(through.get(rec.sensor_id, 0)) >= rec.sequence}
             if done:
-                decoded = [(i, v) for i, v in decoded
-                           if isinstance(v, ValidationError) or image_key(v.identity, key_mode) not in done]
-        pipeline.apply_batch(rec.sensor_id, rec.sequence, decoded)
+                skip = np.array([image_key(ident, key_mode) in done for ident in block.identities], dtype=bool)
+                if skip.any():
+                    block = block.take(np.flatnonzero(~skip[block.ident]))
+        pipeline.apply_block(rec.sensor_id, rec.sequence, block, rejected)
         evict = getattr(pipeline.baselines, "evict_excess", None)
         if evict is not None:
             evict()

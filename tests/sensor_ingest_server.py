@@ -17,6 +17,7 @@ import grpc
 import grpc.aio
 
 from protos.baseliner.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
+from service.serde import batch_size
 
 
 @dataclass
@@ -73,7 +74,7 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
                 self.state.duplicates += 1
                 yield ingest_pb2.IngestResponse(ack=ingest_pb2.BatchAck(sequence=batch.sequence, duplicate=True))
                 continue
-            if b.reject_batches_over is not None and len(batch.vectors) > b.reject_batches_over:
+            if b.reject_batches_over is not None and batch_size(batch) > b.reject_batches_over:
                 self.state.last_sequence[sid] = batch.sequence
                 yield ingest_pb2.IngestResponse(ack=ingest_pb2.BatchAck(
                     sequence=batch.sequence, batch_rejected=ingest_pb2.REJECT_REASON_TOO_LARGE,
@@ -86,7 +87,7 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
                 b.break_after_applying = None  # once
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "test: stream broken after apply")
             rejected = []
-            n = len(batch.vectors)
+            n = batch_size(batch)
             if b.reject_vector_index is not None and b.reject_vector_index < n:
                 rejected.append(ingest_pb2.Rejection(index=b.reject_vector_index,
                                                      reason=ingest_pb2.REJECT_REASON_NOT_FINITE,

@@ -18,6 +18,7 @@ import socket
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -254,11 +255,17 @@ def test_ack_reason_names_round_trip() -> None:
 
 
 def test_fuzzer_finding_huge_finite_counts_stay_finite() -> None:
-    """Found by tests/fuzz_decoders.py: a 2.6e214 write count passed validation and became a NaN feature."""
+    """Found by tests/fuzz_decoders.py: a 2.6e214 write count passed validation and became a NaN feature.
+
+    Such counts are now refused as IMPLAUSIBLE; the transform stays finite on them all the same (defence
+    in depth for callers that skip validation, such as notebooks)."""
     v = FeatureVector(Identity("node-1", "c0", "nginx", "1.27"), 1.75e9, 10.0,
                       {"read": 534.0, "write": 2.558530102513129e214, "execve": 2.0})
-    validate(v)
+    with pytest.raises(ValidationError) as err:
+        validate(v)
+    assert err.value.reason == "IMPLAUSIBLE" and "syscall write" in err.value.message
     assert np.isfinite(transform_vectors([v])).all()
     tiny = FeatureVector(Identity("node-1", "c0", "nginx", "1.27"), 1.75e9, 1e-300, {"read": 1e300})
-    validate(tiny)
+    with pytest.raises(ValidationError):
+        validate(tiny)
     assert np.isfinite(transform_vectors([tiny])).all()

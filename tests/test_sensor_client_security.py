@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from models.vector import FeatureVector, Identity
 from sensor.buffer import MemoryBuffer
 from sensor.transport import Backoff, Transport, channel_credentials
+from service.serde import batch_size
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sensor_ingest_server import Behaviour, IngestServer, wait_for  # noqa: E402
@@ -86,7 +87,7 @@ def test_mutual_tls_with_token(pki: dict[str, Path]) -> None:
             await t.submit(_vectors(30))
             assert await t.flush(10)
         await server.stop()
-        assert sum(len(b.vectors) for b in server.state.applied) == 30
+        assert sum(batch_size(b) for b in server.state.applied) == 30
 
     asyncio.run(asyncio.wait_for(body(), 30))
 

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from models.vector import FeatureVector, Identity
 from sensor.buffer import MemoryBuffer
 from sensor.transport import Backoff, Transport
+from service.serde import batch_size
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sensor_ingest_server import Behaviour, IngestServer, IngestState, wait_for  # noqa: E402
@@ -39,7 +40,7 @@ def _fast_backoff() -> Backoff:
 
 def _delivered(state: IngestState) -> list[int]:
     """window starts of every applied vector, in the order applied (identifies vectors uniquely)."""
-    return [int(v.network.bytes_sent) for b in state.applied for v in b.vectors]
+    return [int(x) for b in state.applied for x in b.columns.bytes_sent]
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -58,7 +59,7 @@ def test_batches_in_order_and_acknowledged() -> None:
         await server.stop()
         seqs = [b.sequence for b in server.state.applied]
         assert seqs == list(range(1, 12))
-        assert [len(b.vectors) for b in server.state.applied] == [100] * 10 + [50]
+        assert [batch_size(b) for b in server.state.applied] == [100] * 10 + [50]
         assert _delivered(server.state) == list(range(1050))
         assert server.state.hellos[0].sensor_id == "s1" and server.state.hellos[0].node == "node-a"
         assert t.stats.batches_acked == 11 and t.stats.vectors_applied == 1050
@@ -232,7 +233,7 @@ def test_welcome_max_batch_vectors_limits_batch_size() -> None:
             await t.submit(_vectors(20, start=1))
             assert await t.flush(10)
         await server.stop()
-        assert [len(b.vectors) for b in server.state.applied] == [1, 7, 7, 6]
+        assert [batch_size(b) for b in server.state.applied] == [1, 7, 7, 6]
 
     run(body())
 

@@ -72,4 +72,4 @@ def test_sequence_varint_framing_for_large_numbers() -> None:
     body = wire.encode_batch_body([_full_vector(0)])
     for seq in (1, 127, 128, 300, 2**32 + 5, 1_767_225_600_000_000):
         req = ingest_pb2.IngestRequest.FromString(wire.batch_request_bytes(seq, body))
-        assert req.batch.sequence == seq and len(req.batch.vectors) == 1
+        assert req.batch.sequence == seq and req.batch.columns.count == 1

@@ -21,6 +21,7 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_BAD_REFERENCE: _ClassVar[RejectReason]
     REJECT_REASON_OUT_OF_ORDER: _ClassVar[RejectReason]
     REJECT_REASON_UNAUTHORIZED: _ClassVar[RejectReason]
+    REJECT_REASON_IMPLAUSIBLE: _ClassVar[RejectReason]
 REJECT_REASON_UNSPECIFIED: RejectReason
 REJECT_REASON_MISSING_FIELD: RejectReason
 REJECT_REASON_NOT_FINITE: RejectReason
@@ -32,6 +33,7 @@ REJECT_REASON_UNSUPPORTED_VERSION: RejectReason
 REJECT_REASON_BAD_REFERENCE: RejectReason
 REJECT_REASON_OUT_OF_ORDER: RejectReason
 REJECT_REASON_UNAUTHORIZED: RejectReason
+REJECT_REASON_IMPLAUSIBLE: RejectReason
 
 class Hello(_message.Message):
     __slots__ = ("sensor_id", "node", "sensor_version", "schema_version")

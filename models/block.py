@@ -1,0 +1,286 @@
+"""A batch of windows as columns: the form the service scores.
+
+A :class:`VectorBlock` holds ``n`` windows as numpy arrays (row ``i`` of every array is window ``i``)
+plus a few small tables (the distinct identities, syscall names and endpoints of the batch).  Lists of
+variable length (syscall counts, n-gram counts, executables, endpoints, sensitive paths) are stored the
+CSR way: a pointer array of ``n + 1`` offsets into one flat array.
+
+The gRPC edge decodes the wire's ``VectorColumns`` straight into a block (a few array copies per batch);
+``from_vectors`` builds one from :class:`~models.vector.FeatureVector` objects (evaluation, notebooks,
+tests, the wire's one-message-per-window form), and :meth:`VectorBlock.vector` turns one row back into a
+``FeatureVector`` where a window is needed on its own (explanations, feedback).
+
+>>> from models.vector import FeatureVector, Identity
+>>> ident = Identity("node-1", "c1", "nginx", "1.27")
+>>> b = VectorBlock.from_vectors([FeatureVector(ident, 1.7e9, 10.0, {"read": 5, "write": 2}, execs=1),
+...                              FeatureVector(ident, 1.7e9 + 10, 10.0, {"read": 7})])
+>>> len(b), b.counters[:, COUNTER_INDEX["execs"]].tolist(), b.vector(1).syscalls
+(2, [1.0, 0.0], {'read': 7.0})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+
+from models.vector import Endpoint, FeatureVector, Identity
+
+#: The per-window counters of a block, in column order (``VectorBlock.counters``).
+COUNTERS: tuple[str, ...] = (
+    "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
+    "bytes_received", "packets_sent", "packets_received", "remote_addresses", "remote_ports",
+    "dns_queries", "write_opens", "sensitive_writes", "events_lost",
+)
+COUNTER_INDEX: dict[str, int] = {name: j for j, name in enumerate(COUNTERS)}
+
+_I64 = np.int64
+_F64 = np.float64
+
+
+def csr_take(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Select ``rows`` of a CSR layout: ``(new_ptr, entries)`` where ``entries`` index the flat array.
+
+    >>> new_ptr, entries = csr_take(np.array([0, 2, 2, 5]), np.array([2, 0]))
+    >>> new_ptr.tolist(), entries.tolist()
+    ([0, 3, 5], [2, 3, 4, 0, 1])
+    """
+    starts = ptr[rows]
+    lengths = ptr[rows + 1] - starts
+    new_ptr = np.zeros(len(rows) + 1, dtype=_I64)
+    np.cumsum(lengths, out=new_ptr[1:])
+    total = int(new_ptr[-1])
+    if total == 0:
+        return new_ptr, np.zeros(0, dtype=_I64)
+    # entry k of new row r sits at starts[r] + (k - new_ptr[r])
+    entries = np.arange(total, dtype=_I64) + np.repeat(starts - new_ptr[:-1], lengths)
+    return new_ptr, entries
+
+
+def row_ids(ptr: np.ndarray) -> np.ndarray:
+    """The row of every flat entry of a CSR layout.
+
+    >>> row_ids(np.array([0, 2, 2, 3])).tolist()
+    [0, 0, 2]
+    """
+    return np.repeat(np.arange(len(ptr) - 1, dtype=_I64), np.diff(ptr))
+
+
+def lengths_to_ptr(lengths: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    ptr = np.zeros(n + 1, dtype=_I64)
+    if len(lengths):
+        np.cumsum(np.asarray(lengths, dtype=_I64), out=ptr[1:])
+    return ptr
+
+
+@dataclass(slots=True)
+class VectorBlock:
+    """``n`` windows as columns (see the module docstring)."""
+
+    identities: list[Identity]  # distinct identities
+    ident: np.ndarray  # (n,) int64: row -> identities index
+    index: np.ndarray  # (n,) int64: row -> position in the batch it came in (acknowledgements name it)
+    window_start: np.ndarray  # (n,) float64, event time
+    window_seconds: np.ndarray  # (n,) float64
+    counters: np.ndarray  # (n, len(COUNTERS)) float64
+    complete: np.ndarray  # (n,) bool
+    container_exited: np.ndarray  # (n,) bool
+    age: np.ndarray  # (n,) float64: container age at window start, < 0 unknown (FeatureVector.seconds_since_start)
+    syscall_names: list[str]
+    sc_ptr: np.ndarray  # (n + 1,) int64
+    sc_name: np.ndarray  # int64 indices into syscall_names
+    sc_count: np.ndarray  # float64
+    ng_ptr: np.ndarray  # (n + 1,) int64
+    ng_bucket: np.ndarray  # int64 global bucket indices (models.ngrams)
+    ng_count: np.ndarray  # float64
+    exe_ptr: np.ndarray
+    executables: list[str]
+    ep_ptr: np.ndarray
+    ep_index: np.ndarray  # int64 indices into endpoints
+    endpoints: list[Endpoint]  # distinct endpoints
+    path_ptr: np.ndarray
+    sensitive_paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.window_start)
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls) -> VectorBlock:
+        return cls.from_vectors([])
+
+    @classmethod
+    def from_vectors(cls, vectors: Sequence[FeatureVector], index: Sequence[int] | None = None) -> VectorBlock:
+        """A block of ``vectors`` (``index``: their positions in the batch; default ``0..n-1``)."""
+        n = len(vectors)
+        ident_of: dict[Identity, int] = {}
+        identities: list[Identity] = []
+        ident = np.empty(n, dtype=_I64)
+        for i, v in enumerate(vectors):
+            j = ident_of.get(v.identity)
+            if j is None:
+                j = ident_of[v.identity] = len(identities)
+                identities.append(v.identity)
+            ident[i] = j
+        counters = np.fromiter(
+            chain.from_iterable(map(_COUNTERS_GET, vectors)), dtype=_F64, count=n * len(COUNTERS)
+        ).reshape(n, len(COUNTERS))
+        names: dict[str, int] = {}
+        calls = [v.syscalls for v in vectors]
+        sc_ptr = lengths_to_ptr([len(c) for c in calls], n)
+        sc_name = np.fromiter(
+            (names.setdefault(name, len(names)) for c in calls for name in c), dtype=_I64, count=int(sc_ptr[-1])
+        )
+        sc_count = np.fromiter(chain.from_iterable(c.values() for c in calls), dtype=_F64, count=int(sc_ptr[-1]))
+        grams = [v.ngrams for v in vectors]
+        ng_ptr = lengths_to_ptr([len(g) for g in grams], n)
+        ng_bucket = np.fromiter(chain.from_iterable(grams), dtype=_I64, count=int(ng_ptr[-1]))
+        ng_count = np.fromiter(chain.from_iterable(g.values() for g in grams), dtype=_F64, count=int(ng_ptr[-1]))
+        ep_of: dict[Endpoint, int] = {}
+        endpoints: list[Endpoint] = []
+        ep_idx: list[int] = []
+        for v in vectors:
+            for ep in v.endpoints:
+                j = ep_of.get(ep)
+                if j is None:
+                    j = ep_of[ep] = len(endpoints)
+                    endpoints.append(ep)
+                ep_idx.append(j)
+        return cls(
+            identities=identities,
+            ident=ident,
+            index=np.arange(n, dtype=_I64) if index is None else np.asarray(index, dtype=_I64),
+            window_start=np.fromiter((v.window_start for v in vectors), dtype=_F64, count=n),
+            window_seconds=np.fromiter((v.window_seconds for v in vectors), dtype=_F64, count=n),
+            counters=counters,
+            complete=np.fromiter((bool(v.complete) for v in vectors), dtype=bool, count=n),
+            container_exited=np.fromiter((bool(v.container_exited) for v in vectors), dtype=bool, count=n),
+            age=np.fromiter((v.seconds_since_start for v in vectors), dtype=_F64, count=n),
+            syscall_names=list(names),
+            sc_ptr=sc_ptr,
+            sc_name=sc_name,
+            sc_count=sc_count,
+            ng_ptr=ng_ptr,
+            ng_bucket=ng_bucket,
+            ng_count=ng_count,
+            exe_ptr=lengths_to_ptr([len(v.executables) for v in vectors], n),
+            executables=[e for v in vectors for e in v.executables],
+            ep_ptr=lengths_to_ptr([len(v.endpoints) for v in vectors], n),
+            ep_index=np.asarray(ep_idx, dtype=_I64),
+            endpoints=endpoints,
+            path_ptr=lengths_to_ptr([len(v.sensitive_paths) for v in vectors], n),
+            sensitive_paths=[p for v in vectors for p in v.sensitive_paths],
+        )
+
+    # -- selection -------------------------------------------------------------------------------
+
+    def take(self, rows: np.ndarray | slice) -> VectorBlock:
+        """The block of ``rows`` (an index array or a slice), in that order."""
+        if isinstance(rows, slice):
+            rows = np.arange(len(self), dtype=_I64)[rows]
+        rows = np.asarray(rows, dtype=_I64)
+        sc_ptr, sc = csr_take(self.sc_ptr, rows)
+        ng_ptr, ng = csr_take(self.ng_ptr, rows)
+        ep_ptr, ep = csr_take(self.ep_ptr, rows)
+        exe_ptr, exe = csr_take(self.exe_ptr, rows) if self.executables else (_zero_ptr(len(rows)), None)
+        path_ptr, path = csr_take(self.path_ptr, rows) if self.sensitive_paths else (_zero_ptr(len(rows)), None)
+        return VectorBlock(
+            identities=self.identities,
+            ident=self.ident[rows],
+            index=self.index[rows],
+            window_start=self.window_start[rows],
+            window_seconds=self.window_seconds[rows],
+            counters=self.counters[rows],
+            complete=self.complete[rows],
+            container_exited=self.container_exited[rows],
+            age=self.age[rows],
+            syscall_names=self.syscall_names,
+            sc_ptr=sc_ptr,
+            sc_name=self.sc_name[sc],
+            sc_count=self.sc_count[sc],
+            ng_ptr=ng_ptr,
+            ng_bucket=self.ng_bucket[ng],
+            ng_count=self.ng_count[ng],
+            exe_ptr=exe_ptr,
+            executables=[self.executables[k] for k in exe.tolist()] if exe is not None else [],
+            ep_ptr=ep_ptr,
+            ep_index=self.ep_index[ep],
+            endpoints=self.endpoints,
+            path_ptr=path_ptr,
+            sensitive_paths=[self.sensitive_paths[k] for k in path.tolist()] if path is not None else [],
+        )
+
+    # -- rows ------------------------------------------------------------------------------------
+
+    def identity(self, i: int) -> Identity:
+        return self.identities[int(self.ident[i])]
+
+    def row_syscalls(self, i: int) -> dict[str, float]:
+        """Window ``i``'s syscall counts by name (entries naming the same syscall add up)."""
+        a, b = int(self.sc_ptr[i]), int(self.sc_ptr[i + 1])
+        out: dict[str, float] = {}
+        names = self.syscall_names
+        for j, c in zip(self.sc_name[a:b].tolist(), self.sc_count[a:b].tolist(), strict=True):
+            name = names[j]
+            out[name] = out.get(name, 0.0) + c
+        return out
+
+    def row_ngrams(self, i: int) -> dict[int, float]:
+        a, b = int(self.ng_ptr[i]), int(self.ng_ptr[i + 1])
+        out: dict[int, float] = {}
+        for j, c in zip(self.ng_bucket[a:b].tolist(), self.ng_count[a:b].tolist(), strict=True):
+            out[j] = out.get(j, 0.0) + c
+        return out
+
+    def row_executables(self, i: int) -> list[str]:
+        return self.executables[int(self.exe_ptr[i]) : int(self.exe_ptr[i + 1])]
+
+    def row_endpoints(self, i: int) -> list[Endpoint]:
+        eps = self.endpoints
+        return [eps[j] for j in self.ep_index[int(self.ep_ptr[i]) : int(self.ep_ptr[i + 1])].tolist()]
+
+    def row_sensitive_paths(self, i: int) -> list[str]:
+        return self.sensitive_paths[int(self.path_ptr[i]) : int(self.path_ptr[i + 1])]
+
+    def vector(self, i: int) -> FeatureVector:
+        """Window ``i`` as a :class:`FeatureVector`."""
+        c = dict(zip(COUNTERS, self.counters[i].tolist(), strict=True))
+        return FeatureVector(
+            identity=self.identity(i),
+            window_start=float(self.window_start[i]),
+            window_seconds=float(self.window_seconds[i]),
+            syscalls=self.row_syscalls(i),  # type: ignore[arg-type]
+            ngrams=self.row_ngrams(i),  # type: ignore[arg-type]
+            executables=self.row_executables(i),
+            endpoints=self.row_endpoints(i),
+            sensitive_paths=self.row_sensitive_paths(i),
+            complete=bool(self.complete[i]),
+            container_exited=bool(self.container_exited[i]),
+            seconds_since_start=float(self.age[i]),
+            **c,
+        )
+
+    def vectors(self) -> list[FeatureVector]:
+        return [self.vector(i) for i in range(len(self))]
+
+    def sparse_ngrams(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The n-gram counts as flat ``(row, bucket, count)`` arrays; ``None`` when no window has any."""
+        if not len(self.ng_bucket):
+            return None
+        return row_ids(self.ng_ptr), self.ng_bucket, self.ng_count
+
+    def containers(self) -> list[str]:
+        """``node/container_id`` of each distinct identity (index like ``identities``)."""
+        return [f"{i.node}/{i.container_id}" for i in self.identities]
+
+
+def _zero_ptr(n: int) -> np.ndarray:
+    return np.zeros(n + 1, dtype=_I64)
+
+
+_COUNTERS_GET: Any = attrgetter(*COUNTERS)

@@ -1,0 +1,221 @@
+"""Batches as columns (``VectorColumns``, what the sensor sends): round trip, same verdicts as the
+one-message-per-window form, every per-window fault rejected alone with its reason, every structural
+fault refusing the batch, all against a real grpc.aio server where a server is involved."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.baseline import BaselineConfig
+from models.block import VectorBlock
+from models.errors import ValidationError
+from models.validate import validate, validate_block
+from models.vector import Endpoint, FeatureVector, Identity
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from sensor import wire
+from service import serde
+from service.pipeline import Pipeline
+
+sys.path.insert(0, os.path.dirname(__file__))
+from service_fixtures import (  # noqa: E402
+    config,
+    exchange,
+    hello,
+    learn_batches,
+    raw_batch_request,
+    running,
+    sample,
+    scrape,
+    vector,
+)
+
+R = ingest_pb2.RejectReason
+
+
+def _roundtrip(vectors: list[FeatureVector]) -> tuple[VectorBlock, list[ValidationError]]:
+    msg = vectors_pb2.VectorBatch.FromString(wire.to_columns(vectors, 1).SerializeToString())
+    d = serde.Decoder()
+    d.check_batch(msg)
+    return d.decode_block(msg)
+
+
+def test_columns_round_trip_every_field() -> None:
+    a = Identity("node-1", "c1", "nginx", "1.27", "sha256:ab", "web", "web-pod", "prod")
+    b = Identity("node-2", "c2", "registry.local/team/db", "16")
+    vs = [
+        FeatureVector(a, 1.7e9, 10.0, {"read": 5, "write": 2}, {3: 4, 9000: 1}, execs=1, forks=2, exits=3,
+                      executables=["/bin/sh"], connects=4, connects_failed=1, accepts=7, listens=1, bytes_sent=100,
+                      bytes_received=200, packets_sent=3, packets_received=4, remote_addresses=2, remote_ports=2,
+                      dns_queries=1, endpoints=[Endpoint("10.0.0.1", 4444), Endpoint("10.0.0.2", 53, "udp", True)],
+                      write_opens=2, sensitive_writes=1, sensitive_paths=["/etc/passwd"], events_lost=3,
+                      complete=False, container_exited=True, seconds_since_start=12.5),
+        FeatureVector(b, 1.7e9 + 10, 5.0, {"futex": 9}, endpoints=[Endpoint("10.0.0.1", 4444),
+                                                                   Endpoint("10.9.9.9", 8080, "tcp", False)]),
+        FeatureVector(a, 1.7e9 + 10, 10.0),
+    ]
+    block, errors = _roundtrip(vs)
+    assert errors == [] and len(block) == 3 and len(block.identities) == 2 and len(block.endpoints) == 3
+    got = block.vectors()
+    for v, g in zip(vs, got, strict=True):
+        assert g == v, (g, v)
+
+
+def test_columns_and_rows_give_the_same_verdicts() -> None:
+    learn = [vector(i, c) for i in range(120) for c in range(2)]
+    attack = [vector(130, 0, attack="shell"), vector(131, 1), vector(132, 0, attack="etc"), vector(133, 1)]
+    results = []
+    for to_wire in (wire.to_batch, wire.to_columns):
+        p = Pipeline(baseline_config=BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+        d = serde.Decoder()
+        for seq, start in enumerate(range(0, len(learn), 40), 1):
+            msg = vectors_pb2.VectorBatch.FromString(to_wire(learn[start:start + 40], seq).SerializeToString())
+            assert p.apply_block("s", seq, *d.decode_block(msg)).applied == 40
+        msg = vectors_pb2.VectorBatch.FromString(to_wire(attack, 99).SerializeToString())
+        r = p.apply_block("s", 99, *d.decode_block(msg))
+        b = p.baselines["nginx:1.27"]
+        results.append((r.applied, b.windows_scored, b.threshold, p.events_written,
+                        [rec.event["kinds"] for rec in p.recent.values()]))
+    assert results[0] == results[1]
+    assert results[0][3] >= 2  # the shell and the /etc write were flagged
+
+
+def _bad_columns(seq: int) -> tuple[vectors_pb2.VectorBatch, dict[int, int]]:
+    good = [vector(100 + i, 0) for i in range(3)]
+    bad: list[tuple[FeatureVector, int]] = []
+    v = vector(200, 1)
+    v.syscalls["read"] = math.nan
+    bad.append((v, R.REJECT_REASON_NOT_FINITE))
+    v = vector(200, 2)
+    v.bytes_sent = math.inf
+    bad.append((v, R.REJECT_REASON_NOT_FINITE))
+    v = vector(200, 3)
+    v.connects = -4
+    bad.append((v, R.REJECT_REASON_NEGATIVE))
+    bad.append((vector(200, 4, repo=""), R.REJECT_REASON_BAD_IDENTITY))
+    v = vector(200, 5)
+    v.window_seconds = 0.0
+    bad.append((v, R.REJECT_REASON_BAD_WINDOW))
+    v = vector(200, 6)
+    v.executables = [f"/bin/x{i}" for i in range(65)]
+    bad.append((v, R.REJECT_REASON_TOO_LARGE))
+    v = vector(200, 7)
+    v.syscalls["write"] = 1e300
+    bad.append((v, R.REJECT_REASON_IMPLAUSIBLE))
+    v = vector(200, 8)
+    v.endpoints = [Endpoint("10.1.1.1", 9999)]  # its protocol is made invalid on the wire below
+    bad.append((v, R.REJECT_REASON_BAD_REFERENCE))
+    v = vector(200, 9)
+    v.ngrams = {99_999_999: 3}
+    bad.append((v, R.REJECT_REASON_BAD_REFERENCE))
+    bad.append((vector(50, 0), R.REJECT_REASON_OUT_OF_ORDER))  # back in time for container 0
+    vectors = good + [v for v, _ in bad]
+    batch = wire.to_columns(vectors, seq)
+    for ep in batch.columns.endpoints:
+        if ep.address == "10.1.1.1":
+            ep.protocol = 9  # type: ignore[assignment]
+    return batch, {len(good) + k: reason for k, (_, reason) in enumerate(bad)}
+
+
+def test_every_bad_window_in_columns_is_rejected_alone_and_counted() -> None:
+    async def main() -> None:
+        async with running(config()) as (srv, _):
+            batch, expected = _bad_columns(2)
+            resps = await exchange(srv.port, [hello("s1"), *learn_batches(1), raw_batch_request(batch),
+                                              *learn_batches(1, start_seq=3, start_window=300)])
+            first, mixed, after = (r.ack for r in resps[1:])
+            got = {r.index: r.reason for r in mixed.rejected}
+            assert got == expected, {i: (R.Name(got.get(i, 0)), R.Name(e)) for i, e in expected.items()}
+            assert all(r.message for r in mixed.rejected)
+            assert mixed.applied == 3 and not mixed.batch_rejected
+            assert after.applied == 20 and not after.rejected
+            text = scrape(srv.metrics_port)
+            assert sample(text, "baseliner_vectors_rejected_total", reason="IMPLAUSIBLE") == 1
+            assert sample(text, "baseliner_vectors_rejected_total", reason="BAD_REFERENCE") == 2
+
+    asyncio.run(main())
+
+
+def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
+    vs = [vector(i, c) for i in range(3) for c in range(2)]
+    out = []
+
+    def case(name: str, reason: int, edit) -> None:  # type: ignore[no-untyped-def]
+        b = wire.to_columns(vs, len(out) + 1)
+        edit(b)
+        out.append((name, b, reason))
+
+    case("short column", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.window_seconds.pop())
+    case("no window_start", R.REJECT_REASON_MISSING_FIELD, lambda b: b.columns.ClearField("window_start"))
+    case("lengths do not add up", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.syscall_lengths.__setitem__(0, 99))
+    case("identity out of range", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.identity.__setitem__(0, 50))
+    case("syscall name out of range", R.REJECT_REASON_BAD_REFERENCE,
+         lambda b: b.columns.syscall_name_index.__setitem__(0, 9999))
+    case("unequal syscall arrays", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.syscall_count.pop())
+    case("n-grams with spec 0", R.REJECT_REASON_BAD_REFERENCE,
+         lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(1),
+                    b.columns.ngram_count.append(1)))
+    case("unknown n-gram spec", R.REJECT_REASON_UNSUPPORTED_VERSION, lambda b: setattr(b.columns, "ngram_spec", 7))
+    case("unknown field in columns", R.REJECT_REASON_UNSUPPORTED_VERSION,
+         lambda b: b.columns.MergeFromString(b"\xa8\x06\x01"))
+    case("vectors and columns", R.REJECT_REASON_BAD_REFERENCE,
+         lambda b: b.vectors.add().CopyFrom(wire.to_batch(vs[:1]).vectors[0]))
+    case("endpoint index out of range", R.REJECT_REASON_BAD_REFERENCE,
+         lambda b: b.columns.endpoint_index.__setitem__(0, 77))
+    return out
+
+
+def test_columns_that_do_not_fit_together_refuse_the_batch_and_the_stream_goes_on() -> None:
+    faults = _structural_faults()
+
+    async def main() -> None:
+        async with running(config()) as (srv, _):
+            reqs = [raw_batch_request(b) for _, b, _ in faults]
+            resps = await exchange(srv.port, [hello("s1"), *reqs,
+                                              *learn_batches(1, start_seq=len(faults) + 1)])
+            acks = [r.ack for r in resps[1:]]
+            for (name, _, reason), ack in zip(faults, acks, strict=False):
+                assert ack.batch_rejected == reason, (name, R.Name(ack.batch_rejected), ack.batch_message)
+                assert ack.batch_message and ack.applied == 0, name
+            assert acks[-1].applied == 20
+
+    asyncio.run(main())
+
+
+_finite = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+_value = st.one_of(_finite, st.sampled_from([math.nan, math.inf, -1.0, 1e300, 0.0]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_value, _value, _value, st.sampled_from(["nginx", "", "Bad Name", "db"]),
+                          st.sampled_from([10.0, 0.0, 1e-300, math.nan]),
+                          st.sampled_from([-1.0, 5.0, math.inf]),
+                          st.lists(st.sampled_from(["/bin/sh", "", "x" * 5000]), max_size=3),
+                          st.sampled_from([0, 1, 70000, 12287, 12288])),
+                min_size=1, max_size=12))
+def test_block_validation_agrees_with_validating_each_window(rows: list) -> None:  # type: ignore[type-arg]
+    vectors = []
+    for k, (read, execs, sent, repo, seconds, age, exes, port_or_bucket) in enumerate(rows):
+        vectors.append(FeatureVector(
+            Identity("node-1", f"c{k}", repo, "1"), 1.7e9 + k, seconds, {"read": read}, {port_or_bucket % 20000: 2},
+            execs=execs, bytes_sent=sent, executables=exes, seconds_since_start=age,
+            endpoints=[Endpoint("10.0.0.1", port_or_bucket)],
+        ))
+    ok, errors = validate_block(VectorBlock.from_vectors(vectors))
+    by_index = {e.index: e for e in errors}
+    for i, v in enumerate(vectors):
+        try:
+            validate(v)
+            expected = None
+        except ValidationError as e:
+            expected = (e.reason, e.message)
+        assert bool(ok[i]) == (expected is None), (i, v, expected)
+        if expected is not None:
+            assert (by_index[i].reason, by_index[i].message) == expected
+    assert np.count_nonzero(~ok) == len(errors)
