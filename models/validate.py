@@ -171,7 +171,7 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
     if n == 0:
         return ~bad, []
     bad_ident = np.zeros(len(block.identities), dtype=bool)
-    not_identities = []
+    not_identities: list[int] = []
     for j, ident in enumerate(block.identities):
         if not isinstance(ident, Identity):
             not_identities.append(j)
