@@ -460,8 +460,11 @@ class ImageBaseline:
         else:
             learnable = block.complete & ~block.container_exited & (block.counters[:, _EVENTS_LOST] == 0)
             if self.quarantine:
-                until = np.array([self.quarantine.get(c, -math.inf) for c in block.containers()])
-                learnable &= block.window_start >= until[block.ident]
+                # looked up once per distinct container of this block, not per window
+                present, inverse = np.unique(block.ident, return_inverse=True)
+                keys = block.containers()
+                until = np.array([self.quarantine.get(keys[j], -math.inf) for j in present.tolist()])
+                learnable &= block.window_start >= until[inverse]
             if learning:
                 learn_mask = learnable
             else:

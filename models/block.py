@@ -21,7 +21,7 @@ tests, the wire's one-message-per-window form), and :meth:`VectorBlock.vector` t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
 from typing import Any
@@ -104,6 +104,8 @@ class VectorBlock:
     endpoints: list[Endpoint]  # distinct endpoints
     path_ptr: np.ndarray
     sensitive_paths: list[str]
+    # per-batch values derived from the tables above, shared by every block taken from this one
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.window_start)
@@ -213,6 +215,7 @@ class VectorBlock:
             endpoints=self.endpoints,
             path_ptr=path_ptr,
             sensitive_paths=[self.sensitive_paths[k] for k in path.tolist()] if path is not None else [],
+            shared=self.shared,
         )
 
     # -- rows ------------------------------------------------------------------------------------
@@ -275,8 +278,14 @@ class VectorBlock:
         return row_ids(self.ng_ptr), self.ng_bucket, self.ng_count
 
     def containers(self) -> list[str]:
-        """``node/container_id`` of each distinct identity (index like ``identities``)."""
-        return [f"{i.node}/{i.container_id}" for i in self.identities]
+        """``node/container_id`` of each distinct identity (index like ``identities``).
+
+        Made once per batch: the blocks :meth:`take` makes of one batch share the result.
+        """
+        keys = self.shared.get("containers")
+        if keys is None:
+            keys = self.shared["containers"] = [f"{i.node}/{i.container_id}" for i in self.identities]
+        return keys
 
 
 def _zero_ptr(n: int) -> np.ndarray:

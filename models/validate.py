@@ -245,4 +245,5 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
         errors.append(err)
     for j in not_identities:  # keep the (shared) identity table usable for the windows that remain
         block.identities[j] = Identity("", "", "")
+    block.shared.clear()
     return ~bad, errors
