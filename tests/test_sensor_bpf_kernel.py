@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,8 +66,12 @@ _seq = iter(range(10**6))
 
 
 def run_in_cgroup(probes: object, parent: Path, actions: list[dict[str, object]],
-                  netns: str | None = None, timeout: float = 60) -> tuple[int, WindowCounts]:
-    """Run the workload in a fresh cgroup; return (cgroup id, what the kernel counted meanwhile)."""
+                  netns: str | None = None, timeout: float = 60,
+                  on_line: Callable[[str, int], None] | None = None) -> tuple[int, WindowCounts]:
+    """Run the workload in a fresh cgroup; return (cgroup id, what the kernel counted meanwhile).
+
+    Lines the workload prints before "done" go to ``on_line(line, workload pid)`` (none are expected
+    without it)."""
     cg = parent / f"w{next(_seq)}"
     cg.mkdir()
     cmd = [sys.executable, str(WORKLOAD), json.dumps(actions)]
@@ -81,6 +85,9 @@ def run_in_cgroup(probes: object, parent: Path, actions: list[dict[str, object]]
         proc.stdin.write("go\n")
         proc.stdin.flush()
         out = proc.stdout.readline()
+        while on_line is not None and out and out.strip() != "done":
+            on_line(out.strip(), proc.pid)
+            out = proc.stdout.readline()
         assert proc.wait(timeout) == 0 and out.strip() == "done", out
         counts: WindowCounts = probes.flip()  # type: ignore[attr-defined]
     finally:
@@ -256,48 +263,98 @@ def veth() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
 
 
-_SLOW_SERVER = """
+# A listener whose accept queue the test holds full: one connection of its own waits in it (backlog 0),
+# so SYNs from outside are dropped.  "release" makes room for exactly one more connection (the backlog of
+# a listening socket can be raised by calling listen() again), "close" closes the listener; each is
+# answered "ok".
+_HELD_SERVER = """
 import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("{ip}", 0)); s.listen(0)
-print(s.getsockname()[1], flush=True)
-time.sleep(0.5)          # accept queue full meanwhile: later SYNs are dropped and retransmitted
-conns = []
-s.settimeout(20)
-for _ in range({k}):
-    conns.append(s.accept()[0])
-print("ok", flush=True)
+s = socket.socket()
+s.bind(("{ip}", 0))
+s.listen(0)
+port = s.getsockname()[1]
+filler = socket.create_connection(("{ip}", port))
+
+def queued():  # the listener's accept queue length (/proc/net/tcp rx_queue of a LISTEN socket)
+    for line in open("/proc/net/tcp").readlines()[1:]:
+        f = line.split()
+        if f[3] == "0A" and int(f[1].split(":")[1], 16) == port:
+            return int(f[4].split(":")[1], 16)
+
+deadline = time.monotonic() + 20
+while queued() != 1:  # the filler's handshake may end in softirq after its connect() returned
+    assert time.monotonic() < deadline, "the filler connection never reached the accept queue"
+    time.sleep(0.001)
+print(port, flush=True)
+backlog = 0
+for line in sys.stdin:
+    if line.strip() == "release":
+        backlog += 1
+        s.listen(backlog)
+    elif line.strip() == "close":
+        s.close()
+    print("ok", flush=True)
 """
+
+POLL_NR = 7  # x86_64 poll(2), what the workload's select.poll() sleeps in
+
+
+def wait_asleep_in_poll(pid: int, timeout: float = 20) -> None:
+    """Wait until the workload, single-threaded, sleeps in poll(2) (``/proc/PID/syscall`` names the
+    syscall only of a task that is not running).  From then on it runs no code until its socket
+    changes state, so the transition that ends its connect runs outside its context."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert os.listdir(f"/proc/{pid}/task") == [str(pid)], "the workload must have one thread"
+        if Path(f"/proc/{pid}/syscall").read_text().split()[0] == str(POLL_NR):
+            return
+        assert time.monotonic() < deadline, "the workload never slept in poll()"
+        time.sleep(0.001)
 
 
 def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent: Path, veth: str) -> None:
-    """Connections over a veth pair to another network namespace.  The server's accept queue is full at
-    first, so SYNs are dropped and retransmitted from the TCP timer: the SYN_SENT -> ESTABLISHED
-    transition then runs in softirq on behalf of whatever task is current, not the workload.  The counts
-    must still land in the workload's cgroup (through the socket), and the test checks that this path
-    was exercised."""
+    """TCP transitions after SYN_SENT that run in softirq, on behalf of whatever task is current, must
+    be counted for the cgroup that connected (through the socket recorded at connect).
+
+    The workload connects over a veth pair to a listener in another network namespace whose accept
+    queue is held full, so no SYN is answered.  Only once the workload sleeps in poll() does the server
+    make room (k times, for k connects one after another) or close the listener (once more): the
+    handshake then ends from a SYN retransmitted by the TCP timer (or a SYN still queued), in softirq,
+    never in the workload, which is asleep until the transition wakes it.  So every one of the k + 1
+    transitions (SYN_SENT -> ESTABLISHED, and SYN_SENT -> CLOSE on the RST from the closed port) ran
+    outside the workload's context and must land in its cgroup, each through the socket."""
     k = 3
-    server = subprocess.Popen(["ip", "netns", "exec", veth, sys.executable, "-c",
-                               _SLOW_SERVER.format(ip=NS_IP, k=k)], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
+    server = subprocess.Popen(["ip", "netns", "exec", veth, sys.executable, "-c", _HELD_SERVER.format(ip=NS_IP)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdin is not None and server.stdout is not None
+    commands = iter(["release"] * k + ["close"])
+
+    def on_line(line: str, pid: int) -> None:
+        assert line == "syn-sent", line
+        wait_asleep_in_poll(pid)
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(next(commands) + "\n")
+        server.stdin.flush()
+        assert server.stdout.readline().strip() == "ok"
+
     try:
         port = int(server.stdout.readline())
-        closed_port = 9  # nothing listens in the namespace: RST from the other side of the veth
         cgid, w = run_in_cgroup(probes, cg_parent, [
-            {"connect_slow": [NS_IP, port, k]},
-            {"connect_fail": [NS_IP, closed_port]},
-        ], timeout=60)
-        assert server.stdout.readline().strip() == "ok"
+            {"connect_held": [NS_IP, port, k, "established"]},
+            {"connect_held": [NS_IP, port, 1, "refused"]},
+        ], timeout=60, on_line=on_line)
+        assert next(commands, None) is None  # every connect went through a held queue
     finally:
         server.kill()
         server.wait()
     assert w.counter(cgid, "connects") == k + 1
     assert w.counter(cgid, "established") == k
     assert w.counter(cgid, "connects_failed") == 1
-    assert w.counter(cgid, "socket_attributed") >= 1, "no transition ran outside the workload's context"
+    # every transition out of SYN_SENT ran while the workload slept: all of them came through the socket
+    assert w.counter(cgid, "socket_attributed") == k + 1
     # (other cgroups may count connections of their own meanwhile: the machine is not otherwise idle, so
-    # "none elsewhere" cannot be asserted; established == k above is what misattribution would break)
-    assert {(e.address, e.port) for e in w.endpoints[cgid]} >= {(NS_IP, port), (NS_IP, closed_port)}
+    # "none elsewhere" cannot be asserted; the exact counts above are what misattribution would break)
+    assert (NS_IP, port) in {(e.address, e.port) for e in w.endpoints[cgid]}
 
 
 def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_parent: Path) -> None:
