@@ -6,8 +6,9 @@ Actions: {"getppid": N}, {"pair": [N, "getppid", "getuid"]}, {"exec": [PATH, M]}
 SEND_BYTES]}, {"connect_fail": [HOST, PORT]}, {"write": PATH}, {"dns": [HOST, PORT]}, {"serve": [PORT_FILE]}
 (listen on an ephemeral port on 127.0.0.1, write it to PORT_FILE, accept one connection and read it to
 its end), {"connect_held": [HOST, PORT, K, "established"|"refused"]} (K connects one after another, each
-non-blocking: print "syn-sent" once the SYN is out, then sleep in poll(2) until the handshake ends, which
-must end as stated), {"wait": null} (print "waiting", then block until the next line on stdin).
+non-blocking: print "ready" and wait for a line on stdin, connect, print "syn-sent" once the SYN is out,
+then sleep in poll(2) until the handshake ends, which must end as stated), {"wait": null} (print
+"waiting", then block until the next line on stdin).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
             want = {"established": 0, "refused": errno.ECONNREFUSED}[expect]
             socks: list[socket.socket] = []
             for _ in range(int(k)):
+                print("ready", flush=True)
+                sys.stdin.readline()
                 s = socket.socket()
                 socks.append(s)
                 s.setblocking(False)

@@ -67,11 +67,12 @@ _seq = iter(range(10**6))
 
 def run_in_cgroup(probes: object, parent: Path, actions: list[dict[str, object]],
                   netns: str | None = None, timeout: float = 60,
-                  on_line: Callable[[str, int], None] | None = None) -> tuple[int, WindowCounts]:
+                  on_line: Callable[[str, subprocess.Popen[str]], None] | None = None,
+                  ) -> tuple[int, WindowCounts]:
     """Run the workload in a fresh cgroup; return (cgroup id, what the kernel counted meanwhile).
 
-    Lines the workload prints before "done" go to ``on_line(line, workload pid)`` (none are expected
-    without it)."""
+    Lines the workload prints before "done" go to ``on_line(line, workload process)`` (none are
+    expected without it)."""
     cg = parent / f"w{next(_seq)}"
     cg.mkdir()
     cmd = [sys.executable, str(WORKLOAD), json.dumps(actions)]
@@ -86,7 +87,7 @@ def run_in_cgroup(probes: object, parent: Path, actions: list[dict[str, object]]
         proc.stdin.flush()
         out = proc.stdout.readline()
         while on_line is not None and out and out.strip() != "done":
-            on_line(out.strip(), proc.pid)
+            on_line(out.strip(), proc)
             out = proc.stdout.readline()
         assert proc.wait(timeout) == 0 and out.strip() == "done", out
         counts: WindowCounts = probes.flip()  # type: ignore[attr-defined]
@@ -263,10 +264,12 @@ def veth() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
 
 
-# A listener whose accept queue the test holds full: one connection of its own waits in it (backlog 0),
-# so SYNs from outside are dropped.  "release" makes room for exactly one more connection (the backlog of
-# a listening socket can be raised by calling listen() again), "close" closes the listener; each is
-# answered "ok".
+# A listener whose accept queue the test holds full, so SYNs from outside are dropped: one connection of
+# its own waits in it (backlog 0) and none is ever accepted.  Commands, each answered "ok": "full" waits
+# until every connection let in so far has reached the queue (a handshake's last step, the client's ACK,
+# may be processed in softirq after the client has moved on), so the queue is full again; "release" makes
+# room for exactly one more connection (listen() again raises the backlog of a listening socket);
+# "close" closes the listener.
 _HELD_SERVER = """
 import socket, sys, time
 s = socket.socket()
@@ -274,6 +277,7 @@ s.bind(("{ip}", 0))
 s.listen(0)
 port = s.getsockname()[1]
 filler = socket.create_connection(("{ip}", port))
+print(port, flush=True)
 
 def queued():  # the listener's accept queue length (/proc/net/tcp rx_queue of a LISTEN socket)
     for line in open("/proc/net/tcp").readlines()[1:]:
@@ -281,14 +285,15 @@ def queued():  # the listener's accept queue length (/proc/net/tcp rx_queue of a
         if f[3] == "0A" and int(f[1].split(":")[1], 16) == port:
             return int(f[4].split(":")[1], 16)
 
-deadline = time.monotonic() + 20
-while queued() != 1:  # the filler's handshake may end in softirq after its connect() returned
-    assert time.monotonic() < deadline, "the filler connection never reached the accept queue"
-    time.sleep(0.001)
-print(port, flush=True)
 backlog = 0
 for line in sys.stdin:
-    if line.strip() == "release":
+    if line.strip() == "full":
+        deadline = time.monotonic() + 20
+        while (n := queued()) != backlog + 1:
+            assert n < backlog + 1, f"{{n}} connections queued, only {{backlog + 1}} were let in"
+            assert time.monotonic() < deadline, f"{{n}} connections queued, {{backlog + 1}} were let in"
+            time.sleep(0.001)
+    elif line.strip() == "release":
         backlog += 1
         s.listen(backlog)
     elif line.strip() == "close":
@@ -306,9 +311,10 @@ def wait_asleep_in_poll(pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while True:
         assert os.listdir(f"/proc/{pid}/task") == [str(pid)], "the workload must have one thread"
-        if Path(f"/proc/{pid}/syscall").read_text().split()[0] == str(POLL_NR):
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+        if syscall == str(POLL_NR):
             return
-        assert time.monotonic() < deadline, "the workload never slept in poll()"
+        assert time.monotonic() < deadline, f"the workload never slept in poll() (in syscall {syscall})"
         time.sleep(0.001)
 
 
@@ -317,25 +323,36 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     be counted for the cgroup that connected (through the socket recorded at connect).
 
     The workload connects over a veth pair to a listener in another network namespace whose accept
-    queue is held full, so no SYN is answered.  Only once the workload sleeps in poll() does the server
-    make room (k times, for k connects one after another) or close the listener (once more): the
-    handshake then ends from a SYN retransmitted by the TCP timer (or a SYN still queued), in softirq,
-    never in the workload, which is asleep until the transition wakes it.  So every one of the k + 1
-    transitions (SYN_SENT -> ESTABLISHED, and SYN_SENT -> CLOSE on the RST from the closed port) ran
-    outside the workload's context and must land in its cgroup, each through the socket."""
+    queue is held full, so its SYN is dropped.  A SYN that arrives while the queue only looks free (an
+    earlier handshake's last ACK not yet processed) is answered at once, within the connect() call, in
+    the workload's own context: so the connects go one at a time, each only into a queue seen full.
+    Only once the workload sleeps in poll() does the server make room (k times) or close the listener
+    (once more): the handshake then ends from a SYN retransmitted by the TCP timer (or one still
+    queued), in softirq, never in the workload, which sleeps until the transition wakes it.  So each of
+    the k + 1 transitions (SYN_SENT -> ESTABLISHED, and SYN_SENT -> CLOSE on the RST from the closed
+    port) ran outside the workload's context and must land in its cgroup through the socket."""
     k = 3
     server = subprocess.Popen(["ip", "netns", "exec", veth, sys.executable, "-c", _HELD_SERVER.format(ip=NS_IP)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdin is not None and server.stdout is not None
     commands = iter(["release"] * k + ["close"])
 
-    def on_line(line: str, pid: int) -> None:
-        assert line == "syn-sent", line
-        wait_asleep_in_poll(pid)
+    def tell_server(command: str) -> None:
         assert server.stdin is not None and server.stdout is not None
-        server.stdin.write(next(commands) + "\n")
+        server.stdin.write(command + "\n")
         server.stdin.flush()
-        assert server.stdout.readline().strip() == "ok"
+        assert server.stdout.readline().strip() == "ok", f"server failed at {command!r}"
+
+    def on_line(line: str, workload: subprocess.Popen[str]) -> None:
+        assert workload.stdin is not None
+        if line == "ready":  # connect only into a full queue
+            tell_server("full")
+            workload.stdin.write("connect\n")
+            workload.stdin.flush()
+        else:
+            assert line == "syn-sent", line
+            wait_asleep_in_poll(workload.pid)
+            tell_server(next(commands))
 
     try:
         port = int(server.stdout.readline())
@@ -351,7 +368,7 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     assert w.counter(cgid, "established") == k
     assert w.counter(cgid, "connects_failed") == 1
     # every transition out of SYN_SENT ran while the workload slept: all of them came through the socket
-    assert w.counter(cgid, "socket_attributed") == k + 1
+    assert w.counter(cgid, "socket_attributed") == k + 1, w.counters[cgid]
     # (other cgroups may count connections of their own meanwhile: the machine is not otherwise idle, so
     # "none elsewhere" cannot be asserted; the exact counts above are what misattribution would break)
     assert (NS_IP, port) in {(e.address, e.port) for e in w.endpoints[cgid]}
