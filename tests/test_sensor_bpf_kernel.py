@@ -236,32 +236,33 @@ def test_no_counts_lost_across_flips(probes: object, cg_parent: Path) -> None:
 
 # ---------------------------------------------------------------- not on loopback
 
-NETNS = f"blns{os.getpid()}"
-HOST_IF, NS_IF = f"blh{os.getpid() % 100000}", f"bln{os.getpid() % 100000}"
-HOST_IP, NS_IP = "10.200.77.1", "10.200.77.2"
+CLIENT_NS, SERVER_NS = f"blc{os.getpid()}", f"bls{os.getpid()}"
+CLIENT_IP, SERVER_IP = "10.200.77.1", "10.200.77.2"
 
 
 @pytest.fixture(scope="module")
-def veth() -> Iterator[str]:
-    """A network namespace reached through a veth pair (private 10.200.77.0/30 on our own link)."""
+def veth() -> Iterator[tuple[str, str]]:
+    """Two network namespaces, client and server, joined by a veth pair (10.200.77.0/30).  Neither end
+    is in the host's namespace, so runs from other checkouts on the same machine, with the same
+    addresses, cannot route into each other's namespaces."""
     require_bpf()
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
 
-    ip("netns", "add", NETNS)
     try:
-        ip("link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
-        ip("link", "set", NS_IF, "netns", NETNS)
-        ip("addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
-        ip("link", "set", HOST_IF, "up")
-        ip("netns", "exec", NETNS, "ip", "addr", "add", f"{NS_IP}/30", "dev", NS_IF)
-        ip("netns", "exec", NETNS, "ip", "link", "set", NS_IF, "up")
-        ip("netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
-        yield NETNS
+        ip("netns", "add", CLIENT_NS)
+        ip("netns", "add", SERVER_NS)
+        ip("link", "add", "veth-c", "netns", CLIENT_NS, "type", "veth", "peer", "name", "veth-s",
+           "netns", SERVER_NS)
+        for ns, dev, addr in ((CLIENT_NS, "veth-c", CLIENT_IP), (SERVER_NS, "veth-s", SERVER_IP)):
+            ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        yield CLIENT_NS, SERVER_NS
     finally:
-        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        for ns in (CLIENT_NS, SERVER_NS):  # the veth pair goes with them
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 # A listener whose accept queue the test holds full, so SYNs from outside are dropped: one connection of
@@ -318,7 +319,8 @@ def wait_asleep_in_poll(pid: int, timeout: float = 20) -> None:
         time.sleep(0.001)
 
 
-def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent: Path, veth: str) -> None:
+def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent: Path,
+                                                       veth: tuple[str, str]) -> None:
     """TCP transitions after SYN_SENT that run in softirq, on behalf of whatever task is current, must
     be counted for the cgroup that connected (through the socket recorded at connect).
 
@@ -332,7 +334,9 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     the k + 1 transitions (SYN_SENT -> ESTABLISHED, and SYN_SENT -> CLOSE on the RST from the closed
     port) ran outside the workload's context and must land in its cgroup through the socket."""
     k = 3
-    server = subprocess.Popen(["ip", "netns", "exec", veth, sys.executable, "-c", _HELD_SERVER.format(ip=NS_IP)],
+    client_ns, server_ns = veth
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c",
+                               _HELD_SERVER.format(ip=SERVER_IP)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdin is not None and server.stdout is not None
     commands = iter(["release"] * k + ["close"])
@@ -357,9 +361,9 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     try:
         port = int(server.stdout.readline())
         cgid, w = run_in_cgroup(probes, cg_parent, [
-            {"connect_held": [NS_IP, port, k, "established"]},
-            {"connect_held": [NS_IP, port, 1, "refused"]},
-        ], timeout=60, on_line=on_line)
+            {"connect_held": [SERVER_IP, port, k, "established"]},
+            {"connect_held": [SERVER_IP, port, 1, "refused"]},
+        ], netns=client_ns, timeout=60, on_line=on_line)
         assert next(commands, None) is None  # every connect went through a held queue
     finally:
         server.kill()
@@ -371,7 +375,7 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     assert w.counter(cgid, "socket_attributed") == k + 1, w.counters[cgid]
     # (other cgroups may count connections of their own meanwhile: the machine is not otherwise idle, so
     # "none elsewhere" cannot be asserted; the exact counts above are what misattribution would break)
-    assert (NS_IP, port) in {(e.address, e.port) for e in w.endpoints[cgid]}
+    assert (SERVER_IP, port) in {(e.address, e.port) for e in w.endpoints[cgid]}
 
 
 def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_parent: Path) -> None:
