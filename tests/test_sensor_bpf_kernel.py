@@ -305,12 +305,14 @@ for line in sys.stdin:
 POLL_NR = 7  # x86_64 poll(2), what the workload's select.poll() sleeps in
 
 
-def wait_asleep_in_poll(pid: int, timeout: float = 20) -> None:
+def wait_asleep_in_poll(workload: subprocess.Popen[str], timeout: float = 20) -> None:
     """Wait until the workload, single-threaded, sleeps in poll(2) (``/proc/PID/syscall`` names the
     syscall only of a task that is not running).  From then on it runs no code until its socket
     changes state, so the transition that ends its connect runs outside its context."""
+    pid = workload.pid
     deadline = time.monotonic() + timeout
     while True:
+        assert workload.poll() is None, "the workload exited (its error is above)"
         assert os.listdir(f"/proc/{pid}/task") == [str(pid)], "the workload must have one thread"
         syscall = Path(f"/proc/{pid}/syscall").read_text().split()[0]
         if syscall == str(POLL_NR):
@@ -331,8 +333,8 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
     Only once the workload sleeps in poll() does the server make room (k times) or close the listener
     (once more): the handshake then ends from a SYN retransmitted by the TCP timer (or one still
     queued), in softirq, never in the workload, which sleeps until the transition wakes it.  So each of
-    the k + 1 transitions (SYN_SENT -> ESTABLISHED, and SYN_SENT -> CLOSE on the RST from the closed
-    port) ran outside the workload's context and must land in its cgroup through the socket."""
+    the k + 1 transitions (SYN_SENT -> ESTABLISHED, and SYN_SENT -> CLOSE on the RST for the closed
+    listener's port) ran outside the workload's context and must land in its cgroup through the socket."""
     k = 3
     client_ns, server_ns = veth
     server = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c",
@@ -355,7 +357,7 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
             workload.stdin.flush()
         else:
             assert line == "syn-sent", line
-            wait_asleep_in_poll(workload.pid)
+            wait_asleep_in_poll(workload)
             tell_server(next(commands))
 
     try:
