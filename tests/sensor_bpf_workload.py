@@ -5,18 +5,21 @@ actions do is counted in that cgroup.
 Actions: {"getppid": N}, {"pair": [N, "getppid", "getuid"]}, {"exec": [PATH, M]}, {"connect": [HOST, PORT, K,
 SEND_BYTES]}, {"connect_fail": [HOST, PORT]}, {"write": PATH}, {"dns": [HOST, PORT]}, {"serve": [PORT_FILE]}
 (listen on an ephemeral port on 127.0.0.1, write it to PORT_FILE, accept one connection and read it to
-its end), {"connect_slow": [HOST, PORT, K]} (K parallel connects), {"wait": null} (print "waiting", then
-block until the next line on stdin).
+its end), {"connect_held": [HOST, PORT, K, "established"|"refused"]} (K connects one after another, each
+non-blocking: print "ready" and wait for a line on stdin, connect, print "syn-sent" once the SYN is out,
+then sleep in poll(2) until the handshake ends, which must end as stated), {"wait": null} (print
+"waiting", then block until the next line on stdin).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
-import threading
 
 
 def main() -> None:
@@ -50,20 +53,27 @@ def main() -> None:
                 raise SystemExit("connect unexpectedly succeeded")
             except ConnectionRefusedError:
                 pass
-        elif kind == "connect_slow":
-            host, port, k = arg
+        elif kind == "connect_held":
+            host, port, k, expect = arg
+            want = {"established": 0, "refused": errno.ECONNREFUSED}[expect]
             socks: list[socket.socket] = []
-
-            def one(addr: tuple[str, int], out: list[socket.socket]) -> None:
-                out.append(socket.create_connection(addr, timeout=20))
-
-            threads = [threading.Thread(target=one, args=((host, int(port)), socks)) for _ in range(int(k))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if len(socks) != int(k):
-                raise SystemExit("not all connects succeeded")
+            for _ in range(int(k)):
+                print("ready", flush=True)
+                sys.stdin.readline()
+                s = socket.socket()
+                socks.append(s)
+                s.setblocking(False)
+                err = s.connect_ex((host, int(port)))
+                if err != errno.EINPROGRESS:
+                    raise SystemExit(f"connect: {os.strerror(err)} (expected it to be in progress)")
+                print("syn-sent", flush=True)
+                p = select.poll()
+                p.register(s, select.POLLOUT)
+                if not p.poll(30000):
+                    raise SystemExit("connect did not end within 30 s")
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err != want:
+                    raise SystemExit(f"connect ended with {os.strerror(err)!r}, expected {expect}")
             for s in socks:
                 s.close()
         elif kind == "write":

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,8 +66,13 @@ _seq = iter(range(10**6))
 
 
 def run_in_cgroup(probes: object, parent: Path, actions: list[dict[str, object]],
-                  netns: str | None = None, timeout: float = 60) -> tuple[int, WindowCounts]:
-    """Run the workload in a fresh cgroup; return (cgroup id, what the kernel counted meanwhile)."""
+                  netns: str | None = None, timeout: float = 60,
+                  on_line: Callable[[str, subprocess.Popen[str]], None] | None = None,
+                  ) -> tuple[int, WindowCounts]:
+    """Run the workload in a fresh cgroup; return (cgroup id, what the kernel counted meanwhile).
+
+    Lines the workload prints before "done" go to ``on_line(line, workload process)`` (none are
+    expected without it)."""
     cg = parent / f"w{next(_seq)}"
     cg.mkdir()
     cmd = [sys.executable, str(WORKLOAD), json.dumps(actions)]
@@ -81,6 +86,9 @@ def run_in_cgroup(probes: object, parent: Path, actions: list[dict[str, object]]
         proc.stdin.write("go\n")
         proc.stdin.flush()
         out = proc.stdout.readline()
+        while on_line is not None and out and out.strip() != "done":
+            on_line(out.strip(), proc)
+            out = proc.stdout.readline()
         assert proc.wait(timeout) == 0 and out.strip() == "done", out
         counts: WindowCounts = probes.flip()  # type: ignore[attr-defined]
     finally:
@@ -228,76 +236,148 @@ def test_no_counts_lost_across_flips(probes: object, cg_parent: Path) -> None:
 
 # ---------------------------------------------------------------- not on loopback
 
-NETNS = f"blns{os.getpid()}"
-HOST_IF, NS_IF = f"blh{os.getpid() % 100000}", f"bln{os.getpid() % 100000}"
-HOST_IP, NS_IP = "10.200.77.1", "10.200.77.2"
+CLIENT_NS, SERVER_NS = f"blc{os.getpid()}", f"bls{os.getpid()}"
+CLIENT_IP, SERVER_IP = "10.200.77.1", "10.200.77.2"
 
 
 @pytest.fixture(scope="module")
-def veth() -> Iterator[str]:
-    """A network namespace reached through a veth pair (private 10.200.77.0/30 on our own link)."""
+def veth() -> Iterator[tuple[str, str]]:
+    """Two network namespaces, client and server, joined by a veth pair (10.200.77.0/30).  Neither end
+    is in the host's namespace, so runs from other checkouts on the same machine, with the same
+    addresses, cannot route into each other's namespaces."""
     require_bpf()
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
 
-    ip("netns", "add", NETNS)
     try:
-        ip("link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
-        ip("link", "set", NS_IF, "netns", NETNS)
-        ip("addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
-        ip("link", "set", HOST_IF, "up")
-        ip("netns", "exec", NETNS, "ip", "addr", "add", f"{NS_IP}/30", "dev", NS_IF)
-        ip("netns", "exec", NETNS, "ip", "link", "set", NS_IF, "up")
-        ip("netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
-        yield NETNS
+        ip("netns", "add", CLIENT_NS)
+        ip("netns", "add", SERVER_NS)
+        ip("link", "add", "veth-c", "netns", CLIENT_NS, "type", "veth", "peer", "name", "veth-s",
+           "netns", SERVER_NS)
+        for ns, dev, addr in ((CLIENT_NS, "veth-c", CLIENT_IP), (SERVER_NS, "veth-s", SERVER_IP)):
+            ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        yield CLIENT_NS, SERVER_NS
     finally:
-        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        for ns in (CLIENT_NS, SERVER_NS):  # the veth pair goes with them
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-_SLOW_SERVER = """
+# A listener whose accept queue the test holds full, so SYNs from outside are dropped: one connection of
+# its own waits in it (backlog 0) and none is ever accepted.  Commands, each answered "ok": "full" waits
+# until every connection let in so far has reached the queue (a handshake's last step, the client's ACK,
+# may be processed in softirq after the client has moved on), so the queue is full again; "release" makes
+# room for exactly one more connection (listen() again raises the backlog of a listening socket);
+# "close" closes the listener.
+_HELD_SERVER = """
 import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("{ip}", 0)); s.listen(0)
-print(s.getsockname()[1], flush=True)
-time.sleep(0.5)          # accept queue full meanwhile: later SYNs are dropped and retransmitted
-conns = []
-s.settimeout(20)
-for _ in range({k}):
-    conns.append(s.accept()[0])
-print("ok", flush=True)
+s = socket.socket()
+s.bind(("{ip}", 0))
+s.listen(0)
+port = s.getsockname()[1]
+filler = socket.create_connection(("{ip}", port))
+print(port, flush=True)
+
+def queued():  # the listener's accept queue length (/proc/net/tcp rx_queue of a LISTEN socket)
+    for line in open("/proc/net/tcp").readlines()[1:]:
+        f = line.split()
+        if f[3] == "0A" and int(f[1].split(":")[1], 16) == port:
+            return int(f[4].split(":")[1], 16)
+
+backlog = 0
+for line in sys.stdin:
+    if line.strip() == "full":
+        deadline = time.monotonic() + 20
+        while (n := queued()) != backlog + 1:
+            assert n < backlog + 1, f"{{n}} connections queued, only {{backlog + 1}} were let in"
+            assert time.monotonic() < deadline, f"{{n}} connections queued, {{backlog + 1}} were let in"
+            time.sleep(0.001)
+    elif line.strip() == "release":
+        backlog += 1
+        s.listen(backlog)
+    elif line.strip() == "close":
+        s.close()
+    print("ok", flush=True)
 """
 
+POLL_NR = 7  # x86_64 poll(2), what the workload's select.poll() sleeps in
 
-def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent: Path, veth: str) -> None:
-    """Connections over a veth pair to another network namespace.  The server's accept queue is full at
-    first, so SYNs are dropped and retransmitted from the TCP timer: the SYN_SENT -> ESTABLISHED
-    transition then runs in softirq on behalf of whatever task is current, not the workload.  The counts
-    must still land in the workload's cgroup (through the socket), and the test checks that this path
-    was exercised."""
+
+def wait_asleep_in_poll(workload: subprocess.Popen[str], timeout: float = 20) -> None:
+    """Wait until the workload, single-threaded, sleeps in poll(2) (``/proc/PID/syscall`` names the
+    syscall only of a task that is not running).  From then on it runs no code until its socket
+    changes state, so the transition that ends its connect runs outside its context."""
+    pid = workload.pid
+    deadline = time.monotonic() + timeout
+    while True:
+        assert workload.poll() is None, "the workload exited (its error is above)"
+        assert os.listdir(f"/proc/{pid}/task") == [str(pid)], "the workload must have one thread"
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+        if syscall == str(POLL_NR):
+            return
+        assert time.monotonic() < deadline, f"the workload never slept in poll() (in syscall {syscall})"
+        time.sleep(0.001)
+
+
+def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent: Path,
+                                                       veth: tuple[str, str]) -> None:
+    """TCP transitions after SYN_SENT that run in softirq, on behalf of whatever task is current, must
+    be counted for the cgroup that connected (through the socket recorded at connect).
+
+    The workload connects over a veth pair to a listener in another network namespace whose accept
+    queue is held full, so its SYN is dropped.  A SYN that arrives while the queue only looks free (an
+    earlier handshake's last ACK not yet processed) is answered at once, within the connect() call, in
+    the workload's own context: so the connects go one at a time, each only into a queue seen full.
+    Only once the workload sleeps in poll() does the server make room (k times) or close the listener
+    (once more): the handshake then ends from a SYN retransmitted by the TCP timer (or one still
+    queued), in softirq, never in the workload, which sleeps until the transition wakes it.  So each of
+    the k + 1 transitions (SYN_SENT -> ESTABLISHED, and SYN_SENT -> CLOSE on the RST for the closed
+    listener's port) ran outside the workload's context and must land in its cgroup through the socket."""
     k = 3
-    server = subprocess.Popen(["ip", "netns", "exec", veth, sys.executable, "-c",
-                               _SLOW_SERVER.format(ip=NS_IP, k=k)], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
+    client_ns, server_ns = veth
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c",
+                               _HELD_SERVER.format(ip=SERVER_IP)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdin is not None and server.stdout is not None
+    commands = iter(["release"] * k + ["close"])
+
+    def tell_server(command: str) -> None:
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(command + "\n")
+        server.stdin.flush()
+        assert server.stdout.readline().strip() == "ok", f"server failed at {command!r}"
+
+    def on_line(line: str, workload: subprocess.Popen[str]) -> None:
+        assert workload.stdin is not None
+        if line == "ready":  # connect only into a full queue
+            tell_server("full")
+            workload.stdin.write("connect\n")
+            workload.stdin.flush()
+        else:
+            assert line == "syn-sent", line
+            wait_asleep_in_poll(workload)
+            tell_server(next(commands))
+
     try:
         port = int(server.stdout.readline())
-        closed_port = 9  # nothing listens in the namespace: RST from the other side of the veth
         cgid, w = run_in_cgroup(probes, cg_parent, [
-            {"connect_slow": [NS_IP, port, k]},
-            {"connect_fail": [NS_IP, closed_port]},
-        ], timeout=60)
-        assert server.stdout.readline().strip() == "ok"
+            {"connect_held": [SERVER_IP, port, k, "established"]},
+            {"connect_held": [SERVER_IP, port, 1, "refused"]},
+        ], netns=client_ns, timeout=60, on_line=on_line)
+        assert next(commands, None) is None  # every connect went through a held queue
     finally:
         server.kill()
         server.wait()
     assert w.counter(cgid, "connects") == k + 1
     assert w.counter(cgid, "established") == k
     assert w.counter(cgid, "connects_failed") == 1
-    assert w.counter(cgid, "socket_attributed") >= 1, "no transition ran outside the workload's context"
+    # every transition out of SYN_SENT ran while the workload slept: all of them came through the socket
+    assert w.counter(cgid, "socket_attributed") == k + 1, w.counters[cgid]
     # (other cgroups may count connections of their own meanwhile: the machine is not otherwise idle, so
-    # "none elsewhere" cannot be asserted; established == k above is what misattribution would break)
-    assert {(e.address, e.port) for e in w.endpoints[cgid]} >= {(NS_IP, port), (NS_IP, closed_port)}
+    # "none elsewhere" cannot be asserted; the exact counts above are what misattribution would break)
+    assert (SERVER_IP, port) in {(e.address, e.port) for e in w.endpoints[cgid]}
 
 
 def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_parent: Path) -> None:
