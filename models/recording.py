@@ -37,7 +37,7 @@ FORMAT = "baseliner-vectors"
 VERSION = 1
 
 _VECTOR_FIELDS = {f.name for f in dataclasses.fields(FeatureVector)}
-_IDENTITY_FIELDS = {f.name for f in dataclasses.fields(Identity)}
+_IDENTITY_FIELDS = {f.name for f in dataclasses.fields(Identity) if f.init}
 _ENDPOINT_FIELDS = {f.name for f in dataclasses.fields(Endpoint)}
 
 

@@ -154,6 +154,7 @@ class Pipeline:
         self.baseline_factory: Callable[[str], ImageBaseline] | None = None
         self.sensors: dict[str, int] = {}
         self.containers = ContainerTracker(self.config.max_containers)
+        self._identity_keys: dict[Identity, tuple[str, str]] = {}
         self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
         self._open: dict[tuple[str, tuple[str, ...]], _Aggregate] = {}
         self.dirty: set[str] = set()
@@ -259,6 +260,7 @@ class Pipeline:
         containers = self.containers
         ws = block.window_start
         age = block.age
+        keys = self._keys
         # Windows of one container in arrival order: most batches hold one window per container.
         order = np.argsort(block.ident, kind="stable")
         ident_sorted = block.ident[order]
@@ -270,7 +272,7 @@ class Pipeline:
         ok_list = ok.tolist()
         ws_list = ws.tolist()
         for a, b in zip(starts, ends, strict=True):
-            ckey = container_key(identities[int(ident_sorted[a])])
+            ckey = keys(identities[int(ident_sorted[a])])[1]
             for i in order_list[a:b]:
                 if not ok_list[i]:
                     continue
@@ -286,15 +288,24 @@ class Pipeline:
                     age[i] = t - first
         return keep
 
+    def _keys(self, ident: Identity) -> tuple[str, str]:
+        """``(image key, container key)`` of an identity, remembered (bounded)."""
+        keys = self._identity_keys.get(ident)
+        if keys is None:
+            if len(self._identity_keys) >= self.config.max_containers:
+                self._identity_keys.clear()
+            keys = self._identity_keys[ident] = (image_key(ident, self.config.image_key), container_key(ident))
+        return keys
+
     def _groups(self, block: VectorBlock) -> list[tuple[str, np.ndarray]]:
         """Rows of each image key, each group in event-time order."""
         n = len(block)
         if n == 0:
             return []
-        key_mode = self.config.image_key
+        info = self._keys
         keys: dict[str, int] = {}
         ident_key = np.fromiter(
-            (keys.setdefault(image_key(ident, key_mode), len(keys)) for ident in block.identities),
+            (keys.setdefault(info(ident)[0], len(keys)) for ident in block.identities),
             dtype=np.int64, count=len(block.identities),
         )
         row_key = ident_key[block.ident]
