@@ -146,7 +146,7 @@ def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measu
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "service.cli", "serve", "--listen", f"127.0.0.1:{port}",
            "--metrics-listen", f"127.0.0.1:{mport}", "--events", str(tmp / "events.jsonl"),
            "--state-dir", str(tmp / "state"), "--log-level", "WARNING", "--set", "grpc.max_message_bytes=67108864",
-           "--set", f"state.wal={'false' if args.no_wal else 'true'}"]
+           "--set", f"state.wal={'false' if args.no_wal else 'true'}", *(f"--set={s}" for s in args.set)]
     proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE)
     try:
         os.sched_setaffinity(0, {1})
@@ -289,6 +289,8 @@ def main() -> None:
                     help="batch encoding: VectorColumns (what the sensor sends) or one FeatureVector message each")
     ap.add_argument("--no-wal", action="store_true",
                     help="serve without the write-ahead log (acks then mean applied in memory, not durable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra `baseliner serve --set` for the end-to-end run (e.g. state.wal_fsync=group)")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--json", help="write results here as JSON")
     args = ap.parse_args()
