@@ -424,8 +424,14 @@ class ImageBaseline:
         thresholds = np.empty(n)
         seq_thresholds = np.full(n, math.inf)
         grams = block.sparse_ngrams()
-        for profile, mask in ((self.steady, ~is_startup), (self.startup, is_startup)):
-            if mask.any():
+        for profile, mask in self._by_profile(is_startup):
+            if mask is None:  # every window of the block (no copies)
+                rate = profile.detector.score_many(X)
+                thresholds.fill(profile.threshold.value)
+                seq_thresholds.fill(profile.seq_threshold.value)
+                if grams is not None:
+                    seq = profile.sequence.score_sparse(*grams, n)
+            elif mask.any():
                 rate[mask] = profile.detector.score_many(X[mask])
                 thresholds[mask] = profile.threshold.value
                 seq_thresholds[mask] = profile.seq_threshold.value
@@ -488,6 +494,14 @@ class ImageBaseline:
         self._learn(block, X, rate, seq, grams, learn_mask, is_startup, novel)
         return verdicts
 
+    def _by_profile(self, is_startup: np.ndarray) -> tuple[tuple[_Profile, np.ndarray | None], ...]:
+        """The profiles a block's windows go to, with their masks (``None``: all windows, the usual case)."""
+        if not is_startup.any():
+            return ((self.steady, None),)
+        if is_startup.all():
+            return ((self.startup, None),)
+        return ((self.steady, ~is_startup), (self.startup, is_startup))
+
     def _quarantine(self, container: str, window_start: float, window_end: float) -> None:
         """Stop learning from a container for a while after it raised an anomaly."""
         if self.config.quarantine_seconds <= 0:
@@ -536,8 +550,10 @@ class ImageBaseline:
         if not learn_mask.any():
             return
         window_seconds = float(block.window_seconds[0])
-        for profile, mask in ((self.steady, learn_mask & ~is_startup), (self.startup, learn_mask & is_startup)):
-            count = int(mask.sum())
+        everything = bool(learn_mask.all())
+        for profile, part in self._by_profile(is_startup):
+            mask = learn_mask if part is None else learn_mask & part
+            count = len(mask) if part is None and everything else int(mask.sum())
             if not count:
                 continue
             # Thresholds come from the scores of the profile's own learning period, computed before
@@ -567,7 +583,7 @@ class ImageBaseline:
                 profile.sequence.learn_sparse(cols[take], counts[take], int((mask & has_grams).sum()))
             # While learning, the spread is being discovered; once detecting, how fast the baseline
             # may move is bounded (poisoning resistance).
-            profile.detector.learn_many(X[mask], bound=self.state is not State.LEARNING)
+            profile.detector.learn_many(X if count == len(X) else X[mask], bound=self.state is not State.LEARNING)
             profile.windows += count
         rows_learnt = np.flatnonzero(learn_mask)
         if self.state is State.LEARNING:

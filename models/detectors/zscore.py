@@ -200,9 +200,10 @@ class ZScoreDetector(base.AnomalyDetector):
         # so that the batch keeps at least its own weight.
         bounded = bound and self.clip is not None and self._n >= 30 and X.shape[1] == len(self._mean)
         if bounded:
-            old_var = self._std() ** 2
-            spread = self.clip * (np.sqrt(old_var) + self.std_floor)  # type: ignore[operator]
-            X = np.clip(X, self._mean - spread, self._mean + spread)
+            old_std = self._std()
+            old_var = old_std**2
+            spread = self.clip * (old_std + self.std_floor)  # type: ignore[operator]
+            X = np.minimum(np.maximum(X, self._mean - spread), self._mean + spread)
         n_b = float(len(X))
         mean_b = X.mean(axis=0)
         m2_b = ((X - mean_b) ** 2).sum(axis=0)
