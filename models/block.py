@@ -20,11 +20,11 @@ tests, the wire's one-message-per-window form), and :meth:`VectorBlock.vector` t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,6 +38,7 @@ COUNTERS: tuple[str, ...] = (
 )
 COUNTER_INDEX: dict[str, int] = {name: j for j, name in enumerate(COUNTERS)}
 
+T = TypeVar("T")
 _I64 = np.int64
 _F64 = np.float64
 
@@ -68,6 +69,17 @@ def row_ids(ptr: np.ndarray) -> np.ndarray:
     [0, 0, 2]
     """
     return np.repeat(np.arange(len(ptr) - 1, dtype=_I64), np.diff(ptr))
+
+
+def dictionary(items: Iterable[T]) -> tuple[list[T], list[int]]:
+    """The distinct ``items`` in first-seen order, and the index of each item among them.
+
+    >>> dictionary(["read", "write", "read"])
+    (['read', 'write'], [0, 1, 0])
+    """
+    index: dict[T, int] = {}
+    positions = [index.setdefault(x, len(index)) for x in items]
+    return list(index), positions
 
 
 def lengths_to_ptr(lengths: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
@@ -120,42 +132,22 @@ class VectorBlock:
     def from_vectors(cls, vectors: Sequence[FeatureVector], index: Sequence[int] | None = None) -> VectorBlock:
         """A block of ``vectors`` (``index``: their positions in the batch; default ``0..n-1``)."""
         n = len(vectors)
-        ident_of: dict[Identity, int] = {}
-        identities: list[Identity] = []
-        ident = np.empty(n, dtype=_I64)
-        for i, v in enumerate(vectors):
-            j = ident_of.get(v.identity)
-            if j is None:
-                j = ident_of[v.identity] = len(identities)
-                identities.append(v.identity)
-            ident[i] = j
+        identities, ident_index = dictionary(v.identity for v in vectors)
         counters = np.fromiter(
             chain.from_iterable(map(_COUNTERS_GET, vectors)), dtype=_F64, count=n * len(COUNTERS)
         ).reshape(n, len(COUNTERS))
-        names: dict[str, int] = {}
         calls = [v.syscalls for v in vectors]
         sc_ptr = lengths_to_ptr([len(c) for c in calls], n)
-        sc_name = np.fromiter(
-            (names.setdefault(name, len(names)) for c in calls for name in c), dtype=_I64, count=int(sc_ptr[-1])
-        )
+        names, name_index = dictionary(name for c in calls for name in c)
         sc_count = np.fromiter(chain.from_iterable(c.values() for c in calls), dtype=_F64, count=int(sc_ptr[-1]))
         grams = [v.ngrams for v in vectors]
         ng_ptr = lengths_to_ptr([len(g) for g in grams], n)
         ng_bucket = np.fromiter(chain.from_iterable(grams), dtype=_I64, count=int(ng_ptr[-1]))
         ng_count = np.fromiter(chain.from_iterable(g.values() for g in grams), dtype=_F64, count=int(ng_ptr[-1]))
-        ep_of: dict[Endpoint, int] = {}
-        endpoints: list[Endpoint] = []
-        ep_idx: list[int] = []
-        for v in vectors:
-            for ep in v.endpoints:
-                j = ep_of.get(ep)
-                if j is None:
-                    j = ep_of[ep] = len(endpoints)
-                    endpoints.append(ep)
-                ep_idx.append(j)
+        endpoints, ep_idx = dictionary(ep for v in vectors for ep in v.endpoints)
         return cls(
             identities=identities,
-            ident=ident,
+            ident=np.asarray(ident_index, dtype=_I64),
             index=np.arange(n, dtype=_I64) if index is None else np.asarray(index, dtype=_I64),
             window_start=np.fromiter((v.window_start for v in vectors), dtype=_F64, count=n),
             window_seconds=np.fromiter((v.window_seconds for v in vectors), dtype=_F64, count=n),
@@ -163,9 +155,9 @@ class VectorBlock:
             complete=np.fromiter((bool(v.complete) for v in vectors), dtype=bool, count=n),
             container_exited=np.fromiter((bool(v.container_exited) for v in vectors), dtype=bool, count=n),
             age=np.fromiter((v.seconds_since_start for v in vectors), dtype=_F64, count=n),
-            syscall_names=list(names),
+            syscall_names=names,
             sc_ptr=sc_ptr,
-            sc_name=sc_name,
+            sc_name=np.asarray(name_index, dtype=_I64),
             sc_count=sc_count,
             ng_ptr=ng_ptr,
             ng_bucket=ng_bucket,

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.block import COUNTERS
-from models.vector import Endpoint, FeatureVector
+from models.block import COUNTERS, dictionary
+from models.vector import Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2
 
 SCHEMA_VERSION = 1
@@ -60,8 +60,7 @@ def _endpoint(ep: Endpoint, msg: vectors_pb2.Endpoint) -> None:
     msg.direction = vectors_pb2.DIRECTION_OUTBOUND if ep.outbound else vectors_pb2.DIRECTION_INBOUND
 
 
-def _identity(v: FeatureVector, i: vectors_pb2.Identity) -> None:
-    ident = v.identity
+def _identity(ident: Identity, i: vectors_pb2.Identity) -> None:
     i.node = ident.node
     i.container_id = ident.container_id
     i.container_name = ident.container_name
@@ -74,7 +73,7 @@ def _identity(v: FeatureVector, i: vectors_pb2.Identity) -> None:
 
 def fill_vector(v: FeatureVector, msg: vectors_pb2.FeatureVector, names: dict[str, int]) -> None:
     """Write one domain vector into ``msg``; ``names`` is the batch's syscall dictionary (extended)."""
-    _identity(v, msg.identity)
+    _identity(v.identity, msg.identity)
     msg.window_start = v.window_start
     msg.window_seconds = v.window_seconds
     if v.syscalls:
@@ -140,14 +139,9 @@ def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_p
     batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=SCHEMA_VERSION)
     c = batch.columns
     c.count = len(vectors)
-    identities: dict[object, int] = {}
-    ident_index = []
-    for v in vectors:
-        j = identities.get(v.identity)
-        if j is None:
-            j = identities[v.identity] = len(identities)
-            _identity(v, c.identities.add())
-        ident_index.append(j)
+    identities, ident_index = dictionary(v.identity for v in vectors)
+    for ident in identities:
+        _identity(ident, c.identities.add())
     c.identity.extend(ident_index)
     c.window_start.extend([v.window_start for v in vectors])
     c.window_seconds.extend([v.window_seconds for v in vectors])
@@ -160,14 +154,7 @@ def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_p
     if any(v.container_exited for v in vectors):
         c.container_exited.extend([v.container_exited for v in vectors])
     c.container_age_seconds.extend([v.seconds_since_start for v in vectors])
-    names: dict[str, int] = {}
-    idx: list[int] = []
-    for v in vectors:
-        for name in v.syscalls:
-            j = names.get(name)
-            if j is None:
-                j = names[name] = len(names)
-            idx.append(j)
+    names, idx = dictionary(name for v in vectors for name in v.syscalls)
     if idx:
         c.syscall_lengths.extend([len(v.syscalls) for v in vectors])
         c.syscall_name_index.extend(idx)
@@ -182,15 +169,9 @@ def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_p
         c.executable_lengths.extend([len(v.executables) for v in vectors])
         c.executables.extend([e for v in vectors for e in v.executables])
     if any(v.endpoints for v in vectors):
-        endpoints: dict[Endpoint, int] = {}
-        ep_index = []
-        for v in vectors:
-            for ep in v.endpoints:
-                j = endpoints.get(ep)
-                if j is None:
-                    j = endpoints[ep] = len(endpoints)
-                    _endpoint(ep, c.endpoints.add())
-                ep_index.append(j)
+        endpoints, ep_index = dictionary(ep for v in vectors for ep in v.endpoints)
+        for ep in endpoints:
+            _endpoint(ep, c.endpoints.add())
         c.endpoint_lengths.extend([len(v.endpoints) for v in vectors])
         c.endpoint_index.extend(ep_index)
     if any(v.sensitive_paths for v in vectors):
