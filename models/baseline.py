@@ -284,7 +284,8 @@ class _Profile:
         return out
 
     def load_arrays(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
-        self.detector.load_arrays({k: arrays[f"{prefix}.det.{k}"] for k in ("mean", "m2", "n")})
+        self.detector.load_arrays({k: arrays[f"{prefix}.det.{k}"] for k in ("mean", "m2", "n", "var_floor")
+                                   if f"{prefix}.det.{k}" in arrays})
         self.threshold.load_arrays({k: arrays[f"{prefix}.thr.{k}"] for k in ("scores", "meta")})
         self.sequence.load_arrays({k: arrays[f"{prefix}.seq.{k}"] for k in ("counts", "windows")})
         self.seq_threshold.load_arrays({k: arrays[f"{prefix}.seqthr.{k}"] for k in ("scores", "meta")})
@@ -385,6 +386,7 @@ class ImageBaseline:
         for profile in (self.steady, self.startup):
             profile.threshold.recompute()
             profile.seq_threshold.recompute()
+            profile.detector.hold_spread()  # the spread the thresholds were calibrated against
         self.state = State.DETECTING
 
     # -- scoring -----------------------------------------------------------------------------------

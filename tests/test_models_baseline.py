@@ -232,3 +232,53 @@ def test_an_item_seen_long_enough_in_one_container_is_normal():
             w.syscalls["fsync"] = 3
     b.process(windows)
     assert "fsync" in b.novelty_sets()["syscall"]
+
+
+def test_rare_normal_bursts_learnt_before_detection_stay_normal() -> None:
+    """A nightly-upload-like burst seen while learning is not forgotten once detection starts: bursts are
+    never learnt again then (flagged or gated), so without the spread held from calibration the memory
+    would shrink the spread and flag the same normal burst later."""
+    rng = np.random.default_rng(3)
+
+    def w(i: int) -> FeatureVector:
+        burst = i % 15 == 7  # one window in 15 uploads ~50 MB
+        return window(i, rng, connects=3 if burst else 0, remote_addresses=1 if burst else 0,
+                      remote_ports=1 if burst else 0, bytes_sent=int(5e7) if burst else int(rng.lognormal(9, 0.3)))
+
+    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=150, min_learn_seconds=0, memory_windows=200))
+    b.process([w(i) for i in range(300)])
+    assert b.state is State.DETECTING
+    det = b.steady.detector
+    j = det._index["net.bytes_sent"]
+    held = math.sqrt(det.to_arrays()["var_floor"][j])  # the spread when the thresholds were calibrated
+    assert held > 1.0  # bursts had been learnt
+    for start in range(300, 1500, 10):  # 1200 windows of detection, six memories long, bursts included
+        verdicts = b.process([w(i) for i in range(start, start + 10)])
+        flagged = [start + k for k, v in enumerate(verdicts) if v.anomalous]
+        assert not flagged, (flagged, [v.explanation[:2] for v in verdicts if v.anomalous])
+    assert det.stds()[j] >= held * 0.999
+    # the other features are as sharp as before: a hundredfold rise in accepted connections is flagged
+    flood = w(1500)
+    flood.accepts = 2000
+    assert b.process([flood])[0].anomalous
+
+
+def test_zscore_hold_spread_keeps_the_variance_in_bounded_learning() -> None:
+    from models.detectors.zscore import ZScoreDetector
+
+    rng = np.random.default_rng(0)
+    det = ZScoreDetector(window=100, features=("a",), clip=8.0)
+    det.learn_many(rng.normal(0, 3, (300, 1)), bound=False)
+    det.hold_spread()
+    before = det.stds()[0]
+    for _ in range(50):
+        det.learn_many(rng.normal(0, 0.1, (20, 1)))  # bounded: much narrower behaviour for ten memories
+    assert det.stds()[0] >= before * 0.999
+    free = ZScoreDetector(window=100, features=("a",), clip=8.0)
+    free.learn_many(rng.normal(0, 3, (300, 1)), bound=False)
+    for _ in range(50):
+        free.learn_many(rng.normal(0, 0.1, (20, 1)))
+    assert free.stds()[0] < before / 5  # without the hold the spread is forgotten
+    restored = ZScoreDetector(window=100, features=("a",), clip=8.0)
+    restored.load_arrays(det.to_arrays())
+    np.testing.assert_array_equal(restored.to_arrays()["var_floor"], det.to_arrays()["var_floor"])

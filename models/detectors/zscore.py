@@ -83,6 +83,7 @@ class ZScoreDetector(base.AnomalyDetector):
         self._index: dict[Any, int] = {}
         self._mean = np.zeros(0)
         self._m2 = np.zeros(0)
+        self._var_floor = np.zeros(0)  # see hold_spread()
         self._n = 0.0
         if features is not None:
             self._grow(list(features))
@@ -98,6 +99,7 @@ class ZScoreDetector(base.AnomalyDetector):
         pad = len(self._index) - len(self._mean)
         self._mean = np.concatenate([self._mean, np.zeros(pad)])
         self._m2 = np.concatenate([self._m2, np.zeros(pad)])
+        self._var_floor = np.concatenate([self._var_floor, np.zeros(pad)])
 
     @property
     def n_seen(self) -> float:
@@ -122,6 +124,17 @@ class ZScoreDetector(base.AnomalyDetector):
         if self._n < 2:
             return np.zeros_like(self._mean)
         return np.sqrt(np.maximum(self._m2 / (self._n - 1), 0.0))
+
+    def hold_spread(self) -> None:
+        """From now on, bounded learning (``learn_many(bound=True)``) keeps every feature's variance at
+        least where it is now.
+
+        A baseline calls this when its thresholds are calibrated: they were set against this spread,
+        and windows that are rare but normal (a nightly upload, a burst of requests) are flagged and so
+        never learnt again; without the floor the memory would forget them, the spread would shrink
+        and the same normal burst would score higher every day.
+        """
+        self._var_floor = self._std() ** 2
 
     def _row(self, x: Mapping[Any, Any], grow: bool) -> np.ndarray:
         if grow:
@@ -218,11 +231,14 @@ class ZScoreDetector(base.AnomalyDetector):
         if bounded:
             cap = old_var * (1.0 + 2.0 / self.window) ** n_b + self.std_floor**2 * n_b / self.window
             self._m2 = np.minimum(self._m2, cap * (n - 1))
+        if bound and len(self._var_floor) == len(self._m2) and n > 1:
+            self._m2 = np.maximum(self._m2, self._var_floor * (n - 1))
 
     # -- persistence (no pickle) ---------------------------------------------------------------
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"mean": self._mean.copy(), "m2": self._m2.copy(), "n": np.array([self._n])}
+        return {"mean": self._mean.copy(), "m2": self._m2.copy(), "n": np.array([self._n]),
+                "var_floor": self._var_floor.copy()}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore state written by :meth:`to_arrays` (feature order must be ``features``)."""
@@ -232,6 +248,13 @@ class ZScoreDetector(base.AnomalyDetector):
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(m2)) and math.isfinite(n[0])):
             raise ValueError("state contains non-finite values")
         self._mean, self._m2, self._n = mean.astype(np.float64), m2.astype(np.float64), float(n[0])
+        floor = arrays.get("var_floor")  # absent in state written before hold_spread() existed: no floor
+        if floor is not None:
+            if floor.shape != mean.shape or not np.all(np.isfinite(floor)) or np.any(floor < 0):
+                raise ValueError("var_floor does not match the features or is not finite and >= 0")
+            self._var_floor = floor.astype(np.float64)
+        else:
+            self._var_floor = np.zeros_like(self._mean)
 
     @classmethod
     def _unit_test_params(cls) -> Any:
