@@ -15,8 +15,11 @@ With fewer than ``deep_scores`` scores the pair is (q90, q99); with more, (q99, 
 sits in the far tail itself, so a frequent benign mode (a database checkpoint every minute, say) that
 dominates the 90-99% range no longer inflates the scale.
 
-The quantiles come from a bounded ring of scores (``capacity`` floats) recorded by the baseline while it
-learns; flagged windows never enter it.  ``min_excess`` keeps the threshold at least that far above
+The quantiles come from a bounded uniform sample of the scores (``capacity`` floats, reservoir sampling)
+recorded by the baseline while it learns, so a long learning period is represented as a whole (a day of
+5 s windows is 17,280 scores; a ring of the latest 4,096 would calibrate on its last hours only); flagged
+windows never enter it.  The sampling is deterministic (seeded by the number of scores seen), so a replay
+gives the same threshold.  ``min_excess`` keeps the threshold at least that far above
 the anchor quantile: a score that hardly varies (a mean over thousands of n-grams, say) would otherwise
 get a threshold a hair above its usual value, and the slightest drift would flood.
 """
@@ -73,19 +76,23 @@ class TailThreshold:
     def add(self, scores: np.ndarray, window_seconds: float) -> None:
         """Record scores of normal windows (without recomputing the threshold)."""
         scores = np.asarray(scores, dtype=np.float32).ravel()
-        if len(scores) == 0:
+        m = len(scores)
+        if m == 0:
             return
-        if len(scores) >= self.capacity:
-            scores = scores[-self.capacity :]
-        start = self._count % self.capacity
-        end = start + len(scores)
-        if end <= self.capacity:
-            self._ring[start:end] = scores
-        else:
-            split = self.capacity - start
-            self._ring[start:] = scores[:split]
-            self._ring[: end - self.capacity] = scores[split:]
-        self._count += len(scores)
+        cap = self.capacity
+        free = max(0, min(cap - self._count, m))  # the sample is not full yet: keep these as they come
+        if free:
+            self._ring[self._count : self._count + free] = scores[:free]
+        rest = scores[free:]
+        if len(rest):
+            # Reservoir sampling (Vitter's algorithm R): the k-th score seen replaces a random slot with
+            # probability capacity / k, so every score seen is in the sample with the same probability.
+            rng = np.random.default_rng([self._count, m])
+            seen = self._count + free + np.arange(1, len(rest) + 1)
+            slots = np.floor(rng.random(len(rest)) * seen).astype(np.int64)
+            keep = slots < cap
+            self._ring[slots[keep]] = rest[keep]  # later scores win a slot drawn twice, as one by one
+        self._count += m
         self._window_seconds = float(window_seconds)
 
     def recompute(self) -> float:
@@ -116,10 +123,8 @@ class TailThreshold:
         self.value = math.inf
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        n = self.n_scores
-        order = np.roll(self._ring, -(self._count % self.capacity))[-n:] if self._count > n else self._ring[:n]
         return {
-            "scores": order.copy(),
+            "scores": self._ring[: self.n_scores].copy(),
             "meta": np.array([self._count, self._window_seconds, self.value], dtype=np.float64),
         }
 
@@ -130,7 +135,7 @@ class TailThreshold:
             raise ValueError("threshold state is inconsistent")
         self._ring[:] = 0
         self._ring[: len(scores)] = scores
-        self._count = len(scores)
+        # scores seen, for the sampling odds (a sample that is not full holds every score seen)
+        self._count = int(count) if len(scores) == self.capacity and count > len(scores) else len(scores)
         self._window_seconds = window_seconds
         self.value = value if not math.isnan(value) else math.inf
-        del count

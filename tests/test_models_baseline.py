@@ -282,3 +282,30 @@ def test_zscore_hold_spread_keeps_the_variance_in_bounded_learning() -> None:
     restored = ZScoreDetector(window=100, features=("a",), clip=8.0)
     restored.load_arrays(det.to_arrays())
     np.testing.assert_array_equal(restored.to_arrays()["var_floor"], det.to_arrays()["var_floor"])
+
+
+def test_threshold_sample_represents_the_whole_learning_period() -> None:
+    """Thresholds calibrate on a uniform sample of every learning score (reservoir), not on the latest ones:
+    a quiet first half and a busy second half of a long learning period both count."""
+    from models.threshold import TailThreshold
+
+    def fed(batches: int) -> TailThreshold:
+        t = TailThreshold(capacity=4096)
+        rng = np.random.default_rng(1)
+        for k in range(batches):
+            busy = k >= batches // 2
+            t.add(rng.uniform(10, 11, 50) if busy else rng.uniform(0, 1, 50), window_seconds=5.0)
+        return t
+
+    t = fed(400)  # 20,000 scores, five times the sample
+    sample = t.to_arrays()["scores"]
+    assert len(sample) == 4096
+    quiet = float(np.mean(sample < 5))
+    assert 0.45 < quiet < 0.55, quiet  # a ring of the latest scores would hold none of the quiet half
+    again = fed(400)
+    np.testing.assert_array_equal(again.to_arrays()["scores"], sample)  # deterministic: replays agree
+    restored = TailThreshold(capacity=4096)
+    restored.load_arrays(t.to_arrays())
+    assert restored.n_scores == 4096 and restored.recompute() == t.recompute()
+    restored.add(np.full(20_000, 100.0, dtype=np.float32), 5.0)  # as many scores again: about half replaced
+    assert 0.4 < float(np.mean(restored.to_arrays()["scores"] == 100.0)) < 0.6
