@@ -91,7 +91,7 @@ class TailThreshold:
             seen = self._count + free + np.arange(1, len(rest) + 1)
             slots = np.floor(rng.random(len(rest)) * seen).astype(np.int64)
             keep = slots < cap
-            self._ring[slots[keep]] = rest[keep]  # later scores win a slot drawn twice, as one by one
+            self._ring[slots[keep]] = rest[keep]  # a slot drawn twice in one batch keeps one of the two
         self._count += m
         self._window_seconds = float(window_seconds)
 
