@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from procs import free_port, rss  # noqa: E402
+
 from models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
 from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2  # noqa: E402
 from sensor import wire  # noqa: E402
@@ -44,12 +45,6 @@ from sensor import wire  # noqa: E402
 T0 = 1_767_225_600.0
 WINDOW = 10.0
 IMAGES = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def window(sensor: int, containers: int, k: int, rng: random.Random) -> list[FeatureVector]:
@@ -114,14 +109,6 @@ async def sensor_loop(target: str, sensor: int, containers: int, interval: float
             stats.rejected += len(ack.rejected)
             next_tick += interval
         await call.done_writing()
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -42,6 +42,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from procs import cpu_seconds, free_port  # noqa: E402
+
 from models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
 from models.features import SYSCALL_VOCABULARY, transform_block  # noqa: E402
 from models.ngrams import NUM_BUCKETS  # noqa: E402
@@ -113,12 +115,6 @@ class Workload:
         return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _stream(port: int, requests: list[bytes]) -> tuple[float, int, int]:
     """Send pre-serialised IngestRequests on one stream; returns (seconds, applied, rejected)."""
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
@@ -133,16 +129,10 @@ def _stream(port: int, requests: list[bytes]) -> tuple[float, int, int]:
         return time.perf_counter() - t0, applied, rejected
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measure: list[list[FeatureVector]],
                to_wire) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-"))
-    port, mport = _free_port(), _free_port()
+    port, mport = free_port(), free_port()
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "service.cli", "serve", "--listen", f"127.0.0.1:{port}",
            "--metrics-listen", f"127.0.0.1:{mport}", "--events", str(tmp / "events.jsonl"),
            "--state-dir", str(tmp / "state"), "--log-level", "WARNING", "--set", "grpc.max_message_bytes=67108864",
@@ -173,9 +163,9 @@ def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measu
         measure_req = encode(measure, "bench-sensor")
         bytes_per_vector = sum(len(r) for r in measure_req[1:]) / sum(len(b) for b in measure)
         t_learn, applied_learn, _ = _stream(port, learn_req)
-        cpu0 = _cpu_seconds(proc.pid)
+        cpu0 = cpu_seconds(proc.pid)
         t, applied, rejected = _stream(port, measure_req)
-        cpu = _cpu_seconds(proc.pid) - cpu0
+        cpu = cpu_seconds(proc.pid) - cpu0
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics") as r:
             text = r.read().decode()
         states = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()

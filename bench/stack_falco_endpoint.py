@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,13 +25,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from procs import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:
@@ -41,7 +36,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
 
-    grpc_port, falco_port = _free_port(), _free_port()
+    grpc_port, falco_port = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-"))
     events = tmp / "events.jsonl"
     cli = [sys.executable, "-m", "service.cli"]
