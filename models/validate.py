@@ -14,7 +14,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from models.block import COUNTERS, VectorBlock
+from models.block import COUNTERS, VectorBlock, row_ids
 from models.errors import ValidationError
 from models.ngrams import NUM_BUCKETS
 from models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector, Identity
@@ -199,13 +199,13 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
                                        dtype=bool, count=len(names))
             else:
                 bad_name = np.zeros(len(names), dtype=bool)
-            entry_rows = np.repeat(np.arange(n), np.diff(block.sc_ptr))
+            entry_rows = row_ids(block.sc_ptr)
             cnt = block.sc_count
             bad_entry = bad_name[block.sc_name] | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
             if bad_entry.any():
                 bad[entry_rows[bad_entry]] = True
         if len(block.ng_bucket):
-            entry_rows = np.repeat(np.arange(n), np.diff(block.ng_ptr))
+            entry_rows = row_ids(block.ng_ptr)
             b, cnt = block.ng_bucket, block.ng_count
             bad_entry = (b < 0) | (b >= NUM_BUCKETS) | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
             if bad_entry.any():
@@ -218,7 +218,7 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
             bad |= np.diff(ptr) > limit_items
             bad_item = np.fromiter((not p or len(p) > MAX_PATH_LENGTH for p in items), dtype=bool, count=len(items))
             if bad_item.any():
-                bad[np.repeat(np.arange(n), np.diff(ptr))[bad_item]] = True
+                bad[row_ids(ptr)[bad_item]] = True
     if len(block.ep_index):
         bad |= np.diff(block.ep_ptr) > MAX_ENDPOINTS
         bad_ep = np.fromiter(
@@ -226,7 +226,7 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
             dtype=bool, count=len(block.endpoints),
         )
         if bad_ep.any():
-            bad[np.repeat(np.arange(n), np.diff(block.ep_ptr))[bad_ep[block.ep_index]]] = True
+            bad[row_ids(block.ep_ptr)[bad_ep[block.ep_index]]] = True
     if not bad.any():
         if len(block.sc_name) and len(_GOOD_SYSCALL_NAMES) + len(block.syscall_names) <= _MAX_GOOD_SYSCALL_NAMES:
             _GOOD_SYSCALL_NAMES.update(block.syscall_names)
