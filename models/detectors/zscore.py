@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,6 +85,7 @@ class ZScoreDetector(base.AnomalyDetector):
         self._m2 = np.zeros(0)
         self._var_floor = np.zeros(0)  # see hold_spread()
         self._n = 0.0
+        self._den: np.ndarray | None = None  # std + std_floor, cached between updates
         if features is not None:
             self._grow(list(features))
 
@@ -100,6 +101,7 @@ class ZScoreDetector(base.AnomalyDetector):
         self._mean = np.concatenate([self._mean, np.zeros(pad)])
         self._m2 = np.concatenate([self._m2, np.zeros(pad)])
         self._var_floor = np.concatenate([self._var_floor, np.zeros(pad)])
+        self._den = None
 
     @property
     def n_seen(self) -> float:
@@ -124,6 +126,12 @@ class ZScoreDetector(base.AnomalyDetector):
         if self._n < 2:
             return np.zeros_like(self._mean)
         return np.sqrt(np.maximum(self._m2 / (self._n - 1), 0.0))
+
+    def _denominator(self) -> np.ndarray:
+        """``std + std_floor`` per feature (what a deviation is divided by)."""
+        if self._den is None:
+            self._den = self._std() + self.std_floor
+        return self._den
 
     def hold_spread(self) -> None:
         """From now on, bounded learning (``learn_many(bound=True)``) keeps every feature's variance at
@@ -186,53 +194,162 @@ class ZScoreDetector(base.AnomalyDetector):
     def standard_scores(self, X: np.ndarray) -> np.ndarray:
         """Signed standard scores ``(x - mean) / (std + std_floor)`` per feature."""
         mean = self._mean
-        std = self._std()
+        den = self._denominator()
         width = X.shape[1]
         if width > len(mean):  # features never learnt
             mean = np.concatenate([mean, np.zeros(width - len(mean))])
-            std = np.concatenate([std, np.zeros(width - len(std))])
-        return (X - mean) / (std + self.std_floor)
+            den = np.concatenate([den, np.full(width - len(den), self.std_floor)])
+        return (X - mean) / den
+
+    # -- many detectors at once ----------------------------------------------------------------
+    #
+    # The service scores and learns every image of a batch together: row ``i`` of ``X`` belongs to
+    # ``detectors[which[i]]`` (detectors sharing one feature layout).  Scoring and learning both work on
+    # the rows' standard scores ``z``, computed once per batch: a window's deviation from its baseline
+    # is ``z x (std + std_floor)``, so per-detector sums of ``z`` and ``z²`` are all learning needs.
+
+    @staticmethod
+    def standard_scores_stacked(detectors: Sequence[ZScoreDetector], X: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """:meth:`standard_scores` of the rows of ``X``, row ``i`` against ``detectors[which[i]]``."""
+        if len(detectors) == 1:
+            return detectors[0].standard_scores(X)
+        mean = np.stack([d._mean for d in detectors])
+        den = np.stack([d._denominator() for d in detectors])
+        return (X - mean[which]) / den[which]
+
+    @staticmethod
+    def score_stacked(
+        detectors: Sequence[ZScoreDetector], X: np.ndarray, which: np.ndarray, z: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores of the rows of ``X``, row ``i`` by ``detectors[which[i]]``, in one set of NumPy
+        operations (``z``: :meth:`standard_scores_stacked` of the same rows, when the caller has it).
+
+        >>> a, b = ZScoreDetector(std_floor=0.1), ZScoreDetector(std_floor=0.1)
+        >>> for i in range(20):
+        ...     a.learn_one({"x": 1.0 + (i % 2)}); b.learn_one({"x": 10.0 + (i % 2)})
+        >>> X = np.array([[1.5], [10.5], [10.5]])
+        >>> s = ZScoreDetector.score_stacked([a, b], X, np.array([0, 1, 0]))
+        >>> s.round(2).tolist() == [round(a.score_one({"x": 1.5}), 2), round(b.score_one({"x": 10.5}), 2),
+        ...                         round(a.score_one({"x": 10.5}), 2)]
+        True
+        """
+        if X.shape[1] == 0 or not len(X):
+            return np.zeros(len(X))
+        if z is None:
+            z = ZScoreDetector.standard_scores_stacked(detectors, X, which)
+        first = detectors[0]
+        if all(d.top_k == first.top_k and d.upper_only == first.upper_only for d in detectors):
+            return _top_rms(z, first.top_k, first.upper_only)
+        out = np.empty(len(X))
+        for j, d in enumerate(detectors):  # mixed settings: each detector's rows on their own
+            rows = which == j
+            out[rows] = _top_rms(z[rows], d.top_k, d.upper_only)
+        return out
+
+    @staticmethod
+    def learn_stacked(
+        detectors: Sequence[ZScoreDetector],
+        X: np.ndarray,
+        which: np.ndarray,
+        bound: Sequence[bool],
+        z: np.ndarray | None = None,
+    ) -> None:
+        """Learn the rows of ``X``, row ``i`` by ``detectors[which[i]]`` (``bound[j]``: see
+        :meth:`learn_many`; ``z``: :meth:`standard_scores_stacked` of the rows, when the caller has it).
+
+        Each detector's rows are one batch of :meth:`learn_many`; all detectors are updated together.
+        """
+        if not len(X):
+            return
+        which = np.asarray(which, dtype=np.int64)
+        if z is None:
+            z = ZScoreDetector.standard_scores_stacked(detectors, X, which)
+        single = bool((which == which[0]).all())  # one detector's batch
+        if single:
+            used, inverse = which[:1], np.zeros(len(X), dtype=np.int64)
+            n_bs = [float(len(X))]
+        else:
+            used, inverse = np.unique(which, return_inverse=True)
+            n_bs = np.bincount(inverse, minlength=len(used)).astype(np.float64).tolist()
+        dets = [detectors[j] for j in used.tolist()]
+        # Per detector (Python floats): Chan et al.'s parallel update of (count, mean, M2), the old count
+        # capped at window - len(batch) so that the batch keeps at least its own weight; once warm and
+        # bounded, values clipped to mean ± clip x (std + std_floor) (|z| <= clip) and a variance that
+        # grows by at most a factor 1 + 2 / window (plus std_floor² / window) per window learnt.
+        limit, keep, w_b, w_ab, inv_nb, cap_mul, cap_add, nm1, old_nm1 = ([] for _ in range(9))
+        bounded: list[bool] = []
+        ns: list[float] = []
+        for d, j, nb in zip(dets, used.tolist(), n_bs, strict=True):
+            no = d._n
+            na = min(no, max(d.window - nb, 1.0)) if no else 0.0
+            n = na + nb
+            is_bounded = bool(bound[j]) and d.clip is not None and no >= 30
+            bounded.append(is_bounded)
+            limit.append(d.clip if is_bounded else math.inf)
+            keep.append(na / no if no and na < no else 1.0)  # forget proportionally
+            w_b.append(nb / n)
+            w_ab.append(na * nb / n)
+            inv_nb.append(1.0 / nb)
+            cap_mul.append((1.0 + 2.0 / d.window) ** nb)
+            cap_add.append(d.std_floor**2 * nb / d.window)
+            nm1.append(n - 1.0)
+            old_nm1.append(max(no - 1.0, 1.0))
+            ns.append(n)
+        if single:
+            d0 = dets[0]
+            mean, den, m2 = d0._mean, d0._denominator(), d0._m2
+
+            def col(values: list[float]) -> Any:
+                return values[0]
+        else:
+            mean = np.stack([d._mean for d in dets])
+            den = np.stack([d._denominator() for d in dets])
+            m2 = np.stack([d._m2 for d in dets])
+
+            def col(values: list[float]) -> Any:
+                return np.array(values)[:, None]
+        if any(bounded):
+            lim = limit[0] if single else np.array(limit)[inverse][:, None]
+            over = np.abs(z) > lim
+            if over.any():
+                z = np.where(over, np.copysign(lim, z), z)
+        # The batch's mean and M2 from sums of its deviations from the current mean (den is constant per
+        # detector).
+        if single:
+            s1, s2 = z.sum(axis=0), np.einsum("ij,ij->j", z, z)
+        else:
+            onehot = np.zeros((len(used), len(z)))
+            onehot[inverse, np.arange(len(z))] = 1.0
+            s1, s2 = onehot @ z, onehot @ (z * z)
+        inb = col(inv_nb)
+        delta = den * (s1 * inb)  # mean of the batch - mean
+        m2_b = den**2 * np.maximum(s2 - s1**2 * inb, 0.0)
+        new_mean = mean + delta * col(w_b)
+        new_m2 = m2 * col(keep) + m2_b + delta**2 * col(w_ab)
+        if any(bounded):
+            capped = np.minimum(new_m2, (m2 / col(old_nm1) * col(cap_mul) + col(cap_add)) * col(nm1))
+            new_m2 = capped if single or all(bounded) else np.where(np.array(bounded)[:, None], capped, new_m2)
+        if single:
+            new_mean, new_m2 = new_mean[None, :], new_m2[None, :]
+        for k, d in enumerate(dets):
+            m2_k = new_m2[k]
+            if bool(bound[int(used[k])]) and len(d._var_floor) == len(m2_k) and ns[k] > 1:
+                m2_k = np.maximum(m2_k, d._var_floor * nm1[k])
+            if not single:  # own copies: a row of the stacked arrays would keep all of them alive
+                m2_k = m2_k.copy() if m2_k.base is not None else m2_k
+                d._mean, d._m2, d._n, d._den = new_mean[k].copy(), m2_k, ns[k], None
+            else:
+                d._mean, d._m2, d._n, d._den = new_mean[k], m2_k, ns[k], None
 
     # -- internals -------------------------------------------------------------------------------
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        if X.shape[1] == 0:
-            return np.zeros(len(X))
-        z = self.standard_scores(X)
-        if self.upper_only:
-            z = np.maximum(z, 0.0)
-        z2 = z**2
-        k = min(self.top_k, z2.shape[1])
-        top = np.partition(z2, z2.shape[1] - k, axis=1)[:, -k:]
-        return np.sqrt(top.mean(axis=1))
+        return self.score_stacked([self], X, np.zeros(len(X), dtype=np.int64))
 
     def _learn(self, X: np.ndarray, bound: bool = True) -> None:
-        if len(X) == 0:
-            return
-        # Chan et al.'s parallel update of (count, mean, M2), the old count capped at window - len(X)
-        # so that the batch keeps at least its own weight.
-        bounded = bound and self.clip is not None and self._n >= 30 and X.shape[1] == len(self._mean)
-        if bounded:
-            old_std = self._std()
-            old_var = old_std**2
-            spread = self.clip * (old_std + self.std_floor)  # type: ignore[operator]
-            X = np.minimum(np.maximum(X, self._mean - spread), self._mean + spread)
-        n_b = float(len(X))
-        mean_b = X.mean(axis=0)
-        m2_b = ((X - mean_b) ** 2).sum(axis=0)
-        n_a = min(self._n, max(self.window - n_b, 1.0)) if self._n else 0.0
-        if self._n and n_a < self._n:  # forget proportionally
-            self._m2 = self._m2 * (n_a / self._n)
-        n = n_a + n_b
-        delta = mean_b - self._mean
-        self._mean = self._mean + delta * (n_b / n)
-        self._m2 = self._m2 + m2_b + delta**2 * (n_a * n_b / n)
-        self._n = n
-        if bounded:
-            cap = old_var * (1.0 + 2.0 / self.window) ** n_b + self.std_floor**2 * n_b / self.window
-            self._m2 = np.minimum(self._m2, cap * (n - 1))
-        if bound and len(self._var_floor) == len(self._m2) and n > 1:
-            self._m2 = np.maximum(self._m2, self._var_floor * (n - 1))
+        if X.shape[1] != len(self._mean):
+            raise ValueError(f"expected {len(self._mean)} features, got {X.shape[1]}")
+        self.learn_stacked([self], X, np.zeros(len(X), dtype=np.int64), [bound])
 
     # -- persistence (no pickle) ---------------------------------------------------------------
 
@@ -248,6 +365,7 @@ class ZScoreDetector(base.AnomalyDetector):
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(m2)) and math.isfinite(n[0])):
             raise ValueError("state contains non-finite values")
         self._mean, self._m2, self._n = mean.astype(np.float64), m2.astype(np.float64), float(n[0])
+        self._den = None
         floor = arrays.get("var_floor")  # absent in state written before hold_spread() existed: no floor
         if floor is not None:
             if floor.shape != mean.shape or not np.all(np.isfinite(floor)) or np.any(floor < 0):
@@ -260,3 +378,20 @@ class ZScoreDetector(base.AnomalyDetector):
     def _unit_test_params(cls) -> Any:
         yield {}
         yield {"window": 50, "top_k": 1, "upper_only": True, "clip": 3.0}
+
+
+def _top_rms(z: np.ndarray, top_k: int, upper_only: bool) -> np.ndarray:
+    """Root mean square of each row's ``top_k`` largest standard scores (increases only if ``upper_only``)."""
+    a = np.maximum(z, 0.0) if upper_only else np.abs(z)  # a fresh array: picked entries are blanked below
+    k = min(top_k, a.shape[1])
+    if k > 4:
+        top = np.partition(a, a.shape[1] - k, axis=1)[:, -k:]
+        return np.sqrt((top * top).mean(axis=1))
+    rows = np.arange(len(a))
+    total = np.zeros(len(a))
+    for _ in range(k):  # k passes of argmax beat a partition of every row for the usual k of 3
+        j = a.argmax(axis=1)
+        picked = a[rows, j]
+        total += picked * picked
+        a[rows, j] = -1.0
+    return np.sqrt(total / k)
