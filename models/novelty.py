@@ -16,13 +16,13 @@ counts whatever the containers (a primary that alone does what its replicas neve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.block import VectorBlock, row_ids
-from models.vector import FeatureVector
+from models.vector import Endpoint, FeatureVector
 
 KINDS = ("executable", "syscall", "port", "sensitive_path")
 
@@ -37,7 +37,7 @@ class NovelItem:
 
 
 def _ports(v: FeatureVector, ephemeral_start: int) -> list[str]:
-    return [f"{ep.protocol}/{ep.port}" for ep in v.endpoints if ep.outbound and 0 < ep.port < ephemeral_start]
+    return [p for p in (ep_port(ep, ephemeral_start) for ep in v.endpoints) if p]
 
 
 def _items(v: FeatureVector, ephemeral_start: int) -> dict[str, Iterable[str]]:
@@ -103,46 +103,8 @@ class NoveltySets:
         return out
 
     def novel_block(self, block: VectorBlock) -> dict[int, list[NovelItem]]:
-        """:meth:`novel` for every window of a block: ``{row: items}`` for the rows that have any.
-
-        Checks each distinct syscall name and endpoint of the block once, not once per window.
-        """
-        sets, saturated = self.sets, self.saturated
-        out: dict[int, list[NovelItem]] = {}
-        if block.executables and not saturated["executable"]:
-            known = sets["executable"]
-            for r, e in zip(row_ids(block.exe_ptr).tolist(), block.executables, strict=True):
-                if e not in known:
-                    out.setdefault(r, []).append(NovelItem("executable", e))
-        if len(block.sc_name) and not saturated["syscall"]:
-            known = sets["syscall"]
-            names = block.syscall_names
-            unknown = [j for j, name in enumerate(names) if name not in known]
-            if unknown:
-                flag = np.zeros(len(names), dtype=bool)
-                flag[unknown] = True
-                hit = flag[block.sc_name]
-                if hit.any():
-                    rows = row_ids(block.sc_ptr)[hit].tolist()
-                    pairs = sorted(set(zip(rows, [names[j] for j in block.sc_name[hit].tolist()], strict=True)))
-                    for r, name in pairs:
-                        out.setdefault(r, []).append(NovelItem("syscall", name))
-        if len(block.ep_index) and not saturated["port"]:
-            known = sets["port"]
-            start = self.ephemeral_start
-            eps = block.endpoints
-            port_of = [f"{ep.protocol}/{ep.port}" if ep.outbound and 0 < ep.port < start else "" for ep in eps]
-            flag = np.fromiter((bool(p) and p not in known for p in port_of), dtype=bool, count=len(eps))
-            if flag.any():
-                hit = flag[block.ep_index]
-                for r, j in zip(row_ids(block.ep_ptr)[hit].tolist(), block.ep_index[hit].tolist(), strict=True):
-                    out.setdefault(r, []).append(NovelItem("port", port_of[j]))
-        if block.sensitive_paths and not saturated["sensitive_path"]:
-            known = sets["sensitive_path"]
-            for r, p in zip(row_ids(block.path_ptr).tolist(), block.sensitive_paths, strict=True):
-                if p not in known:
-                    out.setdefault(r, []).append(NovelItem("sensitive_path", p))
-        return out
+        """:meth:`novel` for every window of a block: ``{row: items}`` for the rows that have any."""
+        return novel_rows([self], block, None, np.zeros(len(block), dtype=np.int64))
 
     def learn(self, v: FeatureVector, startup: bool = False, replicas: int = 1) -> None:
         """Count support for ``v``'s unknown items; promote those with enough.
@@ -210,3 +172,94 @@ class NoveltySets:
             if kind not in KINDS or not isinstance(item, str) or not isinstance(containers, list):
                 raise ValueError("novelty candidates are malformed")
             self.candidates[(kind, item)] = (int(windows), [str(c) for c in containers])
+
+
+def novel_rows(
+    sets: Sequence[NoveltySets], block: VectorBlock, rows: np.ndarray | None, group: np.ndarray
+) -> dict[int, list[NovelItem]]:
+    """:meth:`NoveltySets.novel` of windows ``rows`` of ``block`` (``None``: all, in order), window
+    ``rows[k]`` against ``sets[group[k]]``: ``{k: items}`` for the ``k`` that have any (items in the order
+    ``novel`` gives).
+
+    Many images' windows at once: each distinct syscall name and endpoint of the block is looked up once
+    per set, and the windows' entries are matched with array operations; only executables and sensitive
+    paths (rare) are looked at one by one.
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> a, b = NoveltySets(), NoveltySets()
+    >>> a.add("syscall", ["read"]); b.add("syscall", ["read", "write"])
+    >>> blk = VectorBlock.from_vectors([FeatureVector(Identity("n", "c", "x"), 0.0, 5.0, {"read": 1, "write": 1})] * 2)
+    >>> {k: [i.text() for i in v] for k, v in novel_rows([a, b], blk, np.array([0, 1]), np.array([0, 1])).items()}
+    {0: ['new syscall write']}
+    """
+    out: dict[int, list[NovelItem]] = {}
+    if rows is None:
+        pos = None
+    elif not len(rows):
+        return out
+    else:
+        pos = np.full(len(block), -1, dtype=np.int64)  # block row -> k
+        pos[rows] = np.arange(len(rows), dtype=np.int64)
+    group_list = group.tolist()
+
+    def k_of(ptr: np.ndarray) -> np.ndarray:
+        """``k`` of each entry of a CSR layout (-1: a row not asked about)."""
+        return row_ids(ptr) if pos is None else pos[row_ids(ptr)]
+
+    def one_by_one(kind: str, ptr: np.ndarray, items: list[str]) -> None:
+        for k, item in zip(k_of(ptr).tolist(), items, strict=True):
+            if k < 0:
+                continue
+            s = sets[group_list[k]]
+            if not s.saturated[kind] and item not in s.sets[kind]:
+                out.setdefault(k, []).append(NovelItem(kind, item))
+
+    def by_table(kind: str, keys: list[str], ptr: np.ndarray, index: np.ndarray) -> list[tuple[int, int]]:
+        """(k, key index) of the entries whose key is new to their window's set, in entry order."""
+        flag = np.zeros((len(sets), len(keys)), dtype=bool)
+        for g, s in enumerate(sets):
+            if not s.saturated[kind]:
+                known = s.sets[kind]
+                unknown = [j for j, key in enumerate(keys) if key and key not in known]
+                flag[g, unknown] = True
+        if not flag.any():
+            return []
+        ks = k_of(ptr)
+        if len(sets) == 1 and pos is None:
+            hit = flag[0, index]
+        else:
+            valid = ks >= 0
+            hit = np.zeros(len(index), dtype=bool)
+            hit[valid] = flag[group[ks[valid]], index[valid]]
+        return list(zip(ks[hit].tolist(), index[hit].tolist(), strict=True))
+
+    if block.executables:
+        one_by_one("executable", block.exe_ptr, block.executables)
+    if len(block.sc_name):
+        names = block.syscall_names
+        for k, j in sorted(set(by_table("syscall", names, block.sc_ptr, block.sc_name)),
+                           key=lambda kj: (kj[0], names[kj[1]])):
+            out.setdefault(k, []).append(NovelItem("syscall", names[j]))
+    if len(block.ep_index):
+        starts = {s.ephemeral_start for s in sets}
+        if len(starts) == 1:
+            start = starts.pop()
+            ports = [ep_port(ep, start) for ep in block.endpoints]
+            for k, j in by_table("port", ports, block.ep_ptr, block.ep_index):
+                out.setdefault(k, []).append(NovelItem("port", ports[j]))
+        else:  # sets that remember different port ranges: one set at a time
+            for g, one in enumerate(sets):
+                ports = [ep_port(ep, one.ephemeral_start) for ep in block.endpoints]
+                found = by_table("port", ports, block.ep_ptr, block.ep_index)
+                for k, j in found:
+                    if group_list[k] == g:
+                        out.setdefault(k, []).append(NovelItem("port", ports[j]))
+    if block.sensitive_paths:
+        one_by_one("sensitive_path", block.path_ptr, block.sensitive_paths)
+    return out
+
+
+def ep_port(ep: Endpoint, ephemeral_start: int) -> str:
+    """The remembered form of an endpoint's port (``"tcp/5432"``), or ``""`` when it is not remembered
+    (inbound, or ephemeral)."""
+    return f"{ep.protocol}/{ep.port}" if ep.outbound and 0 < ep.port < ephemeral_start else ""
