@@ -35,12 +35,13 @@ from models.detectors.zscore import ZScoreDetector
 from models.errors import StateError, StateVersionError
 from models.explain import Deviation, deviations
 from models.features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_block
-from models.novelty import KINDS, NovelItem, NoveltySets
+from models.novelty import KINDS, NovelItem, NoveltySets, novel_rows
 from models.threshold import TailThreshold
 from models.vector import FeatureVector
 
 __all__ = [
     "BaselineConfig", "BlockVerdicts", "Deviation", "ImageBaseline", "Mode", "NovelItem", "State", "Verdict",
+    "process_blocks",
 ]
 
 
@@ -402,107 +403,16 @@ class ImageBaseline:
     def process_block(self, block: VectorBlock, features: np.ndarray | None = None) -> BlockVerdicts:
         """Score, decide and learn a block of this image's windows (event-time order).
 
-        ``features`` is ``models.features.transform_block(block)`` when the caller has it already (the
-        service transforms a whole batch at once, then splits it by image).
+        ``features`` is ``models.features.transform_block(block)`` when the caller has it already.  The
+        same as :func:`process_blocks` with this baseline as the only group.
         """
         n = len(block)
         if n == 0:
             return BlockVerdicts.empty(self.state)
         X = transform_block(block) if features is None else features
         if self.state is State.LEARNING and n > _LEARNING_CHUNK:
-            # While the model is forming, score against the freshest state: small chunks keep the
-            # scores that calibrate the threshold prequential.
-            return BlockVerdicts.concat(
-                [self.process_block(block.take(slice(start, start + _LEARNING_CHUNK)),
-                                    X[start : start + _LEARNING_CHUNK])
-                 for start in range(0, n, _LEARNING_CHUNK)],
-                self.state,
-            )
-        cfg = self.config
-        ages = block.age
-        is_startup = (ages >= 0.0) & (ages < cfg.startup_seconds)
-        rate = np.empty(n)
-        seq = np.zeros(n)
-        thresholds = np.empty(n)
-        seq_thresholds = np.full(n, math.inf)
-        grams = block.sparse_ngrams()
-        for profile, mask in self._by_profile(is_startup):
-            if mask is None:  # every window of the block (no copies)
-                rate = profile.detector.score_many(X)
-                thresholds.fill(profile.threshold.value)
-                seq_thresholds.fill(profile.seq_threshold.value)
-                if grams is not None:
-                    seq = profile.sequence.score_sparse(*grams, n)
-            elif mask.any():
-                rate[mask] = profile.detector.score_many(X[mask])
-                thresholds[mask] = profile.threshold.value
-                seq_thresholds[mask] = profile.seq_threshold.value
-                if grams is not None:
-                    rows, cols, counts = grams
-                    seq[mask] = profile.sequence.score_sparse(rows, cols, counts, n)[mask]
-
-        state = self.state
-        learning = state is State.LEARNING
-        # Start-up windows with no start-up profile yet are judged on the exact tier only, against
-        # the steady threshold.
-        no_profile = is_startup & ~np.isfinite(thresholds)
-        thresholds[no_profile] = self.steady.threshold.value
-        finite = np.isfinite(thresholds)
-        rate_hit = (rate > thresholds) & ~no_profile
-        seq_ok = np.isfinite(seq_thresholds) & ~no_profile
-        seq_hit = seq_ok & (seq > seq_thresholds)
-        # The continuous score is the more extreme tier, each relative to its own calibrated level, in
-        # units of the rate tier's threshold (so the one threshold applies to both).
-        seq_scaled = np.zeros(n)
-        np.divide(seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
-        continuous = np.where(no_profile, 0.0, np.maximum(rate, seq_scaled))
-        novel = self.novelty.novel_block(block)
-        n_kinds = np.zeros(n)
-        weight = self._novel_weight
-        for i, items in novel.items():
-            n_kinds[i] = sum(weight[k] for k in {item.kind for item in items})
-        scores = continuous + np.where(finite, thresholds, 0.0) * n_kinds
-        anomalous = finite & (rate_hit | seq_hit | (scores > thresholds)) if not learning else np.zeros(n, dtype=bool)
-        if state is State.FROZEN:
-            learn_mask = np.zeros(n, dtype=bool)
-        else:
-            learnable = block.complete & ~block.container_exited & (block.counters[:, _EVENTS_LOST] == 0)
-            if self.quarantine:
-                # looked up once per distinct container of this block, not per window
-                present, inverse = np.unique(block.ident, return_inverse=True)
-                keys = block.containers()
-                until = np.array([self.quarantine.get(keys[j], -math.inf) for j in present.tolist()])
-                learnable &= block.window_start >= until[inverse]
-            if learning:
-                learn_mask = learnable
-            else:
-                # Detection learns only windows comfortably inside the baseline: a window just under
-                # its threshold is not flagged, but neither may it pull the baseline towards itself.
-                inside = (continuous < self.config.learn_gate * thresholds) | no_profile
-                learn_mask = learnable & ~anomalous & inside
-        verdicts = BlockVerdicts(scores, thresholds, continuous, anomalous, learn_mask, is_startup, state,
-                                 {i: tuple(items) for i, items in novel.items()}, {})
-        for i in np.flatnonzero(anomalous).tolist():
-            vd = verdicts.verdict(i)
-            profile = self.startup if is_startup[i] else self.steady
-            seq_info = (float(seq[i]), float(seq_thresholds[i])) if seq_hit[i] else None
-            self._explain(vd, X[i], bool(rate_hit[i]), seq_info, profile)
-            verdicts.flagged[i] = vd
-            ident = block.identity(i)
-            self._quarantine(f"{ident.node}/{ident.container_id}", float(block.window_start[i]),
-                             float(block.window_start[i] + block.window_seconds[i]))
-        self.windows_scored += n
-        self.anomalies += len(verdicts.flagged)
-        self._learn(block, X, rate, seq, grams, learn_mask, is_startup, novel)
-        return verdicts
-
-    def _by_profile(self, is_startup: np.ndarray) -> tuple[tuple[_Profile, np.ndarray | None], ...]:
-        """The profiles a block's windows go to, with their masks (``None``: all windows, the usual case)."""
-        if not is_startup.any():
-            return ((self.steady, None),)
-        if is_startup.all():
-            return ((self.startup, None),)
-        return ((self.steady, ~is_startup), (self.startup, is_startup))
+            return process_blocks([(self, np.arange(n, dtype=np.int64))], block, X)[0]
+        return _process([(self, None)], block, X)[0]  # the whole block, no gathers
 
     def _quarantine(self, container: str, window_start: float, window_end: float) -> None:
         """Stop learning from a container for a while after it raised an anomaly."""
@@ -537,79 +447,6 @@ class ImageBaseline:
             explanation.insert(0, Deviation("sequence.surprise", observed, typical, level - typical, "nats/gram",
                                             observed / level if level > 0 else math.inf))
         verdict.explanation = tuple(explanation)
-
-    def _learn(
-        self,
-        block: VectorBlock,
-        X: np.ndarray,
-        scores: np.ndarray,
-        seq: np.ndarray,
-        grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-        learn_mask: np.ndarray,
-        is_startup: np.ndarray,
-        novel: dict[int, list[NovelItem]],
-    ) -> None:
-        if not learn_mask.any():
-            return
-        window_seconds = float(block.window_seconds[0])
-        everything = bool(learn_mask.all())
-        for profile, part in self._by_profile(is_startup):
-            mask = learn_mask if part is None else learn_mask & part
-            count = len(mask) if part is None and everything else int(mask.sum())
-            if not count:
-                continue
-            # Thresholds come from the scores of the profile's own learning period, computed before
-            # each window was learnt (prequential), leaving out the first half of it while the detector
-            # settles.  After that they stay put: detection-time scores never move them.
-            if profile is self.steady:
-                calibrating = self.state is State.LEARNING
-                skip = max(0, self.config.min_learn_windows // 2 - profile.windows)
-            else:
-                calibrating = profile.windows < 2 * self.config.min_learn_windows
-                skip = max(0, self.config.min_learn_windows // 4 - profile.windows)
-            calibrate = scores[mask][skip:] if calibrating else scores[:0]
-            if len(calibrate):
-                profile.threshold.add(calibrate, window_seconds)
-                if self.state is not State.LEARNING:
-                    profile.threshold.recompute()
-            if grams is not None:
-                rows, cols, counts = grams
-                take = mask[rows]
-                has_grams = np.zeros(len(mask), dtype=bool)
-                has_grams[rows[take]] = True
-                seq_cal = seq[mask & has_grams][skip:] if calibrating else seq[:0]
-                if len(seq_cal):
-                    profile.seq_threshold.add(seq_cal, window_seconds)
-                    if self.state is not State.LEARNING:
-                        profile.seq_threshold.recompute()
-                profile.sequence.learn_sparse(cols[take], counts[take], int((mask & has_grams).sum()))
-            # While learning, the spread is being discovered; once detecting, how fast the baseline
-            # may move is bounded (poisoning resistance).
-            profile.detector.learn_many(X if count == len(X) else X[mask], bound=self.state is not State.LEARNING)
-            profile.windows += count
-        rows_learnt = np.flatnonzero(learn_mask)
-        if self.state is State.LEARNING:
-            # Outside learning a window with novel items is flagged and never learnt, so only
-            # learning can grow the sets (and feedback, through accept()).
-            containers = block.containers()
-            ident = block.ident.tolist()
-            startup = is_startup.tolist()
-            for i in rows_learnt.tolist():
-                container = containers[ident[i]]
-                if len(self.containers) < _MAX_REPLICAS:
-                    self.containers.add(container)
-                items = novel.get(i)
-                if items:
-                    self.novelty.learn_items(items, container, startup[i], len(self.containers))
-        starts = block.window_start[rows_learnt]
-        if math.isnan(self.first_window):
-            self.first_window = float(starts.min())
-        latest = float(starts.max())
-        if math.isnan(self.last_window) or latest > self.last_window:
-            self.last_window = latest
-        self._window_seconds = float(block.window_seconds[rows_learnt[-1]])
-        self.windows_learned += len(rows_learnt)
-        self._maybe_ready()
 
     def accept(self, vector: FeatureVector) -> list[NovelItem]:
         """Feedback: this window is normal for the image. Learn it, and make its novel items known."""
@@ -697,3 +534,273 @@ class ImageBaseline:
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"baseline state is inconsistent: {exc}") from exc
         return b
+
+
+# -- the scoring path: many images' windows of one block at once -------------------------------------
+
+
+def process_blocks(
+    groups: Sequence[tuple[ImageBaseline, np.ndarray]], block: VectorBlock, features: np.ndarray | None = None
+) -> list[BlockVerdicts]:
+    """Score, decide and learn the windows of several images that arrived in one block.
+
+    ``groups`` pairs each baseline (at most once) with the rows of ``block`` that are its windows, in
+    event-time order; ``features`` is ``transform_block(block)`` when the caller has it.  Returns one
+    :class:`BlockVerdicts` per group, row ``i`` of it being the group's ``rows[i]``.
+
+    Every image is scored with one set of NumPy operations for the whole block (stacked per-image
+    state: means, spreads and thresholds gathered per row) and learns from segment sums; per-image
+    Python is left for the novelty sets, thresholds that are still calibrating and anomalous windows.
+    :meth:`ImageBaseline.process_block` is this with one group, so the service, ``baseliner evaluate``,
+    the notebooks and the MLflow model share one scoring path.
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> web, db = (ImageBaseline(k, BaselineConfig(min_learn_windows=20, min_learn_seconds=0)) for k in ("web", "db"))
+    >>> ws = [FeatureVector(Identity("n", f"c{i % 2}", "web" if i % 2 else "db"), 1.7e9 + 5 * (i // 2), 5.0,
+    ...                     {"read": 100 + i % 5, "write": 50}) for i in range(80)]
+    >>> blk = VectorBlock.from_vectors(ws)
+    >>> odd, even = np.arange(1, 80, 2), np.arange(0, 80, 2)
+    >>> [len(v) for v in process_blocks([(web, odd), (db, even)], blk)], web.state.value, db.state.value
+    ([40, 40], 'detecting', 'detecting')
+    """
+    if len({id(b) for b, _ in groups}) != len(groups):
+        raise ValueError("a baseline appears in more than one group")
+    X = transform_block(block) if features is None else features
+    out: list[BlockVerdicts] = [BlockVerdicts.empty(b.state) for b, _ in groups]
+    together = []
+    for g, (b, rows) in enumerate(groups):
+        if not len(rows):
+            continue
+        if b.state is State.LEARNING and len(rows) > _LEARNING_CHUNK:
+            # While the model is forming, score against the freshest state: small chunks keep the
+            # scores that calibrate the threshold prequential.
+            chunks = [rows[s : s + _LEARNING_CHUNK] for s in range(0, len(rows), _LEARNING_CHUNK)]
+            out[g] = BlockVerdicts.concat([_process([(b, chunk)], block, X)[0] for chunk in chunks], b.state)
+        else:
+            together.append(g)
+    if together:
+        for g, verdicts in zip(together, _process([groups[g] for g in together], block, X), strict=True):
+            out[g] = verdicts
+    return out
+
+
+def _process(
+    groups: Sequence[tuple[ImageBaseline, np.ndarray | None]], block: VectorBlock, X: np.ndarray
+) -> list[BlockVerdicts]:
+    """:func:`process_blocks` for groups scored against their state before the block (``rows`` of
+    ``None``: the only group is the whole block).
+
+    Window ``k`` below is ``block`` row ``R[k]`` of group ``grp[k]``; profile ``prof[k]`` is ``2 grp[k]``
+    (steady) or ``2 grp[k] + 1`` (start-up).
+    """
+    baselines = [b for b, _ in groups]
+    n_groups = len(groups)
+    whole = groups[0][1] is None  # one group: every row of the block, in order (no gathers)
+    if whole:
+        n = len(block)
+        sizes, R, grp = [n], np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    else:
+        sizes = [len(rows) for _, rows in groups]  # type: ignore[arg-type]
+        R = np.concatenate([np.asarray(rows, dtype=np.int64) for _, rows in groups])
+        n = len(R)
+        grp = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
+    offsets = [0, *np.cumsum(sizes).tolist()]
+
+    def rows_of(a: np.ndarray) -> np.ndarray:
+        return a if whole else a[R]
+
+    def per_group(values: list[Any]) -> Any:
+        return np.asarray(values[0]) if n_groups == 1 else np.asarray(values)[grp]  # 0-d: broadcasts
+
+    cfgs = [b.config for b in baselines]
+    Xr = rows_of(X)
+    ages = rows_of(block.age)
+    is_startup = (ages >= 0.0) & (ages < per_group([c.startup_seconds for c in cfgs]))
+    prof = 2 * grp + is_startup
+    profiles = [p for b in baselines for p in (b.steady, b.startup)]
+    # standard scores of every window against its profile, for scoring now and learning below
+    if is_startup.any():
+        rate_dets, rate_rows = [p.detector for p in profiles], prof
+    else:
+        rate_dets, rate_rows = [b.steady.detector for b in baselines], grp
+    z = ZScoreDetector.standard_scores_stacked(rate_dets, Xr, rate_rows)
+    rate = ZScoreDetector.score_stacked(rate_dets, Xr, rate_rows, z)
+    thresholds = np.array([p.threshold.value for p in profiles])[prof]
+    seq_thresholds = np.array([p.seq_threshold.value for p in profiles])[prof]
+    seq = np.zeros(n)
+    has_grams = np.zeros(n, dtype=bool)
+    grams = block.sparse_ngrams()
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    if grams is not None:
+        e_row, cols, counts = grams
+        if not whole:
+            pos = np.full(len(block), -1, dtype=np.int64)
+            pos[R] = np.arange(n, dtype=np.int64)
+            e_row = pos[e_row]
+            mine = e_row >= 0
+            e_row, cols, counts = e_row[mine], cols[mine], counts[mine]
+        e_prof = prof[e_row]
+        entries = (e_row, cols, counts, e_prof)
+        has_grams[e_row] = True
+        for p in np.unique(e_prof).tolist():
+            sel = e_prof == p
+            scored = profiles[p].sequence.score_sparse(e_row[sel], cols[sel], counts[sel], n)
+            in_p = prof == p
+            seq[in_p] = scored[in_p]
+
+    states = [b.state for b in baselines]
+    learning = per_group([s is State.LEARNING for s in states])
+    frozen = per_group([s is State.FROZEN for s in states])
+    # Start-up windows with no start-up profile yet are judged on the exact tier only, against the
+    # steady threshold.
+    no_profile = is_startup & ~np.isfinite(thresholds)
+    if no_profile.any():
+        thresholds = np.where(no_profile, per_group([b.steady.threshold.value for b in baselines]), thresholds)
+    finite = np.isfinite(thresholds)
+    rate_hit = (rate > thresholds) & ~no_profile
+    seq_ok = np.isfinite(seq_thresholds) & ~no_profile
+    seq_hit = seq_ok & (seq > seq_thresholds)
+    # The continuous score is the more extreme tier, each relative to its own calibrated level, in
+    # units of the rate tier's threshold (so the one threshold applies to both).
+    seq_scaled = np.zeros(n)
+    np.divide(seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
+    continuous = np.where(no_profile, 0.0, np.maximum(rate, seq_scaled))
+    novel = novel_rows([b.novelty for b in baselines], block, None if whole else R, grp)
+    n_kinds = np.zeros(n)
+    grp_list = grp.tolist()
+    for k, items in novel.items():
+        weight = baselines[grp_list[k]]._novel_weight
+        n_kinds[k] = sum(weight[kind] for kind in {item.kind for item in items})
+    scores = continuous + np.where(finite, thresholds, 0.0) * n_kinds
+    anomalous = finite & (rate_hit | seq_hit | (scores > thresholds)) & ~learning
+    learnable = rows_of(block.complete) & ~rows_of(block.container_exited)
+    learnable &= rows_of(block.counters[:, _EVENTS_LOST]) == 0
+    for g, b in enumerate(baselines):
+        if b.quarantine:  # looked up once per distinct container of the group, not per window
+            part = R[offsets[g] : offsets[g + 1]]
+            present, inverse = np.unique(block.ident[part], return_inverse=True)
+            keys = block.containers()
+            until = np.array([b.quarantine.get(keys[j], -math.inf) for j in present.tolist()])
+            learnable[offsets[g] : offsets[g + 1]] &= block.window_start[part] >= until[inverse]
+    # Detection learns only windows comfortably inside the baseline: a window just under its threshold
+    # is not flagged, but neither may it pull the baseline towards itself.
+    inside = (continuous < per_group([c.learn_gate for c in cfgs]) * thresholds) | no_profile
+    learn_mask = learnable & ~frozen & (learning | (~anomalous & inside))
+
+    verdicts = [
+        BlockVerdicts(scores[lo:hi], thresholds[lo:hi], continuous[lo:hi], anomalous[lo:hi], learn_mask[lo:hi],
+                      is_startup[lo:hi], states[g], {}, {})
+        for g, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:], strict=True))
+    ]
+    for k, items in novel.items():
+        g = grp_list[k]
+        verdicts[g].novel[k - offsets[g]] = tuple(items)
+    for k in np.flatnonzero(anomalous).tolist():
+        g = grp_list[k]
+        b, local = baselines[g], k - offsets[g]
+        vd = verdicts[g].verdict(local)
+        profile = b.startup if is_startup[k] else b.steady
+        seq_info = (float(seq[k]), float(seq_thresholds[k])) if seq_hit[k] else None
+        b._explain(vd, Xr[k], bool(rate_hit[k]), seq_info, profile)
+        verdicts[g].flagged[local] = vd
+        row = int(R[k])
+        ident = block.identity(row)
+        start = float(block.window_start[row])
+        b._quarantine(f"{ident.node}/{ident.container_id}", start, start + float(block.window_seconds[row]))
+    for b, size, v in zip(baselines, sizes, verdicts, strict=True):
+        b.windows_scored += size
+        b.anomalies += len(v.flagged)
+    if learn_mask.any():
+        _learn(baselines, profiles, block, R, offsets, Xr, z, rate, seq, has_grams, entries, learn_mask, prof,
+               is_startup, novel)
+    return verdicts
+
+
+def _learn(
+    baselines: list[ImageBaseline],
+    profiles: list[_Profile],
+    block: VectorBlock,
+    R: np.ndarray,
+    offsets: list[int],
+    Xr: np.ndarray,
+    z: np.ndarray,
+    rate: np.ndarray,
+    seq: np.ndarray,
+    has_grams: np.ndarray,
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    learn_mask: np.ndarray,
+    prof: np.ndarray,
+    is_startup: np.ndarray,
+    novel: dict[int, list[NovelItem]],
+) -> None:
+    """Learn the windows of ``learn_mask`` (see :func:`_process` for the indexing)."""
+    learnt_prof = prof[learn_mask]
+    per_profile = np.bincount(learnt_prof, minlength=len(profiles))
+    for p in np.flatnonzero(per_profile).tolist():
+        g = p // 2
+        b, profile, count = baselines[g], profiles[p], int(per_profile[p])
+        # Thresholds come from the scores of the profile's own learning period, computed before each
+        # window was learnt (prequential), leaving out the first half of it while the detector settles.
+        # After that they stay put: detection-time scores never move them.
+        if profile is b.steady:
+            calibrating = b.state is State.LEARNING
+            skip = max(0, b.config.min_learn_windows // 2 - profile.windows)
+        else:
+            calibrating = profile.windows < 2 * b.config.min_learn_windows
+            skip = max(0, b.config.min_learn_windows // 4 - profile.windows)
+        if calibrating or entries is not None:
+            mask = learn_mask & (prof == p)
+            window_seconds = float(block.window_seconds[R[offsets[g]]])
+            calibrate = rate[mask][skip:] if calibrating else rate[:0]
+            if len(calibrate):
+                profile.threshold.add(calibrate, window_seconds)
+                if b.state is not State.LEARNING:
+                    profile.threshold.recompute()
+            if entries is not None:
+                e_row, cols, counts, e_prof = entries
+                take = mask[e_row]
+                seq_cal = seq[mask & has_grams][skip:] if calibrating else seq[:0]
+                if len(seq_cal):
+                    profile.seq_threshold.add(seq_cal, window_seconds)
+                    if b.state is not State.LEARNING:
+                        profile.seq_threshold.recompute()
+                profile.sequence.learn_sparse(cols[take], counts[take], int((mask & has_grams).sum()))
+        profile.windows += count
+    # While learning, the spread is being discovered; once detecting, how fast the baseline may move is
+    # bounded (poisoning resistance).
+    everything = bool(learn_mask.all())
+    ZScoreDetector.learn_stacked(
+        [p.detector for p in profiles],
+        Xr if everything else Xr[learn_mask],
+        prof if everything else learnt_prof,
+        [b.state is not State.LEARNING for b in baselines for _ in (0, 1)],
+        z if everything else z[learn_mask],
+    )
+    for g, b in enumerate(baselines):
+        lo, hi = offsets[g], offsets[g + 1]
+        learnt = np.flatnonzero(learn_mask[lo:hi])
+        if not len(learnt):
+            continue
+        rows = R[lo:hi][learnt]
+        if b.state is State.LEARNING:
+            # Outside learning a window with novel items is flagged and never learnt, so only learning
+            # can grow the sets (and feedback, through accept()).
+            containers = block.containers()
+            ident = block.ident[rows].tolist()
+            startup = is_startup[lo:hi][learnt].tolist()
+            for j, k in enumerate((learnt + lo).tolist()):
+                container = containers[ident[j]]
+                if len(b.containers) < _MAX_REPLICAS:
+                    b.containers.add(container)
+                items = novel.get(k)
+                if items:
+                    b.novelty.learn_items(items, container, startup[j], len(b.containers))
+        starts = block.window_start[rows]
+        if math.isnan(b.first_window):
+            b.first_window = float(starts.min())
+        latest = float(starts.max())
+        if math.isnan(b.last_window) or latest > b.last_window:
+            b.last_window = latest
+        b._window_seconds = float(block.window_seconds[rows[-1]])
+        b.windows_learned += len(rows)
+        b._maybe_ready()

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem
+from models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
 from models.block import VectorBlock
 from models.errors import UnknownBaselineError, ValidationError
 from models.features import transform_block
@@ -221,12 +221,7 @@ class Pipeline:
         self.stage_seconds["validate"] += t1 - t0
         features = transform_block(block)  # the whole batch at once, then split by image
         self.stage_seconds["score"] += self._clock() - t1
-        n = len(block)
-        for key, rows in groups:
-            if len(rows) == n and (rows[1:] > rows[:-1]).all():  # one image, already in order
-                result.applied += self._apply_group(key, block, features, errors)
-            else:
-                result.applied += self._apply_group(key, block.take(rows), features[rows], errors)
+        result.applied += self._apply_groups(groups, block, features, errors)
         self._close_expired()
         t2 = self._clock()
         for sink in self.sinks:
@@ -319,42 +314,57 @@ class Pipeline:
         return [(names[int(part_keys[0])], part) for part, part_keys in
                 zip(np.split(order, bounds), np.split(sorted_keys, bounds), strict=True)]
 
-    def _apply_group(
-        self, key: str, block: VectorBlock, features: np.ndarray, rejected: list[ValidationError]
+    def _apply_groups(
+        self, groups: list[tuple[str, np.ndarray]], block: VectorBlock, features: np.ndarray,
+        rejected: list[ValidationError],
     ) -> int:
-        baseline = self.baselines.get(key)
-        n = len(block)
-        if baseline is None:
-            if len(self.baselines) >= self.config.max_baselines:
-                msg = f"baseline limit of {self.config.max_baselines} images reached; image {key!r} not learned"
-                rejected.extend(ValidationError("TOO_LARGE", "baseline limit: " + msg, int(i)) for i in block.index)
-                return 0
-            baseline = self.baselines[key] = self.new_baseline(key)
-            self.removed.discard(key)
-            log.info("new baseline %s", key)
+        """Score and learn every image's rows of the block at once (``models.baseline.process_blocks``)."""
+        todo: list[tuple[str, ImageBaseline, np.ndarray]] = []
+        for key, rows in groups:
+            baseline = self.baselines.get(key)
+            if baseline is None:
+                if len(self.baselines) >= self.config.max_baselines:
+                    msg = f"baseline limit of {self.config.max_baselines} images reached; image {key!r} not learned"
+                    rejected.extend(ValidationError("TOO_LARGE", "baseline limit: " + msg, int(i))
+                                    for i in block.index[rows])
+                    continue
+                baseline = self.baselines[key] = self.new_baseline(key)
+                self.removed.discard(key)
+                log.info("new baseline %s", key)
+            elif not isinstance(baseline, ImageBaseline):  # a spilled baseline whose saved state was refused
+                why = f"baseline {key!r} is unavailable: {getattr(baseline, 'reason', 'its state cannot be loaded')}"
+                rejected.extend(ValidationError("UNSPECIFIED", why, int(i)) for i in block.index[rows])
+                continue
+            todo.append((key, baseline, rows))
+        if not todo:
+            return 0
         w0 = time.perf_counter()
         t0 = self._clock()
         try:
-            verdicts = baseline.process_block(block, features)
-        except Exception:  # a model bug must not take the stream down: reject the group, say why
-            log.exception("scoring %d vectors of %s failed", n, key)
+            results = process_blocks([(b, rows) for _, b, rows in todo], block, features)
+        except Exception:  # a model bug must not take the stream down: reject the windows, say why
+            log.exception("scoring %d vectors of %d images failed", sum(len(r) for _, _, r in todo), len(todo))
             rejected.extend(
                 ValidationError("UNSPECIFIED", "internal error while scoring (see the service log)", int(i))
-                for i in block.index
+                for _, _, rows in todo for i in block.index[rows]
             )
             return 0
         elapsed = time.perf_counter() - w0
         t1 = self._clock()
         self.stage_seconds["score"] += t1 - t0
-        self.dirty.add(key)
         m = self.metrics
         if m is not None:
             m.scoring_latency.observe(elapsed)
-            m.observe_scores(key, verdicts.score)
-        for i in sorted(verdicts.flagged):
-            self._anomaly(key, block.vector(i), verdicts.flagged[i])
+            for (key, _, _), verdicts in zip(todo, results, strict=True):
+                m.observe_scores(key, verdicts.score)
+        applied = 0
+        for (key, _, rows), verdicts in zip(todo, results, strict=True):
+            self.dirty.add(key)
+            applied += len(rows)
+            for i in sorted(verdicts.flagged):
+                self._anomaly(key, block.vector(int(rows[i])), verdicts.flagged[i])
         self.stage_seconds["events"] += self._clock() - t1
-        return n
+        return applied
 
     # -- anomalies ----------------------------------------------------------------------------------
     def _anomaly(self, key: str, v: FeatureVector, vd: Any) -> None:

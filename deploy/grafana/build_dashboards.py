@@ -269,7 +269,7 @@ def service() -> dict[str, Any]:
                 "[$__rate_interval])))", "p50"),
            prom("histogram_quantile(0.99, sum by (le) (rate(baseliner_ingest_latency_seconds_bucket"
                 "[$__rate_interval])))", "p99")], unit="s")
-    b.add("timeseries", "Scoring latency (one image group)",
+    b.add("timeseries", "Scoring latency (one batch, every image)",
           [prom("histogram_quantile(0.99, sum by (le) (rate(baseliner_scoring_latency_seconds_bucket"
                 "[$__rate_interval])))", "p99"),
            prom("sum(rate(baseliner_scoring_latency_seconds_sum[$__rate_interval])) / "

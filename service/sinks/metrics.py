@@ -243,7 +243,7 @@ class ServiceMetrics:
             namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
         )
         self.scoring_latency = Histogram(
-            "scoring_latency_seconds", "Time to score and learn one image group of a batch",
+            "scoring_latency_seconds", "Time to score and learn the windows of one batch (every image at once)",
             namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
         )
         self.baseline_limit = Gauge(

@@ -1,0 +1,155 @@
+"""Stacked scoring: many images' windows of one block at once == each image on its own.
+
+``models.baseline.process_blocks`` is the service's path (every image of a batch in one set of NumPy
+operations); ``ImageBaseline.process_block`` with one image is what evaluation and the MLflow model call.
+Both must give the same verdicts and leave the same learnt state.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from models.baseline import BaselineConfig, ImageBaseline, Mode, process_blocks
+from models.block import VectorBlock
+from models.detectors.zscore import ZScoreDetector
+from models.vector import Endpoint, FeatureVector, Identity
+
+CFG = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, startup_seconds=30.0)
+IMAGES = ("web", "db", "worker")
+
+
+def _window(rng: random.Random, image: str, container: int, t: float, age: float) -> FeatureVector:
+    scale = {"web": 1.0, "db": 4.0, "worker": 0.3}[image]
+    calls = {"read": int(400 * scale * rng.uniform(0.8, 1.2)), "write": int(200 * scale * rng.uniform(0.8, 1.2)),
+             "futex": rng.randint(0, 50)}
+    v = FeatureVector(
+        Identity("node-1", f"{image}-{container}", image, "1"), t, 5.0, calls,
+        connects=rng.randint(0, 4), bytes_sent=int(1e4 * scale * rng.uniform(0.5, 1.5)),
+        endpoints=[Endpoint("10.0.0.5", 5432)] if image == "web" else [],
+        seconds_since_start=age,
+    )
+    if image == "db":  # the sequence tier only for one image
+        v.ngrams = {rng.randrange(0, 4096): rng.randint(1, 20) for _ in range(8)}
+    return v
+
+
+def _rounds(seed: int, n_rounds: int, start: int = 0) -> list[list[FeatureVector]]:
+    rng = random.Random(seed)
+    out = []
+    for r in range(start, start + n_rounds):
+        batch = []
+        for image in IMAGES:
+            for c in range(3):
+                # container 2 of each image restarts now and then: start-up windows in the same block
+                age = 5.0 * (r % 12) if c == 2 else 10_000.0 + 5.0 * r
+                batch.append(_window(rng, image, c, 1.7e9 + 5.0 * r, age))
+        rng.shuffle(batch)
+        out.append(batch)
+    return out
+
+
+def _clone(b: ImageBaseline) -> ImageBaseline:
+    return ImageBaseline.from_state(*b.to_state())
+
+
+def _run_both(together: dict[str, ImageBaseline], alone: dict[str, ImageBaseline], batch: list[FeatureVector]):
+    block = VectorBlock.from_vectors(batch)
+    keys = [v.identity.image_repository for v in batch]
+    groups = []
+    for image in IMAGES:
+        rows = np.array([i for i, k in enumerate(keys) if k == image], dtype=np.int64)
+        rows = rows[np.argsort(block.window_start[rows], kind="stable")]
+        groups.append((image, rows))
+    stacked = process_blocks([(together[image], rows) for image, rows in groups], block)
+    single = [alone[image].process_block(block.take(rows)) for image, rows in groups]
+    return groups, stacked, single
+
+
+def _assert_same(a, b) -> None:
+    for field in ("score", "threshold", "continuous"):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-9, atol=1e-9, err_msg=field)
+    for field in ("anomalous", "learned", "startup"):
+        assert getattr(a, field).tolist() == getattr(b, field).tolist(), field
+    assert a.state == b.state
+    assert sorted(a.flagged) == sorted(b.flagged)
+    for i, vd in a.flagged.items():
+        other = b.flagged[i]
+        assert vd.kinds == other.kinds and vd.severity == other.severity and vd.novel == other.novel
+        assert [d.feature for d in vd.explanation] == [d.feature for d in other.explanation]
+    assert a.novel == b.novel
+
+
+def _assert_same_state(x: ImageBaseline, y: ImageBaseline) -> None:
+    (mx, ax), (my, ay) = x.to_state(), y.to_state()
+    assert mx == my
+    assert ax.keys() == ay.keys()
+    for k in ax:
+        np.testing.assert_allclose(ax[k], ay[k], rtol=1e-9, atol=1e-9, err_msg=k)
+
+
+def test_every_image_at_once_equals_each_image_alone() -> None:
+    together = {image: ImageBaseline(image, CFG) for image in IMAGES}
+    alone = {image: ImageBaseline(image, CFG) for image in IMAGES}
+    together["worker"].set_mode(Mode.LEARN)  # one image kept learning while the others detect
+    alone["worker"].set_mode(Mode.LEARN)
+    batches = _rounds(seed=3, n_rounds=60)
+    # an attack in the last round: a shell in one web container, flagged with an explanation
+    attack = next(v for v in batches[-1] if v.identity.image_repository == "web" and v.seconds_since_start > 1000)
+    attack.executables = ["/bin/sh"]
+    attack.execs = 3
+    attack.syscalls["execve"] = 3
+    flagged = 0
+    for batch in batches:
+        groups, stacked, single = _run_both(together, alone, batch)
+        for a, b in zip(stacked, single, strict=True):
+            _assert_same(a, b)
+            flagged += len(a.flagged)
+    assert together["web"].state.value == "detecting" and together["worker"].state.value == "learning"
+    assert flagged >= 1
+    for image in IMAGES:
+        _assert_same_state(together[image], alone[image])
+
+
+def test_frozen_and_restored_images_in_one_block() -> None:
+    base = {image: ImageBaseline(image, CFG) for image in IMAGES}
+    for batch in _rounds(seed=5, n_rounds=40):
+        _run_both(base, {image: _clone(b) for image, b in base.items()}, batch)
+    base["db"].set_mode(Mode.FREEZE)
+    alone = {image: _clone(b) for image, b in base.items()}
+    for batch in _rounds(seed=6, n_rounds=10, start=40):
+        groups, stacked, single = _run_both(base, alone, batch)
+        for a, b in zip(stacked, single, strict=True):
+            _assert_same(a, b)
+        assert not stacked[1].learned.any()  # frozen
+    for image in IMAGES:
+        _assert_same_state(base[image], alone[image])
+
+
+def test_a_baseline_may_appear_once() -> None:
+    b = ImageBaseline("x", CFG)
+    block = VectorBlock.from_vectors(_rounds(seed=1, n_rounds=1)[0])
+    with pytest.raises(ValueError, match="more than one group"):
+        process_blocks([(b, np.array([0])), (b, np.array([1]))], block)
+
+
+def test_stacked_detectors_learn_and_score_as_each_alone() -> None:
+    rng = np.random.default_rng(0)
+    together = [ZScoreDetector(window=50, clip=3.0, upper_only=j % 2 == 0, features=tuple("abcd")) for j in range(3)]
+    alone = [ZScoreDetector(window=50, clip=3.0, upper_only=j % 2 == 0, features=tuple("abcd")) for j in range(3)]
+    for step in range(12):
+        X = rng.normal(size=(30, 4)) * (1 + step % 3)
+        which = rng.integers(0, 3, size=30)
+        bound = [step % 2 == 0, True, False]
+        scores = ZScoreDetector.score_stacked(together, X, which)
+        for j, d in enumerate(alone):
+            np.testing.assert_allclose(scores[which == j], d.score_many(X[which == j]), rtol=1e-12)
+        ZScoreDetector.learn_stacked(together, X, which, bound)
+        for j, d in enumerate(alone):
+            d.learn_many(X[which == j], bound=bound[j])
+        for a, b in zip(together, alone, strict=True):
+            np.testing.assert_allclose(a.means(), b.means(), rtol=1e-12)
+            np.testing.assert_allclose(a.stds(), b.stds(), rtol=1e-9)
+            assert a.n_seen == b.n_seen
