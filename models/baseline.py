@@ -678,6 +678,11 @@ def _process(
     for g, b in enumerate(baselines):
         if b.quarantine:  # looked up once per distinct container of the group, not per window
             part = R[offsets[g] : offsets[g + 1]]
+            oldest, latest = float(block.window_start[part].min()), max(b.quarantine.values())
+            if latest <= oldest:  # every quarantine is over for these windows
+                if latest + b.config.quarantine_seconds < oldest:
+                    b.quarantine.clear()  # and long enough ago that no late window of them will come
+                continue
             present, inverse = np.unique(block.ident[part], return_inverse=True)
             keys = block.containers()
             until = np.array([b.quarantine.get(keys[j], -math.inf) for j in present.tolist()])
