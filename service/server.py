@@ -16,11 +16,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2
 from service import auth, serde
 from service.config import ServeConfig, split_address
 from service.pipeline import Pipeline
-from service.servicer import AdminServicer, IngestServicer
+from service.servicer import AdminServicer, IngestServicer, add_ingest_servicer
 from service.sinks.events import EventSink, JsonLinesSink
 from service.sinks.metrics import ServiceMetrics
 from service.spill import SpillingBaselines
@@ -115,7 +115,7 @@ class BaselinerServer:
         ]
         interceptors = [auth.AuthInterceptor(self.authorizer)] if self.authorizer.enabled else []
         self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None, interceptors=interceptors)
-        ingest_pb2_grpc.add_IngestServicer_to_server(
+        add_ingest_servicer(
             IngestServicer(self.pipeline, self.decoder, self.metrics, wal=self.wal,
                            authorizer=self.authorizer if self.authorizer.enabled else None,
                            idle_seconds=g.max_stream_idle_seconds),

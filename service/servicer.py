@@ -56,11 +56,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         try:
             while True:
                 try:
-                    req = await asyncio.wait_for(anext(requests), self.idle_seconds)
+                    item = await asyncio.wait_for(anext(requests), self.idle_seconds)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
                     await abort(context, ProtocolError(f"no message for {self.idle_seconds:g}s; closing the stream"))
+                # add_to_server registers serde.parse_request as the deserializer (the batch's bytes come along)
+                req, raw_batch = (item.message, item.batch_bytes) if isinstance(item, serde.Incoming) else (item, None)
                 body = req.WhichOneof("body")
                 if body == "hello":
                     h = req.hello
@@ -92,7 +94,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                     if not sensor_id:
                         await abort(context, ProtocolError("the first message of a stream must be a Hello"))
                     try:
-                        resp, lsn = self._batch(sensor_id, node, req.batch, allowed)
+                        resp, lsn = self._batch(sensor_id, node, req.batch, allowed, raw_batch)
                     except DurabilityError as e:
                         await abort(context, e)
                     if self.wal is not None and not resp.ack.batch_rejected:
@@ -107,9 +109,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 log.info("sensor %s disconnected", sensor_id)
 
     def _batch(
-        self, sensor_id: str, node: str, batch: Any, allowed: str | None = None
+        self, sensor_id: str, node: str, batch: Any, allowed: str | None = None, raw: memoryview | None = None
     ) -> tuple[ingest_pb2.IngestResponse, int]:
-        """Check, log (write-ahead) and apply one batch; returns the ack and the log record to wait for."""
+        """Check, log (write-ahead) and apply one batch; returns the ack and the log record to wait for.
+
+        ``raw`` is the batch's bytes as received, logged as they are (else the batch is serialised again).
+        """
         t0 = time.perf_counter()
         m = self.metrics
         seq = batch.sequence
@@ -139,7 +144,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 from service.wal import KIND_BATCH, Record
 
                 try:
-                    lsn = self.wal.append(Record(KIND_BATCH, sensor_id, allowed or "", seq, batch.SerializeToString()))
+                    data = raw if raw is not None else batch.SerializeToString()
+                    lsn = self.wal.append(Record(KIND_BATCH, sensor_id, allowed or "", seq, data))
                 except (OSError, ValueError) as e:
                     log.error("write-ahead log: cannot record batch %d of %s: %s", seq, sensor_id, e)
                     raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
@@ -151,6 +157,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         if m is not None:
             m.ingest_latency.observe(time.perf_counter() - t0)
         return resp, lsn
+
+
+def add_ingest_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Register ``Ingest`` like the generated ``add_IngestServicer_to_server``, with
+    :func:`service.serde.parse_request` as the request deserializer (the servicer gets each batch's bytes
+    as received, for the write-ahead log)."""
+    handlers = {
+        "Stream": grpc.stream_stream_rpc_method_handler(
+            servicer.Stream,
+            request_deserializer=serde.parse_request,
+            response_serializer=ingest_pb2.IngestResponse.SerializeToString,
+        ),
+    }
+    name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
