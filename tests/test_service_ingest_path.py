@@ -96,3 +96,10 @@ def test_log_holds_the_batch_as_sent_and_replay_checks_it_again(tmp_path: Path) 
             assert sum(b.windows_scored for b in srv.pipeline.all()) == 10
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_heap_slack_is_kept_on_glibc() -> None:
+    from service.server import keep_heap_slack
+
+    assert keep_heap_slack(16 << 20)
