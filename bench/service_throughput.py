@@ -160,7 +160,8 @@ def _serve_accounted(out: str, serve_args: list[str]) -> None:
     def end(*_: Any) -> None:
         result = {k: v - start[k] for k, v in acc.items()}
         result["thread"] = clock() - start["thread"]
-        Path(out).write_text(json.dumps(result))
+        Path(out + ".tmp").write_text(json.dumps(result))
+        os.replace(out + ".tmp", out)  # whole, as soon as it exists
 
     signal.signal(signal.SIGUSR1, begin)
     signal.signal(signal.SIGUSR2, end)
