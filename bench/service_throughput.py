@@ -376,6 +376,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra `baseliner serve --set` for the end-to-end run (e.g. state.wal_fsync=group)")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--skip-stages", action="store_true", help="only the end-to-end run (no stages, no sizes)")
     ap.add_argument("--json", help="write results here as JSON")
     args = ap.parse_args()
 
@@ -407,18 +408,19 @@ def main() -> None:
               f"{e2e['main_thread_minor_faults']} minor page faults):")
         for k, v in e2e["in_service_us_per_vector"].items():
             print(f"  {k:58s} {v:8.2f}")
-    os.sched_setaffinity(0, {0})
-    st = stages(learn, measure, to_wire)
-    results["stages_us_per_vector"] = st["us_per_vector"]
-    print("per stage (CPU us/vector, one thread, no gRPC):")
-    for k, v in st["us_per_vector"].items():
-        print(f"  {k:58s} {v:8.2f}")
-    sz = sizes(st["pipeline"], measure)
-    results["sizes"] = sz
-    print(f"baseline state file: max {sz['state_file_bytes_max']} B, median {sz['state_file_bytes_median']} B "
-          f"(arrays {sz['state_arrays_bytes']} B uncompressed, meta {sz['state_meta_json_bytes']} B); "
-          f"live memory of one baseline after {sz['windows_in_that_baseline']} windows: "
-          f"{sz['live_bytes_one_baseline']} B")
+    if not args.skip_stages:
+        os.sched_setaffinity(0, {0})
+        st = stages(learn, measure, to_wire)
+        results["stages_us_per_vector"] = st["us_per_vector"]
+        print("per stage (CPU us/vector, one thread, no gRPC):")
+        for k, v in st["us_per_vector"].items():
+            print(f"  {k:58s} {v:8.2f}")
+        sz = sizes(st["pipeline"], measure)
+        results["sizes"] = sz
+        print(f"baseline state file: max {sz['state_file_bytes_max']} B, median {sz['state_file_bytes_median']} B "
+              f"(arrays {sz['state_arrays_bytes']} B uncompressed, meta {sz['state_meta_json_bytes']} B); "
+              f"live memory of one baseline after {sz['windows_in_that_baseline']} windows: "
+              f"{sz['live_bytes_one_baseline']} B")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
