@@ -103,3 +103,33 @@ def test_heap_slack_is_kept_on_glibc() -> None:
     from service.server import keep_heap_slack
 
     assert keep_heap_slack(16 << 20)
+
+
+def test_batches_run_ahead_of_durable_acks_and_an_error_comes_after_the_acks_before_it(tmp_path: Path) -> None:
+    """A stream's batches are applied while earlier ones wait for the log's fsync; every ack still comes,
+    durable and in order, before the status of a protocol error that followed them."""
+    from service_fixtures import learn_batches
+
+    async def main() -> None:
+        async with running(config(tmp_path / "state")) as (srv, _):
+            got: list[ingest_pb2.IngestResponse] = []
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                call = ch.stream_stream("/baseliner.v1.Ingest/Stream",
+                                        request_serializer=ingest_pb2.IngestRequest.SerializeToString,
+                                        response_deserializer=ingest_pb2.IngestResponse.FromString)
+
+                async def gen():  # type: ignore[no-untyped-def]
+                    for r in [hello("s1"), *learn_batches(12), hello("s1")]:  # a second Hello: protocol error
+                        yield r
+
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    async for r in call(gen()):
+                        got.append(r)
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "Hello sent twice" in str(e.value.details())
+            assert got[0].WhichOneof("body") == "welcome" and got[0].welcome.durable_acks
+            acks = [(r.ack.sequence, r.ack.applied, r.ack.durable) for r in got[1:]]
+            assert acks == [(s, 20, True) for s in range(1, 13)]
+            assert srv.wal is not None and srv.wal.synced_lsn == srv.wal.lsn == 12
+
+    asyncio.run(main())
