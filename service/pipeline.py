@@ -17,10 +17,9 @@ buffered writes.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ from models.features import transform_block
 from models.validate import validate_block
 from models.vector import FeatureVector, Identity
 from service.config import PipelineConfig
+from service.containers import ContainerTracker
 from service.errors import UnknownEventError
 from service.sinks.events import EventSink, build_event, event_id
 from service.sinks.metrics import ServiceMetrics
@@ -95,43 +95,6 @@ class RecentEvent:
     accepted: bool = False
 
 
-class ContainerTracker:
-    """First and last window start per container, bounded (least recently seen dropped)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._seen: OrderedDict[str, list[float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def observe(self, key: str, window_start: float) -> tuple[float, float]:
-        """Record a window; returns ``(first_start, previous_last_start)`` (``-inf`` when new)."""
-        entry = self._seen.get(key)
-        if entry is None:
-            if len(self._seen) >= self.capacity:
-                self._seen.popitem(last=False)
-            self._seen[key] = [window_start, window_start]
-            return window_start, -math.inf
-        prev = entry[1]
-        if window_start > prev:
-            entry[1] = window_start
-        self._seen.move_to_end(key)
-        return entry[0], prev
-
-    def last(self, key: str) -> float:
-        entry = self._seen.get(key)
-        return entry[1] if entry else -math.inf
-
-    def to_list(self) -> list[list[Any]]:
-        return [[k, v[0], v[1]] for k, v in self._seen.items()]
-
-    def load(self, rows: Iterable[Sequence[Any]]) -> None:
-        self._seen.clear()
-        for k, first, last in rows:
-            self._seen[str(k)] = [float(first), float(last)]
-
-
 class Pipeline:
     """The service's domain core (see the module docstring)."""
 
@@ -154,7 +117,16 @@ class Pipeline:
         self.baseline_factory: Callable[[str], ImageBaseline] | None = None
         self.sensors: dict[str, int] = {}
         self.containers = ContainerTracker(self.config.max_containers)
-        self._identity_keys: dict[Identity, tuple[str, str]] = {}
+        # Per distinct identity (a row of these tables, found with one dict lookup per identity and batch):
+        # its image key (an index into _image_keys), its container key, and its container's tracker slot
+        # with that slot's assignment number (a slot reused for another container no longer matches).
+        self._ident_row: dict[Identity, int] = {}
+        self._ident_image = np.empty(0, dtype=np.int64)
+        self._ident_container: list[str] = []
+        self._ident_slot = np.empty(0, dtype=np.int64)
+        self._ident_gen = np.empty(0, dtype=np.int64)
+        self._image_keys: list[str] = []
+        self._image_index: dict[str, int] = {}
         self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
         self._open: dict[tuple[str, tuple[str, ...]], _Aggregate] = {}
         self.dirty: set[str] = set()
@@ -179,15 +151,13 @@ class Pipeline:
         sequence: int,
         decoded: Sequence[tuple[int, FeatureVector | ValidationError]],
     ) -> BatchResult:
-        """Apply one batch given window by window (``(index, vector or rejection)``); see :meth:`apply_block`."""
+        """Apply one batch given window by window (``(index, vector or rejection)``); see :meth:`apply_block`.
+
+        The vectors are not changed (the container ages the service fills in go to a block made of them).
+        """
         good = [(i, v) for i, v in decoded if not isinstance(v, ValidationError)]
         block = VectorBlock.from_vectors([v for _, v in good], [i for i, _ in good])
-        result = self.apply_block(sensor_id, sequence, block,
-                                  [e for _, e in decoded if isinstance(e, ValidationError)])
-        for k, (_, v) in enumerate(good):  # the container ages the service filled in, as the vectors say
-            if isinstance(v.seconds_since_start, float | int) and v.seconds_since_start < 0 <= block.age[k]:
-                v.seconds_since_start = float(block.age[k])
-        return result
+        return self.apply_block(sensor_id, sequence, block, [e for _, e in decoded if isinstance(e, ValidationError)])
 
     def apply_block(
         self, sensor_id: str, sequence: int, block: VectorBlock, rejected: Sequence[ValidationError] = ()
@@ -195,7 +165,8 @@ class Pipeline:
         """Apply one decoded batch (exactly once per ``(sensor_id, sequence)``).
 
         ``rejected`` are the batch's windows the decoder already refused; the acknowledgement lists them
-        with the ones refused here.
+        with the ones refused here.  The block is the pipeline's to use: unknown container ages
+        (``block.age < 0``) of accepted windows are filled in in place.
         """
         result = BatchResult(sequence)
         if sequence <= self.sensors.get(sensor_id, 0):
@@ -213,10 +184,11 @@ class Pipeline:
             errors.extend(ValidationError("UNSPECIFIED", "vector could not be validated", int(i)) for i in block.index)
             ok, bad = np.zeros(len(block), dtype=bool), []
         errors.extend(bad)
-        ok &= self._in_order(block, ok, errors)
+        ident_rows = self._identity_rows(block.identities) if ok.any() else np.zeros(0, dtype=np.int64)
+        ok &= self._in_order(block, ok, ident_rows, errors)
         if not ok.all():
             block = block.take(np.flatnonzero(ok))
-        groups = self._groups(block)
+        groups = self._groups(block, ident_rows)
         t1 = self._clock()
         self.stage_seconds["validate"] += t1 - t0
         features = transform_block(block)  # the whole batch at once, then split by image
@@ -242,77 +214,114 @@ class Pipeline:
         errors.sort(key=lambda err: err.index)
         return result
 
-    def _in_order(self, block: VectorBlock, ok: np.ndarray, rejected: list[ValidationError]) -> np.ndarray:
+    def _in_order(self, block: VectorBlock, ok: np.ndarray, ident_rows: np.ndarray,
+                  rejected: list[ValidationError]) -> np.ndarray:
         """Track containers; mask out windows not after their container's last one (``OUT_OF_ORDER``).
 
-        Fills in ``age`` (container age at window start) where the sensor did not know it, from the first
-        window the service saw of the container.
+        Fills in ``block.age`` (container age at window start) where the sensor did not know it, from the
+        first window the service saw of the container.  Array work: a dict lookup only for an identity
+        whose container has no tracker slot cached (new, or dropped since), and a message per rejection.
         """
         n = len(block)
+        rows = np.flatnonzero(ok)
+        if not len(rows):
+            return np.ones(n, dtype=bool)
+        ident = block.ident[rows]
+        used = np.zeros(len(block.identities), dtype=bool)
+        used[ident] = True
+        slot_of = np.zeros(len(block.identities), dtype=np.int64)
+        slot_of[used] = self._container_slots(ident_rows[used])
+        ws = block.window_start[rows]
+        accepted, prev, first = self.containers.observe(slot_of[ident], ws)
         keep = np.ones(n, dtype=bool)
-        if n == 0:
-            return keep
-        containers = self.containers
-        ws = block.window_start
-        age = block.age
-        keys = self._keys
-        # Windows of one container in arrival order: most batches hold one window per container.
-        order = np.argsort(block.ident, kind="stable")
-        ident_sorted = block.ident[order]
-        bounds = np.flatnonzero(np.diff(ident_sorted)) + 1
-        starts = [0, *bounds.tolist()]
-        ends = [*bounds.tolist(), n]
-        identities = block.identities
-        order_list = order.tolist()
-        ok_list = ok.tolist()
-        ws_list = ws.tolist()
-        for a, b in zip(starts, ends, strict=True):
-            ckey = keys(identities[int(ident_sorted[a])])[1]
-            for i in order_list[a:b]:
-                if not ok_list[i]:
-                    continue
-                t = ws_list[i]
-                first, prev = containers.observe(ckey, t)
-                if t <= prev:
-                    rejected.append(ValidationError(
-                        "OUT_OF_ORDER", f"window at {t} is not after this container's last window at {prev}",
-                        int(block.index[i]),
-                    ))
-                    keep[i] = False
-                elif age[i] < 0:
-                    age[i] = t - first
+        if not accepted.all():
+            out = ~accepted
+            keep[rows[out]] = False
+            for i, t, p in zip(block.index[rows[out]].tolist(), ws[out].tolist(), prev[out].tolist(), strict=True):
+                rejected.append(ValidationError(
+                    "OUT_OF_ORDER", f"window at {t} is not after this container's last window at {p}", i
+                ))
+        age = block.age[rows]
+        fill = accepted & (age < 0)
+        if fill.any():
+            block.age[rows[fill]] = ws[fill] - first[fill]
         return keep
 
-    def _keys(self, ident: Identity) -> tuple[str, str]:
-        """``(image key, container key)`` of an identity, remembered (bounded)."""
-        keys = self._identity_keys.get(ident)
-        if keys is None:
-            if len(self._identity_keys) >= self.config.max_containers:
-                self._identity_keys.clear()
-            keys = self._identity_keys[ident] = (image_key(ident, self.config.image_key), container_key(ident))
-        return keys
+    def _identity_rows(self, identities: Sequence[Identity]) -> np.ndarray:
+        """Each identity's row in the per-identity tables (added when new; bounded by ``max_containers``)."""
+        table = self._ident_row
+        found = list(map(table.get, identities))
+        try:
+            return np.array(found, dtype=np.int64)
+        except TypeError:  # some identities are new
+            pass
+        if len(table) + found.count(None) > self.config.max_containers:
+            self._forget_identities()
+            found = [None] * len(identities)
+        for j, r in enumerate(found):
+            if r is None:
+                ident = identities[j]
+                r = table.get(ident)
+                found[j] = r if r is not None else self._add_identity(ident)
+        return np.array(found, dtype=np.int64)
 
-    def _groups(self, block: VectorBlock) -> list[tuple[str, np.ndarray]]:
+    def _add_identity(self, ident: Identity) -> int:
+        r = len(self._ident_container)
+        if r >= len(self._ident_image):
+            size = max(64, 2 * r)
+            self._ident_image = np.resize(self._ident_image, size)
+            self._ident_slot = np.resize(self._ident_slot, size)
+            self._ident_gen = np.resize(self._ident_gen, size)
+        key = image_key(ident, self.config.image_key)
+        k = self._image_index.get(key)
+        if k is None:
+            k = self._image_index[key] = len(self._image_keys)
+            self._image_keys.append(key)
+        self._ident_image[r] = k
+        self._ident_slot[r] = 0
+        self._ident_gen[r] = 0  # assignment numbers start at 1: no slot matches until looked up
+        self._ident_container.append(container_key(ident))
+        self._ident_row[ident] = r
+        return r
+
+    def _forget_identities(self) -> None:
+        self._ident_row.clear()
+        self._ident_container.clear()
+        self._image_keys.clear()
+        self._image_index.clear()
+
+    def _container_slots(self, ident_rows: np.ndarray) -> np.ndarray:
+        """The tracker slot of each identity row's container (looked up again where it changed)."""
+        tracker = self.containers
+        slots = self._ident_slot[ident_rows]
+        gen = tracker.gen
+        if len(gen):  # assignment numbers are never reused: a slot cached before a restore cannot match
+            stale = gen[np.minimum(slots, len(gen) - 1)] != self._ident_gen[ident_rows]
+        else:
+            stale = np.ones(len(slots), dtype=bool)
+        if stale.any():
+            keys = self._ident_container
+            for r in ident_rows[stale].tolist():
+                s = tracker.slot(keys[r])
+                self._ident_slot[r] = s
+                self._ident_gen[r] = tracker.gen[s]
+            slots = self._ident_slot[ident_rows]
+        return slots
+
+    def _groups(self, block: VectorBlock, ident_rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """Rows of each image key, each group in event-time order."""
         n = len(block)
         if n == 0:
             return []
-        info = self._keys
-        keys: dict[str, int] = {}
-        ident_key = np.fromiter(
-            (keys.setdefault(info(ident)[0], len(keys)) for ident in block.identities),
-            dtype=np.int64, count=len(block.identities),
-        )
-        row_key = ident_key[block.ident]
-        names = list(keys)
-        if len(names) == 1:
-            rows = np.argsort(block.window_start, kind="stable")
-            return [(names[0], rows)]
+        row_key = self._ident_image[ident_rows][block.ident]
+        names = self._image_keys
+        first = int(row_key[0])
+        if (row_key == first).all():
+            return [(names[first], np.argsort(block.window_start, kind="stable"))]
         order = np.lexsort((block.window_start, row_key))
         sorted_keys = row_key[order]
-        bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
-        return [(names[int(part_keys[0])], part) for part, part_keys in
-                zip(np.split(order, bounds), np.split(sorted_keys, bounds), strict=True)]
+        bounds = (np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1).tolist()
+        return [(names[int(sorted_keys[a])], order[a:b]) for a, b in zip([0, *bounds], [*bounds, n], strict=True)]
 
     def _apply_groups(
         self, groups: list[tuple[str, np.ndarray]], block: VectorBlock, features: np.ndarray,
@@ -531,3 +540,4 @@ class Pipeline:
     def load_service_state(self, meta: dict[str, Any]) -> None:
         self.sensors = {str(k): int(v) for k, v in meta.get("sensors", {}).items()}
         self.containers.load(meta.get("containers", []))
+        self._forget_identities()

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,6 +24,17 @@ from service.sinks.metrics import ServiceMetrics
 log = logging.getLogger(__name__)
 
 SERVICE_VERSION = "0.1.0"
+
+
+#: Answers a stream's reader may queue ahead of the acks being sent (see IngestServicer.Stream).
+ACKS_AHEAD = 2
+
+
+@dataclass(slots=True)
+class _StreamState:
+    sensor_id: str = ""
+    node: str = ""
+    allowed: str | None = None  # the node this stream's token allows (None: no sensor tokens)
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
@@ -46,70 +58,100 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self.streams = 0
 
     async def Stream(  # noqa: N802 - gRPC method name
-        self, request_iterator: AsyncIterator[ingest_pb2.IngestRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ingest_pb2.IngestResponse]:
-        sensor_id = ""
-        node = ""
-        allowed: str | None = None  # the node this stream's token allows (None: no sensor tokens)
+        """Answer a sensor's stream: Welcome to its Hello, then one ack per batch, in order.
+
+        A reader task takes the messages and applies the batches; this coroutine sends their answers, an
+        ack once its batch is durable.  So the next batch is applied while the write-ahead log's fsync of
+        the previous one runs (up to ``ACKS_AHEAD + 1`` batches are applied ahead of their acks; each is
+        in the log before it is applied).  A protocol error is answered after the acks before it.
+        """
         self.streams += 1
-        requests = aiter(request_iterator)
+        stream = _StreamState()
+        answers: asyncio.Queue[Any] = asyncio.Queue(maxsize=ACKS_AHEAD)
+        reader = asyncio.create_task(self._read(request_iterator, context, stream, answers))
         try:
             while True:
+                item = await answers.get()
+                if item is None:  # the sensor closed its side and everything is answered
+                    break
+                if isinstance(item, BaselinerError):
+                    await abort(context, item)
+                if isinstance(item, BaseException):
+                    raise item
+                resp, lsn = item
+                if lsn is not None and self.wal is not None and not resp.ack.batch_rejected:
+                    await self.wal.wait_durable(lsn)
+                    resp.ack.durable = True
+                yield resp
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self.streams -= 1
+            if stream.sensor_id:
+                log.info("sensor %s disconnected", stream.sensor_id)
+
+    async def _read(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext, stream: _StreamState,
+        answers: asyncio.Queue[Any],
+    ) -> None:
+        """Take the stream's messages, apply them, and queue their answers (``(response, log record)``;
+        ``None`` at the end; the error that ends the stream)."""
+        try:
+            requests = aiter(request_iterator)
+            while True:
                 try:
-                    req = await asyncio.wait_for(anext(requests), self.idle_seconds)
+                    item = await asyncio.wait_for(anext(requests), self.idle_seconds)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    await abort(context, ProtocolError(f"no message for {self.idle_seconds:g}s; closing the stream"))
+                    raise ProtocolError(f"no message for {self.idle_seconds:g}s; closing the stream") from None
+                # add_ingest_servicer registers serde.parse_request as the deserializer (the batch's bytes come too)
+                req, raw = (item.message, item.batch_bytes) if isinstance(item, serde.Incoming) else (item, None)
                 body = req.WhichOneof("body")
                 if body == "hello":
-                    h = req.hello
-                    if sensor_id:
-                        await abort(context, ProtocolError("Hello sent twice on one stream"))
-                    if not h.sensor_id:
-                        await abort(context, ValidationError("MISSING_FIELD", "Hello.sensor_id is empty"))
-                    if h.schema_version not in serde.SUPPORTED_SCHEMA_VERSIONS:
-                        await abort(
-                            context,
-                            ProtocolError(
-                                f"schema_version {h.schema_version} is not supported "
-                                f"(this service speaks {sorted(serde.SUPPORTED_SCHEMA_VERSIONS)})"
-                            ),
-                        )
-                    if self.authorizer is not None:
-                        try:
-                            allowed = self.authorizer.sensor_node(context.invocation_metadata())
-                            auth.check_hello_node(allowed, h.node)
-                        except BaselinerError as e:
-                            log.warning("sensor %s refused: %s", h.sensor_id, e)
-                            await abort(context, e)
-                    sensor_id, node = h.sensor_id, h.node
-                    last = self.pipeline.last_sequence(sensor_id)
-                    log.info("sensor %s (node %s, %s) connected; last applied batch %d",
-                             sensor_id, node, h.sensor_version or "unknown version", last)
-                    yield serde.welcome(last, SERVICE_VERSION, self.decoder.max_batch_vectors, self.durable_acks)
+                    await answers.put((self._hello(req.hello, context, stream), None))
                 elif body == "batch":
-                    if not sensor_id:
-                        await abort(context, ProtocolError("the first message of a stream must be a Hello"))
-                    try:
-                        resp, lsn = self._batch(sensor_id, node, req.batch, allowed)
-                    except DurabilityError as e:
-                        await abort(context, e)
-                    if self.wal is not None and not resp.ack.batch_rejected:
-                        await self.wal.wait_durable(lsn)
-                        resp.ack.durable = True
-                    yield resp
+                    if not stream.sensor_id:
+                        raise ProtocolError("the first message of a stream must be a Hello")
+                    await answers.put(self._batch(stream.sensor_id, stream.node, req.batch, stream.allowed, raw))
                 else:
-                    await abort(context, ProtocolError("empty IngestRequest (neither hello nor batch)"))
-        finally:
-            self.streams -= 1
-            if sensor_id:
-                log.info("sensor %s disconnected", sensor_id)
+                    raise ProtocolError("empty IngestRequest (neither hello nor batch)")
+            await answers.put(None)
+        except Exception as e:  # ends the stream once the answers before it are sent
+            await answers.put(e)
+
+    def _hello(self, h: Any, context: grpc.aio.ServicerContext, stream: _StreamState) -> ingest_pb2.IngestResponse:
+        if stream.sensor_id:
+            raise ProtocolError("Hello sent twice on one stream")
+        if not h.sensor_id:
+            raise ValidationError("MISSING_FIELD", "Hello.sensor_id is empty")
+        if h.schema_version not in serde.SUPPORTED_SCHEMA_VERSIONS:
+            raise ProtocolError(
+                f"schema_version {h.schema_version} is not supported "
+                f"(this service speaks {sorted(serde.SUPPORTED_SCHEMA_VERSIONS)})"
+            )
+        if self.authorizer is not None:
+            try:
+                stream.allowed = self.authorizer.sensor_node(context.invocation_metadata())
+                auth.check_hello_node(stream.allowed, h.node)
+            except BaselinerError as e:
+                log.warning("sensor %s refused: %s", h.sensor_id, e)
+                raise
+        stream.sensor_id, stream.node = h.sensor_id, h.node
+        last = self.pipeline.last_sequence(stream.sensor_id)
+        log.info("sensor %s (node %s, %s) connected; last applied batch %d",
+                 stream.sensor_id, stream.node, h.sensor_version or "unknown version", last)
+        return serde.welcome(last, SERVICE_VERSION, self.decoder.max_batch_vectors, self.durable_acks)
 
     def _batch(
-        self, sensor_id: str, node: str, batch: Any, allowed: str | None = None
+        self, sensor_id: str, node: str, batch: Any, allowed: str | None = None, raw: memoryview | None = None
     ) -> tuple[ingest_pb2.IngestResponse, int]:
-        """Check, log (write-ahead) and apply one batch; returns the ack and the log record to wait for."""
+        """Check, log (write-ahead) and apply one batch; returns the ack and the log record to wait for.
+
+        ``raw`` is the batch's bytes as received, logged as they are (else the batch is serialised again).
+        """
         t0 = time.perf_counter()
         m = self.metrics
         seq = batch.sequence
@@ -139,7 +181,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 from service.wal import KIND_BATCH, Record
 
                 try:
-                    lsn = self.wal.append(Record(KIND_BATCH, sensor_id, allowed or "", seq, batch.SerializeToString()))
+                    data = raw if raw is not None else batch.SerializeToString()
+                    lsn = self.wal.append(Record(KIND_BATCH, sensor_id, allowed or "", seq, data))
                 except (OSError, ValueError) as e:
                     log.error("write-ahead log: cannot record batch %d of %s: %s", seq, sensor_id, e)
                     raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
@@ -151,6 +194,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         if m is not None:
             m.ingest_latency.observe(time.perf_counter() - t0)
         return resp, lsn
+
+
+def add_ingest_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Register ``Ingest`` like the generated ``add_IngestServicer_to_server``, with
+    :func:`service.serde.parse_request` as the request deserializer (the servicer gets each batch's bytes
+    as received, for the write-ahead log)."""
+    handlers = {
+        "Stream": grpc.stream_stream_rpc_method_handler(
+            servicer.Stream,
+            request_deserializer=serde.parse_request,
+            response_serializer=ingest_pb2.IngestResponse.SerializeToString,
+        ),
+    }
+    name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):

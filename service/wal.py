@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import StateError
+from models.errors import StateError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -72,28 +72,32 @@ class Record:
     sensor_id: str
     node: str
     sequence: int
-    batch: bytes
+    batch: bytes | memoryview  # the batch's protobuf bytes (a view of the received message: not copied)
 
 
-def _mac(key: bytes | None, prev: bytes, body: bytes) -> bytes:
-    if key:
-        m = hmac.new(key, prev, hashlib.sha256)
-        m.update(body)
-        return m.digest()
-    return hashlib.sha256(prev + body).digest()
+def _mac(key: bytes | None, prev: bytes, *parts: bytes | memoryview) -> bytes:
+    """The chained tag over ``prev`` and the body given in ``parts`` (hashed in place, never joined)."""
+    m = hmac.new(key, prev, hashlib.sha256) if key else hashlib.sha256(prev)
+    for part in parts:
+        m.update(part)
+    return m.digest()
 
 
 def _header(key: bytes | None) -> bytes:
     return _PREFIX + (b"hmac-sha256" if key else b"sha256") + b"\n"
 
 
-def encode_body(rec: Record) -> bytes:
+def body_head(rec: Record) -> bytes:
+    """The body of a record up to its batch bytes."""
     sid = rec.sensor_id.encode()
     node = rec.node.encode()
     if len(sid) > 0xFFFF or len(node) > 0xFFFF:
         raise ValueError("sensor id or node name too long for the log")
-    return b"".join((_BODY.pack(rec.kind, rec.sequence), _U16.pack(len(sid)), sid, _U16.pack(len(node)), node,
-                     rec.batch))
+    return b"".join((_BODY.pack(rec.kind, rec.sequence), _U16.pack(len(sid)), sid, _U16.pack(len(node)), node))
+
+
+def encode_body(rec: Record) -> bytes:
+    return body_head(rec) + bytes(rec.batch)
 
 
 def decode_body(body: bytes, where: str) -> Record:
@@ -285,14 +289,14 @@ class WriteAheadLog:
         """Write one record to the kernel (synchronous, no fsync); returns its log sequence number."""
         if self._fd < 0:
             raise StateError("write-ahead log is not open")
-        body = encode_body(rec)
-        tag = _mac(self.key, self._prev, body)
-        data = _REC.pack(len(body)) + tag + body
-        written = os.write(self._fd, data)
-        while written < len(data):  # regular files do not short-write in practice; be correct anyway
-            written += os.write(self._fd, data[written:])
+        head = body_head(rec)
+        batch = rec.batch
+        length = len(head) + len(batch)
+        tag = _mac(self.key, self._prev, head, batch)
+        # the batch is handed to the kernel as it is: hashed in place and written with writev, not copied
+        _write_all(self._fd, [_REC.pack(length) + tag + head, batch])
         self._prev = tag
-        self.bytes_written += len(data)
+        self.bytes_written += _REC.size + _TAG + length
         self.lsn += 1
         return self.lsn
 
@@ -347,6 +351,17 @@ class WriteAheadLog:
             self._synced.notify_all()
 
 
+def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):  # regular files do not short-write in practice; be correct anyway
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -376,11 +391,20 @@ def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, 
             skipped += 1
             continue
         try:
-            batch = vectors_pb2.VectorBatch.FromString(rec.batch)
+            batch = vectors_pb2.VectorBatch.FromString(bytes(rec.batch))
         except Exception as e:  # verified by its tag, so this is a bug or a format change: say so
             raise StateError(f"write-ahead log: batch {rec.sequence} of {rec.sensor_id} cannot be parsed ({e})") \
                 from None
-        block, rejected = restrict_node(decoder.decode_block(batch), rec.node or None)
+        try:  # the checks the batch passed when it was logged: a changed limit or build may refuse it now
+            decoder.check_batch(batch)
+            decoded = decoder.decode_block(batch)
+        except ValidationError as e:
+            raise StateError(
+                f"write-ahead log: batch {rec.sequence} of {rec.sensor_id} is refused by this service "
+                f"({e.reason}: {e.message}); it was acknowledged, so it is not dropped: start with the settings "
+                f"it was logged under (e.g. grpc.max_batch_vectors), or remove the log to give it up"
+            ) from None
+        block, rejected = restrict_node(decoded, rec.node or None)
         if held:
             done = {k for k, through in held.items() if int(through.get(rec.sensor_id, 0)) >= rec.sequence}
             if done:

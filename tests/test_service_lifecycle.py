@@ -10,6 +10,7 @@ import sys
 import grpc
 import pytest
 
+from models.block import VectorBlock
 from protos.baseliner.v1 import admin_pb2
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -128,10 +129,10 @@ def test_startup_windows_are_marked_not_alarmed_on_every_deploy() -> None:
             assert resps[1].ack.applied == 3
             assert not events
             # what the service did with them, seen at the pipeline (the domain core) directly
-            more = [vector(80 + k, 10, age=-1.0) for k in range(3)]
-            result = srv.pipeline.apply_batch("s-direct", 1, list(enumerate(more)))
+            block = VectorBlock.from_vectors([vector(80 + k, 10, age=-1.0) for k in range(3)])
+            result = srv.pipeline.apply_block("s-direct", 1, block)
             assert result.applied == 3
-            assert [v.seconds_since_start for v in more] == [0.0, 10.0, 20.0]
+            assert block.age.tolist() == [0.0, 10.0, 20.0]
 
     asyncio.run(main())
 

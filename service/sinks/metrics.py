@@ -63,16 +63,17 @@ class BatchHistogram(Collector):
         if values.size == 0:
             return
         v = np.asarray(values, dtype=np.float64)
-        v = v[~np.isnan(v)]
-        idx = np.searchsorted(self.bounds, v, side="left")
-        counts = np.bincount(idx, minlength=len(self.bounds) + 1)
-        finite = v[np.isfinite(v)]
+        total = float(v.sum())
+        if not math.isfinite(total):  # NaN is not observed; infinities count in +Inf but not in the sum
+            v = v[~np.isnan(v)]
+            total = float(v[np.isfinite(v)].sum())
+        counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=len(self.bounds) + 1)
         with self._lock:
             series = self._series.get(labels)
             if series is None:
                 series = self._series[labels] = (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
-            series[0][:] += counts
-            series[1][0] += float(finite.sum())
+            np.add(series[0], counts, out=series[0])
+            series[1][0] += total
 
     def remove(self, labels: tuple[str, ...]) -> None:
         with self._lock:

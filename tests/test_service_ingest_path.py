@@ -1,0 +1,135 @@
+"""The servicer's path for a batch: the write-ahead log holds the batch's bytes as received (not serialised
+again), records are framed as before, and replaying the log applies the batch-level checks again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from models.errors import StateError
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from sensor import wire
+from service import serde
+from service.wal import KIND_BATCH, Record, WriteAheadLog, encode_body, read_segment
+
+sys.path.insert(0, os.path.dirname(__file__))
+from service_fixtures import config, hello, running, vector  # noqa: E402
+
+
+def test_parse_request_gives_the_batch_bytes_only_when_the_request_is_the_batch_alone() -> None:
+    body = wire.to_columns([vector(i, c) for i in range(3) for c in range(80)]).SerializeToString()
+    assert len(body) > 16384  # a length of three varint bytes
+    raw = wire.batch_request_bytes(9, body)
+    got = serde.parse_request(raw)
+    assert got.message.batch.sequence == 9 and got.batch_bytes is not None
+    assert vectors_pb2.VectorBatch.FromString(bytes(got.batch_bytes)) == got.message.batch
+    assert bytes(got.batch_bytes) == raw[-len(got.batch_bytes):]
+    # a request of several fields (the oneof's last one wins) or a Hello: no view, the servicer re-serialises
+    twice = hello("s").SerializeToString() + raw
+    assert serde.parse_request(twice).batch_bytes is None
+    assert serde.parse_request(twice).message.WhichOneof("body") == "batch"
+    assert serde.parse_request(raw + hello("s").SerializeToString()).batch_bytes is None
+    assert serde.parse_request(hello("s").SerializeToString()).batch_bytes is None
+    assert serde.parse_request(b"").message.WhichOneof("body") is None
+
+
+def test_log_records_from_views_are_the_records_of_bytes(tmp_path: Path) -> None:
+    batch = wire.to_columns([vector(1, 0)], 1).SerializeToString()
+
+    async def write(where: Path, data: bytes | memoryview) -> None:
+        wal = WriteAheadLog(where, b"k" * 32, "batch")
+        wal.open()
+        await wal.wait_durable(wal.append(Record(KIND_BATCH, "s", "node-1", 1, data)))
+        await wal.close()
+
+    asyncio.run(write(tmp_path / "a", batch))
+    asyncio.run(write(tmp_path / "b", memoryview(b"xx" + batch)[2:]))
+    a, b = (WriteAheadLog(tmp_path / d).segments()[0].read_bytes() for d in "ab")
+    assert a == b
+    (rec,) = read_segment(WriteAheadLog(tmp_path / "a").segments()[0], b"k" * 32, last=True)
+    assert rec.batch == batch and encode_body(rec).endswith(batch)
+
+
+async def _send_raw(port: int, requests: list[bytes]) -> list[ingest_pb2.IngestResponse]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.stream_stream("/baseliner.v1.Ingest/Stream", request_serializer=lambda b: b,
+                                response_deserializer=ingest_pb2.IngestResponse.FromString)
+
+        async def gen():  # type: ignore[no-untyped-def]
+            for r in requests:
+                yield r
+
+        return [r async for r in call(gen())]
+
+
+def test_log_holds_the_batch_as_sent_and_replay_checks_it_again(tmp_path: Path) -> None:
+    state, crashed = tmp_path / "state", tmp_path / "crashed"
+    # a batch whose fields are not in field-number order: serialising it again would give other bytes
+    batches = [wire.to_columns([vector(s, c) for c in range(5)]).SerializeToString() + b"\x08" + bytes([s])
+               for s in (1, 2)]
+    assert vectors_pb2.VectorBatch.FromString(batches[0]).SerializeToString() != batches[0]
+
+    async def main() -> None:
+        async with running(config(state, ("state.save_interval_seconds", 3600))) as (srv, _):
+            requests = [hello("s1").SerializeToString(),
+                        *(b"\x12" + wire._varint(len(b)) + b for b in batches)]
+            resps = await _send_raw(srv.port, requests)
+            assert [r.ack.applied for r in resps[1:]] == [5, 5] and all(r.ack.durable for r in resps[1:])
+            shutil.copytree(state, crashed)  # what a kill -9 now leaves: the batches only in the log
+        logged = [r.batch for seg in WriteAheadLog(crashed / "wal").segments()
+                  for r in read_segment(seg, None, last=True)]
+        assert logged == batches
+        # the batch-level checks run on replay too: a limit the logged batches exceed refuses to start
+        refused = tmp_path / "refused"
+        shutil.copytree(crashed, refused)
+        with pytest.raises(StateError, match=r"batch 1 of s1 is refused by this service \(TOO_LARGE"):
+            async with running(config(refused, ("grpc.max_batch_vectors", 4))):
+                pass
+        async with running(config(crashed, ("state.save_interval_seconds", 3600))) as (srv, _):
+            assert srv.pipeline.last_sequence("s1") == 2
+            assert sum(b.windows_scored for b in srv.pipeline.all()) == 10
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_heap_slack_is_kept_on_glibc() -> None:
+    from service.server import keep_heap_slack
+
+    assert keep_heap_slack(16 << 20)
+
+
+def test_batches_run_ahead_of_durable_acks_and_an_error_comes_after_the_acks_before_it(tmp_path: Path) -> None:
+    """A stream's batches are applied while earlier ones wait for the log's fsync; every ack still comes,
+    durable and in order, before the status of a protocol error that followed them."""
+    from service_fixtures import learn_batches
+
+    async def main() -> None:
+        async with running(config(tmp_path / "state")) as (srv, _):
+            got: list[ingest_pb2.IngestResponse] = []
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                call = ch.stream_stream("/baseliner.v1.Ingest/Stream",
+                                        request_serializer=ingest_pb2.IngestRequest.SerializeToString,
+                                        response_deserializer=ingest_pb2.IngestResponse.FromString)
+
+                async def gen():  # type: ignore[no-untyped-def]
+                    for r in [hello("s1"), *learn_batches(12), hello("s1")]:  # a second Hello: protocol error
+                        yield r
+
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    async for r in call(gen()):
+                        got.append(r)
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "Hello sent twice" in str(e.value.details())
+            assert got[0].WhichOneof("body") == "welcome" and got[0].welcome.durable_acks
+            acks = [(r.ack.sequence, r.ack.applied, r.ack.durable) for r in got[1:]]
+            assert acks == [(s, 20, True) for s in range(1, 13)]
+            assert srv.wal is not None and srv.wal.synced_lsn == srv.wal.lsn == 12
+
+    asyncio.run(main())
