@@ -364,8 +364,7 @@ class Pipeline:
         m = self.metrics
         if m is not None:
             m.scoring_latency.observe(elapsed)
-            for (key, _, _), verdicts in zip(todo, results, strict=True):
-                m.observe_scores(key, verdicts.score)
+            m.observe_batch_scores([key for key, _, _ in todo], [v.score for v in results])
         applied = 0
         for (key, _, rows), verdicts in zip(todo, results, strict=True):
             self.dirty.add(key)

@@ -7,6 +7,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,3 +86,22 @@ def test_batch_histogram_matches_prometheus_semantics() -> None:
     assert reg.get_sample_value("baseliner_anomaly_score_count", {"image": "a"}) == 5
     assert abs((reg.get_sample_value("baseliner_anomaly_score_sum", {"image": "a"}) or 0) - 9.1000001) < 1e-9
     assert reg.get_sample_value("baseliner_anomaly_score_count", {"image": OVERFLOW}) == 1
+
+
+def test_batch_scores_of_several_images_equal_one_image_at_a_time() -> None:
+    one, many = ServiceMetrics(CollectorRegistry()), ServiceMetrics(CollectorRegistry())
+    rng = np.random.default_rng(4)
+    images = ["a:1", "b:1", "a:1", "c:1"]  # an image may come twice (its overflow label, say)
+    scores = [rng.exponential(3.0, size=n) for n in (5, 0, 7, 3)]
+    scores[2][1] = np.inf
+    scores[3][0] = np.nan
+    for image, values in zip(images, scores, strict=True):
+        one.observe_scores(image, values)
+    many.observe_batch_scores(images, scores)
+    a = {(s.name, tuple(sorted(s.labels.items()))): s.value
+         for metric in one.registry.collect() for s in metric.samples if "anomaly_score" in s.name}
+    b = {(s.name, tuple(sorted(s.labels.items()))): s.value
+         for metric in many.registry.collect() for s in metric.samples if "anomaly_score" in s.name}
+    assert a and a.keys() == b.keys()
+    for k in a:
+        assert b[k] == pytest.approx(a[k]), k

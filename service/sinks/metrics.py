@@ -60,20 +60,35 @@ class BatchHistogram(Collector):
         registry.register(self)
 
     def observe_many(self, labels: tuple[str, ...], values: np.ndarray) -> None:
-        if values.size == 0:
+        self.observe_groups([labels], [values])
+
+    def observe_groups(self, labels: Sequence[tuple[str, ...]], values: Sequence[np.ndarray]) -> None:
+        """``observe_many`` for several series at once (``values[g]`` into ``labels[g]``; a label set may
+        repeat): one bucket search and one count for all of them."""
+        sizes = [len(v) for v in values]
+        if not sum(sizes):
             return
-        v = np.asarray(values, dtype=np.float64)
-        total = float(v.sum())
-        if not math.isfinite(total):  # NaN is not observed; infinities count in +Inf but not in the sum
-            v = v[~np.isnan(v)]
-            total = float(v[np.isfinite(v)].sum())
-        counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=len(self.bounds) + 1)
+        v = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in values])
+        group = np.repeat(np.arange(len(sizes)), sizes)
+        width = len(self.bounds) + 1
+        finite = np.isfinite(v)
+        if finite.all():
+            totals = np.bincount(group, weights=v, minlength=len(sizes))
+        else:  # NaN is not observed; infinities count in +Inf but not in the sum
+            keep = ~np.isnan(v)
+            totals = np.bincount(group[finite], weights=v[finite], minlength=len(sizes))
+            v, group = v[keep], group[keep]
+        counts = np.bincount(group * width + np.searchsorted(self.bounds, v, side="left"),
+                             minlength=len(sizes) * width).reshape(len(sizes), width)
         with self._lock:
-            series = self._series.get(labels)
-            if series is None:
-                series = self._series[labels] = (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
-            np.add(series[0], counts, out=series[0])
-            series[1][0] += total
+            for g, key in enumerate(labels):
+                if not sizes[g]:
+                    continue
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = (np.zeros(width, dtype=np.int64), [0.0])
+                np.add(series[0], counts[g], out=series[0])
+                series[1][0] += float(totals[g])
 
     def remove(self, labels: tuple[str, ...]) -> None:
         with self._lock:
@@ -293,6 +308,10 @@ class ServiceMetrics:
 
     def observe_scores(self, image: str, scores: np.ndarray) -> None:
         self.scores.observe_many((self.image_label(image),), scores)
+
+    def observe_batch_scores(self, images: Sequence[str], scores: Sequence[np.ndarray]) -> None:
+        """Every image's window scores of one batch."""
+        self.scores.observe_groups([(self.image_label(image),) for image in images], scores)
 
     def forget_image(self, image: str) -> None:
         """Remove an evicted or reset image's series (its label slot becomes free)."""
