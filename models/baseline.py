@@ -566,10 +566,11 @@ def process_blocks(
     if len({id(b) for b, _ in groups}) != len(groups):
         raise ValueError("a baseline appears in more than one group")
     X = transform_block(block) if features is None else features
-    out: list[BlockVerdicts] = [BlockVerdicts.empty(b.state) for b, _ in groups]
+    out: list[BlockVerdicts | None] = [None] * len(groups)
     together = []
     for g, (b, rows) in enumerate(groups):
         if not len(rows):
+            out[g] = BlockVerdicts.empty(b.state)
             continue
         if b.state is State.LEARNING and len(rows) > _LEARNING_CHUNK:
             # While the model is forming, score against the freshest state: small chunks keep the
@@ -581,7 +582,7 @@ def process_blocks(
     if together:
         for g, verdicts in zip(together, _process([groups[g] for g in together], block, X), strict=True):
             out[g] = verdicts
-    return out
+    return [v for v in out if v is not None]
 
 
 def _process(

@@ -77,6 +77,10 @@ class NoveltySets:
         self.min_containers = min_containers
         self.long_windows = long_windows
         self.sets: dict[str, set[str]] = {k: set() for k in KINDS}
+        # For novel_rows: per kind, the keys of the last batch's table looked up, the sets' version then and
+        # the positions of the keys that were unknown (batches of one sensor repeat their tables).
+        self._version = 0
+        self._unknown: dict[str, tuple[tuple[str, ...], int, list[int]]] = {}
         self.saturated: dict[str, bool] = {k: False for k in KINDS}
         # (kind, item) -> [windows seen, containers seen (at most min_containers)]
         self.candidates: dict[tuple[str, str], tuple[int, list[str]]] = {}
@@ -138,6 +142,7 @@ class NoveltySets:
                 self.candidates[(kind, item)] = (windows, containers)
 
     def add(self, kind: str, items: Iterable[str]) -> None:
+        self._version += 1
         known = self.sets[kind]
         for item in items:
             if item in known:
@@ -148,6 +153,7 @@ class NoveltySets:
             known.add(item)
 
     def clear(self) -> None:
+        self._version += 1
         for kind in KINDS:
             self.sets[kind].clear()
             self.saturated[kind] = False
@@ -161,6 +167,7 @@ class NoveltySets:
         }
 
     def load_dict(self, d: dict) -> None:
+        self._version += 1
         for kind in KINDS:
             items = d["sets"].get(kind, [])
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -217,10 +224,16 @@ def novel_rows(
     def by_table(kind: str, keys: list[str], ptr: np.ndarray, index: np.ndarray) -> list[tuple[int, int]]:
         """(k, key index) of the entries whose key is new to their window's set, in entry order."""
         flag = np.zeros((len(sets), len(keys)), dtype=bool)
+        table = tuple(keys)
         for g, s in enumerate(sets):
             if not s.saturated[kind]:
-                known = s.sets[kind]
-                unknown = [j for j, key in enumerate(keys) if key and key not in known]
+                cached = s._unknown.get(kind)
+                if cached is not None and cached[1] == s._version and cached[0] == table:
+                    unknown = cached[2]
+                else:
+                    known = s.sets[kind]
+                    unknown = [j for j, key in enumerate(keys) if key and key not in known]
+                    s._unknown[kind] = (table, s._version, unknown)
                 flag[g, unknown] = True
         if not flag.any():
             return []

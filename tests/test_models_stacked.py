@@ -153,3 +153,25 @@ def test_stacked_detectors_learn_and_score_as_each_alone() -> None:
             np.testing.assert_allclose(a.means(), b.means(), rtol=1e-12)
             np.testing.assert_allclose(a.stds(), b.stds(), rtol=1e-9)
             assert a.n_seen == b.n_seen
+
+
+def test_novelty_lookups_remembered_per_table_are_forgotten_when_a_set_changes() -> None:
+    from models.novelty import NoveltySets, novel_rows
+
+    sets = NoveltySets()
+    sets.add("syscall", ["read"])
+    v = FeatureVector(Identity("n", "c", "x"), 0.0, 5.0, {"read": 1, "write": 1}, endpoints=[Endpoint("10.0.0.1", 22)])
+    block = VectorBlock.from_vectors([v])
+    zeros = np.zeros(1, dtype=np.int64)
+
+    def texts() -> list[str]:
+        return [i.text() for i in novel_rows([sets], block, None, zeros).get(0, [])]
+
+    assert texts() == ["new syscall write", "new port tcp/22"]
+    assert texts() == ["new syscall write", "new port tcp/22"]  # the remembered lookup
+    sets.add("syscall", ["write"])
+    assert texts() == ["new port tcp/22"]
+    sets.load_dict({"sets": {"syscall": ["read"]}, "saturated": {}})
+    assert texts() == ["new syscall write", "new port tcp/22"]
+    sets.clear()
+    assert texts() == ["new syscall read", "new syscall write", "new port tcp/22"]
