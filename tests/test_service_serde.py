@@ -87,7 +87,7 @@ def batches(draw: st.DrawFn) -> vectors_pb2.VectorBatch:
         for _ in range(draw(st.integers(0, 2))):
             v.network.endpoints.add(address=draw(text), port=draw(st.integers(0, 70000)),
                                     protocol=draw(st.integers(0, 3)), direction=draw(st.integers(0, 3)))
-        v.ngram_spec = draw(st.integers(0, 2))
+        v.ngram_spec = draw(st.integers(0, 3))
         v.ngram_bucket.extend(draw(st.lists(st.integers(0, 20000), max_size=3)))
         v.ngram_count.extend(draw(st.lists(st.integers(0, 5), max_size=3)))
         if draw(st.booleans()):
