@@ -114,7 +114,7 @@ class BaselineConfig:
     novelty_weight_sensitive_path: float = 1.0
     novelty_weight_syscall: float = 0.2
     ngram_alpha: float = 3.0
-    sequence_unseen_nats: float = 256.0  # chosen by cross-validation in ADFA-LD's training data
+    sequence_unseen_nats: float = 128.0  # chosen by cross-validation in ADFA-LD's training data
     sequence_unseen_scale: float = 0.2
     sequence_min_excess: float = 0.5  # nats/gram above the calibration quantile, at least
     quarantine_seconds: float = 300.0

@@ -327,7 +327,7 @@ def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_sma
     from models.ngrams import LONG_BUCKETS, SHORT_BUCKETS
 
     cfg = dict(min_learn_windows=60, min_learn_seconds=300)
-    for nats in (256.0, 0.0):
+    for nats in (128.0, 0.0):
         b, vs = _with_grams(ImageBaseline("k", BaselineConfig(sequence_unseen_nats=nats, **cfg)), 200, 1)
         assert b.state is State.DETECTING
         seen = {k: c for k, c in vs[0].ngrams.items() if k >= SHORT_BUCKETS}
@@ -337,7 +337,7 @@ def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_sma
                                     ngrams={**familiar.ngrams, unseen_bucket: sum(seen.values())})
         base, probe = b.process([familiar, novel])
         if nats:
-            # half of the window's 6-grams are new: 256 x (1 - e^-2.5) = 235 nats/gram more on the sequence tier
+            # half of the window's 6-grams are new: 128 x 0.25 / (0.25 + 0.04) = 110 nats/gram more
             assert not base.anomalous and probe.anomalous and probe.score > base.score
             assert "sequence" in probe.kinds
             assert [d.feature for d in probe.explanation[:2]] == ["sequence.surprise", "sequence.unseen_6grams"]

@@ -1,5 +1,6 @@
-"""The sequence tier (order-4 likelihood + saturating order-6 novelty): River's checks on n-gram counts,
-the score by hand, batch = one-by-one, state, and why the penalty saturates (its threshold stays reachable)."""
+"""The sequence tier (order-4 likelihood + saturating order-6 novelty penalty): River's checks on n-gram
+counts, the score by hand, batch = one-by-one, state, and why the penalty saturates (its threshold stays
+within reach)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,12 @@ def test_score_is_the_likelihood_plus_the_saturating_penalty():
     x = ngram_counts(["epoll_wait", "read", "write", "close"] * 10 + ATTACK)
     u = nov.score_one(x)
     assert 0 < u < 1
-    assert tier.score_one(x) == pytest.approx(lik.score_one(x) + 100.0 * (1 - math.exp(-u / 0.25)))
-    # a familiar window pays no penalty; the penalty never exceeds unseen_nats
+    assert tier.score_one(x) == pytest.approx(lik.score_one(x) + 100.0 * u**2 / (u**2 + 0.25**2))
+    # a familiar window pays no penalty, a few new contexts almost none, a share of unseen_scale half of
+    # it; it never exceeds unseen_nats
     assert tier.score_one(loop) == pytest.approx(lik.score_one(loop))
-    assert float(tier.penalty(np.array([0.0, 1.0, 50.0]))[0]) == 0.0
-    assert float(tier.penalty(np.array([1.0]))[0]) < 100.0
+    assert tier.penalty(np.array([0.0, 0.025, 0.25, 1.0])).tolist() == pytest.approx(
+        [0.0, 100.0 / 101.0, 50.0, 100.0 / (1.0 + 0.0625)])
     # unseen_nats = 0 is the order-4 likelihood alone
     plain = SequenceTier(unseen_nats=0.0)
     plain.learn_one(loop)
@@ -100,6 +102,13 @@ def test_bad_parameters_are_refused():
             SequenceTier(**bad)
 
 
+class _Linear(SequenceTier):
+    """The penalty the tier does not use: ``unseen_nats`` x the share of new contexts."""
+
+    def penalty(self, unseen: np.ndarray) -> np.ndarray:
+        return self.unseen_nats * np.asarray(unseen, dtype=np.float64)
+
+
 def _prequential_threshold(tier: SequenceTier, windows: list[dict[int, int]]) -> float:
     """The baseline's calibration: scores taken before each window is learnt, the first 30 left out."""
     scores = []
@@ -129,8 +138,8 @@ def test_saturation_keeps_the_threshold_within_reach_when_learning_keeps_meeting
         probe.extend(rng.choice(LOOPS))
     probe[50:] = [rng.choice(NAMES) for _ in range(50)]
     x = ngram_counts(probe)
-    saturating = SequenceTier(unseen_nats=256.0, unseen_scale=0.2)
-    linear = SequenceTier(unseen_nats=256.0 * 50, unseen_scale=50.0)  # ~256 x share over [0, 1]
+    saturating = SequenceTier(unseen_nats=128.0, unseen_scale=0.2)
+    linear = _Linear(unseen_nats=128.0)
     ratios = {}
     for name, tier in (("saturating", saturating), ("linear", linear)):
         threshold = _prequential_threshold(tier, windows)
