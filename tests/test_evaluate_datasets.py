@@ -70,6 +70,13 @@ def test_adfa_run_on_a_subset_ranks_attacks_above_chance():
     assert ngram.summary.auc > 0.7 and stide.summary.auc > 0.7
     assert ngram.state_bytes is not None and ngram.state_bytes < 256 * 1024
     assert set(ngram.by_type) == {"Adduser", "Hydra_FTP", "Hydra_SSH", "Java_Meterpreter", "Meterpreter", "Web_Shell"}
+    # the default model against every baseline, with bootstrap intervals around the measured differences
+    default = next(m for m in run.models if "ImageBaseline" in m.name)
+    assert [name for name, _, _ in run.versus] == [m.name for m in run.models if m.kind == "baseline"]
+    for name, auc, dr in run.versus:
+        other = next(m for m in run.models if m.name == name)
+        assert auc.value == pytest.approx(default.summary.auc - other.summary.auc)
+        assert auc.low <= auc.value <= auc.high and dr.low <= dr.value <= dr.high
 
 
 # -- LID-DS ---------------------------------------------------------------------------------------------
