@@ -81,7 +81,7 @@ class BaselineConfig:
       ``std_floor`` and ``top_k``); the sequence tier (:class:`SequenceTier`): ``ngram_alpha``, the
       smoothing of its order-4 model, ``sequence_unseen_nats`` and ``sequence_unseen_scale``, the most
       a window's never-seen order-6 grams add to its score and the share of them at which that penalty
-      reaches 63%; ``sequence_min_excess``: the sequence threshold sits at least this many nats/gram
+      reaches half of it; ``sequence_min_excess``: the sequence threshold sits at least this many nats/gram
       above its calibration quantile.
     * Poisoning resistance: ``novelty_min_windows`` / ``novelty_min_containers`` (support before an item is
       normal), ``learn_clip_sigma`` (bound on how far one window moves the rate tier), ``learn_gate``

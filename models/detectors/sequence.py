@@ -30,8 +30,8 @@ class SequenceTier(base.AnomalyDetector):
     ``unseen_nats`` more.  The penalty is an S-curve in ``u``: half of ``unseen_nats`` at ``u =
     unseen_scale``, almost nothing for a few new contexts in a busy window (1% of ``unseen_nats`` at a
     tenth of ``unseen_scale``: rare but normal paths do not alarm on their own), and it *saturates*: a
-    window with a share of new contexts well above ``unseen_scale`` pays nearly all of it, whether that
-    share is 0.5 or 1.
+    window with a share of new contexts well above ``unseen_scale`` pays most of it (with the default
+    scale of 0.2: 86% at a share of 0.5, 96% at 1).
 
     Why saturate: the baseline calibrates the tier's threshold (``models.threshold.TailThreshold``) on
     the scores of its learning windows, each scored before it is learnt, by extrapolating from the
@@ -39,7 +39,8 @@ class SequenceTier(base.AnomalyDetector):
     (ADFA-LD's 833 training traces of many programs; any young model) has many such windows in that
     tail.  With a linear penalty (``unseen_nats * u``) they spread over the whole range up to
     ``unseen_nats``, the spacing is wide, and the threshold lands above anything a window can score: on
-    ADFA-LD 173 nats/gram with 128 nats per unit share (at most about 139 reachable), so no window ever came near it.
+    ADFA-LD 173 nats/gram with 128 nats per unit share (at most about 139 reachable), so no window came
+    near it.
     Saturated, they pile up just under ``unseen_nats`` plus their order-4 surprise, the spacing is that
     of the surprise, and the threshold sits at the top of that plateau: a window with a large share of
     new contexts comes within reach of it (about 0.9 of it) and alarms when its surprise is high or
@@ -70,8 +71,7 @@ class SequenceTier(base.AnomalyDetector):
     unseen_nats
         The most a window's unseen order-6 grams add to its score (nats per gram); 0 turns them off.
     unseen_scale
-        The share of unseen order-6 grams at which the penalty reaches ``1 - 1/e`` (63%) of
-        ``unseen_nats``.
+        The share of unseen order-6 grams at which the penalty reaches half of ``unseen_nats``.
 
     Examples
     --------
