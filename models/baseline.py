@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.block import COUNTER_INDEX, VectorBlock
-from models.detectors.ngram import NgramDetector
+from models.detectors.sequence import SequenceTier
 from models.detectors.zscore import ZScoreDetector
 from models.errors import StateError, StateVersionError
 from models.explain import Deviation, deviations
@@ -79,9 +79,11 @@ class BaselineConfig:
       here up are not remembered.
     * ``detector``: see :data:`DETECTORS`; ``explain_top``: features listed per explanation.
     * ``memory_windows``, ``std_floor``, ``top_k``: the rate tier (:class:`ZScoreDetector`'s ``window``,
-      ``std_floor`` and ``top_k``); ``ngram_alpha``: the sequence tier's smoothing;
-      ``sequence_min_excess``: the sequence threshold sits at least this many nats/gram above its
-      calibration quantile.
+      ``std_floor`` and ``top_k``); the sequence tier (:class:`SequenceTier`): ``ngram_alpha``, the
+      smoothing of its order-4 model, ``sequence_unseen_nats`` and ``sequence_unseen_scale``, the most
+      a window's never-seen order-6 grams add to its score and the share of them at which that penalty
+      reaches half of it; ``sequence_min_excess``: the sequence threshold sits at least this many nats/gram
+      above its calibration quantile.
     * Poisoning resistance: ``novelty_min_windows`` / ``novelty_min_containers`` (support before an item is
       normal), ``learn_clip_sigma`` (bound on how far one window moves the rate tier), ``learn_gate``
       (detection learns only windows scoring below this share of the threshold), ``quarantine_seconds``
@@ -113,6 +115,8 @@ class BaselineConfig:
     novelty_weight_sensitive_path: float = 1.0
     novelty_weight_syscall: float = 0.2
     ngram_alpha: float = 3.0
+    sequence_unseen_nats: float = 128.0  # chosen by cross-validation in ADFA-LD's training data
+    sequence_unseen_scale: float = 0.2
     sequence_min_excess: float = 0.5  # nats/gram above the calibration quantile, at least
     quarantine_seconds: float = 300.0
 
@@ -150,6 +154,10 @@ class BaselineConfig:
             problems.append("novelty weights must be finite numbers >= 0")
         if not (self.ngram_alpha > 0 and math.isfinite(self.ngram_alpha)):
             problems.append(f"ngram_alpha must be > 0, got {self.ngram_alpha}")
+        if not (self.sequence_unseen_nats >= 0 and math.isfinite(self.sequence_unseen_nats)):
+            problems.append(f"sequence_unseen_nats must be a finite number >= 0, got {self.sequence_unseen_nats}")
+        if not (self.sequence_unseen_scale > 0 and math.isfinite(self.sequence_unseen_scale)):
+            problems.append(f"sequence_unseen_scale must be a finite number > 0, got {self.sequence_unseen_scale}")
         if not 0 < self.learn_gate <= 1:
             problems.append(f"learn_gate must be in (0, 1], got {self.learn_gate}")
         if not (self.quarantine_seconds >= 0 and math.isfinite(self.quarantine_seconds)):
@@ -268,7 +276,9 @@ class _Profile:
         # The alarm budget is split evenly between the two continuous tiers.
         budget = config.false_alarms_per_day / 2.0
         self.threshold = TailThreshold(alarms_per_day=budget, capacity=4096, min_scores=20)
-        self.sequence = NgramDetector(alpha=config.ngram_alpha)
+        self.sequence = SequenceTier(
+            alpha=config.ngram_alpha, unseen_nats=config.sequence_unseen_nats, unseen_scale=config.sequence_unseen_scale
+        )
         self.seq_threshold = TailThreshold(
             alarms_per_day=budget, capacity=4096, min_scores=20, floor=0.0, min_excess=config.sequence_min_excess
         )
@@ -277,9 +287,7 @@ class _Profile:
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.det.{k}": v for k, v in self.detector.to_arrays().items()}
         out.update({f"{prefix}.thr.{k}": v for k, v in self.threshold.to_arrays().items()})
-        seq = self.sequence.to_arrays()
-        out[f"{prefix}.seq.counts"] = seq["counts"].astype(np.float32)
-        out[f"{prefix}.seq.windows"] = seq["windows"]
+        out.update({f"{prefix}.seq.{k}": v for k, v in self.sequence.to_arrays().items()})
         out.update({f"{prefix}.seqthr.{k}": v for k, v in self.seq_threshold.to_arrays().items()})
         out[f"{prefix}.windows"] = np.array([self.windows], dtype=np.int64)
         return out
@@ -288,7 +296,7 @@ class _Profile:
         self.detector.load_arrays({k: arrays[f"{prefix}.det.{k}"] for k in ("mean", "m2", "n", "var_floor")
                                    if f"{prefix}.det.{k}" in arrays})
         self.threshold.load_arrays({k: arrays[f"{prefix}.thr.{k}"] for k in ("scores", "meta")})
-        self.sequence.load_arrays({k: arrays[f"{prefix}.seq.{k}"] for k in ("counts", "windows")})
+        self.sequence.load_arrays({k: arrays[f"{prefix}.seq.{k}"] for k in ("counts", "windows", "seen")})
         self.seq_threshold.load_arrays({k: arrays[f"{prefix}.seqthr.{k}"] for k in ("scores", "meta")})
         self.windows = int(arrays[f"{prefix}.windows"][0])
 
@@ -311,7 +319,7 @@ class ImageBaseline:
     (True, ('novel_executable', 'novel_syscall', 'rate'), 'new executable /bin/sh')
     """
 
-    STATE_VERSION = 1
+    STATE_VERSION = 2  # 2: n-gram spec v2; the sequence tier's order-6 bitset (``*.seq.seen``)
 
     def __init__(self, key: str, config: BaselineConfig | None = None) -> None:
         self.key = key
@@ -425,7 +433,8 @@ class ImageBaseline:
         self.quarantine[container] = window_end + self.config.quarantine_seconds
 
     def _explain(
-        self, verdict: Verdict, x: np.ndarray, rate_hit: bool, seq_info: tuple[float, float] | None, profile: _Profile
+        self, verdict: Verdict, x: np.ndarray, rate_hit: bool, seq_info: tuple[float, float, float] | None,
+        profile: _Profile,
     ) -> None:
         """Fill in why a window is anomalous: its kinds, severity and the deviating features."""
         novel_kinds = sorted({item.kind for item in verdict.novel}, key=KINDS.index)
@@ -442,7 +451,10 @@ class ImageBaseline:
             z = np.maximum(z, 0.0)
         explanation = deviations(x, z, det.means(), det.stds(), self.config.explain_top)
         if seq_info is not None:
-            observed, level = seq_info
+            observed, level, unseen = seq_info
+            if unseen > 0:  # the share of the window's length-6 syscall contexts the image never showed
+                explanation.insert(0, Deviation("sequence.unseen_6grams", unseen, 0.0, 0.0, "share",
+                                                unseen / profile.sequence.unseen_scale))
             typical = profile.seq_threshold.quantile(0.5)
             explanation.insert(0, Deviation("sequence.surprise", observed, typical, level - typical, "nats/gram",
                                             observed / level if level > 0 else math.inf))
@@ -706,7 +718,7 @@ def _process(
         b, local = baselines[g], k - offsets[g]
         vd = verdicts[g].verdict(local)
         profile = b.startup if is_startup[k] else b.steady
-        seq_info = (float(seq[k]), float(seq_thresholds[k])) if seq_hit[k] else None
+        seq_info = _sequence_info(k, seq, seq_thresholds, entries, profile) if seq_hit[k] else None
         b._explain(vd, Xr[k], bool(rate_hit[k]), seq_info, profile)
         verdicts[g].flagged[local] = vd
         row = int(R[k])
@@ -720,6 +732,20 @@ def _process(
         _learn(baselines, profiles, block, R, offsets, Xr, z, rate, seq, has_grams, entries, learn_mask, prof,
                is_startup, novel)
     return verdicts
+
+
+def _sequence_info(
+    k: int, seq: np.ndarray, seq_thresholds: np.ndarray,
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, profile: _Profile,
+) -> tuple[float, float, float]:
+    """Window ``k``'s sequence score, its threshold and the share of its order-6 grams never seen."""
+    unseen = 0.0
+    if entries is not None:
+        e_row, cols, counts, _ = entries
+        mine = e_row == k
+        rows = np.zeros(int(mine.sum()), dtype=np.int64)
+        unseen = float(profile.sequence.unseen_sparse(rows, cols[mine], counts[mine], 1)[0])
+    return float(seq[k]), float(seq_thresholds[k]), unseen
 
 
 def _learn(

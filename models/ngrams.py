@@ -1,12 +1,14 @@
 """Hashed syscall n-grams: the Python side of the sensor's n-gram specification.
 
-The specification (``docs/ngram-spec.md``) in short:
+The specification (``docs/ngram-spec.md``, version :data:`SPEC_VERSION`) in short:
 
 * each syscall is its canonical id (:func:`models.syscalls.canonical_id`, FNV-1a of the canonical name);
 * every thread keeps its last ``MAX_ORDER - 1`` ids; when a syscall arrives, for each order ``n`` in
   :data:`ORDERS` for which the thread has at least ``n - 1`` ids of history, the n-gram
   ``(id_{t-n+1}, ..., id_t)`` is hashed by :func:`gram_hash` and the bucket
-  ``(n - MIN_ORDER) * BUCKETS + (hash & (BUCKETS - 1))`` is incremented;
+  ``OFFSETS[n] + (hash & (ORDER_BUCKETS[n] - 1))`` is incremented: orders 2, 3 and 4 have
+  :data:`BUCKETS` (4,096) buckets each at ``[0, 12288)`` exactly as in version 1, order 6 has
+  :data:`LONG_BUCKETS` (65,536) at ``[12288, 77824)``;
 * history belongs to the thread, not the window: a gram that spans a window boundary counts in the
   window of its last call; history is dropped when the thread exits.
 
@@ -24,11 +26,25 @@ import numpy as np
 
 from models.syscalls import canonical_id
 
-ORDERS: tuple[int, ...] = (2, 3, 4)
+#: Version of the specification (the wire's ``ngram_spec``).  Version 1 had orders 2-4 only; its buckets
+#: are version 2's buckets ``[0, SHORT_BUCKETS)`` unchanged, so a v1 vector is a v2 vector without order-6
+#: counts.
+SPEC_VERSION = 2
+ORDERS: tuple[int, ...] = (2, 3, 4, 6)
 MIN_ORDER = ORDERS[0]
 MAX_ORDER = ORDERS[-1]
-BUCKETS = 4096  # per order, a power of two
-NUM_BUCKETS = BUCKETS * len(ORDERS)
+#: The short orders, 4,096 buckets each (the sequence tier's likelihood model).
+SHORT_ORDERS: tuple[int, ...] = (2, 3, 4)
+BUCKETS = 4096  # per short order, a power of two
+SHORT_BUCKETS = BUCKETS * len(SHORT_ORDERS)  # 12288: the whole index space of version 1
+#: The long order (the novelty tier: has this length-6 context ever been seen?).
+LONG_ORDER = 6
+LONG_BUCKETS = 65536  # a power of two
+ORDER_BUCKETS: dict[int, int] = {2: BUCKETS, 3: BUCKETS, 4: BUCKETS, LONG_ORDER: LONG_BUCKETS}
+OFFSETS: dict[int, int] = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, LONG_ORDER: SHORT_BUCKETS}
+NUM_BUCKETS = SHORT_BUCKETS + LONG_BUCKETS  # 77824
+#: Bucket bound of each supported wire version (``ngram_spec``); 0 means no n-grams.
+SPEC_NUM_BUCKETS: dict[int, int] = {1: SHORT_BUCKETS, 2: NUM_BUCKETS}
 
 _FNV_OFFSET = 0x811C9DC5
 _FNV_PRIME = 0x01000193
@@ -66,12 +82,18 @@ def bucket_of(ids: Sequence[int]) -> int:
     n = len(ids)
     if n not in ORDERS:
         raise ValueError(f"order {n} is not one of {ORDERS}")
-    return (n - MIN_ORDER) * BUCKETS + (gram_hash(ids) & (BUCKETS - 1))
+    return OFFSETS[n] + (gram_hash(ids) & (ORDER_BUCKETS[n] - 1))
 
 
 def order_of(bucket: int) -> int:
-    """The n-gram order a global bucket index belongs to."""
-    return MIN_ORDER + bucket // BUCKETS
+    """The n-gram order a global bucket index belongs to.
+
+    >>> order_of(0), order_of(8191), order_of(12287), order_of(12288), order_of(NUM_BUCKETS - 1)
+    (2, 3, 4, 6, 6)
+    """
+    if not 0 <= bucket < NUM_BUCKETS:
+        raise ValueError(f"bucket {bucket} outside [0, {NUM_BUCKETS})")
+    return LONG_ORDER if bucket >= SHORT_BUCKETS else MIN_ORDER + bucket // BUCKETS
 
 
 class NgramCounter:
@@ -79,8 +101,11 @@ class NgramCounter:
 
     >>> c = NgramCounter()
     >>> c.feed(["read", "write", "read", "close"])
-    >>> sum(c.drain().values())  # 3 bigrams + 2 trigrams + 1 four-gram
+    >>> sum(c.drain().values())  # 3 bigrams + 2 trigrams + 1 four-gram (no six-gram yet)
     6
+    >>> c.feed(["read", "write"])  # history carries on: 6 calls, the first six-gram
+    >>> sorted(order_of(b) for b in c.drain())
+    [2, 2, 3, 3, 4, 4, 6]
     """
 
     def __init__(self) -> None:

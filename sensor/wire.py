@@ -12,7 +12,8 @@ Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
 * ``seconds_since_start`` -> ``health.container_age_seconds`` (negative when unknown);
 * ``Endpoint.protocol`` ``"tcp"``/``"udp"`` -> ``PROTOCOL_TCP``/``PROTOCOL_UDP``;
   ``Endpoint.outbound`` -> ``DIRECTION_OUTBOUND`` / ``DIRECTION_INBOUND``;
-* n-grams: ``ngram_spec`` 1 with parallel bucket/count arrays when the vector has any, else 0.
+* n-grams: ``ngram_spec`` 2 (``docs/ngram-spec.md`` v2) with parallel bucket/count arrays when the vector has
+  any, else 0.
 
 Batches are stored and resent as bytes.  :func:`encode_batch_body` serialises everything but the
 sequence number; :func:`batch_request_bytes` prepends the sequence number and wraps the batch in an
@@ -25,11 +26,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from models.block import COUNTERS, dictionary
+from models.ngrams import SPEC_VERSION
 from models.vector import Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2
 
 SCHEMA_VERSION = 1
-NGRAM_SPEC = 1
+NGRAM_SPEC = SPEC_VERSION  # docs/ngram-spec.md version (models.ngrams.SPEC_VERSION)
 
 _COUNTERS = COUNTERS
 _PROTOCOL = {"tcp": vectors_pb2.PROTOCOL_TCP, "udp": vectors_pb2.PROTOCOL_UDP}

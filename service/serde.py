@@ -26,14 +26,17 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from models.block import COUNTERS, VectorBlock, lengths_to_ptr, row_ids
 from models.errors import ValidationError
+from models.ngrams import SPEC_NUM_BUCKETS
 from models.vector import MAX_SYSCALL_NAMES, Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import admin_pb2, ingest_pb2, vectors_pb2
 
 #: The wire schema versions this build decodes.
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
-#: n-gram spec versions this build understands (0 = the vector carries no n-grams).
-SUPPORTED_NGRAM_SPECS = frozenset({0, 1})
+#: n-gram spec versions this build understands (0 = the vector carries no n-grams).  Version 1 (orders 2-4)
+#: is version 2 (orders 2-4 and 6) without the order-6 buckets, so a v1 vector is taken as it is.
+SUPPORTED_NGRAM_SPECS = frozenset({0, *SPEC_NUM_BUCKETS})
+_V1_BUCKETS = SPEC_NUM_BUCKETS[1]
 #: Default bound on vectors per batch (also announced in Welcome.max_batch_vectors).
 DEFAULT_MAX_BATCH_VECTORS = 10_000
 #: Bound on the batch's syscall-name dictionary.
@@ -262,6 +265,8 @@ class Decoder:
             raise ValidationError("UNSUPPORTED_VERSION", f"ngram_spec {c.ngram_spec} is not supported")
         if c.ngram_spec == 0 and len(ng_bucket):
             raise ValidationError("BAD_REFERENCE", "n-gram counts sent with ngram_spec 0")
+        if c.ngram_spec == 1 and len(ng_bucket) and int(ng_bucket.max()) >= _V1_BUCKETS:
+            raise ValidationError("BAD_REFERENCE", f"n-gram bucket outside spec v1's [0, {_V1_BUCKETS})")
         ng_ptr = lists("ngram_lengths", len(ng_bucket))
         executables = list(c.executables)
         exe_ptr = lists("executable_lengths", len(executables))
@@ -374,6 +379,8 @@ class Decoder:
                     ngrams = dict(zip(buckets, ncounts, strict=False))  # lengths checked above
                     if len(ngrams) != n_buckets:
                         raise ValidationError("BAD_REFERENCE", "an n-gram bucket is listed more than once")
+                    if spec == 1 and n_buckets and max(buckets) >= _V1_BUCKETS:
+                        raise ValidationError("BAD_REFERENCE", f"n-gram bucket outside spec v1's [0, {_V1_BUCKETS})")
                 else:
                     raise ValidationError("UNSUPPORTED_VERSION", f"ngram_spec {spec} is not supported")
                 unknown = UnknownFieldSet(v)

@@ -62,14 +62,21 @@ def test_adfa_missing_or_bad_archive(tmp_path):
 def test_adfa_run_on_a_subset_ranks_attacks_above_chance():
     run = evaluate_adfa(limit_per_split=40, progress=False)
     names = [m.name for m in run.models]
-    assert any("STIDE" in n for n in names) and any("n-gram" in n for n in names)
+    assert any("STIDE" in n for n in names) and any("sequence tier" in n for n in names)
     assert any("ImageBaseline" in n for n in names)
     assert len(run.labels) == 80 and run.labels.sum() == 40
-    ngram = next(m for m in run.models if "n-gram" in m.name)
+    ngram = next(m for m in run.models if "sequence tier" in m.name)
     stide = next(m for m in run.models if "STIDE" in m.name)
     assert ngram.summary.auc > 0.7 and stide.summary.auc > 0.7
     assert ngram.state_bytes is not None and ngram.state_bytes < 256 * 1024
     assert set(ngram.by_type) == {"Adduser", "Hydra_FTP", "Hydra_SSH", "Java_Meterpreter", "Meterpreter", "Web_Shell"}
+    # the default model against every baseline, with bootstrap intervals around the measured differences
+    default = next(m for m in run.models if "ImageBaseline" in m.name)
+    assert [name for name, _, _ in run.versus] == [m.name for m in run.models if m.kind == "baseline"]
+    for name, auc, dr in run.versus:
+        other = next(m for m in run.models if m.name == name)
+        assert auc.value == pytest.approx(default.summary.auc - other.summary.auc)
+        assert auc.low <= auc.value <= auc.high and dr.low <= dr.value <= dr.high
 
 
 # -- LID-DS ---------------------------------------------------------------------------------------------

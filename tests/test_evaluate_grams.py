@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from models.evaluate.grams import canonical_ids, gram_buckets, trace_grams
 from models.evaluate.windows import count_vectors, count_windows, window_counts
-from models.ngrams import BUCKETS, NgramCounter, bucket_of, gram_hash, ngram_counts
+from models.ngrams import (
+    BUCKETS,
+    LONG_BUCKETS,
+    ORDERS,
+    SHORT_BUCKETS,
+    NgramCounter,
+    bucket_of,
+    gram_hash,
+    ngram_counts,
+    order_of,
+)
 from models.syscalls import canonical_id, name_of
 from models.vector import Identity
 
@@ -25,6 +35,18 @@ def test_golden_hash_and_bucket():
     assert gram_buckets(ids, 2)[0] == bucket_of([canonical_id("read"), canonical_id("write")])
 
 
+def test_golden_six_gram():
+    # spec v2, section 3: order 6 lives at [12288, 77824), 65,536 buckets
+    names = ["read", "write", "openat", "close", "mmap", "execve"]
+    ids = [canonical_id(n) for n in names]
+    assert gram_hash(ids) == 0x5CDB3A6A
+    assert bucket_of(ids) == SHORT_BUCKETS + (0x5CDB3A6A & (LONG_BUCKETS - 1)) == 27242
+    assert gram_buckets(canonical_ids(names), 6).tolist() == [27242]
+    assert order_of(27242) == 6
+    with pytest.raises(ValueError):
+        bucket_of(ids[:5])  # order 5 is not counted
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from(NAMES), min_size=0, max_size=60))
 def test_trace_grams_match_reference_counter(calls):
@@ -36,8 +58,8 @@ def test_trace_grams_match_reference_counter(calls):
 
 
 def test_high_bit_ids_wrap_like_32_bit_arithmetic():
-    ids = [0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0xDEADBEEF, 1]
-    for n in (2, 3, 4):
+    ids = [0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0xDEADBEEF, 1, 0xFFFFFFFE, 0x12345678]
+    for n in ORDERS:
         expected = [bucket_of(ids[i : i + n]) for i in range(len(ids) - n + 1)]
         assert gram_buckets(np.array(ids, dtype=np.uint64), n).tolist() == expected
 
@@ -73,8 +95,9 @@ def test_count_vectors_are_feature_vectors_with_nominal_time():
     assert [v.window_start for v in vs] == [100.0, 101.0, 102.0]
     assert [sum(v.syscalls.values()) for v in vs] == [100, 100, 50]
     assert vs[0].syscalls == {"read": 100}
-    # 99 bigrams + 98 trigrams + 97 four-grams in the first window; 100 of each order later
-    assert sum(vs[0].ngrams.values()) == 99 + 98 + 97
-    assert sum(vs[1].ngrams.values()) == 300
+    # 99 bigrams + 98 trigrams + 97 four-grams + 95 six-grams in the first window; 100 of each order later
+    assert sum(vs[0].ngrams.values()) == 99 + 98 + 97 + 95
+    assert sum(vs[1].ngrams.values()) == 400
+    assert sorted(order_of(b) for b in vs[1].ngrams) == [2, 3, 4, 6]
     with pytest.raises(ValueError):
         count_windows(["read"], 0)

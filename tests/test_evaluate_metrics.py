@@ -102,3 +102,29 @@ def test_lidds_rule_alarm_in_exploit_window_counts_as_detection():
     rec = RecordingScores("a", np.array([0.0, 1.0, 2.0]), 1.0, np.array([0, 3, 0.0]), 1.2)
     r = lidds_rule([1.0], [rec])
     assert r.detected == 1 and r.false_alarms == 0 and r.delays == (pytest.approx(0.8),)
+
+
+def test_paired_difference_of_auc_and_detection_rate():
+    from models.evaluate.metrics import _fast_auc, paired_difference
+
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(300, dtype=int), np.ones(60, dtype=int)]
+    good = np.round(rng.normal(y * 1.5, 1.0), 1)  # rounded: ties
+    weak = np.round(rng.normal(y * 0.3, 1.0), 1)
+    assert _fast_auc(y, good) == pytest.approx(roc_auc(y, good))
+    d = paired_difference(y, good, weak, "auc", resamples=300)
+    assert d.value == pytest.approx(roc_auc(y, good) - roc_auc(y, weak))
+    assert 0 < d.low < d.value < d.high
+    r = paired_difference(y, good, weak, "dr_5", resamples=300)
+    assert r.value == pytest.approx(detection_rate_at_fpr(y, good, 0.05) - detection_rate_at_fpr(y, weak, 0.05))
+    assert r.low <= r.value <= r.high
+    # the same model against itself: exactly 0, whatever the draw
+    same = paired_difference(y, good, good, "auc", resamples=50)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    # reversed, the interval is mirrored
+    back = paired_difference(y, weak, good, "auc", resamples=300)
+    assert back.value == pytest.approx(-d.value) and back.high == pytest.approx(-d.low)
+    with pytest.raises(ValueError, match="figure"):
+        paired_difference(y, good, weak, "f1")
+    with pytest.raises(ValueError, match="both"):
+        paired_difference(np.zeros(5, dtype=int), np.arange(5.0), np.arange(5.0))

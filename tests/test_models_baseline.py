@@ -309,3 +309,59 @@ def test_threshold_sample_represents_the_whole_learning_period() -> None:
     assert restored.n_scores == 4096 and restored.recompute() == t.recompute()
     restored.add(np.full(20_000, 100.0, dtype=np.float32), 5.0)  # as many scores again: about half replaced
     assert 0.4 < float(np.mean(restored.to_arrays()["scores"] == 100.0)) < 0.6
+
+
+def _with_grams(b: ImageBaseline, n: int, seed: int) -> tuple[ImageBaseline, list[FeatureVector]]:
+    from models.ngrams import ngram_counts
+
+    rng = np.random.default_rng(seed)
+    loop = ngram_counts(["epoll_wait", "read", "write", "close", "read", "write"] * 30)
+    vs = [window(i, rng, ngrams=dict(loop)) for i in range(n)]
+    b.process(vs)
+    return b, vs
+
+
+def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_small():
+    import dataclasses
+
+    from models.ngrams import LONG_BUCKETS, SHORT_BUCKETS
+
+    cfg = dict(min_learn_windows=60, min_learn_seconds=300)
+    for nats in (128.0, 0.0):
+        b, vs = _with_grams(ImageBaseline("k", BaselineConfig(sequence_unseen_nats=nats, **cfg)), 200, 1)
+        assert b.state is State.DETECTING
+        seen = {k: c for k, c in vs[0].ngrams.items() if k >= SHORT_BUCKETS}
+        unseen_bucket = next(SHORT_BUCKETS + k for k in range(LONG_BUCKETS) if SHORT_BUCKETS + k not in seen)
+        familiar = vs[-1]
+        novel = dataclasses.replace(familiar, window_start=familiar.window_start + 5.0,
+                                    ngrams={**familiar.ngrams, unseen_bucket: sum(seen.values())})
+        base, probe = b.process([familiar, novel])
+        if nats:
+            # half of the window's 6-grams are new: 128 x 0.25 / (0.25 + 0.04) = 110 nats/gram more
+            assert not base.anomalous and probe.anomalous and probe.score > base.score
+            assert "sequence" in probe.kinds
+            assert [d.feature for d in probe.explanation[:2]] == ["sequence.surprise", "sequence.unseen_6grams"]
+            assert probe.explanation[1].observed == 0.5 and probe.explanation[1].unit == "share"
+        else:
+            assert probe.score == pytest.approx(base.score)
+        meta, arrays = b.to_state()
+        assert arrays["steady.seq.seen"].nbytes == 8192
+        assert sum(a.nbytes for a in arrays.values()) < 256 * 1024
+        clone = ImageBaseline.from_state(meta, arrays)
+        # a flagged window is not learnt; an unflagged one is (its new bucket joins the bitset)
+        assert clone.steady.sequence.novelty.buckets_seen == b.steady.sequence.novelty.buckets_seen
+        assert b.steady.sequence.novelty.buckets_seen == len(seen) + (0 if nats else 1)
+        assert clone.process([novel])[0].score == pytest.approx(b.process([novel])[0].score)
+
+
+def test_state_of_spec_v1_builds_is_refused():
+    b, _ = learned()
+    meta, arrays = b.to_state()
+    assert meta["state_version"] == 2
+    with pytest.raises(StateVersionError, match="version 1 .*re-learn"):
+        ImageBaseline.from_state({**meta, "state_version": 1}, arrays)
+
+
+def test_sequence_settings_are_validated():
+    with pytest.raises(ValueError, match="sequence_unseen_nats.*sequence_unseen_scale"):
+        BaselineConfig(sequence_unseen_nats=-1.0, sequence_unseen_scale=0.0)

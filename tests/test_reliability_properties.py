@@ -58,7 +58,7 @@ def pb_vectors(draw: Any) -> vectors_pb2.FeatureVector:
     v.syscall_name_index.extend(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)))
     v.syscall_count.extend(draw(st.lists(floats, min_size=n + draw(st.integers(-1, 1)) if n else 0,
                                          max_size=max(n + 1, 0))))
-    v.ngram_spec = draw(st.sampled_from([0, 0, 1, 2]))
+    v.ngram_spec = draw(st.sampled_from([0, 0, 1, 2, 3]))  # 3: not a version
     if v.ngram_spec:
         b = draw(st.lists(st.integers(0, 20000), max_size=5))
         v.ngram_bucket.extend(b)

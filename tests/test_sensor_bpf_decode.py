@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from models.ngrams import NgramCounter, bucket_of, gram_hash
+from models.ngrams import (
+    BUCKETS,
+    LONG_BUCKETS,
+    LONG_ORDER,
+    MAX_ORDER,
+    SHORT_BUCKETS,
+    SPEC_VERSION,
+    NgramCounter,
+    bucket_of,
+    gram_hash,
+)
 from models.syscalls import canonical_id, id_table
 from models.vector import Identity
 from sensor.containers import (
@@ -29,6 +39,7 @@ from sensor.containers import (
 )
 from sensor.features import CG_FIELDS, Endpoint4, WindowCounts, build_vectors
 from sensor.probes import ProbeConfig, _prefix_matcher, build_program
+from sensor.wire import NGRAM_SPEC
 
 BPF_DIR = Path(__file__).resolve().parents[1] / "sensor" / "bpf"
 
@@ -92,12 +103,22 @@ def test_cg_fields_match_kernel_struct() -> None:
 
 def test_kernel_hash_constants_match_python_spec() -> None:
     h = (BPF_DIR / "ngrams.h").read_text()
-    for const in ("0x811C9DC5u", "0x01000193u", "0x85EBCA6Bu", "0xC2B2AE35u", "4096u"):
+    for const in ("0x811C9DC5u", "0x01000193u", "0x85EBCA6Bu", "0xC2B2AE35u", "4096u", "65536u"):
         assert const in h
-    # golden values from docs/ngram-spec.md
+    defines = dict(re.findall(r"#define (NGRAM_\w+) (\S+)", h))
+    assert defines["NGRAM_BUCKETS"] == f"{BUCKETS}u" and defines["NGRAM_LONG_BUCKETS"] == f"{LONG_BUCKETS}u"
+    assert int(defines["NGRAM_SPEC_VERSION"]) == SPEC_VERSION == NGRAM_SPEC
+    assert int(defines["NGRAM_LONG_ORDER"]) == LONG_ORDER and int(defines["NGRAM_MAX_ORDER"]) == MAX_ORDER
+    assert "(3u * NGRAM_BUCKETS)" in h and 3 * BUCKETS == SHORT_BUCKETS
+    # the thread history holds MAX_ORDER - 1 ids
+    hist = re.search(r"struct thread_hist \{(.*?)\};", h, re.S)
+    assert hist is not None and re.findall(r"u32 (p\d);", hist.group(1)) == [f"p{i}" for i in range(1, MAX_ORDER)]
+    # golden values from docs/ngram-spec.md (the order-6 one also computed by an independent C program)
     assert hex(canonical_id("read")) == "0xcedfa3c5"
     assert hex(gram_hash([canonical_id("read"), canonical_id("write")])) == "0x15a481fe"
     assert bucket_of([canonical_id("read"), canonical_id("write")]) == 510
+    six = [canonical_id(n) for n in ("read", "write", "openat", "close", "mmap", "execve")]
+    assert hex(gram_hash(six)) == "0x5cdb3a6a" and bucket_of(six) == 27242
     table = id_table("x86_64")
     assert len(table) == 512 and table[0] == canonical_id("read") and table[110] == canonical_id("getppid")
 

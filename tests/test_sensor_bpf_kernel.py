@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from models.ngrams import BUCKETS, bucket_of
+from models.ngrams import NUM_BUCKETS, SHORT_BUCKETS, bucket_of, order_of
 from models.syscalls import canonical_id
 from sensor.features import WindowCounts
 from tests.bpf_required import CG_ROOT, require_bpf
@@ -117,12 +117,16 @@ def test_ngram_buckets_match_python_spec(probes: object, cg_parent: Path) -> Non
         bucket_of([a, b]): n, bucket_of([b, a]): n - 1,
         bucket_of([a, b, a]): n - 1, bucket_of([b, a, b]): n - 1,
         bucket_of([a, b, a, b]): n - 1, bucket_of([b, a, b, a]): n - 2,
+        # order 6 (spec v2): the thread's history holds five ids
+        bucket_of([a, b, a, b, a, b]): n - 2, bucket_of([b, a, b, a, b, a]): n - 3,
     }
+    assert sorted({order_of(b) for b in expected}) == [2, 3, 4, 6]
     for bucket, want in expected.items():
         # other grams of the interpreter may share a bucket: allow a few extra
         assert want <= ng.get(bucket, 0) <= want + 20, (bucket, ng.get(bucket), want)
-    # all three orders present, nothing outside the spec's range
-    assert all(0 <= b < 3 * BUCKETS for b in ng)
+    # every order present, nothing outside the spec's range
+    assert all(0 <= b < NUM_BUCKETS for b in ng)
+    assert any(b >= SHORT_BUCKETS for b in ng)
 
 
 def test_exec_fork_exit_and_paths(probes: object, cg_parent: Path) -> None:

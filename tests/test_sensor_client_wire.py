@@ -56,7 +56,7 @@ def test_syscall_dictionary_is_shared_per_batch() -> None:
     assert sorted(batch.syscall_names) == sorted({"read", "openat", "execve", "sys_999"})
     assert all(len(v.syscall_name_index) == 4 for v in batch.vectors)
     b0 = batch.vectors[0]
-    assert b0.ngram_spec == 1 and dict(zip(b0.ngram_bucket, b0.ngram_count, strict=True)) == vectors[0].ngrams
+    assert b0.ngram_spec == 2 and dict(zip(b0.ngram_bucket, b0.ngram_count, strict=True)) == vectors[0].ngrams
     assert batch.vectors[0].network.endpoints[1].protocol == vectors_pb2.PROTOCOL_UDP
     assert batch.vectors[0].network.endpoints[2].direction == vectors_pb2.DIRECTION_INBOUND
 

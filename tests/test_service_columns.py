@@ -161,6 +161,9 @@ def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
     case("n-grams with spec 0", R.REJECT_REASON_BAD_REFERENCE,
          lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(1),
                     b.columns.ngram_count.append(1)))
+    case("spec v1 n-grams with an order-6 bucket", R.REJECT_REASON_BAD_REFERENCE,
+         lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(12288),
+                    b.columns.ngram_count.append(1), setattr(b.columns, "ngram_spec", 1)))
     case("unknown n-gram spec", R.REJECT_REASON_UNSUPPORTED_VERSION, lambda b: setattr(b.columns, "ngram_spec", 7))
     case("unknown field in columns", R.REJECT_REASON_UNSUPPORTED_VERSION,
          lambda b: b.columns.MergeFromString(b"\xa8\x06\x01"))

@@ -38,6 +38,27 @@ def test_decode_inverts_the_sensor_encoding() -> None:
     assert out[0][1].identity is d.decode(msg)[0][1].identity  # type: ignore[union-attr]
 
 
+def test_ngram_spec_versions() -> None:
+    """Spec v2 vectors carry order-6 buckets; a v1 vector (orders 2-4) is taken as it is, but not with a
+    bucket outside v1's range; an unknown version is refused."""
+    from models.ngrams import NUM_BUCKETS, SHORT_BUCKETS
+
+    vs = [vector(i, 0) for i in range(4)]
+    vs[0].ngrams = {5: 2, SHORT_BUCKETS + 7: 3, NUM_BUCKETS - 1: 1}
+    vs[1].ngrams = {5: 2, 4097: 1}
+    vs[2].ngrams = {5: 1, SHORT_BUCKETS: 1}
+    vs[3].ngrams = {5: 1}
+    msg = vectors_pb2.VectorBatch.FromString(wire.to_batch(vs, 1).SerializeToString())
+    assert msg.vectors[0].ngram_spec == 2
+    msg.vectors[1].ngram_spec = 1
+    msg.vectors[2].ngram_spec = 1
+    msg.vectors[3].ngram_spec = 3
+    out = serde.Decoder().decode(msg)
+    assert out[0][1] == vs[0] and out[1][1] == vs[1]
+    assert isinstance(out[2][1], ValidationError) and out[2][1].reason == "BAD_REFERENCE"
+    assert isinstance(out[3][1], ValidationError) and out[3][1].reason == "UNSUPPORTED_VERSION"
+
+
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**6).map(float))
 text = st.text(max_size=40)
 
@@ -66,7 +87,7 @@ def batches(draw: st.DrawFn) -> vectors_pb2.VectorBatch:
         for _ in range(draw(st.integers(0, 2))):
             v.network.endpoints.add(address=draw(text), port=draw(st.integers(0, 70000)),
                                     protocol=draw(st.integers(0, 3)), direction=draw(st.integers(0, 3)))
-        v.ngram_spec = draw(st.integers(0, 2))
+        v.ngram_spec = draw(st.integers(0, 3))
         v.ngram_bucket.extend(draw(st.lists(st.integers(0, 20000), max_size=3)))
         v.ngram_count.extend(draw(st.lists(st.integers(0, 5), max_size=3)))
         if draw(st.booleans()):

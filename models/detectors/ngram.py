@@ -10,19 +10,19 @@ from typing import Any
 import numpy as np
 from river import base
 
-from models.ngrams import BUCKETS, NUM_BUCKETS, ORDERS
+from models.ngrams import BUCKETS, NUM_BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
 from models.syscalls import fnv1a32
 
 __all__ = ["NgramDetector", "dicts_to_matrix", "sparse_row"]
 
-_ORDER_OF_BUCKET = np.repeat(np.arange(len(ORDERS)), BUCKETS)
+_ORDER_OF_BUCKET = np.repeat(np.arange(len(SHORT_ORDERS)), BUCKETS)
 
 
 def key_bucket(key: Any) -> int:
     """Bucket a feature key maps to: an int in ``[0, NUM_BUCKETS)`` is itself, anything else is hashed.
 
     >>> key_bucket(5), key_bucket(NUM_BUCKETS - 1), 0 <= key_bucket("v0") < NUM_BUCKETS
-    (5, 12287, True)
+    (5, 77823, True)
     """
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= key < NUM_BUCKETS:
         return int(key)
@@ -101,9 +101,11 @@ class NgramDetector(base.AnomalyDetector):
     """Per-gram negative log-likelihood of a window's hashed syscall n-grams.
 
     The sensor sends, for every window, how often each hashed n-gram bucket occurred
-    (:mod:`models.ngrams`: orders 2, 3 and 4, ``BUCKETS`` buckets per order, one global index space of
-    ``NUM_BUCKETS``).  The detector keeps one count per bucket over everything it has learnt: that is
-    an n-gram language model of the image, order by order.  The probability of bucket ``b`` of order
+    (:mod:`models.ngrams`: one global index space of ``NUM_BUCKETS``).  This detector models the short
+    orders 2, 3 and 4 (``BUCKETS`` buckets each, the first ``SHORT_BUCKETS`` indices) and ignores the
+    order-6 buckets, which :class:`models.detectors.gram_novelty.GramNoveltyDetector` covers.  It keeps one
+    count per bucket over everything it has learnt: that is an n-gram language model of the image, order by
+    order.  The probability of bucket ``b`` of order
     ``n`` is estimated with additive smoothing,
 
         p(b) = (C[b] + alpha) / (N_n + alpha * BUCKETS),
@@ -120,7 +122,7 @@ class NgramDetector(base.AnomalyDetector):
     linear in the counts, so the gram-weighted mean of the window scores of a trace (:meth:`grams` gives
     the weights) equals the score of the whole trace.
 
-    State is one float64 array of ``NUM_BUCKETS`` counts (96 KiB) and a window counter, exported by
+    State is one float64 array of ``SHORT_BUCKETS`` counts (96 KiB) and a window counter, exported by
     :meth:`to_arrays` and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).
 
     ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
@@ -136,7 +138,7 @@ class NgramDetector(base.AnomalyDetector):
         held-out normal ADFA-LD training traces the highest likelihood in 5-fold cross-validation
         (``bench/evaluate_cv.py --likelihood``).
     order_weights
-        Weight of each order in :data:`models.ngrams.ORDERS` (2, 3, 4) in the mean.
+        Weight of each order in :data:`models.ngrams.SHORT_ORDERS` (2, 3, 4) in the mean.
     tail
         Share of the window's grams, most surprising first, that the mean is taken over (1 = all).
 
@@ -165,12 +167,12 @@ class NgramDetector(base.AnomalyDetector):
             raise ValueError(f"tail must be in (0, 1], got {tail}")
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"alpha must be a positive finite number, got {alpha}")
-        if len(order_weights) != len(ORDERS) or any(not (w >= 0 and math.isfinite(w)) for w in order_weights):
-            raise ValueError(f"order_weights needs {len(ORDERS)} finite weights >= 0, got {order_weights}")
+        if len(order_weights) != len(SHORT_ORDERS) or any(not (w >= 0 and math.isfinite(w)) for w in order_weights):
+            raise ValueError(f"order_weights needs {len(SHORT_ORDERS)} finite weights >= 0, got {order_weights}")
         if sum(order_weights) <= 0:
             raise ValueError("order_weights must not all be 0")
         self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
-        self._counts = np.zeros(NUM_BUCKETS, dtype=np.float64)
+        self._counts = np.zeros(SHORT_BUCKETS, dtype=np.float64)
         self._windows = 0
         self._surprise: np.ndarray | None = None  # cached -log p(b)
 
@@ -182,7 +184,7 @@ class NgramDetector(base.AnomalyDetector):
 
     def surprise(self) -> np.ndarray:
         """``-log p(b)`` for every bucket under the current counts (nats)."""
-        per_order = self._counts.reshape(len(ORDERS), BUCKETS)
+        per_order = self._counts.reshape(len(SHORT_ORDERS), BUCKETS)
         totals = per_order.sum(axis=1, keepdims=True)
         return (-np.log((per_order + self.alpha) / (totals + self.alpha * BUCKETS))).ravel()
 
@@ -193,7 +195,9 @@ class NgramDetector(base.AnomalyDetector):
 
     @staticmethod
     def _row(x: Mapping[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
-        return sparse_row(x)
+        idx, val = sparse_row(x)
+        short = idx < SHORT_BUCKETS
+        return (idx, val) if short.all() else (idx[short], val[short])
 
     @staticmethod
     def _matrix(X: Any) -> Any:
@@ -207,7 +211,7 @@ class NgramDetector(base.AnomalyDetector):
                 raise ValueError(f"expected a 2-D array of shape (n, {NUM_BUCKETS}), got shape {m.shape}")
         if m.shape[1] != NUM_BUCKETS:
             raise ValueError(f"expected {NUM_BUCKETS} columns (models.ngrams.NUM_BUCKETS), got {m.shape[1]}")
-        return m
+        return m[:, :SHORT_BUCKETS]
 
     def learn_one(self, x: dict) -> None:
         idx, val = self._row(x)
@@ -272,14 +276,17 @@ class NgramDetector(base.AnomalyDetector):
         The service's fast path: no matrix is built.  Entries must be valid buckets with finite counts
         (``models.validate`` guarantees it); non-positive counts are ignored.
         """
+        short = cols < SHORT_BUCKETS
+        if not short.all():
+            cols, counts = cols[short], counts[short]
         if len(cols):
-            self._counts += np.bincount(cols, np.maximum(counts, 0.0), NUM_BUCKETS)
+            self._counts += np.bincount(cols, np.maximum(counts, 0.0), SHORT_BUCKETS)
         self._windows += n_windows
         self._surprise = None
 
     def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
         """Scores of ``n_rows`` windows given as flat (row, bucket, count) entries; same as ``score_many``."""
-        keep = counts > 0
+        keep = (counts > 0) & (cols < SHORT_BUCKETS)
         return self._tail_scores(rows[keep], cols[keep], counts[keep], n_rows)
 
     def grams(self, X: Any) -> np.ndarray:
@@ -295,8 +302,8 @@ class NgramDetector(base.AnomalyDetector):
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore state written by :meth:`to_arrays`."""
         counts, windows = np.asarray(arrays["counts"]), np.asarray(arrays["windows"])
-        if counts.shape != (NUM_BUCKETS,) or windows.shape != (1,):
-            raise ValueError(f"state shapes {counts.shape}/{windows.shape}, expected ({NUM_BUCKETS},)/(1,)")
+        if counts.shape != (SHORT_BUCKETS,) or windows.shape != (1,):
+            raise ValueError(f"state shapes {counts.shape}/{windows.shape}, expected ({SHORT_BUCKETS},)/(1,)")
         if not np.all(np.isfinite(counts)) or np.any(counts < 0) or windows[0] < 0:
             raise ValueError("state contains negative or non-finite counts")
         self._counts = counts.astype(np.float64)

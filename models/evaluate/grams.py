@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.ngrams import BUCKETS, MIN_ORDER, ORDERS
+from models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS
 from models.syscalls import canonical_id
 
 _FNV_OFFSET = np.uint64(0x811C9DC5)
@@ -45,7 +45,7 @@ def gram_buckets(ids: np.ndarray, order: int) -> np.ndarray:
     for j in range(order):
         h = ((h ^ ids[j : j + m]) * _FNV_PRIME) & _M32
     h = _fmix32(h)
-    return (order - MIN_ORDER) * BUCKETS + (h & np.uint64(BUCKETS - 1)).astype(np.int64)
+    return OFFSETS[order] + (h & np.uint64(ORDER_BUCKETS[order] - 1)).astype(np.int64)
 
 
 def trace_grams(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

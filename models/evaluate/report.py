@@ -46,6 +46,13 @@ def adfa_markdown(run: AdfaRun) -> str:
     for m in run.models:
         cells = [f"{_f(m.by_type[t].auc)} / {_f(m.by_type[t].dr_5)}" if t in m.by_type else "" for t in types]
         lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
+    if run.versus:
+        ours = next(m.name for m in run.models if m.kind == "baseliner")
+        lines += ["", f"## {ours} minus each baseline (paired stratified bootstrap, 1,000 resamples, 95% interval)",
+                  "", "| baseline | ROC AUC difference | DR @ 5% FPR difference |", "| --- | ---: | ---: |"]
+        for name, auc, dr in run.versus:
+            lines.append(f"| {name} | {auc.value:+.3f} [{auc.low:+.3f}, {auc.high:+.3f}] | "
+                         f"{dr.value:+.3f} [{dr.low:+.3f}, {dr.high:+.3f}] |")
     lines += ["", f"Run time {run.seconds:.1f} s."]
     if run.command:
         lines += ["", "Command:", "", "```", run.command, "```"]
@@ -143,6 +150,8 @@ def write_adfa(run: AdfaRun, out: Path, plots: bool = True) -> list[Path]:
                     "dr_at_5pct_fpr": m.summary.dr_5, "us_per_item": m.us_per_item, "state_bytes": m.state_bytes,
                     "by_type": {t: {"auc": s.auc, "dr_at_5pct_fpr": s.dr_5, "n": s.n_attack}
                                 for t, s in m.by_type.items()}} for m in run.models],
+        "default_minus_baseline": [{"baseline": name, "auc": [auc.value, auc.low, auc.high],
+                                    "dr_at_5pct_fpr": [dr.value, dr.low, dr.high]} for name, auc, dr in run.versus],
     }
     written[1].write_text(json.dumps(summary, indent=2) + "\n")
     if plots:

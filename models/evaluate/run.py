@@ -13,7 +13,16 @@ from tqdm import tqdm
 
 from models.evaluate import adfa, lidds
 from models.evaluate.baselines import TraceModel, default_baselines
-from models.evaluate.metrics import LiddsResult, RecordingScores, Summary, lidds_rule, per_type, summarise
+from models.evaluate.metrics import (
+    Difference,
+    LiddsResult,
+    RecordingScores,
+    Summary,
+    lidds_rule,
+    paired_difference,
+    per_type,
+    summarise,
+)
 from models.evaluate.scorers import NgramScorer, PipelineScorer, WindowScorer, trace_scores
 from models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW, count_vectors
 from models.vector import FeatureVector, Identity
@@ -51,6 +60,8 @@ class AdfaRun:
     test_windows: int = 0
     seconds: float = 0.0
     command: str = ""
+    # the first Baseliner model (the default model) minus each baseline: (baseline, AUC, DR @ 5% FPR)
+    versus: list[tuple[str, Difference, Difference]] = field(default_factory=list)
 
 
 def default_scorers() -> list[WindowScorer]:
@@ -119,6 +130,12 @@ def evaluate_adfa(path: str | Path | None = None, calls_per_window: int = DEFAUL
         run.models.append(ModelResult(model.name, "baseline", s, summarise(labels, s), per_type(labels, s, types),
                                       t1 - t0, t2 - t1, len(train), len(test)))
         log.info("%s: %s", model.name, run.models[-1].summary)
+    ours = next((m for m in run.models if m.kind == "baseliner"), None)
+    if ours is not None and 0 < labels.sum() < len(labels):
+        for m in run.models:
+            if m.kind == "baseline":
+                run.versus.append((m.name, paired_difference(labels, ours.scores, m.scores, "auc"),
+                                   paired_difference(labels, ours.scores, m.scores, "dr_5")))
     run.seconds = time.perf_counter() - started
     return run
 

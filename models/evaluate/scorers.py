@@ -1,7 +1,7 @@
 """The Baseliner models under evaluation, behind one small window-scoring interface.
 
-Both wrap the very objects the service runs: :class:`NgramScorer` the sequence detector
-(:class:`models.detectors.ngram.NgramDetector`) on its own, :class:`PipelineScorer` the whole default
+Both wrap the very objects the service runs: :class:`NgramScorer` the sequence tier
+(:class:`models.detectors.sequence.SequenceTier`) on its own, :class:`PipelineScorer` the whole default
 per-image model (:class:`models.baseline.ImageBaseline`, scored by ``Verdict.score``, the score alerts
 are decided on).
 """
@@ -9,11 +9,12 @@ are decided on).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from models.detectors.ngram import NgramDetector, dicts_to_matrix
+from models.detectors.ngram import dicts_to_matrix
+from models.detectors.sequence import SequenceTier
 from models.vector import FeatureVector
 
 
@@ -34,11 +35,17 @@ class WindowScorer(Protocol):
 
 
 class NgramScorer:
-    """The sequence detector alone."""
+    """The sequence tier alone, with the default model's settings (``BaselineConfig``) unless given one."""
 
-    def __init__(self, detector: NgramDetector | None = None) -> None:
-        self.detector = detector if detector is not None else NgramDetector()
-        self.name = "Baseliner n-gram detector (sequence tier alone)"
+    def __init__(self, detector: SequenceTier | None = None) -> None:
+        if detector is None:
+            from models.baseline import BaselineConfig
+
+            cfg = BaselineConfig()
+            detector = SequenceTier(alpha=cfg.ngram_alpha, unseen_nats=cfg.sequence_unseen_nats,
+                                    unseen_scale=cfg.sequence_unseen_scale)
+        self.detector = detector
+        self.name = "Baseliner sequence tier alone (order-4 likelihood + order-6 novelty)"
 
     def learn(self, vectors: Sequence[FeatureVector]) -> None:
         self.detector.learn_many(dicts_to_matrix(v.ngrams for v in vectors))
@@ -59,12 +66,13 @@ class NgramScorer:
 class PipelineScorer:
     """The default per-image model exactly as the service runs it (``ImageBaseline.process``)."""
 
-    def __init__(self, key: str = "evaluation", batch: int = 256) -> None:
+    def __init__(self, key: str = "evaluation", batch: int = 256, **config: Any) -> None:
         from models.baseline import BaselineConfig, ImageBaseline, Mode
 
         self._mode = Mode
         # Untimed data: one window is one nominal second, so the time-based learning minimum is waived.
-        self.baseline = ImageBaseline(key, BaselineConfig(min_learn_seconds=0.0))
+        # ``config``: other ``BaselineConfig`` settings (the defaults otherwise), for cross-validation.
+        self.baseline = ImageBaseline(key, BaselineConfig(**{"min_learn_seconds": 0.0, **config}))
         self.baseline.set_mode(Mode.LEARN)
         self.batch = batch
         self.name = "Baseliner default model (ImageBaseline, Verdict.score)"

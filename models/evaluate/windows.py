@@ -1,7 +1,7 @@
 """Cut a syscall trace into windows and turn each into the sensor's :class:`~models.vector.FeatureVector`.
 
 A window holds the syscall counts by canonical name and the hashed n-gram counts of
-:mod:`models.ngrams` (orders 2, 3, 4).  As on the sensor, n-gram history belongs to the thread and is
+:mod:`models.ngrams` (orders 2, 3, 4 and 6).  As on the sensor, n-gram history belongs to the thread and is
 carried across windows: a gram that spans a boundary counts in the window of its last call; history
 starts empty at the start of a trace.
 

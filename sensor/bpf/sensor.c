@@ -258,10 +258,15 @@ static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
         ngram_add(set, cgid, 1 * NGRAM_BUCKETS + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
     if (n >= 3)
         ngram_add(set, cgid, 2 * NGRAM_BUCKETS + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+    if (n >= 5) /* no order 5 (spec v2, section 2) */
+        ngram_add(set, cgid, NGRAM_LONG_OFFSET +
+                  (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1)));
+    h->p5 = h->p4;
+    h->p4 = h->p3;
     h->p3 = h->p2;
     h->p2 = h->p1;
     h->p1 = id;
-    h->n = n < 3 ? n + 1 : 3;
+    h->n = n < NGRAM_MAX_ORDER - 1 ? n + 1 : NGRAM_MAX_ORDER - 1;
 }
 #endif
 

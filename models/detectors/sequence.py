@@ -1,0 +1,181 @@
+"""Sequence tier of a baseline: order-4 likelihood plus a bounded penalty for never-seen order-6 contexts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from river import base
+
+from models.detectors.gram_novelty import GramNoveltyDetector
+from models.detectors.ngram import NgramDetector
+
+__all__ = ["SequenceTier"]
+
+
+class SequenceTier(base.AnomalyDetector):
+    """Mean surprise of a window's order-4 grams plus a saturating penalty for its unseen order-6 grams.
+
+    The tier holds two detectors over the sensor's hashed n-gram counts (``docs/ngram-spec.md``):
+    :class:`~models.detectors.ngram.NgramDetector` (the image's order-4 language model; ``s``, the
+    window's mean surprise in nats per gram) and :class:`~models.detectors.gram_novelty.GramNoveltyDetector`
+    (which order-6 buckets the image has shown; ``u``, the share of the window's order-6 grams never
+    seen).  A window scores
+
+        score = s + unseen_nats * u^2 / (u^2 + unseen_scale^2),
+
+    in nats per gram: every gram of a window whose length-6 contexts are largely new pays up to
+    ``unseen_nats`` more.  The penalty is an S-curve in ``u``: half of ``unseen_nats`` at ``u =
+    unseen_scale``, almost nothing for a few new contexts in a busy window (1% of ``unseen_nats`` at a
+    tenth of ``unseen_scale``: rare but normal paths do not alarm on their own), and it *saturates*: a
+    window with a share of new contexts well above ``unseen_scale`` pays most of it (with the default
+    scale of 0.2: 86% at a share of 0.5, 96% at 1).
+
+    Why saturate: the baseline calibrates the tier's threshold (``models.threshold.TailThreshold``) on
+    the scores of its learning windows, each scored before it is learnt, by extrapolating from the
+    spacing of their 99th and 99.9th percentiles.  An image whose learning keeps meeting new contexts
+    (ADFA-LD's 833 training traces of many programs; any young model) has many such windows in that
+    tail.  With a linear penalty (``unseen_nats * u``) they spread over the whole range up to
+    ``unseen_nats``, the spacing is wide, and the threshold lands above anything a window can score: on
+    ADFA-LD 173 nats/gram with 128 nats per unit share (at most about 139 reachable), so no window came
+    near it.
+    Saturated, they pile up just under ``unseen_nats`` plus their order-4 surprise, the spacing is that
+    of the surprise, and the threshold sits at the top of that plateau: a window with a large share of
+    new contexts comes within reach of it (about 0.9 of it) and alarms when its surprise is high or
+    another tier adds to it.  An image whose learning windows almost never show new contexts (a steady
+    server) keeps its threshold on the order-4 scale, and a window with new contexts alarms on this tier
+    alone.  In between, when such windows are rarer than the lower anchor's tail but commoner than the
+    upper one's (with 2,000 scores or more: roughly 0.1-1% of the learning windows), the lower anchor is
+    on the order-4 scale and the upper one on the plateau, and the extrapolated threshold lands far
+    above both: the tier then ranks windows but does not alarm on them.  (Synthetic loops with 0%,
+    0.05%, 0.5% and 3% of 3,000 learning windows half new: threshold 5.8, 5.9, 393 and 125 nats/gram;
+    ``tests/test_models_sequence_tier.py`` checks the 3% case against a linear penalty.)
+
+    Settings (``BaselineConfig.ngram_alpha``, ``sequence_unseen_nats``, ``sequence_unseen_scale``) were
+    chosen by cross-validation inside ADFA-LD's training data (``bench/evaluate_sequence_cv.py``;
+    ``docs/evaluation.md``).  ``unseen_nats = 0`` is the order-4 likelihood alone.
+
+    Windows are given as flat ``(row, bucket, count)`` arrays (:meth:`score_sparse`,
+    :meth:`learn_sparse`, the service's path), as dicts of bucket index -> count (``learn_one`` /
+    ``score_one``, ``FeatureVector.ngrams``) or as a ``scipy.sparse`` / dense matrix of shape
+    ``(n, NUM_BUCKETS)`` (``learn_many`` / ``score_many``).  State: the order-4 model's counts (96 KiB
+    as float64, stored as float32) and the 8 KiB order-6 bitset, through :meth:`to_arrays` /
+    :meth:`load_arrays` (no pickle).
+
+    Parameters
+    ----------
+    alpha
+        Additive smoothing of the order-4 model (:class:`~models.detectors.ngram.NgramDetector`).
+    unseen_nats
+        The most a window's unseen order-6 grams add to its score (nats per gram); 0 turns them off.
+    unseen_scale
+        The share of unseen order-6 grams at which the penalty reaches half of ``unseen_nats``.
+
+    Examples
+    --------
+    >>> from models.ngrams import ngram_counts
+    >>> tier = SequenceTier()
+    >>> loop = ["epoll_wait", "read", "write", "close"] * 25
+    >>> for _ in range(20):
+    ...     tier.learn_one(ngram_counts(loop))
+    >>> normal = tier.score_one(ngram_counts(loop))
+    >>> shell = ngram_counts(loop[:60] + ["read", "clone", "execve", "dup2", "dup2", "connect"] * 5)
+    >>> round(tier.novelty.score_one(shell), 2)  # a third of its length-6 contexts are new
+    0.35
+    >>> normal < 4.0 < 90.0 < tier.score_one(shell) < tier.unseen_nats
+    True
+    >>> restored = SequenceTier.from_arrays(tier.to_arrays())
+    >>> restored.score_one(ngram_counts(loop)) == normal
+    True
+    """
+
+    def __init__(self, alpha: float = 3.0, unseen_nats: float = 128.0, unseen_scale: float = 0.2) -> None:
+        self.alpha = alpha
+        self.unseen_nats = unseen_nats
+        self.unseen_scale = unseen_scale
+        if not (unseen_nats >= 0 and math.isfinite(unseen_nats)):
+            raise ValueError(f"unseen_nats must be a finite number >= 0, got {unseen_nats}")
+        if not (unseen_scale > 0 and math.isfinite(unseen_scale)):
+            raise ValueError(f"unseen_scale must be a finite number > 0, got {unseen_scale}")
+        self.likelihood = NgramDetector(alpha=alpha)
+        self.novelty = GramNoveltyDetector()
+
+    # -- model ----------------------------------------------------------------------------------
+
+    @property
+    def windows_learned(self) -> int:
+        return self.likelihood.windows_learned
+
+    def penalty(self, unseen: np.ndarray) -> np.ndarray:
+        """What a share of unseen order-6 grams adds to a window's score (nats per gram)."""
+        u2 = np.square(np.asarray(unseen, dtype=np.float64))
+        return self.unseen_nats * u2 / (u2 + self.unseen_scale**2)
+
+    def learn_sparse(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
+        """Learn ``n_windows`` windows given as flat bucket indices and counts (all rows together).
+
+        Entries must be valid buckets with finite counts (``models.validate`` guarantees it);
+        non-positive counts are ignored.
+        """
+        self.likelihood.learn_sparse(cols, counts, n_windows)
+        self.novelty.learn_sparse(cols, counts, n_windows)
+
+    def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
+        """Scores of ``n_rows`` windows given as flat ``(row, bucket, count)`` entries."""
+        out = self.likelihood.score_sparse(rows, cols, counts, n_rows)
+        if self.unseen_nats > 0:
+            out += self.penalty(self.novelty.score_sparse(rows, cols, counts, n_rows))
+        return out
+
+    def unseen_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
+        """Share of each window's order-6 grams never seen (0 for a window without any)."""
+        return self.novelty.score_sparse(rows, cols, counts, n_rows)
+
+    def learn_one(self, x: dict) -> None:
+        self.likelihood.learn_one(x)
+        self.novelty.learn_one(x)
+
+    def score_one(self, x: dict) -> float:
+        score = self.likelihood.score_one(x)
+        if self.unseen_nats > 0:
+            score += float(self.penalty(np.array([self.novelty.score_one(x)]))[0])
+        return score
+
+    def learn_many(self, X: Any) -> None:
+        self.likelihood.learn_many(X)
+        self.novelty.learn_many(X)
+
+    def score_many(self, X: Any) -> np.ndarray:
+        out: np.ndarray = self.likelihood.score_many(X)
+        if self.unseen_nats > 0:
+            out = out + self.penalty(self.novelty.score_many(X))
+        return out
+
+    def grams(self, X: Any) -> np.ndarray:
+        """Order-4 gram count of each row (the weight of a window in a trace's mean)."""
+        return self.likelihood.grams(X)
+
+    # -- persistence (no pickle) ---------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        lik, nov = self.likelihood.to_arrays(), self.novelty.to_arrays()
+        return {"counts": lik["counts"].astype(np.float32), "windows": lik["windows"], "seen": nov["seen"]}
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore state written by :meth:`to_arrays` (``ValueError`` if it does not fit)."""
+        windows = np.asarray(arrays["windows"])
+        self.likelihood.load_arrays({"counts": arrays["counts"], "windows": windows})
+        self.novelty.load_arrays({"seen": arrays["seen"], "windows": windows})
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], **params: Any) -> SequenceTier:
+        tier = cls(**params)
+        tier.load_arrays(arrays)
+        return tier
+
+    @classmethod
+    def _unit_test_params(cls) -> Any:
+        yield {}
+        yield {"alpha": 1.0, "unseen_nats": 0.0}

@@ -1,0 +1,148 @@
+"""The sequence tier (order-4 likelihood + saturating order-6 novelty penalty): River's checks on n-gram
+counts, the score by hand, batch = one-by-one, state, and why the penalty saturates (its threshold stays
+within reach)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from river import checks
+
+from models.detectors.gram_novelty import GramNoveltyDetector
+from models.detectors.ngram import NgramDetector, dicts_to_matrix
+from models.detectors.sequence import SequenceTier
+from models.ngrams import SHORT_BUCKETS, ngram_counts
+from models.threshold import TailThreshold
+from tests.test_evaluate_detector import ATTACK, LOOPS, count_stream
+
+NAMES = ["read", "write", "openat", "close", "mmap", "brk", "futex", "fstat", "lseek", "poll", "ioctl", "getpid",
+         "socket", "connect", "sendto", "recvfrom", "clone", "execve", "dup2", "pipe", "stat", "access", "munmap"]
+
+
+def _local_datasets(model, scale=1):
+    yield count_stream()
+
+
+def test_river_estimator_checks_on_count_data(monkeypatch):
+    """The checks of tests/test_models_river_checks.py again, on n-gram counts, with ROC AUC."""
+    monkeypatch.setattr(checks, "_yield_datasets", _local_datasets)
+    tier = SequenceTier()
+    names = []
+    for check in checks.yield_checks(tier):
+        check(tier.clone())
+        names.append(check.__name__)
+    assert "check_roc_auc" in names and len(names) > 15
+
+
+def test_score_is_the_likelihood_plus_the_saturating_penalty():
+    tier = SequenceTier(alpha=3.0, unseen_nats=100.0, unseen_scale=0.25)
+    lik, nov = NgramDetector(alpha=3.0), GramNoveltyDetector()
+    loop = ngram_counts(["epoll_wait", "read", "write", "close"] * 10)
+    for d in (tier, lik, nov):
+        d.learn_one(loop)
+    x = ngram_counts(["epoll_wait", "read", "write", "close"] * 10 + ATTACK)
+    u = nov.score_one(x)
+    assert 0 < u < 1
+    assert tier.score_one(x) == pytest.approx(lik.score_one(x) + 100.0 * u**2 / (u**2 + 0.25**2))
+    # a familiar window pays no penalty, a few new contexts almost none, a share of unseen_scale half of
+    # it; it never exceeds unseen_nats
+    assert tier.score_one(loop) == pytest.approx(lik.score_one(loop))
+    assert tier.penalty(np.array([0.0, 0.025, 0.25, 1.0])).tolist() == pytest.approx(
+        [0.0, 100.0 / 101.0, 50.0, 100.0 / (1.0 + 0.0625)])
+    # unseen_nats = 0 is the order-4 likelihood alone
+    plain = SequenceTier(unseen_nats=0.0)
+    plain.learn_one(loop)
+    assert plain.score_one(x) == lik.score_one(x)
+
+
+def test_batch_paths_equal_one_by_one():
+    stream = count_stream(200, seed=5)
+    one, many, flat = SequenceTier(), SequenceTier(), SequenceTier()
+    for x, _ in stream[:100]:
+        one.learn_one(x)
+    m = dicts_to_matrix(x for x, _ in stream[:100])
+    many.learn_many(m)
+    c = m.tocoo()
+    flat.learn_sparse(c.col.astype(np.int64), c.data, 100)
+    rows = [x for x, _ in stream[100:]]
+    want = [one.score_one(x) for x in rows]
+    t = dicts_to_matrix(rows)
+    assert many.score_many(t).tolist() == pytest.approx(want)
+    tc = t.tocoo()
+    got = flat.score_sparse(tc.row.astype(np.int64), tc.col.astype(np.int64), tc.data, len(rows))
+    assert got.tolist() == pytest.approx(want)
+    unseen = flat.unseen_sparse(tc.row.astype(np.int64), tc.col.astype(np.int64), tc.data, len(rows))
+    assert unseen.tolist() == pytest.approx([one.novelty.score_one(x) for x in rows])
+    assert one.windows_learned == many.windows_learned == flat.windows_learned == 100
+
+
+def test_state_round_trip_and_bad_state():
+    tier = SequenceTier()
+    for x, _ in count_stream(80):
+        tier.learn_one(x)
+    arrays = tier.to_arrays()
+    assert set(arrays) == {"counts", "windows", "seen"}
+    assert arrays["counts"].dtype == np.float32 and arrays["counts"].shape == (SHORT_BUCKETS,)
+    assert arrays["seen"].nbytes == 8192 and sum(a.nbytes for a in arrays.values()) < 64 * 1024
+    back = SequenceTier.from_arrays(arrays)
+    x = count_stream(3, seed=11)[0][0]
+    assert back.score_one(x) == tier.score_one(x) and back.windows_learned == 80
+    with pytest.raises(ValueError):
+        SequenceTier.from_arrays({**arrays, "seen": np.zeros(10, dtype=np.uint8)})
+    with pytest.raises(ValueError):
+        SequenceTier.from_arrays({**arrays, "counts": np.full(SHORT_BUCKETS, -1.0, dtype=np.float32)})
+
+
+def test_bad_parameters_are_refused():
+    for bad in ({"unseen_nats": -1.0}, {"unseen_nats": math.inf}, {"unseen_scale": 0.0}, {"alpha": 0.0}):
+        with pytest.raises(ValueError):
+            SequenceTier(**bad)
+
+
+class _Linear(SequenceTier):
+    """The penalty the tier does not use: ``unseen_nats`` x the share of new contexts."""
+
+    def penalty(self, unseen: np.ndarray) -> np.ndarray:
+        return self.unseen_nats * np.asarray(unseen, dtype=np.float64)
+
+
+def _prequential_threshold(tier: SequenceTier, windows: list[dict[int, int]]) -> float:
+    """The baseline's calibration: scores taken before each window is learnt, the first 30 left out."""
+    scores = []
+    for x in windows:
+        scores.append(tier.score_one(x))
+        tier.learn_one(x)
+    t = TailThreshold(alarms_per_day=0.5, capacity=4096, min_scores=20, floor=0.0, min_excess=0.5)
+    t.update(np.array(scores[30:]), window_seconds=1.0)
+    return t.value
+
+
+def test_saturation_keeps_the_threshold_within_reach_when_learning_keeps_meeting_new_contexts():
+    """An image whose learning windows often show new length-6 contexts (3% of them here, as a young model
+    meets them): the threshold is calibrated on those windows too.  A linear penalty calibrates it far above
+    a window half of whose contexts are new; the saturating one puts that window near it."""
+    rng = random.Random(1)
+    windows = []
+    for _ in range(3000):
+        calls: list[str] = []
+        while len(calls) < 100:
+            calls.extend(rng.choice(LOOPS))
+        if rng.random() < 0.03:
+            calls[40:] = [rng.choice(NAMES) for _ in range(60)]
+        windows.append(ngram_counts(calls))
+    probe: list[str] = []
+    while len(probe) < 100:
+        probe.extend(rng.choice(LOOPS))
+    probe[50:] = [rng.choice(NAMES) for _ in range(50)]
+    x = ngram_counts(probe)
+    saturating = SequenceTier(unseen_nats=128.0, unseen_scale=0.2)
+    linear = _Linear(unseen_nats=128.0)
+    ratios = {}
+    for name, tier in (("saturating", saturating), ("linear", linear)):
+        threshold = _prequential_threshold(tier, windows)
+        ratios[name] = tier.score_one(x) / threshold
+    assert saturating.novelty.score_one(x) > 0.3
+    assert ratios["saturating"] > 0.85 and ratios["linear"] < 0.8, ratios
