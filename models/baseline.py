@@ -1,10 +1,11 @@
 """One image's learned behaviour: lifecycle, detectors, novelty sets, threshold, decisions.
 
-``ImageBaseline.process`` is the one scoring path.  The service calls it per image and batch, and
-``baseliner evaluate``, the notebooks and the MLflow model call the very same method, so a number
-measured offline is the number the service gives online.
+:func:`process_blocks` is the one scoring path.  The service calls it once per batch for every image in
+it (stacked per-image state: one set of NumPy operations for all of them), and ``baseliner evaluate``, the
+notebooks and the MLflow model call it through ``ImageBaseline.process`` / ``process_block`` (one image),
+so a number measured offline is the number the service gives online.
 
-For a batch of windows of one image (in event-time order) it
+For a batch of windows of each image (in event-time order) it
 
 1. transforms counts into log-rate features (``models/features.py``);
 2. scores every window: the *continuous* score from the rate detector (start-up windows against the
