@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from models.block import COUNTER_INDEX, VectorBlock
+from models.block import COUNTER_INDEX, VectorBlock, csr_take, row_ids
 from models.detectors.sequence import SequenceTier
 from models.detectors.zscore import ZScoreDetector
 from models.errors import StateError, StateVersionError
@@ -643,24 +643,21 @@ def _process(
     seq_thresholds = np.array([p.seq_threshold.value for p in profiles])[prof]
     seq = np.zeros(n)
     has_grams = np.zeros(n, dtype=bool)
-    grams = block.sparse_ngrams()
-    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-    if grams is not None:
-        e_row, cols, counts = grams
-        if not whole:
-            pos = np.full(len(block), -1, dtype=np.int64)
-            pos[R] = np.arange(n, dtype=np.int64)
-            e_row = pos[e_row]
-            mine = e_row >= 0
-            e_row, cols, counts = e_row[mine], cols[mine], counts[mine]
-        e_prof = prof[e_row]
-        entries = (e_row, cols, counts, e_prof)
-        has_grams[e_row] = True
-        for p in np.unique(e_prof).tolist():
-            sel = e_prof == p
-            scored = profiles[p].sequence.score_sparse(e_row[sel], cols[sel], counts[sel], n)
-            in_p = prof == p
-            seq[in_p] = scored[in_p]
+    grams: _Grams | None = None
+    if len(block.ng_bucket):
+        if whole:
+            ptr, cols, counts = block.ng_ptr, block.ng_bucket, block.ng_count
+        else:  # the windows' entries in processing order: each group's are one slice
+            ptr, taken = csr_take(block.ng_ptr, R)
+            cols, counts = block.ng_bucket[taken], block.ng_count[taken]
+        if ptr[-1]:
+            grams = _Grams(ptr, cols, counts, prof)
+            has_grams = np.diff(ptr) > 0
+            for p in grams.profiles():
+                lo, hi = offsets[p // 2], offsets[p // 2 + 1]
+                scored = profiles[p].sequence.score_sparse(*grams.of_profile(p, lo, hi), hi - lo)
+                in_p = prof[lo:hi] == p
+                seq[lo:hi][in_p] = scored[in_p]
 
     states = [b.state for b in baselines]
     learning = per_group([s is State.LEARNING for s in states])
@@ -719,7 +716,7 @@ def _process(
         b, local = baselines[g], k - offsets[g]
         vd = verdicts[g].verdict(local)
         profile = b.startup if is_startup[k] else b.steady
-        seq_info = _sequence_info(k, seq, seq_thresholds, entries, profile) if seq_hit[k] else None
+        seq_info = _sequence_info(k, seq, seq_thresholds, grams, profile) if seq_hit[k] else None
         b._explain(vd, Xr[k], bool(rate_hit[k]), seq_info, profile)
         verdicts[g].flagged[local] = vd
         row = int(R[k])
@@ -730,22 +727,49 @@ def _process(
         b.windows_scored += size
         b.anomalies += len(v.flagged)
     if learn_mask.any():
-        _learn(baselines, profiles, block, R, offsets, Xr, z, rate, seq, has_grams, entries, learn_mask, prof,
+        _learn(baselines, profiles, block, R, offsets, Xr, z, rate, seq, has_grams, grams, learn_mask, prof,
                is_startup, novel)
     return verdicts
 
 
+class _Grams:
+    """A block's n-gram entries in processing order (CSR over the windows ``k``), with each entry's profile."""
+
+    def __init__(self, ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray, prof: np.ndarray) -> None:
+        self.ptr, self.cols, self.counts = ptr, cols, counts
+        self.row = row_ids(ptr)
+        self.prof = prof[self.row]
+
+    def profiles(self) -> list[int]:
+        """The profiles that have entries."""
+        return np.flatnonzero(np.bincount(self.prof)).tolist()
+
+    def of_profile(
+        self, p: int, lo: int, hi: int, windows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row - lo, bucket, count)`` of the entries of profile ``p``'s windows, which lie in ``[lo, hi)``
+        (its group's windows); ``windows``: only those where this mask (over all windows) is true."""
+        a, b = int(self.ptr[lo]), int(self.ptr[hi])
+        row = self.row[a:b]
+        keep = self.prof[a:b] == p
+        if windows is not None:
+            keep &= windows[row]
+        return row[keep] - lo, self.cols[a:b][keep], self.counts[a:b][keep]
+
+    def of_window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = int(self.ptr[k]), int(self.ptr[k + 1])
+        return self.cols[a:b], self.counts[a:b]
+
+
 def _sequence_info(
-    k: int, seq: np.ndarray, seq_thresholds: np.ndarray,
-    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, profile: _Profile,
+    k: int, seq: np.ndarray, seq_thresholds: np.ndarray, grams: _Grams | None, profile: _Profile
 ) -> tuple[float, float, float]:
     """Window ``k``'s sequence score, its threshold and the share of its order-6 grams never seen."""
     unseen = 0.0
-    if entries is not None:
-        e_row, cols, counts, _ = entries
-        mine = e_row == k
-        rows = np.zeros(int(mine.sum()), dtype=np.int64)
-        unseen = float(profile.sequence.unseen_sparse(rows, cols[mine], counts[mine], 1)[0])
+    if grams is not None:
+        cols, counts = grams.of_window(k)
+        rows = np.zeros(len(cols), dtype=np.int64)
+        unseen = float(profile.sequence.unseen_sparse(rows, cols, counts, 1)[0])
     return float(seq[k]), float(seq_thresholds[k]), unseen
 
 
@@ -760,7 +784,7 @@ def _learn(
     rate: np.ndarray,
     seq: np.ndarray,
     has_grams: np.ndarray,
-    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    grams: _Grams | None,
     learn_mask: np.ndarray,
     prof: np.ndarray,
     is_startup: np.ndarray,
@@ -781,7 +805,7 @@ def _learn(
         else:
             calibrating = profile.windows < 2 * b.config.min_learn_windows
             skip = max(0, b.config.min_learn_windows // 4 - profile.windows)
-        if calibrating or entries is not None:
+        if calibrating or grams is not None:
             mask = learn_mask & (prof == p)
             window_seconds = float(block.window_seconds[R[offsets[g]]])
             calibrate = rate[mask][skip:] if calibrating else rate[:0]
@@ -789,15 +813,14 @@ def _learn(
                 profile.threshold.add(calibrate, window_seconds)
                 if b.state is not State.LEARNING:
                     profile.threshold.recompute()
-            if entries is not None:
-                e_row, cols, counts, e_prof = entries
-                take = mask[e_row]
+            if grams is not None:
                 seq_cal = seq[mask & has_grams][skip:] if calibrating else seq[:0]
                 if len(seq_cal):
                     profile.seq_threshold.add(seq_cal, window_seconds)
                     if b.state is not State.LEARNING:
                         profile.seq_threshold.recompute()
-                profile.sequence.learn_sparse(cols[take], counts[take], int((mask & has_grams).sum()))
+                _, cols, counts = grams.of_profile(p, offsets[g], offsets[g + 1], learn_mask)
+                profile.sequence.learn_sparse(cols, counts, int((mask & has_grams).sum()))
         profile.windows += count
     # While learning, the spread is being discovered; once detecting, how fast the baseline may move is
     # bounded (poisoning resistance).

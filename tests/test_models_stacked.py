@@ -31,7 +31,7 @@ def _window(rng: random.Random, image: str, container: int, t: float, age: float
         endpoints=[Endpoint("10.0.0.5", 5432)] if image == "web" else [],
         seconds_since_start=age,
     )
-    if image == "db":  # the sequence tier only for one image
+    if image != "web":  # the sequence tier for two of the three images
         v.ngrams = {rng.randrange(0, 4096): rng.randint(1, 20) for _ in range(8)}
     return v
 
