@@ -258,6 +258,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 'baseliner_sensor_windows_sent_total{node="bpf-node"}')), 120, "eBPF sensor windows",
                 tuple(procs))
         time.sleep(5)  # a few more scrapes, so that rate() over every counter has two points after the alerts
+
+        # The image drill-down shows the image with the most anomalies: its counters must have been scraped a
+        # few times (its first anomaly may have come in the last second, and increase() needs two points).
+        def most_anomalous_image_scraped() -> bool:
+            top = prom.series("topk(1, sum by (image) (baseliner_anomalies_total))")
+            if not top:
+                return False
+            image = top[0]["metric"]["image"]
+            return bool(prom.series(f'count_over_time(baseliner_anomalies_total{{image="{image}"}}[1m]) >= 3'))
+
+        wait_for(most_anomalous_image_scraped, 60, "the most anomalous image's counters in Prometheus", tuple(procs))
         assert all(p.poll() is None for p in procs), "a process died during the run"
         yield {"prom": prom, "responses": responses, "bad": bad, "events": events, "tmp": tmp,
                "sidekick": _Sidekick.received, "bpf": not bpf}
