@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from models.block import COUNTER_INDEX, VectorBlock, csr_take, row_ids
-from models.detectors.sequence import SequenceTier
+from models.block import COUNTER_INDEX, VectorBlock, csr_take
+from models.detectors.sequence import SequenceTier, StackedSequence
 from models.detectors.zscore import ZScoreDetector
 from models.errors import StateError, StateVersionError
 from models.explain import Deviation, deviations
@@ -579,23 +579,27 @@ def process_blocks(
     if len({id(b) for b, _ in groups}) != len(groups):
         raise ValueError("a baseline appears in more than one group")
     X = transform_block(block) if features is None else features
-    out: list[BlockVerdicts | None] = [None] * len(groups)
-    together = []
+    parts: list[list[BlockVerdicts]] = [[] for _ in groups]
+    # While a model is forming, it scores against its freshest state: small chunks keep the scores that
+    # calibrate its threshold prequential.  Round r processes every such image's chunk r together, and
+    # the first round also every other image's whole share.
+    rounds: list[list[tuple[int, np.ndarray]]] = [[]]
     for g, (b, rows) in enumerate(groups):
         if not len(rows):
-            out[g] = BlockVerdicts.empty(b.state)
-            continue
-        if b.state is State.LEARNING and len(rows) > _LEARNING_CHUNK:
-            # While the model is forming, score against the freshest state: small chunks keep the
-            # scores that calibrate the threshold prequential.
-            chunks = [rows[s : s + _LEARNING_CHUNK] for s in range(0, len(rows), _LEARNING_CHUNK)]
-            out[g] = BlockVerdicts.concat([_process([(b, chunk)], block, X)[0] for chunk in chunks], b.state)
+            parts[g].append(BlockVerdicts.empty(b.state))
+        elif b.state is State.LEARNING and len(rows) > _LEARNING_CHUNK:
+            for r, s in enumerate(range(0, len(rows), _LEARNING_CHUNK)):
+                if r == len(rounds):
+                    rounds.append([])
+                rounds[r].append((g, rows[s : s + _LEARNING_CHUNK]))
         else:
-            together.append(g)
-    if together:
-        for g, verdicts in zip(together, _process([groups[g] for g in together], block, X), strict=True):
-            out[g] = verdicts
-    return [v for v in out if v is not None]
+            rounds[0].append((g, rows))
+    for members in rounds:
+        if members:
+            verdicts = _process([(groups[g][0], rows) for g, rows in members], block, X)
+            for (g, _), v in zip(members, verdicts, strict=True):
+                parts[g].append(v)
+    return [p[0] if len(p) == 1 else BlockVerdicts.concat(p, groups[g][0].state) for g, p in enumerate(parts)]
 
 
 def _process(
@@ -643,21 +647,16 @@ def _process(
     seq_thresholds = np.array([p.seq_threshold.value for p in profiles])[prof]
     seq = np.zeros(n)
     has_grams = np.zeros(n, dtype=bool)
-    grams: _Grams | None = None
+    sequences: StackedSequence | None = None
     if len(block.ng_bucket):
         if whole:
             ptr, cols, counts = block.ng_ptr, block.ng_bucket, block.ng_count
-        else:  # the windows' entries in processing order: each group's are one slice
+        else:  # the windows' entries in processing order: each profile's are one slice (or few)
             ptr, taken = csr_take(block.ng_ptr, R)
             cols, counts = block.ng_bucket[taken], block.ng_count[taken]
         if ptr[-1]:
-            grams = _Grams(ptr, cols, counts, prof)
-            has_grams = np.diff(ptr) > 0
-            for p in grams.profiles():
-                lo, hi = offsets[p // 2], offsets[p // 2 + 1]
-                scored = profiles[p].sequence.score_sparse(*grams.of_profile(p, lo, hi), hi - lo)
-                in_p = prof[lo:hi] == p
-                seq[lo:hi][in_p] = scored[in_p]
+            sequences = SequenceTier.score_stacked([p.sequence for p in profiles], ptr, cols, counts, prof)
+            seq, has_grams = sequences.score, sequences.has_grams
 
     states = [b.state for b in baselines]
     learning = per_group([s is State.LEARNING for s in states])
@@ -716,7 +715,10 @@ def _process(
         b, local = baselines[g], k - offsets[g]
         vd = verdicts[g].verdict(local)
         profile = b.startup if is_startup[k] else b.steady
-        seq_info = _sequence_info(k, seq, seq_thresholds, grams, profile) if seq_hit[k] else None
+        seq_info = None
+        if seq_hit[k]:  # the window's sequence score, its threshold and its share of never-seen 6-grams
+            unseen = float(sequences.unseen[k]) if sequences is not None else 0.0
+            seq_info = (float(seq[k]), float(seq_thresholds[k]), unseen)
         b._explain(vd, Xr[k], bool(rate_hit[k]), seq_info, profile)
         verdicts[g].flagged[local] = vd
         row = int(R[k])
@@ -727,50 +729,9 @@ def _process(
         b.windows_scored += size
         b.anomalies += len(v.flagged)
     if learn_mask.any():
-        _learn(baselines, profiles, block, R, offsets, Xr, z, rate, seq, has_grams, grams, learn_mask, prof,
+        _learn(baselines, profiles, block, R, offsets, Xr, z, rate, seq, has_grams, sequences, learn_mask, prof,
                is_startup, novel)
     return verdicts
-
-
-class _Grams:
-    """A block's n-gram entries in processing order (CSR over the windows ``k``), with each entry's profile."""
-
-    def __init__(self, ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray, prof: np.ndarray) -> None:
-        self.ptr, self.cols, self.counts = ptr, cols, counts
-        self.row = row_ids(ptr)
-        self.prof = prof[self.row]
-
-    def profiles(self) -> list[int]:
-        """The profiles that have entries."""
-        return np.flatnonzero(np.bincount(self.prof)).tolist()
-
-    def of_profile(
-        self, p: int, lo: int, hi: int, windows: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(row - lo, bucket, count)`` of the entries of profile ``p``'s windows, which lie in ``[lo, hi)``
-        (its group's windows); ``windows``: only those where this mask (over all windows) is true."""
-        a, b = int(self.ptr[lo]), int(self.ptr[hi])
-        row = self.row[a:b]
-        keep = self.prof[a:b] == p
-        if windows is not None:
-            keep &= windows[row]
-        return row[keep] - lo, self.cols[a:b][keep], self.counts[a:b][keep]
-
-    def of_window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = int(self.ptr[k]), int(self.ptr[k + 1])
-        return self.cols[a:b], self.counts[a:b]
-
-
-def _sequence_info(
-    k: int, seq: np.ndarray, seq_thresholds: np.ndarray, grams: _Grams | None, profile: _Profile
-) -> tuple[float, float, float]:
-    """Window ``k``'s sequence score, its threshold and the share of its order-6 grams never seen."""
-    unseen = 0.0
-    if grams is not None:
-        cols, counts = grams.of_window(k)
-        rows = np.zeros(len(cols), dtype=np.int64)
-        unseen = float(profile.sequence.unseen_sparse(rows, cols, counts, 1)[0])
-    return float(seq[k]), float(seq_thresholds[k]), unseen
 
 
 def _learn(
@@ -784,7 +745,7 @@ def _learn(
     rate: np.ndarray,
     seq: np.ndarray,
     has_grams: np.ndarray,
-    grams: _Grams | None,
+    sequences: StackedSequence | None,
     learn_mask: np.ndarray,
     prof: np.ndarray,
     is_startup: np.ndarray,
@@ -805,23 +766,22 @@ def _learn(
         else:
             calibrating = profile.windows < 2 * b.config.min_learn_windows
             skip = max(0, b.config.min_learn_windows // 4 - profile.windows)
-        if calibrating or grams is not None:
+        if calibrating:
             mask = learn_mask & (prof == p)
             window_seconds = float(block.window_seconds[R[offsets[g]]])
-            calibrate = rate[mask][skip:] if calibrating else rate[:0]
+            calibrate = rate[mask][skip:]
             if len(calibrate):
                 profile.threshold.add(calibrate, window_seconds)
                 if b.state is not State.LEARNING:
                     profile.threshold.recompute()
-            if grams is not None:
-                seq_cal = seq[mask & has_grams][skip:] if calibrating else seq[:0]
-                if len(seq_cal):
-                    profile.seq_threshold.add(seq_cal, window_seconds)
-                    if b.state is not State.LEARNING:
-                        profile.seq_threshold.recompute()
-                _, cols, counts = grams.of_profile(p, offsets[g], offsets[g + 1], learn_mask)
-                profile.sequence.learn_sparse(cols, counts, int((mask & has_grams).sum()))
+            seq_cal = seq[mask & has_grams][skip:] if sequences is not None else seq[:0]
+            if len(seq_cal):
+                profile.seq_threshold.add(seq_cal, window_seconds)
+                if b.state is not State.LEARNING:
+                    profile.seq_threshold.recompute()
         profile.windows += count
+    if sequences is not None:
+        SequenceTier.learn_stacked([p.sequence for p in profiles], sequences, learn_mask)
     # While learning, the spread is being discovered; once detecting, how fast the baseline may move is
     # bounded (poisoning resistance).
     everything = bool(learn_mask.all())

@@ -146,3 +146,66 @@ def test_saturation_keeps_the_threshold_within_reach_when_learning_keeps_meeting
         ratios[name] = tier.score_one(x) / threshold
     assert saturating.novelty.score_one(x) > 0.3
     assert ratios["saturating"] > 0.85 and ratios["linear"] < 0.8, ratios
+
+
+def _stacked_case(seed: int):
+    """Windows of three tiers with entries of every order (some counts 0, some windows empty), in an order
+    where the tiers' windows interleave."""
+    rng = np.random.default_rng(seed)
+    from models.ngrams import NUM_BUCKETS
+
+    tiers = [SequenceTier(), SequenceTier(alpha=1.0, unseen_nats=0.0), SequenceTier(unseen_nats=50.0, unseen_scale=0.1)]
+    pools = [rng.choice(NUM_BUCKETS, 300, replace=False) for _ in tiers]
+    which = rng.integers(0, len(tiers), 60)
+    which[:5] = 0  # a run at the start, then interleaved
+    lengths = rng.integers(0, 40, len(which))
+    lengths[7] = 0
+    cols = np.concatenate([rng.choice(pools[t], k, replace=False) if rng.random() < 0.8
+                           else rng.choice(NUM_BUCKETS, k, replace=False)  # never-seen contexts
+                           for t, k in zip(which, lengths, strict=True)]).astype(np.int64)
+    counts = rng.integers(0, 30, len(cols)).astype(np.float64)
+    ptr = np.concatenate(([0], np.cumsum(lengths)))
+    for t, tier in enumerate(tiers):  # some history: a part of the pool
+        part = pools[t][:200]
+        tier.learn_sparse(part, rng.integers(1, 50, len(part)).astype(np.float64), 5)
+    return tiers, ptr, cols, counts, which
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stacked_scores_and_learning_equal_each_tier_on_its_own(seed):
+    """``score_stacked`` / ``learn_stacked`` (the service's path: every image's tiers in one pass) give
+    the scores and leave the state that ``score_sparse`` / ``learn_sparse`` give tier by tier."""
+    tiers, ptr, cols, counts, which = _stacked_case(seed)
+    alone = [SequenceTier.from_arrays(t.to_arrays(), alpha=t.alpha, unseen_nats=t.unseen_nats,
+                                      unseen_scale=t.unseen_scale) for t in tiers]
+    rows = np.repeat(np.arange(len(which)), np.diff(ptr))
+    scored = SequenceTier.score_stacked(tiers, ptr, cols, counts, which)
+    expected = np.zeros(len(which))
+    unseen = np.zeros(len(which))
+    for t, tier in enumerate(alone):
+        mine = which[rows] == t
+        expected[which == t] = tier.score_sparse(rows[mine], cols[mine], counts[mine], len(which))[which == t]
+        unseen[which == t] = tier.unseen_sparse(rows[mine], cols[mine], counts[mine], len(which))[which == t]
+    np.testing.assert_allclose(scored.score, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(scored.unseen, unseen, rtol=1e-12, atol=1e-12)
+    assert scored.unseen.max() > 0.3 and (scored.score > 0).sum() > 30  # the case is not trivial
+    assert scored.has_grams.tolist() == (np.diff(ptr) > 0).tolist()
+
+    learn = np.random.default_rng(seed + 10).random(len(which)) < 0.7
+    SequenceTier.learn_stacked(tiers, scored, learn)
+    for t, tier in enumerate(alone):
+        mine = (which[rows] == t) & learn[rows]
+        tier.learn_sparse(cols[mine], counts[mine], int(((which == t) & learn & (np.diff(ptr) > 0)).sum()))
+    for together, own in zip(tiers, alone, strict=True):
+        a, b = together.to_arrays(), own.to_arrays()
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert together.likelihood._totals.tolist() == own.likelihood._totals.tolist()
+    # and they go on scoring alike
+    again = SequenceTier.score_stacked(tiers, ptr, cols, counts, which)
+    for t, tier in enumerate(alone):
+        mine = which[rows] == t
+        np.testing.assert_allclose(again.score[which == t],
+                                   tier.score_sparse(rows[mine], cols[mine], counts[mine], len(which))[which == t],
+                                   rtol=1e-12, atol=1e-12)

@@ -7,6 +7,7 @@ Both must give the same verdicts and leave the same learnt state.
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -15,8 +16,12 @@ import pytest
 from models.baseline import BaselineConfig, ImageBaseline, Mode, process_blocks
 from models.block import VectorBlock
 from models.detectors.zscore import ZScoreDetector
+from models.ngrams import NUM_BUCKETS, SHORT_BUCKETS
 from models.vector import Endpoint, FeatureVector, Identity
 
+_POOL_RNG = random.Random(7)
+_POOLS = {image: _POOL_RNG.sample(range(2 * 4096), 4) + _POOL_RNG.sample(range(2 * 4096, SHORT_BUCKETS), 10)
+          + _POOL_RNG.sample(range(SHORT_BUCKETS, NUM_BUCKETS), 16) for image in ("db", "worker")}
 CFG = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, startup_seconds=30.0)
 IMAGES = ("web", "db", "worker")
 
@@ -31,8 +36,10 @@ def _window(rng: random.Random, image: str, container: int, t: float, age: float
         endpoints=[Endpoint("10.0.0.5", 5432)] if image == "web" else [],
         seconds_since_start=age,
     )
-    if image != "web":  # the sequence tier for two of the three images
-        v.ngrams = {rng.randrange(0, 4096): rng.randint(1, 20) for _ in range(8)}
+    if image != "web":  # the sequence tier for two of the three images: orders 2-4 and 6
+        v.ngrams = {b: rng.randint(1, 20) for b in rng.sample(_POOLS[image], 12)}
+        if rng.random() < 0.05:  # now and then a context the image has not shown
+            v.ngrams[rng.randrange(SHORT_BUCKETS, NUM_BUCKETS)] = rng.randint(1, 5)
     return v
 
 
@@ -109,6 +116,9 @@ def test_every_image_at_once_equals_each_image_alone() -> None:
             flagged += len(a.flagged)
     assert together["web"].state.value == "detecting" and together["worker"].state.value == "learning"
     assert flagged >= 1
+    db = together["db"]  # the sequence tier took part: learnt (orders 4 and 6) and calibrated
+    assert db.steady.sequence.windows_learned > 50 and db.steady.sequence.novelty.buckets_seen > 16
+    assert db.startup.sequence.windows_learned > 0 and math.isfinite(db.steady.seq_threshold.value)
     for image in IMAGES:
         _assert_same_state(together[image], alone[image])
 

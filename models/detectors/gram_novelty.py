@@ -34,6 +34,8 @@ class GramNoveltyDetector(base.AnomalyDetector):
 
     State is 8 KiB (the bitset, one ``uint8`` array of ``LONG_BUCKETS / 8``) plus a window counter,
     exported by :meth:`to_arrays` and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).
+    In memory it is one flag per global bucket index, *order-6 and never seen* (76 KiB): one lookup per
+    entry, whatever its order, is all that scoring a window takes (:meth:`new_flags`).
 
     ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
     that is not a bucket index is hashed into the order-6 range, and non-positive or non-finite counts
@@ -60,7 +62,8 @@ class GramNoveltyDetector(base.AnomalyDetector):
     """
 
     def __init__(self) -> None:
-        self._seen = np.zeros(LONG_BUCKETS, dtype=bool)
+        self._new = np.zeros(NUM_BUCKETS, dtype=bool)  # per global bucket: order 6 and never seen
+        self._new[SHORT_BUCKETS:] = True
         self._windows = 0
 
     # -- model ----------------------------------------------------------------------------------
@@ -72,7 +75,17 @@ class GramNoveltyDetector(base.AnomalyDetector):
     @property
     def buckets_seen(self) -> int:
         """How many of the order-6 buckets have been seen."""
-        return int(self._seen.sum())
+        return LONG_BUCKETS - int(np.count_nonzero(self._new))
+
+    def new_flags(self, cols: np.ndarray) -> np.ndarray:
+        """For global bucket indices (valid ones, of any order): is each an order-6 bucket never seen?"""
+        return np.take(self._new, cols)
+
+    def learn_new(self, cols: np.ndarray, n_windows: int) -> None:
+        """Learn ``n_windows`` windows whose order-6 buckets not seen before are ``cols`` (global indices;
+        :meth:`new_flags` found them): what :meth:`learn_sparse` does with all of their entries."""
+        self._new[cols] = False
+        self._windows += n_windows
 
     @staticmethod
     def _long(idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,17 +120,17 @@ class GramNoveltyDetector(base.AnomalyDetector):
 
     def learn_one(self, x: dict) -> None:
         idx, _ = self._row(x)
-        self._seen[idx] = True
+        self._new[idx + SHORT_BUCKETS] = False
         self._windows += 1
 
     def score_one(self, x: dict) -> float:
         idx, val = self._row(x)
         total = float(val.sum())
-        return float(val[~self._seen[idx]].sum()) / total if total > 0 else 0.0
+        return float(val[self._new[idx + SHORT_BUCKETS]].sum()) / total if total > 0 else 0.0
 
     def learn_many(self, X: Any) -> None:
         _, cols, _, n = self._coo(X)
-        self._seen[cols] = True
+        self._new[cols + SHORT_BUCKETS] = False
         self._windows += n
 
     def score_many(self, X: Any) -> np.ndarray:
@@ -126,7 +139,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
 
     def _scores(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int) -> np.ndarray:
         total = np.bincount(rows, vals, n_rows)
-        unseen = np.bincount(rows, np.where(self._seen[cols], 0.0, vals), n_rows)
+        unseen = np.bincount(rows, np.where(self._new[cols + SHORT_BUCKETS], vals, 0.0), n_rows)
         out = np.zeros(n_rows, dtype=np.float64)
         np.divide(unseen, total, out=out, where=total > 0)
         return out
@@ -138,7 +151,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
         other orders and non-positive counts are ignored.
         """
         long = (cols >= SHORT_BUCKETS) & (counts > 0)
-        self._seen[cols[long] - SHORT_BUCKETS] = True
+        self._new[cols[long]] = False
         self._windows += n_windows
 
     def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
@@ -159,7 +172,8 @@ class GramNoveltyDetector(base.AnomalyDetector):
     # -- persistence (no pickle) ---------------------------------------------------------------
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"seen": np.packbits(self._seen), "windows": np.array([self._windows], dtype=np.int64)}
+        seen = ~self._new[SHORT_BUCKETS:]
+        return {"seen": np.packbits(seen), "windows": np.array([self._windows], dtype=np.int64)}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore state written by :meth:`to_arrays`."""
@@ -167,7 +181,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
         if seen.shape != (_BYTES,) or seen.dtype != np.uint8 or windows.shape != (1,) or windows[0] < 0:
             raise ValueError(f"state shapes {seen.shape} {seen.dtype}/{windows.shape}, expected ({_BYTES},) "
                              "uint8/(1,) and a window count >= 0")
-        self._seen = np.unpackbits(seen).astype(bool)
+        self._new[SHORT_BUCKETS:] = np.unpackbits(seen) == 0
         self._windows = int(windows[0])
 
     @classmethod

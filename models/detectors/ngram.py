@@ -173,6 +173,7 @@ class NgramDetector(base.AnomalyDetector):
             raise ValueError("order_weights must not all be 0")
         self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
         self._counts = np.zeros(SHORT_BUCKETS, dtype=np.float64)
+        self._totals = np.zeros(len(SHORT_ORDERS), dtype=np.float64)  # sum of the counts, order by order
         self._windows = 0
         self._surprise: np.ndarray | None = None  # cached -log p(b)
 
@@ -185,8 +186,38 @@ class NgramDetector(base.AnomalyDetector):
     def surprise(self) -> np.ndarray:
         """``-log p(b)`` for every bucket under the current counts (nats)."""
         per_order = self._counts.reshape(len(SHORT_ORDERS), BUCKETS)
-        totals = per_order.sum(axis=1, keepdims=True)
-        return (-np.log((per_order + self.alpha) / (totals + self.alpha * BUCKETS))).ravel()
+        return (self._log_norms()[:, None] - np.log(per_order + self.alpha)).ravel()
+
+    def _log_norms(self) -> np.ndarray:
+        """``log(N_n + alpha * BUCKETS)`` per order: ``-log p(b) = log_norm - log(C[b] + alpha)``."""
+        return np.log(self._totals + self.alpha * BUCKETS)
+
+    def _added(self, added: np.ndarray) -> None:
+        """Add a vector of ``SHORT_BUCKETS`` counts to the model."""
+        self._counts += added
+        self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
+        self._surprise = None
+
+    def score_entries(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
+        """:meth:`score_sparse` for entries that are all order-2..4 buckets with counts >= 0.
+
+        The stacked path (``SequenceTier.score_stacked``): the surprise of each entry is computed from the
+        counts as they are (no table of every bucket is rebuilt after each learnt batch).
+        """
+        if self.tail < 1:
+            keep = counts > 0
+            return self._tail_scores(rows[keep], cols[keep], counts[keep], n_rows)
+        w = self._weights[cols]
+        weighted = np.flatnonzero(w)
+        if len(weighted) < len(cols):
+            rows, cols, counts, w = rows[weighted], cols[weighted], counts[weighted], w[weighted]
+        mass = counts * w
+        value = self._log_norms()[cols // BUCKETS] - np.log(self._counts[cols] + self.alpha)
+        out = np.zeros(n_rows, dtype=np.float64)
+        num = np.bincount(rows, mass * value, n_rows)
+        den = np.bincount(rows, mass, n_rows)
+        np.divide(num, den, out=out, where=den > 0)
+        return out
 
     def _cached_surprise(self) -> np.ndarray:
         if self._surprise is None:
@@ -216,6 +247,7 @@ class NgramDetector(base.AnomalyDetector):
     def learn_one(self, x: dict) -> None:
         idx, val = self._row(x)
         np.add.at(self._counts, idx, val)
+        np.add.at(self._totals, idx // BUCKETS, val)
         self._windows += 1
         self._surprise = None
 
@@ -230,13 +262,12 @@ class NgramDetector(base.AnomalyDetector):
             return
         if isinstance(m, np.ndarray):
             clean = np.where(np.isfinite(m) & (m > 0), m, 0.0)
-            self._counts += clean.sum(axis=0)
+            self._added(clean.sum(axis=0))
         else:
             m = m.copy()
             m.data = np.where(np.isfinite(m.data) & (m.data > 0), m.data, 0.0)
-            self._counts += np.asarray(m.sum(axis=0)).ravel()
+            self._added(np.asarray(m.sum(axis=0)).ravel())
         self._windows += m.shape[0]
-        self._surprise = None
 
     def score_many(self, X: Any) -> np.ndarray:
         from scipy import sparse
@@ -280,9 +311,8 @@ class NgramDetector(base.AnomalyDetector):
         if not short.all():
             cols, counts = cols[short], counts[short]
         if len(cols):
-            self._counts += np.bincount(cols, np.maximum(counts, 0.0), SHORT_BUCKETS)
+            self._added(np.bincount(cols, np.maximum(counts, 0.0), SHORT_BUCKETS))
         self._windows += n_windows
-        self._surprise = None
 
     def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
         """Scores of ``n_rows`` windows given as flat (row, bucket, count) entries; same as ``score_many``."""
@@ -307,6 +337,7 @@ class NgramDetector(base.AnomalyDetector):
         if not np.all(np.isfinite(counts)) or np.any(counts < 0) or windows[0] < 0:
             raise ValueError("state contains negative or non-finite counts")
         self._counts = counts.astype(np.float64)
+        self._totals = self._counts.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
         self._windows = int(windows[0])
         self._surprise = None
 

@@ -3,16 +3,45 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from river import base
 
+from models.block import csr_take, row_ids, segment_sums
 from models.detectors.gram_novelty import GramNoveltyDetector
 from models.detectors.ngram import NgramDetector
+from models.ngrams import BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
 
-__all__ = ["SequenceTier"]
+__all__ = ["SequenceTier", "StackedSequence"]
+
+
+@dataclass
+class StackedSequence:
+    """Scores of a block's windows, each against its own tier (:meth:`SequenceTier.score_stacked`).
+
+    ``score`` is each window's sequence score, ``unseen`` the share of its order-6 grams its tier never
+    saw, ``has_grams`` whether it has any n-gram entry.  The rest is what
+    :meth:`SequenceTier.learn_stacked` needs: the windows sorted by tier (``order``, ``None`` when they
+    were) and their tiers (``which``, sorted), and the entries worth learning, sorted the
+    same way: the short orders' (``short_*``, ``short_bounds`` per tier) and the order-6 ones the tier
+    never saw (``new_*``); their ``*_rows`` are sorted window indices.
+    """
+
+    score: np.ndarray
+    unseen: np.ndarray
+    has_grams: np.ndarray
+    order: np.ndarray | None
+    which: np.ndarray
+    short_rows: np.ndarray
+    short_cols: np.ndarray
+    short_counts: np.ndarray
+    short_bounds: np.ndarray
+    new_rows: np.ndarray
+    new_cols: np.ndarray
+    new_counts: np.ndarray
 
 
 class SequenceTier(base.AnomalyDetector):
@@ -132,6 +161,123 @@ class SequenceTier(base.AnomalyDetector):
     def unseen_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
         """Share of each window's order-6 grams never seen (0 for a window without any)."""
         return self.novelty.score_sparse(rows, cols, counts, n_rows)
+
+    # -- many tiers at once (the service's path) -------------------------------------------------
+
+    @staticmethod
+    def score_stacked(
+        tiers: Sequence[SequenceTier], ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray, which: np.ndarray
+    ) -> StackedSequence:
+        """Score windows, each against its own tier: window ``k``'s entries are ``[ptr[k], ptr[k + 1])`` of
+        ``cols`` / ``counts`` (valid global buckets, finite counts >= 0: ``models.validate`` guarantees
+        it) and its tier is ``tiers[which[k]]``.  The same scores as :meth:`score_sparse` tier by tier.
+
+        One set of NumPy operations for all tiers: per entry one comparison, one lookup in its tier's
+        order-6 flags (one call per tier) and a row index; the short orders' entries (a minority) and
+        the never-seen order-6 ones (rare once an image is learnt) are then worked on apart.  Windows
+        already sorted by tier (the service sends each image's together) are not copied.
+        """
+        n = len(ptr) - 1
+        has_grams = np.diff(ptr) > 0
+        order = None
+        if n > 1 and bool((np.diff(which) < 0).any()):  # each tier's windows must be one run
+            order = np.argsort(which, kind="stable")
+            ptr, taken = csr_take(ptr, order)
+            cols, counts, which = cols[taken], counts[taken], which[order]
+        wb = np.searchsorted(which, np.arange(len(tiers) + 1))  # tier t: sorted windows [wb[t], wb[t + 1])
+        eb = ptr[wb]  # and entries [eb[t], eb[t + 1])
+        present = np.flatnonzero(np.diff(eb)).tolist()
+        rows = row_ids(ptr)
+        new_flags = np.empty(len(cols), dtype=bool)
+        for t in present:
+            np.take(tiers[t].novelty._new, cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
+        new = np.flatnonzero(new_flags)
+        short = np.flatnonzero(cols < SHORT_BUCKETS)
+        sb = np.searchsorted(short, eb)  # tier t: short entries [sb[t], sb[t + 1])
+        s_rows, s_cols, s_counts = rows[short], cols[short], counts[short]
+        score = SequenceTier._likelihood_stacked(tiers, present, which, wb, s_rows, s_cols, s_counts, sb, n)
+        unseen = np.zeros(n)
+        n_rows, n_cols, n_counts = rows[new], cols[new], counts[new]
+        if len(new):
+            # the share of each window's order-6 grams never seen: what is not short is order 6
+            long_total = segment_sums(counts, ptr) - np.bincount(s_rows, s_counts, n)
+            np.divide(np.bincount(n_rows, n_counts, n), long_total, out=unseen, where=long_total > 0)
+            nats = np.array([tier.unseen_nats for tier in tiers])[which]
+            scale = np.array([tier.unseen_scale for tier in tiers])[which]
+            u2 = np.square(unseen)
+            score += nats * u2 / (u2 + np.square(scale))
+        if order is not None:  # back to the caller's window order
+            score[order], unseen[order] = score.copy(), unseen.copy()
+        return StackedSequence(score, unseen, has_grams, order, which, s_rows, s_cols, s_counts, sb, n_rows, n_cols,
+                               n_counts)
+
+    @staticmethod
+    def _likelihood_stacked(
+        tiers: Sequence[SequenceTier], present: list[int], which: np.ndarray, wb: np.ndarray, rows: np.ndarray,
+        cols: np.ndarray, counts: np.ndarray, sb: np.ndarray, n: int,
+    ) -> np.ndarray:
+        """The order-2..4 likelihood scores of :meth:`score_stacked` (windows sorted by tier) from the
+        short entries; ``sb`` bounds each tier's."""
+        liks = [tiers[t].likelihood for t in present]
+        if not liks:
+            return np.zeros(n)
+        first = liks[0].order_weights
+        if any(lik.tail < 1 or lik.order_weights != first for lik in liks):  # unusual: tier by tier
+            out = np.zeros(n)
+            for t, lik in zip(present, liks, strict=True):
+                a, b, lo, hi = sb[t], sb[t + 1], wb[t], wb[t + 1]
+                out[lo:hi] = lik.score_entries(rows[a:b] - lo, cols[a:b], counts[a:b], hi - lo)
+            return out
+        w = liks[0]._weights[cols]
+        weighted = np.flatnonzero(w)
+        if len(weighted) < len(cols):
+            rows, cols, counts, w = rows[weighted], cols[weighted], counts[weighted], w[weighted]
+            sb = np.searchsorted(weighted, sb)
+        gathered = np.empty(len(cols))  # each entry's count in its tier's model
+        for t, lik in zip(present, liks, strict=True):
+            np.take(lik._counts, cols[sb[t] : sb[t + 1]], out=gathered[sb[t] : sb[t + 1]])
+        tier_of = which[rows]
+        norms = np.zeros((len(tiers), len(SHORT_ORDERS)))
+        alphas = np.zeros(len(tiers))
+        for t, lik in zip(present, liks, strict=True):
+            norms[t], alphas[t] = lik._log_norms(), lik.alpha
+        value = norms.ravel()[tier_of * len(SHORT_ORDERS) + cols // BUCKETS] - np.log(gathered + alphas[tier_of])
+        mass = counts * w
+        out = np.zeros(n)
+        num = np.bincount(rows, mass * value, n)
+        den = np.bincount(rows, mass, n)
+        np.divide(num, den, out=out, where=den > 0)
+        return out
+
+    @staticmethod
+    def learn_stacked(tiers: Sequence[SequenceTier], scored: StackedSequence, learn: np.ndarray) -> None:
+        """Learn the windows where ``learn`` is true of a :meth:`score_stacked` call, each into its tier
+        (none of the tiers may have learnt since): the same as :meth:`learn_sparse` tier by tier."""
+        if scored.order is not None:
+            learn, has_grams = learn[scored.order], scored.has_grams[scored.order]
+        else:
+            has_grams = scored.has_grams
+        which = scored.which
+        learnt = np.bincount(which[learn & has_grams], minlength=len(tiers))
+        keep = np.flatnonzero(learn[scored.short_rows])
+        rows, cols = scored.short_rows[keep], scored.short_cols[keep]
+        counts = np.maximum(scored.short_counts[keep], 0.0)
+        kb = np.searchsorted(keep, scored.short_bounds)
+        tier_of = which[rows]
+        totals = np.bincount(tier_of * len(SHORT_ORDERS) + cols // BUCKETS, counts, len(tiers) * len(SHORT_ORDERS))
+        totals = totals.reshape(len(tiers), len(SHORT_ORDERS))
+        new_keep = learn[scored.new_rows] & (scored.new_counts > 0)
+        new_rows, new_cols = scored.new_rows[new_keep], scored.new_cols[new_keep]
+        new_tier = which[new_rows]
+        for t in np.flatnonzero(learnt).tolist():
+            lik, nov = tiers[t].likelihood, tiers[t].novelty
+            a, b = kb[t], kb[t + 1]
+            if a < b:
+                np.add.at(lik._counts, cols[a:b], counts[a:b])
+                lik._totals += totals[t]
+                lik._surprise = None
+            lik._windows += int(learnt[t])
+            nov.learn_new(new_cols[new_tier == t] if len(new_cols) else new_cols, int(learnt[t]))
 
     def learn_one(self, x: dict) -> None:
         self.likelihood.learn_one(x)
