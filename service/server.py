@@ -263,10 +263,14 @@ class BaselinerServer:
                 log.exception("closing idle anomaly aggregates failed")
 
 
-#: glibc ``mallopt`` parameter: bytes of slack kept at the top of the heap when it grows or is trimmed.
+#: glibc ``mallopt`` parameters: bytes of slack kept at the top of the heap when it grows or is trimmed,
+#: and the size from which an allocation gets its own ``mmap`` (fresh pages, faulted in one by one).
 _M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
 #: The slack ``serve`` keeps (see :func:`keep_heap_slack`).
 HEAP_TOP_PAD_BYTES = 16 << 20
+#: Allocations up to this size come from the heap (glibc's largest allowed threshold on 64-bit).
+HEAP_MMAP_THRESHOLD_BYTES = 32 << 20
 
 
 def keep_heap_slack(pad: int = HEAP_TOP_PAD_BYTES) -> bool:
@@ -277,11 +281,16 @@ def keep_heap_slack(pad: int = HEAP_TOP_PAD_BYTES) -> bool:
     fault.  Measured with ``bench/service_throughput.py``'s workload (batches of 500): 22,576 minor faults
     and 0.11 s of system CPU per 100 batches (2.2 us/vector; with 200 n-gram buckets 37,458 faults and
     0.18 s per 60 batches), against 143 faults and 0.06 s (0.04 s) with 16 MiB kept, for 8 MB more
-    resident memory.  Returns whether the setting took (False off glibc, e.g. musl).
+    resident memory.
+
+    Setting the pad turns off glibc's sliding ``mmap`` threshold, so every array of 128 KiB or more (a
+    batch's n-gram entries: 100,000 of them are 800 KB per column) would be mapped afresh and faulted in
+    page by page; the threshold is raised to :data:`HEAP_MMAP_THRESHOLD_BYTES` so they come from the kept
+    heap too.  Returns whether the settings took (False off glibc, e.g. musl).
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_TOP_PAD, pad))
+        return bool(libc.mallopt(_M_TOP_PAD, pad)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD_BYTES))
     except (OSError, AttributeError):
         return False
 
