@@ -213,11 +213,16 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
             if bad_entry.any():
                 bad[entry_rows[bad_entry]] = True
         if len(block.ng_bucket):
-            entry_rows = row_ids(block.ng_ptr)
-            b, cnt = block.ng_bucket, block.ng_count
-            bad_entry = (b < 0) | (b >= NUM_BUCKETS) | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
-            if bad_entry.any():
-                bad[entry_rows[bad_entry]] = True
+            b, cnt, ptr = block.ng_bucket, block.ng_count, block.ng_ptr
+            if b.min() >= 0 and b.max() < NUM_BUCKETS and cnt.min() >= 0:  # (NaN fails the last test)
+                # entries are fine: only a window's largest count can be over its limit (or infinite)
+                full = np.diff(ptr) > 0
+                bad[full] |= np.maximum.reduceat(cnt, ptr[:-1][full]) > limit[full]
+            else:
+                entry_rows = row_ids(ptr)
+                bad_entry = (b < 0) | (b >= NUM_BUCKETS) | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+                if bad_entry.any():
+                    bad[entry_rows[bad_entry]] = True
     for ptr, items, limit_items in (
         (block.exe_ptr, block.executables, MAX_EXECUTABLES),
         (block.path_ptr, block.sensitive_paths, MAX_EXECUTABLES),

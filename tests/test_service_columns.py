@@ -10,6 +10,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -200,13 +201,13 @@ _value = st.one_of(_finite, st.sampled_from([math.nan, math.inf, -1.0, 1e300, 0.
                           st.sampled_from([10.0, 0.0, 1e-300, math.nan]),
                           st.sampled_from([-1.0, 5.0, math.inf]),
                           st.lists(st.sampled_from(["/bin/sh", "", "x" * 5000]), max_size=3),
-                          st.sampled_from([0, 1, 70000, 12287, 12288])),
+                          st.sampled_from([0, 1, 70000, 12287, 12288]), _value),
                 min_size=1, max_size=12))
 def test_block_validation_agrees_with_validating_each_window(rows: list) -> None:  # type: ignore[type-arg]
     vectors = []
-    for k, (read, execs, sent, repo, seconds, age, exes, port_or_bucket) in enumerate(rows):
+    for k, (read, execs, sent, repo, seconds, age, exes, port_or_bucket, gram) in enumerate(rows):
         vectors.append(FeatureVector(
-            Identity("node-1", f"c{k}", repo, "1"), 1.7e9 + k, seconds, {"read": read}, {port_or_bucket % 20000: 2},
+            Identity("node-1", f"c{k}", repo, "1"), 1.7e9 + k, seconds, {"read": read}, {port_or_bucket: gram, 5: 2},
             execs=execs, bytes_sent=sent, executables=exes, seconds_since_start=age,
             endpoints=[Endpoint("10.0.0.1", port_or_bucket)],
         ))
@@ -222,3 +223,19 @@ def test_block_validation_agrees_with_validating_each_window(rows: list) -> None
         if expected is not None:
             assert (by_index[i].reason, by_index[i].message) == expected
     assert np.count_nonzero(~ok) == len(errors)
+
+
+def test_block_validation_finds_one_bad_n_gram_count_among_clean_windows() -> None:
+    """The fast path (every bucket in range, no negative or NaN count: only each window's largest count is
+    compared with its limit) still finds an infinite or absurd count, and names it as ``validate`` does."""
+    vectors = [FeatureVector(Identity("node-1", f"c{k}", "nginx", "1"), 1.7e9 + k, 10.0, {"read": 5},
+                             {12288 + k: 3, 9000: 7}) for k in range(8)]
+    vectors[2].ngrams[70000] = math.inf
+    vectors[5].ngrams[9001] = 1e300
+    vectors[6].ngrams = {}
+    ok, errors = validate_block(VectorBlock.from_vectors(vectors))
+    assert np.flatnonzero(~ok).tolist() == [2, 5]
+    for e in errors:
+        with pytest.raises(ValidationError) as expected:
+            validate(vectors[e.index])
+        assert (e.reason, e.message) == (expected.value.reason, expected.value.message)
