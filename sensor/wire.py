@@ -5,15 +5,20 @@ that the two agree (encode here, decode there, compare with the original).
 
 Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
 
-* the sensor sends batches as ``VectorColumns`` (:func:`to_columns`, one packed array per field across
-  the batch's windows); :func:`to_batch` writes the one-message-per-window form (tools, tests);
+* the sensor sends batches as ``VectorColumns`` (:func:`to_columns`, one array per field across the
+  batch's windows); :func:`to_batch` writes the one-message-per-window form (tools, tests);
 * syscall counts become two packed arrays, indices into the batch's ``syscall_names`` dictionary
   (built per batch in order of first appearance) and counts;
 * ``seconds_since_start`` -> ``health.container_age_seconds`` (negative when unknown);
 * ``Endpoint.protocol`` ``"tcp"``/``"udp"`` -> ``PROTOCOL_TCP``/``PROTOCOL_UDP``;
   ``Endpoint.outbound`` -> ``DIRECTION_OUTBOUND`` / ``DIRECTION_INBOUND``;
 * n-grams: ``ngram_spec`` 2 (``docs/ngram-spec.md`` v2) with parallel bucket/count arrays when the vector has
-  any, else 0.
+  any, else 0.  In columns they go as little-endian uint32 bytes (``ngram_bucket_le32`` /
+  ``ngram_count_le32``: the service reads them without parsing a varint per value); a count above
+  2**32 - 1 is sent as 2**32 - 1 (the kernel's counters are 64-bit: saturating keeps the batch, where the
+  packed form's ``uint32`` fails to encode it), a negative count or a bucket outside uint32 raises
+  ``OverflowError`` (:func:`ngram_le32`).
+  ``to_columns(..., ngram_bytes=False)`` writes the packed varint form instead (compatibility tests).
 
 Batches are stored and resent as bytes.  :func:`encode_batch_body` serialises everything but the
 sequence number; :func:`batch_request_bytes` prepends the sequence number and wraps the batch in an
@@ -23,7 +28,10 @@ order), so a resend never re-serialises vectors and an on-disk spool can hold th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from itertools import chain
 
 from models.block import COUNTERS, dictionary
 from models.ngrams import SPEC_VERSION
@@ -39,6 +47,33 @@ _PROTOCOL = {"tcp": vectors_pb2.PROTOCOL_TCP, "udp": vectors_pb2.PROTOCOL_UDP}
 # Field numbers used for the byte-level framing below (see ingest.proto / vectors.proto).
 _VECTOR_BATCH_SEQUENCE_TAG = b"\x08"  # field 1, varint
 _INGEST_REQUEST_BATCH_TAG = b"\x12"  # field 2, length-delimited
+
+_U32_MAX = 0xFFFFFFFF
+_U32 = next(code for code in "IL" if array(code).itemsize == 4)  # array type of a native uint32
+
+
+def _le32(a: array) -> bytes:  # type: ignore[type-arg]
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+def ngram_le32(grams: Sequence[Mapping[int, int]]) -> tuple[bytes, bytes]:
+    """The n-gram entries of ``grams`` (one mapping per window), window after window, as the columns'
+    ``ngram_bucket_le32`` and ``ngram_count_le32``: little-endian uint32 arrays.
+
+    A count above 2**32 - 1 is sent as 2**32 - 1; a negative count, or a bucket outside uint32, raises
+    ``OverflowError``.
+
+    >>> [b.hex() for b in ngram_le32([{1: 3}, {}, {258: 2**40}])]
+    ['0100000002010000', '03000000ffffffff']
+    """
+    buckets = array(_U32, chain.from_iterable(grams))
+    try:
+        counts = array(_U32, chain.from_iterable(g.values() for g in grams))
+    except OverflowError:  # rare: a count above 2**32 - 1 (a negative one raises again here)
+        counts = array(_U32, [min(x, _U32_MAX) for g in grams for x in g.values()])
+    return _le32(buckets), _le32(counts)
 
 
 def _varint(value: int) -> bytes:
@@ -132,11 +167,14 @@ def to_batch(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2
     return batch
 
 
-def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2.VectorBatch:
+def to_columns(
+    vectors: Sequence[FeatureVector], sequence: int = 0, ngram_bytes: bool = True
+) -> vectors_pb2.VectorBatch:
     """A ``VectorBatch`` holding ``vectors`` as ``VectorColumns`` (what the sensor sends).
 
     Per-window arrays that hold only their default (no executables this batch, every window complete
-    ...) are left empty, as the format allows.
+    ...) are left empty, as the format allows.  N-gram entries go as little-endian uint32 bytes, or as
+    packed varints with ``ngram_bytes=False`` (the form older sensors send).
     """
     batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=SCHEMA_VERSION)
     c = batch.columns
@@ -165,8 +203,12 @@ def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_p
     if any(v.ngrams for v in vectors):
         c.ngram_spec = NGRAM_SPEC
         c.ngram_lengths.extend([len(v.ngrams) for v in vectors])
-        c.ngram_bucket.extend([b for v in vectors for b in v.ngrams])
-        c.ngram_count.extend([x for v in vectors for x in v.ngrams.values()])
+        grams = [v.ngrams for v in vectors]
+        if ngram_bytes:
+            c.ngram_bucket_le32, c.ngram_count_le32 = ngram_le32(grams)
+        else:
+            c.ngram_bucket.extend(chain.from_iterable(grams))
+            c.ngram_count.extend(chain.from_iterable(g.values() for g in grams))
     if any(v.executables for v in vectors):
         c.executable_lengths.extend([len(v.executables) for v in vectors])
         c.executables.extend([e for v in vectors for e in v.executables])

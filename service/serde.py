@@ -255,8 +255,7 @@ class Decoder:
                 "BAD_REFERENCE", f"syscall_name_index {int(sc_name.max())} is outside the batch's {len(names)} names"
             )
         sc_ptr = lists("syscall_lengths", len(sc_name))
-        ng_bucket = np.array(c.ngram_bucket, np.int64)
-        ng_count = np.array(c.ngram_count, np.float64)
+        ng_bucket, ng_count = _ngram_entries(c)
         if len(ng_bucket) != len(ng_count):
             raise ValidationError(
                 "BAD_REFERENCE", f"ngram_bucket has {len(ng_bucket)} entries but ngram_count {len(ng_count)}"
@@ -430,6 +429,38 @@ class Decoder:
 def batch_size(batch: vectors_pb2.VectorBatch) -> int:
     """How many windows a batch carries (as vectors or as columns)."""
     return batch.columns.count if batch.HasField("columns") else len(batch.vectors)
+
+
+def _ngram_entries(c: vectors_pb2.VectorColumns) -> tuple[np.ndarray, np.ndarray]:
+    """The columns' n-gram buckets (int64) and counts (float64), from whichever form the batch uses.
+
+    The little-endian bytes form (``ngram_*_le32``, what the sensor sends) is one array copy; the packed
+    varint form (``ngram_bucket``/``ngram_count``) costs upb ~10 ns per value to parse.  A batch using
+    both forms, or bytes that are not whole uint32 entries or not as many in both fields, is refused
+    (packed arrays of unequal length: the caller's check).
+    """
+    raw_bucket = c.ngram_bucket_le32
+    raw_count = c.ngram_count_le32
+    if not raw_bucket and not raw_count:
+        return np.array(c.ngram_bucket, np.int64), np.array(c.ngram_count, np.float64)
+    if len(c.ngram_bucket) or len(c.ngram_count):
+        raise ValidationError(
+            "BAD_REFERENCE",
+            "n-grams sent both as ngram_bucket/ngram_count and as ngram_bucket_le32/ngram_count_le32 "
+            "(a batch uses one form)",
+        )
+    if len(raw_bucket) % 4 or len(raw_count) % 4:
+        raise ValidationError(
+            "BAD_REFERENCE",
+            f"ngram_bucket_le32 has {len(raw_bucket)} bytes and ngram_count_le32 {len(raw_count)}: "
+            "not whole 4-byte entries",
+        )
+    if len(raw_bucket) != len(raw_count):
+        raise ValidationError(
+            "BAD_REFERENCE",
+            f"ngram_bucket_le32 has {len(raw_bucket) // 4} entries but ngram_count_le32 {len(raw_count) // 4}",
+        )
+    return np.frombuffer(raw_bucket, "<u4").astype(np.int64), np.frombuffer(raw_count, "<u4").astype(np.float64)
 
 
 def _endpoint(e: vectors_pb2.Endpoint) -> Endpoint:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from protos.baseliner.v1 import vectors_pb2
 from sensor import wire
 from service.wal import KIND_BATCH, Record, encode_body
 from tests.service_fixtures import vector
@@ -22,12 +24,33 @@ pytest.importorskip("atheris", reason="atheris is in the dev extra (pip install 
 FUZZER = Path(__file__).with_name("fuzz_decoders.py")
 
 
+def _ngram_variants() -> dict[str, Callable[[vectors_pb2.VectorColumns], object]]:
+    return {
+        "bytes": lambda c: None,
+        "packed": lambda c: None,
+        "cut": lambda c: setattr(c, "ngram_bucket_le32", c.ngram_bucket_le32[:-1]),
+        "unequal": lambda c: setattr(c, "ngram_count_le32", c.ngram_count_le32[:-4]),
+        "both": lambda c: c.ngram_bucket.extend([1] * (len(c.ngram_bucket_le32) // 4)),
+        "spec1": lambda c: setattr(c, "ngram_spec", 1),
+    }
+
+
 @pytest.mark.slow
 def test_atheris_fuzz_decoders_bounded(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, vs in enumerate(([vector(1)], [vector(2, attack="shell"), vector(3, container=2, attack="etc")])):
         (corpus / f"batch{i}").write_bytes(wire.to_batch(vs, i + 1).SerializeToString())
+    # columns with n-grams, as the sensor sends them (little-endian bytes) and packed, and bytes that are
+    # cut, of unequal length, next to the packed form, or naming buckets out of range
+    grams = [vector(4, container=c) for c in range(3)]
+    for k, v in enumerate(grams):
+        v.ngrams = {7 * k + j: j + 1 for j in range(k + 1)}
+    grams[2].ngrams[2**32 - 1] = 3
+    for name, edit in _ngram_variants().items():
+        batch = wire.to_columns(grams, 9, ngram_bytes=name != "packed")
+        edit(batch.columns)
+        (corpus / f"columns-{name}").write_bytes(batch.SerializeToString())
     (corpus / "alert").write_bytes(json.dumps({
         "output": "x", "priority": "Warning", "rule": "Terminal shell in container",
         "time": "2026-01-01T00:00:00.5Z", "output_fields": {"container.id": "abcdef012345",

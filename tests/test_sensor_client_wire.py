@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+
+import pytest
+
 from models.vector import Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2
 from sensor import wire
@@ -73,3 +77,33 @@ def test_sequence_varint_framing_for_large_numbers() -> None:
     for seq in (1, 127, 128, 300, 2**32 + 5, 1_767_225_600_000_000):
         req = ingest_pb2.IngestRequest.FromString(wire.batch_request_bytes(seq, body))
         assert req.batch.sequence == seq and req.batch.columns.count == 1
+
+
+def test_columns_carry_ngrams_as_little_endian_uint32_bytes() -> None:
+    vectors = [_full_vector(i) for i in range(3)]
+    vectors[1].ngrams = {}
+    vectors[2].ngrams[70_000] = 2**31 + 5  # 4-byte entries, whatever the value
+    buckets = [b for v in vectors for b in v.ngrams]
+    counts = [x for v in vectors for x in v.ngrams.values()]
+    c = wire.to_columns(vectors, 1).columns
+    assert c.ngram_spec == 2 and list(c.ngram_lengths) == [3, 0, 4]
+    assert not c.ngram_bucket and not c.ngram_count  # one form per batch
+    assert c.ngram_bucket_le32 == struct.pack(f"<{len(buckets)}I", *buckets)
+    assert c.ngram_count_le32 == struct.pack(f"<{len(counts)}I", *counts)
+    packed = wire.to_columns(vectors, 1, ngram_bytes=False).columns
+    assert list(packed.ngram_bucket) == buckets and list(packed.ngram_count) == counts
+    assert not packed.ngram_bucket_le32 and not packed.ngram_count_le32
+    assert packed.ngram_lengths == c.ngram_lengths
+    empty = wire.to_columns([FeatureVector(Identity("n", "c", "nginx"), 1.7e9, 5.0)]).columns
+    assert empty.ngram_spec == 0 and not empty.ngram_bucket_le32 and not empty.ngram_count_le32
+
+
+def test_ngram_counts_past_uint32_saturate_and_other_out_of_range_values_raise() -> None:
+    v = _full_vector(0)
+    v.ngrams = {5: 2**32, 6: 2**40, 7: 2**32 - 1, 8: 1, 9: 0}
+    (back,) = _roundtrip([v])
+    assert back.ngrams == {5: 2**32 - 1, 6: 2**32 - 1, 7: 2**32 - 1, 8: 1, 9: 0}
+    for bad in ({5: -1}, {5: 2**40, 6: -1}, {2**32: 1}, {-1: 1}):
+        v.ngrams = bad
+        with pytest.raises(OverflowError):
+            wire.to_columns([v])

@@ -8,6 +8,7 @@ import asyncio
 import math
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from models.baseline import BaselineConfig
 from models.block import VectorBlock
 from models.errors import ValidationError
+from models.ngrams import NUM_BUCKETS
 from models.validate import validate, validate_block
 from models.vector import Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2
@@ -87,6 +89,41 @@ def test_columns_and_rows_give_the_same_verdicts() -> None:
     assert results[0][3] >= 2  # the shell and the /etc write were flagged
 
 
+def _with_ngrams(vectors: list[FeatureVector]) -> list[FeatureVector]:
+    """``vectors`` with n-grams: a different number per window (none in every third), spec v2's whole range."""
+    for k, v in enumerate(vectors):
+        v.ngrams = {(k * 7919 + j * 104_729) % NUM_BUCKETS: 1 + (k + j) % 5 for j in range(k % 3 * 2)}
+    vectors[0].ngrams = {0: 2**32 - 1, NUM_BUCKETS - 1: 1}
+    return vectors
+
+
+def test_both_ngram_forms_decode_to_the_same_block() -> None:
+    vs = _with_ngrams([vector(i, c) for i in range(4) for c in range(3)])
+    as_bytes = wire.to_columns(vs, 1)
+    packed = wire.to_columns(vs, 1, ngram_bytes=False)
+    assert as_bytes.columns.ngram_bucket_le32 and not as_bytes.columns.ngram_bucket
+    assert packed.columns.ngram_bucket and not packed.columns.ngram_bucket_le32
+    blocks = []
+    for batch in (as_bytes, packed):
+        msg = vectors_pb2.VectorBatch.FromString(batch.SerializeToString())
+        d = serde.Decoder()
+        d.check_batch(msg)
+        block, errors = d.decode_block(msg)
+        assert errors == []
+        blocks.append(block)
+    a, b = blocks
+    assert a.ng_bucket.dtype == b.ng_bucket.dtype == np.int64
+    assert a.ng_count.dtype == b.ng_count.dtype == np.float64
+    assert len(a.ng_bucket) == sum(len(v.ngrams) for v in vs)
+    for name in VectorBlock.__slots__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+        else:
+            assert x == y, name
+    assert a.vectors() == vs
+
+
 def _bad_columns(seq: int) -> tuple[vectors_pb2.VectorBatch, dict[int, int]]:
     good = [vector(100 + i, 0) for i in range(3)]
     bad: list[tuple[FeatureVector, int]] = []
@@ -145,10 +182,11 @@ def test_every_bad_window_in_columns_is_rejected_alone_and_counted() -> None:
 
 def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
     vs = [vector(i, c) for i in range(3) for c in range(2)]
+    grams = _with_ngrams([vector(i, c) for i in range(3) for c in range(2)])
     out = []
 
-    def case(name: str, reason: int, edit) -> None:  # type: ignore[no-untyped-def]
-        b = wire.to_columns(vs, len(out) + 1)
+    def case(name: str, reason: int, edit, vectors: list[FeatureVector] = vs) -> None:  # type: ignore[no-untyped-def]
+        b = wire.to_columns(vectors, len(out) + 1)
         edit(b)
         out.append((name, b, reason))
 
@@ -166,6 +204,8 @@ def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
          lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(12288),
                     b.columns.ngram_count.append(1), setattr(b.columns, "ngram_spec", 1)))
     case("unknown n-gram spec", R.REJECT_REASON_UNSUPPORTED_VERSION, lambda b: setattr(b.columns, "ngram_spec", 7))
+    for name, edit in _ngram_byte_faults():
+        case(name, R.REJECT_REASON_BAD_REFERENCE, edit, grams)
     case("unknown field in columns", R.REJECT_REASON_UNSUPPORTED_VERSION,
          lambda b: b.columns.MergeFromString(b"\xa8\x06\x01"))
     case("vectors and columns", R.REJECT_REASON_BAD_REFERENCE,
@@ -173,6 +213,70 @@ def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
     case("endpoint index out of range", R.REJECT_REASON_BAD_REFERENCE,
          lambda b: b.columns.endpoint_index.__setitem__(0, 77))
     return out
+
+
+def _ngram_byte_faults() -> list[tuple[str, Callable[[vectors_pb2.VectorBatch], object]]]:
+    """Edits of a batch with n-grams in the bytes form (``ngram_*_le32``) that must refuse the batch."""
+
+    def both_forms(b: vectors_pb2.VectorBatch) -> None:
+        c = b.columns
+        c.ngram_bucket.extend(np.frombuffer(c.ngram_bucket_le32, "<u4").tolist())
+        c.ngram_count.extend(np.frombuffer(c.ngram_count_le32, "<u4").tolist())
+
+    def setbytes(field: str, f: Callable[[bytes], bytes]) -> Callable[[vectors_pb2.VectorBatch], None]:
+        return lambda b: setattr(b.columns, field, f(getattr(b.columns, field)))
+
+    def setboth(f: Callable[[bytes], bytes]) -> Callable[[vectors_pb2.VectorBatch], None]:
+        def edit(b: vectors_pb2.VectorBatch) -> None:
+            setbytes("ngram_bucket_le32", f)(b)
+            setbytes("ngram_count_le32", f)(b)
+
+        return edit
+
+    return [
+        ("n-grams in both forms", both_forms),
+        ("n-gram buckets, packed, next to counts as bytes", lambda b: (
+            b.columns.ngram_bucket.extend(np.frombuffer(b.columns.ngram_bucket_le32, "<u4").tolist()),
+            b.columns.ClearField("ngram_bucket_le32"))),
+        ("n-gram bucket bytes not whole entries", setbytes("ngram_bucket_le32", lambda x: x[:-1])),
+        ("n-gram count bytes not whole entries", setbytes("ngram_count_le32", lambda x: x + b"\x00\x00")),
+        ("n-gram bytes of both fields not whole entries", setboth(lambda x: x[:-3])),
+        ("fewer n-gram counts than buckets", setbytes("ngram_count_le32", lambda x: x[:-4])),
+        ("n-gram buckets without counts", lambda b: b.columns.ClearField("ngram_count_le32")),
+        ("n-gram bytes that do not add up to ngram_lengths", setboth(lambda x: x + x[:4])),
+        ("n-gram bytes with spec 0", lambda b: setattr(b.columns, "ngram_spec", 0)),
+        ("n-gram bytes, spec v1, an order-6 bucket", lambda b: setattr(b.columns, "ngram_spec", 1)),
+    ]
+
+
+def test_ngram_bytes_that_do_not_fit_refuse_the_batch_with_a_message_that_says_why() -> None:
+    grams = _with_ngrams([vector(i, c) for i in range(3) for c in range(2)])
+    said = {
+        "n-grams in both forms": "a batch uses one form",
+        "n-gram buckets, packed, next to counts as bytes": "a batch uses one form",
+        "n-gram bucket bytes not whole entries": "not whole 4-byte entries",
+        "n-gram count bytes not whole entries": "not whole 4-byte entries",
+        "n-gram bytes of both fields not whole entries": "not whole 4-byte entries",
+        "fewer n-gram counts than buckets": "ngram_bucket_le32 has 14 entries but ngram_count_le32 13",
+        "n-gram buckets without counts": "ngram_bucket_le32 has 14 entries but ngram_count_le32 0",
+        "n-gram bytes that do not add up to ngram_lengths": "ngram_lengths adds up to 14 but the list has 15",
+        "n-gram bytes with spec 0": "ngram_spec 0",
+        "n-gram bytes, spec v1, an order-6 bucket": "outside spec v1",
+    }
+    faults = _ngram_byte_faults()
+    assert sorted(said) == sorted(name for name, _ in faults)
+    for name, edit in faults:
+        b = wire.to_columns(grams, 1)
+        edit(b)
+        msg = vectors_pb2.VectorBatch.FromString(b.SerializeToString())
+        d = serde.Decoder()
+        d.check_batch(msg)
+        try:
+            d.decode_block(msg)
+        except ValidationError as e:
+            assert e.reason == "BAD_REFERENCE" and said[name] in e.message, (name, e.message)
+        else:
+            raise AssertionError(f"{name}: decoded")
 
 
 def test_columns_that_do_not_fit_together_refuse_the_batch_and_the_stream_goes_on() -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from models.errors import StateError
@@ -96,6 +97,53 @@ def test_log_holds_the_batch_as_sent_and_replay_checks_it_again(tmp_path: Path) 
             assert sum(b.windows_scored for b in srv.pipeline.all()) == 10
 
     asyncio.run(main())
+
+
+def test_replay_of_ngrams_sent_as_bytes_learns_what_the_packed_form_does(tmp_path: Path) -> None:
+    """The log holds batches as sent: n-grams as little-endian bytes (``ngram_*_le32``, what the sensor
+    sends) replay into the same state as the same batches with packed n-grams, and not into the state of
+    batches without them."""
+    from service.pipeline import Pipeline
+    from service.wal import replay_into
+
+    rounds = []
+    for s in range(1, 7):
+        vs = [vector(10 * s + k, c) for k in range(10) for c in range(2)]
+        for v in vs:
+            v.ngrams = {(v.identity.container_id == "c1") * 9000 + j * 37 + int(v.window_start) % 3: 1 + j % 4
+                        for j in range(20)}
+        rounds.append(vs)
+
+    def replayed(name: str, encode) -> dict[str, tuple[dict, dict]]:  # type: ignore[no-untyped-def,type-arg]
+        async def write() -> None:
+            wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
+            wal.open()
+            for s, vs in enumerate(rounds, 1):
+                await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(vs))))
+            await wal.close()
+
+        asyncio.run(write())
+        p = Pipeline(baseline_config=config().baseline_config())
+        assert replay_into(WriteAheadLog(tmp_path / name, b"k" * 32), p, serde.Decoder()) == (len(rounds), 0)
+        assert p.last_sequence("s1") == len(rounds)
+        return {b.key: b.to_state() for b in p.all()}
+
+    def without_ngrams(vs):  # type: ignore[no-untyped-def]
+        for v in vs:
+            v.ngrams = {}
+        return wire.to_columns(vs).SerializeToString()
+
+    as_bytes = wire.to_columns(rounds[0]).columns
+    assert as_bytes.ngram_bucket_le32 and not as_bytes.ngram_bucket
+    got = replayed("bytes", lambda vs: wire.to_columns(vs).SerializeToString())
+    packed = replayed("packed", lambda vs: wire.to_columns(vs, ngram_bytes=False).SerializeToString())
+    none = replayed("none", without_ngrams)
+    assert got.keys() == packed.keys() == none.keys() == {"nginx:1.27"}
+    (meta, arrays), (meta_p, arrays_p), (_, arrays_n) = got["nginx:1.27"], packed["nginx:1.27"], none["nginx:1.27"]
+    assert meta == meta_p and meta["windows_learned"] == 120
+    assert arrays.keys() == arrays_p.keys()
+    assert all(np.array_equal(arrays[k], arrays_p[k]) for k in arrays)
+    assert any(k not in arrays_n or not np.array_equal(arrays[k], arrays_n[k]) for k in arrays)
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import sys
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.errors import ValidationError
+from models.ngrams import NUM_BUCKETS
 from models.vector import FeatureVector
 from protos.baseliner.v1 import vectors_pb2
 from sensor import wire
@@ -115,3 +118,79 @@ def test_no_input_makes_decode_or_the_pipeline_raise(batch: vectors_pb2.VectorBa
         assert e.reason in serde.REJECT_REASONS and e.message, (e.reason, e.message)
     for b in p.baselines.values():
         assert all(math.isfinite(x[1]) for x in b.feature_stats())
+
+
+_u32 = st.one_of(st.integers(0, 2**32 - 1), st.integers(0, 20_000), st.sampled_from([0, 12_287, 12_288, 2**32 - 1]))
+
+
+@st.composite
+def ngram_columns(draw: st.DrawFn) -> tuple[vectors_pb2.VectorBatch, list[int], list[int], str]:
+    """A columns batch of 4 windows whose n-gram fields are drawn: either form, both, or bytes that are
+    cut, padded or of unequal length; lengths that may not add up; any spec."""
+    entries = draw(st.lists(st.tuples(_u32, _u32), max_size=12))
+    buckets = [b for b, _ in entries]
+    counts = [x for _, x in entries]
+    b = wire.to_columns([vector(i, c) for i in range(2) for c in range(2)], 1)
+    c = b.columns
+    c.ngram_spec = draw(st.sampled_from([0, 1, 2, 2, 2, 3]))
+    cuts = sorted(draw(st.lists(st.integers(0, len(entries)), min_size=3, max_size=3)))
+    lengths = [hi - lo for lo, hi in zip([0, *cuts], [*cuts, len(entries)], strict=True)]
+    if draw(st.integers(0, 9)) == 0:
+        lengths[draw(st.integers(0, 3))] += draw(st.sampled_from([-1, 1]))
+    if entries:
+        c.ngram_lengths.extend([max(x, 0) for x in lengths])
+    form = draw(st.sampled_from(["bytes", "bytes", "packed", "both"]))
+    if form in ("packed", "both"):
+        c.ngram_bucket.extend(buckets)
+        c.ngram_count.extend(counts)
+    if form in ("bytes", "both"):
+        raw_b = struct.pack(f"<{len(buckets)}I", *buckets)
+        raw_c = struct.pack(f"<{len(counts)}I", *counts)
+        if draw(st.integers(0, 4)) == 0:
+            raw_b = raw_b[: draw(st.integers(0, len(raw_b)))] + draw(st.binary(max_size=5))
+        if draw(st.integers(0, 4)) == 0:
+            raw_c = raw_c[: draw(st.integers(0, len(raw_c)))] + draw(st.binary(max_size=5))
+        c.ngram_bucket_le32 = raw_b
+        c.ngram_count_le32 = raw_c
+    return b, buckets, counts, form
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ngram_columns())
+def test_ngram_columns_in_either_form_decode_alike_or_refuse_the_batch(
+    drawn: tuple[vectors_pb2.VectorBatch, list[int], list[int], str],
+) -> None:
+    batch, buckets, counts, form = drawn
+    msg = vectors_pb2.VectorBatch.FromString(batch.SerializeToString())
+    c = msg.columns
+    d = serde.Decoder()
+    d.check_batch(msg)
+    raw_b, raw_c = c.ngram_bucket_le32, c.ngram_count_le32
+    try:
+        block, errors = d.decode_block(msg)
+    except ValidationError as e:
+        assert e.reason in ("BAD_REFERENCE", "UNSUPPORTED_VERSION") and e.message
+        return
+    assert form != "both" or not (raw_b or raw_c)  # both forms present: always refused
+    if raw_b or raw_c:  # accepted bytes are whole entries, as many in both fields
+        assert len(raw_b) % 4 == 0 and len(raw_b) == len(raw_c)
+        buckets = list(struct.unpack(f"<{len(raw_b) // 4}I", raw_b))
+        counts = list(struct.unpack(f"<{len(raw_c) // 4}I", raw_c))
+    assert block.ng_bucket.dtype == np.int64 and block.ng_count.dtype == np.float64
+    assert block.ng_bucket.tolist() == buckets and block.ng_count.tolist() == counts
+    if form != "packed" and buckets:  # the same entries as packed varints decode to the same block
+        again = vectors_pb2.VectorBatch()
+        again.CopyFrom(msg)
+        again.columns.ClearField("ngram_bucket_le32")
+        again.columns.ClearField("ngram_count_le32")
+        again.columns.ngram_bucket.extend(buckets)
+        again.columns.ngram_count.extend(counts)
+        other, _ = serde.Decoder().decode_block(again)
+        assert np.array_equal(other.ng_bucket, block.ng_bucket) and np.array_equal(other.ng_count, block.ng_count)
+        assert np.array_equal(other.ng_ptr, block.ng_ptr)
+    # whatever decoded goes through validation and the pipeline without raising
+    p = Pipeline(baseline_config=config().baseline_config())
+    result = p.apply_block("s", 1, block, errors)
+    assert result.applied + len(result.rejected) == 4
+    out_of_range = {i for i in range(4) if any(x >= NUM_BUCKETS for x in block.row_ngrams(i))}
+    assert out_of_range <= {e.index for e in result.rejected if e.reason == "BAD_REFERENCE"}
