@@ -365,3 +365,32 @@ def test_state_of_spec_v1_builds_is_refused():
 def test_sequence_settings_are_validated():
     with pytest.raises(ValueError, match="sequence_unseen_nats.*sequence_unseen_scale"):
         BaselineConfig(sequence_unseen_nats=-1.0, sequence_unseen_scale=0.0)
+
+
+def test_zscore_bounded_learning_clips_each_value_to_clip_deviations() -> None:
+    """Once warm, a bounded batch learns each value as if it lay at most ``clip`` deviations (std +
+    std_floor) from the mean: a poisoned window pulls the baseline no further than a clipped one; an
+    unbounded batch (learning) is taken as it is.  Stacked with a detector that needs no clipping."""
+    from models.detectors.zscore import ZScoreDetector
+
+    rng = np.random.default_rng(3)
+    warm = rng.normal(5.0, 1.0, (200, 2))
+    dets = [ZScoreDetector(window=100, features=("a", "b"), clip=4.0) for _ in range(4)]
+    for d in dets:
+        d.learn_many(warm, bound=False)
+    mean, den = dets[0].means(), dets[0].stds() + dets[0].std_floor
+    batch = np.array([[5.0, 5.2], [500.0, 4.9], [5.1, -300.0]])
+    clipped = np.clip(batch, mean - 4.0 * den, mean + 4.0 * den)
+    assert (clipped != batch).sum() == 2
+    quiet = rng.normal(5.0, 1.0, (3, 2))
+    ZScoreDetector.learn_stacked([dets[0], dets[2]], np.vstack([batch, quiet]), np.array([0, 0, 0, 1, 1, 1]),
+                                 [True, True])
+    dets[1].learn_many(clipped)  # nothing left to clip
+    dets[3].learn_many(quiet)
+    np.testing.assert_allclose(dets[0].means(), dets[1].means(), rtol=1e-12)
+    np.testing.assert_allclose(dets[0].stds(), dets[1].stds(), rtol=1e-9)
+    np.testing.assert_allclose(dets[2].means(), dets[3].means(), rtol=1e-12)
+    free = ZScoreDetector(window=100, features=("a", "b"), clip=4.0)
+    free.learn_many(warm, bound=False)
+    free.learn_many(batch, bound=False)
+    assert free.means()[0] > dets[0].means()[0] + 3.0  # unbounded: the outlier counts in full

@@ -308,11 +308,13 @@ class ZScoreDetector(base.AnomalyDetector):
 
             def col(values: list[float]) -> Any:
                 return np.array(values)[:, None]
-        if any(bounded):
+        lowest = min(limit)
+        if lowest < math.inf and not (-lowest <= z.min() and z.max() <= lowest):  # (NaN-free: z is finite)
             lim = limit[0] if single else np.array(limit)[inverse][:, None]
-            over = np.abs(z) > lim
-            if over.any():
-                z = np.where(over, np.copysign(lim, z), z)
+            rows = np.flatnonzero((np.abs(z) > lim).any(axis=1))  # the few windows with a value to clip
+            if len(rows):
+                z = z.copy()
+                z[rows] = np.clip(z[rows], -lim if single else -lim[rows], lim if single else lim[rows])
         # The batch's mean and M2 from sums of its deviations from the current mean (den is constant per
         # detector).
         if single:
