@@ -393,8 +393,8 @@ class Transport:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            for t in done:
-                exc = t.exception()
+            errors = [t.exception() for t in done]  # both may have failed: retrieve both (asyncio logs otherwise)
+            for exc in errors:
                 if exc is not None:
                     raise exc
         finally:
