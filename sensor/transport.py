@@ -7,6 +7,9 @@ Protocol (``protos/baseliner/v1/ingest.proto``), per connection:
    it), then (re)send the rest in ascending order, at most ``max_in_flight`` unacknowledged at a time;
 3. every ``BatchAck`` must match the oldest batch in flight; the batch leaves the buffer when the ack is
    durable or the service does not offer durability (``Welcome.durable_acks`` false);
+   when the service does not take the columns' n-grams as bytes (``Welcome.ngram_bytes`` false: built
+   before that form, it would refuse such batches), each batch is sent with its n-grams in the packed
+   form (:func:`sensor.wire.packed_ngrams`), converted as it is written to the stream;
 4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
    reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order.
 
@@ -32,6 +35,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from models.vector import FeatureVector
@@ -70,6 +74,7 @@ class TransportStats:
     vectors_dropped: int = 0
     connects: int = 0
     connect_failures: int = 0
+    batches_ngrams_packed: int = 0  # sends with n-grams converted to the packed form (Welcome.ngram_bytes false)
 
 
 class Backoff:
@@ -121,6 +126,10 @@ class _Metrics:
                                         "Vectors the service rejected (reasons are logged)", registry=registry)
         self.vectors_applied = Counter(f"{ns}_vectors_applied_total", "Vectors the service applied",
                                        registry=registry)
+        self.batches_ngrams_packed = Counter(
+            f"{ns}_batches_ngrams_packed_total",
+            "Batches sent with their n-grams converted to the packed form, for a service without "
+            "Welcome.ngram_bytes (resends too)", registry=registry)
         self.reconnects = Counter(f"{ns}_connect_failures_total", "Streams that failed or broke",
                                   registry=registry)
         self.buffer_batches = Gauge(f"{ns}_buffer_batches", "Unacknowledged batches held", registry=registry)
@@ -384,8 +393,8 @@ class Transport:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            for t in done:
-                exc = t.exception()
+            errors = [t.exception() for t in done]  # both may have failed: retrieve both (asyncio logs otherwise)
+            for exc in errors:
                 if exc is not None:
                     raise exc
         finally:
@@ -409,11 +418,25 @@ class Transport:
             self.stats.batches_already_applied += len(applied)
         log.info("connected to %s (service %s): last applied seq %d, %d batches to send, durable acks %s",
                  self.target, welcome.service_version or "?", last, self.buffer.batches, welcome.durable_acks)
+        if not welcome.ngram_bytes:
+            log.info("service %s at %s is older (no Welcome.ngram_bytes): n-grams are sent in the packed form "
+                     "on this connection", welcome.service_version or "?", self.target)
         self._update_gauges()
         self._changed.set()
 
+    def _packed(self, p: Pending) -> bytes:
+        """``p``'s body with its n-grams in the packed form, for a service without ``Welcome.ngram_bytes``."""
+        try:
+            body = wire.packed_ngrams(p.body)
+        except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
+            log.warning("batch %d: n-grams not converted to the packed form (%s); sent as it is", p.sequence, exc)
+            return p.body
+        return body
+
     async def _send_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         sent_high_here = 0
+        # Welcome of this connection (set before the loop starts): the service reads the bytes form or not
+        ngram_bytes = self.welcome is not None and self.welcome.ngram_bytes
         while True:
             if in_flight and time.monotonic() - in_flight[0][1] > self.ack_timeout:
                 raise AckTimeout(f"no ack for seq {in_flight[0][0]} within {self.ack_timeout}s")
@@ -431,7 +454,8 @@ class Transport:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=min(1.0, self.ack_timeout))
                 continue
-            await call.write(wire.batch_request_bytes(nxt.sequence, nxt.body))
+            body = nxt.body if ngram_bytes else self._packed(nxt)
+            await call.write(wire.batch_request_bytes(nxt.sequence, body))
             in_flight.append((nxt.sequence, time.monotonic()))
             sent_high_here = nxt.sequence
             if nxt.sequence <= self._sent_high:
@@ -442,6 +466,10 @@ class Transport:
             self.stats.batches_sent += 1
             if self._metrics.enabled:
                 self._metrics.batches_sent.inc()
+            if body is not nxt.body:
+                self.stats.batches_ngrams_packed += 1
+                if self._metrics.enabled:
+                    self._metrics.batches_ngrams_packed.inc()
 
     async def _receive_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         while True:

@@ -18,7 +18,9 @@ Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
   2**32 - 1 is sent as 2**32 - 1 (the kernel's counters are 64-bit: saturating keeps the batch, where the
   packed form's ``uint32`` fails to encode it), a negative count or a bucket outside uint32 raises
   ``OverflowError`` (:func:`ngram_le32`).
-  ``to_columns(..., ngram_bytes=False)`` writes the packed varint form instead (compatibility tests).
+  ``to_columns(..., ngram_bytes=False)`` writes the packed varint form instead (compatibility tests);
+  :func:`packed_ngrams` turns an encoded body into that form, for a service whose ``Welcome`` does not
+  set ``ngram_bytes`` (built before the bytes form, it would refuse them).
 
 Batches are stored and resent as bytes.  :func:`encode_batch_body` serialises everything but the
 sequence number; :func:`batch_request_bytes` prepends the sequence number and wraps the batch in an
@@ -74,6 +76,49 @@ def ngram_le32(grams: Sequence[Mapping[int, int]]) -> tuple[bytes, bytes]:
     except OverflowError:  # rare: a count above 2**32 - 1 (a negative one raises again here)
         counts = array(_U32, [min(x, _U32_MAX) for g in grams for x in g.values()])
     return _le32(buckets), _le32(counts)
+
+
+def _from_le32(raw: bytes) -> array:  # type: ignore[type-arg]
+    a = array(_U32)
+    a.frombytes(raw)  # ValueError when not whole 4-byte entries
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a
+
+
+def packed_ngrams(body: bytes) -> bytes:
+    """``body`` (from :func:`encode_batch_body`) with the columns' n-gram entries moved from the
+    little-endian bytes form (``ngram_bucket_le32`` / ``ngram_count_le32``) to the packed varint form
+    (``ngram_bucket`` / ``ngram_count``): what a service that does not set ``Welcome.ngram_bytes`` reads.
+
+    A body without the bytes form (no n-grams, one-message batches, a spool written before it) is
+    returned as it is, not serialised again.  Bytes that are not whole entries, as many in both fields,
+    or n-grams in both forms raise ``ValueError`` (a malformed body: the service would refuse it too).
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, ngrams={7: 2, 300: 2**32 - 1})
+    >>> c = vectors_pb2.VectorBatch.FromString(packed_ngrams(encode_batch_body([v]))).columns
+    >>> list(c.ngram_bucket), list(c.ngram_count), c.ngram_bucket_le32, list(c.ngram_lengths)
+    ([7, 300], [2, 4294967295], b'', [2])
+    >>> plain = encode_batch_body([FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0)])
+    >>> packed_ngrams(plain) is plain
+    True
+    """
+    batch = vectors_pb2.VectorBatch.FromString(body)
+    c = batch.columns
+    raw_bucket, raw_count = c.ngram_bucket_le32, c.ngram_count_le32
+    if not raw_bucket and not raw_count:
+        return body
+    if len(c.ngram_bucket) or len(c.ngram_count):
+        raise ValueError("n-grams in both the packed and the bytes form")
+    buckets, counts = _from_le32(raw_bucket), _from_le32(raw_count)
+    if len(buckets) != len(counts):
+        raise ValueError(f"ngram_bucket_le32 has {len(buckets)} entries but ngram_count_le32 {len(counts)}")
+    c.ClearField("ngram_bucket_le32")
+    c.ClearField("ngram_count_le32")
+    c.ngram_bucket.extend(buckets.tolist())
+    c.ngram_count.extend(counts.tolist())
+    return batch.SerializeToString()
 
 
 def _varint(value: int) -> bytes:

@@ -504,12 +504,15 @@ def batch_refused(sequence: int, error: ValidationError) -> ingest_pb2.IngestRes
 def welcome(
     last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False
 ) -> ingest_pb2.IngestResponse:
+    """The answer to a Hello.  ``ngram_bytes`` is always set: this decoder reads the columns' n-grams in
+    both forms (:func:`_ngram_entries`), so sensors may send the little-endian bytes form."""
     return ingest_pb2.IngestResponse(
         welcome=ingest_pb2.Welcome(
             last_sequence=last_sequence,
             service_version=service_version,
             max_batch_vectors=max_batch_vectors,
             durable_acks=durable_acks,
+            ngram_bytes=True,
         )
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -11,9 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from models.vector import FeatureVector, Identity
+from protos.baseliner.v1 import vectors_pb2
+from sensor import wire
 from sensor.buffer import MemoryBuffer
 from sensor.transport import Backoff, Transport
-from service.serde import batch_size
+from service.serde import Decoder, batch_size
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sensor_ingest_server import Behaviour, IngestServer, IngestState, wait_for  # noqa: E402
@@ -32,6 +35,24 @@ def _vectors(n: int, start: int = 0) -> list[FeatureVector]:
                       bytes_sent=start + i)
         for i in range(n)
     ]
+
+
+def _gram_vectors(n: int, start: int = 0) -> list[FeatureVector]:
+    """Vectors with n-gram counts (every seventh window without), distinct per window."""
+    vectors = _vectors(n, start)
+    for i, v in enumerate(vectors, start):
+        v.ngrams = {} if i % 7 == 3 else {i: 1 + i, 5000 + i: 2**31 + i, 12_287: 3}
+    return vectors
+
+
+def _received_ngrams(batches: list[vectors_pb2.VectorBatch]) -> list[dict[int, int]]:
+    """The n-gram counts of every window the server applied, as the service decodes them."""
+    out = []
+    for batch in batches:
+        for _, item in Decoder().decode(batch):
+            assert isinstance(item, FeatureVector), item
+            out.append({b: int(x) for b, x in item.ngrams.items()})
+    return out
 
 
 def _fast_backoff() -> Backoff:
@@ -264,3 +285,81 @@ def test_invalid_arguments() -> None:
         Transport("x:1", sensor_id="s", node="n", on_full="maybe")
     with pytest.raises(ValueError):
         MemoryBuffer(max_batches=0)
+
+
+def test_older_service_gets_ngrams_packed_and_applies_every_batch(caplog: pytest.LogCaptureFixture) -> None:
+    """A service built before the n-gram bytes form (no Welcome.ngram_bytes; refuses fields 44/45): the
+    sensor sends the packed form, resends after a broken stream too, and nothing is refused."""
+    caplog.set_level(logging.INFO, logger="sensor.transport")
+
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(before_ngram_bytes=True, break_after_applying=2))
+        await server.start()
+        registry = CollectorRegistry()
+        sent = _gram_vectors(60)
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(),
+                             registry=registry) as t:
+            await t.submit(sent)
+            assert await t.flush(10)
+        await server.stop()
+        assert t.welcome is not None and not t.welcome.ngram_bytes
+        assert t.stats.batches_rejected == 0 and t.stats.vectors_rejected == 0
+        assert t.stats.vectors_applied + 10 == 60  # batch 2 was applied but its ack lost (Welcome covered it)
+        assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
+        assert all(not b.columns.ngram_bucket_le32 and not b.columns.ngram_count_le32 and b.columns.ngram_bucket
+                   for b in server.state.applied)
+        assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
+        assert t.stats.connects == 2
+        assert t.stats.batches_ngrams_packed == t.stats.batches_sent >= 6
+        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == t.stats.batches_sent
+        older = [r for r in caplog.records if "n-grams are sent in the packed form" in r.getMessage()]
+        assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+
+    run(body())
+
+
+def test_ngram_form_follows_each_connections_welcome() -> None:
+    """A new service gets the bytes form as encoded; after the service is rolled back to an older one,
+    the batches buffered meanwhile (encoded as bytes) go packed, and back to bytes after the upgrade."""
+
+    async def body() -> None:
+        port = _free_port()
+        state = IngestState()
+        server = IngestServer(port, state=state)
+        await server.start()
+        t = Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                      buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff())
+        t.start()
+        sent = _gram_vectors(90)
+        await t.submit(sent[:30])
+        assert await t.flush(10)
+        assert t.welcome is not None and t.welcome.ngram_bytes
+        await server.stop()
+        await t.submit(sent[30:60])  # buffered while no service is there, as bytes
+        server = IngestServer(port, state=state, behaviour=Behaviour(before_ngram_bytes=True))
+        await server.start()
+        assert await t.flush(20)
+        assert t.welcome is not None and not t.welcome.ngram_bytes
+        await server.stop()
+        server = IngestServer(port, state=state)
+        await server.start()
+        await t.submit(sent[60:])
+        assert await t.flush(20)
+        await t.close()
+        await server.stop()
+        assert t.stats.batches_rejected == 0 and t.stats.vectors_applied == 90
+        assert t.stats.batches_ngrams_packed == 3
+        assert [b.sequence for b in state.applied] == list(range(1, 10))
+        forms = ["bytes" if b.columns.ngram_bucket_le32 else "packed" if b.columns.ngram_bucket else "?"
+                 for b in state.applied]
+        assert forms == ["bytes"] * 3 + ["packed"] * 3 + ["bytes"] * 3
+        assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
+        for i in (0, 1, 2, 6, 7, 8):  # the bytes form arrives as the sensor encoded it
+            expected = vectors_pb2.VectorBatch.FromString(
+                wire.encode_batch_body(sent[10 * i:10 * i + 10])).columns
+            got = state.applied[i].columns
+            assert got.ngram_bucket_le32 == expected.ngram_bucket_le32 and got.ngram_bucket_le32
+            assert got.ngram_count_le32 == expected.ngram_count_le32 and not got.ngram_bucket
+
+    run(body())

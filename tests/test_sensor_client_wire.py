@@ -107,3 +107,62 @@ def test_ngram_counts_past_uint32_saturate_and_other_out_of_range_values_raise()
         v.ngrams = bad
         with pytest.raises(OverflowError):
             wire.to_columns([v])
+
+
+def _block_ngrams(body: bytes) -> tuple[list[int], list[int], list[float]]:
+    """The n-gram arrays the service decodes from ``body`` (a batch body, any form)."""
+    batch = vectors_pb2.VectorBatch.FromString(body)
+    batch.sequence = 1
+    decoder = Decoder()
+    decoder.check_batch(batch)
+    block, errors = decoder.decode_block(batch)
+    assert not errors
+    return block.ng_ptr.tolist(), block.ng_bucket.tolist(), block.ng_count.tolist()
+
+
+def test_packed_ngrams_gives_what_to_columns_writes_in_the_packed_form() -> None:
+    vectors = [_full_vector(i) for i in range(4)]
+    vectors[1].ngrams = {}
+    vectors[3].ngrams = {0: 2**32 - 1, 2**32 - 1: 1, 12_287: 0}  # the largest count and bucket
+    body = wire.encode_batch_body(vectors)
+    packed = wire.packed_ngrams(body)
+    c = vectors_pb2.VectorBatch.FromString(packed).columns
+    assert not c.ngram_bucket_le32 and not c.ngram_count_le32 and len(c.ngram_bucket) == 3 + 0 + 3 + 3
+    reference = wire.to_columns(vectors, ngram_bytes=False).SerializeToString()
+    ptr, buckets, counts = _block_ngrams(packed)
+    assert (ptr, buckets, counts) == _block_ngrams(reference) == _block_ngrams(body)
+    assert ptr == [0, 3, 3, 6, 9]
+    assert buckets[-3:] == [0, 2**32 - 1, 12_287] and counts[-3:] == [2**32 - 1, 1, 0]
+    # only the n-gram entries moved: the rest of the batch is as encoded
+    before, after = vectors_pb2.VectorBatch.FromString(body), vectors_pb2.VectorBatch.FromString(packed)
+    before.columns.ClearField("ngram_bucket_le32")
+    before.columns.ClearField("ngram_count_le32")
+    after.columns.ClearField("ngram_bucket")
+    after.columns.ClearField("ngram_count")
+    assert after == before and after.columns.ngram_spec == 2
+    # a count the bytes form saturated arrives saturated in the packed form too
+    vectors[3].ngrams = {0: 2**40}
+    c = vectors_pb2.VectorBatch.FromString(wire.packed_ngrams(wire.encode_batch_body(vectors))).columns
+    assert c.ngram_count[-1] == 2**32 - 1
+
+
+def test_packed_ngrams_leaves_bodies_without_the_bytes_form_alone() -> None:
+    no_grams = _full_vector(0)
+    no_grams.ngrams = {}
+    for body in (wire.encode_batch_body([no_grams]),
+                 wire.to_columns([_full_vector(1)], ngram_bytes=False).SerializeToString(),  # an older spool
+                 wire.to_batch([_full_vector(2)]).SerializeToString()):  # one message per window
+        assert wire.packed_ngrams(body) is body
+
+
+def test_packed_ngrams_refuses_malformed_bytes() -> None:
+    for bucket, count in ((b"\x01\x00\x00", b"\x01\x00\x00\x00"), (b"\x01\x00\x00\x00" * 2, b"\x01\x00\x00\x00")):
+        batch = wire.to_columns([_full_vector(0)])
+        batch.columns.ngram_bucket_le32, batch.columns.ngram_count_le32 = bucket, count
+        with pytest.raises(ValueError):
+            wire.packed_ngrams(batch.SerializeToString())
+    both = wire.to_columns([_full_vector(0)])
+    both.columns.ngram_bucket.append(1)
+    both.columns.ngram_count.append(1)
+    with pytest.raises(ValueError):
+        wire.packed_ngrams(both.SerializeToString())
