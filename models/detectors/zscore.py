@@ -310,11 +310,11 @@ class ZScoreDetector(base.AnomalyDetector):
                 return np.array(values)[:, None]
         lowest = min(limit)
         if lowest < math.inf and not (-lowest <= z.min() and z.max() <= lowest):  # (NaN-free: z is finite)
-            lim = limit[0] if single else np.array(limit)[inverse][:, None]
+            lim = np.array(limit)[inverse][:, None]  # per row
             rows = np.flatnonzero((np.abs(z) > lim).any(axis=1))  # the few windows with a value to clip
             if len(rows):
                 z = z.copy()
-                z[rows] = np.clip(z[rows], -lim if single else -lim[rows], lim if single else lim[rows])
+                z[rows] = np.clip(z[rows], -lim[rows], lim[rows])
         # The batch's mean and M2 from sums of its deviations from the current mean (den is constant per
         # detector).
         if single:
