@@ -227,6 +227,64 @@ class VectorBlock:
             shared=self.shared,
         )
 
+    @classmethod
+    def concat(cls, blocks: Sequence[VectorBlock]) -> VectorBlock:
+        """One block of ``blocks``' rows, one after the other (their tables joined, indices shifted).
+
+        ``index`` keeps each row's position in its own batch.
+
+        >>> from models.vector import FeatureVector, Identity
+        >>> a = VectorBlock.from_vectors([FeatureVector(Identity("n", "c1", "web"), 1.7e9, 10.0, {"read": 5})])
+        >>> b = VectorBlock.from_vectors([FeatureVector(Identity("n", "c2", "db"), 1.7e9, 10.0, {"write": 2},
+        ...                                             ngrams={9000: 3})])
+        >>> ab = VectorBlock.concat([a, b])
+        >>> len(ab), ab.identity(1).container_id, ab.row_syscalls(1), ab.vector(1).ngrams, ab.index.tolist()
+        (2, 'c2', {'write': 2.0}, {9000: 3.0}, [0, 0])
+        """
+        if len(blocks) == 1:
+            return blocks[0]
+
+        def offsets(sizes: list[int]) -> np.ndarray:
+            return np.cumsum([0, *sizes[:-1]]).astype(_I64)
+
+        def ptr(name: str) -> np.ndarray:
+            ptrs = [getattr(b, name) for b in blocks]
+            shift = offsets([int(p[-1]) for p in ptrs])
+            return np.concatenate([[0], *[p[1:] + s for p, s in zip(ptrs, shift.tolist(), strict=True)]]).astype(_I64)
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(b, name) for b in blocks])
+
+        def shifted(name: str, table: str) -> np.ndarray:
+            shift = offsets([len(getattr(b, table)) for b in blocks])
+            return np.concatenate([getattr(b, name) + s for b, s in zip(blocks, shift.tolist(), strict=True)])
+
+        return cls(
+            identities=[i for b in blocks for i in b.identities],
+            ident=shifted("ident", "identities"),
+            index=cat("index"),
+            window_start=cat("window_start"),
+            window_seconds=cat("window_seconds"),
+            counters=cat("counters"),
+            complete=cat("complete"),
+            container_exited=cat("container_exited"),
+            age=cat("age"),
+            syscall_names=[x for b in blocks for x in b.syscall_names],
+            sc_ptr=ptr("sc_ptr"),
+            sc_name=shifted("sc_name", "syscall_names"),
+            sc_count=cat("sc_count"),
+            ng_ptr=ptr("ng_ptr"),
+            ng_bucket=cat("ng_bucket"),
+            ng_count=cat("ng_count"),
+            exe_ptr=ptr("exe_ptr"),
+            executables=[x for b in blocks for x in b.executables],
+            ep_ptr=ptr("ep_ptr"),
+            ep_index=shifted("ep_index", "endpoints"),
+            endpoints=[x for b in blocks for x in b.endpoints],
+            path_ptr=ptr("path_ptr"),
+            sensitive_paths=[x for b in blocks for x in b.sensitive_paths],
+        )
+
     # -- rows ------------------------------------------------------------------------------------
 
     def identity(self, i: int) -> Identity:

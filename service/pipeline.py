@@ -162,57 +162,90 @@ class Pipeline:
     def apply_block(
         self, sensor_id: str, sequence: int, block: VectorBlock, rejected: Sequence[ValidationError] = ()
     ) -> BatchResult:
-        """Apply one decoded batch (exactly once per ``(sensor_id, sequence)``).
+        """Apply one decoded batch (exactly once per ``(sensor_id, sequence)``); see :meth:`apply_blocks`."""
+        return self.apply_blocks([(sensor_id, sequence, block, rejected)])[0]
 
-        ``rejected`` are the batch's windows the decoder already refused; the acknowledgement lists them
-        with the ones refused here.  The block is the pipeline's to use: unknown container ages
-        (``block.age < 0``) of accepted windows are filled in in place.
+    def apply_blocks(
+        self, batches: Sequence[tuple[str, int, VectorBlock, Sequence[ValidationError]]]
+    ) -> list[BatchResult]:
+        """Apply decoded batches, in order, each exactly once per ``(sensor_id, sequence)``.
+
+        Each batch is ``(sensor_id, sequence, block, rejected)``: ``rejected`` are its windows the decoder
+        already refused; its result lists them with the ones refused here.  A block is the pipeline's to
+        use: unknown container ages (``block.age < 0``) of accepted windows are filled in in place.
+
+        Every batch is validated and checked for container order on its own; then the windows of all of
+        them are transformed, scored and learnt together: the service gives the batches of many sensors
+        that arrived together one call, so a batch's fixed cost (a few hundred NumPy calls) is paid once
+        for all of them.  Acknowledgements (applied, rejected, duplicate) are what each batch gets on its
+        own; the models see one batch of all their windows (each scored against the state before the
+        call, as the windows of one batch are), so give a call at most one batch of each sensor: a
+        container's windows then come from one batch, and a quarantine set by one of them holds for the
+        sensor's next batch.
         """
-        result = BatchResult(sequence)
-        if sequence <= self.sensors.get(sensor_id, 0):
-            result.duplicate = True
-            if self.metrics:
-                self.metrics.batches_duplicate.inc()
-            return result
-        errors = result.rejected
-        errors.extend(rejected)
+        results = [BatchResult(sequence) for _, sequence, _, _ in batches]
+        accepted: list[tuple[int, VectorBlock, np.ndarray]] = []  # (batch, its valid rows' block, ident rows)
         t0 = self._clock()
-        try:
-            ok, bad = validate_block(block)
-        except Exception:  # a value validation did not foresee: reject the windows, never drop the stream
-            log.exception("validating a batch of %d windows failed unexpectedly", len(block))
-            errors.extend(ValidationError("UNSPECIFIED", "vector could not be validated", int(i)) for i in block.index)
-            ok, bad = np.zeros(len(block), dtype=bool), []
-        errors.extend(bad)
-        ident_rows = self._identity_rows(block.identities) if ok.any() else np.zeros(0, dtype=np.int64)
-        ok &= self._in_order(block, ok, ident_rows, errors)
-        if not ok.all():
-            block = block.take(np.flatnonzero(ok))
-        groups = self._groups(block, ident_rows)
+        for k, (sensor_id, sequence, block, rejected) in enumerate(batches):
+            result = results[k]
+            if sequence <= self.sensors.get(sensor_id, 0):
+                result.duplicate = True
+                if self.metrics:
+                    self.metrics.batches_duplicate.inc()
+                continue
+            errors = result.rejected
+            errors.extend(rejected)
+            try:
+                ok, bad = validate_block(block)
+            except Exception:  # a value validation did not foresee: reject the windows, never drop the stream
+                log.exception("validating a batch of %d windows failed unexpectedly", len(block))
+                errors.extend(ValidationError("UNSPECIFIED", "vector could not be validated", int(i))
+                              for i in block.index)
+                ok, bad = np.zeros(len(block), dtype=bool), []
+            errors.extend(bad)
+            ident_rows = self._identity_rows(block.identities) if ok.any() else np.zeros(0, dtype=np.int64)
+            ok &= self._in_order(block, ok, ident_rows, errors)
+            if not ok.all():
+                block = block.take(np.flatnonzero(ok))
+            if len(block):
+                accepted.append((k, block, ident_rows))
+            self.sensors[sensor_id] = sequence
+            self.sensors_dirty = True
         t1 = self._clock()
         self.stage_seconds["validate"] += t1 - t0
-        features = transform_block(block)  # the whole batch at once, then split by image
-        self.stage_seconds["score"] += self._clock() - t1
-        result.applied += self._apply_groups(groups, block, features, errors)
+        if accepted:
+            block = VectorBlock.concat([b for _, b, _ in accepted])
+            ident_rows = np.concatenate([r for _, _, r in accepted])
+            batch_of_row = np.repeat(np.array([k for k, _, _ in accepted]), [len(b) for _, b, _ in accepted])
+            groups = self._groups(block, ident_rows)
+            features = transform_block(block)  # all the batches at once, then split by image
+            self.stage_seconds["score"] += self._clock() - t1
+            refused: list[tuple[np.ndarray, str, str]] = []
+            applied = self._apply_groups(groups, block, features, refused)
+            if len(applied):
+                for k, n in enumerate(np.bincount(batch_of_row[applied], minlength=len(batches)).tolist()):
+                    results[k].applied = n
+            for rows, reason, message in refused:
+                for k, i in zip(batch_of_row[rows].tolist(), block.index[rows].tolist(), strict=True):
+                    results[k].rejected.append(ValidationError(reason, message, i))
         self._close_expired()
         t2 = self._clock()
         for sink in self.sinks:
             sink.flush()
         self.stage_seconds["events"] += self._clock() - t2
-        self.sensors[sensor_id] = sequence
-        self.sensors_dirty = True
         if self.metrics:
-            self.metrics.vectors_applied.inc(result.applied)
-            if errors:
-                counts: dict[str, int] = {}
-                for err in errors:
+            self.metrics.vectors_applied.inc(sum(r.applied for r in results))
+            counts: dict[str, int] = {}
+            for result in results:
+                for err in result.rejected:
                     r = BASELINE_LIMIT if err.reason == "TOO_LARGE" and err.message.startswith("baseline limit") \
                         else err.reason
                     counts[r] = counts.get(r, 0) + 1
-                for r, n in counts.items():
-                    self.metrics.rejected(r, n)
-        errors.sort(key=lambda err: err.index)
-        return result
+            for r, n in counts.items():
+                self.metrics.rejected(r, n)
+        for result in results:
+            result.rejected.sort(key=lambda err: err.index)
+        return results
 
     def _in_order(self, block: VectorBlock, ok: np.ndarray, ident_rows: np.ndarray,
                   rejected: list[ValidationError]) -> np.ndarray:
@@ -325,39 +358,39 @@ class Pipeline:
 
     def _apply_groups(
         self, groups: list[tuple[str, np.ndarray]], block: VectorBlock, features: np.ndarray,
-        rejected: list[ValidationError],
-    ) -> int:
-        """Score and learn every image's rows of the block at once (``models.baseline.process_blocks``)."""
+        refused: list[tuple[np.ndarray, str, str]],
+    ) -> np.ndarray:
+        """Score and learn every image's rows of the block at once (``models.baseline.process_blocks``).
+
+        Returns the rows applied; rows refused go to ``refused`` as ``(rows, reason, message)``.
+        """
         todo: list[tuple[str, ImageBaseline, np.ndarray]] = []
         for key, rows in groups:
             baseline = self.baselines.get(key)
             if baseline is None:
                 if len(self.baselines) >= self.config.max_baselines:
                     msg = f"baseline limit of {self.config.max_baselines} images reached; image {key!r} not learned"
-                    rejected.extend(ValidationError("TOO_LARGE", "baseline limit: " + msg, int(i))
-                                    for i in block.index[rows])
+                    refused.append((rows, "TOO_LARGE", "baseline limit: " + msg))
                     continue
                 baseline = self.baselines[key] = self.new_baseline(key)
                 self.removed.discard(key)
                 log.info("new baseline %s", key)
             elif not isinstance(baseline, ImageBaseline):  # a spilled baseline whose saved state was refused
                 why = f"baseline {key!r} is unavailable: {getattr(baseline, 'reason', 'its state cannot be loaded')}"
-                rejected.extend(ValidationError("UNSPECIFIED", why, int(i)) for i in block.index[rows])
+                refused.append((rows, "UNSPECIFIED", why))
                 continue
             todo.append((key, baseline, rows))
         if not todo:
-            return 0
+            return np.zeros(0, dtype=np.int64)
         w0 = time.perf_counter()
         t0 = self._clock()
         try:
             results = process_blocks([(b, rows) for _, b, rows in todo], block, features)
         except Exception:  # a model bug must not take the stream down: reject the windows, say why
             log.exception("scoring %d vectors of %d images failed", sum(len(r) for _, _, r in todo), len(todo))
-            rejected.extend(
-                ValidationError("UNSPECIFIED", "internal error while scoring (see the service log)", int(i))
-                for _, _, rows in todo for i in block.index[rows]
-            )
-            return 0
+            refused.extend((rows, "UNSPECIFIED", "internal error while scoring (see the service log)")
+                           for _, _, rows in todo)
+            return np.zeros(0, dtype=np.int64)
         elapsed = time.perf_counter() - w0
         t1 = self._clock()
         self.stage_seconds["score"] += t1 - t0
@@ -365,14 +398,12 @@ class Pipeline:
         if m is not None:
             m.scoring_latency.observe(elapsed)
             m.observe_batch_scores([key for key, _, _ in todo], [v.score for v in results])
-        applied = 0
         for (key, _, rows), verdicts in zip(todo, results, strict=True):
             self.dirty.add(key)
-            applied += len(rows)
             for i in sorted(verdicts.flagged):
                 self._anomaly(key, block.vector(int(rows[i])), verdicts.flagged[i])
         self.stage_seconds["events"] += self._clock() - t1
-        return applied
+        return np.concatenate([rows for _, _, rows in todo])
 
     # -- anomalies ----------------------------------------------------------------------------------
     def _anomaly(self, key: str, v: FeatureVector, vd: Any) -> None:

@@ -97,3 +97,61 @@ def test_a_vector_validation_cannot_handle_is_rejected_not_fatal() -> None:
     result = p.apply_batch("s", 2, list(enumerate([broken, vector(70, 1)])))
     assert result.applied == 1
     assert [(e.index, e.reason) for e in result.rejected] == [(0, "UNSPECIFIED")]
+
+
+def test_batches_applied_together_equal_batches_applied_one_by_one() -> None:
+    """``apply_blocks`` (what the service does with the batches of many sensors that arrive together) gives
+    every batch the result it gets on its own, and leaves the same baselines and events: rejections and
+    applied counts per batch, duplicates, windows out of order, attacks, a baseline limit, a new image."""
+    import numpy as np
+
+    from models.block import VectorBlock
+
+    def batches() -> list[tuple[str, int, VectorBlock, list]]:
+        out = []
+        seq = {"s1": 0, "s2": 0, "s3": 0}
+        for i in range(70):
+            for sensor, node, repo, containers in (("s1", "node-1", "nginx", 3), ("s2", "node-2", "nginx", 2),
+                                                   ("s3", "node-3", "redis", 2)):
+                vs = [vector(i, c, repo=repo, node=node) for c in range(containers)]
+                if i == 65 and sensor == "s2":
+                    vs[1] = vector(i, 1, repo=repo, node=node, attack="shell")
+                if i == 66 and sensor == "s1":
+                    vs.append(vector(i - 5, 0, repo=repo, node=node))  # out of order
+                    vs[0].syscalls["read"] = -3  # refused by validation
+                if i == 67 and sensor == "s3":
+                    vs.append(vector(i, 9, repo="postgres", node=node))  # over the baseline limit
+                seq[sensor] += 1
+                out.append((sensor, seq[sensor], VectorBlock.from_vectors(vs), []))
+                if i == 68 and sensor == "s1":  # a resent batch
+                    out.append((sensor, seq[sensor], VectorBlock.from_vectors(vs), []))
+        return out
+
+    def run(together: bool) -> tuple[Pipeline, list, list[dict]]:
+        events: list[dict] = []
+        p = Pipeline(PipelineConfig(max_baselines=2), config().baseline_config(), sinks=[CallbackSink(events.append)])
+        todo, results, call = batches(), [], []
+        for item in todo:  # a call takes at most one batch of each sensor (as the service's applier does)
+            if call and (not together or item[0] in {c[0] for c in call}):
+                results.extend(p.apply_blocks(call))
+                call = []
+            call.append(item)
+        results.extend(p.apply_blocks(call))
+        return p, results, events
+
+    (one, r1, e1), (many, r2, e2) = run(False), run(True)
+    assert [(r.sequence, r.applied, r.duplicate, [(e.index, e.reason, e.message) for e in r.rejected]) for r in r1] == \
+        [(r.sequence, r.applied, r.duplicate, [(e.index, e.reason, e.message) for e in r.rejected]) for r in r2]
+    reasons = {e.reason for r in r1 for e in r.rejected}
+    assert {"OUT_OF_ORDER", "NEGATIVE", "TOO_LARGE"} <= reasons and any(r.duplicate for r in r1)
+    assert sorted(one.baselines) == sorted(many.baselines) == ["nginx:1.27", "redis:1.27"]
+    for key in one.baselines:
+        a, b = one.baselines[key], many.baselines[key]
+        assert (a.state, a.windows_scored, a.windows_learned, a.anomalies) == \
+            (b.state, b.windows_scored, b.windows_learned, b.anomalies)
+        # the same windows learnt in fewer updates (bounded learning caps each update's spread growth)
+        np.testing.assert_allclose(a.steady.detector.means(), b.steady.detector.means(), atol=1e-3)
+        np.testing.assert_allclose(a.steady.detector.stds(), b.steady.detector.stds(), rtol=0.02, atol=1e-3)
+    assert [(e["event_id"], e["kinds"]) for e in e1] == [(e["event_id"], e["kinds"]) for e in e2]
+    assert any("exec" in " ".join(e["kinds"]) for e in e1)
+    assert one.sensors == many.sensors
