@@ -117,12 +117,10 @@ class BaselinerServer:
         ]
         interceptors = [auth.AuthInterceptor(self.authorizer)] if self.authorizer.enabled else []
         self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None, interceptors=interceptors)
-        add_ingest_servicer(
-            IngestServicer(self.pipeline, self.decoder, self.metrics, wal=self.wal,
-                           authorizer=self.authorizer if self.authorizer.enabled else None,
-                           idle_seconds=g.max_stream_idle_seconds),
-            self.server,
-        )
+        self.ingest = IngestServicer(self.pipeline, self.decoder, self.metrics, wal=self.wal,
+                                     authorizer=self.authorizer if self.authorizer.enabled else None,
+                                     idle_seconds=g.max_stream_idle_seconds)
+        add_ingest_servicer(self.ingest, self.server)
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminServicer(self.pipeline, self.sizes, on_change=self.checkpoint if self.store is not None else None),
             self.server,

@@ -28,6 +28,91 @@ SERVICE_VERSION = "0.1.0"
 
 #: Answers a stream's reader may queue ahead of the acks being sent (see IngestServicer.Stream).
 ACKS_AHEAD = 2
+#: Turns of the event loop the applier yields, at most, for more batches before its next call.
+_GATHER_TURNS = 8
+
+
+@dataclass(slots=True)
+class _Ack:
+    """A batch's acknowledgement to come: its sequence number and the applier's result."""
+
+    sequence: int
+    done: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Pending:
+    sensor_id: str
+    sequence: int
+    decoded: Any  # serde.DecodedBlock
+    done: asyncio.Future[Any]  # the pipeline's BatchResult
+    started: float  # perf_counter when the batch was taken
+
+
+class _Applier:
+    """Applies the batches that streams hand in, many at a time (``Pipeline.apply_blocks``).
+
+    Streams queue their checked, decoded and logged batches here; one task applies whatever is waiting
+    in one pipeline call, at most one batch of each sensor per call (later ones wait for the next), and
+    hands each stream its result.  With many sensors each sending small batches, the pipeline's fixed
+    cost per call is paid once for all the batches that arrived while the previous call ran.  The task
+    runs while batches wait and ends when none do.
+    """
+
+    def __init__(self, pipeline: Pipeline, metrics: ServiceMetrics | None) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.pending: list[_Pending] = []
+        self.task: asyncio.Task[None] | None = None
+        self.calls = 0  # pipeline calls made
+        self.batches = 0  # batches applied
+
+    def submit(self, sensor_id: str, sequence: int, decoded: Any, started: float) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self.pending.append(_Pending(sensor_id, sequence, decoded, done, started))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+        return done
+
+    async def _run(self) -> None:
+        while self.pending:
+            take: list[_Pending] = []
+            rest: list[_Pending] = []
+            sensors: set[str] = set()
+            for item in self.pending:  # (applied even if its stream has gone: it is in the log)
+                if item.sensor_id in sensors:
+                    rest.append(item)
+                else:
+                    sensors.add(item.sensor_id)
+                    take.append(item)
+            self.pending = rest
+            try:
+                results = self.pipeline.apply_blocks([(p.sensor_id, p.sequence, *p.decoded) for p in take])
+            except Exception as e:  # ends the streams of these batches (the stream answers with the error)
+                log.exception("applying %d batches failed", len(take))
+                for p in take:
+                    if not p.done.done():
+                        p.done.set_exception(e)
+            else:
+                self.calls += 1
+                self.batches += len(take)
+                now = time.perf_counter()
+                for p, result in zip(take, results, strict=True):
+                    if not p.done.done():  # (its stream may have gone)
+                        p.done.set_result(result)
+                    if self.metrics is not None:
+                        self.metrics.ingest_latency.observe(now - p.started)
+            evict = getattr(self.pipeline.baselines, "evict_excess", None)
+            if evict is not None:  # spill least recently used baselines between calls (service/spill.py)
+                evict()
+            # let the streams hand in what arrived meanwhile: a stream's message takes a few turns of the
+            # event loop to reach its reader, so yield until no more come (a few turns at most)
+            for _ in range(_GATHER_TURNS):
+                waiting = len(self.pending)
+                await asyncio.sleep(0)
+                if len(self.pending) == waiting:
+                    break
 
 
 @dataclass(slots=True)
@@ -56,6 +141,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self.authorizer = authorizer
         self.idle_seconds = idle_seconds
         self.streams = 0
+        self.applier = _Applier(pipeline, metrics)
 
     async def Stream(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -81,6 +167,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 if isinstance(item, BaseException):
                     raise item
                 resp, lsn = item
+                if isinstance(resp, _Ack):  # applied with other streams' batches: wait for its result
+                    result = await resp.done
+                    resp = serde.batch_ack(resp.sequence, result.applied, result.rejected, duplicate=result.duplicate)
                 if lsn is not None and self.wal is not None and not resp.ack.batch_rejected:
                     await self.wal.wait_durable(lsn)
                     resp.ack.durable = True
@@ -147,8 +236,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
     def _batch(
         self, sensor_id: str, node: str, batch: Any, allowed: str | None = None, raw: memoryview | None = None
-    ) -> tuple[ingest_pb2.IngestResponse, int]:
-        """Check, log (write-ahead) and apply one batch; returns the ack and the log record to wait for.
+    ) -> tuple[ingest_pb2.IngestResponse | _Ack, int]:
+        """Check, log (write-ahead) and hand one batch to the applier; returns its ack (or the applier's
+        promise of it) and the log record to wait for.
 
         ``raw`` is the batch's bytes as received, logged as they are (else the batch is serialised again).
         """
@@ -186,11 +276,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 except (OSError, ValueError) as e:
                     log.error("write-ahead log: cannot record batch %d of %s: %s", seq, sensor_id, e)
                     raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
-            result = self.pipeline.apply_block(sensor_id, seq, *decoded)
-            evict = getattr(self.pipeline.baselines, "evict_excess", None)
-            if evict is not None:  # spill least recently used baselines between batches (service/spill.py)
-                evict()
-            resp = serde.batch_ack(seq, result.applied, result.rejected, duplicate=result.duplicate)
+            return _Ack(seq, self.applier.submit(sensor_id, seq, decoded, t0)), lsn
         if m is not None:
             m.ingest_latency.observe(time.perf_counter() - t0)
         return resp, lsn

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from models.errors import StateError
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from protos.baseliner.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
 from sensor import wire
 from service import serde
 from service.wal import KIND_BATCH, Record, WriteAheadLog, encode_body, read_segment
@@ -179,5 +179,45 @@ def test_batches_run_ahead_of_durable_acks_and_an_error_comes_after_the_acks_bef
             acks = [(r.ack.sequence, r.ack.applied, r.ack.durable) for r in got[1:]]
             assert acks == [(s, 20, True) for s in range(1, 13)]
             assert srv.wal is not None and srv.wal.synced_lsn == srv.wal.lsn == 12
+
+    asyncio.run(main())
+
+
+def test_batches_of_many_streams_are_applied_together_and_each_acknowledged_as_its_own(tmp_path: Path) -> None:
+    """Eight sensors stream at once: the servicer's applier gives the batches that wait together one
+    pipeline call (fewer calls than batches), and every stream gets its own acks, in order, durable, with
+    its own applied counts and rejections."""
+    from service_fixtures import batch_request
+
+    async def main() -> None:
+        async with running(config(tmp_path)) as (srv, _):
+            port = srv.port
+
+            async def stream(k: int) -> list[ingest_pb2.IngestResponse]:
+                reqs = [hello(f"sensor-{k}", f"node-{k}")]
+                for seq in range(1, 13):
+                    vs = [vector(seq, c, node=f"node-{k}") for c in range(4)]
+                    if seq == 7:
+                        vs[k % 4].syscalls["read"] = -1.0  # one refused window, a different one per stream
+                    reqs.append(batch_request(vs, seq))
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                    stub = ingest_pb2_grpc.IngestStub(ch)
+
+                    async def gen():  # type: ignore[no-untyped-def]
+                        for r in reqs:
+                            yield r
+
+                    return [r async for r in stub.Stream(gen())]
+
+            answers = await asyncio.gather(*(stream(k) for k in range(8)))
+            for k, resps in enumerate(answers):
+                acks = [r.ack for r in resps[1:]]
+                assert [a.sequence for a in acks] == list(range(1, 13))
+                assert all(a.durable and not a.duplicate for a in acks)
+                assert [a.applied for a in acks] == [4] * 6 + [3] + [4] * 5
+                assert [(r.index, r.reason) for r in acks[6].rejected] == [(k % 4, ingest_pb2.REJECT_REASON_NEGATIVE)]
+            applier = srv.ingest.applier
+            assert applier.batches == 8 * 12 and applier.calls < applier.batches
+            assert sum(b.windows_scored for b in srv.pipeline.baselines.values()) == 8 * 12 * 4 - 8
 
     asyncio.run(main())
