@@ -268,8 +268,9 @@ async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: C
                 log.warning("%d batches were not acknowledged before exit", transport.buffer.batches)
     st = transport.stats
     log.info("done in %.1fs: %d vectors applied, %d rejected, %d dropped; %d batches sent (%d resent), "
-             "%d connects", time.monotonic() - started, st.vectors_applied, st.vectors_rejected,
-             st.vectors_dropped, st.batches_sent, st.batches_resent, st.connects)
+             "%d connects; %d vectors in batches applied before their ack was lost", time.monotonic() - started,
+             st.vectors_applied, st.vectors_rejected, st.vectors_dropped, st.batches_sent, st.batches_resent,
+             st.connects, st.vectors_applied_before)
     return 0 if flushed else 1
 
 

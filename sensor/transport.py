@@ -70,6 +70,9 @@ class TransportStats:
     batches_dropped: int = 0  # evicted from a full buffer before they were acknowledged
     vectors_submitted: int = 0
     vectors_applied: int = 0
+    # in batches the service had applied before their ack was lost (released by Welcome.last_sequence or
+    # acknowledged as duplicates): it does not say again how many it applied (fewer if it rejected some)
+    vectors_applied_before: int = 0
     vectors_rejected: int = 0
     vectors_dropped: int = 0
     connects: int = 0
@@ -416,6 +419,7 @@ class Transport:
         self.buffer.advance(last)
         if applied:
             self.stats.batches_already_applied += len(applied)
+            self.stats.vectors_applied_before += sum(p.vectors for p in applied)
         log.info("connected to %s (service %s): last applied seq %d, %d batches to send, durable acks %s",
                  self.target, welcome.service_version or "?", last, self.buffer.batches, welcome.durable_acks)
         if not welcome.ngram_bytes:
@@ -494,6 +498,8 @@ class Transport:
             self._metrics.batches_acked.inc()
         if ack.duplicate:
             self.stats.batches_duplicate += 1
+            held = next((p for p in self.buffer.entries() if p.sequence == ack.sequence), None)
+            self.stats.vectors_applied_before += held.vectors if held is not None else 0
         if ack.batch_rejected != ingest_pb2.REJECT_REASON_UNSPECIFIED:
             self.stats.batches_rejected += 1
             entry = self.buffer.release(ack.sequence)

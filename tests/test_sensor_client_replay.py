@@ -170,7 +170,10 @@ def test_sigterm_sends_what_is_buffered_then_exits(tmp_path: Path) -> None:
 
         import asyncio
 
-        assert asyncio.run(scored()) == int(m.group(1))
+        # a reconnect under load can lose an ack: that batch's windows are counted as applied before
+        before = re.search(r"(\d+) vectors in batches applied before their ack was lost", err)
+        assert before is not None
+        assert asyncio.run(scored()) == int(m.group(1)) + int(before.group(1))
     finally:
         serve.terminate()
         serve.wait(timeout=30)
