@@ -228,6 +228,8 @@ class Decoder:
                                   f"columns.{name} has {m} values for {n} windows")
 
         def lists(lengths_name: str, flat_len: int) -> np.ndarray:
+            if flat_len == 0 and not len(getattr(c, lengths_name)):  # (an empty list in every window)
+                return np.zeros(n + 1, dtype=np.int64)
             lengths = column(lengths_name, np.int64, 0)
             ptr = lengths_to_ptr(lengths, n)
             if ptr[-1] != flat_len:
@@ -240,9 +242,10 @@ class Decoder:
         ident = column("identity", np.int64, 0, required=True)
         if n and (not identities or int(ident.max()) >= len(identities)):
             raise ValidationError("BAD_REFERENCE", f"columns.identity refers past the {len(identities)} identities")
-        counters = np.empty((n, len(COUNTERS)), dtype=np.float64)
+        counters = np.zeros((n, len(COUNTERS)), dtype=np.float64)
         for j, name in enumerate(COUNTERS):
-            counters[:, j] = column(name, np.float64, 0.0)
+            if len(getattr(c, name)):  # (a counter that is 0 in every window is left out)
+                counters[:, j] = column(name, np.float64, 0.0)
         names = list(batch.syscall_names)
         sc_name = np.array(c.syscall_name_index, np.int64)
         sc_count = np.array(c.syscall_count, np.float64)
