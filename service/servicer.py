@@ -189,27 +189,45 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         ``None`` at the end; the error that ends the stream)."""
         try:
             requests = aiter(request_iterator)
-            while True:
-                try:
-                    item = await asyncio.wait_for(anext(requests), self.idle_seconds)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise ProtocolError(f"no message for {self.idle_seconds:g}s; closing the stream") from None
-                # add_ingest_servicer registers serde.parse_request as the deserializer (the batch's bytes come too)
-                req, raw = (item.message, item.batch_bytes) if isinstance(item, serde.Incoming) else (item, None)
-                body = req.WhichOneof("body")
-                if body == "hello":
-                    await answers.put((self._hello(req.hello, context, stream), None))
-                elif body == "batch":
-                    if not stream.sensor_id:
-                        raise ProtocolError("the first message of a stream must be a Hello")
-                    await answers.put(self._batch(stream.sensor_id, stream.node, req.batch, stream.allowed, raw))
-                else:
-                    raise ProtocolError("empty IngestRequest (neither hello nor batch)")
+            loop = asyncio.get_running_loop()
+            idle = self.idle_seconds
+            # One timeout for the stream, armed only while waiting for a message (processing and a full
+            # answer queue are not idleness): cheaper than a wait_for, which makes a task per message.
+            deadline = asyncio.timeout(None)
+            try:
+                async with deadline:
+                    while True:
+                        if idle is not None:
+                            deadline.reschedule(loop.time() + idle)
+                        try:
+                            item = await anext(requests)
+                        except StopAsyncIteration:
+                            break
+                        deadline.reschedule(None)
+                        await self._take(item, context, stream, answers)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise ProtocolError(f"no message for {idle:g}s; closing the stream") from None
             await answers.put(None)
         except Exception as e:  # ends the stream once the answers before it are sent
             await answers.put(e)
+
+    async def _take(
+        self, item: Any, context: grpc.aio.ServicerContext, stream: _StreamState, answers: asyncio.Queue[Any]
+    ) -> None:
+        """One message of a stream: answer a Hello, hand in a batch."""
+        # add_ingest_servicer registers serde.parse_request as the deserializer (the batch's bytes come too)
+        req, raw = (item.message, item.batch_bytes) if isinstance(item, serde.Incoming) else (item, None)
+        body = req.WhichOneof("body")
+        if body == "hello":
+            await answers.put((self._hello(req.hello, context, stream), None))
+        elif body == "batch":
+            if not stream.sensor_id:
+                raise ProtocolError("the first message of a stream must be a Hello")
+            await answers.put(self._batch(stream.sensor_id, stream.node, req.batch, stream.allowed, raw))
+        else:
+            raise ProtocolError("empty IngestRequest (neither hello nor batch)")
 
     def _hello(self, h: Any, context: grpc.aio.ServicerContext, stream: _StreamState) -> ingest_pb2.IngestResponse:
         if stream.sensor_id:
