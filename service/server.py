@@ -71,6 +71,7 @@ class BaselinerServer:
             self.pipeline.baselines = self.spill  # type: ignore[assignment]
         self.decoder = serde.Decoder(config.grpc.max_batch_vectors)
         self.server: grpc.aio.Server | None = None
+        self.ingest: IngestServicer | None = None
         self.health = HealthServicer()
         self.port = 0
         self.metrics_port = 0
@@ -198,6 +199,8 @@ class BaselinerServer:
     async def checkpoint(self, everything: bool = False) -> None:
         """Snapshot on the loop (consistent), write files in a worker thread (the loop keeps serving)."""
         async with self._checkpoint_lock:
+            if self.ingest is not None:  # batches logged but still waiting to be applied go in first
+                self.ingest.applier.drain()
             snap = StateStore.snapshot(self.pipeline, everything=everything)
             if self.store is None or not (snap.baselines or snap.write_service):
                 return

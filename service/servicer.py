@@ -75,37 +75,14 @@ class _Applier:
             self.task = loop.create_task(self._run())
         return done
 
+    def drain(self) -> None:
+        """Apply everything that waits, now (a checkpoint's snapshot must hold every batch logged)."""
+        while self.pending:
+            self._apply_round()
+
     async def _run(self) -> None:
         while self.pending:
-            take: list[_Pending] = []
-            rest: list[_Pending] = []
-            sensors: set[str] = set()
-            for item in self.pending:  # (applied even if its stream has gone: it is in the log)
-                if item.sensor_id in sensors:
-                    rest.append(item)
-                else:
-                    sensors.add(item.sensor_id)
-                    take.append(item)
-            self.pending = rest
-            try:
-                results = self.pipeline.apply_blocks([(p.sensor_id, p.sequence, *p.decoded) for p in take])
-            except Exception as e:  # ends the streams of these batches (the stream answers with the error)
-                log.exception("applying %d batches failed", len(take))
-                for p in take:
-                    if not p.done.done():
-                        p.done.set_exception(e)
-            else:
-                self.calls += 1
-                self.batches += len(take)
-                now = time.perf_counter()
-                for p, result in zip(take, results, strict=True):
-                    if not p.done.done():  # (its stream may have gone)
-                        p.done.set_result(result)
-                    if self.metrics is not None:
-                        self.metrics.ingest_latency.observe(now - p.started)
-            evict = getattr(self.pipeline.baselines, "evict_excess", None)
-            if evict is not None:  # spill least recently used baselines between calls (service/spill.py)
-                evict()
+            self._apply_round()
             # let the streams hand in what arrived meanwhile: a stream's message takes a few turns of the
             # event loop to reach its reader, so yield until no more come (a few turns at most)
             for _ in range(_GATHER_TURNS):
@@ -113,6 +90,37 @@ class _Applier:
                 await asyncio.sleep(0)
                 if len(self.pending) == waiting:
                     break
+
+    def _apply_round(self) -> None:
+        take: list[_Pending] = []
+        rest: list[_Pending] = []
+        sensors: set[str] = set()
+        for item in self.pending:  # (applied even if its stream has gone: it is in the log)
+            if item.sensor_id in sensors:
+                rest.append(item)
+            else:
+                sensors.add(item.sensor_id)
+                take.append(item)
+        self.pending = rest
+        try:
+            results = self.pipeline.apply_blocks([(p.sensor_id, p.sequence, *p.decoded) for p in take])
+        except Exception as e:  # ends the streams of these batches (the stream answers with the error)
+            log.exception("applying %d batches failed", len(take))
+            for p in take:
+                if not p.done.done():
+                    p.done.set_exception(e)
+        else:
+            self.calls += 1
+            self.batches += len(take)
+            now = time.perf_counter()
+            for p, result in zip(take, results, strict=True):
+                if not p.done.done():  # (its stream may have gone)
+                    p.done.set_result(result)
+                if self.metrics is not None:
+                    self.metrics.ingest_latency.observe(now - p.started)
+        evict = getattr(self.pipeline.baselines, "evict_excess", None)
+        if evict is not None:  # spill least recently used baselines between calls (service/spill.py)
+            evict()
 
 
 @dataclass(slots=True)

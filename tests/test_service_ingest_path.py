@@ -221,3 +221,27 @@ def test_batches_of_many_streams_are_applied_together_and_each_acknowledged_as_i
             assert sum(b.windows_scored for b in srv.pipeline.baselines.values()) == 8 * 12 * 4 - 8
 
     asyncio.run(main())
+
+
+def test_a_checkpoint_applies_the_batches_still_waiting_first(tmp_path: Path) -> None:
+    """A checkpoint's snapshot must hold every batch in the write-ahead log (the log before it is dropped):
+    batches handed to the applier but not applied yet are applied before the snapshot is taken."""
+    from service_fixtures import batch_request
+
+    async def main() -> None:
+        async with running(config(tmp_path)) as (srv, _):
+            decoder = serde.Decoder()
+            futures = []
+            for seq in (1, 2):
+                batch = batch_request([vector(seq, c) for c in range(3)], seq).batch
+                futures.append(srv.ingest.applier.submit("sensor-9", seq, decoder.decode_block(batch), 0.0))
+            assert not any(f.done() for f in futures)
+            srv.ingest.applier.task.cancel()  # as if it had not had its turn yet when the checkpoint comes
+            await asyncio.sleep(0)
+            assert len(srv.ingest.applier.pending) == 2
+            await srv.checkpoint(everything=True)
+            assert all(f.done() and f.result().applied == 3 for f in futures)
+            assert srv.pipeline.last_sequence("sensor-9") == 2
+            assert sum(b.windows_scored for b in srv.pipeline.baselines.values()) == 6
+
+    asyncio.run(main())
