@@ -77,9 +77,10 @@ class GramNoveltyDetector(base.AnomalyDetector):
         """How many of the order-6 buckets have been seen."""
         return LONG_BUCKETS - int(np.count_nonzero(self._new))
 
-    def new_flags(self, cols: np.ndarray) -> np.ndarray:
-        """For global bucket indices (valid ones, of any order): is each an order-6 bucket never seen?"""
-        return np.take(self._new, cols)
+    def new_flags(self, cols: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """For global bucket indices (valid ones, of any order): is each an order-6 bucket never seen?
+        (into ``out``, a bool array of ``len(cols)``, when given)"""
+        return np.take(self._new, cols, out=out)
 
     def learn_new(self, cols: np.ndarray, n_windows: int) -> None:
         """Learn ``n_windows`` windows whose order-6 buckets not seen before are ``cols`` (global indices;

@@ -198,6 +198,16 @@ class NgramDetector(base.AnomalyDetector):
         self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
         self._surprise = None
 
+    def learn_entries(self, cols: np.ndarray, counts: np.ndarray, per_order: np.ndarray, n_windows: int) -> None:
+        """Learn ``n_windows`` windows whose order-2..4 entries are ``cols`` / ``counts`` (counts >= 0; a
+        bucket may repeat) and whose counts add up to ``per_order`` order by order: :meth:`learn_sparse`
+        for the stacked path, which has the sums already."""
+        if len(cols):
+            np.add.at(self._counts, cols, counts)
+            self._totals += per_order
+            self._surprise = None
+        self._windows += n_windows
+
     def score_entries(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
         """:meth:`score_sparse` for entries that are all order-2..4 buckets with counts >= 0.
 

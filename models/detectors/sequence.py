@@ -190,7 +190,7 @@ class SequenceTier(base.AnomalyDetector):
         rows = row_ids(ptr)
         new_flags = np.empty(len(cols), dtype=bool)
         for t in present:
-            np.take(tiers[t].novelty._new, cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
+            tiers[t].novelty.new_flags(cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
         new = np.flatnonzero(new_flags)
         short = np.flatnonzero(cols < SHORT_BUCKETS)
         sb = np.searchsorted(short, eb)  # tier t: short entries [sb[t], sb[t + 1])
@@ -270,14 +270,9 @@ class SequenceTier(base.AnomalyDetector):
         new_rows, new_cols = scored.new_rows[new_keep], scored.new_cols[new_keep]
         new_tier = which[new_rows]
         for t in np.flatnonzero(learnt).tolist():
-            lik, nov = tiers[t].likelihood, tiers[t].novelty
             a, b = kb[t], kb[t + 1]
-            if a < b:
-                np.add.at(lik._counts, cols[a:b], counts[a:b])
-                lik._totals += totals[t]
-                lik._surprise = None
-            lik._windows += int(learnt[t])
-            nov.learn_new(new_cols[new_tier == t] if len(new_cols) else new_cols, int(learnt[t]))
+            tiers[t].likelihood.learn_entries(cols[a:b], counts[a:b], totals[t], int(learnt[t]))
+            tiers[t].novelty.learn_new(new_cols[new_tier == t] if len(new_cols) else new_cols, int(learnt[t]))
 
     def learn_one(self, x: dict) -> None:
         self.likelihood.learn_one(x)
