@@ -53,7 +53,7 @@ from procs import cpu_seconds, free_port  # noqa: E402
 
 from models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
 from models.features import SYSCALL_VOCABULARY, transform_block  # noqa: E402
-from models.ngrams import NUM_BUCKETS  # noqa: E402
+from models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS  # noqa: E402
 from models.validate import validate_block  # noqa: E402
 from models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2  # noqa: E402
@@ -66,12 +66,23 @@ from service.store import StateStore  # noqa: E402
 
 T0 = 1.76e9
 WINDOW = 10.0
+#: The orders the sensor counts by default (``sensor.probes.ProbeConfig.ngram_orders``): what the default
+#: model uses.  A real window has about as many entries of each (the LID-DS sample's 5 s windows: 103
+#: order-4 and 121 order-6 entries in one of 386), so a vector's entries are spread equally over them.
+DEFAULT_NGRAM_ORDERS = (4, 6)
+
+
+def _share(total: int, orders: tuple[int, ...], order: int) -> int:
+    """Order ``order``'s part of ``total`` entries spread equally over ``orders`` (the first get the rest)."""
+    k = sorted(orders).index(order)
+    return total // len(orders) + (1 if k < total % len(orders) else 0)
 
 
 class Workload:
     """``images`` x ``containers`` steady containers; one window per container per round."""
 
-    def __init__(self, images: int, containers: int, ngrams: int, seed: int = 1) -> None:
+    def __init__(self, images: int, containers: int, ngrams: int, seed: int = 1,
+                 ngram_orders: tuple[int, ...] = DEFAULT_NGRAM_ORDERS) -> None:
         self.rng = random.Random(seed)
         self.ngrams = ngrams
         self.ids = []
@@ -80,7 +91,9 @@ class Workload:
         for i in range(images):
             calls = self.rng.sample(vocab, 30)
             rates = {c: self.rng.uniform(1, 2000) for c in calls}
-            grams = self.rng.sample(range(NUM_BUCKETS), ngrams) if ngrams else []
+            grams = [b for n in ORDERS if n in ngram_orders
+                     for b in self.rng.sample(range(OFFSETS[n], OFFSETS[n] + ORDER_BUCKETS[n]),
+                                              _share(ngrams, ngram_orders, n))]
             for c in range(containers):
                 self.ids.append(Identity(f"node-{c % 8}", f"{i:03d}{c:05d}" * 5, f"registry.local/team/app{i}",
                                          "1.4.2", "", f"app{i}-{c}", f"app{i}-{c}-7d9f", f"ns{i % 5}"))
@@ -398,6 +411,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--containers", type=int, default=50, help="containers per image")
     ap.add_argument("--ngrams", type=int, default=0, help="n-gram buckets per vector (0 = none)")
+    ap.add_argument("--ngram-orders", default=",".join(map(str, DEFAULT_NGRAM_ORDERS)),
+                    help="orders the entries are spread over, equally (default: the sensor's)")
     ap.add_argument("--learn-rounds", type=int, default=0, help="learning rounds (default: enough to detect)")
     ap.add_argument("--wire", choices=("columns", "rows"), default="columns",
                     help="batch encoding: VectorColumns (what the sensor sends) or one FeatureVector message each")
@@ -412,7 +427,10 @@ def main() -> None:
 
     to_wire = wire.to_columns if args.wire == "columns" else wire.to_batch
     cfg = BaselineConfig()
-    wl = Workload(args.images, args.containers, args.ngrams)
+    orders = tuple(sorted({int(o) for o in args.ngram_orders.split(",")}))
+    if not orders or not set(orders) <= set(ORDERS):
+        ap.error(f"--ngram-orders: a subset of {ORDERS}")
+    wl = Workload(args.images, args.containers, args.ngrams, ngram_orders=orders)
     per_round = args.images * args.containers
     # enough windows per image and event time to leave learning: min windows and min seconds, with margin
     rounds = args.learn_rounds or max(
@@ -422,7 +440,8 @@ def main() -> None:
     measure = wl.batches(args.vectors, args.batch)
     print(f"workload: {args.images} images x {args.containers} containers, batch {args.batch}, "
           f"{args.streams} stream(s), "
-          f"{sum(map(len, learn))} learning + {sum(map(len, measure))} measured vectors, n-grams {args.ngrams}, "
+          f"{sum(map(len, learn))} learning + {sum(map(len, measure))} measured vectors, "
+          f"n-grams {args.ngrams} (orders {args.ngram_orders}), "
           f"wire {args.wire}",
           flush=True)
     results: dict = {"args": vars(args)}

@@ -209,3 +209,34 @@ def test_stacked_scores_and_learning_equal_each_tier_on_its_own(seed):
         np.testing.assert_allclose(again.score[which == t],
                                    tier.score_sparse(rows[mine], cols[mine], counts[mine], len(which))[which == t],
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_log_table_follows_the_counts_through_every_way_of_learning():
+    """``NgramDetector`` keeps log(C + alpha) per bucket for scoring instead of taking a logarithm per
+    entry: after each way of learning (and a restore) it equals the table computed afresh, and the scores
+    are those of the counts."""
+    rng = np.random.default_rng(3)
+    det = NgramDetector(alpha=2.0, order_weights=(1.0, 0.5, 1.0))
+    cols = rng.integers(0, SHORT_BUCKETS, 400)
+    counts = rng.integers(0, 9, 400).astype(np.float64)
+
+    def check(where: str) -> None:
+        np.testing.assert_array_equal(det._log_counts, np.log(det._counts + det.alpha), err_msg=where)
+        fresh = NgramDetector.from_arrays(det.to_arrays(), alpha=2.0, order_weights=(1.0, 0.5, 1.0))
+        rows = np.arange(len(cols)) % 7
+        np.testing.assert_allclose(det.score_sparse(rows, cols, counts, 7), fresh.score_sparse(rows, cols, counts, 7),
+                                   rtol=1e-12, err_msg=where)
+
+    det.learn_one({int(b): 3 for b in cols[:20]})
+    check("learn_one")
+    dense = np.zeros((2, 77824))
+    dense[0, cols[:50]] = 4.0
+    det.learn_many(dense)
+    check("learn_many")
+    det.learn_sparse(cols[50:150], counts[50:150], 3)
+    check("learn_sparse")
+    det.learn_entries(cols[150:300], counts[150:300], 2)
+    check("learn_entries")
+    restored = NgramDetector.from_arrays(det.to_arrays(), alpha=2.0, order_weights=(1.0, 0.5, 1.0))
+    np.testing.assert_array_equal(restored._log_counts, det._log_counts)
+    assert det._log_counts.max() > math.log(2.0) + 1  # the case is not trivial

@@ -174,6 +174,9 @@ class NgramDetector(base.AnomalyDetector):
         self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
         self._counts = np.zeros(SHORT_BUCKETS, dtype=np.float64)
         self._totals = np.zeros(len(SHORT_ORDERS), dtype=np.float64)  # sum of the counts, order by order
+        # log(C[b] + alpha), kept up to date bucket by bucket as counts are learnt: scoring gathers it
+        # instead of taking a logarithm per entry
+        self._log_counts = np.full(SHORT_BUCKETS, math.log(alpha), dtype=np.float64)
         self._windows = 0
         self._surprise: np.ndarray | None = None  # cached -log p(b)
 
@@ -185,27 +188,26 @@ class NgramDetector(base.AnomalyDetector):
 
     def surprise(self) -> np.ndarray:
         """``-log p(b)`` for every bucket under the current counts (nats)."""
-        per_order = self._counts.reshape(len(SHORT_ORDERS), BUCKETS)
-        return (self._log_norms()[:, None] - np.log(per_order + self.alpha)).ravel()
+        return (self._log_norms()[:, None] - self._log_counts.reshape(len(SHORT_ORDERS), BUCKETS)).ravel()
 
     def _log_norms(self) -> np.ndarray:
         """``log(N_n + alpha * BUCKETS)`` per order: ``-log p(b) = log_norm - log(C[b] + alpha)``."""
         return np.log(self._totals + self.alpha * BUCKETS)
 
     def _added(self, added: np.ndarray) -> None:
-        """Add a vector of ``SHORT_BUCKETS`` counts to the model."""
-        self._counts += added
+        """Add a vector of ``SHORT_BUCKETS`` counts (>= 0) to the model."""
+        touched = np.flatnonzero(added > 0)  # (a bool mask: nonzero() of a float array is several times slower)
+        counts = self._counts[touched] + added[touched]
+        self._counts[touched] = counts
+        self._log_counts[touched] = np.log(counts + self.alpha)
         self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
         self._surprise = None
 
-    def learn_entries(self, cols: np.ndarray, counts: np.ndarray, per_order: np.ndarray, n_windows: int) -> None:
+    def learn_entries(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
         """Learn ``n_windows`` windows whose order-2..4 entries are ``cols`` / ``counts`` (counts >= 0; a
-        bucket may repeat) and whose counts add up to ``per_order`` order by order: :meth:`learn_sparse`
-        for the stacked path, which has the sums already."""
+        bucket may repeat): :meth:`learn_sparse` for the stacked path, whose entries are short already."""
         if len(cols):
-            np.add.at(self._counts, cols, counts)
-            self._totals += per_order
-            self._surprise = None
+            self._added(np.bincount(cols, counts, SHORT_BUCKETS))
         self._windows += n_windows
 
     def score_entries(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
@@ -218,11 +220,11 @@ class NgramDetector(base.AnomalyDetector):
             keep = counts > 0
             return self._tail_scores(rows[keep], cols[keep], counts[keep], n_rows)
         w = self._weights[cols]
-        weighted = np.flatnonzero(w)
+        weighted = np.flatnonzero(w > 0)
         if len(weighted) < len(cols):
             rows, cols, counts, w = rows[weighted], cols[weighted], counts[weighted], w[weighted]
         mass = counts * w
-        value = self._log_norms()[cols // BUCKETS] - np.log(self._counts[cols] + self.alpha)
+        value = self._log_norms()[cols // BUCKETS] - self._log_counts[cols]
         out = np.zeros(n_rows, dtype=np.float64)
         num = np.bincount(rows, mass * value, n_rows)
         den = np.bincount(rows, mass, n_rows)
@@ -256,10 +258,8 @@ class NgramDetector(base.AnomalyDetector):
 
     def learn_one(self, x: dict) -> None:
         idx, val = self._row(x)
-        np.add.at(self._counts, idx, val)
-        np.add.at(self._totals, idx // BUCKETS, val)
+        self._added(np.bincount(idx, val, SHORT_BUCKETS))
         self._windows += 1
-        self._surprise = None
 
     def score_one(self, x: dict) -> float:
         idx, val = self._row(x)
@@ -348,6 +348,7 @@ class NgramDetector(base.AnomalyDetector):
             raise ValueError("state contains negative or non-finite counts")
         self._counts = counts.astype(np.float64)
         self._totals = self._counts.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
+        self._log_counts = np.log(self._counts + self.alpha)
         self._windows = int(windows[0])
         self._surprise = None
 

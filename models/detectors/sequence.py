@@ -228,25 +228,50 @@ class SequenceTier(base.AnomalyDetector):
                 a, b, lo, hi = sb[t], sb[t + 1], wb[t], wb[t + 1]
                 out[lo:hi] = lik.score_entries(rows[a:b] - lo, cols[a:b], counts[a:b], hi - lo)
             return out
+        weighted_orders = np.flatnonzero(first)
+        if len(weighted_orders) == 1:  # the default (order 4 alone): -log p = log_norm - log(C + alpha)
+            lo = int(weighted_orders[0]) * BUCKETS
+            if len(cols) and not (lo <= int(cols.min()) and int(cols.max()) < lo + BUCKETS):
+                keep = np.flatnonzero((cols >= lo) & (cols < lo + BUCKETS))
+                rows, cols, counts = rows[keep], cols[keep], counts[keep]
+                sb = np.searchsorted(keep, sb)
+            # a window's score is its tier's log_norm minus the count-weighted mean of log(C + alpha)
+            # (the order's weight cancels out of the mean)
+            logs = SequenceTier._gather(liks, present, sb, cols)
+            num = np.bincount(rows, counts * logs, n)
+            den = np.bincount(rows, counts, n)
+            norms = np.zeros(len(tiers))
+            for t, lik in zip(present, liks, strict=True):
+                norms[t] = lik._log_norms()[weighted_orders[0]]
+            out = np.zeros(n)
+            np.divide(num, den, out=out, where=den > 0)
+            np.subtract(norms[which], out, out=out, where=den > 0)
+            return out
         w = liks[0]._weights[cols]
-        weighted = np.flatnonzero(w)
+        weighted = np.flatnonzero(w > 0)
         if len(weighted) < len(cols):
             rows, cols, counts, w = rows[weighted], cols[weighted], counts[weighted], w[weighted]
             sb = np.searchsorted(weighted, sb)
-        gathered = np.empty(len(cols))  # each entry's count in its tier's model
-        for t, lik in zip(present, liks, strict=True):
-            np.take(lik._counts, cols[sb[t] : sb[t + 1]], out=gathered[sb[t] : sb[t + 1]])
+        logs = SequenceTier._gather(liks, present, sb, cols)
         tier_of = which[rows]
-        norms = np.zeros((len(tiers), len(SHORT_ORDERS)))
-        alphas = np.zeros(len(tiers))
+        norms2 = np.zeros((len(tiers), len(SHORT_ORDERS)))
         for t, lik in zip(present, liks, strict=True):
-            norms[t], alphas[t] = lik._log_norms(), lik.alpha
-        value = norms.ravel()[tier_of * len(SHORT_ORDERS) + cols // BUCKETS] - np.log(gathered + alphas[tier_of])
+            norms2[t] = lik._log_norms()
+        value = norms2.ravel()[tier_of * len(SHORT_ORDERS) + cols // BUCKETS] - logs
         mass = counts * w
         out = np.zeros(n)
         num = np.bincount(rows, mass * value, n)
         den = np.bincount(rows, mass, n)
         np.divide(num, den, out=out, where=den > 0)
+        return out
+
+    @staticmethod
+    def _gather(liks: Sequence[NgramDetector], present: list[int], sb: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``log(C[b] + alpha)`` of each entry in its tier's model (tier ``present[i]``'s entries are
+        ``[sb[t], sb[t + 1])``)."""
+        out = np.empty(len(cols))
+        for t, lik in zip(present, liks, strict=True):
+            np.take(lik._log_counts, cols[sb[t] : sb[t + 1]], out=out[sb[t] : sb[t + 1]])
         return out
 
     @staticmethod
@@ -260,18 +285,15 @@ class SequenceTier(base.AnomalyDetector):
         which = scored.which
         learnt = np.bincount(which[learn & has_grams], minlength=len(tiers))
         keep = np.flatnonzero(learn[scored.short_rows])
-        rows, cols = scored.short_rows[keep], scored.short_cols[keep]
+        cols = scored.short_cols[keep]
         counts = np.maximum(scored.short_counts[keep], 0.0)
         kb = np.searchsorted(keep, scored.short_bounds)
-        tier_of = which[rows]
-        totals = np.bincount(tier_of * len(SHORT_ORDERS) + cols // BUCKETS, counts, len(tiers) * len(SHORT_ORDERS))
-        totals = totals.reshape(len(tiers), len(SHORT_ORDERS))
         new_keep = learn[scored.new_rows] & (scored.new_counts > 0)
         new_rows, new_cols = scored.new_rows[new_keep], scored.new_cols[new_keep]
         new_tier = which[new_rows]
         for t in np.flatnonzero(learnt).tolist():
             a, b = kb[t], kb[t + 1]
-            tiers[t].likelihood.learn_entries(cols[a:b], counts[a:b], totals[t], int(learnt[t]))
+            tiers[t].likelihood.learn_entries(cols[a:b], counts[a:b], int(learnt[t]))
             tiers[t].novelty.learn_new(new_cols[new_tier == t] if len(new_cols) else new_cols, int(learnt[t]))
 
     def learn_one(self, x: dict) -> None:
