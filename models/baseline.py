@@ -623,9 +623,12 @@ def _process(
         n = len(R)
         grp = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
     offsets = [0, *np.cumsum(sizes).tolist()]
+    # The groups' rows are the block's rows in order (one group, or images that arrived one after the
+    # other): every column is used as it is, with no gathers.
+    in_order = whole or (n == len(block) and bool(np.array_equal(R, np.arange(n))))
 
     def rows_of(a: np.ndarray) -> np.ndarray:
-        return a if whole else a[R]
+        return a if in_order else a[R]
 
     def per_group(values: list[Any]) -> Any:
         return np.asarray(values[0]) if n_groups == 1 else np.asarray(values)[grp]  # 0-d: broadcasts
@@ -649,7 +652,7 @@ def _process(
     has_grams = np.zeros(n, dtype=bool)
     sequences: StackedSequence | None = None
     if len(block.ng_bucket):
-        if whole:
+        if in_order:
             ptr, cols, counts = block.ng_ptr, block.ng_bucket, block.ng_count
         else:  # the windows' entries in processing order: each profile's are one slice (or few)
             ptr, taken = csr_take(block.ng_ptr, R)
@@ -675,7 +678,7 @@ def _process(
     seq_scaled = np.zeros(n)
     np.divide(seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
     continuous = np.where(no_profile, 0.0, np.maximum(rate, seq_scaled))
-    novel = novel_rows([b.novelty for b in baselines], block, None if whole else R, grp)
+    novel = novel_rows([b.novelty for b in baselines], block, None if in_order else R, grp)
     n_kinds = np.zeros(n)
     grp_list = grp.tolist()
     for k, items in novel.items():

@@ -342,7 +342,8 @@ class Pipeline:
         return slots
 
     def _groups(self, block: VectorBlock, ident_rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """Rows of each image key, each group in event-time order."""
+        """Rows of each image key, each group in event-time order, the groups in the order of their first
+        row (a block whose windows come image by image, as the sensor sends them, is then in order)."""
         n = len(block)
         if n == 0:
             return []
@@ -351,10 +352,12 @@ class Pipeline:
         first = int(row_key[0])
         if (row_key == first).all():
             return [(names[first], np.argsort(block.window_start, kind="stable"))]
-        order = np.lexsort((block.window_start, row_key))
-        sorted_keys = row_key[order]
-        bounds = (np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1).tolist()
-        return [(names[int(sorted_keys[a])], order[a:b]) for a, b in zip([0, *bounds], [*bounds, n], strict=True)]
+        _, first_row, dense = np.unique(row_key, return_index=True, return_inverse=True)
+        place = np.argsort(np.argsort(first_row))[dense]  # each row's image, numbered by first appearance
+        order = np.lexsort((block.window_start, place))
+        sorted_place = place[order]
+        bounds = (np.flatnonzero(sorted_place[1:] != sorted_place[:-1]) + 1).tolist()
+        return [(names[int(row_key[order[a]])], order[a:b]) for a, b in zip([0, *bounds], [*bounds, n], strict=True)]
 
     def _apply_groups(
         self, groups: list[tuple[str, np.ndarray]], block: VectorBlock, features: np.ndarray,
