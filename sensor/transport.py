@@ -169,6 +169,11 @@ def channel_credentials(ca_file: str | None = None, cert_file: str | None = None
     return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
 
 
+def _image_of(v: FeatureVector) -> tuple[str, str, str]:
+    ident = v.identity
+    return ident.image_repository, ident.image_tag, ident.image_digest
+
+
 def _passthrough(b: bytes) -> bytes:
     return b
 
@@ -284,7 +289,9 @@ class Transport:
         fast, then travel in full batches.  A live source submits each window with ``flush=True``.
         """
         if vectors:
-            self._staged.extend(vectors)
+            # image by image (stable: each container's windows keep their order): the service then scores
+            # a batch's windows in place, without regrouping them per image
+            self._staged.extend(sorted(vectors, key=_image_of))
         size = self.batch_size
         if self._max_batch_vectors:
             size = min(size, self._max_batch_vectors)

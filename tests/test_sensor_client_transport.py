@@ -92,6 +92,34 @@ def test_batches_in_order_and_acknowledged() -> None:
     run(body())
 
 
+def test_a_batch_goes_image_by_image_each_container_in_order() -> None:
+    """A window's vectors are sent grouped by image (the service then scores them in place), and the
+    grouping never reorders one container's windows."""
+    async def body() -> None:
+        server = IngestServer()
+        await server.start()
+        vectors = []
+        for i in range(12):  # two windows of each of six containers of three images, interleaved
+            image = ("nginx", "redis", "app")[i % 3]
+            ident = Identity("node-a", f"{image}-{i % 2}", image, "1")
+            vectors.append(FeatureVector(ident, 1_700_000_000.0 + 10 * (i // 6), 10.0, syscalls={"read": 1},
+                                         bytes_sent=i))
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=100,
+                             buffer=MemoryBuffer(first_sequence=1)) as t:
+            await t.submit(vectors)
+            assert await t.flush(10)
+        await server.stop()
+        (batch,) = server.state.applied
+        sent = [vectors[int(i)] for i in batch.columns.bytes_sent]
+        images = [v.identity.image_repository for v in sent]
+        assert images == sorted(images)  # one run per image
+        for c in {v.identity.container_id for v in vectors}:
+            mine = [v.window_start for v in sent if v.identity.container_id == c]
+            assert mine == sorted(mine) and len(mine) == 2
+
+    run(body())
+
+
 def test_reconnect_resends_unacknowledged_in_order_without_duplicates() -> None:
     async def body() -> None:
         server = IngestServer(behaviour=Behaviour(break_after_applying=3))
