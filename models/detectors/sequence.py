@@ -284,10 +284,12 @@ class SequenceTier(base.AnomalyDetector):
             has_grams = scored.has_grams
         which = scored.which
         learnt = np.bincount(which[learn & has_grams], minlength=len(tiers))
-        keep = np.flatnonzero(learn[scored.short_rows])
-        cols = scored.short_cols[keep]
-        counts = np.maximum(scored.short_counts[keep], 0.0)
-        kb = np.searchsorted(keep, scored.short_bounds)
+        if learn.all():  # (the usual block: every window learnt)
+            cols, counts, kb = scored.short_cols, scored.short_counts, scored.short_bounds
+        else:
+            keep = np.flatnonzero(learn[scored.short_rows])
+            cols, counts = scored.short_cols.take(keep), scored.short_counts.take(keep)
+            kb = np.searchsorted(keep, scored.short_bounds)
         new_keep = learn[scored.new_rows] & (scored.new_counts > 0)
         new_rows, new_cols = scored.new_rows[new_keep], scored.new_cols[new_keep]
         new_tier = which[new_rows]
