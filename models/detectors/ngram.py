@@ -123,7 +123,9 @@ class NgramDetector(base.AnomalyDetector):
     the weights) equals the score of the whole trace.
 
     State is one float64 array of ``SHORT_BUCKETS`` counts (96 KiB) and a window counter, exported by
-    :meth:`to_arrays` and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).
+    :meth:`to_arrays` and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).  In memory
+    the detector also keeps ``log(C[b] + alpha)`` per bucket (another 96 KiB), updated for the buckets
+    each learnt batch touches, so that scoring gathers a logarithm per entry instead of computing it.
 
     ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
     that is not a bucket index is hashed into the bucket space (:func:`key_bucket`), and negative or
