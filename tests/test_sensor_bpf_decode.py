@@ -187,6 +187,26 @@ def test_each_order_guarded_in_kernel_c() -> None:
     assert _order_defines(c) == {2: 0, 3: 0, 4: 1, 6: 1}
 
 
+def test_cli_ngram_orders_reach_the_program(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ngram-orders`` (default 4,6) becomes ProbeConfig.ngram_orders and the program's defines;
+    ``python -m sensor.cli_bpf --print-program`` shows them without root."""
+    import argparse
+
+    from sensor.cli_bpf import add_bpf_arguments, main, probe_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_bpf_arguments(p)
+    assert probe_config_from_args(p.parse_args([])).ngram_orders == (4, 6)
+    assert probe_config_from_args(p.parse_args(["--ngram-orders", "3,2"])).ngram_orders == (2, 3)
+    assert main(["--print-program", "--ngram-orders", "2,3,4,6"]) == 0
+    assert _order_defines(capsys.readouterr().out) == {2: 1, 3: 1, 4: 1, 6: 1}
+    assert main(["--print-program"]) == 0
+    assert _order_defines(capsys.readouterr().out) == {2: 0, 3: 0, 4: 1, 6: 1}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--ngram-orders", "4,5"])
+    assert "argument --ngram-orders: n-gram order 5 is not one of 2, 3, 4, 6" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("orders", "message"), [
     ((), "at least one n-gram order"),
     ((5,), "order 5 is not one of 2, 3, 4, 6"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,6 +184,28 @@ def test_attack_windows_carry_their_signature(run) -> None:  # type: ignore[no-u
     etc = vs["etc_write"]
     assert etc[0].sensitive_paths == ["/etc/ld.so.preload", "/etc/passwd"]
     assert not any(v.sensitive_writes for v in normal("etc_write"))
+
+
+def test_cli_ngram_orders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``baseliner sensor record --source synthetic [--ngram-orders ...]``: default 4,6; bad values refused
+    with what is allowed."""
+    from models.recording import RecordingReader
+    from service.cli import main
+
+    got = {}
+    for name, extra in (("default", []), ("all", ["--ngram-orders", "2,3,4,6"]), ("six", ["--ngram-orders", "6"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["sensor", "record", "--out", str(out), "--hours", "0.1", "--no-attacks", *extra]) == 0
+        rec = RecordingReader(out)
+        got[name] = {order_of(b) for v in rec.vectors() for b in v.ngrams}
+        assert rec.header["scenario"]["ngram_orders"] == sorted(got[name])
+    assert got == {"default": {4, 6}, "all": {2, 3, 4, 6}, "six": {6}}
+    for bad, message in (("4,5", "order 5 is not one of 2, 3, 4, 6"), ("four", "comma-separated integers"),
+                         ("", "comma-separated integers"), ("6,6", "repeat")):
+        with pytest.raises(SystemExit) as exc:
+            main(["sensor", "record", "--out", str(tmp_path / "x.jsonl"), "--ngram-orders", bad])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "argument --ngram-orders: " in err and message in err, err
 
 
 def test_invalid_configs_are_refused() -> None:
