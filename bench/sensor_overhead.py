@@ -13,6 +13,9 @@
 
     sudo .venv/bin/python bench/sensor_overhead.py            # about two minutes
     sudo .venv/bin/python bench/sensor_overhead.py --quick    # fewer repetitions
+    sudo .venv/bin/python bench/sensor_overhead.py --quick --ngram-orders 2,3,4,6   # n-gram orders counted
+
+The "counts + n-grams" design counts the orders of ``--ngram-orders`` (default the sensor's, 4 and 6).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.ngrams import SENSOR_ORDERS, parse_orders  # noqa: E402
 from sensor.probes import ProbeConfig, Probes, find_kernel_source  # noqa: E402
 
 LOOP_C = r"""
@@ -137,7 +141,7 @@ def with_consumer(exe: Path, n: int, rate: float, consume: Callable[[threading.E
 
 
 def bench_sensor(exe: Path, ngrams: bool, args: argparse.Namespace, syscall_args: bool = True) -> dict[str, Any]:
-    with Probes(ProbeConfig(ngrams=ngrams, syscall_args=syscall_args)) as p:
+    with Probes(ProbeConfig(ngrams=ngrams, ngram_orders=args.ngram_orders, syscall_args=syscall_args)) as p:
         added = ns_per_getppid(exe, args.loop, args.reps)
 
         def drain(stop: threading.Event) -> None:
@@ -231,6 +235,8 @@ def main() -> None:
     ap.add_argument("--mixed", type=int, default=3_500_000, help="syscalls of the paced mixed workload")
     ap.add_argument("--rate", type=float, default=200_000, help="syscalls/s of the mixed workload")
     ap.add_argument("--window", type=float, default=1.0, help="sensor drain interval (s)")
+    ap.add_argument("--ngram-orders", type=parse_orders, default=SENSOR_ORDERS,
+                    help="n-gram orders the counts + n-grams design counts (default 4,6, the sensor's)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -273,7 +279,8 @@ def main() -> None:
             "received": r.get("received"),
         })
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs; getppid loop {args.loop} x {args.reps} (min); "
-          f"mixed workload {args.mixed} syscalls at {args.rate:.0f}/s, drain every {args.window}s")
+          f"mixed workload {args.mixed} syscalls at {args.rate:.0f}/s, drain every {args.window}s; "
+          f"n-gram orders {','.join(map(str, args.ngram_orders))}")
     print(f"no sensor: getppid {base_ns:.1f} ns; mixed workload CPU {base_cpu:.1f} ns/syscall; "
           f"empty sys_enter program attached: getppid {empty_ns:.1f} ns (+{empty_ns - base_ns:.1f}); "
           f"minimal one-map counter: {minimal_ns:.1f} ns (+{minimal_ns - base_ns:.1f})")

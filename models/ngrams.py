@@ -45,6 +45,10 @@ OFFSETS: dict[int, int] = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, LONG_ORDER: SHORT_B
 NUM_BUCKETS = SHORT_BUCKETS + LONG_BUCKETS  # 77824
 #: Bucket bound of each supported wire version (``ngram_spec``); 0 means no n-grams.
 SPEC_NUM_BUCKETS: dict[int, int] = {1: SHORT_BUCKETS, 2: NUM_BUCKETS}
+#: The orders a sensor counts by default: those the default model uses (order 4: the sequence tier's
+#: likelihood, ``NgramDetector(order_weights=(0, 0, 1))``; order 6: ``GramNoveltyDetector``).  A sensor may
+#: count any non-empty subset of :data:`ORDERS` (``docs/ngram-spec.md``, section 2); the buckets stay v2's.
+SENSOR_ORDERS: tuple[int, ...] = (4, LONG_ORDER)
 
 _FNV_OFFSET = 0x811C9DC5
 _FNV_PRIME = 0x01000193
@@ -85,6 +89,51 @@ def bucket_of(ids: Sequence[int]) -> int:
     return OFFSETS[n] + (gram_hash(ids) & (ORDER_BUCKETS[n] - 1))
 
 
+def check_orders(orders: Iterable[int]) -> tuple[int, ...]:
+    """A valid set of orders to count, sorted: a non-empty subset of :data:`ORDERS` without repeats.
+
+    >>> check_orders([6, 4])
+    (4, 6)
+    >>> check_orders((4, 5))
+    Traceback (most recent call last):
+    ...
+    ValueError: n-gram order 5 is not one of 2, 3, 4, 6 (spec v2 has no order 5)
+    """
+    if isinstance(orders, (str, bytes)):
+        raise ValueError(f"n-gram orders must be integers, got the string {orders!r}")
+    out = list(orders)
+    if not out:
+        raise ValueError(f"at least one n-gram order is needed (any of {', '.join(map(str, ORDERS))})")
+    for n in out:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise ValueError(f"n-gram order {n!r} is not an integer")
+        if n not in ORDERS:
+            why = f" (spec v{SPEC_VERSION} has no order {n})" if MIN_ORDER < n < MAX_ORDER else ""
+            raise ValueError(f"n-gram order {n} is not one of {', '.join(map(str, ORDERS))}{why}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"n-gram orders repeat: {', '.join(map(str, out))}")
+    return tuple(sorted(int(n) for n in out))
+
+
+def parse_orders(text: str) -> tuple[int, ...]:
+    """Orders written as a comma-separated list, e.g. ``"4,6"`` (:func:`check_orders` applies).
+
+    >>> parse_orders("2, 3,4,6")
+    (2, 3, 4, 6)
+    >>> parse_orders("4,x")
+    Traceback (most recent call last):
+    ...
+    ValueError: n-gram orders are comma-separated integers out of 2, 3, 4, 6 (e.g. 4,6), got '4,x'
+    """
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        orders = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"n-gram orders are comma-separated integers out of {', '.join(map(str, ORDERS))} "
+                         f"(e.g. 4,6), got {text!r}") from None
+    return check_orders(orders)
+
+
 def order_of(bucket: int) -> int:
     """The n-gram order a global bucket index belongs to.
 
@@ -99,6 +148,10 @@ def order_of(bucket: int) -> int:
 class NgramCounter:
     """Per-thread history and bucket counts, exactly as the sensor keeps them.
 
+    ``orders`` are the orders counted (default all of :data:`ORDERS`, as datasets are turned into the
+    representation; the sensor counts :data:`SENSOR_ORDERS` by default).  The history always holds
+    ``MAX_ORDER - 1`` ids, so the grams of each order are the same whatever else is counted.
+
     >>> c = NgramCounter()
     >>> c.feed(["read", "write", "read", "close"])
     >>> sum(c.drain().values())  # 3 bigrams + 2 trigrams + 1 four-gram (no six-gram yet)
@@ -106,9 +159,14 @@ class NgramCounter:
     >>> c.feed(["read", "write"])  # history carries on: 6 calls, the first six-gram
     >>> sorted(order_of(b) for b in c.drain())
     [2, 2, 3, 3, 4, 4, 6]
+    >>> c = NgramCounter(orders=SENSOR_ORDERS)
+    >>> c.feed(["read", "write", "read", "close", "read", "write"])
+    >>> sorted(order_of(b) for b in c.drain())
+    [4, 4, 4, 6]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, orders: Iterable[int] = ORDERS) -> None:
+        self.orders = check_orders(orders)
         self._history: dict[int, list[int]] = {}
         self._counts: Counter[int] = Counter()
 
@@ -118,7 +176,7 @@ class NgramCounter:
             hist.append(sid)
             if len(hist) > MAX_ORDER:
                 del hist[0]
-            for n in ORDERS:
+            for n in self.orders:
                 if len(hist) >= n:
                     self._counts[bucket_of(hist[-n:])] += 1
 
@@ -135,9 +193,9 @@ class NgramCounter:
         return out
 
 
-def ngram_counts(names: Sequence[str]) -> dict[int, int]:
+def ngram_counts(names: Sequence[str], orders: Iterable[int] = ORDERS) -> dict[int, int]:
     """Bucket counts of one single-threaded trace of syscall names, from an empty history."""
-    c = NgramCounter()
+    c = NgramCounter(orders)
     c.feed(names)
     return c.drain()
 

@@ -122,6 +122,8 @@ def synthetic_source(args: argparse.Namespace, nodes: tuple[str, ...]) -> Any:
         "attack_after_hours": args.attacks_after, "ngrams": not args.no_synthetic_ngrams,
         "window_seconds": args.window or 10.0,
     }
+    if getattr(args, "ngram_orders", None):  # (absent only if the eBPF options could not be imported)
+        kw["ngram_orders"] = args.ngram_orders
     if args.no_attacks:
         kw["attacks"] = ()
     try:
@@ -292,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
 
         kind, src = open_source(args, registry)
         header: dict[str, Any] = {"source": kind}
+        if kind == "bpf":
+            header["ngram_orders"] = list(args.ngram_orders) if not args.no_ngrams else []
         if kind == "synthetic":
             header = synthetic_header(src)
         elif kind == "replay":

@@ -17,13 +17,27 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from models.ngrams import ORDERS, SENSOR_ORDERS, parse_orders
 from sensor.containers import AttributionConfig, ImageRule
 from sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, build_program, check_prerequisites
 
 log = logging.getLogger(__name__)
 
 
+def ngram_orders_arg(text: str) -> tuple[int, ...]:
+    """``--ngram-orders`` value: comma-separated orders (:func:`models.ngrams.parse_orders`)."""
+    try:
+        return parse_orders(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_bpf_arguments(p: argparse.ArgumentParser | Any) -> None:
+    n = p.add_argument_group("syscall n-grams (--source bpf and synthetic)")
+    n.add_argument("--ngram-orders", type=ngram_orders_arg, default=SENSOR_ORDERS, metavar="N,N",
+                   help=f"n-gram orders counted, any of {','.join(map(str, ORDERS))} (default "
+                        f"{','.join(map(str, SENSOR_ORDERS))}: the orders the default model uses, which gives orders 2 "
+                        "and 3 no weight; each order counted costs kernel, wire and service time)")
     g = p.add_argument_group("eBPF source (--source bpf; needs root)")
     g.add_argument("--window", type=float, default=5.0, help="window length in seconds (default 5)")
     g.add_argument("--no-ngrams", action="store_true", help="do not count syscall n-grams in the kernel")
@@ -44,8 +58,8 @@ def add_bpf_arguments(p: argparse.ArgumentParser | Any) -> None:
 
 def probe_config_from_args(args: argparse.Namespace) -> ProbeConfig:
     prefixes = tuple(args.sensitive_prefix) if args.sensitive_prefix else DEFAULT_SENSITIVE_PREFIXES
-    return ProbeConfig(ngrams=not args.no_ngrams, syscall_args=not args.no_syscall_args,
-                       sensitive_prefixes=prefixes)
+    return ProbeConfig(ngrams=not args.no_ngrams, ngram_orders=args.ngram_orders,
+                       syscall_args=not args.no_syscall_args, sensitive_prefixes=prefixes)
 
 
 def attribution_from_args(args: argparse.Namespace, node: str | None = None) -> AttributionConfig:

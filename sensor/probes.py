@@ -1,7 +1,7 @@
 """Build, load and attach the eBPF program, flip its double-buffered maps and drain them.
 
 The only module that imports ``bcc``.  The kernel C lives in ``sensor/bpf/``; this module prepends the
-configuration (map sizes, n-grams on or off), generates the sensitive-prefix matcher, compiles with BCC
+configuration (map sizes, n-grams on or off and which orders), generates the sensitive-prefix matcher, compiles with BCC
 against the kernel headers found by :func:`find_kernel_source`, fills the syscall-number -> canonical-id
 table (``models.syscalls.id_table``) and returns drained map contents as plain Python data
 (:class:`sensor.features.WindowCounts`), which ``sensor/features.py`` turns into vectors.
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from models import syscalls
+from models.ngrams import ORDERS, SENSOR_ORDERS, check_orders
 from sensor.features import CG_FIELDS, KIND_EXEC, KIND_SENSITIVE, Endpoint4, WindowCounts
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class ProbeConfig:
     """Kernel-side configuration (compiled into the program)."""
 
     ngrams: bool = True
+    #: n-gram orders counted (a non-empty subset of models.ngrams.ORDERS); default the model's (4, 6)
+    ngram_orders: tuple[int, ...] = SENSOR_ORDERS
     syscall_args: bool = True  # file-open and DNS features (per-syscall tracepoints; see docs/sensor.md)
     sensitive_prefixes: tuple[str, ...] = DEFAULT_SENSITIVE_PREFIXES
     max_syscall_entries: int = 65536
@@ -63,6 +66,11 @@ class ProbeConfig:
     extra_cflags: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        try:
+            orders = check_orders(self.ngram_orders)
+        except ValueError as exc:
+            raise ValueError(f"ngram_orders: {exc}") from None
+        object.__setattr__(self, "ngram_orders", orders)  # sorted
         if len(self.sensitive_prefixes) > MAX_PREFIXES:
             raise ValueError(f"at most {MAX_PREFIXES} sensitive prefixes")
         for p in self.sensitive_prefixes:
@@ -138,6 +146,7 @@ def build_program(config: ProbeConfig) -> str:
     body = (BPF_DIR / "sensor.c").read_text()
     defines = {
         "BASELINER_NGRAMS": int(config.ngrams),
+        **{f"BASELINER_NGRAM_ORDER_{n}": int(n in config.ngram_orders) for n in ORDERS},
         "BASELINER_SYSCALL_ARGS": int(config.syscall_args),
         "MAX_SYSCALL_ENTRIES": config.max_syscall_entries,
         "MAX_NGRAM_ENTRIES": config.max_ngram_entries,

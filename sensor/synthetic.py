@@ -21,7 +21,8 @@ behaviour (entrypoint execs, library loading, listens) in their first windows.
 Syscall counts and n-grams come from the same per-activity syscall sequences ("motifs", e.g. one
 static request of nginx), so a vector's n-gram counts agree with its syscall counts as the kernel
 sensor's would (:class:`models.ngrams.NgramCounter` hashes each motif once; grams spanning two motifs
-are not modelled).
+are not modelled).  Like the eBPF sensor, the source counts only ``ScenarioConfig.ngram_orders``, by default
+:data:`models.ngrams.SENSOR_ORDERS` (4 and 6, the orders the default model uses).
 
 Attacks (:data:`ATTACK_KINDS`) are injected at known event times into one container each and exposed as
 :class:`Attack` labels (kind, container, start, end):
@@ -52,7 +53,7 @@ from functools import cache
 
 import numpy as np
 
-from models.ngrams import NgramCounter
+from models.ngrams import SENSOR_ORDERS, NgramCounter, check_orders
 from models.vector import MAX_ENDPOINTS, Endpoint, FeatureVector, Identity
 
 ATTACK_KINDS: tuple[str, ...] = ("reverse_shell", "crypto_miner", "port_scan", "data_exfiltration", "etc_write")
@@ -124,8 +125,13 @@ class ScenarioConfig:
     restarts_per_day: float = 0.5  # per container, random
     rollout_at_hours: float | None = 25.0  # rolling restart of the web deployment; None: no rollout
     ngrams: bool = True
+    ngram_orders: tuple[int, ...] = SENSOR_ORDERS  # the orders counted, as the eBPF sensor's ProbeConfig
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "ngram_orders", check_orders(self.ngram_orders))
+        except ValueError as exc:
+            raise ValueError(f"ngram_orders: {exc}") from None
         if not (self.window_seconds > 0 and self.hours > 0):
             raise ValueError("window_seconds and hours must be > 0")
         if not self.nodes:
@@ -191,9 +197,10 @@ ETC_WRITE: M = ("openat", "write", "close")
 
 
 @cache
-def motif_counts(motif: M) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[int, int], ...]]:
-    """(syscall counts, n-gram bucket counts) of one run of ``motif`` (cached)."""
-    c = NgramCounter()
+def motif_counts(motif: M, orders: tuple[int, ...] = SENSOR_ORDERS,
+                 ) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[int, int], ...]]:
+    """(syscall counts, n-gram bucket counts of ``orders``) of one run of ``motif`` (cached)."""
+    c = NgramCounter(orders)
     c.feed(motif)
     return tuple(Counter(motif).items()), tuple(sorted(c.drain().items()))
 
@@ -201,17 +208,18 @@ def motif_counts(motif: M) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[int
 class _Window:
     """Accumulates one container's counts for one window."""
 
-    __slots__ = ("sys", "ngrams", "want_ngrams")
+    __slots__ = ("sys", "ngrams", "want_ngrams", "orders")
 
-    def __init__(self, want_ngrams: bool) -> None:
+    def __init__(self, want_ngrams: bool, orders: tuple[int, ...] = SENSOR_ORDERS) -> None:
         self.sys: dict[str, int] = {}
         self.ngrams: dict[int, int] = {}
         self.want_ngrams = want_ngrams
+        self.orders = orders
 
     def run(self, motif: M, times: int) -> None:
         if times <= 0:
             return
-        sc, ng = motif_counts(motif)
+        sc, ng = motif_counts(motif, self.orders)
         s = self.sys
         for name, k in sc:
             s[name] = s.get(name, 0) + k * times
@@ -409,7 +417,7 @@ class SyntheticSource:
         repo, tag, ns, name, _ = _IMAGES[c.deployment]
         ident = Identity(c.node, life.container_id, repo, tag, "sha256:" + _hex(repo, tag), name, life.pod, ns)
         v = FeatureVector(ident, t, w, seconds_since_start=t - life.started)
-        acc = _Window(cfg.ngrams)
+        acc = _Window(cfg.ngrams, cfg.ngram_orders)
         age = t - life.started
         load = _daily(t) * self._burst(t) * c.share
         if c.deployment == "web":

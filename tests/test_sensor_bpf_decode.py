@@ -19,11 +19,14 @@ from models.ngrams import (
     LONG_BUCKETS,
     LONG_ORDER,
     MAX_ORDER,
+    ORDERS,
     SHORT_BUCKETS,
     SPEC_VERSION,
     NgramCounter,
     bucket_of,
     gram_hash,
+    order_of,
+    parse_orders,
 )
 from models.syscalls import canonical_id, id_table
 from models.vector import Identity
@@ -151,6 +154,90 @@ def test_build_program_config() -> None:
     assert "#define BASELINER_NGRAMS 0" in text and "#define MAX_CGROUPS 123" in text
     assert "@SENSITIVE_PREFIXES@" not in text and "sensitive_match" in text
     assert "kprobe" not in text.lower().replace("kprobes", "")  # tracepoints only
+
+
+def _order_defines(text: str) -> dict[int, int]:
+    """The first definition of each BASELINER_NGRAM_ORDER_n (the generated head comes before sensor.c's
+    #ifndef fallbacks, which the preprocessor then skips)."""
+    out: dict[int, int] = {}
+    for n, v in re.findall(r"#define BASELINER_NGRAM_ORDER_(\d) (\d+)", text):
+        out.setdefault(int(n), int(v))
+    return out
+
+
+def test_ngram_orders_default_and_defines() -> None:
+    """The default program counts orders 4 and 6 (the model's); any subset is compiled in as defines."""
+    assert ProbeConfig().ngram_orders == (4, 6)
+    assert _order_defines(build_program(ProbeConfig())) == {2: 0, 3: 0, 4: 1, 6: 1}
+    assert _order_defines(build_program(ProbeConfig(ngram_orders=ORDERS))) == {2: 1, 3: 1, 4: 1, 6: 1}
+    assert _order_defines(build_program(ProbeConfig(ngram_orders=(6, 2)))) == {2: 1, 3: 0, 4: 0, 6: 1}
+    assert ProbeConfig(ngram_orders=(6, 2)).ngram_orders == (2, 6)  # sorted
+
+
+def test_each_order_guarded_in_kernel_c() -> None:
+    """Each order's ngram_add in ngram_step sits inside its own #if BASELINER_NGRAM_ORDER_n, and the
+    kernel's fallback defaults are the sensor's (4 and 6)."""
+    c = (BPF_DIR / "sensor.c").read_text()
+    step = c[c.index("static __always_inline void ngram_step"):c.index("RAW_TRACEPOINT_PROBE(sys_enter)")]
+    blocks = re.findall(r"#if BASELINER_NGRAM_ORDER_(\d)\n(.*?)#endif", step, re.S)
+    assert [int(n) for n, _ in blocks] == list(ORDERS)
+    for n, body in blocks:
+        assert body.count("ngram_add(") == 1 and f"gram{n}(" in body, (n, body)
+    assert step.count("ngram_add(") == len(ORDERS)  # none outside the guards
+    assert _order_defines(c) == {2: 0, 3: 0, 4: 1, 6: 1}
+
+
+def test_cli_ngram_orders_reach_the_program(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ngram-orders`` (default 4,6) becomes ProbeConfig.ngram_orders and the program's defines;
+    ``python -m sensor.cli_bpf --print-program`` shows them without root."""
+    import argparse
+
+    from sensor.cli_bpf import add_bpf_arguments, main, probe_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_bpf_arguments(p)
+    assert probe_config_from_args(p.parse_args([])).ngram_orders == (4, 6)
+    assert probe_config_from_args(p.parse_args(["--ngram-orders", "3,2"])).ngram_orders == (2, 3)
+    assert main(["--print-program", "--ngram-orders", "2,3,4,6"]) == 0
+    assert _order_defines(capsys.readouterr().out) == {2: 1, 3: 1, 4: 1, 6: 1}
+    assert main(["--print-program"]) == 0
+    assert _order_defines(capsys.readouterr().out) == {2: 0, 3: 0, 4: 1, 6: 1}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--ngram-orders", "4,5"])
+    assert "argument --ngram-orders: n-gram order 5 is not one of 2, 3, 4, 6" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("orders", "message"), [
+    ((), "at least one n-gram order"),
+    ((5,), "order 5 is not one of 2, 3, 4, 6"),
+    ((4, 7), "order 7 is not one of"),
+    ((4, 4), "repeat"),
+    (("4",), "not an integer"),
+    ((True,), "not an integer"),
+])
+def test_ngram_orders_refused_clearly(orders: tuple[object, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=f"ngram_orders: .*{message}"):
+        ProbeConfig(ngram_orders=orders)  # type: ignore[arg-type]
+
+
+def test_parse_orders() -> None:
+    assert parse_orders("4,6") == (4, 6) and parse_orders(" 6, 2,3 ,4") == ORDERS
+    for bad, message in (("", "comma-separated integers"), ("4;6", "comma-separated"), ("4,5", "no order 5"),
+                         ("4,,6", "comma-separated"), ("6,6", "repeat")):
+        with pytest.raises(ValueError, match=message):
+            parse_orders(bad)
+
+
+@pytest.mark.parametrize("orders", [(4, 6), (2,), (3, 6), ORDERS])
+def test_counter_orders_are_the_all_orders_counts_restricted(orders: tuple[int, ...]) -> None:
+    """NgramCounter(orders) counts exactly the all-orders counts of those orders (the history is whole)."""
+    trace = ["read", "write", "close", "read", "write", "openat", "read", "mmap", "close", "read"]
+    full, part = NgramCounter(), NgramCounter(orders)
+    for th in (1, 2):
+        full.feed(trace[th:], thread=th)
+        part.feed(trace[th:], thread=th)
+    want = {b: c for b, c in full.drain().items() if order_of(b) in orders}
+    assert part.drain() == want and want
 
 
 @pytest.mark.parametrize(("path", "runtime", "cid"), [

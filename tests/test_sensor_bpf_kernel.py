@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from models.ngrams import NUM_BUCKETS, SHORT_BUCKETS, bucket_of, order_of
+from models.ngrams import NUM_BUCKETS, ORDERS, bucket_of, order_of
 from models.syscalls import canonical_id
 from sensor.features import WindowCounts
 from tests.bpf_required import CG_ROOT, require_bpf
@@ -108,25 +108,49 @@ def test_getppid_counts_exact(probes: object, cg_parent: Path) -> None:
     assert w.counter(cgid, "lost") == 0 and w.lost_global == 0
 
 
-def test_ngram_buckets_match_python_spec(probes: object, cg_parent: Path) -> None:
-    n = 2000
-    cgid, w = run_in_cgroup(probes, cg_parent, [{"pair": [n, "getppid", "getuid"]}])
-    ng = w.ngrams[cgid]
+def _alternating_pair_grams(n: int) -> dict[int, int]:
+    """Bucket -> count of every gram of ``n`` alternating getppid/getuid pairs made by one thread, all orders."""
     a, b = canonical_id("getppid"), canonical_id("getuid")
-    expected = {
+    return {
         bucket_of([a, b]): n, bucket_of([b, a]): n - 1,
         bucket_of([a, b, a]): n - 1, bucket_of([b, a, b]): n - 1,
         bucket_of([a, b, a, b]): n - 1, bucket_of([b, a, b, a]): n - 2,
         # order 6 (spec v2): the thread's history holds five ids
         bucket_of([a, b, a, b, a, b]): n - 2, bucket_of([b, a, b, a, b, a]): n - 3,
     }
-    assert sorted({order_of(b) for b in expected}) == [2, 3, 4, 6]
+
+
+def _check_pair_grams(probes: object, parent: Path, orders: tuple[int, ...]) -> None:
+    """The kernel's buckets equal models.ngrams.bucket_of's for the orders counted; no others appear."""
+    n = 2000
+    cgid, w = run_in_cgroup(probes, parent, [{"pair": [n, "getppid", "getuid"]}])
+    ng = w.ngrams[cgid]
+    expected = {bk: c for bk, c in _alternating_pair_grams(n).items() if order_of(bk) in orders}
+    assert sorted({order_of(bk) for bk in expected}) == list(orders)
     for bucket, want in expected.items():
         # other grams of the interpreter may share a bucket: allow a few extra
         assert want <= ng.get(bucket, 0) <= want + 20, (bucket, ng.get(bucket), want)
-    # every order present, nothing outside the spec's range
-    assert all(0 <= b < NUM_BUCKETS for b in ng)
-    assert any(b >= SHORT_BUCKETS for b in ng)
+    # exactly the orders counted, nothing outside the spec's range
+    assert all(0 <= bk < NUM_BUCKETS for bk in ng)
+    assert {order_of(bk) for bk in ng} == set(orders), sorted({order_of(bk) for bk in ng})
+
+
+def test_default_program_counts_orders_4_and_6_only(probes: object, cg_parent: Path) -> None:
+    """The default program (ProbeConfig.ngram_orders = (4, 6), the orders the model uses) emits order-4
+    and order-6 buckets equal to the Python spec's, and no order-2 or order-3 bucket."""
+    assert probes.config.ngram_orders == (4, 6)  # type: ignore[attr-defined]
+    _check_pair_grams(probes, cg_parent, (4, 6))
+
+
+@pytest.mark.parametrize("orders", [ORDERS, (2, 3)], ids=["all", "2-3"])
+def test_ngram_buckets_match_python_spec(orders: tuple[int, ...], cg_parent: Path) -> None:
+    """A program configured with every order matches the Python golden values of each, as before the
+    option existed; one without order 6 still counts the short orders exactly."""
+    require_bpf()
+    from sensor.probes import ProbeConfig, Probes
+
+    with Probes(ProbeConfig(ngram_orders=orders)) as p:
+        _check_pair_grams(p, cg_parent, orders)
 
 
 def test_exec_fork_exit_and_paths(probes: object, cg_parent: Path) -> None:

@@ -52,3 +52,22 @@ def test_bpf_source_streams_through_the_cli() -> None:
     finally:
         serve.terminate()
         serve.wait(timeout=30)
+
+
+def test_bpf_record_with_ngram_orders(tmp_path: Path) -> None:
+    """``--ngram-orders`` reaches the kernel program: a recording made with 2,6 holds buckets of exactly
+    those orders (the host group makes syscalls every window), and its header says so."""
+    require_bpf()
+    from models.ngrams import order_of
+    from models.recording import RecordingReader
+
+    out = tmp_path / "bpf.jsonl"
+    sensor = subprocess.run(
+        [str(BIN), "sensor", "record", "--source", "bpf", "--out", str(out), "--windows", "2", "--window", "1",
+         "--ngram-orders", "2,6"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert sensor.returncode == 0, sensor.stderr[-3000:]
+    rec = RecordingReader(out)
+    assert rec.header["source"] == "bpf" and rec.header["ngram_orders"] == [2, 6]
+    assert {order_of(b) for v in rec.vectors() for b in v.ngrams} == {2, 6}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.features import FEATURE_INDEX, transform_vectors
-from models.ngrams import NUM_BUCKETS, order_of
+from models.ngrams import NUM_BUCKETS, ORDERS, order_of
 from models.validate import validate
 from sensor.synthetic import (
     ATTACK_KINDS,
@@ -103,8 +104,8 @@ def test_rollout_restarts_with_new_containers_and_startup(run) -> None:  # type:
     assert {v.identity.container_id for v in exited} == ids_before
 
 
-def test_ngrams_agree_with_syscall_counts(run) -> None:  # type: ignore[no-untyped-def]
-    _, windows = run
+def test_ngrams_agree_with_syscall_counts() -> None:
+    windows = list(zip(range(101), SyntheticSource(_config(ngram_orders=ORDERS)), strict=False))
     for v in windows[100][1]:
         bigrams = sum(c for b, c in v.ngrams.items() if order_of(b) == 2)
         calls = sum(v.syscalls.values())
@@ -112,6 +113,23 @@ def test_ngrams_agree_with_syscall_counts(run) -> None:  # type: ignore[no-untyp
         assert 0.5 * calls < bigrams < calls
         assert all(0 <= b < NUM_BUCKETS for b in v.ngrams)
     assert all(not v.ngrams for v in next(iter(SyntheticSource(_config(ngrams=False)))))
+
+
+def test_ngrams_only_the_configured_orders(run) -> None:  # type: ignore[no-untyped-def]
+    """By default the source emits orders 4 and 6 only, as the eBPF sensor does; the counts are the
+    all-orders source's counts of those orders, and everything else about the windows is the same."""
+    src, windows = run
+    assert src.config.ngram_orders == (4, 6)
+    allo = list(zip(range(300), SyntheticSource(_config(ngram_orders=ORDERS)), strict=False))
+    only = list(zip(range(300), SyntheticSource(_config(ngram_orders=(6, 2))), strict=False))
+    seen: set[int] = set()
+    for (_, mine), (_, full), (_, two_six) in zip(windows[:300], allo, only, strict=True):
+        for v, w, x in zip(mine, full, two_six, strict=True):
+            seen |= {order_of(b) for b in v.ngrams}
+            assert v.ngrams == {b: c for b, c in w.ngrams.items() if order_of(b) in (4, 6)}
+            assert x.ngrams == {b: c for b, c in w.ngrams.items() if order_of(b) in (2, 6)}
+            assert v.syscalls == w.syscalls and v.identity == w.identity and v.bytes_sent == w.bytes_sent
+    assert seen == {4, 6}
 
 
 def test_labels_cover_exactly_the_attack_windows(run) -> None:  # type: ignore[no-untyped-def]
@@ -168,6 +186,28 @@ def test_attack_windows_carry_their_signature(run) -> None:  # type: ignore[no-u
     assert not any(v.sensitive_writes for v in normal("etc_write"))
 
 
+def test_cli_ngram_orders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``baseliner sensor record --source synthetic [--ngram-orders ...]``: default 4,6; bad values refused
+    with what is allowed."""
+    from models.recording import RecordingReader
+    from service.cli import main
+
+    got = {}
+    for name, extra in (("default", []), ("all", ["--ngram-orders", "2,3,4,6"]), ("six", ["--ngram-orders", "6"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["sensor", "record", "--out", str(out), "--hours", "0.1", "--no-attacks", *extra]) == 0
+        rec = RecordingReader(out)
+        got[name] = {order_of(b) for v in rec.vectors() for b in v.ngrams}
+        assert rec.header["scenario"]["ngram_orders"] == sorted(got[name])
+    assert got == {"default": {4, 6}, "all": {2, 3, 4, 6}, "six": {6}}
+    for bad, message in (("4,5", "order 5 is not one of 2, 3, 4, 6"), ("four", "comma-separated integers"),
+                         ("", "comma-separated integers"), ("6,6", "repeat")):
+        with pytest.raises(SystemExit) as exc:
+            main(["sensor", "record", "--out", str(tmp_path / "x.jsonl"), "--ngram-orders", bad])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "argument --ngram-orders: " in err and message in err, err
+
+
 def test_invalid_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown attack kind"):
         AttackSpec("rootkit", "web", 0, 1, 1)
@@ -175,3 +215,7 @@ def test_invalid_configs_are_refused() -> None:
         ScenarioConfig(attacks=(AttackSpec("port_scan", "web", 5, 1, 1),))
     with pytest.raises(ValueError, match="ends after"):
         ScenarioConfig(hours=2, attacks=default_attacks(24))
+    with pytest.raises(ValueError, match="ngram_orders: n-gram order 5 is not one of 2, 3, 4, 6"):
+        ScenarioConfig(ngram_orders=(4, 5))
+    with pytest.raises(ValueError, match="ngram_orders: at least one"):
+        ScenarioConfig(ngram_orders=())

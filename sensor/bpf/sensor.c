@@ -1,7 +1,8 @@
 /* Baseliner eBPF sensor: per-cgroup counts aggregated in the kernel.
  *
  * Built and loaded by sensor/probes.py (the only module that imports bcc), which prepends the
- * configuration (#defines for map sizes and BASELINER_NGRAMS) and replaces the sensitive-prefix
+ * configuration (#defines for map sizes, BASELINER_NGRAMS and the n-gram orders counted,
+ * BASELINER_NGRAM_ORDER_{2,3,4,6}) and replaces the sensitive-prefix
  * placeholder below with generated code; `python -m sensor.cli_bpf --print-program` shows the result.
  *
  * Rules this file keeps:
@@ -41,6 +42,20 @@
 #endif
 #ifndef BASELINER_NGRAMS
 #define BASELINER_NGRAMS 1
+#endif
+/* The n-gram orders counted (docs/ngram-spec.md, section 2: a sensor may count a subset; the buckets of
+ * the others stay empty).  Default: 4 and 6, the orders the default model uses (ProbeConfig.ngram_orders). */
+#ifndef BASELINER_NGRAM_ORDER_2
+#define BASELINER_NGRAM_ORDER_2 0
+#endif
+#ifndef BASELINER_NGRAM_ORDER_3
+#define BASELINER_NGRAM_ORDER_3 0
+#endif
+#ifndef BASELINER_NGRAM_ORDER_4
+#define BASELINER_NGRAM_ORDER_4 1
+#endif
+#ifndef BASELINER_NGRAM_ORDER_6
+#define BASELINER_NGRAM_ORDER_6 1
 #endif
 #ifndef BASELINER_SYSCALL_ARGS /* file opens and DNS: syscalls:sys_enter_{open*,creat,connect,sendto} */
 #define BASELINER_SYSCALL_ARGS 1
@@ -252,15 +267,24 @@ static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
         return;
     }
     u32 n = h->n;
+    /* only the configured orders; the history below is kept whole (5 ids) whatever they are */
+#if BASELINER_NGRAM_ORDER_2
     if (n >= 1)
         ngram_add(set, cgid, 0 * NGRAM_BUCKETS + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1)));
+#endif
+#if BASELINER_NGRAM_ORDER_3
     if (n >= 2)
         ngram_add(set, cgid, 1 * NGRAM_BUCKETS + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+#endif
+#if BASELINER_NGRAM_ORDER_4
     if (n >= 3)
         ngram_add(set, cgid, 2 * NGRAM_BUCKETS + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+#endif
+#if BASELINER_NGRAM_ORDER_6
     if (n >= 5) /* no order 5 (spec v2, section 2) */
         ngram_add(set, cgid, NGRAM_LONG_OFFSET +
                   (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1)));
+#endif
     h->p5 = h->p4;
     h->p4 = h->p3;
     h->p3 = h->p2;
