@@ -53,7 +53,7 @@ from procs import cpu_seconds, free_port  # noqa: E402
 
 from models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
 from models.features import SYSCALL_VOCABULARY, transform_block  # noqa: E402
-from models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS  # noqa: E402
+from models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS, SENSOR_ORDERS  # noqa: E402
 from models.validate import validate_block  # noqa: E402
 from models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2  # noqa: E402
@@ -66,10 +66,10 @@ from service.store import StateStore  # noqa: E402
 
 T0 = 1.76e9
 WINDOW = 10.0
-#: The orders the sensor counts by default (``sensor.probes.ProbeConfig.ngram_orders``): what the default
-#: model uses.  A real window has about as many entries of each (the LID-DS sample's 5 s windows: 103
-#: order-4 and 121 order-6 entries in one of 386), so a vector's entries are spread equally over them.
-DEFAULT_NGRAM_ORDERS = (4, 6)
+#: The orders the sensor counts by default (``models.ngrams.SENSOR_ORDERS``: what the default model
+#: uses).  A real window has about as many entries of each (the LID-DS sample's 5 s windows: 103 order-4
+#: and 121 order-6 entries in one of 386), so a vector's entries are spread equally over them.
+DEFAULT_NGRAM_ORDERS = SENSOR_ORDERS
 
 
 def _share(total: int, orders: tuple[int, ...], order: int) -> int:
