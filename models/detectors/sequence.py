@@ -26,8 +26,9 @@ class StackedSequence:
     saw, ``has_grams`` whether it has any n-gram entry.  The rest is what
     :meth:`SequenceTier.learn_stacked` needs: the windows sorted by tier (``order``, ``None`` when they
     were) and their tiers (``which``, sorted), and the entries worth learning, sorted the
-    same way: the short orders' (``short_*``, ``short_bounds`` per tier) and the order-6 ones the tier
-    never saw (``new_*``); their ``*_rows`` are sorted window indices.
+    same way: the short orders' (``short_*``; window ``k``'s are ``[short_ptr[k], short_ptr[k + 1])``,
+    tier ``t``'s ``[short_bounds[t], short_bounds[t + 1])``) and the order-6 ones the tier never saw
+    (``new_*``; ``new_rows`` are sorted window indices).
     """
 
     score: np.ndarray
@@ -35,7 +36,7 @@ class StackedSequence:
     has_grams: np.ndarray
     order: np.ndarray | None
     which: np.ndarray
-    short_rows: np.ndarray
+    short_ptr: np.ndarray
     short_cols: np.ndarray
     short_counts: np.ndarray
     short_bounds: np.ndarray
@@ -172,10 +173,11 @@ class SequenceTier(base.AnomalyDetector):
         ``cols`` / ``counts`` (valid global buckets, finite counts >= 0: ``models.validate`` guarantees
         it) and its tier is ``tiers[which[k]]``.  The same scores as :meth:`score_sparse` tier by tier.
 
-        One set of NumPy operations for all tiers: per entry one comparison, one lookup in its tier's
-        order-6 flags (one call per tier) and a row index; the short orders' entries (a minority) and
-        the never-seen order-6 ones (rare once an image is learnt) are then worked on apart.  Windows
-        already sorted by tier (the service sends each image's together) are not copied.
+        One set of NumPy operations for all tiers: per entry one comparison and one lookup in its tier's
+        order-6 flags (one call per tier); the short orders' entries and the never-seen order-6 ones (rare
+        once an image is learnt) are then worked on apart, window sums taken segment by segment (no
+        per-entry window index).  Windows already sorted by tier (the service sends each image's
+        together) are not copied.
         """
         n = len(ptr) - 1
         has_grams = np.diff(ptr) > 0
@@ -187,20 +189,21 @@ class SequenceTier(base.AnomalyDetector):
         wb = np.searchsorted(which, np.arange(len(tiers) + 1))  # tier t: sorted windows [wb[t], wb[t + 1])
         eb = ptr[wb]  # and entries [eb[t], eb[t + 1])
         present = np.flatnonzero(np.diff(eb)).tolist()
-        rows = row_ids(ptr)
         new_flags = np.empty(len(cols), dtype=bool)
         for t in present:
             tiers[t].novelty.new_flags(cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
         new = np.flatnonzero(new_flags)
         short = np.flatnonzero(cols < SHORT_BUCKETS)
-        sb = np.searchsorted(short, eb)  # tier t: short entries [sb[t], sb[t + 1])
-        s_rows, s_cols, s_counts = rows[short], cols[short], counts[short]
-        score = SequenceTier._likelihood_stacked(tiers, present, which, wb, s_rows, s_cols, s_counts, sb, n)
+        sptr = np.searchsorted(short, ptr)  # window k: short entries [sptr[k], sptr[k + 1])
+        sb = sptr[wb]  # tier t: short entries [sb[t], sb[t + 1])
+        s_cols, s_counts = cols.take(short), counts.take(short)
+        score = SequenceTier._likelihood_stacked(tiers, present, which, wb, sptr, s_cols, s_counts, sb, n)
         unseen = np.zeros(n)
-        n_rows, n_cols, n_counts = rows[new], cols[new], counts[new]
+        n_rows = np.searchsorted(ptr, new, side="right") - 1
+        n_cols, n_counts = cols.take(new), counts.take(new)
         if len(new):
             # the share of each window's order-6 grams never seen: what is not short is order 6
-            long_total = segment_sums(counts, ptr) - np.bincount(s_rows, s_counts, n)
+            long_total = segment_sums(counts, ptr) - segment_sums(s_counts, sptr)
             np.divide(np.bincount(n_rows, n_counts, n), long_total, out=unseen, where=long_total > 0)
             nats = np.array([tier.unseen_nats for tier in tiers])[which]
             scale = np.array([tier.unseen_scale for tier in tiers])[which]
@@ -208,21 +211,22 @@ class SequenceTier(base.AnomalyDetector):
             score += nats * u2 / (u2 + np.square(scale))
         if order is not None:  # back to the caller's window order
             score[order], unseen[order] = score.copy(), unseen.copy()
-        return StackedSequence(score, unseen, has_grams, order, which, s_rows, s_cols, s_counts, sb, n_rows, n_cols,
+        return StackedSequence(score, unseen, has_grams, order, which, sptr, s_cols, s_counts, sb, n_rows, n_cols,
                                n_counts)
 
     @staticmethod
     def _likelihood_stacked(
-        tiers: Sequence[SequenceTier], present: list[int], which: np.ndarray, wb: np.ndarray, rows: np.ndarray,
+        tiers: Sequence[SequenceTier], present: list[int], which: np.ndarray, wb: np.ndarray, sptr: np.ndarray,
         cols: np.ndarray, counts: np.ndarray, sb: np.ndarray, n: int,
     ) -> np.ndarray:
         """The order-2..4 likelihood scores of :meth:`score_stacked` (windows sorted by tier) from the
-        short entries; ``sb`` bounds each tier's."""
+        short entries (window ``k``'s are ``[sptr[k], sptr[k + 1])``); ``sb`` bounds each tier's."""
         liks = [tiers[t].likelihood for t in present]
         if not liks:
             return np.zeros(n)
         first = liks[0].order_weights
         if any(lik.tail < 1 or lik.order_weights != first for lik in liks):  # unusual: tier by tier
+            rows = row_ids(sptr)
             out = np.zeros(n)
             for t, lik in zip(present, liks, strict=True):
                 a, b, lo, hi = sb[t], sb[t + 1], wb[t], wb[t + 1]
@@ -233,13 +237,13 @@ class SequenceTier(base.AnomalyDetector):
             lo = int(weighted_orders[0]) * BUCKETS
             if len(cols) and not (lo <= int(cols.min()) and int(cols.max()) < lo + BUCKETS):
                 keep = np.flatnonzero((cols >= lo) & (cols < lo + BUCKETS))
-                rows, cols, counts = rows[keep], cols[keep], counts[keep]
-                sb = np.searchsorted(keep, sb)
+                cols, counts = cols.take(keep), counts.take(keep)
+                sptr, sb = np.searchsorted(keep, sptr), np.searchsorted(keep, sb)
             # a window's score is its tier's log_norm minus the count-weighted mean of log(C + alpha)
             # (the order's weight cancels out of the mean)
             logs = SequenceTier._gather(liks, present, sb, cols)
-            num = np.bincount(rows, counts * logs, n)
-            den = np.bincount(rows, counts, n)
+            num = segment_sums(counts * logs, sptr)
+            den = segment_sums(counts, sptr)
             norms = np.zeros(len(tiers))
             for t, lik in zip(present, liks, strict=True):
                 norms[t] = lik._log_norms()[weighted_orders[0]]
@@ -250,18 +254,18 @@ class SequenceTier(base.AnomalyDetector):
         w = liks[0]._weights[cols]
         weighted = np.flatnonzero(w > 0)
         if len(weighted) < len(cols):
-            rows, cols, counts, w = rows[weighted], cols[weighted], counts[weighted], w[weighted]
-            sb = np.searchsorted(weighted, sb)
+            cols, counts, w = cols.take(weighted), counts.take(weighted), w.take(weighted)
+            sptr, sb = np.searchsorted(weighted, sptr), np.searchsorted(weighted, sb)
         logs = SequenceTier._gather(liks, present, sb, cols)
-        tier_of = which[rows]
+        tier_of = np.repeat(which, np.diff(sptr))
         norms2 = np.zeros((len(tiers), len(SHORT_ORDERS)))
         for t, lik in zip(present, liks, strict=True):
             norms2[t] = lik._log_norms()
         value = norms2.ravel()[tier_of * len(SHORT_ORDERS) + cols // BUCKETS] - logs
         mass = counts * w
         out = np.zeros(n)
-        num = np.bincount(rows, mass * value, n)
-        den = np.bincount(rows, mass, n)
+        num = segment_sums(mass * value, sptr)
+        den = segment_sums(mass, sptr)
         np.divide(num, den, out=out, where=den > 0)
         return out
 
@@ -287,7 +291,7 @@ class SequenceTier(base.AnomalyDetector):
         if learn.all():  # (the usual block: every window learnt)
             cols, counts, kb = scored.short_cols, scored.short_counts, scored.short_bounds
         else:
-            keep = np.flatnonzero(learn[scored.short_rows])
+            keep = np.flatnonzero(np.repeat(learn, np.diff(scored.short_ptr)))
             cols, counts = scored.short_cols.take(keep), scored.short_counts.take(keep)
             kb = np.searchsorted(keep, scored.short_bounds)
         new_keep = learn[scored.new_rows] & (scored.new_counts > 0)
