@@ -7,9 +7,12 @@ Protocol (``protos/baseliner/v1/ingest.proto``), per connection:
    it), then (re)send the rest in ascending order, at most ``max_in_flight`` unacknowledged at a time;
 3. every ``BatchAck`` must match the oldest batch in flight; the batch leaves the buffer when the ack is
    durable or the service does not offer durability (``Welcome.durable_acks`` false);
-   when the service does not take the columns' n-grams as bytes (``Welcome.ngram_bytes`` false: built
-   before that form, it would refuse such batches), each batch is sent with its n-grams in the packed
-   form (:func:`sensor.wire.packed_ngrams`), converted as it is written to the stream;
+   batches are encoded once, their n-grams in the entry form (``ngram_entry_le32``) when they fit it;
+   when the service does not read that form (``Welcome.ngram_entries`` false: built before it, it would
+   refuse such batches), each batch is sent with its n-grams in the le32 pair form
+   (:func:`sensor.wire.pair_ngrams`), or in the packed form when it does not read bytes at all
+   (``Welcome.ngram_bytes`` false; :func:`sensor.wire.packed_ngrams`), converted as it is written to the
+   stream;
 4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
    reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order.
 
@@ -78,6 +81,8 @@ class TransportStats:
     connects: int = 0
     connect_failures: int = 0
     batches_ngrams_packed: int = 0  # sends with n-grams converted to the packed form (Welcome.ngram_bytes false)
+    # sends with n-grams converted from the entry form to the le32 pair form (Welcome.ngram_entries false)
+    batches_ngrams_paired: int = 0
 
 
 class Backoff:
@@ -133,6 +138,10 @@ class _Metrics:
             f"{ns}_batches_ngrams_packed_total",
             "Batches sent with their n-grams converted to the packed form, for a service without "
             "Welcome.ngram_bytes (resends too)", registry=registry)
+        self.batches_ngrams_paired = Counter(
+            f"{ns}_batches_ngrams_paired_total",
+            "Batches sent with their n-grams converted from the entry form to the le32 pair form, for a "
+            "service with Welcome.ngram_bytes but without Welcome.ngram_entries (resends too)", registry=registry)
         self.reconnects = Counter(f"{ns}_connect_failures_total", "Streams that failed or broke",
                                   registry=registry)
         self.buffer_batches = Gauge(f"{ns}_buffer_batches", "Unacknowledged batches held", registry=registry)
@@ -432,22 +441,28 @@ class Transport:
         if not welcome.ngram_bytes:
             log.info("service %s at %s is older (no Welcome.ngram_bytes): n-grams are sent in the packed form "
                      "on this connection", welcome.service_version or "?", self.target)
+        elif not welcome.ngram_entries:
+            log.info("service %s at %s is older (no Welcome.ngram_entries): n-grams are sent in the le32 pair "
+                     "form on this connection", welcome.service_version or "?", self.target)
         self._update_gauges()
         self._changed.set()
 
-    def _packed(self, p: Pending) -> bytes:
-        """``p``'s body with its n-grams in the packed form, for a service without ``Welcome.ngram_bytes``."""
+    def _converted(self, p: Pending, ngram_bytes: bool) -> bytes:
+        """``p``'s body with its n-grams in a form an older service reads: the le32 pair form for a service
+        with ``Welcome.ngram_bytes`` (but not ``ngram_entries``), the packed form for one without."""
+        convert, form = (wire.pair_ngrams, "le32 pair") if ngram_bytes else (wire.packed_ngrams, "packed")
         try:
-            body = wire.packed_ngrams(p.body)
+            body = convert(p.body)
         except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
-            log.warning("batch %d: n-grams not converted to the packed form (%s); sent as it is", p.sequence, exc)
+            log.warning("batch %d: n-grams not converted to the %s form (%s); sent as it is", p.sequence, form, exc)
             return p.body
         return body
 
     async def _send_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         sent_high_here = 0
-        # Welcome of this connection (set before the loop starts): the service reads the bytes form or not
+        # Welcome of this connection (set before the loop starts): which n-gram forms the service reads
         ngram_bytes = self.welcome is not None and self.welcome.ngram_bytes
+        ngram_entries = self.welcome is not None and self.welcome.ngram_entries
         while True:
             if in_flight and time.monotonic() - in_flight[0][1] > self.ack_timeout:
                 raise AckTimeout(f"no ack for seq {in_flight[0][0]} within {self.ack_timeout}s")
@@ -465,7 +480,7 @@ class Transport:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=min(1.0, self.ack_timeout))
                 continue
-            body = nxt.body if ngram_bytes else self._packed(nxt)
+            body = nxt.body if ngram_entries else self._converted(nxt, ngram_bytes)
             await call.write(wire.batch_request_bytes(nxt.sequence, body))
             in_flight.append((nxt.sequence, time.monotonic()))
             sent_high_here = nxt.sequence
@@ -478,9 +493,14 @@ class Transport:
             if self._metrics.enabled:
                 self._metrics.batches_sent.inc()
             if body is not nxt.body:
-                self.stats.batches_ngrams_packed += 1
-                if self._metrics.enabled:
-                    self._metrics.batches_ngrams_packed.inc()
+                if ngram_bytes:
+                    self.stats.batches_ngrams_paired += 1
+                    if self._metrics.enabled:
+                        self._metrics.batches_ngrams_paired.inc()
+                else:
+                    self.stats.batches_ngrams_packed += 1
+                    if self._metrics.enabled:
+                        self._metrics.batches_ngrams_packed.inc()
 
     async def _receive_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         while True:

@@ -13,14 +13,19 @@ Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
 * ``Endpoint.protocol`` ``"tcp"``/``"udp"`` -> ``PROTOCOL_TCP``/``PROTOCOL_UDP``;
   ``Endpoint.outbound`` -> ``DIRECTION_OUTBOUND`` / ``DIRECTION_INBOUND``;
 * n-grams: ``ngram_spec`` 2 (``docs/ngram-spec.md`` v2) with parallel bucket/count arrays when the vector has
-  any, else 0.  In columns they go as little-endian uint32 bytes (``ngram_bucket_le32`` /
-  ``ngram_count_le32``: the service reads them without parsing a varint per value); a count above
-  2**32 - 1 is sent as 2**32 - 1 (the kernel's counters are 64-bit: saturating keeps the batch, where the
-  packed form's ``uint32`` fails to encode it), a negative count or a bucket outside uint32 raises
-  ``OverflowError`` (:func:`ngram_le32`).
-  ``to_columns(..., ngram_bytes=False)`` writes the packed varint form instead (compatibility tests);
-  :func:`packed_ngrams` turns an encoded body into that form, for a service whose ``Welcome`` does not
-  set ``ngram_bytes`` (built before the bytes form, it would refuse them).
+  any, else 0.  In columns they go as bytes the service reads without parsing a varint per value: when
+  every count of the batch is in 1..32767 and every bucket below 2**17, as one little-endian uint32 per
+  entry, ``bucket | count << 17`` (``ngram_entry_le32``, 4 bytes per entry: :func:`ngram_entries_le32`);
+  otherwise (a count of 0 or above 32767, a bucket out of range: the batch loses nothing) as two
+  little-endian uint32 arrays (``ngram_bucket_le32`` / ``ngram_count_le32``, 8 bytes per entry); there a
+  count above 2**32 - 1 is sent as 2**32 - 1 (the kernel's counters are 64-bit: saturating keeps the
+  batch, where the packed form's ``uint32`` fails to encode it), and a negative count or a bucket outside
+  uint32 raises ``OverflowError`` (:func:`ngram_le32`).
+  ``to_columns(..., ngram_entries=False)`` writes the pair form, ``ngram_bytes=False`` the packed varint
+  form (compatibility tests).  For services that do not read the form a body was encoded in, at send
+  time: :func:`pair_ngrams` turns the entry form into the pair form (a service whose ``Welcome`` sets
+  ``ngram_bytes`` but not ``ngram_entries``), :func:`packed_ngrams` either bytes form into the packed form
+  (a service without ``ngram_bytes``; built before the bytes forms, it would refuse them).
 
 Batches are stored and resent as bytes.  :func:`encode_batch_body` serialises everything but the
 sequence number; :func:`batch_request_bytes` prepends the sequence number and wraps the batch in an
@@ -34,6 +39,8 @@ import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from itertools import chain
+
+import numpy as np
 
 from models.block import COUNTERS, dictionary
 from models.ngrams import SPEC_VERSION
@@ -51,6 +58,10 @@ _VECTOR_BATCH_SEQUENCE_TAG = b"\x08"  # field 1, varint
 _INGEST_REQUEST_BATCH_TAG = b"\x12"  # field 2, length-delimited
 
 _U32_MAX = 0xFFFFFFFF
+#: The entry form (``ngram_entry_le32``): the bucket in the low 17 bits of each uint32, the count above.
+ENTRY_BUCKET_BITS = 17
+ENTRY_MAX_COUNT = (1 << (32 - ENTRY_BUCKET_BITS)) - 1  # 32767
+_ENTRY_BUCKET_MASK = (1 << ENTRY_BUCKET_BITS) - 1
 _U32 = next(code for code in "IL" if array(code).itemsize == 4)  # array type of a native uint32
 
 
@@ -78,6 +89,37 @@ def ngram_le32(grams: Sequence[Mapping[int, int]]) -> tuple[bytes, bytes]:
     return _le32(buckets), _le32(counts)
 
 
+def ngram_entries_le32(raw_bucket: bytes, raw_count: bytes) -> bytes | None:
+    """The columns' ``ngram_entry_le32`` for entries given in the pair form (from :func:`ngram_le32`): one
+    little-endian uint32 per entry, ``bucket | count << 17``; ``None`` when an entry does not fit (a count
+    outside 1..32767 or a bucket at or above 2**17: the batch then goes in the pair form).
+
+    >>> ngram_entries_le32(*ngram_le32([{1: 3}, {}, {258: 32767}])).hex()
+    '010006000201feff'
+    >>> ngram_entries_le32(*ngram_le32([{1: 3}, {258: 32768}])) is None
+    True
+    """
+    buckets = np.frombuffer(raw_bucket, "<u4")
+    counts = np.frombuffer(raw_count, "<u4")
+    if len(buckets) != len(counts):
+        raise ValueError(f"{len(buckets)} buckets but {len(counts)} counts")
+    if not len(buckets):
+        return b""
+    if int(buckets.max()) > _ENTRY_BUCKET_MASK or int(counts.min()) < 1 or int(counts.max()) > ENTRY_MAX_COUNT:
+        return None
+    return (buckets | (counts << ENTRY_BUCKET_BITS)).astype("<u4", copy=False).tobytes()
+
+
+def _split_entries(raw_entry: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Buckets and counts (uint32) of ``ngram_entry_le32`` bytes; ``ValueError`` when malformed."""
+    if len(raw_entry) % 4:
+        raise ValueError(f"ngram_entry_le32 has {len(raw_entry)} bytes: not whole 4-byte entries")
+    entries = np.frombuffer(raw_entry, "<u4")
+    if len(entries) and int(entries.min()) <= _ENTRY_BUCKET_MASK:
+        raise ValueError("ngram_entry_le32 has an entry with count 0")
+    return entries & _ENTRY_BUCKET_MASK, entries >> ENTRY_BUCKET_BITS
+
+
 def _from_le32(raw: bytes) -> array:  # type: ignore[type-arg]
     a = array(_U32)
     a.frombytes(raw)  # ValueError when not whole 4-byte entries
@@ -86,38 +128,81 @@ def _from_le32(raw: bytes) -> array:  # type: ignore[type-arg]
     return a
 
 
+def pair_ngrams(body: bytes) -> bytes:
+    """``body`` (from :func:`encode_batch_body`) with the columns' n-gram entries moved from the entry
+    form (``ngram_entry_le32``) to the le32 pair form (``ngram_bucket_le32`` / ``ngram_count_le32``): what a
+    service that sets ``Welcome.ngram_bytes`` but not ``Welcome.ngram_entries`` reads.
+
+    A body without the entry form (no n-grams, the pair or packed form, one-message batches) is returned
+    as it is, not serialised again.  Entry bytes that are not whole entries, an entry with count 0, or
+    n-grams in two forms raise ``ValueError`` (a malformed body: the service would refuse it too).
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, ngrams={7: 2, 300: 32767})
+    >>> body = encode_batch_body([v])
+    >>> vectors_pb2.VectorBatch.FromString(body).columns.ngram_entry_le32.hex()
+    '070004002c01feff'
+    >>> c = vectors_pb2.VectorBatch.FromString(pair_ngrams(body)).columns
+    >>> c.ngram_bucket_le32.hex(), c.ngram_count_le32.hex(), c.ngram_entry_le32
+    ('070000002c010000', '02000000ff7f0000', b'')
+    """
+    batch = vectors_pb2.VectorBatch.FromString(body)
+    c = batch.columns
+    raw_entry = c.ngram_entry_le32
+    if not raw_entry:
+        return body
+    if c.ngram_bucket_le32 or c.ngram_count_le32 or len(c.ngram_bucket) or len(c.ngram_count):
+        raise ValueError("n-grams in the entry form and another")
+    buckets, counts = _split_entries(raw_entry)
+    c.ClearField("ngram_entry_le32")
+    c.ngram_bucket_le32 = buckets.astype("<u4", copy=False).tobytes()
+    c.ngram_count_le32 = counts.astype("<u4", copy=False).tobytes()
+    return batch.SerializeToString()
+
+
 def packed_ngrams(body: bytes) -> bytes:
-    """``body`` (from :func:`encode_batch_body`) with the columns' n-gram entries moved from the
-    little-endian bytes form (``ngram_bucket_le32`` / ``ngram_count_le32``) to the packed varint form
+    """``body`` (from :func:`encode_batch_body`) with the columns' n-gram entries moved from either bytes
+    form (``ngram_entry_le32``, or ``ngram_bucket_le32`` / ``ngram_count_le32``) to the packed varint form
     (``ngram_bucket`` / ``ngram_count``): what a service that does not set ``Welcome.ngram_bytes`` reads.
 
-    A body without the bytes form (no n-grams, one-message batches, a spool written before it) is
-    returned as it is, not serialised again.  Bytes that are not whole entries, as many in both fields,
-    or n-grams in both forms raise ``ValueError`` (a malformed body: the service would refuse it too).
+    A body without a bytes form (no n-grams, one-message batches, a spool written before them) is returned
+    as it is, not serialised again.  Bytes that are not whole entries, pair bytes not as many in both
+    fields, an entry with count 0, or n-grams in two forms raise ``ValueError`` (a malformed body: the
+    service would refuse it too).
 
     >>> from models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, ngrams={7: 2, 300: 2**32 - 1})
     >>> c = vectors_pb2.VectorBatch.FromString(packed_ngrams(encode_batch_body([v]))).columns
     >>> list(c.ngram_bucket), list(c.ngram_count), c.ngram_bucket_le32, list(c.ngram_lengths)
     ([7, 300], [2, 4294967295], b'', [2])
+    >>> v.ngrams = {7: 2, 300: 3}  # the entry form
+    >>> c = vectors_pb2.VectorBatch.FromString(packed_ngrams(encode_batch_body([v]))).columns
+    >>> list(c.ngram_bucket), list(c.ngram_count), c.ngram_entry_le32
+    ([7, 300], [2, 3], b'')
     >>> plain = encode_batch_body([FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0)])
     >>> packed_ngrams(plain) is plain
     True
     """
     batch = vectors_pb2.VectorBatch.FromString(body)
     c = batch.columns
-    raw_bucket, raw_count = c.ngram_bucket_le32, c.ngram_count_le32
-    if not raw_bucket and not raw_count:
+    raw_entry, raw_bucket, raw_count = c.ngram_entry_le32, c.ngram_bucket_le32, c.ngram_count_le32
+    if not raw_entry and not raw_bucket and not raw_count:
         return body
-    if len(c.ngram_bucket) or len(c.ngram_count):
-        raise ValueError("n-grams in both the packed and the bytes form")
-    buckets, counts = _from_le32(raw_bucket), _from_le32(raw_count)
-    if len(buckets) != len(counts):
-        raise ValueError(f"ngram_bucket_le32 has {len(buckets)} entries but ngram_count_le32 {len(counts)}")
-    c.ClearField("ngram_bucket_le32")
-    c.ClearField("ngram_count_le32")
-    c.ngram_bucket.extend(buckets.tolist())
-    c.ngram_count.extend(counts.tolist())
+    if len(c.ngram_bucket) or len(c.ngram_count) or (raw_entry and (raw_bucket or raw_count)):
+        raise ValueError("n-grams in two forms")
+    if raw_entry:
+        e_buckets, e_counts = _split_entries(raw_entry)
+        bucket_list, count_list = e_buckets.tolist(), e_counts.tolist()
+        c.ClearField("ngram_entry_le32")
+    else:
+        buckets, counts = _from_le32(raw_bucket), _from_le32(raw_count)
+        if len(buckets) != len(counts):
+            raise ValueError(f"ngram_bucket_le32 has {len(buckets)} entries but ngram_count_le32 {len(counts)}")
+        bucket_list, count_list = buckets.tolist(), counts.tolist()
+        c.ClearField("ngram_bucket_le32")
+        c.ClearField("ngram_count_le32")
+    c.ngram_bucket.extend(bucket_list)
+    c.ngram_count.extend(count_list)
     return batch.SerializeToString()
 
 
@@ -213,13 +298,15 @@ def to_batch(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2
 
 
 def to_columns(
-    vectors: Sequence[FeatureVector], sequence: int = 0, ngram_bytes: bool = True
+    vectors: Sequence[FeatureVector], sequence: int = 0, ngram_bytes: bool = True, ngram_entries: bool = True
 ) -> vectors_pb2.VectorBatch:
     """A ``VectorBatch`` holding ``vectors`` as ``VectorColumns`` (what the sensor sends).
 
     Per-window arrays that hold only their default (no executables this batch, every window complete
-    ...) are left empty, as the format allows.  N-gram entries go as little-endian uint32 bytes, or as
-    packed varints with ``ngram_bytes=False`` (the form older sensors send).
+    ...) are left empty, as the format allows.  N-gram entries go in the entry form when the whole batch
+    fits it (every count in 1..32767, every bucket below 2**17), else as the le32 pair; with
+    ``ngram_entries=False`` always as the pair, with ``ngram_bytes=False`` as packed varints (the form older
+    sensors send).
     """
     batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=SCHEMA_VERSION)
     c = batch.columns
@@ -250,7 +337,12 @@ def to_columns(
         c.ngram_lengths.extend([len(v.ngrams) for v in vectors])
         grams = [v.ngrams for v in vectors]
         if ngram_bytes:
-            c.ngram_bucket_le32, c.ngram_count_le32 = ngram_le32(grams)
+            raw_bucket, raw_count = ngram_le32(grams)
+            entries = ngram_entries_le32(raw_bucket, raw_count) if ngram_entries else None
+            if entries is not None:
+                c.ngram_entry_le32 = entries
+            else:
+                c.ngram_bucket_le32, c.ngram_count_le32 = raw_bucket, raw_count
         else:
             c.ngram_bucket.extend(chain.from_iterable(grams))
             c.ngram_count.extend(chain.from_iterable(g.values() for g in grams))

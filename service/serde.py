@@ -434,16 +434,42 @@ def batch_size(batch: vectors_pb2.VectorBatch) -> int:
     return batch.columns.count if batch.HasField("columns") else len(batch.vectors)
 
 
+#: The entry form (``ngram_entry_le32``): one uint32 per entry, the bucket in the low 17 bits, the count above.
+NGRAM_ENTRY_BUCKET_BITS = 17
+_ENTRY_BUCKET_MASK = (1 << NGRAM_ENTRY_BUCKET_BITS) - 1
+
+
 def _ngram_entries(c: vectors_pb2.VectorColumns) -> tuple[np.ndarray, np.ndarray]:
     """The columns' n-gram buckets (int64) and counts (float64), from whichever form the batch uses.
 
-    The little-endian bytes form (``ngram_*_le32``, what the sensor sends) is one array copy; the packed
-    varint form (``ngram_bucket``/``ngram_count``) costs upb ~10 ns per value to parse.  A batch using
-    both forms, or bytes that are not whole uint32 entries or not as many in both fields, is refused
-    (packed arrays of unequal length: the caller's check).
+    The entry form (``ngram_entry_le32``: one little-endian uint32 per entry, ``bucket | count << 17``,
+    what the sensor sends when the batch fits it) and the pair form (``ngram_*_le32``) are one array copy
+    and a few array operations; the packed varint form (``ngram_bucket``/``ngram_count``) costs upb ~10 ns
+    per value to parse.  A batch using two forms, bytes that are not whole uint32 entries, pair bytes not
+    as many in both fields, or an entry with count 0 (the entry form's counts are 1..32767) is refused
+    (packed arrays of unequal length: the caller's check).  Bucket ranges are ``models.validate``'s.
     """
+    raw_entry = c.ngram_entry_le32
     raw_bucket = c.ngram_bucket_le32
     raw_count = c.ngram_count_le32
+    if raw_entry:
+        if raw_bucket or raw_count or len(c.ngram_bucket) or len(c.ngram_count):
+            other = "ngram_bucket_le32/ngram_count_le32" if raw_bucket or raw_count else "ngram_bucket/ngram_count"
+            raise ValidationError(
+                "BAD_REFERENCE", f"n-grams sent both as ngram_entry_le32 and as {other} (a batch uses one form)"
+            )
+        if len(raw_entry) % 4:
+            raise ValidationError(
+                "BAD_REFERENCE", f"ngram_entry_le32 has {len(raw_entry)} bytes: not whole 4-byte entries"
+            )
+        entries = np.frombuffer(raw_entry, "<u4")
+        if int(entries.min()) <= _ENTRY_BUCKET_MASK:  # count field 0
+            first = int(np.argmax(entries <= _ENTRY_BUCKET_MASK))
+            raise ValidationError(
+                "BAD_REFERENCE",
+                f"ngram_entry_le32 entry {first} has count 0 (the entry form's counts are 1..32767)",
+            )
+        return (entries & _ENTRY_BUCKET_MASK).astype(np.int64), (entries >> NGRAM_ENTRY_BUCKET_BITS).astype(np.float64)
     if not raw_bucket and not raw_count:
         return np.array(c.ngram_bucket, np.int64), np.array(c.ngram_count, np.float64)
     if len(c.ngram_bucket) or len(c.ngram_count):
@@ -507,8 +533,8 @@ def batch_refused(sequence: int, error: ValidationError) -> ingest_pb2.IngestRes
 def welcome(
     last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False
 ) -> ingest_pb2.IngestResponse:
-    """The answer to a Hello.  ``ngram_bytes`` is always set: this decoder reads the columns' n-grams in
-    both forms (:func:`_ngram_entries`), so sensors may send the little-endian bytes form."""
+    """The answer to a Hello.  ``ngram_bytes`` and ``ngram_entries`` are always set: this decoder reads the
+    columns' n-grams in all three forms (:func:`_ngram_entries`), so sensors may send either bytes form."""
     return ingest_pb2.IngestResponse(
         welcome=ingest_pb2.Welcome(
             last_sequence=last_sequence,
@@ -516,6 +542,7 @@ def welcome(
             max_batch_vectors=max_batch_vectors,
             durable_acks=durable_acks,
             ngram_bytes=True,
+            ngram_entries=True,
         )
     )
 

@@ -3,7 +3,8 @@
 It speaks the protocol of ``ingest.proto`` exactly (Hello -> Welcome, one BatchAck per batch, in order,
 duplicates recognised by sequence number) and can be told to misbehave the way a real service or
 network does: break a stream after applying a batch but before acknowledging it, stop acknowledging,
-reject vectors or whole batches, or answer like a service built before the n-gram bytes form.  The
+reject vectors or whole batches, or answer like a service built before the n-gram bytes forms or before
+the entry form.  The
 service's own tests cover the real service; tests that need both sides together use the real service
 (tests/test_sensor_client_service.py).
 """
@@ -30,9 +31,13 @@ class Behaviour:
     max_batch_vectors: int = 0
     welcome_lag: int = 0  # Welcome reports this many batches fewer than applied (a batch still in progress)
     require_token: str | None = None  # streams must carry "authorization: Bearer <token>"
-    # A service built before the columns' n-gram bytes form (VectorColumns fields 44/45): its Welcome has no
-    # ngram_bytes, and it refuses a batch carrying those fields (unknown to it) as UNSUPPORTED_VERSION.
+    # A service built before the columns' n-gram bytes forms (VectorColumns fields 44/45/46): its Welcome has
+    # neither ngram_bytes nor ngram_entries, and it refuses a batch carrying those fields (unknown to it) as
+    # UNSUPPORTED_VERSION.
     before_ngram_bytes: bool = False
+    # A service built after the le32 pair form but before the entry form (field 46): its Welcome has
+    # ngram_bytes but not ngram_entries, and it refuses a batch carrying field 46 as UNSUPPORTED_VERSION.
+    before_ngram_entries: bool = False
 
 
 @dataclass
@@ -66,7 +71,8 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
             last_sequence=max(0, self.state.last_sequence.get(sid, 0) - self.behaviour.welcome_lag),
             service_version="test",
             max_batch_vectors=self.behaviour.max_batch_vectors, durable_acks=False,
-            ngram_bytes=not self.behaviour.before_ngram_bytes))
+            ngram_bytes=not self.behaviour.before_ngram_bytes,
+            ngram_entries=not (self.behaviour.before_ngram_bytes or self.behaviour.before_ngram_entries)))
         applied_here = 0
         async for req in it:
             batch = req.batch
@@ -80,11 +86,13 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
                 yield ingest_pb2.IngestResponse(ack=ingest_pb2.BatchAck(sequence=batch.sequence, duplicate=True))
                 continue
             c = batch.columns
-            if b.before_ngram_bytes and (c.ngram_bucket_le32 or c.ngram_count_le32):
+            unknown = (46 if c.ngram_entry_le32 and (b.before_ngram_bytes or b.before_ngram_entries)
+                       else 44 if (c.ngram_bucket_le32 or c.ngram_count_le32) and b.before_ngram_bytes else 0)
+            if unknown:
                 self.state.last_sequence[sid] = batch.sequence
                 yield ingest_pb2.IngestResponse(ack=ingest_pb2.BatchAck(
                     sequence=batch.sequence, batch_rejected=ingest_pb2.REJECT_REASON_UNSUPPORTED_VERSION,
-                    batch_message="columns carries field 44, unknown to schema version 1"))
+                    batch_message=f"columns carries field {unknown}, unknown to schema version 1"))
                 continue
             if b.reject_batches_over is not None and batch_size(batch) > b.reject_batches_over:
                 self.state.last_sequence[sid] = batch.sequence

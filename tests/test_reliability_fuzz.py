@@ -35,20 +35,37 @@ def _ngram_variants() -> dict[str, Callable[[vectors_pb2.VectorColumns], object]
     }
 
 
+def _ngram_entry_variants() -> dict[str, Callable[[vectors_pb2.VectorColumns], object]]:
+    return {
+        "entries": lambda c: None,
+        "entries-cut": lambda c: setattr(c, "ngram_entry_le32", c.ngram_entry_le32[:-1]),
+        "entries-count0": lambda c: setattr(c, "ngram_entry_le32", b"\x05\x00\x00\x00" + c.ngram_entry_le32[4:]),
+        "entries-and-pairs": lambda c: (setattr(c, "ngram_bucket_le32", b"\x01\0\0\0"),
+                                        setattr(c, "ngram_count_le32", b"\x01\0\0\0")),
+        "entries-extra": lambda c: setattr(c, "ngram_entry_le32", c.ngram_entry_le32 + b"\xff\xff\x03\x00"),
+    }
+
+
 @pytest.mark.slow
 def test_atheris_fuzz_decoders_bounded(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, vs in enumerate(([vector(1)], [vector(2, attack="shell"), vector(3, container=2, attack="etc")])):
         (corpus / f"batch{i}").write_bytes(wire.to_batch(vs, i + 1).SerializeToString())
-    # columns with n-grams, as the sensor sends them (little-endian bytes) and packed, and bytes that are
-    # cut, of unequal length, next to the packed form, or naming buckets out of range
+    # columns with n-grams in the three forms (le32 pairs, packed, one le32 word per entry), and bytes that
+    # are cut, of unequal length, next to another form, with a count of 0, or naming buckets out of range
     grams = [vector(4, container=c) for c in range(3)]
     for k, v in enumerate(grams):
         v.ngrams = {7 * k + j: j + 1 for j in range(k + 1)}
     grams[2].ngrams[2**32 - 1] = 3
     for name, edit in _ngram_variants().items():
         batch = wire.to_columns(grams, 9, ngram_bytes=name != "packed")
+        edit(batch.columns)
+        (corpus / f"columns-{name}").write_bytes(batch.SerializeToString())
+    del grams[2].ngrams[2**32 - 1]  # the rest fits the entry form (one uint32 per entry)
+    for name, edit in _ngram_entry_variants().items():
+        batch = wire.to_columns(grams, 9)
+        assert batch.columns.ngram_entry_le32
         edit(batch.columns)
         (corpus / f"columns-{name}").write_bytes(batch.SerializeToString())
     (corpus / "alert").write_bytes(json.dumps({

@@ -45,6 +45,24 @@ def _gram_vectors(n: int, start: int = 0) -> list[FeatureVector]:
     return vectors
 
 
+def _entry_gram_vectors(n: int, start: int = 0) -> list[FeatureVector]:
+    """Vectors whose n-grams fit the entry form (counts 1..32767; every seventh window without)."""
+    vectors = _vectors(n, start)
+    for i, v in enumerate(vectors, start):
+        v.ngrams = {} if i % 7 == 3 else {i: 1 + i, 5000 + i: 32767 - i, 77_823: 3}
+    return vectors
+
+
+def _form(batch: vectors_pb2.VectorBatch) -> str:
+    """Which form a batch's n-grams came in ("entries", "pairs", "packed"; "none" without n-grams)."""
+    c = batch.columns
+    forms = [name for name, present in (("entries", c.ngram_entry_le32),
+                                        ("pairs", c.ngram_bucket_le32 or c.ngram_count_le32),
+                                        ("packed", len(c.ngram_bucket) or len(c.ngram_count))) if present]
+    assert len(forms) <= 1, forms
+    return forms[0] if forms else "none"
+
+
 def _received_ngrams(batches: list[vectors_pb2.VectorBatch]) -> list[dict[int, int]]:
     """The n-gram counts of every window the server applied, as the service decodes them."""
     out = []
@@ -341,8 +359,76 @@ def test_older_service_gets_ngrams_packed_and_applies_every_batch(caplog: pytest
         assert t.stats.connects == 2
         assert t.stats.batches_ngrams_packed == t.stats.batches_sent >= 6
         assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == t.stats.batches_sent
+        assert t.stats.batches_ngrams_paired == 0
         older = [r for r in caplog.records if "n-grams are sent in the packed form" in r.getMessage()]
         assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+
+    run(body())
+
+
+def test_service_without_either_flag_gets_entry_form_batches_packed() -> None:
+    """A service that sets neither Welcome.ngram_bytes nor Welcome.ngram_entries (it refuses fields
+    44/45/46): batches encoded in the entry form (and one in the pair form) go packed, none refused."""
+
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(before_ngram_bytes=True))
+        await server.start()
+        registry = CollectorRegistry()
+        sent = _entry_gram_vectors(40) + _gram_vectors(10, 40)
+        encoded = [_form(vectors_pb2.VectorBatch.FromString(wire.encode_batch_body(sent[k:k + 10])))
+                   for k in range(0, 50, 10)]
+        assert encoded == ["entries"] * 4 + ["pairs"]
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(),
+                             registry=registry) as t:
+            await t.submit(sent)
+            assert await t.flush(10)
+        await server.stop()
+        assert t.welcome is not None and not t.welcome.ngram_bytes and not t.welcome.ngram_entries
+        assert t.stats.batches_rejected == 0 and t.stats.vectors_applied == 50
+        assert [_form(b) for b in server.state.applied] == ["packed"] * 5
+        assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
+        assert t.stats.batches_ngrams_packed == 5 and t.stats.batches_ngrams_paired == 0
+        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == 5
+        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == 0
+
+    run(body())
+
+
+def test_service_before_the_entry_form_gets_ngrams_as_pairs_and_applies_every_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service with Welcome.ngram_bytes but not Welcome.ngram_entries (it refuses field 46): batches
+    encoded in the entry form go as le32 pairs, resends after a broken stream too; a batch already in the
+    pair form goes as it is; nothing is refused."""
+    caplog.set_level(logging.INFO, logger="sensor.transport")
+
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(before_ngram_entries=True, break_after_applying=2))
+        await server.start()
+        registry = CollectorRegistry()
+        sent = _gram_vectors(10) + _entry_gram_vectors(50, 10)  # the first batch is in the pair form (sent once)
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(),
+                             registry=registry) as t:
+            await t.submit(sent)
+            assert await t.flush(10)
+        await server.stop()
+        assert t.welcome is not None and t.welcome.ngram_bytes and not t.welcome.ngram_entries
+        assert t.stats.batches_rejected == 0 and t.stats.vectors_rejected == 0
+        assert t.stats.vectors_applied + 10 == 60  # batch 2 was applied but its ack lost (Welcome covered it)
+        assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
+        assert [_form(b) for b in server.state.applied] == ["pairs"] * 6
+        assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
+        assert server.state.applied[0].SerializeToString() == wire.to_columns(sent[:10], 1).SerializeToString()
+        assert t.stats.connects == 2
+        assert t.stats.batches_ngrams_paired == t.stats.batches_sent - 1 >= 6  # all but the pair-form batch
+        assert t.stats.batches_ngrams_packed == 0
+        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == t.stats.batches_sent - 1
+        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == 0
+        older = [r for r in caplog.records if "n-grams are sent in the le32 pair form" in r.getMessage()]
+        assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+        assert not any("packed form" in r.getMessage() for r in caplog.records)
 
     run(body())
 
@@ -389,5 +475,41 @@ def test_ngram_form_follows_each_connections_welcome() -> None:
             got = state.applied[i].columns
             assert got.ngram_bucket_le32 == expected.ngram_bucket_le32 and got.ngram_bucket_le32
             assert got.ngram_count_le32 == expected.ngram_count_le32 and not got.ngram_bucket
+
+    run(body())
+
+
+def test_entry_form_follows_each_connections_welcome() -> None:
+    """Batches encoded in the entry form go as encoded to a service that reads it, as le32 pairs after a
+    rollback to one with only Welcome.ngram_bytes, packed after one to a service with neither flag, and as
+    encoded again after the upgrade; every window arrives with its n-grams."""
+
+    async def body() -> None:
+        port = _free_port()
+        state = IngestState()
+        sent = _entry_gram_vectors(120)
+        t = Transport(f"127.0.0.1:{port}", sensor_id="s1", node="node-a", batch_size=10,
+                      buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff())
+        t.start()
+        flags = []
+        for k, behaviour in enumerate((Behaviour(), Behaviour(before_ngram_entries=True),
+                                       Behaviour(before_ngram_bytes=True), Behaviour())):
+            await t.submit(sent[30 * k:30 * k + 30])  # buffered, as encoded (entries), before the service is up
+            server = IngestServer(port, state=state, behaviour=behaviour)
+            await server.start()
+            assert await t.flush(20)
+            assert t.welcome is not None
+            flags.append((t.welcome.ngram_bytes, t.welcome.ngram_entries))
+            await server.stop()
+        await t.close()
+        assert flags == [(True, True), (True, False), (False, False), (True, True)]
+        assert t.stats.batches_rejected == 0 and t.stats.vectors_applied == 120
+        assert [b.sequence for b in state.applied] == list(range(1, 13))
+        assert [_form(b) for b in state.applied] == ["entries"] * 3 + ["pairs"] * 3 + ["packed"] * 3 + ["entries"] * 3
+        assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
+        assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
+        for i in (0, 1, 2, 9, 10, 11):  # the entry form arrives as the sensor encoded it
+            expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
+            assert state.applied[i].SerializeToString() == expected.SerializeToString()
 
     run(body())

@@ -79,10 +79,60 @@ def test_sequence_varint_framing_for_large_numbers() -> None:
         assert req.batch.sequence == seq and req.batch.columns.count == 1
 
 
+def _small_batch() -> list[FeatureVector]:
+    ident = Identity("n1", "c1", "nginx")
+    return [FeatureVector(ident, 100.0, 10.0, ngrams={7: 2, 300: 32767, 77823: 1}),
+            FeatureVector(ident, 110.0, 10.0),
+            FeatureVector(ident, 120.0, 10.0, ngrams={2**17 - 1: 5})]
+
+
+def test_golden_bytes_of_a_small_batch_in_the_entry_form() -> None:
+    """The whole body, byte for byte: field 46 (tag f2 02), one little-endian uint32 per entry,
+    bucket | count << 17 (7|2<<17 = 0x00040007, 300|32767<<17 = 0xfffe012c, 77823|1<<17 = 0x00032fff,
+    131071|5<<17 = 0x000bffff)."""
+    body = wire.encode_batch_body(_small_batch())
+    assert body.hex() == (
+        "10012a83010803120f0a026e311202633122056e67696e781a03000000221800000000000059400000000000805b40000000"
+        "0000005e402a18000000000000244000000000000024400000000000002440ea0118000000000000f0bf000000000000f0bf"
+        "000000000000f0bf880202920203030001"
+        "f20210" "07000400" "2c01feff" "ff2f0300" "ffff0b00"
+    )
+    c = vectors_pb2.VectorBatch.FromString(body).columns
+    assert not c.ngram_bucket_le32 and not c.ngram_count_le32 and not c.ngram_bucket and not c.ngram_count
+    assert wire.ENTRY_BUCKET_BITS == 17 and wire.ENTRY_MAX_COUNT == 32767
+    pairs = wire.to_columns(_small_batch(), ngram_entries=False).SerializeToString()
+    assert len(pairs) - len(body) == 4 * 4 + 3  # 4 bytes less per entry and one 3-byte field header less
+
+
+def test_entry_form_round_trip_decodes_to_the_block_of_the_pair_form() -> None:
+    vectors = [_full_vector(i) for i in range(5)]
+    vectors[1].ngrams = {}
+    vectors[3].ngrams = {0: 32767, 77_823: 1, 2**17 - 1: 9}
+    entries = wire.encode_batch_body(vectors)
+    assert vectors_pb2.VectorBatch.FromString(entries).columns.ngram_entry_le32
+    pairs = wire.to_columns(vectors, ngram_entries=False).SerializeToString()
+    assert _block_ngrams(entries) == _block_ngrams(pairs)
+    assert _roundtrip(vectors) == vectors
+
+
+def test_a_count_of_40000_sends_the_batch_in_the_pair_form_and_it_decodes_exactly() -> None:
+    vectors = [_full_vector(i) for i in range(3)]
+    vectors[2].ngrams[9] = 40_000
+    c = vectors_pb2.VectorBatch.FromString(wire.encode_batch_body(vectors)).columns
+    assert not c.ngram_entry_le32 and c.ngram_bucket_le32 and c.ngram_count_le32
+    assert _roundtrip(vectors) == vectors
+    # so do a count of 0 and a bucket past 17 bits (which the service then rejects, as in any form)
+    for grams in ({5: 0, 6: 1}, {2**17: 1}):
+        vectors[2].ngrams = grams
+        c = vectors_pb2.VectorBatch.FromString(wire.encode_batch_body(vectors)).columns
+        assert not c.ngram_entry_le32 and c.ngram_bucket_le32
+        assert _block_ngrams(wire.encode_batch_body(vectors))[1][-len(grams):] == list(grams)
+
+
 def test_columns_carry_ngrams_as_little_endian_uint32_bytes() -> None:
     vectors = [_full_vector(i) for i in range(3)]
     vectors[1].ngrams = {}
-    vectors[2].ngrams[70_000] = 2**31 + 5  # 4-byte entries, whatever the value
+    vectors[2].ngrams[70_000] = 2**31 + 5  # 4-byte entries, whatever the value (a batch past the entry form)
     buckets = [b for v in vectors for b in v.ngrams]
     counts = [x for v in vectors for x in v.ngrams.values()]
     c = wire.to_columns(vectors, 1).columns
@@ -90,12 +140,14 @@ def test_columns_carry_ngrams_as_little_endian_uint32_bytes() -> None:
     assert not c.ngram_bucket and not c.ngram_count  # one form per batch
     assert c.ngram_bucket_le32 == struct.pack(f"<{len(buckets)}I", *buckets)
     assert c.ngram_count_le32 == struct.pack(f"<{len(counts)}I", *counts)
+    assert not c.ngram_entry_le32
     packed = wire.to_columns(vectors, 1, ngram_bytes=False).columns
     assert list(packed.ngram_bucket) == buckets and list(packed.ngram_count) == counts
     assert not packed.ngram_bucket_le32 and not packed.ngram_count_le32
     assert packed.ngram_lengths == c.ngram_lengths
     empty = wire.to_columns([FeatureVector(Identity("n", "c", "nginx"), 1.7e9, 5.0)]).columns
     assert empty.ngram_spec == 0 and not empty.ngram_bucket_le32 and not empty.ngram_count_le32
+    assert not empty.ngram_entry_le32
 
 
 def test_ngram_counts_past_uint32_saturate_and_other_out_of_range_values_raise() -> None:
@@ -123,7 +175,7 @@ def _block_ngrams(body: bytes) -> tuple[list[int], list[int], list[float]]:
 def test_packed_ngrams_gives_what_to_columns_writes_in_the_packed_form() -> None:
     vectors = [_full_vector(i) for i in range(4)]
     vectors[1].ngrams = {}
-    vectors[3].ngrams = {0: 2**32 - 1, 2**32 - 1: 1, 12_287: 0}  # the largest count and bucket
+    vectors[3].ngrams = {0: 2**32 - 1, 2**32 - 1: 1, 12_287: 0}  # the largest count and bucket (pair form)
     body = wire.encode_batch_body(vectors)
     packed = wire.packed_ngrams(body)
     c = vectors_pb2.VectorBatch.FromString(packed).columns
@@ -144,6 +196,53 @@ def test_packed_ngrams_gives_what_to_columns_writes_in_the_packed_form() -> None
     vectors[3].ngrams = {0: 2**40}
     c = vectors_pb2.VectorBatch.FromString(wire.packed_ngrams(wire.encode_batch_body(vectors))).columns
     assert c.ngram_count[-1] == 2**32 - 1
+
+
+def test_pair_and_packed_ngrams_convert_the_entry_form() -> None:
+    vectors = [_full_vector(i) for i in range(4)]
+    vectors[1].ngrams = {}
+    vectors[3].ngrams = {0: 32767, 2**17 - 1: 1, 12_287: 7}  # the largest count and bucket of the form
+    body = wire.encode_batch_body(vectors)
+    assert vectors_pb2.VectorBatch.FromString(body).columns.ngram_entry_le32
+    paired, packed = wire.pair_ngrams(body), wire.packed_ngrams(body)
+    assert paired == wire.to_columns(vectors, ngram_entries=False).SerializeToString()
+    assert packed == wire.to_columns(vectors, ngram_bytes=False).SerializeToString()
+    assert wire.packed_ngrams(paired) == packed
+    assert _block_ngrams(body) == _block_ngrams(paired) == _block_ngrams(packed)
+
+
+def test_pair_ngrams_leaves_bodies_without_the_entry_form_alone() -> None:
+    no_grams = _full_vector(0)
+    no_grams.ngrams = {}
+    big = _full_vector(1)
+    big.ngrams[3] = 40_000
+    for body in (wire.encode_batch_body([no_grams]),
+                 wire.encode_batch_body([big]),  # the pair form already
+                 wire.to_columns([_full_vector(1)], ngram_bytes=False).SerializeToString(),
+                 wire.to_batch([_full_vector(2)]).SerializeToString()):
+        assert wire.pair_ngrams(body) is body
+
+
+def test_pair_and_packed_ngrams_refuse_malformed_entries() -> None:
+    def entries(raw: bytes, **other: object) -> bytes:
+        batch = wire.to_columns([_full_vector(0)])
+        assert batch.columns.ngram_entry_le32
+        batch.columns.ngram_entry_le32 = raw
+        for name, value in other.items():
+            field = getattr(batch.columns, name)
+            if isinstance(value, bytes):
+                setattr(batch.columns, name, value)
+            else:
+                field.append(value)
+        return batch.SerializeToString()
+
+    one = (5 | 1 << 17).to_bytes(4, "little")
+    for bad in (entries(one[:3]), entries(one + b"\x01"), entries(one + (9).to_bytes(4, "little")),  # count 0
+                entries(one, ngram_bucket_le32=b"\x05\0\0\0", ngram_count_le32=b"\x01\0\0\0"),
+                entries(one, ngram_bucket=5, ngram_count=1)):
+        for convert in (wire.pair_ngrams, wire.packed_ngrams):
+            with pytest.raises(ValueError):
+                convert(bad)
 
 
 def test_packed_ngrams_leaves_bodies_without_the_bytes_form_alone() -> None:

@@ -97,11 +97,85 @@ def _with_ngrams(vectors: list[FeatureVector]) -> list[FeatureVector]:
     return vectors
 
 
+def _with_entry_ngrams(vectors: list[FeatureVector]) -> list[FeatureVector]:
+    """``vectors`` with n-grams that fit the entry form (counts 1..32767), spec v2's whole range."""
+    for k, v in enumerate(vectors):
+        v.ngrams = {(k * 7919 + j * 104_729) % NUM_BUCKETS: 1 + (k + j) * 977 % 32767 for j in range(k % 3 * 2)}
+    vectors[0].ngrams = {0: 32767, NUM_BUCKETS - 1: 1, 12_288: 2}
+    return vectors
+
+
+def _decoded_block(batch: vectors_pb2.VectorBatch) -> VectorBlock:
+    msg = vectors_pb2.VectorBatch.FromString(batch.SerializeToString())
+    d = serde.Decoder()
+    d.check_batch(msg)
+    block, errors = d.decode_block(msg)
+    assert errors == []
+    return block
+
+
+def _assert_same_block(a: VectorBlock, b: VectorBlock) -> None:
+    assert a.ng_bucket.dtype == b.ng_bucket.dtype == np.int64
+    assert a.ng_count.dtype == b.ng_count.dtype == np.float64
+    for name in VectorBlock.__slots__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+        else:
+            assert x == y, name
+
+
+def test_the_three_ngram_forms_decode_to_the_same_block() -> None:
+    """The entry form (what the sensor sends when the batch fits it), the le32 pair and packed varints."""
+    vs = _with_entry_ngrams([vector(i, c) for i in range(4) for c in range(3)])
+    entries = wire.to_columns(vs, 1).columns
+    pairs = wire.to_columns(vs, 1, ngram_entries=False).columns
+    packed = wire.to_columns(vs, 1, ngram_bytes=False).columns
+    assert entries.ngram_entry_le32 and not (entries.ngram_bucket_le32 or entries.ngram_count_le32
+                                             or entries.ngram_bucket or entries.ngram_count)
+    assert pairs.ngram_bucket_le32 and not pairs.ngram_entry_le32 and not pairs.ngram_bucket
+    assert packed.ngram_bucket and not packed.ngram_entry_le32 and not packed.ngram_bucket_le32
+    n = sum(len(v.ngrams) for v in vs)
+    assert len(entries.ngram_entry_le32) == 4 * n and len(pairs.ngram_bucket_le32 + pairs.ngram_count_le32) == 8 * n
+    blocks = [_decoded_block(wire.to_columns(vs, 1, **kw))
+              for kw in ({}, {"ngram_entries": False}, {"ngram_bytes": False})]
+    assert len(blocks[0].ng_bucket) == n and blocks[0].ng_count.max() == 32767
+    _assert_same_block(blocks[0], blocks[1])
+    _assert_same_block(blocks[0], blocks[2])
+    assert blocks[0].vectors() == vs
+
+
+def test_a_batch_with_a_count_past_the_entry_form_goes_as_pairs_and_decodes_exactly() -> None:
+    vs = _with_entry_ngrams([vector(i, c) for i in range(4) for c in range(3)])
+    vs[5].ngrams[4242] = 40_000
+    c = wire.to_columns(vs, 1).columns
+    assert c.ngram_bucket_le32 and c.ngram_count_le32 and not c.ngram_entry_le32
+    block = _decoded_block(wire.to_columns(vs, 1))
+    assert block.vectors() == vs and 40_000.0 in block.ng_count.tolist()
+    vs[5].ngrams[4242] = 32_767  # one count less: the whole batch fits the entry form
+    assert wire.to_columns(vs, 1).columns.ngram_entry_le32
+
+
+def test_an_entry_bucket_past_spec_v2_rejects_its_window_alone() -> None:
+    """Bucket ranges are validation's (models.validate), as in the other forms: an entry form bucket in
+    [77824, 2**17) rejects its window with BAD_REFERENCE, the rest of the batch is applied."""
+    vs = _with_entry_ngrams([vector(100 + i, c) for i in range(2) for c in range(3)])
+    vs[4].ngrams[2**17 - 1] = 3
+    batch = wire.to_columns(vs, 1)
+    assert batch.columns.ngram_entry_le32
+    d = serde.Decoder()
+    block, errors = d.decode_block(vectors_pb2.VectorBatch.FromString(batch.SerializeToString()))
+    assert errors == [] and 2**17 - 1 in block.ng_bucket.tolist()
+    r = Pipeline().apply_block("s", 1, block, errors)
+    assert r.applied == 5 and [(e.index, e.reason) for e in r.rejected] == [(4, "BAD_REFERENCE")]
+
+
 def test_both_ngram_forms_decode_to_the_same_block() -> None:
     vs = _with_ngrams([vector(i, c) for i in range(4) for c in range(3)])
     as_bytes = wire.to_columns(vs, 1)
     packed = wire.to_columns(vs, 1, ngram_bytes=False)
-    assert as_bytes.columns.ngram_bucket_le32 and not as_bytes.columns.ngram_bucket
+    assert as_bytes.columns.ngram_bucket_le32 and not as_bytes.columns.ngram_bucket  # a count of 2**32 - 1
+    assert not as_bytes.columns.ngram_entry_le32
     assert packed.columns.ngram_bucket and not packed.columns.ngram_bucket_le32
     blocks = []
     for batch in (as_bytes, packed):
@@ -181,8 +255,11 @@ def test_every_bad_window_in_columns_is_rejected_alone_and_counted() -> None:
 
 
 def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
-    vs = [vector(i, c) for i in range(3) for c in range(2)]
-    grams = _with_ngrams([vector(i, c) for i in range(3) for c in range(2)])
+    def vs_copy() -> list[FeatureVector]:
+        return [vector(i, c) for i in range(3) for c in range(2)]
+
+    vs = vs_copy()
+    grams = _with_ngrams(vs_copy())
     out = []
 
     def case(name: str, reason: int, edit, vectors: list[FeatureVector] = vs) -> None:  # type: ignore[no-untyped-def]
@@ -206,6 +283,8 @@ def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
     case("unknown n-gram spec", R.REJECT_REASON_UNSUPPORTED_VERSION, lambda b: setattr(b.columns, "ngram_spec", 7))
     for name, edit in _ngram_byte_faults():
         case(name, R.REJECT_REASON_BAD_REFERENCE, edit, grams)
+    for name, edit in _ngram_entry_faults():
+        case(name, R.REJECT_REASON_BAD_REFERENCE, edit, _with_entry_ngrams(vs_copy()))
     case("unknown field in columns", R.REJECT_REASON_UNSUPPORTED_VERSION,
          lambda b: b.columns.MergeFromString(b"\xa8\x06\x01"))
     case("vectors and columns", R.REJECT_REASON_BAD_REFERENCE,
@@ -247,6 +326,74 @@ def _ngram_byte_faults() -> list[tuple[str, Callable[[vectors_pb2.VectorBatch], 
         ("n-gram bytes with spec 0", lambda b: setattr(b.columns, "ngram_spec", 0)),
         ("n-gram bytes, spec v1, an order-6 bucket", lambda b: setattr(b.columns, "ngram_spec", 1)),
     ]
+
+
+def _ngram_entry_faults() -> list[tuple[str, Callable[[vectors_pb2.VectorBatch], object]]]:
+    """Edits of a batch with n-grams in the entry form (``ngram_entry_le32``) that must refuse the batch."""
+
+    def split(raw: bytes) -> tuple[list[int], list[int]]:
+        e = np.frombuffer(raw, "<u4")
+        return (e & 0x1FFFF).tolist(), (e >> 17).tolist()
+
+    def with_pairs(b: vectors_pb2.VectorBatch) -> None:
+        buckets, counts = split(b.columns.ngram_entry_le32)
+        b.columns.ngram_bucket_le32 = np.array(buckets, "<u4").tobytes()
+        b.columns.ngram_count_le32 = np.array(counts, "<u4").tobytes()
+
+    def with_packed(b: vectors_pb2.VectorBatch) -> None:
+        buckets, counts = split(b.columns.ngram_entry_le32)
+        b.columns.ngram_bucket.extend(buckets)
+        b.columns.ngram_count.extend(counts)
+
+    def zero_count(b: vectors_pb2.VectorBatch) -> None:  # the third entry: its bucket, count 0
+        e = np.frombuffer(b.columns.ngram_entry_le32, "<u4").copy()
+        e[2] &= 0x1FFFF
+        b.columns.ngram_entry_le32 = e.tobytes()
+
+    def setbytes(f: Callable[[bytes], bytes]) -> Callable[[vectors_pb2.VectorBatch], None]:
+        return lambda b: setattr(b.columns, "ngram_entry_le32", f(b.columns.ngram_entry_le32))
+
+    return [
+        ("n-gram entries and le32 pairs", with_pairs),
+        ("n-gram entries and packed", with_packed),
+        ("n-gram entries and one le32 field", lambda b: setattr(b.columns, "ngram_count_le32", b"\x01\0\0\0")),
+        ("n-gram entry bytes cut", setbytes(lambda x: x[:-1])),
+        ("n-gram entry bytes padded", setbytes(lambda x: x + b"\x00\x00")),
+        ("n-gram entry with count 0", zero_count),
+        ("n-gram entries that do not add up to ngram_lengths", setbytes(lambda x: x + x[:4])),
+        ("n-gram entries with spec 0", lambda b: setattr(b.columns, "ngram_spec", 0)),
+        ("n-gram entries, spec v1, an order-6 bucket", lambda b: setattr(b.columns, "ngram_spec", 1)),
+    ]
+
+
+def test_ngram_entries_that_do_not_fit_refuse_the_batch_with_a_message_that_says_why() -> None:
+    said = {
+        "n-gram entries and le32 pairs": "both as ngram_entry_le32 and as ngram_bucket_le32/ngram_count_le32 "
+                                         "(a batch uses one form)",
+        "n-gram entries and packed": "both as ngram_entry_le32 and as ngram_bucket/ngram_count (a batch uses one form)",
+        "n-gram entries and one le32 field": "a batch uses one form",
+        "n-gram entry bytes cut": "ngram_entry_le32 has 59 bytes: not whole 4-byte entries",
+        "n-gram entry bytes padded": "ngram_entry_le32 has 62 bytes: not whole 4-byte entries",
+        "n-gram entry with count 0": "ngram_entry_le32 entry 2 has count 0",
+        "n-gram entries that do not add up to ngram_lengths": "ngram_lengths adds up to 15 but the list has 16",
+        "n-gram entries with spec 0": "ngram_spec 0",
+        "n-gram entries, spec v1, an order-6 bucket": "outside spec v1",
+    }
+    faults = _ngram_entry_faults()
+    assert sorted(said) == sorted(name for name, _ in faults)
+    for name, edit in faults:
+        b = wire.to_columns(_with_entry_ngrams([vector(i, c) for i in range(3) for c in range(2)]), 1)
+        assert len(b.columns.ngram_entry_le32) == 4 * 15
+        edit(b)
+        msg = vectors_pb2.VectorBatch.FromString(b.SerializeToString())
+        d = serde.Decoder()
+        d.check_batch(msg)
+        try:
+            d.decode_block(msg)
+        except ValidationError as e:
+            assert e.reason == "BAD_REFERENCE" and said[name] in e.message, (name, e.message)
+        else:
+            raise AssertionError(f"{name}: decoded")
 
 
 def test_ngram_bytes_that_do_not_fit_refuse_the_batch_with_a_message_that_says_why() -> None:

@@ -100,9 +100,10 @@ def test_log_holds_the_batch_as_sent_and_replay_checks_it_again(tmp_path: Path) 
 
 
 def test_replay_of_ngrams_sent_as_bytes_learns_what_the_packed_form_does(tmp_path: Path) -> None:
-    """The log holds batches as sent: n-grams as little-endian bytes (``ngram_*_le32``, what the sensor
-    sends) replay into the same state as the same batches with packed n-grams, and not into the state of
-    batches without them."""
+    """The log holds batches as sent: n-grams in the entry form (``ngram_entry_le32``, what the sensor
+    sends) and logs written with the le32 pair form (``ngram_*_le32``, before the entry form) replay into
+    the same state as the same batches with packed n-grams, and not into the state of batches without
+    them."""
     from service.pipeline import Pipeline
     from service.wal import replay_into
 
@@ -133,16 +134,21 @@ def test_replay_of_ngrams_sent_as_bytes_learns_what_the_packed_form_does(tmp_pat
             v.ngrams = {}
         return wire.to_columns(vs).SerializeToString()
 
-    as_bytes = wire.to_columns(rounds[0]).columns
-    assert as_bytes.ngram_bucket_le32 and not as_bytes.ngram_bucket
-    got = replayed("bytes", lambda vs: wire.to_columns(vs).SerializeToString())
+    as_entries = wire.to_columns(rounds[0]).columns
+    assert as_entries.ngram_entry_le32 and not as_entries.ngram_bucket_le32 and not as_entries.ngram_bucket
+    as_pairs = wire.to_columns(rounds[0], ngram_entries=False).columns
+    assert as_pairs.ngram_bucket_le32 and not as_pairs.ngram_entry_le32
+    got = replayed("entries", lambda vs: wire.to_columns(vs).SerializeToString())
+    pairs = replayed("pairs", lambda vs: wire.to_columns(vs, ngram_entries=False).SerializeToString())
     packed = replayed("packed", lambda vs: wire.to_columns(vs, ngram_bytes=False).SerializeToString())
     none = replayed("none", without_ngrams)
-    assert got.keys() == packed.keys() == none.keys() == {"nginx:1.27"}
-    (meta, arrays), (meta_p, arrays_p), (_, arrays_n) = got["nginx:1.27"], packed["nginx:1.27"], none["nginx:1.27"]
-    assert meta == meta_p and meta["windows_learned"] == 120
-    assert arrays.keys() == arrays_p.keys()
-    assert all(np.array_equal(arrays[k], arrays_p[k]) for k in arrays)
+    assert got.keys() == pairs.keys() == packed.keys() == none.keys() == {"nginx:1.27"}
+    (meta, arrays), (_, arrays_n) = got["nginx:1.27"], none["nginx:1.27"]
+    assert meta["windows_learned"] == 120
+    for meta_o, arrays_o in (pairs["nginx:1.27"], packed["nginx:1.27"]):
+        assert meta == meta_o
+        assert arrays.keys() == arrays_o.keys()
+        assert all(np.array_equal(arrays[k], arrays_o[k]) for k in arrays)
     assert any(k not in arrays_n or not np.array_equal(arrays[k], arrays_n[k]) for k in arrays)
 
 

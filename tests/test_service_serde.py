@@ -121,13 +121,19 @@ def test_no_input_makes_decode_or_the_pipeline_raise(batch: vectors_pb2.VectorBa
 
 
 _u32 = st.one_of(st.integers(0, 2**32 - 1), st.integers(0, 20_000), st.sampled_from([0, 12_287, 12_288, 2**32 - 1]))
+_u17 = st.one_of(st.integers(0, 2**17 - 1), st.sampled_from([0, NUM_BUCKETS - 1, NUM_BUCKETS, 2**17 - 1]))
+_u15 = st.one_of(st.integers(0, 2**15 - 1), st.sampled_from([0, 1, 2**15 - 1]))
 
 
 @st.composite
 def ngram_columns(draw: st.DrawFn) -> tuple[vectors_pb2.VectorBatch, list[int], list[int], str]:
-    """A columns batch of 4 windows whose n-gram fields are drawn: either form, both, or bytes that are
-    cut, padded or of unequal length; lengths that may not add up; any spec."""
-    entries = draw(st.lists(st.tuples(_u32, _u32), max_size=12))
+    """A columns batch of 4 windows whose n-gram fields are drawn: any of the three forms, two at once, or
+    bytes that are cut, padded or of unequal length; entries with count 0; lengths that may not add up;
+    any spec."""
+    form = draw(st.sampled_from(["bytes", "bytes", "packed", "both", "entries", "entries", "entries+bytes",
+                                 "entries+packed"]))
+    pair = st.tuples(_u17, _u15) if form.startswith("entries") else st.tuples(_u32, _u32)
+    entries = draw(st.lists(pair, max_size=12))
     buckets = [b for b, _ in entries]
     counts = [x for _, x in entries]
     b = wire.to_columns([vector(i, c) for i in range(2) for c in range(2)], 1)
@@ -139,11 +145,15 @@ def ngram_columns(draw: st.DrawFn) -> tuple[vectors_pb2.VectorBatch, list[int], 
         lengths[draw(st.integers(0, 3))] += draw(st.sampled_from([-1, 1]))
     if entries:
         c.ngram_lengths.extend([max(x, 0) for x in lengths])
-    form = draw(st.sampled_from(["bytes", "bytes", "packed", "both"]))
-    if form in ("packed", "both"):
+    if form in ("entries", "entries+bytes", "entries+packed"):
+        raw_e = struct.pack(f"<{len(entries)}I", *(b | x << 17 for b, x in entries))
+        if draw(st.integers(0, 4)) == 0:
+            raw_e = raw_e[: draw(st.integers(0, len(raw_e)))] + draw(st.binary(max_size=5))
+        c.ngram_entry_le32 = raw_e
+    if form in ("entries+packed", "packed", "both"):
         c.ngram_bucket.extend(buckets)
         c.ngram_count.extend(counts)
-    if form in ("bytes", "both"):
+    if form in ("bytes", "both", "entries+bytes"):
         raw_b = struct.pack(f"<{len(buckets)}I", *buckets)
         raw_c = struct.pack(f"<{len(counts)}I", *counts)
         if draw(st.integers(0, 4)) == 0:
@@ -165,24 +175,34 @@ def test_ngram_columns_in_either_form_decode_alike_or_refuse_the_batch(
     c = msg.columns
     d = serde.Decoder()
     d.check_batch(msg)
-    raw_b, raw_c = c.ngram_bucket_le32, c.ngram_count_le32
+    raw_b, raw_c, raw_e = c.ngram_bucket_le32, c.ngram_count_le32, c.ngram_entry_le32
     try:
         block, errors = d.decode_block(msg)
     except ValidationError as e:
         assert e.reason in ("BAD_REFERENCE", "UNSUPPORTED_VERSION") and e.message
         return
-    assert form != "both" or not (raw_b or raw_c)  # both forms present: always refused
-    if raw_b or raw_c:  # accepted bytes are whole entries, as many in both fields
+    present = [bool(raw_e), bool(raw_b or raw_c), bool(len(c.ngram_bucket) or len(c.ngram_count))]
+    assert sum(present) <= 1  # two forms present: always refused
+    if raw_e:  # accepted entry bytes are whole entries, none with count 0
+        assert len(raw_e) % 4 == 0
+        words = struct.unpack(f"<{len(raw_e) // 4}I", raw_e)
+        assert all(w >> 17 for w in words)
+        buckets = [w & (2**17 - 1) for w in words]
+        counts = [w >> 17 for w in words]
+    elif raw_b or raw_c:  # accepted bytes are whole entries, as many in both fields
         assert len(raw_b) % 4 == 0 and len(raw_b) == len(raw_c)
         buckets = list(struct.unpack(f"<{len(raw_b) // 4}I", raw_b))
         counts = list(struct.unpack(f"<{len(raw_c) // 4}I", raw_c))
+    elif not any(present):  # every entry cut away (and lengths that add up to none)
+        buckets, counts = [], []
     assert block.ng_bucket.dtype == np.int64 and block.ng_count.dtype == np.float64
     assert block.ng_bucket.tolist() == buckets and block.ng_count.tolist() == counts
-    if form != "packed" and buckets:  # the same entries as packed varints decode to the same block
+    if not present[2] and buckets:  # decoded from a bytes form: the same entries packed decode alike
         again = vectors_pb2.VectorBatch()
         again.CopyFrom(msg)
         again.columns.ClearField("ngram_bucket_le32")
         again.columns.ClearField("ngram_count_le32")
+        again.columns.ClearField("ngram_entry_le32")
         again.columns.ngram_bucket.extend(buckets)
         again.columns.ngram_count.extend(counts)
         other, _ = serde.Decoder().decode_block(again)
