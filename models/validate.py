@@ -33,6 +33,11 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 _GOOD_IDENTITIES: dict[Identity, None] = {}  # identities already checked (bounded)
 _MAX_GOOD_IDENTITIES = 65_536
+# Identity tables (list objects) all of whose identities passed: the service's decoder gives one list per
+# distinct table, so a sensor's table is looked at once, not round after round.  The list is held so
+# that its id stays its own; cleared with _GOOD_IDENTITIES.
+_GOOD_TABLES: dict[int, list[Identity]] = {}
+_MAX_GOOD_TABLES = 1024
 _GOOD_SYSCALL_NAMES: set[str] = set()  # syscall names already checked (bounded)
 _MAX_GOOD_SYSCALL_NAMES = 4096
 
@@ -68,6 +73,7 @@ def _identity(ident: Identity) -> None:
             raise ValidationError("BAD_IDENTITY", f"identity.{field} is longer than {MAX_NAME_LENGTH} characters")
     if len(_GOOD_IDENTITIES) >= _MAX_GOOD_IDENTITIES:
         _GOOD_IDENTITIES.clear()
+        _GOOD_TABLES.clear()
     _GOOD_IDENTITIES[ident] = None
 
 
@@ -159,11 +165,23 @@ def validate(v: FeatureVector) -> None:
 
 
 def _all_known_good(identities: list[Identity]) -> bool:
-    """Whether every identity passed :func:`_identity` before (one C-level pass; the usual batch)."""
+    """Whether every identity passed :func:`_identity` before (the same table: one lookup; else one
+    C-level pass; the usual batch)."""
+    if _GOOD_TABLES.get(id(identities)) is identities:
+        return True
     try:
-        return all(map(_GOOD_IDENTITIES.__contains__, identities))
+        good = all(map(_GOOD_IDENTITIES.__contains__, identities))
     except TypeError:  # something unhashable that is no Identity: the loop says so
         return False
+    if good:
+        _remember_table(identities)
+    return good
+
+
+def _remember_table(identities: list[Identity]) -> None:
+    if len(_GOOD_TABLES) >= _MAX_GOOD_TABLES:
+        _GOOD_TABLES.clear()
+    _GOOD_TABLES[id(identities)] = identities
 
 
 def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError]]:
@@ -191,6 +209,8 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
             bad_ident[j] = True
     if bad_ident.any():
         bad |= bad_ident[block.ident]
+    elif block.identities:
+        _remember_table(block.identities)
     ws, sec = block.window_start, block.window_seconds
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         bad |= ~((ws >= MIN_TIME) & (ws <= MAX_TIME))  # NaN compares false: bad

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 #: the acknowledgement carries ``TOO_LARGE`` with a message that says so.
 BASELINE_LIMIT = "BASELINE_LIMIT"
 _MAX_VECTORS_PER_EVENT = 8
+_MAX_TABLES = 1024  # identity tables whose rows are remembered
 
 
 def image_key(identity: Identity, mode: str) -> str:
@@ -127,6 +128,9 @@ class Pipeline:
         self._ident_gen = np.empty(0, dtype=np.int64)
         self._image_keys: list[str] = []
         self._image_index: dict[str, int] = {}
+        # The rows of recent identity tables (the decoder gives one list object per distinct table: a
+        # sensor's table, round after round), valid until the tables above are forgotten.
+        self._table_rows: dict[int, tuple[Sequence[Identity], np.ndarray]] = {}
         self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
         self._open: dict[tuple[str, tuple[str, ...]], _Aggregate] = {}
         self.dirty: set[str] = set()
@@ -281,7 +285,21 @@ class Pipeline:
         return keep
 
     def _identity_rows(self, identities: Sequence[Identity]) -> np.ndarray:
-        """Each identity's row in the per-identity tables (added when new; bounded by ``max_containers``)."""
+        """Each identity's row in the per-identity tables (added when new; bounded by ``max_containers``).
+
+        A table seen before (the same list object: ``service.serde.Decoder`` returns one per distinct
+        table) costs one lookup instead of one per identity.
+        """
+        memo = self._table_rows.get(id(identities))
+        if memo is not None and memo[0] is identities:
+            return memo[1]
+        rows = self._lookup_rows(identities)
+        if len(self._table_rows) >= _MAX_TABLES:
+            self._table_rows.clear()
+        self._table_rows[id(identities)] = (identities, rows)  # (holding the list keeps its id unique)
+        return rows
+
+    def _lookup_rows(self, identities: Sequence[Identity]) -> np.ndarray:
         table = self._ident_row
         found = list(map(table.get, identities))
         try:
@@ -318,6 +336,7 @@ class Pipeline:
         return r
 
     def _forget_identities(self) -> None:
+        self._table_rows.clear()
         self._ident_row.clear()
         self._ident_container.clear()
         self._image_keys.clear()

@@ -490,3 +490,20 @@ def test_block_validation_finds_one_bad_n_gram_count_among_clean_windows() -> No
         with pytest.raises(ValidationError) as expected:
             validate(vectors[e.index])
         assert (e.reason, e.message) == (expected.value.reason, expected.value.message)
+
+
+def test_identity_tables_checked_once_are_remembered_bad_ones_never() -> None:
+    """Validation remembers a table (list object) whose identities all passed, so a sensor's table is not
+    checked again each round; a table with a bad identity is refused each time it comes."""
+    import models.validate as mv
+
+    good = [FeatureVector(Identity("n", f"c{i}", "nginx", "1"), 1.7e9, 10.0, {"read": 1}) for i in range(3)]
+    block = VectorBlock.from_vectors(good)
+    ok, _ = validate_block(block)
+    assert ok.all() and mv._GOOD_TABLES.get(id(block.identities)) is block.identities
+    bad = [FeatureVector(Identity("n", "c9", "Not An Image!", "1"), 1.7e9, 10.0, {"read": 1}), *good]
+    bad_block = VectorBlock.from_vectors(bad)
+    for _ in range(2):
+        ok, errors = validate_block(bad_block)
+        assert ok.tolist() == [False, True, True, True] and errors[0].reason == "BAD_IDENTITY"
+    assert id(bad_block.identities) not in mv._GOOD_TABLES

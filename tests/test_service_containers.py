@@ -180,3 +180,27 @@ def test_tracker_drops_in_order_when_containers_come_back_between_drops() -> Non
     t.observe(t.slots(["n/c1"]), np.array([201.0]))  # c1 seen again: no longer among the oldest
     t.observe(t.slots(["n/new1"]), np.array([202.0]))
     assert t.last("n/c1") == 201.0 and t.last("n/c2") == -math.inf and len(t) == 128
+
+
+def test_an_identity_table_seen_again_follows_forgotten_identities() -> None:
+    """The pipeline remembers each identity table's rows (the decoder hands it the same list for the same
+    table); when the bounded identity tables are forgotten, a table seen again is looked up afresh, and
+    its windows still go to their own containers."""
+    p = _pipeline(max_containers=3)
+    first = VectorBlock.from_vectors([vector(0, 0), vector(0, 1)])
+    table = first.identities
+
+    def on_table(i: int) -> VectorBlock:  # windows i of containers 0 and 1, on the very same table list
+        return replace(VectorBlock.from_vectors([vector(i, 0), vector(i, 1)]), identities=table)
+
+    assert p.apply_block("s", 1, first).applied == 2
+    assert p.apply_block("s", 2, on_table(1)).applied == 2  # the remembered rows
+    assert p.containers.last("node-1/c1") == T0 + WINDOW
+    seq = 2
+    for c in (2, 3, 4, 5):  # other containers: the identity tables overflow and are forgotten
+        seq += 1
+        assert p.apply_batch("s", seq, list(enumerate([vector(2, c)]))).applied == 1
+    assert table[0] not in p._ident_row
+    assert p.apply_block("s", seq + 1, on_table(3)).applied == 2
+    assert p.containers.last("node-1/c0") == T0 + 3 * WINDOW and p.containers.last("node-1/c1") == T0 + 3 * WINDOW
+    assert p.containers.last("node-1/c5") == T0 + 2 * WINDOW  # not taken for c0 or c1
