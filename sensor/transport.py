@@ -12,7 +12,10 @@ Protocol (``protos/baseliner/v1/ingest.proto``), per connection:
    refuse such batches), each batch is sent with its n-grams in the le32 pair form
    (:func:`sensor.wire.pair_ngrams`), or in the packed form when it does not read bytes at all
    (``Welcome.ngram_bytes`` false; :func:`sensor.wire.packed_ngrams`), converted as it is written to the
-   stream;
+   stream; likewise batches carry their identity table as the bytes of an ``IdentityTable``
+   (``identity_table``), and a service that does not read that form (``Welcome.identity_table`` false)
+   gets it as repeated ``Identity`` messages (:func:`sensor.wire.repeated_identities`; a service built
+   before every bytes form gets both conversions);
 4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
    reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order.
 
@@ -83,6 +86,8 @@ class TransportStats:
     batches_ngrams_packed: int = 0  # sends with n-grams converted to the packed form (Welcome.ngram_bytes false)
     # sends with n-grams converted from the entry form to the le32 pair form (Welcome.ngram_entries false)
     batches_ngrams_paired: int = 0
+    # sends with the identity table converted to repeated Identity messages (Welcome.identity_table false)
+    batches_identities_repeated: int = 0
 
 
 class Backoff:
@@ -142,6 +147,10 @@ class _Metrics:
             f"{ns}_batches_ngrams_paired_total",
             "Batches sent with their n-grams converted from the entry form to the le32 pair form, for a "
             "service with Welcome.ngram_bytes but without Welcome.ngram_entries (resends too)", registry=registry)
+        self.batches_identities_repeated = Counter(
+            f"{ns}_batches_identities_repeated_total",
+            "Batches sent with their identity table converted from the bytes form to repeated Identity "
+            "messages, for a service without Welcome.identity_table (resends too)", registry=registry)
         self.reconnects = Counter(f"{ns}_connect_failures_total", "Streams that failed or broke",
                                   registry=registry)
         self.buffer_batches = Gauge(f"{ns}_buffer_batches", "Unacknowledged batches held", registry=registry)
@@ -444,25 +453,40 @@ class Transport:
         elif not welcome.ngram_entries:
             log.info("service %s at %s is older (no Welcome.ngram_entries): n-grams are sent in the le32 pair "
                      "form on this connection", welcome.service_version or "?", self.target)
+        if not welcome.identity_table:
+            log.info("service %s at %s is older (no Welcome.identity_table): identity tables are sent as "
+                     "repeated Identity messages on this connection", welcome.service_version or "?", self.target)
         self._update_gauges()
         self._changed.set()
 
-    def _converted(self, p: Pending, ngram_bytes: bool) -> bytes:
-        """``p``'s body with its n-grams in a form an older service reads: the le32 pair form for a service
-        with ``Welcome.ngram_bytes`` (but not ``ngram_entries``), the packed form for one without."""
+    def _converted(self, p: Pending, body: bytes, ngram_bytes: bool) -> bytes:
+        """``body`` (``p``'s, perhaps converted already) with its n-grams in a form an older service reads:
+        the le32 pair form for a service with ``Welcome.ngram_bytes`` (but not ``ngram_entries``), the packed
+        form for one without."""
         convert, form = (wire.pair_ngrams, "le32 pair") if ngram_bytes else (wire.packed_ngrams, "packed")
         try:
-            body = convert(p.body)
+            return convert(body)
         except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
             log.warning("batch %d: n-grams not converted to the %s form (%s); sent as it is", p.sequence, form, exc)
+            return body
+
+    def _repeated(self, p: Pending) -> bytes:
+        """``p``'s body with its identity table as repeated ``Identity`` messages, for a service without
+        ``Welcome.identity_table``."""
+        try:
+            return wire.repeated_identities(p.body)
+        except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
+            log.warning("batch %d: identity table not converted to repeated identities (%s); sent as it is",
+                        p.sequence, exc)
             return p.body
-        return body
 
     async def _send_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         sent_high_here = 0
-        # Welcome of this connection (set before the loop starts): which n-gram forms the service reads
+        # Welcome of this connection (set before the loop starts): which n-gram and identity-table forms the
+        # service reads
         ngram_bytes = self.welcome is not None and self.welcome.ngram_bytes
         ngram_entries = self.welcome is not None and self.welcome.ngram_entries
+        identity_table = self.welcome is not None and self.welcome.identity_table
         while True:
             if in_flight and time.monotonic() - in_flight[0][1] > self.ack_timeout:
                 raise AckTimeout(f"no ack for seq {in_flight[0][0]} within {self.ack_timeout}s")
@@ -480,7 +504,11 @@ class Transport:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=min(1.0, self.ack_timeout))
                 continue
-            body = nxt.body if ngram_entries else self._converted(nxt, ngram_bytes)
+            body = nxt.body if identity_table else self._repeated(nxt)
+            identities_repeated = body is not nxt.body
+            ngram_body = body if ngram_entries else self._converted(nxt, body, ngram_bytes)
+            ngrams_converted = ngram_body is not body
+            body = ngram_body
             await call.write(wire.batch_request_bytes(nxt.sequence, body))
             in_flight.append((nxt.sequence, time.monotonic()))
             sent_high_here = nxt.sequence
@@ -492,7 +520,11 @@ class Transport:
             self.stats.batches_sent += 1
             if self._metrics.enabled:
                 self._metrics.batches_sent.inc()
-            if body is not nxt.body:
+            if identities_repeated:
+                self.stats.batches_identities_repeated += 1
+                if self._metrics.enabled:
+                    self._metrics.batches_identities_repeated.inc()
+            if ngrams_converted:
                 if ngram_bytes:
                     self.stats.batches_ngrams_paired += 1
                     if self._metrics.enabled:

@@ -26,6 +26,15 @@ Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
   time: :func:`pair_ngrams` turns the entry form into the pair form (a service whose ``Welcome`` sets
   ``ngram_bytes`` but not ``ngram_entries``), :func:`packed_ngrams` either bytes form into the packed form
   (a service without ``ngram_bytes``; built before the bytes forms, it would refuse them).
+* the batch's distinct identities (its identity table) go as the bytes of an ``IdentityTable`` message
+  (``VectorColumns.identity_table``: :func:`identity_table_bytes`, which keeps the bytes of the last tables
+  it serialised, so a sensor whose containers stay the same does not serialise the same table every
+  round; the service looks the bytes up in its own cache instead of reading every identity);
+  ``to_columns(..., identity_table=False)`` writes them as repeated ``Identity`` messages
+  (``VectorColumns.identities``), and :func:`repeated_identities` converts a body to that form at send time
+  for a service whose ``Welcome`` does not set ``identity_table`` (built before it, it would refuse field
+  47).  The conversions compose: a service built before every bytes form gets
+  ``packed_ngrams(repeated_identities(body))``.
 
 Batches are stored and resent as bytes.  :func:`encode_batch_body` serialises everything but the
 sequence number; :func:`batch_request_bytes` prepends the sequence number and wraps the batch in an
@@ -36,7 +45,9 @@ order), so a resend never re-serialises vectors and an on-disk spool can hold th
 from __future__ import annotations
 
 import sys
+import threading
 from array import array
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from itertools import chain
 
@@ -69,6 +80,83 @@ def _le32(a: array) -> bytes:  # type: ignore[type-arg]
     if sys.byteorder != "little":
         a.byteswap()
     return a.tobytes()
+
+
+#: Bounds on :func:`identity_table_bytes`' cache: at most this many tables, of at most this many bytes in all
+#: (least recently used first out; a table larger than the byte bound is serialised every time).
+IDENTITY_TABLES_MAX = 64
+IDENTITY_TABLES_MAX_BYTES = 16 << 20
+_TABLES: OrderedDict[tuple[Identity, ...], bytes] = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+_tables_bytes = 0
+
+
+def identity_table_bytes(identities: Sequence[Identity]) -> bytes:
+    """The serialized ``IdentityTable`` of ``identities`` (a batch's distinct identities, in order): the
+    columns' ``identity_table``.  The bytes of the last tables are kept (bounded: :data:`IDENTITY_TABLES_MAX`
+    tables, :data:`IDENTITY_TABLES_MAX_BYTES` bytes), keyed by the tuple of identities, so the same table
+    is serialised once, not every round.
+
+    >>> identity_table_bytes([Identity("n1", "c1", "nginx")]).hex()
+    '0a0f0a026e311202633122056e67696e78'
+    >>> identity_table_bytes([]) == b""
+    True
+    """
+    global _tables_bytes
+    key = tuple(identities)
+    with _TABLES_LOCK:
+        raw = _TABLES.get(key)
+        if raw is not None:
+            _TABLES.move_to_end(key)
+            return raw
+    table = vectors_pb2.IdentityTable()
+    add = table.identities.add
+    for ident in key:
+        _identity(ident, add())
+    raw = table.SerializeToString()
+    if len(raw) <= IDENTITY_TABLES_MAX_BYTES:
+        with _TABLES_LOCK:
+            if key not in _TABLES:
+                _TABLES[key] = raw
+                _tables_bytes += len(raw)
+                while len(_TABLES) > IDENTITY_TABLES_MAX or _tables_bytes > IDENTITY_TABLES_MAX_BYTES:
+                    _, old = _TABLES.popitem(last=False)
+                    _tables_bytes -= len(old)
+    return raw
+
+
+def repeated_identities(body: bytes) -> bytes:
+    """``body`` (from :func:`encode_batch_body`) with the columns' identity table moved from the bytes form
+    (``identity_table``) to repeated ``Identity`` messages (``identities``): what a service that does not set
+    ``Welcome.identity_table`` reads.  Composes with :func:`pair_ngrams` and :func:`packed_ngrams` (either
+    order).
+
+    A body without the bytes form (one-message batches, a spool written before it) is returned as it is,
+    not serialised again.  Table bytes that do not parse, or a table in both forms, raise ``ValueError`` or
+    ``google.protobuf.message.DecodeError`` (a malformed body: the service would refuse it too).
+
+    >>> from models.vector import FeatureVector, Identity
+    >>> body = encode_batch_body([FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0)])
+    >>> c = vectors_pb2.VectorBatch.FromString(body).columns
+    >>> len(c.identities), c.identity_table.hex()
+    (0, '0a0f0a026e311202633122056e67696e78')
+    >>> c = vectors_pb2.VectorBatch.FromString(repeated_identities(body)).columns
+    >>> [i.container_id for i in c.identities], c.identity_table
+    (['c1'], b'')
+    >>> repeated_identities(repeated_identities(body)) == repeated_identities(body)
+    True
+    """
+    batch = vectors_pb2.VectorBatch.FromString(body)
+    c = batch.columns
+    raw = c.identity_table
+    if not raw:
+        return body
+    if len(c.identities):
+        raise ValueError("an identity table in both forms")
+    table = vectors_pb2.IdentityTable.FromString(raw)
+    c.ClearField("identity_table")
+    c.identities.extend(table.identities)
+    return batch.SerializeToString()
 
 
 def ngram_le32(grams: Sequence[Mapping[int, int]]) -> tuple[bytes, bytes]:
@@ -298,12 +386,15 @@ def to_batch(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_pb2
 
 
 def to_columns(
-    vectors: Sequence[FeatureVector], sequence: int = 0, ngram_bytes: bool = True, ngram_entries: bool = True
+    vectors: Sequence[FeatureVector], sequence: int = 0, ngram_bytes: bool = True, ngram_entries: bool = True,
+    identity_table: bool = True,
 ) -> vectors_pb2.VectorBatch:
     """A ``VectorBatch`` holding ``vectors`` as ``VectorColumns`` (what the sensor sends).
 
     Per-window arrays that hold only their default (no executables this batch, every window complete
-    ...) are left empty, as the format allows.  N-gram entries go in the entry form when the whole batch
+    ...) are left empty, as the format allows.  The identity table goes as the bytes of an
+    ``IdentityTable`` (:func:`identity_table_bytes`); with ``identity_table=False`` as repeated ``Identity``
+    messages (the form older sensors send).  N-gram entries go in the entry form when the whole batch
     fits it (every count in 1..32767, every bucket below 2**17), else as the le32 pair; with
     ``ngram_entries=False`` always as the pair, with ``ngram_bytes=False`` as packed varints (the form older
     sensors send).
@@ -312,8 +403,11 @@ def to_columns(
     c = batch.columns
     c.count = len(vectors)
     identities, ident_index = dictionary(v.identity for v in vectors)
-    for ident in identities:
-        _identity(ident, c.identities.add())
+    if identity_table:
+        c.identity_table = identity_table_bytes(identities)
+    else:
+        for ident in identities:
+            _identity(ident, c.identities.add())
     c.identity.extend(ident_index)
     c.window_start.extend([v.window_start for v in vectors])
     c.window_seconds.extend([v.window_seconds for v in vectors])

@@ -17,11 +17,13 @@ The opposite direction (domain -> wire) is the sensor's: ``sensor/wire.py``.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from models.block import COUNTERS, VectorBlock, lengths_to_ptr, row_ids
@@ -45,6 +47,15 @@ MAX_BATCH_SYSCALL_NAMES = 4 * MAX_SYSCALL_NAMES
 _PROTOCOLS = {vectors_pb2.PROTOCOL_TCP: "tcp", vectors_pb2.PROTOCOL_UDP: "udp"}
 _SERIALIZE_IDENTITY = vectors_pb2.Identity.SerializeToString
 _IDENTITY_CACHE_MAX = 100_000
+#: Bounds on the cache of identity tables sent as bytes (``VectorColumns.identity_table``): at most this many
+#: tables, and at most this many bytes of them (the keys; the lists hold references to cached identities).
+#: The least recently used table goes first; a table larger than the byte bound is decoded but not kept.
+IDENTITY_TABLES_MAX = 256
+IDENTITY_TABLES_MAX_BYTES = 64 << 20
+#: How many recently returned identity lists (either form) a new list is compared with, to hand out the
+#: earlier list object when the table is the same.
+RECENT_IDENTITY_LISTS_MAX = 256
+_PARSE_IDENTITY_TABLE = vectors_pb2.IdentityTable.FromString
 
 Decoded = list[tuple[int, FeatureVector | ValidationError]]
 #: A decoded batch: the windows that decoded, as a block, and a rejection for each window that did not.
@@ -118,7 +129,20 @@ class Decoder:
     """Decodes :class:`VectorBatch` messages into domain vectors, batch by batch.
 
     Holds a bounded cache of :class:`Identity` objects so that the identity of a container is built
-    once, not once per window.
+    once, not once per window, and one of identity tables (a batch's distinct identities, the block's
+    ``identities``): a sensor sends the same table round after round.
+
+    **Identity tables are shared, stable objects.**  The same table returns the *same* ``list`` object
+    (``is``) batch after batch, so that callers may memoise per table on the list's identity (validation,
+    the pipeline's identity lookups): the bytes form (``VectorColumns.identity_table``) through a cache
+    keyed by the table's bytes (at most :data:`IDENTITY_TABLES_MAX` tables and
+    :data:`IDENTITY_TABLES_MAX_BYTES` bytes, least recently used first out), and either form by comparing a
+    new list with the :data:`RECENT_IDENTITY_LISTS_MAX` lists returned last (element by element, ``is``
+    first: one C-level comparison; an equal list of the same length hands out the earlier list).  A
+    different table gives a different list.  **Callers must not mutate these lists** (nor a block's
+    ``identities``, which is one of them): a later batch, or another sensor's, gets the same object.  A
+    list evicted from both caches is no longer handed out; its ``id()`` may then be reused by a new
+    object, so a memo keyed on ``id()`` must keep a reference to the list it was computed for.
     """
 
     def __init__(self, max_batch_vectors: int = DEFAULT_MAX_BATCH_VECTORS) -> None:
@@ -127,6 +151,11 @@ class Decoder:
         self.max_batch_vectors = max_batch_vectors
         self._identities: dict[bytes, Identity] = {}
         self._endpoints: dict[bytes, Endpoint] = {}
+        self._tables: OrderedDict[bytes, list[Identity]] = OrderedDict()  # identity_table bytes -> table
+        self._table_bytes = 0  # total length of self._tables' keys
+        # (length, id of the first and of the last identity) -> a list returned lately; the list keeps its
+        # identities alive, so their ids are not reused while it is here
+        self._recent: OrderedDict[tuple[int, int, int], list[Identity]] = OrderedDict()
 
     def check_batch(self, batch: vectors_pb2.VectorBatch) -> BatchHeader:
         """Batch-level checks; raise :class:`ValidationError` when the whole batch must be refused."""
@@ -174,7 +203,8 @@ class Decoder:
         return ident
 
     def identities(self, msgs: Sequence[vectors_pb2.Identity]) -> list[Identity]:
-        """:meth:`identity` of each message (a batch's identity table: a C-level pass for the known ones)."""
+        """:meth:`identity` of each message (a batch's identity table: a C-level pass for the known ones), as a
+        new list; :meth:`identity_table` hands out shared, stable lists."""
         # map() over the unbound method: a bound-method lookup on each upb message costs more than the
         # serialisation itself
         found: list[Identity | None] = list(map(self._identities.get, map(_SERIALIZE_IDENTITY, msgs)))
@@ -182,6 +212,64 @@ class Decoder:
             if ident is None:
                 found[j] = self.identity(msgs[j])
         return found  # type: ignore[return-value]  # no None left
+
+    def identity_table(self, c: vectors_pb2.VectorColumns) -> list[Identity]:
+        """The columns' identity table, from whichever form the batch uses: a shared list (see the class
+        docstring: the same table gives the same list object; do not mutate it).
+
+        The bytes form (``identity_table``) costs a dictionary lookup of its bytes when the table was seen
+        lately, else a parse (``IdentityTable``) and :meth:`identities`; the repeated form costs
+        :meth:`identities` every time.  Raises :class:`ValidationError` for a batch with both forms, bytes
+        that do not parse as an ``IdentityTable``, or a table with a field unknown to schema version 1.
+        """
+        raw = c.identity_table
+        if not raw:
+            return self._stable(self.identities(c.identities))
+        if len(c.identities):
+            raise ValidationError(
+                "BAD_REFERENCE",
+                "identities sent both as identity_table and as repeated identities (a batch uses one form)",
+            )
+        tables = self._tables
+        found = tables.get(raw)
+        if found is not None:
+            tables.move_to_end(raw)
+            return found
+        try:
+            table = _PARSE_IDENTITY_TABLE(raw)
+        except DecodeError as e:
+            raise ValidationError(
+                "BAD_REFERENCE", f"columns.identity_table ({len(raw)} bytes) is not a serialized IdentityTable: {e}"
+            ) from None
+        unknown = UnknownFieldSet(table)
+        if len(unknown):
+            raise ValidationError(
+                "UNSUPPORTED_VERSION",
+                f"columns.identity_table carries field {unknown[0].field_number}, unknown to schema version "
+                f"{SCHEMA_VERSION}",
+            )
+        found = self._stable(self.identities(table.identities))
+        if len(raw) <= IDENTITY_TABLES_MAX_BYTES:
+            tables[raw] = found
+            self._table_bytes += len(raw)
+            while len(tables) > IDENTITY_TABLES_MAX or self._table_bytes > IDENTITY_TABLES_MAX_BYTES:
+                old, _ = tables.popitem(last=False)
+                self._table_bytes -= len(old)
+        return found
+
+    def _stable(self, found: list[Identity]) -> list[Identity]:
+        """``found``, or an equal list returned lately (the same table as the same object)."""
+        key = (len(found), id(found[0]), id(found[-1])) if found else (0, 0, 0)
+        recent = self._recent
+        earlier = recent.get(key)
+        if earlier is not None and earlier == found:  # element by element, `is` first (C level)
+            recent.move_to_end(key)
+            return earlier
+        recent[key] = found
+        recent.move_to_end(key)
+        if len(recent) > RECENT_IDENTITY_LISTS_MAX:
+            recent.popitem(last=False)
+        return found
 
     def endpoint(self, msg: vectors_pb2.Endpoint) -> Endpoint:
         raw = msg.SerializeToString()
@@ -238,7 +326,7 @@ class Decoder:
                 )
             return ptr
 
-        identities = self.identities(c.identities)
+        identities = self.identity_table(c)
         ident = column("identity", np.int64, 0, required=True)
         if n and (not identities or int(ident.max()) >= len(identities)):
             raise ValidationError("BAD_REFERENCE", f"columns.identity refers past the {len(identities)} identities")
@@ -533,8 +621,9 @@ def batch_refused(sequence: int, error: ValidationError) -> ingest_pb2.IngestRes
 def welcome(
     last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False
 ) -> ingest_pb2.IngestResponse:
-    """The answer to a Hello.  ``ngram_bytes`` and ``ngram_entries`` are always set: this decoder reads the
-    columns' n-grams in all three forms (:func:`_ngram_entries`), so sensors may send either bytes form."""
+    """The answer to a Hello.  ``ngram_bytes``, ``ngram_entries`` and ``identity_table`` are always set: this
+    decoder reads the columns' n-grams in all three forms (:func:`_ngram_entries`), so sensors may send either
+    bytes form, and the identity table in both (:meth:`Decoder.identity_table`)."""
     return ingest_pb2.IngestResponse(
         welcome=ingest_pb2.Welcome(
             last_sequence=last_sequence,
@@ -543,6 +632,7 @@ def welcome(
             durable_acks=durable_acks,
             ngram_bytes=True,
             ngram_entries=True,
+            identity_table=True,
         )
     )
 

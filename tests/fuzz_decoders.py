@@ -3,7 +3,8 @@
     python tests/fuzz_decoders.py -runs=20000 -max_total_time=60 [corpus_dir]
 
 One input is tried three ways: as a serialised ``VectorBatch`` (``service.serde`` check + decode, then
-``models.validate`` and the feature transform on every decoded vector), as a Falco alert body
+``models.validate`` and the feature transform on every decoded vector; a batch of columns is decoded
+twice, and must give the same identity-table list object both times), as a Falco alert body
 (``service.falco.parse_alert``), and as a write-ahead log segment (``service.wal.read_segment``).  Any
 exception other than the documented refusals (``DecodeError``, ``ValidationError``, ``FalcoPayloadError``,
 ``StateError``) is a finding: libFuzzer stops and writes the input as ``crash-*``.
@@ -44,6 +45,10 @@ def one(data: bytes) -> None:
     if batch is not None:
         try:
             DECODER.check_batch(batch)
+            if batch.HasField("columns"):  # the same table (either form) gives the same list, cached or not
+                table = DECODER.decode_block(batch)[0].identities
+                if DECODER.decode_block(batch)[0].identities is not table:
+                    raise AssertionError("the same identity table decoded to another list")
             good = []
             for _, item in DECODER.decode(batch):
                 if isinstance(item, ValidationError):

@@ -3,10 +3,9 @@
 It speaks the protocol of ``ingest.proto`` exactly (Hello -> Welcome, one BatchAck per batch, in order,
 duplicates recognised by sequence number) and can be told to misbehave the way a real service or
 network does: break a stream after applying a batch but before acknowledging it, stop acknowledging,
-reject vectors or whole batches, or answer like a service built before the n-gram bytes forms or before
-the entry form.  The
-service's own tests cover the real service; tests that need both sides together use the real service
-(tests/test_sensor_client_service.py).
+reject vectors or whole batches, or answer like a service built before the n-gram bytes forms, before
+the entry form or before the identity table's bytes form.  The service's own tests cover the real
+service; tests that need both sides together use the real service (tests/test_sensor_client_service.py).
 """
 
 from __future__ import annotations
@@ -31,13 +30,18 @@ class Behaviour:
     max_batch_vectors: int = 0
     welcome_lag: int = 0  # Welcome reports this many batches fewer than applied (a batch still in progress)
     require_token: str | None = None  # streams must carry "authorization: Bearer <token>"
-    # A service built before the columns' n-gram bytes forms (VectorColumns fields 44/45/46): its Welcome has
-    # neither ngram_bytes nor ngram_entries, and it refuses a batch carrying those fields (unknown to it) as
-    # UNSUPPORTED_VERSION.
+    # A service built before the columns' n-gram bytes forms (VectorColumns fields 44/45/46) and the identity
+    # table's (47): its Welcome has none of ngram_bytes, ngram_entries and identity_table, and it refuses a
+    # batch carrying those fields (unknown to it) as UNSUPPORTED_VERSION.
     before_ngram_bytes: bool = False
-    # A service built after the le32 pair form but before the entry form (field 46): its Welcome has
-    # ngram_bytes but not ngram_entries, and it refuses a batch carrying field 46 as UNSUPPORTED_VERSION.
+    # A service built after the le32 pair form but before the entry form (field 46) and the identity table's
+    # bytes form (47): its Welcome has ngram_bytes but neither ngram_entries nor identity_table, and it
+    # refuses a batch carrying field 46 or 47 as UNSUPPORTED_VERSION.
     before_ngram_entries: bool = False
+    # A service built after the n-gram entry form but before the identity table's bytes form (field 47): its
+    # Welcome has ngram_bytes and ngram_entries but not identity_table, and it refuses a batch carrying
+    # field 47 as UNSUPPORTED_VERSION.
+    before_identity_table: bool = False
 
 
 @dataclass
@@ -72,7 +76,9 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
             service_version="test",
             max_batch_vectors=self.behaviour.max_batch_vectors, durable_acks=False,
             ngram_bytes=not self.behaviour.before_ngram_bytes,
-            ngram_entries=not (self.behaviour.before_ngram_bytes or self.behaviour.before_ngram_entries)))
+            ngram_entries=not (self.behaviour.before_ngram_bytes or self.behaviour.before_ngram_entries),
+            identity_table=not (self.behaviour.before_ngram_bytes or self.behaviour.before_ngram_entries
+                                or self.behaviour.before_identity_table)))
         applied_here = 0
         async for req in it:
             batch = req.batch
@@ -87,7 +93,10 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
                 continue
             c = batch.columns
             unknown = (46 if c.ngram_entry_le32 and (b.before_ngram_bytes or b.before_ngram_entries)
-                       else 44 if (c.ngram_bucket_le32 or c.ngram_count_le32) and b.before_ngram_bytes else 0)
+                       else 44 if (c.ngram_bucket_le32 or c.ngram_count_le32) and b.before_ngram_bytes
+                       else 47 if c.identity_table and (b.before_ngram_bytes or b.before_ngram_entries
+                                                        or b.before_identity_table)
+                       else 0)
             if unknown:
                 self.state.last_sequence[sid] = batch.sequence
                 yield ingest_pb2.IngestResponse(ack=ingest_pb2.BatchAck(

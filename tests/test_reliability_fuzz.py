@@ -46,6 +46,18 @@ def _ngram_entry_variants() -> dict[str, Callable[[vectors_pb2.VectorColumns], o
     }
 
 
+def _identity_table_variants() -> dict[str, Callable[[vectors_pb2.VectorColumns], object]]:
+    return {
+        "table": lambda c: None,
+        "table-cut": lambda c: setattr(c, "identity_table", c.identity_table[:-2]),
+        "table-and-repeated": lambda c: c.identities.add(node="n", container_id="c", image_repository="nginx"),
+        "table-unknown-field": lambda c: setattr(c, "identity_table", c.identity_table + b"\x10\x01"),
+        "table-past": lambda c: c.identity.__setitem__(0, 9),
+        "repeated": lambda c: (c.identities.extend(vectors_pb2.IdentityTable.FromString(c.identity_table).identities),
+                               c.ClearField("identity_table")),
+    }
+
+
 @pytest.mark.slow
 def test_atheris_fuzz_decoders_bounded(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
@@ -66,6 +78,13 @@ def test_atheris_fuzz_decoders_bounded(tmp_path: Path) -> None:
     for name, edit in _ngram_entry_variants().items():
         batch = wire.to_columns(grams, 9)
         assert batch.columns.ngram_entry_le32
+        edit(batch.columns)
+        (corpus / f"columns-{name}").write_bytes(batch.SerializeToString())
+    # columns with the identity table as bytes (an IdentityTable), cut, next to the repeated form, with a
+    # field unknown to schema 1, an index past it, and in the repeated form
+    for name, edit in _identity_table_variants().items():
+        batch = wire.to_columns([vector(5, container=c) for c in range(3)], 9)
+        assert batch.columns.identity_table
         edit(batch.columns)
         (corpus / f"columns-{name}").write_bytes(batch.SerializeToString())
     (corpus / "alert").write_bytes(json.dumps({

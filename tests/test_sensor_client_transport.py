@@ -63,6 +63,31 @@ def _form(batch: vectors_pb2.VectorBatch) -> str:
     return forms[0] if forms else "none"
 
 
+def _id_form(batch: vectors_pb2.VectorBatch) -> str:
+    """Which form a batch's identity table came in ("table": the bytes of an IdentityTable, "repeated")."""
+    c = batch.columns
+    assert not (c.identity_table and len(c.identities))
+    return "table" if c.identity_table else "repeated"
+
+
+def _containers_vectors(n: int, start: int = 0) -> list[FeatureVector]:
+    """Windows of four containers of one image in turn, n-grams in the entry form (every seventh without)."""
+    vectors = _entry_gram_vectors(n, start)
+    for i, v in enumerate(vectors, start):
+        v.identity = Identity("node-a", f"c{i % 4}", "nginx", "1.25", pod=f"web-{i % 4}", namespace="shop")
+    return vectors
+
+
+def _received_identities(batches: list[vectors_pb2.VectorBatch]) -> list[Identity]:
+    """The identity of every window the server applied, as the service decodes it."""
+    out = []
+    for batch in batches:
+        for _, item in Decoder().decode(batch):
+            assert isinstance(item, FeatureVector), item
+            out.append(item.identity)
+    return out
+
+
 def _received_ngrams(batches: list[vectors_pb2.VectorBatch]) -> list[dict[int, int]]:
     """The n-gram counts of every window the server applied, as the service decodes them."""
     out = []
@@ -362,13 +387,20 @@ def test_older_service_gets_ngrams_packed_and_applies_every_batch(caplog: pytest
         assert t.stats.batches_ngrams_paired == 0
         older = [r for r in caplog.records if "n-grams are sent in the packed form" in r.getMessage()]
         assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+        # nor does it read the identity table as bytes (field 47): repeated identities, counted and logged
+        assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
+        assert t.stats.batches_identities_repeated == t.stats.batches_sent
+        assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
+        ids = [r for r in caplog.records if "identity tables are sent as repeated Identity" in r.getMessage()]
+        assert len(ids) == 2 and all(r.levelno == logging.INFO for r in ids)
 
     run(body())
 
 
 def test_service_without_either_flag_gets_entry_form_batches_packed() -> None:
-    """A service that sets neither Welcome.ngram_bytes nor Welcome.ngram_entries (it refuses fields
-    44/45/46): batches encoded in the entry form (and one in the pair form) go packed, none refused."""
+    """A service that sets none of Welcome.ngram_bytes, ngram_entries and identity_table (it refuses fields
+    44/45/46/47): batches encoded in the entry form (and one in the pair form) go packed, with their
+    identity tables repeated (both conversions), none refused."""
 
     async def body() -> None:
         server = IngestServer(behaviour=Behaviour(before_ngram_bytes=True))
@@ -391,6 +423,12 @@ def test_service_without_either_flag_gets_entry_form_batches_packed() -> None:
         assert t.stats.batches_ngrams_packed == 5 and t.stats.batches_ngrams_paired == 0
         assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == 5
         assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == 0
+        assert not t.welcome.identity_table and [_id_form(b) for b in server.state.applied] == ["repeated"] * 5
+        assert t.stats.batches_identities_repeated == 5
+        assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == 5
+        for k, b in enumerate(server.state.applied):  # what an older sensor would have sent, byte for byte
+            expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, ngram_bytes=False, identity_table=False)
+            assert b.SerializeToString() == expected.SerializeToString()
 
     run(body())
 
@@ -420,7 +458,10 @@ def test_service_before_the_entry_form_gets_ngrams_as_pairs_and_applies_every_ba
         assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
         assert [_form(b) for b in server.state.applied] == ["pairs"] * 6
         assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
-        assert server.state.applied[0].SerializeToString() == wire.to_columns(sent[:10], 1).SerializeToString()
+        assert server.state.applied[0].SerializeToString() == wire.to_columns(
+            sent[:10], 1, identity_table=False).SerializeToString()  # nor the identity table as bytes (field 47)
+        assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
+        assert t.stats.batches_identities_repeated == t.stats.batches_sent
         assert t.stats.connects == 2
         assert t.stats.batches_ngrams_paired == t.stats.batches_sent - 1 >= 6  # all but the pair-form batch
         assert t.stats.batches_ngrams_packed == 0
@@ -509,6 +550,93 @@ def test_entry_form_follows_each_connections_welcome() -> None:
         assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
         assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
         for i in (0, 1, 2, 9, 10, 11):  # the entry form arrives as the sensor encoded it
+            expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
+            assert state.applied[i].SerializeToString() == expected.SerializeToString()
+
+    run(body())
+
+
+def test_service_before_the_identity_table_gets_repeated_identities_and_applies_every_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service with Welcome.ngram_bytes and ngram_entries but not Welcome.identity_table (it refuses
+    field 47): every batch goes with its identity table as repeated Identity messages, resends after a
+    broken stream too, its n-grams as encoded (the entry form); counted, logged once per connection;
+    nothing is refused and every window arrives with its identity."""
+    caplog.set_level(logging.INFO, logger="sensor.transport")
+
+    async def body() -> None:
+        server = IngestServer(behaviour=Behaviour(before_identity_table=True, break_after_applying=2))
+        await server.start()
+        registry = CollectorRegistry()
+        sent = _containers_vectors(60)
+        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
+                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(),
+                             registry=registry) as t:
+            await t.submit(sent)
+            assert await t.flush(10)
+        await server.stop()
+        w = t.welcome
+        assert w is not None and w.ngram_bytes and w.ngram_entries and not w.identity_table
+        assert t.stats.batches_rejected == 0 and t.stats.vectors_rejected == 0
+        assert t.stats.vectors_applied + 10 == 60  # batch 2 was applied but its ack lost (Welcome covered it)
+        assert t.stats.connects == 2 and t.stats.batches_resent >= 1
+        assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
+        assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
+        assert [_form(b) for b in server.state.applied] == ["entries"] * 6
+        for k, b in enumerate(server.state.applied):  # byte for byte what to_columns writes in that form
+            expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, identity_table=False)
+            assert b.SerializeToString() == expected.SerializeToString()
+            assert len(b.columns.identities) == 4
+        assert _received_identities(server.state.applied) == [v.identity for v in sent]
+        assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
+        assert t.stats.batches_identities_repeated == t.stats.batches_sent >= 7
+        assert t.stats.batches_ngrams_paired == t.stats.batches_ngrams_packed == 0
+        assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
+        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == 0
+        older = [r for r in caplog.records if "identity tables are sent as repeated Identity" in r.getMessage()]
+        assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+        assert not any("n-grams are sent" in r.getMessage() for r in caplog.records)
+
+    run(body())
+
+
+def test_identity_table_form_follows_each_connections_welcome() -> None:
+    """Batches encoded with their identity table as bytes go as encoded to a service that reads it, with
+    repeated identities after a rollback to one without Welcome.identity_table (n-grams as encoded), and
+    to older ones (with their n-grams converted too), and as encoded again after the upgrade."""
+
+    async def body() -> None:
+        port = _free_port()
+        state = IngestState()
+        sent = _containers_vectors(150)
+        t = Transport(f"127.0.0.1:{port}", sensor_id="s1", node="node-a", batch_size=10,
+                      buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff())
+        t.start()
+        flags = []
+        for k, behaviour in enumerate((Behaviour(), Behaviour(before_identity_table=True),
+                                       Behaviour(before_ngram_entries=True), Behaviour(before_ngram_bytes=True),
+                                       Behaviour())):
+            await t.submit(sent[30 * k:30 * k + 30])  # buffered, as encoded, before the service is up
+            server = IngestServer(port, state=state, behaviour=behaviour)
+            await server.start()
+            assert await t.flush(20)
+            assert t.welcome is not None
+            flags.append((t.welcome.ngram_bytes, t.welcome.ngram_entries, t.welcome.identity_table))
+            await server.stop()
+        await t.close()
+        assert flags == [(True, True, True), (True, True, False), (True, False, False), (False, False, False),
+                         (True, True, True)]
+        assert t.stats.batches_rejected == 0 and t.stats.vectors_applied == 150
+        assert [b.sequence for b in state.applied] == list(range(1, 16))
+        assert [_id_form(b) for b in state.applied] == ["table"] * 3 + ["repeated"] * 9 + ["table"] * 3
+        assert [_form(b) for b in state.applied] == (["entries"] * 6 + ["pairs"] * 3 + ["packed"] * 3
+                                                     + ["entries"] * 3)
+        assert t.stats.batches_identities_repeated == 9
+        assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
+        assert _received_identities(state.applied) == [v.identity for v in sent]
+        assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
+        for i in (0, 1, 2, 12, 13, 14):  # the bytes form arrives as the sensor encoded it
             expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
             assert state.applied[i].SerializeToString() == expected.SerializeToString()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from google.protobuf.message import DecodeError
 
 from models.vector import Endpoint, FeatureVector, Identity
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2
@@ -89,13 +90,13 @@ def _small_batch() -> list[FeatureVector]:
 def test_golden_bytes_of_a_small_batch_in_the_entry_form() -> None:
     """The whole body, byte for byte: field 46 (tag f2 02), one little-endian uint32 per entry,
     bucket | count << 17 (7|2<<17 = 0x00040007, 300|32767<<17 = 0xfffe012c, 77823|1<<17 = 0x00032fff,
-    131071|5<<17 = 0x000bffff)."""
+    131071|5<<17 = 0x000bffff); the identity table after it, as field 47 (see the next test)."""
     body = wire.encode_batch_body(_small_batch())
     assert body.hex() == (
-        "10012a83010803120f0a026e311202633122056e67696e781a03000000221800000000000059400000000000805b40000000"
-        "0000005e402a18000000000000244000000000000024400000000000002440ea0118000000000000f0bf000000000000f0bf"
-        "000000000000f0bf880202920203030001"
+        "10012a860108031a03000000221800000000000059400000000000805b400000000000005e402a1800000000000024400000"
+        "0000000024400000000000002440ea0118000000000000f0bf000000000000f0bf000000000000f0bf880202920203030001"
         "f20210" "07000400" "2c01feff" "ff2f0300" "ffff0b00"
+        "fa0211" "0a0f0a026e311202633122056e67696e78"
     )
     c = vectors_pb2.VectorBatch.FromString(body).columns
     assert not c.ngram_bucket_le32 and not c.ngram_count_le32 and not c.ngram_bucket and not c.ngram_count
@@ -265,3 +266,135 @@ def test_packed_ngrams_refuses_malformed_bytes() -> None:
     both.columns.ngram_count.append(1)
     with pytest.raises(ValueError):
         wire.packed_ngrams(both.SerializeToString())
+
+
+def _two_containers() -> list[FeatureVector]:
+    a = Identity("n1", "c1", "nginx")
+    b = Identity("n1", "c2", "db", "16", pod="db-0", namespace="shop")
+    return [FeatureVector(a, 100.0, 10.0), FeatureVector(b, 100.0, 10.0), FeatureVector(a, 110.0, 10.0)]
+
+
+def test_golden_bytes_of_a_small_batch_with_its_identity_table_as_bytes() -> None:
+    """The whole body, byte for byte: the identity table as field 47 (tag fa 02), the bytes of an
+    IdentityTable (field 1 of each Identity message, tag 0a), and no repeated identities (field 2)."""
+    body = wire.encode_batch_body(_two_containers())
+    table = (
+        "0a0f" "0a026e31" "12026331" "22056e67696e78"  # Identity{node n1, container_id c1, repository nginx}
+        "0a1c" "0a026e31" "12026332" "220264622a023136" "3a0464622d30" "420473686f70"  # c2, db:16, db-0, shop
+    )
+    assert body.hex() == (
+        "1001" "2a8801"  # schema_version 1; columns, 136 bytes
+        "0803"  # count 3
+        "1a03000100"  # identity: per window, an index into the table
+        "2218000000000000594000000000000059400000000000805b40"
+        "2a18000000000000244000000000000024400000000000002440"
+        "ea0118000000000000f0bf000000000000f0bf000000000000f0bf"
+        "fa022f" + table  # identity_table, 47 bytes
+    )
+    c = vectors_pb2.VectorBatch.FromString(body).columns
+    assert not c.identities and c.identity_table == bytes.fromhex(table)
+    assert wire.identity_table_bytes([v.identity for v in _two_containers()[:2]]) == bytes.fromhex(table)
+    repeated = wire.to_columns(_two_containers(), identity_table=False).SerializeToString()
+    assert len(vectors_pb2.VectorBatch.FromString(repeated).columns.identities) == 2
+    assert len(body) - len(repeated) == 3  # the same bytes per identity, plus one 3-byte field header
+
+
+def _block(body: bytes):  # type: ignore[no-untyped-def]
+    batch = vectors_pb2.VectorBatch.FromString(body)
+    batch.sequence = 1
+    decoder = Decoder()
+    decoder.check_batch(batch)
+    block, errors = decoder.decode_block(batch)
+    assert not errors
+    return block
+
+
+def test_identity_table_as_bytes_round_trips_and_decodes_like_the_repeated_form() -> None:
+    vectors = [_full_vector(i % 3) for i in range(7)]  # 3 containers, 7 windows
+    vectors.append(FeatureVector(Identity("node-7", "bare", "alpine"), 1_767_225_700.0, 10.0))  # defaults only
+    body = wire.encode_batch_body(vectors)
+    c = vectors_pb2.VectorBatch.FromString(body).columns
+    assert c.identity_table and not c.identities and list(c.identity) == [0, 1, 2, 0, 1, 2, 0, 3]
+    assert _roundtrip(vectors) == vectors
+    repeated = wire.to_columns(vectors, identity_table=False).SerializeToString()
+    a, b = _block(body), _block(repeated)
+    assert a.identities == b.identities == [v.identity for v in vectors[:3]] + [vectors[-1].identity]
+    assert a.ident.tolist() == b.ident.tolist() and a.vectors() == b.vectors() == vectors
+
+
+def test_repeated_identities_gives_what_to_columns_writes_and_composes_with_the_ngram_conversions() -> None:
+    vectors = [_full_vector(i % 4) for i in range(9)]
+    vectors[3].ngrams = {0: 32767, 2**17 - 1: 1}  # the entry form
+    body = wire.encode_batch_body(vectors)
+    c = vectors_pb2.VectorBatch.FromString(body).columns
+    assert c.identity_table and c.ngram_entry_le32
+    repeated = wire.repeated_identities(body)
+    assert repeated == wire.to_columns(vectors, identity_table=False).SerializeToString()
+    # a service before the entry form, and one before every bytes form: both conversions, in either order
+    for kw, ngrams in (({"ngram_entries": False}, wire.pair_ngrams), ({"ngram_bytes": False}, wire.packed_ngrams)):
+        expected = wire.to_columns(vectors, identity_table=False, **kw).SerializeToString()
+        assert ngrams(wire.repeated_identities(body)) == expected
+        assert wire.repeated_identities(ngrams(body)) == expected
+    # only the identity table moved: the rest of the batch is as encoded
+    before, after = vectors_pb2.VectorBatch.FromString(body), vectors_pb2.VectorBatch.FromString(repeated)
+    assert [i.container_id for i in after.columns.identities] == ["c0", "c1", "c2", "c3"]
+    before.columns.ClearField("identity_table")
+    after.columns.ClearField("identities")
+    assert after == before
+    assert _block(repeated).vectors() == _block(body).vectors() == vectors
+
+
+def test_repeated_identities_leaves_bodies_without_the_bytes_form_alone_and_refuses_malformed_ones() -> None:
+    for body in (wire.to_columns([_full_vector(1)], identity_table=False).SerializeToString(),  # an older spool
+                 wire.to_batch([_full_vector(2)]).SerializeToString(),  # one message per window
+                 wire.encode_batch_body([])):  # no windows, no table
+        assert wire.repeated_identities(body) is body
+    batch = wire.to_columns([_full_vector(0)])
+    batch.columns.identities.add(node="n", container_id="c", image_repository="nginx")  # both forms
+    with pytest.raises(ValueError, match="both forms"):
+        wire.repeated_identities(batch.SerializeToString())
+    batch = wire.to_columns([_full_vector(0)])
+    batch.columns.identity_table = b"\x0a\x05\x0a"  # an Identity message cut short
+    with pytest.raises(DecodeError):
+        wire.repeated_identities(batch.SerializeToString())
+
+
+def test_identity_table_bytes_are_serialised_once_per_distinct_table_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "_TABLES", type(wire._TABLES)())
+    monkeypatch.setattr(wire, "_tables_bytes", 0)
+    serialised = []
+    real = vectors_pb2.IdentityTable
+
+    class Counting:
+        def __new__(cls):  # type: ignore[no-untyped-def]
+            serialised.append(1)
+            return real()
+
+    monkeypatch.setattr(wire.vectors_pb2, "IdentityTable", Counting)
+    tables = [[Identity("n1", f"c{k}-{j}", "nginx") for j in range(3)] for k in range(6)]
+    first = wire.identity_table_bytes(tables[0])
+    # the same table again (equal identities, other objects, a list or a tuple): the same bytes object
+    assert wire.identity_table_bytes(tuple(Identity(i.node, i.container_id, i.image_repository)
+                                           for i in tables[0])) is first
+    assert len(serialised) == 1
+    assert wire.identity_table_bytes(tables[1]) != first and len(serialised) == 2
+    assert wire.identity_table_bytes(tables[0][:2]) != first and len(serialised) == 3  # another table
+    # bounded by entries ...
+    monkeypatch.setattr(wire, "IDENTITY_TABLES_MAX", 3)
+    for t in tables:
+        wire.identity_table_bytes(t)
+    assert len(wire._TABLES) == 3 and wire._tables_bytes == sum(map(len, wire._TABLES.values()))
+    assert list(wire._TABLES) == [tuple(t) for t in tables[3:]]  # the least recently used went first
+    # ... and by bytes; a table larger than the bound is serialised every time, not kept
+    monkeypatch.setattr(wire, "IDENTITY_TABLES_MAX_BYTES", 2 * len(first) + 1)
+    wire.identity_table_bytes(tables[0])
+    assert len(wire._TABLES) == 2 and wire._tables_bytes <= 2 * len(first) + 1
+    big = [Identity("n1", f"c{j}", "nginx") for j in range(40)]
+    n = len(serialised)
+    assert wire.identity_table_bytes(big) == wire.identity_table_bytes(big) and len(serialised) == n + 2
+    assert tuple(big) not in wire._TABLES
+    # what it serialises is an IdentityTable of the identities, in order
+    assert list(real.FromString(wire.identity_table_bytes(big)).identities) == list(
+        wire.to_columns([FeatureVector(i, 1.7e9, 5.0) for i in big], identity_table=False).columns.identities)

@@ -198,6 +198,98 @@ def test_both_ngram_forms_decode_to_the_same_block() -> None:
     assert a.vectors() == vs
 
 
+def _tables(k: int, containers: int = 3, windows: int = 2) -> list[FeatureVector]:
+    """Windows of ``containers`` containers, table ``k`` (a different table for each ``k``)."""
+    return [vector(100 + i, c, repo=f"app{k}") for i in range(windows) for c in range(containers)]
+
+
+def _decoded(d: serde.Decoder, batch: vectors_pb2.VectorBatch) -> VectorBlock:
+    msg = vectors_pb2.VectorBatch.FromString(batch.SerializeToString())
+    d.check_batch(msg)
+    block, errors = d.decode_block(msg)
+    assert errors == []
+    return block
+
+
+def test_identity_table_as_bytes_decodes_to_the_block_of_the_repeated_form() -> None:
+    vs = _with_entry_ngrams([vector(i, c) for i in range(4) for c in range(3)])
+    as_bytes = wire.to_columns(vs, 1)
+    repeated = wire.to_columns(vs, 1, identity_table=False)
+    assert as_bytes.columns.identity_table and not as_bytes.columns.identities
+    assert len(repeated.columns.identities) == 3 and not repeated.columns.identity_table
+    a, b = _decoded_block(as_bytes), _decoded_block(repeated)
+    _assert_same_block(a, b)
+    assert a.vectors() == vs
+
+
+def test_the_same_identity_table_gives_the_same_list_object() -> None:
+    """A block's ``identities`` is the decoder's shared list for the table: the same table (bytes or
+    repeated form, the same or other windows) gives the same object; another table another object."""
+    d = serde.Decoder()
+    t0 = _decoded(d, wire.to_columns(_tables(0), 1)).identities
+    again = _decoded(d, wire.to_columns(_tables(0, windows=3), 2))  # other windows, the same containers
+    assert again.identities is t0
+    assert again.take(np.array([1, 4])).identities is t0  # a block's rows share it
+    t1 = _decoded(d, wire.to_columns(_tables(1), 3)).identities
+    assert t1 is not t0 and t1 != t0
+    assert _decoded(d, wire.to_columns(_tables(0), 4)).identities is t0
+    assert _decoded(d, wire.to_columns(_tables(0, containers=2), 5)).identities is not t0  # a shorter table
+    # the repeated form (older sensors) gets stable lists too, and the same table in both forms one list
+    r0 = _decoded(d, wire.to_columns(_tables(0), 6, identity_table=False)).identities
+    assert r0 is t0
+    r2 = _decoded(d, wire.to_columns(_tables(2), 7, identity_table=False)).identities
+    assert _decoded(d, wire.to_columns(_tables(2, windows=1), 8, identity_table=False)).identities is r2
+    assert _decoded(d, wire.to_columns(_tables(2), 9)).identities is r2
+    assert r2 is not t0 and r2 is not t1
+    # another decoder has its own lists (equal ones)
+    other = _decoded(serde.Decoder(), wire.to_columns(_tables(0), 1)).identities
+    assert other is not t0 and other == t0
+
+
+def test_a_table_sent_again_as_bytes_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[int] = []
+    real = serde._PARSE_IDENTITY_TABLE
+
+    def counting(raw: bytes) -> vectors_pb2.IdentityTable:
+        parsed.append(len(raw))
+        return real(raw)
+
+    monkeypatch.setattr(serde, "_PARSE_IDENTITY_TABLE", counting)
+    d = serde.Decoder()
+    first = _decoded(d, wire.to_columns(_tables(0), 1)).identities
+    for seq in range(2, 6):
+        assert _decoded(d, wire.to_columns(_tables(0, windows=seq), seq)).identities is first
+    assert len(parsed) == 1
+    _decoded(d, wire.to_columns(_tables(1), 6))
+    assert len(parsed) == 2
+
+
+def test_identity_table_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serde, "IDENTITY_TABLES_MAX", 3)
+    monkeypatch.setattr(serde, "RECENT_IDENTITY_LISTS_MAX", 4)
+    d = serde.Decoder()
+    raws = [wire.to_columns(_tables(k), 1).columns.identity_table for k in range(6)]
+    lists = [_decoded(d, wire.to_columns(_tables(k), 1)).identities for k in range(6)]
+    assert len(set(map(id, lists))) == 6
+    assert list(d._tables) == raws[3:]  # the least recently used went first
+    assert d._table_bytes == sum(map(len, raws[3:]))
+    assert len(d._recent) == 4
+    assert _decoded(d, wire.to_columns(_tables(5), 2)).identities is lists[5]  # kept
+    evicted = _decoded(d, wire.to_columns(_tables(0), 2)).identities  # in neither cache any more
+    assert evicted is not lists[0] and evicted == lists[0]
+    assert list(d._tables) == [raws[4], raws[5], raws[0]]
+    # bounded by bytes: at most two of these tables fit; a table larger than the bound decodes, not kept
+    monkeypatch.setattr(serde, "IDENTITY_TABLES_MAX_BYTES", 2 * len(raws[0]) + 1)
+    d = serde.Decoder()
+    for k in range(4):
+        _decoded(d, wire.to_columns(_tables(k), 1))
+    assert len(d._tables) == 2 and d._table_bytes == sum(map(len, d._tables)) <= 2 * len(raws[0]) + 1
+    big = wire.to_columns(_tables(9, containers=8), 1)
+    assert len(big.columns.identity_table) > 2 * len(raws[0]) + 1
+    assert len(_decoded(d, big).identities) == 8 and big.columns.identity_table not in d._tables
+    assert len(d._tables) == 2
+
+
 def _bad_columns(seq: int) -> tuple[vectors_pb2.VectorBatch, dict[int, int]]:
     good = [vector(100 + i, 0) for i in range(3)]
     bad: list[tuple[FeatureVector, int]] = []
@@ -291,7 +383,57 @@ def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
          lambda b: b.vectors.add().CopyFrom(wire.to_batch(vs[:1]).vectors[0]))
     case("endpoint index out of range", R.REJECT_REASON_BAD_REFERENCE,
          lambda b: b.columns.endpoint_index.__setitem__(0, 77))
+    for name, reason, edit in _identity_table_faults():
+        case(name, reason, edit)
     return out
+
+
+def _identity_table_faults() -> list[tuple[str, int, Callable[[vectors_pb2.VectorBatch], object]]]:
+    """Edits of a batch with its identity table as bytes (``identity_table``) that must refuse the batch."""
+
+    def both(b: vectors_pb2.VectorBatch) -> None:
+        b.columns.identities.extend(vectors_pb2.IdentityTable.FromString(b.columns.identity_table).identities)
+
+    def table(f: Callable[[bytes], bytes]) -> Callable[[vectors_pb2.VectorBatch], None]:
+        return lambda b: setattr(b.columns, "identity_table", f(b.columns.identity_table))
+
+    return [
+        ("identities in both forms", R.REJECT_REASON_BAD_REFERENCE, both),
+        ("identity table cut", R.REJECT_REASON_BAD_REFERENCE, table(lambda x: x[:-3])),
+        ("identity table not a message", R.REJECT_REASON_BAD_REFERENCE, table(lambda x: b"\xff\xff\xff")),
+        ("identity table with a string that is not UTF-8", R.REJECT_REASON_BAD_REFERENCE,
+         table(lambda x: b"\x0a\x04\x0a\x02\xc3\x28" + x)),
+        ("identity index past the table", R.REJECT_REASON_BAD_REFERENCE,
+         lambda b: b.columns.identity.__setitem__(3, 2)),
+        ("identity table with an unknown field", R.REJECT_REASON_UNSUPPORTED_VERSION, table(lambda x: x + b"\x10\x01")),
+    ]
+
+
+def test_identity_tables_that_do_not_fit_refuse_the_batch_with_a_message_that_says_why() -> None:
+    said = {
+        "identities in both forms": "identities sent both as identity_table and as repeated identities "
+                                    "(a batch uses one form)",
+        "identity table cut": "is not a serialized IdentityTable",
+        "identity table not a message": "columns.identity_table (3 bytes) is not a serialized IdentityTable",
+        "identity table with a string that is not UTF-8": "is not a serialized IdentityTable",
+        "identity index past the table": "columns.identity refers past the 2 identities",
+        "identity table with an unknown field": "columns.identity_table carries field 2, unknown to schema version 1",
+    }
+    faults = _identity_table_faults()
+    assert sorted(said) == sorted(name for name, _, _ in faults)
+    d = serde.Decoder()  # one decoder: a refused table is not cached, the next good batch decodes
+    for name, reason, edit in faults:
+        b = wire.to_columns([vector(i, c) for i in range(3) for c in range(2)], 1)
+        assert b.columns.identity_table and not b.columns.identities
+        good = vectors_pb2.VectorBatch.FromString(b.SerializeToString())
+        edit(b)
+        msg = vectors_pb2.VectorBatch.FromString(b.SerializeToString())
+        d.check_batch(msg)
+        with pytest.raises(ValidationError) as e:
+            d.decode_block(msg)
+        assert e.value.reason == R.Name(reason).removeprefix("REJECT_REASON_"), name
+        assert said[name] in e.value.message, (name, e.value.message)
+        assert len(d.decode_block(good)[0]) == 6
 
 
 def _ngram_byte_faults() -> list[tuple[str, Callable[[vectors_pb2.VectorBatch], object]]]:

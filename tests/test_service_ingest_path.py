@@ -152,6 +152,85 @@ def test_replay_of_ngrams_sent_as_bytes_learns_what_the_packed_form_does(tmp_pat
     assert any(k not in arrays_n or not np.array_equal(arrays[k], arrays_n[k]) for k in arrays)
 
 
+def test_replay_of_a_log_with_both_identity_table_forms_learns_what_either_form_does(tmp_path: Path) -> None:
+    """One log holding batches with the identity table as bytes (``identity_table``, what the sensor sends)
+    and as repeated identities (logs written before it, older sensors), alternating, replays into the
+    state of a log with either form alone; the replayed blocks of the same table share one list."""
+    from service.pipeline import Pipeline
+    from service.wal import replay_into
+
+    rounds = [[vector(10 * s + k, c, repo=f"img{c % 2}") for k in range(5) for c in range(4)] for s in range(1, 7)]
+
+    def replayed(name: str, encode) -> dict[str, tuple[dict, dict]]:  # type: ignore[no-untyped-def,type-arg]
+        async def write() -> None:
+            wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
+            wal.open()
+            for s, vs in enumerate(rounds, 1):
+                await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(s, vs))))
+            await wal.close()
+
+        asyncio.run(write())
+        p = Pipeline(baseline_config=config().baseline_config())
+        decoder = serde.Decoder()
+        tables = []
+        real = decoder.decode_block
+
+        def decode_block(batch: vectors_pb2.VectorBatch):  # type: ignore[no-untyped-def]
+            block, errors = real(batch)
+            tables.append(block.identities)
+            return block, errors
+
+        decoder.decode_block = decode_block  # type: ignore[method-assign]
+        assert replay_into(WriteAheadLog(tmp_path / name, b"k" * 32), p, decoder) == (len(rounds), 0)
+        assert p.last_sequence("s1") == len(rounds)
+        assert len(tables) == len(rounds) and all(t is tables[0] for t in tables)
+        return {b.key: b.to_state() for b in p.all()}
+
+    def mixed(s: int, vs) -> bytes:  # type: ignore[no-untyped-def]
+        return wire.to_columns(vs, identity_table=s % 2 == 1).SerializeToString()
+
+    logged = [vectors_pb2.VectorBatch.FromString(mixed(s, vs)).columns for s, vs in enumerate(rounds[:2], 1)]
+    assert logged[0].identity_table and not logged[0].identities
+    assert len(logged[1].identities) == 4 and not logged[1].identity_table
+    both = replayed("both", mixed)
+    as_bytes = replayed("bytes", lambda s, vs: wire.to_columns(vs).SerializeToString())
+    repeated = replayed("repeated", lambda s, vs: wire.to_columns(vs, identity_table=False).SerializeToString())
+    assert both.keys() == as_bytes.keys() == repeated.keys() == {"img0:1.27", "img1:1.27"}
+    for key in both:
+        (meta, arrays) = both[key]
+        assert meta["windows_learned"] == 60
+        for meta_o, arrays_o in (as_bytes[key], repeated[key]):
+            assert meta == meta_o
+            assert arrays.keys() == arrays_o.keys()
+            assert all(np.array_equal(arrays[k], arrays_o[k]) for k in arrays)
+
+
+def test_a_crashed_service_replays_batches_sent_with_either_identity_table_form(tmp_path: Path) -> None:
+    """Through a real server: batches with the identity table as bytes and as repeated identities are
+    logged as sent, and a restart from what a kill -9 leaves (the log alone) applies each window once."""
+    state, crashed = tmp_path / "state", tmp_path / "crashed"
+    batches = [wire.to_columns([vector(s, c) for c in range(5)], identity_table=s % 2 == 0).SerializeToString()
+               for s in range(1, 5)]
+
+    async def main() -> None:
+        async with running(config(state, ("state.save_interval_seconds", 3600))) as (srv, _):
+            requests = [hello("s1").SerializeToString(), *(wire.batch_request_bytes(s, b) for s, b in
+                                                           enumerate(batches, 1))]
+            resps = await _send_raw(srv.port, requests)
+            assert resps[0].welcome.identity_table
+            assert [r.ack.applied for r in resps[1:]] == [5] * 4 and all(r.ack.durable for r in resps[1:])
+            shutil.copytree(state, crashed)  # what a kill -9 now leaves: the batches only in the log
+        logged = [vectors_pb2.VectorBatch.FromString(bytes(r.batch)).columns for seg in
+                  WriteAheadLog(crashed / "wal").segments() for r in read_segment(seg, None, last=True)]
+        assert [bool(c.identity_table) for c in logged] == [False, True, False, True]
+        assert [len(c.identities) for c in logged] == [5, 0, 5, 0]
+        async with running(config(crashed, ("state.save_interval_seconds", 3600))) as (srv, _):
+            assert srv.pipeline.last_sequence("s1") == 4
+            assert sum(b.windows_scored for b in srv.pipeline.all()) == 20
+
+    asyncio.run(main())
+
+
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_heap_slack_is_kept_on_glibc() -> None:
     from service.server import keep_heap_slack

@@ -43,6 +43,7 @@ def test_hello_welcome_acks_in_order_and_duplicates_not_applied_twice() -> None:
             assert w.last_sequence == 0 and w.max_batch_vectors == 10_000 and not w.durable_acks
             assert w.ngram_bytes  # sensors may send the columns' n-grams as le32 bytes
             assert w.ngram_entries  # ... and as one le32 word per entry (ngram_entry_le32)
+            assert w.identity_table  # ... and the identity table as the bytes of an IdentityTable
             acks = [r.ack for r in resps[1:]]
             assert [a.sequence for a in acks] == [1, 2, 3, 4, 5]
             assert all(a.applied == 20 and not a.rejected and not a.duplicate for a in acks)

@@ -214,3 +214,68 @@ def test_ngram_columns_in_either_form_decode_alike_or_refuse_the_batch(
     assert result.applied + len(result.rejected) == 4
     out_of_range = {i for i in range(4) if any(x >= NUM_BUCKETS for x in block.row_ngrams(i))}
     assert out_of_range <= {e.index for e in result.rejected if e.reason == "BAD_REFERENCE"}
+
+
+_ident = st.builds(
+    vectors_pb2.Identity,
+    node=st.sampled_from(["node-1", "", "n" * 300]), container_id=st.text(max_size=6),
+    image_repository=st.sampled_from(["nginx", "", "Bad Name", "db"]), image_tag=st.sampled_from(["", "1.27"]),
+)
+
+
+@st.composite
+def identity_columns(draw: st.DrawFn) -> tuple[vectors_pb2.VectorBatch, list[vectors_pb2.Identity], str]:
+    """A columns batch of 4 windows whose identity table is drawn: either form, both, none, or table bytes
+    cut, padded or garbled; indices that may point past the table."""
+    table = draw(st.lists(_ident, max_size=4))
+    form = draw(st.sampled_from(["bytes", "bytes", "repeated", "both", "none"]))
+    b = wire.to_columns([vector(i, c) for i in range(2) for c in range(2)], 1)
+    c = b.columns
+    c.ClearField("identity_table")
+    c.ClearField("identity")
+    c.identity.extend(draw(st.lists(st.integers(0, 4), min_size=4, max_size=4)))
+    if form in ("repeated", "both"):
+        c.identities.extend(table)
+    if form in ("bytes", "both"):
+        raw = vectors_pb2.IdentityTable(identities=table).SerializeToString()
+        if draw(st.integers(0, 3)) == 0:
+            raw = raw[: draw(st.integers(0, len(raw)))] + draw(st.binary(max_size=6))
+        c.identity_table = raw
+    return b, table, form
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(identity_columns())
+def test_identity_tables_in_either_form_decode_alike_or_refuse_the_batch(
+    drawn: tuple[vectors_pb2.VectorBatch, list[vectors_pb2.Identity], str],
+) -> None:
+    batch, table, form = drawn
+    msg = vectors_pb2.VectorBatch.FromString(batch.SerializeToString())
+    c = msg.columns
+    d = serde.Decoder()
+    d.check_batch(msg)
+    try:
+        block, errors = d.decode_block(msg)
+    except ValidationError as e:
+        assert e.reason in ("BAD_REFERENCE", "UNSUPPORTED_VERSION") and e.message
+        return
+    assert not (c.identity_table and len(c.identities))  # both forms: always refused
+    sent = list(vectors_pb2.IdentityTable.FromString(c.identity_table).identities) if c.identity_table \
+        else list(c.identities)
+    assert max(c.identity) < len(sent)  # an index past the table: always refused
+    assert block.identities == [d.identity(i) for i in sent]
+    # the same batch again: the same list object; the table in the other form: the same list too
+    assert d.decode_block(msg)[0].identities is block.identities
+    other = vectors_pb2.VectorBatch()
+    other.CopyFrom(msg)
+    other.columns.ClearField("identity_table")
+    other.columns.ClearField("identities")
+    if c.identity_table:
+        other.columns.identities.extend(sent)
+    else:
+        other.columns.identity_table = vectors_pb2.IdentityTable(identities=sent).SerializeToString()
+    assert d.decode_block(other)[0].identities is block.identities
+    # whatever decoded goes through validation and the pipeline without raising
+    p = Pipeline(baseline_config=config().baseline_config())
+    result = p.apply_block("s", 1, block, errors)
+    assert result.applied + len(result.rejected) == 4

@@ -56,20 +56,22 @@ class IngestRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[_vectors_pb2.VectorBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks", "ngram_bytes", "ngram_entries")
+    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks", "ngram_bytes", "ngram_entries", "identity_table")
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_ACKS_FIELD_NUMBER: _ClassVar[int]
     NGRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
     NGRAM_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_TABLE_FIELD_NUMBER: _ClassVar[int]
     last_sequence: int
     service_version: str
     max_batch_vectors: int
     durable_acks: bool
     ngram_bytes: bool
     ngram_entries: bool
-    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ..., ngram_bytes: _Optional[bool] = ..., ngram_entries: _Optional[bool] = ...) -> None: ...
+    identity_table: bool
+    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ..., ngram_bytes: _Optional[bool] = ..., ngram_entries: _Optional[bool] = ..., identity_table: _Optional[bool] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("index", "reason", "message")
