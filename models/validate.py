@@ -227,17 +227,20 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
                                        dtype=bool, count=len(names))
             else:
                 bad_name = np.zeros(len(names), dtype=bool)
-            entry_rows = row_ids(block.sc_ptr)
             cnt = block.sc_count
-            bad_entry = bad_name[block.sc_name] | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
-            if bad_entry.any():
-                bad[entry_rows[bad_entry]] = True
+            # the usual batch: good names, and every count in [0, the lowest window's limit] (NaN fails)
+            if bad_name.any() or not (cnt.min() >= 0 and cnt.max() <= limit.min()):
+                entry_rows = row_ids(block.sc_ptr)
+                bad_entry = bad_name[block.sc_name] | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+                if bad_entry.any():
+                    bad[entry_rows[bad_entry]] = True
         if len(block.ng_bucket):
             b, cnt, ptr = block.ng_bucket, block.ng_count, block.ng_ptr
             if b.min() >= 0 and b.max() < NUM_BUCKETS and cnt.min() >= 0:  # (NaN fails the last test)
                 # entries are fine: only a window's largest count can be over its limit (or infinite)
-                full = np.diff(ptr) > 0
-                bad[full] |= np.maximum.reduceat(cnt, ptr[:-1][full]) > limit[full]
+                if not cnt.max() <= limit.min():
+                    full = np.diff(ptr) > 0
+                    bad[full] |= np.maximum.reduceat(cnt, ptr[:-1][full]) > limit[full]
             else:
                 entry_rows = row_ids(ptr)
                 bad_entry = (b < 0) | (b >= NUM_BUCKETS) | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))

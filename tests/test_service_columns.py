@@ -634,6 +634,25 @@ def test_block_validation_finds_one_bad_n_gram_count_among_clean_windows() -> No
         assert (e.reason, e.message) == (expected.value.reason, expected.value.message)
 
 
+def test_block_validation_finds_a_syscall_count_over_its_own_windows_limit() -> None:
+    """The fast path (every count within the shortest window's limit: no per-entry comparison) is not
+    taken when one count is past it, and the window whose own limit it exceeds is the one refused."""
+    from models.validate import MAX_RATE_PER_SECOND
+
+    vectors = [FeatureVector(Identity("node-1", f"c{k}", "nginx", "1"), 1.7e9 + k, 10.0, {"read": 5, "write": 2})
+               for k in range(6)]
+    vectors[1].syscalls["read"] = 5 * MAX_RATE_PER_SECOND  # fine in a 10 s window
+    vectors[3].window_seconds = 1.0
+    vectors[3].syscalls["write"] = 5 * MAX_RATE_PER_SECOND  # past a 1 s window's limit
+    vectors[4].syscalls["read"] = math.inf
+    ok, errors = validate_block(VectorBlock.from_vectors(vectors))
+    assert np.flatnonzero(~ok).tolist() == [3, 4]
+    for e in errors:
+        with pytest.raises(ValidationError) as expected:
+            validate(vectors[e.index])
+        assert (e.reason, e.message) == (expected.value.reason, expected.value.message)
+
+
 def test_identity_tables_checked_once_are_remembered_bad_ones_never() -> None:
     """Validation remembers a table (list object) whose identities all passed, so a sensor's table is not
     checked again each round; a table with a bad identity is refused each time it comes."""
