@@ -795,13 +795,21 @@ def _learn(
         [b.state is not State.LEARNING for b in baselines for _ in (0, 1)],
         z if everything else z[learn_mask],
     )
+    # per group: windows learnt, their earliest and latest start, the last one's length (one pass each)
+    starts = np.where(learn_mask, block.window_start[R], np.nan)
+    bounds = offsets[:-1]
+    n_learnt = np.add.reduceat(learn_mask, bounds).tolist()
+    earliest = np.fmin.reduceat(starts, bounds).tolist()
+    latest_start = np.fmax.reduceat(starts, bounds).tolist()
+    last_row = R[np.maximum.reduceat(np.where(learn_mask, np.arange(len(R)), 0), bounds)]
+    last_seconds = block.window_seconds[last_row].tolist()
     for g, b in enumerate(baselines):
-        lo, hi = offsets[g], offsets[g + 1]
-        learnt = np.flatnonzero(learn_mask[lo:hi])
-        if not len(learnt):
+        if not n_learnt[g]:
             continue
-        rows = R[lo:hi][learnt]
+        lo, hi = offsets[g], offsets[g + 1]
         if b.state is State.LEARNING:
+            learnt = np.flatnonzero(learn_mask[lo:hi])
+            rows = R[lo:hi][learnt]
             # Outside learning a window with novel items is flagged and never learnt, so only learning
             # can grow the sets (and feedback, through accept()).
             containers = block.containers()
@@ -814,12 +822,11 @@ def _learn(
                 items = novel.get(k)
                 if items:
                     b.novelty.learn_items(items, container, startup[j], len(b.containers))
-        starts = block.window_start[rows]
         if math.isnan(b.first_window):
-            b.first_window = float(starts.min())
-        latest = float(starts.max())
+            b.first_window = earliest[g]
+        latest = latest_start[g]
         if math.isnan(b.last_window) or latest > b.last_window:
             b.last_window = latest
-        b._window_seconds = float(block.window_seconds[rows[-1]])
-        b.windows_learned += len(rows)
+        b._window_seconds = last_seconds[g]
+        b.windows_learned += n_learnt[g]
         b._maybe_ready()

@@ -189,3 +189,23 @@ def test_novelty_lookups_remembered_per_table_are_forgotten_when_a_set_changes()
     assert texts() == ["new syscall write", "new port tcp/22"]
     sets.clear()
     assert texts() == ["new syscall read", "new syscall write", "new port tcp/22"]
+
+
+def test_each_image_counts_the_windows_it_learnt_and_their_times() -> None:
+    """Per image of a block: how many windows it learnt, the earliest and latest start among them and the
+    length of the last one; windows it may not learn (incomplete, lost events) count for nothing."""
+    a, b, c = (ImageBaseline(k, CFG) for k in ("a", "b", "c"))
+    ws = []
+    for i in range(12):
+        image = "abc"[i % 3]
+        v = FeatureVector(Identity("n", f"{image}{i}", image, "1"), 1.7e9 + 10 * i, 5.0 + i, {"read": 100})
+        v.complete = not (image == "b" and i > 4)  # b: only its first two windows count
+        if image == "c":
+            v.events_lost = 1  # c: none
+        ws.append(v)
+    block = VectorBlock.from_vectors(ws)
+    groups = [(a, np.arange(0, 12, 3)), (b, np.arange(1, 12, 3)), (c, np.arange(2, 12, 3))]
+    process_blocks(groups, block)
+    assert (a.windows_learned, a.first_window, a.last_window, a._window_seconds) == (4, 1.7e9, 1.7e9 + 90, 14.0)
+    assert (b.windows_learned, b.first_window, b.last_window, b._window_seconds) == (2, 1.7e9 + 10, 1.7e9 + 40, 9.0)
+    assert c.windows_learned == 0 and math.isnan(c.first_window) and math.isnan(c.last_window)
