@@ -149,13 +149,16 @@ def test_a_baseline_may_appear_once() -> None:
         process_blocks([(b, np.array([0])), (b, np.array([1]))], block)
 
 
-def test_stacked_detectors_learn_and_score_as_each_alone() -> None:
+@pytest.mark.parametrize("layout", ["mixed", "one run each"])
+def test_stacked_detectors_learn_and_score_as_each_alone(layout: str) -> None:
     rng = np.random.default_rng(0)
     together = [ZScoreDetector(window=50, clip=3.0, upper_only=j % 2 == 0, features=tuple("abcd")) for j in range(3)]
     alone = [ZScoreDetector(window=50, clip=3.0, upper_only=j % 2 == 0, features=tuple("abcd")) for j in range(3)]
     for step in range(12):
         X = rng.normal(size=(30, 4)) * (1 + step % 3)
         which = rng.integers(0, 3, size=30)
+        if layout == "one run each":  # each detector's rows together (some detectors absent now and then)
+            which = np.sort(which if step % 4 else which % 2)
         bound = [step % 2 == 0, True, False]
         scores = ZScoreDetector.score_stacked(together, X, which)
         for j, d in enumerate(alone):

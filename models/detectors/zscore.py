@@ -265,12 +265,21 @@ class ZScoreDetector(base.AnomalyDetector):
         if z is None:
             z = ZScoreDetector.standard_scores_stacked(detectors, X, which)
         single = bool((which == which[0]).all())  # one detector's batch
+        runs = None  # each detector's rows one run (the service's usual block): where each run starts
         if single:
             used, inverse = which[:1], np.zeros(len(X), dtype=np.int64)
             n_bs = [float(len(X))]
         else:
-            used, inverse = np.unique(which, return_inverse=True)
-            n_bs = np.bincount(inverse, minlength=len(used)).astype(np.float64).tolist()
+            change = np.flatnonzero(np.diff(which)) + 1
+            if bool((which[change] > which[change - 1]).all()):  # sorted
+                runs = np.concatenate(([0], change))
+                used = which[runs]
+                sizes = np.diff(np.append(runs, len(which)))
+                inverse = np.repeat(np.arange(len(used)), sizes)
+                n_bs = sizes.astype(np.float64).tolist()
+            else:
+                used, inverse = np.unique(which, return_inverse=True)
+                n_bs = np.bincount(inverse, minlength=len(used)).astype(np.float64).tolist()
         dets = [detectors[j] for j in used.tolist()]
         # Per detector (Python floats): Chan et al.'s parallel update of (count, mean, M2), the old count
         # capped at window - len(batch) so that the batch keeps at least its own weight; once warm and
@@ -319,6 +328,8 @@ class ZScoreDetector(base.AnomalyDetector):
         # detector).
         if single:
             s1, s2 = z.sum(axis=0), np.einsum("ij,ij->j", z, z)
+        elif runs is not None:
+            s1, s2 = np.add.reduceat(z, runs, axis=0), np.add.reduceat(z * z, runs, axis=0)
         else:
             onehot = np.zeros((len(used), len(z)))
             onehot[inverse, np.arange(len(z))] = 1.0
