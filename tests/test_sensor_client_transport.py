@@ -358,43 +358,55 @@ def test_invalid_arguments() -> None:
         MemoryBuffer(max_batches=0)
 
 
-def test_older_service_gets_ngrams_packed_and_applies_every_batch(caplog: pytest.LogCaptureFixture) -> None:
-    """A service built before the n-gram bytes form (no Welcome.ngram_bytes; refuses fields 44/45): the
-    sensor sends the packed form, resends after a broken stream too, and nothing is refused."""
-    caplog.set_level(logging.INFO, logger="sensor.transport")
+def _through_a_broken_stream(sent: list[FeatureVector], **behaviour: bool) -> tuple[IngestServer, Transport,
+                                                                                     CollectorRegistry]:
+    """Send ``sent`` (60 windows) in batches of 10 to a test service with ``behaviour`` whose stream breaks
+    after it has applied two batches (the second one's ack is lost: the next Welcome covers it); check that
+    every batch was applied once, in order, over two connections, with nothing refused."""
+    out: list[tuple[IngestServer, Transport, CollectorRegistry]] = []
 
     async def body() -> None:
-        server = IngestServer(behaviour=Behaviour(before_ngram_bytes=True, break_after_applying=2))
+        server = IngestServer(behaviour=Behaviour(break_after_applying=2, **behaviour))
         await server.start()
         registry = CollectorRegistry()
-        sent = _gram_vectors(60)
         async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
                              buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(),
                              registry=registry) as t:
             await t.submit(sent)
             assert await t.flush(10)
         await server.stop()
-        assert t.welcome is not None and not t.welcome.ngram_bytes
-        assert t.stats.batches_rejected == 0 and t.stats.vectors_rejected == 0
-        assert t.stats.vectors_applied + 10 == 60  # batch 2 was applied but its ack lost (Welcome covered it)
-        assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
-        assert all(not b.columns.ngram_bucket_le32 and not b.columns.ngram_count_le32 and b.columns.ngram_bucket
-                   for b in server.state.applied)
-        assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
-        assert t.stats.connects == 2
-        assert t.stats.batches_ngrams_packed == t.stats.batches_sent >= 6
-        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == t.stats.batches_sent
-        assert t.stats.batches_ngrams_paired == 0
-        older = [r for r in caplog.records if "n-grams are sent in the packed form" in r.getMessage()]
-        assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
-        # nor does it read the identity table as bytes (field 47): repeated identities, counted and logged
-        assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
-        assert t.stats.batches_identities_repeated == t.stats.batches_sent
-        assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
-        ids = [r for r in caplog.records if "identity tables are sent as repeated Identity" in r.getMessage()]
-        assert len(ids) == 2 and all(r.levelno == logging.INFO for r in ids)
+        out.append((server, t, registry))
 
     run(body())
+    server, t, registry = out[0]
+    assert t.stats.batches_rejected == 0 and t.stats.vectors_rejected == 0
+    assert t.stats.vectors_applied + 10 == len(sent) == 60  # batch 2 was applied but its ack lost
+    assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
+    assert t.stats.connects == 2
+    return server, t, registry
+
+
+def test_older_service_gets_ngrams_packed_and_applies_every_batch(caplog: pytest.LogCaptureFixture) -> None:
+    """A service built before the n-gram bytes form (no Welcome.ngram_bytes; refuses fields 44/45): the
+    sensor sends the packed form, resends after a broken stream too, and nothing is refused."""
+    caplog.set_level(logging.INFO, logger="sensor.transport")
+    sent = _gram_vectors(60)
+    server, t, registry = _through_a_broken_stream(sent, before_ngram_bytes=True)
+    assert t.welcome is not None and not t.welcome.ngram_bytes
+    assert all(not b.columns.ngram_bucket_le32 and not b.columns.ngram_count_le32 and b.columns.ngram_bucket
+               for b in server.state.applied)
+    assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
+    assert t.stats.batches_ngrams_packed == t.stats.batches_sent >= 6
+    assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == t.stats.batches_sent
+    assert t.stats.batches_ngrams_paired == 0
+    older = [r for r in caplog.records if "n-grams are sent in the packed form" in r.getMessage()]
+    assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+    # nor does it read the identity table as bytes (field 47): repeated identities, counted and logged
+    assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
+    assert t.stats.batches_identities_repeated == t.stats.batches_sent
+    assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
+    ids = [r for r in caplog.records if "identity tables are sent as repeated Identity" in r.getMessage()]
+    assert len(ids) == 2 and all(r.levelno == logging.INFO for r in ids)
 
 
 def test_service_without_either_flag_gets_entry_form_batches_packed() -> None:
@@ -440,38 +452,22 @@ def test_service_before_the_entry_form_gets_ngrams_as_pairs_and_applies_every_ba
     encoded in the entry form go as le32 pairs, resends after a broken stream too; a batch already in the
     pair form goes as it is; nothing is refused."""
     caplog.set_level(logging.INFO, logger="sensor.transport")
-
-    async def body() -> None:
-        server = IngestServer(behaviour=Behaviour(before_ngram_entries=True, break_after_applying=2))
-        await server.start()
-        registry = CollectorRegistry()
-        sent = _gram_vectors(10) + _entry_gram_vectors(50, 10)  # the first batch is in the pair form (sent once)
-        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
-                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(),
-                             registry=registry) as t:
-            await t.submit(sent)
-            assert await t.flush(10)
-        await server.stop()
-        assert t.welcome is not None and t.welcome.ngram_bytes and not t.welcome.ngram_entries
-        assert t.stats.batches_rejected == 0 and t.stats.vectors_rejected == 0
-        assert t.stats.vectors_applied + 10 == 60  # batch 2 was applied but its ack lost (Welcome covered it)
-        assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
-        assert [_form(b) for b in server.state.applied] == ["pairs"] * 6
-        assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
-        assert server.state.applied[0].SerializeToString() == wire.to_columns(
-            sent[:10], 1, identity_table=False).SerializeToString()  # nor the identity table as bytes (field 47)
-        assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
-        assert t.stats.batches_identities_repeated == t.stats.batches_sent
-        assert t.stats.connects == 2
-        assert t.stats.batches_ngrams_paired == t.stats.batches_sent - 1 >= 6  # all but the pair-form batch
-        assert t.stats.batches_ngrams_packed == 0
-        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == t.stats.batches_sent - 1
-        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == 0
-        older = [r for r in caplog.records if "n-grams are sent in the le32 pair form" in r.getMessage()]
-        assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
-        assert not any("packed form" in r.getMessage() for r in caplog.records)
-
-    run(body())
+    sent = _gram_vectors(10) + _entry_gram_vectors(50, 10)  # the first batch is in the pair form (sent once)
+    server, t, registry = _through_a_broken_stream(sent, before_ngram_entries=True)
+    assert t.welcome is not None and t.welcome.ngram_bytes and not t.welcome.ngram_entries
+    assert [_form(b) for b in server.state.applied] == ["pairs"] * 6
+    assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
+    assert server.state.applied[0].SerializeToString() == wire.to_columns(
+        sent[:10], 1, identity_table=False).SerializeToString()  # nor the identity table as bytes (field 47)
+    assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
+    assert t.stats.batches_identities_repeated == t.stats.batches_sent
+    assert t.stats.batches_ngrams_paired == t.stats.batches_sent - 1 >= 6  # all but the pair-form batch
+    assert t.stats.batches_ngrams_packed == 0
+    assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == t.stats.batches_sent - 1
+    assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == 0
+    older = [r for r in caplog.records if "n-grams are sent in the le32 pair form" in r.getMessage()]
+    assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+    assert not any("packed form" in r.getMessage() for r in caplog.records)
 
 
 def test_ngram_form_follows_each_connections_welcome() -> None:
@@ -564,41 +560,26 @@ def test_service_before_the_identity_table_gets_repeated_identities_and_applies_
     broken stream too, its n-grams as encoded (the entry form); counted, logged once per connection;
     nothing is refused and every window arrives with its identity."""
     caplog.set_level(logging.INFO, logger="sensor.transport")
-
-    async def body() -> None:
-        server = IngestServer(behaviour=Behaviour(before_identity_table=True, break_after_applying=2))
-        await server.start()
-        registry = CollectorRegistry()
-        sent = _containers_vectors(60)
-        async with Transport(server.target, sensor_id="s1", node="node-a", batch_size=10,
-                             buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff(),
-                             registry=registry) as t:
-            await t.submit(sent)
-            assert await t.flush(10)
-        await server.stop()
-        w = t.welcome
-        assert w is not None and w.ngram_bytes and w.ngram_entries and not w.identity_table
-        assert t.stats.batches_rejected == 0 and t.stats.vectors_rejected == 0
-        assert t.stats.vectors_applied + 10 == 60  # batch 2 was applied but its ack lost (Welcome covered it)
-        assert t.stats.connects == 2 and t.stats.batches_resent >= 1
-        assert [b.sequence for b in server.state.applied] == [1, 2, 3, 4, 5, 6]
-        assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
-        assert [_form(b) for b in server.state.applied] == ["entries"] * 6
-        for k, b in enumerate(server.state.applied):  # byte for byte what to_columns writes in that form
-            expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, identity_table=False)
-            assert b.SerializeToString() == expected.SerializeToString()
-            assert len(b.columns.identities) == 4
-        assert _received_identities(server.state.applied) == [v.identity for v in sent]
-        assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
-        assert t.stats.batches_identities_repeated == t.stats.batches_sent >= 7
-        assert t.stats.batches_ngrams_paired == t.stats.batches_ngrams_packed == 0
-        assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
-        assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == 0
-        older = [r for r in caplog.records if "identity tables are sent as repeated Identity" in r.getMessage()]
-        assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
-        assert not any("n-grams are sent" in r.getMessage() for r in caplog.records)
-
-    run(body())
+    sent = _containers_vectors(60)
+    server, t, registry = _through_a_broken_stream(sent, before_identity_table=True)
+    w = t.welcome
+    assert w is not None and w.ngram_bytes and w.ngram_entries and not w.identity_table
+    assert t.stats.batches_resent >= 1
+    assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
+    assert [_form(b) for b in server.state.applied] == ["entries"] * 6
+    for k, b in enumerate(server.state.applied):  # byte for byte what to_columns writes in that form
+        expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, identity_table=False)
+        assert b.SerializeToString() == expected.SerializeToString()
+        assert len(b.columns.identities) == 4
+    assert _received_identities(server.state.applied) == [v.identity for v in sent]
+    assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
+    assert t.stats.batches_identities_repeated == t.stats.batches_sent >= 7
+    assert t.stats.batches_ngrams_paired == t.stats.batches_ngrams_packed == 0
+    assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
+    assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == 0
+    older = [r for r in caplog.records if "identity tables are sent as repeated Identity" in r.getMessage()]
+    assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+    assert not any("n-grams are sent" in r.getMessage() for r in caplog.records)
 
 
 def test_identity_table_form_follows_each_connections_welcome() -> None:

@@ -527,15 +527,7 @@ def test_ngram_entries_that_do_not_fit_refuse_the_batch_with_a_message_that_says
         b = wire.to_columns(_with_entry_ngrams([vector(i, c) for i in range(3) for c in range(2)]), 1)
         assert len(b.columns.ngram_entry_le32) == 4 * 15
         edit(b)
-        msg = vectors_pb2.VectorBatch.FromString(b.SerializeToString())
-        d = serde.Decoder()
-        d.check_batch(msg)
-        try:
-            d.decode_block(msg)
-        except ValidationError as e:
-            assert e.reason == "BAD_REFERENCE" and said[name] in e.message, (name, e.message)
-        else:
-            raise AssertionError(f"{name}: decoded")
+        _assert_refused(b, name, said[name])
 
 
 def test_ngram_bytes_that_do_not_fit_refuse_the_batch_with_a_message_that_says_why() -> None:
@@ -557,15 +549,20 @@ def test_ngram_bytes_that_do_not_fit_refuse_the_batch_with_a_message_that_says_w
     for name, edit in faults:
         b = wire.to_columns(grams, 1)
         edit(b)
-        msg = vectors_pb2.VectorBatch.FromString(b.SerializeToString())
-        d = serde.Decoder()
-        d.check_batch(msg)
-        try:
-            d.decode_block(msg)
-        except ValidationError as e:
-            assert e.reason == "BAD_REFERENCE" and said[name] in e.message, (name, e.message)
-        else:
-            raise AssertionError(f"{name}: decoded")
+        _assert_refused(b, name, said[name])
+
+
+def _assert_refused(b: vectors_pb2.VectorBatch, name: str, says: str) -> None:
+    """The decoder refuses batch ``b`` (after its wire round trip) as a whole, with a message saying ``says``."""
+    msg = vectors_pb2.VectorBatch.FromString(b.SerializeToString())
+    d = serde.Decoder()
+    d.check_batch(msg)
+    try:
+        d.decode_block(msg)
+    except ValidationError as e:
+        assert e.reason == "BAD_REFERENCE" and says in e.message, (name, e.message)
+    else:
+        raise AssertionError(f"{name}: decoded")
 
 
 def test_columns_that_do_not_fit_together_refuse_the_batch_and_the_stream_goes_on() -> None:
