@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from models.vector import FeatureVector, Identity
-from protos.baseliner.v1 import vectors_pb2
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2
 from sensor import wire
 from sensor.buffer import MemoryBuffer
 from sensor.transport import Backoff, Transport
@@ -516,40 +516,54 @@ def test_ngram_form_follows_each_connections_welcome() -> None:
     run(body())
 
 
-def test_entry_form_follows_each_connections_welcome() -> None:
-    """Batches encoded in the entry form go as encoded to a service that reads it, as le32 pairs after a
-    rollback to one with only Welcome.ngram_bytes, packed after one to a service with neither flag, and as
-    encoded again after the upgrade; every window arrives with its n-grams."""
+def _through_service_versions(sent: list[FeatureVector], behaviours: list[Behaviour]) -> tuple[
+        IngestState, Transport, list[ingest_pb2.Welcome]]:
+    """Send ``sent`` in batches of 10, an equal share to each service version in turn (each share buffered
+    as encoded before its service is up); check that every window was applied once, in order, with nothing
+    refused.  Returns the services' state, the transport and each connection's Welcome."""
+    out: list[tuple[IngestState, Transport, list[ingest_pb2.Welcome]]] = []
 
     async def body() -> None:
         port = _free_port()
         state = IngestState()
-        sent = _entry_gram_vectors(120)
+        share = len(sent) // len(behaviours)
         t = Transport(f"127.0.0.1:{port}", sensor_id="s1", node="node-a", batch_size=10,
                       buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff())
         t.start()
-        flags = []
-        for k, behaviour in enumerate((Behaviour(), Behaviour(before_ngram_entries=True),
-                                       Behaviour(before_ngram_bytes=True), Behaviour())):
-            await t.submit(sent[30 * k:30 * k + 30])  # buffered, as encoded (entries), before the service is up
+        welcomes = []
+        for k, behaviour in enumerate(behaviours):
+            await t.submit(sent[share * k:share * k + share])
             server = IngestServer(port, state=state, behaviour=behaviour)
             await server.start()
             assert await t.flush(20)
             assert t.welcome is not None
-            flags.append((t.welcome.ngram_bytes, t.welcome.ngram_entries))
+            welcomes.append(t.welcome)
             await server.stop()
         await t.close()
-        assert flags == [(True, True), (True, False), (False, False), (True, True)]
-        assert t.stats.batches_rejected == 0 and t.stats.vectors_applied == 120
-        assert [b.sequence for b in state.applied] == list(range(1, 13))
-        assert [_form(b) for b in state.applied] == ["entries"] * 3 + ["pairs"] * 3 + ["packed"] * 3 + ["entries"] * 3
-        assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
-        assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
-        for i in (0, 1, 2, 9, 10, 11):  # the entry form arrives as the sensor encoded it
-            expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
-            assert state.applied[i].SerializeToString() == expected.SerializeToString()
+        out.append((state, t, welcomes))
 
     run(body())
+    state, t, welcomes = out[0]
+    assert t.stats.batches_rejected == 0 and t.stats.vectors_applied == len(sent)
+    assert [b.sequence for b in state.applied] == list(range(1, len(sent) // 10 + 1))
+    return state, t, welcomes
+
+
+def test_entry_form_follows_each_connections_welcome() -> None:
+    """Batches encoded in the entry form go as encoded to a service that reads it, as le32 pairs after a
+    rollback to one with only Welcome.ngram_bytes, packed after one to a service with neither flag, and as
+    encoded again after the upgrade; every window arrives with its n-grams."""
+    sent = _entry_gram_vectors(120)
+    state, t, welcomes = _through_service_versions(sent, [Behaviour(), Behaviour(before_ngram_entries=True),
+                                                          Behaviour(before_ngram_bytes=True), Behaviour()])
+    flags = [(w.ngram_bytes, w.ngram_entries) for w in welcomes]
+    assert flags == [(True, True), (True, False), (False, False), (True, True)]
+    assert [_form(b) for b in state.applied] == ["entries"] * 3 + ["pairs"] * 3 + ["packed"] * 3 + ["entries"] * 3
+    assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
+    assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
+    for i in (0, 1, 2, 9, 10, 11):  # the entry form arrives as the sensor encoded it
+        expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
+        assert state.applied[i].SerializeToString() == expected.SerializeToString()
 
 
 def test_service_before_the_identity_table_gets_repeated_identities_and_applies_every_batch(
@@ -586,39 +600,20 @@ def test_identity_table_form_follows_each_connections_welcome() -> None:
     """Batches encoded with their identity table as bytes go as encoded to a service that reads it, with
     repeated identities after a rollback to one without Welcome.identity_table (n-grams as encoded), and
     to older ones (with their n-grams converted too), and as encoded again after the upgrade."""
-
-    async def body() -> None:
-        port = _free_port()
-        state = IngestState()
-        sent = _containers_vectors(150)
-        t = Transport(f"127.0.0.1:{port}", sensor_id="s1", node="node-a", batch_size=10,
-                      buffer=MemoryBuffer(first_sequence=1), backoff=_fast_backoff())
-        t.start()
-        flags = []
-        for k, behaviour in enumerate((Behaviour(), Behaviour(before_identity_table=True),
-                                       Behaviour(before_ngram_entries=True), Behaviour(before_ngram_bytes=True),
-                                       Behaviour())):
-            await t.submit(sent[30 * k:30 * k + 30])  # buffered, as encoded, before the service is up
-            server = IngestServer(port, state=state, behaviour=behaviour)
-            await server.start()
-            assert await t.flush(20)
-            assert t.welcome is not None
-            flags.append((t.welcome.ngram_bytes, t.welcome.ngram_entries, t.welcome.identity_table))
-            await server.stop()
-        await t.close()
-        assert flags == [(True, True, True), (True, True, False), (True, False, False), (False, False, False),
-                         (True, True, True)]
-        assert t.stats.batches_rejected == 0 and t.stats.vectors_applied == 150
-        assert [b.sequence for b in state.applied] == list(range(1, 16))
-        assert [_id_form(b) for b in state.applied] == ["table"] * 3 + ["repeated"] * 9 + ["table"] * 3
-        assert [_form(b) for b in state.applied] == (["entries"] * 6 + ["pairs"] * 3 + ["packed"] * 3
-                                                     + ["entries"] * 3)
-        assert t.stats.batches_identities_repeated == 9
-        assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
-        assert _received_identities(state.applied) == [v.identity for v in sent]
-        assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
-        for i in (0, 1, 2, 12, 13, 14):  # the bytes form arrives as the sensor encoded it
-            expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
-            assert state.applied[i].SerializeToString() == expected.SerializeToString()
-
-    run(body())
+    sent = _containers_vectors(150)
+    state, t, welcomes = _through_service_versions(sent, [
+        Behaviour(), Behaviour(before_identity_table=True), Behaviour(before_ngram_entries=True),
+        Behaviour(before_ngram_bytes=True), Behaviour()])
+    flags = [(w.ngram_bytes, w.ngram_entries, w.identity_table) for w in welcomes]
+    assert flags == [(True, True, True), (True, True, False), (True, False, False), (False, False, False),
+                     (True, True, True)]
+    assert [_id_form(b) for b in state.applied] == ["table"] * 3 + ["repeated"] * 9 + ["table"] * 3
+    assert [_form(b) for b in state.applied] == (["entries"] * 6 + ["pairs"] * 3 + ["packed"] * 3
+                                                 + ["entries"] * 3)
+    assert t.stats.batches_identities_repeated == 9
+    assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
+    assert _received_identities(state.applied) == [v.identity for v in sent]
+    assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
+    for i in (0, 1, 2, 12, 13, 14):  # the bytes form arrives as the sensor encoded it
+        expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
+        assert state.applied[i].SerializeToString() == expected.SerializeToString()
