@@ -56,7 +56,7 @@ import numpy as np
 from models.block import COUNTERS, dictionary
 from models.ngrams import SPEC_VERSION
 from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from protos.baseliner.v1 import ingest_pb2, ngram_entries, vectors_pb2
 
 SCHEMA_VERSION = 1
 NGRAM_SPEC = SPEC_VERSION  # docs/ngram-spec.md version (models.ngrams.SPEC_VERSION)
@@ -69,10 +69,6 @@ _VECTOR_BATCH_SEQUENCE_TAG = b"\x08"  # field 1, varint
 _INGEST_REQUEST_BATCH_TAG = b"\x12"  # field 2, length-delimited
 
 _U32_MAX = 0xFFFFFFFF
-#: The entry form (``ngram_entry_le32``): the bucket in the low 17 bits of each uint32, the count above.
-ENTRY_BUCKET_BITS = 17
-ENTRY_MAX_COUNT = (1 << (32 - ENTRY_BUCKET_BITS)) - 1  # 32767
-_ENTRY_BUCKET_MASK = (1 << ENTRY_BUCKET_BITS) - 1
 _U32 = next(code for code in "IL" if array(code).itemsize == 4)  # array type of a native uint32
 
 
@@ -191,21 +187,7 @@ def ngram_entries_le32(raw_bucket: bytes, raw_count: bytes) -> bytes | None:
     counts = np.frombuffer(raw_count, "<u4")
     if len(buckets) != len(counts):
         raise ValueError(f"{len(buckets)} buckets but {len(counts)} counts")
-    if not len(buckets):
-        return b""
-    if int(buckets.max()) > _ENTRY_BUCKET_MASK or int(counts.min()) < 1 or int(counts.max()) > ENTRY_MAX_COUNT:
-        return None
-    return (buckets | (counts << ENTRY_BUCKET_BITS)).astype("<u4", copy=False).tobytes()
-
-
-def _split_entries(raw_entry: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Buckets and counts (uint32) of ``ngram_entry_le32`` bytes; ``ValueError`` when malformed."""
-    if len(raw_entry) % 4:
-        raise ValueError(f"ngram_entry_le32 has {len(raw_entry)} bytes: not whole 4-byte entries")
-    entries = np.frombuffer(raw_entry, "<u4")
-    if len(entries) and int(entries.min()) <= _ENTRY_BUCKET_MASK:
-        raise ValueError("ngram_entry_le32 has an entry with count 0")
-    return entries & _ENTRY_BUCKET_MASK, entries >> ENTRY_BUCKET_BITS
+    return ngram_entries.pack(buckets, counts)
 
 
 def _from_le32(raw: bytes) -> array:  # type: ignore[type-arg]
@@ -241,7 +223,7 @@ def pair_ngrams(body: bytes) -> bytes:
         return body
     if c.ngram_bucket_le32 or c.ngram_count_le32 or len(c.ngram_bucket) or len(c.ngram_count):
         raise ValueError("n-grams in the entry form and another")
-    buckets, counts = _split_entries(raw_entry)
+    buckets, counts = ngram_entries.unpack(raw_entry)
     c.ClearField("ngram_entry_le32")
     c.ngram_bucket_le32 = buckets.astype("<u4", copy=False).tobytes()
     c.ngram_count_le32 = counts.astype("<u4", copy=False).tobytes()
@@ -279,7 +261,7 @@ def packed_ngrams(body: bytes) -> bytes:
     if len(c.ngram_bucket) or len(c.ngram_count) or (raw_entry and (raw_bucket or raw_count)):
         raise ValueError("n-grams in two forms")
     if raw_entry:
-        e_buckets, e_counts = _split_entries(raw_entry)
+        e_buckets, e_counts = ngram_entries.unpack(raw_entry)
         bucket_list, count_list = e_buckets.tolist(), e_counts.tolist()
         c.ClearField("ngram_entry_le32")
     else:

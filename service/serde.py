@@ -30,7 +30,7 @@ from models.block import COUNTERS, VectorBlock, lengths_to_ptr, row_ids
 from models.errors import ValidationError
 from models.ngrams import SPEC_NUM_BUCKETS
 from models.vector import MAX_SYSCALL_NAMES, Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import admin_pb2, ingest_pb2, vectors_pb2
+from protos.baseliner.v1 import admin_pb2, ingest_pb2, ngram_entries, vectors_pb2
 
 #: The wire schema versions this build decodes.
 SCHEMA_VERSION = 1
@@ -522,11 +522,6 @@ def batch_size(batch: vectors_pb2.VectorBatch) -> int:
     return batch.columns.count if batch.HasField("columns") else len(batch.vectors)
 
 
-#: The entry form (``ngram_entry_le32``): one uint32 per entry, the bucket in the low 17 bits, the count above.
-NGRAM_ENTRY_BUCKET_BITS = 17
-_ENTRY_BUCKET_MASK = (1 << NGRAM_ENTRY_BUCKET_BITS) - 1
-
-
 def _ngram_entries(c: vectors_pb2.VectorColumns) -> tuple[np.ndarray, np.ndarray]:
     """The columns' n-gram buckets (int64) and counts (float64), from whichever form the batch uses.
 
@@ -546,18 +541,11 @@ def _ngram_entries(c: vectors_pb2.VectorColumns) -> tuple[np.ndarray, np.ndarray
             raise ValidationError(
                 "BAD_REFERENCE", f"n-grams sent both as ngram_entry_le32 and as {other} (a batch uses one form)"
             )
-        if len(raw_entry) % 4:
-            raise ValidationError(
-                "BAD_REFERENCE", f"ngram_entry_le32 has {len(raw_entry)} bytes: not whole 4-byte entries"
-            )
-        entries = np.frombuffer(raw_entry, "<u4")
-        if int(entries.min()) <= _ENTRY_BUCKET_MASK:  # count field 0
-            first = int(np.argmax(entries <= _ENTRY_BUCKET_MASK))
-            raise ValidationError(
-                "BAD_REFERENCE",
-                f"ngram_entry_le32 entry {first} has count 0 (the entry form's counts are 1..32767)",
-            )
-        return (entries & _ENTRY_BUCKET_MASK).astype(np.int64), (entries >> NGRAM_ENTRY_BUCKET_BITS).astype(np.float64)
+        try:
+            buckets, counts = ngram_entries.unpack(raw_entry)
+        except ValueError as e:
+            raise ValidationError("BAD_REFERENCE", str(e)) from None
+        return buckets.astype(np.int64), counts.astype(np.float64)
     if not raw_bucket and not raw_count:
         return np.array(c.ngram_bucket, np.int64), np.array(c.ngram_count, np.float64)
     if len(c.ngram_bucket) or len(c.ngram_count):

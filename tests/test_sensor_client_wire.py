@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from protos.baseliner.v1 import ingest_pb2, ngram_entries, vectors_pb2
 from sensor import wire
 from sensor.synthetic import ScenarioConfig, SyntheticSource
 from service.serde import Decoder
@@ -100,7 +100,7 @@ def test_golden_bytes_of_a_small_batch_in_the_entry_form() -> None:
     )
     c = vectors_pb2.VectorBatch.FromString(body).columns
     assert not c.ngram_bucket_le32 and not c.ngram_count_le32 and not c.ngram_bucket and not c.ngram_count
-    assert wire.ENTRY_BUCKET_BITS == 17 and wire.ENTRY_MAX_COUNT == 32767
+    assert ngram_entries.BUCKET_BITS == 17 and ngram_entries.MAX_COUNT == 32767
     pairs = wire.to_columns(_small_batch(), ngram_entries=False).SerializeToString()
     assert len(pairs) - len(body) == 4 * 4 + 3  # 4 bytes less per entry and one 3-byte field header less
 
