@@ -228,10 +228,12 @@ class VectorBlock:
         )
 
     @classmethod
-    def concat(cls, blocks: Sequence[VectorBlock]) -> VectorBlock:
+    def concat(cls, blocks: Sequence[VectorBlock], names: NameTable | None = None) -> VectorBlock:
         """One block of ``blocks``' rows, one after the other (their tables joined, indices shifted).
 
-        ``index`` keeps each row's position in its own batch.
+        ``index`` keeps each row's position in its own batch.  With ``names``, the syscall names of every
+        block are coded in that table and the joined block's ``syscall_names`` is the table's list (the
+        same list call after call, whichever batches are joined); without, the blocks' names are joined.
 
         >>> from models.vector import FeatureVector, Identity
         >>> a = VectorBlock.from_vectors([FeatureVector(Identity("n", "c1", "web"), 1.7e9, 10.0, {"read": 5})])
@@ -243,6 +245,15 @@ class VectorBlock:
         """
         if len(blocks) == 1:
             return blocks[0]
+        table: list[str] | None = None
+        if names is not None:
+            for _ in range(2):  # again if the table started over while coding (then, the blocks' names joined)
+                first = names.names
+                codes = [names.codes(b.syscall_names) for b in blocks]
+                if names.names is first:
+                    table = first
+                    sc_name = np.concatenate([c[b.sc_name] for c, b in zip(codes, blocks, strict=True)])
+                    break
 
         def offsets(sizes: list[int]) -> np.ndarray:
             return np.cumsum([0, *sizes[:-1]]).astype(_I64)
@@ -269,9 +280,9 @@ class VectorBlock:
             complete=cat("complete"),
             container_exited=cat("container_exited"),
             age=cat("age"),
-            syscall_names=[x for b in blocks for x in b.syscall_names],
+            syscall_names=table if table is not None else [x for b in blocks for x in b.syscall_names],
             sc_ptr=ptr("sc_ptr"),
-            sc_name=shifted("sc_name", "syscall_names"),
+            sc_name=sc_name if table is not None else shifted("sc_name", "syscall_names"),
             sc_count=cat("sc_count"),
             ng_ptr=ptr("ng_ptr"),
             ng_bucket=cat("ng_bucket"),
@@ -353,6 +364,50 @@ class VectorBlock:
         if keys is None:
             keys = self.shared["containers"] = [f"{i.node}/{i.container_id}" for i in self.identities]
         return keys
+
+
+class NameTable:
+    """A growing dictionary of syscall names, for the blocks that one owner joins (:meth:`VectorBlock.concat`).
+
+    A service joins the batches of the sensors that sent at the same time; with their names joined too,
+    a call's name list would be new every call (a few hundred names, repeated), and what is derived per
+    name list (feature columns, each baseline's novel names) would be recomputed every call.  Coded in
+    one table instead, the joined blocks share the table's list, which only grows (appended to; indices
+    stay valid) until it holds ``limit`` names: then the table starts over with a new list (blocks
+    already joined keep theirs).
+
+    >>> t = NameTable()
+    >>> t.codes(["read", "write"]).tolist(), t.codes(["openat", "read"]).tolist(), t.names
+    ([0, 1], [2, 0], ['read', 'write', 'openat'])
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+        self._codes: dict[tuple[str, ...], np.ndarray] = {}  # a block's name list -> its codes here
+
+    def codes(self, names: Sequence[str]) -> np.ndarray:
+        """The table's index of each of ``names`` (new names are added; int64)."""
+        key = tuple(names)
+        found = self._codes.get(key)
+        if found is not None:
+            return found
+        index = self._index
+        new = len({name for name in key if name not in index})
+        if len(index) + new > self.limit or len(self._codes) >= self.limit:
+            self.names = []
+            self._index = index = {}
+            self._codes = {}
+        out = np.empty(len(key), dtype=_I64)
+        for j, name in enumerate(key):
+            k = index.get(name)
+            if k is None:
+                k = index[name] = len(self.names)
+                self.names.append(name)
+            out[j] = k
+        self._codes[key] = out
+        return out
 
 
 def _zero_ptr(n: int) -> np.ndarray:

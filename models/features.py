@@ -102,6 +102,22 @@ _SCALAR_COLS = np.array([j for _, j in _SCALARS])
 _SCALAR_COUNTERS = np.array([COUNTER_INDEX[attr] for attr, _ in _SCALARS])
 
 
+# (a syscall name list, its length then, its columns): blocks joined by a service share one list
+_last_columns: tuple[list[str] | None, int, np.ndarray] = (None, 0, np.zeros(0, dtype=np.intp))
+
+
+def _columns(names: list[str]) -> np.ndarray:
+    """The feature column of each syscall name (``sys.other`` outside the vocabulary)."""
+    global _last_columns
+    last_names, last_len, cols = _last_columns  # (one read: a tuple, consistent)
+    if last_names is names and last_len == len(names):  # (a models.block.NameTable's list only grows)
+        return cols
+    column = _SYSCALL_COLUMN.get
+    cols = np.fromiter((column(name, _OTHER) for name in names), dtype=np.intp, count=len(names))
+    _last_columns = (names, len(names), cols)
+    return cols
+
+
 def block_counts(block: VectorBlock) -> np.ndarray:
     """Raw counts matrix ``(n, N_FEATURES)`` of a block of windows.
 
@@ -111,10 +127,7 @@ def block_counts(block: VectorBlock) -> np.ndarray:
     """
     n = len(block)
     if len(block.sc_name):
-        column = _SYSCALL_COLUMN.get
-        colmap = np.fromiter(
-            (column(name, _OTHER) for name in block.syscall_names), dtype=np.intp, count=len(block.syscall_names)
-        )
+        colmap = _columns(block.syscall_names)
         rows = row_ids(block.sc_ptr)
         counts = block.sc_count
         out = np.bincount(rows * N_FEATURES + colmap[block.sc_name], weights=counts,

@@ -178,39 +178,71 @@ def _all_known_good(identities: list[Identity]) -> bool:
     return good
 
 
+def _bad_syscall_names(names: list[str]) -> np.ndarray | None:
+    """Which syscall names of a table are bad (not a string, empty, longer than 64), or ``None`` when all
+    are good.  Good names are remembered (bounded): a table of known names costs one set comparison."""
+    try:
+        if set(names) <= _GOOD_SYSCALL_NAMES:
+            return None
+    except TypeError:  # something unhashable: the loop says so
+        pass
+    bad = np.fromiter((not isinstance(x, str) or not x or len(x) > 64 for x in names), dtype=bool, count=len(names))
+    if len(_GOOD_SYSCALL_NAMES) + len(names) <= _MAX_GOOD_SYSCALL_NAMES:
+        _GOOD_SYSCALL_NAMES.update(x for x, b in zip(names, bad.tolist(), strict=True) if not b)
+    return bad if bad.any() else None
+
+
 def _remember_table(identities: list[Identity]) -> None:
     if len(_GOOD_TABLES) >= _MAX_GOOD_TABLES:
         _GOOD_TABLES.clear()
     _GOOD_TABLES[id(identities)] = identities
 
 
-def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError]]:
+def bad_identities(identities: list[Identity]) -> np.ndarray | None:
+    """Which identities of a table are bad (a bool each; not an :class:`Identity` counts as bad), or
+    ``None`` when all are good.  A table that passed before costs one lookup."""
+    if _all_known_good(identities):
+        return None
+    bad = np.zeros(len(identities), dtype=bool)
+    for j, ident in enumerate(identities):
+        if not isinstance(ident, Identity):
+            bad[j] = True
+            continue
+        try:
+            _identity(ident)
+        except ValidationError:
+            bad[j] = True
+    if not bad.any():
+        _remember_table(identities)
+        return None
+    return bad
+
+
+def validate_block(
+    block: VectorBlock, *, identities_checked: bool = False, bad_ident: np.ndarray | None = None
+) -> tuple[np.ndarray, list[ValidationError]]:
     """Check every window of a block at once: ``(ok, errors)``.
 
     ``ok`` is a boolean mask of the windows that are safe to score and learn; ``errors`` has one
-    :class:`ValidationError` per other window (its ``index`` is the window's position in its batch), with
-    the same reason and message :func:`validate` gives that window on its own.  The checks are
-    vectorised; only bad windows are looked at one by one, to say what is wrong with them.
+    :class:`ValidationError` per other window, in row order (its ``index`` is the window's position in its
+    batch), with the same reason and message :func:`validate` gives that window on its own.  The checks
+    are vectorised; only bad windows are looked at one by one, to say what is wrong with them.
+
+    With ``identities_checked``, the caller has asked :func:`bad_identities` about the block's identity
+    table already and passes its answer as ``bad_ident``: e.g. of each batch's table before joining batches
+    into one block (:meth:`VectorBlock.concat`), whose joined table is new every time.
     """
     n = len(block)
     bad = np.zeros(n, dtype=bool)
     if n == 0:
         return ~bad, []
-    bad_ident = np.zeros(len(block.identities), dtype=bool)
+    if not identities_checked:
+        bad_ident = bad_identities(block.identities)
     not_identities: list[int] = []
-    for j, ident in enumerate(block.identities) if not _all_known_good(block.identities) else ():
-        if not isinstance(ident, Identity):
-            not_identities.append(j)
-            bad_ident[j] = True
-            continue
-        try:
-            _identity(ident)
-        except ValidationError:
-            bad_ident[j] = True
-    if bad_ident.any():
+    if bad_ident is not None:
         bad |= bad_ident[block.ident]
-    elif block.identities:
-        _remember_table(block.identities)
+        not_identities = [j for j in np.flatnonzero(bad_ident).tolist()
+                          if not isinstance(block.identities[j], Identity)]
     ws, sec = block.window_start, block.window_seconds
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         bad |= ~((ws >= MIN_TIME) & (ws <= MAX_TIME))  # NaN compares false: bad
@@ -221,17 +253,14 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
         bad |= ~(np.isfinite(c) & (c >= 0) & (c <= limit[:, None])).all(axis=1)
         if len(block.sc_name):
             bad |= np.diff(block.sc_ptr) > MAX_SYSCALL_NAMES
-            names = block.syscall_names
-            if not set(names) <= _GOOD_SYSCALL_NAMES:
-                bad_name = np.fromiter((not isinstance(x, str) or not x or len(x) > 64 for x in names),
-                                       dtype=bool, count=len(names))
-            else:
-                bad_name = np.zeros(len(names), dtype=bool)
+            bad_name = _bad_syscall_names(block.syscall_names)
             cnt = block.sc_count
             # the usual batch: good names, and every count in [0, the lowest window's limit] (NaN fails)
-            if bad_name.any() or not (cnt.min() >= 0 and cnt.max() <= limit.min()):
+            if bad_name is not None or not (cnt.min() >= 0 and cnt.max() <= limit.min()):
                 entry_rows = row_ids(block.sc_ptr)
-                bad_entry = bad_name[block.sc_name] | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+                bad_entry = ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+                if bad_name is not None:
+                    bad_entry |= bad_name[block.sc_name]
                 if bad_entry.any():
                     bad[entry_rows[bad_entry]] = True
         if len(block.ng_bucket):
@@ -264,8 +293,6 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
         if bad_ep.any():
             bad[row_ids(block.ep_ptr)[bad_ep[block.ep_index]]] = True
     if not bad.any():
-        if len(block.sc_name) and len(_GOOD_SYSCALL_NAMES) + len(block.syscall_names) <= _MAX_GOOD_SYSCALL_NAMES:
-            _GOOD_SYSCALL_NAMES.update(block.syscall_names)
         return ~bad, []
     errors = []
     for i in np.flatnonzero(bad).tolist():

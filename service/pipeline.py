@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
-from models.block import VectorBlock
+from models.block import NameTable, VectorBlock
 from models.errors import UnknownBaselineError, ValidationError
 from models.features import transform_block
-from models.validate import validate_block
+from models.validate import bad_identities, validate_block
 from models.vector import FeatureVector, Identity
 from service.config import PipelineConfig
 from service.containers import ContainerTracker
@@ -131,6 +131,8 @@ class Pipeline:
         # The rows of recent identity tables (the decoder gives one list object per distinct table: a
         # sensor's table, round after round), valid until the tables above are forgotten.
         self._table_rows: dict[int, tuple[Sequence[Identity], np.ndarray]] = {}
+        self._forgotten = 0  # times the identity tables were forgotten (_forget_identities)
+        self._names = NameTable()  # the syscall names of joined batches (VectorBlock.concat)
         self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
         self._open: dict[tuple[str, tuple[str, ...]], _Aggregate] = {}
         self.dirty: set[str] = set()
@@ -188,39 +190,24 @@ class Pipeline:
         sensor's next batch.
         """
         results = [BatchResult(sequence) for _, sequence, _, _ in batches]
-        accepted: list[tuple[int, VectorBlock, np.ndarray]] = []  # (batch, its valid rows' block, ident rows)
         t0 = self._clock()
+        fresh: list[tuple[int, VectorBlock]] = []  # (batch, its block): the batches not seen before
         for k, (sensor_id, sequence, block, rejected) in enumerate(batches):
-            result = results[k]
             if sequence <= self.sensors.get(sensor_id, 0):
-                result.duplicate = True
+                results[k].duplicate = True
                 if self.metrics:
                     self.metrics.batches_duplicate.inc()
                 continue
-            errors = result.rejected
-            errors.extend(rejected)
-            try:
-                ok, bad = validate_block(block)
-            except Exception:  # a value validation did not foresee: reject the windows, never drop the stream
-                log.exception("validating a batch of %d windows failed unexpectedly", len(block))
-                errors.extend(ValidationError("UNSPECIFIED", "vector could not be validated", int(i))
-                              for i in block.index)
-                ok, bad = np.zeros(len(block), dtype=bool), []
-            errors.extend(bad)
-            ident_rows = self._identity_rows(block.identities) if ok.any() else np.zeros(0, dtype=np.int64)
-            ok &= self._in_order(block, ok, ident_rows, errors)
-            if not ok.all():
-                block = block.take(np.flatnonzero(ok))
+            results[k].rejected.extend(rejected)
             if len(block):
-                accepted.append((k, block, ident_rows))
+                fresh.append((k, block))
             self.sensors[sensor_id] = sequence
             self.sensors_dirty = True
+        accepted = self._accept(fresh, results) if fresh else None
         t1 = self._clock()
         self.stage_seconds["validate"] += t1 - t0
-        if accepted:
-            block = VectorBlock.concat([b for _, b, _ in accepted])
-            ident_rows = np.concatenate([r for _, _, r in accepted])
-            batch_of_row = np.repeat(np.array([k for k, _, _ in accepted]), [len(b) for _, b, _ in accepted])
+        if accepted is not None:
+            block, ident_rows, batch_of_row = accepted
             groups = self._groups(block, ident_rows)
             features = transform_block(block)  # all the batches at once, then split by image
             self.stage_seconds["score"] += self._clock() - t1
@@ -250,6 +237,62 @@ class Pipeline:
         for result in results:
             result.rejected.sort(key=lambda err: err.index)
         return results
+
+    def _accept(
+        self, fresh: list[tuple[int, VectorBlock]], results: list[BatchResult]
+    ) -> tuple[VectorBlock, np.ndarray, np.ndarray] | None:
+        """The windows of ``fresh`` batches that may be scored, as one block (their identity rows, and the
+        batch of each row); each batch's rejections go to its result.
+
+        The batches are joined first and checked together (validation, container order): one pass of array
+        operations for all of them, not one per batch; each identity table is checked on its own (a table
+        seen before costs a lookup; the joined one is new every call).
+        """
+        block = VectorBlock.concat([b for _, b in fresh], self._names)
+        batch_of_row = np.repeat(np.array([k for k, _ in fresh]), [len(b) for _, b in fresh])
+        flags = [bad_identities(b.identities) for _, b in fresh]
+        bad_ident = None if all(f is None for f in flags) else np.concatenate([
+            np.zeros(len(b.identities), dtype=bool) if f is None else f for f, (_, b) in zip(flags, fresh, strict=True)
+        ])
+        try:
+            ok, bad = validate_block(block, identities_checked=True, bad_ident=bad_ident)
+        except Exception:  # a value validation did not foresee: reject that batch's windows, never the stream's
+            log.exception("validating %d batches (%d windows) failed unexpectedly", len(fresh), len(block))
+            ok, bad = self._validate_apart(fresh)
+        for row, err in zip(np.flatnonzero(~ok).tolist(), bad, strict=True):
+            results[batch_of_row[row]].rejected.append(err)
+        ident_rows = np.zeros(len(block.identities), dtype=np.int64)
+        for _ in range(2 if ok.any() else 0):  # again if the identity tables were forgotten meanwhile
+            forgotten = self._forgotten
+            ident_rows = np.concatenate([self._identity_rows(b.identities) for _, b in fresh])
+            if self._forgotten == forgotten:
+                break
+        out_of_order: list[ValidationError] = []
+        keep = self._in_order(block, ok, ident_rows, out_of_order)
+        for row, err in zip(np.flatnonzero(ok & ~keep).tolist(), out_of_order, strict=True):
+            results[batch_of_row[row]].rejected.append(err)
+        ok &= keep
+        if not ok.all():
+            rows = np.flatnonzero(ok)
+            block, batch_of_row = block.take(rows), batch_of_row[rows]
+        return (block, ident_rows, batch_of_row) if len(block) else None
+
+    @staticmethod
+    def _validate_apart(fresh: list[tuple[int, VectorBlock]]) -> tuple[np.ndarray, list[ValidationError]]:
+        """:func:`validate_block` batch by batch (after it failed on the joined batches): only the windows of
+        the batch it fails on are rejected (``UNSPECIFIED``)."""
+        oks: list[np.ndarray] = []
+        errors: list[ValidationError] = []
+        for _, b in fresh:
+            try:
+                ok, bad = validate_block(b)
+            except Exception:
+                log.exception("validating a batch of %d windows failed unexpectedly", len(b))
+                ok = np.zeros(len(b), dtype=bool)
+                bad = [ValidationError("UNSPECIFIED", "vector could not be validated", int(i)) for i in b.index]
+            oks.append(ok)
+            errors.extend(bad)
+        return np.concatenate(oks), errors
 
     def _in_order(self, block: VectorBlock, ok: np.ndarray, ident_rows: np.ndarray,
                   rejected: list[ValidationError]) -> np.ndarray:
@@ -336,6 +379,7 @@ class Pipeline:
         return r
 
     def _forget_identities(self) -> None:
+        self._forgotten += 1
         self._table_rows.clear()
         self._ident_row.clear()
         self._ident_container.clear()

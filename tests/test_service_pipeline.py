@@ -99,6 +99,29 @@ def test_a_vector_validation_cannot_handle_is_rejected_not_fatal() -> None:
     assert [(e.index, e.reason) for e in result.rejected] == [(0, "UNSPECIFIED")]
 
 
+def test_a_batch_validation_cannot_handle_costs_only_its_own_windows(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Batches applied together are validated together; when that fails unforeseen, each is validated on
+    its own again, and only the batch it fails on is rejected (``UNSPECIFIED``)."""
+    from models.block import VectorBlock
+    from service import pipeline as pipeline_module
+
+    p, _, _ = _pipeline()
+    real = pipeline_module.validate_block
+
+    def fails_on_container_7(block: VectorBlock, **kw: object) -> object:
+        if any(i.container_id == "c7" for i in block.identities):
+            raise RuntimeError("unforeseen")
+        return real(block, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "validate_block", fails_on_container_7)
+    calls = [("a", 2, VectorBlock.from_vectors([vector(61, 0), vector(61, 1)]), []),
+             ("b", 2, VectorBlock.from_vectors([vector(61, 7, node="node-2"), vector(61, 2, node="node-2")]), []),
+             ("c", 2, VectorBlock.from_vectors([vector(61, 2)]), [])]
+    a, b, c = p.apply_blocks(calls)
+    assert (a.applied, c.applied, a.rejected, c.rejected) == (2, 1, [], [])
+    assert (b.applied, [(e.index, e.reason) for e in b.rejected]) == (0, [(0, "UNSPECIFIED"), (1, "UNSPECIFIED")])
+
+
 def test_batches_applied_together_equal_batches_applied_one_by_one() -> None:
     """``apply_blocks`` (what the service does with the batches of many sensors that arrive together) gives
     every batch the result it gets on its own, and leaves the same baselines and events: rejections and
@@ -121,6 +144,11 @@ def test_batches_applied_together_equal_batches_applied_one_by_one() -> None:
                     vs[0].syscalls["read"] = -3  # refused by validation
                 if i == 67 and sensor == "s3":
                     vs.append(vector(i, 9, repo="postgres", node=node))  # over the baseline limit
+                if i == 64 and sensor == "s2":
+                    vs.append(vector(i, 5, repo="Not An Image", node=node))  # a bad identity
+                    vs[0].syscalls["x" * 65] = 1  # a bad syscall name
+                if i == 63 and sensor == "s3":
+                    vs[0].syscalls["membarrier"] = 3  # a new syscall name, among the others' known ones
                 seq[sensor] += 1
                 out.append((sensor, seq[sensor], VectorBlock.from_vectors(vs), []))
                 if i == 68 and sensor == "s1":  # a resent batch
@@ -143,7 +171,8 @@ def test_batches_applied_together_equal_batches_applied_one_by_one() -> None:
     assert [(r.sequence, r.applied, r.duplicate, [(e.index, e.reason, e.message) for e in r.rejected]) for r in r1] == \
         [(r.sequence, r.applied, r.duplicate, [(e.index, e.reason, e.message) for e in r.rejected]) for r in r2]
     reasons = {e.reason for r in r1 for e in r.rejected}
-    assert {"OUT_OF_ORDER", "NEGATIVE", "TOO_LARGE"} <= reasons and any(r.duplicate for r in r1)
+    assert {"OUT_OF_ORDER", "NEGATIVE", "TOO_LARGE", "BAD_IDENTITY", "BAD_REFERENCE"} <= reasons
+    assert any(r.duplicate for r in r1)
     assert sorted(one.baselines) == sorted(many.baselines) == ["nginx:1.27", "redis:1.27"]
     for key in one.baselines:
         a, b = one.baselines[key], many.baselines[key]
