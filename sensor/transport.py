@@ -14,8 +14,10 @@ Protocol (``protos/baseliner/v1/ingest.proto``), per connection:
    (``Welcome.ngram_bytes`` false; :func:`sensor.wire.packed_ngrams`), converted as it is written to the
    stream; likewise batches carry their identity table as the bytes of an ``IdentityTable``
    (``identity_table``), and a service that does not read that form (``Welcome.identity_table`` false)
-   gets it as repeated ``Identity`` messages (:func:`sensor.wire.repeated_identities`; a service built
-   before every bytes form gets both conversions);
+   gets it as repeated ``Identity`` messages (:func:`sensor.wire.repeated_identities`); and they carry
+   their per-window numbers and syscall entries in the window bytes form (``window_f64_le`` ...), which a
+   service without ``Welcome.window_bytes`` gets as the repeated fields (:func:`sensor.wire.repeated_windows`;
+   a service built before every bytes form gets every conversion);
 4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
    reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order.
 
@@ -88,6 +90,9 @@ class TransportStats:
     batches_ngrams_paired: int = 0
     # sends with the identity table converted to repeated Identity messages (Welcome.identity_table false)
     batches_identities_repeated: int = 0
+    # sends with the per-window numbers and syscall entries converted from the window bytes form to the
+    # repeated fields (Welcome.window_bytes false)
+    batches_windows_repeated: int = 0
 
 
 class Backoff:
@@ -151,6 +156,11 @@ class _Metrics:
             f"{ns}_batches_identities_repeated_total",
             "Batches sent with their identity table converted from the bytes form to repeated Identity "
             "messages, for a service without Welcome.identity_table (resends too)", registry=registry)
+        self.batches_windows_repeated = Counter(
+            f"{ns}_batches_windows_repeated_total",
+            "Batches sent with their per-window numbers and syscall entries converted from the window bytes "
+            "form to the repeated fields, for a service without Welcome.window_bytes (resends too)",
+            registry=registry)
         self.reconnects = Counter(f"{ns}_connect_failures_total", "Streams that failed or broke",
                                   registry=registry)
         self.buffer_batches = Gauge(f"{ns}_buffer_batches", "Unacknowledged batches held", registry=registry)
@@ -456,6 +466,10 @@ class Transport:
         if not welcome.identity_table:
             log.info("service %s at %s is older (no Welcome.identity_table): identity tables are sent as "
                      "repeated Identity messages on this connection", welcome.service_version or "?", self.target)
+        if not welcome.window_bytes:
+            log.info("service %s at %s is older (no Welcome.window_bytes): per-window numbers and syscall "
+                     "entries are sent as repeated fields on this connection", welcome.service_version or "?",
+                     self.target)
         self._update_gauges()
         self._changed.set()
 
@@ -480,13 +494,24 @@ class Transport:
                         p.sequence, exc)
             return p.body
 
+    def _repeated_windows(self, p: Pending, body: bytes) -> bytes:
+        """``body`` (``p``'s, perhaps converted already) with its per-window numbers and syscall entries as
+        the repeated fields, for a service without ``Welcome.window_bytes``."""
+        try:
+            return wire.repeated_windows(body)
+        except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
+            log.warning("batch %d: window columns not converted to repeated fields (%s); sent as it is",
+                        p.sequence, exc)
+            return body
+
     async def _send_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         sent_high_here = 0
-        # Welcome of this connection (set before the loop starts): which n-gram and identity-table forms the
-        # service reads
+        # Welcome of this connection (set before the loop starts): which n-gram, identity-table and window
+        # forms the service reads
         ngram_bytes = self.welcome is not None and self.welcome.ngram_bytes
         ngram_entries = self.welcome is not None and self.welcome.ngram_entries
         identity_table = self.welcome is not None and self.welcome.identity_table
+        window_bytes = self.welcome is not None and self.welcome.window_bytes
         while True:
             if in_flight and time.monotonic() - in_flight[0][1] > self.ack_timeout:
                 raise AckTimeout(f"no ack for seq {in_flight[0][0]} within {self.ack_timeout}s")
@@ -506,6 +531,9 @@ class Transport:
                 continue
             body = nxt.body if identity_table else self._repeated(nxt)
             identities_repeated = body is not nxt.body
+            window_body = body if window_bytes else self._repeated_windows(nxt, body)
+            windows_repeated = window_body is not body
+            body = window_body
             ngram_body = body if ngram_entries else self._converted(nxt, body, ngram_bytes)
             ngrams_converted = ngram_body is not body
             body = ngram_body
@@ -524,6 +552,10 @@ class Transport:
                 self.stats.batches_identities_repeated += 1
                 if self._metrics.enabled:
                     self._metrics.batches_identities_repeated.inc()
+            if windows_repeated:
+                self.stats.batches_windows_repeated += 1
+                if self._metrics.enabled:
+                    self._metrics.batches_windows_repeated.inc()
             if ngrams_converted:
                 if ngram_bytes:
                     self.stats.batches_ngrams_paired += 1

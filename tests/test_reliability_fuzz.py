@@ -52,9 +52,22 @@ def _identity_table_variants() -> dict[str, Callable[[vectors_pb2.VectorColumns]
         "table-cut": lambda c: setattr(c, "identity_table", c.identity_table[:-2]),
         "table-and-repeated": lambda c: c.identities.add(node="n", container_id="c", image_repository="nginx"),
         "table-unknown-field": lambda c: setattr(c, "identity_table", c.identity_table + b"\x10\x01"),
-        "table-past": lambda c: c.identity.__setitem__(0, 9),
+        "table-past": lambda c: setattr(c, "window_u32_le", (9).to_bytes(4, "little") + c.window_u32_le[4:]),
         "repeated": lambda c: (c.identities.extend(vectors_pb2.IdentityTable.FromString(c.identity_table).identities),
                                c.ClearField("identity_table")),
+    }
+
+
+def _window_bytes_variants() -> dict[str, Callable[[vectors_pb2.VectorColumns], object]]:
+    return {
+        "windows": lambda c: None,
+        "windows-cut": lambda c: setattr(c, "window_f64_le", c.window_f64_le[:-3]),
+        "windows-row-short": lambda c: setattr(c, "window_u32_le", c.window_u32_le[:-24]),
+        "windows-and-repeated": lambda c: c.window_start.extend([1.7e9] * c.count),
+        "windows-nan": lambda c: setattr(c, "window_f64_le", b"\x00" * 6 + b"\xf8\x7f" + c.window_f64_le[8:]),
+        "syscalls-unequal": lambda c: setattr(c, "syscall_count_f64_le", c.syscall_count_f64_le[:-8]),
+        "syscalls-and-repeated": lambda c: c.syscall_count.append(1.0),
+        "syscalls-past": lambda c: setattr(c, "syscall_name_index_le16", b"\xff\xff" + c.syscall_name_index_le16[2:]),
     }
 
 
@@ -85,6 +98,14 @@ def test_atheris_fuzz_decoders_bounded(tmp_path: Path) -> None:
     for name, edit in _identity_table_variants().items():
         batch = wire.to_columns([vector(5, container=c) for c in range(3)], 9)
         assert batch.columns.identity_table
+        edit(batch.columns)
+        (corpus / f"columns-{name}").write_bytes(batch.SerializeToString())
+    # columns with the window bytes form (window_f64_le, window_u32_le, the syscall entries' bytes), cut, a
+    # row short, next to the repeated form, with a NaN window start, syscall bytes of unequal length or
+    # an index past the names
+    for name, edit in _window_bytes_variants().items():
+        batch = wire.to_columns([vector(6, container=c) for c in range(3)], 9)
+        assert batch.columns.window_f64_le and batch.columns.syscall_name_index_le16
         edit(batch.columns)
         (corpus / f"columns-{name}").write_bytes(batch.SerializeToString())
     (corpus / "alert").write_bytes(json.dumps({

@@ -11,6 +11,7 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry
 
+from models.block import COUNTER_INDEX
 from models.vector import FeatureVector, Identity
 from protos.baseliner.v1 import ingest_pb2, vectors_pb2
 from sensor import wire
@@ -70,6 +71,18 @@ def _id_form(batch: vectors_pb2.VectorBatch) -> str:
     return "table" if c.identity_table else "repeated"
 
 
+def _window_form(batch: vectors_pb2.VectorBatch) -> str:
+    """Which form a batch's per-window numbers and syscall entries came in ("bytes": window_f64_le,
+    window_u32_le and the syscall entries' bytes; "repeated"); refuses a mix."""
+    c = batch.columns
+    as_bytes = (bool(c.window_f64_le), bool(c.window_u32_le), bool(c.syscall_name_index_le16),
+                bool(c.syscall_count_f64_le))
+    as_repeated = (len(c.window_start) > 0, len(c.identity) > 0, len(c.syscall_name_index) > 0,
+                   len(c.syscall_count) > 0)
+    assert as_bytes in ((True,) * 4, (False,) * 4) and as_repeated == tuple(not x for x in as_bytes), c
+    return "bytes" if as_bytes[0] else "repeated"
+
+
 def _containers_vectors(n: int, start: int = 0) -> list[FeatureVector]:
     """Windows of four containers of one image in turn, n-grams in the entry form (every seventh without)."""
     vectors = _entry_gram_vectors(n, start)
@@ -102,9 +115,16 @@ def _fast_backoff() -> Backoff:
     return Backoff(initial=0.02, maximum=0.1, jitter=0.5)
 
 
+def _bytes_sent(batch: vectors_pb2.VectorBatch) -> list[int]:
+    """``bytes_sent`` of every window of ``batch``, as the service decodes it (either window form)."""
+    block, errors = Decoder().decode_block(batch)
+    assert errors == []
+    return [int(x) for x in block.counters[:, COUNTER_INDEX["bytes_sent"]]]
+
+
 def _delivered(state: IngestState) -> list[int]:
-    """window starts of every applied vector, in the order applied (identifies vectors uniquely)."""
-    return [int(x) for b in state.applied for x in b.columns.bytes_sent]
+    """``bytes_sent`` of every applied vector, in the order applied (identifies vectors uniquely)."""
+    return [x for b in state.applied for x in _bytes_sent(b)]
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -153,7 +173,7 @@ def test_a_batch_goes_image_by_image_each_container_in_order() -> None:
             assert await t.flush(10)
         await server.stop()
         (batch,) = server.state.applied
-        sent = [vectors[int(i)] for i in batch.columns.bytes_sent]
+        sent = [vectors[i] for i in _bytes_sent(batch)]
         images = [v.identity.image_repository for v in sent]
         assert images == sorted(images)  # one run per image
         for c in {v.identity.container_id for v in vectors}:
@@ -407,6 +427,10 @@ def test_older_service_gets_ngrams_packed_and_applies_every_batch(caplog: pytest
     assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
     ids = [r for r in caplog.records if "identity tables are sent as repeated Identity" in r.getMessage()]
     assert len(ids) == 2 and all(r.levelno == logging.INFO for r in ids)
+    # nor the window bytes form (48-51): repeated windows, counted
+    assert [_window_form(b) for b in server.state.applied] == ["repeated"] * 6
+    assert t.stats.batches_windows_repeated == t.stats.batches_sent
+    assert registry.get_sample_value("baseliner_sensor_batches_windows_repeated_total") == t.stats.batches_sent
 
 
 def test_service_without_either_flag_gets_entry_form_batches_packed() -> None:
@@ -436,10 +460,12 @@ def test_service_without_either_flag_gets_entry_form_batches_packed() -> None:
         assert registry.get_sample_value("baseliner_sensor_batches_ngrams_packed_total") == 5
         assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == 0
         assert not t.welcome.identity_table and [_id_form(b) for b in server.state.applied] == ["repeated"] * 5
-        assert t.stats.batches_identities_repeated == 5
+        assert t.stats.batches_identities_repeated == t.stats.batches_windows_repeated == 5
         assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == 5
+        assert registry.get_sample_value("baseliner_sensor_batches_windows_repeated_total") == 5
         for k, b in enumerate(server.state.applied):  # what an older sensor would have sent, byte for byte
-            expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, ngram_bytes=False, identity_table=False)
+            expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, ngram_bytes=False, identity_table=False,
+                                       window_bytes=False)
             assert b.SerializeToString() == expected.SerializeToString()
 
     run(body())
@@ -457,10 +483,11 @@ def test_service_before_the_entry_form_gets_ngrams_as_pairs_and_applies_every_ba
     assert t.welcome is not None and t.welcome.ngram_bytes and not t.welcome.ngram_entries
     assert [_form(b) for b in server.state.applied] == ["pairs"] * 6
     assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
-    assert server.state.applied[0].SerializeToString() == wire.to_columns(
-        sent[:10], 1, identity_table=False).SerializeToString()  # nor the identity table as bytes (field 47)
+    assert server.state.applied[0].SerializeToString() == wire.to_columns(  # nor the identity table as bytes
+        sent[:10], 1, identity_table=False, window_bytes=False).SerializeToString()  # (47), nor windows (48-51)
     assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
-    assert t.stats.batches_identities_repeated == t.stats.batches_sent
+    assert [_window_form(b) for b in server.state.applied] == ["repeated"] * 6
+    assert t.stats.batches_identities_repeated == t.stats.batches_windows_repeated == t.stats.batches_sent
     assert t.stats.batches_ngrams_paired == t.stats.batches_sent - 1 >= 6  # all but the pair-form batch
     assert t.stats.batches_ngrams_packed == 0
     assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == t.stats.batches_sent - 1
@@ -582,12 +609,12 @@ def test_service_before_the_identity_table_gets_repeated_identities_and_applies_
     assert [_id_form(b) for b in server.state.applied] == ["repeated"] * 6
     assert [_form(b) for b in server.state.applied] == ["entries"] * 6
     for k, b in enumerate(server.state.applied):  # byte for byte what to_columns writes in that form
-        expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, identity_table=False)
+        expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, identity_table=False, window_bytes=False)
         assert b.SerializeToString() == expected.SerializeToString()
         assert len(b.columns.identities) == 4
     assert _received_identities(server.state.applied) == [v.identity for v in sent]
     assert _received_ngrams(server.state.applied) == [v.ngrams for v in sent]
-    assert t.stats.batches_identities_repeated == t.stats.batches_sent >= 7
+    assert t.stats.batches_identities_repeated == t.stats.batches_windows_repeated == t.stats.batches_sent >= 7
     assert t.stats.batches_ngrams_paired == t.stats.batches_ngrams_packed == 0
     assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == t.stats.batches_sent
     assert registry.get_sample_value("baseliner_sensor_batches_ngrams_paired_total") == 0
@@ -614,6 +641,60 @@ def test_identity_table_form_follows_each_connections_welcome() -> None:
     assert t.stats.batches_ngrams_paired == 3 and t.stats.batches_ngrams_packed == 3
     assert _received_identities(state.applied) == [v.identity for v in sent]
     assert _received_ngrams(state.applied) == [v.ngrams for v in sent]
+    for i in (0, 1, 2, 12, 13, 14):  # the bytes form arrives as the sensor encoded it
+        expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
+        assert state.applied[i].SerializeToString() == expected.SerializeToString()
+
+
+def test_service_before_the_window_bytes_form_gets_repeated_windows_and_applies_every_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service with every Welcome flag but window_bytes (it refuses fields 48-51): every batch goes with
+    its per-window numbers and syscall entries as the repeated fields, resends after a broken stream too,
+    its identity table and n-grams as encoded; counted, logged once per connection; nothing is refused and
+    every window arrives as it was sent."""
+    caplog.set_level(logging.INFO, logger="sensor.transport")
+    sent = _containers_vectors(60)
+    for i, v in enumerate(sent):  # something in every group: counters, ages, lists
+        v.execs, v.seconds_since_start, v.executables = i % 3, 10.0 * i, ["/bin/sh"] * (i % 2)
+    server, t, registry = _through_a_broken_stream(sent, before_window_bytes=True)
+    w = t.welcome
+    assert w is not None and w.ngram_bytes and w.ngram_entries and w.identity_table and not w.window_bytes
+    assert t.stats.batches_resent >= 1
+    assert [_window_form(b) for b in server.state.applied] == ["repeated"] * 6
+    assert [_id_form(b) for b in server.state.applied] == ["table"] * 6
+    assert [_form(b) for b in server.state.applied] == ["entries"] * 6
+    for k, b in enumerate(server.state.applied):  # byte for byte what to_columns writes in that form
+        expected = wire.to_columns(sent[10 * k:10 * k + 10], k + 1, window_bytes=False)
+        assert b.SerializeToString() == expected.SerializeToString()
+    received = [item for b in server.state.applied for _, item in Decoder().decode(b)]
+    assert received == sent
+    assert t.stats.batches_windows_repeated == t.stats.batches_sent >= 7
+    assert t.stats.batches_identities_repeated == t.stats.batches_ngrams_paired == t.stats.batches_ngrams_packed == 0
+    assert registry.get_sample_value("baseliner_sensor_batches_windows_repeated_total") == t.stats.batches_sent
+    assert registry.get_sample_value("baseliner_sensor_batches_identities_repeated_total") == 0
+    older = [r for r in caplog.records if "sent as repeated fields on this connection" in r.getMessage()]
+    assert len(older) == 2 and all(r.levelno == logging.INFO for r in older)  # once per connection
+    assert not any("identity tables are sent" in r.getMessage() or "n-grams are sent" in r.getMessage()
+                   for r in caplog.records)
+
+
+def test_window_form_follows_each_connections_welcome() -> None:
+    """Batches encoded in the window bytes form go as encoded to a service that reads it, with repeated
+    windows after a rollback to one without Welcome.window_bytes (the rest as encoded), and to older ones
+    (with their other conversions), and as encoded again after the upgrade."""
+    sent = _containers_vectors(150)
+    state, t, welcomes = _through_service_versions(sent, [
+        Behaviour(), Behaviour(before_window_bytes=True), Behaviour(before_identity_table=True),
+        Behaviour(before_ngram_bytes=True), Behaviour()])
+    assert [w.window_bytes for w in welcomes] == [True, False, False, False, True]
+    assert [_window_form(b) for b in state.applied] == ["bytes"] * 3 + ["repeated"] * 9 + ["bytes"] * 3
+    assert [_id_form(b) for b in state.applied] == ["table"] * 6 + ["repeated"] * 6 + ["table"] * 3
+    assert [_form(b) for b in state.applied] == ["entries"] * 9 + ["packed"] * 3 + ["entries"] * 3
+    assert t.stats.batches_windows_repeated == 9 and t.stats.batches_identities_repeated == 6
+    assert t.stats.batches_ngrams_packed == 3 and t.stats.batches_ngrams_paired == 0
+    received = [item for b in state.applied for _, item in Decoder().decode(b)]
+    assert received == sent
     for i in (0, 1, 2, 12, 13, 14):  # the bytes form arrives as the sensor encoded it
         expected = wire.to_columns(sent[10 * i:10 * i + 10], i + 1)
         assert state.applied[i].SerializeToString() == expected.SerializeToString()

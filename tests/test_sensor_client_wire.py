@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, ngram_entries, vectors_pb2
+from protos.baseliner.v1 import ingest_pb2, ngram_entries, vectors_pb2, window_columns
 from sensor import wire
 from sensor.synthetic import ScenarioConfig, SyntheticSource
 from service.serde import Decoder
@@ -90,8 +90,10 @@ def _small_batch() -> list[FeatureVector]:
 def test_golden_bytes_of_a_small_batch_in_the_entry_form() -> None:
     """The whole body, byte for byte: field 46 (tag f2 02), one little-endian uint32 per entry,
     bucket | count << 17 (7|2<<17 = 0x00040007, 300|32767<<17 = 0xfffe012c, 77823|1<<17 = 0x00032fff,
-    131071|5<<17 = 0x000bffff); the identity table after it, as field 47 (see the next test)."""
-    body = wire.encode_batch_body(_small_batch())
+    131071|5<<17 = 0x000bffff); the identity table after it, as field 47 (see the next test).  The
+    windows in the repeated form, as a service without Welcome.window_bytes gets them (the window bytes
+    form: test_golden_bytes_of_a_small_batch_in_the_window_bytes_form)."""
+    body = wire.repeated_windows(wire.encode_batch_body(_small_batch()))
     assert body.hex() == (
         "10012a860108031a03000000221800000000000059400000000000805b400000000000005e402a1800000000000024400000"
         "0000000024400000000000002440ea0118000000000000f0bf000000000000f0bf000000000000f0bf880202920203030001"
@@ -102,7 +104,8 @@ def test_golden_bytes_of_a_small_batch_in_the_entry_form() -> None:
     assert not c.ngram_bucket_le32 and not c.ngram_count_le32 and not c.ngram_bucket and not c.ngram_count
     assert ngram_entries.BUCKET_BITS == 17 and ngram_entries.MAX_COUNT == 32767
     pairs = wire.to_columns(_small_batch(), ngram_entries=False).SerializeToString()
-    assert len(pairs) - len(body) == 4 * 4 + 3  # 4 bytes less per entry and one 3-byte field header less
+    assert len(pairs) - len(wire.encode_batch_body(_small_batch())) == 4 * 4 + 3  # 4 bytes less per entry and
+    # one 3-byte field header less
 
 
 def test_entry_form_round_trip_decodes_to_the_block_of_the_pair_form() -> None:
@@ -136,13 +139,13 @@ def test_columns_carry_ngrams_as_little_endian_uint32_bytes() -> None:
     vectors[2].ngrams[70_000] = 2**31 + 5  # 4-byte entries, whatever the value (a batch past the entry form)
     buckets = [b for v in vectors for b in v.ngrams]
     counts = [x for v in vectors for x in v.ngrams.values()]
-    c = wire.to_columns(vectors, 1).columns
+    c = wire.to_columns(vectors, 1, window_bytes=False).columns
     assert c.ngram_spec == 2 and list(c.ngram_lengths) == [3, 0, 4]
     assert not c.ngram_bucket and not c.ngram_count  # one form per batch
     assert c.ngram_bucket_le32 == struct.pack(f"<{len(buckets)}I", *buckets)
     assert c.ngram_count_le32 == struct.pack(f"<{len(counts)}I", *counts)
     assert not c.ngram_entry_le32
-    packed = wire.to_columns(vectors, 1, ngram_bytes=False).columns
+    packed = wire.to_columns(vectors, 1, ngram_bytes=False, window_bytes=False).columns
     assert list(packed.ngram_bucket) == buckets and list(packed.ngram_count) == counts
     assert not packed.ngram_bucket_le32 and not packed.ngram_count_le32
     assert packed.ngram_lengths == c.ngram_lengths
@@ -276,8 +279,9 @@ def _two_containers() -> list[FeatureVector]:
 
 def test_golden_bytes_of_a_small_batch_with_its_identity_table_as_bytes() -> None:
     """The whole body, byte for byte: the identity table as field 47 (tag fa 02), the bytes of an
-    IdentityTable (field 1 of each Identity message, tag 0a), and no repeated identities (field 2)."""
-    body = wire.encode_batch_body(_two_containers())
+    IdentityTable (field 1 of each Identity message, tag 0a), and no repeated identities (field 2).  The
+    windows in the repeated form, as a service without Welcome.window_bytes gets them."""
+    body = wire.repeated_windows(wire.encode_batch_body(_two_containers()))
     table = (
         "0a0f" "0a026e31" "12026331" "22056e67696e78"  # Identity{node n1, container_id c1, repository nginx}
         "0a1c" "0a026e31" "12026332" "220264622a023136" "3a0464622d30" "420473686f70"  # c2, db:16, db-0, shop
@@ -294,7 +298,7 @@ def test_golden_bytes_of_a_small_batch_with_its_identity_table_as_bytes() -> Non
     c = vectors_pb2.VectorBatch.FromString(body).columns
     assert not c.identities and c.identity_table == bytes.fromhex(table)
     assert wire.identity_table_bytes([v.identity for v in _two_containers()[:2]]) == bytes.fromhex(table)
-    repeated = wire.to_columns(_two_containers(), identity_table=False).SerializeToString()
+    repeated = wire.to_columns(_two_containers(), identity_table=False, window_bytes=False).SerializeToString()
     assert len(vectors_pb2.VectorBatch.FromString(repeated).columns.identities) == 2
     assert len(body) - len(repeated) == 3  # the same bytes per identity, plus one 3-byte field header
 
@@ -314,7 +318,8 @@ def test_identity_table_as_bytes_round_trips_and_decodes_like_the_repeated_form(
     vectors.append(FeatureVector(Identity("node-7", "bare", "alpine"), 1_767_225_700.0, 10.0))  # defaults only
     body = wire.encode_batch_body(vectors)
     c = vectors_pb2.VectorBatch.FromString(body).columns
-    assert c.identity_table and not c.identities and list(c.identity) == [0, 1, 2, 0, 1, 2, 0, 3]
+    assert c.identity_table and not c.identities
+    assert window_columns.unpack_u32(c.window_u32_le, 8)[:, 0].tolist() == [0, 1, 2, 0, 1, 2, 0, 3]
     assert _roundtrip(vectors) == vectors
     repeated = wire.to_columns(vectors, identity_table=False).SerializeToString()
     a, b = _block(body), _block(repeated)
@@ -398,3 +403,110 @@ def test_identity_table_bytes_are_serialised_once_per_distinct_table_and_the_cac
     # what it serialises is an IdentityTable of the identities, in order
     assert list(real.FromString(wire.identity_table_bytes(big)).identities) == list(
         wire.to_columns([FeatureVector(i, 1.7e9, 5.0) for i in big], identity_table=False).columns.identities)
+
+
+def test_golden_bytes_of_a_small_batch_in_the_window_bytes_form() -> None:
+    """The whole body, byte for byte: window_f64_le (field 48, tag 82 03), a float64 row per window,
+    20 columns (window_start, window_seconds, container_age_seconds, the 17 counters; every one, 0 too);
+    window_u32_le (49, tag 8a 03), a uint32 row per window (identity, syscall_lengths, ngram_lengths,
+    executable_lengths, endpoint_lengths, sensitive_path_lengths); the syscall entries as uint16 indices
+    (50, tag 92 03) and float64 counts (51, tag 9a 03); no repeated per-window field."""
+    ident = Identity("n1", "c1", "nginx")
+    vectors = [FeatureVector(ident, 100.0, 10.0, {"read": 3, "write": 1}, execs=2, events_lost=1),
+               FeatureVector(ident, 110.0, 10.0, {"read": 0.5}, seconds_since_start=7.0, executables=["/bin/sh"])]
+    body = wire.encode_batch_body(vectors)
+    zeros = "0000000000000000"
+
+    def f64(x: float) -> str:
+        return struct.pack("<d", x).hex()
+
+    row0 = f64(100.0) + f64(10.0) + f64(-1.0) + f64(2.0) + zeros * 15 + f64(1.0)  # execs 2 ... events_lost 1
+    row1 = f64(110.0) + f64(10.0) + f64(7.0) + zeros * 17
+    assert body.hex() == (
+        "1001" "1a04" "72656164" "1a05" "7772697465"  # schema_version 1; syscall_names read, write
+        "2a" "bb03"  # columns, 443 bytes
+        "0802"  # count 2
+        "b202" "07" "2f62696e2f7368"  # executables
+        "fa0211" "0a0f0a026e311202633122056e67696e78"  # identity_table
+        "8203" "c002" + row0 + row1  # window_f64_le, 320 bytes
+        + "8a03" "30" "00000000" "02000000" "00000000" "00000000" "00000000" "00000000"  # window_u32_le, 48 bytes
+        "00000000" "01000000" "00000000" "01000000" "00000000" "00000000"
+        "9203" "06" "0000" "0100" "0000"  # syscall_name_index_le16: read, write, read
+        "9a03" "18" + f64(3.0) + f64(1.0) + f64(0.5)  # syscall_count_f64_le
+    )
+    assert len(row0) == len(row1) == 2 * window_columns.F64_ROW_BYTES == 320
+    c = vectors_pb2.VectorBatch.FromString(body).columns
+    assert not (c.window_start or c.identity or c.execs or c.syscall_lengths or c.syscall_name_index
+                or c.syscall_count or c.container_age_seconds or c.executable_lengths)
+    assert _roundtrip(vectors) == vectors
+
+
+def _windows_vectors() -> list[FeatureVector]:
+    """Every field in some windows, defaults in others (a counter 0 in every window, windows without lists)."""
+    vectors = [_full_vector(i % 4) for i in range(9)]
+    vectors[3].ngrams = {0: 32767, 2**17 - 1: 1}  # the entry form
+    vectors[4].syscalls, vectors[4].executables, vectors[4].seconds_since_start = {}, [], -1.0
+    for v in vectors:
+        v.listens = 0
+    vectors.append(FeatureVector(Identity("node-7", "bare", "alpine"), 1_767_225_700.0, 10.0))  # defaults only
+    return vectors
+
+
+def test_repeated_windows_gives_what_to_columns_writes_and_composes_with_every_other_conversion() -> None:
+    vectors = _windows_vectors()
+    body = wire.encode_batch_body(vectors)
+    c = vectors_pb2.VectorBatch.FromString(body).columns
+    assert c.window_f64_le and c.window_u32_le and c.syscall_name_index_le16 and c.syscall_count_f64_le
+    assert c.identity_table and c.ngram_entry_le32
+    repeated = wire.repeated_windows(body)
+    assert repeated == wire.to_columns(vectors, window_bytes=False).SerializeToString()
+    r = vectors_pb2.VectorBatch.FromString(repeated).columns
+    assert not r.listens and len(r.execs) == len(r.window_start) == len(vectors)  # 0 everywhere: left out
+    # every older service: the conversions in any order give what to_columns writes in those forms
+    conversions = {"identity_table": wire.repeated_identities, "ngram_entries": wire.pair_ngrams,
+                   "ngram_bytes": wire.packed_ngrams}
+    for older in (["identity_table"], ["identity_table", "ngram_entries"],
+                  ["identity_table", "ngram_entries", "ngram_bytes"], ["identity_table", "ngram_bytes"]):
+        expected = wire.to_columns(vectors, window_bytes=False, **dict.fromkeys(older, False)).SerializeToString()
+        convert = [conversions[k] for k in older if not (k == "ngram_entries" and "ngram_bytes" in older)]
+        for first in range(len(convert) + 1):  # repeated_windows before, between and after the others
+            out = body
+            for f in convert[:first] + [wire.repeated_windows] + convert[first:]:
+                out = f(out)
+            assert out == expected, (older, first)
+    # only the window groups moved: the rest of the batch is as encoded
+    before, after = vectors_pb2.VectorBatch.FromString(body), vectors_pb2.VectorBatch.FromString(repeated)
+    for name in ("window_f64_le", "window_u32_le", "syscall_name_index_le16", "syscall_count_f64_le"):
+        before.columns.ClearField(name)
+    for name in (*window_columns.F64_COLUMNS, *window_columns.U32_COLUMNS, *window_columns.SYSCALL_FIELDS):
+        after.columns.ClearField(name)
+    assert after == before
+    assert _block(repeated).vectors() == _block(body).vectors() == vectors
+
+
+def test_repeated_windows_leaves_bodies_without_the_bytes_form_alone_and_refuses_malformed_ones() -> None:
+    for body in (wire.to_columns([_full_vector(1)], window_bytes=False).SerializeToString(),  # an older spool
+                 wire.to_batch([_full_vector(2)]).SerializeToString(),  # one message per window
+                 wire.encode_batch_body([])):  # no windows
+        assert wire.repeated_windows(body) is body
+
+    def edited(edit) -> bytes:  # type: ignore[no-untyped-def]
+        batch = wire.to_columns([_full_vector(0), _full_vector(1)])
+        edit(batch.columns)
+        return batch.SerializeToString()
+
+    for edit, says in (
+        (lambda c: c.window_start.extend([1.0, 2.0]), "window columns in window_f64_le and in their repeated"),
+        (lambda c: c.syscall_lengths.extend([4, 4]), "window columns in window_u32_le and in their repeated"),
+        (lambda c: c.syscall_count.append(1.0), "syscall entries in syscall_name_index_le16/syscall_count_f64_le "
+                                               "and repeated"),
+        (lambda c: setattr(c, "window_f64_le", c.window_f64_le[:-1]), "window_f64_le has 319 bytes: not whole"),
+        (lambda c: setattr(c, "window_u32_le", c.window_u32_le[:24]), "window_u32_le has 1 rows for 2 windows"),
+        (lambda c: setattr(c, "count", 3), "window_f64_le has 2 rows for 3 windows"),
+        (lambda c: setattr(c, "syscall_count_f64_le", c.syscall_count_f64_le[:-8]),
+         "syscall_name_index_le16 has 8 entries but syscall_count_f64_le 7"),
+        (lambda c: setattr(c, "syscall_name_index_le16", c.syscall_name_index_le16[:-1]), "not whole 2-byte"),
+    ):
+        with pytest.raises(ValueError) as e:
+            wire.repeated_windows(edited(edit))
+        assert says in str(e.value)

@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.baseline import BaselineConfig
-from models.block import VectorBlock
+from models.block import COUNTERS, VectorBlock
 from models.errors import ValidationError
 from models.ngrams import NUM_BUCKETS
 from models.validate import validate, validate_block
 from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2
+from protos.baseliner.v1 import ingest_pb2, vectors_pb2, window_columns
 from sensor import wire
 from service import serde
 from service.pipeline import Pipeline
@@ -198,6 +198,82 @@ def test_both_ngram_forms_decode_to_the_same_block() -> None:
     assert a.vectors() == vs
 
 
+def _rich_windows() -> list[FeatureVector]:
+    """Windows with every field set in some and defaults in others: counters that are 0 in every window,
+    windows without syscalls or lists, incomplete and exited ones, unknown ages, n-grams in some."""
+    vs = _with_entry_ngrams([vector(i, c) for i in range(4) for c in range(3)])
+    vs[1].execs, vs[1].executables, vs[1].sensitive_paths, vs[1].sensitive_writes = 2, ["/bin/sh"], ["/etc/x"], 1
+    vs[2].syscalls, vs[2].endpoints, vs[2].complete, vs[2].seconds_since_start = {}, [], False, -1.0
+    vs[4].container_exited, vs[4].events_lost, vs[4].dns_queries = True, 7, 3
+    vs[5].syscalls = {"futex": 2**53, "read": 0.5}
+    return vs
+
+
+def test_the_window_bytes_form_decodes_to_the_block_of_the_repeated_form() -> None:
+    vs = _rich_windows()
+    as_bytes = wire.to_columns(vs, 1)
+    repeated = wire.to_columns(vs, 1, window_bytes=False)
+    c, r = as_bytes.columns, repeated.columns
+    assert len(c.window_f64_le) == 160 * len(vs) and len(c.window_u32_le) == 24 * len(vs)
+    n_sc = sum(len(v.syscalls) for v in vs)
+    assert len(c.syscall_name_index_le16) == 2 * n_sc and len(c.syscall_count_f64_le) == 8 * n_sc
+    assert not (c.window_start or c.identity or c.syscall_lengths or c.syscall_name_index or c.syscall_count
+                or c.execs or c.ngram_lengths or c.container_age_seconds)
+    assert list(c.complete) == list(r.complete) and list(c.container_exited) == list(r.container_exited)
+    assert len(c.complete) == len(vs)  # (the one form of complete and container_exited)
+    assert not (r.window_f64_le or r.window_u32_le or r.syscall_name_index_le16 or r.syscall_count_f64_le)
+    assert len(r.window_start) == len(r.syscall_lengths) == len(vs) and not r.forks  # 0 in every window
+    a, b = _decoded_block(as_bytes), _decoded_block(repeated)
+    _assert_same_block(a, b)
+    assert a.vectors() == vs
+    # what the pipeline gets from the matrices: contiguous, writable, native arrays, like the repeated form's
+    for arr in (a.window_start, a.window_seconds, a.age, a.counters, a.ident):
+        assert arr.flags.c_contiguous and arr.flags.writeable and arr.dtype.isnative
+    assert a.counters.shape == (len(vs), len(COUNTERS))
+
+
+def test_window_columns_are_named_after_the_repeated_fields_they_replace_the_counters_in_block_order() -> None:
+    fields = vectors_pb2.VectorColumns.DESCRIPTOR.fields_by_name
+    assert window_columns.F64_COLUMNS == ("window_start", "window_seconds", "container_age_seconds", *COUNTERS)
+    assert window_columns.F64_COLUMNS[window_columns.FIRST_COUNTER:] == COUNTERS
+    for name in (*window_columns.F64_COLUMNS, *window_columns.U32_COLUMNS, *window_columns.SYSCALL_FIELDS):
+        assert fields[name].is_repeated, name
+    assert {fields[n].type for n in window_columns.F64_COLUMNS} == {fields["window_start"].TYPE_DOUBLE}
+    assert {fields[n].type for n in window_columns.U32_COLUMNS} == {fields["identity"].TYPE_UINT32}
+    for name, number in (("window_f64_le", 48), ("window_u32_le", 49), ("syscall_name_index_le16", 50),
+                         ("syscall_count_f64_le", 51)):
+        assert fields[name].number == number and fields[name].type == fields[name].TYPE_BYTES
+    assert ingest_pb2.Welcome.DESCRIPTOR.fields_by_name["window_bytes"].number == 8
+    assert serde.welcome(0, "v", 10).welcome.window_bytes
+
+
+def test_a_batch_past_65536_syscall_names_sends_its_syscalls_repeated_and_decodes_alike() -> None:
+    """uint16 indices reach 65,535: a batch with 65,536 names goes in the window bytes form, one with a name
+    more sends its syscall entries repeated (its windows still as bytes).  (The service refuses such a
+    batch, TOO_LARGE, before decoding it: the decoder is called directly here.)"""
+    ident = Identity("n", "c", "nginx")
+    vs = [FeatureVector(ident, 1.7e9 + 10 * k, 10.0, {f"sys_{k}_{j}": 1 + j for j in range(512)})
+          for k in range(128)]
+    assert len({name for v in vs for name in v.syscalls}) == 65_536
+
+    def decoded(batch: vectors_pb2.VectorBatch) -> VectorBlock:
+        block, errors = serde.Decoder().decode_block(vectors_pb2.VectorBatch.FromString(batch.SerializeToString()))
+        assert errors == []
+        return block
+
+    fits = wire.to_columns(vs, 1)
+    assert len(fits.columns.syscall_name_index_le16) == 2 * 65_536 and not fits.columns.syscall_name_index
+    assert np.frombuffer(fits.columns.syscall_name_index_le16, "<u2").max() == 65_535
+    vs.append(FeatureVector(ident, 1.7e9 + 10 * 128, 10.0, {"one_more": 3}))
+    past = wire.to_columns(vs, 1)
+    c = past.columns
+    assert not c.syscall_name_index_le16 and not c.syscall_count_f64_le and len(c.syscall_name_index) == 65_537
+    assert c.window_f64_le and c.window_u32_le and not c.syscall_lengths
+    block = decoded(past)
+    _assert_same_block(block, decoded(wire.to_columns(vs, 1, window_bytes=False)))
+    assert block.vector(128).syscalls == {"one_more": 3.0} and len(block.syscall_names) == 65_537
+
+
 def _tables(k: int, containers: int = 3, windows: int = 2) -> list[FeatureVector]:
     """Windows of ``containers`` containers, table ``k`` (a different table for each ``k``)."""
     return [vector(100 + i, c, repo=f"app{k}") for i in range(windows) for c in range(containers)]
@@ -290,7 +366,7 @@ def test_identity_table_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(d._tables) == 2
 
 
-def _bad_columns(seq: int) -> tuple[vectors_pb2.VectorBatch, dict[int, int]]:
+def _bad_columns(seq: int, window_bytes: bool = True) -> tuple[vectors_pb2.VectorBatch, dict[int, int]]:
     good = [vector(100 + i, 0) for i in range(3)]
     bad: list[tuple[FeatureVector, int]] = []
     v = vector(200, 1)
@@ -320,17 +396,22 @@ def _bad_columns(seq: int) -> tuple[vectors_pb2.VectorBatch, dict[int, int]]:
     bad.append((v, R.REJECT_REASON_BAD_REFERENCE))
     bad.append((vector(50, 0), R.REJECT_REASON_OUT_OF_ORDER))  # back in time for container 0
     vectors = good + [v for v, _ in bad]
-    batch = wire.to_columns(vectors, seq)
+    batch = wire.to_columns(vectors, seq, window_bytes=window_bytes)
+    assert bool(batch.columns.window_f64_le) == window_bytes
     for ep in batch.columns.endpoints:
         if ep.address == "10.1.1.1":
             ep.protocol = 9  # type: ignore[assignment]
     return batch, {len(good) + k: reason for k, (_, reason) in enumerate(bad)}
 
 
-def test_every_bad_window_in_columns_is_rejected_alone_and_counted() -> None:
+@pytest.mark.parametrize("window_bytes", [True, False], ids=["window-bytes", "repeated"])
+def test_every_bad_window_in_columns_is_rejected_alone_and_counted(window_bytes: bool) -> None:
+    """In either window form: a NaN, infinite or negative count (doubles in both), a bad identity, window ...
+    rejects its window alone, with its reason."""
+
     async def main() -> None:
         async with running(config()) as (srv, _):
-            batch, expected = _bad_columns(2)
+            batch, expected = _bad_columns(2, window_bytes)
             resps = await exchange(srv.port, [hello("s1"), *learn_batches(1), raw_batch_request(batch),
                                               *learn_batches(1, start_seq=3, start_window=300)])
             first, mixed, after = (r.ack for r in resps[1:])
@@ -354,24 +435,32 @@ def _structural_faults() -> list[tuple[str, vectors_pb2.VectorBatch, int]]:
     grams = _with_ngrams(vs_copy())
     out = []
 
-    def case(name: str, reason: int, edit, vectors: list[FeatureVector] = vs) -> None:  # type: ignore[no-untyped-def]
-        b = wire.to_columns(vectors, len(out) + 1)
+    def case(name: str, reason: int, edit, vectors: list[FeatureVector] = vs,  # type: ignore[no-untyped-def]
+             window_bytes: bool = True) -> None:
+        b = wire.to_columns(vectors, len(out) + 1, window_bytes=window_bytes)
         edit(b)
         out.append((name, b, reason))
 
-    case("short column", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.window_seconds.pop())
-    case("no window_start", R.REJECT_REASON_MISSING_FIELD, lambda b: b.columns.ClearField("window_start"))
-    case("lengths do not add up", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.syscall_lengths.__setitem__(0, 99))
-    case("identity out of range", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.identity.__setitem__(0, 50))
-    case("syscall name out of range", R.REJECT_REASON_BAD_REFERENCE,
-         lambda b: b.columns.syscall_name_index.__setitem__(0, 9999))
-    case("unequal syscall arrays", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.syscall_count.pop())
-    case("n-grams with spec 0", R.REJECT_REASON_BAD_REFERENCE,
-         lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(1),
-                    b.columns.ngram_count.append(1)))
-    case("spec v1 n-grams with an order-6 bucket", R.REJECT_REASON_BAD_REFERENCE,
-         lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(12288),
-                    b.columns.ngram_count.append(1), setattr(b.columns, "ngram_spec", 1)))
+    def repeated(name: str, reason: int, edit) -> None:  # type: ignore[no-untyped-def]
+        case(name, reason, edit, window_bytes=False)  # (older sensors', hand-written clients' form)
+
+    repeated("short column", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.window_seconds.pop())
+    repeated("no window_start", R.REJECT_REASON_MISSING_FIELD, lambda b: b.columns.ClearField("window_start"))
+    repeated("lengths do not add up", R.REJECT_REASON_BAD_REFERENCE,
+             lambda b: b.columns.syscall_lengths.__setitem__(0, 99))
+    repeated("identity out of range", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.identity.__setitem__(0, 50))
+    repeated("syscall name out of range", R.REJECT_REASON_BAD_REFERENCE,
+             lambda b: b.columns.syscall_name_index.__setitem__(0, 9999))
+    repeated("unequal syscall arrays", R.REJECT_REASON_BAD_REFERENCE, lambda b: b.columns.syscall_count.pop())
+    repeated("n-grams with spec 0", R.REJECT_REASON_BAD_REFERENCE,
+             lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(1),
+                        b.columns.ngram_count.append(1)))
+    repeated("spec v1 n-grams with an order-6 bucket", R.REJECT_REASON_BAD_REFERENCE,
+             lambda b: (b.columns.ngram_lengths.extend([1] + [0] * 5), b.columns.ngram_bucket.append(12288),
+                        b.columns.ngram_count.append(1), setattr(b.columns, "ngram_spec", 1)))
+    case("no window_f64_le", R.REJECT_REASON_MISSING_FIELD, lambda b: b.columns.ClearField("window_f64_le"))
+    for name, edit in _window_byte_faults():
+        case(name, R.REJECT_REASON_BAD_REFERENCE, edit)
     case("unknown n-gram spec", R.REJECT_REASON_UNSUPPORTED_VERSION, lambda b: setattr(b.columns, "ngram_spec", 7))
     for name, edit in _ngram_byte_faults():
         case(name, R.REJECT_REASON_BAD_REFERENCE, edit, grams)
@@ -403,8 +492,7 @@ def _identity_table_faults() -> list[tuple[str, int, Callable[[vectors_pb2.Vecto
         ("identity table not a message", R.REJECT_REASON_BAD_REFERENCE, table(lambda x: b"\xff\xff\xff")),
         ("identity table with a string that is not UTF-8", R.REJECT_REASON_BAD_REFERENCE,
          table(lambda x: b"\x0a\x04\x0a\x02\xc3\x28" + x)),
-        ("identity index past the table", R.REJECT_REASON_BAD_REFERENCE,
-         lambda b: b.columns.identity.__setitem__(3, 2)),
+        ("identity index past the table", R.REJECT_REASON_BAD_REFERENCE, _set_u32(3, "identity", 2)),
         ("identity table with an unknown field", R.REJECT_REASON_UNSUPPORTED_VERSION, table(lambda x: x + b"\x10\x01")),
     ]
 
@@ -526,6 +614,100 @@ def test_ngram_entries_that_do_not_fit_refuse_the_batch_with_a_message_that_says
     for name, edit in faults:
         b = wire.to_columns(_with_entry_ngrams([vector(i, c) for i in range(3) for c in range(2)]), 1)
         assert len(b.columns.ngram_entry_le32) == 4 * 15
+        edit(b)
+        _assert_refused(b, name, said[name])
+
+
+def _set_u32(row: int, column: str, value: int) -> Callable[[vectors_pb2.VectorBatch], None]:
+    """An edit of a batch's ``window_u32_le``: ``column`` of window ``row`` set to ``value``."""
+
+    def edit(b: vectors_pb2.VectorBatch) -> None:
+        m = window_columns.unpack_u32(b.columns.window_u32_le, b.columns.count).copy()
+        m[row, window_columns.U32_COLUMNS.index(column)] = value
+        b.columns.window_u32_le = window_columns.pack_u32(m)
+
+    return edit
+
+
+def _window_byte_faults() -> list[tuple[str, Callable[[vectors_pb2.VectorBatch], object]]]:
+    """Edits of a batch in the window bytes form (``window_f64_le``, ``window_u32_le``,
+    ``syscall_name_index_le16`` / ``syscall_count_f64_le``; 6 windows, 5 syscall entries each) that must
+    refuse the batch."""
+
+    def setbytes(field: str, f: Callable[[bytes], bytes]) -> Callable[[vectors_pb2.VectorBatch], None]:
+        return lambda b: setattr(b.columns, field, f(getattr(b.columns, field)))
+
+    def also(field: str, values: list[float]) -> Callable[[vectors_pb2.VectorBatch], None]:
+        return lambda b: getattr(b.columns, field).extend(values)
+
+    def set_index(b: vectors_pb2.VectorBatch) -> None:
+        index = np.frombuffer(b.columns.syscall_name_index_le16, "<u2").copy()
+        index[4] = 9999
+        b.columns.syscall_name_index_le16 = index.tobytes()
+
+    return [
+        ("window_f64_le next to repeated window_start", also("window_start", [1.7e9] * 6)),
+        ("window_f64_le next to a repeated counter", also("events_lost", [1.0] * 6)),
+        ("window_f64_le next to repeated container_age_seconds", also("container_age_seconds", [-1.0] * 6)),
+        ("window_u32_le next to repeated identity", also("identity", [0] * 6)),
+        ("window_u32_le next to repeated sensitive_path_lengths", also("sensitive_path_lengths", [0] * 6)),
+        ("window_f64_le cut", setbytes("window_f64_le", lambda x: x[:-1])),
+        ("window_f64_le a row short", setbytes("window_f64_le", lambda x: x[:-160])),
+        ("window_f64_le a row more", setbytes("window_f64_le", lambda x: x + x[:160])),
+        ("window_u32_le padded", setbytes("window_u32_le", lambda x: x + b"\x00\x00")),
+        ("window_u32_le a row short", setbytes("window_u32_le", lambda x: x[:-24])),
+        ("window matrices of another count", lambda b: setattr(b.columns, "count", 5)),
+        ("syscall entries next to repeated syscall_name_index", also("syscall_name_index", [0])),
+        ("syscall entries next to repeated syscall_count", also("syscall_count", [1.0])),
+        ("syscall index bytes cut", setbytes("syscall_name_index_le16", lambda x: x[:-1])),
+        ("syscall count bytes padded", setbytes("syscall_count_f64_le", lambda x: x + b"\x00")),
+        ("fewer syscall counts than indices", setbytes("syscall_count_f64_le", lambda x: x[:-8])),
+        ("syscall indices without counts", lambda b: b.columns.ClearField("syscall_count_f64_le")),
+        ("syscall counts without indices", lambda b: b.columns.ClearField("syscall_name_index_le16")),
+        ("syscall index past the names", set_index),
+        ("syscall lengths in window_u32_le that do not add up", _set_u32(0, "syscall_lengths", 99)),
+        ("identity in window_u32_le past the table", _set_u32(5, "identity", 50)),
+    ]
+
+
+def test_window_bytes_that_do_not_fit_refuse_the_batch_with_a_message_that_says_why() -> None:
+    said = {
+        "window_f64_le next to repeated window_start":
+            "window columns sent both as window_f64_le and as repeated window_start (a batch uses one form)",
+        "window_f64_le next to a repeated counter": "both as window_f64_le and as repeated events_lost",
+        "window_f64_le next to repeated container_age_seconds":
+            "both as window_f64_le and as repeated container_age_seconds",
+        "window_u32_le next to repeated identity": "both as window_u32_le and as repeated identity (a batch",
+        "window_u32_le next to repeated sensitive_path_lengths":
+            "both as window_u32_le and as repeated sensitive_path_lengths",
+        "window_f64_le cut": "window_f64_le has 959 bytes: not whole 160-byte rows (20 float64 columns)",
+        "window_f64_le a row short": "window_f64_le has 5 rows for 6 windows (count)",
+        "window_f64_le a row more": "window_f64_le has 7 rows for 6 windows (count)",
+        "window_u32_le padded": "window_u32_le has 146 bytes: not whole 24-byte rows (6 uint32 columns)",
+        "window_u32_le a row short": "window_u32_le has 5 rows for 6 windows (count)",
+        "window matrices of another count": "window_f64_le has 6 rows for 5 windows (count)",
+        "syscall entries next to repeated syscall_name_index":
+            "syscall entries sent both as syscall_name_index_le16/syscall_count_f64_le and as repeated "
+            "syscall_name_index (a batch uses one form)",
+        "syscall entries next to repeated syscall_count": "and as repeated syscall_count (a batch uses one form)",
+        "syscall index bytes cut": "syscall_name_index_le16 has 59 bytes and syscall_count_f64_le 240: "
+                                   "not whole 2-byte and 8-byte entries",
+        "syscall count bytes padded": "syscall_name_index_le16 has 60 bytes and syscall_count_f64_le 241",
+        "fewer syscall counts than indices": "syscall_name_index_le16 has 30 entries but syscall_count_f64_le 29",
+        "syscall indices without counts": "syscall_name_index_le16 has 30 entries but syscall_count_f64_le 0",
+        "syscall counts without indices": "syscall_name_index_le16 has 0 entries but syscall_count_f64_le 30",
+        "syscall index past the names": "syscall_name_index 9999 is outside the batch's 5 names",
+        "syscall lengths in window_u32_le that do not add up":
+            "columns.window_u32_le's syscall_lengths adds up to 124 but the list has 30",
+        "identity in window_u32_le past the table": "columns.identity refers past the 2 identities",
+    }
+    faults = _window_byte_faults()
+    assert sorted(said) == sorted(name for name, _ in faults)
+    for name, edit in faults:
+        b = wire.to_columns([vector(i, c) for i in range(3) for c in range(2)], 1)
+        c = b.columns
+        assert c.count == 6 and len(c.window_f64_le) == 6 * 160 and len(c.window_u32_le) == 6 * 24
+        assert len(c.syscall_name_index_le16) == 2 * 30 and len(c.syscall_count_f64_le) == 8 * 30
         edit(b)
         _assert_refused(b, name, said[name])
 

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from models.errors import StateError
+from models.vector import FeatureVector
 from protos.baseliner.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
 from sensor import wire
 from service import serde
@@ -152,57 +154,92 @@ def test_replay_of_ngrams_sent_as_bytes_learns_what_the_packed_form_does(tmp_pat
     assert any(k not in arrays_n or not np.array_equal(arrays[k], arrays_n[k]) for k in arrays)
 
 
+def _replayed(tmp_path: Path, name: str, rounds: list[list[FeatureVector]],
+              encode: Callable[[int, list[FeatureVector]], bytes]) -> dict[str, tuple[dict, dict]]:  # type: ignore[type-arg]
+    """The baselines' state after replaying a log of ``rounds`` (batch ``s`` encoded by ``encode(s, vectors)``)
+    into a new pipeline; the replayed blocks all share one identity-table list."""
+    from service.pipeline import Pipeline
+    from service.wal import replay_into
+
+    async def write() -> None:
+        wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
+        wal.open()
+        for s, vs in enumerate(rounds, 1):
+            await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(s, vs))))
+        await wal.close()
+
+    asyncio.run(write())
+    p = Pipeline(baseline_config=config().baseline_config())
+    decoder = serde.Decoder()
+    tables = []
+    real = decoder.decode_block
+
+    def decode_block(batch: vectors_pb2.VectorBatch):  # type: ignore[no-untyped-def]
+        block, errors = real(batch)
+        tables.append(block.identities)
+        return block, errors
+
+    decoder.decode_block = decode_block  # type: ignore[method-assign]
+    assert replay_into(WriteAheadLog(tmp_path / name, b"k" * 32), p, decoder) == (len(rounds), 0)
+    assert p.last_sequence("s1") == len(rounds)
+    assert len(tables) == len(rounds) and all(t is tables[0] for t in tables)
+    return {b.key: b.to_state() for b in p.all()}
+
+
+def _assert_same_states(states: list[dict[str, tuple[dict, dict]]], windows: int) -> None:  # type: ignore[type-arg]
+    first, *others = states
+    assert all(o.keys() == first.keys() for o in others) and first.keys() == {"img0:1.27", "img1:1.27"}
+    for key in first:
+        (meta, arrays) = first[key]
+        assert meta["windows_learned"] == windows
+        for meta_o, arrays_o in (o[key] for o in others):
+            assert meta == meta_o
+            assert arrays.keys() == arrays_o.keys()
+            assert all(np.array_equal(arrays[k], arrays_o[k]) for k in arrays)
+
+
+def _replay_rounds() -> list[list[FeatureVector]]:
+    return [[vector(10 * s + k, c, repo=f"img{c % 2}") for k in range(5) for c in range(4)] for s in range(1, 7)]
+
+
 def test_replay_of_a_log_with_both_identity_table_forms_learns_what_either_form_does(tmp_path: Path) -> None:
     """One log holding batches with the identity table as bytes (``identity_table``, what the sensor sends)
     and as repeated identities (logs written before it, older sensors), alternating, replays into the
     state of a log with either form alone; the replayed blocks of the same table share one list."""
-    from service.pipeline import Pipeline
-    from service.wal import replay_into
+    rounds = _replay_rounds()
 
-    rounds = [[vector(10 * s + k, c, repo=f"img{c % 2}") for k in range(5) for c in range(4)] for s in range(1, 7)]
-
-    def replayed(name: str, encode) -> dict[str, tuple[dict, dict]]:  # type: ignore[no-untyped-def,type-arg]
-        async def write() -> None:
-            wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
-            wal.open()
-            for s, vs in enumerate(rounds, 1):
-                await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(s, vs))))
-            await wal.close()
-
-        asyncio.run(write())
-        p = Pipeline(baseline_config=config().baseline_config())
-        decoder = serde.Decoder()
-        tables = []
-        real = decoder.decode_block
-
-        def decode_block(batch: vectors_pb2.VectorBatch):  # type: ignore[no-untyped-def]
-            block, errors = real(batch)
-            tables.append(block.identities)
-            return block, errors
-
-        decoder.decode_block = decode_block  # type: ignore[method-assign]
-        assert replay_into(WriteAheadLog(tmp_path / name, b"k" * 32), p, decoder) == (len(rounds), 0)
-        assert p.last_sequence("s1") == len(rounds)
-        assert len(tables) == len(rounds) and all(t is tables[0] for t in tables)
-        return {b.key: b.to_state() for b in p.all()}
-
-    def mixed(s: int, vs) -> bytes:  # type: ignore[no-untyped-def]
+    def mixed(s: int, vs: list[FeatureVector]) -> bytes:
         return wire.to_columns(vs, identity_table=s % 2 == 1).SerializeToString()
 
     logged = [vectors_pb2.VectorBatch.FromString(mixed(s, vs)).columns for s, vs in enumerate(rounds[:2], 1)]
     assert logged[0].identity_table and not logged[0].identities
     assert len(logged[1].identities) == 4 and not logged[1].identity_table
-    both = replayed("both", mixed)
-    as_bytes = replayed("bytes", lambda s, vs: wire.to_columns(vs).SerializeToString())
-    repeated = replayed("repeated", lambda s, vs: wire.to_columns(vs, identity_table=False).SerializeToString())
-    assert both.keys() == as_bytes.keys() == repeated.keys() == {"img0:1.27", "img1:1.27"}
-    for key in both:
-        (meta, arrays) = both[key]
-        assert meta["windows_learned"] == 60
-        for meta_o, arrays_o in (as_bytes[key], repeated[key]):
-            assert meta == meta_o
-            assert arrays.keys() == arrays_o.keys()
-            assert all(np.array_equal(arrays[k], arrays_o[k]) for k in arrays)
+    _assert_same_states([
+        _replayed(tmp_path, "both", rounds, mixed),
+        _replayed(tmp_path, "bytes", rounds, lambda s, vs: wire.to_columns(vs).SerializeToString()),
+        _replayed(tmp_path, "repeated", rounds,
+                  lambda s, vs: wire.to_columns(vs, identity_table=False).SerializeToString()),
+    ], 60)
+
+
+def test_replay_of_a_log_with_both_window_forms_learns_what_either_form_does(tmp_path: Path) -> None:
+    """One log holding batches with their windows in the window bytes form (what the sensor sends) and as
+    repeated fields (logs written before it, older sensors), alternating, replays into the state of a log
+    with either form alone."""
+    rounds = _replay_rounds()
+
+    def mixed(s: int, vs: list[FeatureVector]) -> bytes:
+        return wire.to_columns(vs, window_bytes=s % 2 == 1).SerializeToString()
+
+    logged = [vectors_pb2.VectorBatch.FromString(mixed(s, vs)).columns for s, vs in enumerate(rounds[:2], 1)]
+    assert logged[0].window_f64_le and logged[0].syscall_count_f64_le and not logged[0].window_start
+    assert len(logged[1].window_start) == 20 and not logged[1].window_f64_le and not logged[1].window_u32_le
+    _assert_same_states([
+        _replayed(tmp_path, "both", rounds, mixed),
+        _replayed(tmp_path, "bytes", rounds, lambda s, vs: wire.to_columns(vs).SerializeToString()),
+        _replayed(tmp_path, "repeated", rounds,
+                  lambda s, vs: wire.to_columns(vs, window_bytes=False).SerializeToString()),
+    ], 60)
 
 
 def test_a_crashed_service_replays_batches_sent_with_either_identity_table_form(tmp_path: Path) -> None:
