@@ -208,6 +208,13 @@ def novel_rows(
         pos = np.full(len(block), -1, dtype=np.int64)  # block row -> k
         pos[rows] = np.arange(len(rows), dtype=np.int64)
     group_list = group.tolist()
+    # rows in order and each set's rows one run (the service's usual block): set g's windows are rows
+    # [runs[g], runs[g + 1]), and its entries of a CSR layout one slice
+    runs = None
+    if pos is None and len(group) and bool((group[1:] >= group[:-1]).all()):
+        runs = np.searchsorted(group, np.arange(len(sets) + 1))
+    # each block row's set (len(sets) for a row not asked about)
+    row_set = group if pos is None else np.append(group, len(sets))[pos]
 
     def k_of(ptr: np.ndarray) -> np.ndarray:
         """``k`` of each entry of a CSR layout (-1: a row not asked about)."""
@@ -223,7 +230,7 @@ def novel_rows(
 
     def by_table(kind: str, keys: list[str], ptr: np.ndarray, index: np.ndarray) -> list[tuple[int, int]]:
         """(k, key index) of the entries whose key is new to their window's set, in entry order."""
-        flag = np.zeros((len(sets), len(keys)), dtype=bool)
+        flag = np.zeros((len(sets) + 1, len(keys)), dtype=bool)  # (row len(sets): rows not asked about)
         table = tuple(keys)
         for g, s in enumerate(sets):
             if not s.saturated[kind]:
@@ -237,14 +244,20 @@ def novel_rows(
                 flag[g, unknown] = True
         if not flag.any():
             return []
-        ks = k_of(ptr)
-        if len(sets) == 1 and pos is None:
-            hit = flag[0, index]
-        else:
-            valid = ks >= 0
-            hit = np.zeros(len(index), dtype=bool)
-            hit[valid] = flag[group[ks[valid]], index[valid]]
-        return list(zip(ks[hit].tolist(), index[hit].tolist(), strict=True))
+        if runs is not None:  # each set's entries on their own: one lookup per entry, no per-entry row
+            found: list[tuple[int, int]] = []
+            for g in np.flatnonzero(flag.any(axis=1)).tolist():
+                lo, hi = int(ptr[runs[g]]), int(ptr[runs[g + 1]])
+                hit = np.flatnonzero(flag[g].take(index[lo:hi])) + lo
+                if len(hit):
+                    rows_hit = np.searchsorted(ptr, hit, side="right") - 1
+                    found.extend(zip(rows_hit.tolist(), index[hit].tolist(), strict=True))
+            return found
+        entry_rows = row_ids(ptr)
+        hit = np.flatnonzero(flag[row_set[entry_rows], index])
+        hit_rows = entry_rows[hit]
+        ks = hit_rows if pos is None else pos[hit_rows]
+        return list(zip(ks.tolist(), index[hit].tolist(), strict=True))
 
     if block.executables:
         one_by_one("executable", block.exe_ptr, block.executables)

@@ -194,6 +194,42 @@ def test_novelty_lookups_remembered_per_table_are_forgotten_when_a_set_changes()
     assert texts() == ["new syscall read", "new syscall write", "new port tcp/22"]
 
 
+def test_novel_rows_agree_with_each_windows_novelty_in_every_layout() -> None:
+    """``novel_rows`` == ``NoveltySets.novel`` window by window: rows in order with each set's rows one run
+    (the service's usual block), rows in order but sets interleaved, and a subset of rows in another order."""
+    from models.novelty import NoveltySets, novel_rows
+
+    sets = [NoveltySets() for _ in range(3)]
+    for g, s in enumerate(sets):
+        s.add("syscall", ["read", "write", ["futex", "epoll_wait", "openat"][g]])
+        s.add("port", [f"tcp/{5432 + g}"])
+        s.add("executable", ["/usr/bin/app"])
+    calls = [{"read": 1}, {"read": 2, "futex": 1}, {"write": 1, "epoll_wait": 3}, {"openat": 1, "clone": 2},
+             {"read": 1, "write": 1}, {"futex": 4, "openat": 1}]
+    vs = [FeatureVector(Identity("n", f"c{i}", "x"), 1.7e9 + i, 5.0, calls[i % len(calls)],
+                        endpoints=[Endpoint("10.0.0.9", 5432 + i % 4)],
+                        executables=["/usr/bin/app", "/bin/sh"][: 1 + i % 2] if i % 3 == 0 else [])
+          for i in range(12)]
+    block = VectorBlock.from_vectors(vs)
+
+    def texts(found: dict) -> dict[int, list[str]]:  # type: ignore[type-arg]
+        return {k: sorted(i.text() for i in v) for k, v in found.items()}
+
+    def expected(rows: list[int], group: list[int]) -> dict[int, list[str]]:
+        pairs = enumerate(zip(rows, group, strict=True))
+        out = {k: sorted(i.text() for i in sets[g].novel(vs[r])) for k, (r, g) in pairs}
+        return {k: v for k, v in out.items() if v}
+
+    runs = [0] * 4 + [1] * 5 + [2] * 3
+    interleaved = [i % 3 for i in range(12)]
+    for group in (runs, interleaved):
+        found = texts(novel_rows(sets, block, None, np.array(group)))
+        assert found == expected(list(range(12)), group) and found
+    rows, group = [11, 3, 7, 0, 5], [2, 0, 1, 1, 0]
+    found = texts(novel_rows(sets, block, np.array(rows), np.array(group)))
+    assert found == expected(rows, group) and found
+
+
 def test_each_image_counts_the_windows_it_learnt_and_their_times() -> None:
     """Per image of a block: how many windows it learnt, the earliest and latest start among them and the
     length of the last one; windows it may not learn (incomplete, lost events) count for nothing."""
