@@ -202,43 +202,31 @@ def _replay_rounds() -> list[list[FeatureVector]]:
     return [[vector(10 * s + k, c, repo=f"img{c % 2}") for k in range(5) for c in range(4)] for s in range(1, 7)]
 
 
-def test_replay_of_a_log_with_both_identity_table_forms_learns_what_either_form_does(tmp_path: Path) -> None:
-    """One log holding batches with the identity table as bytes (``identity_table``, what the sensor sends)
-    and as repeated identities (logs written before it, older sensors), alternating, replays into the
-    state of a log with either form alone; the replayed blocks of the same table share one list."""
+@pytest.mark.parametrize("form", ["identity_table", "window_bytes"])
+def test_replay_of_a_log_with_both_forms_of_a_group_learns_what_either_form_does(tmp_path: Path, form: str) -> None:
+    """One log holding batches with a group of columns in its bytes form (what the sensor sends: the identity
+    table as one ``IdentityTable``'s bytes, the windows in the window bytes form) and in its repeated form
+    (logs written before it, older sensors), alternating, replays into the state of a log with either form
+    alone; the replayed blocks of the same table share one list (``_replayed``)."""
     rounds = _replay_rounds()
 
-    def mixed(s: int, vs: list[FeatureVector]) -> bytes:
-        return wire.to_columns(vs, identity_table=s % 2 == 1).SerializeToString()
-
-    logged = [vectors_pb2.VectorBatch.FromString(mixed(s, vs)).columns for s, vs in enumerate(rounds[:2], 1)]
-    assert logged[0].identity_table and not logged[0].identities
-    assert len(logged[1].identities) == 4 and not logged[1].identity_table
-    _assert_same_states([
-        _replayed(tmp_path, "both", rounds, mixed),
-        _replayed(tmp_path, "bytes", rounds, lambda s, vs: wire.to_columns(vs).SerializeToString()),
-        _replayed(tmp_path, "repeated", rounds,
-                  lambda s, vs: wire.to_columns(vs, identity_table=False).SerializeToString()),
-    ], 60)
-
-
-def test_replay_of_a_log_with_both_window_forms_learns_what_either_form_does(tmp_path: Path) -> None:
-    """One log holding batches with their windows in the window bytes form (what the sensor sends) and as
-    repeated fields (logs written before it, older sensors), alternating, replays into the state of a log
-    with either form alone."""
-    rounds = _replay_rounds()
+    def encoder(**kw: bool) -> Callable[[int, list[FeatureVector]], bytes]:
+        return lambda s, vs: wire.to_columns(vs, **kw).SerializeToString()
 
     def mixed(s: int, vs: list[FeatureVector]) -> bytes:
-        return wire.to_columns(vs, window_bytes=s % 2 == 1).SerializeToString()
+        return encoder(**{form: s % 2 == 1})(s, vs)
 
     logged = [vectors_pb2.VectorBatch.FromString(mixed(s, vs)).columns for s, vs in enumerate(rounds[:2], 1)]
-    assert logged[0].window_f64_le and logged[0].syscall_count_f64_le and not logged[0].window_start
-    assert len(logged[1].window_start) == 20 and not logged[1].window_f64_le and not logged[1].window_u32_le
+    if form == "identity_table":
+        assert logged[0].identity_table and not logged[0].identities
+        assert len(logged[1].identities) == 4 and not logged[1].identity_table
+    else:
+        assert logged[0].window_f64_le and logged[0].syscall_count_f64_le and not logged[0].window_start
+        assert len(logged[1].window_start) == 20 and not logged[1].window_f64_le and not logged[1].window_u32_le
     _assert_same_states([
         _replayed(tmp_path, "both", rounds, mixed),
-        _replayed(tmp_path, "bytes", rounds, lambda s, vs: wire.to_columns(vs).SerializeToString()),
-        _replayed(tmp_path, "repeated", rounds,
-                  lambda s, vs: wire.to_columns(vs, window_bytes=False).SerializeToString()),
+        _replayed(tmp_path, "bytes", rounds, encoder()),
+        _replayed(tmp_path, "repeated", rounds, encoder(**{form: False})),
     ], 60)
 
 
