@@ -261,6 +261,12 @@ class Pipeline:
             ok, bad = self._validate_apart(fresh)
         for row, err in zip(np.flatnonzero(~ok).tolist(), bad, strict=True):
             results[batch_of_row[row]].rejected.append(err)
+        # keep each batch's table usable for its windows that remain, as validation does for the joined one
+        # (the tables looked up below are the batches')
+        for f, (_, b) in zip(flags, fresh, strict=True):
+            for j in np.flatnonzero(f).tolist() if f is not None else ():
+                if not isinstance(b.identities[j], Identity):
+                    b.identities[j] = Identity("", "", "")
         ident_rows = np.zeros(len(block.identities), dtype=np.int64)
         for _ in range(2 if ok.any() else 0):  # again if the identity tables were forgotten meanwhile
             forgotten = self._forgotten

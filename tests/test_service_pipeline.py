@@ -149,6 +149,8 @@ def test_batches_applied_together_equal_batches_applied_one_by_one() -> None:
                     vs[0].syscalls["x" * 65] = 1  # a bad syscall name
                 if i == 63 and sensor == "s3":
                     vs[0].syscalls["membarrier"] = 3  # a new syscall name, among the others' known ones
+                if i == 62 and sensor == "s2":
+                    vs[1].identity = None  # type: ignore[assignment]  # not an identity at all
                 seq[sensor] += 1
                 out.append((sensor, seq[sensor], VectorBlock.from_vectors(vs), []))
                 if i == 68 and sensor == "s1":  # a resent batch
