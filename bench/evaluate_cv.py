@@ -33,11 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.detectors.ngram import NgramDetector, dicts_to_matrix  # noqa: E402
-from models.evaluate.adfa import load_adfa  # noqa: E402
-from models.evaluate.metrics import summarise  # noqa: E402
-from models.evaluate.scorers import trace_scores  # noqa: E402
-from models.evaluate.windows import count_windows  # noqa: E402
+from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix  # noqa: E402
+from baseliner.models.evaluate.adfa import load_adfa  # noqa: E402
+from baseliner.models.evaluate.metrics import summarise  # noqa: E402
+from baseliner.models.evaluate.scorers import trace_scores  # noqa: E402
+from baseliner.models.evaluate.windows import count_windows  # noqa: E402
 
 WINDOWS = (50, 100, 200)
 TAILS = (1.0, 0.5, 0.25, 0.1)

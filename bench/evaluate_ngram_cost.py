@@ -2,7 +2,7 @@
 
 Windows of 100 calls from ``Training_Data_Master`` (each ~300 non-zero buckets of orders 2-4).  Measures
 ``learn_one``/``score_one`` on dicts, and ``learn_many``/``score_many`` on batches given as a sparse CSR
-matrix and as a dense ``(n, NUM_BUCKETS)`` array (``models.ngrams.dense`` rows), plus the cost of
+matrix and as a dense ``(n, NUM_BUCKETS)`` array (``baseliner.models.ngrams.dense`` rows), plus the cost of
 building those batches from ``FeatureVector.ngrams`` dicts.
 
     .venv/bin/python bench/evaluate_ngram_cost.py [--adfa PATH]
@@ -19,10 +19,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.detectors.ngram import NgramDetector, dicts_to_matrix  # noqa: E402
-from models.evaluate.adfa import load_adfa  # noqa: E402
-from models.evaluate.windows import count_windows  # noqa: E402
-from models.ngrams import dense  # noqa: E402
+from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix  # noqa: E402
+from baseliner.models.evaluate.adfa import load_adfa  # noqa: E402
+from baseliner.models.evaluate.windows import count_windows  # noqa: E402
+from baseliner.models.ngrams import dense  # noqa: E402
 
 
 def per_vector_us(fn, n: int, repeat: int = 3) -> float:

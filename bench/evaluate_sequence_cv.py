@@ -46,12 +46,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.block import VectorBlock  # noqa: E402
-from models.evaluate.adfa import load_adfa  # noqa: E402
-from models.evaluate.metrics import summarise  # noqa: E402
-from models.evaluate.scorers import PipelineScorer, trace_scores  # noqa: E402
-from models.evaluate.windows import count_vectors  # noqa: E402
-from models.vector import FeatureVector, Identity  # noqa: E402
+from baseliner.models.block import VectorBlock  # noqa: E402
+from baseliner.models.evaluate.adfa import load_adfa  # noqa: E402
+from baseliner.models.evaluate.metrics import summarise  # noqa: E402
+from baseliner.models.evaluate.scorers import PipelineScorer, trace_scores  # noqa: E402
+from baseliner.models.evaluate.windows import count_vectors  # noqa: E402
+from baseliner.models.vector import FeatureVector, Identity  # noqa: E402
 
 NATS = (0.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 SCALES = (0.05, 0.1, 0.2, 0.3, 0.4, 1.0)

@@ -17,12 +17,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
+from baseliner.sensor import wire  # noqa: E402
+from baseliner.sensor.buffer import MemoryBuffer  # noqa: E402
+from baseliner.sensor.synthetic import ScenarioConfig, SyntheticSource  # noqa: E402
+from baseliner.sensor.transport import Transport  # noqa: E402
 from sensor_ingest_server import IngestServer  # noqa: E402
-
-from sensor import wire  # noqa: E402
-from sensor.buffer import MemoryBuffer  # noqa: E402
-from sensor.synthetic import ScenarioConfig, SyntheticSource  # noqa: E402
-from sensor.transport import Transport  # noqa: E402
 
 
 def main() -> None:

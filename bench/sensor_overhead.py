@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.ngrams import SENSOR_ORDERS, parse_orders  # noqa: E402
-from sensor.probes import ProbeConfig, Probes, find_kernel_source  # noqa: E402
+from baseliner.models.ngrams import SENSOR_ORDERS, parse_orders  # noqa: E402
+from baseliner.sensor.probes import ProbeConfig, Probes, find_kernel_source  # noqa: E402
 
 LOOP_C = r"""
 #define _GNU_SOURCE

@@ -16,13 +16,14 @@ What it does:
    append, the rest of the servicer, what the event loop's thread spends outside the servicer (gRPC
    receive and send, asyncio), and the other threads (the log's fsync worker, gRPC's event engine).
 2. **Per stage** (CPU time of this thread, in this process, same batches, no gRPC): protobuf parse,
-   decode to a block of windows (``service.serde.Decoder.decode_block``), domain validation
-   (``models.validate.validate_block``), feature transform (``models.features.transform_block``); then the
+   decode to a block of windows (``baseliner.service.serde.Decoder.decode_block``), domain validation
+   (``baseliner.models.validate.validate_block``), feature transform
+   (``baseliner.models.rate_features.transform_block``); then the
    pipeline as the service runs it: validation, ordering and routing, scoring + learning
    (``ImageBaseline.process_block``, which includes the transform), events + metrics.  These run on
    batches already in the cache (the stage timers touch them first): the pipeline costs more inside the
    service, whose figures (1.) are the ones that add up to its CPU time.
-3. **Size**: the serialized baseline state file (``service.store``) and live memory of one baseline
+3. **Size**: the serialized baseline state file (``baseliner.service.store``) and live memory of one baseline
    (tracemalloc, allocated while building it).
 """
 
@@ -49,24 +50,23 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from baseliner.models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
+from baseliner.models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS, SENSOR_ORDERS  # noqa: E402
+from baseliner.models.rate_features import SYSCALL_VOCABULARY, transform_block  # noqa: E402
+from baseliner.models.validate import validate_block  # noqa: E402
+from baseliner.models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
+from baseliner.protos.v1 import ingest_pb2, vectors_pb2  # noqa: E402
+from baseliner.sensor import wire  # noqa: E402
+from baseliner.service import serde  # noqa: E402
+from baseliner.service.pipeline import Pipeline  # noqa: E402
+from baseliner.service.sinks.events import JsonLinesSink  # noqa: E402
+from baseliner.service.sinks.metrics import ServiceMetrics  # noqa: E402
+from baseliner.service.store import StateStore  # noqa: E402
 from procs import cpu_seconds, free_port  # noqa: E402
-
-from models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
-from models.features import SYSCALL_VOCABULARY, transform_block  # noqa: E402
-from models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS, SENSOR_ORDERS  # noqa: E402
-from models.validate import validate_block  # noqa: E402
-from models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2  # noqa: E402
-from sensor import wire  # noqa: E402
-from service import serde  # noqa: E402
-from service.pipeline import Pipeline  # noqa: E402
-from service.sinks.events import JsonLinesSink  # noqa: E402
-from service.sinks.metrics import ServiceMetrics  # noqa: E402
-from service.store import StateStore  # noqa: E402
 
 T0 = 1.76e9
 WINDOW = 10.0
-#: The orders the sensor counts by default (``models.ngrams.SENSOR_ORDERS``: what the default model
+#: The orders the sensor counts by default (``baseliner.models.ngrams.SENSOR_ORDERS``: what the default model
 #: uses).  A real window has about as many entries of each (the LID-DS sample's 5 s windows: 103 order-4
 #: and 121 order-6 entries in one of 386), so a vector's entries are spread equally over them.
 DEFAULT_NGRAM_ORDERS = SENSOR_ORDERS
@@ -140,8 +140,8 @@ def _serve_accounted(out: str, serve_args: list[str]) -> None:
 
     SIGUSR1 starts a measurement, SIGUSR2 writes the counters since then to ``out`` as JSON.
     """
-    from service import pipeline, serde, servicer, wal
-    from service.cli import main as cli_main
+    from baseliner.service import pipeline, serde, servicer, wal
+    from baseliner.service.cli import main as cli_main
 
     clock = time.thread_time
     acc = {"batch": 0.0, "parse": 0.0, "decode": 0.0, "pipeline": 0.0, "wal_append": 0.0, "nested": 0.0}

@@ -39,7 +39,7 @@ def main() -> int:
     grpc_port, falco_port = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-"))
     events = tmp / "events.jsonl"
-    cli = [sys.executable, "-m", "service.cli"]
+    cli = [sys.executable, "-m", "baseliner.service.cli"]
     serve = subprocess.Popen([*cli, "serve", "--listen", f"127.0.0.1:{grpc_port}", "--metrics-listen", "",
                               "--events", str(events), "--log-level", "WARNING",
                               "--set", f"falco.listen=127.0.0.1:{falco_port}"], cwd=ROOT,

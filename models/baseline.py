@@ -7,7 +7,7 @@ so a number measured offline is the number the service gives online.
 
 For a batch of windows of each image (in event-time order) it
 
-1. transforms counts into log-rate features (``models/features.py``);
+1. transforms counts into log-rate features (``models/rate_features.py``);
 2. scores every window: the *continuous* score from the rate detector (start-up windows against the
    image's start-up profile), and the *exact* tier, the items the image has never shown;
 3. combines them into the one score alerts are decided on: ``score = continuous + threshold x (number
@@ -29,16 +29,15 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-
-from models.block import COUNTER_INDEX, VectorBlock, csr_take
-from models.detectors.sequence import SequenceTier, StackedSequence
-from models.detectors.zscore import ZScoreDetector
-from models.errors import StateError, StateVersionError
-from models.explain import Deviation, deviations
-from models.features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_block
-from models.novelty import KINDS, NovelItem, NoveltySets, novel_rows
-from models.threshold import TailThreshold
-from models.vector import FeatureVector
+from baseliner.models.block import COUNTER_INDEX, VectorBlock, csr_take
+from baseliner.models.detectors.sequence import SequenceTier, StackedSequence
+from baseliner.models.detectors.zscore import ZScoreDetector
+from baseliner.models.errors import StateError, StateVersionError
+from baseliner.models.explain import Deviation, deviations
+from baseliner.models.novelty import KINDS, NovelItem, NoveltySets, novel_rows
+from baseliner.models.rate_features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_block
+from baseliner.models.threshold import TailThreshold
+from baseliner.models.vector import FeatureVector
 
 __all__ = [
     "BaselineConfig", "BlockVerdicts", "Deviation", "ImageBaseline", "Mode", "NovelItem", "State", "Verdict",
@@ -305,7 +304,7 @@ class _Profile:
 class ImageBaseline:
     """Learned behaviour of one image key, and the decisions made against it.
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> ident = Identity("node-1", "c1", "nginx", "1.27")
     >>> b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
     >>> normal = [FeatureVector(ident, 1.7e9 + 5 * i, 5.0, {"read": 500 + i % 7, "write": 300},
@@ -412,7 +411,7 @@ class ImageBaseline:
     def process_block(self, block: VectorBlock, features: np.ndarray | None = None) -> BlockVerdicts:
         """Score, decide and learn a block of this image's windows (event-time order).
 
-        ``features`` is ``models.features.transform_block(block)`` when the caller has it already.  The
+        ``features`` is ``baseliner.models.rate_features.transform_block(block)`` when the caller has it already.  The
         same as :func:`process_blocks` with this baseline as the only group.
         """
         n = len(block)
@@ -567,7 +566,7 @@ def process_blocks(
     :meth:`ImageBaseline.process_block` is this with one group, so the service, ``baseliner evaluate``,
     the notebooks and the MLflow model share one scoring path.
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> web, db = (ImageBaseline(k, BaselineConfig(min_learn_windows=20, min_learn_seconds=0)) for k in ("web", "db"))
     >>> ws = [FeatureVector(Identity("n", f"c{i % 2}", "web" if i % 2 else "db"), 1.7e9 + 5 * (i // 2), 5.0,
     ...                     {"read": 100 + i % 5, "write": 50}) for i in range(80)]

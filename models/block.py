@@ -6,11 +6,11 @@ variable length (syscall counts, n-gram counts, executables, endpoints, sensitiv
 CSR way: a pointer array of ``n + 1`` offsets into one flat array.
 
 The gRPC edge decodes the wire's ``VectorColumns`` straight into a block (a few array copies per batch);
-``from_vectors`` builds one from :class:`~models.vector.FeatureVector` objects (evaluation, notebooks,
+``from_vectors`` builds one from :class:`~baseliner.models.vector.FeatureVector` objects (evaluation, notebooks,
 tests, the wire's one-message-per-window form), and :meth:`VectorBlock.vector` turns one row back into a
 ``FeatureVector`` where a window is needed on its own (explanations, feedback).
 
->>> from models.vector import FeatureVector, Identity
+>>> from baseliner.models.vector import FeatureVector, Identity
 >>> ident = Identity("node-1", "c1", "nginx", "1.27")
 >>> b = VectorBlock.from_vectors([FeatureVector(ident, 1.7e9, 10.0, {"read": 5, "write": 2}, execs=1),
 ...                              FeatureVector(ident, 1.7e9 + 10, 10.0, {"read": 7})])
@@ -27,8 +27,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
-
-from models.vector import Endpoint, FeatureVector, Identity
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
 #: The per-window counters of a block, in column order (``VectorBlock.counters``).
 COUNTERS: tuple[str, ...] = (
@@ -124,7 +123,7 @@ class VectorBlock:
     sc_name: np.ndarray  # int64 indices into syscall_names
     sc_count: np.ndarray  # float64
     ng_ptr: np.ndarray  # (n + 1,) int64
-    ng_bucket: np.ndarray  # int64 global bucket indices (models.ngrams)
+    ng_bucket: np.ndarray  # int64 global bucket indices (baseliner.models.ngrams)
     ng_count: np.ndarray  # float64
     exe_ptr: np.ndarray
     executables: list[str]
@@ -235,7 +234,7 @@ class VectorBlock:
         block are coded in that table and the joined block's ``syscall_names`` is the table's list (the
         same list call after call, whichever batches are joined); without, the blocks' names are joined.
 
-        >>> from models.vector import FeatureVector, Identity
+        >>> from baseliner.models.vector import FeatureVector, Identity
         >>> a = VectorBlock.from_vectors([FeatureVector(Identity("n", "c1", "web"), 1.7e9, 10.0, {"read": 5})])
         >>> b = VectorBlock.from_vectors([FeatureVector(Identity("n", "c2", "db"), 1.7e9, 10.0, {"write": 2},
         ...                                             ngrams={9000: 3})])

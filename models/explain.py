@@ -6,8 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.features import FEATURES
+from baseliner.models.rate_features import FEATURES
 
 
 def _fmt(value: float) -> str:
@@ -42,11 +41,11 @@ class Deviation:
 def deviations(x: np.ndarray, z: np.ndarray, mean: np.ndarray, std: np.ndarray, top: int) -> list[Deviation]:
     """Top ``top`` features of one window by ``|z|`` (log-rate space in, feature units out).
 
-    ``x``, ``z``, ``mean`` and ``std`` are rows over :data:`models.features.FEATURES`.  The baseline's
+    ``x``, ``z``, ``mean`` and ``std`` are rows over :data:`baseliner.models.rate_features.FEATURES`.  The baseline's
     spread is reported as the half-width of ``mean ± std`` mapped back through ``expm1``.
 
     >>> import numpy as np
-    >>> from models.features import FEATURE_INDEX, N_FEATURES
+    >>> from baseliner.models.rate_features import FEATURE_INDEX, N_FEATURES
     >>> x, mean, std = np.zeros(N_FEATURES), np.zeros(N_FEATURES), np.full(N_FEATURES, 0.05)
     >>> j = FEATURE_INDEX["syscall.execve"]
     >>> x[j], mean[j] = np.log1p(14.0), np.log1p(0.02)

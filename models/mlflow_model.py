@@ -1,7 +1,7 @@
 """The ``baseliner`` MLflow model flavour: a Baseliner model as an MLflow model, with no pickle anywhere.
 
-A *Baseliner model* is what a new image baseline starts from: its :class:`~models.baseline.BaselineConfig`
-(which includes the thresholds policy), the feature schema it was made for (``models.features``), and
+A *Baseliner model* is what a new image baseline starts from: its :class:`~baseliner.models.baseline.BaselineConfig`
+(which includes the thresholds policy), the feature schema it was made for (``baseliner.models.rate_features``), and
 optionally a trained state (``ImageBaseline.to_state``) used as a warm start.  Logged to MLflow it is a
 directory::
 
@@ -11,7 +11,7 @@ directory::
     baseliner/integrity.json      SHA-256 of each file above, and a tag over them: HMAC-SHA256 with the
                                   configured key, or a plain SHA-256 without one
 
-The code comes from the installed ``baseliner`` package: MLflow imports ``models.mlflow_model`` and calls
+The code comes from the installed ``baseliner`` package: MLflow imports ``baseliner.models.mlflow_model`` and calls
 :func:`_load_pyfunc`, which reads the JSON and the arrays.  Nothing is cloudpickled when saving and
 nothing is unpickled when loading.
 
@@ -38,11 +38,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from models.baseline import BaselineConfig, ImageBaseline, Mode, Verdict
-from models.errors import BaselinerError, StateError
-from models.features import FEATURE_NAMES, SYSCALL_VOCABULARY
-from models.vector import Endpoint, FeatureVector, Identity
+from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, Verdict
+from baseliner.models.errors import BaselinerError, StateError
+from baseliner.models.rate_features import FEATURE_NAMES, SYSCALL_VOCABULARY
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ ID_COLUMNS: tuple[tuple[str, str, bool], ...] = (
 )
 #: Features derived from the syscall columns, not given as columns themselves.
 DERIVED_FEATURES = ("sys.total", "sys.other")
-#: Raw counts per window, one column per feature of ``models.features`` except the derived ones.
+#: Raw counts per window, one column per feature of ``baseliner.models.rate_features`` except the derived ones.
 COUNT_COLUMNS: tuple[str, ...] = tuple(f for f in FEATURE_NAMES if f not in DERIVED_FEATURES)
 #: Items for the novelty tier and calls outside the syscall vocabulary, each a JSON string (optional).
 JSON_COLUMNS: tuple[str, ...] = ("other_syscalls", "executables", "ports", "sensitive_paths")
@@ -328,7 +327,7 @@ def _check_flavor(root: Path) -> dict[str, Any]:
     if not isinstance(conf, dict):
         raise ModelError(
             f"{root}: the model has flavours {sorted(flavors)}, not {FLAVOR_NAME!r}: "
-            "it is not a Baseliner model (log one with models.mlflow_model.log_model)"
+            "it is not a Baseliner model (log one with baseliner.models.mlflow_model.log_model)"
         )
     if conf.get("format_version") != FORMAT_VERSION:
         raise ModelError(

@@ -2,7 +2,7 @@
 
 The specification (``docs/ngram-spec.md``, version :data:`SPEC_VERSION`) in short:
 
-* each syscall is its canonical id (:func:`models.syscalls.canonical_id`, FNV-1a of the canonical name);
+* each syscall is its canonical id (:func:`baseliner.models.syscalls.canonical_id`, FNV-1a of the canonical name);
 * every thread keeps its last ``MAX_ORDER - 1`` ids; when a syscall arrives, for each order ``n`` in
   :data:`ORDERS` for which the thread has at least ``n - 1`` ids of history, the n-gram
   ``(id_{t-n+1}, ..., id_t)`` is hashed by :func:`gram_hash` and the bucket
@@ -23,8 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-
-from models.syscalls import canonical_id
+from baseliner.models.syscalls import canonical_id
 
 #: Version of the specification (the wire's ``ngram_spec``).  Version 1 had orders 2-4 only; its buckets
 #: are version 2's buckets ``[0, SHORT_BUCKETS)`` unchanged, so a v1 vector is a v2 vector without order-6

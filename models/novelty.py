@@ -20,9 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.block import VectorBlock, row_ids
-from models.vector import Endpoint, FeatureVector
+from baseliner.models.block import VectorBlock, row_ids
+from baseliner.models.vector import Endpoint, FeatureVector
 
 KINDS = ("executable", "syscall", "port", "sensitive_path")
 
@@ -52,7 +51,7 @@ def _items(v: FeatureVector, ephemeral_start: int) -> dict[str, Iterable[str]]:
 class NoveltySets:
     """Bounded first-seen sets for one image.
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> sets = NoveltySets(capacity=100)
     >>> v = FeatureVector(Identity("n", "c", "nginx"), 1.7e9, 5.0, {"read": 3}, executables=["/usr/sbin/nginx"])
     >>> sets.learn(v)
@@ -192,7 +191,7 @@ def novel_rows(
     per set, and the windows' entries are matched with array operations; only executables and sensitive
     paths (rare) are looked at one by one.
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> a, b = NoveltySets(), NoveltySets()
     >>> a.add("syscall", ["read"]); b.add("syscall", ["read", "write"])
     >>> blk = VectorBlock.from_vectors([FeatureVector(Identity("n", "c", "x"), 0.0, 5.0, {"read": 1, "write": 1})] * 2)

@@ -7,8 +7,8 @@ Format (version 1), UTF-8, one JSON object per line:
   metadata, e.g. ``"source": "synthetic"``, ``"scenario": {...}`` and ``"attacks": [...]`` (ground
   truth: ``kind``, ``node``, ``namespace``, ``pod``, ``container_id``, ``image``, ``start``, ``end``,
   ``description``; times in event seconds since the epoch);
-* every other line, one :class:`~models.vector.FeatureVector`: its fields by name, ``identity`` an
-  object of :class:`~models.vector.Identity` fields, ``endpoints`` a list of
+* every other line, one :class:`~baseliner.models.vector.FeatureVector`: its fields by name, ``identity`` an
+  object of :class:`~baseliner.models.vector.Identity` fields, ``endpoints`` a list of
   ``{"address", "port", "protocol", "outbound"}``, ``ngrams`` an object whose keys are bucket indices
   written as strings.  Missing fields take the dataclass defaults; unknown fields are an error.
 
@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
-from models.errors import BaselinerError
-from models.vector import Endpoint, FeatureVector, Identity
+from baseliner.models.errors import BaselinerError
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from models import syscall_tables
+from baseliner.models import syscall_tables
 
 # i386 (and other legacy) names whose x86_64 equivalent has another name.
 _ALIASES: dict[str, str] = {

@@ -1,6 +1,6 @@
-"""Domain-level checks of a :class:`~models.vector.FeatureVector` before it may touch a baseline.
+"""Domain-level checks of a :class:`~baseliner.models.vector.FeatureVector` before it may touch a baseline.
 
-Every failure raises :class:`~models.errors.ValidationError` with a reason code and a message that
+Every failure raises :class:`~baseliner.models.errors.ValidationError` with a reason code and a message that
 says what was wrong, so the service can reject that one vector, count it, and go on.
 """
 
@@ -13,11 +13,10 @@ from itertools import chain
 from operator import attrgetter
 
 import numpy as np
-
-from models.block import COUNTERS, VectorBlock, row_ids
-from models.errors import ValidationError
-from models.ngrams import NUM_BUCKETS
-from models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector, Identity
+from baseliner.models.block import COUNTERS, VectorBlock, row_ids
+from baseliner.models.errors import ValidationError
+from baseliner.models.ngrams import NUM_BUCKETS
+from baseliner.models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector, Identity
 
 MAX_NAME_LENGTH = 255
 MAX_WINDOW_SECONDS = 3600.0
@@ -93,14 +92,14 @@ def validate(v: FeatureVector) -> None:
     Valid vectors take a fast path (whole-collection checks); the per-item checks that name the
     culprit run only when that fails.
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("node-1", "c1", "nginx", "1.27"), 1.7e9, 5.0, {"read": 10})
     >>> validate(v)
     >>> v.syscalls["write"] = float("nan")
     >>> validate(v)
     Traceback (most recent call last):
     ...
-    models.errors.ValidationError: syscall write is nan
+    baseliner.models.errors.ValidationError: syscall write is nan
     """
     _identity(v.identity)
 

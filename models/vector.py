@@ -58,7 +58,7 @@ class FeatureVector:
     """Counts for one container over ``[window_start, window_start + window_seconds)``.
 
     ``window_start`` is event time in seconds since the epoch (the sensor's clock), never the
-    service's wall clock.  ``ngrams`` maps global n-gram bucket indices (``models.ngrams``) to counts.
+    service's wall clock.  ``ngrams`` maps global n-gram bucket indices (``baseliner.models.ngrams``) to counts.
     """
 
     identity: Identity

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Regenerate the committed gRPC/protobuf code under protos/baseliner/v1/ (the only way to change it).
+# Regenerate the committed gRPC/protobuf code under protos/v1/ (the only way to change it).
+# The .proto files are compiled under their installed name (baseliner/protos/v1/...), so the generated
+# modules import each other as baseliner.protos.v1.*: a temporary include root links baseliner/protos to
+# the protos folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m grpc_tools.protoc -I . \
-  --python_out=. --pyi_out=. --grpc_python_out=. \
-  protos/baseliner/v1/*.proto
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root/baseliner"
+ln -s "$(pwd)/protos" "$root/baseliner/protos"
+python -m grpc_tools.protoc -I "$root" \
+  --python_out="$root" --pyi_out="$root" --grpc_python_out="$root" \
+  "$root"/baseliner/protos/v1/*.proto

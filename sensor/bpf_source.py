@@ -2,7 +2,7 @@
 
 ``BpfSource`` is what ``baseliner sensor --source bpf`` streams: iterate it (or ``async for`` over
 :meth:`BpfSource.awindows`) to get one ``list[FeatureVector]`` per window, then hand each list to
-``sensor.transport.Transport.submit``.  Windows are aligned on the sensor's clock: a window covers
+``baseliner.sensor.transport.Transport.submit``.  Windows are aligned on the sensor's clock: a window covers
 ``[start, start + window_seconds)`` of wall-clock (event) time, measured when the maps were flipped.
 
 Self-metrics (registry passed in, namespace ``baseliner_sensor``): ``windows_sent_total``,
@@ -19,12 +19,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+from baseliner.models.vector import FeatureVector
+from baseliner.sensor.attribution import AttributionConfig, Resolver
+from baseliner.sensor.probes import ProbeConfig, Probes
+from baseliner.sensor.vectors import WindowCounts, build_vectors
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-
-from models.vector import FeatureVector
-from sensor.containers import AttributionConfig, Resolver
-from sensor.features import WindowCounts, build_vectors
-from sensor.probes import ProbeConfig, Probes
 
 log = logging.getLogger(__name__)
 

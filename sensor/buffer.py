@@ -21,7 +21,7 @@ from typing import Protocol
 
 @dataclass(slots=True)
 class Pending:
-    """One encoded batch (``sensor.wire.encode_batch_body``) and its sequence number."""
+    """One encoded batch (``baseliner.sensor.wire.encode_batch_body``) and its sequence number."""
 
     sequence: int
     body: bytes

@@ -23,12 +23,11 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
+from baseliner.models.errors import ConfigError
+from baseliner.models.vector import FeatureVector
+from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.transport import Backoff, Transport, channel_credentials
 from prometheus_client import CollectorRegistry, start_http_server
-
-from models.errors import ConfigError
-from models.vector import FeatureVector
-from sensor.buffer import MemoryBuffer
-from sensor.transport import Backoff, Transport, channel_credentials
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--no-synthetic-ngrams", action="store_true", help="synthetic: leave n-gram counts empty")
     s.add_argument("--labels", help="synthetic: write the ground-truth attacks to this JSON file")
     try:
-        from sensor.cli_bpf import add_bpf_arguments
+        from baseliner.sensor.cli_bpf import add_bpf_arguments
     except ImportError as exc:  # the bpf helper's module is missing: keep the other sources working
         log.debug("eBPF options unavailable: %s", exc)
         p.add_argument("--window", type=float, default=None, help="window length in seconds")
@@ -115,7 +114,7 @@ def _source_kind(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def synthetic_source(args: argparse.Namespace, nodes: tuple[str, ...]) -> Any:
-    from sensor.synthetic import ScenarioConfig, SyntheticSource
+    from baseliner.sensor.synthetic import ScenarioConfig, SyntheticSource
 
     kw: dict[str, Any] = {
         "seed": args.seed, "start": args.start, "hours": args.hours, "nodes": nodes,
@@ -144,7 +143,7 @@ def open_source(args: argparse.Namespace, registry: CollectorRegistry | None) ->
                 json.dump([a.to_dict() for a in src.attacks], f, indent=2)
         return kind, src
     if kind == "replay":
-        from sensor.replay import ReplaySource
+        from baseliner.sensor.replay import ReplaySource
 
         assert path is not None
         try:
@@ -152,7 +151,7 @@ def open_source(args: argparse.Namespace, registry: CollectorRegistry | None) ->
         except OSError as exc:
             raise ConfigError(f"--source replay {path}: {exc}") from None
     try:
-        from sensor.cli_bpf import source_from_args
+        from baseliner.sensor.cli_bpf import source_from_args
     except ImportError as exc:
         raise ConfigError(f"--source bpf is not available in this installation ({exc})") from None
     if args.window is None:
@@ -233,7 +232,7 @@ async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: C
     on_full = args.on_full or ("drop" if kind == "bpf" else "block")
     buffer: Any
     if args.spool_dir:
-        from sensor.spool import DiskSpool
+        from baseliner.sensor.spool import DiskSpool
 
         key = Path(args.spool_key_file).read_bytes().strip() if args.spool_key_file else None
         buffer = DiskSpool(args.spool_dir, max_batches=args.buffer_batches,
@@ -290,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "record":
         if not args.out:
             raise ConfigError("sensor record needs --out FILE")
-        from sensor.record import record, synthetic_header
+        from baseliner.sensor.record import record, synthetic_header
 
         kind, src = open_source(args, registry)
         header: dict[str, Any] = {"source": kind}

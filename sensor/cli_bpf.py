@@ -1,8 +1,8 @@
 """Command-line pieces of the eBPF source.
 
 * :func:`add_bpf_arguments` adds the ``--source bpf`` options to the ``baseliner sensor`` parser and
-  :func:`source_from_args` builds the :class:`~sensor.bpf_source.BpfSource` from them;
-* ``python -m sensor.cli_bpf`` is a stand-alone helper for operators: ``--check`` (prerequisites, with
+  :func:`source_from_args` builds the :class:`~baseliner.sensor.bpf_source.BpfSource` from them;
+* ``python -m baseliner.sensor.cli_bpf`` is a stand-alone helper for operators: ``--check`` (prerequisites, with
   what to do), ``--print-program`` (the generated C), and watching windows on the terminal.
 """
 
@@ -15,17 +15,16 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from baseliner.models.ngrams import ORDERS, SENSOR_ORDERS, parse_orders
+from baseliner.sensor.attribution import AttributionConfig, ImageRule
+from baseliner.sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, build_program, check_prerequisites
 from prometheus_client import CollectorRegistry
-
-from models.ngrams import ORDERS, SENSOR_ORDERS, parse_orders
-from sensor.containers import AttributionConfig, ImageRule
-from sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, build_program, check_prerequisites
 
 log = logging.getLogger(__name__)
 
 
 def ngram_orders_arg(text: str) -> tuple[int, ...]:
-    """``--ngram-orders`` value: comma-separated orders (:func:`models.ngrams.parse_orders`)."""
+    """``--ngram-orders`` value: comma-separated orders (:func:`baseliner.models.ngrams.parse_orders`)."""
     try:
         return parse_orders(text)
     except ValueError as exc:
@@ -72,8 +71,8 @@ def attribution_from_args(args: argparse.Namespace, node: str | None = None) -> 
 
 def source_from_args(args: argparse.Namespace, registry: CollectorRegistry | None = None,
                      node: str | None = None) -> Any:
-    """The :class:`~sensor.bpf_source.BpfSource` the arguments describe (loads the program)."""
-    from sensor.bpf_source import BpfSource, BpfSourceConfig
+    """The :class:`~baseliner.sensor.bpf_source.BpfSource` the arguments describe (loads the program)."""
+    from baseliner.sensor.bpf_source import BpfSource, BpfSourceConfig
 
     cfg = BpfSourceConfig(window_seconds=args.window, probes=probe_config_from_args(args),
                           attribution=attribution_from_args(args, node))
@@ -81,7 +80,7 @@ def source_from_args(args: argparse.Namespace, registry: CollectorRegistry | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sensor.cli_bpf", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m baseliner.sensor.cli_bpf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="check prerequisites and exit")
     p.add_argument("--print-program", action="store_true", help="print the generated BPF C and exit")

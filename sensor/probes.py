@@ -3,8 +3,8 @@
 The only module that imports ``bcc``.  The kernel C lives in ``sensor/bpf/``; this module prepends the
 configuration (map sizes, n-grams on or off and which orders), generates the sensitive-prefix matcher, compiles with BCC
 against the kernel headers found by :func:`find_kernel_source`, fills the syscall-number -> canonical-id
-table (``models.syscalls.id_table``) and returns drained map contents as plain Python data
-(:class:`sensor.features.WindowCounts`), which ``sensor/features.py`` turns into vectors.
+table (``baseliner.models.syscalls.id_table``) and returns drained map contents as plain Python data
+(:class:`baseliner.sensor.vectors.WindowCounts`), which ``sensor/vectors.py`` turns into vectors.
 
 Draining without loss: every count map exists twice (``*_0``, ``*_1``); ``ctl[0]`` selects the set that
 programs write.  :meth:`Probes.flip` switches it, waits :data:`GRACE_SECONDS` for programs that read the old
@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models import syscalls
-from models.ngrams import ORDERS, SENSOR_ORDERS, check_orders
-from sensor.features import CG_FIELDS, KIND_EXEC, KIND_SENSITIVE, Endpoint4, WindowCounts
+from baseliner.models import syscalls
+from baseliner.models.ngrams import ORDERS, SENSOR_ORDERS, check_orders
+from baseliner.sensor.vectors import CG_FIELDS, KIND_EXEC, KIND_SENSITIVE, Endpoint4, WindowCounts
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class ProbeConfig:
     """Kernel-side configuration (compiled into the program)."""
 
     ngrams: bool = True
-    #: n-gram orders counted (a non-empty subset of models.ngrams.ORDERS); default the model's (4, 6)
+    #: n-gram orders counted (a non-empty subset of baseliner.models.ngrams.ORDERS); default the model's (4, 6)
     ngram_orders: tuple[int, ...] = SENSOR_ORDERS
     syscall_args: bool = True  # file-open and DNS features (per-syscall tracepoints; see docs/sensor.md)
     sensitive_prefixes: tuple[str, ...] = DEFAULT_SENSITIVE_PREFIXES
@@ -142,7 +141,7 @@ def _prefix_matcher(prefixes: tuple[str, ...]) -> str:
 
 
 def build_program(config: ProbeConfig) -> str:
-    """The complete C text BCC compiles (printable: ``python -m sensor.cli_bpf --print-program``)."""
+    """The complete C text BCC compiles (printable: ``python -m baseliner.sensor.cli_bpf --print-program``)."""
     body = (BPF_DIR / "sensor.c").read_text()
     defines = {
         "BASELINER_NGRAMS": int(config.ngrams),

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from models.recording import RecordingWriter
-from models.vector import FeatureVector
-from sensor.synthetic import SyntheticSource
+from baseliner.models.recording import RecordingWriter
+from baseliner.models.vector import FeatureVector
+from baseliner.sensor.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models.recording import RecordingReader
-from models.vector import FeatureVector
+from baseliner.models.recording import RecordingReader
+from baseliner.models.vector import FeatureVector
 
 
 class ReplaySource:

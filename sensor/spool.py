@@ -1,8 +1,9 @@
-"""A bounded on-disk spool of unacknowledged batches: the :class:`~sensor.buffer.BatchBuffer` that survives a restart.
+"""A bounded on-disk spool of unacknowledged batches: the :class:`~baseliner.sensor.buffer.BatchBuffer` that
+survives a restart.
 
 One file per batch under the spool directory, plus the sequence counter::
 
-    <dir>/00000000000000000042.batch    one encoded batch (``sensor.wire.encode_batch_body``)
+    <dir>/00000000000000000042.batch    one encoded batch (``baseliner.sensor.wire.encode_batch_body``)
     <dir>/next                          the next sequence number (so numbering never goes back)
 
 Every file is written to a temporary name, ``fsync``-ed (``fsync=True``, the default) and renamed, so a
@@ -29,10 +30,10 @@ import logging
 import os
 from pathlib import Path
 
-from models import integrity
-from models.errors import StateError
-from models.integrity import atomic_write
-from sensor.buffer import MemoryBuffer, Pending
+from baseliner.models import integrity
+from baseliner.models.errors import StateError
+from baseliner.models.integrity import atomic_write
+from baseliner.sensor.buffer import MemoryBuffer, Pending
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def decode_entry(data: bytes, key: bytes | None, where: str) -> Pending:
 
 
 class DiskSpool(MemoryBuffer):
-    """Bounded on-disk :class:`~sensor.buffer.BatchBuffer` (see the module docstring).
+    """Bounded on-disk :class:`~baseliner.sensor.buffer.BatchBuffer` (see the module docstring).
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()

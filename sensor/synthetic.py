@@ -20,9 +20,9 @@ behaviour (entrypoint execs, library loading, listens) in their first windows.
 
 Syscall counts and n-grams come from the same per-activity syscall sequences ("motifs", e.g. one
 static request of nginx), so a vector's n-gram counts agree with its syscall counts as the kernel
-sensor's would (:class:`models.ngrams.NgramCounter` hashes each motif once; grams spanning two motifs
+sensor's would (:class:`baseliner.models.ngrams.NgramCounter` hashes each motif once; grams spanning two motifs
 are not modelled).  Like the eBPF sensor, the source counts only ``ScenarioConfig.ngram_orders``, by default
-:data:`models.ngrams.SENSOR_ORDERS` (4 and 6, the orders the default model uses).
+:data:`baseliner.models.ngrams.SENSOR_ORDERS` (4 and 6, the orders the default model uses).
 
 Attacks (:data:`ATTACK_KINDS`) are injected at known event times into one container each and exposed as
 :class:`Attack` labels (kind, container, start, end):
@@ -52,9 +52,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
-
-from models.ngrams import SENSOR_ORDERS, NgramCounter, check_orders
-from models.vector import MAX_ENDPOINTS, Endpoint, FeatureVector, Identity
+from baseliner.models.ngrams import SENSOR_ORDERS, NgramCounter, check_orders
+from baseliner.models.vector import MAX_ENDPOINTS, Endpoint, FeatureVector, Identity
 
 ATTACK_KINDS: tuple[str, ...] = ("reverse_shell", "crypto_miner", "port_scan", "data_exfiltration", "etc_write")
 HOUR = 3600.0

@@ -1,6 +1,6 @@
 """The sensor's gRPC client: batches, sequence numbers, acknowledgements, reconnects.
 
-Protocol (``protos/baseliner/v1/ingest.proto``), per connection:
+Protocol (``protos/v1/ingest.proto``), per connection:
 
 1. send ``Hello`` (stable ``sensor_id``, ``node``), read ``Welcome``;
 2. release every buffered batch with ``sequence <= Welcome.last_sequence`` (the service already applied
@@ -10,20 +10,20 @@ Protocol (``protos/baseliner/v1/ingest.proto``), per connection:
    batches are encoded once, their n-grams in the entry form (``ngram_entry_le32``) when they fit it;
    when the service does not read that form (``Welcome.ngram_entries`` false: built before it, it would
    refuse such batches), each batch is sent with its n-grams in the le32 pair form
-   (:func:`sensor.wire.pair_ngrams`), or in the packed form when it does not read bytes at all
-   (``Welcome.ngram_bytes`` false; :func:`sensor.wire.packed_ngrams`), converted as it is written to the
+   (:func:`baseliner.sensor.wire.pair_ngrams`), or in the packed form when it does not read bytes at all
+   (``Welcome.ngram_bytes`` false; :func:`baseliner.sensor.wire.packed_ngrams`), converted as it is written to the
    stream; likewise batches carry their identity table as the bytes of an ``IdentityTable``
    (``identity_table``), and a service that does not read that form (``Welcome.identity_table`` false)
-   gets it as repeated ``Identity`` messages (:func:`sensor.wire.repeated_identities`); and they carry
+   gets it as repeated ``Identity`` messages (:func:`baseliner.sensor.wire.repeated_identities`); and they carry
    their per-window numbers and syscall entries in the window bytes form (``window_f64_le`` ...), which a
-   service without ``Welcome.window_bytes`` gets as the repeated fields (:func:`sensor.wire.repeated_windows`;
+   service without ``Welcome.window_bytes`` gets as the repeated fields (:func:`baseliner.sensor.wire.repeated_windows`;
    a service built before every bytes form gets every conversion);
 4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
    reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order.
 
 Submissions are split into batches of at most ``batch_size`` vectors (and the service's
-``max_batch_vectors``), encoded once (:mod:`sensor.wire`) and kept as bytes in a bounded
-:class:`~sensor.buffer.BatchBuffer`.  When the buffer is full, ``on_full="block"`` makes
+``max_batch_vectors``), encoded once (:mod:`baseliner.sensor.wire`) and kept as bytes in a bounded
+:class:`~baseliner.sensor.buffer.BatchBuffer`.  When the buffer is full, ``on_full="block"`` makes
 :meth:`Transport.submit` wait (replays and simulations, which can wait) and ``on_full="drop"`` evicts
 the oldest batches (a live sensor, which cannot); every eviction is logged and counted.
 """
@@ -43,13 +43,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from baseliner.models.vector import FeatureVector
+from baseliner.protos.v1 import ingest_pb2, vectors_pb2
+from baseliner.sensor import wire
+from baseliner.sensor.buffer import BatchBuffer, MemoryBuffer, Pending
 from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
-
-from models.vector import FeatureVector
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2
-from sensor import wire
-from sensor.buffer import BatchBuffer, MemoryBuffer, Pending
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``service/serde.py`` does the reverse on the service side; ``tests/test_sensor_client_wire.py`` checks
 that the two agree (encode here, decode there, compare with the original).
 
-Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
+Mapping (``baseliner.models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
 
 * the sensor sends batches as ``VectorColumns`` (:func:`to_columns`, one array per field across the
   batch's windows); :func:`to_batch` writes the one-message-per-window form (tools, tests);
@@ -34,7 +34,7 @@ Mapping (``models.vector.FeatureVector`` -> ``baseliner.v1.FeatureVector``):
   (``VectorColumns.identities``), and :func:`repeated_identities` converts a body to that form at send time
   for a service whose ``Welcome`` does not set ``identity_table`` (built before it, it would refuse field
   47).
-* the per-window numbers go in the window bytes form (``protos/baseliner/v1/window_columns.py``): window,
+* the per-window numbers go in the window bytes form (``protos/v1/window_columns.py``): window,
   age and the 17 counters as one little-endian float64 matrix, a row per window (``window_f64_le``, 160
   bytes a window, every column), the identity index and the five list lengths as one uint32 matrix
   (``window_u32_le``, 24 bytes a window), and the syscall entries as uint16 name indices and float64 counts
@@ -64,14 +64,13 @@ from itertools import chain
 from operator import attrgetter
 
 import numpy as np
-
-from models.block import COUNTERS, dictionary
-from models.ngrams import SPEC_VERSION
-from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, ngram_entries, vectors_pb2, window_columns
+from baseliner.models.block import COUNTERS, dictionary
+from baseliner.models.ngrams import SPEC_VERSION
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
+from baseliner.protos.v1 import ingest_pb2, ngram_entries, vectors_pb2, window_columns
 
 SCHEMA_VERSION = 1
-NGRAM_SPEC = SPEC_VERSION  # docs/ngram-spec.md version (models.ngrams.SPEC_VERSION)
+NGRAM_SPEC = SPEC_VERSION  # docs/ngram-spec.md version (baseliner.models.ngrams.SPEC_VERSION)
 
 _COUNTERS = COUNTERS
 # One window's row of window_f64_le (window_columns.F64_COLUMNS, by FeatureVector attribute)
@@ -146,7 +145,7 @@ def repeated_identities(body: bytes) -> bytes:
     not serialised again.  Table bytes that do not parse, or a table in both forms, raise ``ValueError`` or
     ``google.protobuf.message.DecodeError`` (a malformed body: the service would refuse it too).
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> body = encode_batch_body([FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0)])
     >>> c = vectors_pb2.VectorBatch.FromString(body).columns
     >>> len(c.identities), c.identity_table.hex()
@@ -182,7 +181,7 @@ def repeated_windows(body: bytes) -> bytes:
     batch's count, syscall bytes not as many entries in both fields, or a group in both forms raise
     ``ValueError`` (a malformed body: the service would refuse it too).
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, syscalls={"read": 3}, execs=2)
     >>> body = encode_batch_body([v])
     >>> c = vectors_pb2.VectorBatch.FromString(body).columns
@@ -279,7 +278,7 @@ def pair_ngrams(body: bytes) -> bytes:
     as it is, not serialised again.  Entry bytes that are not whole entries, an entry with count 0, or
     n-grams in two forms raise ``ValueError`` (a malformed body: the service would refuse it too).
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, ngrams={7: 2, 300: 32767})
     >>> body = encode_batch_body([v])
     >>> vectors_pb2.VectorBatch.FromString(body).columns.ngram_entry_le32.hex()
@@ -312,7 +311,7 @@ def packed_ngrams(body: bytes) -> bytes:
     fields, an entry with count 0, or n-grams in two forms raise ``ValueError`` (a malformed body: the
     service would refuse it too).
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, ngrams={7: 2, 300: 2**32 - 1})
     >>> c = vectors_pb2.VectorBatch.FromString(packed_ngrams(encode_batch_body([v]))).columns
     >>> list(c.ngram_bucket), list(c.ngram_count), c.ngram_bucket_le32
@@ -538,7 +537,7 @@ def encode_batch_body(vectors: Sequence[FeatureVector]) -> bytes:
 def batch_request_bytes(sequence: int, body: bytes) -> bytes:
     """A serialised ``IngestRequest{batch}`` for a body from :func:`encode_batch_body`.
 
-    >>> from models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("n1", "c1", "nginx", "1.25"), 100.0, 10.0, syscalls={"read": 3})
     >>> req = ingest_pb2.IngestRequest.FromString(batch_request_bytes(7, encode_batch_body([v])))
     >>> req.batch.sequence, list(req.batch.syscall_names), len(req.batch.columns.syscall_count_f64_le)

@@ -9,9 +9,8 @@ import sys
 from typing import Any
 
 import grpc
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 from google.protobuf.json_format import MessageToDict
-
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MODES = ("auto", "learn", "detect", "freeze")
@@ -56,7 +55,7 @@ def _fmt_baseline(b: admin_pb2.Baseline) -> str:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from service.auth import bearer_metadata, channel_credentials
+    from baseliner.service.auth import bearer_metadata, channel_credentials
 
     if args.tls_ca or args.tls_cert or args.tls_key:
         channel = grpc.secure_channel(args.target, channel_credentials(args.tls_ca or "", args.tls_cert or "",

@@ -38,10 +38,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import numpy as np
-
-from models.block import VectorBlock
-from models.errors import BaselinerError, ConfigError, ValidationError
-from service.errors import AuthenticationError, PermissionDeniedError, abort
+from baseliner.models.block import VectorBlock
+from baseliner.models.errors import BaselinerError, ConfigError, ValidationError
+from baseliner.service.errors import AuthenticationError, PermissionDeniedError, abort
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +94,9 @@ def read_token_file(path: str, with_node: bool) -> dict[str, str]:
 
 
 def config_problems(cfg: Any) -> list[str]:
-    """Problems with the TLS, token and WAL settings of a :class:`service.config.ServeConfig`."""
-    from service.config import split_address
-    from service.wal import FSYNC_POLICIES
+    """Problems with the TLS, token and WAL settings of a :class:`baseliner.service.config.ServeConfig`."""
+    from baseliner.service.config import split_address
+    from baseliner.service.wal import FSYNC_POLICIES
 
     out: list[str] = []
     g = cfg.grpc

@@ -32,10 +32,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.baseline import ImageBaseline
-from models.errors import ConfigError, StateError
-from models.integrity import atomic_write
-from service.store import baseline_filename, decode_file
+from baseliner.models.baseline import ImageBaseline
+from baseliner.models.errors import ConfigError, StateError
+from baseliner.models.integrity import atomic_write
+from baseliner.service.store import baseline_filename, decode_file
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +206,8 @@ def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str
 def register(state_dir: Path, key: bytes | None, image: str, name: str, alias: str, experiment: str) -> int:
     """Log ``image``'s learned baseline as a Baseliner model (config + state), register it; returns the version."""
     import mlflow
+    from baseliner.models.mlflow_model import BaselinerModel, log_model
     from mlflow import MlflowClient
-
-    from models.mlflow_model import BaselinerModel, log_model
 
     ((_, path, baseline),) = read_state_dir(state_dir, key, [image])
     mlflow.set_experiment(experiment)

@@ -15,17 +15,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from models.errors import BaselinerError, ConfigError
+from baseliner.models.errors import BaselinerError, ConfigError
 
 log = logging.getLogger(__name__)
 
 #: subcommand -> (modules that may provide it, first importable wins; one-line help)
 PLUGINS: dict[str, tuple[tuple[str, ...], str]] = {
-    "sensor": (("sensor.cli",), "run a sensor (synthetic, replay or eBPF source) streaming to a service"),
-    "demo": (("service.demo", "sensor.demo"), "service + synthetic sensor in one command, with a summary"),
-    "evaluate": (("models.evaluate.cli",), "evaluate detectors offline on datasets and recordings"),
-    "admin": (("service.admin",), "inspect and operate baselines of a running service"),
-    "baselines": (("service.baselines_cli",), "export learned baselines to MLflow (one artifact per image), import"),
+    "sensor": (("baseliner.sensor.cli",), "run a sensor (synthetic, replay or eBPF source) streaming to a service"),
+    "demo": (("baseliner.service.demo",), "service + synthetic sensor in one command, with a summary"),
+    "evaluate": (("baseliner.models.evaluate.cli",), "evaluate detectors offline on datasets and recordings"),
+    "admin": (("baseliner.service.admin",), "inspect and operate baselines of a running service"),
+    "baselines": (("baseliner.service.baselines_cli",),
+                  "export learned baselines to MLflow (one artifact per image), import"),
 }
 
 
@@ -76,9 +77,8 @@ def serve_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 def run_serve(args: argparse.Namespace) -> int:
     import yaml
-
-    from service import config as config_mod
-    from service.server import serve
+    from baseliner.service import config as config_mod
+    from baseliner.service.server import serve
 
     cfg = config_mod.load(args.config, overrides=serve_overrides(args))
     if args.print_config:

@@ -4,7 +4,7 @@ Every setting lives in one dataclass section below; ``docs/service.md`` lists th
 works everywhere: ``grpc.listen`` in YAML is ``BASELINER_GRPC_LISTEN`` in the environment and
 ``--set grpc.listen=...`` (or the shortcut ``--listen``) on the command line.  Everything is checked at
 start (:meth:`ServeConfig.validate`); problems are reported together with what to fix, as
-:class:`models.errors.ConfigError`.
+:class:`baseliner.models.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from models.errors import ConfigError
+from baseliner.models.errors import ConfigError
 
 ENV_PREFIX = "BASELINER_"
 IMAGE_KEYS = ("tag", "digest", "repository")
@@ -145,7 +144,7 @@ class ServeConfig:
     events: EventsConfig = field(default_factory=EventsConfig)
     falco: FalcoConfig = field(default_factory=FalcoConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    baseline: dict[str, Any] = field(default_factory=dict)  # models.baseline.BaselineConfig fields
+    baseline: dict[str, Any] = field(default_factory=dict)  # baseliner.models.baseline.BaselineConfig fields
     log_level: str = "INFO"
 
     # -- checks -------------------------------------------------------------------------------------
@@ -189,7 +188,7 @@ class ServeConfig:
         problems.extend(self.falco.problems())
         if not self.model.timeout_seconds > 0:
             problems.append(f"model.timeout_seconds must be > 0 (got {self.model.timeout_seconds})")
-        from service.auth import config_problems  # TLS, tokens, WAL policy: checked where they are used
+        from baseliner.service.auth import config_problems  # TLS, tokens, WAL policy: checked where they are used
 
         problems.extend(config_problems(self))
         if self.pipeline.image_key not in IMAGE_KEYS:
@@ -210,13 +209,13 @@ class ServeConfig:
             self.baseline_config()
         except (ValueError, TypeError) as e:
             problems.append(f"baseline: {e}")
-        except ImportError as e:  # models.baseline not importable: say so, do not hide it
-            problems.append(f"baseline: cannot load models.baseline ({e})")
+        except ImportError as e:  # baseliner.models.baseline not importable: say so, do not hide it
+            problems.append(f"baseline: cannot load baseliner.models.baseline ({e})")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
     def baseline_config(self) -> Any:
-        from models.baseline import BaselineConfig
+        from baseliner.models.baseline import BaselineConfig
 
         known = {f.name for f in dataclasses.fields(BaselineConfig)}
         unknown = sorted(set(self.baseline) - known)
@@ -299,7 +298,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
 
 def _baseline_types() -> dict[str, Any]:
     try:
-        from models.baseline import BaselineConfig
+        from baseliner.models.baseline import BaselineConfig
     except ImportError:
         return {}
     return {f.name: f.type for f in dataclasses.fields(BaselineConfig)}

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 import grpc
-
-from models.errors import (
+from baseliner.models.errors import (
     BaselinerError,
     ConfigError,
     StateError,

@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from baseliner.service.config import FalcoConfig
+from baseliner.service.sinks.events import SCHEMA as ANOMALY_SCHEMA
+from baseliner.service.sinks.events import EventSink, iso8601
 from prometheus_client import CollectorRegistry, Counter
-
-from service.config import FalcoConfig
-from service.sinks.events import SCHEMA as ANOMALY_SCHEMA
-from service.sinks.events import EventSink, iso8601
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ PRIORITIES: tuple[str, ...] = (
 )
 _PRIORITY_ALIASES = {"info": "informational", "warn": "warning", "err": "error", "crit": "critical",
                      "emerg": "emergency"}
-#: Anomaly severities in increasing order (``models.baseline.SEVERITIES`` without the empty one).
+#: Anomaly severities in increasing order (``baseliner.models.baseline.SEVERITIES`` without the empty one).
 SEVERITY_ORDER: tuple[str, ...] = ("low", "medium", "high", "critical")
 #: Correlation outcomes (label values of ``baseliner_falco_correlations_total``).
 OUTCOMES: tuple[str, ...] = ("escalated", "in_baseline", "novel", "not_comparable", "learning", "no_baseline")
@@ -163,10 +162,11 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
     ...                 b'{"container.id": "3ad7b26ded6d", "container.image.repository": "nginx"}}')
     >>> a.rule, a.priority, a.container_id, a.image_repository
     ('Terminal shell in container', 'notice', '3ad7b26ded6d', 'nginx')
-    >>> parse_alert(b'{"rule": "x", "priority": "Notice", "time": 0, "output_fields": {}}')
-    Traceback (most recent call last):
-    ...
-    service.falco.FalcoPayloadError: output_fields has no container.id: Baseliner correlates container alerts only
+    >>> try:
+    ...     parse_alert(b'{"rule": "x", "priority": "Notice", "time": 0, "output_fields": {}}')
+    ... except FalcoPayloadError as e:
+    ...     print(e)
+    output_fields has no container.id: Baseliner correlates container alerts only
     """
     if len(body) > max_bytes:
         raise FalcoPayloadError("too_large", f"payload of {len(body)} bytes exceeds {max_bytes}")
@@ -256,7 +256,7 @@ def normalize_repository(repo: str) -> str:
 
 
 def image_keys(alert: FalcoAlert) -> list[str]:
-    """Candidate baseline keys for an alert's image (as ``service.pipeline.image_key`` builds them)."""
+    """Candidate baseline keys for an alert's image (as ``baseliner.service.pipeline.image_key`` builds them)."""
     out: list[str] = []
     for repo in dict.fromkeys((normalize_repository(alert.image_repository), alert.image_repository)):
         if alert.image_tag:
@@ -316,7 +316,7 @@ class FalcoMetrics:
         node_label: Callable[[str], str] = str,
         max_rules: int = 200,
     ) -> None:
-        from service.sinks.metrics import NAMESPACE, OVERFLOW
+        from baseliner.service.sinks.metrics import NAMESPACE, OVERFLOW
 
         self.image_label = image_label
         self.namespace_label = namespace_label
@@ -392,7 +392,7 @@ class _Recent:
     anomalies: deque[_Anomaly]
 
 
-BaselineLookup = Callable[[FalcoAlert, str], Any]  # (alert, image key) -> models.baseline.ImageBaseline | None
+BaselineLookup = Callable[[FalcoAlert, str], Any]  # (alert, image key) -> ImageBaseline | None
 
 
 class FalcoCorrelator:
@@ -586,7 +586,7 @@ class FalcoCorrelator:
 
 
 def pipeline_lookup(pipeline: Any, mode: str = "tag") -> tuple[BaselineLookup, Callable[[FalcoAlert], str]]:
-    """Baseline lookup and image-key function for a :class:`service.pipeline.Pipeline`.
+    """Baseline lookup and image-key function for a :class:`baseliner.service.pipeline.Pipeline`.
 
     The key is built from Falco's image fields the way the pipeline builds it from the sensor's
     (``repository:tag`` by default), trying the registry-qualified and the short repository.

@@ -22,8 +22,8 @@ import logging
 import ssl
 from typing import Any, Protocol
 
-from service.config import FalcoConfig, split_address
-from service.falco import FalcoCorrelator, FalcoMetrics, FalcoPayloadError, parse_alert
+from baseliner.service.config import FalcoConfig, split_address
+from baseliner.service.falco import FalcoCorrelator, FalcoMetrics, FalcoPayloadError, parse_alert
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +211,15 @@ class FalcoEndpoint:
 
 
 async def attach(server: Any, gate: Gate | None = None) -> FalcoEndpoint | None:
-    """Wire Falco into a started-or-starting :class:`service.server.BaselinerServer`.
+    """Wire Falco into a started-or-starting :class:`baseliner.service.server.BaselinerServer`.
 
     The correlator goes in front of the pipeline's event sinks (it passes every event on), a
     Falcosidekick sink joins them when ``falco.sidekick_url`` is set, and the alert endpoint starts when
     ``falco.listen`` is set, behind ``gate`` (URL secret, TLS) when one is given.  Returns the endpoint
     (``None`` when it is off).
     """
-    from service.falco import pipeline_lookup
-    from service.sinks.falcosidekick import FalcosidekickSink
+    from baseliner.service.falco import pipeline_lookup
+    from baseliner.service.sinks.falcosidekick import FalcosidekickSink
 
     cfg: FalcoConfig = server.config.falco
     pipeline = server.pipeline

@@ -2,7 +2,7 @@
 
 The model (``models/mlflow_model.py``) gives new images
 
-* its :class:`~models.baseline.BaselineConfig` (learning period, alarm budget, ...), which replaces the
+* its :class:`~baseliner.models.baseline.BaselineConfig` (learning period, alarm budget, ...), which replaces the
   ``baseline:`` settings of the service configuration; and
 * its trained state, when it has one, as a *warm start*: a new image starts from the model's learned
   rates, novelty sets and calibrated threshold instead of from nothing (its counters of windows scored
@@ -14,7 +14,7 @@ A reload (``SIGHUP``, or :meth:`ModelSource.reload`) resolves the URI again (``m
 the alias to its current version) and switches the template without a restart.  Learned baselines stay
 unless ``model.relearn_on_reload`` is set, in which case every image starts again from the new model
 (keeping its mode).  A URI that does not resolve, a model of another flavour or feature schema, a failed
-integrity check or an unreachable tracking server is a clear :class:`~models.mlflow_model.ModelError`:
+integrity check or an unreachable tracking server is a clear :class:`~baseliner.models.mlflow_model.ModelError`:
 at start the service refuses to start; at reload the running model stays in place and the failure is
 logged and counted (``baseliner_model_load_failures_total``).
 """
@@ -32,10 +32,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from baseliner.models.baseline import ImageBaseline
+from baseliner.models.mlflow_model import BaselinerModel, ModelError, load_model
 from prometheus_client import CollectorRegistry, Counter, Gauge
-
-from models.baseline import ImageBaseline
-from models.mlflow_model import BaselinerModel, ModelError, load_model
 
 log = logging.getLogger(__name__)
 

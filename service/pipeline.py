@@ -2,7 +2,7 @@
 
 The pipeline is the service's domain core: no gRPC here.  It owns
 
-* one :class:`models.baseline.ImageBaseline` per image key (``repository:tag`` by default);
+* one :class:`baseliner.models.baseline.ImageBaseline` per image key (``repository:tag`` by default);
 * per-sensor last applied batch sequence (resends are recognised and not applied twice);
 * a container tracker (first and last window seen) that fills ``seconds_since_start`` when the sensor
   did not know the container's age, and rejects windows that go back in time (``OUT_OF_ORDER``);
@@ -24,18 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
-from models.block import NameTable, VectorBlock
-from models.errors import UnknownBaselineError, ValidationError
-from models.features import transform_block
-from models.validate import bad_identities, validate_block
-from models.vector import FeatureVector, Identity
-from service.config import PipelineConfig
-from service.containers import ContainerTracker
-from service.errors import UnknownEventError
-from service.sinks.events import EventSink, build_event, event_id
-from service.sinks.metrics import ServiceMetrics
+from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
+from baseliner.models.block import NameTable, VectorBlock
+from baseliner.models.errors import UnknownBaselineError, ValidationError
+from baseliner.models.rate_features import transform_block
+from baseliner.models.validate import bad_identities, validate_block
+from baseliner.models.vector import FeatureVector, Identity
+from baseliner.service.config import PipelineConfig
+from baseliner.service.container_tracker import ContainerTracker
+from baseliner.service.errors import UnknownEventError
+from baseliner.service.sinks.events import EventSink, build_event, event_id
+from baseliner.service.sinks.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +335,7 @@ class Pipeline:
     def _identity_rows(self, identities: Sequence[Identity]) -> np.ndarray:
         """Each identity's row in the per-identity tables (added when new; bounded by ``max_containers``).
 
-        A table seen before (the same list object: ``service.serde.Decoder`` returns one per distinct
+        A table seen before (the same list object: ``baseliner.service.serde.Decoder`` returns one per distinct
         table) costs one lookup instead of one per identity.
         """
         memo = self._table_rows.get(id(identities))
@@ -432,7 +431,7 @@ class Pipeline:
         self, groups: list[tuple[str, np.ndarray]], block: VectorBlock, features: np.ndarray,
         refused: list[tuple[np.ndarray, str, str]],
     ) -> np.ndarray:
-        """Score and learn every image's rows of the block at once (``models.baseline.process_blocks``).
+        """Score and learn every image's rows of the block at once (``baseliner.models.baseline.process_blocks``).
 
         Returns the rows applied; rows refused go to ``refused`` as ``(rows, reason, message)``.
         """

@@ -3,13 +3,13 @@
 Only this module (and the generated code) knows the wire format on the service side.  It does the
 *wire-level* checks (schema version, batch size, fields unknown to the schema version at batch and
 vector level, references into the batch's syscall-name dictionary, parallel arrays of equal length,
-enum values) and raises :class:`models.errors.ValidationError` with the protocol's ``RejectReason``
+enum values) and raises :class:`baseliner.models.errors.ValidationError` with the protocol's ``RejectReason``
 names; *domain* checks (finite, non-negative, plausible window, sane image names) are
-``models.validate``'s job.
+``baseliner.models.validate``'s job.
 
 Decoding is written for throughput: one pass over the batch, attribute reads hoisted into locals,
-interned :class:`~models.vector.Identity` objects (a container sends the same identity every window),
-no per-vector allocation beyond the :class:`~models.vector.FeatureVector` itself.
+interned :class:`~baseliner.models.vector.Identity` objects (a container sends the same identity every window),
+no per-vector allocation beyond the :class:`~baseliner.models.vector.FeatureVector` itself.
 
 The opposite direction (domain -> wire) is the sensor's: ``sensor/wire.py``.
 """
@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from baseliner.models.block import COUNTERS, VectorBlock, lengths_to_ptr, row_ids
+from baseliner.models.errors import ValidationError
+from baseliner.models.ngrams import SPEC_NUM_BUCKETS
+from baseliner.models.vector import MAX_SYSCALL_NAMES, Endpoint, FeatureVector, Identity
+from baseliner.protos.v1 import admin_pb2, ingest_pb2, ngram_entries, vectors_pb2, window_columns
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
-
-from models.block import COUNTERS, VectorBlock, lengths_to_ptr, row_ids
-from models.errors import ValidationError
-from models.ngrams import SPEC_NUM_BUCKETS
-from models.vector import MAX_SYSCALL_NAMES, Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import admin_pb2, ingest_pb2, ngram_entries, vectors_pb2, window_columns
 
 #: The wire schema versions this build decodes.
 SCHEMA_VERSION = 1
@@ -498,7 +497,7 @@ class Decoder:
                             "BAD_REFERENCE",
                             f"ngram_bucket has {n_buckets} entries but ngram_count {len(ncounts)}",
                         )
-                    # The bucket range [0, NUM_BUCKETS) is models.validate's check (same reason code), not
+                    # The bucket range [0, NUM_BUCKETS) is baseliner.models.validate's check (same reason code), not
                     # repeated here: every pass over 200 buckets costs microseconds.
                     ngrams = dict(zip(buckets, ncounts, strict=False))  # lengths checked above
                     if len(ngrams) != n_buckets:
@@ -517,7 +516,7 @@ class Decoder:
                 if not v.HasField("identity"):
                     raise ValidationError("MISSING_FIELD", "identity is missing")
                 # Any: counts travel as doubles (so NaN/inf/negatives reach validation) into int-typed
-                # domain fields; models.validate checks them.
+                # domain fields; baseliner.models.validate checks them.
                 p: Any = v.process
                 n: Any = v.network
                 f: Any = v.file
@@ -621,7 +620,7 @@ def _ngram_entries(fields: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     and a few array operations; the packed varint form (``ngram_bucket``/``ngram_count``) costs upb ~10 ns
     per value to parse.  A batch using two forms, bytes that are not whole uint32 entries, pair bytes not
     as many in both fields, or an entry with count 0 (the entry form's counts are 1..32767) is refused
-    (packed arrays of unequal length: the caller's check).  Bucket ranges are ``models.validate``'s.
+    (packed arrays of unequal length: the caller's check).  Bucket ranges are ``baseliner.models.validate``'s.
     """
     raw_entry = fields.get("ngram_entry_le32", b"")
     raw_bucket = fields.get("ngram_bucket_le32", b"")
@@ -737,7 +736,7 @@ def state_to_proto(value: str) -> Any:
 
 
 def baseline_to_proto(baseline: Any, detail: bool = False, serialized_bytes: int = 0) -> admin_pb2.Baseline:
-    """An :class:`models.baseline.ImageBaseline` as the admin ``Baseline`` message."""
+    """An :class:`baseliner.models.baseline.ImageBaseline` as the admin ``Baseline`` message."""
     threshold = float(baseline.threshold)
     first = float(baseline.first_window)
     last = float(baseline.last_window)

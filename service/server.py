@@ -13,21 +13,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2
+from baseliner.service import auth, serde
+from baseliner.service.config import ServeConfig, split_address
+from baseliner.service.pipeline import Pipeline
+from baseliner.service.servicer import AdminServicer, IngestServicer, add_ingest_servicer
+from baseliner.service.sinks.events import EventSink, JsonLinesSink
+from baseliner.service.sinks.metrics import ServiceMetrics
+from baseliner.service.spill import SpillingBaselines
+from baseliner.service.store import StateStore
+from baseliner.service.wal import WriteAheadLog, replay_into
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
-
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2
-from service import auth, serde
-from service.config import ServeConfig, split_address
-from service.pipeline import Pipeline
-from service.servicer import AdminServicer, IngestServicer, add_ingest_servicer
-from service.sinks.events import EventSink, JsonLinesSink
-from service.sinks.metrics import ServiceMetrics
-from service.spill import SpillingBaselines
-from service.store import StateStore
-from service.wal import WriteAheadLog, replay_into
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +79,16 @@ class BaselinerServer:
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._checkpoint_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self.falco: Any = None  # service.falco_http.FalcoEndpoint when falco.listen is set
+        self.falco: Any = None  # baseliner.service.falco_http.FalcoEndpoint when falco.listen is set
         self.falco_correlator: Any = None
         self.wal: WriteAheadLog | None = None
-        self.model_source: Any = None  # service.model_source.ModelSource when model.uri is set
+        self.model_source: Any = None  # baseliner.service.model_source.ModelSource when model.uri is set
         self.authorizer = auth.Authorizer.from_config(config)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        from service import model_source  # model.uri: a registered MLflow model as the template (issue 5)
+        from baseliner.service import model_source  # model.uri: a registered MLflow model as the template (issue 5)
 
         self.model_source = await model_source.attach(self)  # raises ModelError: refuse to start;
         # before restore and WAL replay, so that images first seen in the replay start from the model
@@ -152,7 +151,7 @@ class BaselinerServer:
             server, _thread = start_http_server(mport, addr=mhost, registry=self.registry)
             self._metrics_http = server
             self.metrics_port = server.server_address[1]
-        from service import falco_http  # Falco alerts in, correlation, Falcosidekick out (when configured)
+        from baseliner.service import falco_http  # Falco alerts in, correlation, Falcosidekick out (when configured)
 
         fc = cfg.falco
         gate = auth.FalcoGate(fc) if (fc.secret_file or fc.tls_cert_file) else None
@@ -239,7 +238,7 @@ class BaselinerServer:
             self.pipeline.sinks[:] = sinks
         wal.open()
         self.wal = wal
-        from service.wal import WalCollector
+        from baseliner.service.wal import WalCollector
 
         self.registry.register(WalCollector(wal, self.spill))  # type: ignore[arg-type]
         if applied or skipped:

@@ -1,6 +1,6 @@
-"""Thin gRPC servicers: protobuf in -> ``service.serde`` -> ``service.pipeline`` -> protobuf out.
+"""Thin gRPC servicers: protobuf in -> ``baseliner.service.serde`` -> ``baseliner.service.pipeline`` -> protobuf out.
 
-No domain logic here.  Errors become gRPC statuses through ``service.errors`` only.
+No domain logic here.  Errors become gRPC statuses through ``baseliner.service.errors`` only.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-
-from models.errors import BaselinerError, ValidationError
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from service import auth, serde
-from service.errors import DurabilityError, ProtocolError, abort
-from service.pipeline import Pipeline
-from service.sinks.metrics import ServiceMetrics
+from baseliner.models.errors import BaselinerError, ValidationError
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from baseliner.service import auth, serde
+from baseliner.service.errors import DurabilityError, ProtocolError, abort
+from baseliner.service.pipeline import Pipeline
+from baseliner.service.sinks.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self.pipeline = pipeline
         self.decoder = decoder
         self.metrics = metrics
-        self.wal = wal  # service.wal.WriteAheadLog: acks wait for it and say durable
+        self.wal = wal  # baseliner.service.wal.WriteAheadLog: acks wait for it and say durable
         self.durable_acks = durable_acks or wal is not None
         self.authorizer = authorizer
         self.idle_seconds = idle_seconds
@@ -294,7 +293,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             resp = serde.batch_ack(seq, 0, (), duplicate=True)
         else:
             if self.wal is not None:  # logged before it is applied, in the same step of the event loop
-                from service.wal import KIND_BATCH, Record
+                from baseliner.service.wal import KIND_BATCH, Record
 
                 try:
                     data = raw if raw is not None else batch.SerializeToString()
@@ -310,7 +309,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
 def add_ingest_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
     """Register ``Ingest`` like the generated ``add_IngestServicer_to_server``, with
-    :func:`service.serde.parse_request` as the request deserializer (the servicer gets each batch's bytes
+    :func:`baseliner.service.serde.parse_request` as the request deserializer (the servicer gets each batch's bytes
     as received, for the write-ahead log)."""
     handlers = {
         "Stream": grpc.stream_stream_rpc_method_handler(

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.baseline import ImageBaseline
-from models.errors import StateError
-from models.integrity import atomic_write
-from service.store import StateStore, baseline_filename, decode_file, encode_file
+from baseliner.models.baseline import ImageBaseline
+from baseliner.models.errors import StateError
+from baseliner.models.integrity import atomic_write
+from baseliner.service.store import StateStore, baseline_filename, decode_file, encode_file
 
 log = logging.getLogger(__name__)
 

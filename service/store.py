@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models import integrity
-from models.baseline import ImageBaseline
-from models.errors import StateError, StateVersionError
-from models.integrity import atomic_write
+from baseliner.models import integrity
+from baseliner.models.baseline import ImageBaseline
+from baseliner.models.errors import StateError, StateVersionError
+from baseliner.models.integrity import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ File format (non-executable, integrity-checked, like the state files)::
 
 The chained tag catches a changed, removed, reordered or inserted record.  A record cut short at the
 very end of the newest segment (the process died inside ``write``; never acknowledged) is dropped with a
-warning; any other mismatch refuses the whole log with :class:`models.errors.StateError`.
+warning; any other mismatch refuses the whole log with :class:`baseliner.models.errors.StateError`.
 """
 
 from __future__ import annotations
@@ -49,8 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.errors import StateError, ValidationError
+from baseliner.models.errors import StateError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -377,9 +376,9 @@ def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, 
     it is already in the checkpoint.  Anomaly events of replayed batches are not emitted again (they were
     written before the batch was acknowledged); the caller mutes the sinks.
     """
-    from protos.baseliner.v1 import vectors_pb2
-    from service.auth import restrict_node
-    from service.pipeline import image_key
+    from baseliner.protos.v1 import vectors_pb2
+    from baseliner.service.auth import restrict_node
+    from baseliner.service.pipeline import image_key
 
     # A checkpoint writes the baseline files, then service.state; a crash in between leaves files newer than
     # service.state.  Each file records the per-sensor sequences it holds: their vectors are not re-applied.

@@ -12,7 +12,7 @@ CG_ROOT = Path("/sys/fs/cgroup/unified")
 
 def require_bpf() -> None:
     """Skip unless root, BCC, kernel headers, tracefs and cgroup v2 are there; with ``CI`` set, fail instead."""
-    from sensor.probes import check_prerequisites
+    from baseliner.sensor.probes import check_prerequisites
 
     problems = check_prerequisites()
     if not CG_ROOT.is_dir():

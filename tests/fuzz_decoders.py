@@ -2,10 +2,11 @@
 
     python tests/fuzz_decoders.py -runs=20000 -max_total_time=60 [corpus_dir]
 
-One input is tried three ways: as a serialised ``VectorBatch`` (``service.serde`` check + decode, then
-``models.validate`` and the feature transform on every decoded vector; a batch of columns is decoded
+One input is tried three ways: as a serialised ``VectorBatch`` (``baseliner.service.serde`` check + decode, then
+``baseliner.models.validate`` and the feature transform on every decoded vector; a batch of columns is decoded
 twice, and must give the same identity-table list object both times), as a Falco alert body
-(``service.falco.parse_alert``), and as a write-ahead log segment (``service.wal.read_segment``).  Any
+(``baseliner.service.falco.parse_alert``), and as a write-ahead log segment
+(``baseliner.service.wal.read_segment``).  Any
 exception other than the documented refusals (``DecodeError``, ``ValidationError``, ``FalcoPayloadError``,
 ``StateError``) is a finding: libFuzzer stops and writes the input as ``crash-*``.
 ``tests/test_reliability_fuzz.py`` runs it for a bounded number of iterations.
@@ -23,15 +24,14 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 with atheris.instrument_imports():
+    from baseliner.models.errors import StateError, ValidationError
+    from baseliner.models.rate_features import transform_vectors
+    from baseliner.models.validate import validate
+    from baseliner.protos.v1 import vectors_pb2
+    from baseliner.service import serde
+    from baseliner.service.falco import FalcoPayloadError, parse_alert
+    from baseliner.service.wal import read_segment
     from google.protobuf.message import DecodeError
-
-    from models.errors import StateError, ValidationError
-    from models.features import transform_vectors
-    from models.validate import validate
-    from protos.baseliner.v1 import vectors_pb2
-    from service import serde
-    from service.falco import FalcoPayloadError, parse_alert
-    from service.wal import read_segment
 
 DECODER = serde.Decoder(1000)
 WAL_FILE = Path(tempfile.mkdtemp()) / "000000000001.wal"

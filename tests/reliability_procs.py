@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +25,7 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """``python -m service.cli serve`` on a fixed port (so that a restart listens where sensors expect it)."""
+    """``python -m baseliner.service.cli serve`` on a fixed port (so that a restart listens where sensors expect it)."""
 
     def __init__(self, state_dir: Path, port: int | None = None, extra: Sequence[str] = (),
                  log_path: Path | None = None) -> None:
@@ -42,7 +41,7 @@ class ServeProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServeProcess:
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--listen", self.target, "--metrics-listen", "",
+        cmd = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", self.target, "--metrics-listen", "",
                "--state-dir", str(self.state_dir), "--events", "none", *self.extra]
         self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child

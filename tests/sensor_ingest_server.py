@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
-
-from protos.baseliner.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
-from service.serde import batch_size
+from baseliner.protos.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
+from baseliner.service.serde import batch_size
 
 
 @dataclass

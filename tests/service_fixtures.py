@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
+from baseliner.protos.v1 import admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc, vectors_pb2
+from baseliner.sensor import wire
+from baseliner.service.config import load
+from baseliner.service.server import BaselinerServer
+from baseliner.service.sinks.events import CallbackSink
 from prometheus_client import CollectorRegistry
-
-from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc, vectors_pb2
-from sensor import wire
-from service.config import load
-from service.server import BaselinerServer
-from service.sinks.events import CallbackSink
 
 T0 = 1.75e9
 WINDOW = 10.0

@@ -7,9 +7,8 @@ import asyncio
 import io
 
 import pytest
-
-from sensor.demo import add_parser, format_event, print_summary, run_demo, score_events
-from sensor.synthetic import ATTACK_KINDS, Attack
+from baseliner.sensor.synthetic import ATTACK_KINDS, Attack
+from baseliner.service.demo import add_parser, format_event, print_summary, run_demo, score_events
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models.evaluate import adfa, lidds
-from models.evaluate.adfa import DatasetError, load_adfa
-from models.evaluate.run import evaluate_adfa, evaluate_lidds
-from models.ngrams import NgramCounter
+from baseliner.models.evaluate import adfa, lidds
+from baseliner.models.evaluate.adfa import DatasetError, load_adfa
+from baseliner.models.evaluate.run import evaluate_adfa, evaluate_lidds
+from baseliner.models.ngrams import NgramCounter
 
 needs_adfa = pytest.mark.skipif(not adfa.DEFAULT_PATH.is_file(), reason="ADFA-LD not at ../shared/datasets")
 needs_lidds = pytest.mark.skipif(not lidds.DEFAULT_SAMPLE.is_file(), reason="LID-DS sample not at ../shared/datasets")
@@ -171,7 +170,7 @@ def test_lidds_scenario_folder(tmp_path):
 
 @needs_adfa
 def test_cli_adfa_writes_the_report(tmp_path, capsys):
-    from service.cli import main
+    from baseliner.service.cli import main
 
     out = tmp_path / "report"
     assert main(["evaluate", "adfa-ld", "--limit", "15", "--quiet", "--out", str(out)]) == 0
@@ -184,7 +183,7 @@ def test_cli_adfa_writes_the_report(tmp_path, capsys):
 
 
 def test_cli_reports_a_missing_dataset(tmp_path, capsys):
-    from service.cli import main
+    from baseliner.service.cli import main
 
     assert main(["evaluate", "adfa-ld", "--adfa", str(tmp_path / "no.zip"), "--quiet",
                  "--out", str(tmp_path / "o")]) == 2

@@ -6,12 +6,11 @@ import random
 
 import numpy as np
 import pytest
+from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix
+from baseliner.models.evaluate.windows import count_windows
+from baseliner.models.ngrams import NUM_BUCKETS, dense, ngram_counts
 from river import checks
 from scipy import sparse
-
-from models.detectors.ngram import NgramDetector, dicts_to_matrix
-from models.evaluate.windows import count_windows
-from models.ngrams import NUM_BUCKETS, dense, ngram_counts
 
 LOOPS = [
     ["epoll_wait", "read", "write", "close"],
@@ -59,7 +58,7 @@ def test_detects_the_injected_sequences():
         scores.append(det.score_one(x))
         det.learn_one(x)
         labels.append(y)
-    from models.evaluate.metrics import roc_auc
+    from baseliner.models.evaluate.metrics import roc_auc
 
     assert roc_auc(np.array(labels[50:], int), scores[50:]) > 0.95
 
@@ -137,7 +136,7 @@ def test_bad_input_is_handled():
 
 
 def test_dicts_to_matrix_equals_row_by_row():
-    from models.detectors.ngram import sparse_row
+    from baseliner.models.detectors.ngram import sparse_row
 
     rng = random.Random(4)
     rows = [{rng.randrange(NUM_BUCKETS): rng.choice([1, 2, 0, -1, float("nan"), 3.5]) for _ in range(rng.randrange(6))}

@@ -6,12 +6,9 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from models.evaluate.grams import canonical_ids, gram_buckets, trace_grams
-from models.evaluate.windows import count_vectors, count_windows, window_counts
-from models.ngrams import (
+from baseliner.models.evaluate.grams import canonical_ids, gram_buckets, trace_grams
+from baseliner.models.evaluate.windows import count_vectors, count_windows, window_counts
+from baseliner.models.ngrams import (
     BUCKETS,
     LONG_BUCKETS,
     ORDERS,
@@ -22,8 +19,10 @@ from models.ngrams import (
     ngram_counts,
     order_of,
 )
-from models.syscalls import canonical_id, name_of
-from models.vector import Identity
+from baseliner.models.syscalls import canonical_id, name_of
+from baseliner.models.vector import Identity
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 NAMES = ["read", "write", "openat", "close", "mmap", "stat64", "execve", "clone", "futex", "socketcall"]
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.evaluate.metrics import (
+from baseliner.models.evaluate.metrics import (
     RecordingScores,
     alarm_runs,
     detection_rate_at_fpr,
@@ -105,7 +104,7 @@ def test_lidds_rule_alarm_in_exploit_window_counts_as_detection():
 
 
 def test_paired_difference_of_auc_and_detection_rate():
-    from models.evaluate.metrics import _fast_auc, paired_difference
+    from baseliner.models.evaluate.metrics import _fast_auc, paired_difference
 
     rng = np.random.default_rng(4)
     y = np.r_[np.zeros(300, dtype=int), np.ones(60, dtype=int)]

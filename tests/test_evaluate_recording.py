@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from models.evaluate.run import evaluate_recording
-from sensor.record import record, synthetic_header
-from sensor.synthetic import AttackSpec, ScenarioConfig, SyntheticSource
+from baseliner.models.evaluate.run import evaluate_recording
+from baseliner.sensor.record import record, synthetic_header
+from baseliner.sensor.synthetic import AttackSpec, ScenarioConfig, SyntheticSource
 
 
 def test_recording_run_scores_the_ground_truth(tmp_path):
@@ -27,7 +27,7 @@ def test_recording_run_scores_the_ground_truth(tmp_path):
 
 
 def test_cli_recording_report(tmp_path, capsys):
-    from service.cli import main
+    from baseliner.service.cli import main
 
     cfg = ScenarioConfig(hours=2.0, window_seconds=60.0, replicas=(("web", 1),),
                          attacks=(AttackSpec("reverse_shell", "web", 0, 1.5, 5),), rollout_at_hours=None)

@@ -12,10 +12,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-
-from models import mlflow_model as mm
-from models.baseline import BaselineConfig, ImageBaseline
-from models.vector import Endpoint, FeatureVector, Identity
+from baseliner.models import mlflow_model as mm
+from baseliner.models.baseline import BaselineConfig, ImageBaseline
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
 IDENT = Identity("node-1", "c1", "nginx", "1.27", namespace="web")
 IDENTS = (IDENT, Identity("node-2", "c2", "nginx", "1.27", namespace="web"))
@@ -98,7 +97,7 @@ def test_nothing_is_pickled(store: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     local = Path(mlflow.artifacts.download_artifacts(uri))
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
     conf = mlflow.models.Model.load(str(local / "MLmodel")).flavors
-    assert conf["python_function"]["loader_module"] == "models.mlflow_model"
+    assert conf["python_function"]["loader_module"] == "baseliner.models.mlflow_model"
     assert "cloudpickle_version" not in conf["python_function"]
     assert conf["baseliner"]["features_sha256"] == mm.features_digest()
 

@@ -13,10 +13,9 @@ from typing import Any
 import mlflow
 import nbformat
 import pytest
+from baseliner.models.evaluate.adfa import DEFAULT_PATH as ADFA_ZIP
 from mlflow import MlflowClient
 from nbclient import NotebookClient
-
-from models.evaluate.adfa import DEFAULT_PATH as ADFA_ZIP
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = pytest.mark.slow
@@ -69,7 +68,7 @@ def test_train_and_register(tmp_path: Path) -> None:
     mv = client.get_model_version_by_alias("nb-model", "champion")
     mlflow.set_tracking_uri(uri)
     try:
-        from models import mlflow_model as mm
+        from baseliner.models import mlflow_model as mm
 
         model = mm.load_model("models:/nb-model@champion")
         assert not model.warm

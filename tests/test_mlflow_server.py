@@ -15,13 +15,13 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
+from baseliner.models import mlflow_model as mm
+from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode
+from baseliner.service.baselines_cli import export, import_run
+from baseliner.service.server import BaselinerServer
+from baseliner.service.store import StateStore
 from mlflow import MlflowClient
 
-from models import mlflow_model as mm
-from models.baseline import BaselineConfig, ImageBaseline, Mode
-from service.baselines_cli import export, import_run
-from service.server import BaselinerServer
-from service.store import StateStore
 from tests.mlflow_server import mlflow_server
 from tests.service_fixtures import batch_request, config, exchange, hello, running, scrape, vector
 
@@ -180,7 +180,7 @@ def test_bad_model_refuses_to_start(server: str, uri: str, message: str) -> None
 
 
 def test_cli_refuses_unreachable_tracking_server_and_bad_uri(server: str, tmp_path: Path) -> None:
-    exe = [sys.executable, "-m", "service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""]
+    exe = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""]
     r = subprocess.run([*exe, "--model", "models:/x@champion", "--tracking-uri", "http://127.0.0.1:9"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
@@ -209,7 +209,7 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     key = KEY.encode()
     keyfile = tmp_path / "key"
     keyfile.write_text(KEY + "\n")
-    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "export", "--state-dir", str(state),
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "export", "--state-dir", str(state),
                         "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--run-name", "nightly"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -238,7 +238,8 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     # only one image, the --force rule, and a wrong key
     with pytest.raises(Exception, match="already has baselines for a:1.27"):
         import_run(run_id, fresh, key, ["a:1.27"], force=False)
-    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "import", run_id, "--state-dir", str(fresh),
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "import", run_id,
+                        "--state-dir", str(fresh),
                         "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--image", "a:1.27", "--force"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "imported 1 baselines" in r.stderr, r.stderr
@@ -257,14 +258,14 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
 
     asyncio.run(later())
     run_b = export(state, key, [], "baselines-test", "a day later")
-    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "diff", run_id, run_b,
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "diff", run_id, run_b,
                         "--tracking-uri", server], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "c:1.27: only in export b" in r.stdout and "b:1.27: unchanged" in r.stdout
     assert "windows_learned: 80 -> 120" in r.stdout and "new executable: /usr/bin/logrotate" in r.stdout
 
     # promote what the service learnt for image b as a warm-start model
-    r = subprocess.run([sys.executable, "-m", "service.cli", "baselines", "register", "b:1.27", "--state-dir",
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "register", "b:1.27", "--state-dir",
                         str(state), "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--name", "bl-promoted",
                         "--alias", "champion"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "models:/bl-promoted/1", r.stderr
@@ -281,7 +282,7 @@ def test_cli_serves_the_model_and_reloads_on_sighup(server: str, tmp_path: Path)
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
+            [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
              "--events", "none", "--model", "models:/bl-cli@champion"],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-
-from models.baseline import BaselineConfig, ImageBaseline, Mode, State
-from models.errors import StateError, StateVersionError
-from models.vector import Endpoint, FeatureVector, Identity
+from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, State
+from baseliner.models.errors import StateError, StateVersionError
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
 IDENT = Identity("node-1", "c1", "nginx", "1.27")
 T0 = 1.7e9
@@ -264,7 +263,7 @@ def test_rare_normal_bursts_learnt_before_detection_stay_normal() -> None:
 
 
 def test_zscore_hold_spread_keeps_the_variance_in_bounded_learning() -> None:
-    from models.detectors.zscore import ZScoreDetector
+    from baseliner.models.detectors.zscore import ZScoreDetector
 
     rng = np.random.default_rng(0)
     det = ZScoreDetector(window=100, features=("a",), clip=8.0)
@@ -287,7 +286,7 @@ def test_zscore_hold_spread_keeps_the_variance_in_bounded_learning() -> None:
 def test_threshold_sample_represents_the_whole_learning_period() -> None:
     """Thresholds calibrate on a uniform sample of every learning score (reservoir), not on the latest ones:
     a quiet first half and a busy second half of a long learning period both count."""
-    from models.threshold import TailThreshold
+    from baseliner.models.threshold import TailThreshold
 
     def fed(batches: int) -> TailThreshold:
         t = TailThreshold(capacity=4096)
@@ -312,7 +311,7 @@ def test_threshold_sample_represents_the_whole_learning_period() -> None:
 
 
 def _with_grams(b: ImageBaseline, n: int, seed: int) -> tuple[ImageBaseline, list[FeatureVector]]:
-    from models.ngrams import ngram_counts
+    from baseliner.models.ngrams import ngram_counts
 
     rng = np.random.default_rng(seed)
     loop = ngram_counts(["epoll_wait", "read", "write", "close", "read", "write"] * 30)
@@ -324,7 +323,7 @@ def _with_grams(b: ImageBaseline, n: int, seed: int) -> tuple[ImageBaseline, lis
 def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_small():
     import dataclasses
 
-    from models.ngrams import LONG_BUCKETS, SHORT_BUCKETS
+    from baseliner.models.ngrams import LONG_BUCKETS, SHORT_BUCKETS
 
     cfg = dict(min_learn_windows=60, min_learn_seconds=300)
     for nats in (128.0, 0.0):
@@ -371,7 +370,7 @@ def test_zscore_bounded_learning_clips_each_value_to_clip_deviations() -> None:
     """Once warm, a bounded batch learns each value as if it lay at most ``clip`` deviations (std +
     std_floor) from the mean: a poisoned window pulls the baseline no further than a clipped one; an
     unbounded batch (learning) is taken as it is.  Stacked with a detector that needs no clipping."""
-    from models.detectors.zscore import ZScoreDetector
+    from baseliner.models.detectors.zscore import ZScoreDetector
 
     rng = np.random.default_rng(3)
     warm = rng.normal(5.0, 1.0, (200, 2))

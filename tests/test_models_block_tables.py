@@ -4,11 +4,10 @@ remembers as good."""
 from __future__ import annotations
 
 import numpy as np
-
-from models.block import NameTable, VectorBlock
-from models.features import block_counts
-from models.validate import validate_block
-from models.vector import FeatureVector, Identity
+from baseliner.models.block import NameTable, VectorBlock
+from baseliner.models.rate_features import block_counts
+from baseliner.models.validate import validate_block
+from baseliner.models.vector import FeatureVector, Identity
 
 
 def _block(container: str, syscalls: list[dict[str, float]]) -> VectorBlock:

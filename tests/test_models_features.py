@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from models.features import FEATURES, N_FEATURES, transform
+from baseliner.models.rate_features import FEATURES, N_FEATURES, transform
 
 
 def test_transform_matches_log1p_of_the_rate_within_single_precision() -> None:

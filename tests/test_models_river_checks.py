@@ -10,11 +10,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import baseliner.models.detectors
 import numpy as np
 import pytest
 from river import base, checks
-
-import models.detectors
 
 
 def local_anomaly_stream(scale: int = 1):
@@ -40,8 +39,8 @@ def _local_datasets(model, scale=1):
 
 def _detectors() -> list[base.AnomalyDetector]:
     found = []
-    for info in pkgutil.iter_modules(models.detectors.__path__):
-        module = importlib.import_module(f"models.detectors.{info.name}")
+    for info in pkgutil.iter_modules(baseliner.models.detectors.__path__):
+        module = importlib.import_module(f"baseliner.models.detectors.{info.name}")
         for name in getattr(module, "__all__", []):
             cls = getattr(module, name)
             if isinstance(cls, type) and issubclass(cls, base.AnomalyDetector):

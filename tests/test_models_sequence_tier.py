@@ -9,13 +9,13 @@ import random
 
 import numpy as np
 import pytest
+from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
+from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix
+from baseliner.models.detectors.sequence import SequenceTier
+from baseliner.models.ngrams import SHORT_BUCKETS, ngram_counts
+from baseliner.models.threshold import TailThreshold
 from river import checks
 
-from models.detectors.gram_novelty import GramNoveltyDetector
-from models.detectors.ngram import NgramDetector, dicts_to_matrix
-from models.detectors.sequence import SequenceTier
-from models.ngrams import SHORT_BUCKETS, ngram_counts
-from models.threshold import TailThreshold
 from tests.test_evaluate_detector import ATTACK, LOOPS, count_stream
 
 NAMES = ["read", "write", "openat", "close", "mmap", "brk", "futex", "fstat", "lseek", "poll", "ioctl", "getpid",
@@ -153,7 +153,7 @@ def _stacked_case(seed: int, weights: str = "default"):
     where the tiers' windows interleave.  ``weights``: the likelihood models' order weights, the default
     (order 4 alone), every order weighted alike in all tiers, or different per tier."""
     rng = np.random.default_rng(seed)
-    from models.ngrams import NUM_BUCKETS
+    from baseliner.models.ngrams import NUM_BUCKETS
 
     tiers = [SequenceTier(), SequenceTier(alpha=1.0, unseen_nats=0.0), SequenceTier(unseen_nats=50.0, unseen_scale=0.1)]
     if weights != "default":

@@ -1,6 +1,6 @@
 """Stacked scoring: many images' windows of one block at once == each image on its own.
 
-``models.baseline.process_blocks`` is the service's path (every image of a batch in one set of NumPy
+``baseliner.models.baseline.process_blocks`` is the service's path (every image of a batch in one set of NumPy
 operations); ``ImageBaseline.process_block`` with one image is what evaluation and the MLflow model call.
 Both must give the same verdicts and leave the same learnt state.
 """
@@ -12,12 +12,11 @@ import random
 
 import numpy as np
 import pytest
-
-from models.baseline import BaselineConfig, ImageBaseline, Mode, process_blocks
-from models.block import VectorBlock
-from models.detectors.zscore import ZScoreDetector
-from models.ngrams import NUM_BUCKETS, SHORT_BUCKETS
-from models.vector import Endpoint, FeatureVector, Identity
+from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, process_blocks
+from baseliner.models.block import VectorBlock
+from baseliner.models.detectors.zscore import ZScoreDetector
+from baseliner.models.ngrams import NUM_BUCKETS, SHORT_BUCKETS
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
 _POOL_RNG = random.Random(7)
 _POOLS = {image: _POOL_RNG.sample(range(2 * 4096), 4) + _POOL_RNG.sample(range(2 * 4096, SHORT_BUCKETS), 10)
@@ -173,7 +172,7 @@ def test_stacked_detectors_learn_and_score_as_each_alone(layout: str) -> None:
 
 
 def test_novelty_lookups_remembered_per_table_are_forgotten_when_a_set_changes() -> None:
-    from models.novelty import NoveltySets, novel_rows
+    from baseliner.models.novelty import NoveltySets, novel_rows
 
     sets = NoveltySets()
     sets.add("syscall", ["read"])
@@ -197,7 +196,7 @@ def test_novelty_lookups_remembered_per_table_are_forgotten_when_a_set_changes()
 def test_novel_rows_agree_with_each_windows_novelty_in_every_layout() -> None:
     """``novel_rows`` == ``NoveltySets.novel`` window by window: rows in order with each set's rows one run
     (the service's usual block), rows in order but sets interleaved, and a subset of rows in another order."""
-    from models.novelty import NoveltySets, novel_rows
+    from baseliner.models.novelty import NoveltySets, novel_rows
 
     sets = [NoveltySets() for _ in range(3)]
     for g, s in enumerate(sets):

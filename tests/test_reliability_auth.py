@@ -14,11 +14,11 @@ from typing import Any
 
 import grpc
 import pytest
+from baseliner.models.errors import ConfigError
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from baseliner.service import admin as admin_cli
+from baseliner.service.config import ServeConfig, load
 
-from models.errors import ConfigError
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from service import admin as admin_cli
-from service.config import ServeConfig, load
 from tests.reliability_certs import CA
 from tests.service_fixtures import batch_request, config, hello, running, vector
 

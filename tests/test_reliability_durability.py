@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from baseliner.protos.v1 import ingest_pb2, ingest_pb2_grpc
+from baseliner.service.wal import WriteAheadLog, read_segment
 
-from protos.baseliner.v1 import ingest_pb2, ingest_pb2_grpc
-from service.wal import WriteAheadLog, read_segment
 from tests.reliability_procs import ServeProcess, windows_scored
 from tests.service_fixtures import batch_request, hello, vector
 
@@ -177,7 +177,7 @@ def test_stream_acks_in_order_with_many_in_flight(tmp_path: Path) -> None:
 
 def test_admin_changes_are_durable_when_answered(tmp_path: Path) -> None:
     """Mode changes and resets are checkpointed before the RPC answers: a kill -9 right after keeps them."""
-    from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
+    from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 
     serve = ServeProcess(tmp_path / "state", extra=["--set", "state.save_interval_seconds=3600"]).start()
     try:
@@ -206,7 +206,8 @@ def test_crash_between_checkpoint_files_and_service_state_counts_once(tmp_path: 
     than the per-sensor sequences in service.state.  Replaying the log must not apply their batches twice."""
     import shutil
 
-    from service.store import StateStore, atomic_write, baseline_filename, encode_file
+    from baseliner.service.store import StateStore, atomic_write, baseline_filename, encode_file
+
     from tests.service_fixtures import config, exchange, running
 
     state, copy = tmp_path / "state", tmp_path / "after-crash"

@@ -1,6 +1,6 @@
 """Runs the atheris fuzzer (``tests/fuzz_decoders.py``) over the decoders for a bounded time.
 
-Seeded with real batches (``sensor.wire``), a Falco alert and a log record, so that libFuzzer starts from
+Seeded with real batches (``baseliner.sensor.wire``), a Falco alert and a log record, so that libFuzzer starts from
 inputs that reach deep into the decoders; any unexpected exception fails the run (and the test).
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from baseliner.protos.v1 import vectors_pb2
+from baseliner.sensor import wire
+from baseliner.service.wal import KIND_BATCH, Record, encode_body
 
-from protos.baseliner.v1 import vectors_pb2
-from sensor import wire
-from service.wal import KIND_BATCH, Record, encode_body
 from tests.service_fixtures import vector
 
 pytest.importorskip("atheris", reason="atheris is in the dev extra (pip install -e .[dev])")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from baseliner.service.sinks.metrics import OVERFLOW
 
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from service.sinks.metrics import OVERFLOW
 from tests.service_fixtures import batch_request, config, hello, running, sample, scrape, vector
 
 

@@ -19,21 +19,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from baseliner.models.baseline import BaselineConfig, ImageBaseline
+from baseliner.models.errors import ValidationError
+from baseliner.models.rate_features import transform_vectors
+from baseliner.models.validate import validate
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
+from baseliner.protos.v1 import ingest_pb2, vectors_pb2
+from baseliner.service import serde
+from baseliner.service.config import FalcoConfig
+from baseliner.service.falco import REJECT_REASONS as FALCO_REASONS
+from baseliner.service.falco import FalcoCorrelator
+from baseliner.service.falco_http import FalcoEndpoint
+from baseliner.service.pipeline import Pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from models.baseline import BaselineConfig, ImageBaseline
-from models.errors import ValidationError
-from models.features import transform_vectors
-from models.validate import validate
-from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2
-from service import serde
-from service.config import FalcoConfig
-from service.falco import REJECT_REASONS as FALCO_REASONS
-from service.falco import FalcoCorrelator
-from service.falco_http import FalcoEndpoint
-from service.pipeline import Pipeline
 
 REASONS = set(serde.REJECT_REASONS) | {"UNSPECIFIED"}
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from baseliner.models.errors import StateError
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
+from baseliner.service.wal import KIND_BATCH, Record, WriteAheadLog, read_segment
 
-from models.errors import StateError
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
-from service.wal import KIND_BATCH, Record, WriteAheadLog, read_segment
 from tests.service_fixtures import batch_request, config, exchange, hello, running, vector
 
 REPO = Path(__file__).resolve().parent.parent

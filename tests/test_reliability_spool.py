@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from baseliner.models.errors import StateError
+from baseliner.sensor.spool import DiskSpool, SpoolError
 
-from models.errors import StateError
-from sensor.spool import DiskSpool, SpoolError
 from tests.reliability_procs import REPO, ServeProcess, windows_scored
 
 KEY = b"spool-key-0123456789abcdef"
@@ -72,7 +72,7 @@ def test_tampered_spool_is_refused(tmp_path: Path, damage: str) -> None:
 
 def _sensor(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "sensor", *args], cwd=REPO, stdout=f,
+        return subprocess.Popen([sys.executable, "-m", "baseliner.service.cli", "sensor", *args], cwd=REPO, stdout=f,
                                 stderr=subprocess.STDOUT)
 
 

@@ -13,8 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from models.ngrams import (
+from baseliner.models.ngrams import (
     BUCKETS,
     LONG_BUCKETS,
     LONG_ORDER,
@@ -28,9 +27,9 @@ from models.ngrams import (
     order_of,
     parse_orders,
 )
-from models.syscalls import canonical_id, id_table
-from models.vector import Identity
-from sensor.containers import (
+from baseliner.models.syscalls import canonical_id, id_table
+from baseliner.models.vector import Identity
+from baseliner.sensor.attribution import (
     AttributionConfig,
     CgroupIndex,
     ContainerInfo,
@@ -40,9 +39,9 @@ from sensor.containers import (
     find_cgroup2_mount,
     split_image,
 )
-from sensor.features import CG_FIELDS, Endpoint4, WindowCounts, build_vectors
-from sensor.probes import ProbeConfig, _prefix_matcher, build_program
-from sensor.wire import NGRAM_SPEC
+from baseliner.sensor.probes import ProbeConfig, _prefix_matcher, build_program
+from baseliner.sensor.vectors import CG_FIELDS, Endpoint4, WindowCounts, build_vectors
+from baseliner.sensor.wire import NGRAM_SPEC
 
 BPF_DIR = Path(__file__).resolve().parents[1] / "sensor" / "bpf"
 
@@ -189,10 +188,10 @@ def test_each_order_guarded_in_kernel_c() -> None:
 
 def test_cli_ngram_orders_reach_the_program(capsys: pytest.CaptureFixture[str]) -> None:
     """``--ngram-orders`` (default 4,6) becomes ProbeConfig.ngram_orders and the program's defines;
-    ``python -m sensor.cli_bpf --print-program`` shows them without root."""
+    ``python -m baseliner.sensor.cli_bpf --print-program`` shows them without root."""
     import argparse
 
-    from sensor.cli_bpf import add_bpf_arguments, main, probe_config_from_args
+    from baseliner.sensor.cli_bpf import add_bpf_arguments, main, probe_config_from_args
 
     p = argparse.ArgumentParser()
     add_bpf_arguments(p)
@@ -377,7 +376,7 @@ def test_docker_api_attribution(tmp_path: Path) -> None:
 
 
 def test_prerequisite_messages_say_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from sensor import probes
+    from baseliner.sensor import probes
 
     monkeypatch.setattr(probes.os, "geteuid", lambda: 1000)
     monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path / "missing"))

@@ -24,7 +24,7 @@ from tests.bpf_required import CG_ROOT, require_bpf
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-BASELINER = [sys.executable, "-m", "service.cli"]
+BASELINER = [sys.executable, "-m", "baseliner.service.cli"]
 REPO = Path(__file__).resolve().parents[1]
 
 LEARN_WINDOWS = 10

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from baseliner.models.ngrams import NUM_BUCKETS, ORDERS, bucket_of, order_of
+from baseliner.models.syscalls import canonical_id
+from baseliner.sensor.vectors import WindowCounts
 
-from models.ngrams import NUM_BUCKETS, ORDERS, bucket_of, order_of
-from models.syscalls import canonical_id
-from sensor.features import WindowCounts
 from tests.bpf_required import CG_ROOT, require_bpf
 
 pytestmark = pytest.mark.root
@@ -41,7 +41,7 @@ def sensitive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def probes(sensitive_dir: Path) -> Iterator[object]:
     require_bpf()
-    from sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, Probes
+    from baseliner.sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, Probes
 
     cfg = ProbeConfig(ngrams=True, sensitive_prefixes=(*DEFAULT_SENSITIVE_PREFIXES, str(sensitive_dir)))
     with Probes(cfg) as p:
@@ -121,7 +121,7 @@ def _alternating_pair_grams(n: int) -> dict[int, int]:
 
 
 def _check_pair_grams(probes: object, parent: Path, orders: tuple[int, ...]) -> None:
-    """The kernel's buckets equal models.ngrams.bucket_of's for the orders counted; no others appear."""
+    """The kernel's buckets equal baseliner.models.ngrams.bucket_of's for the orders counted; no others appear."""
     n = 2000
     cgid, w = run_in_cgroup(probes, parent, [{"pair": [n, "getppid", "getuid"]}])
     ng = w.ngrams[cgid]
@@ -147,7 +147,7 @@ def test_ngram_buckets_match_python_spec(orders: tuple[int, ...], cg_parent: Pat
     """A program configured with every order matches the Python golden values of each, as before the
     option existed; one without order 6 still counts the short orders exactly."""
     require_bpf()
-    from sensor.probes import ProbeConfig, Probes
+    from baseliner.sensor.probes import ProbeConfig, Probes
 
     with Probes(ProbeConfig(ngram_orders=orders)) as p:
         _check_pair_grams(p, cg_parent, orders)
@@ -411,10 +411,9 @@ def test_softirq_transitions_attributed_through_socket(probes: object, cg_parent
 def test_bpf_source_vectors_metrics_and_exited_container(probes: object, cg_parent: Path) -> None:
     """BpfSource over the real program: a rule-mapped cgroup becomes a vector with its image; a cgroup
     removed before the drain still gets its last window, marked exited; self-metrics count it all."""
+    from baseliner.sensor.attribution import AttributionConfig, ImageRule
+    from baseliner.sensor.bpf_source import BpfSource, BpfSourceConfig
     from prometheus_client import CollectorRegistry
-
-    from sensor.bpf_source import BpfSource, BpfSourceConfig
-    from sensor.containers import AttributionConfig, ImageRule
 
     rule = ImageRule(rf"^/{cg_parent.name}/(?P<w>w\d+)$", "test/app:{w}", namespace="ns1")
     reg = CollectorRegistry()
@@ -459,10 +458,10 @@ def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
     """A program with tiny maps: what does not fit is counted as lost for the cgroup, never silently,
     and the vector says it is incomplete."""
     require_bpf()
-    from models.vector import Identity
-    from sensor.containers import ContainerInfo
-    from sensor.features import build_vectors
-    from sensor.probes import ProbeConfig, Probes
+    from baseliner.models.vector import Identity
+    from baseliner.sensor.attribution import ContainerInfo
+    from baseliner.sensor.probes import ProbeConfig, Probes
+    from baseliner.sensor.vectors import build_vectors
 
     with Probes(ProbeConfig(max_syscall_entries=4, max_ngram_entries=4, max_paths=2)) as tiny:
         cgid, w = run_in_cgroup(tiny, cg_parent, [{"getppid": 100}, {"exec": ["/bin/true", 3]}])
@@ -478,7 +477,7 @@ def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
 def test_without_syscall_arg_tracepoints(cg_parent: Path, tmp_path: Path) -> None:
     """--no-syscall-args --no-ngrams: syscalls and the rest still counted, file opens not traced."""
     require_bpf()
-    from sensor.probes import ProbeConfig, Probes
+    from baseliner.sensor.probes import ProbeConfig, Probes
 
     with Probes(ProbeConfig(ngrams=False, syscall_args=False)) as lean:
         cgid, w = run_in_cgroup(lean, cg_parent, [{"getppid": 300}, {"write": str(tmp_path / "f")}])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
 from tests.bpf_required import require_bpf
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -58,8 +58,8 @@ def test_bpf_record_with_ngram_orders(tmp_path: Path) -> None:
     """``--ngram-orders`` reaches the kernel program: a recording made with 2,6 holds buckets of exactly
     those orders (the host group makes syscalls every window), and its header says so."""
     require_bpf()
-    from models.ngrams import order_of
-    from models.recording import RecordingReader
+    from baseliner.models.ngrams import order_of
+    from baseliner.models.recording import RecordingReader
 
     out = tmp_path / "bpf.jsonl"
     sensor = subprocess.run(

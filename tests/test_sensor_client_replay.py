@@ -13,12 +13,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-
-from models.recording import RecordingError, RecordingReader, RecordingWriter
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc
-from sensor.replay import ReplaySource
-from sensor.synthetic import AttackSpec, ScenarioConfig, SyntheticSource
-from service.cli import main
+from baseliner.models.recording import RecordingError, RecordingReader, RecordingWriter
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
+from baseliner.sensor.replay import ReplaySource
+from baseliner.sensor.synthetic import AttackSpec, ScenarioConfig, SyntheticSource
+from baseliner.service.cli import main
 
 BIN = Path(sys.executable).parent / "baseliner"
 

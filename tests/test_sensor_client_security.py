@@ -10,15 +10,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from baseliner.models.vector import FeatureVector, Identity
+from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.transport import Backoff, Transport, channel_credentials
+from baseliner.service.serde import batch_size
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from models.vector import FeatureVector, Identity
-from sensor.buffer import MemoryBuffer
-from sensor.transport import Backoff, Transport, channel_credentials
-from service.serde import batch_size
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sensor_ingest_server import Behaviour, IngestServer, wait_for  # noqa: E402
@@ -127,10 +126,9 @@ TOKEN = "node-a-token-0123456789abcdef"
 
 def test_real_service_mutual_tls_token_and_durable_acks(pki: dict[str, Path], tmp_path: Path) -> None:
     """The sensor CLI's transport settings against ``baseliner serve``'s own TLS, tokens and WAL."""
+    from baseliner.service.server import BaselinerServer
     from prometheus_client import CollectorRegistry
     from service_fixtures import config
-
-    from service.server import BaselinerServer
 
     tokens = tmp_path / "sensor-tokens"
     tokens.write_text(f"node-a {TOKEN}\n")

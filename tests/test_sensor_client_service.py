@@ -7,13 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+from baseliner.models.vector import FeatureVector
+from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.synthetic import ScenarioConfig, SyntheticSource
+from baseliner.sensor.transport import Backoff, Transport
+from baseliner.service.server import BaselinerServer
 from prometheus_client import CollectorRegistry
-
-from models.vector import FeatureVector
-from sensor.buffer import MemoryBuffer
-from sensor.synthetic import ScenarioConfig, SyntheticSource
-from sensor.transport import Backoff, Transport
-from service.server import BaselinerServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import config  # noqa: E402

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models.features import FEATURE_INDEX, transform_vectors
-from models.ngrams import NUM_BUCKETS, ORDERS, order_of
-from models.validate import validate
-from sensor.synthetic import (
+from baseliner.models.ngrams import NUM_BUCKETS, ORDERS, order_of
+from baseliner.models.rate_features import FEATURE_INDEX, transform_vectors
+from baseliner.models.validate import validate
+from baseliner.sensor.synthetic import (
     ATTACK_KINDS,
     HOUR,
     AttackSpec,
@@ -189,8 +188,8 @@ def test_attack_windows_carry_their_signature(run) -> None:  # type: ignore[no-u
 def test_cli_ngram_orders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``baseliner sensor record --source synthetic [--ngram-orders ...]``: default 4,6; bad values refused
     with what is allowed."""
-    from models.recording import RecordingReader
-    from service.cli import main
+    from baseliner.models.recording import RecordingReader
+    from baseliner.service.cli import main
 
     got = {}
     for name, extra in (("default", []), ("all", ["--ngram-orders", "2,3,4,6"]), ("six", ["--ngram-orders", "6"])):

@@ -9,15 +9,14 @@ import socket
 import sys
 
 import pytest
+from baseliner.models.block import COUNTER_INDEX
+from baseliner.models.vector import FeatureVector, Identity
+from baseliner.protos.v1 import ingest_pb2, vectors_pb2
+from baseliner.sensor import wire
+from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.transport import Backoff, Transport
+from baseliner.service.serde import Decoder, batch_size
 from prometheus_client import CollectorRegistry
-
-from models.block import COUNTER_INDEX
-from models.vector import FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2
-from sensor import wire
-from sensor.buffer import MemoryBuffer
-from sensor.transport import Backoff, Transport
-from service.serde import Decoder, batch_size
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sensor_ingest_server import Behaviour, IngestServer, IngestState, wait_for  # noqa: E402
@@ -409,7 +408,7 @@ def _through_a_broken_stream(sent: list[FeatureVector], **behaviour: bool) -> tu
 def test_older_service_gets_ngrams_packed_and_applies_every_batch(caplog: pytest.LogCaptureFixture) -> None:
     """A service built before the n-gram bytes form (no Welcome.ngram_bytes; refuses fields 44/45): the
     sensor sends the packed form, resends after a broken stream too, and nothing is refused."""
-    caplog.set_level(logging.INFO, logger="sensor.transport")
+    caplog.set_level(logging.INFO, logger="baseliner.sensor.transport")
     sent = _gram_vectors(60)
     server, t, registry = _through_a_broken_stream(sent, before_ngram_bytes=True)
     assert t.welcome is not None and not t.welcome.ngram_bytes
@@ -477,7 +476,7 @@ def test_service_before_the_entry_form_gets_ngrams_as_pairs_and_applies_every_ba
     """A service with Welcome.ngram_bytes but not Welcome.ngram_entries (it refuses field 46): batches
     encoded in the entry form go as le32 pairs, resends after a broken stream too; a batch already in the
     pair form goes as it is; nothing is refused."""
-    caplog.set_level(logging.INFO, logger="sensor.transport")
+    caplog.set_level(logging.INFO, logger="baseliner.sensor.transport")
     sent = _gram_vectors(10) + _entry_gram_vectors(50, 10)  # the first batch is in the pair form (sent once)
     server, t, registry = _through_a_broken_stream(sent, before_ngram_entries=True)
     assert t.welcome is not None and t.welcome.ngram_bytes and not t.welcome.ngram_entries
@@ -600,7 +599,7 @@ def test_service_before_the_identity_table_gets_repeated_identities_and_applies_
     field 47): every batch goes with its identity table as repeated Identity messages, resends after a
     broken stream too, its n-grams as encoded (the entry form); counted, logged once per connection;
     nothing is refused and every window arrives with its identity."""
-    caplog.set_level(logging.INFO, logger="sensor.transport")
+    caplog.set_level(logging.INFO, logger="baseliner.sensor.transport")
     sent = _containers_vectors(60)
     server, t, registry = _through_a_broken_stream(sent, before_identity_table=True)
     w = t.welcome
@@ -653,7 +652,7 @@ def test_service_before_the_window_bytes_form_gets_repeated_windows_and_applies_
     its per-window numbers and syscall entries as the repeated fields, resends after a broken stream too,
     its identity table and n-grams as encoded; counted, logged once per connection; nothing is refused and
     every window arrives as it was sent."""
-    caplog.set_level(logging.INFO, logger="sensor.transport")
+    caplog.set_level(logging.INFO, logger="baseliner.sensor.transport")
     sent = _containers_vectors(60)
     for i, v in enumerate(sent):  # something in every group: counters, ages, lists
         v.execs, v.seconds_since_start, v.executables = i % 3, 10.0 * i, ["/bin/sh"] * (i % 2)

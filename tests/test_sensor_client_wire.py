@@ -5,13 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
+from baseliner.protos.v1 import ingest_pb2, ngram_entries, vectors_pb2, window_columns
+from baseliner.sensor import wire
+from baseliner.sensor.synthetic import ScenarioConfig, SyntheticSource
+from baseliner.service.serde import Decoder
 from google.protobuf.message import DecodeError
-
-from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, ngram_entries, vectors_pb2, window_columns
-from sensor import wire
-from sensor.synthetic import ScenarioConfig, SyntheticSource
-from service.serde import Decoder
 
 
 def _full_vector(i: int) -> FeatureVector:

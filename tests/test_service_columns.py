@@ -12,19 +12,18 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from baseliner.models.baseline import BaselineConfig
+from baseliner.models.block import COUNTERS, VectorBlock
+from baseliner.models.errors import ValidationError
+from baseliner.models.ngrams import NUM_BUCKETS
+from baseliner.models.validate import validate, validate_block
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
+from baseliner.protos.v1 import ingest_pb2, vectors_pb2, window_columns
+from baseliner.sensor import wire
+from baseliner.service import serde
+from baseliner.service.pipeline import Pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from models.baseline import BaselineConfig
-from models.block import COUNTERS, VectorBlock
-from models.errors import ValidationError
-from models.ngrams import NUM_BUCKETS
-from models.validate import validate, validate_block
-from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import ingest_pb2, vectors_pb2, window_columns
-from sensor import wire
-from service import serde
-from service.pipeline import Pipeline
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import (  # noqa: E402
@@ -157,7 +156,7 @@ def test_a_batch_with_a_count_past_the_entry_form_goes_as_pairs_and_decodes_exac
 
 
 def test_an_entry_bucket_past_spec_v2_rejects_its_window_alone() -> None:
-    """Bucket ranges are validation's (models.validate), as in the other forms: an entry form bucket in
+    """Bucket ranges are validation's (baseliner.models.validate), as in the other forms: an entry form bucket in
     [77824, 2**17) rejects its window with BAD_REFERENCE, the rest of the batch is applied."""
     vs = _with_entry_ngrams([vector(100 + i, c) for i in range(2) for c in range(3)])
     vs[4].ngrams[2**17 - 1] = 3
@@ -816,7 +815,7 @@ def test_block_validation_finds_one_bad_n_gram_count_among_clean_windows() -> No
 def test_block_validation_finds_a_syscall_count_over_its_own_windows_limit() -> None:
     """The fast path (every count within the shortest window's limit: no per-entry comparison) is not
     taken when one count is past it, and the window whose own limit it exceeds is the one refused."""
-    from models.validate import MAX_RATE_PER_SECOND
+    from baseliner.models.validate import MAX_RATE_PER_SECOND
 
     vectors = [FeatureVector(Identity("node-1", f"c{k}", "nginx", "1"), 1.7e9 + k, 10.0, {"read": 5, "write": 2})
                for k in range(6)]
@@ -837,7 +836,7 @@ def test_block_validation_finds_a_syscall_count_over_its_own_windows_limit() -> 
 def test_identity_tables_checked_once_are_remembered_bad_ones_never() -> None:
     """Validation remembers a table (list object) whose identities all passed, so a sensor's table is not
     checked again each round; a table with a bad identity is refused each time it comes."""
-    import models.validate as mv
+    import baseliner.models.validate as mv
 
     good = [FeatureVector(Identity("n", f"c{i}", "nginx", "1"), 1.7e9, 10.0, {"read": 1}) for i in range(3)]
     block = VectorBlock.from_vectors(good)

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from models.errors import ConfigError
-from service import cli
-from service.config import load
+from baseliner.models.errors import ConfigError
+from baseliner.service import cli
+from baseliner.service.config import load
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,14 +67,15 @@ def test_all_problems_are_reported_together() -> None:
 
 
 def test_cli_serve_reports_bad_config_and_missing_modules_clearly(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--listen", "bad"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "bad"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "grpc.listen: 'bad' is not host:port" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--print-config", "--set",
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "serve", "--print-config", "--set",
                         "baseline.min_learn_windows=99"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "min_learn_windows: 99" in r.stdout
     # every subcommand is listed
-    r = subprocess.run([sys.executable, "-m", "service.cli", "--help"], cwd=REPO, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "--help"], cwd=REPO, capture_output=True,
+                       text=True,
                        timeout=60)
     for name in ("serve", "sensor", "demo", "evaluate", "admin"):
         assert f"    {name} " in r.stdout, name

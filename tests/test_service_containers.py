@@ -1,4 +1,4 @@
-"""Per-container window order and ages (service/containers.py and the pipeline's use of it).
+"""Per-container window order and ages (service/container_tracker.py and the pipeline's use of it).
 
 The array tracker is checked against a reference: the window-by-window tracker the service had before
 (an ordered dict, one window at a time in arrival order), on random batches with repeated containers,
@@ -14,13 +14,12 @@ from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
+from baseliner.models.block import VectorBlock
+from baseliner.service.config import PipelineConfig
+from baseliner.service.container_tracker import ContainerTracker
+from baseliner.service.pipeline import Pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from models.block import VectorBlock
-from service.config import PipelineConfig
-from service.containers import ContainerTracker
-from service.pipeline import Pipeline
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import T0, WINDOW, config, vector  # noqa: E402

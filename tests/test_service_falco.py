@@ -17,12 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from baseliner.models.vector import FeatureVector
+from baseliner.service.falco import FalcoPayloadError, parse_alert
+from baseliner.service.sinks.events import iso8601
+from baseliner.service.sinks.falcosidekick import FalcosidekickSink, to_falco
 from prometheus_client import CollectorRegistry
-
-from models.vector import FeatureVector
-from service.falco import FalcoPayloadError, parse_alert
-from service.sinks.events import iso8601
-from service.sinks.falcosidekick import FalcosidekickSink, to_falco
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import T0, WINDOW, config, running, sample, scrape, vector  # noqa: E402
@@ -388,7 +387,7 @@ class _SecretGate:
 
 
 def test_endpoint_behind_a_gate_needs_the_secret_but_health_stays_open() -> None:
-    from service.falco_http import FalcoEndpoint
+    from baseliner.service.falco_http import FalcoEndpoint
 
     async def main() -> None:
         async with running(falco_cfg()) as (srv, _):

@@ -13,13 +13,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
-from models.errors import StateError
-from models.vector import FeatureVector
-from protos.baseliner.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
-from sensor import wire
-from service import serde
-from service.wal import KIND_BATCH, Record, WriteAheadLog, encode_body, read_segment
+from baseliner.models.errors import StateError
+from baseliner.models.vector import FeatureVector
+from baseliner.protos.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
+from baseliner.sensor import wire
+from baseliner.service import serde
+from baseliner.service.wal import KIND_BATCH, Record, WriteAheadLog, encode_body, read_segment
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import config, hello, running, vector  # noqa: E402
@@ -106,8 +105,8 @@ def test_replay_of_ngrams_sent_as_bytes_learns_what_the_packed_form_does(tmp_pat
     sends) and logs written with the le32 pair form (``ngram_*_le32``, before the entry form) replay into
     the same state as the same batches with packed n-grams, and not into the state of batches without
     them."""
-    from service.pipeline import Pipeline
-    from service.wal import replay_into
+    from baseliner.service.pipeline import Pipeline
+    from baseliner.service.wal import replay_into
 
     rounds = []
     for s in range(1, 7):
@@ -158,8 +157,8 @@ def _replayed(tmp_path: Path, name: str, rounds: list[list[FeatureVector]],
               encode: Callable[[int, list[FeatureVector]], bytes]) -> dict[str, tuple[dict, dict]]:  # type: ignore[type-arg]
     """The baselines' state after replaying a log of ``rounds`` (batch ``s`` encoded by ``encode(s, vectors)``)
     into a new pipeline; the replayed blocks all share one identity-table list."""
-    from service.pipeline import Pipeline
-    from service.wal import replay_into
+    from baseliner.service.pipeline import Pipeline
+    from baseliner.service.wal import replay_into
 
     async def write() -> None:
         wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
@@ -258,7 +257,7 @@ def test_a_crashed_service_replays_batches_sent_with_either_identity_table_form(
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_heap_slack_is_kept_on_glibc() -> None:
-    from service.server import keep_heap_slack
+    from baseliner.service.server import keep_heap_slack
 
     assert keep_heap_slack(16 << 20)
 

@@ -9,9 +9,8 @@ import sys
 
 import grpc
 import pytest
-
-from models.block import VectorBlock
-from protos.baseliner.v1 import admin_pb2
+from baseliner.models.block import VectorBlock
+from baseliner.protos.v1 import admin_pb2
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import admin, batch_request, config, exchange, hello, learn_batches, vector  # noqa: E402
@@ -176,7 +175,7 @@ def test_baseline_limit_rejects_new_images_with_a_clear_reason() -> None:
 def test_admin_cli_commands_against_the_running_service(capsys) -> None:  # type: ignore[no-untyped-def]
     import argparse
 
-    from service import admin as admin_cli
+    from baseliner.service import admin as admin_cli
 
     def cli(*argv: str) -> int:
         parser = argparse.ArgumentParser()

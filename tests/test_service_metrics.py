@@ -8,11 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from baseliner.protos.v1 import admin_pb2
+from baseliner.service.sinks.metrics import OVERFLOW, ServiceMetrics
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-
-from protos.baseliner.v1 import admin_pb2
-from service.sinks.metrics import OVERFLOW, ServiceMetrics
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import (  # noqa: E402

@@ -8,14 +8,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from models.errors import ValidationError
-from models.features import FEATURE_INDEX, N_FEATURES, SYSCALL_VOCABULARY, raw_counts
-from models.validate import validate
-from models.vector import Endpoint, FeatureVector, Identity
-from protos.baseliner.v1 import vectors_pb2
-from sensor import wire
-from service import serde
+from baseliner.models.errors import ValidationError
+from baseliner.models.rate_features import FEATURE_INDEX, N_FEATURES, SYSCALL_VOCABULARY, raw_counts
+from baseliner.models.validate import validate
+from baseliner.models.vector import Endpoint, FeatureVector, Identity
+from baseliner.protos.v1 import vectors_pb2
+from baseliner.sensor import wire
+from baseliner.service import serde
 
 
 def _distinct_vector(k: int) -> FeatureVector:
@@ -85,7 +84,7 @@ def test_validation_caches_do_not_admit_bad_vectors() -> None:
 
 
 def test_out_of_range_ngram_bucket_is_rejected_after_decoding() -> None:
-    from models.ngrams import NUM_BUCKETS
+    from baseliner.models.ngrams import NUM_BUCKETS
 
     v = _distinct_vector(1)
     v.ngrams = {NUM_BUCKETS + 3: 1}

@@ -8,9 +8,9 @@ import math
 import os
 import sys
 
-from service.config import PipelineConfig
-from service.pipeline import Pipeline, image_key
-from service.sinks.events import CallbackSink, JsonLinesSink, iso8601
+from baseliner.service.config import PipelineConfig
+from baseliner.service.pipeline import Pipeline, image_key
+from baseliner.service.sinks.events import CallbackSink, JsonLinesSink, iso8601
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import config, vector  # noqa: E402
@@ -102,8 +102,8 @@ def test_a_vector_validation_cannot_handle_is_rejected_not_fatal() -> None:
 def test_a_batch_validation_cannot_handle_costs_only_its_own_windows(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Batches applied together are validated together; when that fails unforeseen, each is validated on
     its own again, and only the batch it fails on is rejected (``UNSPECIFIED``)."""
-    from models.block import VectorBlock
-    from service import pipeline as pipeline_module
+    from baseliner.models.block import VectorBlock
+    from baseliner.service import pipeline as pipeline_module
 
     p, _, _ = _pipeline()
     real = pipeline_module.validate_block
@@ -127,8 +127,7 @@ def test_batches_applied_together_equal_batches_applied_one_by_one() -> None:
     every batch the result it gets on its own, and leaves the same baselines and events: rejections and
     applied counts per batch, duplicates, windows out of order, attacks, a baseline limit, a new image."""
     import numpy as np
-
-    from models.block import VectorBlock
+    from baseliner.models.block import VectorBlock
 
     def batches() -> list[tuple[str, int, VectorBlock, list]]:
         out = []

@@ -11,11 +11,10 @@ import sys
 
 import grpc
 import pytest
+from baseliner.protos.v1 import ingest_pb2
+from baseliner.sensor import wire
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from protos.baseliner.v1 import ingest_pb2
-from sensor import wire
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import (  # noqa: E402

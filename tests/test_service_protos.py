@@ -14,8 +14,8 @@ GENERATED = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 def test_regenerating_protos_changes_nothing(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "gen_protos.sh", tmp_path / "scripts" / "gen_protos.sh")
-    src = REPO / "protos" / "baseliner" / "v1"
-    dst = tmp_path / "protos" / "baseliner" / "v1"
+    src = REPO / "protos" / "v1"
+    dst = tmp_path / "protos" / "v1"
     dst.mkdir(parents=True)
     protos = sorted(src.glob("*.proto"))
     assert protos

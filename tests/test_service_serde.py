@@ -9,16 +9,15 @@ import struct
 import sys
 
 import numpy as np
+from baseliner.models.errors import ValidationError
+from baseliner.models.ngrams import NUM_BUCKETS
+from baseliner.models.vector import FeatureVector
+from baseliner.protos.v1 import vectors_pb2
+from baseliner.sensor import wire
+from baseliner.service import serde
+from baseliner.service.pipeline import Pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from models.errors import ValidationError
-from models.ngrams import NUM_BUCKETS
-from models.vector import FeatureVector
-from protos.baseliner.v1 import vectors_pb2
-from sensor import wire
-from service import serde
-from service.pipeline import Pipeline
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import config, vector  # noqa: E402
@@ -44,7 +43,7 @@ def test_decode_inverts_the_sensor_encoding() -> None:
 def test_ngram_spec_versions() -> None:
     """Spec v2 vectors carry order-6 buckets; a v1 vector (orders 2-4) is taken as it is, but not with a
     bucket outside v1's range; an unknown version is refused."""
-    from models.ngrams import NUM_BUCKETS, SHORT_BUCKETS
+    from baseliner.models.ngrams import NUM_BUCKETS, SHORT_BUCKETS
 
     vs = [vector(i, 0) for i in range(4)]
     vs[0].ngrams = {5: 2, SHORT_BUCKETS + 7: 3, NUM_BUCKETS - 1: 1}

@@ -16,13 +16,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
-from models import integrity
-from models.baseline import ImageBaseline
-from models.errors import StateError, StateVersionError
-from protos.baseliner.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from service import store
-from service.pipeline import Pipeline
+from baseliner.models import integrity
+from baseliner.models.baseline import ImageBaseline
+from baseliner.models.errors import StateError, StateVersionError
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from baseliner.service import store
+from baseliner.service.pipeline import Pipeline
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import (  # noqa: E402
@@ -194,7 +193,7 @@ def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
 def _serve(state: Path, port: int, mport: int, events: Path, key_file: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BASELINER_STATE_HMAC_KEY_FILE": str(key_file), "BASELINER_BASELINE_MIN_LEARN_SECONDS": "0"}
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", f"127.0.0.1:{port}",
          "--metrics-listen", f"127.0.0.1:{mport}", "--state-dir", str(state), "--events", str(events),
          "--set", "baseline.min_learn_windows=20"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -234,10 +233,11 @@ def test_baseliner_serve_subprocess_persists_across_sigterm_restart_and_refuses_
         resps = _stream_sync(port, [hello("s1")])
         assert resps[0].welcome.last_sequence == 7
         # the admin CLI against the running service
-        cli = subprocess.run([sys.executable, "-m", "service.cli", "admin", "--target", f"127.0.0.1:{port}", "list"],
+        cli = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "admin", "--target", f"127.0.0.1:{port}",
+                              "list"],
                              cwd=REPO, capture_output=True, text=True, timeout=60)
         assert cli.returncode == 0 and KEY in cli.stdout and "detecting" in cli.stdout
-        cli = subprocess.run([sys.executable, "-m", "service.cli", "admin", "--target", f"127.0.0.1:{port}",
+        cli = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "admin", "--target", f"127.0.0.1:{port}",
                               "feedback", lines[0]["event_id"]], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert cli.returncode == 1 and "NOT_FOUND" in cli.stderr  # events are not kept across restarts
     finally:

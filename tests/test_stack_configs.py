@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from service import config as service_config
-from service.config import FalcoConfig, GrpcConfig, MetricsConfig, split_address
+from baseliner.service import config as service_config
+from baseliner.service.config import FalcoConfig, GrpcConfig, MetricsConfig, split_address
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -388,9 +387,9 @@ def test_dockerfile() -> None:
         assert (ROOT / path).exists(), path
     import tomllib
 
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    for pkg in packages["include"]:
-        assert f"COPY {pkg.rstrip('*')} " in text, f"the image must contain package {pkg}"
+    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    for folder in folders:
+        assert f"COPY {folder} " in text, f"the image must contain package folder {folder}"
 
 
 @pytest.mark.slow
@@ -414,10 +413,11 @@ def test_dockerfile_copies_enough_to_build_the_package(tmp_path: Path) -> None:
     (whl,) = (tmp_path / "out").glob("baseliner-*.whl")
     names = set(zipfile.ZipFile(whl).namelist())
     for needed in ("service/cli.py", "service/falco.py", "service/falco_http.py", "service/sinks/falcosidekick.py",
-                   "sensor/bpf/sensor.c", "protos/baseliner/v1/vectors_pb2.py", "models/baseline.py"):
-        assert needed in names, needed
+                   "sensor/bpf/sensor.c", "protos/v1/vectors_pb2.py", "models/baseline.py"):
+        assert f"baseliner/{needed}" in names, needed
+    assert all(n.startswith(("baseliner/", "baseliner-")) for n in names), "nothing installs outside baseliner.*"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "baseliner = service.cli:main" in zipfile.ZipFile(whl).read(entry).decode()
+    assert "baseliner = baseliner.service.cli:main" in zipfile.ZipFile(whl).read(entry).decode()
 
 
 # -- Kubernetes -------------------------------------------------------------------------------------
@@ -496,7 +496,7 @@ def test_k8s_sensor_daemonset() -> None:
     # the sensor CLI really has these options
     import argparse
 
-    from sensor.cli import add_parser
+    from baseliner.sensor.cli import add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

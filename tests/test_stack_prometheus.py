@@ -133,8 +133,8 @@ def _post(port: int, body: Any) -> tuple[int, dict[str, Any]]:
 
 def falco_alert(event: dict[str, Any], rule: str, priority: str, offset: float = 1.0,
                 fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    from service.falco import parse_time
-    from service.sinks.events import iso8601
+    from baseliner.service.falco import parse_time
+    from baseliner.service.sinks.events import iso8601
 
     t = parse_time(event["first_seen"]) + offset
     of = {"container.id": event["container"]["id"][:12], "container.name": event["container"]["name"],
@@ -151,7 +151,7 @@ def bpf_prerequisites() -> list[str]:
     if os.geteuid() != 0:
         problems = ["not root"]
     else:
-        from sensor.probes import check_prerequisites
+        from baseliner.sensor.probes import check_prerequisites
 
         problems = check_prerequisites()
     if problems and os.environ.get("CI"):
@@ -184,7 +184,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     try:
         serve = spawn("serve", [
-            sys.executable, "-m", "service.cli", "serve", "--listen", f"127.0.0.1:{ports['grpc']}",
+            sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", f"127.0.0.1:{ports['grpc']}",
             "--metrics-listen", f"127.0.0.1:{ports['metrics']}", "--events", str(events),
             "--state-dir", str(tmp / "state"), "--log-level", "WARNING",
             "--set", f"falco.listen=127.0.0.1:{ports['falco']}",
@@ -194,7 +194,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         wait_for(lambda: get_json(f"http://127.0.0.1:{ports['falco']}/healthz"), 60, "the service", (serve,))
         # 48 simulated hours at 600x (about 5 minutes, stopped when the test is done); attacks from 1.5 h on
         sensor = spawn("sensor", [
-            sys.executable, "-m", "service.cli", "sensor", "--source", "synthetic",
+            sys.executable, "-m", "baseliner.service.cli", "sensor", "--source", "synthetic",
             "--target", f"127.0.0.1:{ports['grpc']}", "--node", "node-a", "--hours", "48", "--speed", "600",
             "--attacks-after", "1.5", "--metrics-listen", f"127.0.0.1:{ports['sensor']}",
         ])
@@ -203,7 +203,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         bpf = bpf_prerequisites()
         if not bpf:
             spawn("sensor-bpf", [
-                sys.executable, "-m", "service.cli", "sensor", "--source", "bpf", "--window", "2",
+                sys.executable, "-m", "baseliner.service.cli", "sensor", "--source", "bpf", "--window", "2",
                 "--target", f"127.0.0.1:{ports['grpc']}", "--node", "bpf-node",
                 "--metrics-listen", f"127.0.0.1:{ports['sensor-bpf']}",
             ])
@@ -414,9 +414,9 @@ def test_every_alert_rule_is_valid_evaluates_cleanly_and_selects_existing_series
 
 def closed_sets() -> dict[str, tuple[str, ...]]:
     """Label values the code can produce, for the closed-set labels alert rules match on."""
-    from models.baseline import SEVERITIES
-    from service import falco, serde
-    from service.sinks.metrics import STATES
+    from baseliner.models.baseline import SEVERITIES
+    from baseliner.service import falco, serde
+    from baseliner.service.sinks.metrics import STATES
 
     return {"severity": SEVERITIES, "state": STATES,
             "reason": (*serde.REJECT_REASONS, "BASELINE_LIMIT", *falco.REJECT_REASONS)}

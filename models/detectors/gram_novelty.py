@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from baseliner.models.detectors.ngram import sparse_row
+from baseliner.models.ngrams import LONG_BUCKETS, NUM_BUCKETS, SHORT_BUCKETS
+from baseliner.models.syscalls import fnv1a32
 from river import base
-
-from models.detectors.ngram import sparse_row
-from models.ngrams import LONG_BUCKETS, NUM_BUCKETS, SHORT_BUCKETS
-from models.syscalls import fnv1a32
 
 __all__ = ["GramNoveltyDetector"]
 
@@ -22,7 +21,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
 
     STIDE (Forrest et al., 1996) remembers every length-6 syscall sequence of normal runs and scores a
     trace by the share of its sequences never seen.  The sensor hashes every order-6 gram into one of
-    :data:`models.ngrams.LONG_BUCKETS` (65,536) buckets (global indices ``[SHORT_BUCKETS, NUM_BUCKETS)``,
+    :data:`baseliner.models.ngrams.LONG_BUCKETS` (65,536) buckets (global indices ``[SHORT_BUCKETS, NUM_BUCKETS)``,
     ``docs/ngram-spec.md``), so the detector keeps one bit per bucket: *seen while learning*.  A window
     with order-6 bucket counts ``x`` scores
 
@@ -40,12 +39,12 @@ class GramNoveltyDetector(base.AnomalyDetector):
     ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
     that is not a bucket index is hashed into the order-6 range, and non-positive or non-finite counts
     count as 0.  ``learn_many`` / ``score_many`` take a ``scipy.sparse`` matrix or dense array of shape
-    ``(n, NUM_BUCKETS)`` (:func:`models.detectors.ngram.dicts_to_matrix`); ``learn_sparse`` /
+    ``(n, NUM_BUCKETS)`` (:func:`baseliner.models.detectors.ngram.dicts_to_matrix`); ``learn_sparse`` /
     ``score_sparse`` take flat (row, bucket, count) arrays (the service's fast path).
 
     Examples
     --------
-    >>> from models.ngrams import ngram_counts
+    >>> from baseliner.models.ngrams import ngram_counts
     >>> det = GramNoveltyDetector()
     >>> loop = ["epoll_wait", "read", "write", "close"] * 25
     >>> det.learn_one(ngram_counts(loop))
@@ -114,7 +113,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
             if X.ndim != 2:
                 raise ValueError(f"expected a 2-D array of shape (n, {NUM_BUCKETS}), got shape {X.shape}")
         if X.shape[1] != NUM_BUCKETS:
-            raise ValueError(f"expected {NUM_BUCKETS} columns (models.ngrams.NUM_BUCKETS), got {X.shape[1]}")
+            raise ValueError(f"expected {NUM_BUCKETS} columns (baseliner.models.ngrams.NUM_BUCKETS), got {X.shape[1]}")
         m = sparse.coo_matrix(X[:, SHORT_BUCKETS:], dtype=np.float64)
         keep = np.isfinite(m.data) & (m.data > 0)
         return m.row[keep].astype(np.int64), m.col[keep].astype(np.int64), m.data[keep], m.shape[0]
@@ -148,7 +147,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
     def learn_sparse(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
         """Learn ``n_windows`` windows given as flat global bucket indices and counts (all rows together).
 
-        Entries must be valid buckets with finite counts (``models.validate`` guarantees it); buckets of
+        Entries must be valid buckets with finite counts (``baseliner.models.validate`` guarantees it); buckets of
         other orders and non-positive counts are ignored.
         """
         long = (cols >= SHORT_BUCKETS) & (counts > 0)

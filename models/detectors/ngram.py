@@ -8,10 +8,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from baseliner.models.ngrams import BUCKETS, NUM_BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
+from baseliner.models.syscalls import fnv1a32
 from river import base
-
-from models.ngrams import BUCKETS, NUM_BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
-from models.syscalls import fnv1a32
 
 __all__ = ["NgramDetector", "dicts_to_matrix", "sparse_row"]
 
@@ -101,9 +100,9 @@ class NgramDetector(base.AnomalyDetector):
     """Per-gram negative log-likelihood of a window's hashed syscall n-grams.
 
     The sensor sends, for every window, how often each hashed n-gram bucket occurred
-    (:mod:`models.ngrams`: one global index space of ``NUM_BUCKETS``).  This detector models the short
+    (:mod:`baseliner.models.ngrams`: one global index space of ``NUM_BUCKETS``).  This detector models the short
     orders 2, 3 and 4 (``BUCKETS`` buckets each, the first ``SHORT_BUCKETS`` indices) and ignores the
-    order-6 buckets, which :class:`models.detectors.gram_novelty.GramNoveltyDetector` covers.  It keeps one
+    order-6 buckets, which :class:`baseliner.models.detectors.gram_novelty.GramNoveltyDetector` covers.  It keeps one
     count per bucket over everything it has learnt: that is an n-gram language model of the image, order by
     order.  The probability of bucket ``b`` of order
     ``n`` is estimated with additive smoothing,
@@ -130,7 +129,7 @@ class NgramDetector(base.AnomalyDetector):
     ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
     that is not a bucket index is hashed into the bucket space (:func:`key_bucket`), and negative or
     non-finite counts count as 0.  ``learn_many`` / ``score_many`` take a dense ``(n, NUM_BUCKETS)``
-    array (``models.ngrams.dense`` rows) or a ``scipy.sparse`` matrix of that shape
+    array (``baseliner.models.ngrams.dense`` rows) or a ``scipy.sparse`` matrix of that shape
     (:func:`dicts_to_matrix`); they are vectorised (one sparse/dense matrix-vector product per batch).
 
     Parameters
@@ -140,13 +139,13 @@ class NgramDetector(base.AnomalyDetector):
         held-out normal ADFA-LD training traces the highest likelihood in 5-fold cross-validation
         (``bench/evaluate_cv.py --likelihood``).
     order_weights
-        Weight of each order in :data:`models.ngrams.SHORT_ORDERS` (2, 3, 4) in the mean.
+        Weight of each order in :data:`baseliner.models.ngrams.SHORT_ORDERS` (2, 3, 4) in the mean.
     tail
         Share of the window's grams, most surprising first, that the mean is taken over (1 = all).
 
     Examples
     --------
-    >>> from models.ngrams import ngram_counts
+    >>> from baseliner.models.ngrams import ngram_counts
     >>> det = NgramDetector()
     >>> loop = ["epoll_wait", "read", "write", "close"] * 25
     >>> for _ in range(20):
@@ -255,7 +254,7 @@ class NgramDetector(base.AnomalyDetector):
             if m.ndim != 2:
                 raise ValueError(f"expected a 2-D array of shape (n, {NUM_BUCKETS}), got shape {m.shape}")
         if m.shape[1] != NUM_BUCKETS:
-            raise ValueError(f"expected {NUM_BUCKETS} columns (models.ngrams.NUM_BUCKETS), got {m.shape[1]}")
+            raise ValueError(f"expected {NUM_BUCKETS} columns (baseliner.models.ngrams.NUM_BUCKETS), got {m.shape[1]}")
         return m[:, :SHORT_BUCKETS]
 
     def learn_one(self, x: dict) -> None:
@@ -317,7 +316,7 @@ class NgramDetector(base.AnomalyDetector):
         """Learn ``n_windows`` windows given as flat bucket indices and counts (all rows together).
 
         The service's fast path: no matrix is built.  Entries must be valid buckets with finite counts
-        (``models.validate`` guarantees it); non-positive counts are ignored.
+        (``baseliner.models.validate`` guarantees it); non-positive counts are ignored.
         """
         short = cols < SHORT_BUCKETS
         if not short.all():

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from baseliner.models.block import csr_take, row_ids, segment_sums
+from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
+from baseliner.models.detectors.ngram import NgramDetector
+from baseliner.models.ngrams import BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
 from river import base
-
-from models.block import csr_take, row_ids, segment_sums
-from models.detectors.gram_novelty import GramNoveltyDetector
-from models.detectors.ngram import NgramDetector
-from models.ngrams import BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
 
 __all__ = ["SequenceTier", "StackedSequence"]
 
@@ -49,8 +48,8 @@ class SequenceTier(base.AnomalyDetector):
     """Mean surprise of a window's order-4 grams plus a saturating penalty for its unseen order-6 grams.
 
     The tier holds two detectors over the sensor's hashed n-gram counts (``docs/ngram-spec.md``):
-    :class:`~models.detectors.ngram.NgramDetector` (the image's order-4 language model; ``s``, the
-    window's mean surprise in nats per gram) and :class:`~models.detectors.gram_novelty.GramNoveltyDetector`
+    :class:`~baseliner.models.detectors.ngram.NgramDetector` (the image's order-4 language model; ``s``, the
+    window's mean surprise in nats per gram) and :class:`~baseliner.models.detectors.gram_novelty.GramNoveltyDetector`
     (which order-6 buckets the image has shown; ``u``, the share of the window's order-6 grams never
     seen).  A window scores
 
@@ -63,7 +62,7 @@ class SequenceTier(base.AnomalyDetector):
     window with a share of new contexts well above ``unseen_scale`` pays most of it (with the default
     scale of 0.2: 86% at a share of 0.5, 96% at 1).
 
-    Why saturate: the baseline calibrates the tier's threshold (``models.threshold.TailThreshold``) on
+    Why saturate: the baseline calibrates the tier's threshold (``baseliner.models.threshold.TailThreshold``) on
     the scores of its learning windows, each scored before it is learnt, by extrapolating from the
     spacing of their 99th and 99.9th percentiles.  An image whose learning keeps meeting new contexts
     (ADFA-LD's 833 training traces of many programs; any young model) has many such windows in that
@@ -97,7 +96,7 @@ class SequenceTier(base.AnomalyDetector):
     Parameters
     ----------
     alpha
-        Additive smoothing of the order-4 model (:class:`~models.detectors.ngram.NgramDetector`).
+        Additive smoothing of the order-4 model (:class:`~baseliner.models.detectors.ngram.NgramDetector`).
     unseen_nats
         The most a window's unseen order-6 grams add to its score (nats per gram); 0 turns them off.
     unseen_scale
@@ -105,7 +104,7 @@ class SequenceTier(base.AnomalyDetector):
 
     Examples
     --------
-    >>> from models.ngrams import ngram_counts
+    >>> from baseliner.models.ngrams import ngram_counts
     >>> tier = SequenceTier()
     >>> loop = ["epoll_wait", "read", "write", "close"] * 25
     >>> for _ in range(20):
@@ -146,7 +145,7 @@ class SequenceTier(base.AnomalyDetector):
     def learn_sparse(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
         """Learn ``n_windows`` windows given as flat bucket indices and counts (all rows together).
 
-        Entries must be valid buckets with finite counts (``models.validate`` guarantees it);
+        Entries must be valid buckets with finite counts (``baseliner.models.validate`` guarantees it);
         non-positive counts are ignored.
         """
         self.likelihood.learn_sparse(cols, counts, n_windows)
@@ -170,7 +169,7 @@ class SequenceTier(base.AnomalyDetector):
         tiers: Sequence[SequenceTier], ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray, which: np.ndarray
     ) -> StackedSequence:
         """Score windows, each against its own tier: window ``k``'s entries are ``[ptr[k], ptr[k + 1])`` of
-        ``cols`` / ``counts`` (valid global buckets, finite counts >= 0: ``models.validate`` guarantees
+        ``cols`` / ``counts`` (valid global buckets, finite counts >= 0: ``baseliner.models.validate`` guarantees
         it) and its tier is ``tiers[which[k]]``.  The same scores as :meth:`score_sparse` tier by tier.
 
         One set of NumPy operations for all tiers: per entry one comparison and one lookup in its tier's

@@ -3,7 +3,7 @@
 ADFA-LD (Creech & Hu, 2013) holds one trace per file: a line of i386 syscall numbers, no timestamps,
 no thread ids.  Labels come from the folder: ``Training_Data_Master`` (normal, for learning),
 ``Validation_Data_Master`` (normal, for testing) and ``Attack_Data_Master/<Type>_<n>/`` (attacks).
-Numbers are mapped to canonical names with the i386 table (:func:`models.syscalls.name_of`).
+Numbers are mapped to canonical names with the i386 table (:func:`baseliner.models.syscalls.name_of`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.syscalls import name_of
+from baseliner.models.syscalls import name_of
 
 log = logging.getLogger(__name__)
 

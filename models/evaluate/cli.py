@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from models.evaluate.adfa import DatasetError
-from models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW
+from baseliner.models.evaluate.adfa import DatasetError
+from baseliner.models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _scorers(names: str) -> list[Any]:
-    from models.evaluate.scorers import NgramScorer, PipelineScorer
+    from baseliner.models.evaluate.scorers import NgramScorer, PipelineScorer
 
     out: list[Any] = []
     for name in [n.strip() for n in names.split(",") if n.strip()]:
@@ -69,8 +69,8 @@ def _scorers(names: str) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.evaluate import report
-    from models.evaluate.run import evaluate_adfa, evaluate_lidds, evaluate_recording
+    from baseliner.models.evaluate import report
+    from baseliner.models.evaluate.run import evaluate_adfa, evaluate_lidds, evaluate_recording
 
     command = "baseliner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "baseliner evaluate"
     out = Path(args.out)

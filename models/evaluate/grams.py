@@ -1,6 +1,6 @@
-"""Vectorised n-gram bucketing, identical to :mod:`models.ngrams` (the sensor's specification).
+"""Vectorised n-gram bucketing, identical to :mod:`baseliner.models.ngrams` (the sensor's specification).
 
-:class:`models.ngrams.NgramCounter` is the reference: one Python loop per call.  Evaluation runs over
+:class:`baseliner.models.ngrams.NgramCounter` is the reference: one Python loop per call.  Evaluation runs over
 millions of calls, so this module computes the same buckets with numpy over a whole trace at once.
 ``tests/test_evaluate_grams.py`` checks both agree bucket for bucket, including across window
 boundaries.
@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS
-from models.syscalls import canonical_id
+from baseliner.models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS
+from baseliner.models.syscalls import canonical_id
 
 _FNV_OFFSET = np.uint64(0x811C9DC5)
 _FNV_PRIME = np.uint64(0x01000193)
@@ -29,7 +28,7 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def canonical_ids(names: Sequence[str]) -> np.ndarray:
-    """Canonical ids (``models.syscalls.canonical_id``) of a sequence of syscall names, as uint64."""
+    """Canonical ids (``baseliner.models.syscalls.canonical_id``) of a sequence of syscall names, as uint64."""
     return np.fromiter((canonical_id(n) for n in names), dtype=np.uint64, count=len(names))
 
 

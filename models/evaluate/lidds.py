@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from baseliner.models.evaluate.adfa import DATASETS, DatasetError
+from baseliner.models.evaluate.windows import window_counts
+from baseliner.models.syscalls import canonical_name
+from baseliner.models.vector import FeatureVector, Identity
 from tqdm import tqdm
-
-from models.evaluate.adfa import DATASETS, DatasetError
-from models.evaluate.windows import window_counts
-from models.syscalls import canonical_name
-from models.vector import FeatureVector, Identity
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.evaluate.metrics import roc_curve
-from models.evaluate.run import AdfaRun, LiddsRun, RecordingRun
+from baseliner.models.evaluate.metrics import roc_curve
+from baseliner.models.evaluate.run import AdfaRun, LiddsRun, RecordingRun
 
 log = logging.getLogger(__name__)
 

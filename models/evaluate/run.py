@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
-
-from models.evaluate import adfa, lidds
-from models.evaluate.baselines import TraceModel, default_baselines
-from models.evaluate.metrics import (
+from baseliner.models.evaluate import adfa, lidds
+from baseliner.models.evaluate.baselines import TraceModel, default_baselines
+from baseliner.models.evaluate.metrics import (
     Difference,
     LiddsResult,
     RecordingScores,
@@ -23,9 +21,10 @@ from models.evaluate.metrics import (
     per_type,
     summarise,
 )
-from models.evaluate.scorers import NgramScorer, PipelineScorer, WindowScorer, trace_scores
-from models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW, count_vectors
-from models.vector import FeatureVector, Identity
+from baseliner.models.evaluate.scorers import NgramScorer, PipelineScorer, WindowScorer, trace_scores
+from baseliner.models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW, count_vectors
+from baseliner.models.vector import FeatureVector, Identity
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -238,16 +237,16 @@ class RecordingRun:
 
 
 def evaluate_recording(path: str | Path, progress: bool = True, learn_hours: float = 0.0) -> RecordingRun:
-    """Replay a recording through one :class:`~models.baseline.ImageBaseline` per image, as the service
+    """Replay a recording through one :class:`~baseliner.models.baseline.ImageBaseline` per image, as the service
     does (``Mode.AUTO``: learn until ready, then detect and learn only unflagged windows), and score it
     against the ground-truth attacks in its header (``header["attacks"]``: kind, container_id, start, end).
 
     ``learn_hours`` > 0 makes every baseline learn at least that long (``min_learn_seconds``) before it
     detects, as ``baseliner demo`` does; 0 keeps the service's defaults."""
-    from models.baseline import BaselineConfig, ImageBaseline, State
-    from models.errors import ValidationError
-    from models.recording import RecordingReader
-    from models.validate import validate
+    from baseliner.models.baseline import BaselineConfig, ImageBaseline, State
+    from baseliner.models.errors import ValidationError
+    from baseliner.models.recording import RecordingReader
+    from baseliner.models.validate import validate
 
     started = time.perf_counter()
     baselines: dict[str, ImageBaseline] = {}

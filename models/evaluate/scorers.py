@@ -1,8 +1,8 @@
 """The Baseliner models under evaluation, behind one small window-scoring interface.
 
 Both wrap the very objects the service runs: :class:`NgramScorer` the sequence tier
-(:class:`models.detectors.sequence.SequenceTier`) on its own, :class:`PipelineScorer` the whole default
-per-image model (:class:`models.baseline.ImageBaseline`, scored by ``Verdict.score``, the score alerts
+(:class:`baseliner.models.detectors.sequence.SequenceTier`) on its own, :class:`PipelineScorer` the whole default
+per-image model (:class:`baseliner.models.baseline.ImageBaseline`, scored by ``Verdict.score``, the score alerts
 are decided on).
 """
 
@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-
-from models.detectors.ngram import dicts_to_matrix
-from models.detectors.sequence import SequenceTier
-from models.vector import FeatureVector
+from baseliner.models.detectors.ngram import dicts_to_matrix
+from baseliner.models.detectors.sequence import SequenceTier
+from baseliner.models.vector import FeatureVector
 
 
 class WindowScorer(Protocol):
@@ -39,7 +38,7 @@ class NgramScorer:
 
     def __init__(self, detector: SequenceTier | None = None) -> None:
         if detector is None:
-            from models.baseline import BaselineConfig
+            from baseliner.models.baseline import BaselineConfig
 
             cfg = BaselineConfig()
             detector = SequenceTier(alpha=cfg.ngram_alpha, unseen_nats=cfg.sequence_unseen_nats,
@@ -67,7 +66,7 @@ class PipelineScorer:
     """The default per-image model exactly as the service runs it (``ImageBaseline.process``)."""
 
     def __init__(self, key: str = "evaluation", batch: int = 256, **config: Any) -> None:
-        from models.baseline import BaselineConfig, ImageBaseline, Mode
+        from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode
 
         self._mode = Mode
         # Untimed data: one window is one nominal second, so the time-based learning minimum is waived.

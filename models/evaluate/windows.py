@@ -1,12 +1,12 @@
-"""Cut a syscall trace into windows and turn each into the sensor's :class:`~models.vector.FeatureVector`.
+"""Cut a syscall trace into windows and turn each into the sensor's :class:`~baseliner.models.vector.FeatureVector`.
 
 A window holds the syscall counts by canonical name and the hashed n-gram counts of
-:mod:`models.ngrams` (orders 2, 3, 4 and 6).  As on the sensor, n-gram history belongs to the thread and is
+:mod:`baseliner.models.ngrams` (orders 2, 3, 4 and 6).  As on the sensor, n-gram history belongs to the thread and is
 carried across windows: a gram that spans a boundary counts in the window of its last call; history
 starts empty at the start of a trace.
 
 Untimed traces (ADFA-LD) are cut every ``calls_per_window`` calls; timed ones (LID-DS) by their
-timestamps, see :mod:`models.evaluate.lidds`.
+timestamps, see :mod:`baseliner.models.evaluate.lidds`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-
-from models.evaluate.grams import canonical_ids, trace_grams
-from models.vector import FeatureVector, Identity
+from baseliner.models.evaluate.grams import canonical_ids, trace_grams
+from baseliner.models.vector import FeatureVector, Identity
 
 #: Calls per window for untimed traces.  Median ADFA-LD trace: 201 (training) / 343 (validation) calls.
 DEFAULT_CALLS_PER_WINDOW = 100

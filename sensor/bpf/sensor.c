@@ -3,7 +3,7 @@
  * Built and loaded by sensor/probes.py (the only module that imports bcc), which prepends the
  * configuration (#defines for map sizes, BASELINER_NGRAMS and the n-gram orders counted,
  * BASELINER_NGRAM_ORDER_{2,3,4,6}) and replaces the sensitive-prefix
- * placeholder below with generated code; `python -m sensor.cli_bpf --print-program` shows the result.
+ * placeholder below with generated code; `python -m baseliner.sensor.cli_bpf --print-program` shows the result.
  *
  * Rules this file keeps:
  *  - tracepoints and raw tracepoints only (no kprobes/fentry), and no kernel struct is ever read:

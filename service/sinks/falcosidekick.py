@@ -26,10 +26,9 @@ import urllib.request
 from collections import OrderedDict
 from typing import Any
 
+from baseliner.service.sinks.events import SCHEMA
+from baseliner.service.sinks.metrics import NAMESPACE
 from prometheus_client import CollectorRegistry, Counter
-
-from service.sinks.events import SCHEMA
-from service.sinks.metrics import NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def to_falco(event: dict[str, Any]) -> dict[str, Any]:
     explanation = [str(d.get("text", "")) for d in event.get("explanation") or []]
     severity = str(event.get("severity") or "")
     ts = str(event.get("@timestamp") or event.get("last_seen") or "")
-    from service.falco import parse_time
+    from baseliner.service.falco import parse_time
 
     try:
         t = parse_time(ts)

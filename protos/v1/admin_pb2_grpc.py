@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.baseliner.v1 import admin_pb2 as protos_dot_baseliner_dot_v1_dot_admin__pb2
+from baseliner.protos.v1 import admin_pb2 as baseliner_dot_protos_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/baseliner/v1/admin_pb2_grpc.py depends on'
+        + ' but the generated code in baseliner/protos/v1/admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class AdminStub:
         """
         self.ListBaselines = channel.unary_unary(
                 '/baseliner.v1.Admin/ListBaselines',
-                request_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.ListBaselinesRequest.SerializeToString,
-                response_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.ListBaselinesResponse.FromString,
+                request_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.ListBaselinesRequest.SerializeToString,
+                response_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.ListBaselinesResponse.FromString,
                 _registered_method=True)
         self.GetBaseline = channel.unary_unary(
                 '/baseliner.v1.Admin/GetBaseline',
-                request_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.GetBaselineRequest.SerializeToString,
-                response_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.FromString,
+                request_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.GetBaselineRequest.SerializeToString,
+                response_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.FromString,
                 _registered_method=True)
         self.SetMode = channel.unary_unary(
                 '/baseliner.v1.Admin/SetMode',
-                request_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.SetModeRequest.SerializeToString,
-                response_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.FromString,
+                request_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.SetModeRequest.SerializeToString,
+                response_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.FromString,
                 _registered_method=True)
         self.ResetBaseline = channel.unary_unary(
                 '/baseliner.v1.Admin/ResetBaseline',
-                request_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.ResetBaselineRequest.SerializeToString,
-                response_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.FromString,
+                request_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.ResetBaselineRequest.SerializeToString,
+                response_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.FromString,
                 _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/baseliner.v1.Admin/Feedback',
-                request_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.FeedbackRequest.SerializeToString,
-                response_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.FeedbackResponse.FromString,
+                request_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
 
 
@@ -100,28 +100,28 @@ def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListBaselines': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBaselines,
-                    request_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.ListBaselinesRequest.FromString,
-                    response_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.ListBaselinesResponse.SerializeToString,
+                    request_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.ListBaselinesRequest.FromString,
+                    response_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.ListBaselinesResponse.SerializeToString,
             ),
             'GetBaseline': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBaseline,
-                    request_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.GetBaselineRequest.FromString,
-                    response_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.SerializeToString,
+                    request_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.GetBaselineRequest.FromString,
+                    response_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.SerializeToString,
             ),
             'SetMode': grpc.unary_unary_rpc_method_handler(
                     servicer.SetMode,
-                    request_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.SetModeRequest.FromString,
-                    response_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.SerializeToString,
+                    request_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.SetModeRequest.FromString,
+                    response_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.SerializeToString,
             ),
             'ResetBaseline': grpc.unary_unary_rpc_method_handler(
                     servicer.ResetBaseline,
-                    request_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.ResetBaselineRequest.FromString,
-                    response_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.SerializeToString,
+                    request_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.ResetBaselineRequest.FromString,
+                    response_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
-                    request_deserializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.FeedbackRequest.FromString,
-                    response_serializer=protos_dot_baseliner_dot_v1_dot_admin__pb2.FeedbackResponse.SerializeToString,
+                    request_deserializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.FeedbackRequest.FromString,
+                    response_serializer=baseliner_dot_protos_dot_v1_dot_admin__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -149,8 +149,8 @@ class Admin:
             request,
             target,
             '/baseliner.v1.Admin/ListBaselines',
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.ListBaselinesRequest.SerializeToString,
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.ListBaselinesResponse.FromString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.ListBaselinesRequest.SerializeToString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.ListBaselinesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -176,8 +176,8 @@ class Admin:
             request,
             target,
             '/baseliner.v1.Admin/GetBaseline',
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.GetBaselineRequest.SerializeToString,
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.FromString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.GetBaselineRequest.SerializeToString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.FromString,
             options,
             channel_credentials,
             insecure,
@@ -203,8 +203,8 @@ class Admin:
             request,
             target,
             '/baseliner.v1.Admin/SetMode',
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.SetModeRequest.SerializeToString,
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.FromString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.SetModeRequest.SerializeToString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.FromString,
             options,
             channel_credentials,
             insecure,
@@ -230,8 +230,8 @@ class Admin:
             request,
             target,
             '/baseliner.v1.Admin/ResetBaseline',
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.ResetBaselineRequest.SerializeToString,
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.Baseline.FromString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.ResetBaselineRequest.SerializeToString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.Baseline.FromString,
             options,
             channel_credentials,
             insecure,
@@ -257,8 +257,8 @@ class Admin:
             request,
             target,
             '/baseliner.v1.Admin/Feedback',
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.FeedbackRequest.SerializeToString,
-            protos_dot_baseliner_dot_v1_dot_admin__pb2.FeedbackResponse.FromString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.FeedbackRequest.SerializeToString,
+            baseliner_dot_protos_dot_v1_dot_admin__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-from protos.baseliner.v1 import vectors_pb2 as _vectors_pb2
+from baseliner.protos.v1 import vectors_pb2 as _vectors_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

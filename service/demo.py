@@ -1,6 +1,6 @@
 """``baseliner demo``: the whole pipeline on one machine, no root, no other services.
 
-1. starts the real service in-process (:class:`service.server.BaselinerServer`) on a free localhost
+1. starts the real service in-process (:class:`baseliner.service.server.BaselinerServer`) on a free localhost
    port, with a temporary state directory and its Prometheus endpoint on another free port;
 2. streams a synthetic cluster (``sensor/synthetic.py``: web, database and worker replicas on three
    nodes, one sensor per node) to it over real gRPC (``sensor/transport.py``), as fast as the service
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from models.errors import ConfigError
-from sensor.synthetic import HOUR, Attack, ScenarioConfig, SyntheticSource
-from sensor.transport import Backoff, Transport
+from baseliner.models.errors import ConfigError
+from baseliner.sensor.synthetic import HOUR, Attack, ScenarioConfig, SyntheticSource
+from baseliner.sensor.transport import Backoff, Transport
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +174,10 @@ def format_event(ev: dict[str, Any]) -> str:
 # -- run --------------------------------------------------------------------------------------------------
 
 async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summary:
+    from baseliner.service import config as config_mod
+    from baseliner.service.server import BaselinerServer
+    from baseliner.service.sinks.events import CallbackSink
     from prometheus_client import CollectorRegistry
-
-    from service import config as config_mod
-    from service.server import BaselinerServer
-    from service.sinks.events import CallbackSink
 
     try:
         scenario = ScenarioConfig(seed=args.seed, hours=args.hours, window_seconds=args.window,
@@ -274,7 +273,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
 def run(args: argparse.Namespace) -> int:
     if args.learn_hours >= args.attacks_after:
         raise ConfigError("--learn-hours must be below --attacks-after (attacks are detected, not learnt)")
-    logging.getLogger("sensor.transport").setLevel(logging.WARNING)
+    logging.getLogger("baseliner.sensor.transport").setLevel(logging.WARNING)
     logging.getLogger("service").setLevel(logging.WARNING)
     summary = asyncio.run(run_demo(args))
     print_summary(summary, sys.stdout)

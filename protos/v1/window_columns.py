@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 #: ``window_f64_le``'s columns: the window, the container's age at its start, then the 17 counters in the
-#: order of ``models.block.COUNTERS`` (a test holds the two to the same order).
+#: order of ``baseliner.models.block.COUNTERS`` (a test holds the two to the same order).
 F64_COLUMNS: tuple[str, ...] = (
     "window_start", "window_seconds", "container_age_seconds",
     "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",

@@ -1,13 +1,13 @@
-"""Pure functions: drained eBPF map contents plus attribution -> :class:`~models.vector.FeatureVector`.
+"""Pure functions: drained eBPF map contents plus attribution -> :class:`~baseliner.models.vector.FeatureVector`.
 
 No bcc, no root, no clock: ``sensor/probes.py`` produces a :class:`WindowCounts` (plain dicts keyed by
-cgroup id), ``sensor/containers.py`` says which container each cgroup belongs to
-(:class:`~sensor.containers.ContainerInfo`, ``None`` to ignore the cgroup), and :func:`build_vectors`
+cgroup id), ``sensor/attribution.py`` says which container each cgroup belongs to
+(:class:`~baseliner.sensor.attribution.ContainerInfo`, ``None`` to ignore the cgroup), and :func:`build_vectors`
 merges the cgroups of one container and fills one vector per container for the window.
 
 Field meanings (kernel side in ``sensor/bpf/sensor.c``):
 
-* ``syscalls``: raw ``sys_enter`` counts by x86_64 number, named with :func:`models.syscalls.name_of`
+* ``syscalls``: raw ``sys_enter`` counts by x86_64 number, named with :func:`baseliner.models.syscalls.name_of`
   (canonical names; i386 aliases collapse);
 * ``ngrams``: global bucket index -> count, exactly as ``docs/ngram-spec.md`` defines them;
 * ``connects``: TCP ``CLOSE -> SYN_SENT`` (connect attempts); ``connects_failed``: ``SYN_SENT -> CLOSE``
@@ -32,9 +32,9 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from models.syscalls import name_of
-from models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, Endpoint, FeatureVector
-from sensor.containers import ContainerInfo
+from baseliner.models.syscalls import name_of
+from baseliner.models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, Endpoint, FeatureVector
+from baseliner.sensor.attribution import ContainerInfo
 
 #: Order of ``struct cg_counters`` in ``sensor/bpf/sensor.c``.
 CG_FIELDS: tuple[str, ...] = (

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from models.vector import Identity
+from baseliner.models.vector import Identity
 
 log = logging.getLogger(__name__)
 

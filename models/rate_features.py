@@ -1,6 +1,6 @@
 """Fixed, documented feature layout and the transforms that turn vectors into model inputs.
 
-A :class:`~models.vector.FeatureVector` holds raw counts for one window.  Models see a dense row of
+A :class:`~baseliner.models.vector.FeatureVector` holds raw counts for one window.  Models see a dense row of
 ``len(FEATURES)`` floats in *log-rate space*:
 
 * ``rate`` features: ``log1p(count / window_seconds)`` (per-second rates, log scaled);
@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.block import COUNTER_INDEX, VectorBlock, row_ids
-from models.vector import FeatureVector
+from baseliner.models.block import COUNTER_INDEX, VectorBlock, row_ids
+from baseliner.models.vector import FeatureVector
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +109,7 @@ def _columns(names: list[str]) -> np.ndarray:
     """The feature column of each syscall name (``sys.other`` outside the vocabulary)."""
     global _last_columns
     last_names, last_len, cols = _last_columns  # (one read: a tuple, consistent)
-    if last_names is names and last_len == len(names):  # (a models.block.NameTable's list only grows)
+    if last_names is names and last_len == len(names):  # (a baseliner.models.block.NameTable's list only grows)
         return cols
     column = _SYSCALL_COLUMN.get
     cols = np.fromiter((column(name, _OTHER) for name in names), dtype=np.intp, count=len(names))

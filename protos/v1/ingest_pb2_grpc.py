@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.baseliner.v1 import ingest_pb2 as protos_dot_baseliner_dot_v1_dot_ingest__pb2
+from baseliner.protos.v1 import ingest_pb2 as baseliner_dot_protos_dot_v1_dot_ingest__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/baseliner/v1/ingest_pb2_grpc.py depends on'
+        + ' but the generated code in baseliner/protos/v1/ingest_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class IngestStub:
         """
         self.Stream = channel.stream_stream(
                 '/baseliner.v1.Ingest/Stream',
-                request_serializer=protos_dot_baseliner_dot_v1_dot_ingest__pb2.IngestRequest.SerializeToString,
-                response_deserializer=protos_dot_baseliner_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                request_serializer=baseliner_dot_protos_dot_v1_dot_ingest__pb2.IngestRequest.SerializeToString,
+                response_deserializer=baseliner_dot_protos_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
                 _registered_method=True)
 
 
@@ -57,8 +57,8 @@ def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Stream': grpc.stream_stream_rpc_method_handler(
                     servicer.Stream,
-                    request_deserializer=protos_dot_baseliner_dot_v1_dot_ingest__pb2.IngestRequest.FromString,
-                    response_serializer=protos_dot_baseliner_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    request_deserializer=baseliner_dot_protos_dot_v1_dot_ingest__pb2.IngestRequest.FromString,
+                    response_serializer=baseliner_dot_protos_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,8 +86,8 @@ class Ingest:
             request_iterator,
             target,
             '/baseliner.v1.Ingest/Stream',
-            protos_dot_baseliner_dot_v1_dot_ingest__pb2.IngestRequest.SerializeToString,
-            protos_dot_baseliner_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            baseliner_dot_protos_dot_v1_dot_ingest__pb2.IngestRequest.SerializeToString,
+            baseliner_dot_protos_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,
