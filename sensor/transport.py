@@ -503,11 +503,14 @@ class Transport:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=min(1.0, self.ack_timeout))
                 continue
-            # In flight before the write: the ack may come (and be read) before the write returns.
+            # In flight (and perhaps applied) from before the write: the ack may come, and be read, before
+            # the write returns.
             in_flight.append((nxt.sequence, time.monotonic()))
             sent_high_here = nxt.sequence
+            resent = nxt.sequence <= self._sent_high
+            self._sent_high = max(self._sent_high, nxt.sequence)
             await call.write(wire.batch_request_bytes(nxt.sequence, nxt.body))
-            self._count_sent(nxt.sequence)
+            self._count_sent(resent)
 
     def _next_to_send(self, sent_high_here: int, in_flight: int) -> Pending | None:
         """The oldest buffered batch not yet written on this connection (None when there is none, or when
@@ -516,12 +519,11 @@ class Transport:
             return None
         return next((p for p in self.buffer.entries() if p.sequence > sent_high_here), None)
 
-    def _count_sent(self, sequence: int) -> None:
-        if sequence <= self._sent_high:
+    def _count_sent(self, resent: bool) -> None:
+        if resent:
             self.stats.batches_resent += 1
             if self._metrics.enabled:
                 self._metrics.batches_resent.inc()
-        self._sent_high = max(self._sent_high, sequence)
         self.stats.batches_sent += 1
         if self._metrics.enabled:
             self._metrics.batches_sent.inc()

@@ -35,9 +35,6 @@ from baseliner.models.vector import Endpoint, FeatureVector, Identity
 from baseliner.protos.v1 import ingest_pb2, ngram_entries, vectors_pb2, window_columns
 from baseliner.protos.v1.schema import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "batch_request_bytes", "encode_batch_body", "hello_request_bytes",
-           "identity_table_bytes", "to_columns"]
-
 # One window's row of window_f64_le (window_columns.F64_COLUMNS, by FeatureVector attribute)
 _F64_ROW = attrgetter(*({"container_age_seconds": "seconds_since_start"}.get(name, name)
                         for name in window_columns.F64_COLUMNS))

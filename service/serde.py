@@ -29,8 +29,6 @@ from baseliner.protos.v1 import admin_pb2, ingest_pb2, ngram_entries, vectors_pb
 from baseliner.protos.v1.schema import SCHEMA_VERSION, unsupported
 from google.protobuf.message import DecodeError
 
-__all__ = ["SCHEMA_VERSION", "Decoder", "IdentityTable", "batch_ack", "batch_refused", "batch_size", "welcome"]
-
 #: Default bound on vectors per batch (also announced in Welcome.max_batch_vectors).
 DEFAULT_MAX_BATCH_VECTORS = 10_000
 #: Bound on the batch's syscall-name dictionary.
