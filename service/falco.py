@@ -60,7 +60,7 @@ OUTCOMES: tuple[str, ...] = ("escalated", "in_baseline", "novel", "not_comparabl
 #: Reason codes of rejected payloads (label values of ``baseliner_falco_alerts_rejected_total``).
 REJECT_REASONS: tuple[str, ...] = (
     "too_large", "not_json", "not_object", "missing_field", "bad_field", "bad_time", "bad_priority",
-    "no_container", "not_container", "bad_request", "unauthorized",
+    "no_container", "not_container", "timeout", "unauthorized",
 )
 _HEX_ID = re.compile(r"^[0-9a-fA-F]{12,64}$")
 _CONTAINER_ID = re.compile(r"^[\w.:@/-]{1,128}$")
