@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import re
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +41,7 @@ from typing import Any
 from baseliner.service.config import FalcoConfig
 from baseliner.service.sinks.events import SCHEMA as ANOMALY_SCHEMA
 from baseliner.service.sinks.events import EventSink, iso8601
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger(__name__)
@@ -415,7 +416,7 @@ class FalcoCorrelator:
         self.lookup = lookup
         self.metrics = metrics
         self.image_key = image_key or (lambda a: image_keys(a)[0])
-        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        self._recent: LRUCache[str, _Recent] = LRUCache(config.max_containers)  # least recently seen go
         self.alerts_taken = 0
         self.escalated = 0
 
@@ -444,12 +445,8 @@ class FalcoCorrelator:
     def _container(self, cid: str) -> _Recent:
         r = self._recent.get(cid)
         if r is None:
-            if len(self._recent) >= self.config.max_containers:
-                self._recent.popitem(last=False)
             n = self.config.per_container
             r = self._recent[cid] = _Recent(deque(maxlen=n), deque(maxlen=n))
-        else:
-            self._recent.move_to_end(cid)
         return r
 
     def _coincide(self, alert: FalcoAlert, a: _Anomaly) -> bool:

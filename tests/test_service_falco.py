@@ -479,3 +479,28 @@ def test_endpoint_edges_bounded_body_slow_clients_and_routes(monkeypatch: pytest
     assert out["garbage"].split(b"\r\n")[0].endswith(b" 400 Bad Request")  # aiohttp's own answer
     assert reg.get_sample_value("baseliner_falco_alerts_rejected_total", {"reason": "too_large"}) == 2
     assert reg.get_sample_value("baseliner_falco_alerts_rejected_total", {"reason": "timeout"}) == 1
+
+
+def test_correlator_forgets_the_least_recently_seen_container_first() -> None:
+    from baseliner.service.config import FalcoConfig
+    from baseliner.service.falco import FalcoCorrelator
+
+    cfg = FalcoConfig(max_containers=2)
+    sink: list[dict[str, Any]] = []
+
+    class Sink:
+        emit, flush, close = sink.append, lambda: None, lambda: None
+
+    c = FalcoCorrelator(cfg, [Sink()], lambda a, k: None)
+    ids = ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"]
+    for cid in (ids[0], ids[1], ids[0], ids[2]):  # a seen again after b: b is the least recently seen when c comes
+        c.on_alert(parse_alert(json.dumps(alert(T0, **{"container.id": cid})).encode()))
+
+    def anomaly(cid: str) -> dict[str, Any]:
+        ev = {"schema": "baseliner.anomaly/v1", "event_id": cid, "severity": "medium", "container": {"id": cid},
+              "image": {"key": "nginx:1.27"}, "first_seen": iso8601(T0), "last_seen": iso8601(T0)}
+        c.emit(ev)
+        return ev
+
+    assert anomaly(ids[0]).get("falco") and anomaly(ids[2]).get("falco")  # their alerts are remembered
+    assert "falco" not in anomaly(ids[1])  # forgotten: nothing to correlate with

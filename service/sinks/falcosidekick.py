@@ -23,11 +23,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import OrderedDict
 from typing import Any
 
 from baseliner.service.sinks.events import SCHEMA
 from baseliner.service.sinks.metrics import NAMESPACE
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 PRIORITY = {"critical": "Critical", "high": "Error", "medium": "Warning", "low": "Notice", "": "Informational"}
 _SEVERITY_RANK = {"": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 _RETRIES = (0.5, 1.0, 2.0)
+SENT_REMEMBERED = 10_000  # event ids whose sent severity is remembered (least recently sent forgotten first)
 _STOP = object()
 
 
@@ -126,7 +127,7 @@ class FalcosidekickSink:
         self.timeout = timeout
         self.retries = retries
         self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._sent_severity: OrderedDict[str, int] = OrderedDict()
+        self._sent_severity: LRUCache[str, int] = LRUCache(SENT_REMEMBERED)  # event id -> severity rank sent
         self.sent = Counter("falcosidekick_events_sent", "Anomaly events posted to Falcosidekick",
                             namespace=NAMESPACE, registry=registry)
         self.failed = Counter("falcosidekick_events_failed", "Anomaly events not taken (after retries)",
@@ -145,9 +146,6 @@ class FalcosidekickSink:
         if before is not None and rank <= before:
             return  # a count update: nothing new for downstream
         self._sent_severity[eid] = rank
-        self._sent_severity.move_to_end(eid)
-        while len(self._sent_severity) > 10_000:
-            self._sent_severity.popitem(last=False)
         try:
             self._q.put_nowait(to_falco(event))
         except queue.Full:
