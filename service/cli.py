@@ -49,6 +49,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", help="MLflow model as the template for new baselines: models:/NAME@ALIAS, "
                    "models:/NAME/VERSION or a path (model.uri); SIGHUP reloads it")
     p.add_argument("--tracking-uri", help="MLflow tracking server for --model (model.tracking_uri)")
+    p.add_argument("--registry-uri", help="MLflow model registry for --model (model.registry_uri; default: the "
+                   "tracking server)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any setting, e.g. --set baseline.min_learn_windows=120 (repeatable)")
@@ -62,7 +64,7 @@ def serve_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
         ("listen", "grpc.listen"), ("metrics_listen", "metrics.listen"), ("state_dir", "state.dir"),
         ("hmac_key_file", "state.hmac_key_file"), ("events", "events.output"),
         ("image_key", "pipeline.image_key"), ("log_level", "log_level"),
-        ("model", "model.uri"), ("tracking_uri", "model.tracking_uri"),
+        ("model", "model.uri"), ("tracking_uri", "model.tracking_uri"), ("registry_uri", "model.registry_uri"),
     ):
         value = getattr(args, flag, None)
         if value is not None:

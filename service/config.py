@@ -119,7 +119,8 @@ class ModelConfig:
     """A registered MLflow model as the template for new baselines (service/model_source.py, docs/mlflow.md)."""
 
     uri: str = ""  # models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/PATH or a local path; "" = none
-    tracking_uri: str = ""  # MLflow tracking server; "" = MLFLOW_TRACKING_URI (or MLflow's default)
+    tracking_uri: str = ""  # MLflow tracking server; "" = MLFLOW_TRACKING_URI (needed for models:/ and runs:/)
+    registry_uri: str = ""  # MLflow model registry; "" = MLFLOW_REGISTRY_URI, else the tracking server
     relearn_on_reload: bool = False  # on reload every image restarts from the new model (default: new images)
     timeout_seconds: float = 10.0  # how long to wait for the tracking server to answer
 
