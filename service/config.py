@@ -320,6 +320,21 @@ def _layers(path: str | None, environ: Mapping[str, str],
     return out
 
 
+def parse_set(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``--set SECTION.KEY=VALUE`` flags -> ``(key, value)`` overrides.
+
+    >>> parse_set(["baseline.min_learn_windows=120"])
+    [('baseline.min_learn_windows', '120')]
+    """
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        out.append((key.strip(), value))
+    return out
+
+
 def load(
     path: str | None = None,
     environ: Mapping[str, str] | None = None,
