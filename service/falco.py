@@ -169,17 +169,7 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
     ...     print(e)
     output_fields has no container.id: Baseliner correlates container alerts only
     """
-    if len(body) > max_bytes:
-        raise FalcoPayloadError("too_large", f"payload of {len(body)} bytes exceeds {max_bytes}")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FalcoPayloadError("not_json", f"payload is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise FalcoPayloadError("not_object", "payload must be a JSON object (one Falco alert)")
-    for name in ("rule", "priority", "time", "output_fields"):
-        if name not in data:
-            raise FalcoPayloadError("missing_field", f"field {name!r} is missing (not a Falco http_output alert?)")
+    data = _alert_object(body, max_bytes)
     rule = data["rule"]
     if not isinstance(rule, str) or not rule.strip() or len(rule) > 512:
         raise FalcoPayloadError("bad_field", "rule must be a non-empty string of at most 512 characters")
@@ -188,28 +178,8 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
         t = parse_time(data["time"])
     except ValueError as e:
         raise FalcoPayloadError("bad_time", f"time: {e}") from None
-    fields = data["output_fields"]
-    if not isinstance(fields, dict):
-        raise FalcoPayloadError("bad_field", "output_fields must be an object")
-    if len(fields) > _MAX_OUTPUT_FIELDS:
-        raise FalcoPayloadError("bad_field", f"output_fields has more than {_MAX_OUTPUT_FIELDS} entries")
-    for name, value in fields.items():
-        if isinstance(value, str) and len(value) > _MAX_FIELD_CHARS:
-            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] is longer than "
-                                    f"{_MAX_FIELD_CHARS} characters")
-        if isinstance(value, dict):
-            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] must not be an object")
-    cid = _str_field(fields, "container.id")
-    if not cid:
-        raise FalcoPayloadError("no_container", "output_fields has no container.id: Baseliner correlates container "
-                                "alerts only")
-    if cid == "host":
-        raise FalcoPayloadError("not_container", "alert is about the host (container.id is 'host'), not a container")
-    if not _CONTAINER_ID.match(cid):
-        raise FalcoPayloadError("bad_field", f"container.id {cid[:80]!r} is not a container id")
-    repo = _str_field(fields, "container.image.repository")
-    if not repo:
-        raise FalcoPayloadError("no_container", "output_fields has no container.image.repository")
+    fields = _output_fields(data["output_fields"])
+    cid, repo = _container(fields)
     output = data.get("output", "")
     tags = data.get("tags") or ()
     if not isinstance(output, str) or not isinstance(tags, list | tuple):
@@ -230,6 +200,53 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
         tags=tuple(str(x)[:128] for x in list(tags)[:64]),
         fields=fields,
     )
+
+
+def _alert_object(body: bytes, max_bytes: int) -> dict[str, Any]:
+    """The JSON object of a body, with the fields every Falco alert has."""
+    if len(body) > max_bytes:
+        raise FalcoPayloadError("too_large", f"payload of {len(body)} bytes exceeds {max_bytes}")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FalcoPayloadError("not_json", f"payload is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise FalcoPayloadError("not_object", "payload must be a JSON object (one Falco alert)")
+    for name in ("rule", "priority", "time", "output_fields"):
+        if name not in data:
+            raise FalcoPayloadError("missing_field", f"field {name!r} is missing (not a Falco http_output alert?)")
+    return data
+
+
+def _output_fields(fields: Any) -> dict[str, Any]:
+    """``output_fields``: an object of at most 256 scalars or lists, strings of at most 4096 characters."""
+    if not isinstance(fields, dict):
+        raise FalcoPayloadError("bad_field", "output_fields must be an object")
+    if len(fields) > _MAX_OUTPUT_FIELDS:
+        raise FalcoPayloadError("bad_field", f"output_fields has more than {_MAX_OUTPUT_FIELDS} entries")
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value) > _MAX_FIELD_CHARS:
+            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] is longer than "
+                                    f"{_MAX_FIELD_CHARS} characters")
+        if isinstance(value, dict):
+            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] must not be an object")
+    return fields
+
+
+def _container(fields: dict[str, Any]) -> tuple[str, str]:
+    """The container id and image repository an alert is about (host events and others refused)."""
+    cid = _str_field(fields, "container.id")
+    if not cid:
+        raise FalcoPayloadError("no_container", "output_fields has no container.id: Baseliner correlates container "
+                                "alerts only")
+    if cid == "host":
+        raise FalcoPayloadError("not_container", "alert is about the host (container.id is 'host'), not a container")
+    if not _CONTAINER_ID.match(cid):
+        raise FalcoPayloadError("bad_field", f"container.id {cid[:80]!r} is not a container id")
+    repo = _str_field(fields, "container.image.repository")
+    if not repo:
+        raise FalcoPayloadError("no_container", "output_fields has no container.image.repository")
+    return cid, repo
 
 
 def container_ref(cid: str) -> str:

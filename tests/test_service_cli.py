@@ -128,3 +128,14 @@ def test_a_broken_command_says_what_is_missing_and_the_others_work(capsys: pytes
     assert r.returncode == 0 and "min_learn_windows: 99" in r.stdout
     r = baseliner("serve", "--listen", "bad")
     assert r.returncode == 2 and "grpc.listen: 'bad' is not host:port" in r.stderr
+
+
+def test_baselines_commands_need_a_named_mlflow_server_and_write_nothing_here(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "diff", "run-a", "run-b"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "baseliner baselines: no MLflow tracking server: give --tracking-uri or set MLFLOW_TRACKING_URI")
+    assert list(tmp_path.iterdir()) == []
