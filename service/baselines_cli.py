@@ -176,20 +176,25 @@ def export(state_dir: Path, key: bytes | None, images: list[str], experiment: st
         return str(run.info.run_id)
 
 
-def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str], force: bool) -> list[str]:
+def _download_export(run_id: str, tmp: str) -> tuple[dict[str, Any], Path]:
+    """The index of an export run and the local folder of its files."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    try:
+        index = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=INDEX, dst_path=tmp)).read_text())
+        files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR, dst_path=tmp))
+    except MlflowException as e:
+        raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
+    if not isinstance(index, dict):
+        raise StateError(f"run {run_id}: {INDEX} is not an object")
+    return index, files
+
+
+def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str], force: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="baseliner-import-") as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=INDEX, dst_path=tmp))
-            index = json.loads(local.read_text())
-            files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR,
-                                                             dst_path=tmp))
-        except MlflowException as e:
-            raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
-        if not isinstance(index, dict):
-            raise StateError(f"run {run_id}: {INDEX} is not an object")
+        index, files = _download_export(run_id, tmp)
         wanted = images or sorted(index)
         missing = sorted(set(wanted) - set(index))
         if missing:
@@ -235,16 +240,7 @@ def register(state_dir: Path, key: bytes | None, image: str, name: str, alias: s
 
 
 def _summaries(run_id: str, tmp: str) -> dict[str, dict[str, Any]]:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        index = json.loads(Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=INDEX, dst_path=f"{tmp}/{run_id}")).read_text())
-        files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR,
-                                                         dst_path=f"{tmp}/{run_id}"))
-    except MlflowException as e:
-        raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
+    index, files = _download_export(run_id, f"{tmp}/{run_id}")
     out = {}
     for image, entry in index.items():
         path = files / Path(str(entry.get("file", ""))).with_suffix(".json").name

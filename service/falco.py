@@ -334,14 +334,12 @@ class FalcoMetrics:
         node_label: Callable[[str], str] = str,
         max_rules: int = 200,
     ) -> None:
-        from baseliner.service.sinks.metrics import NAMESPACE, OVERFLOW
+        from baseliner.service.sinks.metrics import NAMESPACE, CappedLabel
 
         self.image_label = image_label
         self.namespace_label = namespace_label
         self.node_label = node_label
-        self._overflow = OVERFLOW
-        self._rules: set[str] = set()
-        self.max_rules = max_rules
+        self.rule = CappedLabel(max_rules)
         self.alerts = Counter(
             "falco_alerts", "Falco alerts received, by the container's image, namespace, node and priority",
             ["image", "namespace", "node", "priority"], namespace=NAMESPACE, registry=registry,
@@ -362,14 +360,6 @@ class FalcoMetrics:
             "(escalated: anomaly severity raised; in_baseline: rule hit on learned behaviour)",
             ["image", "namespace", "outcome"], namespace=NAMESPACE, registry=registry,
         )
-
-    def rule(self, name: str) -> str:
-        if name in self._rules:
-            return name
-        if len(self._rules) < self.max_rules:
-            self._rules.add(name)
-            return name
-        return self._overflow
 
 
 # --------------------------------------------------------------------------------------------------
@@ -561,10 +551,8 @@ class FalcoCorrelator:
             log.exception("baseline lookup for a Falco alert failed")
         if b is None:
             return {"outcome": "no_baseline", "state": "", "items": []}
-        state = str(getattr(b.state, "value", b.state))
-        sets = getattr(getattr(b, "novelty", None), "sets", None)
-        if sets is None:
-            sets = {k: set(v) for k, v in b.novelty_sets().items()}
+        state = b.state.value
+        sets = b.novelty.sets
         items = [{"kind": k, "value": v, "learned": v in sets.get(k, ())} for k, v in behaviour_items(alert)]
         if state == "learning":
             outcome = "learning"

@@ -210,14 +210,10 @@ class ModelSource:
         async with self._lock:
             try:
                 loaded = await asyncio.to_thread(self.load)
-            except ModelError as e:
+            except Exception as e:  # ModelError, or an MLflow client bug: neither takes the service down
                 log.error("model reload failed, keeping %s: %s",
-                          self.current.resolved if self.current else "the configured baselines", e)
-                if self.metrics is not None:
-                    self.metrics.failures.inc()
-                return False
-            except Exception:  # an MLflow client bug must not take the service down
-                log.exception("model reload failed unexpectedly; keeping the running model")
+                          self.current.resolved if self.current else "the configured baselines", e,
+                          exc_info=not isinstance(e, ModelError))
                 if self.metrics is not None:
                     self.metrics.failures.inc()
                 return False

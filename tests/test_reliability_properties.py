@@ -189,7 +189,7 @@ def test_pipeline_rejects_bad_vectors_alone(items: list[FeatureVector | None]) -
 
 def _endpoint() -> FalcoEndpoint:
     cfg = FalcoConfig(listen="127.0.0.1:0")
-    return FalcoEndpoint(cfg, FalcoCorrelator(cfg, [], lambda alert: None))
+    return FalcoEndpoint(cfg, FalcoCorrelator(cfg, [], lambda alert, key: None))
 
 
 json_values = st.recursive(

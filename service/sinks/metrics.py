@@ -176,7 +176,7 @@ class _CallbackGauges(Collector):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", "")
 
 
-class _CappedLabel:
+class CappedLabel:
     """Maps an unbounded value set onto at most ``cap`` label values plus :data:`OVERFLOW`."""
 
     def __init__(self, cap: int) -> None:
@@ -211,9 +211,9 @@ class ServiceMetrics:
         reject_reasons: Sequence[str] = (),
     ) -> None:
         self.registry = registry
-        self.image_label = _CappedLabel(max_images)
-        self.namespace_label = _CappedLabel(max_namespaces)
-        self.node_label = _CappedLabel(max_nodes)
+        self.image_label = CappedLabel(max_images)
+        self.namespace_label = CappedLabel(max_namespaces)
+        self.node_label = CappedLabel(max_nodes)
         self._ingest_metrics(registry, reject_reasons)
         self._detection_metrics(registry, score_buckets)
         self._state_metrics(registry)
