@@ -264,10 +264,8 @@ def normalize_repository(repo: str) -> str:
     >>> normalize_repository("docker.io/library/nginx"), normalize_repository("ghcr.io/acme/api")
     ('nginx', 'ghcr.io/acme/api')
     """
-    for prefix in ("docker.io/library/", "index.docker.io/library/", "registry-1.docker.io/library/"):
-        if repo.startswith(prefix):
-            return repo[len(prefix):]
-    for prefix in ("docker.io/", "index.docker.io/"):
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "registry-1.docker.io/library/", "docker.io/",
+                   "index.docker.io/"):
         if repo.startswith(prefix):
             return repo[len(prefix):]
     return repo

@@ -320,10 +320,7 @@ def keep_heap_slack(pad: int = HEAP_TOP_PAD_BYTES) -> bool:
 
     Every batch allocates and frees a few megabytes (the message, its parse, the block's arrays); with
     glibc's defaults the heap is trimmed and grown again each time, and every page touched anew is a page
-    fault.  Measured with ``bench/service_throughput.py``'s workload (batches of 500): 22,576 minor faults
-    and 0.11 s of system CPU per 100 batches (2.2 us/vector; with 200 n-gram buckets 37,458 faults and
-    0.18 s per 60 batches), against 143 faults and 0.06 s (0.04 s) with 16 MiB kept, for 8 MB more
-    resident memory.
+    fault (measured in ``docs/service.md``, "Heap slack").
 
     Setting the pad turns off glibc's sliding ``mmap`` threshold, so every array of 128 KiB or more (a
     batch's n-gram entries: 100,000 of them are 800 KB per column) would be mapped afresh and faulted in

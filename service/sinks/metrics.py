@@ -338,9 +338,5 @@ class ServiceMetrics:
 
 def _label_sets(counter: Counter) -> list[tuple[str, ...]]:
     # prometheus_client keeps children in a private dict; reading its keys is the supported way to enumerate.
-    metrics: dict[tuple[str, ...], Any] = getattr(counter, "_metrics", {})
-    lock = getattr(counter, "_lock", None)
-    if lock is not None:
-        with lock:
-            return list(metrics.keys())
-    return list(metrics.keys())
+    with counter._lock:  # type: ignore[attr-defined]
+        return list(counter._metrics)  # type: ignore[attr-defined,arg-type]
