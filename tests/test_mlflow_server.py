@@ -149,6 +149,26 @@ def test_relearn_on_reload_restarts_every_image_from_the_new_model(server: str) 
     asyncio.run(main())
 
 
+def test_every_uri_form_resolves_against_the_servers_given(server: str) -> None:
+    """models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME (latest), a logged model's models:/m-ID and
+    runs:/RUN/PATH all load through ModelSource with the servers named (MLflow's own resolution of the last
+    two fell back to its default store)."""
+    from baseliner.service.model_source import ModelSource
+
+    with mlflow.start_run() as run:
+        info = mm.log_model(mm.BaselinerModel(BaselineConfig(min_learn_windows=31)), "model",
+                            registered_model_name="bl-forms", hmac_key=KEY.encode())
+    version = int(info.registered_model_version)
+    MlflowClient().set_registered_model_alias("bl-forms", "champion", str(version))
+    for uri, resolved, v in (("models:/bl-forms@champion", f"models:/bl-forms/{version}", version),
+                             (f"models:/bl-forms/{version}", f"models:/bl-forms/{version}", version),
+                             ("models:/bl-forms", f"models:/bl-forms/{version}", version),
+                             (f"models:/{info.model_id}", f"models:/{info.model_id}", 0),
+                             (f"runs:/{run.info.run_id}/model", f"runs:/{run.info.run_id}/model", 0)):
+        loaded = ModelSource(uri, tracking_uri=server, registry_uri=server, hmac_key=KEY.encode()).load()
+        assert (loaded.resolved, loaded.version, loaded.model.config.min_learn_windows) == (resolved, v, 31), uri
+
+
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
