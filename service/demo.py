@@ -206,12 +206,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
             ("baseline.min_learn_seconds", str(args.learn_hours * HOUR)),
             ("baseline.min_learn_windows", "1000"),
         ]
-        for item in args.set:
-            k, sep, v = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
-            overrides.append((k.strip(), v))
-        cfg = config_mod.load(None, environ={}, overrides=overrides)
+        cfg = config_mod.load(None, environ={}, overrides=[*overrides, *config_mod.parse_set(args.set)])
         server = BaselinerServer(cfg, registry=CollectorRegistry(), sinks=[CallbackSink(on_event)])
         await server.start()
         target = f"127.0.0.1:{server.port}"
