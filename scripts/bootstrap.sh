@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Install everything Baseliner and its tests need on a fresh Debian 12 machine, idempotently:
-# Debian packages (BCC, Prometheus, iproute2), kernel headers for BCC, tracefs, and a virtualenv
-# at .venv with the project installed in editable mode.
+# Debian packages (BCC, Prometheus, iproute2), kernel headers for BCC, tracefs, the container runtimes the
+# tests run real containers in (scripts/runtimes.sh: containerd with CRI, dockerd, podman, docker-compose and
+# a locally built base image; about 2.5 minutes the first time), and a virtualenv at .venv with the project
+# installed in editable mode.
 #   scripts/bootstrap.sh            # everything (needs root for the Debian part)
 #   BASELINER_NO_APT=1 scripts/bootstrap.sh   # only the virtualenv
+#   BASELINER_NO_RUNTIMES=1 scripts/bootstrap.sh   # everything but the container runtimes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,6 +27,9 @@ if [[ -z "${BASELINER_NO_APT:-}" && $(id -u) -eq 0 ]]; then
   fi
   if [[ -x scripts/kernel_headers.sh ]]; then
     scripts/kernel_headers.sh
+  fi
+  if [[ -z "${BASELINER_NO_RUNTIMES:-}" ]]; then
+    scripts/runtimes.sh
   fi
 fi
 
