@@ -110,8 +110,9 @@ class BpfSource:
         self.windows += 1
         self.events_lost += lost
         if lost:
-            log.warning("window %d: %d kernel events lost (maps full); vectors marked incomplete",
-                        self.windows, lost)
+            log.warning("window %d: %d kernel events lost (%d to full maps, %d that the kernel ran no program for: "
+                        "one tracing program would have nested in another on a CPU); vectors marked incomplete",
+                        self.windows, lost, lost - counts.missed, counts.missed)
         if self._m.enabled:
             self._m.windows.inc()
             self._m.vectors.observe(len(vectors))

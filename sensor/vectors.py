@@ -80,6 +80,8 @@ class WindowCounts:
     sensitive_paths: dict[int, dict[str, int]] = field(default_factory=dict)
     endpoints: dict[int, list[Endpoint4]] = field(default_factory=dict)
     lost_global: int = 0
+    #: of lost_global, the events the kernel ran no program for (a tracing program nested on one CPU)
+    missed: int = 0
 
     def cgroups(self) -> set[int]:
         """Every cgroup id with anything counted."""
@@ -104,7 +106,7 @@ class WindowCounts:
 
         return WindowCounts(syscalls=pick(self.syscalls), ngrams=pick(self.ngrams), counters=pick(self.counters),
                             exec_paths=pick(self.exec_paths), sensitive_paths=pick(self.sensitive_paths),
-                            endpoints=pick(self.endpoints), lost_global=self.lost_global)
+                            endpoints=pick(self.endpoints), lost_global=self.lost_global, missed=self.missed)
 
 
 def _top(counts: Mapping[str, int], limit: int) -> list[str]:

@@ -117,6 +117,8 @@ class Resolver:
         self._given_up: BoundedCache[int, _Pending] = BoundedCache(c.cache_size)
         self._first_seen: BoundedCache[int, float] = BoundedCache(c.cache_size)
         self._unmatched_logged: BoundedCache[str, bool] = BoundedCache(1024)
+        # ids of cgroups gone before they were resolved (cgroup2 never reuses an id): no rescan for them
+        self._gone: BoundedCache[int, bool] = BoundedCache(c.cache_size)
         self._known_at_start = set(self.index.scan())
         for e in self.runtimes.endpoints:
             self.metrics.runtime_up(e.name, e.socket.path, True)
@@ -127,7 +129,7 @@ class Resolver:
         """Resolve one window's cgroups (``now``: the window's start, wall clock); the hierarchy is rescanned
         at most once, if any id is new."""
         ids = list(cgids)
-        if any(cg not in self._infos and not self.index.known(cg) for cg in ids):
+        if any(cg not in self._infos and cg not in self._gone and not self.index.known(cg) for cg in ids):
             self.index.scan()
         wall = time.time() if now is None else now
         deadline = self.clock() + self.config.lookup_budget_seconds
@@ -154,12 +156,16 @@ class Resolver:
         if cg in self._infos:
             res.attribution[cg] = self._cached(cg)
             return
+        if cg in self._gone:
+            res.dropped[cg] = "cgroup_gone"
+            return
         path = self.index.path_of(cg)
         held = self._pending.get(cg) or self._given_up.get(cg)
         if path is None or (held is not None and not self.index.exists(cg, held.path)):
             self._pending.pop(cg, None)
             self._given_up.pop(cg)
             self.index.forget(cg)
+            self._gone.put(cg, True)
             res.dropped[cg] = "exited_before_lookup" if held is not None else "cgroup_gone"
             if held is not None:
                 log.info("container %s (cgroup %s) exited before its runtime described it: its windows are dropped",
