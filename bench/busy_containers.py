@@ -168,13 +168,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    if info is not None and info.identity.container_id in ids}
             st = window_stats(counts_seen[-1], cgs & counts_seen[-1].cgroups())
             st.update(window=w, vectors=len(vectors), containers_attributed=len(mine), scan=w >= scan_window,
+                      resolve_seconds=src.resolve_seconds,
                       collect_cpu_seconds=time.process_time() - cpu0, wall=time.monotonic() - t0)
             windows.append(st)
             print(f"window {w}: {len(mine)} containers, entries {st['total']}, lost map "
                   f"{st['lost_map_cgroup'] + st['lost_map_global']}, missed {st['missed']}", file=sys.stderr)
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        if scan is not None:
-            scan.join(timeout=900)
+        if scan is not None:  # a scan still running (a starved CPU) ends with its container
+            scan.join(timeout=30)
         misses_by_program = {k: v for k, v in src.probes.kernel_misses_by_program().items() if v}
 
         def sample(name: str, **labels: str) -> float:
@@ -200,7 +201,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "missed_by_program": misses_by_program,
             "containers_attributed_min": min(w["containers_attributed"] for w in windows),
             "attribution": {"lookups": lookups, "lookup_seconds_total": lookup_time,
-                            "attribution_seconds_per_window": attribution / len(windows),
+                            "resolve_seconds_per_window": attribution / len(windows),
+                            "resolve_seconds_max": max(w["resolve_seconds"] for w in windows),
                             "cache_entries": sample("baseliner_sensor_attribution_cache_entries", cache="cgroups"),
                             "cgroup_tree_scans": src.resolver.index.scans,
                             "unattributed_windows": {r: sample("baseliner_sensor_windows_unattributed_total",
