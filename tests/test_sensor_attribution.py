@@ -456,6 +456,11 @@ def test_missing_sockets(tmp_path: Path) -> None:
         CriRuntime(str(tmp_path / "c.sock"), timeout=0.5).connect()
     rs = RuntimeSet((RuntimeSocket("cri", str(tmp_path / "c.sock")),), timeout=0.5)
     assert rs.endpoints == [] and rs.for_hint("cri") == []
+    # a socket named with --runtime that is missing shows as down in the metrics
+    reg = CollectorRegistry()
+    Resolver(AttributionConfig(cgroup_root=str(tmp_path), runtimes=rs.candidates), runtimes=rs, registry=reg)
+    up = reg.get_sample_value("baseliner_sensor_runtime_up", {"runtime": "cri", "socket": str(tmp_path / "c.sock")})
+    assert up == 0
 
 
 def test_slow_sockets_time_out(serve_unix) -> None:  # type: ignore[no-untyped-def]

@@ -153,6 +153,10 @@ class RuntimeSet:
             level = logging.DEBUG if self.detect and why == "no socket" else logging.WARNING
             log.log(level, "runtime socket %s (%s): %s", sock.path, sock.kind, why)
 
+    def missing(self) -> list[RuntimeSocket]:
+        """Configured or detected sockets without a client (absent, or not answering CRI)."""
+        return list(self._pending)
+
     def for_hint(self, hint: str) -> list[Endpoint]:
         """The runtimes that describe containers of a layout's runtime hint."""
         found = [e for e in self.endpoints if e.client.serves(hint)]

@@ -53,6 +53,18 @@ class AttributionMetrics:
         if self.enabled:
             self.up.labels(runtime, socket).set(1 if up else 0)
 
+    def socket_missing(self, kind: str, socket: str, missing: bool) -> None:
+        """A socket named with --runtime that has no client: runtime_up{runtime=KIND} 0 while it lasts."""
+        if not self.enabled:
+            return
+        if missing:
+            self.up.labels(kind, socket).set(0)
+        else:
+            try:
+                self.up.remove(kind, socket)
+            except KeyError:
+                pass
+
     def attributed(self, outcome: str) -> None:
         if self.enabled:
             self.cgroups.labels(outcome).inc()

@@ -122,6 +122,8 @@ class Resolver:
         self._known_at_start = set(self.index.scan())
         for e in self.runtimes.endpoints:
             self.metrics.runtime_up(e.name, e.socket.path, True)
+        self._missing: set[RuntimeSocket] = set()
+        self._report_missing()
 
     # ------------------------------------------------------------ the window's call
 
@@ -137,6 +139,7 @@ class Resolver:
         for cg in ids:
             self._resolve(cg, wall, deadline, res)
         self.metrics.caches(len(self._infos), len(self._metas))
+        self._report_missing()
         return res
 
     def resolve(self, cgid: int, now: float | None = None) -> ContainerInfo | None:
@@ -271,6 +274,15 @@ class Resolver:
                     "until a runtime describes it (sockets: %s). Containers no runtime socket describes need a "
                     "--cgroup-image rule", match.container_id[:12], path, match.layout, now - p.since, reason,
                     ", ".join(f"{e.name}={e.socket.path}" for e in self.runtimes.endpoints) or "none found")
+
+    def _report_missing(self) -> None:
+        """Sockets named with --runtime that have no client show as down (detected ones are optional)."""
+        if self.runtimes.detect:
+            return
+        missing = set(self.runtimes.missing())
+        for sock in missing ^ self._missing:
+            self.metrics.socket_missing(sock.kind, sock.path, sock in missing)
+        self._missing = missing
 
     def _host(self, path: str) -> ContainerInfo | None:
         if self.config.host == "ignore":
