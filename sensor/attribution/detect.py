@@ -88,9 +88,9 @@ class Endpoint:
         self.retry_at = self.clock() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failures - 1))
         self.last_error = str(err)
         if self.up:
-            log.warning("runtime %s at %s does not answer (%s: %s): windows of its containers are held back, then "
-                        "left to the attribution rules; retrying with back-off", self.name, self.socket.path,
-                        err.kind, err)
+            log.warning("runtime %s at %s does not answer (%s: %s): windows of its new containers are held back, "
+                        "then dropped unless a --cgroup-image rule describes them; retrying with back-off",
+                        self.name, self.socket.path, err.kind, err)
         self.up = False
 
 

@@ -79,11 +79,6 @@ class CgroupMatch:
     monitor: bool = False  # the runtime's monitor (conmon) for that container, not the container itself
     containerd_namespace: str = ""  # containerd's namespace (the /<namespace>/<id> layout)
 
-    def __repr__(self) -> str:  # ids abbreviated, for logs
-        cid = self.container_id[:4] + "..." if len(self.container_id) > 12 else self.container_id
-        return (f"CgroupMatch(layout={self.layout!r}, runtime={self.runtime!r}, container_id={cid!r}, "
-                f"pod_uid={self.pod_uid!r}, qos={self.qos!r}, monitor={self.monitor!r})")
-
 
 def parse_cgroup_path(path: str) -> CgroupMatch | None:
     """The container a cgroup path belongs to, or None when it matches no layout (the host, or a rule's)."""
