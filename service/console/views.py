@@ -1,0 +1,392 @@
+"""What each page shows, as plain data: read from the pipeline's baselines and the console's history.
+
+No HTTP and no HTML here (``app.py`` serves, the templates draw).  The figures are the Admin API's
+(``service/serde.py``: ``baseline_to_proto``) and the anomaly events' (``service/sinks/events.py``), read
+from the same objects, so the console and ``baseliner admin`` never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from baseliner.models.ngrams import LONG_BUCKETS
+from baseliner.models.novelty import KINDS
+from baseliner.service.console import charts
+from baseliner.service.console.history import DAY, HOUR, SEVERITIES, Anomaly, History, ImageActivity
+
+STATES = ("learning", "detecting", "frozen")
+MODES = ("auto", "learn", "detect", "freeze")
+MODE_HELP = {
+    "auto": "learn until ready, then detect (and keep learning from windows not flagged)",
+    "learn": "learn everything, raise nothing",
+    "detect": "detect now; learn from windows not flagged",
+    "freeze": "detect; learn nothing",
+}
+FEATURES_SHOWN = 20
+
+
+def _value(x: Any) -> str:
+    return str(getattr(x, "value", x))
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Paging
+
+
+@dataclass
+class Page:
+    """One page of a filtered, sorted table."""
+
+    rows: list[Any]
+    total: int
+    number: int  # 1-based
+    size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def first_row(self) -> int:
+        return (self.number - 1) * self.size + 1 if self.total else 0
+
+    @property
+    def last_row(self) -> int:
+        return min(self.total, self.number * self.size)
+
+
+def page_of(rows: Sequence[Any], number: int, size: int) -> Page:
+    """Page ``number`` (clamped to the pages there are) of ``rows``.
+
+    >>> p = page_of(list(range(95)), 9, 50); (p.number, p.pages, p.rows[0], p.first_row, p.last_row)
+    (2, 2, 50, 51, 95)
+    """
+    pages = max(1, math.ceil(len(rows) / size))
+    number = min(max(1, number), pages)
+    return Page(list(rows[(number - 1) * size: number * size]), len(rows), number, size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Learning status
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # learning, detecting, frozen
+    mode: str
+    progress: float | None  # 0..1 while learning
+    reason: str  # why it is not detecting yet ("" when it is)
+
+
+def status(b: Any) -> Status:
+    """A baseline's state, and while it learns, how far it got and what it still waits for.
+
+    Works on a loaded baseline and on a spilled one's summary (which lacks the threshold's score count).
+    """
+    state, mode = _value(b.state), _value(b.mode)
+    if state != "learning":
+        return Status(state, mode, None, "")
+    if mode == "learn":
+        return Status(state, mode, None, "mode is learn: it learns and never detects until the mode changes")
+    cfg = b.config
+    waits: list[tuple[float, str]] = []
+    if cfg.min_learn_windows > 0:
+        frac = min(1.0, b.windows_learned / cfg.min_learn_windows)
+        if frac < 1:
+            waits.append((frac, f"{b.windows_learned:,} of {cfg.min_learn_windows:,} windows learnt"))
+    learned = float(getattr(b, "learned_seconds", 0.0))
+    if cfg.min_learn_seconds > 0:
+        frac = min(1.0, learned / cfg.min_learn_seconds)
+        if frac < 1:
+            waits.append((frac, f"{duration(learned)} of {duration(cfg.min_learn_seconds)} of behaviour learnt"))
+    thr = getattr(getattr(b, "steady", None), "threshold", None)
+    if thr is not None and thr.n_scores < thr.min_scores:
+        waits.append((thr.n_scores / thr.min_scores,
+                      f"threshold calibrating: {thr.n_scores} of {thr.min_scores} scores of steady-state windows"))
+    if not waits:
+        return Status(state, mode, 1.0, "ready: detects from its next batch")
+    return Status(state, mode, min(f for f, _ in waits), "; ".join(text for _, text in waits))
+
+
+def duration(seconds: float) -> str:
+    """``5400`` -> ``'1 h 30 min'``.
+
+    >>> duration(5400), duration(42), duration(3 * 86400 + 7200)
+    ('1 h 30 min', '42 s', '3 d 2 h')
+    """
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        h, m = divmod(s // 60, 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    d, h = divmod(s // 3600, 24)
+    return f"{d} d {h} h" if h else f"{d} d"
+
+
+# --------------------------------------------------------------------------------------------------
+# Fleet
+
+
+@dataclass
+class FleetRow:
+    key: str
+    status: Status
+    windows_learned: int
+    windows_scored: int
+    threshold: float | None
+    containers: int
+    nodes: list[str]
+    namespaces: list[str]
+    hour: list[int]  # anomalies by severity (SEVERITIES order) in the last hour of event time
+    day: list[int]
+    last: Anomaly | None
+
+
+FLEET_SORTS: dict[str, Callable[[FleetRow], Any]] = {
+    "image": lambda r: r.key,
+    "state": lambda r: (STATES.index(r.status.state) if r.status.state in STATES else 9,
+                        -1.0 if r.status.progress is None else r.status.progress),
+    "learnt": lambda r: r.windows_learned,
+    "containers": lambda r: r.containers,
+    "nodes": lambda r: len(r.nodes),
+    "hour": lambda r: (r.hour, sum(r.hour)),
+    "day": lambda r: (r.day, sum(r.day)),
+    "last": lambda r: -math.inf if r.last is None else r.last.first_seen,
+}
+
+
+@dataclass
+class FleetFilter:
+    namespace: str = ""
+    node: str = ""
+    state: str = ""
+    q: str = ""  # part of the image key
+    sort: str = "image"
+    desc: bool = False
+    page: int = 1
+
+
+def fleet(baselines: Iterable[Any], history: History, f: FleetFilter, size: int) -> tuple[Page, dict[str, Any]]:
+    """The Fleet table: every image, filtered, sorted and paged; and the choices of the filters."""
+    now = history.now if math.isfinite(history.now) else 0.0
+    rows: list[FleetRow] = []
+    namespaces: set[str] = set()
+    nodes: set[str] = set()
+    empty = ImageActivity(1, 1)
+    q = f.q.lower()
+    for b in baselines:
+        act = history.images.get(b.key) or empty
+        namespaces.update(act.namespaces)
+        nodes.update(act.nodes)
+        if (q and q not in b.key.lower()) or (f.namespace and f.namespace not in act.namespaces) \
+                or (f.node and f.node not in act.nodes):
+            continue
+        st = status(b)
+        if f.state and st.state != f.state:
+            continue
+        rows.append(FleetRow(b.key, st, int(b.windows_learned), int(b.windows_scored), _finite(b.threshold),
+                             len(act.containers), list(act.nodes), list(act.namespaces),
+                             act.counts_since(now - HOUR), act.counts_since(now - DAY), act.last))
+    key = FLEET_SORTS.get(f.sort, FLEET_SORTS["image"])
+    rows.sort(key=key, reverse=f.desc)
+    choices = {"namespaces": sorted(namespaces), "nodes": sorted(nodes), "states": STATES}
+    return page_of(rows, f.page, size), choices
+
+
+# --------------------------------------------------------------------------------------------------
+# Image
+
+
+@dataclass
+class NoveltyKind:
+    kind: str
+    items: list[str]
+    saturated: bool
+    candidates: list[tuple[str, int, int]]  # (item, windows seen, containers seen): support so far
+
+
+@dataclass
+class FeatureRow:
+    name: str
+    unit: str
+    typical: float  # expm1(mean): the Admin API's "typical"
+    low: float  # expm1(mean - std)
+    high: float  # expm1(mean + std)
+    mean: float  # log-rate space, as the Admin API gives it
+    std: float
+
+
+@dataclass
+class ImageView:
+    key: str
+    status: Status
+    windows_learned: int
+    windows_scored: int
+    anomalies: int
+    first_window: float | None
+    last_window: float | None
+    learned_seconds: float
+    detector: str
+    thresholds: list[tuple[str, float | None, str]]  # (what, value, note)
+    budget: float  # false alarms per day for the image (split between the rate and the sequence tier)
+    support: str  # what makes an item part of the baseline
+    novelty: list[NoveltyKind]
+    features: list[FeatureRow]
+    features_total: int
+    sequence: list[tuple[str, str]]  # (what, value)
+    chart: charts.ScoreChart
+    containers: list[tuple[str, Any]]
+    containers_seen: int
+    nodes: list[str]
+    namespaces: list[str]
+    latest: list[Anomaly]
+    hour: list[int] = field(default_factory=list)
+    day: list[int] = field(default_factory=list)
+
+
+def image(b: Any, history: History, all_features: bool = False) -> ImageView:
+    """What an image's page shows (``b`` a loaded ImageBaseline)."""
+    cfg = b.config
+    act = history.images.get(b.key) or ImageActivity(1, 1)
+    now = history.now if math.isfinite(history.now) else 0.0
+    feats = [FeatureRow(name, unit, typical, math.expm1(mean - std) if mean - std > 0 else 0.0,
+                        math.expm1(mean + std), mean, std)
+             for name, mean, std, unit, typical in b.feature_stats() if mean > 0 and math.isfinite(typical)]
+    feats.sort(key=lambda r: -r.typical)
+    first, last = float(b.first_window), float(b.last_window)
+    latest = [a for a in (history.anomalies.get(e) for e in reversed(act.latest)) if a is not None]
+    return ImageView(
+        key=b.key, status=status(b), windows_learned=int(b.windows_learned), windows_scored=int(b.windows_scored),
+        anomalies=int(b.anomalies), first_window=_finite(first), last_window=_finite(last),
+        learned_seconds=float(b.learned_seconds), detector=str(cfg.detector),
+        thresholds=_thresholds(b), budget=float(cfg.false_alarms_per_day), support=_support_rule(b),
+        novelty=_novelty(b), features=feats if all_features else feats[:FEATURES_SHOWN], features_total=len(feats),
+        sequence=_sequence(b), chart=charts.score_chart(*act.chart()),
+        containers=list(act.containers.items()), containers_seen=act.containers_seen, nodes=list(act.nodes),
+        namespaces=list(act.namespaces), latest=latest, hour=act.counts_since(now - HOUR),
+        day=act.counts_since(now - DAY),
+    )
+
+
+def _thresholds(b: Any) -> list[tuple[str, float | None, str]]:
+    out = []
+    for name, profile in (("steady state", b.steady), ("start-up", b.startup)):
+        thr, seq = profile.threshold, profile.seq_threshold
+        out.append((f"rate tier, {name}", _finite(thr.value),
+                    f"calibrated on {thr.n_scores:,} scores" if thr.calibrated else
+                    f"not calibrated ({thr.n_scores} of {thr.min_scores} scores)"))
+        out.append((f"sequence tier, {name}", _finite(seq.value),
+                    f"calibrated on {seq.n_scores:,} scores" if seq.calibrated else
+                    f"not calibrated ({seq.n_scores} of {seq.min_scores} scores)"))
+    return out
+
+
+def _support_rule(b: Any) -> str:
+    n = b.novelty
+    return (f"an item joins the baseline once seen in {n.min_windows} learnt windows and, where the image runs "
+            f"several replicas, in {n.min_containers} of its containers (one window in start-up; any "
+            f"{n.long_windows} windows whatever the containers); until then it is a candidate and still flagged")
+
+
+def _novelty(b: Any) -> list[NoveltyKind]:
+    n = b.novelty
+    cands: dict[str, list[tuple[str, int, int]]] = {k: [] for k in KINDS}
+    for (kind, item), (windows, containers) in n.candidates.items():
+        if kind in cands:
+            cands[kind].append((item, int(windows), len(containers)))
+    for rows in cands.values():
+        rows.sort(key=lambda r: (-r[1], r[0]))
+    sets = b.novelty_sets()
+    return [NoveltyKind(k, list(sets.get(k, [])), bool(n.saturated.get(k, False)), cands[k]) for k in KINDS]
+
+
+def _sequence(b: Any) -> list[tuple[str, str]]:
+    p = b.steady
+    seq, thr = p.sequence, p.seq_threshold
+    median = thr.quantile(0.5)
+    return [
+        ("windows learnt", f"{seq.windows_learned:,}"),
+        ("length-6 syscall contexts seen", f"{seq.novelty.buckets_seen:,} of {LONG_BUCKETS:,} hashed buckets"),
+        ("typical surprise while learning (median)", "-" if math.isnan(median) else f"{median:.2f} nats/gram"),
+        ("threshold", "-" if not thr.calibrated else f"{thr.value:.2f} nats/gram"),
+        ("penalty for unseen contexts", f"up to {seq.unseen_nats:g} nats/gram (half at a share of "
+                                        f"{seq.unseen_scale:g})"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Anomalies
+
+
+@dataclass
+class AnomalyFilter:
+    image: str = ""
+    namespace: str = ""
+    node: str = ""
+    severity: str = ""
+    kind: str = ""
+    sort: str = "time"
+    desc: bool = True
+    page: int = 1
+
+
+ANOMALY_SORTS: dict[str, Callable[[Anomaly], Any]] = {
+    "time": lambda a: a.seq,
+    "severity": lambda a: (-SEVERITIES.index(a.severity), a.seq),
+    "score": lambda a: (a.score / a.threshold if a.threshold > 0 else a.score, a.seq),
+    "image": lambda a: (a.image, a.seq),
+    "count": lambda a: (a.count, a.seq),
+}
+
+
+def anomalies(history: History, f: AnomalyFilter, size: int) -> Page:
+    """The anomalies held, filtered, sorted (newest first by default) and paged."""
+    def keep(a: Anomaly) -> bool:
+        return ((not f.image or a.image == f.image) and (not f.namespace or a.namespace == f.namespace)
+                and (not f.node or a.node == f.node) and (not f.severity or a.severity == f.severity)
+                and (not f.kind or f.kind in a.kinds))
+
+    if f.sort == "time":  # the order they are held in: no sort
+        source = history.newest() if f.desc else iter(history.anomalies.values())
+        rows = [a for a in source if keep(a)]
+    else:
+        rows = sorted(filter(keep, history.anomalies.values()), key=ANOMALY_SORTS.get(f.sort, ANOMALY_SORTS["time"]),
+                      reverse=f.desc)
+    return page_of(rows, f.page, size)
+
+
+@dataclass
+class AnomalyView:
+    a: Anomaly
+    bands: list[charts.Band]
+    novel: list[tuple[str, str, bool]]  # (kind, value, now in the baseline)
+    alerts: list[dict[str, Any]]
+    held: bool  # the pipeline still holds its windows (feedback possible)
+    accepted: bool
+    windows: list[float]  # window starts of the windows held (the first ones folded into the event)
+    baseline_state: str  # the image's state now
+    mode: str
+
+
+def anomaly(a: Anomaly, history: History, pipeline: Any) -> AnomalyView:
+    rec = pipeline.recent.get(a.event_id)
+    b = pipeline.baselines.get(a.image)
+    sets = b.novelty.sets if b is not None and hasattr(b, "novelty") else {}
+    return AnomalyView(
+        a=a, bands=charts.bands(a.explanation),
+        novel=[(kind, value, value in sets.get(kind, ())) for kind, value in a.novel],
+        alerts=history.alerts_for(a), held=rec is not None, accepted=bool(rec is not None and rec.accepted),
+        windows=[float(v.window_start) for v in rec.vectors] if rec is not None else [],
+        baseline_state=_value(b.state) if b is not None else "", mode=_value(b.mode) if b is not None else "",
+    )
