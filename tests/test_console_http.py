@@ -191,6 +191,13 @@ def test_pages_carry_the_services_figures_and_headers(tmp_path: Path) -> None:
             status, html, _ = await c.get("/confirm", action="feedback", target=ev["event_id"])
             assert status == 200 and 'name="csrf"' in html and "/bin/sh" in text(html)
             assert (await c.get("/confirm", action="launch", target="x"))[0] == 400
+            status, html, _ = await c.get("/confirm", action="mode", target="nginx:1.27", value="freeze")
+            assert status == 200 and "Set the mode of nginx:1.27 to freeze" in text(html)
+            assert "It is detecting in mode auto now." in text(html)
+            status, html, _ = await c.get("/confirm", action="reset", target="nginx:1.27")
+            assert status == 200 and "Everything it has learnt is forgotten" in text(html)
+            assert (await c.get("/confirm", action="mode", target="nginx:1.27", value="sleep"))[0] == 400
+            assert (await c.get("/confirm", action="reset", target="nope:1"))[0] == 404
 
     asyncio.run(main())
 

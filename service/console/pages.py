@@ -261,7 +261,7 @@ class Pages:
                 b = self.pipeline.get(target)
             except BaselinerError as e:
                 return self.error(request, 404, "Not found", str(e))
-            ctx["status"] = views.status(b)
+            ctx["current"] = views.status(b)
         return self.render(request, "confirm.html", **ctx)
 
     async def act(self, request: web.Request) -> web.Response:
