@@ -20,7 +20,7 @@ from baseliner.service.auth import is_loopback
 from baseliner.service.config import ConsoleConfig, split_address
 from baseliner.service.console.actions import Actions
 from baseliner.service.console.history import History
-from baseliner.service.console.pages import SECURITY_HEADERS, Pages
+from baseliner.service.console.pages import FORM, SECURITY_HEADERS, SESSION, Pages
 from baseliner.service.console.sessions import COOKIE, Session, Sessions
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,13 @@ def session_gate(sessions: Sessions, pages: Pages) -> Any:
             if request.method in ("GET", "HEAD") and request.path != "/live/events":
                 raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
             return pages.error(request, 401, "Not logged in", "Log in with an operator or viewer token first.")
-        request["session"] = session
+        request[SESSION] = session
         if request.method == "POST":
             form = await request.post()
             if not Sessions.csrf_ok(session, str(form.get("csrf", ""))):
                 return pages.error(request, 403, "Refused", "This form is stale or was not sent by this console: "
                                                             "reload the page and try again.")
-            request["form"] = form
+            request[FORM] = form
         return await handler(request)
 
     return gate

@@ -29,7 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from baseliner.service.falco import FALCO_SCHEMA, container_ref
@@ -46,6 +46,7 @@ _BUCKETS_KEPT = int(DAY // BUCKET_SECONDS) + 1
 _ANOMALIES_PER_IMAGE = 50  # latest anomaly ids listed on an image's page
 _ALERT_CONTAINERS = 10_000  # containers whose latest Falco alerts are kept
 _ALERTS_PER_CONTAINER = 16
+_MAX_CHOICES = 1000  # namespaces and nodes offered as filters
 
 
 def epoch(iso: Any) -> float:
@@ -65,8 +66,7 @@ def _severity(value: Any) -> str:
     return s if s in SEVERITIES else "low"
 
 
-@dataclass(frozen=True, slots=True)
-class Deviation:
+class Deviation(NamedTuple):
     """One feature of an anomaly's explanation, as the event gives it (units of the feature)."""
 
     feature: str
@@ -243,10 +243,10 @@ class ImageActivity:
             self.flagged[idx].astype(np.int64)
 
     # -- containers -------------------------------------------------------------------------------
-    def note(self, ident: Any) -> None:
-        """A container identity whose windows were scored (cheap when seen before)."""
+    def note(self, ident: Any) -> bool:
+        """A container identity whose windows were scored (cheap when seen before; True when it was not)."""
         if ident in self._known:
-            return
+            return False
         if len(self._known) >= 4 * self.max_containers:
             self._known.clear()
         self._known[ident] = None
@@ -261,6 +261,7 @@ class ImageActivity:
                 if len(table) >= self.max_containers:
                     table.pop(next(iter(table)))
                 table[value] = None
+        return True
 
     # -- anomaly counts ---------------------------------------------------------------------------
     def count(self, t: float, severity: str, delta: int = 1) -> None:
@@ -281,7 +282,7 @@ class ImageActivity:
     def counts_since(self, since: float) -> list[int]:
         """Anomalies by severity (SEVERITIES order) whose first window started at or after ``since``, to the
         nearest bucket."""
-        first = int(since // BUCKET_SECONDS)
+        first = int(since // BUCKET_SECONDS) if math.isfinite(since) else -(2**62)
         out = [0, 0, 0, 0]
         for b, counts in self.buckets.items():
             if b >= first:
@@ -308,6 +309,8 @@ class History:
         self.now = math.nan  # event time: end of the latest window scored
         self.seq = 0
         self.events_seen = 0  # anomaly events (not updates) ever seen
+        self.namespaces: dict[str, None] = {}  # every namespace and node seen (the Fleet page's filter choices)
+        self.nodes: dict[str, None] = {}
         self.subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
         self._pending: list[dict[str, Any]] = []
 
@@ -336,7 +339,11 @@ class History:
                        np.add.reduceat(verdicts.anomalous[order].astype(np.int64), start))
         identities = block.identities
         for i in np.unique(block.ident[rows]).tolist():
-            act.note(identities[i])
+            ident = identities[i]
+            if act.note(ident):
+                for table, value in ((self.namespaces, ident.namespace), (self.nodes, ident.node)):
+                    if value not in table and len(table) < _MAX_CHOICES:
+                        table[value] = None
 
     def image(self, key: str) -> ImageActivity:
         act = self.images.get(key)

@@ -28,8 +28,11 @@ from baseliner.service.console.history import SEVERITIES, History
 from baseliner.service.console.sessions import COOKIE, Session, Sessions
 from baseliner.service.errors import UnknownEventError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from multidict import MultiDictProxy
 
 HERE = Path(__file__).parent
+SESSION = web.RequestKey("session", Session)  # the visitor's session (set by the app's gate)
+FORM = web.RequestKey("form", MultiDictProxy)  # a POST's form, read (and its CSRF token checked) by the gate
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -124,7 +127,7 @@ class Pages:
 
     # -- rendering ----------------------------------------------------------------------------------
     def render(self, request: web.Request, template: str, status: int = 200, **ctx: Any) -> web.Response:
-        session: Session | None = request.get("session")
+        session: Session | None = request.get(SESSION)
         flash: list[str] = []
         if session is not None:
             flash, session.flash = session.flash, []
@@ -241,7 +244,7 @@ class Pages:
 
     # -- actions --------------------------------------------------------------------------------------
     async def confirm(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session: Session = request[SESSION]
         q = request.query
         action, target, value = q.get("action", ""), q.get("target", ""), q.get("value", "")
         if action not in ACTIONS or (action == "mode" and value not in views.MODES):
@@ -265,8 +268,8 @@ class Pages:
         return self.render(request, "confirm.html", **ctx)
 
     async def act(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
-        form = request["form"]
+        session: Session = request[SESSION]
+        form = request[FORM]
         action, target, value = str(form.get("action", "")), str(form.get("target", "")), str(form.get("value", ""))
         if action not in ACTIONS or (action == "mode" and value not in views.MODES):
             return self.error(request, 400, "Bad request", "Unknown action.")
@@ -305,7 +308,7 @@ class Pages:
         raise resp
 
     async def logout(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session: Session = request[SESSION]
         self.sessions.logout(request.cookies.get(COOKIE))
         audit(session.who, "logout", "console", "ok", request.remote or "")
         resp = web.HTTPSeeOther("/login")

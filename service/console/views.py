@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from baseliner.models.ngrams import LONG_BUCKETS
@@ -153,19 +154,6 @@ class FleetRow:
     last: Anomaly | None
 
 
-FLEET_SORTS: dict[str, Callable[[FleetRow], Any]] = {
-    "image": lambda r: r.key,
-    "state": lambda r: (STATES.index(r.status.state) if r.status.state in STATES else 9,
-                        -1.0 if r.status.progress is None else r.status.progress),
-    "learnt": lambda r: r.windows_learned,
-    "containers": lambda r: r.containers,
-    "nodes": lambda r: len(r.nodes),
-    "hour": lambda r: (r.hour, sum(r.hour)),
-    "day": lambda r: (r.day, sum(r.day)),
-    "last": lambda r: -math.inf if r.last is None else r.last.first_seen,
-}
-
-
 @dataclass
 class FleetFilter:
     namespace: str = ""
@@ -177,31 +165,52 @@ class FleetFilter:
     page: int = 1
 
 
+_EMPTY = ImageActivity(1, 1)
+_NO_COUNTS = [0, 0, 0, 0]
+
+
+def _counts(act: ImageActivity, since: float) -> list[int]:
+    return act.counts_since(since) if act.buckets else _NO_COUNTS
+
+
+#: Fleet sort keys over (baseline, its activity, the hour and day boundaries): computed for every image shown
+#: by the filter, so each is cheap; the rows are built for the page only.
+FLEET_SORTS: dict[str, Callable[[Any, ImageActivity, float, float], Any]] = {
+    "image": lambda b, a, h, d: b.key,
+    "state": lambda b, a, h, d: (STATES.index(_value(b.state)) if _value(b.state) in STATES else 9,
+                                 status(b).progress or 0.0),
+    "learnt": lambda b, a, h, d: b.windows_learned,
+    "containers": lambda b, a, h, d: len(a.containers),
+    "nodes": lambda b, a, h, d: len(a.nodes),
+    "hour": lambda b, a, h, d: (_counts(a, h), sum(_counts(a, h))),
+    "day": lambda b, a, h, d: (_counts(a, d), sum(_counts(a, d))),
+    "last": lambda b, a, h, d: -math.inf if a.last is None else a.last.first_seen,
+}
+
+
 def fleet(baselines: Iterable[Any], history: History, f: FleetFilter, size: int) -> tuple[Page, dict[str, Any]]:
-    """The Fleet table: every image, filtered, sorted and paged; and the choices of the filters."""
+    """The Fleet table: every image (``baselines`` in key order), filtered, sorted and paged; and the choices of
+    the filters."""
     now = history.now if math.isfinite(history.now) else 0.0
-    rows: list[FleetRow] = []
-    namespaces: set[str] = set()
-    nodes: set[str] = set()
-    empty = ImageActivity(1, 1)
+    hour, day = now - HOUR, now - DAY
+    images = history.images
     q = f.q.lower()
+    shown: list[tuple[Any, ImageActivity]] = []
     for b in baselines:
-        act = history.images.get(b.key) or empty
-        namespaces.update(act.namespaces)
-        nodes.update(act.nodes)
+        act = images.get(b.key) or _EMPTY
         if (q and q not in b.key.lower()) or (f.namespace and f.namespace not in act.namespaces) \
-                or (f.node and f.node not in act.nodes):
+                or (f.node and f.node not in act.nodes) or (f.state and _value(b.state) != f.state):
             continue
-        st = status(b)
-        if f.state and st.state != f.state:
-            continue
-        rows.append(FleetRow(b.key, st, int(b.windows_learned), int(b.windows_scored), _finite(b.threshold),
-                             len(act.containers), list(act.nodes), list(act.namespaces),
-                             act.counts_since(now - HOUR), act.counts_since(now - DAY), act.last))
-    key = FLEET_SORTS.get(f.sort, FLEET_SORTS["image"])
-    rows.sort(key=key, reverse=f.desc)
-    choices = {"namespaces": sorted(namespaces), "nodes": sorted(nodes), "states": STATES}
-    return page_of(rows, f.page, size), choices
+        shown.append((b, act))
+    if f.sort != "image" or f.desc:  # (the baselines come sorted by key)
+        key = FLEET_SORTS.get(f.sort, FLEET_SORTS["image"])
+        shown.sort(key=lambda ba: key(ba[0], ba[1], hour, day), reverse=f.desc)
+    page = page_of(shown, f.page, size)
+    page.rows = [FleetRow(b.key, status(b), int(b.windows_learned), int(b.windows_scored), _finite(b.threshold),
+                          len(act.containers), list(act.nodes), list(act.namespaces), _counts(act, hour),
+                          _counts(act, day), act.last) for b, act in page.rows]
+    choices = {"namespaces": sorted(history.namespaces), "nodes": sorted(history.nodes), "states": STATES}
+    return page, choices
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,6 +366,11 @@ def anomalies(history: History, f: AnomalyFilter, size: int) -> Page:
                 and (not f.node or a.node == f.node) and (not f.severity or a.severity == f.severity)
                 and (not f.kind or f.kind in a.kinds))
 
+    if f.sort == "time" and not (f.image or f.namespace or f.node or f.severity or f.kind):  # one page of them
+        total = len(history.anomalies)
+        number = min(max(1, f.page), max(1, math.ceil(total / size)))
+        source = history.newest() if f.desc else iter(history.anomalies.values())
+        return Page(list(islice(source, (number - 1) * size, number * size)), total, number, size)
     if f.sort == "time":  # the order they are held in: no sort
         source = history.newest() if f.desc else iter(history.anomalies.values())
         rows = [a for a in source if keep(a)]
