@@ -90,3 +90,19 @@ def test_live_subscribers_get_each_batch_and_a_broken_event_costs_nothing() -> N
     unsubscribe()
     p.apply_block("s", 3, VectorBlock.from_vectors([vector(110, 1, attack="etc")]))
     assert len(got) == 1 and len(h.anomalies) == 2
+
+
+def test_fleet_and_anomaly_views_take_a_baseline_whose_file_was_refused() -> None:
+    from baseliner.service.console import views
+    from baseliner.service.spill import RefusedBaseline, SpilledSummary
+
+    h = History()
+    p = fed(h)
+    p.apply_block("s", 1, VectorBlock.from_vectors([vector(i, c) for i in range(30) for c in range(2)]))
+    p.apply_block("s", 2, VectorBlock.from_vectors([vector(100, 0, attack="shell")]))
+    b = p.get("nginx:1.27")
+    p.baselines["nginx:1.27"] = RefusedBaseline(SpilledSummary.of(b), "tag mismatch")  # type: ignore[assignment]
+    page, _ = views.fleet(p.all(), h, views.FleetFilter(), 50)
+    assert [r.status.state for r in page.rows] == ["detecting"]
+    view = views.anomaly(next(h.newest()), h, p)
+    assert view.novel[0] == ("executable", "/bin/sh", False) and view.baseline_state == "detecting"

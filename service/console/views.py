@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from baseliner.models.baseline import ImageBaseline
 from baseliner.models.ngrams import LONG_BUCKETS
 from baseliner.models.novelty import KINDS
 from baseliner.service.console import charts
@@ -108,7 +109,7 @@ def status(b: Any) -> Status:
         frac = min(1.0, learned / cfg.min_learn_seconds)
         if frac < 1:
             waits.append((frac, f"{duration(learned)} of {duration(cfg.min_learn_seconds)} of behaviour learnt"))
-    thr = getattr(getattr(b, "steady", None), "threshold", None)
+    thr = b.steady.threshold if isinstance(b, ImageBaseline) else None  # (a spilled one: its summary only)
     if thr is not None and thr.n_scores < thr.min_scores:
         waits.append((thr.n_scores / thr.min_scores,
                       f"threshold calibrating: {thr.n_scores} of {thr.min_scores} scores of steady-state windows"))
@@ -395,8 +396,8 @@ class AnomalyView:
 
 def anomaly(a: Anomaly, history: History, pipeline: Any) -> AnomalyView:
     rec = pipeline.recent.get(a.event_id)
-    b = pipeline.baselines.get(a.image)
-    sets = b.novelty.sets if b is not None and hasattr(b, "novelty") else {}
+    b = pipeline.baselines.get(a.image)  # (a spilled baseline is loaded; one whose file was refused stays a summary)
+    sets = b.novelty.sets if isinstance(b, ImageBaseline) else {}
     return AnomalyView(
         a=a, bands=charts.bands(a.explanation),
         novel=[(kind, value, value in sets.get(kind, ())) for kind, value in a.novel],
