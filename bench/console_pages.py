@@ -9,7 +9,8 @@
    container, through ``Pipeline.apply_blocks`` (the ingest path after decoding; the console's score observer
    and event sink run as in the service), evicting baselines to disk between calls as the service's applier does.
 3. Hands the console ``--anomalies`` anomaly events through its event-sink interface: one real event of the
-   pipeline (a reverse shell) varied over images, containers, severities and the last day of event time.
+   pipeline (a reverse shell) varied over images, containers, severities and the last day of event time (made
+   beforehand: the time and the memory growth reported are the console's).
 4. Logs in and fetches each page ``--requests`` times in turn from a client thread (one connection at a time,
    over loopback), and prints the median and 95th percentile latency and the size of each page, the time to
    feed the events, and the growth of the process's resident memory per anomaly held.
@@ -91,8 +92,8 @@ def real_event(server: BaselinerServer, windows: int) -> dict[str, Any]:
     return events[0]
 
 
-def feed_events(server: BaselinerServer, template: dict[str, Any], n: int, images: int) -> float:
-    """``n`` variations of ``template`` to the console's history, as the pipeline's sinks get them; seconds taken."""
+def make_events(server: BaselinerServer, template: dict[str, Any], n: int, images: int) -> list[dict[str, Any]]:
+    """``n`` variations of ``template`` over the images, their containers and the last day of event time."""
     history = server.console.pages.history
     r = random.Random(1)
     day = 86_400.0
@@ -110,6 +111,12 @@ def feed_events(server: BaselinerServer, template: dict[str, Any], n: int, image
                                                                                  "seconds": WINDOW},
                   **{"@timestamp": iso8601(t + WINDOW)})
         events.append(ev)
+    return events
+
+
+def feed_events(server: BaselinerServer, events: list[dict[str, Any]]) -> float:
+    """The events to the console's history, as the pipeline's sinks hand them over; seconds taken."""
+    history = server.console.pages.history
     started = time.perf_counter()
     for k, ev in enumerate(events):
         history.emit(ev)
@@ -164,11 +171,13 @@ async def measure(args: argparse.Namespace, tmp: str) -> None:
         template = real_event(server, 40)
         teach(server, args.images, args.windows)
         taught = time.perf_counter() - t0
+        events = make_events(server, template, args.anomalies, args.images)
         gc.collect()
         before = rss()
-        fed = feed_events(server, template, args.anomalies, args.images)
+        fed = feed_events(server, events)
         gc.collect()
         grown = rss() - before
+        del events
         history = server.console.pages.history
         print(f"images {len(server.pipeline.baselines):,} ({args.resident} resident), taught in {taught:.1f} s; "
               f"anomalies held {len(history.anomalies):,}, fed in {fed:.2f} s "
