@@ -195,7 +195,7 @@ class ImageActivity:
     containers_seen: int = 0  # containers ever added (more than those listed once the list is full)
     nodes: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
     namespaces: dict[str, None] = field(default_factory=dict)
-    _known: dict[Any, None] = field(default_factory=dict)  # identities already noted
+    known: dict[Any, None] = field(default_factory=dict)  # identities already noted
     buckets: dict[int, list[int]] = field(default_factory=dict)  # 5-minute bucket -> counts by SEVERITIES
     latest: deque[str] = field(default_factory=lambda: deque(maxlen=_ANOMALIES_PER_IMAGE))
     last: Anomaly | None = None  # the latest anomaly (kept when the list of all has let it go)
@@ -211,18 +211,21 @@ class ImageActivity:
     # -- scores -----------------------------------------------------------------------------------
     def add_points(self, times: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, flagged: np.ndarray) -> None:
         """Distinct window times in increasing order, each with its highest score, lowest threshold and flags."""
-        n = self.points
         for t, s, thr, f in zip(times.tolist(), scores.tolist(), thresholds.tolist(), flagged.tolist(), strict=True):
-            slot = self._slot_of(t)
-            if slot >= 0:  # another sensor's windows of the same time: merge
-                self.scores[slot] = max(self.scores[slot], s)
-                self.thresholds[slot] = min(self.thresholds[slot], thr)
-                self.flagged[slot] = min(65535, int(self.flagged[slot]) + f)
-                continue
-            h = self.head
-            self.times[h], self.scores[h], self.thresholds[h], self.flagged[h] = t, s, thr, min(65535, f)
-            self.head = (h + 1) % n
-            self.filled = min(n, self.filled + 1)
+            self.add_point(t, s, thr, f)
+
+    def add_point(self, t: float, score: float, threshold: float, flagged: int) -> None:
+        """One window time: its highest score (nan: none), lowest threshold (inf: none) and windows flagged."""
+        slot = self._slot_of(t)
+        if slot >= 0:  # another sensor's windows of the same time: merge
+            self.scores[slot] = np.fmax(self.scores[slot], score)
+            self.thresholds[slot] = min(self.thresholds[slot], threshold)
+            self.flagged[slot] = min(65535, int(self.flagged[slot]) + flagged)
+            return
+        h = self.head
+        self.times[h], self.scores[h], self.thresholds[h], self.flagged[h] = t, score, threshold, min(65535, flagged)
+        self.head = (h + 1) % self.points
+        self.filled = min(self.points, self.filled + 1)
 
     def _slot_of(self, t: float) -> int:
         """The slot of a point at time ``t`` among the last few added (-1: none)."""
@@ -245,11 +248,11 @@ class ImageActivity:
     # -- containers -------------------------------------------------------------------------------
     def note(self, ident: Any) -> bool:
         """A container identity whose windows were scored (cheap when seen before; True when it was not)."""
-        if ident in self._known:
+        if ident in self.known:
             return False
-        if len(self._known) >= 4 * self.max_containers:
-            self._known.clear()
-        self._known[ident] = None
+        if len(self.known) >= 4 * self.max_containers:
+            self.known.clear()
+        self.known[ident] = None
         key = f"{ident.node}/{ident.container_id or ident.container_name or ident.pod}"
         if key not in self.containers:
             self.containers_seen += 1
@@ -323,24 +326,27 @@ class History:
             log.exception("console: recording the scores of %s failed", key)
 
     def _observe(self, key: str, block: Any, rows: np.ndarray, verdicts: Any) -> None:
+        """(``rows`` come in event-time order, as the pipeline scores them.)"""
         if len(rows) == 0:
             return
         act = self.image(key)
-        times = block.window_start[rows]
-        end = float(times.max() + block.window_seconds[rows].max())
+        starts = block.window_start
+        first, last = float(starts[rows[0]]), float(starts[rows[-1]])
+        end = last + float(block.window_seconds[rows[-1]])
         if not end <= self.now:  # (also when now is nan)
             self.now = end
-        score = np.where(np.isfinite(verdicts.score), verdicts.score, np.nan)
-        thr = np.where(np.isfinite(verdicts.threshold), verdicts.threshold, np.inf)
-        order = np.argsort(times, kind="stable")
-        t_sorted = times[order]
-        distinct, start = np.unique(t_sorted, return_index=True)
-        act.add_points(distinct, np.fmax.reduceat(score[order], start), np.minimum.reduceat(thr[order], start),
-                       np.add.reduceat(verdicts.anomalous[order].astype(np.int64), start))
-        identities = block.identities
-        for i in np.unique(block.ident[rows]).tolist():
+        score, thr, flagged = verdicts.score, verdicts.threshold, verdicts.anomalous
+        if first == last:  # one window time (a sensor's round): one point
+            act.add_point(first, float(np.fmax.reduce(score)), float(thr.min()), int(np.count_nonzero(flagged)))
+        else:
+            times = starts[rows]
+            distinct, at = np.unique(times, return_index=True)
+            act.add_points(distinct, np.fmax.reduceat(score, at), np.minimum.reduceat(thr, at),
+                           np.add.reduceat(flagged.astype(np.int64), at))
+        identities, known = block.identities, act.known
+        for i in block.ident[rows].tolist():
             ident = identities[i]
-            if act.note(ident):
+            if ident not in known and act.note(ident):
                 for table, value in ((self.namespaces, ident.namespace), (self.nodes, ident.node)):
                     if value not in table and len(table) < _MAX_CHOICES:
                         table[value] = None
