@@ -14,6 +14,9 @@
 4. Logs in and fetches each page ``--requests`` times in turn from a client thread (one connection at a time,
    over loopback), and prints the median and 95th percentile latency and the size of each page, the time to
    feed the events, and the growth of the process's resident memory per anomaly held.
+
+First, what the console costs on the ingest path: ``Pipeline.apply_blocks`` on batches of 500 windows with and
+without its history attached, alternating (``--ingest-rounds``; see ``ingest_cost``).
 """
 
 from __future__ import annotations
@@ -126,6 +129,37 @@ def feed_events(server: BaselinerServer, events: list[dict[str, Any]]) -> float:
     return time.perf_counter() - started
 
 
+def ingest_cost(rounds: int) -> None:
+    """CPU time of ``Pipeline.apply_blocks`` per window with and without the console's history attached (its
+    score observer and event sink), batches of 500 windows (10 images x 50 containers, one round each), the two
+    alternating batch by batch in one process; printed as microseconds per window."""
+    from baseliner.service.config import PipelineConfig
+    from baseliner.service.console.history import History
+    from baseliner.service.pipeline import Pipeline
+
+    p = Pipeline(PipelineConfig())
+    p.baseline_config.min_learn_windows, p.baseline_config.min_learn_seconds = 20, 0
+    history = History()
+
+    def block(i: int) -> VectorBlock:
+        return VectorBlock.from_vectors([window(im, c, i) for im in range(10) for c in range(50)])
+
+    for i in range(40):  # every image detects
+        p.apply_blocks([("bench", i + 1, block(i), [])])
+    blocks = [block(40 + i) for i in range(2 * rounds)]
+    cost: dict[bool, list[float]] = {False: [], True: []}
+    for k, b in enumerate(blocks):
+        on = k % 2 == 1
+        p.score_observers[:] = [history.observe] if on else []
+        p.sinks[:] = [history] if on else []
+        t0 = time.process_time()
+        p.apply_blocks([("bench", 41 + k, b, [])])
+        cost[on].append((time.process_time() - t0) / len(b) * 1e6)
+    off_us, on_us = statistics.median(cost[False]), statistics.median(cost[True])
+    print(f"ingest: Pipeline.apply_blocks, median CPU per window over {rounds} batches of 500 each: "
+          f"{off_us:.2f} us without the console, {on_us:.2f} us with it ({(on_us / off_us - 1) * 100:+.1f}%)")
+
+
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -222,7 +256,11 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=4, help="windows per container taught (default 4)")
     ap.add_argument("--resident", type=int, default=500, help="pipeline.max_resident_baselines (default 500)")
     ap.add_argument("--requests", type=int, default=20, help="fetches of each page (default 20)")
+    ap.add_argument("--ingest-rounds", type=int, default=200,
+                    help="batches with and without the console for its cost on the ingest path (0: skip)")
     args = ap.parse_args()
+    if args.ingest_rounds:
+        ingest_cost(args.ingest_rounds)
     with tempfile.TemporaryDirectory(prefix="baseliner-console-bench-") as tmp:
         asyncio.run(measure(args, tmp))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -185,17 +186,19 @@ class ImageActivity:
 
     points: int  # chart capacity
     max_containers: int
-    times: np.ndarray = field(init=False)  # window start of each chart point (a ring)
-    scores: np.ndarray = field(init=False)  # the highest score at that time
-    thresholds: np.ndarray = field(init=False)  # the lowest threshold in force at that time
-    flagged: np.ndarray = field(init=False)  # windows flagged at that time
+    # the chart's points, a ring of window times (arrays of machine numbers: compact, and cheap to index from Python)
+    times: array[float] = field(init=False)  # window start of each point
+    scores: array[float] = field(init=False)  # the highest score at that time (float32)
+    thresholds: array[float] = field(init=False)  # the lowest threshold in force at that time (float32)
+    flagged: array[int] = field(init=False)  # windows flagged at that time
     filled: int = 0
     head: int = 0  # next slot of the ring
+    newest: float = -math.inf  # the latest time in it
     containers: OrderedDict[str, ContainerSeen] = field(default_factory=OrderedDict)
     containers_seen: int = 0  # containers ever added (more than those listed once the list is full)
     nodes: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
     namespaces: dict[str, None] = field(default_factory=dict)
-    known: dict[Any, None] = field(default_factory=dict)  # identities already noted
+    known: dict[str, None] = field(default_factory=dict)  # ids of the containers already noted
     buckets: dict[int, list[int]] = field(default_factory=dict)  # 5-minute bucket -> counts by SEVERITIES
     latest: deque[str] = field(default_factory=lambda: deque(maxlen=_ANOMALIES_PER_IMAGE))
     last: Anomaly | None = None  # the latest anomaly (kept when the list of all has let it go)
@@ -203,10 +206,8 @@ class ImageActivity:
 
     def __post_init__(self) -> None:
         n = self.points
-        self.times = np.zeros(n, dtype=np.float64)
-        self.scores = np.zeros(n, dtype=np.float32)
-        self.thresholds = np.zeros(n, dtype=np.float32)
-        self.flagged = np.zeros(n, dtype=np.uint16)
+        self.times, self.scores = array("d", bytes(8 * n)), array("f", bytes(4 * n))
+        self.thresholds, self.flagged = array("f", bytes(4 * n)), array("H", bytes(2 * n))
 
     # -- scores -----------------------------------------------------------------------------------
     def add_points(self, times: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, flagged: np.ndarray) -> None:
@@ -216,16 +217,18 @@ class ImageActivity:
 
     def add_point(self, t: float, score: float, threshold: float, flagged: int) -> None:
         """One window time: its highest score (nan: none), lowest threshold (inf: none) and windows flagged."""
-        slot = self._slot_of(t)
+        slot = self._slot_of(t) if t <= self.newest else -1
         if slot >= 0:  # another sensor's windows of the same time: merge
-            self.scores[slot] = np.fmax(self.scores[slot], score)
+            old = self.scores[slot]
+            self.scores[slot] = score if old != old or score > old else old  # (nan: none yet)
             self.thresholds[slot] = min(self.thresholds[slot], threshold)
-            self.flagged[slot] = min(65535, int(self.flagged[slot]) + flagged)
+            self.flagged[slot] = min(65535, self.flagged[slot] + flagged)
             return
         h = self.head
         self.times[h], self.scores[h], self.thresholds[h], self.flagged[h] = t, score, threshold, min(65535, flagged)
         self.head = (h + 1) % self.points
         self.filled = min(self.points, self.filled + 1)
+        self.newest = max(self.newest, t)
 
     def _slot_of(self, t: float) -> int:
         """The slot of a point at time ``t`` among the last few added (-1: none)."""
@@ -240,19 +243,21 @@ class ImageActivity:
         """``(times, scores, thresholds, flagged)`` of the chart points, oldest first."""
         n, k = self.points, self.filled
         idx = (np.arange(self.head - k, self.head) % n) if k else np.zeros(0, dtype=np.int64)
-        order = np.argsort(self.times[idx], kind="stable")
-        idx = idx[order]
-        return self.times[idx], self.scores[idx].astype(np.float64), self.thresholds[idx].astype(np.float64), \
-            self.flagged[idx].astype(np.int64)
+        times = np.frombuffer(self.times, dtype=np.float64)
+        idx = idx[np.argsort(times[idx], kind="stable")]
+        return (times[idx], np.frombuffer(self.scores, dtype=np.float32)[idx].astype(np.float64),
+                np.frombuffer(self.thresholds, dtype=np.float32)[idx].astype(np.float64),
+                np.frombuffer(self.flagged, dtype=np.uint16)[idx].astype(np.int64))
 
     # -- containers -------------------------------------------------------------------------------
     def note(self, ident: Any) -> bool:
-        """A container identity whose windows were scored (cheap when seen before; True when it was not)."""
-        if ident in self.known:
+        """A container whose windows were scored (True when it was not known by its id)."""
+        cid = ident.container_id
+        if cid in self.known:  # (by its id, a string: cheaper than comparing whole identities)
             return False
         if len(self.known) >= 4 * self.max_containers:
             self.known.clear()
-        self.known[ident] = None
+        self.known[cid] = None
         key = f"{ident.node}/{ident.container_id or ident.container_name or ident.pod}"
         if key not in self.containers:
             self.containers_seen += 1
@@ -346,7 +351,7 @@ class History:
         identities, known = block.identities, act.known
         for i in block.ident[rows].tolist():
             ident = identities[i]
-            if ident not in known and act.note(ident):
+            if ident.container_id not in known and act.note(ident):
                 for table, value in ((self.namespaces, ident.namespace), (self.nodes, ident.node)):
                     if value not in table and len(table) < _MAX_CHOICES:
                         table[value] = None
