@@ -106,3 +106,29 @@ def test_fleet_and_anomaly_views_take_a_baseline_whose_file_was_refused() -> Non
     assert [r.status.state for r in page.rows] == ["detecting"]
     view = views.anomaly(next(h.newest()), h, p)
     assert view.novel[0] == ("executable", "/bin/sh", False) and view.baseline_state == "detecting"
+
+
+def test_anomalies_list_filters_sorts_and_pages() -> None:
+    from baseliner.service.console import views
+
+    h = History()
+    severities = ("low", "medium", "high", "critical")
+    for k in range(40):
+        h.emit({"schema": "baseliner.anomaly/v1", "event_id": f"e{k:02d}", "image": {"key": f"img{k % 4}:1"},
+                "namespace": f"ns{k % 2}", "node": "n", "severity": severities[k % 4], "score": 10.0 + k,
+                "threshold": 2.0 + (k % 5), "kinds": ["rate"] if k % 3 else ["novel_executable", "rate"],
+                "first_seen": iso8601(T0 + k), "last_seen": iso8601(T0 + k + 10), "count": 1 + k % 7})
+
+    def ids(**kw: object) -> list[str]:
+        return [a.event_id for a in views.anomalies(h, views.AnomalyFilter(**kw), 5).rows]  # type: ignore[arg-type]
+
+    assert ids() == ["e39", "e38", "e37", "e36", "e35"]
+    assert ids(desc=False, page=2) == ["e05", "e06", "e07", "e08", "e09"]
+    assert ids(image="img1:1", namespace="ns1") == ["e37", "e33", "e29", "e25", "e21"]
+    assert ids(severity="critical", kind="novel_executable") == ["e39", "e27", "e15", "e03"]
+    ratios = [(10.0 + k) / (2.0 + k % 5) for k in range(40)]
+    assert ids(sort="score") == [f"e{k:02d}" for k in sorted(range(40), key=lambda k: (ratios[k], k),
+                                                                      reverse=True)[:5]]
+    assert ids(sort="severity") == ["e39", "e35", "e31", "e27", "e23"]
+    page = views.anomalies(h, views.AnomalyFilter(image="img0:1", page=99), 5)
+    assert (page.total, page.number, page.pages) == (10, 2, 2)

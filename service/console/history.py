@@ -106,6 +106,12 @@ class Anomaly:
     novel: tuple[tuple[str, str], ...]
     explanation: tuple[Deviation, ...]
     falco: dict[str, Any] | None = None  # {"rules": [...], "priority": ..., "alerts": n} once correlated
+    ratio: float = math.nan  # score / threshold (what the pages sort "score" by)
+    rank: int = 0  # the severity's place, most severe highest (what they sort "severity" by)
+
+    def __post_init__(self) -> None:
+        self.ratio = self.score / self.threshold if self.threshold > 0 else self.score
+        self.rank = len(SEVERITIES) - SEVERITIES.index(self.severity)
 
     @classmethod
     def of(cls, seq: int, ev: dict[str, Any]) -> Anomaly:
@@ -146,6 +152,7 @@ class Anomaly:
         self.count = max(self.count, int(ev.get("count") or 1))
         self.last_seen = max(self.last_seen, epoch(ev.get("last_seen")))
         self.severity = _severity(ev.get("severity"))
+        self.rank = len(SEVERITIES) - SEVERITIES.index(self.severity)
         falco = ev.get("falco")
         if isinstance(falco, dict):
             self.falco = dict(falco)
@@ -291,12 +298,11 @@ class ImageActivity:
         """Anomalies by severity (SEVERITIES order) whose first window started at or after ``since``, to the
         nearest bucket."""
         first = int(since // BUCKET_SECONDS) if math.isfinite(since) else -(2**62)
-        out = [0, 0, 0, 0]
+        c0 = c1 = c2 = c3 = 0
         for b, counts in self.buckets.items():
             if b >= first:
-                for i in range(4):
-                    out[i] += counts[i]
-        return out
+                c0, c1, c2, c3 = c0 + counts[0], c1 + counts[1], c2 + counts[2], c3 + counts[3]
+        return [c0, c1, c2, c3]
 
 
 class History:

@@ -11,13 +11,14 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.ngrams import LONG_BUCKETS
 from baseliner.models.novelty import KINDS
 from baseliner.service.console import charts
-from baseliner.service.console.history import DAY, HOUR, SEVERITIES, Anomaly, History, ImageActivity
+from baseliner.service.console.history import DAY, HOUR, Anomaly, History, ImageActivity
 
 STATES = ("learning", "detecting", "frozen")
 MODES = ("auto", "learn", "detect", "freeze")
@@ -174,6 +175,10 @@ def _counts(act: ImageActivity, since: float) -> list[int]:
     return act.counts_since(since) if act.buckets else _NO_COUNTS
 
 
+def _by_severity(counts: list[int]) -> tuple[int, ...]:
+    return (*counts, sum(counts))  # the most critical first, then the most
+
+
 #: Fleet sort keys over (baseline, its activity, the hour and day boundaries): computed for every image shown
 #: by the filter, so each is cheap; the rows are built for the page only.
 FLEET_SORTS: dict[str, Callable[[Any, ImageActivity, float, float], Any]] = {
@@ -183,8 +188,8 @@ FLEET_SORTS: dict[str, Callable[[Any, ImageActivity, float, float], Any]] = {
     "learnt": lambda b, a, h, d: b.windows_learned,
     "containers": lambda b, a, h, d: len(a.containers),
     "nodes": lambda b, a, h, d: len(a.nodes),
-    "hour": lambda b, a, h, d: (_counts(a, h), sum(_counts(a, h))),
-    "day": lambda b, a, h, d: (_counts(a, d), sum(_counts(a, d))),
+    "hour": lambda b, a, h, d: _by_severity(_counts(a, h)),
+    "day": lambda b, a, h, d: _by_severity(_counts(a, d)),
     "last": lambda b, a, h, d: -math.inf if a.last is None else a.last.first_seen,
 }
 
@@ -351,33 +356,34 @@ class AnomalyFilter:
     page: int = 1
 
 
-ANOMALY_SORTS: dict[str, Callable[[Anomaly], Any]] = {
-    "time": lambda a: a.seq,
-    "severity": lambda a: (-SEVERITIES.index(a.severity), a.seq),
-    "score": lambda a: (a.score / a.threshold if a.threshold > 0 else a.score, a.seq),
-    "image": lambda a: (a.image, a.seq),
-    "count": lambda a: (a.count, a.seq),
+ANOMALY_SORTS: dict[str, Callable[[Anomaly], Any]] = {  # (attrgetter: C-level keys, fast over 100,000 of them)
+    "time": attrgetter("seq"),
+    "severity": attrgetter("rank", "seq"),
+    "score": attrgetter("ratio", "seq"),
+    "image": attrgetter("image", "seq"),
+    "count": attrgetter("count", "seq"),
 }
 
 
 def anomalies(history: History, f: AnomalyFilter, size: int) -> Page:
     """The anomalies held, filtered, sorted (newest first by default) and paged."""
-    def keep(a: Anomaly) -> bool:
-        return ((not f.image or a.image == f.image) and (not f.namespace or a.namespace == f.namespace)
-                and (not f.node or a.node == f.node) and (not f.severity or a.severity == f.severity)
-                and (not f.kind or f.kind in a.kinds))
-
+    newest_first = f.sort == "time" and f.desc
     if f.sort == "time" and not (f.image or f.namespace or f.node or f.severity or f.kind):  # one page of them
         total = len(history.anomalies)
         number = min(max(1, f.page), max(1, math.ceil(total / size)))
         source = history.newest() if f.desc else iter(history.anomalies.values())
         return Page(list(islice(source, (number - 1) * size, number * size)), total, number, size)
-    if f.sort == "time":  # the order they are held in: no sort
-        source = history.newest() if f.desc else iter(history.anomalies.values())
-        rows = [a for a in source if keep(a)]
-    else:
-        rows = sorted(filter(keep, history.anomalies.values()), key=ANOMALY_SORTS.get(f.sort, ANOMALY_SORTS["time"]),
-                      reverse=f.desc)
+    held: Iterable[Anomaly] = history.newest() if newest_first else history.anomalies.values()
+    for name in ("image", "namespace", "node", "severity"):  # one simple pass per filter set
+        value = getattr(f, name)
+        if value:
+            get = attrgetter(name)
+            held = [a for a in held if get(a) == value]
+    if f.kind:
+        held = [a for a in held if f.kind in a.kinds]
+    rows = list(held)
+    if f.sort != "time":  # (by time they are held in order)
+        rows.sort(key=ANOMALY_SORTS.get(f.sort, ANOMALY_SORTS["time"]), reverse=f.desc)
     return page_of(rows, f.page, size)
 
 
