@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from baseliner.models.block import VectorBlock
 from baseliner.service.config import PipelineConfig
 from baseliner.service.console.history import BUCKET_SECONDS, History
@@ -108,7 +109,7 @@ def test_fleet_and_anomaly_views_take_a_baseline_whose_file_was_refused() -> Non
     assert view.novel[0] == ("executable", "/bin/sh", False) and view.baseline_state == "detecting"
 
 
-def test_anomalies_list_filters_sorts_and_pages() -> None:
+def test_anomalies_list_filters_sorts_and_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     from baseliner.service.console import views
 
     h = History()
@@ -132,3 +133,7 @@ def test_anomalies_list_filters_sorts_and_pages() -> None:
     assert ids(sort="severity") == ["e39", "e35", "e31", "e27", "e23"]
     page = views.anomalies(h, views.AnomalyFilter(image="img0:1", page=99), 5)
     assert (page.total, page.number, page.pages) == (10, 2, 2)
+    partial = [ids(sort=s, desc=d, page=p) for s in ("score", "count", "image") for d in (True, False) for p in (1, 3)]
+    monkeypatch.setattr(views, "_PARTIAL_SORT", 0)  # every page by a full sort: the same rows
+    assert partial == [ids(sort=s, desc=d, page=p) for s in ("score", "count", "image") for d in (True, False)
+                       for p in (1, 3)]

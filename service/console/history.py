@@ -207,6 +207,7 @@ class ImageActivity:
     namespaces: dict[str, None] = field(default_factory=dict)
     known: dict[str, None] = field(default_factory=dict)  # ids of the containers already noted
     buckets: dict[int, list[int]] = field(default_factory=dict)  # 5-minute bucket -> counts by SEVERITIES
+    sums: dict[int, list[int]] = field(default_factory=dict)  # first bucket -> counts since (until they change)
     latest: deque[str] = field(default_factory=lambda: deque(maxlen=_ANOMALIES_PER_IMAGE))
     last: Anomaly | None = None  # the latest anomaly (kept when the list of all has let it go)
     anomalies: int = 0  # anomaly events seen (not folded repeats)
@@ -293,16 +294,23 @@ class ImageActivity:
                 del self.buckets[old]
         i = SEVERITIES.index(severity)
         counts[i] = max(0, counts[i] + delta)
+        self.sums.clear()
 
     def counts_since(self, since: float) -> list[int]:
         """Anomalies by severity (SEVERITIES order) whose first window started at or after ``since``, to the
         nearest bucket."""
         first = int(since // BUCKET_SECONDS) if math.isfinite(since) else -(2**62)
+        cached = self.sums.get(first)
+        if cached is not None:
+            return cached
         c0 = c1 = c2 = c3 = 0
         for b, counts in self.buckets.items():
             if b >= first:
                 c0, c1, c2, c3 = c0 + counts[0], c1 + counts[1], c2 + counts[2], c3 + counts[3]
-        return [c0, c1, c2, c3]
+        if len(self.sums) >= 4:
+            self.sums.clear()
+        out = self.sums[first] = [c0, c1, c2, c3]
+        return out
 
 
 class History:
