@@ -160,7 +160,7 @@ class ConsoleConfig(_Section):
     session_idle_minutes: Seconds = 30.0  # a session unused for this long ends
     session_hours: Seconds = 12.0  # a session ends this long after its login, used or not
     max_sessions: Count = 1000  # sessions held; the least recently used one ends first
-    max_anomalies: Count = 20_000  # anomaly events held for its pages (about 1 KB each); older ones are dropped
+    max_anomalies: Count = 20_000  # anomaly events held for its pages (about 1.6 KB each); older ones are dropped
     chart_points: Count = 240  # recent window times per image in its score chart (16 bytes each)
     max_containers_per_image: Count = 256  # containers and nodes remembered per image (more are only counted)
     page_size: Annotated[int, Field(ge=10, le=500)] = 50  # rows per page of its tables
