@@ -16,7 +16,8 @@
    feed the events, and the growth of the process's resident memory per anomaly held.
 
 First, what the console costs on the ingest path: ``Pipeline.apply_blocks`` on batches of 500 windows with and
-without its history attached, alternating (``--ingest-rounds``; see ``ingest_cost``).
+without its history attached, alternating (``--ingest-rounds``; see ``ingest_cost``); and what it keeps per image
+(``image_memory``).
 """
 
 from __future__ import annotations
@@ -160,6 +161,29 @@ def ingest_cost(rounds: int) -> None:
           f"{off_us:.2f} us without the console, {on_us:.2f} us with it ({(on_us / off_us - 1) * 100:+.1f}%)")
 
 
+def image_memory(images: int = 2000, points: int = 240) -> None:
+    """Bytes the console keeps per image (tracemalloc): a full chart ring and 2 containers each."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from baseliner.service.console.history import ImageActivity
+
+    tracemalloc.start()
+    kept = []
+    for i in range(images):
+        act = ImageActivity(points, 256)
+        for t in range(points):
+            act.add_point(float(t), 1.0, 2.0, 0)
+        for c in range(2):
+            ident = window(i, c, 0).identity
+            act.note(SimpleNamespace(node=ident.node, container_id=ident.container_id,
+                                     container_name=ident.container_name, pod=ident.pod, namespace=ident.namespace))
+        kept.append(act)
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    print(f"per image: {size / images:,.0f} bytes ({points} chart points, 2 containers; tracemalloc over {images:,})")
+
+
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -261,6 +285,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.ingest_rounds:
         ingest_cost(args.ingest_rounds)
+    image_memory()
     with tempfile.TemporaryDirectory(prefix="baseliner-console-bench-") as tmp:
         asyncio.run(measure(args, tmp))
 
