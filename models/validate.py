@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from itertools import chain
 from operator import attrgetter
 
@@ -35,7 +35,7 @@ _MAX_GOOD_IDENTITIES = 65_536
 # Identity tables (list objects) all of whose identities passed: the service's decoder gives one list per
 # distinct table, so a sensor's table is looked at once, not round after round.  The list is held so
 # that its id stays its own; cleared with _GOOD_IDENTITIES.
-_GOOD_TABLES: dict[int, list[Identity]] = {}
+_GOOD_TABLES: dict[int, Sequence[Identity]] = {}
 _MAX_GOOD_TABLES = 1024
 _GOOD_SYSCALL_NAMES: set[str] = set()  # syscall names already checked (bounded)
 _MAX_GOOD_SYSCALL_NAMES = 4096
@@ -163,7 +163,7 @@ def validate(v: FeatureVector) -> None:
             raise ValidationError("BAD_REFERENCE", "endpoint address is empty or too long")
 
 
-def _all_known_good(identities: list[Identity]) -> bool:
+def _all_known_good(identities: Sequence[Identity]) -> bool:
     """Whether every identity passed :func:`_identity` before (the same table: one lookup; else one
     C-level pass; the usual batch)."""
     if _GOOD_TABLES.get(id(identities)) is identities:
@@ -191,13 +191,13 @@ def _bad_syscall_names(names: list[str]) -> np.ndarray | None:
     return bad if bad.any() else None
 
 
-def _remember_table(identities: list[Identity]) -> None:
+def _remember_table(identities: Sequence[Identity]) -> None:
     if len(_GOOD_TABLES) >= _MAX_GOOD_TABLES:
         _GOOD_TABLES.clear()
     _GOOD_TABLES[id(identities)] = identities
 
 
-def bad_identities(identities: list[Identity]) -> np.ndarray | None:
+def bad_identities(identities: Sequence[Identity]) -> np.ndarray | None:
     """Which identities of a table are bad (a bool each; not an :class:`Identity` counts as bad), or
     ``None`` when all are good.  A table that passed before costs one lookup."""
     if _all_known_good(identities):
@@ -305,7 +305,8 @@ def validate_block(
             err = ValidationError("UNSPECIFIED", "vector could not be validated")
         err.index = int(block.index[i])
         errors.append(err)
-    for j in not_identities:  # keep the (shared) identity table usable for the windows that remain
-        block.identities[j] = Identity("", "", "")
+    if not_identities:  # keep the identity table usable for the windows that remain (a copy: tables are shared)
+        block.identities = [Identity("", "", "") if j in not_identities else ident
+                            for j, ident in enumerate(block.identities)]
     block.shared.clear()
     return ~bad, errors

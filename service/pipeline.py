@@ -265,9 +265,8 @@ class Pipeline:
         # keep each batch's table usable for its windows that remain, as validation does for the joined one
         # (the tables looked up below are the batches')
         for f, (_, b) in zip(flags, fresh, strict=True):
-            for j in np.flatnonzero(f).tolist() if f is not None else ():
-                if not isinstance(b.identities[j], Identity):
-                    b.identities[j] = Identity("", "", "")
+            if f is not None and not all(isinstance(ident, Identity) for ident in b.identities):
+                b.identities = [i if isinstance(i, Identity) else Identity("", "", "") for i in b.identities]
         ident_rows = np.zeros(len(block.identities), dtype=np.int64)
         for _ in range(2 if ok.any() else 0):  # again if the identity tables were forgotten meanwhile
             forgotten = self._forgotten
