@@ -259,7 +259,7 @@ def login(driver: Any, stack: Stack, token: str) -> None:
     driver.delete_all_cookies()
     driver.get(stack.console + "/login")
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "section.login button[type=submit]").click()
+    click(driver, "section.login button[type=submit]")
     assert urllib.parse.urlsplit(driver.current_url).path == "/", driver.page_source[:500]
 
 
@@ -282,9 +282,16 @@ def wait_for(driver: Any, css: str, timeout: float = 15.0) -> Any:
 
 
 def click(driver: Any, css: str) -> None:
+    """Click what leads to another page (a link, a form's button), and wait until that page has loaded."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
+    page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, css).click()
+    wait = WebDriverWait(driver, 15)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def post_without_session(stack: Stack, data: dict[str, str]) -> int:
@@ -524,6 +531,8 @@ def test_reset_by_clicking(stack: Stack, browser: Any) -> None:
 def test_keyboard_alone_reaches_an_image(stack: Stack, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     login(browser, stack, VIEWER)
     go(browser, stack, "/")
@@ -538,6 +547,8 @@ def test_keyboard_alone_reaches_an_image(stack: Stack, browser: Any) -> None:
     else:
         raise AssertionError("no image link reached with the Tab key")
     key = active.text
+    page = browser.find_element(By.TAG_NAME, "html")
     active.send_keys(Keys.ENTER)
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
     assert re.search(r"/image\?key=", browser.current_url)
     assert browser.find_element(By.TAG_NAME, "h1").text == f"Image {key}"
