@@ -3,8 +3,8 @@
 Every page but the login form, ``/healthz`` and ``/static/`` needs a session (``sessions.py``): a visitor
 without one is sent to the login form (a ``GET``) or answered ``401`` (a ``POST``).  Every ``POST`` of a
 session must carry its CSRF token (else ``403``) and, when the browser sends an ``Origin``, come from this
-console's own origin.  Responses forbid framing, sniffing, referrers, caching and any script or style not
-served by the console itself (``Content-Security-Policy``).
+console's own origin.  Responses forbid framing, sniffing, caching, referrers to other sites and any script
+or style not served by the console itself (``Content-Security-Policy``).
 """
 
 from __future__ import annotations
