@@ -111,6 +111,8 @@ class Pipeline:
         self.baseline_config = baseline_config or BaselineConfig()
         self.metrics = metrics
         self.sinks = list(sinks)
+        # called as (image key, block, its rows, their BlockVerdicts) for every image scored (the console's history)
+        self.score_observers: list[Callable[[str, VectorBlock, np.ndarray, Any], None]] = []
         self.baselines: dict[str, ImageBaseline] = {}
         # Makes the baseline of a new image; service/model_source.py sets it from a registered model
         # (its config and trained state as a warm start). None: an empty baseline with baseline_config.
@@ -470,6 +472,8 @@ class Pipeline:
             m.observe_batch_scores([key for key, _, _ in todo], [v.score for v in results])
         for (key, _, rows), verdicts in zip(todo, results, strict=True):
             self.dirty.add(key)
+            for observe in self.score_observers:
+                observe(key, block, rows, verdicts)
             for i in sorted(verdicts.flagged):
                 self._anomaly(key, block.vector(int(rows[i])), verdicts.flagged[i])
         self.stage_seconds["events"] += self._clock() - t1
