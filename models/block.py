@@ -109,7 +109,7 @@ def lengths_to_ptr(lengths: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
 class VectorBlock:
     """``n`` windows as columns (see the module docstring)."""
 
-    identities: list[Identity]  # distinct identities
+    identities: Sequence[Identity]  # distinct identities (a list or a tuple; never changed in place)
     ident: np.ndarray  # (n,) int64: row -> identities index
     index: np.ndarray  # (n,) int64: row -> position in the batch it came in (acknowledgements name it)
     window_start: np.ndarray  # (n,) float64, event time

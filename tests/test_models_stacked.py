@@ -1,8 +1,9 @@
-"""Stacked scoring: many images' windows of one block at once == each image on its own.
+"""Many images' windows of one block at once: the images do not affect one another.
 
-``baseliner.models.baseline.process_blocks`` is the service's path (every image of a batch in one set of NumPy
-operations); ``ImageBaseline.process_block`` with one image is what evaluation and the MLflow model call.
-Both must give the same verdicts and leave the same learnt state.
+``baseliner.models.baseline.process_blocks`` is the one scoring path (every image of a batch in one set of
+NumPy operations, per-image state stacked); ``ImageBaseline.process_block`` is it with one image.  An image
+scored among others must get the verdicts and keep the state it gets on its own, whatever the layout of the
+block (images interleaved or one after the other, frozen, learning and detecting images together).
 """
 
 from __future__ import annotations
@@ -193,9 +194,9 @@ def test_novelty_lookups_remembered_per_table_are_forgotten_when_a_set_changes()
     assert texts() == ["new syscall read", "new syscall write", "new port tcp/22"]
 
 
-def test_novel_rows_agree_with_each_windows_novelty_in_every_layout() -> None:
-    """``novel_rows`` == ``NoveltySets.novel`` window by window: rows in order with each set's rows one run
-    (the service's usual block), rows in order but sets interleaved, and a subset of rows in another order."""
+def test_novel_rows_find_each_windows_unknown_items_in_every_layout() -> None:
+    """``novel_rows`` finds each window's unknown items in every layout: rows in order with each set's rows one
+    run (the service's usual block), rows in order but sets interleaved, and a subset of rows in another order."""
     from baseliner.models.novelty import NoveltySets, novel_rows
 
     sets = [NoveltySets() for _ in range(3)]
@@ -215,9 +216,16 @@ def test_novel_rows_agree_with_each_windows_novelty_in_every_layout() -> None:
         return {k: sorted(i.text() for i in v) for k, v in found.items()}
 
     def expected(rows: list[int], group: list[int]) -> dict[int, list[str]]:
-        pairs = enumerate(zip(rows, group, strict=True))
-        out = {k: sorted(i.text() for i in sets[g].novel(vs[r])) for k, (r, g) in pairs}
-        return {k: v for k, v in out.items() if v}
+        """By hand: each item of window ``rows[k]`` its set ``sets[group[k]]`` does not hold."""
+        out = {}
+        for k, (r, g) in enumerate(zip(rows, group, strict=True)):
+            v, known = vs[r], sets[g].sets
+            items = [f"new executable {e}" for e in v.executables if e not in known["executable"]]
+            items += [f"new syscall {c}" for c in v.syscalls if c not in known["syscall"]]
+            items += [f"new port tcp/{ep.port}" for ep in v.endpoints if f"tcp/{ep.port}" not in known["port"]]
+            if items:
+                out[k] = sorted(items)
+        return out
 
     runs = [0] * 4 + [1] * 5 + [2] * 3
     interleaved = [i % 3 for i in range(12)]
