@@ -52,9 +52,6 @@ def test_batch_methods_equal_one_by_one():
     rows = [x for x, _ in stream[100:]]
     want = [one.score_one(x) for x in rows]
     assert many.score_many(dicts_to_matrix(rows)).tolist() == pytest.approx(want)
-    m = dicts_to_matrix(rows).tocoo()
-    got = many.score_sparse(m.row.astype(np.int64), m.col.astype(np.int64), m.data, len(rows))
-    assert got.tolist() == pytest.approx(want)
     assert many.buckets_seen == one.buckets_seen and many.windows_learned == 100
 
 
