@@ -244,54 +244,30 @@ class VectorBlock:
         """
         if len(blocks) == 1:
             return blocks[0]
-        table: list[str] | None = None
-        if names is not None:
-            for _ in range(2):  # again if the table started over while coding (then, the blocks' names joined)
-                first = names.names
-                codes = [names.codes(b.syscall_names) for b in blocks]
-                if names.names is first:
-                    table = first
-                    sc_name = np.concatenate([c[b.sc_name] for c, b in zip(codes, blocks, strict=True)])
-                    break
-
-        def offsets(sizes: list[int]) -> np.ndarray:
-            return np.cumsum([0, *sizes[:-1]]).astype(_I64)
-
-        def ptr(name: str) -> np.ndarray:
-            ptrs = [getattr(b, name) for b in blocks]
-            shift = offsets([int(p[-1]) for p in ptrs])
-            return np.concatenate([[0], *[p[1:] + s for p, s in zip(ptrs, shift.tolist(), strict=True)]]).astype(_I64)
-
-        def cat(name: str) -> np.ndarray:
-            return np.concatenate([getattr(b, name) for b in blocks])
-
-        def shifted(name: str, table: str) -> np.ndarray:
-            shift = offsets([len(getattr(b, table)) for b in blocks])
-            return np.concatenate([getattr(b, name) + s for b, s in zip(blocks, shift.tolist(), strict=True)])
-
+        coded = _coded_names(blocks, names) if names is not None else None
         return cls(
             identities=[i for b in blocks for i in b.identities],
-            ident=shifted("ident", "identities"),
-            index=cat("index"),
-            window_start=cat("window_start"),
-            window_seconds=cat("window_seconds"),
-            counters=cat("counters"),
-            complete=cat("complete"),
-            container_exited=cat("container_exited"),
-            age=cat("age"),
-            syscall_names=table if table is not None else [x for b in blocks for x in b.syscall_names],
-            sc_ptr=ptr("sc_ptr"),
-            sc_name=sc_name if table is not None else shifted("sc_name", "syscall_names"),
-            sc_count=cat("sc_count"),
-            ng_ptr=ptr("ng_ptr"),
-            ng_bucket=cat("ng_bucket"),
-            ng_count=cat("ng_count"),
-            exe_ptr=ptr("exe_ptr"),
+            ident=_shifted(blocks, "ident", "identities"),
+            index=_cat(blocks, "index"),
+            window_start=_cat(blocks, "window_start"),
+            window_seconds=_cat(blocks, "window_seconds"),
+            counters=_cat(blocks, "counters"),
+            complete=_cat(blocks, "complete"),
+            container_exited=_cat(blocks, "container_exited"),
+            age=_cat(blocks, "age"),
+            syscall_names=coded[0] if coded is not None else [x for b in blocks for x in b.syscall_names],
+            sc_ptr=_joined_ptr(blocks, "sc_ptr"),
+            sc_name=coded[1] if coded is not None else _shifted(blocks, "sc_name", "syscall_names"),
+            sc_count=_cat(blocks, "sc_count"),
+            ng_ptr=_joined_ptr(blocks, "ng_ptr"),
+            ng_bucket=_cat(blocks, "ng_bucket"),
+            ng_count=_cat(blocks, "ng_count"),
+            exe_ptr=_joined_ptr(blocks, "exe_ptr"),
             executables=[x for b in blocks for x in b.executables],
-            ep_ptr=ptr("ep_ptr"),
-            ep_index=shifted("ep_index", "endpoints"),
+            ep_ptr=_joined_ptr(blocks, "ep_ptr"),
+            ep_index=_shifted(blocks, "ep_index", "endpoints"),
             endpoints=[x for b in blocks for x in b.endpoints],
-            path_ptr=ptr("path_ptr"),
+            path_ptr=_joined_ptr(blocks, "path_ptr"),
             sensitive_paths=[x for b in blocks for x in b.sensitive_paths],
         )
 
@@ -407,6 +383,37 @@ class NameTable:
             out[j] = k
         self._codes[key] = out
         return out
+
+
+def _coded_names(blocks: Sequence[VectorBlock], names: NameTable) -> tuple[list[str], np.ndarray] | None:
+    """The blocks' syscall entries coded in ``names``: ``(its list, the entries' codes)``, or ``None`` when
+    the table started over while coding (then the blocks' names are joined instead)."""
+    for _ in range(2):
+        first = names.names
+        codes = [names.codes(b.syscall_names) for b in blocks]
+        if names.names is first:
+            return first, np.concatenate([c[b.sc_name] for c, b in zip(codes, blocks, strict=True)])
+    return None
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    return np.cumsum([0, *sizes[:-1]]).astype(_I64).tolist()
+
+
+def _joined_ptr(blocks: Sequence[VectorBlock], name: str) -> np.ndarray:
+    ptrs = [getattr(b, name) for b in blocks]
+    shift = _offsets([int(p[-1]) for p in ptrs])
+    return np.concatenate([[0], *[p[1:] + s for p, s in zip(ptrs, shift, strict=True)]]).astype(_I64)
+
+
+def _cat(blocks: Sequence[VectorBlock], name: str) -> np.ndarray:
+    return np.concatenate([getattr(b, name) for b in blocks])
+
+
+def _shifted(blocks: Sequence[VectorBlock], name: str, table: str) -> np.ndarray:
+    """Indices into each block's ``table``, as indices into the tables joined."""
+    shift = _offsets([len(getattr(b, table)) for b in blocks])
+    return np.concatenate([getattr(b, name) + s for b, s in zip(blocks, shift, strict=True)])
 
 
 def _zero_ptr(n: int) -> np.ndarray:
