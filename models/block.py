@@ -324,12 +324,6 @@ class VectorBlock:
     def vectors(self) -> list[FeatureVector]:
         return [self.vector(i) for i in range(len(self))]
 
-    def sparse_ngrams(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The n-gram counts as flat ``(row, bucket, count)`` arrays; ``None`` when no window has any."""
-        if not len(self.ng_bucket):
-            return None
-        return row_ids(self.ng_ptr), self.ng_bucket, self.ng_count
-
     def containers(self) -> list[str]:
         """``node/container_id`` of each distinct identity (index like ``identities``).
 
