@@ -55,8 +55,8 @@ class ZScoreDetector(base.AnomalyDetector):
     >>> attack = det.score_one({"reads": 3.2, "execs": 2.7})
     >>> normal < 1.0 < attack
     True
-    >>> round(det.mean("reads"), 2)
-    3.2
+    >>> det.means().round(2).tolist()  # reads, execs
+    [3.2, 0.0]
     """
 
     def __init__(
@@ -109,14 +109,6 @@ class ZScoreDetector(base.AnomalyDetector):
     def n_seen(self) -> float:
         """Effective number of vectors learnt (capped at ``window``)."""
         return self._n
-
-    def mean(self, name: Any) -> float:
-        i = self._index.get(name)
-        return 0.0 if i is None else float(self._mean[i])
-
-    def std(self, name: Any) -> float:
-        i = self._index.get(name)
-        return 0.0 if i is None else float(self._std()[i])
 
     def means(self) -> np.ndarray:
         return self._mean.copy()
