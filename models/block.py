@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from baseliner.models.vector import Endpoint, FeatureVector, Identity
@@ -377,6 +377,49 @@ class NameTable:
             out[j] = k
         self._codes[key] = out
         return out
+
+
+class TableMemo(Generic[T]):
+    """Values derived from identity tables, remembered by the tables' content (never by object).
+
+    A sensor's table comes back round after round (the service's decoder hands out one immutable tuple
+    per distinct table): what was derived from it is found again with a lookup keyed by its length and
+    its first and last identity, and an element-by-element comparison with the table remembered (cheap
+    when the elements are the same objects).  A list changed in place, or another table, is not found.
+
+    >>> from baseliner.models.vector import Identity
+    >>> memo: TableMemo[str] = TableMemo()
+    >>> table = [Identity("n", "c1", "web"), Identity("n", "c2", "web")]
+    >>> memo.put(table, "checked")
+    >>> memo.get(tuple(table)), memo.get(table[:1])
+    ('checked', None)
+    >>> table[1] = Identity("n", "c3", "web"); memo.get(table)
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._memo: dict[tuple[int, Identity, Identity], tuple[tuple[Identity, ...], T]] = {}
+
+    def get(self, table: Sequence[Identity]) -> T | None:
+        if not table:
+            return None
+        content = tuple(table)  # (a tuple is itself)
+        try:
+            found = self._memo.get((len(content), content[0], content[-1]))
+        except TypeError:  # something unhashable that is no Identity: nothing is remembered of it
+            return None
+        return found[1] if found is not None and found[0] == content else None
+
+    def put(self, table: Sequence[Identity], value: T) -> None:
+        if not table:
+            return
+        if len(self._memo) >= self.limit:
+            self._memo.clear()
+        content = tuple(table)
+        self._memo[(len(content), content[0], content[-1])] = (content, value)
+
+    def clear(self) -> None:
+        self._memo.clear()
 
 
 def _coded_names(blocks: Sequence[VectorBlock], names: NameTable) -> tuple[list[str], np.ndarray] | None:

@@ -5,8 +5,9 @@
 with a reason code and a message that says what was wrong, so the service can reject that one window,
 count it, and go on.
 
-What passed before is remembered by content, never by object: identities (frozen, hashable) and syscall
-names, in bounded sets.  A table changed after it was checked is checked again, entry by entry.
+What passed before is remembered by content, never by object: identities (frozen, hashable), identity
+tables (:class:`~baseliner.models.block.TableMemo`) and syscall names, bounded.  A table changed after it
+was checked is checked again, entry by entry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from itertools import chain
 
 import numpy as np
-from baseliner.models.block import COUNTERS, VectorBlock, row_ids
+from baseliner.models.block import COUNTERS, TableMemo, VectorBlock, row_ids
 from baseliner.models.errors import ValidationError
 from baseliner.models.ngrams import NUM_BUCKETS
 from baseliner.models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector, Identity
@@ -35,6 +36,7 @@ _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+|[:/][a-zA-Z0-9._-]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 _GOOD_IDENTITIES: set[Identity] = set()  # identities that passed (bounded)
+_GOOD_TABLES: TableMemo[bool] = TableMemo()  # identity tables all of whose identities passed
 _MAX_GOOD_IDENTITIES = 65_536
 _GOOD_SYSCALL_NAMES: set[str] = set()  # syscall names that passed (bounded)
 _MAX_GOOD_SYSCALL_NAMES = 4096
@@ -109,14 +111,19 @@ def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError
 
 def _bad_identities(identities: Sequence[Identity]) -> np.ndarray | None:
     """Which entries of an identity table are bad (not an :class:`Identity` counts as bad), or ``None``
-    when all are good.  A table of identities that passed before costs one set lookup each."""
+    when all are good.  A table that passed before costs a lookup (:class:`TableMemo`), one of identities
+    that passed one set lookup each."""
+    if _GOOD_TABLES.get(identities):
+        return None
     try:
-        if all(map(_GOOD_IDENTITIES.__contains__, identities)):
-            return None
+        good = all(map(_GOOD_IDENTITIES.__contains__, identities))
     except TypeError:  # something unhashable that is no Identity: looked at below
-        pass
-    bad = np.fromiter((not _identity_ok(x) for x in identities), dtype=bool, count=len(identities))
-    return bad if bad.any() else None
+        good = False
+    bad = None if good else np.fromiter((not _identity_ok(x) for x in identities), dtype=bool, count=len(identities))
+    if bad is None or not bad.any():
+        _GOOD_TABLES.put(identities, True)
+        return None
+    return bad
 
 
 def _identity_ok(x: object) -> bool:
@@ -126,6 +133,7 @@ def _identity_ok(x: object) -> bool:
         return False
     if len(_GOOD_IDENTITIES) >= _MAX_GOOD_IDENTITIES:
         _GOOD_IDENTITIES.clear()
+        _GOOD_TABLES.clear()
     _GOOD_IDENTITIES.add(x)
     return True
 

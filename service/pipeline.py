@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
-from baseliner.models.block import NameTable, VectorBlock
+from baseliner.models.block import NameTable, TableMemo, VectorBlock
 from baseliner.models.errors import UnknownBaselineError, ValidationError
 from baseliner.models.rate_features import transform_block
 from baseliner.models.validate import validate_block
@@ -126,6 +126,7 @@ class Pipeline:
         self._ident_gen = np.empty(0, dtype=np.int64)
         self._image_keys: list[str] = []
         self._image_index: dict[str, int] = {}
+        self._table_rows: TableMemo[np.ndarray] = TableMemo()  # recent identity tables' rows (until forgotten)
         self._names = NameTable()  # the syscall names of joined batches (VectorBlock.concat)
         self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
         self._open: dict[tuple[str, tuple[str, ...]], _Aggregate] = {}
@@ -321,7 +322,17 @@ class Pipeline:
         return keep
 
     def _identity_rows(self, identities: Sequence[Identity]) -> np.ndarray:
-        """Each identity's row in the per-identity tables (added when new; bounded by ``max_containers``)."""
+        """Each identity's row in the per-identity tables (added when new; bounded by ``max_containers``).
+
+        The rows of a table seen before are remembered by its content (:class:`TableMemo`): a sensor's table
+        comes back round after round."""
+        rows = self._table_rows.get(identities)
+        if rows is None:
+            rows = self._lookup_rows(identities)
+            self._table_rows.put(identities, rows)
+        return rows
+
+    def _lookup_rows(self, identities: Sequence[Identity]) -> np.ndarray:
         table = self._ident_row
         found = list(map(table.get, identities))
         try:
@@ -358,6 +369,7 @@ class Pipeline:
         return r
 
     def _forget_identities(self) -> None:
+        self._table_rows.clear()
         self._ident_row.clear()
         self._ident_container.clear()
         self._image_keys.clear()
