@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix
+from baseliner.models.detectors.ngram_likelihood import NgramDetector, dicts_to_matrix
 from baseliner.models.evaluate.windows import count_windows
 from baseliner.models.ngrams import NUM_BUCKETS, dense, ngram_counts
 from river import checks
@@ -138,7 +138,7 @@ def test_bad_input_is_handled():
 
 
 def test_dicts_to_matrix_equals_row_by_row():
-    from baseliner.models.detectors.ngram import sparse_row
+    from baseliner.models.detectors.ngram_likelihood import sparse_row
 
     rng = random.Random(4)
     rows = [{rng.randrange(NUM_BUCKETS): rng.choice([1, 2, 0, -1, float("nan"), 3.5]) for _ in range(rng.randrange(6))}

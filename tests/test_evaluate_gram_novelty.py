@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
-from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix
+from baseliner.models.detectors.ngram_likelihood import NgramDetector, dicts_to_matrix
 from baseliner.models.evaluate.windows import count_windows
 from baseliner.models.ngrams import NUM_BUCKETS, SHORT_BUCKETS, ngram_counts, order_of
 from river import checks

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
-from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix
+from baseliner.models.detectors.ngram_likelihood import NgramDetector, dicts_to_matrix
 from baseliner.models.detectors.sequence import SequenceTier
 from baseliner.models.ngrams import BUCKETS, SHORT_BUCKETS, ngram_counts
 from baseliner.models.threshold import TailThreshold

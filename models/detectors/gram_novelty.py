@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from baseliner.models.block import segment_sums
-from baseliner.models.detectors.ngram import matrix_entries, sparse_row
+from baseliner.models.detectors.ngram_likelihood import matrix_entries, sparse_row
 from baseliner.models.ngrams import LONG_BUCKETS, NUM_BUCKETS, SHORT_BUCKETS
 from baseliner.models.syscalls import fnv1a32
 from river import base
@@ -42,7 +42,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
     a dict of bucket index -> count (``FeatureVector.ngrams``); a key that is not a bucket index is hashed
     into the order-6 range, and non-positive or non-finite counts count as 0.  ``learn_many`` /
     ``score_many`` take a ``scipy.sparse`` matrix or dense array of shape ``(n, NUM_BUCKETS)``
-    (:func:`baseliner.models.detectors.ngram.dicts_to_matrix`).
+    (:func:`baseliner.models.detectors.ngram_likelihood.dicts_to_matrix`).
 
     Examples
     --------

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from baseliner.models.block import csr_take
 from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
-from baseliner.models.detectors.ngram import NgramDetector
+from baseliner.models.detectors.ngram_likelihood import NgramDetector
 from baseliner.models.ngrams import SHORT_BUCKETS
 from river import base
 
@@ -48,10 +48,10 @@ class SequenceTier(base.AnomalyDetector):
     """Mean surprise of a window's order-4 grams plus a saturating penalty for its unseen order-6 grams.
 
     The tier holds two detectors over the sensor's hashed n-gram counts (``docs/ngram-spec.md``):
-    :class:`~baseliner.models.detectors.ngram.NgramDetector` (the image's order-4 language model; ``s``, the
-    window's mean surprise in nats per gram) and :class:`~baseliner.models.detectors.gram_novelty.GramNoveltyDetector`
-    (which order-6 buckets the image has shown; ``u``, the share of the window's order-6 grams never
-    seen).  A window scores
+    :class:`~baseliner.models.detectors.ngram_likelihood.NgramDetector` (the image's order-4 language model;
+    ``s``, the window's mean surprise in nats per gram) and
+    :class:`~baseliner.models.detectors.gram_novelty.GramNoveltyDetector` (which order-6 buckets the image
+    has shown; ``u``, the share of the window's order-6 grams never seen).  A window scores
 
         score = s + unseen_nats * u^2 / (u^2 + unseen_scale^2),
 
@@ -97,7 +97,7 @@ class SequenceTier(base.AnomalyDetector):
     Parameters
     ----------
     alpha
-        Additive smoothing of the order-4 model (:class:`~baseliner.models.detectors.ngram.NgramDetector`).
+        Additive smoothing of the order-4 model (:class:`~baseliner.models.detectors.ngram_likelihood.NgramDetector`).
     unseen_nats
         The most a window's unseen order-6 grams add to its score (nats per gram); 0 turns them off.
     unseen_scale

@@ -1,4 +1,4 @@
-"""Sequence detector: likelihood of a window's hashed syscall n-grams under the image's learnt n-gram model."""
+"""NgramDetector: the likelihood of a window's hashed order-2..4 syscall n-grams under the image's n-gram model."""
 
 from __future__ import annotations
 
