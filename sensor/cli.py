@@ -26,6 +26,8 @@ from typing import Any
 from baseliner.models.errors import ConfigError
 from baseliner.models.vector import FeatureVector
 from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.cli_bpf import add_bpf_arguments, source_from_args
+from baseliner.sensor.cli_checks import creatable_dir, examples, readable_file, writable_file
 from baseliner.sensor.transport import Backoff, Transport, channel_credentials
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -34,11 +36,20 @@ log = logging.getLogger(__name__)
 SOURCES = ("synthetic", "replay", "bpf")
 
 
+EXAMPLES = (
+    "baseliner sensor --source synthetic --target 127.0.0.1:50051 --hours 30",
+    "baseliner sensor --source replay recording.jsonl.gz --target 127.0.0.1:50051",
+    "baseliner sensor --source bpf --target baseliner.example:50051 --tls-ca ca.pem --token-file node.token  # root",
+    "baseliner sensor record --out recording.jsonl.gz --source synthetic --windows 5000",
+)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "sensor", help="stream feature vectors to a service (synthetic, replay or eBPF source), or record them",
         description="Stream one window of feature vectors per container at a time to a Baseliner service "
                     "over gRPC (batches, acknowledgements, resend after reconnect), or record them to a file.",
+        epilog=examples(*EXAMPLES), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", nargs="?", choices=("stream", "record"), default="stream",
                    help="stream to --target (default) or record to --out")
@@ -47,36 +58,53 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--target", default="127.0.0.1:50051", help="service host:port (default 127.0.0.1:50051)")
     p.add_argument("--node", default=socket.gethostname(), help="node name this sensor reports for (default: hostname)")
     p.add_argument("--sensor-id", help="stable sensor id keying deduplication (default NODE/SOURCE)")
-    p.add_argument("--out", help="record: output file (.jsonl, .jsonl.gz, or - for stdout)")
+    p.add_argument("--out", type=writable_file, help="record: output file (.jsonl, .jsonl.gz, or - for stdout)")
     p.add_argument("--windows", type=int, default=0, help="stop after this many windows (0: until the source ends)")
     p.add_argument("--metrics-listen", default="", help="serve the sensor's metrics on host:port (default off)")
-    t = p.add_argument_group("transport")
+    _add_transport_arguments(p.add_argument_group("transport"))
+    _add_synthetic_arguments(p.add_argument_group("synthetic and replay sources"))
+    add_bpf_arguments(p)
+    p.set_defaults(window=None)  # resolved per source: synthetic 10 s, bpf its own default
+    return p
+
+
+def _add_transport_arguments(t: Any) -> None:
     t.add_argument("--batch-size", type=int, default=500, help="vectors per batch (default 500)")
     t.add_argument("--max-in-flight", type=int, default=16, help="unacknowledged batches on the wire (default 16)")
     t.add_argument("--buffer-batches", type=int, default=2048,
                    help="bound on unacknowledged batches held (default 2048)")
     t.add_argument("--buffer-mb", type=float, default=256.0, help="bound on their size in MiB (default 256)")
-    t.add_argument("--spool-dir", metavar="DIR",
+    t.add_argument("--spool-dir", metavar="DIR", type=creatable_dir,
                    help="keep unacknowledged batches in this on-disk spool (survives a sensor restart; "
                         "sensor/spool.py) instead of memory; bounded by --buffer-batches/--buffer-mb")
-    t.add_argument("--spool-key-file", metavar="FILE", help="HMAC key for the spool files (recommended)")
+    t.add_argument("--spool-key-file", metavar="FILE", type=readable_file,
+                   help="HMAC key for the spool files (recommended)")
     t.add_argument("--on-full", choices=("block", "drop"),
                    help="when the buffer is full: wait (default for synthetic/replay) or drop the oldest "
                         "(default for bpf)")
     t.add_argument("--ack-timeout", type=float, default=30.0, help="seconds to wait for an ack (default 30)")
     t.add_argument("--backoff-max", type=float, default=30.0, help="longest reconnect delay in s (default 30)")
     t.add_argument("--drain-timeout", type=float, default=10.0,
-                   help="on SIGINT/SIGTERM, seconds to send what is buffered before exiting (default 10)")
-    t.add_argument("--tls-ca", metavar="FILE", help="verify the service's certificate against this CA (enables TLS)")
+                   help="on SIGINT/SIGTERM, seconds to send what is buffered before exiting (default 10; a "
+                        "second signal exits at once)")
+    t.add_argument("--give-up-after", type=float, default=60.0,
+                   help="when the source has ended, exit after this many seconds without an acknowledgement "
+                        "(the service unreachable; default 60); what is not acknowledged stays in --spool-dir "
+                        "or is reported dropped")
+    t.add_argument("--tls-ca", metavar="FILE", type=readable_file,
+                   help="verify the service's certificate against this CA (enables TLS)")
     t.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
-    t.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (with --tls-key)")
-    t.add_argument("--tls-key", metavar="FILE", help="client private key for mutual TLS")
+    t.add_argument("--tls-cert", metavar="FILE", type=readable_file,
+                   help="client certificate for mutual TLS (with --tls-key)")
+    t.add_argument("--tls-key", metavar="FILE", type=readable_file, help="client private key for mutual TLS")
     t.add_argument("--tls-server-name", metavar="NAME",
                    help="name expected in the service's certificate when it differs from the --target host")
-    t.add_argument("--token-file", metavar="FILE",
+    t.add_argument("--token-file", metavar="FILE", type=readable_file,
                    help="file holding this node's sensor token (sent as 'authorization: Bearer'); "
                         "also BASELINER_SENSOR_TOKEN")
-    s = p.add_argument_group("synthetic and replay sources")
+
+
+def _add_synthetic_arguments(s: Any) -> None:
     s.add_argument("--speed", type=float, default=0.0,
                    help="event seconds per wall second: 0 = as fast as possible (default), 1 = real time")
     s.add_argument("--hours", type=float, default=30.0, help="synthetic: simulated hours (default 30)")
@@ -87,16 +115,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="synthetic: hours of normal behaviour before the first attack (default 24)")
     s.add_argument("--no-attacks", action="store_true", help="synthetic: inject no attacks")
     s.add_argument("--no-synthetic-ngrams", action="store_true", help="synthetic: leave n-gram counts empty")
-    s.add_argument("--labels", help="synthetic: write the ground-truth attacks to this JSON file")
-    try:
-        from baseliner.sensor.cli_bpf import add_bpf_arguments
-    except ImportError as exc:  # the bpf helper's module is missing: keep the other sources working
-        log.debug("eBPF options unavailable: %s", exc)
-        p.add_argument("--window", type=float, default=None, help="window length in seconds")
-    else:
-        add_bpf_arguments(p)
-        p.set_defaults(window=None)  # resolved per source: synthetic 10 s, bpf its own default
-    return p
+    s.add_argument("--labels", type=writable_file, help="synthetic: write the ground-truth attacks to this JSON file")
 
 
 def _source_kind(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -107,6 +126,8 @@ def _source_kind(args: argparse.Namespace) -> tuple[str, str | None]:
     if kind == "replay":
         if len(src) != 2:
             raise ConfigError("--source replay needs a FILE: --source replay recording.jsonl")
+        if not os.path.isfile(src[1]):
+            raise ConfigError(f"--source replay {src[1]!r} is not a readable file")
         return kind, src[1]
     if len(src) != 1:
         raise ConfigError(f"--source {kind} takes no argument, got {' '.join(src[1:])!r}")
@@ -119,10 +140,8 @@ def synthetic_source(args: argparse.Namespace, nodes: tuple[str, ...]) -> Any:
     kw: dict[str, Any] = {
         "seed": args.seed, "start": args.start, "hours": args.hours, "nodes": nodes,
         "attack_after_hours": args.attacks_after, "ngrams": not args.no_synthetic_ngrams,
-        "window_seconds": args.window or 10.0,
+        "window_seconds": args.window or 10.0, "ngram_orders": args.ngram_orders,
     }
-    if getattr(args, "ngram_orders", None):  # (absent only if the eBPF options could not be imported)
-        kw["ngram_orders"] = args.ngram_orders
     if args.no_attacks:
         kw["attacks"] = ()
     try:
@@ -150,10 +169,6 @@ def open_source(args: argparse.Namespace, registry: CollectorRegistry | None) ->
             return kind, ReplaySource(path)
         except OSError as exc:
             raise ConfigError(f"--source replay {path}: {exc}") from None
-    try:
-        from baseliner.sensor.cli_bpf import source_from_args
-    except ImportError as exc:
-        raise ConfigError(f"--source bpf is not available in this installation ({exc})") from None
     if args.window is None:
         args.window = 5.0
     return kind, source_from_args(args, registry=registry, node=args.node)
@@ -227,8 +242,8 @@ def security_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry,
-                      security: dict[str, Any]) -> int:
+def _transport(args: argparse.Namespace, kind: str, registry: CollectorRegistry,
+               security: dict[str, Any]) -> Transport:
     on_full = args.on_full or ("drop" if kind == "bpf" else "block")
     buffer: Any
     if args.spool_dir:
@@ -239,46 +254,108 @@ async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: C
                            max_bytes=int(args.buffer_mb * 1024 * 1024), key=key or None)
     else:
         buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
-    transport = Transport(
+    return Transport(
         args.target, sensor_id=args.sensor_id or f"{args.node}/{kind}", node=args.node, buffer=buffer,
         batch_size=args.batch_size, max_in_flight=args.max_in_flight, on_full=on_full,
         ack_timeout=args.ack_timeout, backoff=Backoff(maximum=args.backoff_max), registry=registry,
         **security,
     )
-    windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
-    started = time.monotonic()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with transport:
-        feed = asyncio.create_task(stream(windows, transport, coalesce=kind != "bpf" and args.speed == 0))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({feed, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if feed.done():
-            stopper.cancel()
-            log.info("source finished: %d vectors submitted; waiting for acknowledgements", feed.result())
-            flushed = await transport.flush()
-        else:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
-            log.info("signal received: sending what is buffered (up to %.0fs)", args.drain_timeout)
-            flushed = await transport.flush(args.drain_timeout)
-            if not flushed:
-                log.warning("%d batches were not acknowledged before exit", transport.buffer.batches)
+
+
+class _Signals:
+    """SIGINT and SIGTERM while streaming: the first asks for a bounded drain, a second for an end now."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.first = asyncio.Event()
+        self.again = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        self.received += 1
+        (self.first if self.received == 1 else self.again).set()
+
+
+async def _first(task: asyncio.Task[Any], event: asyncio.Event) -> bool:
+    """Wait for ``task`` or ``event``, whichever comes first; True when ``task`` did (``event`` interrupts it:
+    the task is then cancelled)."""
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
+async def _deliver(args: argparse.Namespace, transport: Transport, windows: AsyncIterator[list[FeatureVector]],
+                   coalesce: bool, signals: _Signals) -> bool:
+    """Stream the source's windows, then wait for their acknowledgements; True when every one came.
+
+    Bounded at every point: when the source ends, the wait gives up after ``--give-up-after`` seconds
+    without an acknowledgement; a signal ends the source and drains for at most ``--drain-timeout``
+    seconds; a second signal ends the drain."""
+    feed = asyncio.create_task(stream(windows, transport, coalesce=coalesce))
+    if await _first(feed, signals.first):
+        if transport.failed is not None:  # (logged by the transport; the source stopped on it)
+            feed.exception()
+            return False
+        log.info("source finished: %d vectors submitted; waiting for acknowledgements (giving up after %gs "
+                 "without one)", feed.result(), args.give_up_after)
+        waiting = asyncio.create_task(transport.flush(give_up_after=args.give_up_after))
+        if await _first(waiting, signals.first):
+            return waiting.result()
+    log.info("signal received: sending what is buffered (up to %gs; a second signal ends it now)",
+             args.drain_timeout)
+    draining = asyncio.create_task(transport.flush(args.drain_timeout))
+    if await _first(draining, signals.again):
+        return draining.result()
+    log.info("second signal: not waiting for the remaining acknowledgements")
+    return False
+
+
+def _report(args: argparse.Namespace, transport: Transport, seconds: float) -> None:
     st = transport.stats
     log.info("done in %.1fs: %d vectors applied, %d rejected, %d dropped; %d batches sent (%d resent), "
-             "%d connects; %d vectors in batches applied before their ack was lost", time.monotonic() - started,
+             "%d connects; %d vectors in batches applied before their ack was lost", seconds,
              st.vectors_applied, st.vectors_rejected, st.vectors_dropped, st.batches_sent, st.batches_resent,
              st.connects, st.vectors_applied_before)
-    return 0 if flushed else 1
+    batches, vectors = transport.undelivered()
+    if not batches:
+        return
+    if args.spool_dir:
+        log.warning("%d batches (%d vectors) not acknowledged: kept in the spool %s, sent when the sensor starts "
+                    "again", batches, vectors, args.spool_dir)
+    else:
+        log.warning("%d batches (%d vectors) not acknowledged: dropped (--spool-dir keeps them across restarts)",
+                    batches, vectors)
+
+
+async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry,
+                      security: dict[str, Any]) -> int:
+    transport = _transport(args, kind, registry, security)
+    windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
+    started = time.monotonic()
+    signals = _Signals()
+    async with transport:
+        delivered = await _deliver(args, transport, windows, kind != "bpf" and args.speed == 0, signals)
+    _report(args, transport, time.monotonic() - started)
+    return 0 if delivered else 1
 
 
 def run(args: argparse.Namespace) -> int:
     for name in ("batch_size", "max_in_flight", "buffer_batches"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("drain_timeout", "give_up_after"):
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 seconds")
     if args.speed < 0:
         raise ConfigError("--speed must be >= 0")
     registry = CollectorRegistry()
