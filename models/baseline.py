@@ -596,7 +596,7 @@ def _process(
     return verdicts
 
 
-@dataclass
+@dataclass(slots=True)
 class _Scored:
     """The windows of one :func:`_process` call, scored.
 
@@ -621,18 +621,18 @@ class _Scored:
     has_grams: np.ndarray
     sequences: StackedSequence | None
     novel: dict[int, list[NovelItem]]
-    threshold: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    seq_threshold: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    no_profile: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    rate_hit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    seq_hit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    continuous: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    anomalous: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    learning: np.ndarray  # the window's image is learning
+    threshold: np.ndarray = field(init=False)
+    seq_threshold: np.ndarray = field(init=False)
+    no_profile: np.ndarray = field(init=False)
+    rate_hit: np.ndarray = field(init=False)
+    seq_hit: np.ndarray = field(init=False)
+    continuous: np.ndarray = field(init=False)
+    score: np.ndarray = field(init=False)
+    anomalous: np.ndarray = field(init=False)
 
     def per_group(self, values: list[Any]) -> Any:
-        """One value per group, as a value per window (a 0-d array that broadcasts, for one group)."""
-        return np.asarray(values[0]) if len(values) == 1 else np.asarray(values)[self.grp]
+        return _per_group(values, self.grp)
 
     def rows_of(self, a: np.ndarray) -> np.ndarray:
         """A block column's values of the windows, in window order."""
@@ -643,17 +643,18 @@ def _score(groups: Sequence[tuple[ImageBaseline, np.ndarray]], block: VectorBloc
     """Every window's rate and sequence scores against its profile, and its novel items."""
     baselines = [b for b, _ in groups]
     sizes = [len(rows) for _, rows in groups]
-    R = np.concatenate([np.asarray(rows, dtype=np.int64) for _, rows in groups])
+    if len(groups) == 1:
+        R, grp = np.asarray(groups[0][1], dtype=np.int64), np.zeros(sizes[0], dtype=np.int64)
+    else:
+        R = np.concatenate([np.asarray(rows, dtype=np.int64) for _, rows in groups])
+        grp = np.repeat(np.arange(len(groups), dtype=np.int64), sizes)
     n = len(R)
-    grp = np.repeat(np.arange(len(groups), dtype=np.int64), sizes)
     # the groups' rows are the block's rows in order (one group, or images that arrived one after the
     # other): every column is used as it is, with no gathers
-    in_order = n == len(block) and bool(np.array_equal(R, np.arange(n)))
+    in_order = n == len(block) and bool((R == np.arange(n)).all())
     Xr = X if in_order else X[R]
     ages = block.age if in_order else block.age[R]
-    startup_seconds = [b.config.startup_seconds for b in baselines]
-    is_startup = (ages >= 0.0) & (ages < (np.asarray(startup_seconds[0]) if len(groups) == 1
-                                          else np.asarray(startup_seconds)[grp]))
+    is_startup = (ages >= 0.0) & (ages < _per_group([b.config.startup_seconds for b in baselines], grp))
     prof = 2 * grp + is_startup
     profiles = [p for b in baselines for p in (b.steady, b.startup)]
     # standard scores of every window against its profile, for scoring now and learning later
@@ -668,7 +669,12 @@ def _score(groups: Sequence[tuple[ImageBaseline, np.ndarray]], block: VectorBloc
         (sequences.score, sequences.has_grams)
     novel = novel_rows([b.novelty for b in baselines], block, None if in_order else R, grp)
     return _Scored(R, grp, [0, *np.cumsum(sizes).tolist()], in_order, profiles, Xr, is_startup, prof, z, rate, seq,
-                   has_grams, sequences, novel)
+                   has_grams, sequences, novel, _per_group([b.state is State.LEARNING for b in baselines], grp))
+
+
+def _per_group(values: list[Any], grp: np.ndarray) -> Any:
+    """One value per group, as a value per window (a 0-d array that broadcasts, for one group)."""
+    return np.asarray(values[0]) if len(values) == 1 else np.asarray(values)[grp]
 
 
 def _score_sequences(
@@ -711,8 +717,7 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
         weight = baselines[grp[k]]._novel_weight
         n_kinds[k] = sum(weight[kind] for kind in {item.kind for item in items})
     s.score = s.continuous + np.where(finite, thresholds, 0.0) * n_kinds
-    learning = s.per_group([b.state is State.LEARNING for b in baselines])
-    s.anomalous = finite & (s.rate_hit | s.seq_hit | (s.score > thresholds)) & ~learning
+    s.anomalous = finite & (s.rate_hit | s.seq_hit | (s.score > thresholds)) & ~s.learning
     s.threshold, s.seq_threshold, s.no_profile = thresholds, seq_thresholds, no_profile
 
 
@@ -728,9 +733,8 @@ def _learn_mask(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) 
     # Detection learns only windows comfortably inside the baseline: a window just under its threshold
     # is not flagged, but neither may it pull the baseline towards itself.
     inside = (s.continuous < s.per_group([b.config.learn_gate for b in baselines]) * s.threshold) | s.no_profile
-    learning = s.per_group([b.state is State.LEARNING for b in baselines])
     frozen = s.per_group([b.state is State.FROZEN for b in baselines])
-    return learnable & ~frozen & (learning | (~s.anomalous & inside))
+    return learnable & ~frozen & (s.learning | (~s.anomalous & inside))
 
 
 def _mask_quarantined(b: ImageBaseline, block: VectorBlock, rows: np.ndarray, learnable: np.ndarray) -> None:
@@ -757,19 +761,21 @@ def _verdicts(
                       learn_mask[lo:hi], s.startup[lo:hi], b.state, {}, {})
         for b, (lo, hi) in zip(baselines, bounds, strict=True)
     ]
-    grp = s.grp.tolist()
+    grp, offsets = s.grp.tolist(), s.offsets
     for k, items in s.novel.items():
-        verdicts[grp[k]].novel[k - s.offsets[grp[k]]] = tuple(items)
+        verdicts[grp[k]].novel[k - offsets[grp[k]]] = tuple(items)
+    seq_hit, rate_hit, startup, rows = s.seq_hit, s.rate_hit, s.startup, s.R
     for k in np.flatnonzero(s.anomalous).tolist():
-        g, local = grp[k], k - s.offsets[grp[k]]
+        g = grp[k]
+        local = k - offsets[g]
         b, vd = baselines[g], verdicts[g].verdict(local)
         seq_info = None
-        if s.seq_hit[k]:  # the window's sequence score, its threshold and its share of never-seen 6-grams
+        if seq_hit[k]:  # the window's sequence score, its threshold and its share of never-seen 6-grams
             unseen = float(s.sequences.unseen[k]) if s.sequences is not None else 0.0
             seq_info = (float(s.seq[k]), float(s.seq_threshold[k]), unseen)
-        b._explain(vd, s.X[k], bool(s.rate_hit[k]), seq_info, b.startup if s.startup[k] else b.steady)
+        b._explain(vd, s.X[k], bool(rate_hit[k]), seq_info, b.startup if startup[k] else b.steady)
         verdicts[g].flagged[local] = vd
-        row = int(s.R[k])
+        row = int(rows[k])
         ident, start = block.identity(row), float(block.window_start[row])
         b._quarantine(f"{ident.node}/{ident.container_id}", start, start + float(block.window_seconds[row]))
     for b, (lo, hi), v in zip(baselines, bounds, verdicts, strict=True):

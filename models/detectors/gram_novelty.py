@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,14 +91,16 @@ class GramNoveltyDetector(base.AnomalyDetector):
 
     @staticmethod
     def score_stacked(
-        dets: Sequence[GramNoveltyDetector], wb: np.ndarray, ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+        dets: Sequence[GramNoveltyDetector], wb: np.ndarray, ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray,
+        short_totals: Callable[[], np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores of windows, each against its own detector: the one way these detectors score.
 
         The windows are sorted by detector: ``dets[t]``'s are ``[wb[t], wb[t + 1])``; window ``k``'s entries
         are ``[ptr[k], ptr[k + 1])`` of ``cols`` / ``counts`` (valid global buckets of any order, counts >= 0).
-        Returns the scores and the positions of the entries that are order-6 buckets never seen (what
-        learning the windows would add).  One lookup per entry in its detector's flags.
+        Returns the scores, the positions of the entries that are order-6 buckets never seen (what learning
+        the windows would add) and their windows.  One lookup per entry in its detector's flags.
+        ``short_totals`` gives each window's count of grams of the other orders when the caller has them.
         """
         n = len(ptr) - 1
         eb = ptr[wb]  # detector t's entries: [eb[t], eb[t + 1])
@@ -106,12 +108,14 @@ class GramNoveltyDetector(base.AnomalyDetector):
         for t in np.flatnonzero(np.diff(eb)).tolist():
             dets[t].new_flags(cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
         new = np.flatnonzero(new_flags)
+        new_rows = np.searchsorted(ptr, new, side="right") - 1
         unseen = np.zeros(n)
         if len(new):
-            new_rows = np.searchsorted(ptr, new, side="right") - 1
-            long_total = segment_sums(np.where(cols >= SHORT_BUCKETS, counts, 0.0), ptr)
+            short = short_totals() if short_totals is not None else \
+                segment_sums(np.where(cols < SHORT_BUCKETS, counts, 0.0), ptr)
+            long_total = segment_sums(counts, ptr) - short
             np.divide(np.bincount(new_rows, counts[new], n), long_total, out=unseen, where=long_total > 0)
-        return unseen, new
+        return unseen, new, new_rows
 
     @staticmethod
     def _row(x: Mapping[Any, Any]) -> tuple[np.ndarray, np.ndarray]:

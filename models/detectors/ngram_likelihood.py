@@ -175,6 +175,8 @@ class NgramDetector(base.AnomalyDetector):
         if sum(order_weights) <= 0:
             raise ValueError("order_weights must not all be 0")
         self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
+        weighted = [j for j, w in enumerate(order_weights) if w > 0]
+        self._one_order = weighted[0] if len(weighted) == 1 and tail >= 1 else -1  # see score_stacked
         self._counts = np.zeros(SHORT_BUCKETS, dtype=np.float64)
         self._totals = np.zeros(len(SHORT_ORDERS), dtype=np.float64)  # sum of the counts, order by order
         # log(C[b] + alpha), kept up to date bucket by bucket as counts are learnt: scoring gathers it
@@ -222,10 +224,9 @@ class NgramDetector(base.AnomalyDetector):
         present = np.flatnonzero(np.diff(eb)).tolist()
         if not present:
             return np.zeros(n)
-        weights = dets[present[0]].order_weights
-        if len(np.flatnonzero(weights)) == 1 and all(
-                dets[t].tail >= 1 and dets[t].order_weights == weights for t in present):
-            return _one_order_scores(dets, present, which, eb, ptr, cols, counts)
+        order = dets[present[0]]._one_order
+        if order >= 0 and all(dets[t]._one_order == order for t in present):
+            return _one_order_scores(dets, present, order, which, eb, ptr, cols, counts)
         return _weighted_scores(dets, present, which, eb, ptr, cols, counts)
 
     @staticmethod
@@ -330,13 +331,13 @@ def _gather(tables: Sequence[np.ndarray], present: list[int], eb: np.ndarray, co
 
 
 def _one_order_scores(
-    dets: Sequence[NgramDetector], present: list[int], which: np.ndarray, eb: np.ndarray, ptr: np.ndarray,
-    cols: np.ndarray, counts: np.ndarray,
+    dets: Sequence[NgramDetector], present: list[int], order: int, which: np.ndarray, eb: np.ndarray,
+    ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray,
 ) -> np.ndarray:
-    """:meth:`NgramDetector.score_stacked` when one order is weighted (the default, order 4) and ``tail`` is 1:
-    ``-log p = log_norm - log(C + alpha)``, so a window's score is its detector's ``log_norm`` minus the
-    count-weighted mean of ``log(C + alpha)`` (the order's weight cancels out of the mean)."""
-    order = int(np.flatnonzero(dets[present[0]].order_weights)[0])
+    """:meth:`NgramDetector.score_stacked` when one order is weighted (the default, order 4; ``order`` is its
+    index in ``SHORT_ORDERS``) and ``tail`` is 1: ``-log p = log_norm - log(C + alpha)``, so a window's score
+    is its detector's ``log_norm`` minus the count-weighted mean of ``log(C + alpha)`` (the order's weight
+    cancels out of the mean)."""
     lo = order * BUCKETS
     if len(cols) and not (lo <= int(cols.min()) and int(cols.max()) < lo + BUCKETS):
         kept = np.flatnonzero((cols >= lo) & (cols < lo + BUCKETS))

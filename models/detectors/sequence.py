@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from baseliner.models.block import csr_take
+from baseliner.models.block import csr_take, segment_sums
 from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
 from baseliner.models.detectors.ngram_likelihood import NgramDetector
 from baseliner.models.ngrams import SHORT_BUCKETS
@@ -179,14 +179,15 @@ class SequenceTier(base.AnomalyDetector):
         sptr = np.searchsorted(short, ptr)  # window k: short entries [sptr[k], sptr[k + 1])
         s_cols, s_counts = cols.take(short), counts.take(short)
         score = NgramDetector.score_stacked([t.likelihood for t in tiers], which, wb, sptr, s_cols, s_counts)
-        unseen, new = GramNoveltyDetector.score_stacked([t.novelty for t in tiers], wb, ptr, cols, counts)
+        unseen, new, new_rows = GramNoveltyDetector.score_stacked(
+            [t.novelty for t in tiers], wb, ptr, cols, counts, lambda: segment_sums(s_counts, sptr))
         if len(new):
             nats = np.array([tier.unseen_nats for tier in tiers])[which]
             score += _penalty(unseen, nats, np.array([tier.unseen_scale for tier in tiers])[which])
         if order is not None:  # back to the caller's window order
             score[order], unseen[order] = score.copy(), unseen.copy()
-        return StackedSequence(score, unseen, has_grams, order, which, sptr, s_cols, s_counts, sptr[wb],
-                               np.searchsorted(ptr, new, side="right") - 1, cols.take(new), counts.take(new))
+        return StackedSequence(score, unseen, has_grams, order, which, sptr, s_cols, s_counts, sptr[wb], new_rows,
+                               cols.take(new), counts.take(new))
 
     @staticmethod
     def learn_stacked(tiers: Sequence[SequenceTier], scored: StackedSequence, learn: np.ndarray) -> None:

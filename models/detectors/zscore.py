@@ -301,7 +301,7 @@ class ZScoreDetector(base.AnomalyDetector):
         yield {"window": 50, "top_k": 1, "upper_only": True, "clip": 3.0}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Batch:
     """How the rows of a stacked batch fall to detectors: detector ``used[u]`` has the rows where
     ``inverse == u`` (``sizes[u]`` of them); ``runs``: where each detector's rows start when each has one
@@ -337,7 +337,7 @@ class _Batch:
         return onehot @ z, onehot @ (z * z)
 
 
-@dataclass
+@dataclass(slots=True)
 class _ChanTerms:
     """Per detector of a stacked batch, the scalars of its update (see :meth:`ZScoreDetector.learn_stacked`)."""
 
