@@ -42,8 +42,6 @@ LONG_BUCKETS = 65536  # a power of two
 ORDER_BUCKETS: dict[int, int] = {2: BUCKETS, 3: BUCKETS, 4: BUCKETS, LONG_ORDER: LONG_BUCKETS}
 OFFSETS: dict[int, int] = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, LONG_ORDER: SHORT_BUCKETS}
 NUM_BUCKETS = SHORT_BUCKETS + LONG_BUCKETS  # 77824
-#: Bucket bound of each supported wire version (``ngram_spec``); 0 means no n-grams.
-SPEC_NUM_BUCKETS: dict[int, int] = {1: SHORT_BUCKETS, 2: NUM_BUCKETS}
 #: The orders a sensor counts by default: those the default model uses (order 4: the sequence tier's
 #: likelihood, ``NgramDetector(order_weights=(0, 0, 1))``; order 6: ``GramNoveltyDetector``).  A sensor may
 #: count any non-empty subset of :data:`ORDERS` (``docs/ngram-spec.md``, section 2); the buckets stay v2's.

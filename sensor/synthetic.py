@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -716,6 +716,3 @@ _ATTACKS = {
     "etc_write": _etc_write,
 }
 
-
-def attacks_as_dicts(attacks: Sequence[Attack]) -> list[dict[str, object]]:
-    return [a.to_dict() for a in attacks]

@@ -422,7 +422,6 @@ class FalcoCorrelator:
         self.metrics = metrics
         self.image_key = image_key or (lambda a: image_keys(a)[0])
         self._recent: LRUCache[str, _Recent] = LRUCache(config.max_containers)  # least recently seen go
-        self.alerts_taken = 0
         self.escalated = 0
 
     # -- EventSink ----------------------------------------------------------------------------------
@@ -515,7 +514,6 @@ class FalcoCorrelator:
     # -- alerts -------------------------------------------------------------------------------------
     def on_alert(self, alert: FalcoAlert) -> dict[str, Any]:
         """Count, correlate and record one alert; returns what was found (also the HTTP response)."""
-        self.alerts_taken += 1
         key = self.image_key(alert)
         m = self.metrics
         if m is not None:
