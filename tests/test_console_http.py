@@ -245,6 +245,26 @@ def test_live_stream_sends_new_anomalies(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_anomalies_survive_a_restart_through_the_events_file(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+
+    async def main() -> str:
+        async with console(tmp_path, ("events.output", str(out))) as (srv, events, _):
+            await feed(srv)
+            eid = str(events[0]["event_id"])
+        with out.open("a") as f:
+            f.write('{"schema": "baseliner.anomaly/v1", "event_id": "cut-off-by-a-cra')  # a line cut by a crash
+        async with console(tmp_path, ("events.output", str(out))) as (srv, _, http):
+            c = Browserless(http, srv.console.url.rstrip("/"))
+            await c.login(VIEWER)
+            status, html, _ = await c.get(f"/anomaly/{eid}")
+            assert status == 200 and "nginx:1.27" in html
+            assert eid in (await c.get("/anomalies"))[1]
+        return eid
+
+    asyncio.run(main())
+
+
 def test_guessing_tokens_is_refused_after_ten_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="baseliner.audit")
 
