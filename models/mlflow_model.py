@@ -549,6 +549,7 @@ class _PyFuncModel:
 
     def __init__(self, model: BaselinerModel) -> None:
         self.model = model
+        self.python_model = model  # what mlflow's PyFuncModel.unwrap_python_model() returns
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame):
@@ -557,9 +558,6 @@ class _PyFuncModel:
         if mode and mode not in {m.value for m in Mode}:
             raise ValueError(f"params.mode must be one of {', '.join(m.value for m in Mode)} (got {mode!r})")
         return score_frame(self.model, model_input, mode)
-
-    def unwrap_python_model(self) -> BaselinerModel:
-        return self.model
 
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _PyFuncModel:
