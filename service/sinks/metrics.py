@@ -1,13 +1,8 @@
-"""Prometheus metrics of the service, under the one namespace ``baseliner``.
+"""Prometheus metrics of the service, under the one namespace ``baseliner``, on a registry passed in.
 
-A :class:`ServiceMetrics` is built on a registry passed in (tests and benchmarks use their own).
-Labels are bounded: ``image`` (capped, overflow ``"__other__"``), ``namespace`` (capped the same way),
-``node`` (capped), plus the closed sets ``reason``, ``kind``, ``severity`` and ``state``.  Never pod,
-container id or pid.  When a baseline is evicted or reset, :meth:`ServiceMetrics.forget_image` removes
-its per-image series.
-
-Scores are observed per batch, not per vector: :class:`BatchHistogram` adds a whole numpy array of
-scores to its buckets with one ``searchsorted``/``bincount``.
+Labels are bounded (``docs/service.md``, "Metrics"): ``image``, ``namespace`` and ``node`` are capped (overflow
+``"__other__"``), the rest are closed sets; never pod, container id or pid.  Scores are observed per batch:
+:class:`BatchHistogram` adds a whole array to its buckets with one ``searchsorted``/``bincount``.
 """
 
 from __future__ import annotations
