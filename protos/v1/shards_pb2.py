@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from baseliner.protos.v1 import ingest_pb2 as baseliner_dot_protos_dot_v1_dot_ingest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n baseliner/protos/v1/shards.proto\x12\x0c\x62\x61seliner.v1\x1a baseliner/protos/v1/ingest.proto\"+\n\nShardEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"C\n\x08ShardMap\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12(\n\x06shards\x18\x02 \x03(\x0b\x32\x18.baseliner.v1.ShardEntry\"\x0f\n\rGetMapRequest\"\x0f\n\rStatusRequest\"m\n\x0bShardStatus\x12\r\n\x05shard\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06member\x18\x03 \x01(\x08\x12\x0f\n\x07settled\x18\x04 \x01(\x08\x12\x0e\n\x06images\x18\x05 \x01(\r\x12\x0f\n\x07to_pull\x18\x06 \x01(\r\"L\n\x0b\x46orwardPart\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x0c\x12\x0c\n\x04node\x18\x04 \x01(\t\"]\n\x0e\x46orwardRequest\x12\x12\n\nfrom_shard\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12(\n\x05parts\x18\x03 \x03(\x0b\x32\x19.baseliner.v1.ForwardPart\"\x80\x01\n\rForwardResult\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\r\x12)\n\x08rejected\x18\x02 \x03(\x0b\x32\x17.baseliner.v1.Rejection\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x10\n\x08not_held\x18\x04 \x01(\x08\x12\x0e\n\x06holder\x18\x05 \x01(\t\"?\n\x0f\x46orwardResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.baseliner.v1.ForwardResult\"E\n\x0fListHeldRequest\x12#\n\x03map\x18\x01 \x01(\x0b\x32\x16.baseliner.v1.ShardMap\x12\r\n\x05shard\x18\x02 \x01(\t\"/\n\x10ListHeldResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0c\n\x04keys\x18\x02 \x03(\t\"8\n\x0bPullRequest\x12\r\n\x05shard\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\t\"Y\n\x0cHandoverPart\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x10\n\x08not_held\x18\x05 \x01(\x08\":\n\rCommitRequest\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"4\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"5\n\x11\x46\x61lcoAlertRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\nfrom_shard\x18\x02 \x01(\t\"2\n\x12\x46\x61lcoAlertResponse\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x32\xb1\x04\n\x06Shards\x12=\n\x06GetMap\x12\x1b.baseliner.v1.GetMapRequest\x1a\x16.baseliner.v1.ShardMap\x12<\n\x07Propose\x12\x16.baseliner.v1.ShardMap\x1a\x19.baseliner.v1.ShardStatus\x12@\n\x06Status\x12\x1b.baseliner.v1.StatusRequest\x1a\x19.baseliner.v1.ShardStatus\x12\x46\n\x07\x46orward\x12\x1c.baseliner.v1.ForwardRequest\x1a\x1d.baseliner.v1.ForwardResponse\x12I\n\x08ListHeld\x12\x1d.baseliner.v1.ListHeldRequest\x1a\x1e.baseliner.v1.ListHeldResponse\x12?\n\x04Pull\x12\x19.baseliner.v1.PullRequest\x1a\x1a.baseliner.v1.HandoverPart0\x01\x12\x43\n\x06\x43ommit\x12\x1b.baseliner.v1.CommitRequest\x1a\x1c.baseliner.v1.CommitResponse\x12O\n\nFalcoAlert\x12\x1f.baseliner.v1.FalcoAlertRequest\x1a .baseliner.v1.FalcoAlertResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n baseliner/protos/v1/shards.proto\x12\x0c\x62\x61seliner.v1\x1a baseliner/protos/v1/ingest.proto\"+\n\nShardEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"C\n\x08ShardMap\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12(\n\x06shards\x18\x02 \x03(\x0b\x32\x18.baseliner.v1.ShardEntry\"]\n\x0eProposeRequest\x12#\n\x03map\x18\x01 \x01(\x0b\x32\x16.baseliner.v1.ShardMap\x12&\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32\x16.baseliner.v1.ShardMap\"\x0f\n\rGetMapRequest\"\x0f\n\rStatusRequest\"m\n\x0bShardStatus\x12\r\n\x05shard\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06member\x18\x03 \x01(\x08\x12\x0f\n\x07settled\x18\x04 \x01(\x08\x12\x0e\n\x06images\x18\x05 \x01(\r\x12\x0f\n\x07to_pull\x18\x06 \x01(\r\"L\n\x0b\x46orwardPart\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x0c\x12\x0c\n\x04node\x18\x04 \x01(\t\"]\n\x0e\x46orwardRequest\x12\x12\n\nfrom_shard\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12(\n\x05parts\x18\x03 \x03(\x0b\x32\x19.baseliner.v1.ForwardPart\"\x80\x01\n\rForwardResult\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\r\x12)\n\x08rejected\x18\x02 \x03(\x0b\x32\x17.baseliner.v1.Rejection\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x10\n\x08not_held\x18\x04 \x01(\x08\x12\x0e\n\x06holder\x18\x05 \x01(\t\"N\n\x0f\x46orwardResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.baseliner.v1.ForwardResult\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"E\n\x0fListHeldRequest\x12#\n\x03map\x18\x01 \x01(\x0b\x32\x16.baseliner.v1.ShardMap\x12\r\n\x05shard\x18\x02 \x01(\t\"/\n\x10ListHeldResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0c\n\x04keys\x18\x02 \x03(\t\"8\n\x0bPullRequest\x12\r\n\x05shard\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\t\"Y\n\x0cHandoverPart\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x10\n\x08not_held\x18\x05 \x01(\x08\":\n\rCommitRequest\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"4\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"5\n\x11\x46\x61lcoAlertRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\nfrom_shard\x18\x02 \x01(\t\"2\n\x12\x46\x61lcoAlertResponse\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x32\xb7\x04\n\x06Shards\x12=\n\x06GetMap\x12\x1b.baseliner.v1.GetMapRequest\x1a\x16.baseliner.v1.ShardMap\x12\x42\n\x07Propose\x12\x1c.baseliner.v1.ProposeRequest\x1a\x19.baseliner.v1.ShardStatus\x12@\n\x06Status\x12\x1b.baseliner.v1.StatusRequest\x1a\x19.baseliner.v1.ShardStatus\x12\x46\n\x07\x46orward\x12\x1c.baseliner.v1.ForwardRequest\x1a\x1d.baseliner.v1.ForwardResponse\x12I\n\x08ListHeld\x12\x1d.baseliner.v1.ListHeldRequest\x1a\x1e.baseliner.v1.ListHeldResponse\x12?\n\x04Pull\x12\x19.baseliner.v1.PullRequest\x1a\x1a.baseliner.v1.HandoverPart0\x01\x12\x43\n\x06\x43ommit\x12\x1b.baseliner.v1.CommitRequest\x1a\x1c.baseliner.v1.CommitResponse\x12O\n\nFalcoAlert\x12\x1f.baseliner.v1.FalcoAlertRequest\x1a .baseliner.v1.FalcoAlertResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,36 +36,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARDENTRY']._serialized_end=127
   _globals['_SHARDMAP']._serialized_start=129
   _globals['_SHARDMAP']._serialized_end=196
-  _globals['_GETMAPREQUEST']._serialized_start=198
-  _globals['_GETMAPREQUEST']._serialized_end=213
-  _globals['_STATUSREQUEST']._serialized_start=215
-  _globals['_STATUSREQUEST']._serialized_end=230
-  _globals['_SHARDSTATUS']._serialized_start=232
-  _globals['_SHARDSTATUS']._serialized_end=341
-  _globals['_FORWARDPART']._serialized_start=343
-  _globals['_FORWARDPART']._serialized_end=419
-  _globals['_FORWARDREQUEST']._serialized_start=421
-  _globals['_FORWARDREQUEST']._serialized_end=514
-  _globals['_FORWARDRESULT']._serialized_start=517
-  _globals['_FORWARDRESULT']._serialized_end=645
-  _globals['_FORWARDRESPONSE']._serialized_start=647
-  _globals['_FORWARDRESPONSE']._serialized_end=710
-  _globals['_LISTHELDREQUEST']._serialized_start=712
-  _globals['_LISTHELDREQUEST']._serialized_end=781
-  _globals['_LISTHELDRESPONSE']._serialized_start=783
-  _globals['_LISTHELDRESPONSE']._serialized_end=830
-  _globals['_PULLREQUEST']._serialized_start=832
-  _globals['_PULLREQUEST']._serialized_end=888
-  _globals['_HANDOVERPART']._serialized_start=890
-  _globals['_HANDOVERPART']._serialized_end=979
-  _globals['_COMMITREQUEST']._serialized_start=981
-  _globals['_COMMITREQUEST']._serialized_end=1039
-  _globals['_COMMITRESPONSE']._serialized_start=1041
-  _globals['_COMMITRESPONSE']._serialized_end=1093
-  _globals['_FALCOALERTREQUEST']._serialized_start=1095
-  _globals['_FALCOALERTREQUEST']._serialized_end=1148
-  _globals['_FALCOALERTRESPONSE']._serialized_start=1150
-  _globals['_FALCOALERTRESPONSE']._serialized_end=1200
-  _globals['_SHARDS']._serialized_start=1203
-  _globals['_SHARDS']._serialized_end=1764
+  _globals['_PROPOSEREQUEST']._serialized_start=198
+  _globals['_PROPOSEREQUEST']._serialized_end=291
+  _globals['_GETMAPREQUEST']._serialized_start=293
+  _globals['_GETMAPREQUEST']._serialized_end=308
+  _globals['_STATUSREQUEST']._serialized_start=310
+  _globals['_STATUSREQUEST']._serialized_end=325
+  _globals['_SHARDSTATUS']._serialized_start=327
+  _globals['_SHARDSTATUS']._serialized_end=436
+  _globals['_FORWARDPART']._serialized_start=438
+  _globals['_FORWARDPART']._serialized_end=514
+  _globals['_FORWARDREQUEST']._serialized_start=516
+  _globals['_FORWARDREQUEST']._serialized_end=609
+  _globals['_FORWARDRESULT']._serialized_start=612
+  _globals['_FORWARDRESULT']._serialized_end=740
+  _globals['_FORWARDRESPONSE']._serialized_start=742
+  _globals['_FORWARDRESPONSE']._serialized_end=820
+  _globals['_LISTHELDREQUEST']._serialized_start=822
+  _globals['_LISTHELDREQUEST']._serialized_end=891
+  _globals['_LISTHELDRESPONSE']._serialized_start=893
+  _globals['_LISTHELDRESPONSE']._serialized_end=940
+  _globals['_PULLREQUEST']._serialized_start=942
+  _globals['_PULLREQUEST']._serialized_end=998
+  _globals['_HANDOVERPART']._serialized_start=1000
+  _globals['_HANDOVERPART']._serialized_end=1089
+  _globals['_COMMITREQUEST']._serialized_start=1091
+  _globals['_COMMITREQUEST']._serialized_end=1149
+  _globals['_COMMITRESPONSE']._serialized_start=1151
+  _globals['_COMMITRESPONSE']._serialized_end=1203
+  _globals['_FALCOALERTREQUEST']._serialized_start=1205
+  _globals['_FALCOALERTREQUEST']._serialized_end=1258
+  _globals['_FALCOALERTRESPONSE']._serialized_start=1260
+  _globals['_FALCOALERTRESPONSE']._serialized_end=1310
+  _globals['_SHARDS']._serialized_start=1313
+  _globals['_SHARDS']._serialized_end=1880
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,14 @@ class ShardMap(_message.Message):
     shards: _containers.RepeatedCompositeFieldContainer[ShardEntry]
     def __init__(self, epoch: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardEntry, _Mapping]]] = ...) -> None: ...
 
+class ProposeRequest(_message.Message):
+    __slots__ = ("map", "before")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    map: ShardMap
+    before: ShardMap
+    def __init__(self, map: _Optional[_Union[ShardMap, _Mapping]] = ..., before: _Optional[_Union[ShardMap, _Mapping]] = ...) -> None: ...
+
 class GetMapRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -84,10 +92,12 @@ class ForwardResult(_message.Message):
     def __init__(self, applied: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[_ingest_pb2.Rejection, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., not_held: _Optional[bool] = ..., holder: _Optional[str] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "epoch")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ForwardResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[ForwardResult, _Mapping]]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, results: _Optional[_Iterable[_Union[ForwardResult, _Mapping]]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ListHeldRequest(_message.Message):
     __slots__ = ("map", "shard")

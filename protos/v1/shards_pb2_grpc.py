@@ -41,7 +41,7 @@ class ShardsStub:
                 _registered_method=True)
         self.Propose = channel.unary_unary(
                 '/baseliner.v1.Shards/Propose',
-                request_serializer=baseliner_dot_protos_dot_v1_dot_shards__pb2.ShardMap.SerializeToString,
+                request_serializer=baseliner_dot_protos_dot_v1_dot_shards__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=baseliner_dot_protos_dot_v1_dot_shards__pb2.ShardStatus.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
@@ -89,7 +89,7 @@ class ShardsServicer:
 
     def Propose(self, request, context):
         """The coordinator (the first shard of the map, by name) to every shard of the old and the new list:
-        follow this map.  Refused for an epoch lower than the shard's; idempotent for the same map.
+        follow this map.  Refused for another list under an epoch followed; idempotent for the same map.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,7 +151,7 @@ def add_ShardsServicer_to_server(servicer, server):
             ),
             'Propose': grpc.unary_unary_rpc_method_handler(
                     servicer.Propose,
-                    request_deserializer=baseliner_dot_protos_dot_v1_dot_shards__pb2.ShardMap.FromString,
+                    request_deserializer=baseliner_dot_protos_dot_v1_dot_shards__pb2.ProposeRequest.FromString,
                     response_serializer=baseliner_dot_protos_dot_v1_dot_shards__pb2.ShardStatus.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
@@ -237,7 +237,7 @@ class Shards:
             request,
             target,
             '/baseliner.v1.Shards/Propose',
-            baseliner_dot_protos_dot_v1_dot_shards__pb2.ShardMap.SerializeToString,
+            baseliner_dot_protos_dot_v1_dot_shards__pb2.ProposeRequest.SerializeToString,
             baseliner_dot_protos_dot_v1_dot_shards__pb2.ShardStatus.FromString,
             options,
             channel_credentials,
