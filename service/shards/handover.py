@@ -73,8 +73,8 @@ def export_key(pipeline: Any, key: str, images: list[str]) -> Export:
     """The state of routing key ``key`` (its image keys held here: ``images``), as handover parts."""
     parts = []
     for k in images:
-        meta, arrays = pipeline.baselines[k].to_state()
-        parts.append(encode_file("baseline", k, meta, arrays, None))
+        meta, state = pipeline.baselines[k].to_state()
+        parts.append(encode_file("baseline", k, meta, state, None))
     streams = {s: q for s, q in pipeline.sensors.items() if stream_key(s) == key}
     containers = pipeline.containers.rows(
         {container_key(i) for i in list(pipeline._ident_row) if i.image_repository == key})
