@@ -36,6 +36,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 log = logging.getLogger(__name__)
 
+#: Seconds a synthetic or replayed source waits for the shard map before it starts anyway.
+MAP_WAIT_SECONDS = 5.0
+
 SOURCES = ("synthetic", "replay", "bpf")
 
 
@@ -378,6 +381,8 @@ async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: C
     started = time.monotonic()
     signals = _Signals()
     async with transport:
+        if kind != "bpf":  # a recorded source waits (a little) for the shard map: its windows then go in their
+            await transport.wait_for_map(MAP_WAIT_SECONDS)  # batches from the start, not as one backlog
         delivered = await _deliver(args, transport, windows, kind != "bpf" and args.speed == 0, signals)
     _report(args, transport, time.monotonic() - started)
     return 0 if delivered else 1

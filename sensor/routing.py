@@ -172,6 +172,15 @@ class ShardRouter:
             await ch.close()
         self._channels.clear()
 
+    async def wait_for_map(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the first shard map; True when there is one."""
+        deadline = time.monotonic() + timeout
+        while self.map is None and self.failed is None and time.monotonic() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+        return self.map is not None
+
     # -- producer side -----------------------------------------------------------------------------
     async def submit(self, vectors: Sequence[FeatureVector], *, flush: bool = True) -> None:
         """Queue ``vectors`` to their owners (see :meth:`Transport.submit` for ``flush``).  Before the first map
@@ -250,7 +259,11 @@ class ShardRouter:
             vs = self._held.pop(key)
             self._held_count -= len(vs)
             self._settled.add(key)
-            await self.transports[owner].submit(vs, flush=True)
+            start = 0
+            for i in range(1, len(vs) + 1):  # window by window, as they came (not as one backlog batch)
+                if i == len(vs) or vs[i].window_start != vs[start].window_start:
+                    await self.transports[owner].submit(vs[start:i], flush=True)
+                    start = i
         self._changed.set()
 
     # -- waiting for acknowledgements ----------------------------------------------------------------

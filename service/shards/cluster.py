@@ -101,20 +101,30 @@ class Cluster:
         await self.peers.close()
 
     async def drain(self, timeout: float) -> bool:
-        """A shard that left the map: wait (at most ``timeout`` s) until every image it held has been pulled."""
+        """A shard that left the map: wait (at most ``timeout`` s) until every image it held has been pulled and
+        the sensors have closed their streams here (a sensor closes a leaving shard's stream once it has
+        delivered everything it buffered for it: what arrives meanwhile is forwarded to the images' holders)."""
         m = self.membership
-        if m.single or m.member or not self.holdings.held_keys():
+        if m.single or m.member:
             return True
-        log.info("shard %s left the map: waiting up to %gs for its %d routing keys to be pulled", self.name,
-                 timeout, len(self.holdings.held_keys()))
         deadline = time.monotonic() + timeout
-        while self.holdings.held_keys() and time.monotonic() < deadline:
+        if self.holdings.held_keys() or self._streams():
+            log.info("shard %s left the map: waiting up to %gs for its %d routing keys to be pulled and its %d "
+                     "sensor streams to end", self.name, timeout, len(self.holdings.held_keys()), self._streams())
+        while (self.holdings.held_keys() or self._streams()) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        left = self.holdings.held_keys()
+        left, streams = self.holdings.held_keys(), self._streams()
         if left:
             log.warning("shard %s stops with %d routing keys not pulled (kept in its state directory: they move "
                         "when it starts again)", self.name, len(left))
-        return not left
+        if streams:
+            log.warning("shard %s stops with %d sensor streams still open: their sensors keep what they buffered "
+                        "for it until it is back", self.name, streams)
+        return not left and not streams
+
+    def _streams(self) -> int:
+        ingest = self.server.ingest
+        return int(ingest.streams) if ingest is not None else 0
 
     def _forget_released(self) -> None:
         """Keys given away before a restart came back from the checkpoint or the log replay: drop them again."""
