@@ -209,8 +209,10 @@ class ShardRouter:
             else:
                 self._settled.add(key)
                 by_shard.setdefault(owner, []).extend(vs)
-        for name, vs in by_shard.items():
-            await self.transports[name].submit(vs, flush=flush or bool(self._kept))
+        for name, vs in by_shard.items():  # staged everywhere first: a map that changes while one shard's
+            self.transports[name].stage(vs)  # submit waits for room finds every window where it went
+        for name in by_shard:
+            await self.transports[name].submit((), flush=flush or bool(self._kept))
         self._release_kept()
         if self._held_count > self.max_held:
             await self._bound_waiting()
@@ -252,18 +254,26 @@ class ShardRouter:
         """Send the held windows whose image no other shard's buffer holds any more, in their order."""
         if self.map is None:
             return
+        current = self.map
         for key in list(self._held):
-            owner = self.map.owner(key).name
-            if self._elsewhere(key, owner):
+            owner = current.owner(key).name
+            vs = self._held.get(key)
+            if vs is None or self._elsewhere(key, owner):
                 continue
-            vs = self._held.pop(key)
-            self._held_count -= len(vs)
-            self._settled.add(key)
-            start = 0
-            for i in range(1, len(vs) + 1):  # window by window, as they came (not as one backlog batch)
-                if i == len(vs) or vs[i].window_start != vs[start].window_start:
-                    await self.transports[owner].submit(vs[start:i], flush=True)
-                    start = i
+            # Window by window, as they came (not as one backlog batch).  The list stays in ``_held`` until it
+            # is empty: windows the producer adds meanwhile queue behind, so the image's order holds.
+            while vs:
+                n = 1
+                while n < len(vs) and vs[n].window_start == vs[0].window_start:
+                    n += 1
+                group = vs[:n]
+                del vs[:n]
+                self._held_count -= n
+                await self.transports[owner].submit(group, flush=True)
+            if self._held.get(key) is vs:
+                del self._held[key]
+                if self.map is current:  # (a newer map: the next round checks the other buffers again)
+                    self._settled.add(key)
         self._changed.set()
 
     # -- waiting for acknowledgements ----------------------------------------------------------------

@@ -351,6 +351,13 @@ class Transport:
 
     # -- producer side -----------------------------------------------------------------------------
 
+    def stage(self, vectors: Sequence[FeatureVector]) -> None:
+        """Queue ``vectors`` without waiting (the next :meth:`submit` or :meth:`flush` batches them)."""
+        if vectors:
+            # image by image (stable: each container's windows keep their order): the service then scores
+            # a batch's windows in place, without regrouping them per image
+            self._staged.extend(sorted(vectors, key=_image_of))
+
     async def submit(self, vectors: Sequence[FeatureVector], *, flush: bool = True) -> None:
         """Queue ``vectors`` for sending, in batches of at most ``batch_size``.
 
@@ -361,10 +368,7 @@ class Transport:
         """
         if self.failed is not None:
             raise self.failed
-        if vectors:
-            # image by image (stable: each container's windows keep their order): the service then scores
-            # a batch's windows in place, without regrouping them per image
-            self._staged.extend(sorted(vectors, key=_image_of))
+        self.stage(vectors)
         size = self.batch_size
         if self._max_batch_vectors:
             size = min(size, self._max_batch_vectors)
