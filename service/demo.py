@@ -310,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
     if args.learn_hours >= args.attacks_after:
         raise ConfigError("--learn-hours must be below --attacks-after (attacks are detected, not learnt)")
     logging.getLogger("baseliner.sensor.transport").setLevel(logging.WARNING)
+    logging.getLogger("baseliner.sensor.routing").setLevel(logging.WARNING)
     logging.getLogger("baseliner.service").setLevel(logging.WARNING)
     if args.console:
         summary = asyncio.run(run_demo(args, hold=hold_console))  # (the summary is printed before the hold)
