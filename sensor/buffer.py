@@ -9,26 +9,34 @@ restarted sensor keeps numbering above what the service has seen; ``sensor/spool
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 
 @dataclass(slots=True)
 class Pending:
-    """One encoded batch (``baseliner.sensor.wire.encode_batch_body``) and its sequence number."""
+    """One encoded batch (``baseliner.sensor.wire.encode_batch_body``), its sequence number, and the routing keys
+    (image repositories) of its windows: a sharded sensor sends an image's windows to its new shard only once
+    no other shard's buffer holds one of them (``baseliner.sensor.routing``)."""
 
     sequence: int
     body: bytes
     vectors: int
+    keys: tuple[str, ...] = ()
 
 
 class BatchBuffer(Protocol):
     #: True when sequence numbers (and content) survive a restart of the sensor process.
     persistent_sequences: bool
 
-    def add(self, body: bytes, vectors: int) -> tuple[Pending, list[Pending]]:
+    def add(self, body: bytes, vectors: int, keys: Sequence[str] = ()) -> tuple[Pending, list[Pending]]:
         """Store a batch under the next sequence number; return it and the batches evicted (oldest first)."""
+        ...
+
+    def holds(self, key: str) -> bool:
+        """Whether a held batch has a window of routing key ``key``."""
         ...
 
     def entries(self) -> Iterator[Pending]:
@@ -94,6 +102,7 @@ class MemoryBuffer:
             raise ValueError("first_sequence must be >= 1")
         self._items: dict[int, Pending] = {}
         self._bytes = 0
+        self._keys: Counter[str] = Counter()  # routing key -> batches held with a window of it
 
     @property
     def batches(self) -> int:
@@ -110,8 +119,11 @@ class MemoryBuffer:
     def is_full(self) -> bool:
         return len(self._items) >= self.max_batches or self._bytes >= self.max_bytes
 
-    def add(self, body: bytes, vectors: int) -> tuple[Pending, list[Pending]]:
-        entry = Pending(self._next, body, vectors)
+    def holds(self, key: str) -> bool:
+        return self._keys[key] > 0
+
+    def add(self, body: bytes, vectors: int, keys: Sequence[str] = ()) -> tuple[Pending, list[Pending]]:
+        entry = Pending(self._next, body, vectors, tuple(keys))
         self._next += 1
         self._numbered()  # before the batch is stored: a number is never handed out twice
         evicted: list[Pending] = []
@@ -126,10 +138,15 @@ class MemoryBuffer:
     def _store(self, entry: Pending) -> None:
         self._items[entry.sequence] = entry
         self._bytes += len(entry.body)
+        self._keys.update(entry.keys)
 
     def _pop(self, sequence: int) -> Pending:
         entry = self._items.pop(sequence)
         self._bytes -= len(entry.body)
+        self._keys.subtract(entry.keys)
+        for k in entry.keys:
+            if self._keys[k] <= 0:
+                del self._keys[k]
         return entry
 
     def _numbered(self) -> None:

@@ -1,6 +1,7 @@
 """``baseliner sensor``: stream a source's windows to a service, or record them to a file.
 
     baseliner sensor --source synthetic --target 127.0.0.1:50051 [--hours 30] [--speed 0]
+    baseliner sensor --source bpf --target @/etc/baseliner/shards      (a sharded service: any shard's address)
     baseliner sensor --source replay FILE --target HOST:PORT
     baseliner sensor --source bpf --target HOST:PORT            (root; see docs/sensor-client.md)
     baseliner sensor record --out FILE [--source synthetic|bpf|replay FILE] [--windows N]
@@ -24,14 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from baseliner.models.errors import ConfigError
+from baseliner.models.shards import ShardListError, parse_shard_list
 from baseliner.models.vector import FeatureVector
-from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.buffer import BatchBuffer, MemoryBuffer
 from baseliner.sensor.cli_bpf import add_bpf_arguments, source_from_args
 from baseliner.sensor.cli_checks import creatable_dir, examples, readable_file, writable_file
-from baseliner.sensor.transport import Backoff, Transport, channel_credentials
+from baseliner.sensor.routing import ShardRouter
+from baseliner.sensor.transport import Backoff, channel_credentials
 from prometheus_client import CollectorRegistry, start_http_server
 
 log = logging.getLogger(__name__)
+
+#: Seconds a synthetic or replayed source waits for the shard map before it starts anyway.
+MAP_WAIT_SECONDS = 5.0
 
 SOURCES = ("synthetic", "replay", "bpf")
 
@@ -55,7 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="stream to --target (default) or record to --out")
     p.add_argument("--source", nargs="+", default=["synthetic"], metavar="KIND [FILE]",
                    help="synthetic (default), 'replay FILE' (a recording), or bpf (the kernel sensor; root)")
-    p.add_argument("--target", default="127.0.0.1:50051", help="service host:port (default 127.0.0.1:50051)")
+    p.add_argument("--target", default="127.0.0.1:50051",
+                   help="where to ask for the service's shard map: host:port (any shard, or a name that resolves "
+                        "to them), a comma-separated list, or @FILE holding a shard list (default 127.0.0.1:50051)")
     p.add_argument("--node", default=socket.gethostname(), help="node name this sensor reports for (default: hostname)")
     p.add_argument("--sensor-id", help="stable sensor id keying deduplication (default NODE/SOURCE)")
     p.add_argument("--out", type=writable_file, help="record: output file (.jsonl, .jsonl.gz, or - for stdout)")
@@ -72,11 +80,12 @@ def _add_transport_arguments(t: Any) -> None:
     t.add_argument("--batch-size", type=int, default=500, help="vectors per batch (default 500)")
     t.add_argument("--max-in-flight", type=int, default=16, help="unacknowledged batches on the wire (default 16)")
     t.add_argument("--buffer-batches", type=int, default=2048,
-                   help="bound on unacknowledged batches held (default 2048)")
+                   help="bound on unacknowledged batches held per shard (default 2048)")
     t.add_argument("--buffer-mb", type=float, default=256.0, help="bound on their size in MiB (default 256)")
     t.add_argument("--spool-dir", metavar="DIR", type=creatable_dir,
                    help="keep unacknowledged batches in this on-disk spool (survives a sensor restart; "
-                        "sensor/spool.py) instead of memory; bounded by --buffer-batches/--buffer-mb")
+                        "sensor/spool.py) instead of memory, one directory per shard; bounded by "
+                        "--buffer-batches/--buffer-mb per shard")
     t.add_argument("--spool-key-file", metavar="FILE", type=readable_file,
                    help="HMAC key for the spool files (recommended)")
     t.add_argument("--on-full", choices=("block", "drop"),
@@ -205,7 +214,7 @@ async def _live(src: Any, limit: int) -> AsyncIterator[list[FeatureVector]]:
             return
 
 
-async def stream(windows: AsyncIterator[list[FeatureVector]], transport: Transport, coalesce: bool = False) -> int:
+async def stream(windows: AsyncIterator[list[FeatureVector]], transport: ShardRouter, coalesce: bool = False) -> int:
     """Submit every window; return the number of vectors submitted (the caller flushes).
 
     ``coalesce`` gathers consecutive windows into full batches (fast replays and simulations); otherwise
@@ -219,7 +228,7 @@ async def stream(windows: AsyncIterator[list[FeatureVector]], transport: Transpo
 
 
 def security_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """``Transport`` keyword arguments for TLS, mutual TLS and the sensor token."""
+    """Keyword arguments of every shard's ``Transport`` for TLS, mutual TLS and the sensor token."""
     out: dict[str, Any] = {}
     if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
         try:
@@ -242,23 +251,51 @@ def security_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _transport(args: argparse.Namespace, kind: str, registry: CollectorRegistry,
-               security: dict[str, Any]) -> Transport:
+def seeds(target: str) -> list[str]:
+    """The addresses ``--target`` names (``host:port``, a list, or ``@FILE`` with a shard list)."""
+    text = target
+    if target.startswith("@"):
+        try:
+            text = Path(target[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--target {target}: {exc.strerror}") from None
+    try:
+        out = [s.address for s in parse_shard_list(text)]
+    except ShardListError as exc:
+        raise ConfigError(f"--target: {exc}") from None
+    if not out:
+        raise ConfigError(f"--target {target!r} names no address")
+    return out
+
+
+def _router(args: argparse.Namespace, kind: str, registry: CollectorRegistry,
+            security: dict[str, Any]) -> ShardRouter:
+    """The sensor's way to the service: one stream, sequence and buffer (or spool directory) per shard."""
     on_full = args.on_full or ("drop" if kind == "bpf" else "block")
-    buffer: Any
+    make_buffer: Any
+    map_file = keep = None
+    max_bytes = int(args.buffer_mb * 1024 * 1024)
     if args.spool_dir:
         from baseliner.sensor.spool import DiskSpool
 
         key = Path(args.spool_key_file).read_bytes().strip() if args.spool_key_file else None
-        buffer = DiskSpool(args.spool_dir, max_batches=args.buffer_batches,
-                           max_bytes=int(args.buffer_mb * 1024 * 1024), key=key or None)
+
+        def make_buffer(shard: str) -> BatchBuffer:
+            return DiskSpool(Path(args.spool_dir) / shard, max_batches=args.buffer_batches, max_bytes=max_bytes,
+                             key=key or None)
+
+        map_file = Path(args.spool_dir) / "shard-map.json"
+        keep = DiskSpool(Path(args.spool_dir) / "_unrouted", max_batches=args.buffer_batches, max_bytes=max_bytes,
+                         key=key or None)  # ("_" starts no shard's name)
     else:
-        buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
-    return Transport(
-        args.target, sensor_id=args.sensor_id or f"{args.node}/{kind}", node=args.node, buffer=buffer,
-        batch_size=args.batch_size, max_in_flight=args.max_in_flight, on_full=on_full,
-        ack_timeout=args.ack_timeout, backoff=Backoff(maximum=args.backoff_max), registry=registry,
-        **security,
+        def make_buffer(shard: str) -> BatchBuffer:
+            return MemoryBuffer(max_batches=args.buffer_batches, max_bytes=max_bytes)
+
+    return ShardRouter(
+        seeds(args.target), sensor_id=args.sensor_id or f"{args.node}/{kind}", node=args.node,
+        make_buffer=make_buffer, batch_size=args.batch_size, max_in_flight=args.max_in_flight, on_full=on_full,
+        ack_timeout=args.ack_timeout, backoff=lambda: Backoff(maximum=args.backoff_max), registry=registry,
+        map_file=map_file, keep=keep, **security,
     )
 
 
@@ -294,7 +331,7 @@ async def _first(task: asyncio.Task[Any], event: asyncio.Event) -> bool:
     return False
 
 
-async def _deliver(args: argparse.Namespace, transport: Transport, windows: AsyncIterator[list[FeatureVector]],
+async def _deliver(args: argparse.Namespace, transport: ShardRouter, windows: AsyncIterator[list[FeatureVector]],
                    coalesce: bool, signals: _Signals) -> bool:
     """Stream the source's windows, then wait for their acknowledgements; True when every one came.
 
@@ -320,14 +357,14 @@ async def _deliver(args: argparse.Namespace, transport: Transport, windows: Asyn
     return False
 
 
-def _report(args: argparse.Namespace, transport: Transport, seconds: float) -> None:
+def _report(args: argparse.Namespace, transport: ShardRouter, seconds: float) -> None:
     st = transport.stats
     log.info("done in %.1fs: %d vectors applied, %d rejected, %d dropped; %d batches sent (%d resent), "
              "%d connects; %d vectors in batches applied before their ack was lost", seconds,
              st.vectors_applied, st.vectors_rejected, st.vectors_dropped, st.batches_sent, st.batches_resent,
              st.connects, st.vectors_applied_before)
-    batches, vectors = transport.undelivered()
-    if not batches:
+    batches, vectors = transport.undelivered()  # (windows that never had a shard map count as vectors only)
+    if not batches and not vectors:
         return
     if args.spool_dir:
         log.warning("%d batches (%d vectors) not acknowledged: kept in the spool %s, sent when the sensor starts "
@@ -339,11 +376,13 @@ def _report(args: argparse.Namespace, transport: Transport, seconds: float) -> N
 
 async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry,
                       security: dict[str, Any]) -> int:
-    transport = _transport(args, kind, registry, security)
+    transport = _router(args, kind, registry, security)
     windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
     started = time.monotonic()
     signals = _Signals()
     async with transport:
+        if kind != "bpf":  # a recorded source waits (a little) for the shard map: its windows then go in their
+            await transport.wait_for_map(MAP_WAIT_SECONDS)  # batches from the start, not as one backlog
         delivered = await _deliver(args, transport, windows, kind != "bpf" and args.speed == 0, signals)
     _report(args, transport, time.monotonic() - started)
     return 0 if delivered else 1

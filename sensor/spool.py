@@ -4,13 +4,14 @@ survives a restart.
 One file per batch under the spool directory, plus the sequence counter::
 
     <dir>/00000000000000000042.batch    one encoded batch (``baseliner.sensor.wire.encode_batch_body``)
-    <dir>/next                          the next sequence number (so numbering never goes back)
+    <dir>/next                          the next sequence number (so numbering never goes back; a new spool
+                                        starts from the clock in microseconds, as a memory buffer does)
 
 Every file is written to a temporary name, ``fsync``-ed (``fsync=True``, the default) and renamed, so a
 file is either complete or absent whatever the moment the sensor dies.  A batch file is::
 
     BASELINER-SPOOL 1 <algorithm> <hex tag>\\n       hmac-sha256 with the spool key, or sha256 without one
-    {"sequence": N, "vectors": M}\\n
+    {"sequence": N, "vectors": M, "keys": [...]}\\n    keys: the batch's routing keys (image repositories)
     <batch body bytes>                               protobuf, parsed by the service; never executed here
 
 and the tag covers the header line and the body.  On open, a file whose tag does not verify, or that
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _MAGIC = b"BASELINER-SPOOL 1 "
 _SUFFIX = ".batch"
+_MAX_HEADER = 1 << 20  # a batch's routing keys: up to one per window
 
 
 class SpoolError(StateError):
@@ -46,7 +48,8 @@ class SpoolError(StateError):
 
 
 def encode_entry(p: Pending, key: bytes | None) -> bytes:
-    header = json.dumps({"sequence": p.sequence, "vectors": p.vectors}, separators=(",", ":")).encode()
+    header = json.dumps({"sequence": p.sequence, "vectors": p.vectors, "keys": list(p.keys)},
+                        separators=(",", ":")).encode()
     algo, tag = integrity.tag(key, header, p.body)
     return _MAGIC + f"{algo} {tag}\n".encode() + header + b"\n" + p.body
 
@@ -56,7 +59,7 @@ def decode_entry(data: bytes, key: bytes | None, where: str) -> Pending:
     if not data.startswith(_MAGIC):
         raise SpoolError(f"{where}: not a Baseliner spool file; refusing to load it")
     nl1 = data.find(b"\n", len(_MAGIC), len(_MAGIC) + 200)
-    nl2 = data.find(b"\n", nl1 + 1, nl1 + 1 + 4096) if nl1 >= 0 else -1
+    nl2 = data.find(b"\n", nl1 + 1, nl1 + 1 + _MAX_HEADER) if nl1 >= 0 else -1
     if nl1 < 0 or nl2 < 0:
         raise SpoolError(f"{where}: truncated or corrupt spool file; refusing to load it")
     try:
@@ -77,10 +80,10 @@ def decode_entry(data: bytes, key: bytes | None, where: str) -> Pending:
         raise SpoolError(f"{where}: spool file is {what}; refusing to load it")
     try:
         meta = json.loads(header)
-        seq, vectors = int(meta["sequence"]), int(meta["vectors"])
+        seq, vectors, keys = int(meta["sequence"]), int(meta["vectors"]), tuple(str(k) for k in meta["keys"])
     except (ValueError, KeyError, TypeError):
         raise SpoolError(f"{where}: spool header is not valid; refusing to load it") from None
-    return Pending(seq, body, vectors)
+    return Pending(seq, body, vectors, keys)
 
 
 class DiskSpool(MemoryBuffer):
@@ -89,19 +92,23 @@ class DiskSpool(MemoryBuffer):
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
     >>> s = DiskSpool(d, max_batches=2, fsync=False)
-    >>> [s.add(b"a", 1)[0].sequence, s.add(b"b", 1)[0].sequence]
-    [1, 2]
-    >>> [p.sequence for p in s.add(b"c", 1)[1]]
-    [1]
-    >>> s.close(); [(p.sequence, p.body) for p in DiskSpool(d).entries()]
-    [(2, b'b'), (3, b'c')]
+    >>> first = s.add(b"a", 1, ["nginx"])[0].sequence  # a new spool numbers from the clock
+    >>> s.add(b"b", 1, ["redis"])[0].sequence - first, [p.sequence - first for p in s.add(b"c", 1)[1]]
+    (1, [0])
+    >>> s.holds("nginx"), s.holds("redis")
+    (False, True)
+    >>> s.close(); [(p.sequence - first, p.body, p.keys) for p in DiskSpool(d).entries()]
+    [(1, b'b', ('redis',)), (2, b'c', ())]
     """
 
     persistent_sequences = True
 
     def __init__(self, directory: str | os.PathLike[str], max_batches: int = 4096,
                  max_bytes: int = 1024 * 1024 * 1024, key: bytes | None = None, fsync: bool = True) -> None:
-        super().__init__(max_batches, max_bytes, first_sequence=1)
+        # A new spool numbers from the clock, as a memory buffer does: a shard that remembers this sensor's
+        # stream from before (a spool deleted, a shard name reused) never takes new batches for resends.
+        fresh = not (Path(directory) / "next").exists()
+        super().__init__(max_batches, max_bytes, first_sequence=None if fresh else 1)
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key = key
@@ -128,8 +135,7 @@ class DiskSpool(MemoryBuffer):
             p = decode_entry(path.read_bytes(), self.key, str(path))
             if path.name != self._path(p.sequence).name:
                 raise SpoolError(f"{path}: file name does not match its sequence {p.sequence}; refusing it")
-            self._items[p.sequence] = p
-            self._bytes += len(p.body)
+            MemoryBuffer._store(self, p)  # (in memory only: the file is there)
             self._next = max(self._next, p.sequence + 1)
         if self._items:
             log.info("spool %s: %d unacknowledged batches (%d bytes) from before, seq %d..%d", self.dir,

@@ -34,8 +34,9 @@ import logging
 import math
 import random
 import time
+import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,32 +117,57 @@ class Backoff:
 
 
 class _Metrics:
-    def __init__(self, registry: CollectorRegistry | None) -> None:
+    """The transport's Prometheus metrics, labelled by shard: one set per registry, shared by a sensor's
+    transports (one per shard)."""
+
+    _shared: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
+    # this shard's children of the families below
+    batches_sent: Any
+    batches_resent: Any
+    batches_acked: Any
+    batches_dropped: Any
+    vectors_dropped: Any
+    batches_rejected: Any
+    vectors_rejected: Any
+    vectors_applied: Any
+    reconnects: Any
+    buffer_batches: Any
+    buffer_bytes: Any
+
+    def __init__(self, registry: CollectorRegistry | None, shard: str = "") -> None:
         self.enabled = registry is not None
         if registry is None:
             return
+        families = self._shared.get(registry)
+        if families is None:
+            families = self._shared[registry] = self._families(registry)
+        for name, family in families.items():
+            setattr(self, name, family.labels(shard))
+
+    @staticmethod
+    def _families(registry: CollectorRegistry) -> dict[str, Any]:
         ns = "baseliner_sensor"
-        self.batches_sent = Counter(f"{ns}_batches_sent_total", "Batches written to the stream (resends too)",
-                                    registry=registry)
-        self.batches_resent = Counter(f"{ns}_batches_resent_total", "Batches sent again after a reconnect",
-                                      registry=registry)
-        self.batches_acked = Counter(f"{ns}_batches_acked_total", "Batches acknowledged by the service",
-                                     registry=registry)
-        self.batches_dropped = Counter(f"{ns}_batches_dropped_total",
-                                       "Unacknowledged batches evicted from the full buffer", registry=registry)
-        self.vectors_dropped = Counter(f"{ns}_vectors_dropped_total",
-                                       "Vectors in batches evicted from the full buffer", registry=registry)
-        self.batches_rejected = Counter(f"{ns}_batches_rejected_total", "Whole batches refused by the service",
-                                        registry=registry)
-        self.vectors_rejected = Counter(f"{ns}_vectors_rejected_total",
-                                        "Vectors the service rejected (reasons are logged)", registry=registry)
-        self.vectors_applied = Counter(f"{ns}_vectors_applied_total", "Vectors the service applied",
-                                       registry=registry)
-        self.reconnects = Counter(f"{ns}_connect_failures_total", "Streams that failed or broke",
-                                  registry=registry)
-        self.buffer_batches = Gauge(f"{ns}_buffer_batches", "Unacknowledged batches held", registry=registry)
-        self.buffer_bytes = Gauge(f"{ns}_buffer_bytes", "Bytes of unacknowledged batches held",
-                                  registry=registry)
+        label = ("shard",)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(f"{ns}_{name}", doc, label, registry=registry)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"{ns}_{name}", doc, label, registry=registry)
+
+        return {
+            "batches_sent": counter("batches_sent_total", "Batches written to the stream (resends too)"),
+            "batches_resent": counter("batches_resent_total", "Batches sent again after a reconnect"),
+            "batches_acked": counter("batches_acked_total", "Batches acknowledged by the service"),
+            "batches_dropped": counter("batches_dropped_total", "Unacknowledged batches evicted from the full buffer"),
+            "vectors_dropped": counter("vectors_dropped_total", "Vectors in batches evicted from the full buffer"),
+            "batches_rejected": counter("batches_rejected_total", "Whole batches refused by the service"),
+            "vectors_rejected": counter("vectors_rejected_total", "Vectors the service rejected (reasons are logged)"),
+            "vectors_applied": counter("vectors_applied_total", "Vectors the service applied"),
+            "reconnects": counter("connect_failures_total", "Streams that failed or broke"),
+            "buffer_batches": gauge("buffer_batches", "Unacknowledged batches held"),
+            "buffer_bytes": gauge("buffer_bytes", "Bytes of unacknowledged batches held"),
+        }
 
 
 _EXPECTED = (asyncio.InvalidStateError, ProtocolError, AckTimeout, ConnectionError, OSError)
@@ -206,6 +232,8 @@ class Transport:
         channel_options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        shard: str = "",
+        on_epoch: Callable[[str, int], None] | None = None,
     ) -> None:
         if not sensor_id or not node:
             raise ValueError("sensor_id and node must be non-empty")
@@ -223,7 +251,9 @@ class Transport:
         self.ack_timeout = ack_timeout
         self.backoff = backoff or Backoff()
         self.stats = TransportStats()
-        self._metrics = _Metrics(registry)
+        self.shard = shard  # the shard this stream is for (Hello.shard); "" for a service that is not sharded
+        self.on_epoch = on_epoch  # told (shard, epoch) of the shard map each Welcome and ack names
+        self._metrics = _Metrics(registry, shard)
         self._channel_options = list(channel_options)
         self._credentials = credentials
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -283,6 +313,14 @@ class Transport:
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
         return True
 
+    def take_over(self, old: Transport) -> None:
+        """Continue ``old``'s stream (same shard, same buffer, another address): what it sent stays sent."""
+        self._sent_high = max(self._sent_high, old._sent_high)
+
+    def holds(self, key: str) -> bool:
+        """Whether a window of routing key ``key`` waits here (staged, or in a batch not acknowledged yet)."""
+        return self.buffer.holds(key) or any(v.identity.image_repository == key for v in self._staged)
+
     def undelivered(self) -> tuple[int, int]:
         """Batches and vectors not acknowledged yet: held in the buffer, or staged and not yet a batch."""
         held = list(self.buffer.entries())
@@ -313,6 +351,13 @@ class Transport:
 
     # -- producer side -----------------------------------------------------------------------------
 
+    def stage(self, vectors: Sequence[FeatureVector]) -> None:
+        """Queue ``vectors`` without waiting (the next :meth:`submit` or :meth:`flush` batches them)."""
+        if vectors:
+            # image by image (stable: each container's windows keep their order): the service then scores
+            # a batch's windows in place, without regrouping them per image
+            self._staged.extend(sorted(vectors, key=_image_of))
+
     async def submit(self, vectors: Sequence[FeatureVector], *, flush: bool = True) -> None:
         """Queue ``vectors`` for sending, in batches of at most ``batch_size``.
 
@@ -323,10 +368,7 @@ class Transport:
         """
         if self.failed is not None:
             raise self.failed
-        if vectors:
-            # image by image (stable: each container's windows keep their order): the service then scores
-            # a batch's windows in place, without regrouping them per image
-            self._staged.extend(sorted(vectors, key=_image_of))
+        self.stage(vectors)
         size = self.batch_size
         if self._max_batch_vectors:
             size = min(size, self._max_batch_vectors)
@@ -350,7 +392,8 @@ class Transport:
 
     def _add(self, chunk: Sequence[FeatureVector]) -> None:
         body = wire.encode_batch_body(chunk)
-        _, evicted = self.buffer.add(body, len(chunk))
+        keys = sorted({v.identity.image_repository for v in chunk})  # (sorted by image already: few, in order)
+        _, evicted = self.buffer.add(body, len(chunk), keys)
         self.stats.vectors_submitted += len(chunk)
         if evicted:
             self._account_drops(evicted)
@@ -440,7 +483,7 @@ class Transport:
         )
         call = stream(metadata=self._metadata or None)
         try:
-            await call.write(wire.hello_request_bytes(self.sensor_id, self.node, SENSOR_VERSION))
+            await call.write(wire.hello_request_bytes(self.sensor_id, self.node, SENSOR_VERSION, shard=self.shard))
             first = await asyncio.wait_for(call.read(), self.ack_timeout)
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 raise ProtocolError("service did not answer Hello with Welcome")
@@ -488,6 +531,8 @@ class Transport:
                  self.target, welcome.service_version or "?", last, self.buffer.batches, welcome.durable_acks)
         self._update_gauges()
         self._changed.set()
+        if self.on_epoch is not None:
+            self.on_epoch(self.shard, welcome.shard_epoch)
 
     async def _send_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         sent_high_here = 0
@@ -580,4 +625,6 @@ class Transport:
                 self.buffer.release(ack.sequence)
         self._update_gauges()
         self._changed.set()
+        if self.on_epoch is not None:
+            self.on_epoch(self.shard, ack.shard_epoch)
 

@@ -196,9 +196,10 @@ def batch_request_bytes(sequence: int, body: bytes) -> bytes:
     return _INGEST_REQUEST_BATCH_TAG + _varint(len(batch)) + batch
 
 
-def hello_request_bytes(sensor_id: str, node: str, sensor_version: str, schema_version: int = SCHEMA_VERSION) -> bytes:
-    """A serialised ``IngestRequest{hello}``."""
+def hello_request_bytes(sensor_id: str, node: str, sensor_version: str, schema_version: int = SCHEMA_VERSION,
+                        shard: str = "") -> bytes:
+    """A serialised ``IngestRequest{hello}`` (``shard``: the shard the stream is for, by its name in the map)."""
     hello = ingest_pb2.Hello(
-        sensor_id=sensor_id, node=node, sensor_version=sensor_version, schema_version=schema_version
+        sensor_id=sensor_id, node=node, sensor_version=sensor_version, schema_version=schema_version, shard=shard
     )
     return ingest_pb2.IngestRequest(hello=hello).SerializeToString()

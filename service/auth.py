@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 INGEST_PREFIX = "/baseliner.v1.Ingest/"
 ADMIN_PREFIX = "/baseliner.v1.Admin/"
+SHARDS_PREFIX = "/baseliner.v1.Shards/"
+#: Shards RPCs any holder of a token may call (sensors ask for the map; operators look at the shards' state).
+OPEN_SHARDS_METHODS = ("GetMap", "Status")
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -154,6 +157,7 @@ class Authorizer:
     sensors: Mapping[str, str] | None = None  # sha256(token) -> node
     admins: Mapping[str, str] | None = None  # sha256(token) -> name: operators
     viewers: Mapping[str, str] | None = None  # sha256(token) -> name: read-only
+    peer: str | None = None  # sha256 of the shards' shared token (shards.peer_token_file)
 
     @classmethod
     def from_config(cls, cfg: Any) -> Authorizer:
@@ -162,11 +166,32 @@ class Authorizer:
             read_token_file(g.sensor_tokens_file, True) if g.sensor_tokens_file else None,
             read_token_file(g.admin_tokens_file, False) if g.admin_tokens_file else None,
             read_token_file(g.viewer_tokens_file, False, "viewer") if g.viewer_tokens_file else None,
+            _digest(read_secret(cfg.shards.peer_token_file)) if cfg.shards.peer_token_file else None,
         )
 
     @property
     def enabled(self) -> bool:
-        return self.sensors is not None or self.admin_tokens
+        return self.sensors is not None or self.admin_tokens or self.peer is not None
+
+    def shard_call(self, metadata: Sequence[tuple[str, Any]] | None, method: str) -> None:
+        """A ``Shards`` RPC: the peer token for the shards' own calls; any known token for the map and the
+        status.  Raises when refused."""
+        if not self.enabled:
+            return
+        token = _bearer(metadata)
+        digest = _digest(token) if token else ""
+        if self.peer is not None and hmac.compare_digest(digest, self.peer):
+            return
+        if method in OPEN_SHARDS_METHODS:
+            if not token:
+                raise AuthenticationError(f"Shards.{method} needs a sensor, admin or peer token")
+            if (self.sensors or {}).get(digest) is not None or self.principal(token) is not None:
+                return
+            raise PermissionDeniedError("unknown token")
+        if self.peer is None:
+            return  # no peer token configured (plaintext on loopback): the shards' calls are open
+        raise (AuthenticationError if not token else PermissionDeniedError)(
+            f"Shards.{method} is for the shards themselves (shards.peer_token_file)")
 
     @property
     def admin_tokens(self) -> bool:
@@ -229,8 +254,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 self.authorizer.sensor_node(md)
             elif method.startswith(ADMIN_PREFIX):
                 self.authorizer.admin(md, method.removeprefix(ADMIN_PREFIX))
+            elif method.startswith(SHARDS_PREFIX):
+                self.authorizer.shard_call(md, method.removeprefix(SHARDS_PREFIX))
         except BaselinerError as e:
             log.warning("refused %s: %s", method, e)
+            if method == SHARDS_PREFIX + "Pull":
+                return _denied_stream(e)
             return _denied(e, streaming=method.startswith(INGEST_PREFIX))
         return await continuation(handler_call_details)
 
@@ -246,6 +275,15 @@ def _denied(exc: BaselinerError, streaming: bool) -> grpc.RpcMethodHandler:
     if streaming:
         return grpc.stream_stream_rpc_method_handler(stream)
     return grpc.unary_unary_rpc_method_handler(unary)
+
+
+def _denied_stream(exc: BaselinerError) -> grpc.RpcMethodHandler:
+    """A refused server-streaming call."""
+    async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await abort(context, exc)
+        yield None  # pragma: no cover - abort raises
+
+    return grpc.unary_stream_rpc_method_handler(unary_stream)
 
 
 def check_hello_node(allowed: str | None, hello_node: str) -> None:

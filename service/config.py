@@ -166,6 +166,20 @@ class ConsoleConfig(_Section):
     page_size: Annotated[int, Field(ge=10, le=500)] = 50  # rows per page of its tables
 
 
+class ShardsConfig(_Section):
+    """Image-sharded replicas (``service/shards/``, ``docs/sharding.md``).  Without a list the service is the one
+    shard of its own map and owns every image."""
+
+    name: str = ""  # this shard's name in the list; "" = the host name (a StatefulSet pod's name)
+    list: str = ""  # NAME=HOST:PORT or HOST:PORT entries (brace ranges: baseliner-{0..2}.svc:50051), or @FILE
+    refresh_seconds: Seconds = 5.0  # how often the first shard re-reads the list (a file) and checks the others
+    peer_token_file: str = ""  # the shards' shared secret for their calls to each other (required with TLS or tokens)
+    tls_ca_file: str = ""  # CA the shards verify each other's certificates with (grpc.tls_* on): default system roots
+    handover_timeout_seconds: Seconds = 30.0  # a fenced image waits this long for its Commit, then stays here
+    forward_timeout_seconds: Seconds = 30.0  # a batch part waits this long for the shard that holds its image
+    max_label_shards: Count = 64  # distinct peer label values in metrics; more share "__other__"
+
+
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -177,6 +191,7 @@ class ServeConfig(BaseModel):
     falco: FalcoConfig = Field(default_factory=FalcoConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
     baseline: dict[str, Any] = Field(default_factory=dict)  # baseliner.models.baseline.BaselineConfig fields
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = "INFO"
 
@@ -241,7 +256,7 @@ def _tls_problems(cfg: ServeConfig) -> list[str]:
 FILES = ("grpc.tls_cert_file", "grpc.tls_key_file", "grpc.tls_client_ca_file", "grpc.sensor_tokens_file",
          "grpc.admin_tokens_file", "grpc.viewer_tokens_file", "state.hmac_key_file", "falco.secret_file",
          "falco.tls_cert_file", "falco.tls_key_file", "falco.tls_client_ca_file", "console.tls_cert_file",
-         "console.tls_key_file")
+         "console.tls_key_file", "shards.peer_token_file", "shards.tls_ca_file")
 #: The token files of the Admin API's two roles (operators, viewers).
 ADMIN_TOKEN_FILES = ("grpc.admin_tokens_file", "grpc.viewer_tokens_file")
 
@@ -315,9 +330,40 @@ def _baseline_problems(cfg: ServeConfig) -> list[str]:
     return []
 
 
+def _shard_problems(cfg: ServeConfig) -> list[str]:
+    """The shard list reads, names this shard, and the shards can authenticate each other."""
+    from baseliner.models.shards import ShardListError, parse_shard_list
+
+    sh = cfg.shards
+    if not sh.list:
+        return []
+    out = []
+    text = sh.list
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as e:
+            return [f"shards.list {sh.list!r}: {e.strerror}"]
+    try:
+        shards = parse_shard_list(text)
+    except ShardListError as e:
+        return [f"shards.list: {e}"]
+    if not shards:
+        out.append("shards.list names no shard")
+    g = cfg.grpc
+    secured = g.tls_cert_file or g.sensor_tokens_file or any(_setting(cfg, k) for k in ADMIN_TOKEN_FILES)
+    if secured and not sh.peer_token_file:
+        out.append("shards.peer_token_file is needed when gRPC has TLS or tokens: the shards forward windows and "
+                   "hand baselines over to each other with it")
+    if sh.peer_token_file and Path(sh.peer_token_file).is_file() and len(read_secret(sh.peer_token_file)) < 16:
+        out.append("shards.peer_token_file: the secret must be at least 16 characters")
+    return out
+
+
 def problems(cfg: ServeConfig) -> list[str]:
     """Everything wrong with a configuration whose values have their types, one line each."""
-    return [*_tls_problems(cfg), *_secret_problems(cfg), *_path_problems(cfg), *_baseline_problems(cfg)]
+    return [*_tls_problems(cfg), *_secret_problems(cfg), *_path_problems(cfg), *_baseline_problems(cfg),
+            *_shard_problems(cfg)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -204,6 +204,32 @@ class ContainerTracker:
         s = self._slot.get(key)
         return float(self._last[s]) if s is not None else -math.inf
 
+    def rows(self, keys: Iterable[str]) -> list[list[Any]]:
+        """``[key, first, last]`` of the tracked containers among ``keys`` (an image's, handed to another shard)."""
+        out = []
+        for k in keys:
+            s = self._slot.get(k)
+            if s is not None:
+                out.append([k, float(self._first[s]), float(self._last[s])])
+        return out
+
+    def put(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Track the containers of ``[key, first, last]`` rows as given (an image handed over from another shard;
+        the least recently seen beyond capacity are dropped).
+
+        >>> t = ContainerTracker(capacity=4)
+        >>> t.put([["n/a", 5.0, 30.0]]); t.last("n/a"), t.rows(["n/a", "n/b"])
+        (30.0, [['n/a', 5.0, 30.0]])
+        """
+        self._tick += 1
+        for k, first, last in rows:
+            s = self.slot(str(k))
+            self._first[s] = float(first)
+            self._last[s] = float(last)
+            self._seen[s] = self._tick
+        if len(self._slot) > self.capacity:
+            self._drop(len(self._slot) - self.capacity)
+
     def to_list(self) -> list[list[Any]]:
         """``[key, first, last]`` per container, least recently seen first (the saved form)."""
         slots = np.fromiter(self._slot.values(), dtype=_I64, count=len(self._slot))

@@ -22,8 +22,10 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from baseliner.models.errors import ConfigError
+from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.routing import ShardRouter
 from baseliner.sensor.synthetic import HOUR, Attack, ScenarioConfig, SyntheticSource
-from baseliner.sensor.transport import Backoff, Transport
+from baseliner.sensor.transport import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +235,9 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout, hold: Hol
         out.write("\n")
         out.flush()
         transports = {
-            node: Transport(target, sensor_id=f"demo-{node}", node=node, batch_size=args.batch_size,
-                            max_in_flight=4, on_full="block", backoff=Backoff(initial=0.05, maximum=1.0))
+            node: ShardRouter([target], sensor_id=f"demo-{node}", node=node, make_buffer=lambda _: MemoryBuffer(),
+                              batch_size=args.batch_size, max_in_flight=4, on_full="block",
+                              backoff=lambda: Backoff(initial=0.05, maximum=1.0))
             for node in scenario.nodes
         }
         started = time.monotonic()
@@ -307,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
     if args.learn_hours >= args.attacks_after:
         raise ConfigError("--learn-hours must be below --attacks-after (attacks are detected, not learnt)")
     logging.getLogger("baseliner.sensor.transport").setLevel(logging.WARNING)
+    logging.getLogger("baseliner.sensor.routing").setLevel(logging.WARNING)
     logging.getLogger("baseliner.service").setLevel(logging.WARNING)
     if args.console:
         summary = asyncio.run(run_demo(args, hold=hold_console))  # (the summary is printed before the hold)

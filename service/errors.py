@@ -42,10 +42,20 @@ class DurabilityError(BaselinerError):
     """The write-ahead log could not record a batch: nothing was applied, the sensor should resend later."""
 
 
+class WrongShardError(BaselinerError):
+    """A stream (or a call) for another shard than this one: the caller's shard map is not this service's."""
+
+
+class ShardUnavailableError(BaselinerError):
+    """The shard that holds an image did not answer in time (or this shard has no map yet): try again later."""
+
+
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (DurabilityError, grpc.StatusCode.UNAVAILABLE),
+    (ShardUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (WrongShardError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownBaselineError, grpc.StatusCode.NOT_FOUND),
     (UnknownEventError, grpc.StatusCode.NOT_FOUND),
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),

@@ -60,6 +60,9 @@ class FalcoEndpoint:
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.host = ""
+        #: A sharded service's hook (``service/shards/cluster.py``): ``await forward(alert, body)`` answers
+        #: ``(status, payload)`` from the shard that holds the alert's image, or None when it is this one.
+        self.forward: Any = None
 
     async def start(self) -> None:
         host, port = split_address(self.config.listen)
@@ -107,21 +110,40 @@ class FalcoEndpoint:
             self._count("timeout")
             return _reply(408, {"error": "timeout", "message": f"body not received within {BODY_SECONDS:g} s"},
                           close=True)
-        status, payload = self.handle(body)
+        status, payload = await self.route(body)
         return _reply(status, payload)
 
     def _too_large(self, message: str) -> web.Response:
         self._count("too_large")
         return _reply(413, {"error": "too_large", "message": message}, close=True)  # the body is not read
 
-    def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """One alert body -> (HTTP status, response object).  Runs on the event loop thread."""
+    async def route(self, body: bytes, forwarded: bool = False) -> tuple[int, dict[str, Any]]:
+        """One alert body -> (HTTP status, response object), answered by the shard that holds its image (this
+        one unless ``forward`` says otherwise; an alert ``forwarded`` here from another shard is answered here)."""
         try:
             alert = parse_alert(body, self.config.max_body_bytes)
         except FalcoPayloadError as e:
-            self._count(e.reason)
-            log.debug("Falco payload refused: %s", e.message)
-            return _STATUS.get(e.reason, 400), {"error": e.reason, "message": e.message}
+            return self._refused(e)
+        if self.forward is not None and not forwarded:
+            answer = await self.forward(alert, body)
+            if answer is not None:
+                return answer
+        return self._correlate(alert)
+
+    def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """One alert body -> (HTTP status, response object), answered here.  Runs on the event loop thread."""
+        try:
+            alert = parse_alert(body, self.config.max_body_bytes)
+        except FalcoPayloadError as e:
+            return self._refused(e)
+        return self._correlate(alert)
+
+    def _refused(self, e: FalcoPayloadError) -> tuple[int, dict[str, Any]]:
+        self._count(e.reason)
+        log.debug("Falco payload refused: %s", e.message)
+        return _STATUS.get(e.reason, 400), {"error": e.reason, "message": e.message}
+
+    def _correlate(self, alert: Any) -> tuple[int, dict[str, Any]]:
         try:
             result = self.correlator.on_alert(alert)
         except Exception:

@@ -136,6 +136,7 @@ class Pipeline:
         self.sensors_dirty = False
         self.removed: set[str] = set()
         self.events_written = 0
+        self.shard_name = ""  # events carry it when the service is sharded (service/shards/cluster.py)
         self.memory_sizes: dict[str, int] = {}  # image key -> state bytes at its last snapshot
         # per-stage timing (seconds, cumulative) for benchmarks and debugging
         self.stage_seconds: dict[str, float] = {"validate": 0.0, "score": 0.0, "events": 0.0}
@@ -480,7 +481,7 @@ class Pipeline:
         self._emit(event)
 
     def _event(self, agg: _Aggregate, update: bool) -> dict[str, Any]:
-        return build_event(
+        event = build_event(
             event_id=agg.event_id,
             image_key=agg.image_key,
             identity=agg.identity,
@@ -492,6 +493,9 @@ class Pipeline:
             last_seen=agg.last_end,
             update=update,
         )
+        if self.shard_name:
+            event["shard"] = self.shard_name
+        return event
 
     def _emit(self, event: dict[str, Any]) -> None:
         self.events_written += 1

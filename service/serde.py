@@ -397,8 +397,10 @@ def batch_ack(
     rejected: Sequence[ValidationError],
     duplicate: bool = False,
     durable: bool = False,
+    shard_epoch: int = 0,
 ) -> ingest_pb2.IngestResponse:
-    ack = ingest_pb2.BatchAck(sequence=sequence, applied=applied, duplicate=duplicate, durable=durable)
+    ack = ingest_pb2.BatchAck(sequence=sequence, applied=applied, duplicate=duplicate, durable=durable,
+                              shard_epoch=shard_epoch)
     for e in rejected:
         ack.rejected.add(index=max(e.index, 0), reason=reject_reason_value(e.reason), message=e.message[:512])
     return ingest_pb2.IngestResponse(ack=ack)
@@ -412,7 +414,7 @@ def batch_refused(sequence: int, error: ValidationError) -> ingest_pb2.IngestRes
 
 
 def welcome(
-    last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False
+    last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False, shard_epoch: int = 0
 ) -> ingest_pb2.IngestResponse:
     """The answer to a Hello."""
     return ingest_pb2.IngestResponse(
@@ -421,6 +423,7 @@ def welcome(
             service_version=service_version,
             max_batch_vectors=max_batch_vectors,
             durable_acks=durable_acks,
+            shard_epoch=shard_epoch,
         )
     )
 

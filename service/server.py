@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
-from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, shards_pb2, shards_pb2_grpc
 from baseliner.service import auth, serde
 from baseliner.service.config import ServeConfig, split_address
 from baseliner.service.pipeline import Pipeline
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    shards_pb2.DESCRIPTOR.services_by_name["Shards"].full_name,
 )
 
 
@@ -86,6 +87,7 @@ class BaselinerServer:
         self.model_source: Any = None  # baseliner.service.model_source.ModelSource when model.uri is set
         self.console: Any = None  # baseliner.service.console.app.ConsoleServer when console.listen is set
         self.authorizer = auth.Authorizer.from_config(config)
+        self.cluster: Any = None  # baseliner.service.shards.cluster.Cluster: this shard's part in the shard map
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -123,6 +125,9 @@ class BaselinerServer:
         # before restore and WAL replay, so that images first seen in the replay start from the model
         if self.store is not None:
             await self._restore()
+        from baseliner.service.shards import cluster  # the shard map (one shard of its own without shards.list)
+
+        self.cluster = await cluster.attach(self)  # after the restore: keys handed away before are dropped again
         await self._start_grpc()
         if cfg.metrics.listen:
             mhost, mport = split_address(cfg.metrics.listen)
@@ -136,6 +141,8 @@ class BaselinerServer:
         gate = auth.FalcoGate(fc) if (fc.secret_file or fc.tls_cert_file) else None
         with _listening("falco.listen", fc.listen):
             self.falco = await falco_http.attach(self, gate)
+        if self.falco is not None:
+            self.falco.forward = self.cluster.forward_alert  # an alert goes to the shard that holds its image
         from baseliner.service.console import app as console  # the operator console (when console.listen is set)
 
         with _listening("console.listen", cfg.console.listen):
@@ -177,14 +184,18 @@ class BaselinerServer:
         ]
         interceptors = [auth.AuthInterceptor(self.authorizer)] if self.authorizer.enabled else []
         self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None, interceptors=interceptors)
+        from baseliner.service.shards.admin import ShardedAdmin
+        from baseliner.service.shards.servicer import ShardsServicer
+
         self.ingest = IngestServicer(self.pipeline, self.decoder, self.metrics, wal=self.wal,
                                      authorizer=self.authorizer if self.authorizer.enabled else None,
-                                     idle_seconds=g.max_stream_idle_seconds)
+                                     idle_seconds=g.max_stream_idle_seconds, router=self.cluster.router)
         add_ingest_servicer(self.ingest, self.server)
-        admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminServicer(self.pipeline, self.sizes, on_change=self.checkpoint if self.store is not None else None),
-            self.server,
-        )
+        local_admin = AdminServicer(self.pipeline, self.sizes,
+                                    on_change=self.checkpoint if self.store is not None else None)
+        admin_pb2_grpc.add_AdminServicer_to_server(ShardedAdmin(local_admin, self.cluster), self.server)
+        shards_pb2_grpc.add_ShardsServicer_to_server(ShardsServicer(self.cluster, self.ingest, lambda: self.falco),
+                                                     self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -208,6 +219,8 @@ class BaselinerServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.cluster is not None:  # a shard leaving the map hands its images over while it still answers
+            await self.cluster.drain(self.config.shards.handover_timeout_seconds)
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.config.grpc.shutdown_grace_seconds)
@@ -215,6 +228,8 @@ class BaselinerServer:
             await self.falco.stop()
         if self.console is not None:
             await self.console.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         for task in (self._checkpoint_task, self._housekeeping_task):
             if task is not None:
                 task.cancel()

@@ -140,6 +140,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         wal: Any = None,
         authorizer: auth.Authorizer | None = None,
         idle_seconds: float | None = None,
+        router: Any = None,
     ) -> None:
         self.pipeline = pipeline
         self.decoder = decoder
@@ -148,6 +149,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self.durable_acks = durable_acks or wal is not None
         self.authorizer = authorizer
         self.idle_seconds = idle_seconds
+        self.router = router  # baseliner.service.shards.ingest.IngestRouter: the shard map and what goes elsewhere
         self.streams = 0
         self.applier = _Applier(pipeline, metrics)
 
@@ -177,7 +179,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 resp, lsn = item
                 if isinstance(resp, _Ack):  # applied with other streams' batches: wait for its result
                     result = await resp.done
-                    resp = serde.batch_ack(resp.sequence, result.applied, result.rejected, duplicate=result.duplicate)
+                    resp = serde.batch_ack(resp.sequence, result.applied, result.rejected, duplicate=result.duplicate,
+                                           shard_epoch=self.router.epoch if self.router is not None else 0)
                 if lsn is not None and self.wal is not None and not resp.ack.batch_rejected:
                     await self.wal.wait_durable(lsn)
                     resp.ack.durable = True
@@ -233,7 +236,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         elif body == "batch":
             if not stream.sensor_id:
                 raise ProtocolError("the first message of a stream must be a Hello")
-            await answers.put(self._batch(stream.sensor_id, stream.node, req.batch, stream.allowed, raw))
+            if self.router is not None and not self.router.single:  # a sharded service (service/shards/ingest.py)
+                await answers.put(await self.router.batch(self, stream.sensor_id, stream.node, req.batch,
+                                                          stream.allowed, raw))
+            else:
+                await answers.put(self._batch(stream.sensor_id, stream.node, req.batch, stream.allowed, raw))
         else:
             raise ProtocolError("empty IngestRequest (neither hello nor batch)")
 
@@ -252,11 +259,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             except BaselinerError as e:
                 log.warning("sensor %s refused: %s", h.sensor_id, e)
                 raise
+        if self.router is not None:
+            self.router.check_hello(h.sensor_id, h.shard)
         stream.sensor_id, stream.node = h.sensor_id, h.node
         last = self.pipeline.last_sequence(stream.sensor_id)
         log.info("sensor %s (node %s, %s) connected; last applied batch %d",
                  stream.sensor_id, stream.node, h.sensor_version or "unknown version", last)
-        return serde.welcome(last, SERVICE_VERSION, self.decoder.max_batch_vectors, self.durable_acks)
+        return serde.welcome(last, SERVICE_VERSION, self.decoder.max_batch_vectors, self.durable_acks,
+                             self.router.epoch if self.router is not None else 0)
 
     def _batch(
         self, sensor_id: str, node: str, batch: Any, allowed: str | None = None, raw: memoryview | None = None
@@ -291,19 +301,29 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 m.batches_duplicate.inc()
             resp = serde.batch_ack(seq, 0, (), duplicate=True)
         else:
-            if self.wal is not None:  # logged before it is applied, in the same step of the event loop
-                from baseliner.service.wal import KIND_BATCH, Record
-
-                try:
-                    data = raw if raw is not None else batch.SerializeToString()
-                    lsn = self.wal.append(Record(KIND_BATCH, sensor_id, allowed or "", seq, data))
-                except (OSError, ValueError) as e:
-                    log.error("write-ahead log: cannot record batch %d of %s: %s", seq, sensor_id, e)
-                    raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
-            return _Ack(seq, self.applier.submit(sensor_id, seq, decoded, t0)), lsn
+            data = raw if raw is not None else batch.SerializeToString()
+            done, lsn = self.log_and_apply(sensor_id, allowed or "", seq, decoded, data, t0)
+            return _Ack(seq, done), lsn
         if m is not None:
             m.ingest_latency.observe(time.perf_counter() - t0)
         return resp, lsn
+
+    def log_and_apply(
+        self, stream: str, node: str, seq: int, decoded: Any, data: bytes | memoryview, started: float
+    ) -> tuple[asyncio.Future[Any], int]:
+        """Log a batch (write-ahead) and hand it to the applier in the same step of the event loop; returns the
+        applier's promise of its result and the log record to wait for (a checkpoint's snapshot holds every
+        batch logged before it)."""
+        lsn = self.wal.lsn if self.wal is not None else 0
+        if self.wal is not None:
+            from baseliner.service.wal import KIND_BATCH, Record
+
+            try:
+                lsn = self.wal.append(Record(KIND_BATCH, stream, node, seq, data))
+            except (OSError, ValueError) as e:
+                log.error("write-ahead log: cannot record batch %d of %s: %s", seq, stream, e)
+                raise DurabilityError(f"the service cannot record batches durably right now ({e})") from None
+        return self.applier.submit(stream, seq, decoded, started), lsn
 
 
 def add_ingest_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:

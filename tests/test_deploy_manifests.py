@@ -97,3 +97,28 @@ def test_the_sensor_mounts_its_runtime_socket_read_only(overlay: str | None) -> 
     add_parser(parser.add_subparsers())
     args = parser.parse_args(ds["spec"]["template"]["spec"]["containers"][0]["args"])
     assert [f"{r.kind}={r.path}" for r in args.runtime] == [runtime]
+
+
+def test_the_shard_list_names_every_statefulset_pod_and_the_config_loads(tmp_path: Path) -> None:
+    """The ConfigMap's shard list names exactly the StatefulSet's pods at their headless-Service DNS names; the
+    service reads the list from the mounted file; a PodDisruptionBudget keeps all but one shard up."""
+    from baseliner.models.shards import parse_shard_list
+    from baseliner.service.config import load
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for _, d in manifests()}
+    sts = docs[("StatefulSet", "baseliner-service")]
+    cm = docs[("ConfigMap", "baseliner-config")]
+    headless = docs[("Service", sts["spec"]["serviceName"])]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    shards = parse_shard_list(cm["data"]["shards"])
+    n = sts["spec"]["replicas"]
+    assert n >= 2
+    assert [s.name for s in shards] == [f"baseliner-service-{i}" for i in range(n)]
+    assert all(s.address.startswith(f"{s.name}.{headless['metadata']['name']}.baseliner.svc") for s in shards)
+    assert docs[("PodDisruptionBudget", "baseliner-service")]["spec"]["maxUnavailable"] == 1
+    (tmp_path / "shards").write_text(cm["data"]["shards"])
+    text = cm["data"]["baseliner.yaml"].replace("/etc/baseliner/shards", str(tmp_path / "shards"))
+    text = text.replace("/var/lib/baseliner/state", str(tmp_path / "state"))
+    (tmp_path / "baseliner.yaml").write_text(text)
+    cfg = load(str(tmp_path / "baseliner.yaml"), environ={})  # (raises ConfigError naming any problem)
+    assert cfg.shards.list == f"@{tmp_path / 'shards'}" and not cfg.shards.name

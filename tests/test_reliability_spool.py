@@ -25,27 +25,32 @@ KEY = b"spool-key-0123456789abcdef"
 
 
 def test_spool_survives_reopen_in_order_with_counter(tmp_path: Path) -> None:
+    before = time.time_ns() // 1000
     s = DiskSpool(tmp_path, key=KEY, fsync=False)
-    for i in range(5):
-        s.add(bytes([i]) * 10, i + 1)
-    assert s.release(2) is not None
+    z = s.add(b"\0" * 10, 1, ["img0"])[0].sequence - 1  # a new spool numbers from the clock in microseconds
+    assert z >= before
+    for i in range(1, 5):
+        s.add(bytes([i]) * 10, i + 1, [f"img{i}"])
+    assert s.release(z + 2) is not None
     s.close()
     s2 = DiskSpool(tmp_path, key=KEY)
-    assert [(p.sequence, p.body[:1], p.vectors) for p in s2.entries()] == [
-        (1, b"\0", 1), (3, b"\2", 3), (4, b"\3", 4), (5, b"\4", 5)]
-    assert [p.sequence for p in s2.release_through(4)] == [1, 3, 4]
-    s2.release(5)
+    assert [(p.sequence - z, p.body[:1], p.vectors, p.keys) for p in s2.entries()] == [
+        (1, b"\0", 1, ("img0",)), (3, b"\2", 3, ("img2",)), (4, b"\3", 4, ("img3",)), (5, b"\4", 5, ("img4",))]
+    assert s2.holds("img3") and not s2.holds("img1")
+    assert [p.sequence - z for p in s2.release_through(z + 4)] == [1, 3, 4]
+    s2.release(z + 5)
     assert s2.batches == 0
     # the counter survives an empty spool: numbering never goes back
-    assert DiskSpool(tmp_path, key=KEY).add(b"x", 1)[0].sequence == 6
+    assert DiskSpool(tmp_path, key=KEY).add(b"x", 1)[0].sequence == z + 6
 
 
 def test_spool_bounds_evict_oldest(tmp_path: Path) -> None:
     s = DiskSpool(tmp_path, max_batches=10, max_bytes=250, fsync=False)
     evicted = []
+    first = s.next_sequence
     for _ in range(5):
         evicted += s.add(b"y" * 100, 1)[1]
-    assert [p.sequence for p in evicted] == [1, 2, 3]
+    assert [p.sequence - first for p in evicted] == [0, 1, 2]
     assert s.nbytes == 200 and len(list(tmp_path.glob("*.batch"))) == 2
 
 
@@ -64,7 +69,7 @@ def test_tampered_spool_is_refused(tmp_path: Path, damage: str) -> None:
     elif damage == "no_key":
         key = None
     else:
-        f.rename(tmp_path / f"{99:020d}.batch")
+        f.rename(tmp_path / f"{int(f.stem) + 99:020d}.batch")
     with pytest.raises(SpoolError, match="refusing") as e:
         DiskSpool(tmp_path, key=key)
     assert isinstance(e.value, StateError) and str(tmp_path) in str(e.value)
@@ -110,7 +115,7 @@ def test_kill9_sensor_and_service_spool_resent_once(tmp_path: Path) -> None:
     m = re.search(r"source finished: (\d+) vectors submitted", text1)
     assert m, text1
     a_vectors = int(m.group(1))
-    spooled = list(spool.glob("*.batch"))
+    spooled = list(spool.rglob("*.batch"))  # one directory per shard
     assert spooled, "nothing was left unacknowledged: the test did not exercise the spool"
 
     serve.start()
@@ -126,7 +131,7 @@ def test_kill9_sensor_and_service_spool_resent_once(tmp_path: Path) -> None:
         assert m2, text2
         b_vectors = int(m2.group(1))
         assert windows_scored(serve.target) == a_vectors + b_vectors
-        assert not list(spool.glob("*.batch"))
+        assert not list(spool.rglob("*.batch"))
     finally:
         if s2.poll() is None:
             s2.kill()

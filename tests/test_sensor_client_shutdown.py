@@ -155,14 +155,14 @@ def test_what_a_sensor_gave_up_on_stays_in_its_spool_and_goes_out_with_the_next_
     first = _sensor(f"127.0.0.1:{port}", "--hours", "0.05", "--give-up-after", "1", "--spool-dir", str(spool))
     assert first.ends_within(60) == 1
     assert f"not acknowledged: kept in the spool {spool}, sent when the sensor starts again" in first.err
-    held = len(list(spool.glob("*.batch")))
+    held = len(list(spool.rglob("*.batch")))  # (no shard map came: in the spool's _unrouted directory)
     assert held > 0
     serve = _serve(port)
     try:
         later = str(1_767_225_600 + 180)  # the second run's windows follow the first's
         second = _sensor(f"127.0.0.1:{port}", "--hours", "0.05", "--start", later, "--spool-dir", str(spool))
         assert second.ends_within(60) == 0, second.err[-3000:]
-        assert not list(spool.glob("*.batch"))
+        assert not list(spool.rglob("*.batch"))
         assert "288 vectors applied, 0 rejected, 0 dropped" in second.err
         assert _scored(port) == 2 * 18 * 8  # both runs' windows (18 rounds of 8 containers each), once
     finally:

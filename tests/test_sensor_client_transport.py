@@ -95,8 +95,8 @@ def test_batches_in_order_and_acknowledged() -> None:
         assert _delivered(server.state) == list(range(1050))
         assert server.state.hellos[0].sensor_id == "s1" and server.state.hellos[0].node == "node-a"
         assert t.stats.batches_acked == 11 and t.stats.vectors_applied == 1050
-        assert registry.get_sample_value("baseliner_sensor_batches_acked_total") == 11
-        assert registry.get_sample_value("baseliner_sensor_buffer_batches") == 0
+        assert registry.get_sample_value("baseliner_sensor_batches_acked_total", {"shard": ""}) == 11
+        assert registry.get_sample_value("baseliner_sensor_buffer_batches", {"shard": ""}) == 0
         # the per-batch syscall dictionary is shared by the vectors
         assert list(server.state.applied[0].syscall_names) == ["read", "write"]
 
@@ -194,7 +194,7 @@ def test_service_restart_mid_stream_and_start_while_down() -> None:
         await server.stop()
         assert [b.sequence for b in state.applied] == list(range(1, 11))
         assert _delivered(state) == list(range(100))
-        assert registry.get_sample_value("baseliner_sensor_connect_failures_total") >= 2
+        assert registry.get_sample_value("baseliner_sensor_connect_failures_total", {"shard": ""}) >= 2
 
     run(body())
 
@@ -209,8 +209,8 @@ def test_bounded_buffer_drops_oldest_and_counts() -> None:
         t.start()
         await t.submit(_vectors(100))  # 10 batches, room for 4
         assert t.stats.batches_dropped == 6 and t.stats.vectors_dropped == 60
-        assert registry.get_sample_value("baseliner_sensor_batches_dropped_total") == 6
-        assert registry.get_sample_value("baseliner_sensor_vectors_dropped_total") == 60
+        assert registry.get_sample_value("baseliner_sensor_batches_dropped_total", {"shard": ""}) == 6
+        assert registry.get_sample_value("baseliner_sensor_vectors_dropped_total", {"shard": ""}) == 60
         server = IngestServer(port)
         await server.start()
         assert await t.flush(20)
@@ -275,7 +275,7 @@ def test_rejections_counted_and_batch_refusal_not_resent() -> None:
         await server.stop()
         assert t.stats.vectors_rejected == 3 + 20 + 1
         assert t.stats.batches_rejected == 1
-        assert registry.get_sample_value("baseliner_sensor_vectors_rejected_total") == 24
+        assert registry.get_sample_value("baseliner_sensor_vectors_rejected_total", {"shard": ""}) == 24
         assert [b.sequence for b in server.state.applied] == [1, 2, 3, 5]
         assert server.state.received_sequences == [1, 2, 3, 4, 5]
 
@@ -410,7 +410,8 @@ def test_a_service_of_another_schema_version_stops_the_transport_without_retryin
     from service_fixtures import config, running
 
     hello = transport_module.wire.hello_request_bytes
-    monkeypatch.setattr(transport_module.wire, "hello_request_bytes", lambda *a: hello(*a, schema_version=3))
+    monkeypatch.setattr(transport_module.wire, "hello_request_bytes",
+                        lambda *a, **kw: hello(*a, **kw, schema_version=3))
 
     async def body() -> Transport:
         async with running(config()) as (srv, _):

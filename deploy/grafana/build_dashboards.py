@@ -287,6 +287,19 @@ def service() -> dict[str, Any]:
     b.add("stat", "Since last checkpoint",
           [prom("time() - max(baseliner_state_last_save_timestamp_seconds > 0)", instant=True)], w=8, unit="s",
           description="Empty when the service keeps state in memory only (no state.dir).")
+    b.row("Shards")
+    b.add("timeseries", "Ingest rate by shard",
+          [prom("sum by (shard) (rate(baseliner_vectors_received_total[$__rate_interval]))", "{{shard}}")],
+          w=8, unit="ops", description="One line per shard (docs/sharding.md); an unsharded service shows one.")
+    b.add("timeseries", "Image repositories held by shard",
+          [prom("sum by (shard) (baseliner_shard_routing_keys)", "{{shard}}"),
+           prom("sum by (shard) (baseliner_shard_handovers_pending)", "pending {{shard}}")], w=8)
+    b.add("timeseries", "Handovers and forwarding",
+          [prom('sum by (direction, outcome) (increase(baseliner_shard_handovers_total[$__rate_interval]))',
+                "{{direction}} {{outcome}}"),
+           prom("sum by (shard) (rate(baseliner_shard_received_forwarded_vectors_total[$__rate_interval]))",
+                "forwarded to {{shard}}"),
+           prom("min by (peer) (baseliner_shard_peer_up)", "peer up {{peer}}")], w=8)
     b.row("Falco")
     b.add("timeseries", "Falco alerts received by priority",
           [prom('sum by (priority) (rate(baseliner_falco_alerts_total{node=~"$node"}[$__rate_interval]))',

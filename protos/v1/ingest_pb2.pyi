@@ -36,16 +36,18 @@ REJECT_REASON_UNAUTHORIZED: RejectReason
 REJECT_REASON_IMPLAUSIBLE: RejectReason
 
 class Hello(_message.Message):
-    __slots__ = ("sensor_id", "node", "sensor_version", "schema_version")
+    __slots__ = ("sensor_id", "node", "sensor_version", "schema_version", "shard")
     SENSOR_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     SENSOR_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
     sensor_id: str
     node: str
     sensor_version: str
     schema_version: int
-    def __init__(self, sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., sensor_version: _Optional[str] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    shard: str
+    def __init__(self, sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., sensor_version: _Optional[str] = ..., schema_version: _Optional[int] = ..., shard: _Optional[str] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("hello", "batch")
@@ -56,16 +58,18 @@ class IngestRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[_vectors_pb2.VectorBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks")
+    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks", "shard_epoch")
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_ACKS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
     last_sequence: int
     service_version: str
     max_batch_vectors: int
     durable_acks: bool
-    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ...) -> None: ...
+    shard_epoch: int
+    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ..., shard_epoch: _Optional[int] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("index", "reason", "message")
@@ -78,7 +82,7 @@ class Rejection(_message.Message):
     def __init__(self, index: _Optional[int] = ..., reason: _Optional[_Union[RejectReason, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class BatchAck(_message.Message):
-    __slots__ = ("sequence", "applied", "rejected", "duplicate", "durable", "batch_rejected", "batch_message")
+    __slots__ = ("sequence", "applied", "rejected", "duplicate", "durable", "batch_rejected", "batch_message", "shard_epoch")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +90,7 @@ class BatchAck(_message.Message):
     DURABLE_FIELD_NUMBER: _ClassVar[int]
     BATCH_REJECTED_FIELD_NUMBER: _ClassVar[int]
     BATCH_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     applied: int
     rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
@@ -93,7 +98,8 @@ class BatchAck(_message.Message):
     durable: bool
     batch_rejected: RejectReason
     batch_message: str
-    def __init__(self, sequence: _Optional[int] = ..., applied: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., durable: _Optional[bool] = ..., batch_rejected: _Optional[_Union[RejectReason, str]] = ..., batch_message: _Optional[str] = ...) -> None: ...
+    shard_epoch: int
+    def __init__(self, sequence: _Optional[int] = ..., applied: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., durable: _Optional[bool] = ..., batch_rejected: _Optional[_Union[RejectReason, str]] = ..., batch_message: _Optional[str] = ..., shard_epoch: _Optional[int] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("welcome", "ack")
