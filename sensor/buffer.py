@@ -6,14 +6,13 @@ applied it (:meth:`BatchBuffer.release`, :meth:`BatchBuffer.release_through`) or
 evict it to stay within its bounds (returned from ``add``; the transport counts and logs those).
 
 :class:`MemoryBuffer` loses its content and its sequence counter when the process exits; its counter
-starts from the wall clock in microseconds so that a restarted sensor keeps numbering above what the
-service has already seen.  An on-disk spool (reliability work) implements the same interface with
-``persistent_sequences = True`` and survives restarts.
+starts at 1 and the service's ``Welcome`` moves it above what the service has already applied (the
+transport renumbers batches numbered before that).  The on-disk spool (``sensor/spool.py``) implements
+the same interface with ``persistent_sequences = True`` and survives restarts.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,8 +51,9 @@ class BatchBuffer(Protocol):
         """Make sure batches added from now on get sequence numbers above ``last_sequence``."""
         ...
 
-    def renumber(self, first: int) -> None:
-        """Give every held batch a new consecutive number from ``first`` (order kept)."""
+    def renumber(self, first: int, lower: bool = False) -> None:
+        """Give every held batch a new consecutive number from ``first`` (order kept); the counter goes on after
+        them, and may go down only with ``lower`` (for numbers the service is known to refuse)."""
         ...
 
     def is_full(self) -> bool: ...
@@ -94,7 +94,7 @@ class MemoryBuffer:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.max_batches = max_batches
         self.max_bytes = max_bytes
-        self._next = first_sequence if first_sequence is not None else time.time_ns() // 1000
+        self._next = first_sequence if first_sequence is not None else 1
         if self._next < 1:
             raise ValueError("first_sequence must be >= 1")
         self._items: dict[int, Pending] = {}
@@ -159,9 +159,9 @@ class MemoryBuffer:
             self._next = last_sequence + 1
             self._numbered()
 
-    def renumber(self, first: int) -> None:
+    def renumber(self, first: int, lower: bool = False) -> None:
         items = [self._pop(seq) for seq in list(self._items)]
-        self._next = max(self._next, first + len(items))
+        self._next = first + len(items) if lower else max(self._next, first + len(items))
         self._numbered()
         for i, entry in enumerate(items):
             entry.sequence = first + i

@@ -20,7 +20,6 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 from typing import Any
 
 from baseliner.models.errors import ConfigError
@@ -78,7 +77,8 @@ def _add_transport_arguments(t: Any) -> None:
                    help="keep unacknowledged batches in this on-disk spool (survives a sensor restart; "
                         "sensor/spool.py) instead of memory; bounded by --buffer-batches/--buffer-mb")
     t.add_argument("--spool-key-file", metavar="FILE", type=readable_file,
-                   help="HMAC key for the spool files (recommended)")
+                   help="integrity keys of the spool files (required with --spool-dir; one key a line, the first "
+                        "signs; written by init-secrets)")
     t.add_argument("--on-full", choices=("block", "drop"),
                    help="when the buffer is full: wait (default for synthetic/replay) or drop the oldest "
                         "(default for bpf)")
@@ -247,11 +247,11 @@ def _transport(args: argparse.Namespace, kind: str, registry: CollectorRegistry,
     on_full = args.on_full or ("drop" if kind == "bpf" else "block")
     buffer: Any
     if args.spool_dir:
+        from baseliner.models.integrity import Keyring
         from baseliner.sensor.spool import DiskSpool
 
-        key = Path(args.spool_key_file).read_bytes().strip() if args.spool_key_file else None
-        buffer = DiskSpool(args.spool_dir, max_batches=args.buffer_batches,
-                           max_bytes=int(args.buffer_mb * 1024 * 1024), key=key or None)
+        buffer = DiskSpool(args.spool_dir, Keyring.load(args.spool_key_file, "--spool-key-file"),
+                           max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
     else:
         buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
     return Transport(
@@ -358,6 +358,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 seconds")
     if args.speed < 0:
         raise ConfigError("--speed must be >= 0")
+    if args.spool_dir and not args.spool_key_file:
+        raise ConfigError("--spool-dir needs --spool-key-file: every spool file is signed (baseliner init-secrets "
+                          "writes spool.keys)")
     registry = CollectorRegistry()
     if args.metrics_listen:
         host, _, port = args.metrics_listen.rpartition(":")
