@@ -15,9 +15,14 @@ Server side (``baseliner serve``):
   ``UNAUTHORIZED`` (the rest of the batch goes on).  With tokens and certificates both configured, a
   stream needs a token, and a certificate naming a sensor must name the same one.  A line may repeat an
   identity with another token (rotation: both work until the old line is removed).
-* **Admin tokens** (``grpc.admin_tokens_file``, lines ``TOKEN`` or ``NAME TOKEN``): required for every
-  ``Admin`` RPC.  Sensor tokens do not open the Admin API and admin tokens do not open the stream.
-  Health checking and reflection stay open (they reveal nothing about baselines).
+* **Admin tokens**, two roles (lines ``TOKEN`` or ``NAME TOKEN``; the name is who the logs say acted):
+  *operators* (``grpc.admin_tokens_file``) may call every ``Admin`` RPC; *viewers*
+  (``grpc.viewer_tokens_file``) only the read-only ones (:data:`READ_ONLY_ADMIN_METHODS`: ``ListBaselines``,
+  ``GetBaseline``); a viewer's ``SetMode``, ``ResetBaseline`` or ``Feedback`` is ``PERMISSION_DENIED``.  With
+  either file set every ``Admin`` RPC needs a token (with only viewers, nobody may act); with neither the
+  Admin API is open.  The operator console (``service/console/``) logs in with the same tokens and roles.
+  Sensor tokens do not open the Admin API and admin tokens do not open the stream.  Health checking and
+  reflection stay open (they reveal nothing about baselines).
 * Tokens are compared as SHA-256 digests held in a dict (no early-exit string comparison on secrets).
 
 Falco's ``http_output`` can authenticate with a client certificate (``http_output.mtls``) or with a
@@ -199,13 +204,32 @@ def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str:
     return ""
 
 
+OPERATOR = "operator"  # may read and act (grpc.admin_tokens_file)
+VIEWER = "viewer"  # may read only (grpc.viewer_tokens_file)
+#: The Admin RPCs a viewer may call; every other Admin RPC changes a baseline and needs an operator.
+READ_ONLY_ADMIN_METHODS = frozenset({"ListBaselines", "GetBaseline"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who holds an admin token: the name its file gives and the role of that file."""
+
+    name: str
+    role: str  # OPERATOR or VIEWER
+
+    @property
+    def may_act(self) -> bool:
+        return self.role == OPERATOR
+
+
 @dataclass
 class Authorizer:
     """Token tables; ``None`` for a table means that kind of call needs no token.  ``mtls_sensors``: client
     certificates (``grpc.tls_client_ca_file``) identify sensors."""
 
     sensors: Mapping[str, SensorIdentity] | None = None  # sha256(token) -> identity
-    admins: Mapping[str, str] | None = None  # sha256(token) -> name
+    admins: Mapping[str, str] | None = None  # sha256(token) -> name: operators
+    viewers: Mapping[str, str] | None = None  # sha256(token) -> name: read-only
     mtls_sensors: bool = False
 
     @classmethod
@@ -214,12 +238,27 @@ class Authorizer:
         return cls(
             read_sensor_tokens(g.sensor_tokens_file) if g.sensor_tokens_file else None,
             read_token_file(g.admin_tokens_file) if g.admin_tokens_file else None,
+            read_token_file(g.viewer_tokens_file, "viewer") if g.viewer_tokens_file else None,
             bool(g.tls_client_ca_file),
         )
 
     @property
     def enabled(self) -> bool:
-        return self.sensors is not None or self.admins is not None
+        return self.sensors is not None or self.admin_tokens
+
+    @property
+    def admin_tokens(self) -> bool:
+        """Whether the Admin API (and the console) need a token."""
+        return self.admins is not None or self.viewers is not None
+
+    def principal(self, token: str) -> Principal | None:
+        """The operator or viewer a token names; None for any other string."""
+        digest = _digest(token)
+        name = (self.admins or {}).get(digest)
+        if name is not None:
+            return Principal(name, OPERATOR)
+        name = (self.viewers or {}).get(digest)
+        return Principal(name, VIEWER) if name is not None else None
 
     @property
     def sensors_authenticated(self) -> bool:
@@ -255,16 +294,21 @@ class Authorizer:
                                         f"{by_cert.key}")
         return by_token or by_cert
 
-    def admin(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-        if self.admins is None:
+    def admin(self, metadata: Sequence[tuple[str, Any]] | None, method: str = "") -> Principal | None:
+        """Who calls Admin RPC ``method`` (None when the Admin API is open).  Raises when refused: no token,
+        an unknown one, or a viewer's token for an RPC that changes a baseline."""
+        if not self.admin_tokens:
             return None
         token = _bearer(metadata)
         if not token:
             raise AuthenticationError("the Admin API requires an admin token (authorization: Bearer ...)")
-        name = self.admins.get(_digest(token))
-        if name is None:
+        who = self.principal(token)
+        if who is None:
             raise PermissionDeniedError("this token does not grant the Admin API")
-        return name
+        if not who.may_act and method not in READ_ONLY_ADMIN_METHODS:
+            raise PermissionDeniedError(f"{method or 'this call'} changes a baseline: it needs an operator token "
+                                        f"(grpc.admin_tokens_file); {who.name!r} is a viewer")
+        return who
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -284,7 +328,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if method.startswith(INGEST_PREFIX):
                 self.authorizer.token_identity(md)
             elif method.startswith(ADMIN_PREFIX):
-                self.authorizer.admin(md)
+                self.authorizer.admin(md, method.removeprefix(ADMIN_PREFIX))
         except BaselinerError as e:
             log.warning("refused %s: %s", method, e)
             return _denied(e, streaming=method.startswith(INGEST_PREFIX))

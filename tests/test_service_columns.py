@@ -6,7 +6,6 @@ server); and block validation."""
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import struct
 import sys
@@ -18,14 +17,11 @@ from baseliner.models.baseline import BaselineConfig
 from baseliner.models.block import COUNTERS, VectorBlock
 from baseliner.models.errors import ValidationError
 from baseliner.models.ngrams import NUM_BUCKETS
-from baseliner.models.validate import validate, validate_block
 from baseliner.models.vector import Endpoint, FeatureVector, Identity
 from baseliner.protos.v1 import ingest_pb2, vectors_pb2, window_columns
 from baseliner.sensor import wire
 from baseliner.service import serde
 from baseliner.service.pipeline import Pipeline
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import (  # noqa: E402
@@ -397,90 +393,3 @@ def test_columns_that_do_not_fit_together_refuse_the_batch_and_the_stream_goes_o
             assert acks[-1].applied == 20
 
     asyncio.run(main())
-
-
-_finite = st.floats(min_value=0, max_value=1e6, allow_nan=False)
-_value = st.one_of(_finite, st.sampled_from([math.nan, math.inf, -1.0, 1e300, 0.0]))
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(_value, _value, _value, st.sampled_from(["nginx", "", "Bad Name", "db"]),
-                          st.sampled_from([10.0, 0.0, 1e-300, math.nan]),
-                          st.sampled_from([-1.0, 5.0, math.inf]),
-                          st.lists(st.sampled_from(["/bin/sh", "", "x" * 5000]), max_size=3),
-                          st.sampled_from([0, 1, 70000, 12287, 12288]), _value),
-                min_size=1, max_size=12))
-def test_block_validation_agrees_with_validating_each_window(rows: list) -> None:  # type: ignore[type-arg]
-    vectors = []
-    for k, (read, execs, sent, repo, seconds, age, exes, port_or_bucket, gram) in enumerate(rows):
-        vectors.append(FeatureVector(
-            Identity("node-1", f"c{k}", repo, "1"), 1.7e9 + k, seconds, {"read": read}, {port_or_bucket: gram, 5: 2},
-            execs=execs, bytes_sent=sent, executables=exes, seconds_since_start=age,
-            endpoints=[Endpoint("10.0.0.1", port_or_bucket)],
-        ))
-    ok, errors = validate_block(VectorBlock.from_vectors(vectors))
-    by_index = {e.index: e for e in errors}
-    for i, v in enumerate(vectors):
-        try:
-            validate(v)
-            expected = None
-        except ValidationError as e:
-            expected = (e.reason, e.message)
-        assert bool(ok[i]) == (expected is None), (i, v, expected)
-        if expected is not None:
-            assert (by_index[i].reason, by_index[i].message) == expected
-    assert np.count_nonzero(~ok) == len(errors)
-
-
-def test_block_validation_finds_one_bad_n_gram_count_among_clean_windows() -> None:
-    """The fast path (every bucket in range, no negative or NaN count: only each window's largest count is
-    compared with its limit) still finds an infinite or absurd count, and names it as ``validate`` does."""
-    vectors = [FeatureVector(Identity("node-1", f"c{k}", "nginx", "1"), 1.7e9 + k, 10.0, {"read": 5},
-                             {12288 + k: 3, 9000: 7}) for k in range(8)]
-    vectors[2].ngrams[70000] = math.inf
-    vectors[5].ngrams[9001] = 1e300
-    vectors[6].ngrams = {}
-    ok, errors = validate_block(VectorBlock.from_vectors(vectors))
-    assert np.flatnonzero(~ok).tolist() == [2, 5]
-    for e in errors:
-        with pytest.raises(ValidationError) as expected:
-            validate(vectors[e.index])
-        assert (e.reason, e.message) == (expected.value.reason, expected.value.message)
-
-
-def test_block_validation_finds_a_syscall_count_over_its_own_windows_limit() -> None:
-    """The fast path (every count within the shortest window's limit: no per-entry comparison) is not
-    taken when one count is past it, and the window whose own limit it exceeds is the one refused."""
-    from baseliner.models.validate import MAX_RATE_PER_SECOND
-
-    vectors = [FeatureVector(Identity("node-1", f"c{k}", "nginx", "1"), 1.7e9 + k, 10.0, {"read": 5, "write": 2})
-               for k in range(6)]
-    vectors[1].syscalls["read"] = 5 * MAX_RATE_PER_SECOND  # fine in a 10 s window
-    vectors[3].window_seconds = 1.0
-    vectors[3].syscalls["write"] = 5 * MAX_RATE_PER_SECOND  # past a 1 s window's limit
-    for bad_rows in ([3], [3, 4]):  # alone, and with an infinite count elsewhere
-        if bad_rows == [3, 4]:
-            vectors[4].syscalls["read"] = math.inf
-        ok, errors = validate_block(VectorBlock.from_vectors(vectors))
-        assert np.flatnonzero(~ok).tolist() == bad_rows
-        for e in errors:
-            with pytest.raises(ValidationError) as expected:
-                validate(vectors[e.index])
-            assert (e.reason, e.message) == (expected.value.reason, expected.value.message)
-
-
-def test_identity_tables_checked_once_are_remembered_bad_ones_never() -> None:
-    """Validation remembers a table (list object) whose identities all passed, so a sensor's table is not
-    checked again each round; a table with a bad identity is refused each time it comes."""
-    import baseliner.models.validate as mv
-
-    good = [FeatureVector(Identity("n", f"c{i}", "nginx", "1"), 1.7e9, 10.0, {"read": 1}) for i in range(3)]
-    block = VectorBlock.from_vectors(good)
-    ok, _ = validate_block(block)
-    assert ok.all() and mv._GOOD_TABLES.get(id(block.identities)) is block.identities
-    bad = [FeatureVector(Identity("n", "c9", "Not An Image!", "1"), 1.7e9, 10.0, {"read": 1}), *good]
-    bad_block = VectorBlock.from_vectors(bad)
-    for _ in range(2):
-        ok, errors = validate_block(bad_block)
-        assert ok.tolist() == [False, True, True, True] and errors[0].reason == "BAD_IDENTITY"
-    assert id(bad_block.identities) not in mv._GOOD_TABLES

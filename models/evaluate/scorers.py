@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from baseliner.models.detectors.ngram import dicts_to_matrix
+from baseliner.models.detectors.ngram_likelihood import dicts_to_matrix
 from baseliner.models.detectors.sequence import SequenceTier
 from baseliner.models.vector import FeatureVector
 
