@@ -14,6 +14,7 @@ writes (private keys and tokens mode 0600, the directory 0700)::
     admin.tokens, admin.token service: operator tokens (grpc.admin_tokens_file); the operator's own token
     admin.pem, admin.key      the operator's client certificate (for mutual TLS; it names no sensor)
     falco.secret              the Falco endpoint's URL secret (falco.secret_file)
+    falco.env                 BASELINER_FALCO_URL, the endpoint's URL with that secret (deploy/compose's Falco)
     state.keys                the state integrity keyring (state.key_file)
     spool.keys                the sensors' spool keyring (--spool-key-file)
     model-signing.key         the model publisher's Ed25519 key (keep it where models are published)
@@ -211,7 +212,9 @@ def create(out: Path, nodes: list[str], sensor: str = "bpf", server_names: list[
     op = ca.issue("operator", [x509.UniformResourceIdentifier(f"spiffe://{TRUST_DOMAIN}/admin/operator")], False, days)
     d.write("admin.pem", op.cert, private=False)
     d.write("admin.key", op.key)
-    d.write("falco.secret", _token() + "\n")
+    falco_secret = _token()
+    d.write("falco.secret", falco_secret + "\n")
+    d.write("falco.env", f"BASELINER_FALCO_URL={falco_url('baseliner', falco_secret)}\n")
     d.write("state.keys", "# the first key signs the state; later keys only verify (rotation)\n" + new_key() + "\n")
     d.write("spool.keys", "# the first key signs the sensors' spools; later keys only verify (rotation)\n"
             + new_key() + "\n")
@@ -254,6 +257,11 @@ def serve_config(mount: str) -> str:
     return head + yaml.safe_dump(doc, sort_keys=False)
 
 
+def falco_url(host: str, secret: str) -> str:
+    """Where Falco's http_output posts: the service's HTTPS endpoint with the URL secret."""
+    return f"https://{host}:2802/falco/{secret}"
+
+
 def _secret(name: str, namespace: str, files: dict[str, bytes], comment: str) -> str:
     doc = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
            "metadata": {"name": name, "namespace": namespace,
@@ -268,14 +276,15 @@ def kubernetes_secrets(files: dict[str, bytes], nodes: list[str], namespace: str
     for node in nodes:
         for ext in ("token", "pem", "key"):
             sensor_files[f"{node}.{ext}"] = files[f"sensors/{node}.{ext}"]
-    falco = {"ca.pem": files["ca.pem"], "BASELINER_FALCO_SECRET": files["falco.secret"].strip()}
+    url = falco_url(f"baseliner.{namespace}.svc", files["falco.secret"].decode().strip())
+    falco = {"ca.pem": files["ca.pem"], "BASELINER_FALCO_URL": url.encode()}
     return "---\n".join([
         _secret("baseliner-service", namespace, {k: files[k] for k in SERVICE_FILES},
                 f"kubectl apply -f this file, then kubectl apply -k deploy/kubernetes (mounted at {SERVICE_MOUNT})"),
         _secret("baseliner-sensors", namespace, sensor_files,
                 f"every node's sensor credentials; each sensor pod uses its node's ({SENSOR_MOUNT}/$(NODE_NAME).*)"),
         _secret("baseliner-falco", falco_namespace, falco,
-                "Falco's http_output: the service's CA and the endpoint's URL secret "
+                "Falco's http_output: the service's CA and the endpoint's URL with its secret "
                 "(deploy/kubernetes/falco-values.yaml)"),
     ])
 

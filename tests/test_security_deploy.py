@@ -1,0 +1,176 @@
+"""The shipped deployments authenticate everyone (issue 19, hole 2).
+
+The service configurations of ``deploy/compose`` and ``deploy/kubernetes`` listen off loopback; with the
+credentials ``baseliner init-secrets`` writes in place they pass the service's checks, and without any one of
+them the service refuses to start, naming it.  Then a real ``baseliner serve --config`` process runs each shipped
+file (its secret paths pointed at an init-secrets directory, its listeners moved to loopback ports): an Admin
+call without a client certificate cannot even connect, one with the operator's certificate but no token is
+refused, a sensor stream without a token is refused, a Falco post without the URL secret gets 401, and the
+credentials init-secrets wrote for the operator, the sensor and Falco work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import re
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
+from baseliner.service import config as service_config
+from baseliner.service import init_secrets
+
+from tests.reliability_procs import REPO, free_port
+from tests.service_fixtures import hello
+from tests.test_security_identity import stream
+from tests.test_service_falco import alert
+
+DEPLOY = REPO / "deploy"
+MOUNT = init_secrets.SERVICE_MOUNT
+NODE = "node-1"
+
+
+def shipped() -> dict[str, str]:
+    """The service configuration text of each shipped deployment."""
+    (cm,) = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "configmap.yaml").read_text()) if d]
+    return {"compose": (DEPLOY / "compose" / "baseliner.yaml").read_text(), "kubernetes": cm["data"]["baseliner.yaml"]}
+
+
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("deploy") / "secrets"
+    init_secrets.create(out, [NODE])
+    return out
+
+
+def local(text: str, secrets: Path, tmp: Path, ports: dict[str, int] | None = None) -> Path:
+    """The shipped file with its secrets, state and events where this test keeps them (and, given ``ports``, its
+    listeners on loopback)."""
+    text = text.replace(MOUNT, str(secrets)).replace("/var/lib/baseliner/state", str(tmp / "state"))
+    text = text.replace("/var/log/baseliner/events.jsonl", str(tmp / "events.jsonl"))
+    for name, port in (ports or {}).items():
+        text = re.sub(rf"0\.0\.0\.0:{port_of(name)}\b", f"127.0.0.1:{port}", text)
+    path = tmp / "baseliner.yaml"
+    path.write_text(text)
+    return path
+
+
+def port_of(name: str) -> int:
+    return {"grpc": 50051, "metrics": 9464, "falco": 2802}[name]
+
+
+def problems(path: Path, *sets: str) -> list[str]:
+    cfg = service_config.load(str(path), environ={}, overrides=service_config.parse_set(list(sets)), validate=False)
+    return service_config.problems(cfg)
+
+
+@pytest.mark.parametrize("deployment", ["compose", "kubernetes"])
+def test_the_shipped_config_needs_every_credential(deployment: str, secrets: Path, tmp_path: Path) -> None:
+    path = local(shipped()[deployment], secrets, tmp_path)
+    cfg = service_config.load(str(path), environ={}, validate=False)
+    assert cfg.grpc.listen == "0.0.0.0:50051" and cfg.falco.listen == "0.0.0.0:2802" and not cfg.insecure
+    assert problems(path) == []
+    # each credential taken away: refused, naming it
+    no_sensors = problems(path, "grpc.sensor_tokens_file=", "grpc.tls_client_ca_file=")
+    assert any("grpc.listen" in p and "sensors are not authenticated" in p for p in no_sensors), no_sensors
+    no_admin = problems(path, "grpc.admin_tokens_file=")
+    assert any("grpc.listen" in p and "the Admin API is open" in p for p in no_admin), no_admin
+    no_falco = problems(path, "falco.secret_file=")
+    assert any("falco.listen" in p and "anyone may post alerts" in p for p in no_falco), no_falco
+    no_state_key = problems(path, "state.key_file=")
+    assert any("state.dir needs state.key_file" in p for p in no_state_key), no_state_key
+    # the lab switch accepts the open listeners (and serve says so loudly; tests/test_service_config.py)
+    assert problems(path, "grpc.sensor_tokens_file=", "grpc.tls_client_ca_file=", "grpc.admin_tokens_file=",
+                    "falco.secret_file=", "insecure=true") == []
+
+
+class Serve:
+    """``baseliner serve --config FILE`` as a process."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen([sys.executable, "-m", "baseliner.service.cli", "serve", "--config",
+                                          str(config)], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "baseliner serving gRPC" not in log.read_text(errors="replace"):
+            assert self.proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+
+def creds(secrets: Path, who: str | None) -> grpc.ChannelCredentials:
+    """TLS trusting the deployment's CA, with ``who``'s client certificate (None: none)."""
+    ca = (secrets / "ca.pem").read_bytes()
+    if who is None:
+        return grpc.ssl_channel_credentials(ca)
+    key, cert = (secrets / f"{who}.key").read_bytes(), (secrets / f"{who}.pem").read_bytes()
+    return grpc.ssl_channel_credentials(ca, key, cert)
+
+
+def admin_list(target: str, credentials: grpc.ChannelCredentials, token: str = "") -> Any:
+    md = (("authorization", f"Bearer {token}"),) if token else ()
+    with grpc.secure_channel(target, credentials) as ch:
+        return admin_pb2_grpc.AdminStub(ch).ListBaselines(admin_pb2.ListBaselinesRequest(), metadata=md, timeout=10)
+
+
+def falco_post(port: int, secrets: Path, path: str) -> tuple[int, dict[str, Any]]:
+    ctx = ssl.create_default_context(cafile=str(secrets / "ca.pem"))
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        c.request("POST", path, json.dumps(alert(time.time())).encode(), {"Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("deployment", ["compose", "kubernetes"])
+def test_unauthenticated_calls_against_the_shipped_config_are_refused(deployment: str, secrets: Path,
+                                                                      tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("grpc", "metrics", "falco")}
+    serve = Serve(local(shipped()[deployment], secrets, tmp_path, ports), tmp_path / "serve.log")
+    target = f"127.0.0.1:{ports['grpc']}"
+    token = (secrets / "admin.token").read_text().strip()
+    sensor_token = (secrets / f"sensors/{NODE}.token").read_text().strip()
+    try:
+        # no client certificate: the TLS handshake fails (mutual TLS), nothing is served
+        with pytest.raises(grpc.RpcError) as e:
+            admin_list(target, creds(secrets, None), token)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        # the operator's certificate without the operator's token: refused
+        with pytest.raises(grpc.RpcError) as e:
+            admin_list(target, creds(secrets, "admin"))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # a sensor's certificate is not an admin credential
+        with pytest.raises(grpc.RpcError) as e:
+            admin_list(target, creds(secrets, f"sensors/{NODE}"), sensor_token)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert admin_list(target, creds(secrets, "admin"), token).baselines is not None  # the operator
+        # a sensor stream without its token (its certificate alone is not enough when tokens are configured)
+        with pytest.raises(grpc.aio.AioRpcError) as ae:
+            asyncio.run(stream(target, [hello(f"{NODE}/bpf", NODE)], credentials=creds(secrets, f"sensors/{NODE}")))
+        assert ae.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        out = asyncio.run(stream(target, [hello(f"{NODE}/bpf", NODE)], sensor_token,
+                                 credentials=creds(secrets, f"sensors/{NODE}")))
+        assert out[0].HasField("welcome")
+        # Falco: HTTPS, and the URL secret
+        assert falco_post(ports["falco"], secrets, "/")[0] == 401
+        assert falco_post(ports["falco"], secrets, "/falco/not-the-secret-0123456789")[0] == 401
+        url = (secrets / "falco.env").read_text().strip().split("=", 1)[1]
+        assert falco_post(ports["falco"], secrets, "/falco/" + url.rsplit("/", 1)[1]) == (200, {"accepted": True})
+    finally:
+        assert serve.stop() == 0, serve.log.read_text()
