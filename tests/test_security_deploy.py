@@ -12,6 +12,7 @@ credentials init-secrets wrote for the operator, the sensor and Falco work.
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
 import re
@@ -111,6 +112,10 @@ class Serve:
         self.proc.terminate()
         return self.proc.wait(30)
 
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
 
 def creds(secrets: Path, who: str | None) -> grpc.ChannelCredentials:
     """TLS trusting the deployment's CA, with ``who``'s client certificate (None: none)."""
@@ -172,5 +177,87 @@ def test_unauthenticated_calls_against_the_shipped_config_are_refused(deployment
         assert falco_post(ports["falco"], secrets, "/falco/not-the-secret-0123456789")[0] == 401
         url = (secrets / "falco.env").read_text().strip().split("=", 1)[1]
         assert falco_post(ports["falco"], secrets, "/falco/" + url.rsplit("/", 1)[1]) == (200, {"accepted": True})
+    finally:
+        assert serve.stop() == 0, serve.log.read_text()
+
+
+def daemonset_args(secrets: Path, target: str, spool: Path) -> list[str]:
+    """The shipped DaemonSet's sensor arguments on this machine: its node's files from the Secret init-secrets
+    writes, its spool in ``spool``, the service at ``target``; the synthetic source instead of the eBPF one (the
+    transport, credentials and spool are what this is about), no runtime socket, no metrics port."""
+    (ds,) = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "sensor-daemonset.yaml").read_text()) if d]
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    objs = yaml.safe_load_all((secrets / "kubernetes" / "secrets.yaml").read_text())
+    (sensor_secret,) = [o for o in objs if o and o["metadata"]["name"] == "baseliner-sensors"]
+    files = secrets.parent / "sensor-secret"
+    files.mkdir(exist_ok=True)
+    for name, data in sensor_secret["data"].items():
+        (files / name).write_bytes(base64.b64decode(data))
+    args = [a.replace("$(NODE_NAME)", NODE).replace(mounts["credentials"], str(files))
+            .replace(mounts["spool"], str(spool)) for a in c["args"]]
+    drop = {"--runtime", "--metrics-listen"}
+    args = [a for i, a in enumerate(args) if a not in drop and args[i - 1] not in drop]
+    assert args[:3] == ["sensor", "--source", "bpf"] and "--spool-dir" in args and "--token-file" in args
+    args[2] = "synthetic"
+    args[args.index("--target") + 1] = target
+    return [*args, "--sensor-id", f"{NODE}/bpf"]  # the eBPF source's default id, which the credentials name
+
+
+@pytest.mark.slow
+def test_a_sensor_restarted_mid_stream_with_the_daemonset_arguments_loses_nothing(secrets: Path,
+                                                                                   tmp_path: Path) -> None:
+    """The DaemonSet's sensor spools: killed (SIGKILL) while the service is down, restarted, it sends what it
+    held; every window reaches a baseline once."""
+    ports = {name: free_port() for name in ("grpc", "metrics", "falco")}
+    config = local(shipped()["kubernetes"], secrets, tmp_path, ports)
+    target = f"127.0.0.1:{ports['grpc']}"
+    spool = tmp_path / "spool"
+    admin = (creds(secrets, "admin"), (secrets / "admin.token").read_text().strip())
+
+    def scored() -> int:
+        return sum(b.windows_scored for b in admin_list(target, *admin).baselines)
+
+    def sensor(log: Path, *extra: str) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as f:
+            return subprocess.Popen([sys.executable, "-m", "baseliner.service.cli",
+                                     *daemonset_args(secrets, target, spool), "--no-attacks", "--hours", "0.5",
+                                     "--backoff-max", "0.5", "--ack-timeout", "5", *extra],
+                                    cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+
+    def wait_for(pred: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    t0 = 1_767_225_600.0
+    serve = Serve(config, tmp_path / "serve.log")
+    log1 = tmp_path / "sensor1.log"
+    s1 = sensor(log1, "--start", str(t0), "--speed", "900")
+    try:
+        wait_for(lambda: scored() > 0, "the service applied nothing")
+        serve.kill9()  # the service goes away mid-stream; the sensor keeps its windows in the spool
+        wait_for(lambda: "source finished" in log1.read_text(), "sensor 1 did not finish its source")
+        s1.kill()  # and the sensor is killed with them unacknowledged
+        s1.wait(10)
+    finally:
+        if s1.poll() is None:
+            s1.kill()
+    m = re.search(r"source finished: (\d+) vectors submitted", log1.read_text())
+    assert m, log1.read_text()
+    first = int(m.group(1))
+    assert list(spool.glob("*.batch")), "nothing was left unacknowledged: the spool was not exercised"
+    serve = Serve(config, tmp_path / "serve2.log")
+    try:
+        before = scored()
+        assert 0 < before < first
+        log2 = tmp_path / "sensor2.log"
+        s2 = sensor(log2, "--start", str(t0 + 1800.0), "--speed", "0")
+        assert s2.wait(180) == 0, log2.read_text()
+        m2 = re.search(r"source finished: (\d+) vectors submitted", log2.read_text())
+        assert m2, log2.read_text()
+        assert scored() == first + int(m2.group(1))  # every window once: none lost, none twice
+        assert not list(spool.glob("*.batch"))
     finally:
         assert serve.stop() == 0, serve.log.read_text()
