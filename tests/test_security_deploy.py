@@ -89,7 +89,7 @@ def test_the_shipped_config_needs_every_credential(deployment: str, secrets: Pat
     assert any("falco.listen" in p and "anyone may post alerts" in p for p in no_falco), no_falco
     no_state_key = problems(path, "state.key_file=")
     assert any("state.dir needs state.key_file" in p for p in no_state_key), no_state_key
-    # the lab switch accepts the open listeners (and serve says so loudly; tests/test_service_config.py)
+    # the lab switch accepts the open listeners (and serve says so loudly: test_the_insecure_lab_mode_says_so)
     assert problems(path, "grpc.sensor_tokens_file=", "grpc.tls_client_ca_file=", "grpc.admin_tokens_file=",
                     "falco.secret_file=", "insecure=true") == []
 
@@ -261,3 +261,34 @@ def test_a_sensor_restarted_mid_stream_with_the_daemonset_arguments_loses_nothin
         assert not list(spool.glob("*.batch"))
     finally:
         assert serve.stop() == 0, serve.log.read_text()
+
+
+def test_serve_refuses_an_exposed_listener_without_credentials(tmp_path: Path) -> None:
+    """`baseliner serve` off loopback with no credentials exits before it binds anything, naming each missing one."""
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "0.0.0.0:0",
+                        "--set", "grpc.allow_plaintext=true", "--set", "falco.listen=0.0.0.0:0",
+                        "--set", "falco.allow_plaintext=true", "--metrics-listen", ""],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "grpc.listen '0.0.0.0:0' is not a loopback address and sensors are not authenticated" in r.stderr
+    assert "the Admin API is open (set grpc.admin_tokens_file" in r.stderr
+    assert "falco.listen '0.0.0.0:0' is not a loopback address and anyone may post alerts" in r.stderr
+    assert "baseliner serving" not in r.stderr
+
+
+def test_the_insecure_lab_mode_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """insecure=true lets such a configuration start, logged as an error per listener and exported as a gauge
+    (checked on the server object, which binds nothing until started)."""
+    from baseliner.service.server import BaselinerServer
+    from prometheus_client import CollectorRegistry
+
+    cfg = service_config.load(None, environ={}, overrides=[
+        ("grpc.listen", "0.0.0.0:0"), ("grpc.allow_plaintext", "true"), ("falco.listen", "0.0.0.0:0"),
+        ("falco.allow_plaintext", "true"), ("metrics.listen", ""), ("insecure", "true")])
+    registry = CollectorRegistry()
+    server = BaselinerServer(cfg, registry=registry)
+    with caplog.at_level("ERROR"):
+        server._warn_insecure()
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(lines) == 2 and all(line.startswith("INSECURE (insecure=true)") for line in lines), lines
+    assert registry.get_sample_value("baseliner_insecure_listeners") == 2
