@@ -1,14 +1,10 @@
 """Unacknowledged batches waiting for the service: the interface and its in-memory implementation.
 
-The transport (``sensor/transport.py``) talks to a :class:`BatchBuffer` only.  A batch enters with
-:meth:`BatchBuffer.add`, which assigns the next sequence number, and leaves when the service has
-applied it (:meth:`BatchBuffer.release`, :meth:`BatchBuffer.release_through`) or when the buffer must
-evict it to stay within its bounds (returned from ``add``; the transport counts and logs those).
-
-:class:`MemoryBuffer` loses its content and its sequence counter when the process exits; its counter
-starts at 1 and the service's ``Welcome`` moves it above what the service has already applied (the
-transport renumbers batches numbered before that).  The on-disk spool (``sensor/spool.py``) implements
-the same interface with ``persistent_sequences = True`` and survives restarts.
+The transport talks to a :class:`BatchBuffer` only: :meth:`BatchBuffer.add` assigns the next sequence number,
+a batch leaves when the service has applied it or when the buffer evicts it to stay within its bounds
+(returned from ``add``).  :class:`MemoryBuffer` starts its counter at 1; the service's ``Welcome`` moves it
+above what the service has applied (the transport renumbers batches numbered before that, or beyond the
+service's ``max_sequence_gap``).  ``sensor/spool.py`` survives restarts.
 """
 
 from __future__ import annotations
