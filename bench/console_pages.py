@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from baseliner.models.block import VectorBlock  # noqa: E402
+from baseliner.models.integrity import new_key  # noqa: E402
 from baseliner.models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
 from baseliner.service import config as config_mod  # noqa: E402
 from baseliner.service.server import BaselinerServer  # noqa: E402
@@ -214,10 +215,13 @@ def login(base: str) -> str:
 async def measure(args: argparse.Namespace, tmp: str) -> None:
     tokens = Path(tmp) / "ops.tokens"
     tokens.write_text(f"bench {TOKEN}\n")
+    keys = Path(tmp) / "state.keys"
+    keys.write_text(new_key() + "\n")
     cfg = config_mod.load(None, environ={}, overrides=[
         ("grpc.listen", "127.0.0.1:0"), ("metrics.listen", ""), ("events.output", "none"),
         ("state.dir", str(Path(tmp) / "state")), ("state.wal", "false"), ("state.save_interval_seconds", "3600"),
-        ("pipeline.max_resident_baselines", str(args.resident)), ("pipeline.max_baselines", str(args.images + 10)),
+        ("state.key_file", str(keys)), ("pipeline.max_resident_baselines", str(args.resident)),
+        ("pipeline.max_baselines", str(args.images + 10)),
         ("console.listen", "127.0.0.1:0"), ("grpc.admin_tokens_file", str(tokens)),
         ("console.max_anomalies", str(args.anomalies)), ("baseline.min_learn_windows", "20"),
         ("baseline.min_learn_seconds", "0"),

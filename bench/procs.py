@@ -1,4 +1,5 @@
-"""What the benches need to know about processes and ports: a free port, resident memory, CPU time."""
+"""What the benches need to know about processes and ports: a free port, resident memory, CPU time, and the
+state key a ``baseliner serve`` with a state directory needs."""
 
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def state_key_args(state: Path) -> list[str]:
+    """``--state-key-file FILE`` for a service whose state goes to ``state`` (a fresh key beside it)."""
+    from baseliner.models.integrity import new_key
+
+    key = state.parent / f"{state.name}.keys"
+    if not key.exists():
+        key.write_text(new_key() + "\n")
+    return ["--state-key-file", str(key)]

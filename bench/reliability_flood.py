@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from baseliner.models.vector import FeatureVector, Identity  # noqa: E402
 from baseliner.protos.v1 import ingest_pb2  # noqa: E402
 from baseliner.sensor import wire  # noqa: E402
-from procs import free_port, rss  # noqa: E402
+from procs import free_port, rss, state_key_args  # noqa: E402
 
 
 def image_labels(metrics_port: int) -> int:
@@ -46,7 +46,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     port, mport = free_port(), free_port()
     target = f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", target, "--metrics-listen",
-           f"127.0.0.1:{mport}", "--state-dir", str(state), "--events", "none", "--log-level", "WARNING",
+           f"127.0.0.1:{mport}", "--state-dir", str(state), *state_key_args(state), "--events", "none",
+           "--log-level", "WARNING",
            "--set", f"pipeline.max_resident_baselines={args.resident}", "--set", "pipeline.max_baselines=1000000",
            "--set", "pipeline.max_containers=10000"]
     log_path = state.parent / f"{state.name}-serve.log"

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from baseliner.models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2  # noqa: E402
 from baseliner.sensor import wire  # noqa: E402
-from procs import free_port, rss  # noqa: E402
+from procs import free_port, rss, state_key_args  # noqa: E402
 
 T0 = 1_767_225_600.0
 WINDOW = 10.0
@@ -116,7 +116,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     target = f"127.0.0.1:{port}"
     log_path = state.parent / f"{state.name}-serve.log"
     cmd = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", target, "--metrics-listen", "",
-           "--state-dir", str(state), "--events", "none", "--log-level", "WARNING",
+           "--state-dir", str(state), *state_key_args(state), "--events", "none", "--log-level", "WARNING",
            "--set", f"state.wal_fsync={args.fsync}", "--set", f"state.save_interval_seconds={args.save_interval}"]
     with open(log_path, "wb") as logf:
         serve = subprocess.Popen(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT)

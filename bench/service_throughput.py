@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from baseliner.models.baseline import BaselineConfig, ImageBaseline  # noqa: E402
+from baseliner.models.integrity import Keyring  # noqa: E402
 from baseliner.models.ngrams import OFFSETS, ORDER_BUCKETS, ORDERS, SENSOR_ORDERS  # noqa: E402
 from baseliner.models.rate_features import SYSCALL_VOCABULARY, transform_block  # noqa: E402
 from baseliner.models.validate import validate_block  # noqa: E402
@@ -62,7 +63,7 @@ from baseliner.service.pipeline import Pipeline  # noqa: E402
 from baseliner.service.sinks.events import JsonLinesSink  # noqa: E402
 from baseliner.service.sinks.metrics import ServiceMetrics  # noqa: E402
 from baseliner.service.store import StateStore  # noqa: E402
-from procs import cpu_seconds, free_port  # noqa: E402
+from procs import cpu_seconds, free_port, state_key_args  # noqa: E402
 
 T0 = 1.76e9
 WINDOW = 10.0
@@ -243,7 +244,8 @@ def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measu
     cmd = ["taskset", "-c", "0", sys.executable, __file__, "--serve-accounted", str(accounts),
            "serve", "--listen", f"127.0.0.1:{port}",
            "--metrics-listen", f"127.0.0.1:{mport}", "--events", str(tmp / "events.jsonl"),
-           "--state-dir", str(tmp / "state"), "--log-level", "WARNING", "--set", "grpc.max_message_bytes=67108864",
+           "--state-dir", str(tmp / "state"), *state_key_args(tmp / "state"), "--log-level", "WARNING",
+           "--set", "grpc.max_message_bytes=67108864",
            "--set", f"state.wal={'false' if args.no_wal else 'true'}", *(f"--set={s}" for s in args.set)]
     proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE)
     try:
@@ -375,7 +377,7 @@ def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]])
 
 def sizes(pipeline: Pipeline, measure: list[list[FeatureVector]]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-state-"))
-    st = StateStore(tmp, b"k" * 32)
+    st = StateStore(tmp, Keyring.of("k" * 32))
     st.write(StateStore.snapshot(pipeline, everything=True))
     file_sizes = sorted(st.sizes.values())
     # live memory of one baseline: build one from scratch under tracemalloc on one image's windows

@@ -2,7 +2,8 @@
 
 A *Baseliner model* is what a new image baseline starts from: its
 :class:`~baseliner.models.baseline.BaselineConfig` and optionally a trained state (a warm start).  Its directory
-layout, integrity record and load checks are in ``docs/mlflow.md`` ("The ``baseliner`` flavour").  MLflow
+layout, signature record and load checks are in ``docs/mlflow.md`` ("The ``baseliner`` flavour"): it is signed
+by its publisher's Ed25519 key and loaded only when a trusted public key verifies it.  MLflow
 imports this module and calls :func:`_load_pyfunc`; ``predict(frame)`` scores windows with
 ``ImageBaseline.process``, the service's one scoring path (the frame: :data:`INPUT_COLUMNS`).
 """
@@ -25,23 +26,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from baseliner.models import signatures
 from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, Verdict
 from baseliner.models.errors import BaselinerError, StateError
 from baseliner.models.rate_features import FEATURE_NAMES, SYSCALL_VOCABULARY
+from baseliner.models.signatures import Signer, TrustedKeys
 from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
 log = logging.getLogger(__name__)
 
 FLAVOR_NAME = "baseliner"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DATA_DIR = "baseliner"
 MODEL_FILE = "model.json"
 STATE_FILE = "state.npz"
 INTEGRITY_FILE = "integrity.json"
-#: Environment variables a pyfunc load reads the integrity key from (``model_config`` may also carry
-#: ``hmac_key_file``); the service passes its configured key directly.
-ENV_KEY = "BASELINER_MODEL_HMAC_KEY"
-ENV_KEY_FILE = "BASELINER_MODEL_HMAC_KEY_FILE"
+#: Environment variable naming the file of trusted model signing keys for a pyfunc load (``model_config`` may
+#: carry ``trusted_keys_file`` instead); the service passes its configured keys directly.
+ENV_TRUSTED_KEYS = "BASELINER_MODEL_TRUSTED_KEYS_FILE"
 
 # -- the frame the pyfunc model scores -------------------------------------------------------------
 
@@ -136,61 +138,57 @@ class BaselinerModel:
         return ImageBaseline.from_state(meta, self.state_arrays)
 
 
-# -- integrity ---------------------------------------------------------------------------------------
+# -- integrity ----------------------------------------------------------------------------------------
 
 
 def _file_digests(data_dir: Path, names: Sequence[str]) -> dict[str, str]:
     return {n: hashlib.sha256((data_dir / n).read_bytes()).hexdigest() for n in names}
 
 
-def _tag(key: bytes | None, digests: dict[str, str]) -> tuple[str, str]:
-    body = json.dumps(digests, sort_keys=True, separators=(",", ":")).encode()
-    if key:
-        return "hmac-sha256", hmac.new(key, body, hashlib.sha256).hexdigest()
-    return "sha256", hashlib.sha256(body).hexdigest()
+def _signed_bytes(digests: dict[str, str]) -> bytes:
+    """What a model's signature covers: the format version and every file's digest."""
+    body = json.dumps({"format_version": FORMAT_VERSION, "files": digests}, sort_keys=True, separators=(",", ":"))
+    return b"baseliner model\n" + body.encode()
 
 
-def _verify(data_dir: Path, key: bytes | None) -> None:
+def _verify(data_dir: Path, trusted: TrustedKeys | None) -> str:
+    """Check the signature record of a model's data directory; returns the signing key's id."""
     path = data_dir / INTEGRITY_FILE
     where = str(data_dir)
+    if trusted is None:
+        raise ModelError(f"{where}: no trusted model signing keys are configured (service: model.trusted_keys_file; "
+                         f"pyfunc: {ENV_TRUSTED_KEYS} or model_config trusted_keys_file); refusing the model")
     try:
         record = json.loads(path.read_text())
-        algo, tag, digests = record["algorithm"], record["tag"], record["files"]
+        algo, kid, sig, digests = record["algorithm"], record["key_id"], record["signature"], record["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise ModelError(f"{where}: no readable {INTEGRITY_FILE}; refusing to load the model") from None
-    if algo == "hmac-sha256" and not key:
-        raise ModelError(
-            f"{where}: the model is protected by an HMAC but no key is configured "
-            f"(service: state.hmac_key_file; pyfunc: {ENV_KEY_FILE} or model_config hmac_key_file); refusing it"
-        )
-    if algo == "sha256" and key:
-        raise ModelError(
-            f"{where}: the model carries no HMAC but a key is configured (logged without the key, or "
-            "replaced by someone without it); refusing it"
-        )
-    if algo not in ("hmac-sha256", "sha256"):
-        raise ModelError(f"{where}: unknown integrity algorithm {algo!r}; refusing the model")
+        raise ModelError(f"{where}: no readable signature record ({INTEGRITY_FILE}); refusing the model") from None
+    if algo != signatures.ALGORITHM:
+        raise ModelError(f"{where}: signature algorithm {algo!r} is not {signatures.ALGORITHM}; refusing the model")
     if not isinstance(digests, dict) or MODEL_FILE not in digests:
-        raise ModelError(f"{where}: integrity record does not cover {MODEL_FILE}; refusing the model")
-    _, expected = _tag(key, digests)
-    if not hmac.compare_digest(expected, str(tag)):
-        what = "tampered with (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
-        raise ModelError(f"{where}: integrity record is {what}; refusing the model")
+        raise ModelError(f"{where}: the signature record does not cover {MODEL_FILE}; refusing the model")
+    try:
+        trusted.verify(str(kid), str(sig), _signed_bytes(digests), where)
+    except signatures.SignatureError as e:
+        raise ModelError(str(e)) from None
     present = {p.name for p in data_dir.iterdir()} - {INTEGRITY_FILE}
     if present != set(digests):
-        raise ModelError(f"{where}: files {sorted(present ^ set(digests))} do not match the integrity record")
+        raise ModelError(f"{where}: files {sorted(present ^ set(digests))} do not match the signature record")
     for name, digest in digests.items():
         actual = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
         if not hmac.compare_digest(actual, str(digest)):
-            raise ModelError(f"{where}: {name} does not match its integrity record (modified?); refusing it")
+            raise ModelError(f"{where}: {name} does not match its signed digest (modified?); refusing the model")
+    return str(kid)
 
 
-def _key_from_env(model_config: dict[str, Any] | None = None) -> bytes | None:
-    key_file = (model_config or {}).get("hmac_key_file") or os.environ.get(ENV_KEY_FILE)
-    if key_file:
-        return Path(key_file).read_bytes().strip() or None
-    key = os.environ.get(ENV_KEY, "")
-    return key.encode() or None
+def _trusted_from_env(model_config: dict[str, Any] | None = None) -> TrustedKeys | None:
+    path = (model_config or {}).get("trusted_keys_file") or os.environ.get(ENV_TRUSTED_KEYS)
+    if not path:
+        return None
+    try:
+        return TrustedKeys.load(path)
+    except BaselinerError as e:
+        raise ModelError(str(e)) from None
 
 
 # -- save / log ---------------------------------------------------------------------------------------
@@ -221,16 +219,20 @@ def save_model(
     model: BaselinerModel,
     path: str | os.PathLike[str],
     mlflow_model: Any = None,
-    hmac_key: bytes | None = None,
+    signer: Signer | None = None,
     input_example: pd.DataFrame | None = None,
     **_: Any,
 ) -> None:
-    """Write ``model`` as an MLflow model directory at ``path`` (the flavour's ``save_model``)."""
+    """Write ``model`` as an MLflow model directory at ``path`` (the flavour's ``save_model``), signed by ``signer``
+    (the publisher's Ed25519 key: :meth:`baseliner.models.signatures.Signer.load`)."""
     from mlflow.models import Model
     from mlflow.models.utils import _save_example
     from mlflow.pyfunc import add_to_model
 
     root = Path(path)
+    if signer is None:
+        raise ModelError("a Baseliner model is signed by its publisher: pass signer=Signer.load(KEY_FILE) "
+                         "(baseliner init-secrets writes model-signing.key)")
     if root.exists() and any(root.iterdir()):
         raise ModelError(f"{root} exists and is not empty")
     data_dir = root / DATA_DIR
@@ -252,8 +254,10 @@ def save_model(
         np.savez_compressed(buf, **model.state_arrays)  # type: ignore[arg-type]
         (data_dir / STATE_FILE).write_bytes(buf.getvalue())
         names.append(STATE_FILE)
-    algo, tag = _tag(hmac_key, digests := _file_digests(data_dir, names))
-    (data_dir / INTEGRITY_FILE).write_text(json.dumps({"algorithm": algo, "tag": tag, "files": digests}, indent=1))
+    digests = _file_digests(data_dir, names)
+    kid, sig = signer.sign(_signed_bytes(digests))
+    (data_dir / INTEGRITY_FILE).write_text(json.dumps(
+        {"algorithm": signatures.ALGORITHM, "key_id": kid, "signature": sig, "files": digests}, indent=1))
 
     mlmodel = mlflow_model if mlflow_model is not None else Model()
     mlmodel.signature = signature()
@@ -268,7 +272,7 @@ def save_model(
         features_sha256=features_digest(),
         warm_start=model.warm,
         baseliner_version=doc["baseliner_version"],
-        integrity=algo,
+        signed_by=kid,
     )
     mlmodel.save(str(root / "MLmodel"))
 
@@ -277,11 +281,11 @@ def log_model(
     model: BaselinerModel,
     name: str = "model",
     registered_model_name: str | None = None,
-    hmac_key: bytes | None = None,
+    signer: Signer | None = None,
     input_example: pd.DataFrame | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Log ``model`` to the active run (MLflow ``Model.log``); returns MLflow's ``ModelInfo``."""
+    """Log ``model``, signed by ``signer``, to the active run (MLflow ``Model.log``); returns MLflow's ``ModelInfo``."""
     from mlflow.models import Model
 
     return Model.log(
@@ -290,7 +294,7 @@ def log_model(
         flavor=sys.modules[__name__],
         registered_model_name=registered_model_name,
         model=model,
-        hmac_key=hmac_key,
+        signer=signer,
         input_example=input_example,
         **kwargs,
     )
@@ -324,11 +328,11 @@ def _check_flavor(root: Path) -> dict[str, Any]:
     return conf
 
 
-def load_local(path: str | os.PathLike[str], hmac_key: bytes | None = None, data: str | None = None) -> BaselinerModel:
+def load_local(path: str | os.PathLike[str], trusted: TrustedKeys | None, data: str | None = None) -> BaselinerModel:
     """Load a Baseliner model from a local MLflow model directory (or its ``baseliner`` data directory).
 
-    Checks, in order: the flavour, the integrity record (HMAC with ``hmac_key``), the format version and
-    the feature schema; any failure raises :class:`ModelError` with what is wrong.
+    Checks, in order: the flavour, the signature (by one of the ``trusted`` keys) over every file's digest, the
+    format version and the feature schema; any failure raises :class:`ModelError` with what is wrong.
     """
     root = Path(path)
     if data is not None:
@@ -336,7 +340,7 @@ def load_local(path: str | os.PathLike[str], hmac_key: bytes | None = None, data
     else:
         conf = _check_flavor(root)
         data_dir = root / str(conf.get("data", DATA_DIR))
-    _verify(data_dir, hmac_key)
+    _verify(data_dir, trusted)
     try:
         doc = json.loads((data_dir / MODEL_FILE).read_text())
     except ValueError as e:
@@ -371,13 +375,13 @@ def load_local(path: str | os.PathLike[str], hmac_key: bytes | None = None, data
     return model
 
 
-def load_model(model_uri: str, hmac_key: bytes | None = None, tracking_uri: str | None = None) -> BaselinerModel:
+def load_model(model_uri: str, trusted: TrustedKeys | None, tracking_uri: str | None = None) -> BaselinerModel:
     """Download (``models:/NAME@ALIAS``, ``runs:/...``, a path ...) and load a Baseliner model."""
     local = Path(model_uri)
     if "://" not in model_uri and ":/" not in model_uri:
         if not local.exists():
             raise ModelError(f"model path {model_uri} does not exist")
-        return load_local(local, hmac_key)
+        return load_local(local, trusted)
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -388,7 +392,7 @@ def load_model(model_uri: str, hmac_key: bytes | None = None, tracking_uri: str 
             raise ModelError(f"cannot resolve model {model_uri}: {e.message}") from None
         except OSError as e:
             raise ModelError(f"cannot download model {model_uri}: {e}") from None
-        return load_local(path, hmac_key)
+        return load_local(path, trusted)
 
 
 # -- frames <-> vectors -------------------------------------------------------------------------------
@@ -562,4 +566,4 @@ class _PyFuncModel:
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _PyFuncModel:
     """MLflow's entry point (``loader_module``): ``path`` is the model's ``baseliner`` data directory."""
-    return _PyFuncModel(load_local(path, _key_from_env(model_config), data=DATA_DIR))
+    return _PyFuncModel(load_local(path, _trusted_from_env(model_config), data=DATA_DIR))

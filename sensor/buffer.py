@@ -2,13 +2,13 @@
 
 The transport talks to a :class:`BatchBuffer` only: :meth:`BatchBuffer.add` assigns the next sequence number,
 a batch leaves when the service has applied it or when the buffer evicts it to stay within its bounds
-(returned from ``add``).  :class:`MemoryBuffer` starts its counter from the wall clock in microseconds, so a
-restarted sensor keeps numbering above what the service has seen; ``sensor/spool.py`` survives restarts.
+(returned from ``add``).  :class:`MemoryBuffer` starts its counter at 1; the service's ``Welcome`` moves it
+above what the service has applied (the transport renumbers batches numbered before that, or beyond the
+service's ``max_sequence_gap``).  ``sensor/spool.py`` survives restarts.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,8 +55,9 @@ class BatchBuffer(Protocol):
         """Make sure batches added from now on get sequence numbers above ``last_sequence``."""
         ...
 
-    def renumber(self, first: int) -> None:
-        """Give every held batch a new consecutive number from ``first`` (order kept)."""
+    def renumber(self, first: int, lower: bool = False) -> None:
+        """Give every held batch a new consecutive number from ``first`` (order kept); the counter goes on after
+        them, and may go down only with ``lower`` (for numbers the service is known to refuse)."""
         ...
 
     def is_full(self) -> bool: ...
@@ -97,7 +98,7 @@ class MemoryBuffer:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.max_batches = max_batches
         self.max_bytes = max_bytes
-        self._next = first_sequence if first_sequence is not None else time.time_ns() // 1000
+        self._next = first_sequence if first_sequence is not None else 1
         if self._next < 1:
             raise ValueError("first_sequence must be >= 1")
         self._items: dict[int, Pending] = {}
@@ -171,9 +172,9 @@ class MemoryBuffer:
             self._next = last_sequence + 1
             self._numbered()
 
-    def renumber(self, first: int) -> None:
+    def renumber(self, first: int, lower: bool = False) -> None:
         items = [self._pop(seq) for seq in list(self._items)]
-        self._next = max(self._next, first + len(items))
+        self._next = first + len(items) if lower else max(self._next, first + len(items))
         self._numbered()
         for i, entry in enumerate(items):
             entry.sequence = first + i

@@ -21,7 +21,6 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 from typing import Any
 
 from baseliner.models.errors import ConfigError
@@ -87,7 +86,8 @@ def _add_transport_arguments(t: Any) -> None:
                         "sensor/spool.py) instead of memory, one directory per shard; bounded by "
                         "--buffer-batches/--buffer-mb per shard")
     t.add_argument("--spool-key-file", metavar="FILE", type=readable_file,
-                   help="HMAC key for the spool files (recommended)")
+                   help="integrity keys of the spool files (required with --spool-dir; one key a line, the first "
+                        "signs; written by init-secrets)")
     t.add_argument("--on-full", choices=("block", "drop"),
                    help="when the buffer is full: wait (default for synthetic/replay) or drop the oldest "
                         "(default for bpf)")
@@ -276,17 +276,18 @@ def _router(args: argparse.Namespace, kind: str, registry: CollectorRegistry,
     map_file = keep = None
     max_bytes = int(args.buffer_mb * 1024 * 1024)
     if args.spool_dir:
+        from baseliner.models.integrity import Keyring
         from baseliner.sensor.spool import DiskSpool
 
-        key = Path(args.spool_key_file).read_bytes().strip() if args.spool_key_file else None
+        keys = Keyring.load(args.spool_key_file, "--spool-key-file")
 
         def make_buffer(shard: str) -> BatchBuffer:
-            return DiskSpool(Path(args.spool_dir) / shard, max_batches=args.buffer_batches, max_bytes=max_bytes,
-                             key=key or None)
+            return DiskSpool(Path(args.spool_dir) / shard, keys, max_batches=args.buffer_batches,
+                             max_bytes=max_bytes)
 
         map_file = Path(args.spool_dir) / "shard-map.json"
-        keep = DiskSpool(Path(args.spool_dir) / "_unrouted", max_batches=args.buffer_batches, max_bytes=max_bytes,
-                         key=key or None)  # ("_" starts no shard's name)
+        keep = DiskSpool(Path(args.spool_dir) / "_unrouted", keys, max_batches=args.buffer_batches,
+                         max_bytes=max_bytes)  # ("_" starts no shard's name)
     else:
         def make_buffer(shard: str) -> BatchBuffer:
             return MemoryBuffer(max_batches=args.buffer_batches, max_bytes=max_bytes)
@@ -397,6 +398,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 seconds")
     if args.speed < 0:
         raise ConfigError("--speed must be >= 0")
+    if args.spool_dir and not args.spool_key_file:
+        raise ConfigError("--spool-dir needs --spool-key-file: every spool file is signed (baseliner init-secrets "
+                          "writes spool.keys)")
     registry = CollectorRegistry()
     if args.metrics_listen:
         host, _, port = args.metrics_listen.rpartition(":")

@@ -522,6 +522,14 @@ class Transport:
             if any(p.sequence <= last for p in self.buffer.entries()):
                 log.warning("service has applied up to seq %d, above unsent batches: renumbering them", last)
                 self.buffer.renumber(last + 1)
+        gap = welcome.max_sequence_gap
+        first = next(self.buffer.entries(), None)
+        if gap and first is not None and first.sequence > last + gap:
+            # The service refuses these numbers (it lost its state, or this spool outlived it): none of them
+            # can have been applied, so they are numbered again right after what it has.
+            log.warning("service has applied up to seq %d and refuses batches more than %d above it: renumbering "
+                        "the %d held batches from %d", last, gap, self.buffer.batches, last + 1)
+            self.buffer.renumber(last + 1, lower=True)
         self.buffer.advance(last)
         if applied:
             self._progress = time.monotonic()

@@ -6,10 +6,15 @@ Server side (``baseliner serve``):
   ``grpc.tls_client_ca_file`` is set too (a client without a certificate signed by that CA cannot even
   open a connection).  Without TLS the port may listen on loopback only, unless ``grpc.allow_plaintext``
   says otherwise (then a warning is logged at start).
-* **Sensor tokens** (``grpc.sensor_tokens_file``, lines ``NODE TOKEN``): every ``Ingest.Stream`` must carry
-  ``authorization: Bearer TOKEN``; the token decides the one node the stream may report for.  A Hello
-  for another node is refused (``PERMISSION_DENIED``); a vector whose identity names another node is
-  rejected with reason ``UNAUTHORIZED`` (the rest of the batch goes on).
+* **Sensor identity** comes from the sensor's credential, never from what it says: a token
+  (``grpc.sensor_tokens_file``, lines ``NODE SENSOR TOKEN``, sent as ``authorization: Bearer TOKEN``) or a
+  client certificate (mutual TLS, ``grpc.tls_client_ca_file``) whose URI SAN is
+  ``spiffe://TRUST-DOMAIN/sensor/NODE/SENSOR``.  The identity is ``NODE/SENSOR``: the Hello must name it
+  (``sensor_id`` and ``node``, else ``PERMISSION_DENIED``), deduplication, the state files and the
+  write-ahead log are keyed by it, and a vector whose identity names another node is rejected with reason
+  ``UNAUTHORIZED`` (the rest of the batch goes on).  With tokens and certificates both configured, a
+  stream needs a token, and a certificate naming a sensor must name the same one.  A line may repeat an
+  identity with another token (rotation: both work until the old line is removed).
 * **Admin tokens**, two roles (lines ``TOKEN`` or ``NAME TOKEN``; the name is who the logs say acted):
   *operators* (``grpc.admin_tokens_file``) may call every ``Admin`` RPC; *viewers*
   (``grpc.viewer_tokens_file``) only the read-only ones (:data:`READ_ONLY_ADMIN_METHODS`: ``ListBaselines``,
@@ -34,6 +39,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,31 +81,100 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def read_token_file(path: str, with_node: bool, default_name: str = "admin") -> dict[str, str]:
-    """``sha256(token) -> node`` (``with_node``) or ``-> name`` (``DEFAULT_NAME-LINE`` for a bare token);
-    comments (#) and blank lines ignored."""
-    out: dict[str, str] = {}
+#: Node and sensor names: what a Kubernetes node name or a host name holds (no "/", no spaces).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
+#: The URI SAN of a sensor's client certificate (a SPIFFE id; ``baseliner init-secrets`` issues them).
+_SENSOR_URI = re.compile(r"spiffe://[^/]+/sensor/([^/]+)/([^/]+)\Z")
+MIN_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SensorIdentity:
+    """Who a sensor is, as its credential says: the node it reports for and its name there."""
+
+    node: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        """``NODE/NAME``: the sensor id deduplication, state files and the write-ahead log are keyed by."""
+        return f"{self.node}/{self.name}"
+
+
+def _lines(path: str) -> list[tuple[int, list[str]]]:
+    """Numbered, split lines of a token file (comments and blank lines dropped)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read token file {path}: {e.strerror}") from None
-    for n, raw in enumerate(lines, 1):
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read token file {path}: {getattr(e, 'strerror', None) or e}") from None
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        if with_node and len(parts) != 2:
-            raise ConfigError(f"{path}:{n}: expected 'NODE TOKEN'")
-        if not with_node and len(parts) not in (1, 2):
-            raise ConfigError(f"{path}:{n}: expected 'TOKEN' or 'NAME TOKEN'")
-        token = parts[-1]
-        if len(token) < 16:
-            raise ConfigError(f"{path}:{n}: token shorter than 16 characters")
-        name = parts[0] if len(parts) == 2 else f"{default_name}-{n}"
-        out[_digest(token)] = name
+        if line:
+            out.append((n, line.split()))
     if not out:
         raise ConfigError(f"token file {path} holds no token")
     return out
+
+
+def _token(path: str, n: int, token: str, seen: set[str]) -> str:
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{path}:{n}: token shorter than {MIN_TOKEN_CHARS} characters")
+    digest = _digest(token)
+    if digest in seen:
+        raise ConfigError(f"{path}:{n}: this token is on an earlier line too (a token names one holder)")
+    seen.add(digest)
+    return digest
+
+
+def read_sensor_tokens(path: str) -> dict[str, SensorIdentity]:
+    """``sha256(token) -> SensorIdentity`` from lines ``NODE SENSOR TOKEN``; comments (#) and blank lines ignored.
+
+    An identity may appear on several lines (a token being rotated); a token on only one.
+    """
+    out: dict[str, SensorIdentity] = {}
+    for n, parts in _lines(path):
+        if len(parts) != 3:
+            raise ConfigError(f"{path}:{n}: expected 'NODE SENSOR TOKEN' (e.g. 'node-1 bpf TOKEN' for the "
+                              "sensor node-1/bpf)")
+        node, name, token = parts
+        for what, value in (("node", node), ("sensor", name)):
+            if not NAME_PATTERN.match(value):
+                raise ConfigError(f"{path}:{n}: {what} name {value!r} must be letters, digits, '.', '_' or '-'")
+        out[_token(path, n, token, set(out))] = SensorIdentity(node, name)
+    return out
+
+
+def read_token_file(path: str, default_name: str = "admin") -> dict[str, str]:
+    """``sha256(token) -> name`` from lines ``NAME TOKEN`` or ``TOKEN`` (named ``DEFAULT_NAME-LINE``)."""
+    out: dict[str, str] = {}
+    for n, parts in _lines(path):
+        if len(parts) not in (1, 2):
+            raise ConfigError(f"{path}:{n}: expected 'TOKEN' or 'NAME TOKEN'")
+        out[_token(path, n, parts[-1], set(out))] = parts[0] if len(parts) == 2 else f"{default_name}-{n}"
+    return out
+
+
+def sensor_identity_of_certificate(pem: bytes) -> SensorIdentity | None:
+    """The sensor a client certificate names in a URI SAN ``spiffe://TRUST-DOMAIN/sensor/NODE/SENSOR``;
+    None when it names none (an admin tool's certificate, say).  Two different sensor URIs: refused."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    found = {m.groups() for uri in sans.get_values_for_type(x509.UniformResourceIdentifier)
+             if (m := _SENSOR_URI.match(uri))}
+    if len(found) > 1:
+        raise PermissionDeniedError("the client certificate names more than one sensor")
+    if not found:
+        return None
+    node, name = found.pop()
+    if not (NAME_PATTERN.match(node) and NAME_PATTERN.match(name)):
+        raise PermissionDeniedError(f"the client certificate's sensor {node}/{name} is not a valid name")
+    return SensorIdentity(node, name)
 
 
 def read_secret(path: str) -> str:
@@ -152,21 +227,24 @@ class Principal:
 
 @dataclass
 class Authorizer:
-    """Token tables; ``None`` for a table means that kind of call needs no token."""
+    """Token tables; ``None`` for a table means that kind of call needs no token.  ``mtls_sensors``: client
+    certificates (``grpc.tls_client_ca_file``) identify sensors."""
 
-    sensors: Mapping[str, str] | None = None  # sha256(token) -> node
+    sensors: Mapping[str, SensorIdentity] | None = None  # sha256(token) -> identity
     admins: Mapping[str, str] | None = None  # sha256(token) -> name: operators
     viewers: Mapping[str, str] | None = None  # sha256(token) -> name: read-only
     peer: str | None = None  # sha256 of the shards' shared token (shards.peer_token_file)
+    mtls_sensors: bool = False
 
     @classmethod
     def from_config(cls, cfg: Any) -> Authorizer:
         g = cfg.grpc
         return cls(
-            read_token_file(g.sensor_tokens_file, True) if g.sensor_tokens_file else None,
-            read_token_file(g.admin_tokens_file, False) if g.admin_tokens_file else None,
-            read_token_file(g.viewer_tokens_file, False, "viewer") if g.viewer_tokens_file else None,
-            _digest(read_secret(cfg.shards.peer_token_file)) if cfg.shards.peer_token_file else None,
+            sensors=read_sensor_tokens(g.sensor_tokens_file) if g.sensor_tokens_file else None,
+            admins=read_token_file(g.admin_tokens_file) if g.admin_tokens_file else None,
+            viewers=read_token_file(g.viewer_tokens_file, "viewer") if g.viewer_tokens_file else None,
+            peer=_digest(read_secret(cfg.shards.peer_token_file)) if cfg.shards.peer_token_file else None,
+            mtls_sensors=bool(g.tls_client_ca_file),
         )
 
     @property
@@ -207,17 +285,39 @@ class Authorizer:
         name = (self.viewers or {}).get(digest)
         return Principal(name, VIEWER) if name is not None else None
 
-    def sensor_node(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-        """The node a stream may report for; None when sensor tokens are off.  Raises when refused."""
+    @property
+    def sensors_authenticated(self) -> bool:
+        """Whether a sensor's identity comes from a credential (else from its Hello: loopback or a lab)."""
+        return self.sensors is not None or self.mtls_sensors
+
+    def token_identity(self, metadata: Sequence[tuple[str, Any]] | None) -> SensorIdentity | None:
+        """The sensor a stream's token names; None when sensor tokens are off.  Raises when refused."""
         if self.sensors is None:
             return None
         token = _bearer(metadata)
         if not token:
             raise AuthenticationError("this service requires a sensor token (authorization: Bearer ...)")
-        node = self.sensors.get(_digest(token))
-        if node is None:
+        who = self.sensors.get(_digest(token))
+        if who is None:
             raise AuthenticationError("unknown sensor token")
-        return node
+        return who
+
+    def sensor_identity(self, metadata: Sequence[tuple[str, Any]] | None,
+                        auth_context: Mapping[str, Sequence[bytes]] | None) -> SensorIdentity | None:
+        """The identity a stream's credentials give it (None: sensors are not authenticated).  Raises when the
+        credentials are missing, unknown or disagree."""
+        by_token = self.token_identity(metadata)
+        by_cert = None
+        if self.mtls_sensors:
+            pems = (auth_context or {}).get("x509_pem_cert") or []
+            by_cert = sensor_identity_of_certificate(pems[0]) if pems else None
+            if by_cert is None and by_token is None:
+                raise PermissionDeniedError("the client certificate names no sensor (a URI SAN "
+                                            "spiffe://TRUST-DOMAIN/sensor/NODE/SENSOR) and no sensor token was sent")
+        if by_token is not None and by_cert is not None and by_token != by_cert:
+            raise PermissionDeniedError(f"the sensor token names {by_token.key} but the client certificate names "
+                                        f"{by_cert.key}")
+        return by_token or by_cert
 
     def admin(self, metadata: Sequence[tuple[str, Any]] | None, method: str = "") -> Principal | None:
         """Who calls Admin RPC ``method`` (None when the Admin API is open).  Raises when refused: no token,
@@ -251,7 +351,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         md = handler_call_details.invocation_metadata
         try:
             if method.startswith(INGEST_PREFIX):
-                self.authorizer.sensor_node(md)
+                self.authorizer.token_identity(md)
             elif method.startswith(ADMIN_PREFIX):
                 self.authorizer.admin(md, method.removeprefix(ADMIN_PREFIX))
             elif method.startswith(SHARDS_PREFIX):
@@ -286,10 +386,12 @@ def _denied_stream(exc: BaselinerError) -> grpc.RpcMethodHandler:
     return grpc.unary_stream_rpc_method_handler(unary_stream)
 
 
-def check_hello_node(allowed: str | None, hello_node: str) -> None:
-    if allowed is not None and hello_node != allowed:
+def check_hello(identity: SensorIdentity, sensor_id: str, node: str) -> None:
+    """A Hello must name the identity the stream's credential gives (a sensor cannot speak for another)."""
+    if sensor_id != identity.key or node != identity.node:
         raise PermissionDeniedError(
-            f"this sensor's token allows reports for node {allowed!r} only, not {hello_node!r}"
+            f"this sensor's credential is for sensor {identity.key!r} on node {identity.node!r}; its Hello named "
+            f"sensor {sensor_id!r} on node {node!r} (start it with --node {identity.node} --sensor-id {identity.key})"
         )
 
 

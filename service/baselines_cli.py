@@ -18,7 +18,7 @@ from typing import Any
 
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.errors import ConfigError, StateError
-from baseliner.models.integrity import atomic_write
+from baseliner.models.integrity import Keyring, atomic_write
 from baseliner.sensor.cli_checks import creatable_dir, examples, existing_dir, readable_file
 from baseliner.service.store import baseline_filename, decode_file
 
@@ -36,7 +36,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "baselines", help="export learned baselines to MLflow (one artifact per image), import them back",
         description=__doc__.split("\n\n")[0] if __doc__ else None, formatter_class=RAW,
-        epilog=examples(f"baseliner baselines export --state-dir /var/lib/baseliner {_SERVER}",
+        epilog=examples(f"baseliner baselines export --state-dir /var/lib/baseliner --state-key-file state.keys "
+                        f"{_SERVER}",
                         f"baseliner baselines diff RUN_A RUN_B {_SERVER}"),
     )
     sub = p.add_subparsers(dest="baselines_command", required=True)
@@ -49,27 +50,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = sub.add_parser("register", help="register one learned baseline as a Baseliner model (warm start)",
                        formatter_class=RAW, epilog=examples(
                            f"baseliner baselines register nginx:1.27 --state-dir /var/lib/baseliner {_SERVER} "
-                           "--name baseliner-nginx --alias champion"))
+                           "--state-key-file state.keys --signing-key-file model-signing.key --name baseliner-nginx "
+                           "--alias champion"))
     g.add_argument("image", help="image key of the baseline, e.g. nginx:1.27")
     g.add_argument("--name", required=True, help="registered model name")
     g.add_argument("--alias", default="", help="point this alias (e.g. champion) at the new version")
     g.add_argument("--registry-uri", default="", help="MLflow model registry (default: MLFLOW_REGISTRY_URI, else the "
                                                       "tracking server)")
+    g.add_argument("--signing-key-file", required=True, type=readable_file,
+                   help="the publisher's Ed25519 private key the model is signed with (baseliner init-secrets writes "
+                        "model-signing.key; the service trusts its model-signing.pub)")
     e = sub.add_parser("export", help="log the baselines of a state directory as an MLflow run", formatter_class=RAW,
                        epilog=examples(f"baseliner baselines export --state-dir /var/lib/baseliner {_SERVER} "
-                                       "--hmac-key-file /etc/baseliner/state.key --run-name nightly"))
+                                       "--state-key-file /etc/baseliner/state.keys --run-name nightly"))
     e.add_argument("--run-name", default="", help="MLflow run name")
     i = sub.add_parser("import", help="write the baselines an MLflow run holds into a state directory",
                        formatter_class=RAW, epilog=examples(
                            f"baseliner baselines import 0a1b2c... --state-dir /var/lib/baseliner {_SERVER} "
-                           "--image nginx:1.27 --force"))
+                           "--state-key-file state.keys --image nginx:1.27 --force"))
     i.add_argument("run_id", help="MLflow run id of an export")
     i.add_argument("--force", action="store_true", help="overwrite baselines already in the state dir")
     for s in (g, e, i):
         s.add_argument("--state-dir", required=True, type=creatable_dir if s is i else existing_dir,
                        help="the service's state directory (state.dir)")
-        s.add_argument("--hmac-key-file", type=readable_file,
-                       help="state integrity key (state.hmac_key_file); also signs a registered model")
+        s.add_argument("--state-key-file", required=True, type=readable_file,
+                       help="the service's state integrity keys (state.key_file)")
     for s in (g, e):
         s.add_argument("--experiment", default="baseliner-baselines", help="MLflow experiment name")
     for s in (d, e, i):
@@ -77,15 +82,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     for s in (d, g, e, i):
         s.add_argument("--tracking-uri", default="", help="MLflow tracking server (default: MLFLOW_TRACKING_URI)")
     return p
-
-
-def _key(path: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_bytes().strip() or None
-    except OSError as e:
-        raise ConfigError(f"cannot read --hmac-key-file {path}: {e.strerror}") from None
 
 
 def summary(b: ImageBaseline) -> dict[str, Any]:
@@ -113,7 +109,7 @@ def summary(b: ImageBaseline) -> dict[str, Any]:
     }
 
 
-def read_state_dir(state_dir: Path, key: bytes | None, images: list[str]) -> list[tuple[str, Path, ImageBaseline]]:
+def read_state_dir(state_dir: Path, key: Keyring, images: list[str]) -> list[tuple[str, Path, ImageBaseline]]:
     """Verified baselines of a state directory: ``(image key, file, baseline)``."""
     bdir = state_dir / "baselines"
     if not bdir.is_dir():
@@ -133,7 +129,7 @@ def read_state_dir(state_dir: Path, key: bytes | None, images: list[str]) -> lis
     return out
 
 
-def export(state_dir: Path, key: bytes | None, images: list[str], experiment: str, run_name: str) -> str:
+def export(state_dir: Path, key: Keyring, images: list[str], experiment: str, run_name: str) -> str:
     import mlflow
 
     found = read_state_dir(state_dir, key, images)
@@ -152,7 +148,7 @@ def export(state_dir: Path, key: bytes | None, images: list[str], experiment: st
         (Path(tmp) / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True))
         mlflow.log_artifacts(str(out), ARTIFACT_DIR)
         mlflow.log_artifact(str(Path(tmp) / INDEX))
-        mlflow.log_params({"state_dir": str(state_dir), "integrity": "hmac-sha256" if key else "sha256"})
+        mlflow.log_params({"state_dir": str(state_dir), "state_key": key.signing.id})
         mlflow.log_metric("baselines", len(found))
         mlflow.set_tags({"baseliner.kind": "baselines-export"})
         log.info("exported %d baselines to run %s", len(found), run.info.run_id)
@@ -175,7 +171,7 @@ def _download_export(run_id: str, tmp: str) -> tuple[dict[str, Any], Path]:
     return index, files
 
 
-def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str], force: bool) -> list[str]:
+def import_run(run_id: str, state_dir: Path, key: Keyring, images: list[str], force: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="baseliner-import-") as tmp:
         index, files = _download_export(run_id, tmp)
         wanted = images or sorted(index)
@@ -204,8 +200,10 @@ def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str
     return [i for i, _ in verified]
 
 
-def register(state_dir: Path, key: bytes | None, image: str, name: str, alias: str, experiment: str) -> int:
-    """Log ``image``'s learned baseline as a Baseliner model (config + state), register it; returns the version."""
+def register(state_dir: Path, key: Keyring, image: str, name: str, alias: str, experiment: str,
+             signer: Any) -> int:
+    """Log ``image``'s learned baseline as a Baseliner model (config + state) signed by ``signer``, register it;
+    returns the version."""
     import mlflow
     from baseliner.models.mlflow_model import BaselinerModel, log_model
     from mlflow import MlflowClient
@@ -215,7 +213,7 @@ def register(state_dir: Path, key: bytes | None, image: str, name: str, alias: s
     with mlflow.start_run(run_name=f"register {image}"):
         mlflow.log_params({"state_dir": str(state_dir), "image": image, "state_file": path.name})
         info = log_model(BaselinerModel.from_baseline(baseline, f"learned baseline of {image} from {state_dir}"),
-                         "model", registered_model_name=name, hmac_key=key)
+                         "model", registered_model_name=name, signer=signer)
     version = int(info.registered_model_version)
     if alias:
         MlflowClient().set_registered_model_alias(name, alias, str(version))
@@ -325,10 +323,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_diff(d)
         return 0
-    key = _key(args.hmac_key_file or "")
+    key = Keyring.load(args.state_key_file, "--state-key-file")
     state_dir = Path(args.state_dir)
     if args.baselines_command == "register":
-        version = register(state_dir, key, args.image, args.name, args.alias, args.experiment)
+        from baseliner.models.signatures import Signer
+
+        version = register(state_dir, key, args.image, args.name, args.alias, args.experiment,
+                           Signer.load(args.signing_key_file))
         print(f"models:/{args.name}/{version}")
         return 0
     if args.baselines_command == "export":

@@ -1,5 +1,5 @@
-"""The ``baseliner`` command: ``serve`` here; ``sensor``, ``demo``, ``evaluate``, ``admin``, ``baselines`` in
-their own modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
+"""The ``baseliner`` command: ``serve`` here; ``sensor``, ``demo``, ``evaluate``, ``admin``, ``init-secrets``,
+``baselines`` in their own modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
 
 Only the module of the command being run is imported.  Errors are one line naming the problem (exit 2 for
 bad input, 1 otherwise); ``--debug`` shows the traceback instead.
@@ -27,19 +27,23 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "baseliner evaluate adfa-ld --limit 200"),
     "admin": ("baseliner.service.admin", "inspect and operate baselines of a running service",
               "baseliner admin list"),
+    "init-secrets": ("baseliner.service.init_secrets", "create the CA, certificates, tokens and keys of a deployment",
+                     "baseliner init-secrets --out secrets --node node-1"),
     "baselines": ("baseliner.service.baselines_cli", "export learned baselines to MLflow, import, diff, register",
-                  "baseliner baselines export --state-dir /var/lib/baseliner --tracking-uri http://127.0.0.1:5000"),
+                  "baseliner baselines export --state-dir /var/lib/baseliner --state-key-file state.keys "
+                  "--tracking-uri http://127.0.0.1:5000"),
 }
 SERVE_EXAMPLES = (
     "baseliner serve                    # gRPC on 127.0.0.1:50051, metrics on :9464, events to stdout",
-    "baseliner serve --config baseliner.yaml --state-dir /var/lib/baseliner --events /var/log/baseliner/events.jsonl",
-    "baseliner serve --model models:/baseliner@champion --tracking-uri http://127.0.0.1:5000",
+    "baseliner serve --config baseliner.yaml --state-dir /var/lib/baseliner --state-key-file secrets/state.keys",
+    "baseliner serve --model models:/baseliner@champion --tracking-uri http://127.0.0.1:5000 "
+    "--set model.trusted_keys_file=secrets/model-signing.pub",
     "baseliner serve --set baseline.min_learn_seconds=86400 --print-config",
 )
 #: serve flag -> setting
 SERVE_FLAGS = {
     "listen": "grpc.listen", "metrics_listen": "metrics.listen", "state_dir": "state.dir",
-    "hmac_key_file": "state.hmac_key_file", "events": "events.output", "image_key": "pipeline.image_key",
+    "state_key_file": "state.key_file", "events": "events.output", "image_key": "pipeline.image_key",
     "log_level": "log_level", "model": "model.uri", "tracking_uri": "model.tracking_uri",
     "registry_uri": "model.registry_uri",
 }
@@ -59,7 +63,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--listen", help="gRPC host:port (grpc.listen, default 127.0.0.1:50051)")
     p.add_argument("--metrics-listen", help='metrics host:port (metrics.listen, default 127.0.0.1:9464; "" = off)')
     p.add_argument("--state-dir", help="state directory (state.dir); none = in memory only")
-    p.add_argument("--hmac-key-file", help="file holding the state integrity key (state.hmac_key_file)")
+    p.add_argument("--state-key-file", help="integrity keys of the state files (state.key_file; required with "
+                   "--state-dir; written by init-secrets)")
     p.add_argument("--events", help='anomaly events: "-" (stdout), a file path, or "none" (events.output)')
     p.add_argument("--image-key", choices=("tag", "digest", "repository"), help="pipeline.image_key")
     p.add_argument("--model", help="MLflow model as the template for new baselines: models:/NAME@ALIAS, "

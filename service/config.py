@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from baseliner.models.errors import ConfigError
-from baseliner.service.auth import is_loopback, read_secret, read_token_file
+from baseliner.models.integrity import Keyring
+from baseliner.models.signatures import TrustedKeys
+from baseliner.service.auth import is_loopback, read_secret, read_sensor_tokens, read_token_file
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 ENV_PREFIX = "BASELINER_"
@@ -82,10 +84,11 @@ class GrpcConfig(_Section):
     tls_key_file: str = ""
     tls_client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
     allow_plaintext: bool = False  # listen without TLS on a non-loopback address (logged as a warning)
-    sensor_tokens_file: str = ""  # lines "NODE TOKEN": a stream needs a token; it reports for NODE only
+    sensor_tokens_file: str = ""  # lines "NODE SENSOR TOKEN": a stream needs a token; its identity is NODE/SENSOR
     admin_tokens_file: str = ""  # lines "TOKEN" (or "NAME TOKEN"): operators, who may call every Admin RPC
     viewer_tokens_file: str = ""  # the same form: viewers, who may call the read-only Admin RPCs (List, Get)
     max_stream_idle_seconds: Seconds = 300.0  # a stream with no message for this long is closed
+    max_sequence_gap: Count = 1_000_000  # a batch numbered further above its sensor's last one is refused
 
 
 class MetricsConfig(_Section):
@@ -98,8 +101,7 @@ class MetricsConfig(_Section):
 class StateConfig(_Section):
     dir: str = ""  # state directory; "" keeps state in memory only
     save_interval_seconds: Seconds = 60.0
-    hmac_key: str = ""  # integrity key for state files (prefer hmac_key_file)
-    hmac_key_file: str = ""
+    key_file: str = ""  # integrity keys (first signs, others verify; baseliner init-secrets); required with dir
     wal: bool = True  # write-ahead log of applied batches (service/wal.py); needs dir; acks become durable
     wal_fsync: Literal["batch", "group", "off"] = "batch"  # fsync before each ack, every wal_group_ms, never
     wal_group_ms: Seconds = 5.0
@@ -135,6 +137,8 @@ class FalcoConfig(_Section):
     tls_cert_file: str = ""  # PEM certificate and key: the endpoint speaks HTTPS
     tls_key_file: str = ""
     tls_client_ca_file: str = ""  # PEM CA: Falco must present a client certificate it signed (mutual TLS)
+    allow_plaintext: bool = False  # plain HTTP on a non-loopback address (the secret then travels in clear text)
+    max_connections: Count = 64  # open connections; further ones are closed at once (counted)
 
 
 class ModelConfig(_Section):
@@ -143,6 +147,7 @@ class ModelConfig(_Section):
     uri: str = ""  # models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/PATH or a local path; "" = none
     tracking_uri: str = ""  # MLflow tracking server; "" = MLFLOW_TRACKING_URI (needed for models:/ and runs:/)
     registry_uri: str = ""  # MLflow model registry; "" = MLFLOW_REGISTRY_URI, else the tracking server
+    trusted_keys_file: str = ""  # PEM Ed25519 public keys of model publishers (required with uri)
     relearn_on_reload: bool = False  # on reload every image restarts from the new model (default: new images)
     timeout_seconds: Seconds = 10.0  # how long to wait for the tracking server to answer
 
@@ -194,6 +199,9 @@ class ServeConfig(BaseModel):
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     baseline: dict[str, Any] = Field(default_factory=dict)  # baseliner.models.baseline.BaselineConfig fields
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = "INFO"
+    # Lab only: listeners off loopback without sensor, admin or Falco credentials (logged as an error at start,
+    # baseliner_insecure_listeners > 0). Never in production: anyone who reaches a port can feed or read it.
+    insecure: bool = False
 
     def baseline_config(self) -> Any:
         """The :class:`baseliner.models.baseline.BaselineConfig` of the ``baseline:`` settings (their types and
@@ -209,24 +217,25 @@ class ServeConfig(BaseModel):
         except ValidationError as e:
             raise ConfigError("; ".join(_explain(e, {}, "baseline"))) from None
 
-    def hmac_key_bytes(self) -> bytes | None:
-        if self.state.hmac_key_file:
-            key = Path(self.state.hmac_key_file).read_bytes().strip()
-        else:
-            key = self.state.hmac_key.encode()
-        return key or None
+    def state_keys(self) -> Keyring | None:
+        """The state integrity keyring (``state.key_file``); None when no state is written."""
+        return Keyring.load(self.state.key_file, "state.key_file") if self.state.key_file else None
+
+    def trusted_model_keys(self) -> TrustedKeys | None:
+        """The public keys a model must be signed by (``model.trusted_keys_file``)."""
+        m = self.model
+        return TrustedKeys.load(m.trusted_keys_file) if m.trusted_keys_file else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The effective settings (``baseline:`` as the baseline takes them), the HMAC key masked."""
+        """The effective settings (``baseline:`` as the baseline takes them; files are named, never read)."""
         d = self.model_dump()
-        if d["state"]["hmac_key"]:
-            d["state"]["hmac_key"] = "***"
         bc = self.baseline_config()
         d["baseline"] = {k: getattr(bc, k) for k in self.baseline}
         return d
 
 
-SECTIONS = [name for name in ServeConfig.model_fields if name != "log_level"]
+TOP_LEVEL = ("log_level", "insecure")
+SECTIONS = [name for name in ServeConfig.model_fields if name not in TOP_LEVEL]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,6 +254,10 @@ def _tls_problems(cfg: ServeConfig) -> list[str]:
     if not g.tls_cert_file and not is_loopback(split_address(g.listen)[0]) and not g.allow_plaintext:
         out.append(f"grpc.listen {g.listen!r} is not a loopback address and TLS is off: set grpc.tls_cert_file and "
                    "grpc.tls_key_file, or grpc.allow_plaintext=true to accept plaintext on a trusted network")
+    f = cfg.falco
+    if f.listen and not f.tls_cert_file and not is_loopback(split_address(f.listen)[0]) and not f.allow_plaintext:
+        out.append(f"falco.listen {f.listen!r} is not a loopback address and TLS is off: set falco.tls_cert_file and "
+                   "falco.tls_key_file, or falco.allow_plaintext=true to accept plain HTTP on a trusted network")
     c = cfg.console
     if c.listen and not c.tls_cert_file and not is_loopback(split_address(c.listen)[0]) and not c.allow_plaintext:
         out.append(f"console.listen {c.listen!r} is not a loopback address and TLS is off: set console.tls_cert_file "
@@ -254,11 +267,17 @@ def _tls_problems(cfg: ServeConfig) -> list[str]:
 
 #: Settings that name a file to read at start.
 FILES = ("grpc.tls_cert_file", "grpc.tls_key_file", "grpc.tls_client_ca_file", "grpc.sensor_tokens_file",
-         "grpc.admin_tokens_file", "grpc.viewer_tokens_file", "state.hmac_key_file", "falco.secret_file",
+         "grpc.admin_tokens_file", "grpc.viewer_tokens_file", "state.key_file", "falco.secret_file",
          "falco.tls_cert_file", "falco.tls_key_file", "falco.tls_client_ca_file", "console.tls_cert_file",
-         "console.tls_key_file", "shards.peer_token_file", "shards.tls_ca_file")
+         "console.tls_key_file", "model.trusted_keys_file", "shards.peer_token_file", "shards.tls_ca_file")
 #: The token files of the Admin API's two roles (operators, viewers).
 ADMIN_TOKEN_FILES = ("grpc.admin_tokens_file", "grpc.viewer_tokens_file")
+#: How each file that holds credentials or keys is read (ConfigError naming the line when it is not right).
+_READERS: dict[str, Callable[[str], Any]] = {
+    "grpc.sensor_tokens_file": read_sensor_tokens, "grpc.admin_tokens_file": read_token_file,
+    "grpc.viewer_tokens_file": read_token_file, "state.key_file": lambda p: Keyring.load(p, "state.key_file"),
+    "model.trusted_keys_file": TrustedKeys.load,
+}
 
 
 def _setting(cfg: ServeConfig, key: str) -> Any:
@@ -269,11 +288,11 @@ def _setting(cfg: ServeConfig, key: str) -> Any:
 def _secret_problems(cfg: ServeConfig) -> list[str]:
     missing = {key for key in FILES if _setting(cfg, key) and not Path(_setting(cfg, key)).is_file()}
     out = [f"{key} {_setting(cfg, key)!r} is not a readable file" for key in FILES if key in missing]
-    tables: dict[str, dict[str, str]] = {}
-    for key, with_node in (("grpc.sensor_tokens_file", True), *((k, False) for k in ADMIN_TOKEN_FILES)):
+    tables: dict[str, Any] = {}
+    for key, read in _READERS.items():
         if _setting(cfg, key) and key not in missing:
             try:
-                tables[key] = read_token_file(_setting(cfg, key), with_node)
+                tables[key] = read(_setting(cfg, key))
             except ConfigError as e:
                 out.append(f"{key}: {e}")
     both = set(tables.get(ADMIN_TOKEN_FILES[0], ())) & set(tables.get(ADMIN_TOKEN_FILES[1], ()))
@@ -286,8 +305,43 @@ def _secret_problems(cfg: ServeConfig) -> list[str]:
     secret = cfg.falco.secret_file
     if secret and "falco.secret_file" not in missing and len(read_secret(secret)) < 16:
         out.append("falco.secret_file: the secret must be at least 16 characters (URL-safe)")
-    if cfg.state.hmac_key and cfg.state.hmac_key_file:
-        out.append("state.hmac_key and state.hmac_key_file are both set: use one")
+    if cfg.state.dir and not cfg.state.key_file:
+        out.append("state.dir needs state.key_file: every state file is signed (baseliner init-secrets writes "
+                   "state.keys)")
+    if cfg.model.uri and not cfg.model.trusted_keys_file:
+        out.append("model.uri needs model.trusted_keys_file: the public key(s) the model must be signed by "
+                   "(baseliner init-secrets writes model-signing.pub)")
+    return out
+
+
+def _exposure_problems(cfg: ServeConfig) -> list[str]:
+    """Listeners off loopback without the credentials that make them safe to expose (``insecure`` allows it)."""
+    if cfg.insecure:
+        return []
+    out = []
+    for setting, missing in insecure_listeners(cfg):
+        out.append(f"{setting} {_setting(cfg, setting)!r} is not a loopback address and {missing}; or set "
+                   "insecure=true for a lab (never in production)")
+    return out
+
+
+def insecure_listeners(cfg: ServeConfig) -> list[tuple[str, str]]:
+    """``(listen setting, what is missing)`` of every listener off loopback that lacks authentication."""
+    out = []
+    g, f = cfg.grpc, cfg.falco
+    if not is_loopback(split_address(g.listen)[0]):
+        missing = []
+        if not g.sensor_tokens_file and not g.tls_client_ca_file:
+            missing.append("sensors are not authenticated (set grpc.sensor_tokens_file, or grpc.tls_client_ca_file "
+                           "for mutual TLS)")
+        if not g.admin_tokens_file and not g.viewer_tokens_file:
+            missing.append("the Admin API is open (set grpc.admin_tokens_file, and grpc.viewer_tokens_file for "
+                           "read-only users)")
+        if missing:
+            out.append(("grpc.listen", " and ".join(missing)))
+    if f.listen and not is_loopback(split_address(f.listen)[0]) and not f.secret_file and not f.tls_client_ca_file:
+        out.append(("falco.listen", "anyone may post alerts (set falco.secret_file, or falco.tls_client_ca_file for "
+                                    "mutual TLS)"))
     return out
 
 
@@ -362,8 +416,8 @@ def _shard_problems(cfg: ServeConfig) -> list[str]:
 
 def problems(cfg: ServeConfig) -> list[str]:
     """Everything wrong with a configuration whose values have their types, one line each."""
-    return [*_tls_problems(cfg), *_secret_problems(cfg), *_path_problems(cfg), *_baseline_problems(cfg),
-            *_shard_problems(cfg)]
+    return [*_tls_problems(cfg), *_secret_problems(cfg), *_exposure_problems(cfg), *_path_problems(cfg),
+            *_baseline_problems(cfg), *_shard_problems(cfg)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,7 +449,7 @@ def _layers(path: str | None, environ: Mapping[str, str],
     for var, value in environ.items():
         rest = var.removeprefix(ENV_PREFIX).lower()
         section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
-        if var.startswith(ENV_PREFIX) and (section or rest == "log_level"):  # other BASELINER_* are other tools'
+        if var.startswith(ENV_PREFIX) and (section or rest in TOP_LEVEL):  # other BASELINER_* are other tools'
             key = f"{section}.{rest[len(section) + 1:]}" if section else rest
             out.append((key, f"environment {var}", value))
     out += [(key, f"flag {key}", value) for key, value in overrides]

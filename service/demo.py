@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from baseliner.models.errors import ConfigError
+from baseliner.models.integrity import new_key
 from baseliner.sensor.buffer import MemoryBuffer
 from baseliner.sensor.routing import ShardRouter
 from baseliner.sensor.synthetic import HOUR, Attack, ScenarioConfig, SyntheticSource
@@ -199,12 +200,12 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout, hold: Hol
             out.flush()
 
     with tempfile.TemporaryDirectory(prefix="baseliner-demo-") as tmp:
-        key_file = os.path.join(tmp, "hmac.key")
+        key_file = os.path.join(tmp, "state.keys")
         with open(key_file, "w", encoding="utf-8") as f:
-            f.write(secrets.token_hex(32))
+            f.write(new_key() + "\n")
         overrides: list[tuple[str, Any]] = [
             ("grpc.listen", "127.0.0.1:0"), ("metrics.listen", args.metrics_listen),
-            ("state.dir", os.path.join(tmp, "state")), ("state.hmac_key_file", key_file),
+            ("state.dir", os.path.join(tmp, "state")), ("state.key_file", key_file),
             ("events.output", "none"),
             ("baseline.min_learn_seconds", str(args.learn_hours * HOUR)),
             ("baseline.min_learn_windows", "1000"),

@@ -22,6 +22,7 @@ from typing import Any
 
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.mlflow_model import BaselinerModel, ModelError, load_model
+from baseliner.models.signatures import TrustedKeys
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class ModelSource:
         self,
         uri: str,
         tracking_uri: str = "",
-        hmac_key: bytes | None = None,
+        trusted: TrustedKeys | None = None,
         registry: CollectorRegistry | None = None,
         relearn_on_reload: bool = False,
         timeout_seconds: float = 10.0,
@@ -139,7 +140,7 @@ class ModelSource:
         self.uri = uri
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri
-        self.hmac_key = hmac_key
+        self.trusted = trusted  # the public keys a model must be signed by
         self.relearn_on_reload = relearn_on_reload
         self.timeout = timeout_seconds
         self.metrics = ModelMetrics(registry) if registry is not None else None
@@ -160,13 +161,13 @@ class ModelSource:
         """Resolve the URI and load the model; :class:`ModelError` with what is wrong otherwise."""
         uri = self.uri
         if "://" not in uri and ":/" not in uri:  # a local model directory
-            return Loaded(load_model(uri, self.hmac_key), uri, uri, 0, time.time())
+            return Loaded(load_model(uri, self.trusted), uri, uri, 0, time.time())
         tracking, registry = self.servers()
         for server in dict.fromkeys((tracking, registry)):
             check_reachable(server, self.timeout)
         location, resolved, version = locate(uri, tracking, registry)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the log
-        model = load_model(location, self.hmac_key, tracking_uri=tracking)
+        model = load_model(location, self.trusted, tracking_uri=tracking)
         return Loaded(model, uri, resolved, version, time.time())
 
     # -- install ------------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def from_config(config: Any, registry: CollectorRegistry | None) -> ModelSource 
     m = config.model
     if not m.uri:
         return None
-    return ModelSource(m.uri, m.tracking_uri, config.hmac_key_bytes(), registry, m.relearn_on_reload,
+    return ModelSource(m.uri, m.tracking_uri, config.trusted_model_keys(), registry, m.relearn_on_reload,
                        m.timeout_seconds, m.registry_uri)
 
 

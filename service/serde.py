@@ -414,7 +414,8 @@ def batch_refused(sequence: int, error: ValidationError) -> ingest_pb2.IngestRes
 
 
 def welcome(
-    last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False, shard_epoch: int = 0
+    last_sequence: int, service_version: str, max_batch_vectors: int, durable_acks: bool = False,
+    max_sequence_gap: int = 0, shard_epoch: int = 0,
 ) -> ingest_pb2.IngestResponse:
     """The answer to a Hello."""
     return ingest_pb2.IngestResponse(
@@ -423,6 +424,7 @@ def welcome(
             service_version=service_version,
             max_batch_vectors=max_batch_vectors,
             durable_acks=durable_acks,
+            max_sequence_gap=max_sequence_gap,
             shard_epoch=shard_epoch,
         )
     )

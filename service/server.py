@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, shards_pb2, shards_pb2_grpc
 from baseliner.service import auth, serde
-from baseliner.service.config import ServeConfig, split_address
+from baseliner.service.config import ServeConfig, insecure_listeners, split_address
 from baseliner.service.pipeline import Pipeline
 from baseliner.service.servicer import AdminServicer, IngestServicer, add_ingest_servicer
 from baseliner.service.sinks.events import EventSink, JsonLinesSink
@@ -27,7 +27,7 @@ from baseliner.service.wal import WriteAheadLog, replay_into
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,10 @@ class BaselinerServer:
         if out and out.lower() != "none":
             self.sinks.insert(0, JsonLinesSink(out))
         self.pipeline = Pipeline(config.pipeline, config.baseline_config(), self.metrics, self.sinks)
-        self.store: StateStore | None = (
-            StateStore(config.state.dir, config.hmac_key_bytes()) if config.state.dir else None
-        )
+        keys = config.state_keys()
+        if config.state.dir and keys is None:  # (the configuration's checks say so first)
+            raise ValueError("state.dir needs state.key_file")
+        self.store: StateStore | None = StateStore(config.state.dir, keys) if config.state.dir and keys else None
         self.sizes: dict[str, int] = self.store.sizes if self.store else {}
         self.spill: SpillingBaselines | None = None
         if self.store is not None and config.pipeline.max_resident_baselines:
@@ -147,12 +148,24 @@ class BaselinerServer:
 
         with _listening("console.listen", cfg.console.listen):
             self.console = await console.attach(self)  # after Falco: its history sees the correlated events
+        self._warn_insecure()
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
         self._housekeeping_task = asyncio.create_task(self._housekeeping_loop())
         gc.collect()
         gc.freeze()  # start-up objects (modules, restored baselines) are never garbage: keep GC passes short
         log.info("baseliner serving gRPC on %s:%d, metrics on %s", split_address(cfg.grpc.listen)[0], self.port,
                  f"{cfg.metrics.listen.rpartition(':')[0]}:{self.metrics_port}" if cfg.metrics.listen else "off")
+
+    def _warn_insecure(self) -> None:
+        """Listeners off loopback without credentials (only with ``insecure=true``, a lab): said at start as errors
+        and kept in ``baseliner_insecure_listeners`` (alert on it)."""
+        exposed = insecure_listeners(self.config)
+        Gauge("baseliner_insecure_listeners", "Listeners off loopback without authentication (insecure=true)",
+              registry=self.registry).set(len(exposed))
+        for setting, missing in exposed:
+            address = getattr(self.config, setting.split(".")[0]).listen
+            log.error("INSECURE (insecure=true): %s %s is not a loopback address and %s; anyone who reaches it may use "
+                      "it. Never run this in production.", setting, address, missing)
 
     async def _restore(self) -> None:
         """Load the state directory (StateError on a bad file: refuse to start), then replay the write-ahead log."""
@@ -187,9 +200,10 @@ class BaselinerServer:
         from baseliner.service.shards.admin import ShardedAdmin
         from baseliner.service.shards.servicer import ShardsServicer
 
-        self.ingest = IngestServicer(self.pipeline, self.decoder, self.metrics, wal=self.wal,
-                                     authorizer=self.authorizer if self.authorizer.enabled else None,
-                                     idle_seconds=g.max_stream_idle_seconds, router=self.cluster.router)
+        authorizer = self.authorizer if self.authorizer.enabled or self.authorizer.sensors_authenticated else None
+        self.ingest = IngestServicer(self.pipeline, self.decoder, self.metrics, wal=self.wal, authorizer=authorizer,
+                                     idle_seconds=g.max_stream_idle_seconds, max_sequence_gap=g.max_sequence_gap,
+                                     router=self.cluster.router)
         add_ingest_servicer(self.ingest, self.server)
         local_admin = AdminServicer(self.pipeline, self.sizes,
                                     on_change=self.checkpoint if self.store is not None else None)
@@ -286,7 +300,7 @@ class BaselinerServer:
         """Replay what the write-ahead log holds on top of the restored state, checkpoint, log anew."""
         cfg = self.config
         assert self.store is not None
-        wal = WriteAheadLog(self.store.dir / "wal", self.store.key, cfg.state.wal_fsync, cfg.state.wal_group_ms)
+        wal = WriteAheadLog(self.store.dir / "wal", self.store.keys, cfg.state.wal_fsync, cfg.state.wal_group_ms)
         sinks = list(self.pipeline.sinks)
         self.pipeline.sinks[:] = []  # events of replayed batches were written before their acks
         try:

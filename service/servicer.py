@@ -125,9 +125,9 @@ class _Applier:
 
 @dataclass(slots=True)
 class _StreamState:
-    sensor_id: str = ""
+    sensor_id: str = ""  # the key of deduplication: the credential's identity (NODE/SENSOR), else the Hello's
     node: str = ""
-    allowed: str | None = None  # the node this stream's token allows (None: no sensor tokens)
+    allowed: str | None = None  # the node this stream's credential allows (None: sensors not authenticated)
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
@@ -141,6 +141,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         authorizer: auth.Authorizer | None = None,
         idle_seconds: float | None = None,
         router: Any = None,
+        max_sequence_gap: int = 1_000_000,
     ) -> None:
         self.pipeline = pipeline
         self.decoder = decoder
@@ -150,6 +151,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self.authorizer = authorizer
         self.idle_seconds = idle_seconds
         self.router = router  # baseliner.service.shards.ingest.IngestRouter: the shard map and what goes elsewhere
+        self.max_sequence_gap = max_sequence_gap
         self.streams = 0
         self.applier = _Applier(pipeline, metrics)
 
@@ -252,21 +254,24 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         if h.schema_version != serde.SCHEMA_VERSION:
             log.warning("sensor %s refused: %s", h.sensor_id, unsupported(h.schema_version))
             raise SchemaVersionError(unsupported(h.schema_version))
+        identity = None
         if self.authorizer is not None:
             try:
-                stream.allowed = self.authorizer.sensor_node(context.invocation_metadata())
-                auth.check_hello_node(stream.allowed, h.node)
+                identity = self.authorizer.sensor_identity(context.invocation_metadata(), context.auth_context())
+                if identity is not None:
+                    auth.check_hello(identity, h.sensor_id, h.node)
             except BaselinerError as e:
                 log.warning("sensor %s refused: %s", h.sensor_id, e)
                 raise
+        stream.sensor_id, stream.node = (identity.key, identity.node) if identity else (h.sensor_id, h.node)
+        stream.allowed = identity.node if identity else None
         if self.router is not None:
-            self.router.check_hello(h.sensor_id, h.shard)
-        stream.sensor_id, stream.node = h.sensor_id, h.node
+            self.router.check_hello(stream.sensor_id, h.shard)
         last = self.pipeline.last_sequence(stream.sensor_id)
-        log.info("sensor %s (node %s, %s) connected; last applied batch %d",
-                 stream.sensor_id, stream.node, h.sensor_version or "unknown version", last)
+        log.info("sensor %s (node %s, %s, %s) connected; last applied batch %d", stream.sensor_id, stream.node,
+                 h.sensor_version or "unknown version", "authenticated" if identity else "not authenticated", last)
         return serde.welcome(last, SERVICE_VERSION, self.decoder.max_batch_vectors, self.durable_acks,
-                             self.router.epoch if self.router is not None else 0)
+                             self.max_sequence_gap, self.router.epoch if self.router is not None else 0)
 
     def _batch(
         self, sensor_id: str, node: str, batch: Any, allowed: str | None = None, raw: memoryview | None = None
@@ -286,7 +291,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             self.decoder.check_batch(batch)
             if seq < 1:
                 raise ValidationError("MISSING_FIELD", "VectorBatch.sequence must be >= 1")
-            duplicate = seq <= self.pipeline.last_sequence(sensor_id)
+            last = self.pipeline.last_sequence(sensor_id)
+            if seq > last + self.max_sequence_gap:  # would make this sensor's next batches look like duplicates
+                raise ValidationError("SEQUENCE_JUMP", f"sequence {seq} is more than grpc.max_sequence_gap "
+                                                       f"({self.max_sequence_gap}) above the last applied, {last}")
+            duplicate = seq <= last
             decoded = None if duplicate else auth.restrict_node(self.decoder.decode_block(batch), allowed)
         except ValidationError as e:
             if m is not None:

@@ -162,7 +162,7 @@ class SpillingBaselines(MutableMapping[str, Any]):
             meta, arrays = b.to_state()
             if self.sensors is not None:
                 meta = {**meta, "applied_through": dict(self.sensors())}
-            data = encode_file("baseline", key, meta, arrays, self.store.key)
+            data = encode_file("baseline", key, meta, arrays, self.store.keys)
             _write_no_sync(path, data)
             self.pending += 1
             self.store.sizes[key] = len(data)
@@ -183,7 +183,7 @@ class SpillingBaselines(MutableMapping[str, Any]):
             data = path.read_bytes()
         except OSError as e:
             raise StateError(f"{path}: spilled baseline {key!r} cannot be read ({e.strerror})") from None
-        header, meta, arrays = decode_file(data, self.store.key, str(path))
+        header, meta, arrays = decode_file(data, self.store.keys, str(path))
         if header.get("kind") != "baseline" or header.get("key") != key:
             raise StateError(f"{path}: not the spilled baseline {key!r}; refusing to load it")
         b = ImageBaseline.from_state(meta, arrays)

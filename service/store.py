@@ -8,14 +8,15 @@ Layout of the state directory::
 Every file is::
 
     BASELINER-STATE\\n
-    <algorithm> <hex tag>\\n              hmac-sha256 (key from configuration) or sha256 (no key)
-    <header JSON>\\n                      {"format": 1, "kind": ..., "key": ..., "payload_bytes": ...}
+    hmac-sha256 <key id> <hex tag>\\n     under the first key of state.key_file (baseliner.models.integrity)
+    <header JSON>\\n                      {"format": 2, "kind": ..., "key": ..., "payload_bytes": ...}
     <payload>                            numpy .npz, read with allow_pickle=False; JSON meta inside as
                                          the uint8 array "__meta__"
 
-The tag covers the header line and the payload and is checked before anything is parsed.  With a key,
-tampering is detected; without one the SHA-256 still catches corruption (but not a forger).  A file
-written with a key is refused when no key is configured and vice versa.  Nothing is ever unpickled.
+The tag covers the header line and the payload and is checked before anything is parsed: a file whose
+tag does not check out, or that names a key the keyring does not hold, is refused by name.  Files under an
+older key of the keyring are read (key rotation) and written again under the signing key at the next
+checkpoint.  Nothing is ever unpickled.
 
 Writes are atomic: temporary file in the same directory, ``fsync``, ``rename``, ``fsync`` of the directory.
 """
@@ -23,7 +24,6 @@ Writes are atomic: temporary file in the same directory, ``fsync``, ``rename``, 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import json
 import logging
@@ -37,12 +37,12 @@ import numpy as np
 from baseliner.models import integrity
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.errors import StateError, StateVersionError
-from baseliner.models.integrity import atomic_write
+from baseliner.models.integrity import Keyring, atomic_write
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"BASELINER-STATE\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAX_HEADER = 64 * 1024
 _META = "__meta__"
 
@@ -51,7 +51,7 @@ _META = "__meta__"
 # One file
 
 
-def encode_file(kind: str, name: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], key: bytes | None) -> bytes:
+def encode_file(kind: str, name: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], keys: Keyring) -> bytes:
     buf = io.BytesIO()
     if _META in arrays:
         raise StateError(f"array name {_META!r} is reserved")
@@ -63,20 +63,26 @@ def encode_file(kind: str, name: str, meta: dict[str, Any], arrays: dict[str, np
          "written": time.time()},
         separators=(",", ":"),
     ).encode()
-    algo, tag = integrity.tag(key, header, payload)
-    return MAGIC + f"{algo} {tag}\n".encode() + header + b"\n" + payload
+    return MAGIC + keys.line(header, b"\n", payload) + header + b"\n" + payload
 
 
 def decode_file(
-    data: bytes, key: bytes | None, where: str
+    data: bytes, keys: Keyring, where: str
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
-    """Verify and parse a state file; raise :class:`StateError` with a clear message otherwise."""
-    algo, tag, header_bytes, payload = _split_file(data, where)
-    _verify(algo, tag, key, header_bytes, payload, where)
+    """Verify and parse a state file; raise :class:`StateError` with a clear message otherwise.
+
+    The header returned carries ``key_id``: the key the file was signed with (an older key of the keyring
+    means the file is to be written again under the signing key)."""
+    line, header_bytes, payload = _split_file(data, where)
+    kid, tag = integrity.parse_line(line, where, "state file")
+    keys.check(kid, tag, (header_bytes, b"\n", payload), where, "state file")
     try:
         header = json.loads(header_bytes)
     except ValueError:
         raise StateError(f"{where}: header is not JSON") from None
+    if not isinstance(header, dict):
+        raise StateError(f"{where}: header is not a JSON object")
+    header["key_id"] = kid
     if not isinstance(header.get("format"), int):
         raise StateError(f"{where}: header has no format version")
     if header.get("payload_bytes") != len(payload):
@@ -92,8 +98,8 @@ def decode_file(
     return header, meta, arrays
 
 
-def _split_file(data: bytes, where: str) -> tuple[str, str, bytes, bytes]:
-    """``(integrity algorithm, tag, header line, payload)`` of a state file."""
+def _split_file(data: bytes, where: str) -> tuple[bytes, bytes, bytes]:
+    """``(integrity line, header line, payload)`` of a state file."""
     if not data.startswith(MAGIC):
         raise StateError(f"{where}: not a Baseliner state file (bad magic); refusing to load it")
     rest = data[len(MAGIC):]
@@ -101,31 +107,7 @@ def _split_file(data: bytes, where: str) -> tuple[str, str, bytes, bytes]:
     nl2 = rest.find(b"\n", nl1 + 1, nl1 + 1 + _MAX_HEADER) if nl1 >= 0 else -1
     if nl1 < 0 or nl2 < 0:
         raise StateError(f"{where}: truncated or corrupt header; refusing to load it")
-    try:
-        algo, tag = rest[:nl1].decode("ascii").split(" ", 1)
-    except (UnicodeDecodeError, ValueError):
-        raise StateError(f"{where}: corrupt integrity line; refusing to load it") from None
-    return algo, tag, rest[nl1 + 1:nl2], rest[nl2 + 1:]
-
-
-def _verify(algo: str, tag: str, key: bytes | None, header_bytes: bytes, payload: bytes, where: str) -> None:
-    """The tag checks out with the configured key (and the file was written with a key exactly when one is set)."""
-    if algo == "hmac-sha256" and not key:
-        raise StateError(
-            f"{where}: file is protected by an HMAC but no state key is configured "
-            "(set state.hmac_key_file or BASELINER_STATE_HMAC_KEY); refusing to load it"
-        )
-    if algo == "sha256" and key:
-        raise StateError(
-            f"{where}: file carries no HMAC but a state key is configured (written without the key, or "
-            "replaced by someone without it); refusing to load it. Move it away to start fresh."
-        )
-    if algo not in ("hmac-sha256", "sha256"):
-        raise StateError(f"{where}: unknown integrity algorithm {algo!r}; refusing to load it")
-    _, expected = integrity.tag(key, header_bytes, payload)
-    if not hmac.compare_digest(expected, tag):
-        what = "tampered with or corrupt (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
-        raise StateError(f"{where}: state file is {what}; refusing to load it")
+    return rest[:nl1], rest[nl1 + 1:nl2], rest[nl2 + 1:]
 
 
 def _read_payload(payload: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -164,10 +146,11 @@ def baseline_filename(key: str) -> str:
 class StateStore:
     """Reads and writes a pipeline's state under ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: str | os.PathLike[str], key: bytes | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], keys: Keyring) -> None:
         self.dir = Path(directory)
-        self.key = key
+        self.keys = keys  # state.key_file: the first key signs, the others are read during a rotation
         self.sizes: dict[str, int] = {}  # image key -> bytes of its last written file
+        self.resigned = 0  # files found under an older key at restore, and written again under the signing key
 
     @property
     def baselines_dir(self) -> Path:
@@ -204,12 +187,12 @@ class StateStore:
         """Write a snapshot's files; returns bytes written."""
         total = 0
         for k, (meta, arrays) in snap.baselines.items():
-            data = encode_file("baseline", k, meta, arrays, self.key)
+            data = encode_file("baseline", k, meta, arrays, self.keys)
             atomic_write(self.baselines_dir / baseline_filename(k), data)
             self.sizes[k] = len(data)
             total += len(data)
         if snap.write_service:
-            data = encode_file("service", "service", snap.service, {}, self.key)
+            data = encode_file("service", "service", snap.service, {}, self.keys)
             atomic_write(self.service_file, data)
             total += len(data)
         return total
@@ -219,7 +202,8 @@ class StateStore:
         """Load every baseline and the service state into ``pipeline``; returns baselines loaded.
 
         Raises :class:`StateError` (with the file and what is wrong) on the first bad file: the service
-        refuses to start rather than silently forgetting or trusting a baseline.
+        refuses to start rather than silently forgetting or trusting a baseline.  A file under an older key
+        of the keyring is written again, as it is, under the signing key (key rotation).
         """
         if not self.dir.exists():
             return 0
@@ -229,7 +213,7 @@ class StateStore:
         loaded = 0
         if self.baselines_dir.exists():
             for path in sorted(self.baselines_dir.glob("*.state")):
-                header, meta, arrays = decode_file(path.read_bytes(), self.key, str(path))
+                header, meta, arrays = decode_file(path.read_bytes(), self.keys, str(path))
                 if header.get("kind") != "baseline":
                     raise StateError(f"{path}: not a baseline file (kind {header.get('kind')!r})")
                 key = str(header.get("key", ""))
@@ -245,15 +229,27 @@ class StateStore:
                     raise StateError(f"{path}: baseline state is inconsistent ({e!r})") from None
                 if b.key != key:
                     raise StateError(f"{path}: baseline key {b.key!r} does not match its header {key!r}")
+                self._resign(path, header, meta, arrays)
                 pipeline.baselines[key] = b
                 self.sizes[key] = path.stat().st_size
                 if isinstance(meta.get("applied_through"), dict) and hasattr(pipeline, "restored_applied"):
                     pipeline.restored_applied[key] = meta["applied_through"]
                 loaded += 1
         if self.service_file.exists():
-            header, meta, _ = decode_file(self.service_file.read_bytes(), self.key, str(self.service_file))
+            header, meta, arrays = decode_file(self.service_file.read_bytes(), self.keys, str(self.service_file))
             if header.get("kind") != "service":
                 raise StateError(f"{self.service_file}: not a service state file")
+            self._resign(self.service_file, header, meta, arrays)
             pipeline.load_service_state(meta)
         log.info("restored %d baselines from %s", loaded, self.dir)
+        if self.resigned:
+            log.warning("state key rotation: %d state files were signed with an older key of state.key_file and are "
+                        "now signed with key %s", self.resigned, self.keys.signing.id)
         return loaded
+
+    def _resign(self, path: Path, header: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Write a verified file again under the signing key when an older key signed it (same content)."""
+        if header["key_id"] == self.keys.signing.id:
+            return
+        atomic_write(path, encode_file(str(header["kind"]), str(header["key"]), meta, arrays, self.keys))
+        self.resigned += 1

@@ -23,10 +23,15 @@ exactly once whatever the moment of the crash.
 
 File format (non-executable, integrity-checked, like the state files)::
 
-    segment  := b"BASELINER-WAL 1 " <algorithm> b"\\n" record*
+    segment  := b"BASELINER-WAL 2 hmac-sha256 " <key id> b"\\n" record*
     record   := length:u32be tag:32 bytes body:length bytes
     body     := kind:u8 (1 = batch) sequence:u64be len:u16be sensor_id len:u16be node batch-bytes
-    tag_i    := HMAC-SHA256(key, tag_(i-1) || body)   (SHA-256 without a key); tag_0 over the segment header
+    tag_i    := HMAC-SHA256(key, tag_(i-1) || body); tag_0 := HMAC-SHA256(key, segment header)
+
+``sensor_id`` is the sensor's authenticated identity (the key deduplication uses, ``service/auth.py``) and
+``node`` the node its credential allows (empty without sensor credentials).  The key is the one of
+``state.key_file`` the segment header names: segments under an older key of the keyring are replayed, and
+gone after the first checkpoint (key rotation, ``baseliner.models.integrity``).
 
 The chained tag catches a changed, removed, reordered or inserted record.  A record cut short at the
 very end of the newest segment (the process died inside ``write``; never acknowledged) is dropped with a
@@ -36,7 +41,6 @@ warning; any other mismatch refuses the whole log with :class:`baseliner.models.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import os
@@ -50,11 +54,12 @@ from typing import Any
 
 import numpy as np
 from baseliner.models.errors import StateError, ValidationError
+from baseliner.models.integrity import ALGORITHM, Keyring
 
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("batch", "group", "off")
-_VERSION = 1
+_VERSION = 2
 _PREFIX = b"BASELINER-WAL %d " % _VERSION
 _REC = struct.Struct(">I")
 _BODY = struct.Struct(">BQ")
@@ -74,16 +79,16 @@ class Record:
     batch: bytes | memoryview  # the batch's protobuf bytes (a view of the received message: not copied)
 
 
-def _mac(key: bytes | None, prev: bytes, *parts: bytes | memoryview) -> bytes:
+def _mac(keys: Keyring, kid: str, prev: bytes, *parts: bytes | memoryview) -> bytes:
     """The chained tag over ``prev`` and the body given in ``parts`` (hashed in place, never joined)."""
-    m = hmac.new(key, prev, hashlib.sha256) if key else hashlib.sha256(prev)
+    m = keys.mac(kid, prev)
     for part in parts:
         m.update(part)
     return m.digest()
 
 
-def _header(key: bytes | None) -> bytes:
-    return _PREFIX + (b"hmac-sha256" if key else b"sha256") + b"\n"
+def _header(keys: Keyring) -> bytes:
+    return _PREFIX + f"{ALGORITHM} {keys.signing.id}\n".encode()
 
 
 def body_head(rec: Record) -> bytes:
@@ -114,24 +119,26 @@ def decode_body(body: bytes, where: str) -> Record:
     return Record(kind, sid, node, seq, body[off:])
 
 
-def read_segment(path: Path, key: bytes | None, last: bool) -> Iterator[Record]:
+def read_segment(path: Path, keys: Keyring, last: bool) -> Iterator[Record]:
     """Verify and yield the records of one segment (see the module docstring for what is refused)."""
     data = path.read_bytes()
     where = str(path)
-    nl = data.find(b"\n", 0, 64)
+    nl = data.find(b"\n", 0, 128)
     if nl < 0 or not data.startswith(_PREFIX):
-        if last and len(data) < len(_header(key)):  # created, header never completely written
+        if last and len(data) < len(_header(keys)):  # created, header never completely written
             log.warning("%s: empty log segment (the service stopped while creating it)", where)
             return
+        if data.startswith(b"BASELINER-WAL "):
+            found = data[:nl].decode(errors="replace")
+            raise StateError(f"{where}: write-ahead log of another format version ({found!r}, this build reads "
+                             f"{_VERSION}); refusing to replay it")
         raise StateError(f"{where}: not a Baseliner write-ahead log segment; refusing to replay it")
-    algo = data[len(_PREFIX):nl].decode("ascii", "replace")
-    if algo == "hmac-sha256" and not key:
-        raise StateError(f"{where}: log is protected by an HMAC but no state key is configured; refusing it")
-    if algo == "sha256" and key:
-        raise StateError(f"{where}: log carries no HMAC but a state key is configured; refusing it")
-    if algo not in ("hmac-sha256", "sha256"):
-        raise StateError(f"{where}: unknown integrity algorithm {algo!r}; refusing it")
-    prev = _mac(key, b"", data[:nl + 1])
+    algo, _, kid = data[len(_PREFIX):nl].decode("ascii", "replace").partition(" ")
+    if algo != ALGORITHM:
+        raise StateError(f"{where}: unknown integrity algorithm {algo!r}; refusing to replay the log")
+    keys.require(kid, where, "write-ahead log segment")
+    key = kid
+    prev = _mac(keys, key, b"", data[:nl + 1])
     off = nl + 1
     n = 0
     while off < len(data):
@@ -150,13 +157,13 @@ def read_segment(path: Path, key: bytes | None, last: bool) -> Iterator[Record]:
                 return
             raise StateError(f"{where}: record {n} has an impossible length; refusing to replay the log")
         body = data[head:end]
-        expected = _mac(key, prev, body)
+        expected = _mac(keys, key, prev, body)
         if not hmac.compare_digest(expected, tag):
             if last and end == len(data):
                 log.warning("%s: dropping a damaged last record (never acknowledged)", where)
                 return
-            what = "tampered with or corrupt (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
-            raise StateError(f"{where}: record {n} is {what}; refusing to replay the log")
+            raise StateError(f"{where}: record {n} is tampered with or corrupt (HMAC mismatch under key {key}); "
+                             "refusing to replay the log")
         prev = expected
         yield decode_body(body, f"{where} record {n}")
         off = end
@@ -166,12 +173,12 @@ def read_segment(path: Path, key: bytes | None, last: bool) -> Iterator[Record]:
 class WriteAheadLog:
     """Segmented append-only log under ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: str | os.PathLike[str], key: bytes | None = None, fsync: str = "batch",
+    def __init__(self, directory: str | os.PathLike[str], keys: Keyring, fsync: str = "batch",
                  group_ms: float = 5.0) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
         self.dir = Path(directory)
-        self.key = key
+        self.keys = keys
         self.fsync = fsync
         self.group_seconds = max(group_ms, 0.1) / 1000.0
         self._fd = -1
@@ -201,7 +208,7 @@ class WriteAheadLog:
         """Every record left from before this start, oldest first (verified as it goes)."""
         segs = self.segments()
         for i, path in enumerate(segs):
-            yield from read_segment(path, self.key, last=i == len(segs) - 1)
+            yield from read_segment(path, self.keys, last=i == len(segs) - 1)
 
     def open(self) -> None:
         """Start a new segment after the existing ones (call after :meth:`replay`)."""
@@ -212,7 +219,7 @@ class WriteAheadLog:
     def _open_segment(self, number: int) -> None:
         path = self.dir / f"{number:012d}.wal"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        header = _header(self.key)
+        header = _header(self.keys)
         os.write(fd, header)
         os.fsync(fd)
         _fsync_dir(self.dir)
@@ -220,7 +227,7 @@ class WriteAheadLog:
             self._close_fd()
         self._fd = fd
         self._segment = number
-        self._prev = _mac(self.key, b"", header)
+        self._prev = _mac(self.keys, self.keys.signing.id, b"", header)
 
     def _close_fd(self) -> None:
         if self.fsync != "off":
@@ -237,7 +244,7 @@ class WriteAheadLog:
         closed = self._segment
         path = self.dir / f"{closed + 1:012d}.wal"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        header = _header(self.key)
+        header = _header(self.keys)
         os.write(fd, header)
         # No lock here (the event loop must not wait for a worker's fsync): list append and attribute
         # stores are atomic, and only the worker side closes retired descriptors, under _fd_lock.
@@ -245,7 +252,7 @@ class WriteAheadLog:
         self._retired.append(self._fd)
         self._fd = fd
         self._segment = closed + 1
-        self._prev = _mac(self.key, b"", header)
+        self._prev = _mac(self.keys, self.keys.signing.id, b"", header)
         return closed
 
     def finish_rotation(self) -> None:
@@ -287,7 +294,7 @@ class WriteAheadLog:
         head = body_head(rec)
         batch = rec.batch
         length = len(head) + len(batch)
-        tag = _mac(self.key, self._prev, head, batch)
+        tag = _mac(self.keys, self.keys.signing.id, self._prev, head, batch)
         # the batch is handed to the kernel as it is: hashed in place and written with writev, not copied
         _write_all(self._fd, [_REC.pack(length) + tag + head, batch])
         self._prev = tag

@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 
+from tests.service_fixtures import state_key_file
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -41,8 +43,9 @@ class ServeProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServeProcess:
+        keys = [] if "--state-key-file" in self.extra else ["--state-key-file", str(state_key_file(self.state_dir))]
         cmd = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", self.target, "--metrics-listen", "",
-               "--state-dir", str(self.state_dir), "--events", "none", *self.extra]
+               "--state-dir", str(self.state_dir), *keys, "--events", "none", *self.extra]
         self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT,

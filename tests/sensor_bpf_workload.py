@@ -8,7 +8,11 @@ SEND_BYTES]}, {"connect_fail": [HOST, PORT]}, {"write": PATH}, {"dns": [HOST, PO
 its end), {"connect_held": [HOST, PORT, K, "established"|"refused"]} (K connects one after another, each
 non-blocking: print "ready" and wait for a line on stdin, connect, print "syn-sent" once the SYN is out,
 then sleep in poll(2) until the handshake ends, which must end as stated), {"wait": null} (print
-"waiting", then block until the next line on stdin).
+"waiting", then block until the next line on stdin).  Paths written other ways: {"chdir_write": [DIR, NAME]}
+(chdir, then a relative name), {"fork_write": [DIR, NAME]} (chdir, then a forked child writes the relative
+name), {"dirfd_write": [DIR, NAME]} (openat on a directory fd), {"rename": [SRC, DST]}, {"link": [SRC, DST]},
+{"symlink": [TARGET, LINK]}, {"tmpfile_link": [DIR, DST]} (an O_TMPFILE file in DIR linked in as DST),
+{"run": [ARGV...]} (a command, waited for; it must succeed).
 """
 
 from __future__ import annotations
@@ -79,6 +83,38 @@ def main() -> None:
         elif kind == "write":
             with open(arg, "w") as f:
                 f.write("x")
+        elif kind == "chdir_write":
+            os.chdir(arg[0])
+            with open(arg[1], "w") as f:
+                f.write("x")
+        elif kind == "fork_write":
+            os.chdir(arg[0])
+            pid = os.fork()
+            if pid == 0:
+                fd = os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600)
+                os.close(fd)
+                os._exit(0)
+            os.waitpid(pid, 0)
+        elif kind == "dirfd_write":
+            dfd = os.open(arg[0], os.O_RDONLY | os.O_DIRECTORY)
+            os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dfd))
+            os.close(dfd)
+        elif kind == "rename":
+            os.rename(arg[0], arg[1])
+        elif kind == "link":
+            os.link(arg[0], arg[1])
+        elif kind == "symlink":
+            os.symlink(arg[0], arg[1])
+        elif kind == "tmpfile_link":
+            fd = os.open(arg[0], os.O_TMPFILE | os.O_WRONLY, 0o600)
+            os.write(fd, b"x")
+            import ctypes  # linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, DST, AT_SYMLINK_FOLLOW), as open(2) says
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, arg[1].encode(), 0x400) != 0:
+                raise OSError(ctypes.get_errno(), "linkat")
+            os.close(fd)
+        elif kind == "run":
+            subprocess.run(arg, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         elif kind == "dns":
             host, port = arg
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -20,6 +20,17 @@ from prometheus_client import CollectorRegistry
 
 T0 = 1.75e9
 WINDOW = 10.0
+#: The state integrity key of the tests (a keyring file of one line; baseliner.models.integrity).
+STATE_KEY = "test-state-key-0123456789abcdefghijklmnop"
+
+
+def state_key_file(state_dir: Path, *keys: str) -> Path:
+    """The keyring file beside ``state_dir``: written with ``keys`` (the first signs) when given, else with
+    ``STATE_KEY`` unless it exists."""
+    path = state_dir.parent / f"{state_dir.name}.keys"
+    if keys or not path.exists():
+        path.write_text("".join(f"{k}\n" for k in (keys or (STATE_KEY,))))
+    return path
 
 
 def vector(
@@ -91,6 +102,8 @@ def config(tmp: Path | None = None, *extra: tuple[str, Any]) -> Any:
     ]
     if tmp is not None:
         overrides.append(("state.dir", str(tmp)))
+        if not any(key == "state.key_file" for key, _ in extra):
+            overrides.append(("state.key_file", str(state_key_file(Path(tmp)))))
     overrides.extend(extra)
     return load(None, environ={}, overrides=overrides)
 

@@ -10,6 +10,7 @@ minutes (docker keeps its layers for the next).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from baseliner.service import init_secrets
 
 from tests.bpf_required import require_bpf
 from tests.runtime_containers import REPO, Docker, require_runtimes
-from tests.test_sensor_bpf_e2e import Listener, baseline_states, free_port, read_events
+from tests.test_sensor_bpf_e2e import BASELINER, Listener, baseline_states, free_port, read_events
 from tests.test_sensor_runtimes import REVERSE_SHELL, WEB
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -109,7 +111,22 @@ def test_the_image_runs_as_service_and_sensor_and_flags_a_reverse_shell(
         c2.close()
 
 
+def secured_states(secrets: Path, port: int, env: dict[str, str]) -> dict[str, str]:
+    """``baseliner admin list`` with the operator's credentials (the compose service needs them)."""
+    out = subprocess.run([*BASELINER, "admin", "--target", f"127.0.0.1:{port}", "--tls-ca", str(secrets / "ca.pem"),
+                          "--tls-cert", str(secrets / "admin.pem"), "--tls-key", str(secrets / "admin.key"),
+                          "--token-file", str(secrets / "admin.token"), "list"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    return {p[0]: p[1] for p in (line.split() for line in out.stdout.splitlines()) if len(p) >= 2}
+
+
 def test_compose_starts_the_baseliner_services(image: str, tmp_path: Path) -> None:
+    """The documented setup: init-secrets into deploy/compose/secrets (owned by the service's user), then up."""
+    secrets = COMPOSE / "secrets"
+    assert not secrets.exists(), f"{secrets} exists: this test creates (and removes) its own"
+    init_secrets.create(secrets, ["compose-node"], mount_dir=init_secrets.SERVICE_MOUNT)
+    for p in [secrets, *secrets.rglob("*")]:
+        os.chown(p, 10001, -1)
     project = f"bltest{os.getpid()}"
     env = {**os.environ, "GRAFANA_PASSWORD": "unused", "ELASTIC_PASSWORD": "unused", "KIBANA_PASSWORD": "unused",
            "BASELINER_NODE": "compose-node", "PYTHONPATH": str(REPO)}
@@ -123,7 +140,7 @@ def test_compose_starts_the_baseliner_services(image: str, tmp_path: Path) -> No
         assert up.returncode == 0, up.stderr
         deadline = time.monotonic() + 120
         while True:
-            states = baseline_states(50051, env)
+            states = secured_states(secrets, 50051, env)
             if states.get(image):
                 break
             logs = run("logs", "--no-color", "--tail", "20").stdout
@@ -132,6 +149,8 @@ def test_compose_starts_the_baseliner_services(image: str, tmp_path: Path) -> No
         ps = run("ps").stdout
         assert ps.count(" Up ") == 2, ps
         assert "connected" in run("logs", "--no-color", "sensor").stdout
+        assert baseline_states(50051, env) == {}  # nothing without the operator's credentials
     finally:
         down = run("down", "-v")
+        shutil.rmtree(secrets)
         assert down.returncode == 0, down.stderr

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from baseliner.models import mlflow_model as mm
 from baseliner.models.baseline import BaselineConfig, ImageBaseline
+from baseliner.models.signatures import Signer, TrustedKeys, write_key_pair
 from baseliner.models.vector import Endpoint, FeatureVector, Identity
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 IDENT = Identity("node-1", "c1", "nginx", "1.27", namespace="web")
 IDENTS = (IDENT, Identity("node-2", "c2", "nginx", "1.27", namespace="web"))
@@ -46,6 +48,19 @@ def trained() -> ImageBaseline:
 
 
 @pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The publisher's signing key and its public key (trusted), and another publisher's (not trusted)."""
+    d = tmp_path_factory.mktemp("keys")
+    out: dict[str, Any] = {}
+    for name in ("publisher", "rogue"):
+        write_key_pair(Ed25519PrivateKey.generate(), d / f"{name}.key", d / f"{name}.pub")
+        out[name] = Signer.load(d / f"{name}.key")
+        out[f"{name}_pub"] = d / f"{name}.pub"
+    out["trusted"] = TrustedKeys.load(out["publisher_pub"])
+    return out
+
+
+@pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -54,19 +69,25 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture()
-def store(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+def store(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+          keys: dict[str, Any]) -> Path:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(mm.ENV_KEY, raising=False)
-    monkeypatch.delenv(mm.ENV_KEY_FILE, raising=False)
+    monkeypatch.setenv(mm.ENV_TRUSTED_KEYS, str(keys["publisher_pub"]))  # what a pyfunc load trusts
+    global SIGNER, TRUSTED
+    SIGNER, TRUSTED = keys["publisher"], keys["trusted"]
     mlflow.set_tracking_uri(db)
     exp = mlflow.create_experiment(request.node.name, artifact_location=(tmp_path / "artifacts").as_uri())
     mlflow.set_experiment(experiment_id=exp)
     return tmp_path
 
 
-def log(model: mm.BaselinerModel, key: bytes | None = None, name: str | None = None) -> str:
+SIGNER: Signer
+TRUSTED: TrustedKeys
+
+
+def log(model: mm.BaselinerModel, signer: Signer | None = None, name: str | None = None) -> str:
     with mlflow.start_run():
-        info = mm.log_model(model, "model", registered_model_name=name, hmac_key=key)
+        info = mm.log_model(model, "model", registered_model_name=name, signer=signer or SIGNER)
     return str(info.model_uri)
 
 
@@ -131,42 +152,59 @@ def test_cold_model_learns_within_a_call(store: Path) -> None:
     assert set(out["state"]) == {"frozen"} and not out["learned"].any()
 
 
-def test_hmac_key_is_checked(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    key = b"s3cret-model-key"
-    uri = log(mm.BaselinerModel.from_baseline(trained()), key=key)
-    with pytest.raises(mm.ModelError, match="no key is configured"):
-        mm.load_model(uri)
-    with pytest.raises(mm.ModelError, match="HMAC mismatch"):
-        mm.load_model(uri, hmac_key=b"wrong")
-    assert mm.load_model(uri, hmac_key=key).warm
-    keyfile = tmp_path / "key"
-    keyfile.write_bytes(key + b"\n")
-    monkeypatch.setenv(mm.ENV_KEY_FILE, str(keyfile))
+def test_signature_is_checked(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              keys: dict[str, Any]) -> None:
+    uri = log(mm.BaselinerModel.from_baseline(trained()))
+    assert mm.load_model(uri, TRUSTED).warm
+    with pytest.raises(mm.ModelError, match="no trusted model signing keys are configured"):
+        mm.load_model(uri, None)
+    # signed by a key the service does not trust: refused by name
+    rogue = log(mm.BaselinerModel.from_baseline(trained()), signer=keys["rogue"])
+    with pytest.raises(mm.ModelError, match=f"signed with key {keys['rogue'].id}, which is not a trusted model "
+                                            f"signing key \\(trusted: {SIGNER.id}\\); refusing the model"):
+        mm.load_model(rogue, TRUSTED)
+    # ... and naming the trusted key instead does not help: the signature does not verify
+    local = Path(mlflow.artifacts.download_artifacts(rogue, dst_path=str(tmp_path / "forged")))
+    record_path = local / mm.DATA_DIR / mm.INTEGRITY_FILE
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "key_id": SIGNER.id}))
+    with pytest.raises(mm.ModelError, match=f"the signature of key {SIGNER.id} does not verify"):
+        mm.load_local(local, TRUSTED)
+    record_path.write_text(json.dumps({**record, "algorithm": "hmac-sha256"}))
+    with pytest.raises(mm.ModelError, match="signature algorithm 'hmac-sha256' is not ed25519"):
+        mm.load_local(local, TRUSTED)
+    # pyfunc loads trust what the environment names
     assert mlflow.pyfunc.load_model(uri) is not None
-    # a model without an HMAC is refused once a key is configured
-    plain = log(mm.BaselinerModel(BaselineConfig()))
-    with pytest.raises(mm.ModelError, match="carries no HMAC"):
-        mm.load_model(plain, hmac_key=key)
+    monkeypatch.setenv(mm.ENV_TRUSTED_KEYS, str(keys["rogue_pub"]))
+    with pytest.raises(mm.ModelError, match="not a trusted model signing key"):
+        mlflow.pyfunc.load_model(uri)
+    monkeypatch.delenv(mm.ENV_TRUSTED_KEYS)
+    with pytest.raises(mm.ModelError, match="no trusted model signing keys"):
+        mlflow.pyfunc.load_model(uri)
+    # nothing is saved unsigned
+    with pytest.raises(mm.ModelError, match="signed by its publisher"):
+        mm.save_model(mm.BaselinerModel(BaselineConfig()), tmp_path / "unsigned")
 
 
 def test_tampered_state_is_refused(store: Path, tmp_path: Path) -> None:
-    key = b"k"
-    uri = log(mm.BaselinerModel.from_baseline(trained()), key=key)
+    uri = log(mm.BaselinerModel.from_baseline(trained()))
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
-    mm.load_local(local, key)
+    mm.load_local(local, TRUSTED)
     state = local / mm.DATA_DIR / mm.STATE_FILE
     data = bytearray(state.read_bytes())
     data[-40] ^= 0xFF
     state.write_bytes(bytes(data))
-    with pytest.raises(mm.ModelError, match="state.npz does not match"):
-        mm.load_local(local, key)
+    with pytest.raises(mm.ModelError, match="state.npz does not match its signed digest"):
+        mm.load_local(local, TRUSTED)
 
 
 def _reseal(data_dir: Path) -> None:
+    """Sign the files again with the publisher's key (as a publisher who changed them would)."""
     names = sorted(p.name for p in data_dir.iterdir() if p.name != mm.INTEGRITY_FILE)
     digests = mm._file_digests(data_dir, names)
-    algo, tag = mm._tag(None, digests)
-    (data_dir / mm.INTEGRITY_FILE).write_text(json.dumps({"algorithm": algo, "tag": tag, "files": digests}))
+    kid, sig = SIGNER.sign(mm._signed_bytes(digests))
+    (data_dir / mm.INTEGRITY_FILE).write_text(json.dumps(
+        {"algorithm": "ed25519", "key_id": kid, "signature": sig, "files": digests}))
 
 
 def test_other_feature_schema_is_refused(store: Path, tmp_path: Path) -> None:
@@ -176,11 +214,11 @@ def test_other_feature_schema_is_refused(store: Path, tmp_path: Path) -> None:
     doc = json.loads(doc_path.read_text())
     doc["features"] = doc["features"][:-1] + ["syscall.made_up"]
     doc_path.write_text(json.dumps(doc))
-    with pytest.raises(mm.ModelError, match="checksum mismatch|does not match"):
-        mm.load_local(local)
+    with pytest.raises(mm.ModelError, match="model.json does not match its signed digest"):
+        mm.load_local(local, TRUSTED)
     _reseal(local / mm.DATA_DIR)
     with pytest.raises(mm.ModelError, match="another feature schema.*syscall.made_up"):
-        mm.load_local(local)
+        mm.load_local(local, TRUSTED)
     with pytest.raises(mm.ModelError, match="another feature schema"):
         mlflow.pyfunc.load_model(str(local))
 
@@ -192,14 +230,14 @@ def test_wrong_flavour_is_refused(store: Path) -> None:
         info = mlflow.sklearn.log_model(StandardScaler().fit(np.zeros((10, 2))), name="scaler",
                                         pip_requirements=["scikit-learn"])
     with pytest.raises(mm.ModelError, match="not 'baseliner'.*not a Baseliner model"):
-        mm.load_model(str(info.model_uri))
+        mm.load_model(str(info.model_uri), TRUSTED)
 
 
 def test_unresolvable_uri(store: Path, tmp_path: Path) -> None:
     with pytest.raises(mm.ModelError, match="cannot resolve model models:/no-such-model@champion"):
-        mm.load_model("models:/no-such-model@champion")
+        mm.load_model("models:/no-such-model@champion", TRUSTED)
     with pytest.raises(mm.ModelError, match="does not exist"):
-        mm.load_model(str(tmp_path / "nothing-here"))
+        mm.load_model(str(tmp_path / "nothing-here"), TRUSTED)
 
 
 def test_frame_round_trip_and_bad_rows() -> None:
@@ -234,7 +272,7 @@ def test_unknown_container_age_is_filled_as_the_service_does() -> None:
     assert out["startup"].tolist() == [True, True, True, True, False, False, False, False]
 
 
-def test_rest_scoring_with_mlflow_models_serve(tmp_path: Path) -> None:
+def test_rest_scoring_with_mlflow_models_serve(tmp_path: Path, keys: dict[str, Any]) -> None:
     """``mlflow models serve`` (local environment) scores the JSON form of the frame through the signature."""
     import os
     import signal
@@ -245,12 +283,13 @@ def test_rest_scoring_with_mlflow_models_serve(tmp_path: Path) -> None:
 
     from tests.mlflow_server import free_port
 
-    mm.save_model(mm.BaselinerModel.from_baseline(trained()), tmp_path / "model")
+    mm.save_model(mm.BaselinerModel.from_baseline(trained()), tmp_path / "model", signer=keys["publisher"])
     frame = mm.vectors_to_frame([*normal_windows(2, start=1.7e9 + 1000), shell_window(1.7e9 + 1020)])
     body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}).encode()
     port = free_port()
     bindir = str(Path(sys.executable).parent)
-    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), MLFLOW_DISABLE_TELEMETRY="true")
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), MLFLOW_DISABLE_TELEMETRY="true",
+               **{mm.ENV_TRUSTED_KEYS: str(keys["publisher_pub"])})
     proc = subprocess.Popen(
         [str(Path(bindir) / "mlflow"), "models", "serve", "-m", str(tmp_path / "model"), "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import mlflow
 import nbformat
 import pytest
 from baseliner.models.evaluate.adfa import DEFAULT_PATH as ADFA_ZIP
+from baseliner.models.signatures import TrustedKeys, write_key_pair
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mlflow import MlflowClient
 from nbclient import NotebookClient
 
@@ -26,6 +29,11 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = pytest.mark.slow
 
 SMALL_SCENARIO = {"HOURS": 4.5, "ATTACK_AFTER_HOURS": 0.6}
+#: The publisher's key the notebook signs models with (as baseliner init-secrets writes it), outside any test's
+#: working directory.
+KEYS = Path(tempfile.mkdtemp(prefix="baseliner-nb-keys-"))
+KEY_ID = write_key_pair(Ed25519PrivateKey.generate(), KEYS / "model-signing.key", KEYS / "model-signing.pub")
+SIGNING = {"SIGNING_KEY": str(KEYS / "model-signing.key")}
 
 
 def execute(name: str, params: dict[str, Any]) -> nbformat.NotebookNode:
@@ -74,7 +82,7 @@ def test_explore_recording(tmp_path: Path) -> None:
 
 def test_train_and_register(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    nb = execute("train_and_register", {**SMALL_SCENARIO, "WORK_DIR": str(tmp_path), "TRACKING_URI": uri,
+    nb = execute("train_and_register", {**SMALL_SCENARIO, **SIGNING, "WORK_DIR": str(tmp_path), "TRACKING_URI": uri,
                                         "MODEL_NAME": "nb-model", "IFOREST_TREES": 20,
                                         "CANDIDATES": {"default": {}, "learn-30min": {"min_learn_seconds": 1800}}})
     assert "baseliner serve --model models:/nb-model@champion" in outputs_text(nb)
@@ -84,7 +92,7 @@ def test_train_and_register(tmp_path: Path) -> None:
     try:
         from baseliner.models import mlflow_model as mm
 
-        model = mm.load_model("models:/nb-model@champion")
+        model = mm.load_model("models:/nb-model@champion", TrustedKeys.load(KEYS / "model-signing.pub"))
         assert not model.warm
         runs = mlflow.search_runs(experiment_names=["baseliner-train"])
         assert len(runs) == 4  # parent + two Baseliner candidates + IsolationForest
@@ -114,11 +122,19 @@ def test_benchmark_adfa(tmp_path: Path) -> None:
 def test_notebook_stops_at_once_without_its_tracking_server(tmp_path: Path, name: str) -> None:
     # MLflow itself retries an unreachable server for minutes, then ends in a long traceback.
     uri = f"http://127.0.0.1:{free_port()}"
-    proc = jupyter_execute(name, {"TRACKING_URI": uri, "WORK_DIR": str(tmp_path)}, tmp_path, timeout=120)
+    proc = jupyter_execute(name, {"TRACKING_URI": uri, "WORK_DIR": str(tmp_path), **SIGNING}, tmp_path, timeout=120)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"NotebookStop: MLflow tracking server {uri} is unreachable"), proc.stderr[-3000:]
     assert "docs/mlflow.md" in last
+    assert not list(tmp_path.iterdir()), "the notebook went on before failing"
+
+
+def test_train_and_register_stops_at_once_without_a_signing_key(tmp_path: Path) -> None:
+    proc = jupyter_execute("train_and_register", {"WORK_DIR": str(tmp_path)}, tmp_path, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("NotebookStop: SIGNING_KEY is not set: the models are signed"), proc.stderr[-3000:]
     assert not list(tmp_path.iterdir()), "the notebook went on before failing"
 
 
@@ -127,7 +143,8 @@ def test_train_and_register_headless_shows_what_it_registered(tmp_path: Path) ->
     server_dir.mkdir()
     cwd.mkdir()
     with mlflow_server(server_dir) as url:
-        params = {**SMALL_SCENARIO, "WORK_DIR": str(tmp_path / "work"), "TRACKING_URI": url, "IFOREST_TREES": 20,
+        params = {**SMALL_SCENARIO, **SIGNING, "WORK_DIR": str(tmp_path / "work"), "TRACKING_URI": url,
+                  "IFOREST_TREES": 20,
                   "CANDIDATES": {"default": {}, "learn-30min": {"min_learn_seconds": 1800}}}
         proc = jupyter_execute("train_and_register", params, cwd, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -136,7 +153,7 @@ def test_train_and_register_headless_shows_what_it_registered(tmp_path: Path) ->
     out = proc.stdout
     assert f"MLflow tracking: {url}" in out
     assert f"registered model 'baseliner' version {mv.version} (candidate " in out
-    assert f"run {mv.run_id}); alias 'champion' -> version {mv.version}" in out
+    assert f"run {mv.run_id}); alias 'champion' -> version {mv.version}; signed with key {KEY_ID}" in out
     assert "<- registered" in out and "isolation-forest" in out
     assert f"serve it: .venv/bin/baseliner serve --model models:/baseliner@champion --tracking-uri {url}" in out
     assert not list(cwd.iterdir()), "written to the working directory"

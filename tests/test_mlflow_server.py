@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +18,26 @@ import numpy as np
 import pytest
 from baseliner.models import mlflow_model as mm
 from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode
+from baseliner.models.integrity import Keyring
+from baseliner.models.signatures import Signer, TrustedKeys, write_key_pair
 from baseliner.service.baselines_cli import export, import_run
 from baseliner.service.server import BaselinerServer
 from baseliner.service.store import StateStore
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mlflow import MlflowClient
 
 from tests.mlflow_server import mlflow_server
-from tests.service_fixtures import batch_request, config, exchange, hello, running, scrape, vector
+from tests.service_fixtures import batch_request, config, exchange, hello, running, scrape, state_key_file, vector
 
 pytestmark = pytest.mark.slow
-KEY = "model-and-state-key"
+#: The model publisher's signing key (the notebook's, `baselines register`'s) and the public key the service trusts;
+#: a rogue publisher's key the service does not trust.
+KEYS = Path(tempfile.mkdtemp(prefix="baseliner-model-keys-"))
+for _who in ("publisher", "rogue"):
+    write_key_pair(Ed25519PrivateKey.generate(), KEYS / f"{_who}.key", KEYS / f"{_who}.pub")
+PUBLISHER, ROGUE = Signer.load(KEYS / "publisher.key"), Signer.load(KEYS / "rogue.key")
+PUB = KEYS / "publisher.pub"
+TRUSTED = TrustedKeys.load(PUB)
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +56,16 @@ def trained(repo: str = "nginx", windows: int = 60) -> ImageBaseline:
     return b
 
 
-def register(name: str, model: mm.BaselinerModel, alias: str = "champion", key: str | None = KEY) -> int:
+def register(name: str, model: mm.BaselinerModel, alias: str = "champion", signer: Signer = PUBLISHER) -> int:
     with mlflow.start_run():
-        info = mm.log_model(model, "model", registered_model_name=name, hmac_key=key.encode() if key else None)
+        info = mm.log_model(model, "model", registered_model_name=name, signer=signer)
     version = int(info.registered_model_version)
     MlflowClient().set_registered_model_alias(name, alias, str(version))
     return version
 
 
 def serve_config(url: str, uri: str, *extra: tuple[str, Any]) -> Any:
-    return config(None, ("model.uri", uri), ("model.tracking_uri", url), ("state.hmac_key", KEY),
+    return config(None, ("model.uri", uri), ("model.tracking_uri", url), ("model.trusted_keys_file", str(PUB)),
                   ("model.timeout_seconds", 5), *extra)
 
 
@@ -63,11 +74,11 @@ def test_service_scores_with_the_champion(server: str) -> None:
     version = register("bl-champion", mm.BaselinerModel.from_baseline(b, "nginx trained"))
     # what the model says about a reverse shell in a container it never saw, outside the service
     windows = [vector(1000, 7), vector(1001, 7), vector(1002, 7, attack="shell")]
-    os.environ[mm.ENV_KEY] = KEY
+    os.environ[mm.ENV_TRUSTED_KEYS] = str(PUB)
     try:
         offline = mlflow.pyfunc.load_model("models:/bl-champion@champion").predict(mm.vectors_to_frame(windows))
     finally:
-        del os.environ[mm.ENV_KEY]
+        del os.environ[mm.ENV_TRUSTED_KEYS]
     assert offline["anomalous"].tolist() == [False, False, True]
 
     async def main() -> None:
@@ -157,7 +168,7 @@ def test_every_uri_form_resolves_against_the_servers_given(server: str) -> None:
 
     with mlflow.start_run() as run:
         info = mm.log_model(mm.BaselinerModel(BaselineConfig(min_learn_windows=31)), "model",
-                            registered_model_name="bl-forms", hmac_key=KEY.encode())
+                            registered_model_name="bl-forms", signer=PUBLISHER)
     version = int(info.registered_model_version)
     MlflowClient().set_registered_model_alias("bl-forms", "champion", str(version))
     for uri, resolved, v in (("models:/bl-forms@champion", f"models:/bl-forms/{version}", version),
@@ -165,7 +176,7 @@ def test_every_uri_form_resolves_against_the_servers_given(server: str) -> None:
                              ("models:/bl-forms", f"models:/bl-forms/{version}", version),
                              (f"models:/{info.model_id}", f"models:/{info.model_id}", 0),
                              (f"runs:/{run.info.run_id}/model", f"runs:/{run.info.run_id}/model", 0)):
-        loaded = ModelSource(uri, tracking_uri=server, registry_uri=server, hmac_key=KEY.encode()).load()
+        loaded = ModelSource(uri, tracking_uri=server, registry_uri=server, trusted=TRUSTED).load()
         assert (loaded.resolved, loaded.version, loaded.model.config.min_learn_windows) == (resolved, v, 31), uri
 
 
@@ -174,7 +185,7 @@ def test_every_uri_form_resolves_against_the_servers_given(server: str) -> None:
     [
         ("models:/no-such-model@champion", "cannot resolve model models:/no-such-model@champion"),
         ("models:/bl-wrong-flavour@champion", "not a Baseliner model"),
-        ("models:/bl-nokey@champion", "carries no HMAC but a key is configured"),
+        ("models:/bl-rogue@champion", f"signed with key {ROGUE.id}, which is not a trusted model signing key"),
     ],
 )
 def test_bad_model_refuses_to_start(server: str, uri: str, message: str) -> None:
@@ -187,8 +198,8 @@ def test_bad_model_refuses_to_start(server: str, uri: str, message: str) -> None
                                             registered_model_name="bl-wrong-flavour",
                                             pip_requirements=["scikit-learn"])
         client.set_registered_model_alias("bl-wrong-flavour", "champion", str(info.registered_model_version))
-    if "nokey" in uri:
-        register("bl-nokey", mm.BaselinerModel(BaselineConfig()), key=None)
+    if "rogue" in uri:
+        register("bl-rogue", mm.BaselinerModel(BaselineConfig()), signer=ROGUE)
 
     async def main() -> None:
         srv = BaselinerServer(serve_config(server, uri))
@@ -200,7 +211,8 @@ def test_bad_model_refuses_to_start(server: str, uri: str, message: str) -> None
 
 
 def test_cli_refuses_unreachable_tracking_server_and_bad_uri(server: str, tmp_path: Path) -> None:
-    exe = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""]
+    exe = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
+           "--set", f"model.trusted_keys_file={PUB}"]
     env = mlflow_free_env()
 
     def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -225,7 +237,7 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     state = tmp_path / "state"
 
     async def main() -> None:
-        cfg = config(state, ("state.hmac_key", KEY))
+        cfg = config(state)
         async with running(cfg) as (srv, _):
             reqs = [hello()]
             for k in range(4):
@@ -235,11 +247,10 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
             await exchange(srv.port, reqs)
 
     asyncio.run(main())
-    key = KEY.encode()
-    keyfile = tmp_path / "key"
-    keyfile.write_text(KEY + "\n")
+    keyfile = state_key_file(state)
+    key = Keyring.load(keyfile)
     r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "export", "--state-dir", str(state),
-                        "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--run-name", "nightly"],
+                        "--state-key-file", str(keyfile), "--tracking-uri", server, "--run-name", "nightly"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip().splitlines()[-1]
@@ -269,7 +280,7 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
         import_run(run_id, fresh, key, ["a:1.27"], force=False)
     r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "import", run_id,
                         "--state-dir", str(fresh),
-                        "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--image", "a:1.27", "--force"],
+                        "--state-key-file", str(keyfile), "--tracking-uri", server, "--image", "a:1.27", "--force"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "imported 1 baselines" in r.stderr, r.stderr
     # export of a subset, in-process
@@ -277,7 +288,7 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
 
     # a day later: image a learnt more (and saw a new executable while learning), image c is new
     async def later() -> None:
-        async with running(config(state, ("state.hmac_key", KEY))) as (srv, _):
+        async with running(config(state)) as (srv, _):
             vs = [vector(100 + i, c, repo="a") for i in range(20) for c in range(2)]
             vs += [vector(100 + i, 9, repo="c") for i in range(5)]
             srv.pipeline.baselines["a:1.27"].set_mode(Mode.LEARN)
@@ -295,13 +306,14 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
 
     # promote what the service learnt for image b as a warm-start model
     r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "register", "b:1.27", "--state-dir",
-                        str(state), "--hmac-key-file", str(keyfile), "--tracking-uri", server, "--name", "bl-promoted",
-                        "--alias", "champion"], capture_output=True, text=True, timeout=300)
+                        str(state), "--state-key-file", str(keyfile), "--tracking-uri", server, "--name", "bl-promoted",
+                        "--signing-key-file", str(KEYS / "publisher.key"), "--alias", "champion"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "models:/bl-promoted/1", r.stderr
-    model = mm.load_model("models:/bl-promoted@champion", hmac_key=key)
+    model = mm.load_model("models:/bl-promoted@champion", TRUSTED)
     assert model.warm and model.new_baseline("b:1.28").windows_learned == 80
-    with pytest.raises(Exception, match="HMAC mismatch"):
-        import_run(run_id, tmp_path / "other", b"wrong key", [], force=False)
+    with pytest.raises(Exception, match="which is not in the configured keyring"):
+        import_run(run_id, tmp_path / "other", Keyring.of("wrong-key-0123456789abcdef0123456789"), [], force=False)
     assert not (tmp_path / "other" / "baselines").exists()
 
 
@@ -315,7 +327,7 @@ def test_cli_serves_the_model_and_reloads_on_sighup(server: str, tmp_path: Path)
     """As documented: the server named by --tracking-uri alone (no MLFLOW_TRACKING_URI), and nothing written to the
     working directory (MLflow's own resolution of models:/ fell back to a new ./mlflow.db there)."""
     v1 = register("bl-cli", mm.BaselinerModel(BaselineConfig(min_learn_windows=30)))
-    env = mlflow_free_env(BASELINER_STATE_HMAC_KEY=KEY)
+    env = mlflow_free_env(BASELINER_MODEL_TRUSTED_KEYS_FILE=str(PUB))
     log_path = tmp_path / "serve.log"
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -25,6 +25,7 @@ from tests.service_fixtures import batch_request, config, exchange, hello, runni
 SENSOR_TOKEN = "sensor-token-node-1-0123456789"
 OTHER_TOKEN = "sensor-token-node-2-0123456789"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
+N1 = "node-1/bpf"  # the identity SENSOR_TOKEN names
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def tokens(tmp: Path) -> list[tuple[str, Any]]:
     s = tmp / "sensors.tokens"
-    s.write_text(f"# node token\nnode-1 {SENSOR_TOKEN}\nnode-2 {OTHER_TOKEN}\n")
+    s.write_text(f"# node sensor token\nnode-1 bpf {SENSOR_TOKEN}\nnode-2 bpf {OTHER_TOKEN}\n")
     a = tmp / "admin.tokens"
     a.write_text(f"ops {ADMIN_TOKEN}\n")
     return [("grpc.sensor_tokens_file", str(s)), ("grpc.admin_tokens_file", str(a))]
@@ -69,15 +70,15 @@ def test_tokens_bind_streams_to_nodes_and_admin_is_separate(tmp_path: Path) -> N
                         return e.code()
                     return grpc.StatusCode.OK
 
-                assert await code([hello()], "") == grpc.StatusCode.UNAUTHENTICATED
-                assert await code([hello()], "not-a-token-0123456789") == grpc.StatusCode.UNAUTHENTICATED
-                assert await code([hello()], ADMIN_TOKEN) == grpc.StatusCode.UNAUTHENTICATED
+                assert await code([hello(N1)], "") == grpc.StatusCode.UNAUTHENTICATED
+                assert await code([hello(N1)], "not-a-token-0123456789") == grpc.StatusCode.UNAUTHENTICATED
+                assert await code([hello(N1)], ADMIN_TOKEN) == grpc.StatusCode.UNAUTHENTICATED
                 # node-2's token cannot open a stream for node-1
-                assert await code([hello(node="node-1")], OTHER_TOKEN) == grpc.StatusCode.PERMISSION_DENIED
+                assert await code([hello(N1, node="node-1")], OTHER_TOKEN) == grpc.StatusCode.PERMISSION_DENIED
                 # a vector for another node inside node-1's stream is rejected alone, as UNAUTHORIZED
                 mixed = [vector(1, container=1, node="node-1"), vector(1, container=2, node="node-2"),
                          vector(2, container=1, node="node-1")]
-                out = await _stream(ch, [hello(node="node-1"), batch_request(mixed, 1)], SENSOR_TOKEN)
+                out = await _stream(ch, [hello(N1, node="node-1"), batch_request(mixed, 1)], SENSOR_TOKEN)
                 ack = out[1].ack
                 assert ack.applied == 2 and len(ack.rejected) == 1
                 assert ack.rejected[0].index == 1
@@ -191,7 +192,7 @@ def test_tls_and_mutual_tls(tmp_path: Path, pki: dict[str, Any]) -> None:
         ch = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
         async with ch:
             try:
-                out = await _stream(ch, [hello(), batch_request([vector(1)], 1)], SENSOR_TOKEN)
+                out = await _stream(ch, [hello(N1), batch_request([vector(1)], 1)], SENSOR_TOKEN)
             except grpc.aio.AioRpcError as e:
                 return e.code()
             assert out[0].welcome and out[1].ack.applied == 1
@@ -224,12 +225,13 @@ def test_plaintext_only_on_loopback_and_endpoints_default_to_localhost(tmp_path:
     assert d.falco.listen == ""
     with pytest.raises(ConfigError, match="not a loopback address and TLS is off"):
         load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051")])
-    load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051"), ("grpc.allow_plaintext", "true")])
-    load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051"),
+    load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051"), ("grpc.allow_plaintext", "true"),
+                                      *tokens(tmp_path)])
+    load(None, environ={}, overrides=[("grpc.listen", "0.0.0.0:50051"), *tokens(tmp_path),
                                       ("grpc.tls_cert_file", str(pki["server"].cert)),
                                       ("grpc.tls_key_file", str(pki["server"].key))])
     bad = tmp_path / "bad.tokens"
-    bad.write_text("node-1 short\n")
+    bad.write_text("node-1 bpf short\n")
     with pytest.raises(ConfigError, match="shorter than 16"):
         load(None, environ={}, overrides=[("grpc.sensor_tokens_file", str(bad))])
     with pytest.raises(ConfigError, match="go together"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from baseliner.models.integrity import Keyring
 from baseliner.protos.v1 import ingest_pb2, ingest_pb2_grpc
 from baseliner.service.wal import WriteAheadLog, read_segment
 
@@ -80,7 +81,7 @@ def test_kill9_service_mid_stream_every_acked_window_counted_once(
     key = tmp_path / "key"
     key.write_text("0123456789abcdef0123456789abcdef")
     state = tmp_path / "state"
-    extra = ["--hmac-key-file", str(key), "--set", f"state.save_interval_seconds={save_interval}",
+    extra = ["--state-key-file", str(key), "--set", f"state.save_interval_seconds={save_interval}",
              "--set", f"state.wal_fsync={fsync}"]
     serve = ServeProcess(state, extra=extra).start()
     total = 120
@@ -93,10 +94,10 @@ def test_kill9_service_mid_stream_every_acked_window_counted_once(
         assert serve.proc is not None and serve.proc.returncode == -9
 
         # The log holds what the checkpoint (if any) does not; it verifies with the key.
-        wal = WriteAheadLog(state / "wal", key.read_text().encode())
+        wal = WriteAheadLog(state / "wal", Keyring.load(key))
         segs = wal.segments()
         assert segs, "no write-ahead log segment"
-        logged = [r.sequence for i, p in enumerate(segs) for r in read_segment(p, wal.key, i == len(segs) - 1)]
+        logged = [r.sequence for i, p in enumerate(segs) for r in read_segment(p, wal.keys, i == len(segs) - 1)]
         if save_interval > 1000:  # no checkpoint ran: every acknowledged batch must be in the log
             assert set(durable) <= set(logged)
 
@@ -131,18 +132,19 @@ def test_tampered_log_refuses_to_start(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("0123456789abcdef0123456789abcdef")
     state = tmp_path / "state"
-    serve = ServeProcess(state, extra=["--hmac-key-file", str(key)]).start()
+    serve = ServeProcess(state, extra=["--state-key-file", str(key)]).start()
     try:
         _, acks = asyncio.run(stream(serve.target, list(range(1, 11)), kill_after=10, serve=serve))
         assert len(acks) == 10
     finally:
         serve.stop()
-    seg = WriteAheadLog(state / "wal").segments()[0]
+    seg = WriteAheadLog(state / "wal", Keyring.load(key)).segments()[0]
     data = bytearray(seg.read_bytes())
     data[len(data) // 3] ^= 0x01  # one bit inside an early record
     seg.write_bytes(bytes(data))
-    with pytest.raises(RuntimeError, match="refusing to replay the log"):
-        ServeProcess(state, port=serve.port, extra=["--hmac-key-file", str(key)]).start()
+    with pytest.raises(RuntimeError, match=f"{seg}: record \\d+ is tampered with or corrupt \\(HMAC mismatch under key "
+                                           f"{Keyring.load(key).signing.id}\\); refusing to replay the log"):
+        ServeProcess(state, port=serve.port, extra=["--state-key-file", str(key)]).start()
 
 
 def test_stream_acks_in_order_with_many_in_flight(tmp_path: Path) -> None:
@@ -224,7 +226,7 @@ def test_crash_between_checkpoint_files_and_service_state_counts_once(tmp_path: 
                 meta, arrays = snap.baselines[k]
                 assert meta["applied_through"] == {"s1": 10}
                 atomic_write(srv.store.baselines_dir / baseline_filename(k),
-                             encode_file("baseline", k, meta, arrays, srv.store.key))
+                             encode_file("baseline", k, meta, arrays, srv.store.keys))
             shutil.copytree(state, copy)  # what a kill -9 at this moment leaves on disk
         cfg2 = config(copy, ("state.save_interval_seconds", 3600))
         async with running(cfg2) as (srv2, _):

@@ -19,13 +19,15 @@ from pathlib import Path
 import grpc
 import pytest
 from baseliner.models.errors import StateError
+from baseliner.models.integrity import Keyring
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 from baseliner.service.wal import KIND_BATCH, Record, WriteAheadLog, read_segment
 
 from tests.service_fixtures import batch_request, config, exchange, hello, running, vector
 
 REPO = Path(__file__).resolve().parent.parent
-KEY = "state-key-0123456789abcdef"
+KEY = "state-key-0123456789abcdef0123456789"
+KEYS = Keyring.of(KEY)
 
 
 def _unsafe_loads(tree: ast.AST) -> list[str]:
@@ -71,7 +73,7 @@ def test_guard_detects_unsafe_loaders() -> None:
 def test_tampered_spilled_baseline_is_refused_when_reloaded(tmp_path: Path) -> None:
     keyf = tmp_path / "key"
     keyf.write_text(KEY)
-    cfg = config(tmp_path / "state", ("pipeline.max_resident_baselines", 1), ("state.hmac_key_file", str(keyf)))
+    cfg = config(tmp_path / "state", ("pipeline.max_resident_baselines", 1), ("state.key_file", str(keyf)))
 
     async def main() -> None:
         async with running(cfg) as (srv, _):
@@ -105,7 +107,7 @@ def test_tampered_spilled_baseline_is_refused_when_reloaded(tmp_path: Path) -> N
 
 def test_wal_records_are_chained_and_keyed(tmp_path: Path) -> None:
     async def write() -> None:
-        wal = WriteAheadLog(tmp_path, KEY.encode(), "batch")
+        wal = WriteAheadLog(tmp_path, KEYS, "batch")
         wal.open()
         for s in (1, 2, 3):
             lsn = wal.append(Record(KIND_BATCH, "s", "node-1", s, b"\x08" + bytes([s])))
@@ -113,12 +115,19 @@ def test_wal_records_are_chained_and_keyed(tmp_path: Path) -> None:
         await wal.close()
 
     asyncio.run(write())
-    seg = WriteAheadLog(tmp_path).segments()[0]
-    assert [r.sequence for r in read_segment(seg, KEY.encode(), last=False)] == [1, 2, 3]
-    with pytest.raises(StateError, match="no state key"):
-        list(read_segment(seg, None, last=False))
+    seg = WriteAheadLog(tmp_path, KEYS).segments()[0]
+    assert [r.sequence for r in read_segment(seg, KEYS, last=False)] == [1, 2, 3]
+    other = Keyring.of("another-key-0123456789abcdef0123456789")
+    with pytest.raises(StateError, match=f"signed with key {KEYS.signing.id}, which is not in the configured keyring"):
+        list(read_segment(seg, other, last=False))
+    # the key id in the header changed to one the keyring holds: the chain does not verify under that key
+    forged = seg.read_bytes().replace(KEYS.signing.id.encode(), other.signing.id.encode(), 1)
+    seg.write_bytes(forged)
     with pytest.raises(StateError, match="HMAC mismatch"):
-        list(read_segment(seg, b"another-key-0123456789", last=False))
+        list(read_segment(seg, other, last=False))
+    seg.write_bytes(forged.replace(other.signing.id.encode(), KEYS.signing.id.encode(), 1))
+    # an older key of the keyring still reads it (rotation)
+    assert [r.sequence for r in read_segment(seg, Keyring.of(other.signing.secret, KEY), last=False)] == [1, 2, 3]
     # removing the middle record breaks the chain
     data = seg.read_bytes()
     header_end = data.index(b"\n") + 1
@@ -134,9 +143,9 @@ def test_wal_records_are_chained_and_keyed(tmp_path: Path) -> None:
     cut = data[:recs[1][0]] + data[recs[1][1]:]
     seg.write_bytes(cut)
     with pytest.raises(StateError, match="HMAC mismatch"):
-        list(read_segment(seg, KEY.encode(), last=False))
+        list(read_segment(seg, KEYS, last=False))
     # a record cut short at the very end of the newest segment is a crash inside write(): dropped
     seg.write_bytes(data[:-3])
-    assert [r.sequence for r in read_segment(seg, KEY.encode(), last=True)] == [1, 2]
+    assert [r.sequence for r in read_segment(seg, KEYS, last=True)] == [1, 2]
     with pytest.raises(StateError, match="truncated|impossible"):
-        list(read_segment(seg, KEY.encode(), last=False))
+        list(read_segment(seg, KEYS, last=False))

@@ -17,35 +17,34 @@ from pathlib import Path
 
 import pytest
 from baseliner.models.errors import StateError
+from baseliner.models.integrity import Keyring
 from baseliner.sensor.spool import DiskSpool, SpoolError
 
 from tests.reliability_procs import REPO, ServeProcess, windows_scored
 
-KEY = b"spool-key-0123456789abcdef"
+KEY = b"spool-key-0123456789abcdef0123456789"
+KEYS = Keyring.of(KEY)
 
 
 def test_spool_survives_reopen_in_order_with_counter(tmp_path: Path) -> None:
-    before = time.time_ns() // 1000
-    s = DiskSpool(tmp_path, key=KEY, fsync=False)
-    z = s.add(b"\0" * 10, 1, ["img0"])[0].sequence - 1  # a new spool numbers from the clock in microseconds
-    assert z >= before
-    for i in range(1, 5):
+    s = DiskSpool(tmp_path, KEYS, fsync=False)
+    for i in range(5):
         s.add(bytes([i]) * 10, i + 1, [f"img{i}"])
-    assert s.release(z + 2) is not None
+    assert s.release(2) is not None
     s.close()
-    s2 = DiskSpool(tmp_path, key=KEY)
-    assert [(p.sequence - z, p.body[:1], p.vectors, p.keys) for p in s2.entries()] == [
+    s2 = DiskSpool(tmp_path, KEYS)
+    assert [(p.sequence, p.body[:1], p.vectors, p.keys) for p in s2.entries()] == [
         (1, b"\0", 1, ("img0",)), (3, b"\2", 3, ("img2",)), (4, b"\3", 4, ("img3",)), (5, b"\4", 5, ("img4",))]
     assert s2.holds("img3") and not s2.holds("img1")
-    assert [p.sequence - z for p in s2.release_through(z + 4)] == [1, 3, 4]
-    s2.release(z + 5)
+    assert [p.sequence for p in s2.release_through(4)] == [1, 3, 4]
+    s2.release(5)
     assert s2.batches == 0
     # the counter survives an empty spool: numbering never goes back
-    assert DiskSpool(tmp_path, key=KEY).add(b"x", 1)[0].sequence == z + 6
+    assert DiskSpool(tmp_path, KEYS).add(b"x", 1)[0].sequence == 6
 
 
 def test_spool_bounds_evict_oldest(tmp_path: Path) -> None:
-    s = DiskSpool(tmp_path, max_batches=10, max_bytes=250, fsync=False)
+    s = DiskSpool(tmp_path, KEYS, max_batches=10, max_bytes=250, fsync=False)
     evicted = []
     first = s.next_sequence
     for _ in range(5):
@@ -54,25 +53,36 @@ def test_spool_bounds_evict_oldest(tmp_path: Path) -> None:
     assert s.nbytes == 200 and len(list(tmp_path.glob("*.batch"))) == 2
 
 
-@pytest.mark.parametrize("damage", ["flip", "other_key", "no_key", "rename"])
+@pytest.mark.parametrize("damage", ["flip", "other_key", "counter", "rename"])
 def test_tampered_spool_is_refused(tmp_path: Path, damage: str) -> None:
-    s = DiskSpool(tmp_path, key=KEY, fsync=False)
+    s = DiskSpool(tmp_path, KEYS, fsync=False)
     s.add(b"batch-bytes" * 20, 3)
     f = next(tmp_path.glob("*.batch"))
-    key: bytes | None = KEY
+    keys = KEYS
     if damage == "flip":
         data = bytearray(f.read_bytes())
         data[-5] ^= 0x20
         f.write_bytes(bytes(data))
     elif damage == "other_key":
-        key = b"another-key-0123456789"
-    elif damage == "no_key":
-        key = None
+        keys = Keyring.of(b"another-key-0123456789abcdef0123456789")
+    elif damage == "counter":  # the sequence counter is signed too: moving it back would reuse numbers
+        (tmp_path / "next").write_bytes((tmp_path / "next").read_bytes().replace(b"\n2", b"\n1"))
     else:
         f.rename(tmp_path / f"{int(f.stem) + 99:020d}.batch")
     with pytest.raises(SpoolError, match="refusing") as e:
-        DiskSpool(tmp_path, key=key)
+        DiskSpool(tmp_path, keys)
     assert isinstance(e.value, StateError) and str(tmp_path) in str(e.value)
+
+
+def test_spool_key_rotation_resigns_files(tmp_path: Path) -> None:
+    s = DiskSpool(tmp_path, KEYS, fsync=False)
+    s.add(b"a" * 50, 1)
+    s.add(b"b" * 50, 2)
+    new = Keyring.of(b"new-spool-key-0123456789abcdef0123456789", KEY)
+    assert [p.body[:1] for p in DiskSpool(tmp_path, new).entries()] == [b"a", b"b"]
+    only_new = Keyring.of(b"new-spool-key-0123456789abcdef0123456789")
+    reopened = DiskSpool(tmp_path, only_new)  # everything was signed again: the old key is no longer needed
+    assert [p.sequence for p in reopened.entries()] == [1, 2] and reopened.add(b"c", 1)[0].sequence == 3
 
 
 def _sensor(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -93,7 +103,7 @@ def _wait_for(pred: object, timeout: float, what: str) -> None:
 @pytest.mark.slow
 def test_kill9_sensor_and_service_spool_resent_once(tmp_path: Path) -> None:
     key_file = tmp_path / "spool.key"
-    key_file.write_bytes(KEY)
+    key_file.write_bytes(KEY + b"\n")
     spool = tmp_path / "spool"
     serve = ServeProcess(tmp_path / "state", extra=["--set", "state.save_interval_seconds=0.5"]).start()
     t0 = 1_767_225_600.0

@@ -239,6 +239,60 @@ def test_sensitive_write(probes: object, cg_parent: Path, sensitive_dir: Path, t
     assert w.counter(cgid, "write_opens") >= 2  # the two writes (the interpreter opens read-only)
 
 
+def test_sensitive_writes_by_other_names(probes: object, cg_parent: Path, sensitive_dir: Path, tmp_path: Path) -> None:
+    """Writes into a sensitive directory that do not name it in an open (issue 19, hole 6): a relative name after
+    chdir (also in a forked child), the new name of a rename, link or symlink, and an O_TMPFILE file linked in.
+    Each counts as one sensitive write; a relative name is recorded as the directory."""
+    sens = str(sensitive_dir)
+    (tmp_path / "src").write_text("x")
+    (tmp_path / "src2").write_text("x")
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"chdir_write": [sens, "by-chdir"]}, sens),
+        ({"fork_write": [sens, "by-fork"]}, sens),
+        ({"rename": [str(tmp_path / "src"), f"{sens}/by-rename"]}, f"{sens}/by-rename"),
+        ({"link": [str(tmp_path / "src2"), f"{sens}/by-link"]}, f"{sens}/by-link"),
+        ({"symlink": ["/tmp", f"{sens}/by-symlink"]}, f"{sens}/by-symlink"),
+        ({"tmpfile_link": [str(tmp_path), f"{sens}/by-tmpfile"]}, f"{sens}/by-tmpfile"),
+    ]
+    for action, recorded in cases:
+        cgid, w = run_in_cgroup(probes, cg_parent, [action])
+        assert w.counter(cgid, "sensitive_writes") == 1, action
+        assert w.sensitive_paths[cgid] == {recorded: 1}, action
+    # a relative name after leaving the directory, and a name under a directory fd, are not resolved
+    # (docs/security.md: what tracepoints cannot see)
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"chdir_write": [sens, "inside"]},
+                                                 {"chdir_write": [str(tmp_path), "outside"]}])
+    assert w.counter(cgid, "sensitive_writes") == 1
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"dirfd_write": [sens, "by-dirfd"]}])
+    assert w.counter(cgid, "sensitive_writes") == 0 and w.counter(cgid, "write_opens") >= 1
+
+
+def test_a_database_saving_its_dump_into_a_sensitive_directory(probes: object, cg_parent: Path,
+                                                                sensitive_dir: Path, tmp_path: Path) -> None:
+    """A real Redis told to save its dump into a sensitive directory (CONFIG SET dir, then SAVE: it chdir()s
+    there, writes temp-PID.rdb by a relative name and renames it to dump.rdb) is seen writing there."""
+    import shutil
+
+    from tests.reliability_procs import free_port
+
+    redis = shutil.which("redis-server")
+    if redis is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    target = sensitive_dir / "dump-target"
+    target.mkdir()
+    script = (f"{redis} --port {port} --bind 127.0.0.1 --save '' --daemonize no --enable-protected-configs yes "
+              f"--dir {tmp_path} & pid=$!; for i in $(seq 100); do redis-cli -p {port} ping >/dev/null 2>&1 && "
+              f"break; sleep 0.1; done; redis-cli -p {port} config set dir {target} && redis-cli -p {port} save && "
+              f"redis-cli -p {port} shutdown nosave; wait $pid; test -f {target}/dump.rdb")
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"run": ["sh", "-c", script]}])
+    assert (target / "dump.rdb").exists()
+    assert w.counter(cgid, "sensitive_writes") >= 2  # temp-PID.rdb opened, renamed to dump.rdb
+    assert set(w.sensitive_paths[cgid]) == {str(target)}
+
+
 def test_no_counts_lost_across_flips(probes: object, cg_parent: Path) -> None:
     """Flip continuously while the workload runs: the windows add up to exactly what happened."""
     n = 200000

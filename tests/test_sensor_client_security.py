@@ -131,11 +131,10 @@ def test_real_service_mutual_tls_token_and_durable_acks(pki: dict[str, Path], tm
     from service_fixtures import config
 
     tokens = tmp_path / "sensor-tokens"
-    tokens.write_text(f"node-a {TOKEN}\n")
+    tokens.write_text(f"node-a test {TOKEN}\n")  # the sensor node-a/test
     cfg = config(tmp_path / "state",
                  ("grpc.tls_cert_file", str(pki["server.crt"])), ("grpc.tls_key_file", str(pki["server.key"])),
-                 ("grpc.tls_client_ca_file", str(pki["ca"])), ("grpc.sensor_tokens_file", str(tokens)),
-                 ("state.hmac_key", "k" * 32))
+                 ("grpc.tls_client_ca_file", str(pki["ca"])), ("grpc.sensor_tokens_file", str(tokens)))
 
     async def body() -> None:
         srv = BaselinerServer(cfg, CollectorRegistry())

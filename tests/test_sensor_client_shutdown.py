@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from baseliner.models.integrity import new_key
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 
 BIN = Path(sys.executable).parent / "baseliner"
@@ -152,7 +153,10 @@ def _serve(port: int) -> _Process:
 def test_what_a_sensor_gave_up_on_stays_in_its_spool_and_goes_out_with_the_next_start(tmp_path: Path) -> None:
     port = _free_port()
     spool = tmp_path / "spool"
-    first = _sensor(f"127.0.0.1:{port}", "--hours", "0.05", "--give-up-after", "1", "--spool-dir", str(spool))
+    keys = tmp_path / "spool.keys"
+    keys.write_text(new_key() + "\n")
+    spooled = ("--spool-dir", str(spool), "--spool-key-file", str(keys))
+    first = _sensor(f"127.0.0.1:{port}", "--hours", "0.05", "--give-up-after", "1", *spooled)
     assert first.ends_within(60) == 1
     assert f"not acknowledged: kept in the spool {spool}, sent when the sensor starts again" in first.err
     held = len(list(spool.rglob("*.batch")))  # (no shard map came: in the spool's _unrouted directory)
@@ -160,7 +164,7 @@ def test_what_a_sensor_gave_up_on_stays_in_its_spool_and_goes_out_with_the_next_
     serve = _serve(port)
     try:
         later = str(1_767_225_600 + 180)  # the second run's windows follow the first's
-        second = _sensor(f"127.0.0.1:{port}", "--hours", "0.05", "--start", later, "--spool-dir", str(spool))
+        second = _sensor(f"127.0.0.1:{port}", "--hours", "0.05", "--start", later, *spooled)
         assert second.ends_within(60) == 0, second.err[-3000:]
         assert not list(spool.rglob("*.batch"))
         assert "288 vectors applied, 0 rejected, 0 dropped" in second.err

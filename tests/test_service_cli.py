@@ -61,7 +61,8 @@ def test_help_examples_parse() -> None:
     for argv in examples:
         for i in range(1, len(argv)):  # files the examples name need not exist here
             option = argv[i - 1]
-            if option in ("--tls-ca", "--token-file", "--hmac-key-file", "--state-dir", "--out"):
+            if option in ("--tls-ca", "--token-file", "--state-key-file", "--signing-key-file", "--state-dir", "--out",
+                          "--spool-key-file"):
                 argv[i] = {"--state-dir": "/", "--out": "/tmp/x.jsonl"}.get(option, __file__)
         cli.build_parser(argv).parse_args(argv)
 
@@ -80,14 +81,18 @@ def test_help_examples_parse() -> None:
         (["admin", "--token-file", "{missing}", "list"], "argument --token-file: '{missing}' is not a readable file"),
         (["admin", "--tls-key", "{missing}", "list"], "argument --tls-key:"),
         (["baselines", "export", "--state-dir", "{missing}"], "argument --state-dir: '{missing}' is not a directory"),
-        (["baselines", "register", "x:1", "--name", "m", "--state-dir", "{tmp}", "--hmac-key-file", "{missing}"],
-         "argument --hmac-key-file: '{missing}' is not a readable file"),
+        (["baselines", "register", "x:1", "--name", "m", "--state-dir", "{tmp}", "--state-key-file", "{missing}",
+          "--signing-key-file", "{file}"], "argument --state-key-file: '{missing}' is not a readable file"),
+        (["baselines", "register", "x:1", "--name", "m", "--state-dir", "{tmp}", "--state-key-file", "{file}",
+          "--signing-key-file", "{missing}"], "argument --signing-key-file: '{missing}' is not a readable file"),
         (["baselines", "import", "r", "--state-dir", "{file}/state"], "argument --state-dir: '{file}/state' cannot"),
         (["serve", "--events", "{missing}/events.jsonl"], "events.output '{missing}/events.jsonl': directory"),
         (["serve", "--state-dir", "{file}/state"], "state.dir '{file}/state': '{file}' is not a directory"),
-        (["serve", "--hmac-key-file", "{missing}"], "state.hmac_key_file '{missing}' is not a readable file"),
+        (["serve", "--state-key-file", "{missing}"], "state.key_file '{missing}' is not a readable file"),
+        (["serve", "--state-dir", "{tmp}/state"], "state.dir needs state.key_file"),
         (["serve", "--config", "{missing}"], "cannot read configuration file {missing}"),
-        (["serve", "--model", "{missing}"], "model path {missing} does not exist"),
+        (["serve", "--model", "{missing}"], "model.uri needs model.trusted_keys_file"),
+        (["sensor", "--spool-dir", "{tmp}/spool"], "--spool-dir needs --spool-key-file"),
     ],
 )
 def test_file_and_directory_options_are_checked_at_start(tmp_path: Path, argv: list[str], message: str) -> None:

@@ -45,7 +45,8 @@ def test_precedence_yaml_env_flags(tmp_path: Path) -> None:
          "environment BASELINER_GRPC_MAX_BATCH_VECTORS: grpc.max_batch_vectors: Input should be a valid integer"),
         ("baseline:\n  min_learn_windows: 2\n", {}, "min_learn_windows must be >= 10"),
         ("baseline:\n  windows: 2\n", {}, "baseline: unknown setting(s) windows"),
-        ("state:\n  hmac_key_file: /nonexistent/key\n", {}, "is not a readable file"),
+        ("state:\n  key_file: /nonexistent/key\n", {}, "state.key_file '/nonexistent/key' is not a readable file"),
+        ("state:\n  dir: /tmp/baseliner-state\n", {}, "state.dir needs state.key_file: every state file is signed"),
         ("- a\n- b\n", {}, "must hold a mapping"),
         ("grpc: [\n", {}, "not valid YAML"),
     ],
@@ -85,7 +86,8 @@ def test_all_problems_are_reported_together_one_line_each_with_where_the_value_c
                                                          "'{tmp}/missing' does not exist"),
         ("events.output", "{tmp}", "events.output '{tmp}' is a directory: name a file in it"),
         ("state.dir", "{tmp}/file/state", "state.dir '{tmp}/file/state': '{tmp}/file' is not a directory"),
-        ("state.hmac_key_file", "{tmp}/missing.key", "state.hmac_key_file '{tmp}/missing.key' is not a readable file"),
+        ("state.key_file", "{tmp}/missing.key", "state.key_file '{tmp}/missing.key' is not a readable file"),
+        ("state.key_file", "{tmp}/file", "state.key_file: state.key_file {tmp}/file holds no key"),
         ("falco.secret_file", "{tmp}", "falco.secret_file '{tmp}' is not a readable file"),
     ],
 )
@@ -95,7 +97,9 @@ def test_file_and_directory_settings_are_checked_at_start(tmp_path: Path, settin
     with pytest.raises(ConfigError) as e:
         load(None, environ={}, overrides=[(setting, value.format(tmp=tmp_path))])
     assert message.format(tmp=tmp_path) in str(e.value)
-    assert load(None, environ={}, overrides=[("state.dir", str(tmp_path / "new" / "state"))])  # may be made
+    (tmp_path / "state.keys").write_text("k" * 43 + "\n")
+    assert load(None, environ={}, overrides=[("state.dir", str(tmp_path / "new" / "state")),  # may be made
+                                             ("state.key_file", str(tmp_path / "state.keys"))])
 
 
 def test_cli_serve_with_events_in_a_missing_directory_says_so_without_a_traceback(tmp_path: Path) -> None:

@@ -78,6 +78,11 @@ def falco_cfg(*extra: tuple[str, Any]) -> Any:
     return config(None, ("falco.listen", "127.0.0.1:0"), *extra)
 
 
+def found(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the correlation found for the last alert: its baseliner.falco/v1 event (the poster is told nothing)."""
+    return [e for e in events if e["schema"] == "baseliner.falco/v1"][-1]
+
+
 # -- parsing ----------------------------------------------------------------------------------------
 
 
@@ -144,9 +149,10 @@ def test_endpoint_counts_alerts_and_refuses_bad_ones_without_affecting_the_rest(
                 return out
 
             out = await asyncio.to_thread(client)
-            assert out["ok1"][0] == 200 and out["ok1"][1]["accepted"] is True
-            assert out["ok1"][1]["image_key"] == "nginx:1.27"  # docker.io/library/ prefix handled
-            assert out["ok1"][1]["baseline"]["outcome"] == "no_baseline"
+            assert out["ok1"] == (200, {"accepted": True})  # nothing about the baseline in the answer
+            first = [e for e in events if e["schema"] == "baseliner.falco/v1"][0]
+            assert first["image"]["key"] == "nginx:1.27"  # docker.io/library/ prefix handled
+            assert first["baseline"]["outcome"] == "no_baseline"
             assert out["bad"] == (400, {"error": "not_json", "message": out["bad"][1]["message"]})
             assert out["nocontainer"][0] == 422 and out["nocontainer"][1]["error"] == "no_container"
             assert out["host"][0] == 422 and out["host"][1]["error"] == "not_container"
@@ -194,8 +200,10 @@ def test_anomaly_after_a_rule_hit_is_raised_in_severity() -> None:
             learn(srv)
             t_attack = T0 + WINDOW * 60
             status, body = await asyncio.to_thread(post, srv.falco.port, alert(t_attack + 3))
-            assert status == 200 and body["anomalies"] == [] and body["baseline"]["outcome"] == "novel"
-            assert {"kind": "executable", "value": "/bin/sh", "learned": False} in body["baseline"]["items"]
+            assert (status, body) == (200, {"accepted": True})
+            ev = found(events)
+            assert ev["anomalies"] == [] and ev["baseline"]["outcome"] == "novel"
+            assert {"kind": "executable", "value": "/bin/sh", "learned": False} in ev["baseline"]["items"]
             apply(srv, [hexvec(60, 0, attack="shell"), hexvec(60, 1)])
             anomalies = [e for e in events if e["schema"] == "baseliner.anomaly/v1"]
             assert len(anomalies) == 1
@@ -229,7 +237,7 @@ def test_rule_hit_after_an_anomaly_rewrites_the_event_with_the_same_id() -> None
             status, body = await asyncio.to_thread(
                 post, srv.falco.port, alert(T0 + WINDOW * 60 + 5, 0, rule="Write below etc", priority="Error",
                                             **{"proc.exepath": "/usr/bin/tee", "evt.type": "openat"}))
-            assert status == 200 and body["anomalies"] == [first[0]["event_id"]]
+            assert status == 200 and found(events)["anomalies"] == [first[0]["event_id"]]
             again = [e for e in events if e["schema"] == "baseliner.anomaly/v1"]
             assert len(again) == 2
             up = again[1]
@@ -251,24 +259,24 @@ def test_rule_hit_on_learned_behaviour_is_annotated_in_baseline() -> None:
         async with running(falco_cfg()) as (srv, events):
             # while learning: said so
             apply(srv, [hexvec(0, 0), hexvec(0, 1)])
-            _, body = await asyncio.to_thread(post, srv.falco.port, alert(T0, rule="Read sensitive file"))
-            assert body["baseline"]["outcome"] == "learning"
+            await asyncio.to_thread(post, srv.falco.port, alert(T0, rule="Read sensitive file"))
+            assert found(events)["baseline"]["outcome"] == "learning"
             learn(srv)
             # the image reads and writes all day and talks to 5432: a rule on that is a rule on its baseline
             noisy = alert(T0 + WINDOW * 61, rule="Unexpected outbound connection", **{
                 "proc.exepath": None, "evt.type": "read", "fd.rport": 5432, "fd.l4proto": "tcp"})
             status, body = await asyncio.to_thread(post, srv.falco.port, noisy)
-            assert status == 200 and body["baseline"]["outcome"] == "in_baseline", body
-            assert all(i["learned"] for i in body["baseline"]["items"])
-            ev = [e for e in events if e["schema"] == "baseliner.falco/v1"][-1]
+            ev = found(events)
+            assert status == 200 and ev["baseline"]["outcome"] == "in_baseline", ev
+            assert all(i["learned"] for i in ev["baseline"]["items"])
             assert ev["in_baseline"] is True and ev["baseline"]["state"] == "detecting"
             # a shell is not part of it
-            _, body = await asyncio.to_thread(post, srv.falco.port, alert(T0 + WINDOW * 61))
-            assert body["baseline"]["outcome"] == "novel"
+            await asyncio.to_thread(post, srv.falco.port, alert(T0 + WINDOW * 61))
+            assert found(events)["baseline"]["outcome"] == "novel"
             # nothing to compare
-            _, body = await asyncio.to_thread(post, srv.falco.port, alert(
+            await asyncio.to_thread(post, srv.falco.port, alert(
                 T0 + WINDOW * 61, **{"proc.exepath": None, "evt.type": None}))
-            assert body["baseline"]["outcome"] == "not_comparable"
+            assert found(events)["baseline"]["outcome"] == "not_comparable"
             text = await asyncio.to_thread(scrape, srv.metrics_port)
             assert sample(text, "baseliner_falco_correlations_total", outcome="in_baseline",
                           image="nginx:1.27", namespace="default") == 1

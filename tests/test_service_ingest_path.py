@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 from baseliner.models.errors import StateError
+from baseliner.models.integrity import Keyring
 from baseliner.models.vector import FeatureVector
 from baseliner.protos.v1 import ingest_pb2, ingest_pb2_grpc, vectors_pb2
 from baseliner.sensor import wire
@@ -22,7 +23,9 @@ from baseliner.service import serde
 from baseliner.service.wal import KIND_BATCH, Record, WriteAheadLog, body_head, read_segment
 
 sys.path.insert(0, os.path.dirname(__file__))
-from service_fixtures import config, hello, running, vector  # noqa: E402
+from service_fixtures import STATE_KEY, config, hello, running, vector  # noqa: E402
+
+K = Keyring.of("k" * 32)
 
 
 def test_parse_request_gives_the_batch_bytes_only_when_the_request_is_the_batch_alone() -> None:
@@ -46,16 +49,16 @@ def test_log_records_from_views_are_the_records_of_bytes(tmp_path: Path) -> None
     batch = wire.to_columns([vector(1, 0)], 1).SerializeToString()
 
     async def write(where: Path, data: bytes | memoryview) -> None:
-        wal = WriteAheadLog(where, b"k" * 32, "batch")
+        wal = WriteAheadLog(where, K, "batch")
         wal.open()
         await wal.wait_durable(wal.append(Record(KIND_BATCH, "s", "node-1", 1, data)))
         await wal.close()
 
     asyncio.run(write(tmp_path / "a", batch))
     asyncio.run(write(tmp_path / "b", memoryview(b"xx" + batch)[2:]))
-    a, b = (WriteAheadLog(tmp_path / d).segments()[0].read_bytes() for d in "ab")
+    a, b = (WriteAheadLog(tmp_path / d, K).segments()[0].read_bytes() for d in "ab")
     assert a == b
-    (rec,) = read_segment(WriteAheadLog(tmp_path / "a").segments()[0], b"k" * 32, last=True)
+    (rec,) = read_segment(WriteAheadLog(tmp_path / "a", K).segments()[0], K, last=True)
     assert rec.batch == batch and body_head(rec) + batch in a  # the record body: its head, then the batch as sent
 
 
@@ -85,8 +88,9 @@ def test_log_holds_the_batch_as_sent_and_replay_checks_it_again(tmp_path: Path) 
             resps = await _send_raw(srv.port, requests)
             assert [r.ack.applied for r in resps[1:]] == [5, 5] and all(r.ack.durable for r in resps[1:])
             shutil.copytree(state, crashed)  # what a kill -9 now leaves: the batches only in the log
-        logged = [r.batch for seg in WriteAheadLog(crashed / "wal").segments()
-                  for r in read_segment(seg, None, last=True)]
+        keys = Keyring.of(STATE_KEY)  # (config() gives a state directory this key)
+        logged = [r.batch for seg in WriteAheadLog(crashed / "wal", keys).segments()
+                  for r in read_segment(seg, keys, last=True)]
         assert logged == batches
         # the batch-level checks run on replay too: a limit the logged batches exceed refuses to start
         refused = tmp_path / "refused"
@@ -109,7 +113,7 @@ def _replayed(tmp_path: Path, name: str, rounds: list[list[FeatureVector]],
     from baseliner.service.wal import replay_into
 
     async def write() -> None:
-        wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
+        wal = WriteAheadLog(tmp_path / name, K, "batch")
         wal.open()
         for s, vs in enumerate(rounds, 1):
             await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(vs))))
@@ -127,7 +131,7 @@ def _replayed(tmp_path: Path, name: str, rounds: list[list[FeatureVector]],
         return block, errors
 
     decoder.decode_block = decode_block  # type: ignore[method-assign]
-    assert replay_into(WriteAheadLog(tmp_path / name, b"k" * 32), p, decoder) == (len(rounds), 0)
+    assert replay_into(WriteAheadLog(tmp_path / name, K), p, decoder) == (len(rounds), 0)
     assert p.last_sequence("s1") == len(rounds)
     assert len(tables) == len(rounds) and all(t is tables[0] for t in tables)
     return {b.key: b.to_state() for b in p.all()}

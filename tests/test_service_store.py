@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from baseliner.models import integrity
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.block import VectorBlock
 from baseliner.models.errors import StateError, StateVersionError
+from baseliner.models.integrity import Keyring
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 from baseliner.service import store
 from baseliner.service.pipeline import Pipeline
@@ -47,57 +47,76 @@ def _learnt_pipeline() -> Pipeline:
     return p
 
 
+K1 = Keyring.of("state-key-one-0123456789abcdefghijkl")
+K2 = Keyring.of("state-key-two-0123456789abcdefghijkl")
+
+
 def test_file_roundtrip_and_every_refusal(tmp_path: Path) -> None:
     meta, arrays = {"a": 1}, {"x": np.arange(5.0)}
-    for key in (None, b"k" * 32):
-        data = store.encode_file("baseline", "k", meta, arrays, key)
-        header, m, a = store.decode_file(data, key, "f")
-        assert header["format"] == store.FORMAT_VERSION and m == meta and np.array_equal(a["x"], arrays["x"])
-    data = store.encode_file("baseline", "k", meta, arrays, b"secret")
-    # tampered payload (one byte flipped), tampered header, wrong key, missing key, downgrade to sha256
+    data = store.encode_file("baseline", "k", meta, arrays, K1)
+    header, m, a = store.decode_file(data, K1, "f")
+    assert header["format"] == store.FORMAT_VERSION == 2 and m == meta and np.array_equal(a["x"], arrays["x"])
+    assert header["key_id"] == K1.signing.id and f"hmac-sha256 {K1.signing.id} ".encode() in data
+    # tampered payload (one byte flipped), tampered header, a key the keyring does not hold
     flipped = bytearray(data)
     flipped[-10] ^= 1
-    with pytest.raises(StateError, match="tampered with or corrupt"):
-        store.decode_file(bytes(flipped), b"secret", "f")
+    with pytest.raises(StateError, match=f"f: state file is tampered with or corrupt \\(HMAC mismatch under key "
+                                         f"{K1.signing.id}\\)"):
+        store.decode_file(bytes(flipped), K1, "f")
     with pytest.raises(StateError, match="tampered"):
-        store.decode_file(data.replace(b'"kind":"baseline"', b'"kind":"baselinf"'), b"secret", "f")
+        store.decode_file(data.replace(b'"kind":"baseline"', b'"kind":"baselinf"'), K1, "f")
+    with pytest.raises(StateError, match=f"signed with key {K1.signing.id}, which is not in the configured keyring"):
+        store.decode_file(data, K2, "f")
+    # a forger who changes the key id to one the keyring holds still needs that key
+    forged_id = data.replace(K1.signing.id.encode(), K2.signing.id.encode(), 1)
     with pytest.raises(StateError, match="HMAC mismatch"):
-        store.decode_file(data, b"other", "f")
-    with pytest.raises(StateError, match="no state key is configured"):
-        store.decode_file(data, None, "f")
-    plain = store.encode_file("baseline", "k", meta, arrays, None)
-    with pytest.raises(StateError, match="carries no HMAC"):
-        store.decode_file(plain, b"secret", "f")
-    corrupt = bytearray(plain)
-    corrupt[len(corrupt) // 2] ^= 0xFF
-    with pytest.raises(StateError, match="corrupt \\(checksum mismatch\\)"):
-        store.decode_file(bytes(corrupt), None, "f")
+        store.decode_file(forged_id, K2, "f")
+    # an unkeyed form of the file (the old plain SHA-256) does not exist any more
+    unkeyed = data.replace(f"hmac-sha256 {K1.signing.id}".encode(), b"sha256", 1)
+    with pytest.raises(StateError, match="corrupt integrity line"):
+        store.decode_file(unkeyed, K1, "f")
+    with pytest.raises(StateError, match="algorithm 'sha256'"):
+        store.decode_file(data.replace(b"hmac-sha256", b"sha256", 1), K1, "f")
+    # an older key of the keyring reads it (rotation), naming the key it was signed with
+    assert store.decode_file(data, Keyring.of(K2.signing.secret, K1.signing.secret), "f")[0]["key_id"] == K1.signing.id
     with pytest.raises(StateError, match="bad magic"):
-        store.decode_file(b"\x80\x04\x95pickle", None, "f")
+        store.decode_file(b"\x80\x04\x95pickle", K1, "f")
     with pytest.raises(StateError, match="truncated"):
-        store.decode_file(plain[:20], None, "f")
-    # a newer format version is refused with a clear message (a valid tag, so the version check is reached)
-    newer = store.encode_file("baseline", "k", meta, arrays, None)
-    head_end = newer.index(b"\n", len(store.MAGIC)) + 1
-    body = newer[head_end:]
-    hdr, payload = body.split(b"\n", 1)
-    hdr2 = hdr.replace(b'"format":1', b'"format":99')
-    algo, tag = integrity.tag(None, hdr2, payload)
-    forged = store.MAGIC + f"{algo} {tag}\n".encode() + hdr2 + b"\n" + payload
-    with pytest.raises(StateVersionError, match="newer Baseliner"):
-        store.decode_file(forged, None, "f")
-    hdr0 = hdr.replace(b'"format":1', b'"format":0')
-    algo, tag = integrity.tag(None, hdr0, payload)
-    with pytest.raises(StateVersionError, match="version 0 was written by an older Baseliner"):
-        store.decode_file(store.MAGIC + f"{algo} {tag}\n".encode() + hdr0 + b"\n" + payload, None, "f")
+        store.decode_file(data[:20], K1, "f")
+    # another format version is refused with a clear message (a valid tag, so the version check is reached)
+    head_end = data.index(b"\n", len(store.MAGIC)) + 1
+    hdr, payload = data[head_end:].split(b"\n", 1)
+    for version, said in ((99, "newer Baseliner"), (1, "version 1 was written by an older Baseliner")):
+        hdr2 = hdr.replace(b'"format":2', b'"format":%d' % version)
+        forged = store.MAGIC + K1.line(hdr2, b"\n", payload) + hdr2 + b"\n" + payload
+        with pytest.raises(StateVersionError, match=said):
+            store.decode_file(forged, K1, "f")
     # pickled object arrays are never loaded
-    obj = store.encode_file("baseline", "k", meta, {"x": np.arange(3.0)}, None)
+    obj = store.encode_file("baseline", "k", meta, {"x": np.arange(3.0)}, K1)
     assert b"pickle" not in obj
+
+
+def test_key_rotation_resigns_every_state_file_at_restore(tmp_path: Path) -> None:
+    """The old key first signs; then the keyring puts a new key first and keeps the old one for reading: the
+    restore reads every file and writes it again under the new key, after which the old key can go."""
+    p = _learnt_pipeline()
+    store.StateStore(tmp_path, K1).write(store.StateStore.snapshot(p, everything=True))
+    files = sorted(tmp_path.glob("**/*.state"))
+    assert len(files) == 2
+    rotated = Keyring.of(K2.signing.secret, K1.signing.secret)
+    s = store.StateStore(tmp_path, rotated)
+    assert s.restore(Pipeline(baseline_config=config().baseline_config())) == 1
+    assert s.resigned == 2
+    for f in files:
+        assert store.decode_file(f.read_bytes(), K2, str(f))[0]["key_id"] == K2.signing.id
+    q = Pipeline(baseline_config=config().baseline_config())
+    s2 = store.StateStore(tmp_path, K2)  # the old key removed
+    assert s2.restore(q) == 1 and s2.resigned == 0 and q.last_sequence("s1") == 1
 
 
 def test_pipeline_state_roundtrip_and_bad_baseline_state(tmp_path: Path) -> None:
     p = _learnt_pipeline()
-    s = store.StateStore(tmp_path, b"key")
+    s = store.StateStore(tmp_path, K1)
     s.write(store.StateStore.snapshot(p, everything=True))
     assert p.memory_sizes[KEY] > 0
     q = Pipeline(baseline_config=config().baseline_config())
@@ -115,13 +134,13 @@ def test_pipeline_state_roundtrip_and_bad_baseline_state(tmp_path: Path) -> None
     meta, arrays = a.to_state()
     meta["state_version"] = ImageBaseline.STATE_VERSION + 1
     path = s.baselines_dir / store.baseline_filename(KEY)
-    path.write_bytes(store.encode_file("baseline", KEY, meta, arrays, b"key"))
+    path.write_bytes(store.encode_file("baseline", KEY, meta, arrays, K1))
     with pytest.raises(StateVersionError, match=str(path)):
         s.restore(Pipeline())
     # a renamed file (key and file name disagree) is refused
     path.unlink()
     other = s.baselines_dir / store.baseline_filename("redis:7")
-    other.write_bytes(store.encode_file("baseline", KEY, *a.to_state(), b"key"))
+    other.write_bytes(store.encode_file("baseline", KEY, *a.to_state(), K1))
     with pytest.raises(StateError, match="does not match"):
         s.restore(Pipeline())
 
@@ -192,7 +211,7 @@ def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 
 def _serve(state: Path, port: int, mport: int, events: Path, key_file: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BASELINER_STATE_HMAC_KEY_FILE": str(key_file), "BASELINER_BASELINE_MIN_LEARN_SECONDS": "0"}
+    env = {**os.environ, "BASELINER_STATE_KEY_FILE": str(key_file), "BASELINER_BASELINE_MIN_LEARN_SECONDS": "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", f"127.0.0.1:{port}",
          "--metrics-listen", f"127.0.0.1:{mport}", "--state-dir", str(state), "--events", str(events),

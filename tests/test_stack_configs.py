@@ -5,6 +5,7 @@ configuration loader, Fluent Bit's pipeline, and the Elasticsearch mapping again
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from baseliner.service import config as service_config
+from baseliner.service import init_secrets
 from baseliner.service.config import FalcoConfig, GrpcConfig, MetricsConfig, split_address
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -313,14 +315,20 @@ def test_compose_service_config_is_valid_and_uses_the_default_ports() -> None:
 
 
 def _validate(cfg: service_config.ServeConfig) -> list[str]:
-    try:
-        cfg.validate()
-    except Exception as e:  # ConfigError lists every problem
-        return str(e).splitlines()[1:]
-    return []
+    """The service's problems with a shipped configuration, but for the files init-secrets writes where the
+    deployment mounts them (tests/test_security_deploy.py runs the configurations with them in place)."""
+    mount = init_secrets.SERVICE_MOUNT
+    return [p for p in service_config.problems(cfg) if f"'{mount}/" not in p]
 
 
-def test_compose_stack() -> None:
+def secrets_written(tmp: Path, node: str) -> set[str]:
+    """The files ``baseliner init-secrets --node NODE`` writes (relative names)."""
+    out = tmp / "secrets"
+    init_secrets.create(out, [node])
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+
+
+def test_compose_stack(tmp_path: Path) -> None:
     c = load_yaml(COMPOSE)
     s = c["services"]
     assert {"baseliner", "sensor", "mlflow", "prometheus", "grafana", "falco", "fluent-bit", "elasticsearch",
@@ -346,11 +354,13 @@ def test_compose_stack() -> None:
     svc = s["baseliner"]
     assert {"50051", "9464", "2802"} == set(svc["expose"]) == {str(p) for p in (GRPC_PORT, METRICS_PORT, FALCO_PORT)}
     assert "./baseliner.yaml:/etc/baseliner/baseliner.yaml:ro" in svc["volumes"]
+    assert f"./secrets:{init_secrets.SERVICE_MOUNT}:ro" in svc["volumes"]
     assert svc["command"][-1] == "/etc/baseliner/baseliner.yaml"
     falco = s["falco"]["command"]
     opts = dict(falco[i + 1].split("=", 1) for i, a in enumerate(falco) if a == "-o")
     assert opts["json_output"] == "true" and opts["http_output.enabled"] == "true"
-    assert opts["http_output.url"] == f"http://baseliner:{FALCO_PORT}/"
+    # compose passes $${VAR} on as ${VAR}, which Falco expands from the env_file init-secrets writes
+    assert opts["http_output.url"] == "$${BASELINER_FALCO_URL}" and s["falco"]["env_file"] == "./secrets/falco.env"
     # the volumes the service writes are the ones Fluent Bit and the state directory use
     cfg = service_config.load(str(DEPLOY / "compose" / "baseliner.yaml"), environ={}, validate=False)
     vols = dict(v.split(":")[:2] for v in svc["volumes"])
@@ -358,11 +368,14 @@ def test_compose_stack() -> None:
     assert os.path.dirname(cfg.events.output) == vols["baseliner_events"]
     fb = dict(v.split(":")[:2] for v in s["fluent-bit"]["volumes"])
     assert fb["baseliner_events"] == vols["baseliner_events"]
-    # every relative file mounted exists in the repository
+    # every relative file mounted exists in the repository, or is one baseliner init-secrets writes
+    written = secrets_written(tmp_path, "docker-host")
     for svc_def in s.values():
         for v in svc_def.get("volumes", []):
-            src = v.split(":")[0]
-            if src.startswith("."):
+            src = v.replace("${BASELINER_NODE:-docker-host}", "docker-host").split(":")[0]
+            if src.startswith("./secrets"):
+                assert src == "./secrets" or src.removeprefix("./secrets/") in written, src
+            elif src.startswith("."):
                 assert (COMPOSE.parent / src).resolve().exists(), src
     assert set(c["volumes"]) >= {v.split(":")[0] for d in s.values() for v in d.get("volumes", [])
                                  if not v.startswith(("/", "."))}
@@ -468,11 +481,15 @@ def test_k8s_service_statefulset() -> None:
     assert mounts["state"] == cfg.state.dir
     assert [t["metadata"]["name"] for t in spec["volumeClaimTemplates"]] == ["state"]
     assert c["args"][-1] == f"{mounts['config']}/baseliner.yaml"
-    assert c["readinessProbe"]["grpc"]["port"] == GRPC_PORT
+    assert c["readinessProbe"]["tcpSocket"]["port"] == GRPC_PORT  # kubelet's gRPC probe cannot speak mutual TLS
+    # the credentials and keys of the configuration come from the Secret init-secrets writes
+    assert mounts["secrets"] == init_secrets.SERVICE_MOUNT
+    (secret,) = [v["secret"] for v in pod["volumes"] if v["name"] == "secrets"]
+    assert secret["secretName"] == "baseliner-service"
     assert objs[("Service", spec["serviceName"])]["spec"]["clusterIP"] == "None"
 
 
-def test_k8s_sensor_daemonset() -> None:
+def test_k8s_sensor_daemonset(tmp_path: Path) -> None:
     objs = k8s_objects()
     ds = objs[("DaemonSet", "baseliner-sensor")]
     pod = ds["spec"]["template"]["spec"]
@@ -480,7 +497,7 @@ def test_k8s_sensor_daemonset() -> None:
     (c,) = pod["containers"]
     assert c["securityContext"]["privileged"] is True
     assert c["resources"]["limits"]["cpu"] and c["resources"]["limits"]["memory"]
-    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     mounted = {m["mountPath"] for m in c["volumeMounts"]}
     assert {"/lib/modules", "/usr/src", "/sys/kernel/tracing", "/sys/fs/cgroup"} <= set(host_paths.values())
     assert {"/lib/modules", "/usr/src", "/sys/kernel/tracing", "/sys/fs/cgroup"} <= mounted
@@ -498,9 +515,25 @@ def test_k8s_sensor_daemonset() -> None:
 
     from baseliner.sensor.cli import add_parser
 
+    # TLS, the node's certificate and token from the Secret init-secrets writes, a spool that outlives the pod
+    mount = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["credentials"]
+    (secret,) = [v["secret"] for v in pod["volumes"] if v["name"] == "credentials"]
+    assert secret["secretName"] == "baseliner-sensors" and mount == init_secrets.SENSOR_MOUNT
+    assert args[args.index("--token-file") + 1] == f"{mount}/$(NODE_NAME).token"
+    assert args[args.index("--spool-dir") + 1] == host_paths["spool"]
+    # the sensor CLI really has these options, and the files the Secret holds are the ones they name
+    node = "node-1"
+    init_secrets.create(tmp_path / "secrets", [node])
+    objs = yaml.safe_load_all((tmp_path / "secrets" / "kubernetes" / "secrets.yaml").read_text())
+    (sensors,) = [o for o in objs if o and o["metadata"]["name"] == secret["secretName"]]
+    (tmp_path / "sensor").mkdir()
+    for name, data in sensors["data"].items():
+        (tmp_path / "sensor" / name).write_bytes(base64.b64decode(data))
+    local = [a.replace("$(NODE_NAME)", node).replace(mount, str(tmp_path / "sensor"))
+             .replace(host_paths["spool"], str(tmp_path / "spool")) for a in args]
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    parser.parse_args(args)
+    parser.parse_args(local)
 
 
 def test_k8s_services_and_monitors_select_the_pods() -> None:
@@ -532,10 +565,23 @@ def test_prometheusrule_equals_the_rule_file() -> None:
     assert pr["spec"]["groups"] == load_yaml(RULES)["groups"]
 
 
-def test_falco_helm_values_point_at_the_service() -> None:
-    v = load_yaml(K8S / "falco-values.yaml")["falco"]
+def test_falco_helm_values_point_at_the_service(tmp_path: Path) -> None:
+    values = load_yaml(K8S / "falco-values.yaml")
+    v = values["falco"]
     assert v["json_output"] is True and v["http_output"]["enabled"] is True
-    assert v["http_output"]["url"] == f"http://baseliner.baseliner.svc:{FALCO_PORT}/"
+    # the URL (with the endpoint's secret) and the CA come from the Secret init-secrets writes
+    assert v["http_output"]["url"] == "${BASELINER_FALCO_URL}"
+    (env,) = values["extra"]["env"]
+    ref = env["valueFrom"]["secretKeyRef"]
+    init_secrets.create(tmp_path / "secrets", ["node-1"])
+    objs = yaml.safe_load_all((tmp_path / "secrets" / "kubernetes" / "secrets.yaml").read_text())
+    (secret,) = [o for o in objs if o and o["metadata"]["name"] == ref["name"]]
+    url = base64.b64decode(secret["data"][ref["key"]]).decode()
+    assert re.fullmatch(rf"https://baseliner\.baseliner\.svc:{FALCO_PORT}/falco/[\w-]{{16,}}", url), url
+    (vol,) = values["mounts"]["volumes"]
+    (mount,) = values["mounts"]["volumeMounts"]
+    assert vol["secret"]["secretName"] == ref["name"] and mount["name"] == vol["name"]
+    assert v["http_output"]["ca_cert"] == f"{mount['mountPath']}/ca.pem" and "ca.pem" in secret["data"]
 
 
 def test_falco_config_section_defaults_are_documented() -> None:

@@ -22,6 +22,7 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_OUT_OF_ORDER: _ClassVar[RejectReason]
     REJECT_REASON_UNAUTHORIZED: _ClassVar[RejectReason]
     REJECT_REASON_IMPLAUSIBLE: _ClassVar[RejectReason]
+    REJECT_REASON_SEQUENCE_JUMP: _ClassVar[RejectReason]
 REJECT_REASON_UNSPECIFIED: RejectReason
 REJECT_REASON_MISSING_FIELD: RejectReason
 REJECT_REASON_NOT_FINITE: RejectReason
@@ -34,6 +35,7 @@ REJECT_REASON_BAD_REFERENCE: RejectReason
 REJECT_REASON_OUT_OF_ORDER: RejectReason
 REJECT_REASON_UNAUTHORIZED: RejectReason
 REJECT_REASON_IMPLAUSIBLE: RejectReason
+REJECT_REASON_SEQUENCE_JUMP: RejectReason
 
 class Hello(_message.Message):
     __slots__ = ("sensor_id", "node", "sensor_version", "schema_version", "shard")
@@ -58,18 +60,20 @@ class IngestRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[_vectors_pb2.VectorBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks", "shard_epoch")
+    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks", "shard_epoch", "max_sequence_gap")
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_ACKS_FIELD_NUMBER: _ClassVar[int]
     SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQUENCE_GAP_FIELD_NUMBER: _ClassVar[int]
     last_sequence: int
     service_version: str
     max_batch_vectors: int
     durable_acks: bool
     shard_epoch: int
-    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ..., shard_epoch: _Optional[int] = ...) -> None: ...
+    max_sequence_gap: int
+    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ..., shard_epoch: _Optional[int] = ..., max_sequence_gap: _Optional[int] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("index", "reason", "message")

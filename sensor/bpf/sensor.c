@@ -34,6 +34,9 @@
 #ifndef MAX_ENDPOINTS
 #define MAX_ENDPOINTS 16384
 #endif
+#ifndef MAX_SENSITIVE_CWDS /* processes whose working directory is a sensitive one (LRU) */
+#define MAX_SENSITIVE_CWDS 4096
+#endif
 #ifndef MAX_THREADS
 #define MAX_THREADS 65536
 #endif
@@ -165,6 +168,14 @@ BPF_HASH(history, u32, struct thread_hist, MAX_THREADS);  /* tid -> last ids */
 BPF_HASH(sock_owner, u64, u64, MAX_SOCKETS);   /* socket (opaque) -> cgroup of the connecting task */
 BPF_HASH(sock_pending_in, u64, struct pending_in, MAX_SOCKETS);
 BPF_PERCPU_ARRAY(scratch, struct path_key, 1);
+#if BASELINER_SYSCALL_ARGS
+/* A process (tgid) whose working directory lies under a sensitive prefix: the directory as its chdir() named
+   it.  Its relative write opens and rename/link targets are writes there.  Inherited at fork. */
+struct cwd_path {
+    char path[PATH_LEN];
+};
+BPF_TABLE("lru_hash", u32, struct cwd_path, sensitive_cwd, MAX_SENSITIVE_CWDS);
+#endif
 
 /* @SENSITIVE_PREFIXES@ */
 
@@ -342,6 +353,14 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u32 set = active_set();
     CG_ADD(set, bpf_get_current_cgroup_id(), forks, 1);
+#if BASELINER_SYSCALL_ARGS
+    u32 parent = bpf_get_current_pid_tgid() >> 32; /* (current is the forking task) */
+    struct cwd_path *cwd = sensitive_cwd.lookup(&parent);
+    if (cwd) {
+        u32 child = args->child_pid;
+        sensitive_cwd.update(&child, cwd);
+    }
+#endif
     return 0;
 }
 
@@ -353,6 +372,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     if (tid == (u32)(pid_tgid >> 32)) { /* the thread group leader: the process */
         u32 set = active_set();
         CG_ADD(set, bpf_get_current_cgroup_id(), exits, 1);
+#if BASELINER_SYSCALL_ARGS
+        sensitive_cwd.delete(&tid);
+#endif
     }
     return 0;
 }
@@ -360,20 +382,30 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #if BASELINER_SYSCALL_ARGS
 /* ---------------- files ---------------- */
 
-static __always_inline void file_open(const char *filename, u64 flags)
+#define AT_FDCWD_ (-100)
+
+/* A path written to (opened for writing, or the target of a rename, link or symlink) as a sensitive write
+   when it names a sensitive prefix: an absolute path as given, or a name relative to the working directory
+   of a process whose cwd is a sensitive directory (recorded as that directory).  Not resolved: names
+   relative to another directory fd, "//", "/./" and "/../" in a path, symlinks (docs/security.md). */
+static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char *name)
 {
-    if (!(flags & WRITE_INTENT))
-        return;
-    u32 set = active_set();
-    u64 cgid = bpf_get_current_cgroup_id();
-    CG_ADD(set, cgid, write_opens, 1);
     u32 zero = 0;
     struct path_key *k = scratch.lookup(&zero);
     if (!k)
         return;
     __builtin_memset(k, 0, sizeof(*k));
-    if (bpf_probe_read_user_str(k->path, sizeof(k->path), filename) <= 0)
+    if (bpf_probe_read_user_str(k->path, sizeof(k->path), name) <= 0)
         return;
+    if (k->path[0] != '/') {
+        if (dfd != AT_FDCWD_)
+            return;
+        u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        struct cwd_path *cwd = sensitive_cwd.lookup(&tgid);
+        if (!cwd)
+            return;
+        bpf_probe_read_kernel(k->path, sizeof(k->path), cwd->path);
+    }
     if (!sensitive_match(k->path))
         return;
     CG_ADD(set, cgid, sensitive_writes, 1);
@@ -382,21 +414,36 @@ static __always_inline void file_open(const char *filename, u64 flags)
     path_add(set, cgid, k);
 }
 
+static __always_inline void file_open(int dfd, const char *filename, u64 flags)
+{
+    if (!(flags & WRITE_INTENT))
+        return;
+    u32 set = active_set();
+    u64 cgid = bpf_get_current_cgroup_id();
+    CG_ADD(set, cgid, write_opens, 1);
+    path_written(set, cgid, dfd, filename);
+}
+
+static __always_inline void link_target(int dfd, const char *newname)
+{
+    path_written(active_set(), bpf_get_current_cgroup_id(), dfd, newname);
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
-    file_open(args->filename, (u64)args->flags);
+    file_open(args->dfd, args->filename, (u64)args->flags);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_open)
 {
-    file_open(args->filename, (u64)args->flags);
+    file_open(AT_FDCWD_, args->filename, (u64)args->flags);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_creat)
 {
-    file_open(args->pathname, F_CREAT | F_WRONLY | F_TRUNC);
+    file_open(AT_FDCWD_, args->pathname, F_CREAT | F_WRONLY | F_TRUNC);
     return 0;
 }
 
@@ -404,7 +451,74 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
 {
     u64 flags = 0; /* struct open_how is user memory; flags is its first member */
     bpf_probe_read_user(&flags, sizeof(flags), (void *)args->how);
-    file_open(args->filename, flags);
+    file_open(args->dfd, args->filename, flags);
+    return 0;
+}
+
+/* The working directory, as chdir() names it: a sensitive directory marks the process; another absolute
+   one, or a relative one leaving with "..", unmarks it; another relative one stays inside (the mark stays).
+   fchdir() cannot be resolved from tracepoints and leaves the mark as it was. */
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
+{
+    u32 zero = 0;
+    struct path_key *k = scratch.lookup(&zero);
+    if (!k)
+        return 0;
+    __builtin_memset(k, 0, sizeof(*k));
+    if (bpf_probe_read_user_str(k->path, sizeof(k->path), args->filename) <= 0)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (k->path[0] == '/') {
+        if (sensitive_match(k->path))
+            sensitive_cwd.update(&tgid, (struct cwd_path *)k->path);
+        else
+            sensitive_cwd.delete(&tgid);
+    } else if (k->path[0] == '.' && k->path[1] == '.') {
+        sensitive_cwd.delete(&tgid);
+    }
+    return 0;
+}
+
+/* What a rename, link or symlink creates is written where its new name says (O_TMPFILE + linkat too). */
+TRACEPOINT_PROBE(syscalls, sys_enter_rename)
+{
+    link_target(AT_FDCWD_, args->newname);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
+{
+    link_target(args->newdfd, args->newname);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
+{
+    link_target(args->newdfd, args->newname);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_link)
+{
+    link_target(AT_FDCWD_, args->newname);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
+{
+    link_target(args->newdfd, args->newname);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
+{
+    link_target(AT_FDCWD_, args->newname);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat)
+{
+    link_target(args->newdfd, args->newname);
     return 0;
 }
 
