@@ -111,3 +111,21 @@ def test_cli_serve_with_events_in_a_missing_directory_says_so_without_a_tracebac
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.splitlines() == ["baseliner serve: invalid configuration:",
                                      f"  - events.output '{events}': directory '{events.parent}' does not exist"]
+
+
+def test_a_sharded_service_with_tokens_needs_a_peer_token_and_a_readable_list(tmp_path: Path) -> None:
+    tokens = tmp_path / "sensors"
+    tokens.write_text("node-1 s3cret-token-0123456789\n")
+    sharded = [("shards.list", "baseliner-{0..2}.shards:50051"), ("grpc.sensor_tokens_file", str(tokens))]
+    with pytest.raises(ConfigError, match="shards.peer_token_file is needed"):
+        load(None, {}, sharded)
+    short = tmp_path / "peer"
+    short.write_text("too-short")
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        load(None, {}, [*sharded, ("shards.peer_token_file", str(short))])
+    short.write_text("a-long-enough-peer-secret")
+    assert load(None, {}, [*sharded, ("shards.peer_token_file", str(short))]).shards.peer_token_file == str(short)
+    with pytest.raises(ConfigError, match="shards.list"):
+        load(None, {}, [("shards.list", "baseliner-{0..99999}.shards:50051")])
+    with pytest.raises(ConfigError, match="No such file"):
+        load(None, {}, [("shards.list", f"@{tmp_path / 'missing'}")])

@@ -13,7 +13,8 @@ request meets them:
   those parts are forwarded (and applied there exactly once) before the rest is logged and applied here;
 * :mod:`~baseliner.service.shards.handover` -- a routing key's state out (export, release) and in (import);
 * :mod:`~baseliner.service.shards.cluster` -- the map's changes: the first shard proposes them, every shard
-  pulls what it gains, a leaving shard drains; metrics; the Falco and console hooks;
+  pulls what it gains, a leaving shard drains; metrics; Falco alerts for another shard (the console shows its
+  own shard only);
 * :mod:`~baseliner.service.shards.servicer` -- the ``Shards`` gRPC service; :mod:`~baseliner.service.shards.admin`
   -- the Admin API answered by any shard.
 """
