@@ -21,6 +21,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 from baseliner.models.errors import ConfigError

@@ -119,8 +119,12 @@ def test_the_shard_list_names_every_statefulset_pod_and_the_config_loads(tmp_pat
     assert [s.name for s in shards] == [f"baseliner-service-{i}" for i in range(n)]
     assert all(s.address.startswith(f"{s.name}.{headless['metadata']['name']}.baseliner.svc") for s in shards)
     assert docs[("PodDisruptionBudget", "baseliner-service")]["spec"]["maxUnavailable"] == 1
+    from baseliner.service import init_secrets
+
     (tmp_path / "shards").write_text(cm["data"]["shards"])
+    init_secrets.create(tmp_path / "secrets", ["node-1"])  # the Secret the StatefulSet mounts
     text = cm["data"]["baseliner.yaml"].replace("/etc/baseliner/shards", str(tmp_path / "shards"))
+    text = text.replace(init_secrets.SERVICE_MOUNT, str(tmp_path / "secrets"))
     text = text.replace("/var/lib/baseliner/state", str(tmp_path / "state"))
     (tmp_path / "baseliner.yaml").write_text(text)
     cfg = load(str(tmp_path / "baseliner.yaml"), environ={})  # (raises ConfigError naming any problem)

@@ -115,7 +115,7 @@ def test_cli_serve_with_events_in_a_missing_directory_says_so_without_a_tracebac
 
 def test_a_sharded_service_with_tokens_needs_a_peer_token_and_a_readable_list(tmp_path: Path) -> None:
     tokens = tmp_path / "sensors"
-    tokens.write_text("node-1 s3cret-token-0123456789\n")
+    tokens.write_text("node-1 bpf s3cret-token-0123456789\n")
     sharded = [("shards.list", "baseliner-{0..2}.shards:50051"), ("grpc.sensor_tokens_file", str(tokens))]
     with pytest.raises(ConfigError, match="shards.peer_token_file is needed"):
         load(None, {}, sharded)

@@ -30,8 +30,9 @@ import grpc
 from baseliner.models.errors import BaselinerError, ConfigError, StateError
 from baseliner.models.shards import Shard, ShardMap
 from baseliner.protos.v1 import shards_pb2
+from baseliner.service.auth import read_secret
 from baseliner.service.errors import WrongShardError
-from baseliner.service.shards.handover import Arrivals, export_key, import_key, release_key
+from baseliner.service.shards.handover import Arrivals, export_key, import_key, release_key, transfer_keys
 from baseliner.service.shards.holdings import Holdings, Route
 from baseliner.service.shards.ingest import IngestRouter
 from baseliner.service.shards.membership import ListSource, Membership
@@ -61,13 +62,15 @@ class Cluster:
         self.server = server
         self.config = cfg
         self.pipeline = server.pipeline
-        self.membership = Membership.from_config(cfg.shards, cfg.state.dir, cfg.hmac_key_bytes())
+        self.membership = Membership.from_config(cfg.shards, cfg.state.dir, cfg.state_keys())
         self.holdings = Holdings(self.membership, lambda: self.pipeline.baselines)
         self.peers = Peers(cfg)
         self.metrics = ShardMetrics(server.registry, cfg.shards.max_label_shards)
         self.router = IngestRouter(self)
         self.source = ListSource(cfg.shards.list) if cfg.shards.list else None
-        self.arrivals = Arrivals(cfg.state.dir, cfg.hmac_key_bytes())
+        self.arrivals = Arrivals(cfg.state.dir, cfg.state_keys())
+        peer_token = read_secret(cfg.shards.peer_token_file) if cfg.shards.peer_token_file else ""
+        self.transfer_keys = transfer_keys(peer_token)
         self.name = self.membership.name
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -202,7 +205,7 @@ class Cluster:
         if self.server.ingest is not None:
             self.server.ingest.applier.drain()  # windows logged before the fence are in the state sent
         try:
-            exported = export_key(self.pipeline, key, self.holdings.images_of(key))
+            exported = export_key(self.pipeline, key, self.holdings.images_of(key), self.transfer_keys)
         except Exception:
             self.holdings.lift(key)
             self.metrics.handovers.labels("out", "failed").inc()
@@ -407,7 +410,7 @@ class Cluster:
         await self._take(key, holder, parts)
 
     async def _take(self, key: str, holder: str, parts: list[bytes]) -> None:
-        images = import_key(self.pipeline, key, parts, self.server.decoder)
+        images = import_key(self.pipeline, key, parts, self.server.decoder, self.transfer_keys)
         self.holdings.forget_index()
         self.holdings.to_pull.pop(key, None)
         if self.membership.released.pop(key, None) is not None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.errors import StateError
-from baseliner.models.integrity import atomic_write
+from baseliner.models.integrity import Keyring, atomic_write
 from baseliner.models.shards import routing_key_of_image_key
 from baseliner.protos.v1 import vectors_pb2
 from baseliner.sensor import wire
@@ -65,16 +65,27 @@ class Export:
     token: str
 
 
+#: Handover parts travel between shards over their authenticated channel; without a peer token (a lab on
+#: loopback) their tag is only a checksum.
+_CHECKSUM_KEYS = Keyring.of(b"baseliner handover parts: a checksum without shards.peer_token_file")
+
+
+def transfer_keys(peer_token: str) -> Keyring:
+    """The keys handover parts are signed and verified with: the shards' shared peer token."""
+    return Keyring.of(peer_token.encode()) if peer_token else _CHECKSUM_KEYS
+
+
 def _array(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8)
 
 
-def export_key(pipeline: Any, key: str, images: list[str]) -> Export:
-    """The state of routing key ``key`` (its image keys held here: ``images``), as handover parts."""
+def export_key(pipeline: Any, key: str, images: list[str], keys: Keyring) -> Export:
+    """The state of routing key ``key`` (its image keys held here: ``images``), as handover parts signed with
+    the shards' transfer keys (``keys``: :func:`transfer_keys`)."""
     parts = []
     for k in images:
         meta, state = pipeline.baselines[k].to_state()
-        parts.append(encode_file("baseline", k, meta, state, None))
+        parts.append(encode_file("baseline", k, meta, state, keys))
     streams = {s: q for s, q in pipeline.sensors.items() if stream_key(s) == key}
     containers = pipeline.containers.rows(
         {container_key(i) for i in list(pipeline._ident_row) if i.image_repository == key})
@@ -86,7 +97,7 @@ def export_key(pipeline: Any, key: str, images: list[str]) -> Export:
             recent.append({"event_id": rec.event_id, "image_key": rec.image_key, "event": rec.event,
                            "accepted": rec.accepted})
     rest = {"images": images, "streams": streams, "containers": containers, "recent": recent}
-    parts.append(encode_file("handover", key, rest, arrays, None))
+    parts.append(encode_file("handover", key, rest, arrays, keys))
     token = hashlib.sha256(b"".join(parts)).hexdigest()[:32]
     return Export(key, images, parts, token)
 
@@ -112,19 +123,19 @@ def release_key(pipeline: Any, key: str, images: list[str], store: Any, metrics:
         del pipeline.recent[eid]
 
 
-def import_key(pipeline: Any, key: str, parts: list[bytes], decoder: Any) -> list[str]:
+def import_key(pipeline: Any, key: str, parts: list[bytes], decoder: Any, keys: Keyring) -> list[str]:
     """Install the handover ``parts`` of routing key ``key`` in ``pipeline``; returns its image keys.
     ``StateError`` for parts that do not verify or do not fit together (nothing is installed then)."""
     if not parts:
         raise StateError(f"handover of {key!r}: no parts")
     baselines: dict[str, ImageBaseline] = {}
     for i, data in enumerate(parts[:-1]):
-        header, meta, arrays = decode_file(data, None, f"handover of {key!r} part {i}")
+        header, meta, arrays = decode_file(data, keys, f"handover of {key!r} part {i}")
         k = str(header.get("key", ""))
         if header.get("kind") != "baseline" or routing_key_of_image_key(k) != key:
             raise StateError(f"handover of {key!r}: part {i} is not one of its baselines ({k!r})")
         baselines[k] = ImageBaseline.from_state(meta, arrays)
-    header, rest, arrays = decode_file(parts[-1], None, f"handover of {key!r}")
+    header, rest, arrays = decode_file(parts[-1], keys, f"handover of {key!r}")
     if header.get("kind") != "handover" or header.get("key") != key or sorted(rest["images"]) != sorted(baselines):
         raise StateError(f"handover of {key!r}: its last part does not describe the baselines sent")
     recent = [_recent(r, arrays[f"recent{i}"], decoder, key) for i, r in enumerate(rest["recent"])]
@@ -167,9 +178,9 @@ class Arrivals:
     """``<state>/handover/<hash>.pull``: the parts pulled, written (and synced) before the Commit is sent, deleted
     once the baselines are in a checkpoint.  After a crash they say which keys were on their way here."""
 
-    def __init__(self, state_dir: str, hmac_key: bytes | None) -> None:
+    def __init__(self, state_dir: str, keys: Keyring | None) -> None:
         self.dir = Path(state_dir) / "handover" if state_dir else None
-        self.key = hmac_key
+        self.key = keys  # state.key_file (required with a state directory)
 
     def _path(self, key: str) -> Path:
         assert self.dir is not None
@@ -181,6 +192,7 @@ class Arrivals:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = {"from": holder, "token": token, "parts": len(parts)}
         arrays = {f"p{i}": _array(p) for i, p in enumerate(parts)}
+        assert self.key is not None, "state.dir needs state.key_file"
         atomic_write(self._path(key), encode_file("pull", key, meta, arrays, self.key))
 
     def delete(self, key: str) -> None:
@@ -193,6 +205,7 @@ class Arrivals:
             return []
         out = []
         for path in sorted(self.dir.glob("*.pull")):
+            assert self.key is not None, "state.dir needs state.key_file"
             header, meta, arrays = decode_file(path.read_bytes(), self.key, str(path))
             key = str(header.get("key", ""))
             if header.get("kind") != "pull" or path.name != self._path(key).name:

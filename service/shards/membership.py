@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from baseliner.models.errors import ConfigError, StateError
-from baseliner.models.integrity import atomic_write
+from baseliner.models.integrity import Keyring, atomic_write
 from baseliner.models.shards import Shard, ShardListError, ShardMap, parse_shard_list
 from baseliner.service.config import ShardsConfig
 from baseliner.service.store import decode_file, encode_file
@@ -64,13 +64,13 @@ class Membership:
     before: ShardMap | None = None  # the map before ``map``, kept after this shard settled (proposals carry it)
     released: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # key -> (to, token, when)
     path: Path | None = None
-    key: bytes | None = None
+    key: Keyring | None = None  # state.key_file (required with a state directory)
 
     @classmethod
-    def from_config(cls, cfg: ShardsConfig, state_dir: str, hmac_key: bytes | None) -> Membership:
+    def from_config(cls, cfg: ShardsConfig, state_dir: str, keys: Keyring | None) -> Membership:
         name = cfg.name or socket.gethostname()
         m = cls(name, single=not cfg.list, path=Path(state_dir) / "shards.state" if state_dir else None,
-                key=hmac_key)
+                key=keys)
         if m.single:
             m.map = ShardMap(1, [Shard(name, "")])  # (the address: whatever the sensor reached)
             return m
@@ -145,6 +145,7 @@ class Membership:
             "released": {k: list(v) for k, v in self.released.items()},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        assert self.key is not None, "state.dir needs state.key_file"
         atomic_write(self.path, encode_file("shards", "shards", meta, {}, self.key))
 
     def load(self) -> None:
@@ -152,6 +153,7 @@ class Membership:
         shard's)."""
         if self.path is None or not self.path.exists():
             return
+        assert self.key is not None, "state.dir needs state.key_file"
         header, meta, _ = decode_file(self.path.read_bytes(), self.key, str(self.path))
         if header.get("kind") != "shards":
             raise StateError(f"{self.path}: not a shards state file")
