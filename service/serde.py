@@ -243,7 +243,7 @@ class Decoder:
                 self._identities.clear()
             ident = Identity(
                 msg.node, msg.container_id, msg.image_repository, msg.image_tag, msg.image_digest,
-                msg.container_name, msg.pod, msg.namespace,
+                msg.container_name, msg.pod, msg.namespace, msg.workload,
             )
             self._identities[raw] = ident
         return ident
