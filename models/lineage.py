@@ -242,7 +242,8 @@ class VersionStep:
 
     @classmethod
     def of(cls, baselines: Sequence[Any], block: VectorBlock, s: Any) -> VersionStep | None:
-        groups = [g for g, b in enumerate(baselines) if b.lineage is not None and b.lineage.active]
+        groups = [g for g, b in enumerate(baselines)
+                  if b.lineage is not None and b.lineage.active and str(b.state.value) == "detecting"]
         return cls(baselines, groups, block, s) if groups else None
 
     def _windows(self, g: int) -> range:
@@ -415,6 +416,16 @@ def fall_back(b: Any, code: str, reason: str) -> None:
     lin.rate_scores = lin.seq_scores = None
     lin.outbox.append({"kind": FALLBACK_EVENT, "reason": reason, "reason_code": code, "windows": lin.windows,
                        **lin.diff()})
+
+
+def detach(b: Any, reason: str) -> None:
+    """End a version's adaptation because its baseline was reset (``reason`` says by whom): it learns anew."""
+    lin: Lineage | None = b.lineage
+    if lin is None or not lin.active:
+        return
+    lin.status, lin.reason = FALLBACK, reason
+    lin.rate_scores = lin.seq_scores = None
+    lin.shown = {k: [] for k in KINDS}
 
 
 def _settle_vanished(b: Any, lin: Lineage) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
 from baseliner.models.block import NameTable, TableMemo, VectorBlock
 from baseliner.models.errors import UnknownBaselineError, ValidationError
-from baseliner.models.lineage import LineagePolicy
+from baseliner.models.lineage import LineagePolicy, detach
 from baseliner.models.rate_features import transform_block
 from baseliner.models.validate import validate_block
 from baseliner.models.vector import FeatureVector, Identity
@@ -611,6 +611,7 @@ class Pipeline:
     def reset(self, key: str) -> ImageBaseline:
         b = self.get(key)
         b.reset()
+        detach(b, "reset by an operator")
         self.dirty.add(key)
         if self.metrics is not None:
             self.metrics.forget_image(key)

@@ -178,3 +178,30 @@ def test_baselines_diff_compares_two_versions_of_the_live_state(version: Run, tm
     r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "diff", "run-a", CHILD,
                         "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no baseline for image(s) run-a" in r.stderr
+
+
+def test_export_and_import_keep_the_lineage_and_diff_reads_an_export(version: Run, tmp_path: Path) -> None:
+    import mlflow
+    from baseliner.service.baselines_cli import export, import_run
+
+    live, back = tmp_path / "live", tmp_path / "back"
+    live.mkdir()
+    StateStore(live).write(StateStore.snapshot(version.pipeline, everything=True))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.create_experiment("lineage", artifact_location=(tmp_path / "artifacts").as_uri())
+        run_id = export(live, None, [CHILD, PARENT], "lineage", "rollout")
+        assert import_run(run_id, back, None, [CHILD], force=False) == [CHILD]
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    restored = Pipeline(PipelineConfig())
+    assert StateStore(back).restore(restored) == 1
+    assert restored.get(CHILD).lineage.to_meta() == version.pipeline.get(CHILD).lineage.to_meta()
+    r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "diff", f"{run_id}#{PARENT}",
+                        CHILD, "--state-dir", str(live), "--tracking-uri", uri], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"{PARENT} (run {run_id}) -> {CHILD}:" in r.stdout
+    assert f"lineage: root -> adapting from {PARENT}" in r.stdout
+    assert "new executable: /entrypoint.sh, /usr/local/bin/nginx-conf-check" in r.stdout
