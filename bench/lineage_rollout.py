@@ -78,7 +78,7 @@ def run(rule: str, kind: str, shell: bool) -> dict[str, Any]:
     cpu = time.process_time() - t0
     in_hour = [(t, ok) for t, ok in scored if t < hour_end]
     false_windows = [(t, c) for t, c in flagged if t < hour_end and src.label_of(vectors[(t, c)]) is None]
-    late = [a for a in src.attacks if a.start >= rollout]
+    late = [a for a in src.attacks if a.start >= rollout and a.kind == "reverse_shell"]
     shell_windows = sorted(t for t, c in flagged if t < hour_end and src.label_of(vectors[(t, c)]) in late)
     alarms = [e for e in events if e["schema"] == SCHEMA and not e["update"] and e["image"]["key"] == CHILD]
     false_events = [e for e in alarms if e["window"]["start"] < _iso(hour_end)

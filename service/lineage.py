@@ -33,6 +33,11 @@ class LineageKeeper:
         lineage_groups(Identity("", "", ""), rule)  # checks the rule
         self.rule = rule
         self.policy = policy
+        # lineage group -> image keys in it: a new key looks up its candidates, not every baseline (a flood of
+        # image names stays linear). Rebuilt from the baselines when their number is not the one indexed
+        # (restored from disk, or one removed).
+        self._index: dict[str, set[str]] = {}
+        self._indexed = -1
 
     def start(self, key: str, identity: Identity, baselines: MutableMapping[str, Any],
               make: Callable[[str], ImageBaseline]) -> ImageBaseline:
@@ -41,6 +46,7 @@ class LineageKeeper:
         if not groups:
             return make(key)
         parent_key = self.parent_of(key, groups, baselines)
+        self._add(key, groups, len(baselines) + 1)
         if parent_key is None:
             b = make(key)
             b.lineage = Lineage(groups=groups)
@@ -52,13 +58,29 @@ class LineageKeeper:
         log.info("new baseline %s inherits from %s (%s)", key, parent_key, groups[0])
         return child
 
-    @staticmethod
-    def parent_of(key: str, groups: list[str], baselines: MutableMapping[str, Any]) -> str | None:
+    def _add(self, key: str, groups: list[str], size: int) -> None:
+        for g in groups:
+            self._index.setdefault(g, set()).add(key)
+        if self._indexed >= 0:
+            self._indexed = size
+
+    def _candidates(self, groups: list[str], baselines: MutableMapping[str, Any]) -> set[str]:
+        if self._indexed != len(baselines):
+            self._index.clear()
+            for other, b in list(baselines.items()):  # spilled baselines as summaries: nothing is loaded
+                lin = getattr(b, "lineage", None)
+                for g in lin.groups if lin is not None else ():
+                    self._index.setdefault(g, set()).add(other)
+            self._indexed = len(baselines)
+        return set().union(*(self._index.get(g, set()) for g in groups))
+
+    def parent_of(self, key: str, groups: list[str], baselines: MutableMapping[str, Any]) -> str | None:
         """The most recently seen ready baseline (other than ``key``) sharing a group with ``groups``."""
         best, latest = None, -math.inf
-        for other, b in list(baselines.items()):  # spilled baselines as summaries: nothing is loaded
+        for other in sorted(self._candidates(groups, baselines)):
+            b = _peek(baselines, other)
             lin = getattr(b, "lineage", None)
-            if other == key or lin is None or str(getattr(b.state, "value", b.state)) not in _READY:
+            if b is None or other == key or lin is None or str(getattr(b.state, "value", b.state)) not in _READY:
                 continue
             if not set(groups) & set(lin.groups):
                 continue
@@ -73,7 +95,10 @@ class LineageKeeper:
         lin = getattr(b, "lineage", None)
         if not isinstance(b, ImageBaseline) or lin is None:
             return False
-        return any([lin.add_group(g) for g in lineage_groups(identity, self.rule)])
+        added = [g for g in lineage_groups(identity, self.rule) if lin.add_group(g)]
+        for g in added:
+            self._index.setdefault(g, set()).add(b.key)
+        return bool(added)
 
     @staticmethod
     def events(key: str, b: ImageBaseline, identity: Identity) -> list[dict[str, Any]]:
@@ -90,3 +115,11 @@ class LineageKeeper:
             log.info("baseline %s: %s from %s%s", key, kind, lin.parent, f": {lin.reason}" if lin.reason else "")
         lin.outbox.clear()
         return out
+
+
+def _peek(baselines: MutableMapping[str, Any], key: str) -> Any:
+    """A baseline, or a spilled one's summary (``service/spill.py``: nothing is loaded); ``None`` if unknown."""
+    resident = getattr(baselines, "resident", None)
+    if resident is None:
+        return baselines.get(key)
+    return resident.get(key) or baselines.spilled.get(key)  # type: ignore[attr-defined]
