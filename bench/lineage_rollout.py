@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from baseliner.models.block import VectorBlock  # noqa: E402
 from baseliner.sensor.synthetic import HOUR, AttackSpec, ScenarioConfig, SyntheticSource, default_attacks  # noqa: E402
 from baseliner.service.config import PipelineConfig  # noqa: E402
 from baseliner.service.pipeline import Pipeline  # noqa: E402
@@ -71,7 +72,7 @@ def run(rule: str, kind: str, shell: bool) -> dict[str, Any]:
     vectors: dict[tuple[float, str], Any] = {}
     t0 = time.process_time()
     for seq, (t, vs) in enumerate(src.windows(), 1):
-        p.apply_batch("sensor-1", seq, list(enumerate(vs)))
+        p.apply_block("sensor-1", seq, VectorBlock.from_vectors(vs))
         if rollout <= t < hour_end:
             vectors.update({(v.window_start, v.identity.container_id): v for v in vs if v.identity.image == CHILD})
     p.flush_events()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import unescape
@@ -20,7 +21,7 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 from baseliner.service.auth import Authorizer, _digest
-from baseliner.service.console.sessions import COOKIE, Sessions
+from baseliner.service.console.sessions import COOKIE, LoginThrottle, Sessions
 from baseliner.service.server import BaselinerServer
 
 from tests.service_fixtures import batch_request, config, exchange, hello, learn_batches, running, vector
@@ -242,6 +243,46 @@ def test_live_stream_sends_new_anomalies(tmp_path: Path) -> None:
             assert data[0]["novel"] == ["sensitive_path /etc/passwd"]
 
     asyncio.run(main())
+
+
+def test_anomalies_survive_a_restart_through_the_events_file(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+
+    async def main() -> str:
+        async with console(tmp_path, ("events.output", str(out))) as (srv, events, _):
+            await feed(srv)
+            eid = str(events[0]["event_id"])
+        with out.open("a") as f:
+            f.write('{"schema": "baseliner.anomaly/v1", "event_id": "cut-off-by-a-cra')  # a line cut by a crash
+        async with console(tmp_path, ("events.output", str(out))) as (srv, _, http):
+            c = Browserless(http, srv.console.url.rstrip("/"))
+            await c.login(VIEWER)
+            status, html, _ = await c.get(f"/anomaly/{eid}")
+            assert status == 200 and "nginx:1.27" in html
+            assert eid in (await c.get("/anomalies"))[1]
+        return eid
+
+    asyncio.run(main())
+
+
+def test_guessing_tokens_is_refused_after_ten_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="baseliner.audit")
+
+    async def main() -> None:
+        async with console(tmp_path) as (srv, _, http):
+            guesser = Browserless(http, srv.console.url.rstrip("/"))
+            for i in range(LoginThrottle.FAILURES):
+                status, _, _ = await guesser.post("/login", {"token": f"guess-{i:026d}", "next": "/"})
+                assert status == 401
+            # now even the right token is refused from this address, with a reason, until the window passes
+            status, html, headers = await guesser.post("/login", {"token": OPERATOR, "next": "/"})
+            assert status == 429 and "Too many failed logins" in html and "Set-Cookie" not in headers
+            srv.console.pages.login_throttle.clock = lambda: time.monotonic() + LoginThrottle.WINDOW_SECONDS + 1
+            await guesser.login(OPERATOR)
+
+    asyncio.run(main())
+    assert any("action=login target=console result=denied from=127.0.0.1 reason=too-many-failures" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_sessions_end_when_idle_or_old_and_are_bounded() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from baseliner.models.baseline import BaselineConfig, ImageBaseline
+from baseliner.models.block import VectorBlock
 from baseliner.models.lineage import ADAPTING, FALLBACK, ROOT
 from baseliner.sensor.synthetic import HOUR, AttackSpec, ScenarioConfig, SyntheticSource
 from baseliner.service.config import PipelineConfig
@@ -66,7 +67,7 @@ def rollout(kind: str, attacks: tuple[AttackSpec, ...] = (), lineage: str = "aut
 
     run.pipeline.score_observers.append(observe)
     for seq, (_, vectors) in enumerate(run.source.windows(), 1):
-        run.pipeline.apply_batch("sensor-1", seq, list(enumerate(vectors)))
+        run.pipeline.apply_block("sensor-1", seq, VectorBlock.from_vectors(vectors))
     run.pipeline.flush_events()
     return run
 

@@ -9,9 +9,12 @@ or style not served by the console itself (``Content-Security-Policy``).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -133,6 +136,35 @@ def _durable(server: Any) -> Callable[[], Awaitable[None]] | None:
     return server.checkpoint if server.store is not None else None
 
 
+AVERAGE_EVENT_BYTES = 4096  # generous: an anomaly event is about 1.6 KB
+
+
+def replay_events_file(history: History, output: str, max_anomalies: int) -> int:
+    """Fill a starting console's history from the tail of the service's own events file (``events.output``),
+    so its pages survive a restart: the last ``max_anomalies`` events' worth of bytes, oldest first.  Lines that
+    are not JSON objects (a line cut by a crash) are skipped.  Returns the events replayed."""
+    path = Path(output) if output not in ("-", "stdout", "none", "") else None
+    if path is None or not path.is_file():
+        return 0
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = max(0, size - max_anomalies * AVERAGE_EVENT_BYTES)
+        f.seek(start)
+        lines = f.read().splitlines()[1 if start else 0:]  # the first line of a cut tail is partial
+    replayed = 0
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            history.emit(event)
+            replayed += 1
+    history.flush()
+    log.info("console: %d events replayed from %s", replayed, path)
+    return replayed
+
+
 async def attach(server: Any) -> ConsoleServer | None:
     """Start the console of a starting :class:`baseliner.service.server.BaselinerServer` (None when
     ``console.listen`` is off).
@@ -147,6 +179,7 @@ async def attach(server: Any) -> ConsoleServer | None:
     history = History(cfg.max_anomalies, cfg.chart_points, cfg.max_containers_per_image,
                       server.config.pipeline.max_baselines, server.config.falco.correlation_window_seconds,
                       images_held=lambda: pipeline.baselines)
+    replay_events_file(history, server.config.events.output, cfg.max_anomalies)
     correlator = server.falco_correlator
     (correlator.downstream if correlator is not None else pipeline.sinks).append(history)
     pipeline.score_observers.append(history.observe)

@@ -20,12 +20,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 from baseliner.models.errors import BaselinerError, UnknownBaselineError
+from baseliner.models.explain import fmt
 from baseliner.service.config import ConsoleConfig
 from baseliner.service.console import views
 from baseliner.service.console.actions import ACTIONS, Actions, Refused, audit
-from baseliner.service.console.charts import fmt
 from baseliner.service.console.history import SEVERITIES, History
-from baseliner.service.console.sessions import COOKIE, Session, Sessions
+from baseliner.service.console.sessions import COOKIE, LoginThrottle, Session, Sessions
 from baseliner.service.errors import UnknownEventError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from multidict import MultiDictProxy
@@ -101,6 +101,7 @@ class Pages:
         self.pipeline = pipeline
         self.history = history
         self.sessions = sessions
+        self.login_throttle = LoginThrottle()
         self.actions = actions
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -290,16 +291,22 @@ class Pages:
         nxt = safe_next(request.query.get("next", "/"))
         if self.sessions.get(request.cookies.get(COOKIE)) is not None:
             raise web.HTTPSeeOther(nxt)
-        return self.render(request, "login.html", next=nxt, failed=False)
+        return self.render(request, "login.html", next=nxt, failed="")
 
     async def login(self, request: web.Request) -> web.Response:
         form = await request.post()
         nxt = safe_next(str(form.get("next", "/")))
         client = request.remote or ""
+        if self.login_throttle.refused(client):
+            audit(None, "login", "console", "denied", client, "reason=too-many-failures")
+            return self.render(request, "login.html", status=429, next=nxt,
+                               failed="Too many failed logins from this address: try again in a minute.")
         found = self.sessions.login(str(form.get("token", "")))
         if found is None:
+            self.login_throttle.failed(client)
             audit(None, "login", "console", "denied", client, "reason=unknown-token")
-            return self.render(request, "login.html", status=401, next=nxt, failed=True)
+            return self.render(request, "login.html", status=401, next=nxt,
+                               failed="That token is not an operator or viewer token of this service.")
         cookie, session = found
         audit(session.who, "login", "console", "ok", client)
         resp = web.HTTPSeeOther(nxt)

@@ -5,7 +5,8 @@ A visitor logs in by posting an operator or viewer token (``service/auth.py``: `
 (``Secure; HttpOnly; SameSite=Strict``), held here only as its SHA-256 digest, and carries the token's name
 and role and a random CSRF token that every form of the session posts back.  A session ends when it is
 unused for ``console.session_idle_minutes``, ``console.session_hours`` after its login, at logout, or when
-``console.max_sessions`` newer ones push it out.
+``console.max_sessions`` newer ones push it out.  A client address that fails ``LoginThrottle.FAILURES``
+logins within ``LoginThrottle.WINDOW_SECONDS`` is refused further attempts until that window has passed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,45 @@ class Session:
     created: float
     used: float
     flash: list[str] = field(default_factory=list)  # messages for the next page (e.g. what an action did)
+
+
+class LoginThrottle:
+    """Failed logins per client address, to refuse guessing: at most ``FAILURES`` per ``WINDOW_SECONDS``.
+
+    Bounded: the ``max_clients`` most recent failing addresses are remembered.
+
+    >>> t = LoginThrottle(clock=lambda: 0.0)
+    >>> for _ in range(LoginThrottle.FAILURES): t.failed("10.0.0.1")
+    >>> t.refused("10.0.0.1"), t.refused("10.0.0.2")
+    (True, False)
+    """
+
+    FAILURES = 10
+    WINDOW_SECONDS = 60.0
+
+    def __init__(self, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_clients = max_clients
+        self.clock = clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()  # address -> failure times, oldest first
+
+    def _recent(self, client: str) -> list[float]:
+        since = self.clock() - self.WINDOW_SECONDS
+        times = [t for t in self._failures.get(client, ()) if t > since]
+        if times:
+            self._failures[client] = times
+        else:
+            self._failures.pop(client, None)
+        return times
+
+    def refused(self, client: str) -> bool:
+        """True while ``client`` has used up its failures of the current window."""
+        return len(self._recent(client)) >= self.FAILURES
+
+    def failed(self, client: str) -> None:
+        self._failures[client] = self._recent(client) + [self.clock()]
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
 
 
 class Sessions:
