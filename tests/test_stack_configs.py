@@ -70,7 +70,7 @@ def test_promtool_check_kubernetes_scrape_config(tmp_path: Path) -> None:
 def test_promtool_check_rules() -> None:
     r = promtool("check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "13 rules found" in r.stdout
+    assert "14 rules found" in r.stdout
 
 
 def test_promtool_test_rules() -> None:
