@@ -206,3 +206,26 @@ def test_export_and_import_keep_the_lineage_and_diff_reads_an_export(version: Ru
     assert f"{PARENT} (run {run_id}) -> {CHILD}:" in r.stdout
     assert f"lineage: root -> adapting from {PARENT}" in r.stdout
     assert "new executable: /entrypoint.sh, /usr/local/bin/nginx-conf-check" in r.stdout
+
+
+def test_a_spilled_parent_is_found_from_its_summary_and_loaded_once_inherited(tmp_path: Path) -> None:
+    """With at most one baseline resident, the parent lies on disk when its new version arrives."""
+    import asyncio
+
+    from tests.service_fixtures import batch_request, config, exchange, hello, learn_batches, running, vector
+
+    cfg = config(tmp_path / "state", ("pipeline.max_resident_baselines", 1))
+
+    async def main() -> None:
+        async with running(cfg) as (srv, _):
+            other = [vector(100, 5, repo="redis", tag="7")]  # another image pushes nginx:1.27 out to disk
+            newer = [vector(60 + k, 2, tag="1.28") for k in range(3)]
+            await exchange(srv.port, [hello(), *learn_batches(4), batch_request(other, 5), batch_request(newer, 6)])
+            child = srv.pipeline.baselines["nginx:1.28"]
+            assert child.lineage.parent == "nginx:1.27" and child.state.value == "detecting"
+            summary = srv.spill.spilled.get("nginx:1.27") or srv.spill.spilled.get("redis:7")
+            assert summary is not None and summary.lineage is not None  # a spilled one keeps its lineage summary
+            listed = {b.key: b.lineage.parent for b in srv.pipeline.all()}
+            assert listed == {"nginx:1.27": "", "nginx:1.28": "nginx:1.27", "redis:7": ""}
+
+    asyncio.run(main())
