@@ -34,6 +34,7 @@ from baseliner.models.detectors.sequence import SequenceTier, StackedSequence
 from baseliner.models.detectors.zscore import ZScoreDetector
 from baseliner.models.errors import StateError, StateVersionError
 from baseliner.models.explain import Deviation, deviations
+from baseliner.models.lineage import Lineage, VersionStep
 from baseliner.models.novelty import KINDS, NovelItem, NoveltySets, novel_rows
 from baseliner.models.rate_features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_block
 from baseliner.models.threshold import TailThreshold
@@ -319,12 +320,13 @@ class ImageBaseline:
     (True, ('novel_executable', 'novel_syscall', 'rate'), 'new executable /bin/sh')
     """
 
-    STATE_VERSION = 2  # 2: n-gram spec v2; the sequence tier's order-6 bitset (``*.seq.seen``)
+    STATE_VERSION = 3  # 2: n-gram spec v2; the sequence tier's order-6 bitset (``*.seq.seen``); 3: lineage
 
     def __init__(self, key: str, config: BaselineConfig | None = None) -> None:
         self.key = key
         self.config = config or BaselineConfig()
         self.mode = Mode.AUTO
+        self.lineage: Lineage | None = None  # its image's versions (models/lineage.py); kept by reset()
         self._init_state()
 
     def _init_state(self) -> None:
@@ -494,9 +496,12 @@ class ImageBaseline:
             "novelty": self.novelty.to_dict(),
             "containers": sorted(self.containers),
             "quarantine": sorted(self.quarantine.items()),
+            "lineage": None if self.lineage is None else self.lineage.to_meta(),
         }
         arrays = self.steady.to_arrays("steady")
         arrays.update(self.startup.to_arrays("startup"))
+        if self.lineage is not None:
+            arrays.update(self.lineage.to_arrays())
         return meta, arrays
 
     @classmethod
@@ -524,6 +529,8 @@ class ImageBaseline:
             b.startup.load_arrays("startup", arrays)
             b.containers = {str(c) for c in meta["containers"][:_MAX_REPLICAS]}
             b.quarantine = {str(k): float(t) for k, t in meta["quarantine"][:_MAX_QUARANTINE]}
+            if meta["lineage"] is not None:
+                b.lineage = Lineage.from_state(meta["lineage"], arrays, b.config)
         except StateError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -588,11 +595,18 @@ def _process(
     """:func:`process_blocks` for groups scored against their state before the block."""
     baselines = [b for b, _ in groups]
     s = _score(groups, block, X)
+    versions = VersionStep.of(baselines, block, s)  # images adapting to a new version (models/lineage.py)
+    if versions is not None:
+        versions.defer_items()
     _decide(baselines, s)
     learn_mask = _learn_mask(baselines, block, s)
     verdicts = _verdicts(baselines, block, s, learn_mask)
+    if versions is not None:
+        versions.before_learn(learn_mask)
     if learn_mask.any():
         _learn(baselines, block, s, learn_mask)
+    if versions is not None:
+        versions.after_learn()
     return verdicts
 
 

@@ -135,6 +135,7 @@ class BaselinerModel:
         meta["config"] = self.config.to_dict()
         meta["windows_scored"] = 0  # the new image's own counters start at zero
         meta["anomalies"] = 0
+        meta["lineage"] = None  # the service gives the new image its own (service/lineage.py)
         return ImageBaseline.from_state(meta, self.state_arrays)
 
 

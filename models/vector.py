@@ -26,13 +26,14 @@ class Identity:
     container_name: str = ""
     pod: str = ""
     namespace: str = ""
+    workload: str = ""  # the pod's Kubernetes workload, "deployment/web" (sensor/attribution/workload.py)
     # The hash, computed once: an identity is a dict key several times per window on the service's path.
     _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.node, self.container_id, self.image_repository,
                                                 self.image_tag, self.image_digest, self.container_name, self.pod,
-                                                self.namespace)))
+                                                self.namespace, self.workload)))
 
     def __hash__(self) -> int:
         return self._hash

@@ -88,6 +88,8 @@ class ScenarioConfig:
     attacks: tuple[AttackSpec, ...] | None = None  # None: default_attacks(attack_after_hours)
     restarts_per_day: float = 0.5  # per container, random
     rollout_at_hours: float | None = 25.0  # rolling restart of the web deployment; None: no rollout
+    rollout_tag: str | None = None  # the web image's tag after the rollout (a new version); None: the same image
+    rollout_kind: str = "version"  # "version": changed entrypoint + one new helper; "different": another program
     ngrams: bool = True
     ngram_orders: tuple[int, ...] = SENSOR_ORDERS  # the orders counted, as the eBPF sensor's ProbeConfig
 
@@ -100,6 +102,8 @@ class ScenarioConfig:
             raise ValueError("window_seconds and hours must be > 0")
         if not self.nodes:
             raise ValueError("at least one node is needed")
+        if self.rollout_kind not in ("version", "different"):
+            raise ValueError(f"rollout_kind must be 'version' or 'different', got {self.rollout_kind!r}")
         known = {name for name, _ in self.replicas}
         for spec in self.attack_specs:
             if spec.deployment not in known:
@@ -208,6 +212,9 @@ _ENTRYPOINTS = {
            "/usr/lib/postgresql/16/bin/postgres"],
     "worker": ["/usr/local/bin/python3.12"],
 }
+_ENTRYPOINTS["web-next"] = ["/entrypoint.sh", "/usr/local/bin/nginx-conf-check",
+                             *_ENTRYPOINTS["web"][1:]]  # the rollout_tag version's
+_WORKLOADS = {"web": "deployment/web", "db": "statefulset/db", "worker": "deployment/worker"}
 _WKHTML = "/usr/local/bin/wkhtmltopdf"
 _DNS = Endpoint("10.96.0.10", 53, "udp", True)
 
@@ -222,6 +229,7 @@ class _Incarnation:
     pod: str
     started: float  # event time
     ended: float  # event time (math.inf while running)
+    version: int = 0  # rollouts before this incarnation started
 
 
 @dataclass
@@ -316,12 +324,12 @@ class SyntheticSource:
             for i, r in enumerate(restarts):
                 if r <= begin:
                     continue
-                c.lives.append(_Incarnation(_hex(cfg.seed, ci, i), pod, begin, r))
+                c.lives.append(_Incarnation(_hex(cfg.seed, ci, i), pod, begin, r, generation))
                 if r in new_pod_at:
                     generation += 1
                     pod = self._pod_name(c, generation)
                 begin = r
-            c.lives.append(_Incarnation(_hex(cfg.seed, ci, len(restarts)), pod, begin, math.inf))
+            c.lives.append(_Incarnation(_hex(cfg.seed, ci, len(restarts)), pod, begin, math.inf, generation))
 
     def _pod_name(self, c: _Container, generation: int) -> str:
         cfg = self.config
@@ -379,19 +387,24 @@ class SyntheticSource:
         cfg = self.config
         w = cfg.window_seconds
         repo, tag, ns, name, _ = _IMAGES[c.deployment]
-        ident = Identity(c.node, life.container_id, repo, tag, "sha256:" + _hex(repo, tag), name, life.pod, ns)
+        behaviour = c.deployment
+        if life.version and cfg.rollout_tag is not None and c.deployment == "web":
+            tag = cfg.rollout_tag
+            behaviour = "web-next" if cfg.rollout_kind == "version" else "worker"
+        ident = Identity(c.node, life.container_id, repo, tag, "sha256:" + _hex(repo, tag), name, life.pod, ns,
+                         _WORKLOADS[c.deployment])
         v = FeatureVector(ident, t, w, seconds_since_start=t - life.started)
         acc = _Window(cfg.ngrams, cfg.ngram_orders)
         age = t - life.started
         load = _daily(t) * self._burst(t) * c.share
-        if c.deployment == "web":
+        if behaviour in ("web", "web-next"):
             self._web(v, acc, load, age, rng)
-        elif c.deployment == "db":
+        elif behaviour == "db":
             self._db(c, v, acc, load, age, t, rng)
         else:
             self._worker(c, v, acc, age, t, rng)
         if age < 2 * w:
-            self._startup(c, v, acc, age, rng)
+            self._startup(behaviour, v, acc, age, rng)
         acc.run(BACKGROUND, int(rng.poisson(3 * w)))
         for attack, spec in self._by_container.get(life.container_id, ()):
             if attack.start < t + w and attack.end > t:
@@ -536,27 +549,27 @@ class SyntheticSource:
                 v.bytes_sent += sent
                 v.packets_sent += sent // 1448
 
-    def _startup(self, c: _Container, v: FeatureVector, acc: _Window, age: float,
+    def _startup(self, behaviour: str, v: FeatureVector, acc: _Window, age: float,
                  rng: np.random.Generator) -> None:
         """Entry point, library loading, listening sockets: the first windows of a container."""
         if age >= v.window_seconds:  # second window: finishing initialisation
             acc.run(START_LOAD, int(rng.poisson(40)))
             return
-        execs = _ENTRYPOINTS[c.deployment]
+        execs = _ENTRYPOINTS[behaviour]
         v.execs += len(execs)
-        v.forks += len(execs) - 1 + (2 if c.deployment == "web" else 5 if c.deployment == "db" else 0)
+        v.forks += len(execs) - 1 + (2 if behaviour.startswith("web") else 5 if behaviour == "db" else 0)
         v.exits += len(execs) - 1
         v.executables.extend(execs)
         acc.run(START_EXEC, len(execs))
-        acc.run(START_LOAD, int(rng.poisson(600 if c.deployment == "worker" else 150)))
+        acc.run(START_LOAD, int(rng.poisson(600 if behaviour == "worker" else 150)))
         v.write_opens += int(rng.integers(1, 5))
-        if c.deployment == "web":
+        if behaviour.startswith("web"):
             acc.run(START_LISTEN, 2)
             v.listens += 2
             v.write_opens += 1
             v.sensitive_writes += 1
             v.sensitive_paths.append("/etc/nginx/conf.d/default.conf")
-        elif c.deployment == "db":
+        elif behaviour == "db":
             acc.run(START_LISTEN, 2)
             v.listens += 2
             v.write_opens += int(rng.integers(10, 30))  # pid file, WAL, stats under /var/lib/postgresql

@@ -96,6 +96,7 @@ def _identity(ident: Identity, i: vectors_pb2.Identity) -> None:
     i.image_digest = ident.image_digest
     i.pod = ident.pod
     i.namespace = ident.namespace
+    i.workload = ident.workload
 
 
 def _endpoint(ep: Endpoint, msg: vectors_pb2.Endpoint) -> None:

@@ -60,8 +60,11 @@ def _fmt_baseline(b: admin_pb2.Baseline) -> str:
     state = admin_pb2.State.Name(b.state).removeprefix("STATE_").lower()
     mode = admin_pb2.Mode.Name(b.mode).removeprefix("MODE_").lower()
     thr = f"{b.threshold:.3g}" if b.threshold else "-"
-    return (f"{b.key:40s} {state:10s} {mode:7s} learned={b.windows_learned:<8d} scored={b.windows_scored:<8d} "
+    line = (f"{b.key:40s} {state:10s} {mode:7s} learned={b.windows_learned:<8d} scored={b.windows_scored:<8d} "
             f"anomalies={b.anomalies:<6d} threshold={thr}")
+    if b.HasField("lineage") and b.lineage.parent:
+        line += f" lineage={b.lineage.status} parent={b.lineage.parent}"
+    return line
 
 
 def _print_list(resp: admin_pb2.ListBaselinesResponse) -> None:
@@ -79,6 +82,13 @@ def _print_details(resp: admin_pb2.Baseline) -> None:
                         ("remote ports", resp.remote_ports), ("sensitive paths", resp.sensitive_paths)):
         shown = ", ".join(list(items)[:20]) + (" ..." if len(items) > 20 else "")
         print(f"  {name} ({len(items)}): {shown}")
+    lin = resp.lineage
+    if resp.HasField("lineage"):
+        print(f"  lineage: {lin.status}" + (f", from {lin.parent}" if lin.parent else "")
+              + f" ({', '.join(lin.groups)})" + (f"; {lin.reason}" if lin.reason else ""))
+        for label, items in (("new in this version", lin.added), ("vanished in this version", lin.vanished)):
+            if items:
+                print(f"  {label}: {', '.join(items)}")
     for f in resp.features:
         if f.mean > 0 and math.isfinite(f.typical):
             print(f"  {f.name:32s} typical {f.typical:10.3g} {f.unit}  (log-rate {f.mean:.3f} ± {f.std:.3f})")

@@ -41,10 +41,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         f"baseliner baselines diff RUN_A RUN_B {_SERVER}"),
     )
     sub = p.add_subparsers(dest="baselines_command", required=True)
-    d = sub.add_parser("diff", help="what changed in the baselines between two exports (runs)", formatter_class=RAW,
-                       epilog=examples(f"baseliner baselines diff 0a1b2c... 3d4e5f... {_SERVER} --image nginx:1.27"))
-    d.add_argument("run_a", help="MLflow run id of the older export")
-    d.add_argument("run_b", help="MLflow run id of the newer export")
+    d = sub.add_parser("diff", help="what changed between two exports (runs), or between any two baselines",
+                       formatter_class=RAW, epilog=examples(
+                           f"baseliner baselines diff 0a1b2c... 3d4e5f... {_SERVER} --image nginx:1.27",
+                           "baseliner baselines diff nginx:1.27 nginx:1.28 --state-dir /var/lib/baseliner",
+                           f"baseliner baselines diff '0a1b2c...#nginx:1.27' nginx:1.28 --state-dir /var/lib/baseliner "
+                           f"{_SERVER}"))
+    d.add_argument("run_a", metavar="A", help="MLflow run id of the older export, or one baseline: RUN_ID#IMAGE "
+                                              "(exported) or IMAGE (in --state-dir)")
+    d.add_argument("run_b", metavar="B", help="the newer export, or the other baseline")
+    d.add_argument("--state-dir", type=existing_dir, help="the service's state directory, for baselines named by "
+                                                          "image key alone")
+    d.add_argument("--state-key-file", type=readable_file,
+                   help="the state's integrity keys (state.key_file); needed with --state-dir")
     d.add_argument("--top", type=int, default=5, help="features with the largest shift to show per image")
     d.add_argument("--json", action="store_true", help="print the diff as JSON")
     g = sub.add_parser("register", help="register one learned baseline as a Baseliner model (warm start)",
@@ -90,8 +99,11 @@ def summary(b: ImageBaseline) -> dict[str, Any]:
     def num(x: float) -> float | None:
         return x if math.isfinite(x) else None
 
+    lin = b.lineage
     return {
         "key": b.key,
+        "lineage": None if lin is None else {"parent": lin.parent, "status": lin.status, "reason": lin.reason,
+                                             "groups": lin.groups, **lin.diff()},
         "state": b.state.value,
         "mode": b.mode.value,
         "windows_learned": b.windows_learned,
@@ -248,6 +260,9 @@ def diff_summaries(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], i
         entry: dict[str, Any] = {
             k: [x.get(k), y.get(k)] for k in ("state", "mode", "windows_learned", "threshold") if x.get(k) != y.get(k)
         }
+        lin_a, lin_b = (_lineage_text(s.get("lineage")) for s in (x, y))
+        if lin_a != lin_b:
+            entry["lineage"] = [lin_a, lin_b]
         fa = {f["name"]: f for f in x.get("features", [])}
         shifts = []
         for f in y.get("features", []):
@@ -274,6 +289,50 @@ def diff_summaries(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], i
     return out
 
 
+def _one_baseline(ref: str, state_dir: str | None, key: Keyring | None,
+                  tmp: str) -> tuple[str, dict[str, Any]] | None:
+    """The summary of the baseline ``ref`` names (``RUN_ID#IMAGE``, or an image key in ``state_dir``), with
+    a label; ``None`` when ``ref`` names a whole export (a run id)."""
+    run_id, sep, image = ref.partition("#")
+    if sep:
+        found = _summaries(run_id, tmp)
+        if image not in found:
+            raise ConfigError(f"run {run_id} holds no baseline for {image!r}")
+        return f"{image} (run {run_id})", found[image]
+    if state_dir is None or key is None:
+        return None
+    ((_, _, b),) = read_state_dir(Path(state_dir), key, [ref])
+    return ref, summary(b)
+
+
+def diff_refs(a: str, b: str, state_dir: str | None, key: Keyring | None, images: list[str],
+              top: int) -> dict[str, Any]:
+    """``diff`` of two exports, or of two single baselines (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="baseliner-diff-") as tmp:
+        one_a = _one_baseline(a, state_dir, key, tmp)
+        one_b = _one_baseline(b, state_dir, key, tmp)
+        if one_a is None and one_b is None:
+            return diff_summaries(_summaries(a, tmp), _summaries(b, tmp), images, top)
+        if one_a is None or one_b is None:
+            raise ConfigError("give two exports (run ids) or two baselines (RUN_ID#IMAGE, or IMAGE with "
+                              "--state-dir), not one of each")
+        label = f"{one_a[0]} -> {one_b[0]}"
+        return diff_summaries({label: one_a[1]}, {label: one_b[1]}, None, top)
+
+
+def _needs_mlflow(args: argparse.Namespace) -> bool:
+    """Whether a command reads or writes MLflow (a diff of two baselines of the state directory does not)."""
+    if args.baselines_command != "diff" or args.state_dir is None:
+        return True
+    return "#" in args.run_a or "#" in args.run_b
+
+
+def _lineage_text(lin: dict[str, Any] | None) -> str:
+    if not lin:
+        return "none"
+    return f"{lin['status']}" + (f" from {lin['parent']}" if lin.get("parent") else "")
+
+
 def _g(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
@@ -287,7 +346,7 @@ def _print_diff(d: dict[str, Any]) -> None:
             print(f"{image}: unchanged")
             continue
         print(f"{image}:")
-        for k in ("state", "mode", "windows_learned", "threshold"):
+        for k in ("lineage", "state", "mode", "windows_learned", "threshold"):
             if k in entry:
                 print(f"  {k}: {entry[k][0]} -> {entry[k][1]}")
         for f in entry.get("features", []):
@@ -314,10 +373,13 @@ def use_servers(tracking_uri: str, registry_uri: str = "") -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    use_servers(args.tracking_uri, getattr(args, "registry_uri", ""))
+    if _needs_mlflow(args):
+        use_servers(args.tracking_uri, getattr(args, "registry_uri", ""))
     if args.baselines_command == "diff":
-        with tempfile.TemporaryDirectory(prefix="baseliner-diff-") as tmp:
-            d = diff_summaries(_summaries(args.run_a, tmp), _summaries(args.run_b, tmp), args.image, args.top)
+        keys = Keyring.load(args.state_key_file, "--state-key-file") if args.state_key_file else None
+        if args.state_dir and keys is None:
+            raise ConfigError("--state-dir needs --state-key-file: the state files are signed")
+        d = diff_refs(args.run_a, args.run_b, args.state_dir, keys, args.image, args.top)
         if args.json:
             print(json.dumps(d, indent=1, sort_keys=True))
         else:

@@ -20,7 +20,16 @@ from baseliner.models.errors import ConfigError
 from baseliner.models.integrity import Keyring
 from baseliner.models.signatures import TrustedKeys
 from baseliner.service.auth import is_loopback, read_secret, read_sensor_tokens, read_token_file
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 ENV_PREFIX = "BASELINER_"
 
@@ -114,6 +123,20 @@ class PipelineConfig(_Section):
     max_baselines: Count = 10_000  # baselines held; vectors of further images are rejected (BASELINE_LIMIT)
     max_containers: Count = 100_000  # containers tracked for start-up time and window order
     max_resident_baselines: Annotated[int, Field(ge=0)] = 0  # >0 (with state.dir): LRU baselines spill to disk
+    # Image lineage (models/lineage.py, service/lineage.py): a new image key starts from the most recent ready
+    # baseline of its workload (where known) or repository ("auto"), of its "repository", its "workload", or
+    # never ("off"); how long the new version is observed (its diff) and adapts; when it falls back to learning.
+    lineage: Literal["auto", "repository", "workload", "off"] = "auto"
+    lineage_observe_seconds: Seconds = 300.0  # event time; start-up items new in it form the version diff
+    lineage_adapt_seconds: Seconds = 3600.0  # event time; faster adaptation, thresholds recalibrated
+    lineage_max_changed_executables: Annotated[float, Field(gt=0, le=1)] = 0.5  # share new or vanished: fall back
+    lineage_max_flagged_share: Annotated[float, Field(gt=0, le=1)] = 0.5  # share of windows flagged: fall back
+
+    @model_validator(mode="after")
+    def _observe_within_adapt(self) -> PipelineConfig:
+        if self.lineage_observe_seconds > self.lineage_adapt_seconds:
+            raise ValueError("lineage_observe_seconds must be at most lineage_adapt_seconds")
+        return self
 
 
 class EventsConfig(_Section):

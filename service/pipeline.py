@@ -2,7 +2,9 @@
 
 The pipeline is the service's domain core: no gRPC here.  It owns
 
-* one :class:`baseliner.models.baseline.ImageBaseline` per image key (``repository:tag`` by default);
+* one :class:`baseliner.models.baseline.ImageBaseline` per image key (``repository:tag`` by default), a new
+  key starting from its predecessor's where its lineage has one (``service/lineage.py``), and the version
+  events that come of it;
 * per-sensor last applied batch sequence (resends are recognised and not applied twice);
 * a container tracker (first and last window seen) that fills ``seconds_since_start`` when the sensor
   did not know the container's age, and rejects windows that go back in time (``OUT_OF_ORDER``);
@@ -27,12 +29,14 @@ import numpy as np
 from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
 from baseliner.models.block import NameTable, TableMemo, VectorBlock
 from baseliner.models.errors import UnknownBaselineError, ValidationError
+from baseliner.models.lineage import LineagePolicy, detach
 from baseliner.models.rate_features import transform_block
 from baseliner.models.validate import validate_block
 from baseliner.models.vector import FeatureVector, Identity
 from baseliner.service.config import PipelineConfig
 from baseliner.service.container_tracker import ContainerTracker
 from baseliner.service.errors import UnknownEventError
+from baseliner.service.lineage import LineageKeeper
 from baseliner.service.sinks.events import EventSink, build_event, event_id
 from baseliner.service.sinks.metrics import ServiceMetrics
 
@@ -82,6 +86,7 @@ class _Aggregate:
     window_start: float
     window_seconds: float
     repeats: int = 0  # repeats since the last time the event was written
+    parent: str = ""  # the image's lineage parent (its baseline was inherited from that image key's)
     touched: float = 0.0  # monotonic wall time of the last repeat (closes aggregates of silent containers)
 
 
@@ -116,6 +121,10 @@ class Pipeline:
         # Makes the baseline of a new image; service/model_source.py sets it from a registered model
         # (its config and trained state as a warm start). None: an empty baseline with baseline_config.
         self.baseline_factory: Callable[[str], ImageBaseline] | None = None
+        c = self.config
+        self.lineage = LineageKeeper(c.lineage, LineagePolicy(
+            c.lineage_observe_seconds, c.lineage_adapt_seconds, c.lineage_max_changed_executables,
+            c.lineage_max_flagged_share))
         self.sensors: dict[str, int] = {}
         self.containers = ContainerTracker(self.config.max_containers)
         # Per distinct identity (a row of these tables, found with one dict lookup per identity and batch):
@@ -346,6 +355,8 @@ class Pipeline:
             self._ident_slot = np.resize(self._ident_slot, size)
             self._ident_gen = np.resize(self._ident_gen, size)
         key = image_key(ident, self.config.image_key)
+        if key in self.baselines and self.lineage.note(self.baselines[key], ident):
+            self.dirty.add(key)  # a new container of a known image, in another lineage group
         k = self._image_index.get(key)
         if k is None:
             k = self._image_index[key] = len(self._image_keys)
@@ -416,7 +427,8 @@ class Pipeline:
                     msg = f"baseline limit of {self.config.max_baselines} images reached; image {key!r} not learned"
                     refused.append((rows, "TOO_LARGE", "baseline limit: " + msg))
                     continue
-                baseline = self.baselines[key] = self.new_baseline(key)
+                baseline = self.baselines[key] = self.lineage.start(key, block.identity(int(rows[0])),
+                                                                    self.baselines, self.new_baseline)
                 self.removed.discard(key)
                 log.info("new baseline %s", key)
             elif not isinstance(baseline, ImageBaseline):  # a spilled baseline whose saved state was refused
@@ -442,17 +454,28 @@ class Pipeline:
         if m is not None:
             m.scoring_latency.observe(elapsed)
             m.observe_batch_scores([key for key, _, _ in todo], [v.score for v in results])
-        for (key, _, rows), verdicts in zip(todo, results, strict=True):
+        for (key, baseline, rows), verdicts in zip(todo, results, strict=True):
             self.dirty.add(key)
             for observe in self.score_observers:
                 observe(key, block, rows, verdicts)
+            lin = baseline.lineage
+            parent = lin.parent if lin is not None else ""
             for i in sorted(verdicts.flagged):
-                self._anomaly(key, block.vector(int(rows[i])), verdicts.flagged[i])
+                self._anomaly(key, block.vector(int(rows[i])), verdicts.flagged[i], parent)
+            if lin is not None and lin.outbox:
+                self._version_events(key, baseline, block.identity(int(rows[0])))
         self.stage_seconds["events"] += self._clock() - t1
         return np.concatenate([rows for _, _, rows in todo])
 
     # -- anomalies ----------------------------------------------------------------------------------
-    def _anomaly(self, key: str, v: FeatureVector, vd: Any) -> None:
+    def _version_events(self, key: str, baseline: ImageBaseline, identity: Identity) -> None:
+        """The version diff or fallback ``baseline``'s lineage has waiting (``models/lineage.py``)."""
+        for event in self.lineage.events(key, baseline, identity):
+            if self.metrics is not None:
+                self.metrics.lineage_event(event["kind"], event["lineage"]["reason_code"])
+            self._emit(event)
+
+    def _anomaly(self, key: str, v: FeatureVector, vd: Any, parent: str = "") -> None:
         ident = v.identity
         if self.metrics is not None:
             self.metrics.anomaly(key, ident.namespace, vd.kinds, vd.severity)
@@ -473,7 +496,7 @@ class Pipeline:
             self._close(akey, agg)
         eid = event_id(ident.node, ckey, v.window_start, vd.kinds)
         agg = _Aggregate(eid, key, ident, v.window_start, v.window_end, 1, vd, v.window_start, v.window_seconds,
-                         touched=time.monotonic())
+                         touched=time.monotonic(), parent=parent)
         if window > 0:
             self._open[akey] = agg
         event = self._event(agg, update=False)
@@ -492,6 +515,7 @@ class Pipeline:
             first_seen=agg.first_start,
             last_seen=agg.last_end,
             update=update,
+            parent=agg.parent,
         )
         if self.shard_name:
             event["shard"] = self.shard_name
@@ -577,6 +601,7 @@ class Pipeline:
     def reset(self, key: str) -> ImageBaseline:
         b = self.get(key)
         b.reset()
+        detach(b, "reset by an operator")
         self.dirty.add(key)
         if self.metrics is not None:
             self.metrics.forget_image(key)

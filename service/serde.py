@@ -243,7 +243,7 @@ class Decoder:
                 self._identities.clear()
             ident = Identity(
                 msg.node, msg.container_id, msg.image_repository, msg.image_tag, msg.image_digest,
-                msg.container_name, msg.pod, msg.namespace,
+                msg.container_name, msg.pod, msg.namespace, msg.workload,
             )
             self._identities[raw] = ident
         return ident
@@ -473,6 +473,14 @@ def baseline_to_proto(baseline: Any, detail: bool = False, serialized_bytes: int
         msg.syscalls.extend(sets.get("syscall", []))
         msg.remote_ports.extend(str(p) for p in sets.get("port", []))
         msg.sensitive_paths.extend(sets.get("sensitive_path", []))
+    lin = getattr(baseline, "lineage", None)  # a Lineage, or a spilled baseline's LineageInfo
+    if lin is not None:
+        msg.lineage.parent, msg.lineage.status, msg.lineage.reason = lin.parent, lin.status, lin.reason
+        msg.lineage.groups.extend(lin.groups)
+        if detail:
+            diff = lin.diff()
+            msg.lineage.added.extend(f"{k} {v}" for k, vs in diff["added"].items() for v in vs)
+            msg.lineage.vanished.extend(f"{k} {v}" for k, vs in diff["vanished"].items() for v in vs)
     return msg
 
 

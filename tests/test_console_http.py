@@ -303,3 +303,21 @@ def test_sessions_end_when_idle_or_old_and_are_bounded() -> None:
     e, _ = s.login(OPERATOR)  # type: ignore[misc]
     assert len(s) == 2 and s.get(c) is None and s.get(d) is not None
     assert s.login("") is None and s.login(OPERATOR[:-1]) is None
+
+
+def test_a_new_version_shows_where_its_baseline_came_from(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with console(tmp_path) as (srv, _, http):
+            newer = [vector(60 + k, c, tag="1.28") for k in range(5) for c in (2, 3)]
+            await exchange(srv.port, [hello(), *learn_batches(4), batch_request(newer, 5)])
+            child = srv.pipeline.get("nginx:1.28")
+            assert child.lineage is not None and child.lineage.parent == "nginx:1.27"
+            c = Browserless(http, srv.console.url.rstrip("/"))
+            await c.login(VIEWER)
+            page = text((await c.get("/image", key="nginx:1.28"))[1])
+            assert "Lineage A new version of nginx:1.27 (repository nginx): observing" in page
+            assert "detecting with its parent's model while its version diff is gathered" in page
+            assert "from nginx:1.27" in text((await c.get("/"))[1])
+            assert "Lineage" not in text((await c.get("/image", key="nginx:1.27"))[1])
+
+    asyncio.run(main())

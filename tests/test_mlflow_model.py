@@ -316,3 +316,20 @@ def test_rest_scoring_with_mlflow_models_serve(tmp_path: Path, keys: dict[str, A
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def test_the_flavour_keeps_a_baselines_lineage(store: Path) -> None:
+    from baseliner.models.lineage import LineagePolicy, inherit
+
+    parent = trained()
+    meta, arrays = parent.to_state()
+    child = ImageBaseline.from_state(meta, arrays)
+    child.key = "nginx:1.28"
+    inherit(child, "nginx:1.27", ["repository nginx"], LineagePolicy())
+    child.process(normal_windows(20, start=1.7e9 + 1000))  # the version observed for a while
+    assert child.lineage is not None and child.lineage.windows == 20
+    model = mm.load_model(log(mm.BaselinerModel.from_baseline(child)))
+    assert model.state_meta is not None and model.state_arrays is not None
+    loaded = ImageBaseline.from_state(model.state_meta, model.state_arrays)
+    assert loaded.lineage is not None and loaded.lineage.to_meta() == child.lineage.to_meta()
+    assert model.new_baseline("nginx:1.29").lineage is None  # a warm start is no version of the model's image

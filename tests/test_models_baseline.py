@@ -356,9 +356,10 @@ def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_sma
 def test_state_of_spec_v1_builds_is_refused():
     b, _ = learned()
     meta, arrays = b.to_state()
-    assert meta["state_version"] == 2
-    with pytest.raises(StateVersionError, match="version 1 .*re-learn"):
-        ImageBaseline.from_state({**meta, "state_version": 1}, arrays)
+    assert meta["state_version"] == 3
+    for old in (1, 2):  # n-gram spec v1; before lineage
+        with pytest.raises(StateVersionError, match=f"version {old} .*re-learn"):
+            ImageBaseline.from_state({**meta, "state_version": old}, arrays)
 
 
 def test_sequence_settings_are_validated():

@@ -133,6 +133,16 @@ def test_golden_bytes_of_an_identity_table_of_two_containers() -> None:
     assert _roundtrip(vectors) == vectors
 
 
+def test_the_workload_travels_with_the_identity() -> None:
+    """Field 9 of Identity: the pod's Kubernetes workload (what image lineage follows across versions)."""
+    web = Identity("n1", "c1", "shop/web", "1.2", pod="web-7c9f8d6b5-x2x4k", namespace="shop",
+                   workload="deployment/web")
+    (back,) = _roundtrip([FeatureVector(web, 100.0, 10.0)])
+    assert back.identity == web and back.identity.workload == "deployment/web"
+    assert wire.to_columns([FeatureVector(web, 100.0, 10.0)]).columns.identity_table.hex().endswith(
+        "4a" "0e" + b"deployment/web".hex())
+
+
 def test_ngram_counts_past_the_entry_form_split_saturate_or_raise() -> None:
     v = _full_vector(0)
     v.ngrams = {5: 32_767, 6: 32_768, 7: 2**32 - 1, 8: 2**40, 9: 0, 10: 1}

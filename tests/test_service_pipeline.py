@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from service_fixtures import config, vector  # noqa: E402
 
 EVENT_FIELDS = {
-    "@timestamp", "schema", "event_id", "update", "node", "container", "image", "pod", "namespace", "score",
+    "@timestamp", "schema", "event_id", "update", "node", "container", "image", "pod", "namespace", "workload", "score",
     "threshold", "severity", "kinds", "novel", "explanation", "startup", "baseline_state", "window", "count",
     "first_seen", "last_seen",
 }
@@ -57,7 +57,7 @@ def test_repeats_fold_into_one_event_and_idle_aggregates_close() -> None:
     for e in events:
         assert set(e) == EVENT_FIELDS
         assert e["@timestamp"].endswith("Z") and e["schema"] == "baseliner.anomaly/v1"
-        assert set(e["image"]) == {"key", "repository", "tag", "digest"}
+        assert set(e["image"]) == {"key", "repository", "tag", "digest", "parent"}
         for x in e["explanation"]:
             assert set(x) == {"feature", "observed", "baseline_mean", "baseline_std", "unit", "z", "text"}
 

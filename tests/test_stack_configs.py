@@ -72,7 +72,7 @@ def test_promtool_check_kubernetes_scrape_config(tmp_path: Path) -> None:
 def test_promtool_check_rules() -> None:
     r = promtool("check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "16 rules found" in r.stdout
+    assert "17 rules found" in r.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -249,19 +249,23 @@ def _leaves(value: Any, path: list[str]) -> list[tuple[list[str], Any]]:
 
 
 def _real_events() -> list[dict[str, Any]]:
-    """Anomaly events (first and escalated update) and Falco events from the real service."""
+    """Anomaly events (first and escalated update), Falco events and a version diff from the real service."""
     sys.path.insert(0, os.path.dirname(__file__))
-    from service_fixtures import config, running  # noqa: PLC0415
+    from service_fixtures import config, running, vector  # noqa: PLC0415
     from test_service_falco import T0, WINDOW, alert, apply, hexvec, learn, post  # noqa: PLC0415
 
     async def main() -> list[dict[str, Any]]:
-        async with running(config(None, ("falco.listen", "127.0.0.1:0"))) as (srv, events):
+        async with running(config(None, ("falco.listen", "127.0.0.1:0"),
+                                  ("pipeline.lineage_observe_seconds", 30))) as (srv, events):
             learn(srv)
             apply(srv, [hexvec(60, 0, attack="shell"), hexvec(60, 1)])
             apply(srv, [hexvec(61, 0, attack="etc"), hexvec(61, 1)])
             await asyncio.to_thread(post, srv.falco.port, alert(T0 + WINDOW * 60 + 2))
             await asyncio.to_thread(post, srv.falco.port, alert(T0 + WINDOW * 60, 1, **{
                 "proc.exepath": None, "evt.type": "read", "fd.rport": 5432, "fd.l4proto": "tcp"}))
+            # a new version of the image starts (lineage): its diff after 30 s of event time
+            for i in range(62, 67):
+                apply(srv, [vector(i, 2, tag="1.28")])
             srv.pipeline.flush_events()
             return list(events)
 
@@ -273,7 +277,7 @@ def test_index_template_maps_every_field_of_real_events() -> None:
     props = t["template"]["mappings"]["properties"]
     events = _real_events()
     schemas = {e["schema"] for e in events}
-    assert schemas == {"baseliner.anomaly/v1", "baseliner.falco/v1"}
+    assert schemas == {"baseliner.anomaly/v1", "baseliner.falco/v1", "baseliner.version/v1"}
     assert any("falco" in e for e in events if e["schema"] == "baseliner.anomaly/v1"), "no escalated anomaly"
     compatible = {bool: {"boolean"}, int: {"long", "integer", "double"}, float: {"double", "float"},
                   str: {"keyword", "text", "date"}}

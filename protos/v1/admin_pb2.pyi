@@ -46,7 +46,7 @@ class FeatureStat(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., unit: _Optional[str] = ..., typical: _Optional[float] = ...) -> None: ...
 
 class Baseline(_message.Message):
-    __slots__ = ("key", "mode", "state", "windows_learned", "windows_scored", "anomalies", "first_window", "last_window", "threshold", "learned_seconds", "features", "executables", "syscalls", "remote_ports", "sensitive_paths", "serialized_bytes", "detector", "shard")
+    __slots__ = ("key", "mode", "state", "windows_learned", "windows_scored", "anomalies", "first_window", "last_window", "threshold", "learned_seconds", "features", "executables", "syscalls", "remote_ports", "sensitive_paths", "serialized_bytes", "detector", "shard", "lineage")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class Baseline(_message.Message):
     SERIALIZED_BYTES_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
     key: str
     mode: Mode
     state: State
@@ -83,7 +84,24 @@ class Baseline(_message.Message):
     serialized_bytes: int
     detector: str
     shard: str
-    def __init__(self, key: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., state: _Optional[_Union[State, str]] = ..., windows_learned: _Optional[int] = ..., windows_scored: _Optional[int] = ..., anomalies: _Optional[int] = ..., first_window: _Optional[float] = ..., last_window: _Optional[float] = ..., threshold: _Optional[float] = ..., learned_seconds: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureStat, _Mapping]]] = ..., executables: _Optional[_Iterable[str]] = ..., syscalls: _Optional[_Iterable[str]] = ..., remote_ports: _Optional[_Iterable[str]] = ..., sensitive_paths: _Optional[_Iterable[str]] = ..., serialized_bytes: _Optional[int] = ..., detector: _Optional[str] = ..., shard: _Optional[str] = ...) -> None: ...
+    lineage: Lineage
+    def __init__(self, key: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., state: _Optional[_Union[State, str]] = ..., windows_learned: _Optional[int] = ..., windows_scored: _Optional[int] = ..., anomalies: _Optional[int] = ..., first_window: _Optional[float] = ..., last_window: _Optional[float] = ..., threshold: _Optional[float] = ..., learned_seconds: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureStat, _Mapping]]] = ..., executables: _Optional[_Iterable[str]] = ..., syscalls: _Optional[_Iterable[str]] = ..., remote_ports: _Optional[_Iterable[str]] = ..., sensitive_paths: _Optional[_Iterable[str]] = ..., serialized_bytes: _Optional[int] = ..., detector: _Optional[str] = ..., shard: _Optional[str] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ...) -> None: ...
+
+class Lineage(_message.Message):
+    __slots__ = ("parent", "status", "reason", "groups", "added", "vanished")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    VANISHED_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    status: str
+    reason: str
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    vanished: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, parent: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., added: _Optional[_Iterable[str]] = ..., vanished: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListBaselinesRequest(_message.Message):
     __slots__ = ()

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!baseliner/protos/v1/vectors.proto\x12\x0c\x62\x61seliner.v1\"\xa9\x01\n\x08Identity\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontainer_name\x18\x03 \x01(\t\x12\x18\n\x10image_repository\x18\x04 \x01(\t\x12\x11\n\timage_tag\x18\x05 \x01(\t\x12\x14\n\x0cimage_digest\x18\x06 \x01(\t\x12\x0b\n\x03pod\x18\x07 \x01(\t\x12\x11\n\tnamespace\x18\x08 \x01(\t\"\x7f\n\x08\x45ndpoint\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12(\n\x08protocol\x18\x03 \x01(\x0e\x32\x16.baseliner.v1.Protocol\x12*\n\tdirection\x18\x04 \x01(\x0e\x32\x17.baseliner.v1.Direction\";\n\rIdentityTable\x12*\n\nidentities\x18\x01 \x03(\x0b\x32\x16.baseliner.v1.Identity\"\xda\x02\n\rVectorColumns\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x16\n\x0eidentity_table\x18\x02 \x01(\x0c\x12\x15\n\rwindow_f64_le\x18\x03 \x01(\x0c\x12\x15\n\rwindow_u32_le\x18\x04 \x01(\x0c\x12\x10\n\x08\x63omplete\x18\x05 \x03(\x08\x12\x18\n\x10\x63ontainer_exited\x18\x06 \x03(\x08\x12\x1f\n\x17syscall_name_index_le16\x18\x07 \x01(\x0c\x12\x1c\n\x14syscall_count_f64_le\x18\x08 \x01(\x0c\x12\x18\n\x10ngram_entry_le32\x18\t \x01(\x0c\x12\x13\n\x0b\x65xecutables\x18\n \x03(\t\x12)\n\tendpoints\x18\x0b \x03(\x0b\x32\x16.baseliner.v1.Endpoint\x12\x16\n\x0e\x65ndpoint_index\x18\x0c \x03(\r\x12\x17\n\x0fsensitive_paths\x18\r \x03(\t\"|\n\x0bVectorBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x15\n\rsyscall_names\x18\x03 \x03(\t\x12,\n\x07\x63olumns\x18\x04 \x01(\x0b\x32\x1b.baseliner.v1.VectorColumns*H\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_TCP\x10\x01\x12\x10\n\x0cPROTOCOL_UDP\x10\x02*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!baseliner/protos/v1/vectors.proto\x12\x0c\x62\x61seliner.v1\"\xbb\x01\n\x08Identity\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontainer_name\x18\x03 \x01(\t\x12\x18\n\x10image_repository\x18\x04 \x01(\t\x12\x11\n\timage_tag\x18\x05 \x01(\t\x12\x14\n\x0cimage_digest\x18\x06 \x01(\t\x12\x0b\n\x03pod\x18\x07 \x01(\t\x12\x11\n\tnamespace\x18\x08 \x01(\t\x12\x10\n\x08workload\x18\t \x01(\t\"\x7f\n\x08\x45ndpoint\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12(\n\x08protocol\x18\x03 \x01(\x0e\x32\x16.baseliner.v1.Protocol\x12*\n\tdirection\x18\x04 \x01(\x0e\x32\x17.baseliner.v1.Direction\";\n\rIdentityTable\x12*\n\nidentities\x18\x01 \x03(\x0b\x32\x16.baseliner.v1.Identity\"\xda\x02\n\rVectorColumns\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x16\n\x0eidentity_table\x18\x02 \x01(\x0c\x12\x15\n\rwindow_f64_le\x18\x03 \x01(\x0c\x12\x15\n\rwindow_u32_le\x18\x04 \x01(\x0c\x12\x10\n\x08\x63omplete\x18\x05 \x03(\x08\x12\x18\n\x10\x63ontainer_exited\x18\x06 \x03(\x08\x12\x1f\n\x17syscall_name_index_le16\x18\x07 \x01(\x0c\x12\x1c\n\x14syscall_count_f64_le\x18\x08 \x01(\x0c\x12\x18\n\x10ngram_entry_le32\x18\t \x01(\x0c\x12\x13\n\x0b\x65xecutables\x18\n \x03(\t\x12)\n\tendpoints\x18\x0b \x03(\x0b\x32\x16.baseliner.v1.Endpoint\x12\x16\n\x0e\x65ndpoint_index\x18\x0c \x03(\r\x12\x17\n\x0fsensitive_paths\x18\r \x03(\t\"|\n\x0bVectorBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x15\n\rsyscall_names\x18\x03 \x03(\t\x12,\n\x07\x63olumns\x18\x04 \x01(\x0b\x32\x1b.baseliner.v1.VectorColumns*H\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_TCP\x10\x01\x12\x10\n\x0cPROTOCOL_UDP\x10\x02*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'baseliner.protos.v1.vectors_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROTOCOL']._serialized_start=888
-  _globals['_PROTOCOL']._serialized_end=960
-  _globals['_DIRECTION']._serialized_start=962
-  _globals['_DIRECTION']._serialized_end=1047
+  _globals['_PROTOCOL']._serialized_start=906
+  _globals['_PROTOCOL']._serialized_end=978
+  _globals['_DIRECTION']._serialized_start=980
+  _globals['_DIRECTION']._serialized_end=1065
   _globals['_IDENTITY']._serialized_start=52
-  _globals['_IDENTITY']._serialized_end=221
-  _globals['_ENDPOINT']._serialized_start=223
-  _globals['_ENDPOINT']._serialized_end=350
-  _globals['_IDENTITYTABLE']._serialized_start=352
-  _globals['_IDENTITYTABLE']._serialized_end=411
-  _globals['_VECTORCOLUMNS']._serialized_start=414
-  _globals['_VECTORCOLUMNS']._serialized_end=760
-  _globals['_VECTORBATCH']._serialized_start=762
-  _globals['_VECTORBATCH']._serialized_end=886
+  _globals['_IDENTITY']._serialized_end=239
+  _globals['_ENDPOINT']._serialized_start=241
+  _globals['_ENDPOINT']._serialized_end=368
+  _globals['_IDENTITYTABLE']._serialized_start=370
+  _globals['_IDENTITYTABLE']._serialized_end=429
+  _globals['_VECTORCOLUMNS']._serialized_start=432
+  _globals['_VECTORCOLUMNS']._serialized_end=778
+  _globals['_VECTORBATCH']._serialized_start=780
+  _globals['_VECTORBATCH']._serialized_end=904
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ DIRECTION_OUTBOUND: Direction
 DIRECTION_INBOUND: Direction
 
 class Identity(_message.Message):
-    __slots__ = ("node", "container_id", "container_name", "image_repository", "image_tag", "image_digest", "pod", "namespace")
+    __slots__ = ("node", "container_id", "container_name", "image_repository", "image_tag", "image_digest", "pod", "namespace", "workload")
     NODE_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class Identity(_message.Message):
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     node: str
     container_id: str
     container_name: str
@@ -43,7 +44,8 @@ class Identity(_message.Message):
     image_digest: str
     pod: str
     namespace: str
-    def __init__(self, node: _Optional[str] = ..., container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., image_repository: _Optional[str] = ..., image_tag: _Optional[str] = ..., image_digest: _Optional[str] = ..., pod: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    workload: str
+    def __init__(self, node: _Optional[str] = ..., container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., image_repository: _Optional[str] = ..., image_tag: _Optional[str] = ..., image_digest: _Optional[str] = ..., pod: _Optional[str] = ..., namespace: _Optional[str] = ..., workload: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("address", "port", "protocol", "direction")

@@ -3,7 +3,8 @@
 For a container id: ``ListContainers`` filtered by id (name, sandbox, image as created, image reference,
 labels), ``ContainerStatus`` when that image is an id (the runtime's name for it, as the kubelet creates
 containers from image ids), ``ImageStatus`` (the image's tags and registry digests) and ``PodSandboxStatus``
-(pod name, namespace and UID); sandboxes and images are cached (bounded).  An id that is no container but a
+(pod name, namespace, UID and, from the pod's labels, its workload: ``workload.py``); sandboxes and images
+are cached (bounded).  An id that is no container but a
 pod sandbox (the pause container's cgroup) is described as a sandbox.  The messages are the trimmed
 ``runtime.v1`` definition under ``protos/cri/``.
 """
@@ -22,6 +23,7 @@ from baseliner.sensor.attribution.runtime import (
     digest_of,
     is_image_id,
 )
+from baseliner.sensor.attribution.workload import workload_of
 
 #: CRI runtime names (VersionResponse.runtime_name) -> the layouts' runtime hints they serve besides "cri"
 _HINTS = {"containerd": "containerd", "cri-o": "crio"}
@@ -47,7 +49,8 @@ class CriRuntime:
             ("grpc.max_receive_message_length", 16 << 20), ("grpc.enable_retries", 0)])
         self._rt = cri_grpc.RuntimeServiceStub(self._channel)
         self._img = cri_grpc.ImageServiceStub(self._channel)
-        self._sandboxes: BoundedCache[str, cri.PodSandboxMetadata] = BoundedCache(cache)
+        # sandbox id -> (its metadata, its pod's workload)
+        self._sandboxes: BoundedCache[str, tuple[cri.PodSandboxMetadata, str]] = BoundedCache(cache)
         # image ref -> (first tag, registry digests)
         self._images: BoundedCache[str, tuple[str, tuple[str, ...]]] = BoundedCache(cache)
 
@@ -83,12 +86,14 @@ class CriRuntime:
             if e.code() == grpc.StatusCode.NOT_FOUND:  # removed between two calls
                 return None
             raise _fault(self.endpoint, e) from None
+        md, workload = pod if pod else (None, "")
+        pod_name = md.name if md else c.labels.get("io.kubernetes.pod.name", "")
+        namespace = md.namespace if md else c.labels.get("io.kubernetes.pod.namespace", "")
         return ContainerMeta(
             container_id=c.id, name=c.metadata.name, image=image, image_digest=digest_of(digests, image),
-            pod=pod.name if pod else c.labels.get("io.kubernetes.pod.name", ""),
-            namespace=pod.namespace if pod else c.labels.get("io.kubernetes.pod.namespace", ""),
-            pod_uid=pod.uid if pod else c.labels.get("io.kubernetes.pod.uid", ""), runtime=self.name,
-            started_at=c.created_at / 1e9 if c.created_at > 0 else None)
+            pod=pod_name, namespace=namespace, pod_uid=md.uid if md else c.labels.get("io.kubernetes.pod.uid", ""),
+            runtime=self.name, started_at=c.created_at / 1e9 if c.created_at > 0 else None,
+            workload=workload or workload_of(pod_name, namespace))
 
     def _sandbox(self, container_id: str) -> ContainerMeta | None:
         try:
@@ -102,16 +107,18 @@ class CriRuntime:
         return ContainerMeta(container_id=container_id, name="POD", image="", pod=md.name, namespace=md.namespace,
                              pod_uid=md.uid, runtime=self.name, sandbox=True)
 
-    def _pod(self, sandbox_id: str) -> cri.PodSandboxMetadata:
-        md = self._sandboxes.get(sandbox_id)
-        if md is None:
+    def _pod(self, sandbox_id: str) -> tuple[cri.PodSandboxMetadata, str]:
+        """The sandbox's metadata and its pod's workload (from the pod's labels, which the sandbox carries)."""
+        known = self._sandboxes.get(sandbox_id)
+        if known is None:
             status = self._rt.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id),
                                                timeout=self.timeout).status
-            md = status.metadata
             if not status.id:
                 raise RuntimeBadAnswer(f"{self.endpoint}: PodSandboxStatus({sandbox_id}) has no status")
-            self._sandboxes.put(sandbox_id, md)
-        return md
+            md = status.metadata
+            known = (md, workload_of(md.name, md.namespace, dict(status.labels)))
+            self._sandboxes.put(sandbox_id, known)
+        return known
 
     def _image(self, ref: str) -> tuple[str, tuple[str, ...]]:
         if not ref:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from baseliner.sensor.attribution.cache import BoundedCache
 from baseliner.sensor.attribution.runtime import ContainerMeta, digest_of, is_image_id, parse_time
 from baseliner.sensor.attribution.unixhttp import field, get_json
+from baseliner.sensor.attribution.workload import workload_of
 
 
 class DockerRuntime:
@@ -31,13 +32,14 @@ class DockerRuntime:
         tag, digest = self._image(image_id) if image_id else ("", "")
         if not image or is_image_id(image):
             image = tag
+        pod = str(labels.get("io.kubernetes.pod.name", ""))
+        namespace = str(labels.get("io.kubernetes.pod.namespace", ""))
         return ContainerMeta(
             container_id=field(doc, "Id") or container_id, name=field(doc, "Name").lstrip("/"), image=image,
-            image_digest=digest, pod=str(labels.get("io.kubernetes.pod.name", "")),
-            namespace=str(labels.get("io.kubernetes.pod.namespace", "")),
+            image_digest=digest, pod=pod, namespace=namespace,
             pod_uid=str(labels.get("io.kubernetes.pod.uid", "")), runtime=self.name,
             started_at=parse_time(field(doc, "State", "StartedAt")),
-            sandbox=labels.get("io.kubernetes.docker.type") == "podsandbox")
+            sandbox=labels.get("io.kubernetes.docker.type") == "podsandbox", workload=workload_of(pod, namespace))
 
     def _image(self, image_id: str) -> tuple[str, str]:
         known = self._images.get(image_id)

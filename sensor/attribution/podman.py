@@ -10,6 +10,7 @@ from __future__ import annotations
 from baseliner.sensor.attribution.cache import BoundedCache
 from baseliner.sensor.attribution.runtime import ContainerMeta, parse_time
 from baseliner.sensor.attribution.unixhttp import field, get_json
+from baseliner.sensor.attribution.workload import workload_of
 
 API = "/v4.0.0/libpod"
 
@@ -31,11 +32,13 @@ class PodmanRuntime:
             return None
         labels = field(doc, "Config", "Labels", kind=dict)
         pod_id = field(doc, "Pod")
+        pod = self._pod_name(pod_id) if pod_id else ""
+        namespace = str(labels.get("io.kubernetes.pod.namespace", ""))
         return ContainerMeta(
             container_id=field(doc, "Id") or container_id, name=field(doc, "Name"), image=field(doc, "ImageName"),
-            image_digest=field(doc, "ImageDigest"), pod=self._pod_name(pod_id) if pod_id else "",
-            namespace=str(labels.get("io.kubernetes.pod.namespace", "")), runtime=self.name,
-            started_at=parse_time(field(doc, "State", "StartedAt")), sandbox=bool(doc.get("IsInfra")))
+            image_digest=field(doc, "ImageDigest"), pod=pod, namespace=namespace, runtime=self.name,
+            started_at=parse_time(field(doc, "State", "StartedAt")), sandbox=bool(doc.get("IsInfra")),
+            workload=workload_of(pod, namespace))
 
     def _pod_name(self, pod_id: str) -> str:
         name = self._pods.get(pod_id)

@@ -97,7 +97,7 @@ def identity_of(meta: ContainerMeta, node: str) -> Identity:
     repo, tag, digest = split_image(meta.image)
     return Identity(node=node, container_id=meta.container_id, image_repository=repo, image_tag=tag,
                     image_digest=digest or meta.image_digest, container_name=meta.name, pod=meta.pod,
-                    namespace=meta.namespace)
+                    namespace=meta.namespace, workload=meta.workload)
 
 
 class Resolver:

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from baseliner.models.vector import Identity
+from baseliner.sensor.attribution.workload import workload_of
 
 
 def split_image(image: str) -> tuple[str, str, str]:
@@ -73,7 +74,7 @@ class ImageRule:
             raise ValueError(f"rule {self.pattern!r}: the image or a field names {e} which the pattern "
                              "does not capture") from None
         return Identity(node=node, container_id=path, image_repository=repo, image_tag=tag, image_digest=digest,
-                        container_name=name, pod=pod, namespace=namespace)
+                        container_name=name, pod=pod, namespace=namespace, workload=workload_of(pod, namespace))
 
 
 def first_match(rules: tuple[ImageRule, ...], path: str, node: str) -> Identity | None:

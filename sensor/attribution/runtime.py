@@ -49,6 +49,7 @@ class ContainerMeta:
     runtime: str = ""  # containerd | cri-o | docker | podman
     started_at: float | None = None  # seconds since the epoch, when the runtime says
     sandbox: bool = False  # a pod's sandbox (pause) container: infrastructure, not a workload
+    workload: str = ""  # the pod's Kubernetes workload, "deployment/web" (workload.py)
 
 
 class Runtime(Protocol):

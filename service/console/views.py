@@ -156,6 +156,7 @@ class FleetRow:
     hour: list[int]  # anomalies by severity (SEVERITIES order) in the last hour of event time
     day: list[int]
     last: Anomaly | None
+    parent: str = ""  # the image key its baseline was inherited from (models/lineage.py)
 
 
 @dataclass
@@ -216,7 +217,7 @@ def fleet(baselines: Iterable[Any], history: History, f: FleetFilter, size: int)
     page = page_of(shown, f.page, size)
     page.rows = [FleetRow(b.key, status(b), int(b.windows_learned), int(b.windows_scored), _finite(b.threshold),
                           len(act.containers), list(act.nodes), list(act.namespaces), _counts(act, hour),
-                          _counts(act, day), act.last) for b, act in page.rows]
+                          _counts(act, day), act.last, _parent(b)) for b, act in page.rows]
     choices = {"namespaces": sorted(history.namespaces), "nodes": sorted(history.nodes), "states": STATES}
     return page, choices
 
@@ -270,6 +271,33 @@ class ImageView:
     latest: list[Anomaly]
     hour: list[int] = field(default_factory=list)
     day: list[int] = field(default_factory=list)
+    lineage: LineageView | None = None
+
+
+@dataclass
+class LineageView:
+    """Where the image's baseline came from and, for a new version, what it does differently."""
+
+    parent: str
+    status: str
+    reason: str
+    groups: list[str]
+    added: list[tuple[str, list[str]]]  # (kind, items)
+    vanished: list[tuple[str, list[str]]]
+
+
+def _parent(b: Any) -> str:
+    lin = getattr(b, "lineage", None)
+    return lin.parent if lin is not None else ""
+
+
+def _lineage(b: Any) -> LineageView | None:
+    lin = b.lineage
+    if lin is None:
+        return None
+    diff = lin.diff()
+    return LineageView(lin.parent, lin.status, lin.reason, list(lin.groups), list(diff["added"].items()),
+                       list(diff["vanished"].items()))
 
 
 def image(b: Any, history: History, all_features: bool = False) -> ImageView:
@@ -292,7 +320,7 @@ def image(b: Any, history: History, all_features: bool = False) -> ImageView:
         sequence=_sequence(b), chart=charts.score_chart(*act.chart()),
         containers=list(act.containers.items()), containers_seen=act.containers_seen, nodes=list(act.nodes),
         namespaces=list(act.namespaces), latest=latest, hour=act.counts_since(now - HOUR),
-        day=act.counts_since(now - DAY),
+        day=act.counts_since(now - DAY), lineage=_lineage(b),
     )
 
 

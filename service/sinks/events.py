@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 log = logging.getLogger(__name__)
 
 SCHEMA = "baseliner.anomaly/v1"
+VERSION_SCHEMA = "baseliner.version/v1"  # an image's new version: its diff, or its fallback to learning
 
 
 class EventSink(Protocol):
@@ -62,6 +63,7 @@ def build_event(
     first_seen: float,
     last_seen: float,
     update: bool,
+    parent: str = "",
 ) -> dict[str, Any]:
     """The event dictionary for an anomalous window (``identity``/``verdict`` are the domain objects)."""
     explanation = [
@@ -89,9 +91,11 @@ def build_event(
             "repository": identity.image_repository,
             "tag": identity.image_tag,
             "digest": identity.image_digest,
+            "parent": parent,  # the image key this image's baseline was inherited from (models/lineage.py)
         },
         "pod": identity.pod,
         "namespace": identity.namespace,
+        "workload": identity.workload,
         "score": finite(verdict.score),
         "threshold": finite(verdict.threshold),
         "severity": verdict.severity,
@@ -104,6 +108,38 @@ def build_event(
         "count": count,
         "first_seen": iso8601(first_seen),
         "last_seen": iso8601(last_seen),
+    }
+
+
+def build_version_event(
+    *, kind: str, severity: str, image_key: str, identity: Any, lineage: Any, detail: dict[str, Any], at: float
+) -> dict[str, Any]:
+    """An image's version event (``version_diff`` or ``lineage_fallback``, ``models/lineage.py``): what the
+    version shows that its parent never did (``added``) and what it no longer shows (``vanished``), by kind;
+    a fallback also says why.  One per version and kind: ``event_id`` is the image key's and the kind's."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(f"{kind}\x00{image_key}\x00{lineage.parent}".encode())
+    return {
+        "@timestamp": iso8601(at),
+        "schema": VERSION_SCHEMA,
+        "event_id": h.hexdigest(),
+        "kind": kind,
+        "severity": severity,
+        "node": identity.node,
+        "image": {
+            "key": image_key,
+            "repository": identity.image_repository,
+            "tag": identity.image_tag,
+            "digest": identity.image_digest,
+            "parent": lineage.parent,
+        },
+        "namespace": identity.namespace,
+        "workload": identity.workload,
+        "lineage": {"groups": list(lineage.groups), "status": lineage.status, "reason": lineage.reason,
+                    "reason_code": str(detail.get("reason_code", ""))},
+        "added": detail.get("added", {}),
+        "vanished": detail.get("vanished", {}),
+        "windows": int(detail.get("windows", 0)),
     }
 
 

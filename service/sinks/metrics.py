@@ -119,6 +119,10 @@ class _CallbackGauges(Collector):
                                     "Windows absorbed into each image's baseline", labels=["image"])
         span = GaugeMetricFamily(f"{NAMESPACE}_baseline_observed_seconds",
                                  "Event time between each image's first and last window seen", labels=["image"])
+        lineage = GaugeMetricFamily(f"{NAMESPACE}_baseline_lineage",
+                                    "1 per image with a lineage: the image key it inherited from (\"\" for none) "
+                                    "and its lineage status (root, observing, adapting, adapted, fallback)",
+                                    labels=["image", "parent", "status"])
         try:
             items = list(self.baselines())
         except Exception:
@@ -136,7 +140,10 @@ class _CallbackGauges(Collector):
                 thr.add_metric([image], t)
             learned.add_metric([image], float(b.windows_learned))
             span.add_metric([image], float(getattr(b, "learned_seconds", 0.0)))
-        yield from (state, thr, learned, span)
+            lin = getattr(b, "lineage", None)
+            if lin is not None:
+                lineage.add_metric([image, self.image_label(lin.parent) if lin.parent else "", lin.status], 1.0)
+        yield from (state, thr, learned, span, lineage)
 
     def collect(self) -> Iterable[Metric]:
         g = GaugeMetricFamily(f"{NAMESPACE}_baselines", "Baselines in memory by lifecycle state", labels=["state"])
@@ -163,7 +170,8 @@ class _CallbackGauges(Collector):
     def describe(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(f"{NAMESPACE}_baselines", "", labels=["state"])
         yield GaugeMetricFamily(f"{NAMESPACE}_model_memory_bytes", "")
-        for name in ("baseline_state", "baseline_threshold", "baseline_windows_learned", "baseline_observed_seconds"):
+        for name in ("baseline_state", "baseline_threshold", "baseline_windows_learned", "baseline_observed_seconds",
+                     "baseline_lineage"):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", "")
 
 
@@ -261,6 +269,11 @@ class ServiceMetrics:
             "scoring_latency_seconds", "Time to score and learn the windows of one batch (every image at once)",
             namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
         )
+        self.lineage_events = Counter(
+            "lineage_events", "Version events: version_diff (a new image version's diff against its parent) and "
+            "lineage_fallback (a version too different from its parent, learnt from scratch), with the reason",
+            ["kind", "reason"], namespace=ns, registry=registry,
+        )
         self.baseline_limit = Gauge(
             "baselines_limit", "Most baselines held in memory; vectors of further images are rejected",
             namespace=ns, registry=registry,
@@ -306,6 +319,10 @@ class ServiceMetrics:
         nsl = self.namespace_label(namespace)
         for kind in kinds or ("unknown",):
             self.anomalies.labels(img, nsl, kind, severity or "none").inc()
+
+    def lineage_event(self, kind: str, reason: str) -> None:
+        """A version event (``reason``: the fallback's code, ``""`` for a diff)."""
+        self.lineage_events.labels(kind, reason or "none").inc()
 
     def observe_batch_scores(self, images: Sequence[str], scores: Sequence[np.ndarray]) -> None:
         """Every image's window scores of one batch."""
