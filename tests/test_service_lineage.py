@@ -174,15 +174,16 @@ def test_baselines_diff_compares_two_versions_of_the_live_state(version: Run, tm
     assert restored.get(CHILD).lineage.to_meta() == version.pipeline.get(CHILD).lineage.to_meta()
     (tmp_path / "state.keys").write_text(KEY + "\n")
     r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "diff", PARENT, CHILD,
-                        "--state-dir", str(tmp_path), "--state-key-file", str(tmp_path / "state.keys"), "--json"], capture_output=True, text=True, timeout=120,
-                       env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+                        "--state-dir", str(tmp_path), "--state-key-file", str(tmp_path / "state.keys"), "--json"],
+                       capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
     assert r.returncode == 0, r.stderr
     (entry,) = json.loads(r.stdout).values()
     assert entry["lineage"] == ["root", f"adapting from {PARENT}"]
     assert entry["novelty"]["executable"]["added"] == ["/entrypoint.sh", "/usr/local/bin/nginx-conf-check"]
     assert entry["features"] and all({"typical_a", "typical_b", "shift_std"} <= set(f) for f in entry["features"])
     r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "diff", "run-a", CHILD,
-                        "--state-dir", str(tmp_path), "--state-key-file", str(tmp_path / "state.keys")], capture_output=True, text=True, timeout=120)
+                        "--state-dir", str(tmp_path), "--state-key-file", str(tmp_path / "state.keys")],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no baseline for image(s) run-a" in r.stderr
 
 
