@@ -175,7 +175,8 @@ def test_baselines_diff_compares_two_versions_of_the_live_state(version: Run, tm
     (tmp_path / "state.keys").write_text(KEY + "\n")
     r = subprocess.run([sys.executable, "-m", "baseliner.service.cli", "baselines", "diff", PARENT, CHILD,
                         "--state-dir", str(tmp_path), "--state-key-file", str(tmp_path / "state.keys"), "--json"],
-                       capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+                       capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
     assert r.returncode == 0, r.stderr
     (entry,) = json.loads(r.stdout).values()
     assert entry["lineage"] == ["root", f"adapting from {PARENT}"]
