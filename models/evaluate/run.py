@@ -153,12 +153,13 @@ def evaluate_split(data: AdfaData, split: Split, scorers: Sequence[WindowScorer]
         s = trace_scores(window_scores, weights, test_index, len(test))
         run.models.append(_result(scorer.name, "baseliner", labels, types, s,
                                   (t1 - t0, t2 - t1, len(train_vecs), len(test_vecs)), scorer.state_bytes()))
+        log.info("%s: %s", scorer.name, run.models[-1].summary)
         tiers = scorer.tiers(test_vecs)
         each = (time.perf_counter() - t2) / max(1, len(tiers))  # the tiers are scored together
         for name, tier_scores in tiers.items():
             s = trace_scores(tier_scores, weights, test_index, len(test))
             run.models.append(_result(name, "tier", labels, types, s, (t1 - t0, each, len(train_vecs), len(test_vecs))))
-        log.info("%s: %s", scorer.name, run.models[-1].summary)
+            log.info("%s: %s", name, run.models[-1].summary)
 
     train_calls = [t.calls for t in learn]
     test_calls = [t.calls for t in test]
