@@ -83,20 +83,25 @@ class PipelineScorer:
         return np.concatenate(scores).astype(np.float64), np.concatenate(alarms).astype(bool)
 
     def tiers(self, vectors: Sequence[FeatureVector]) -> dict[str, np.ndarray]:
-        """The rate and sequence tiers of the learnt steady-state profile, each on its own scale.
-
-        Windows without a container age (ADFA-LD's) are all scored by the steady profile, as
-        ``score`` does."""
-        profile = self.baseline.steady
-        rate, seq = [], []
+        """The rate and sequence tiers of the learnt model, each on its own scale, every window scored by
+        the profile the model scores it with: the start-up profile for windows of containers younger than
+        ``startup_seconds``, the steady-state profile otherwise (and for windows without an age, such as
+        ADFA-LD's)."""
+        b = self.baseline
+        rate, seq = np.zeros(len(vectors)), np.zeros(len(vectors))
         for i in range(0, len(vectors), 4096):
             block = VectorBlock.from_vectors(vectors[i : i + 4096])
-            rate.append(profile.detector.score_many(transform_block(block)))
+            X = transform_block(block)
+            startup = (block.age >= 0.0) & (block.age < b.config.startup_seconds)
             grams = block.sparse_ngrams()
-            seq.append(np.zeros(len(block)) if grams is None else profile.sequence.score_sparse(*grams, len(block)))
-        empty = np.zeros(0)
-        return {RATE_TIER: np.concatenate(rate) if rate else empty,
-                SEQUENCE_TIER: np.concatenate(seq) if seq else empty}
+            for profile, rows in ((b.steady, ~startup), (b.startup, startup)):
+                if not rows.any():
+                    continue
+                at = i + np.flatnonzero(rows)
+                rate[at] = profile.detector.score_many(X[rows])
+                if grams is not None:
+                    seq[at] = profile.sequence.score_sparse(*grams, len(block))[rows]
+        return {RATE_TIER: rate, SEQUENCE_TIER: seq}
 
     def weights(self, vectors: Sequence[FeatureVector]) -> np.ndarray:
         return np.asarray([sum(v.syscalls.values()) for v in vectors], dtype=np.float64)
