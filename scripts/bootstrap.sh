@@ -4,6 +4,8 @@
 # at .venv with the project installed in editable mode.
 #   scripts/bootstrap.sh            # everything (needs root for the Debian part)
 #   BASELINER_NO_APT=1 scripts/bootstrap.sh   # only the virtualenv
+#   BASELINER_EXTRAS= scripts/bootstrap.sh    # the project without extras (what scripts/demo.sh needs)
+# BASELINER_EXTRAS (comma-separated, default dev,mlflow) names the project's extras to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -31,12 +33,21 @@ if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.baseliner-installed
+# One stamp per set of extras installed; installing with extras also installs the project without them.
+extras=${BASELINER_EXTRAS-dev,mlflow}
+stamp=".venv/.baseliner-installed[$extras]"
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  log "installing the project and its test dependencies into .venv"
+  if [[ -n $extras ]]; then
+    log "installing the project with its extras [$extras] into .venv (first run only)"
+    spec=".[$extras]"
+  else
+    log "installing the project into .venv, without the test and MLflow extras (first run only)"
+    spec="."
+  fi
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e ".[dev,mlflow]"
-  touch "$stamp"
+  # not quiet: pip's progress (each package collected, then the install) shows on the terminal
+  .venv/bin/pip install -e "$spec" >&2
+  touch "$stamp" ".venv/.baseliner-installed[]"
 fi
 
 # Debian's bcc module is pure Python: make it importable from the venv.

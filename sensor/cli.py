@@ -26,6 +26,8 @@ from typing import Any
 from baseliner.models.errors import ConfigError
 from baseliner.models.vector import FeatureVector
 from baseliner.sensor.buffer import MemoryBuffer
+from baseliner.sensor.cli_bpf import add_bpf_arguments, source_from_args
+from baseliner.sensor.cli_checks import creatable_dir, examples, readable_file, writable_file
 from baseliner.sensor.transport import Backoff, Transport, channel_credentials
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -34,11 +36,20 @@ log = logging.getLogger(__name__)
 SOURCES = ("synthetic", "replay", "bpf")
 
 
+EXAMPLES = (
+    "baseliner sensor --source synthetic --target 127.0.0.1:50051 --hours 30",
+    "baseliner sensor --source replay recording.jsonl.gz --target 127.0.0.1:50051",
+    "baseliner sensor --source bpf --target baseliner.example:50051 --tls-ca ca.pem --token-file node.token  # root",
+    "baseliner sensor record --out recording.jsonl.gz --source synthetic --windows 5000",
+)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "sensor", help="stream feature vectors to a service (synthetic, replay or eBPF source), or record them",
         description="Stream one window of feature vectors per container at a time to a Baseliner service "
                     "over gRPC (batches, acknowledgements, resend after reconnect), or record them to a file.",
+        epilog=examples(*EXAMPLES), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", nargs="?", choices=("stream", "record"), default="stream",
                    help="stream to --target (default) or record to --out")
@@ -47,19 +58,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--target", default="127.0.0.1:50051", help="service host:port (default 127.0.0.1:50051)")
     p.add_argument("--node", default=socket.gethostname(), help="node name this sensor reports for (default: hostname)")
     p.add_argument("--sensor-id", help="stable sensor id keying deduplication (default NODE/SOURCE)")
-    p.add_argument("--out", help="record: output file (.jsonl, .jsonl.gz, or - for stdout)")
+    p.add_argument("--out", type=writable_file, help="record: output file (.jsonl, .jsonl.gz, or - for stdout)")
     p.add_argument("--windows", type=int, default=0, help="stop after this many windows (0: until the source ends)")
     p.add_argument("--metrics-listen", default="", help="serve the sensor's metrics on host:port (default off)")
-    t = p.add_argument_group("transport")
+    _add_transport_arguments(p.add_argument_group("transport"))
+    _add_synthetic_arguments(p.add_argument_group("synthetic and replay sources"))
+    add_bpf_arguments(p)
+    p.set_defaults(window=None)  # resolved per source: synthetic 10 s, bpf its own default
+    return p
+
+
+def _add_transport_arguments(t: Any) -> None:
     t.add_argument("--batch-size", type=int, default=500, help="vectors per batch (default 500)")
     t.add_argument("--max-in-flight", type=int, default=16, help="unacknowledged batches on the wire (default 16)")
     t.add_argument("--buffer-batches", type=int, default=2048,
                    help="bound on unacknowledged batches held (default 2048)")
     t.add_argument("--buffer-mb", type=float, default=256.0, help="bound on their size in MiB (default 256)")
-    t.add_argument("--spool-dir", metavar="DIR",
+    t.add_argument("--spool-dir", metavar="DIR", type=creatable_dir,
                    help="keep unacknowledged batches in this on-disk spool (survives a sensor restart; "
                         "sensor/spool.py) instead of memory; bounded by --buffer-batches/--buffer-mb")
-    t.add_argument("--spool-key-file", metavar="FILE", help="HMAC key for the spool files (recommended)")
+    t.add_argument("--spool-key-file", metavar="FILE", type=readable_file,
+                   help="HMAC key for the spool files (recommended)")
     t.add_argument("--on-full", choices=("block", "drop"),
                    help="when the buffer is full: wait (default for synthetic/replay) or drop the oldest "
                         "(default for bpf)")
@@ -67,16 +86,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--backoff-max", type=float, default=30.0, help="longest reconnect delay in s (default 30)")
     t.add_argument("--drain-timeout", type=float, default=10.0,
                    help="on SIGINT/SIGTERM, seconds to send what is buffered before exiting (default 10)")
-    t.add_argument("--tls-ca", metavar="FILE", help="verify the service's certificate against this CA (enables TLS)")
+    t.add_argument("--tls-ca", metavar="FILE", type=readable_file,
+                   help="verify the service's certificate against this CA (enables TLS)")
     t.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
-    t.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (with --tls-key)")
-    t.add_argument("--tls-key", metavar="FILE", help="client private key for mutual TLS")
+    t.add_argument("--tls-cert", metavar="FILE", type=readable_file,
+                   help="client certificate for mutual TLS (with --tls-key)")
+    t.add_argument("--tls-key", metavar="FILE", type=readable_file, help="client private key for mutual TLS")
     t.add_argument("--tls-server-name", metavar="NAME",
                    help="name expected in the service's certificate when it differs from the --target host")
-    t.add_argument("--token-file", metavar="FILE",
+    t.add_argument("--token-file", metavar="FILE", type=readable_file,
                    help="file holding this node's sensor token (sent as 'authorization: Bearer'); "
                         "also BASELINER_SENSOR_TOKEN")
-    s = p.add_argument_group("synthetic and replay sources")
+
+
+def _add_synthetic_arguments(s: Any) -> None:
     s.add_argument("--speed", type=float, default=0.0,
                    help="event seconds per wall second: 0 = as fast as possible (default), 1 = real time")
     s.add_argument("--hours", type=float, default=30.0, help="synthetic: simulated hours (default 30)")
@@ -87,16 +110,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="synthetic: hours of normal behaviour before the first attack (default 24)")
     s.add_argument("--no-attacks", action="store_true", help="synthetic: inject no attacks")
     s.add_argument("--no-synthetic-ngrams", action="store_true", help="synthetic: leave n-gram counts empty")
-    s.add_argument("--labels", help="synthetic: write the ground-truth attacks to this JSON file")
-    try:
-        from baseliner.sensor.cli_bpf import add_bpf_arguments
-    except ImportError as exc:  # the bpf helper's module is missing: keep the other sources working
-        log.debug("eBPF options unavailable: %s", exc)
-        p.add_argument("--window", type=float, default=None, help="window length in seconds")
-    else:
-        add_bpf_arguments(p)
-        p.set_defaults(window=None)  # resolved per source: synthetic 10 s, bpf its own default
-    return p
+    s.add_argument("--labels", type=writable_file, help="synthetic: write the ground-truth attacks to this JSON file")
 
 
 def _source_kind(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -107,6 +121,8 @@ def _source_kind(args: argparse.Namespace) -> tuple[str, str | None]:
     if kind == "replay":
         if len(src) != 2:
             raise ConfigError("--source replay needs a FILE: --source replay recording.jsonl")
+        if not os.path.isfile(src[1]):
+            raise ConfigError(f"--source replay {src[1]!r} is not a readable file")
         return kind, src[1]
     if len(src) != 1:
         raise ConfigError(f"--source {kind} takes no argument, got {' '.join(src[1:])!r}")
@@ -119,10 +135,8 @@ def synthetic_source(args: argparse.Namespace, nodes: tuple[str, ...]) -> Any:
     kw: dict[str, Any] = {
         "seed": args.seed, "start": args.start, "hours": args.hours, "nodes": nodes,
         "attack_after_hours": args.attacks_after, "ngrams": not args.no_synthetic_ngrams,
-        "window_seconds": args.window or 10.0,
+        "window_seconds": args.window or 10.0, "ngram_orders": args.ngram_orders,
     }
-    if getattr(args, "ngram_orders", None):  # (absent only if the eBPF options could not be imported)
-        kw["ngram_orders"] = args.ngram_orders
     if args.no_attacks:
         kw["attacks"] = ()
     try:
@@ -150,10 +164,6 @@ def open_source(args: argparse.Namespace, registry: CollectorRegistry | None) ->
             return kind, ReplaySource(path)
         except OSError as exc:
             raise ConfigError(f"--source replay {path}: {exc}") from None
-    try:
-        from baseliner.sensor.cli_bpf import source_from_args
-    except ImportError as exc:
-        raise ConfigError(f"--source bpf is not available in this installation ({exc})") from None
     if args.window is None:
         args.window = 5.0
     return kind, source_from_args(args, registry=registry, node=args.node)

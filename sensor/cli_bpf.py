@@ -17,6 +17,7 @@ from typing import Any
 
 from baseliner.models.ngrams import ORDERS, SENSOR_ORDERS, parse_orders
 from baseliner.sensor.attribution import AttributionConfig, ImageRule
+from baseliner.sensor.cli_checks import DEBUG_HELP, examples, report
 from baseliner.sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, build_program, check_prerequisites
 from prometheus_client import CollectorRegistry
 
@@ -79,16 +80,33 @@ def source_from_args(args: argparse.Namespace, registry: CollectorRegistry | Non
     return BpfSource(cfg, registry=registry)
 
 
+PROG = "python -m baseliner.sensor.cli_bpf"
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m baseliner.sensor.cli_bpf", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=examples(f"{PROG} --check", f"{PROG} --windows 3 --json  # root",
+                                                f"{PROG} --print-program --no-ngrams"))
     p.add_argument("--check", action="store_true", help="check prerequisites and exit")
     p.add_argument("--print-program", action="store_true", help="print the generated BPF C and exit")
     p.add_argument("--windows", type=int, default=0, help="stop after this many windows (0: run until ^C)")
     p.add_argument("--json", action="store_true", help="print vectors as JSON lines instead of a summary")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     add_bpf_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _watch(args)
+    except KeyboardInterrupt:  # the way to stop watching
+        return 0
+    except Exception as e:
+        if args.debug:
+            raise
+        return report(PROG, e)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Check, print the program, or print the windows the eBPF source gives."""
     if args.print_program:
         print(build_program(probe_config_from_args(args)))
         return 0
@@ -113,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
             if args.windows and n >= args.windows:
                 break
-    except KeyboardInterrupt:
-        pass
     finally:
         src.close()
     return 0

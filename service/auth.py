@@ -93,63 +93,8 @@ def read_token_file(path: str, with_node: bool) -> dict[str, str]:
     return out
 
 
-def config_problems(cfg: Any) -> list[str]:
-    """Problems with the TLS, token and WAL settings of a :class:`baseliner.service.config.ServeConfig`."""
-    from baseliner.service.config import split_address
-    from baseliner.service.wal import FSYNC_POLICIES
-
-    out: list[str] = []
-    g = cfg.grpc
-    if bool(g.tls_cert_file) != bool(g.tls_key_file):
-        out.append("grpc.tls_cert_file and grpc.tls_key_file go together")
-    if g.tls_client_ca_file and not g.tls_cert_file:
-        out.append("grpc.tls_client_ca_file (mutual TLS) needs grpc.tls_cert_file and grpc.tls_key_file")
-    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "sensor_tokens_file", "admin_tokens_file"):
-        v = getattr(g, name)
-        if v and not Path(v).is_file():
-            out.append(f"grpc.{name} {v!r} is not a readable file")
-    for name in ("sensor_tokens_file", "admin_tokens_file"):
-        v = getattr(g, name)
-        if v and Path(v).is_file():
-            try:
-                read_token_file(v, with_node=name == "sensor_tokens_file")
-            except ConfigError as e:
-                out.append(f"grpc.{name}: {e}")
-    if not g.max_stream_idle_seconds > 0:
-        out.append("grpc.max_stream_idle_seconds must be > 0")
-    try:
-        host, _ = split_address(g.listen)
-        if not g.tls_cert_file and not is_loopback(host) and not g.allow_plaintext:
-            out.append(
-                f"grpc.listen {g.listen!r} is not a loopback address and TLS is off: set grpc.tls_cert_file and "
-                "grpc.tls_key_file, or grpc.allow_plaintext=true to accept plaintext on a trusted network"
-            )
-    except ValueError:
-        pass  # reported by the listen check
-    f = cfg.falco
-    if bool(f.tls_cert_file) != bool(f.tls_key_file):
-        out.append("falco.tls_cert_file and falco.tls_key_file go together")
-    if f.tls_client_ca_file and not f.tls_cert_file:
-        out.append("falco.tls_client_ca_file needs falco.tls_cert_file and falco.tls_key_file")
-    for name in ("secret_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"):
-        v = getattr(f, name)
-        if v and not Path(v).is_file():
-            out.append(f"falco.{name} {v!r} is not a readable file")
-    if f.secret_file and Path(f.secret_file).is_file() and len(_read_secret(f.secret_file)) < 16:
-        out.append("falco.secret_file: the secret must be at least 16 characters (URL-safe)")
-    if cfg.pipeline.max_resident_baselines < 0:
-        out.append("pipeline.max_resident_baselines must be >= 0 (0: all baselines stay in memory)")
-    if cfg.pipeline.max_resident_baselines and not cfg.state.dir:
-        out.append("pipeline.max_resident_baselines needs state.dir (baselines spill there)")
-    s = cfg.state
-    if s.wal_fsync not in FSYNC_POLICIES:
-        out.append(f"state.wal_fsync must be one of {', '.join(FSYNC_POLICIES)} (got {s.wal_fsync!r})")
-    if not s.wal_group_ms > 0:
-        out.append("state.wal_group_ms must be > 0")
-    return out
-
-
-def _read_secret(path: str) -> str:
+def read_secret(path: str) -> str:
+    """The secret a file holds (surrounding whitespace removed)."""
     return Path(path).read_text(encoding="utf-8").strip()
 
 
@@ -313,7 +258,7 @@ class FalcoGate:
     """Checks the secret in an alert request's URL; builds the endpoint's TLS context."""
 
     def __init__(self, cfg: Any) -> None:
-        self.secret = _read_secret(cfg.secret_file) if cfg.secret_file else ""
+        self.secret = read_secret(cfg.secret_file) if cfg.secret_file else ""
         self._digest = _digest(self.secret) if self.secret else ""
         self.cfg = cfg
 

@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.errors import ConfigError, StateError
 from baseliner.models.integrity import atomic_write
+from baseliner.sensor.cli_checks import creatable_dir, examples, existing_dir, readable_file
 from baseliner.service.store import baseline_filename, decode_file
 
 log = logging.getLogger(__name__)
@@ -43,43 +45,54 @@ ARTIFACT_DIR = "baselines"
 INDEX = "index.json"
 
 
+RAW = argparse.RawDescriptionHelpFormatter
+_SERVER = "--tracking-uri http://127.0.0.1:5000"
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "baselines", help="export learned baselines to MLflow (one artifact per image), import them back",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=__doc__.split("\n\n")[0] if __doc__ else None, formatter_class=RAW,
+        epilog=examples(f"baseliner baselines export --state-dir /var/lib/baseliner {_SERVER}",
+                        f"baseliner baselines diff RUN_A RUN_B {_SERVER}"),
     )
     sub = p.add_subparsers(dest="baselines_command", required=True)
-    d = sub.add_parser("diff", help="what changed in the baselines between two exports (runs)")
+    d = sub.add_parser("diff", help="what changed in the baselines between two exports (runs)", formatter_class=RAW,
+                       epilog=examples(f"baseliner baselines diff 0a1b2c... 3d4e5f... {_SERVER} --image nginx:1.27"))
     d.add_argument("run_a", help="MLflow run id of the older export")
     d.add_argument("run_b", help="MLflow run id of the newer export")
-    d.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
-    d.add_argument("--image", action="append", default=[], help="only this image key (repeatable)")
     d.add_argument("--top", type=int, default=5, help="features with the largest shift to show per image")
     d.add_argument("--json", action="store_true", help="print the diff as JSON")
-    g = sub.add_parser("register", help="register one learned baseline as a Baseliner model (warm start)")
+    g = sub.add_parser("register", help="register one learned baseline as a Baseliner model (warm start)",
+                       formatter_class=RAW, epilog=examples(
+                           f"baseliner baselines register nginx:1.27 --state-dir /var/lib/baseliner {_SERVER} "
+                           "--name baseliner-nginx --alias champion"))
     g.add_argument("image", help="image key of the baseline, e.g. nginx:1.27")
-    g.add_argument("--state-dir", required=True, help="the service's state directory (state.dir)")
-    g.add_argument("--hmac-key-file", default="", help="state integrity key; also signs the model")
-    g.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     g.add_argument("--name", required=True, help="registered model name")
     g.add_argument("--alias", default="", help="point this alias (e.g. champion) at the new version")
-    g.add_argument("--experiment", default="baseliner-baselines", help="MLflow experiment name")
-    for name, helptext in (
-        ("export", "log the baselines of a state directory as an MLflow run"),
-        ("import", "write the baselines an MLflow run holds into a state directory"),
-    ):
-        s = sub.add_parser(name, help=helptext)
-        if name == "import":
-            s.add_argument("run_id", help="MLflow run id of an export")
-        s.add_argument("--state-dir", required=True, help="the service's state directory (state.dir)")
-        s.add_argument("--hmac-key-file", default="", help="state integrity key (state.hmac_key_file)")
-        s.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    g.add_argument("--registry-uri", default="", help="MLflow model registry (default: MLFLOW_REGISTRY_URI, else the "
+                                                      "tracking server)")
+    e = sub.add_parser("export", help="log the baselines of a state directory as an MLflow run", formatter_class=RAW,
+                       epilog=examples(f"baseliner baselines export --state-dir /var/lib/baseliner {_SERVER} "
+                                       "--hmac-key-file /etc/baseliner/state.key --run-name nightly"))
+    e.add_argument("--run-name", default="", help="MLflow run name")
+    i = sub.add_parser("import", help="write the baselines an MLflow run holds into a state directory",
+                       formatter_class=RAW, epilog=examples(
+                           f"baseliner baselines import 0a1b2c... --state-dir /var/lib/baseliner {_SERVER} "
+                           "--image nginx:1.27 --force"))
+    i.add_argument("run_id", help="MLflow run id of an export")
+    i.add_argument("--force", action="store_true", help="overwrite baselines already in the state dir")
+    for s in (g, e, i):
+        s.add_argument("--state-dir", required=True, type=creatable_dir if s is i else existing_dir,
+                       help="the service's state directory (state.dir)")
+        s.add_argument("--hmac-key-file", type=readable_file,
+                       help="state integrity key (state.hmac_key_file); also signs a registered model")
+    for s in (g, e):
+        s.add_argument("--experiment", default="baseliner-baselines", help="MLflow experiment name")
+    for s in (d, e, i):
         s.add_argument("--image", action="append", default=[], help="only this image key (repeatable)")
-        if name == "export":
-            s.add_argument("--experiment", default="baseliner-baselines", help="MLflow experiment name")
-            s.add_argument("--run-name", default="", help="MLflow run name")
-        else:
-            s.add_argument("--force", action="store_true", help="overwrite baselines already in the state dir")
+    for s in (d, g, e, i):
+        s.add_argument("--tracking-uri", default="", help="MLflow tracking server (default: MLFLOW_TRACKING_URI)")
     return p
 
 
@@ -163,20 +176,25 @@ def export(state_dir: Path, key: bytes | None, images: list[str], experiment: st
         return str(run.info.run_id)
 
 
-def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str], force: bool) -> list[str]:
+def _download_export(run_id: str, tmp: str) -> tuple[dict[str, Any], Path]:
+    """The index of an export run and the local folder of its files."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    try:
+        index = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=INDEX, dst_path=tmp)).read_text())
+        files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR, dst_path=tmp))
+    except MlflowException as e:
+        raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
+    if not isinstance(index, dict):
+        raise StateError(f"run {run_id}: {INDEX} is not an object")
+    return index, files
+
+
+def import_run(run_id: str, state_dir: Path, key: bytes | None, images: list[str], force: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="baseliner-import-") as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=INDEX, dst_path=tmp))
-            index = json.loads(local.read_text())
-            files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR,
-                                                             dst_path=tmp))
-        except MlflowException as e:
-            raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
-        if not isinstance(index, dict):
-            raise StateError(f"run {run_id}: {INDEX} is not an object")
+        index, files = _download_export(run_id, tmp)
         wanted = images or sorted(index)
         missing = sorted(set(wanted) - set(index))
         if missing:
@@ -222,16 +240,7 @@ def register(state_dir: Path, key: bytes | None, image: str, name: str, alias: s
 
 
 def _summaries(run_id: str, tmp: str) -> dict[str, dict[str, Any]]:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        index = json.loads(Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=INDEX, dst_path=f"{tmp}/{run_id}")).read_text())
-        files = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_DIR,
-                                                         dst_path=f"{tmp}/{run_id}"))
-    except MlflowException as e:
-        raise ConfigError(f"run {run_id} is not a baselines export: {e.message}") from None
+    index, files = _download_export(run_id, f"{tmp}/{run_id}")
     out = {}
     for image, entry in index.items():
         path = files / Path(str(entry.get("file", ""))).with_suffix(".json").name
@@ -310,14 +319,21 @@ def _print_diff(d: dict[str, Any]) -> None:
                 print(f"  no longer {kind}: {', '.join(ch['removed'])}")
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
-
+def use_servers(tracking_uri: str, registry_uri: str = "") -> None:
+    """Point this process's MLflow at the given servers (else MLflow's environment variables); refuse MLflow's
+    default, a database in the working directory."""
     import mlflow
 
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not tracking_uri:
+        raise ConfigError("no MLflow tracking server: give --tracking-uri or set MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri or os.environ.get("MLFLOW_REGISTRY_URI", "") or tracking_uri)
+
+
+def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if args.tracking_uri:
-        mlflow.set_tracking_uri(args.tracking_uri)
+    use_servers(args.tracking_uri, getattr(args, "registry_uri", ""))
     if args.baselines_command == "diff":
         with tempfile.TemporaryDirectory(prefix="baseliner-diff-") as tmp:
             d = diff_summaries(_summaries(args.run_a, tmp), _summaries(args.run_b, tmp), args.image, args.top)
@@ -326,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_diff(d)
         return 0
-    key = _key(args.hmac_key_file)
+    key = _key(args.hmac_key_file or "")
     state_dir = Path(args.state_dir)
     if args.baselines_command == "register":
         version = register(state_dir, key, args.image, args.name, args.alias, args.experiment)

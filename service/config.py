@@ -1,10 +1,10 @@
 """Service configuration: defaults <- YAML file <- environment (``BASELINER_*``) <- command-line flags.
 
-Every setting lives in one dataclass section below; ``docs/service.md`` lists them all.  The same name
+Every setting lives in one section model below; ``docs/service.md`` lists them all.  The same name
 works everywhere: ``grpc.listen`` in YAML is ``BASELINER_GRPC_LISTEN`` in the environment and
 ``--set grpc.listen=...`` (or the shortcut ``--listen``) on the command line.  Everything is checked at
-start (:meth:`ServeConfig.validate`); problems are reported together with what to fix, as
-:class:`baseliner.models.errors.ConfigError`.
+start: types and ranges by pydantic, the rest by the named checks below; every problem is reported,
+one line each with the source of the value, as :class:`baseliner.models.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -12,229 +12,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from baseliner.models.errors import ConfigError
+from baseliner.service.auth import is_loopback, read_secret, read_token_file
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 ENV_PREFIX = "BASELINER_"
-IMAGE_KEYS = ("tag", "digest", "repository")
-
-
-@dataclass
-class GrpcConfig:
-    listen: str = "127.0.0.1:50051"  # host:port; loopback by default
-    max_message_bytes: int = 16 * 1024 * 1024
-    max_batch_vectors: int = 10_000
-    max_concurrent_streams: int = 256
-    keepalive_time_seconds: float = 60.0
-    keepalive_timeout_seconds: float = 20.0
-    shutdown_grace_seconds: float = 10.0
-    # Transport security and authentication (service/auth.py; docs/reliability.md)
-    tls_cert_file: str = ""  # PEM server certificate (chain); with tls_key_file turns TLS on
-    tls_key_file: str = ""
-    tls_client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
-    allow_plaintext: bool = False  # listen without TLS on a non-loopback address (logged as a warning)
-    sensor_tokens_file: str = ""  # lines "NODE TOKEN": a stream needs a token; it reports for NODE only
-    admin_tokens_file: str = ""  # lines "TOKEN" (or "NAME TOKEN"): required for the Admin RPCs
-    max_stream_idle_seconds: float = 300.0  # a stream with no message for this long is closed
-
-
-@dataclass
-class MetricsConfig:
-    listen: str = "127.0.0.1:9464"  # host:port of the Prometheus endpoint; "" disables it
-    max_images: int = 500  # distinct image label values; further images share "__other__"
-    max_namespaces: int = 200
-    max_nodes: int = 1000
-
-
-@dataclass
-class StateConfig:
-    dir: str = ""  # state directory; "" keeps state in memory only
-    save_interval_seconds: float = 60.0
-    hmac_key: str = ""  # integrity key for state files (prefer hmac_key_file)
-    hmac_key_file: str = ""
-    wal: bool = True  # write-ahead log of applied batches (service/wal.py); needs dir; acks become durable
-    wal_fsync: str = "batch"  # "batch" (fsync before each ack), "group" (every wal_group_ms), "off"
-    wal_group_ms: float = 5.0
-
-
-@dataclass
-class PipelineConfig:
-    image_key: str = "tag"  # "tag" (repository:tag), "digest" (repository@digest) or "repository"
-    dedup_window_seconds: float = 300.0  # event time; repeats of an anomaly within it become one event
-    recent_events: int = 1000  # anomaly events kept (with their vectors) for Admin.Feedback
-    max_baselines: int = 10_000  # baselines held; vectors of further images are rejected (BASELINE_LIMIT)
-    max_containers: int = 100_000  # containers tracked for start-up time and window order
-    max_resident_baselines: int = 0  # >0 (with state.dir): least recently used baselines beyond it spill to disk
-
-
-@dataclass
-class EventsConfig:
-    output: str = "-"  # "-" or "stdout", a file path (appended), or "none"
-
-
-@dataclass
-class FalcoConfig:
-    """Falco alerts in (``service/falco_http.py``), correlation (``service/falco.py``), Falcosidekick out."""
-
-    listen: str = ""  # host:port of the alert endpoint; "" = off (e.g. 127.0.0.1:2802 to enable)
-    max_body_bytes: int = 64 * 1024  # larger payloads get 413
-    correlation_window_seconds: float = 120.0  # an alert within this of an anomaly's windows coincides
-    max_containers: int = 10_000  # containers whose recent alerts and anomalies are remembered
-    per_container: int = 32  # recent alerts and anomalies remembered per container
-    max_rules: int = 200  # distinct rule label values; further rules share "__other__"
-    sidekick_url: str = ""  # Falcosidekick (or any Falco-format webhook) receiving anomaly events; "" = off
-    sidekick_timeout_seconds: float = 5.0
-    sidekick_queue: int = 1000  # events waiting to be posted; further ones are dropped and counted
-    # Authentication of Falco's http_output (service/auth.py): a secret in the URL and/or a client certificate
-    secret_file: str = ""  # file holding a secret: alerts must be POSTed to /falco/SECRET (or ?secret=SECRET)
-    tls_cert_file: str = ""  # PEM certificate and key: the endpoint speaks HTTPS
-    tls_key_file: str = ""
-    tls_client_ca_file: str = ""  # PEM CA: Falco must present a client certificate it signed (mutual TLS)
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        if self.listen:
-            try:
-                split_address(self.listen)
-            except ValueError as e:
-                out.append(f"falco.listen: {e}")
-        for name in ("max_body_bytes", "max_containers", "per_container", "max_rules", "sidekick_queue"):
-            if getattr(self, name) < 1:
-                out.append(f"falco.{name} must be >= 1 (got {getattr(self, name)})")
-        if not self.correlation_window_seconds >= 0:
-            out.append("falco.correlation_window_seconds must be >= 0")
-        if not self.sidekick_timeout_seconds > 0:
-            out.append("falco.sidekick_timeout_seconds must be > 0")
-        if self.sidekick_url and not self.sidekick_url.startswith(("http://", "https://")):
-            out.append(f"falco.sidekick_url must be an http:// or https:// URL (got {self.sidekick_url!r})")
-        return out
-
-
-@dataclass
-class ModelConfig:
-    """A registered MLflow model as the template for new baselines (service/model_source.py, docs/mlflow.md)."""
-
-    uri: str = ""  # models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/PATH or a local path; "" = none
-    tracking_uri: str = ""  # MLflow tracking server; "" = MLFLOW_TRACKING_URI (or MLflow's default)
-    relearn_on_reload: bool = False  # on reload every image restarts from the new model (default: new images)
-    timeout_seconds: float = 10.0  # how long to wait for the tracking server to answer
-
-
-SECTIONS: dict[str, type] = {
-    "grpc": GrpcConfig,
-    "metrics": MetricsConfig,
-    "state": StateConfig,
-    "pipeline": PipelineConfig,
-    "events": EventsConfig,
-    "falco": FalcoConfig,
-    "model": ModelConfig,
-}
-
-
-@dataclass
-class ServeConfig:
-    grpc: GrpcConfig = field(default_factory=GrpcConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    state: StateConfig = field(default_factory=StateConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    events: EventsConfig = field(default_factory=EventsConfig)
-    falco: FalcoConfig = field(default_factory=FalcoConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    baseline: dict[str, Any] = field(default_factory=dict)  # baseliner.models.baseline.BaselineConfig fields
-    log_level: str = "INFO"
-
-    # -- checks -------------------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` listing every problem."""
-        problems: list[str] = []
-        for name, value in (("grpc.listen", self.grpc.listen), ("metrics.listen", self.metrics.listen)):
-            if name == "metrics.listen" and value == "":
-                continue
-            try:
-                split_address(value)
-            except ValueError as e:
-                problems.append(f"{name}: {e}")
-        positive_ints = {
-            "grpc.max_message_bytes": self.grpc.max_message_bytes,
-            "grpc.max_batch_vectors": self.grpc.max_batch_vectors,
-            "grpc.max_concurrent_streams": self.grpc.max_concurrent_streams,
-            "metrics.max_images": self.metrics.max_images,
-            "metrics.max_namespaces": self.metrics.max_namespaces,
-            "metrics.max_nodes": self.metrics.max_nodes,
-            "pipeline.recent_events": self.pipeline.recent_events,
-            "pipeline.max_baselines": self.pipeline.max_baselines,
-            "pipeline.max_containers": self.pipeline.max_containers,
-        }
-        for name, v in positive_ints.items():
-            if v < 1:
-                problems.append(f"{name} must be >= 1 (got {v})")
-        if self.grpc.max_message_bytes < 64 * 1024:
-            problems.append("grpc.max_message_bytes must be at least 65536")
-        for name, f in (
-            ("grpc.keepalive_time_seconds", self.grpc.keepalive_time_seconds),
-            ("grpc.keepalive_timeout_seconds", self.grpc.keepalive_timeout_seconds),
-            ("state.save_interval_seconds", self.state.save_interval_seconds),
-        ):
-            if not f > 0:
-                problems.append(f"{name} must be > 0 (got {f})")
-        if self.grpc.shutdown_grace_seconds < 0:
-            problems.append("grpc.shutdown_grace_seconds must be >= 0")
-        if self.pipeline.dedup_window_seconds < 0:
-            problems.append("pipeline.dedup_window_seconds must be >= 0")
-        problems.extend(self.falco.problems())
-        if not self.model.timeout_seconds > 0:
-            problems.append(f"model.timeout_seconds must be > 0 (got {self.model.timeout_seconds})")
-        from baseliner.service.auth import config_problems  # TLS, tokens, WAL policy: checked where they are used
-
-        problems.extend(config_problems(self))
-        if self.pipeline.image_key not in IMAGE_KEYS:
-            problems.append(
-                f"pipeline.image_key must be one of {', '.join(IMAGE_KEYS)} (got {self.pipeline.image_key!r})"
-            )
-        if self.state.hmac_key and self.state.hmac_key_file:
-            problems.append("state.hmac_key and state.hmac_key_file are both set: use one")
-        if self.state.hmac_key_file and not Path(self.state.hmac_key_file).is_file():
-            problems.append(f"state.hmac_key_file {self.state.hmac_key_file!r} is not a readable file")
-        if self.state.dir:
-            p = Path(self.state.dir)
-            if p.exists() and not p.is_dir():
-                problems.append(f"state.dir {self.state.dir!r} exists and is not a directory")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            problems.append(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL (got {self.log_level!r})")
-        try:
-            self.baseline_config()
-        except (ValueError, TypeError) as e:
-            problems.append(f"baseline: {e}")
-        except ImportError as e:  # baseliner.models.baseline not importable: say so, do not hide it
-            problems.append(f"baseline: cannot load baseliner.models.baseline ({e})")
-        if problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-
-    def baseline_config(self) -> Any:
-        from baseliner.models.baseline import BaselineConfig
-
-        known = {f.name for f in dataclasses.fields(BaselineConfig)}
-        unknown = sorted(set(self.baseline) - known)
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return BaselineConfig.from_dict(dict(self.baseline))
-
-    def hmac_key_bytes(self) -> bytes | None:
-        if self.state.hmac_key_file:
-            key = Path(self.state.hmac_key_file).read_bytes().strip()
-        else:
-            key = self.state.hmac_key.encode()
-        return key or None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if d["state"]["hmac_key"]:
-            d["state"]["hmac_key"] = "***"
-        return d
 
 
 def split_address(addr: str) -> tuple[str, int]:
@@ -257,101 +43,296 @@ def split_address(addr: str) -> tuple[str, int]:
     return host, p
 
 
+def _address(value: str) -> str:
+    if value:
+        split_address(value)
+    return value
+
+
+def _http_url(value: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+Address = Annotated[str, AfterValidator(_address)]  # host:port ("" where it means off)
+Count = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(gt=0)]
+Wait = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GrpcConfig(_Section):
+    listen: Address = "127.0.0.1:50051"  # host:port; loopback by default
+    max_message_bytes: Annotated[int, Field(ge=64 * 1024)] = 16 * 1024 * 1024
+    max_batch_vectors: Count = 10_000
+    max_concurrent_streams: Count = 256
+    keepalive_time_seconds: Seconds = 60.0
+    keepalive_timeout_seconds: Seconds = 20.0
+    shutdown_grace_seconds: Wait = 10.0
+    # Transport security and authentication (service/auth.py; docs/reliability.md)
+    tls_cert_file: str = ""  # PEM server certificate (chain); with tls_key_file turns TLS on
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
+    allow_plaintext: bool = False  # listen without TLS on a non-loopback address (logged as a warning)
+    sensor_tokens_file: str = ""  # lines "NODE TOKEN": a stream needs a token; it reports for NODE only
+    admin_tokens_file: str = ""  # lines "TOKEN" (or "NAME TOKEN"): required for the Admin RPCs
+    max_stream_idle_seconds: Seconds = 300.0  # a stream with no message for this long is closed
+
+
+class MetricsConfig(_Section):
+    listen: Address = "127.0.0.1:9464"  # host:port of the Prometheus endpoint; "" disables it
+    max_images: Count = 500  # distinct image label values; further images share "__other__"
+    max_namespaces: Count = 200
+    max_nodes: Count = 1000
+
+
+class StateConfig(_Section):
+    dir: str = ""  # state directory; "" keeps state in memory only
+    save_interval_seconds: Seconds = 60.0
+    hmac_key: str = ""  # integrity key for state files (prefer hmac_key_file)
+    hmac_key_file: str = ""
+    wal: bool = True  # write-ahead log of applied batches (service/wal.py); needs dir; acks become durable
+    wal_fsync: Literal["batch", "group", "off"] = "batch"  # fsync before each ack, every wal_group_ms, never
+    wal_group_ms: Seconds = 5.0
+
+
+class PipelineConfig(_Section):
+    image_key: Literal["tag", "digest", "repository"] = "tag"  # repository:tag, repository@digest, repository
+    dedup_window_seconds: Wait = 300.0  # event time; repeats of an anomaly within it become one event
+    recent_events: Count = 1000  # anomaly events kept (with their vectors) for Admin.Feedback
+    max_baselines: Count = 10_000  # baselines held; vectors of further images are rejected (BASELINE_LIMIT)
+    max_containers: Count = 100_000  # containers tracked for start-up time and window order
+    max_resident_baselines: Annotated[int, Field(ge=0)] = 0  # >0 (with state.dir): LRU baselines spill to disk
+
+
+class EventsConfig(_Section):
+    output: str = "-"  # "-" or "stdout", a file path (appended), or "none"
+
+
+class FalcoConfig(_Section):
+    """Falco alerts in (``service/falco_http.py``), correlation (``service/falco.py``), Falcosidekick out."""
+
+    listen: Address = ""  # host:port of the alert endpoint; "" = off (e.g. 127.0.0.1:2802 to enable)
+    max_body_bytes: Count = 64 * 1024  # larger payloads get 413
+    correlation_window_seconds: Wait = 120.0  # an alert within this of an anomaly's windows coincides
+    max_containers: Count = 10_000  # containers whose recent alerts and anomalies are remembered
+    per_container: Count = 32  # recent alerts and anomalies remembered per container
+    max_rules: Count = 200  # distinct rule label values; further rules share "__other__"
+    sidekick_url: Annotated[str, AfterValidator(_http_url)] = ""  # Falcosidekick (any Falco-format webhook); ""
+    sidekick_timeout_seconds: Seconds = 5.0
+    sidekick_queue: Count = 1000  # events waiting to be posted; further ones are dropped and counted
+    # Authentication of Falco's http_output (service/auth.py): a secret in the URL and/or a client certificate
+    secret_file: str = ""  # file holding a secret: alerts must be POSTed to /falco/SECRET (or ?secret=SECRET)
+    tls_cert_file: str = ""  # PEM certificate and key: the endpoint speaks HTTPS
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # PEM CA: Falco must present a client certificate it signed (mutual TLS)
+
+
+class ModelConfig(_Section):
+    """A registered MLflow model as the template for new baselines (service/model_source.py, docs/mlflow.md)."""
+
+    uri: str = ""  # models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/PATH or a local path; "" = none
+    tracking_uri: str = ""  # MLflow tracking server; "" = MLFLOW_TRACKING_URI (needed for models:/ and runs:/)
+    registry_uri: str = ""  # MLflow model registry; "" = MLFLOW_REGISTRY_URI, else the tracking server
+    relearn_on_reload: bool = False  # on reload every image restarts from the new model (default: new images)
+    timeout_seconds: Seconds = 10.0  # how long to wait for the tracking server to answer
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    grpc: GrpcConfig = Field(default_factory=GrpcConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    falco: FalcoConfig = Field(default_factory=FalcoConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    baseline: dict[str, Any] = Field(default_factory=dict)  # baseliner.models.baseline.BaselineConfig fields
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = "INFO"
+
+    def baseline_config(self) -> Any:
+        """The :class:`baseliner.models.baseline.BaselineConfig` of the ``baseline:`` settings (their types and
+        ranges are checked there)."""
+        from baseliner.models.baseline import BaselineConfig
+
+        known = [f.name for f in dataclasses.fields(BaselineConfig)]
+        unknown = sorted(set(self.baseline) - set(known))
+        if unknown:
+            raise ConfigError(f"baseline: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        try:
+            return TypeAdapter(BaselineConfig).validate_python(self.baseline)
+        except ValidationError as e:
+            raise ConfigError("; ".join(_explain(e, {}, "baseline"))) from None
+
+    def hmac_key_bytes(self) -> bytes | None:
+        if self.state.hmac_key_file:
+            key = Path(self.state.hmac_key_file).read_bytes().strip()
+        else:
+            key = self.state.hmac_key.encode()
+        return key or None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective settings (``baseline:`` as the baseline takes them), the HMAC key masked."""
+        d = self.model_dump()
+        if d["state"]["hmac_key"]:
+            d["state"]["hmac_key"] = "***"
+        bc = self.baseline_config()
+        d["baseline"] = {k: getattr(bc, k) for k in self.baseline}
+        return d
+
+
+SECTIONS = [name for name in ServeConfig.model_fields if name != "log_level"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks across settings (types and ranges are the models' own)
+
+
+def _tls_problems(cfg: ServeConfig) -> list[str]:
+    out = []
+    for section in ("grpc", "falco"):
+        s = getattr(cfg, section)
+        if bool(s.tls_cert_file) != bool(s.tls_key_file):
+            out.append(f"{section}.tls_cert_file and {section}.tls_key_file go together")
+        if s.tls_client_ca_file and not s.tls_cert_file:
+            out.append(f"{section}.tls_client_ca_file (mutual TLS) needs {section}.tls_cert_file and tls_key_file")
+    g = cfg.grpc
+    if not g.tls_cert_file and not is_loopback(split_address(g.listen)[0]) and not g.allow_plaintext:
+        out.append(f"grpc.listen {g.listen!r} is not a loopback address and TLS is off: set grpc.tls_cert_file and "
+                   "grpc.tls_key_file, or grpc.allow_plaintext=true to accept plaintext on a trusted network")
+    return out
+
+
+#: Settings that name a file to read at start.
+FILES = ("grpc.tls_cert_file", "grpc.tls_key_file", "grpc.tls_client_ca_file", "grpc.sensor_tokens_file",
+         "grpc.admin_tokens_file", "state.hmac_key_file", "falco.secret_file", "falco.tls_cert_file",
+         "falco.tls_key_file", "falco.tls_client_ca_file")
+
+
+def _setting(cfg: ServeConfig, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _secret_problems(cfg: ServeConfig) -> list[str]:
+    missing = {key for key in FILES if _setting(cfg, key) and not Path(_setting(cfg, key)).is_file()}
+    out = [f"{key} {_setting(cfg, key)!r} is not a readable file" for key in FILES if key in missing]
+    for key, with_node in (("grpc.sensor_tokens_file", True), ("grpc.admin_tokens_file", False)):
+        if _setting(cfg, key) and key not in missing:
+            try:
+                read_token_file(_setting(cfg, key), with_node)
+            except ConfigError as e:
+                out.append(f"{key}: {e}")
+    secret = cfg.falco.secret_file
+    if secret and "falco.secret_file" not in missing and len(read_secret(secret)) < 16:
+        out.append("falco.secret_file: the secret must be at least 16 characters (URL-safe)")
+    if cfg.state.hmac_key and cfg.state.hmac_key_file:
+        out.append("state.hmac_key and state.hmac_key_file are both set: use one")
+    return out
+
+
+def _path_problems(cfg: ServeConfig) -> list[str]:
+    out = []
+    if cfg.state.dir:
+        out += _directory_problems("state.dir", cfg.state.dir, Path(cfg.state.dir), may_create=True)
+    elif cfg.pipeline.max_resident_baselines:
+        out.append("pipeline.max_resident_baselines needs state.dir (baselines spill there)")
+    events = cfg.events.output
+    if events.lower() not in ("-", "stdout", "none"):
+        if Path(events).is_dir():
+            out.append(f"events.output {events!r} is a directory: name a file in it")
+        else:
+            out += _directory_problems("events.output", events, Path(events).parent, may_create=False)
+    return out
+
+
+def _directory_problems(key: str, value: str, directory: Path, may_create: bool) -> list[str]:
+    """What keeps a setting from writing in ``directory`` (or in its nearest existing parent, when it may be made)."""
+    d = directory
+    while may_create and not d.exists() and d != d.parent:
+        d = d.parent
+    if not d.exists():
+        why = f"directory {str(d)!r} does not exist"
+    elif not d.is_dir():
+        why = f"{str(d)!r} is not a directory"
+    elif not os.access(d, os.W_OK | os.X_OK):
+        why = f"directory {str(d)!r} is not writable"
+    else:
+        return []
+    return [f"{key} {value!r}: {why}"]
+
+
+def _baseline_problems(cfg: ServeConfig) -> list[str]:
+    try:
+        cfg.baseline_config()
+    except ConfigError as e:
+        return [str(e)]
+    return []
+
+
+def problems(cfg: ServeConfig) -> list[str]:
+    """Everything wrong with a configuration whose values have their types, one line each."""
+    return [*_tls_problems(cfg), *_secret_problems(cfg), *_path_problems(cfg), *_baseline_problems(cfg)]
+
+
 # --------------------------------------------------------------------------------------------------
 # Loading
 
 
-def _coerce(value: Any, typ: Any, where: str) -> Any:
-    """Convert a YAML/env/flag value to the field's type (strings are parsed)."""
-    t = typ if isinstance(typ, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(str(typ))
-    if t is None:
-        return value
-    if t is bool:
-        if isinstance(value, bool):
-            return value
-        s = str(value).strip().lower()
-        if s in ("1", "true", "yes", "on"):
-            return True
-        if s in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{where}: {value!r} is not a boolean")
-    if t is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {value!r} is not an integer")
-        try:
-            return int(str(value).replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not an integer") from None
-    if t is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {value!r} is not a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {value!r} is not a number") from None
-    if t is str:
-        if isinstance(value, dict | list):
-            raise ConfigError(f"{where}: expected a string")
-        return "" if value is None else str(value)
-    return value
-
-
-def _baseline_types() -> dict[str, Any]:
+def _yaml(path: str) -> Mapping[str, Any]:
     try:
-        from baseliner.models.baseline import BaselineConfig
-    except ImportError:
-        return {}
-    return {f.name: f.type for f in dataclasses.fields(BaselineConfig)}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, Mapping | None):
+        raise ConfigError(f"configuration file {path} must hold a mapping of sections")
+    return data or {}
 
 
-def apply(cfg: ServeConfig, key: str, value: Any, where: str) -> None:
-    """Set ``section.field`` (or a top-level field) from ``value``."""
-    section, _, name = key.partition(".")
-    if not name:
-        if section == "log_level":
-            cfg.log_level = _coerce(value, str, where)
-            return
-        raise ConfigError(f"{where}: unknown setting {key!r}")
-    if section == "baseline":
-        types = _baseline_types()
-        cfg.baseline[name] = _coerce(value, types[name], where) if name in types else value
-        return
-    cls = SECTIONS.get(section)
-    if cls is None:
-        raise ConfigError(f"{where}: unknown section {section!r} (sections: {', '.join([*SECTIONS, 'baseline'])})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if name not in fields:
-        raise ConfigError(f"{where}: unknown setting {key!r} (known in {section}: {', '.join(fields)})")
-    setattr(getattr(cfg, section), name, _coerce(value, fields[name].type, where))
-
-
-def from_mapping(cfg: ServeConfig, data: Mapping[str, Any], where: str) -> None:
-    for top, value in data.items():
-        if isinstance(value, Mapping) and not (top in SECTIONS or top == "baseline"):
-            raise ConfigError(
-                f"{where}: unknown section {top!r} (sections: {', '.join([*SECTIONS, 'baseline'])})"
-            )
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                apply(cfg, f"{top}.{k}", v, f"{where}: {top}.{k}")
-        else:
-            apply(cfg, str(top), value, f"{where}: {top}")
-
-
-def from_env(cfg: ServeConfig, environ: Mapping[str, str]) -> None:
-    sections = [*SECTIONS, "baseline"]
+def _layers(path: str | None, environ: Mapping[str, str],
+            overrides: Sequence[tuple[str, Any]]) -> list[tuple[str, str, Any]]:
+    """``(key, where, value)`` in order of precedence (later wins)."""
+    out: list[tuple[str, str, Any]] = []
+    if path:
+        for top, value in _yaml(path).items():
+            if isinstance(value, Mapping) and top in SECTIONS:
+                out += [(f"{top}.{k}", path, v) for k, v in value.items()]
+            else:
+                out.append((str(top), path, value))
     for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX) or var == f"{ENV_PREFIX}CONFIG":
-            continue
-        rest = var[len(ENV_PREFIX):].lower()
-        if rest == "log_level":
-            apply(cfg, "log_level", value, f"environment {var}")
-            continue
-        for s in sections:
-            if rest.startswith(s + "_"):
-                apply(cfg, f"{s}.{rest[len(s) + 1:]}", value, f"environment {var}")
-                break
-        # other BASELINER_* variables belong to other tools (bootstrap, sensor) and are ignored
+        rest = var.removeprefix(ENV_PREFIX).lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if var.startswith(ENV_PREFIX) and (section or rest == "log_level"):  # other BASELINER_* are other tools'
+            key = f"{section}.{rest[len(section) + 1:]}" if section else rest
+            out.append((key, f"environment {var}", value))
+    out += [(key, f"flag {key}", value) for key, value in overrides]
+    return out
+
+
+def parse_set(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``--set SECTION.KEY=VALUE`` flags -> ``(key, value)`` overrides.
+
+    >>> parse_set(["baseline.min_learn_windows=120"])
+    [('baseline.min_learn_windows', '120')]
+    """
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        out.append((key.strip(), value))
+    return out
 
 
 def load(
@@ -362,25 +343,55 @@ def load(
 ) -> ServeConfig:
     """Build and check the configuration. ``overrides`` are ``(key, value)`` pairs from flags."""
     environ = os.environ if environ is None else environ
-    cfg = ServeConfig()
-    path = path or environ.get(f"{ENV_PREFIX}CONFIG") or None
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"configuration file {path} is not valid YAML: {e}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"configuration file {path} must hold a mapping of sections")
-        from_mapping(cfg, data, path)
-    from_env(cfg, environ)
-    for key, value in overrides:
-        apply(cfg, key, value, f"flag {key}")
+    data: dict[str, Any] = {}
+    where: dict[tuple[str, ...], str] = {}
+    for key, source, value in _layers(path or environ.get(f"{ENV_PREFIX}CONFIG"), environ, overrides):
+        section, _, name = key.partition(".")
+        if name:
+            if not isinstance(data.get(section), dict):
+                data[section] = {}
+            data[section][name] = value
+            where[(section, name)] = source
+        else:
+            data[section] = value
+            where[(section,)] = source
+    cfg, found = _typed(data, where)
     if validate:
-        cfg.validate()
+        found += problems(cfg)
+    if found:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(found))
     return cfg
+
+
+def _typed(data: dict[str, Any], where: Mapping[tuple[str, ...], str]) -> tuple[ServeConfig, list[str]]:
+    """The configuration and what is wrong with the values' types; a wrong value is left at its default, so that
+    the other checks still run and every problem is reported at once."""
+    try:
+        return ServeConfig.model_validate(data), []
+    except ValidationError as e:
+        for err in e.errors():
+            section, *name = err["loc"]
+            if name and isinstance(data.get(str(section)), dict):
+                data[str(section)].pop(str(name[0]), None)
+            else:
+                data.pop(str(section), None)
+        return ServeConfig.model_validate(data), _explain(e, where)
+
+
+def _explain(e: ValidationError, where: Mapping[tuple[str, ...], str], section: str = "") -> list[str]:
+    """pydantic's errors, one line each: where the value came from, the setting, what is wrong, the value."""
+    out = []
+    for err in e.errors():
+        loc = tuple(str(x) for x in (section, *err["loc"]) if x)
+        name = ".".join(loc)
+        source = where.get(loc[:2], "") and where[loc[:2]] + ": "
+        if err["type"] == "extra_forbidden" and len(loc) == 1:
+            out.append(f"{source}unknown section {name!r} (sections: {', '.join(SECTIONS)})")
+        elif err["type"] == "extra_forbidden":
+            known = ", ".join(ServeConfig.model_fields[loc[0]].annotation.model_fields)  # type: ignore[union-attr]
+            out.append(f"{source}unknown setting {name!r} (known in {loc[0]}: {known})")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = "" if isinstance(err["input"], dict) or repr(err["input"]) in msg else f" (got {err['input']!r})"
+            out.append(f"{source}{name}: {msg}{got}")
+    return out

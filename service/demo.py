@@ -79,7 +79,7 @@ class AttackResult:
 class Summary:
     attacks: list[AttackResult]
     false_alarms: list[dict[str, Any]]
-    events: int
+    events: int  # anomaly events (first writes: what the demo prints); folded updates are not counted
     detect_hours: float
     vectors: int
     wall_seconds: float
@@ -131,7 +131,8 @@ def score_events(events: Sequence[dict[str, Any]], attacks: Sequence[Attack], de
     per_image: dict[str, int] = {}
     for ev in false:
         per_image[ev["image"]["key"]] = per_image.get(ev["image"]["key"], 0) + 1
-    return Summary(results, false, len(events), max(0.0, (end - detect_from) / HOUR), 0, 0.0, flagged, per_image)
+    first_writes = sum(1 for ev in events if not ev.get("update"))  # the events printed; updates only recount
+    return Summary(results, false, first_writes, max(0.0, (end - detect_from) / HOUR), 0, 0.0, flagged, per_image)
 
 
 def print_summary(s: Summary, out: TextIO) -> None:
@@ -205,12 +206,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
             ("baseline.min_learn_seconds", str(args.learn_hours * HOUR)),
             ("baseline.min_learn_windows", "1000"),
         ]
-        for item in args.set:
-            k, sep, v = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
-            overrides.append((k.strip(), v))
-        cfg = config_mod.load(None, environ={}, overrides=overrides)
+        cfg = config_mod.load(None, environ={}, overrides=[*overrides, *config_mod.parse_set(args.set)])
         server = BaselinerServer(cfg, registry=CollectorRegistry(), sinks=[CallbackSink(on_event)])
         await server.start()
         target = f"127.0.0.1:{server.port}"
@@ -251,7 +247,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
                 await asyncio.sleep(0)
                 if wstart >= next_progress and not args.quiet:
                     out.write(f"... {(wstart - scenario.start) / HOUR:.0f} h simulated, {vectors:,} vectors sent, "
-                              f"{len(events)} events so far\n")
+                              f"{sum(not ev.get('update') for ev in events)} events so far\n")
                     out.flush()
                     next_progress += 6 * HOUR
             for t in transports.values():
@@ -274,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     if args.learn_hours >= args.attacks_after:
         raise ConfigError("--learn-hours must be below --attacks-after (attacks are detected, not learnt)")
     logging.getLogger("baseliner.sensor.transport").setLevel(logging.WARNING)
-    logging.getLogger("service").setLevel(logging.WARNING)
+    logging.getLogger("baseliner.service").setLevel(logging.WARNING)
     summary = asyncio.run(run_demo(args))
     print_summary(summary, sys.stdout)
     return 0 if summary.all_detected else 1

@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import re
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +41,7 @@ from typing import Any
 from baseliner.service.config import FalcoConfig
 from baseliner.service.sinks.events import SCHEMA as ANOMALY_SCHEMA
 from baseliner.service.sinks.events import EventSink, iso8601
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ OUTCOMES: tuple[str, ...] = ("escalated", "in_baseline", "novel", "not_comparabl
 #: Reason codes of rejected payloads (label values of ``baseliner_falco_alerts_rejected_total``).
 REJECT_REASONS: tuple[str, ...] = (
     "too_large", "not_json", "not_object", "missing_field", "bad_field", "bad_time", "bad_priority",
-    "no_container", "not_container", "bad_request", "unauthorized",
+    "no_container", "not_container", "timeout", "unauthorized",
 )
 _HEX_ID = re.compile(r"^[0-9a-fA-F]{12,64}$")
 _CONTAINER_ID = re.compile(r"^[\w.:@/-]{1,128}$")
@@ -168,17 +169,7 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
     ...     print(e)
     output_fields has no container.id: Baseliner correlates container alerts only
     """
-    if len(body) > max_bytes:
-        raise FalcoPayloadError("too_large", f"payload of {len(body)} bytes exceeds {max_bytes}")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FalcoPayloadError("not_json", f"payload is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise FalcoPayloadError("not_object", "payload must be a JSON object (one Falco alert)")
-    for name in ("rule", "priority", "time", "output_fields"):
-        if name not in data:
-            raise FalcoPayloadError("missing_field", f"field {name!r} is missing (not a Falco http_output alert?)")
+    data = _alert_object(body, max_bytes)
     rule = data["rule"]
     if not isinstance(rule, str) or not rule.strip() or len(rule) > 512:
         raise FalcoPayloadError("bad_field", "rule must be a non-empty string of at most 512 characters")
@@ -187,28 +178,8 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
         t = parse_time(data["time"])
     except ValueError as e:
         raise FalcoPayloadError("bad_time", f"time: {e}") from None
-    fields = data["output_fields"]
-    if not isinstance(fields, dict):
-        raise FalcoPayloadError("bad_field", "output_fields must be an object")
-    if len(fields) > _MAX_OUTPUT_FIELDS:
-        raise FalcoPayloadError("bad_field", f"output_fields has more than {_MAX_OUTPUT_FIELDS} entries")
-    for name, value in fields.items():
-        if isinstance(value, str) and len(value) > _MAX_FIELD_CHARS:
-            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] is longer than "
-                                    f"{_MAX_FIELD_CHARS} characters")
-        if isinstance(value, dict):
-            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] must not be an object")
-    cid = _str_field(fields, "container.id")
-    if not cid:
-        raise FalcoPayloadError("no_container", "output_fields has no container.id: Baseliner correlates container "
-                                "alerts only")
-    if cid == "host":
-        raise FalcoPayloadError("not_container", "alert is about the host (container.id is 'host'), not a container")
-    if not _CONTAINER_ID.match(cid):
-        raise FalcoPayloadError("bad_field", f"container.id {cid[:80]!r} is not a container id")
-    repo = _str_field(fields, "container.image.repository")
-    if not repo:
-        raise FalcoPayloadError("no_container", "output_fields has no container.image.repository")
+    fields = _output_fields(data["output_fields"])
+    cid, repo = _container(fields)
     output = data.get("output", "")
     tags = data.get("tags") or ()
     if not isinstance(output, str) or not isinstance(tags, list | tuple):
@@ -231,6 +202,53 @@ def parse_alert(body: bytes, max_bytes: int = 64 * 1024) -> FalcoAlert:
     )
 
 
+def _alert_object(body: bytes, max_bytes: int) -> dict[str, Any]:
+    """The JSON object of a body, with the fields every Falco alert has."""
+    if len(body) > max_bytes:
+        raise FalcoPayloadError("too_large", f"payload of {len(body)} bytes exceeds {max_bytes}")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FalcoPayloadError("not_json", f"payload is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise FalcoPayloadError("not_object", "payload must be a JSON object (one Falco alert)")
+    for name in ("rule", "priority", "time", "output_fields"):
+        if name not in data:
+            raise FalcoPayloadError("missing_field", f"field {name!r} is missing (not a Falco http_output alert?)")
+    return data
+
+
+def _output_fields(fields: Any) -> dict[str, Any]:
+    """``output_fields``: an object of at most 256 scalars or lists, strings of at most 4096 characters."""
+    if not isinstance(fields, dict):
+        raise FalcoPayloadError("bad_field", "output_fields must be an object")
+    if len(fields) > _MAX_OUTPUT_FIELDS:
+        raise FalcoPayloadError("bad_field", f"output_fields has more than {_MAX_OUTPUT_FIELDS} entries")
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value) > _MAX_FIELD_CHARS:
+            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] is longer than "
+                                    f"{_MAX_FIELD_CHARS} characters")
+        if isinstance(value, dict):
+            raise FalcoPayloadError("bad_field", f"output_fields[{str(name)[:64]!r}] must not be an object")
+    return fields
+
+
+def _container(fields: dict[str, Any]) -> tuple[str, str]:
+    """The container id and image repository an alert is about (host events and others refused)."""
+    cid = _str_field(fields, "container.id")
+    if not cid:
+        raise FalcoPayloadError("no_container", "output_fields has no container.id: Baseliner correlates container "
+                                "alerts only")
+    if cid == "host":
+        raise FalcoPayloadError("not_container", "alert is about the host (container.id is 'host'), not a container")
+    if not _CONTAINER_ID.match(cid):
+        raise FalcoPayloadError("bad_field", f"container.id {cid[:80]!r} is not a container id")
+    repo = _str_field(fields, "container.image.repository")
+    if not repo:
+        raise FalcoPayloadError("no_container", "output_fields has no container.image.repository")
+    return cid, repo
+
+
 def container_ref(cid: str) -> str:
     """How containers are matched: a hex id by its first 12 characters (Falco's short form), others as they are.
 
@@ -246,10 +264,8 @@ def normalize_repository(repo: str) -> str:
     >>> normalize_repository("docker.io/library/nginx"), normalize_repository("ghcr.io/acme/api")
     ('nginx', 'ghcr.io/acme/api')
     """
-    for prefix in ("docker.io/library/", "index.docker.io/library/", "registry-1.docker.io/library/"):
-        if repo.startswith(prefix):
-            return repo[len(prefix):]
-    for prefix in ("docker.io/", "index.docker.io/"):
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "registry-1.docker.io/library/", "docker.io/",
+                   "index.docker.io/"):
         if repo.startswith(prefix):
             return repo[len(prefix):]
     return repo
@@ -316,14 +332,12 @@ class FalcoMetrics:
         node_label: Callable[[str], str] = str,
         max_rules: int = 200,
     ) -> None:
-        from baseliner.service.sinks.metrics import NAMESPACE, OVERFLOW
+        from baseliner.service.sinks.metrics import NAMESPACE, CappedLabel
 
         self.image_label = image_label
         self.namespace_label = namespace_label
         self.node_label = node_label
-        self._overflow = OVERFLOW
-        self._rules: set[str] = set()
-        self.max_rules = max_rules
+        self.rule = CappedLabel(max_rules)
         self.alerts = Counter(
             "falco_alerts", "Falco alerts received, by the container's image, namespace, node and priority",
             ["image", "namespace", "node", "priority"], namespace=NAMESPACE, registry=registry,
@@ -344,14 +358,6 @@ class FalcoMetrics:
             "(escalated: anomaly severity raised; in_baseline: rule hit on learned behaviour)",
             ["image", "namespace", "outcome"], namespace=NAMESPACE, registry=registry,
         )
-
-    def rule(self, name: str) -> str:
-        if name in self._rules:
-            return name
-        if len(self._rules) < self.max_rules:
-            self._rules.add(name)
-            return name
-        return self._overflow
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,7 +421,7 @@ class FalcoCorrelator:
         self.lookup = lookup
         self.metrics = metrics
         self.image_key = image_key or (lambda a: image_keys(a)[0])
-        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        self._recent: LRUCache[str, _Recent] = LRUCache(config.max_containers)  # least recently seen go
         self.alerts_taken = 0
         self.escalated = 0
 
@@ -444,12 +450,8 @@ class FalcoCorrelator:
     def _container(self, cid: str) -> _Recent:
         r = self._recent.get(cid)
         if r is None:
-            if len(self._recent) >= self.config.max_containers:
-                self._recent.popitem(last=False)
             n = self.config.per_container
             r = self._recent[cid] = _Recent(deque(maxlen=n), deque(maxlen=n))
-        else:
-            self._recent.move_to_end(cid)
         return r
 
     def _coincide(self, alert: FalcoAlert, a: _Anomaly) -> bool:
@@ -547,10 +549,8 @@ class FalcoCorrelator:
             log.exception("baseline lookup for a Falco alert failed")
         if b is None:
             return {"outcome": "no_baseline", "state": "", "items": []}
-        state = str(getattr(b.state, "value", b.state))
-        sets = getattr(getattr(b, "novelty", None), "sets", None)
-        if sets is None:
-            sets = {k: set(v) for k, v in b.novelty_sets().items()}
+        state = b.state.value
+        sets = b.novelty.sets
         items = [{"kind": k, "value": v, "learned": v in sets.get(k, ())} for k, v in behaviour_items(alert)]
         if state == "learning":
             outcome = "learning"

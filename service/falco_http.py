@@ -1,4 +1,4 @@
-"""The HTTP edge for Falco's ``http_output``: a small HTTP/1.1 server on the service's event loop.
+"""The HTTP edge for Falco's ``http_output``: an aiohttp server on the service's event loop.
 
 ``POST /`` (or ``POST /falco``) takes one Falco alert as JSON and answers ``200`` with what the
 correlation found; a payload that is too large (``413``), not JSON or not an alert (``400``), or not
@@ -6,9 +6,9 @@ about a container (``422``) gets a JSON body ``{"error": reason, "message": ...}
 ``baseliner_falco_alerts_rejected_total{reason}``; nothing else is affected.  ``GET /healthz`` answers
 ``200`` (open, for probes).  With a gate (``falco.secret_file``, ``falco.tls_*``; ``service/auth.py``) alerts
 need the secret in the URL (``/falco/SECRET``) or get ``401`` (counted as ``unauthorized``).
-Connections are kept alive (Falco's libcurl reuses them).  Only the standard library: the parsing
-is deliberately strict and bounded (request line and headers at most 16 KiB, bodies at most
-``falco.max_body_bytes``, ``Content-Length`` required, read timeouts).
+Connections are kept alive (Falco's libcurl reuses them) and closed after ``IDLE_SECONDS`` without a
+request; a body must arrive within ``BODY_SECONDS`` and is at most ``falco.max_body_bytes``.  HTTP that
+aiohttp cannot parse gets its plain ``400``.
 
 The endpoint listens on loopback unless configured otherwise (``falco.listen``).
 """
@@ -16,22 +16,21 @@ The endpoint listens on loopback unless configured otherwise (``falco.listen``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import ssl
 from typing import Any, Protocol
 
+from aiohttp import web
+from baseliner.service.auth import is_loopback
 from baseliner.service.config import FalcoConfig, split_address
 from baseliner.service.falco import FalcoCorrelator, FalcoMetrics, FalcoPayloadError, parse_alert
 
 log = logging.getLogger(__name__)
 
-_MAX_HEAD = 16 * 1024
-_READ_TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large", 422: "Unprocessable Entity",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
+ALERT_PATHS = ("/", "/falco")
+IDLE_SECONDS = 10.0  # a connection with no (complete) request head for this long is closed
+BODY_SECONDS = 10.0  # a request body not received within this gets 408
 _STATUS = {"too_large": 413, "no_container": 422, "not_container": 422}
 
 
@@ -40,7 +39,13 @@ class Gate(Protocol):
 
     def allowed(self, target: str) -> tuple[bool, str]: ...  # (ok, request path without the secret)
     def ssl_context(self) -> ssl.SSLContext | None: ...
-ALERT_PATHS = ("/", "/falco")
+
+
+def _reply(status: int, payload: dict[str, Any], close: bool = False) -> web.Response:
+    response = web.json_response(payload, status=status, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+    if close:
+        response.force_close()
+    return response
 
 
 class FalcoEndpoint:
@@ -52,133 +57,62 @@ class FalcoEndpoint:
         self.correlator = correlator
         self.metrics = metrics
         self.gate = gate
-        self.server: asyncio.AbstractServer | None = None
+        self.runner: web.AppRunner | None = None
         self.port = 0
         self.host = ""
-        self._conns: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         host, port = split_address(self.config.listen)
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_route("*", "/{path:.*}", self._request)
+        self.runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_SECONDS, lingering_time=0,
+                                    shutdown_timeout=2.0)  # a refused body is not drained: the connection closes
+        await self.runner.setup()
         ssl_ctx = self.gate.ssl_context() if self.gate is not None else None
-        self.server = await asyncio.start_server(self._serve, host, port, limit=_MAX_HEAD, ssl=ssl_ctx)
+        await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx).start()
         self.host = host
-        self.port = self.server.sockets[0].getsockname()[1]
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("Falco alert endpoint listens on %s (plain HTTP): keep it on a trusted network",
-                        self.config.listen)
-        log.info("Falco alert endpoint on http://%s:%d/", host, self.port)
+        self.port = self.runner.addresses[0][1]
+        if not is_loopback(host):
+            log.warning("Falco alert endpoint listens on %s: keep it on a trusted network", self.config.listen)
+        log.info("Falco alert endpoint on %s://%s:%d/", "https" if ssl_ctx else "http", host, self.port)
 
     async def stop(self) -> None:
-        if self.server is None:
-            return
-        self.server.close()
-        for t in list(self._conns):
-            t.cancel()
-        for t in list(self._conns):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        with contextlib.suppress(Exception):
-            await self.server.wait_closed()
-        self.server = None
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
 
-    # -- connections --------------------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._conns.add(task)
-        try:
-            while await self._one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # peer went away, or stop() is closing the connection
-        except Exception:
-            log.exception("Falco endpoint: connection failed")
-        finally:
-            if task is not None:
-                self._conns.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Handle one request; False when the connection is to be closed."""
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
-        except asyncio.IncompleteReadError as e:
-            if e.partial.strip():
-                await self._reply(writer, 400, {"error": "bad_request", "message": "incomplete request"}, False)
-            return False
-        except asyncio.LimitOverrunError:
-            self._count("bad_request")
-            await self._reply(writer, 431, {"error": "bad_request", "message": "request head over 16 KiB"}, False)
-            return False
-        except TimeoutError:
-            return False
-        try:
-            request_line, *header_lines = head.decode("latin-1").split("\r\n")
-            method, path, version = request_line.split(" ")
-            headers: dict[str, str] = {}
-            for line in header_lines:
-                if not line:
-                    continue
-                name, sep, value = line.partition(":")
-                if not sep:
-                    raise ValueError(line)
-                headers[name.strip().lower()] = value.strip()
-        except ValueError:
-            self._count("bad_request")
-            await self._reply(writer, 400, {"error": "bad_request", "message": "malformed HTTP request"}, False)
-            return False
-        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        authorized = True
-        if self.gate is not None:
-            authorized, path = self.gate.allowed(path)  # strips the secret from /falco/SECRET
-        path = path.split("?", 1)[0]
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._count("bad_request")
-            await self._reply(writer, 411, {"error": "bad_request", "message": "send a Content-Length"}, False)
-            return False
-        try:
-            length = int(headers.get("content-length", "0"))
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self._count("bad_request")
-            await self._reply(writer, 400, {"error": "bad_request", "message": "bad Content-Length"}, False)
-            return False
-        if length > self.config.max_body_bytes:
-            self._count("too_large")
-            await self._reply(writer, 413, {"error": "too_large", "message": f"payload of {length} bytes exceeds "
-                                            f"{self.config.max_body_bytes}"}, False)
-            return False  # the body is not read: close rather than drain it
-        if method == "POST" and path in ALERT_PATHS and "content-length" not in headers:
-            self._count("bad_request")
-            await self._reply(writer, 411, {"error": "bad_request", "message": "send a Content-Length"}, False)
-            return False
-        try:
-            body = await asyncio.wait_for(reader.readexactly(length), _READ_TIMEOUT) if length else b""
-        except TimeoutError:
-            await self._reply(writer, 408, {"error": "bad_request", "message": "body not received in time"}, False)
-            return False
+    async def _request(self, request: web.Request) -> web.Response:
+        """Health for anyone; then the gate, the route, the method, the body, the alert."""
+        authorized, path = (True, request.path) if self.gate is None else self.gate.allowed(request.raw_path)
         if path == "/healthz":
-            if method not in ("GET", "HEAD"):
-                await self._reply(writer, 405, {"error": "method", "message": "use GET"}, keep)
-                return keep
-            await self._reply(writer, 200, {"status": "ok"}, keep)
-            return keep
+            if request.method not in ("GET", "HEAD"):
+                return _reply(405, {"error": "method", "message": "use GET"})
+            return _reply(200, {"status": "ok"})
         if not authorized:
             self._count("unauthorized")
-            await self._reply(writer, 401, {"error": "unauthorized", "message": "post alerts to /falco/SECRET"}, keep)
-            return keep
+            return _reply(401, {"error": "unauthorized", "message": "post alerts to /falco/SECRET"})
         if path not in ALERT_PATHS:
-            await self._reply(writer, 404, {"error": "not_found", "message": f"POST alerts to {ALERT_PATHS[0]}"}, keep)
-            return keep
-        if method != "POST":
-            await self._reply(writer, 405, {"error": "method", "message": "POST Falco alerts here"}, keep)
-            return keep
+            return _reply(404, {"error": "not_found", "message": f"POST alerts to {ALERT_PATHS[0]}"})
+        if request.method != "POST":
+            return _reply(405, {"error": "method", "message": "POST Falco alerts here"})
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._too_large(f"payload of {request.content_length} bytes exceeds {limit}")
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # a chunked body past the limit
+            return self._too_large(f"payload exceeds {limit} bytes")
+        except TimeoutError:
+            self._count("timeout")
+            return _reply(408, {"error": "timeout", "message": f"body not received within {BODY_SECONDS:g} s"},
+                          close=True)
         status, payload = self.handle(body)
-        await self._reply(writer, status, payload, keep)
-        return keep
+        return _reply(status, payload)
+
+    def _too_large(self, message: str) -> web.Response:
+        self._count("too_large")
+        return _reply(413, {"error": "too_large", "message": message}, close=True)  # the body is not read
 
     def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """One alert body -> (HTTP status, response object).  Runs on the event loop thread."""
@@ -198,16 +132,6 @@ class FalcoEndpoint:
     def _count(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.rejected.labels(reason).inc()
-
-    async def _reply(self, writer: asyncio.StreamWriter, status: int, payload: dict[str, Any], keep: bool) -> None:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
-        )
-        writer.write(head.encode("latin-1") + body)
-        await writer.drain()
 
 
 async def attach(server: Any, gate: Gate | None = None) -> FalcoEndpoint | None:

@@ -87,6 +87,54 @@ def check_reachable(tracking_uri: str, timeout: float) -> None:
         raise ModelError(f"MLflow tracking server {tracking_uri} is unreachable: {reason}") from None
 
 
+def locate(uri: str, tracking: str, registry: str) -> tuple[str, str, int]:
+    """Where the files of model ``uri`` are, what it resolved to, and its registered version (0: not registered).
+
+    Resolved here with clients bound to the given servers: MLflow's own resolution of ``models:/`` and
+    ``runs:/`` inside ``download_artifacts`` falls back to its default store (a new ``mlflow.db`` in the
+    working directory) whatever URIs it is given (mlflow 3.17; mlflow/mlflow#16412).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    m = _MODELS_URI.match(uri)
+    if uri.startswith("models:/") and m is None:
+        raise ModelError(f"model URI {uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+    client = MlflowClient(tracking_uri=tracking, registry_uri=registry)
+    try:
+        if uri.startswith("runs:/"):
+            return _run_model_location(client, uri), uri, 0
+        if m is None:
+            return uri, uri, 0  # an artifact store URI (mlflow-artifacts:/, s3://, file://)
+        name, alias, version = m.group("name"), m.group("alias"), m.group("version")
+        if name.startswith("m-") and not (alias or version):  # a logged model's id (MLflow 3)
+            return client.get_logged_model(name).artifact_location, uri, 0
+        mv = _model_version(client, name, alias, version)
+        return client.get_model_version_download_uri(name, mv.version), f"models:/{name}/{mv.version}", int(mv.version)
+    except MlflowException as e:
+        raise ModelError(f"cannot resolve model {uri} on {registry}: {e.message}") from None
+
+
+def _model_version(client: Any, name: str, alias: str | None, version: str | None) -> Any:
+    if alias:
+        return client.get_model_version_by_alias(name, alias)
+    if version:
+        return client.get_model_version(name, version)
+    versions = client.search_model_versions(f"name='{name}'", max_results=1, order_by=["version_number DESC"])
+    if not versions:
+        raise ModelError(f"registered model {name!r} has no versions")
+    return versions[0]
+
+
+def _run_model_location(client: Any, uri: str) -> str:
+    """``runs:/RUN/PATH``: the model logged under that name in the run (MLflow 3), else the run's artifacts at PATH."""
+    run_id, _, path = uri.removeprefix("runs:/").strip("/").partition("/")
+    run = client.get_run(run_id)
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id], max_results=1,
+                                         filter_string=f"source_run_id = '{run_id}' AND name = '{path}'")
+    return logged[0].artifact_location if logged else f"{run.info.artifact_uri.rstrip('/')}/{path}"
+
+
 class ModelSource:
     """Resolves, loads and installs a Baseliner model (see the module docstring)."""
 
@@ -98,9 +146,11 @@ class ModelSource:
         registry: CollectorRegistry | None = None,
         relearn_on_reload: bool = False,
         timeout_seconds: float = 10.0,
+        registry_uri: str = "",
     ) -> None:
         self.uri = uri
         self.tracking_uri = tracking_uri
+        self.registry_uri = registry_uri
         self.hmac_key = hmac_key
         self.relearn_on_reload = relearn_on_reload
         self.timeout = timeout_seconds
@@ -109,47 +159,26 @@ class ModelSource:
         self._lock = asyncio.Lock()
 
     # -- resolve and load (blocking; run in a thread from the event loop) ----------------------------
-    def _tracking_uri(self) -> str:
-        if self.tracking_uri:
-            return self.tracking_uri
-        import mlflow
-
-        return str(mlflow.get_tracking_uri())
+    def servers(self) -> tuple[str, str]:
+        """The tracking and registry URIs: as configured, else MLflow's environment variables (never MLflow's
+        default, a database in the working directory); the registry defaults to the tracking server."""
+        tracking = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        if not tracking:
+            raise ModelError(f"model {self.uri} needs an MLflow tracking server: set model.tracking_uri "
+                             "(--tracking-uri) or MLFLOW_TRACKING_URI")
+        return tracking, self.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI", "") or tracking
 
     def load(self) -> Loaded:
         """Resolve the URI and load the model; :class:`ModelError` with what is wrong otherwise."""
         uri = self.uri
-        m = _MODELS_URI.match(uri)
-        if uri.startswith("models:/") and m is None:
-            raise ModelError(f"model URI {uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
-        resolved, version = uri, 0
-        tracking = ""
-        if "://" in uri or ":/" in uri:
-            tracking = self._tracking_uri()
-            check_reachable(tracking, self.timeout)
-        if m is not None and not m.group("name").startswith("m-"):
-            from mlflow import MlflowClient
-            from mlflow.exceptions import MlflowException
-
-            name, alias, ver = m.group("name"), m.group("alias"), m.group("version")
-            client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-            try:
-                if alias:
-                    mv = client.get_model_version_by_alias(name, alias)
-                elif ver:
-                    mv = client.get_model_version(name, ver)
-                else:
-                    versions = client.search_model_versions(f"name='{name}'", max_results=1,
-                                                            order_by=["version_number DESC"])
-                    if not versions:
-                        raise ModelError(f"registered model {name!r} has no versions")
-                    mv = versions[0]
-            except MlflowException as e:
-                raise ModelError(f"cannot resolve model {uri} on {tracking}: {e.message}") from None
-            version = int(mv.version)
-            resolved = f"models:/{name}/{version}"
+        if "://" not in uri and ":/" not in uri:  # a local model directory
+            return Loaded(load_model(uri, self.hmac_key), uri, uri, 0, time.time())
+        tracking, registry = self.servers()
+        for server in dict.fromkeys((tracking, registry)):
+            check_reachable(server, self.timeout)
+        location, resolved, version = locate(uri, tracking, registry)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the log
-        model = load_model(resolved, self.hmac_key, tracking_uri=tracking or None)
+        model = load_model(location, self.hmac_key, tracking_uri=tracking)
         return Loaded(model, uri, resolved, version, time.time())
 
     # -- install ------------------------------------------------------------------------------------
@@ -176,30 +205,15 @@ class ModelSource:
             "config + trained state as warm start" if model.warm else "config only",
         )
 
-    def start(self, pipeline: Any) -> Loaded:
-        """Load and install at start; raises :class:`ModelError` (the service must not start)."""
-        try:
-            loaded = self.load()
-        except ModelError:
-            if self.metrics is not None:
-                self.metrics.failures.inc()
-            raise
-        self.install(pipeline, loaded)
-        return loaded
-
     async def reload(self, pipeline: Any) -> bool:
         """Resolve and load again off the event loop, then switch; keeps the running model on any error."""
         async with self._lock:
             try:
                 loaded = await asyncio.to_thread(self.load)
-            except ModelError as e:
+            except Exception as e:  # ModelError, or an MLflow client bug: neither takes the service down
                 log.error("model reload failed, keeping %s: %s",
-                          self.current.resolved if self.current else "the configured baselines", e)
-                if self.metrics is not None:
-                    self.metrics.failures.inc()
-                return False
-            except Exception:  # an MLflow client bug must not take the service down
-                log.exception("model reload failed unexpectedly; keeping the running model")
+                          self.current.resolved if self.current else "the configured baselines", e,
+                          exc_info=not isinstance(e, ModelError))
                 if self.metrics is not None:
                     self.metrics.failures.inc()
                 return False
@@ -211,18 +225,11 @@ class ModelSource:
 
 def from_config(config: Any, registry: CollectorRegistry | None) -> ModelSource | None:
     """The model source a ``ServeConfig`` asks for (``model.uri``), or None."""
-    section = getattr(config, "model", None)
-    uri = getattr(section, "uri", "") if section is not None else ""
-    if not uri:
+    m = config.model
+    if not m.uri:
         return None
-    return ModelSource(
-        uri,
-        tracking_uri=getattr(section, "tracking_uri", ""),
-        hmac_key=config.hmac_key_bytes(),
-        registry=registry,
-        relearn_on_reload=bool(getattr(section, "relearn_on_reload", False)),
-        timeout_seconds=float(getattr(section, "timeout_seconds", 10.0)),
-    )
+    return ModelSource(m.uri, m.tracking_uri, config.hmac_key_bytes(), registry, m.relearn_on_reload,
+                       m.timeout_seconds, m.registry_uri)
 
 
 async def attach(server: Any) -> ModelSource | None:

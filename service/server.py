@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -87,23 +88,74 @@ class BaselinerServer:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Load the model, restore state, open the listeners; on an error, close what was opened (no state is
+        written) and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_listeners()
+            raise
+
+    async def _close_listeners(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+            self.server = None
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+            self._metrics_http = None
+        if self.falco is not None:
+            await self.falco.stop()
+            self.falco = None
+        if self.wal is not None:
+            await self.wal.close()
+            self.wal = None
+
+    async def _start(self) -> None:
         cfg = self.config
         from baseliner.service import model_source  # model.uri: a registered MLflow model as the template (issue 5)
 
         self.model_source = await model_source.attach(self)  # raises ModelError: refuse to start;
         # before restore and WAL replay, so that images first seen in the replay start from the model
         if self.store is not None:
-            self.pipeline.restored_applied = {}  # type: ignore[attr-defined]  # image key -> batches in its file
-            if self.spill is not None:
-                self.spill.restoring = True  # files evicted while restoring are on disk as they are
-            n = self.store.restore(self.pipeline)  # raises StateError on a bad file: refuse to start
-            if self.spill is not None:
-                self.spill.restoring = False
-            self.pipeline.dirty.update(self.pipeline.baselines)  # recompute memory sizes at first checkpoint
-            log.info("state directory %s: %d baselines restored", cfg.state.dir, n)
-            if cfg.state.wal:
-                await self._open_wal()
-        g = cfg.grpc
+            await self._restore()
+        await self._start_grpc()
+        if cfg.metrics.listen:
+            mhost, mport = split_address(cfg.metrics.listen)
+            with _listening("metrics.listen", cfg.metrics.listen):
+                server, _thread = start_http_server(mport, addr=mhost, registry=self.registry)
+            self._metrics_http = server
+            self.metrics_port = server.server_address[1]
+        from baseliner.service import falco_http  # Falco alerts in, correlation, Falcosidekick out (when configured)
+
+        fc = cfg.falco
+        gate = auth.FalcoGate(fc) if (fc.secret_file or fc.tls_cert_file) else None
+        with _listening("falco.listen", fc.listen):
+            self.falco = await falco_http.attach(self, gate)
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
+        self._housekeeping_task = asyncio.create_task(self._housekeeping_loop())
+        gc.collect()
+        gc.freeze()  # start-up objects (modules, restored baselines) are never garbage: keep GC passes short
+        log.info("baseliner serving gRPC on %s:%d, metrics on %s", split_address(cfg.grpc.listen)[0], self.port,
+                 f"{cfg.metrics.listen.rpartition(':')[0]}:{self.metrics_port}" if cfg.metrics.listen else "off")
+
+    async def _restore(self) -> None:
+        """Load the state directory (StateError on a bad file: refuse to start), then replay the write-ahead log."""
+        assert self.store is not None
+        self.pipeline.restored_applied = {}  # type: ignore[attr-defined]  # image key -> batches in its file
+        if self.spill is not None:
+            self.spill.restoring = True  # files evicted while restoring are on disk as they are
+        n = self.store.restore(self.pipeline)
+        if self.spill is not None:
+            self.spill.restoring = False
+        self.pipeline.dirty.update(self.pipeline.baselines)  # recompute memory sizes at first checkpoint
+        log.info("state directory %s: %d baselines restored", self.config.state.dir, n)
+        if self.config.state.wal:
+            await self._open_wal()
+
+    async def _start_grpc(self) -> None:
+        """The gRPC server with its services (ingest, admin, health, reflection), on ``grpc.listen``."""
+        g = self.config.grpc
         options = [
             ("grpc.max_receive_message_length", g.max_message_bytes),
             ("grpc.max_send_message_length", g.max_message_bytes),
@@ -127,41 +179,21 @@ class BaselinerServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
         host, port = split_address(g.listen)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        creds = auth.server_credentials(cfg)
-        if creds is not None:
-            self.port = self.server.add_secure_port(address, creds)
-        else:
-            self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {g.listen}")
+        creds = auth.server_credentials(self.config)
+        with _listening("grpc.listen", g.listen):
+            self.port = (self.server.add_secure_port(address, creds) if creds is not None
+                         else self.server.add_insecure_port(address))
         if creds is None and not auth.is_loopback(host):
             log.warning("gRPC listens on %s WITHOUT TLS (grpc.allow_plaintext): sensor tokens and vectors travel "
                         "in clear text; keep it on a trusted network", g.listen)
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if cfg.metrics.listen:
-            mhost, mport = split_address(cfg.metrics.listen)
-            server, _thread = start_http_server(mport, addr=mhost, registry=self.registry)
-            self._metrics_http = server
-            self.metrics_port = server.server_address[1]
-        from baseliner.service import falco_http  # Falco alerts in, correlation, Falcosidekick out (when configured)
-
-        fc = cfg.falco
-        gate = auth.FalcoGate(fc) if (fc.secret_file or fc.tls_cert_file) else None
-        self.falco = await falco_http.attach(self, gate)
-        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
-        self._housekeeping_task = asyncio.create_task(self._housekeeping_loop())
-        gc.collect()
-        gc.freeze()  # start-up objects (modules, restored baselines) are never garbage: keep GC passes short
-        log.info("baseliner serving gRPC on %s:%d, metrics on %s", host, self.port,
-                 f"{cfg.metrics.listen.rpartition(':')[0]}:{self.metrics_port}" if cfg.metrics.listen else "off")
 
     async def stop(self) -> None:
         """Graceful: stop taking streams, let running batches finish, write events and state."""
@@ -263,6 +295,16 @@ class BaselinerServer:
                 log.exception("closing idle anomaly aggregates failed")
 
 
+@contextlib.contextmanager
+def _listening(setting: str, address: str) -> Iterator[None]:
+    """A listening socket that cannot be opened is the setting's problem, said in one line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # grpc raises RuntimeError("Failed to bind ...")
+        reason = getattr(e, "strerror", None) or "address in use, or not an address of this machine"
+        raise OSError(f"{setting} {address}: cannot listen there ({reason})") from e
+
+
 #: glibc ``mallopt`` parameters: bytes of slack kept at the top of the heap when it grows or is trimmed,
 #: and the size from which an allocation gets its own ``mmap`` (fresh pages, faulted in one by one).
 _M_TOP_PAD = -2
@@ -278,10 +320,7 @@ def keep_heap_slack(pad: int = HEAP_TOP_PAD_BYTES) -> bool:
 
     Every batch allocates and frees a few megabytes (the message, its parse, the block's arrays); with
     glibc's defaults the heap is trimmed and grown again each time, and every page touched anew is a page
-    fault.  Measured with ``bench/service_throughput.py``'s workload (batches of 500): 22,576 minor faults
-    and 0.11 s of system CPU per 100 batches (2.2 us/vector; with 200 n-gram buckets 37,458 faults and
-    0.18 s per 60 batches), against 143 faults and 0.06 s (0.04 s) with 16 MiB kept, for 8 MB more
-    resident memory.
+    fault (measured in ``docs/service.md``, "Heap slack").
 
     Setting the pad turns off glibc's sliding ``mmap`` threshold, so every array of 128 KiB or more (a
     batch's n-gram entries: 100,000 of them are 800 KB per column) would be mapped afresh and faulted in

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,6 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"BASELINER-STATE\n"
 FORMAT_VERSION = 1
-#: Migrations from older file format versions: version -> function(header, meta, arrays) returning the
-#: next version's (header, meta, arrays).  Version 1 is the first; nothing older exists yet.
-MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, Any], dict[str, np.ndarray]],
-                              tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]]] = {}
 _MAX_HEADER = 64 * 1024
 _META = "__meta__"
 
@@ -76,6 +71,29 @@ def decode_file(
     data: bytes, key: bytes | None, where: str
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Verify and parse a state file; raise :class:`StateError` with a clear message otherwise."""
+    algo, tag, header_bytes, payload = _split_file(data, where)
+    _verify(algo, tag, key, header_bytes, payload, where)
+    try:
+        header = json.loads(header_bytes)
+    except ValueError:
+        raise StateError(f"{where}: header is not JSON") from None
+    if not isinstance(header.get("format"), int):
+        raise StateError(f"{where}: header has no format version")
+    if header.get("payload_bytes") != len(payload):
+        raise StateError(f"{where}: payload length does not match its header (truncated?)")
+    if header["format"] != FORMAT_VERSION:  # the format changes only with a new version (nothing is migrated)
+        newer = "a newer" if header["format"] > FORMAT_VERSION else "an older"
+        raise StateVersionError(
+            f"{where}: state format version {header['format']} was written by {newer} Baseliner (this build reads "
+            f"version {FORMAT_VERSION}); move the state directory away to start fresh, or run the Baseliner that "
+            "wrote it"
+        )
+    meta, arrays = _read_payload(payload, where)
+    return header, meta, arrays
+
+
+def _split_file(data: bytes, where: str) -> tuple[str, str, bytes, bytes]:
+    """``(integrity algorithm, tag, header line, payload)`` of a state file."""
     if not data.startswith(MAGIC):
         raise StateError(f"{where}: not a Baseliner state file (bad magic); refusing to load it")
     rest = data[len(MAGIC):]
@@ -87,8 +105,11 @@ def decode_file(
         algo, tag = rest[:nl1].decode("ascii").split(" ", 1)
     except (UnicodeDecodeError, ValueError):
         raise StateError(f"{where}: corrupt integrity line; refusing to load it") from None
-    header_bytes = rest[nl1 + 1:nl2]
-    payload = rest[nl2 + 1:]
+    return algo, tag, rest[nl1 + 1:nl2], rest[nl2 + 1:]
+
+
+def _verify(algo: str, tag: str, key: bytes | None, header_bytes: bytes, payload: bytes, where: str) -> None:
+    """The tag checks out with the configured key (and the file was written with a key exactly when one is set)."""
     if algo == "hmac-sha256" and not key:
         raise StateError(
             f"{where}: file is protected by an HMAC but no state key is configured "
@@ -105,15 +126,10 @@ def decode_file(
     if not hmac.compare_digest(expected, tag):
         what = "tampered with or corrupt (HMAC mismatch)" if key else "corrupt (checksum mismatch)"
         raise StateError(f"{where}: state file is {what}; refusing to load it")
-    try:
-        header = json.loads(header_bytes)
-    except ValueError:
-        raise StateError(f"{where}: header is not JSON") from None
-    version = header.get("format")
-    if not isinstance(version, int):
-        raise StateError(f"{where}: header has no format version")
-    if header.get("payload_bytes") != len(payload):
-        raise StateError(f"{where}: payload length does not match its header (truncated?)")
+
+
+def _read_payload(payload: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The meta record and the arrays of a verified payload (never unpickled)."""
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -123,25 +139,9 @@ def decode_file(
     if meta_arr is None:
         raise StateError(f"{where}: payload has no meta record")
     try:
-        meta = json.loads(meta_arr.tobytes())
+        return json.loads(meta_arr.tobytes()), arrays
     except ValueError:
         raise StateError(f"{where}: meta record is not JSON") from None
-    while version < FORMAT_VERSION:
-        migrate = MIGRATIONS.get(version)
-        if migrate is None:
-            raise StateVersionError(
-                f"{where}: state format version {version} is too old for this build "
-                f"(reads {FORMAT_VERSION}; no migration known); move the state directory away to start fresh"
-            )
-        header, meta, arrays = migrate(header, meta, arrays)
-        version = int(header["format"])
-        log.info("%s: migrated state from format %d", where, version)
-    if version > FORMAT_VERSION:
-        raise StateVersionError(
-            f"{where}: state format version {version} was written by a newer Baseliner "
-            f"(this build reads up to {FORMAT_VERSION}); upgrade, or move the state directory away"
-        )
-    return header, meta, arrays
 
 
 # --------------------------------------------------------------------------------------------------

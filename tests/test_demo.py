@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import subprocess
+import sys
 
 import pytest
 from baseliner.sensor.synthetic import ATTACK_KINDS, Attack
@@ -41,6 +43,22 @@ def test_false_alarms_within_budget_and_output(demo) -> None:  # type: ignore[no
     assert "attack types detected: 5/5" in text
 
 
+def test_last_line_counts_the_events_printed(demo) -> None:  # type: ignore[no-untyped-def]
+    summary, text = demo
+    printed = [line for line in text.splitlines() if line.startswith("[20")]  # one header line per event
+    assert printed and summary.events == len(printed)
+    assert text.splitlines()[-1].startswith(f"events: {len(printed)} (")
+
+
+def test_demo_command_logs_nothing_below_warning() -> None:
+    # The service's INFO lines (connections, new baselines, ...) would interleave with the printed events.
+    cmd = [sys.executable, "-m", "baseliner.service.cli", "demo", "--quiet", "--hours", "6", "--learn-hours", "1",
+           "--attacks-after", "2", "--window", "60"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert "== Summary ==" in proc.stdout, proc.stderr
+    assert " INFO " not in proc.stderr, proc.stderr
+
+
 def test_scoring_matches_events_to_attacks() -> None:
     a = Attack("port_scan", "n", "ns", "p", "cid", "img:1", 1000.0, 1180.0, "")
 
@@ -59,6 +77,7 @@ def test_scoring_matches_events_to_attacks() -> None:
     assert s.attacks[0].first_text == "net.connects_failed: 20/s"
     assert len(s.false_alarms) == 2 and s.false_per_hour == 2.0
     assert s.flagged_windows == 9 + 1 + 1
+    assert s.events == 3  # the update record is not an event of its own
     missed = score_events([ev("cid", 3000, 3010)], [a], 0.0, 3600.0, 10.0)
     assert not missed.attacks[0].detected and not missed.all_detected
     assert "score 3.0 > 2.0" in format_event(events[0])

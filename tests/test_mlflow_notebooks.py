@@ -7,6 +7,9 @@ committed without outputs (checked here too).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ import pytest
 from baseliner.models.evaluate.adfa import DEFAULT_PATH as ADFA_ZIP
 from mlflow import MlflowClient
 from nbclient import NotebookClient
+
+from tests.mlflow_server import free_port, mlflow_server
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = pytest.mark.slow
@@ -30,6 +35,15 @@ def execute(name: str, params: dict[str, Any]) -> nbformat.NotebookNode:
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return nb
+
+
+def jupyter_execute(name: str, params: dict[str, Any], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """The documented headless command: ``jupyter execute`` with ``BASELINER_NB_PARAMS``."""
+    jupyter = str(Path(sys.executable).with_name("jupyter"))
+    env = dict(os.environ, BASELINER_NB_PARAMS=json.dumps(params), MLFLOW_DISABLE_TELEMETRY="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([jupyter, "execute", str(NOTEBOOKS / f"{name}.ipynb")], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def outputs_text(nb: nbformat.NotebookNode) -> str:
@@ -94,3 +108,35 @@ def test_benchmark_adfa(tmp_path: Path) -> None:
     aucs = [c for c in runs.columns if c.startswith("metrics.") and c.endswith("/roc_auc")]
     assert len(aucs) >= 4  # Baseliner models and the classic baselines, in the same run
     assert (tmp_path / "adfa-report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("name", ["train_and_register", "benchmark_adfa"])
+def test_notebook_stops_at_once_without_its_tracking_server(tmp_path: Path, name: str) -> None:
+    # MLflow itself retries an unreachable server for minutes, then ends in a long traceback.
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = jupyter_execute(name, {"TRACKING_URI": uri, "WORK_DIR": str(tmp_path)}, tmp_path, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"NotebookStop: MLflow tracking server {uri} is unreachable"), proc.stderr[-3000:]
+    assert "docs/mlflow.md" in last
+    assert not list(tmp_path.iterdir()), "the notebook went on before failing"
+
+
+def test_train_and_register_headless_shows_what_it_registered(tmp_path: Path) -> None:
+    server_dir, cwd = tmp_path / "server", tmp_path / "cwd"
+    server_dir.mkdir()
+    cwd.mkdir()
+    with mlflow_server(server_dir) as url:
+        params = {**SMALL_SCENARIO, "WORK_DIR": str(tmp_path / "work"), "TRACKING_URI": url, "IFOREST_TREES": 20,
+                  "CANDIDATES": {"default": {}, "learn-30min": {"min_learn_seconds": 1800}}}
+        proc = jupyter_execute("train_and_register", params, cwd, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        mv = client.get_model_version_by_alias("baseliner", "champion")
+    out = proc.stdout
+    assert f"MLflow tracking: {url}" in out
+    assert f"registered model 'baseliner' version {mv.version} (candidate " in out
+    assert f"run {mv.run_id}); alias 'champion' -> version {mv.version}" in out
+    assert "<- registered" in out and "isolation-forest" in out
+    assert f"serve it: .venv/bin/baseliner serve --model models:/baseliner@champion --tracking-uri {url}" in out
+    assert not list(cwd.iterdir()), "written to the working directory"

@@ -149,6 +149,26 @@ def test_relearn_on_reload_restarts_every_image_from_the_new_model(server: str) 
     asyncio.run(main())
 
 
+def test_every_uri_form_resolves_against_the_servers_given(server: str) -> None:
+    """models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME (latest), a logged model's models:/m-ID and
+    runs:/RUN/PATH all load through ModelSource with the servers named (MLflow's own resolution of the last
+    two fell back to its default store)."""
+    from baseliner.service.model_source import ModelSource
+
+    with mlflow.start_run() as run:
+        info = mm.log_model(mm.BaselinerModel(BaselineConfig(min_learn_windows=31)), "model",
+                            registered_model_name="bl-forms", hmac_key=KEY.encode())
+    version = int(info.registered_model_version)
+    MlflowClient().set_registered_model_alias("bl-forms", "champion", str(version))
+    for uri, resolved, v in (("models:/bl-forms@champion", f"models:/bl-forms/{version}", version),
+                             (f"models:/bl-forms/{version}", f"models:/bl-forms/{version}", version),
+                             ("models:/bl-forms", f"models:/bl-forms/{version}", version),
+                             (f"models:/{info.model_id}", f"models:/{info.model_id}", 0),
+                             (f"runs:/{run.info.run_id}/model", f"runs:/{run.info.run_id}/model", 0)):
+        loaded = ModelSource(uri, tracking_uri=server, registry_uri=server, hmac_key=KEY.encode()).load()
+        assert (loaded.resolved, loaded.version, loaded.model.config.min_learn_windows) == (resolved, v, 31), uri
+
+
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
@@ -181,15 +201,24 @@ def test_bad_model_refuses_to_start(server: str, uri: str, message: str) -> None
 
 def test_cli_refuses_unreachable_tracking_server_and_bad_uri(server: str, tmp_path: Path) -> None:
     exe = [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""]
-    r = subprocess.run([*exe, "--model", "models:/x@champion", "--tracking-uri", "http://127.0.0.1:9"],
-                       capture_output=True, text=True, timeout=120)
+    env = mlflow_free_env()
+
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*exe, *args], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    r = serve("--model", "models:/x@champion", "--tracking-uri", "http://127.0.0.1:9")
     assert r.returncode == 1
     assert "tracking server http://127.0.0.1:9 is unreachable" in r.stderr
-    r = subprocess.run([*exe, "--model", "models:/", "--tracking-uri", server],
-                       capture_output=True, text=True, timeout=120)
+    r = serve("--model", "models:/", "--tracking-uri", server)
     assert r.returncode == 1 and "is not models:/NAME@ALIAS" in r.stderr
-    r = subprocess.run([*exe, "--model", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    r = serve("--model", str(tmp_path / "missing"))
     assert r.returncode == 1 and "does not exist" in r.stderr
+    r = serve("--model", "models:/bl-cli@champion")  # no server named anywhere: said so, no ./mlflow.db made
+    assert r.returncode == 1 and "model models:/bl-cli@champion needs an MLflow tracking server" in r.stderr
+    r = serve("--model", "models:/no-such-model@champion", "--tracking-uri", server, "--registry-uri", server)
+    assert r.returncode == 1 and f"cannot resolve model models:/no-such-model@champion on {server}" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "written to the working directory"
+    assert "Traceback" not in r.stderr
 
 
 def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> None:
@@ -276,15 +305,25 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     assert not (tmp_path / "other" / "baselines").exists()
 
 
+def mlflow_free_env(**extra: str) -> dict[str, str]:
+    """The environment of a user who names the MLflow server on the command line only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**env, **extra}
+
+
 def test_cli_serves_the_model_and_reloads_on_sighup(server: str, tmp_path: Path) -> None:
+    """As documented: the server named by --tracking-uri alone (no MLFLOW_TRACKING_URI), and nothing written to the
+    working directory (MLflow's own resolution of models:/ fell back to a new ./mlflow.db there)."""
     v1 = register("bl-cli", mm.BaselinerModel(BaselineConfig(min_learn_windows=30)))
-    env = dict(os.environ, BASELINER_STATE_HMAC_KEY=KEY, MLFLOW_TRACKING_URI=server)
+    env = mlflow_free_env(BASELINER_STATE_HMAC_KEY=KEY)
     log_path = tmp_path / "serve.log"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
-             "--events", "none", "--model", "models:/bl-cli@champion"],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+             "--events", "none", "--model", "models:/bl-cli@champion", "--tracking-uri", server],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
         )
         try:
             def wait_for(text: str) -> None:
@@ -302,6 +341,7 @@ def test_cli_serves_the_model_and_reloads_on_sighup(server: str, tmp_path: Path)
             wait_for(f"model reloaded: models:/bl-cli/{v1} -> models:/bl-cli/{v2}")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
+            assert list(cwd.iterdir()) == []
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

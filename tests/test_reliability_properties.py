@@ -189,7 +189,7 @@ def test_pipeline_rejects_bad_vectors_alone(items: list[FeatureVector | None]) -
 
 def _endpoint() -> FalcoEndpoint:
     cfg = FalcoConfig(listen="127.0.0.1:0")
-    return FalcoEndpoint(cfg, FalcoCorrelator(cfg, [], lambda alert: None))
+    return FalcoEndpoint(cfg, FalcoCorrelator(cfg, [], lambda alert, key: None))
 
 
 json_values = st.recursive(
@@ -229,13 +229,13 @@ def test_falco_socket_survives_garbage(chunks: list[bytes]) -> None:
         try:
             def garbage_then_health() -> bytes:
                 with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as s:
-                    for c in chunks:
-                        s.sendall(c)
-                    s.shutdown(socket.SHUT_WR)
-                    try:
+                    try:  # the server may answer 400 and close before the last chunk is sent
+                        for c in chunks:
+                            s.sendall(c)
+                        s.shutdown(socket.SHUT_WR)
                         while s.recv(4096):
                             pass
-                    except (ConnectionError, TimeoutError):
+                    except OSError:  # reset, or no longer connected
                         pass
                 with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as s:
                     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -136,7 +136,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["sensor", "--token-file", str(tmp_path / "no-token")]) == 2
     assert "--token-file" in capsys.readouterr().err
     assert main(["sensor", "--tls-cert", str(tmp_path / "c.crt")]) == 2
-    assert "TLS settings" in capsys.readouterr().err
+    assert f"argument --tls-cert: '{tmp_path / 'c.crt'}' is not a readable file" in capsys.readouterr().err
     t0 = time.monotonic()
     assert main(["sensor", "--source", "replay", str(tmp_path / "missing.jsonl")]) == 2
     assert time.monotonic() - t0 < 5

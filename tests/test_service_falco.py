@@ -416,3 +416,91 @@ def test_endpoint_behind_a_gate_needs_the_secret_but_health_stays_open() -> None
                 await gated.stop()
 
     asyncio.run(main())
+
+
+def test_endpoint_edges_bounded_body_slow_clients_and_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the HTTP server does at its edges: oversized bodies (declared or chunked) are refused unread, a body
+    that does not arrive in time gets 408, an idle connection is closed, unknown routes and methods are named."""
+    import socket
+
+    from baseliner.service import falco_http
+    from baseliner.service.config import FalcoConfig
+    from baseliner.service.falco import FalcoCorrelator, FalcoMetrics
+
+    monkeypatch.setattr(falco_http, "BODY_SECONDS", 0.5)
+    monkeypatch.setattr(falco_http, "IDLE_SECONDS", 0.5)
+    reg = CollectorRegistry()
+    cfg = FalcoConfig(listen="127.0.0.1:0", max_body_bytes=1024)
+    ep = falco_http.FalcoEndpoint(cfg, FalcoCorrelator(cfg, [], lambda a, k: None), FalcoMetrics(reg))
+
+    def raw(data: bytes, pause: float = 0.0) -> bytes:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as s:
+            s.sendall(data)
+            if pause:
+                time.sleep(pause)
+            out = b""
+            try:
+                while chunk := s.recv(65536):
+                    out += chunk
+            except OSError:
+                pass
+            return out
+
+    def requests() -> dict[str, bytes]:
+        return {
+            "declared": raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n" + b"{" * 100),
+            "chunked": raw(b"POST /falco HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           + b"800\r\n" + b" " * 2048 + b"\r\n0\r\n\r\n"),
+            "slow": raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"),
+            "idle": raw(b""),
+            "head": raw(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            "post_health": raw(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            "unknown": raw(b"POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"),
+            "garbage": raw(b"\x16\x03\x01 not http\r\n\r\n"),
+        }
+
+    async def main() -> dict[str, bytes]:
+        await ep.start()
+        try:
+            return await asyncio.to_thread(requests)
+        finally:
+            await ep.stop()
+
+    t0 = time.monotonic()
+    out = asyncio.run(main())
+    assert time.monotonic() - t0 < 10  # every connection above ended by the server, none waited for a client timeout
+    assert out["declared"].startswith(b"HTTP/1.1 413") and b'"error":"too_large"' in out["declared"]
+    assert out["chunked"].startswith(b"HTTP/1.1 413") and b'"error":"too_large"' in out["chunked"]
+    assert out["slow"].startswith(b"HTTP/1.1 408") and b'"error":"timeout"' in out["slow"]
+    assert out["idle"] == b""
+    assert out["head"].startswith(b"HTTP/1.1 200") and not out["head"].endswith(b"}")
+    assert out["post_health"].startswith(b"HTTP/1.1 405")
+    assert out["unknown"].startswith(b"HTTP/1.1 404") and b'"error":"not_found"' in out["unknown"]
+    assert out["garbage"].split(b"\r\n")[0].endswith(b" 400 Bad Request")  # aiohttp's own answer
+    assert reg.get_sample_value("baseliner_falco_alerts_rejected_total", {"reason": "too_large"}) == 2
+    assert reg.get_sample_value("baseliner_falco_alerts_rejected_total", {"reason": "timeout"}) == 1
+
+
+def test_correlator_forgets_the_least_recently_seen_container_first() -> None:
+    from baseliner.service.config import FalcoConfig
+    from baseliner.service.falco import FalcoCorrelator
+
+    cfg = FalcoConfig(max_containers=2)
+    sink: list[dict[str, Any]] = []
+
+    class Sink:
+        emit, flush, close = sink.append, lambda: None, lambda: None
+
+    c = FalcoCorrelator(cfg, [Sink()], lambda a, k: None)
+    ids = ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"]
+    for cid in (ids[0], ids[1], ids[0], ids[2]):  # a seen again after b: b is the least recently seen when c comes
+        c.on_alert(parse_alert(json.dumps(alert(T0, **{"container.id": cid})).encode()))
+
+    def anomaly(cid: str) -> dict[str, Any]:
+        ev = {"schema": "baseliner.anomaly/v1", "event_id": cid, "severity": "medium", "container": {"id": cid},
+              "image": {"key": "nginx:1.27"}, "first_seen": iso8601(T0), "last_seen": iso8601(T0)}
+        c.emit(ev)
+        return ev
+
+    assert anomaly(ids[0]).get("falco") and anomaly(ids[2]).get("falco")  # their alerts are remembered
+    assert "falco" not in anomaly(ids[1])  # forgotten: nothing to correlate with

@@ -87,7 +87,7 @@ def test_file_roundtrip_and_every_refusal(tmp_path: Path) -> None:
         store.decode_file(forged, None, "f")
     hdr0 = hdr.replace(b'"format":1', b'"format":0')
     algo, tag = integrity.tag(None, hdr0, payload)
-    with pytest.raises(StateVersionError, match="too old"):
+    with pytest.raises(StateVersionError, match="version 0 was written by an older Baseliner"):
         store.decode_file(store.MAGIC + f"{algo} {tag}\n".encode() + hdr0 + b"\n" + payload, None, "f")
     # pickled object arrays are never loaded
     obj = store.encode_file("baseline", "k", meta, {"x": np.arange(3.0)}, None)

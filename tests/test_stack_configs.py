@@ -5,7 +5,6 @@ configuration loader, Fluent Bit's pipeline, and the Elasticsearch mapping again
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -539,7 +538,7 @@ def test_falco_helm_values_point_at_the_service() -> None:
 
 
 def test_falco_config_section_defaults_are_documented() -> None:
-    names = [f.name for f in dataclasses.fields(FalcoConfig)]
+    names = list(FalcoConfig.model_fields)
     docs = (ROOT / "docs" / "stack.md").read_text()
     for n in names:
         assert f"falco.{n}" in docs, f"falco.{n} is not documented in docs/stack.md"

@@ -23,11 +23,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import OrderedDict
 from typing import Any
 
+from baseliner.service.falco import parse_time
 from baseliner.service.sinks.events import SCHEMA
 from baseliner.service.sinks.metrics import NAMESPACE
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 PRIORITY = {"critical": "Critical", "high": "Error", "medium": "Warning", "low": "Notice", "": "Informational"}
 _SEVERITY_RANK = {"": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 _RETRIES = (0.5, 1.0, 2.0)
+SENT_REMEMBERED = 10_000  # event ids whose sent severity is remembered (least recently sent forgotten first)
 _STOP = object()
 
 
@@ -51,27 +53,42 @@ def to_falco(event: dict[str, Any]) -> dict[str, Any]:
     ('Baseliner anomaly (novel_executable)', 'Error', 'nginx', 1767323045000000000)
     """
     kinds = [str(k) for k in event.get("kinds") or []]
-    container = event.get("container") or {}
-    image = event.get("image") or {}
     novel = [f"new {n.get('kind', '').replace('_', ' ')} {n.get('value', '')}" for n in event.get("novel") or []]
     explanation = [str(d.get("text", "")) for d in event.get("explanation") or []]
-    severity = str(event.get("severity") or "")
     ts = str(event.get("@timestamp") or event.get("last_seen") or "")
-    from baseliner.service.falco import parse_time
-
     try:
         t = parse_time(ts)
     except ValueError:
         t = time.time()
-    score, threshold = event.get("score"), event.get("threshold")
-    what = "; ".join([*novel, *explanation[:3]])
-    output = (
+    return {
+        "output": _output_line(event, kinds, "; ".join([*novel, *explanation[:3]])),
+        "priority": PRIORITY.get(str(event.get("severity") or ""), "Warning"),
+        "rule": f"Baseliner anomaly ({', '.join(kinds) or 'unknown'})",
+        "time": ts,
+        "source": "baseliner",
+        "hostname": event.get("node", ""),
+        "tags": ["baseliner", "anomaly", *kinds],
+        "output_fields": _output_fields(event, t, kinds, novel, explanation),
+    }
+
+
+def _output_line(event: dict[str, Any], kinds: list[str], what: str) -> str:
+    container = event.get("container") or {}
+    image = event.get("image") or {}
+    return (
         f"Baseliner anomaly ({', '.join(kinds) or 'unknown'}) in container "
         f"{container.get('name') or container.get('id')}"
         f" (image={image.get('key', '')} pod={event.get('pod', '')} ns={event.get('namespace', '')}"
-        f" node={event.get('node', '')}) score={_num(score)} threshold={_num(threshold)}"
+        f" node={event.get('node', '')}) score={_num(event.get('score'))} threshold={_num(event.get('threshold'))}"
         + (f": {what}" if what else "")
     )
+
+
+def _output_fields(event: dict[str, Any], t: float, kinds: list[str], novel: list[str],
+                   explanation: list[str]) -> dict[str, Any]:
+    """Falco's field names for the container, pod and time, ``baseliner.*`` for the finding."""
+    container = event.get("container") or {}
+    image = event.get("image") or {}
     fields: dict[str, Any] = {
         "container.id": container.get("id", ""),
         "container.name": container.get("name", ""),
@@ -83,9 +100,9 @@ def to_falco(event: dict[str, Any]) -> dict[str, Any]:
         "evt.time": int(round(t * 1e9)),
         "baseliner.event_id": event.get("event_id", ""),
         "baseliner.image_key": image.get("key", ""),
-        "baseliner.score": score,
-        "baseliner.threshold": threshold,
-        "baseliner.severity": severity,
+        "baseliner.score": event.get("score"),
+        "baseliner.threshold": event.get("threshold"),
+        "baseliner.severity": str(event.get("severity") or ""),
         "baseliner.kinds": ",".join(kinds),
         "baseliner.novel": novel,
         "baseliner.explanation": explanation,
@@ -95,16 +112,7 @@ def to_falco(event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(falco, dict):
         fields["baseliner.falco_rules"] = list(falco.get("rules") or [])
         fields["baseliner.severity_model"] = event.get("severity_model", "")
-    return {
-        "output": output,
-        "priority": PRIORITY.get(severity, "Warning"),
-        "rule": f"Baseliner anomaly ({', '.join(kinds) or 'unknown'})",
-        "time": ts,
-        "source": "baseliner",
-        "hostname": event.get("node", ""),
-        "tags": ["baseliner", "anomaly", *kinds],
-        "output_fields": fields,
-    }
+    return fields
 
 
 def _num(x: Any) -> str:
@@ -126,7 +134,7 @@ class FalcosidekickSink:
         self.timeout = timeout
         self.retries = retries
         self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._sent_severity: OrderedDict[str, int] = OrderedDict()
+        self._sent_severity: LRUCache[str, int] = LRUCache(SENT_REMEMBERED)  # event id -> severity rank sent
         self.sent = Counter("falcosidekick_events_sent", "Anomaly events posted to Falcosidekick",
                             namespace=NAMESPACE, registry=registry)
         self.failed = Counter("falcosidekick_events_failed", "Anomaly events not taken (after retries)",
@@ -145,9 +153,6 @@ class FalcosidekickSink:
         if before is not None and rank <= before:
             return  # a count update: nothing new for downstream
         self._sent_severity[eid] = rank
-        self._sent_severity.move_to_end(eid)
-        while len(self._sent_severity) > 10_000:
-            self._sent_severity.popitem(last=False)
         try:
             self._q.put_nowait(to_falco(event))
         except queue.Full:

@@ -176,7 +176,7 @@ class _CallbackGauges(Collector):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", "")
 
 
-class _CappedLabel:
+class CappedLabel:
     """Maps an unbounded value set onto at most ``cap`` label values plus :data:`OVERFLOW`."""
 
     def __init__(self, cap: int) -> None:
@@ -210,11 +210,17 @@ class ServiceMetrics:
         score_buckets: Sequence[float] = DEFAULT_SCORE_BUCKETS,
         reject_reasons: Sequence[str] = (),
     ) -> None:
-        ns = NAMESPACE
         self.registry = registry
-        self.image_label = _CappedLabel(max_images)
-        self.namespace_label = _CappedLabel(max_namespaces)
-        self.node_label = _CappedLabel(max_nodes)
+        self.image_label = CappedLabel(max_images)
+        self.namespace_label = CappedLabel(max_namespaces)
+        self.node_label = CappedLabel(max_nodes)
+        self._ingest_metrics(registry, reject_reasons)
+        self._detection_metrics(registry, score_buckets)
+        self._state_metrics(registry)
+        self._gauges = _CallbackGauges(registry, self.image_label)
+
+    def _ingest_metrics(self, registry: CollectorRegistry, reject_reasons: Sequence[str]) -> None:
+        ns = NAMESPACE
         self.vectors_received = Counter(
             "vectors_received", "Vectors received in batches (before validation)", ["node"],
             namespace=ns, registry=registry,
@@ -227,8 +233,6 @@ class ServiceMetrics:
             "vectors_rejected", "Vectors rejected, by reason (RejectReason names, BASELINE_LIMIT)", ["reason"],
             namespace=ns, registry=registry,
         )
-        for reason in reject_reasons:
-            self.vectors_rejected.labels(reason)
         self.batches_received = Counter(
             "batches_received", "Batches received", namespace=ns, registry=registry
         )
@@ -240,8 +244,16 @@ class ServiceMetrics:
             "batches_refused", "Batches refused as a whole (unsupported version, too large)", ["reason"],
             namespace=ns, registry=registry,
         )
-        for reason in reject_reasons:  # zero series from the start, so that increase() sees the first refusal
+        for reason in reject_reasons:  # zero series from the start, so that increase() sees the first one
+            self.vectors_rejected.labels(reason)
             self.batches_refused.labels(reason)
+        self.ingest_latency = Histogram(
+            "ingest_latency_seconds", "Time from a batch's arrival to its acknowledgement",
+            namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
+        )
+
+    def _detection_metrics(self, registry: CollectorRegistry, score_buckets: Sequence[float]) -> None:
+        ns = NAMESPACE
         self.anomalies = Counter(
             "anomalies", "Anomalous windows by image, namespace, kind and severity",
             ["image", "namespace", "kind", "severity"], namespace=ns, registry=registry,
@@ -254,10 +266,6 @@ class ServiceMetrics:
             f"{ns}_anomaly_score", "Combined anomaly score of every scored window, by image", ["image"],
             score_buckets, registry,
         )
-        self.ingest_latency = Histogram(
-            "ingest_latency_seconds", "Time from a batch's arrival to its acknowledgement",
-            namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
-        )
         self.scoring_latency = Histogram(
             "scoring_latency_seconds", "Time to score and learn the windows of one batch (every image at once)",
             namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
@@ -266,6 +274,9 @@ class ServiceMetrics:
             "baselines_limit", "Most baselines held in memory; vectors of further images are rejected",
             namespace=ns, registry=registry,
         )
+
+    def _state_metrics(self, registry: CollectorRegistry) -> None:
+        ns = NAMESPACE
         self.state_saves = Counter(
             "state_saves", "State checkpoints written", namespace=ns, registry=registry
         )
@@ -276,7 +287,6 @@ class ServiceMetrics:
             "state_last_save_timestamp_seconds", "Wall-clock time of the last successful checkpoint",
             namespace=ns, registry=registry,
         )
-        self._gauges = _CallbackGauges(registry, self.image_label)
 
     # -- wiring -------------------------------------------------------------------------------------
     def bind(
@@ -328,9 +338,5 @@ class ServiceMetrics:
 
 def _label_sets(counter: Counter) -> list[tuple[str, ...]]:
     # prometheus_client keeps children in a private dict; reading its keys is the supported way to enumerate.
-    metrics: dict[tuple[str, ...], Any] = getattr(counter, "_metrics", {})
-    lock = getattr(counter, "_lock", None)
-    if lock is not None:
-        with lock:
-            return list(metrics.keys())
-    return list(metrics.keys())
+    with counter._lock:  # type: ignore[attr-defined]
+        return list(counter._metrics)  # type: ignore[attr-defined,arg-type]
