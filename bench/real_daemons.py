@@ -603,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"real_daemons: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("real_daemons: interrupted; daemons stopped and cgroups removed", file=sys.stderr)
+        return 130
     finally:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
