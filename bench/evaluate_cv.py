@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix  # noqa: E402
+from baseliner.models.detectors.ngram_likelihood import NgramDetector, dicts_to_matrix  # noqa: E402
 from baseliner.models.evaluate.adfa import load_adfa  # noqa: E402
 from baseliner.models.evaluate.metrics import summarise  # noqa: E402
 from baseliner.models.evaluate.scorers import trace_scores  # noqa: E402

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix  # noqa: E402
+from baseliner.models.detectors.ngram_likelihood import NgramDetector, dicts_to_matrix  # noqa: E402
 from baseliner.models.evaluate.adfa import load_adfa  # noqa: E402
 from baseliner.models.evaluate.windows import count_windows  # noqa: E402
 from baseliner.models.ngrams import dense  # noqa: E402

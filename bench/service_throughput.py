@@ -1,6 +1,6 @@
 """End-to-end service throughput on one core, per-stage cost, baseline size and live memory.
 
-    .venv/bin/python bench/service_throughput.py [--vectors 100000] [--batch 500] [--ngrams 0] [--wire columns]
+    .venv/bin/python bench/service_throughput.py [--vectors 100000] [--batch 500] [--ngrams 0]
 
 What it does:
 
@@ -236,8 +236,7 @@ def _streams(port: int, requests: list[list[bytes]]) -> tuple[float, int, int]:
     return time.perf_counter() - t0, sum(d[1] for d in done), sum(d[2] for d in done)
 
 
-def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measure: list[list[FeatureVector]],
-               to_wire) -> dict:
+def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measure: list[list[FeatureVector]]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="baseliner-bench-"))
     port, mport = free_port(), free_port()
     accounts = tmp / "accounts.json"
@@ -264,7 +263,7 @@ def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measu
             out = [wire.hello_request_bytes(f"bench-sensor-{k}", "bench", "bench")]
             for b in batches:
                 seqs[k] += 1
-                out.append(wire.batch_request_bytes(seqs[k], to_wire(b).SerializeToString()))
+                out.append(wire.batch_request_bytes(seqs[k], wire.encode_batch_body(b)))
             return out
 
         # each stream (sensor) sends its own containers' windows, in batches of --batch
@@ -321,7 +320,7 @@ def end_to_end(args: argparse.Namespace, learn: list[list[FeatureVector]], measu
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
-def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]], to_wire) -> dict:
+def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]]) -> dict:
     """Per-stage cost in this process (one thread), on the same workload, after the same learning."""
     import gc
 
@@ -335,9 +334,9 @@ def stages(learn: list[list[FeatureVector]], measure: list[list[FeatureVector]],
     seq = 0
     for b in learn:
         seq += 1
-        msg = vectors_pb2.VectorBatch.FromString(to_wire(b, seq).SerializeToString())
+        msg = vectors_pb2.VectorBatch.FromString(wire.to_columns(b, seq).SerializeToString())
         pipeline.apply_block("s", seq, *decoder.decode_block(msg))
-    payloads = [to_wire(b, 0).SerializeToString() for b in measure]
+    payloads = [wire.encode_batch_body(b) for b in measure]
     clock = time.thread_time  # CPU time of this thread: other processes on the machine do not count
     n = sum(len(b) for b in measure)
     t = {"parse": 0.0, "decode": 0.0, "validate": 0.0, "transform": 0.0}
@@ -414,8 +413,6 @@ def main() -> None:
     ap.add_argument("--ngram-orders", default=",".join(map(str, DEFAULT_NGRAM_ORDERS)),
                     help="orders the entries are spread over, equally (default: the sensor's)")
     ap.add_argument("--learn-rounds", type=int, default=0, help="learning rounds (default: enough to detect)")
-    ap.add_argument("--wire", choices=("columns", "rows"), default="columns",
-                    help="batch encoding: VectorColumns (what the sensor sends) or one FeatureVector message each")
     ap.add_argument("--no-wal", action="store_true",
                     help="serve without the write-ahead log (acks then mean applied in memory, not durable)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -425,7 +422,6 @@ def main() -> None:
     ap.add_argument("--json", help="write results here as JSON")
     args = ap.parse_args()
 
-    to_wire = wire.to_columns if args.wire == "columns" else wire.to_batch
     cfg = BaselineConfig()
     orders = tuple(sorted({int(o) for o in args.ngram_orders.split(",")}))
     if not orders or not set(orders) <= set(ORDERS):
@@ -441,12 +437,11 @@ def main() -> None:
     print(f"workload: {args.images} images x {args.containers} containers, batch {args.batch}, "
           f"{args.streams} stream(s), "
           f"{sum(map(len, learn))} learning + {sum(map(len, measure))} measured vectors, "
-          f"n-grams {args.ngrams} (orders {args.ngram_orders}), "
-          f"wire {args.wire}",
+          f"n-grams {args.ngrams} (orders {args.ngram_orders})",
           flush=True)
     results: dict = {"args": vars(args)}
     if not args.skip_e2e:
-        e2e = end_to_end(args, learn, measure, to_wire)
+        e2e = end_to_end(args, learn, measure)
         results["end_to_end"] = e2e
         print(f"end to end (service on 1 core): {e2e['vectors_per_s']:.0f} vectors/s wall "
               f"({e2e['us_per_vector']:.1f} us/vector); service CPU {e2e['vectors_per_cpu_s']:.0f} vectors per "
@@ -460,7 +455,7 @@ def main() -> None:
             print(f"  {k:58s} {v:8.2f}")
     if not args.skip_stages:
         os.sched_setaffinity(0, {0})
-        st = stages(learn, measure, to_wire)
+        st = stages(learn, measure)
         results["stages_us_per_vector"] = st["us_per_vector"]
         print("per stage (CPU us/vector, one thread, no gRPC):")
         for k, v in st["us_per_vector"].items():

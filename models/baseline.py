@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -401,26 +401,14 @@ class ImageBaseline:
     # -- scoring -----------------------------------------------------------------------------------
 
     def process(self, vectors: Sequence[FeatureVector]) -> list[Verdict]:
-        """Score, decide and learn a batch of this image's windows (event-time order).
-
-        The same as :meth:`process_block` on ``VectorBlock.from_vectors(vectors)``, with a
-        :class:`Verdict` per window.
-        """
+        """Score, decide and learn a batch of this image's windows (event-time order): :meth:`process_block`
+        of ``VectorBlock.from_vectors(vectors)``, with a :class:`Verdict` per window."""
         return self.process_block(VectorBlock.from_vectors(vectors)).to_list()
 
     def process_block(self, block: VectorBlock, features: np.ndarray | None = None) -> BlockVerdicts:
-        """Score, decide and learn a block of this image's windows (event-time order).
-
-        ``features`` is ``baseliner.models.rate_features.transform_block(block)`` when the caller has it already.  The
-        same as :func:`process_blocks` with this baseline as the only group.
-        """
-        n = len(block)
-        if n == 0:
-            return BlockVerdicts.empty(self.state)
-        X = transform_block(block) if features is None else features
-        if self.state is State.LEARNING and n > _LEARNING_CHUNK:
-            return process_blocks([(self, np.arange(n, dtype=np.int64))], block, X)[0]
-        return _process([(self, None)], block, X)[0]  # the whole block, no gathers
+        """Score, decide and learn a block of this image's windows (event-time order): :func:`process_blocks`
+        with this baseline as the only group (``features``: ``transform_block(block)`` when the caller has it)."""
+        return process_blocks([(self, np.arange(len(block), dtype=np.int64))], block, features)[0]
 
     def _quarantine(self, container: str, window_start: float, window_end: float) -> None:
         """Stop learning from a container for a while after it raised an anomaly."""
@@ -462,16 +450,11 @@ class ImageBaseline:
 
     def accept(self, vector: FeatureVector) -> list[NovelItem]:
         """Feedback: this window is normal for the image. Learn it, and make its novel items known."""
-        novel = self.novelty.novel(vector)
         block = VectorBlock.from_vectors([vector])
-        X = transform_block(block)
-        startup = 0.0 <= vector.seconds_since_start < self.config.startup_seconds
-        profile = self.startup if startup else self.steady
-        profile.detector.learn_many(X)
-        grams = block.sparse_ngrams()
-        if grams is not None:
-            profile.sequence.learn_sparse(grams[1], grams[2], 1)
-        profile.windows += 1
+        s = _score([(self, np.zeros(1, dtype=np.int64))], block, transform_block(block))
+        _learn_models([self.steady, self.startup], s, np.ones(1, dtype=bool), [True, True])
+        (self.startup if s.startup[0] else self.steady).windows += 1
+        novel = s.novel.get(0, [])
         for item in novel:
             self.novelty.add(item.kind, [item.value])
         self.quarantine.pop(f"{vector.identity.node}/{vector.identity.container_id}", None)
@@ -563,8 +546,6 @@ def process_blocks(
     Every image is scored with one set of NumPy operations for the whole block (stacked per-image
     state: means, spreads and thresholds gathered per row) and learns from segment sums; per-image
     Python is left for the novelty sets, thresholds that are still calibrating and anomalous windows.
-    :meth:`ImageBaseline.process_block` is this with one group, so the service, ``baseliner evaluate``,
-    the notebooks and the MLflow model share one scoring path.
 
     >>> from baseliner.models.vector import FeatureVector, Identity
     >>> web, db = (ImageBaseline(k, BaselineConfig(min_learn_windows=20, min_learn_seconds=0)) for k in ("web", "db"))
@@ -602,163 +583,223 @@ def process_blocks(
 
 
 def _process(
-    groups: Sequence[tuple[ImageBaseline, np.ndarray | None]], block: VectorBlock, X: np.ndarray
+    groups: Sequence[tuple[ImageBaseline, np.ndarray]], block: VectorBlock, X: np.ndarray
 ) -> list[BlockVerdicts]:
-    """:func:`process_blocks` for groups scored against their state before the block (``rows`` of
-    ``None``: the only group is the whole block).
-
-    Window ``k`` below is ``block`` row ``R[k]`` of group ``grp[k]``; profile ``prof[k]`` is ``2 grp[k]``
-    (steady) or ``2 grp[k] + 1`` (start-up).
-    """
+    """:func:`process_blocks` for groups scored against their state before the block."""
     baselines = [b for b, _ in groups]
-    n_groups = len(groups)
-    whole = groups[0][1] is None  # one group: every row of the block, in order (no gathers)
-    if whole:
-        n = len(block)
-        sizes, R, grp = [n], np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    s = _score(groups, block, X)
+    _decide(baselines, s)
+    learn_mask = _learn_mask(baselines, block, s)
+    verdicts = _verdicts(baselines, block, s, learn_mask)
+    if learn_mask.any():
+        _learn(baselines, block, s, learn_mask)
+    return verdicts
+
+
+@dataclass(slots=True)
+class _Scored:
+    """The windows of one :func:`_process` call, scored.
+
+    Window ``k`` is ``block`` row ``R[k]`` of group ``grp[k]`` (groups one after the other: group ``g``'s
+    windows are ``[offsets[g], offsets[g + 1])``); its profile is ``prof[k]``, ``2 grp[k]`` (steady) or
+    ``2 grp[k] + 1`` (start-up), of ``profiles``.  ``in_order``: ``R`` is every row of the block in order
+    (the block's columns are used as they are).  The decision (``threshold`` ... ``anomalous``) is filled in
+    by :func:`_decide`.
+    """
+
+    R: np.ndarray
+    grp: np.ndarray
+    offsets: list[int]
+    in_order: bool
+    profiles: list[_Profile]
+    X: np.ndarray  # features of the windows, in window order
+    startup: np.ndarray
+    prof: np.ndarray
+    z: np.ndarray  # standard scores against each window's profile
+    rate: np.ndarray
+    seq: np.ndarray
+    has_grams: np.ndarray
+    sequences: StackedSequence | None
+    novel: dict[int, list[NovelItem]]
+    learning: np.ndarray  # the window's image is learning
+    threshold: np.ndarray = field(init=False)
+    seq_threshold: np.ndarray = field(init=False)
+    no_profile: np.ndarray = field(init=False)
+    rate_hit: np.ndarray = field(init=False)
+    seq_hit: np.ndarray = field(init=False)
+    continuous: np.ndarray = field(init=False)
+    score: np.ndarray = field(init=False)
+    anomalous: np.ndarray = field(init=False)
+
+    def per_group(self, values: list[Any]) -> Any:
+        return _per_group(values, self.grp)
+
+    def rows_of(self, a: np.ndarray) -> np.ndarray:
+        """A block column's values of the windows, in window order."""
+        return a if self.in_order else a[self.R]
+
+
+def _score(groups: Sequence[tuple[ImageBaseline, np.ndarray]], block: VectorBlock, X: np.ndarray) -> _Scored:
+    """Every window's rate and sequence scores against its profile, and its novel items."""
+    baselines = [b for b, _ in groups]
+    sizes = [len(rows) for _, rows in groups]
+    if len(groups) == 1:
+        R, grp = np.asarray(groups[0][1], dtype=np.int64), np.zeros(sizes[0], dtype=np.int64)
     else:
-        sizes = [len(rows) for _, rows in groups]  # type: ignore[arg-type]
         R = np.concatenate([np.asarray(rows, dtype=np.int64) for _, rows in groups])
-        n = len(R)
-        grp = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
-    offsets = [0, *np.cumsum(sizes).tolist()]
-    # The groups' rows are the block's rows in order (one group, or images that arrived one after the
-    # other): every column is used as it is, with no gathers.
-    in_order = whole or (n == len(block) and bool(np.array_equal(R, np.arange(n))))
-
-    def rows_of(a: np.ndarray) -> np.ndarray:
-        return a if in_order else a[R]
-
-    def per_group(values: list[Any]) -> Any:
-        return np.asarray(values[0]) if n_groups == 1 else np.asarray(values)[grp]  # 0-d: broadcasts
-
-    cfgs = [b.config for b in baselines]
-    Xr = rows_of(X)
-    ages = rows_of(block.age)
-    is_startup = (ages >= 0.0) & (ages < per_group([c.startup_seconds for c in cfgs]))
+        grp = np.repeat(np.arange(len(groups), dtype=np.int64), sizes)
+    n = len(R)
+    # the groups' rows are the block's rows in order (one group, or images that arrived one after the
+    # other): every column is used as it is, with no gathers
+    in_order = n == len(block) and bool((R == np.arange(n)).all())
+    Xr = X if in_order else X[R]
+    ages = block.age if in_order else block.age[R]
+    is_startup = (ages >= 0.0) & (ages < _per_group([b.config.startup_seconds for b in baselines], grp))
     prof = 2 * grp + is_startup
     profiles = [p for b in baselines for p in (b.steady, b.startup)]
-    # standard scores of every window against its profile, for scoring now and learning below
+    # standard scores of every window against its profile, for scoring now and learning later
     if is_startup.any():
         rate_dets, rate_rows = [p.detector for p in profiles], prof
     else:
         rate_dets, rate_rows = [b.steady.detector for b in baselines], grp
     z = ZScoreDetector.standard_scores_stacked(rate_dets, Xr, rate_rows)
     rate = ZScoreDetector.score_stacked(rate_dets, Xr, rate_rows, z)
-    thresholds = np.array([p.threshold.value for p in profiles])[prof]
-    seq_thresholds = np.array([p.seq_threshold.value for p in profiles])[prof]
-    seq = np.zeros(n)
-    has_grams = np.zeros(n, dtype=bool)
-    sequences: StackedSequence | None = None
-    if len(block.ng_bucket):
-        if in_order:
-            ptr, cols, counts = block.ng_ptr, block.ng_bucket, block.ng_count
-        else:  # the windows' entries in processing order: each profile's are one slice (or few)
-            ptr, taken = csr_take(block.ng_ptr, R)
-            cols, counts = block.ng_bucket[taken], block.ng_count[taken]
-        if ptr[-1]:
-            sequences = SequenceTier.score_stacked([p.sequence for p in profiles], ptr, cols, counts, prof)
-            seq, has_grams = sequences.score, sequences.has_grams
+    sequences = _score_sequences(profiles, block, R, in_order, prof)
+    seq, has_grams = (np.zeros(n), np.zeros(n, dtype=bool)) if sequences is None else \
+        (sequences.score, sequences.has_grams)
+    novel = novel_rows([b.novelty for b in baselines], block, None if in_order else R, grp)
+    return _Scored(R, grp, [0, *np.cumsum(sizes).tolist()], in_order, profiles, Xr, is_startup, prof, z, rate, seq,
+                   has_grams, sequences, novel, _per_group([b.state is State.LEARNING for b in baselines], grp))
 
-    states = [b.state for b in baselines]
-    learning = per_group([s is State.LEARNING for s in states])
-    frozen = per_group([s is State.FROZEN for s in states])
+
+def _per_group(values: list[Any], grp: np.ndarray) -> Any:
+    """One value per group, as a value per window (a 0-d array that broadcasts, for one group)."""
+    return np.asarray(values[0]) if len(values) == 1 else np.asarray(values)[grp]
+
+
+def _score_sequences(
+    profiles: list[_Profile], block: VectorBlock, R: np.ndarray, in_order: bool, prof: np.ndarray
+) -> StackedSequence | None:
+    """The windows' sequence scores against their profiles' tiers (``None`` when none has an n-gram)."""
+    if not len(block.ng_bucket):
+        return None
+    if in_order:
+        ptr, cols, counts = block.ng_ptr, block.ng_bucket, block.ng_count
+    else:  # the windows' entries in window order: each profile's are one slice (or few)
+        ptr, taken = csr_take(block.ng_ptr, R)
+        cols, counts = block.ng_bucket[taken], block.ng_count[taken]
+    if not ptr[-1]:
+        return None
+    return SequenceTier.score_stacked([p.sequence for p in profiles], ptr, cols, counts, prof)
+
+
+def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
+    """Thresholds, the continuous and the combined score, and which windows are anomalous."""
+    thresholds = np.array([p.threshold.value for p in s.profiles])[s.prof]
+    seq_thresholds = np.array([p.seq_threshold.value for p in s.profiles])[s.prof]
     # Start-up windows with no start-up profile yet are judged on the exact tier only, against the
     # steady threshold.
-    no_profile = is_startup & ~np.isfinite(thresholds)
+    no_profile = s.startup & ~np.isfinite(thresholds)
     if no_profile.any():
-        thresholds = np.where(no_profile, per_group([b.steady.threshold.value for b in baselines]), thresholds)
+        thresholds = np.where(no_profile, s.per_group([b.steady.threshold.value for b in baselines]), thresholds)
     finite = np.isfinite(thresholds)
-    rate_hit = (rate > thresholds) & ~no_profile
+    s.rate_hit = (s.rate > thresholds) & ~no_profile
     seq_ok = np.isfinite(seq_thresholds) & ~no_profile
-    seq_hit = seq_ok & (seq > seq_thresholds)
+    s.seq_hit = seq_ok & (s.seq > seq_thresholds)
     # The continuous score is the more extreme tier, each relative to its own calibrated level, in
     # units of the rate tier's threshold (so the one threshold applies to both).
-    seq_scaled = np.zeros(n)
-    np.divide(seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
-    continuous = np.where(no_profile, 0.0, np.maximum(rate, seq_scaled))
-    novel = novel_rows([b.novelty for b in baselines], block, None if in_order else R, grp)
-    n_kinds = np.zeros(n)
-    grp_list = grp.tolist()
-    for k, items in novel.items():
-        weight = baselines[grp_list[k]]._novel_weight
+    seq_scaled = np.zeros(len(s.R))
+    np.divide(s.seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
+    s.continuous = np.where(no_profile, 0.0, np.maximum(s.rate, seq_scaled))
+    n_kinds = np.zeros(len(s.R))
+    grp = s.grp.tolist()
+    for k, items in s.novel.items():
+        weight = baselines[grp[k]]._novel_weight
         n_kinds[k] = sum(weight[kind] for kind in {item.kind for item in items})
-    scores = continuous + np.where(finite, thresholds, 0.0) * n_kinds
-    anomalous = finite & (rate_hit | seq_hit | (scores > thresholds)) & ~learning
-    learnable = rows_of(block.complete) & ~rows_of(block.container_exited)
-    learnable &= rows_of(block.counters[:, _EVENTS_LOST]) == 0
+    s.score = s.continuous + np.where(finite, thresholds, 0.0) * n_kinds
+    s.anomalous = finite & (s.rate_hit | s.seq_hit | (s.score > thresholds)) & ~s.learning
+    s.threshold, s.seq_threshold, s.no_profile = thresholds, seq_thresholds, no_profile
+
+
+def _learn_mask(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) -> np.ndarray:
+    """The windows to learn: complete, of live containers, no events lost, not quarantined, the image not
+    frozen; while learning all of them, else those comfortably inside the baseline."""
+    learnable = s.rows_of(block.complete) & ~s.rows_of(block.container_exited)
+    learnable &= s.rows_of(block.counters[:, _EVENTS_LOST]) == 0
     for g, b in enumerate(baselines):
-        if b.quarantine:  # looked up once per distinct container of the group, not per window
-            part = R[offsets[g] : offsets[g + 1]]
-            oldest, latest = float(block.window_start[part].min()), max(b.quarantine.values())
-            if latest <= oldest:  # every quarantine is over for these windows
-                if latest + b.config.quarantine_seconds < oldest:
-                    b.quarantine.clear()  # and long enough ago that no late window of them will come
-                continue
-            present, inverse = np.unique(block.ident[part], return_inverse=True)
-            keys = block.containers()
-            until = np.array([b.quarantine.get(keys[j], -math.inf) for j in present.tolist()])
-            learnable[offsets[g] : offsets[g + 1]] &= block.window_start[part] >= until[inverse]
+        if b.quarantine:
+            lo, hi = s.offsets[g], s.offsets[g + 1]
+            _mask_quarantined(b, block, s.R[lo:hi], learnable[lo:hi])
     # Detection learns only windows comfortably inside the baseline: a window just under its threshold
     # is not flagged, but neither may it pull the baseline towards itself.
-    inside = (continuous < per_group([c.learn_gate for c in cfgs]) * thresholds) | no_profile
-    learn_mask = learnable & ~frozen & (learning | (~anomalous & inside))
+    inside = (s.continuous < s.per_group([b.config.learn_gate for b in baselines]) * s.threshold) | s.no_profile
+    frozen = s.per_group([b.state is State.FROZEN for b in baselines])
+    return learnable & ~frozen & (s.learning | (~s.anomalous & inside))
 
+
+def _mask_quarantined(b: ImageBaseline, block: VectorBlock, rows: np.ndarray, learnable: np.ndarray) -> None:
+    """Mask out (in ``learnable``, one flag per row of ``rows``) the windows of containers ``b`` still has
+    in quarantine: looked up once per distinct container, not per window."""
+    oldest, latest = float(block.window_start[rows].min()), max(b.quarantine.values())
+    if latest <= oldest:  # every quarantine is over for these windows
+        if latest + b.config.quarantine_seconds < oldest:
+            b.quarantine.clear()  # and long enough ago that no late window of them will come
+        return
+    present, inverse = np.unique(block.ident[rows], return_inverse=True)
+    keys = block.containers()
+    until = np.array([b.quarantine.get(keys[j], -math.inf) for j in present.tolist()])
+    learnable &= block.window_start[rows] >= until[inverse]
+
+
+def _verdicts(
+    baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn_mask: np.ndarray
+) -> list[BlockVerdicts]:
+    """Each group's verdicts; every anomalous window explained, and its container quarantined."""
+    bounds = list(zip(s.offsets[:-1], s.offsets[1:], strict=True))
     verdicts = [
-        BlockVerdicts(scores[lo:hi], thresholds[lo:hi], continuous[lo:hi], anomalous[lo:hi], learn_mask[lo:hi],
-                      is_startup[lo:hi], states[g], {}, {})
-        for g, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:], strict=True))
+        BlockVerdicts(s.score[lo:hi], s.threshold[lo:hi], s.continuous[lo:hi], s.anomalous[lo:hi],
+                      learn_mask[lo:hi], s.startup[lo:hi], b.state, {}, {})
+        for b, (lo, hi) in zip(baselines, bounds, strict=True)
     ]
-    for k, items in novel.items():
-        g = grp_list[k]
-        verdicts[g].novel[k - offsets[g]] = tuple(items)
-    for k in np.flatnonzero(anomalous).tolist():
-        g = grp_list[k]
-        b, local = baselines[g], k - offsets[g]
-        vd = verdicts[g].verdict(local)
-        profile = b.startup if is_startup[k] else b.steady
+    grp, offsets = s.grp.tolist(), s.offsets
+    for k, items in s.novel.items():
+        verdicts[grp[k]].novel[k - offsets[grp[k]]] = tuple(items)
+    seq_hit, rate_hit, startup, rows = s.seq_hit, s.rate_hit, s.startup, s.R
+    for k in np.flatnonzero(s.anomalous).tolist():
+        g = grp[k]
+        local = k - offsets[g]
+        b, vd = baselines[g], verdicts[g].verdict(local)
         seq_info = None
         if seq_hit[k]:  # the window's sequence score, its threshold and its share of never-seen 6-grams
-            unseen = float(sequences.unseen[k]) if sequences is not None else 0.0
-            seq_info = (float(seq[k]), float(seq_thresholds[k]), unseen)
-        b._explain(vd, Xr[k], bool(rate_hit[k]), seq_info, profile)
+            unseen = float(s.sequences.unseen[k]) if s.sequences is not None else 0.0
+            seq_info = (float(s.seq[k]), float(s.seq_threshold[k]), unseen)
+        b._explain(vd, s.X[k], bool(rate_hit[k]), seq_info, b.startup if startup[k] else b.steady)
         verdicts[g].flagged[local] = vd
-        row = int(R[k])
-        ident = block.identity(row)
-        start = float(block.window_start[row])
+        row = int(rows[k])
+        ident, start = block.identity(row), float(block.window_start[row])
         b._quarantine(f"{ident.node}/{ident.container_id}", start, start + float(block.window_seconds[row]))
-    for b, size, v in zip(baselines, sizes, verdicts, strict=True):
-        b.windows_scored += size
+    for b, (lo, hi), v in zip(baselines, bounds, verdicts, strict=True):
+        b.windows_scored += hi - lo
         b.anomalies += len(v.flagged)
-    if learn_mask.any():
-        _learn(baselines, profiles, block, R, offsets, Xr, z, rate, seq, has_grams, sequences, learn_mask, prof,
-               is_startup, novel)
     return verdicts
 
 
-def _learn(
-    baselines: list[ImageBaseline],
-    profiles: list[_Profile],
-    block: VectorBlock,
-    R: np.ndarray,
-    offsets: list[int],
-    Xr: np.ndarray,
-    z: np.ndarray,
-    rate: np.ndarray,
-    seq: np.ndarray,
-    has_grams: np.ndarray,
-    sequences: StackedSequence | None,
-    learn_mask: np.ndarray,
-    prof: np.ndarray,
-    is_startup: np.ndarray,
-    novel: dict[int, list[NovelItem]],
-) -> None:
-    """Learn the windows of ``learn_mask`` (see :func:`_process` for the indexing)."""
-    learnt_prof = prof[learn_mask]
-    per_profile = np.bincount(learnt_prof, minlength=len(profiles))
+def _learn(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn_mask: np.ndarray) -> None:
+    """Learn the windows of ``learn_mask``: thresholds still calibrating, the models, the images' counts."""
+    _calibrate(baselines, block, s, learn_mask)
+    # While learning, the spread is being discovered; once detecting, how fast the baseline may move is
+    # bounded (poisoning resistance).
+    _learn_models(s.profiles, s, learn_mask, [b.state is not State.LEARNING for b in baselines for _ in (0, 1)])
+    _account(baselines, block, s, learn_mask)
+
+
+def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn_mask: np.ndarray) -> None:
+    """Add the learnt windows' scores to the thresholds of the profiles still calibrating; count the
+    windows each profile learnt."""
+    per_profile = np.bincount(s.prof[learn_mask], minlength=len(s.profiles))
     for p in np.flatnonzero(per_profile).tolist():
         g = p // 2
-        b, profile, count = baselines[g], profiles[p], int(per_profile[p])
+        b, profile = baselines[g], s.profiles[p]
         # Thresholds come from the scores of the profile's own learning period, computed before each
         # window was learnt (prequential), leaving out the first half of it while the detector settles.
         # After that they stay put: detection-time scores never move them.
@@ -769,32 +810,36 @@ def _learn(
             calibrating = profile.windows < 2 * b.config.min_learn_windows
             skip = max(0, b.config.min_learn_windows // 4 - profile.windows)
         if calibrating:
-            mask = learn_mask & (prof == p)
-            window_seconds = float(block.window_seconds[R[offsets[g]]])
-            calibrate = rate[mask][skip:]
-            if len(calibrate):
-                profile.threshold.add(calibrate, window_seconds)
-                if b.state is not State.LEARNING:
-                    profile.threshold.recompute()
-            seq_cal = seq[mask & has_grams][skip:] if sequences is not None else seq[:0]
-            if len(seq_cal):
-                profile.seq_threshold.add(seq_cal, window_seconds)
-                if b.state is not State.LEARNING:
-                    profile.seq_threshold.recompute()
-        profile.windows += count
-    if sequences is not None:
-        SequenceTier.learn_stacked([p.sequence for p in profiles], sequences, learn_mask)
-    # While learning, the spread is being discovered; once detecting, how fast the baseline may move is
-    # bounded (poisoning resistance).
+            mask = learn_mask & (s.prof == p)
+            window_seconds = float(block.window_seconds[s.R[s.offsets[g]]])
+            for threshold, scores in ((profile.threshold, s.rate[mask][skip:]),
+                                      (profile.seq_threshold, s.seq[mask & s.has_grams][skip:])):
+                if len(scores):
+                    threshold.add(scores, window_seconds)
+                    if b.state is not State.LEARNING:
+                        threshold.recompute()
+        profile.windows += int(per_profile[p])
+
+
+def _learn_models(profiles: list[_Profile], s: _Scored, learn_mask: np.ndarray, bound: list[bool]) -> None:
+    """Learn the windows of ``learn_mask`` into their profiles' rate detectors and sequence tiers
+    (``bound[p]``: profile ``p`` learns bounded, see ``ZScoreDetector.learn_many``)."""
+    if s.sequences is not None:
+        SequenceTier.learn_stacked([p.sequence for p in profiles], s.sequences, learn_mask)
     everything = bool(learn_mask.all())
     ZScoreDetector.learn_stacked(
         [p.detector for p in profiles],
-        Xr if everything else Xr[learn_mask],
-        prof if everything else learnt_prof,
-        [b.state is not State.LEARNING for b in baselines for _ in (0, 1)],
-        z if everything else z[learn_mask],
+        s.X if everything else s.X[learn_mask],
+        s.prof if everything else s.prof[learn_mask],
+        bound,
+        s.z if everything else s.z[learn_mask],
     )
-    # per group: windows learnt, their earliest and latest start, the last one's length (one pass each)
+
+
+def _account(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn_mask: np.ndarray) -> None:
+    """Per image: the novel items of the windows it learnt while learning, the windows it learnt, their
+    earliest and latest start and the last one's length (one pass each); then whether it is ready."""
+    R, offsets = s.R, s.offsets
     starts = np.where(learn_mask, block.window_start[R], np.nan)
     bounds = offsets[:-1]
     n_learnt = np.add.reduceat(learn_mask, bounds).tolist()
@@ -805,27 +850,28 @@ def _learn(
     for g, b in enumerate(baselines):
         if not n_learnt[g]:
             continue
-        lo, hi = offsets[g], offsets[g + 1]
         if b.state is State.LEARNING:
-            learnt = np.flatnonzero(learn_mask[lo:hi])
-            rows = R[lo:hi][learnt]
-            # Outside learning a window with novel items is flagged and never learnt, so only learning
-            # can grow the sets (and feedback, through accept()).
-            containers = block.containers()
-            ident = block.ident[rows].tolist()
-            startup = is_startup[lo:hi][learnt].tolist()
-            for j, k in enumerate((learnt + lo).tolist()):
-                container = containers[ident[j]]
-                if len(b.containers) < _MAX_REPLICAS:
-                    b.containers.add(container)
-                items = novel.get(k)
-                if items:
-                    b.novelty.learn_items(items, container, startup[j], len(b.containers))
+            _learn_novelty(b, block, s, np.flatnonzero(learn_mask[offsets[g] : offsets[g + 1]]) + offsets[g])
         if math.isnan(b.first_window):
             b.first_window = earliest[g]
-        latest = latest_start[g]
-        if math.isnan(b.last_window) or latest > b.last_window:
-            b.last_window = latest
+        if math.isnan(b.last_window) or latest_start[g] > b.last_window:
+            b.last_window = latest_start[g]
         b._window_seconds = last_seconds[g]
         b.windows_learned += n_learnt[g]
         b._maybe_ready()
+
+
+def _learn_novelty(b: ImageBaseline, block: VectorBlock, s: _Scored, learnt: np.ndarray) -> None:
+    """Count windows ``learnt`` (of ``b``, while it learns) as support for their novel items and their
+    containers as the image's.  Outside learning a window with novel items is flagged and never learnt, so
+    only learning can grow the sets (and feedback, through accept())."""
+    containers = block.containers()
+    ident = block.ident[s.R[learnt]].tolist()
+    startup = s.startup[learnt].tolist()
+    for j, k in enumerate(learnt.tolist()):
+        container = containers[ident[j]]
+        if len(b.containers) < _MAX_REPLICAS:
+            b.containers.add(container)
+        items = s.novel.get(k)
+        if items:
+            b.novelty.learn_items(items, container, startup[j], len(b.containers))

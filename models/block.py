@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from baseliner.models.vector import Endpoint, FeatureVector, Identity
@@ -109,7 +109,7 @@ def lengths_to_ptr(lengths: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
 class VectorBlock:
     """``n`` windows as columns (see the module docstring)."""
 
-    identities: list[Identity]  # distinct identities
+    identities: Sequence[Identity]  # distinct identities (a list or a tuple; never changed in place)
     ident: np.ndarray  # (n,) int64: row -> identities index
     index: np.ndarray  # (n,) int64: row -> position in the batch it came in (acknowledgements name it)
     window_start: np.ndarray  # (n,) float64, event time
@@ -244,54 +244,30 @@ class VectorBlock:
         """
         if len(blocks) == 1:
             return blocks[0]
-        table: list[str] | None = None
-        if names is not None:
-            for _ in range(2):  # again if the table started over while coding (then, the blocks' names joined)
-                first = names.names
-                codes = [names.codes(b.syscall_names) for b in blocks]
-                if names.names is first:
-                    table = first
-                    sc_name = np.concatenate([c[b.sc_name] for c, b in zip(codes, blocks, strict=True)])
-                    break
-
-        def offsets(sizes: list[int]) -> np.ndarray:
-            return np.cumsum([0, *sizes[:-1]]).astype(_I64)
-
-        def ptr(name: str) -> np.ndarray:
-            ptrs = [getattr(b, name) for b in blocks]
-            shift = offsets([int(p[-1]) for p in ptrs])
-            return np.concatenate([[0], *[p[1:] + s for p, s in zip(ptrs, shift.tolist(), strict=True)]]).astype(_I64)
-
-        def cat(name: str) -> np.ndarray:
-            return np.concatenate([getattr(b, name) for b in blocks])
-
-        def shifted(name: str, table: str) -> np.ndarray:
-            shift = offsets([len(getattr(b, table)) for b in blocks])
-            return np.concatenate([getattr(b, name) + s for b, s in zip(blocks, shift.tolist(), strict=True)])
-
+        coded = _coded_names(blocks, names) if names is not None else None
         return cls(
             identities=[i for b in blocks for i in b.identities],
-            ident=shifted("ident", "identities"),
-            index=cat("index"),
-            window_start=cat("window_start"),
-            window_seconds=cat("window_seconds"),
-            counters=cat("counters"),
-            complete=cat("complete"),
-            container_exited=cat("container_exited"),
-            age=cat("age"),
-            syscall_names=table if table is not None else [x for b in blocks for x in b.syscall_names],
-            sc_ptr=ptr("sc_ptr"),
-            sc_name=sc_name if table is not None else shifted("sc_name", "syscall_names"),
-            sc_count=cat("sc_count"),
-            ng_ptr=ptr("ng_ptr"),
-            ng_bucket=cat("ng_bucket"),
-            ng_count=cat("ng_count"),
-            exe_ptr=ptr("exe_ptr"),
+            ident=_shifted(blocks, "ident", "identities"),
+            index=_cat(blocks, "index"),
+            window_start=_cat(blocks, "window_start"),
+            window_seconds=_cat(blocks, "window_seconds"),
+            counters=_cat(blocks, "counters"),
+            complete=_cat(blocks, "complete"),
+            container_exited=_cat(blocks, "container_exited"),
+            age=_cat(blocks, "age"),
+            syscall_names=coded[0] if coded is not None else [x for b in blocks for x in b.syscall_names],
+            sc_ptr=_joined_ptr(blocks, "sc_ptr"),
+            sc_name=coded[1] if coded is not None else _shifted(blocks, "sc_name", "syscall_names"),
+            sc_count=_cat(blocks, "sc_count"),
+            ng_ptr=_joined_ptr(blocks, "ng_ptr"),
+            ng_bucket=_cat(blocks, "ng_bucket"),
+            ng_count=_cat(blocks, "ng_count"),
+            exe_ptr=_joined_ptr(blocks, "exe_ptr"),
             executables=[x for b in blocks for x in b.executables],
-            ep_ptr=ptr("ep_ptr"),
-            ep_index=shifted("ep_index", "endpoints"),
+            ep_ptr=_joined_ptr(blocks, "ep_ptr"),
+            ep_index=_shifted(blocks, "ep_index", "endpoints"),
             endpoints=[x for b in blocks for x in b.endpoints],
-            path_ptr=ptr("path_ptr"),
+            path_ptr=_joined_ptr(blocks, "path_ptr"),
             sensitive_paths=[x for b in blocks for x in b.sensitive_paths],
         )
 
@@ -348,12 +324,6 @@ class VectorBlock:
     def vectors(self) -> list[FeatureVector]:
         return [self.vector(i) for i in range(len(self))]
 
-    def sparse_ngrams(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The n-gram counts as flat ``(row, bucket, count)`` arrays; ``None`` when no window has any."""
-        if not len(self.ng_bucket):
-            return None
-        return row_ids(self.ng_ptr), self.ng_bucket, self.ng_count
-
     def containers(self) -> list[str]:
         """``node/container_id`` of each distinct identity (index like ``identities``).
 
@@ -407,6 +377,80 @@ class NameTable:
             out[j] = k
         self._codes[key] = out
         return out
+
+
+class TableMemo(Generic[T]):
+    """Values derived from identity tables, remembered by the tables' content (never by object).
+
+    A sensor's table comes back round after round (the service's decoder hands out one immutable tuple
+    per distinct table): what was derived from it is found again with a lookup keyed by its length and
+    its first and last identity, and an element-by-element comparison with the table remembered (cheap
+    when the elements are the same objects).  A list changed in place, or another table, is not found.
+
+    >>> from baseliner.models.vector import Identity
+    >>> memo: TableMemo[str] = TableMemo()
+    >>> table = [Identity("n", "c1", "web"), Identity("n", "c2", "web")]
+    >>> memo.put(table, "checked")
+    >>> memo.get(tuple(table)), memo.get(table[:1])
+    ('checked', None)
+    >>> table[1] = Identity("n", "c3", "web"); memo.get(table)
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._memo: dict[tuple[int, Identity, Identity], tuple[tuple[Identity, ...], T]] = {}
+
+    def get(self, table: Sequence[Identity]) -> T | None:
+        if not table:
+            return None
+        content = tuple(table)  # (a tuple is itself)
+        try:
+            found = self._memo.get((len(content), content[0], content[-1]))
+        except TypeError:  # something unhashable that is no Identity: nothing is remembered of it
+            return None
+        return found[1] if found is not None and found[0] == content else None
+
+    def put(self, table: Sequence[Identity], value: T) -> None:
+        if not table:
+            return
+        if len(self._memo) >= self.limit:
+            self._memo.clear()
+        content = tuple(table)
+        self._memo[(len(content), content[0], content[-1])] = (content, value)
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+
+def _coded_names(blocks: Sequence[VectorBlock], names: NameTable) -> tuple[list[str], np.ndarray] | None:
+    """The blocks' syscall entries coded in ``names``: ``(its list, the entries' codes)``, or ``None`` when
+    the table started over while coding (then the blocks' names are joined instead)."""
+    for _ in range(2):
+        first = names.names
+        codes = [names.codes(b.syscall_names) for b in blocks]
+        if names.names is first:
+            return first, np.concatenate([c[b.sc_name] for c, b in zip(codes, blocks, strict=True)])
+    return None
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    return np.cumsum([0, *sizes[:-1]]).astype(_I64).tolist()
+
+
+def _joined_ptr(blocks: Sequence[VectorBlock], name: str) -> np.ndarray:
+    ptrs = [getattr(b, name) for b in blocks]
+    shift = _offsets([int(p[-1]) for p in ptrs])
+    return np.concatenate([[0], *[p[1:] + s for p, s in zip(ptrs, shift, strict=True)]]).astype(_I64)
+
+
+def _cat(blocks: Sequence[VectorBlock], name: str) -> np.ndarray:
+    return np.concatenate([getattr(b, name) for b in blocks])
+
+
+def _shifted(blocks: Sequence[VectorBlock], name: str, table: str) -> np.ndarray:
+    """Indices into each block's ``table``, as indices into the tables joined."""
+    shift = _offsets([len(getattr(b, table)) for b in blocks])
+    return np.concatenate([getattr(b, name) + s for b, s in zip(blocks, shift, strict=True)])
 
 
 def _zero_ptr(n: int) -> np.ndarray:

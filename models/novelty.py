@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from baseliner.models.block import VectorBlock, row_ids
-from baseliner.models.vector import Endpoint, FeatureVector
+from baseliner.models.vector import Endpoint
 
 KINDS = ("executable", "syscall", "port", "sensitive_path")
 
@@ -35,31 +35,15 @@ class NovelItem:
         return f"new {self.kind.replace('_', ' ')} {self.value}"
 
 
-def _ports(v: FeatureVector, ephemeral_start: int) -> list[str]:
-    return [p for p in (ep_port(ep, ephemeral_start) for ep in v.endpoints) if p]
-
-
-def _items(v: FeatureVector, ephemeral_start: int) -> dict[str, Iterable[str]]:
-    return {
-        "executable": v.executables,
-        "syscall": v.syscalls.keys(),
-        "port": _ports(v, ephemeral_start),
-        "sensitive_path": v.sensitive_paths,
-    }
-
-
 class NoveltySets:
     """Bounded first-seen sets for one image.
 
-    >>> from baseliner.models.vector import FeatureVector, Identity
-    >>> sets = NoveltySets(capacity=100)
-    >>> v = FeatureVector(Identity("n", "c", "nginx"), 1.7e9, 5.0, {"read": 3}, executables=["/usr/sbin/nginx"])
-    >>> sets.learn(v)
-    >>> sets.novel(v)
-    []
-    >>> v.executables.append("/bin/sh")
-    >>> [i.text() for i in sets.novel(v)]
-    ['new executable /bin/sh']
+    >>> sets = NoveltySets(capacity=100, min_windows=2)
+    >>> shell = NovelItem("executable", "/bin/sh")
+    >>> sets.learn_items([shell], "node-1/c1"); sets.sets["executable"]
+    set()
+    >>> sets.learn_items([shell], "node-1/c1"); sets.sets["executable"]
+    {'/bin/sh'}
     """
 
     def __init__(
@@ -83,41 +67,6 @@ class NoveltySets:
         self.saturated: dict[str, bool] = {k: False for k in KINDS}
         # (kind, item) -> [windows seen, containers seen (at most min_containers)]
         self.candidates: dict[tuple[str, str], tuple[int, list[str]]] = {}
-
-    def novel(self, v: FeatureVector) -> list[NovelItem]:
-        sets, saturated = self.sets, self.saturated
-        out: list[NovelItem] = []
-        if v.executables and not saturated["executable"]:
-            known = sets["executable"]
-            out.extend(NovelItem("executable", e) for e in v.executables if e not in known)
-        if not saturated["syscall"]:
-            known = sets["syscall"]
-            calls = v.syscalls.keys()
-            if not calls <= known:  # the usual case allocates nothing
-                out.extend(NovelItem("syscall", name) for name in sorted(calls - known))
-        if v.endpoints and not saturated["port"]:
-            known = sets["port"]
-            for port in _ports(v, self.ephemeral_start):
-                if port not in known:
-                    out.append(NovelItem("port", port))
-        if v.sensitive_paths and not saturated["sensitive_path"]:
-            known = sets["sensitive_path"]
-            out.extend(NovelItem("sensitive_path", p) for p in v.sensitive_paths if p not in known)
-        return out
-
-    def novel_block(self, block: VectorBlock) -> dict[int, list[NovelItem]]:
-        """:meth:`novel` for every window of a block: ``{row: items}`` for the rows that have any."""
-        return novel_rows([self], block, None, np.zeros(len(block), dtype=np.int64))
-
-    def learn(self, v: FeatureVector, startup: bool = False, replicas: int = 1) -> None:
-        """Count support for ``v``'s unknown items; promote those with enough.
-
-        ``replicas`` is how many containers of the image have been seen (support across containers is
-        asked for only up to that many).
-        """
-        items = [NovelItem(kind, item) for kind, kind_items in _items(v, self.ephemeral_start).items()
-                 for item in kind_items]
-        self.learn_items(items, f"{v.identity.node}/{v.identity.container_id}", startup, replicas)
 
     def learn_items(self, items: Iterable[NovelItem], container: str, startup: bool = False, replicas: int = 1) -> None:
         """Count one learnt window of ``container`` as support for ``items`` (those already known are skipped)."""
@@ -183,105 +132,129 @@ class NoveltySets:
 def novel_rows(
     sets: Sequence[NoveltySets], block: VectorBlock, rows: np.ndarray | None, group: np.ndarray
 ) -> dict[int, list[NovelItem]]:
-    """:meth:`NoveltySets.novel` of windows ``rows`` of ``block`` (``None``: all, in order), window
-    ``rows[k]`` against ``sets[group[k]]``: ``{k: items}`` for the ``k`` that have any (items in the order
-    ``novel`` gives).
+    """The items windows ``rows`` of ``block`` (``None``: all, in order) show that their image has never
+    shown, window ``rows[k]`` against ``sets[group[k]]``: ``{k: items}`` for the ``k`` that have any, items
+    in the order executables, syscalls (sorted), ports, sensitive paths.
 
     Many images' windows at once: each distinct syscall name and endpoint of the block is looked up once
     per set, and the windows' entries are matched with array operations; only executables and sensitive
     paths (rare) are looked at one by one.
 
-    >>> from baseliner.models.vector import FeatureVector, Identity
+    >>> from baseliner.models.vector import Endpoint, FeatureVector, Identity
     >>> a, b = NoveltySets(), NoveltySets()
     >>> a.add("syscall", ["read"]); b.add("syscall", ["read", "write"])
-    >>> blk = VectorBlock.from_vectors([FeatureVector(Identity("n", "c", "x"), 0.0, 5.0, {"read": 1, "write": 1})] * 2)
+    >>> v = FeatureVector(Identity("n", "c", "x"), 0.0, 5.0, {"read": 1, "write": 1},
+    ...                   endpoints=[Endpoint("10.0.0.1", 22)])
+    >>> blk = VectorBlock.from_vectors([v] * 2)
     >>> {k: [i.text() for i in v] for k, v in novel_rows([a, b], blk, np.array([0, 1]), np.array([0, 1])).items()}
-    {0: ['new syscall write']}
+    {0: ['new syscall write', 'new port tcp/22'], 1: ['new port tcp/22']}
     """
     out: dict[int, list[NovelItem]] = {}
-    if rows is None:
-        pos = None
-    elif not len(rows):
+    if rows is not None and not len(rows):
         return out
-    else:
-        pos = np.full(len(block), -1, dtype=np.int64)  # block row -> k
-        pos[rows] = np.arange(len(rows), dtype=np.int64)
-    group_list = group.tolist()
-    # rows in order and each set's rows one run (the service's usual block): set g's windows are rows
-    # [runs[g], runs[g + 1]), and its entries of a CSR layout one slice
-    runs = None
-    if pos is None and len(group) and bool((group[1:] >= group[:-1]).all()):
-        runs = np.searchsorted(group, np.arange(len(sets) + 1))
-    # each block row's set (len(sets) for a row not asked about)
-    row_set = group if pos is None else np.append(group, len(sets))[pos]
-
-    def k_of(ptr: np.ndarray) -> np.ndarray:
-        """``k`` of each entry of a CSR layout (-1: a row not asked about)."""
-        return row_ids(ptr) if pos is None else pos[row_ids(ptr)]
-
-    def one_by_one(kind: str, ptr: np.ndarray, items: list[str]) -> None:
-        for k, item in zip(k_of(ptr).tolist(), items, strict=True):
-            if k < 0:
-                continue
-            s = sets[group_list[k]]
-            if not s.saturated[kind] and item not in s.sets[kind]:
-                out.setdefault(k, []).append(NovelItem(kind, item))
-
-    def by_table(kind: str, keys: list[str], ptr: np.ndarray, index: np.ndarray) -> list[tuple[int, int]]:
-        """(k, key index) of the entries whose key is new to their window's set, in entry order."""
-        flag = np.zeros((len(sets) + 1, len(keys)), dtype=bool)  # (row len(sets): rows not asked about)
-        table = tuple(keys)
-        for g, s in enumerate(sets):
-            if not s.saturated[kind]:
-                cached = s._unknown.get(kind)
-                if cached is not None and cached[1] == s._version and cached[0] == table:
-                    unknown = cached[2]
-                else:
-                    known = s.sets[kind]
-                    unknown = [j for j, key in enumerate(keys) if key and key not in known]
-                    s._unknown[kind] = (table, s._version, unknown)
-                flag[g, unknown] = True
-        if not flag.any():
-            return []
-        if runs is not None:  # each set's entries on their own: one lookup per entry, no per-entry row
-            found: list[tuple[int, int]] = []
-            for g in np.flatnonzero(flag.any(axis=1)).tolist():
-                lo, hi = int(ptr[runs[g]]), int(ptr[runs[g + 1]])
-                hit = np.flatnonzero(flag[g].take(index[lo:hi])) + lo
-                if len(hit):
-                    rows_hit = np.searchsorted(ptr, hit, side="right") - 1
-                    found.extend(zip(rows_hit.tolist(), index[hit].tolist(), strict=True))
-            return found
-        entry_rows = row_ids(ptr)
-        hit = np.flatnonzero(flag[row_set[entry_rows], index])
-        hit_rows = entry_rows[hit]
-        ks = hit_rows if pos is None else pos[hit_rows]
-        return list(zip(ks.tolist(), index[hit].tolist(), strict=True))
-
+    at = _Windows(sets, block, rows, group)
     if block.executables:
-        one_by_one("executable", block.exe_ptr, block.executables)
+        _one_by_one(at, "executable", block.exe_ptr, block.executables, out)
     if len(block.sc_name):
         names = block.syscall_names
-        for k, j in sorted(set(by_table("syscall", names, block.sc_ptr, block.sc_name)),
+        for k, j in sorted(set(_by_table(at, "syscall", names, block.sc_ptr, block.sc_name)),
                            key=lambda kj: (kj[0], names[kj[1]])):
             out.setdefault(k, []).append(NovelItem("syscall", names[j]))
     if len(block.ep_index):
-        starts = {s.ephemeral_start for s in sets}
-        if len(starts) == 1:
-            start = starts.pop()
-            ports = [ep_port(ep, start) for ep in block.endpoints]
-            for k, j in by_table("port", ports, block.ep_ptr, block.ep_index):
-                out.setdefault(k, []).append(NovelItem("port", ports[j]))
-        else:  # sets that remember different port ranges: one set at a time
-            for g, one in enumerate(sets):
-                ports = [ep_port(ep, one.ephemeral_start) for ep in block.endpoints]
-                found = by_table("port", ports, block.ep_ptr, block.ep_index)
-                for k, j in found:
-                    if group_list[k] == g:
-                        out.setdefault(k, []).append(NovelItem("port", ports[j]))
+        _novel_ports(at, block, out)
     if block.sensitive_paths:
-        one_by_one("sensitive_path", block.path_ptr, block.sensitive_paths)
+        _one_by_one(at, "sensitive_path", block.path_ptr, block.sensitive_paths, out)
     return out
+
+
+class _Windows:
+    """Where the windows :func:`novel_rows` asks about are: window ``k`` is block row ``rows[k]`` (``pos``
+    maps a block row back to ``k``, -1 for a row not asked about; ``None``: every row, ``k`` is the row) and
+    its set is ``sets[group[k]]``."""
+
+    def __init__(self, sets: Sequence[NoveltySets], block: VectorBlock, rows: np.ndarray | None,
+                 group: np.ndarray) -> None:
+        self.sets = sets
+        self.group = group.tolist()
+        self.pos: np.ndarray | None = None
+        if rows is not None:
+            self.pos = np.full(len(block), -1, dtype=np.int64)
+            self.pos[rows] = np.arange(len(rows), dtype=np.int64)
+        # rows in order and each set's rows one run (the service's usual block): set g's windows are rows
+        # [runs[g], runs[g + 1]), and its entries of a CSR layout one slice
+        self.runs = None
+        if rows is None and len(group) and bool((group[1:] >= group[:-1]).all()):
+            self.runs = np.searchsorted(group, np.arange(len(sets) + 1))
+        # each block row's set (len(sets) for a row not asked about)
+        self.row_set = group if self.pos is None else np.append(group, len(sets))[self.pos]
+
+    def k_of(self, ptr: np.ndarray) -> np.ndarray:
+        """``k`` of each entry of a CSR layout (-1: a row not asked about)."""
+        return row_ids(ptr) if self.pos is None else self.pos[row_ids(ptr)]
+
+
+def _one_by_one(at: _Windows, kind: str, ptr: np.ndarray, items: list[str], out: dict[int, list[NovelItem]]) -> None:
+    for k, item in zip(at.k_of(ptr).tolist(), items, strict=True):
+        if k < 0:
+            continue
+        s = at.sets[at.group[k]]
+        if not s.saturated[kind] and item not in s.sets[kind]:
+            out.setdefault(k, []).append(NovelItem(kind, item))
+
+
+def _unknown(s: NoveltySets, kind: str, keys: Sequence[str]) -> list[int]:
+    """Positions of the (non-empty) ``keys`` that ``s`` does not know; the answer for the last table looked
+    up is remembered until the set changes (batches of one sensor repeat their tables)."""
+    table = tuple(keys)
+    cached = s._unknown.get(kind)
+    if cached is not None and cached[1] == s._version and cached[0] == table:
+        return cached[2]
+    known = s.sets[kind]
+    unknown = [j for j, key in enumerate(keys) if key and key not in known]
+    s._unknown[kind] = (table, s._version, unknown)
+    return unknown
+
+
+def _by_table(
+    at: _Windows, kind: str, keys: Sequence[str], ptr: np.ndarray, index: np.ndarray
+) -> list[tuple[int, int]]:
+    """``(k, key index)`` of the entries (``keys[index[e]]``, rows by ``ptr``) whose key is new to their
+    window's set, in entry order."""
+    flag = np.zeros((len(at.sets) + 1, len(keys)), dtype=bool)  # (row len(sets): rows not asked about)
+    for g, s in enumerate(at.sets):
+        if not s.saturated[kind]:
+            flag[g, _unknown(s, kind, keys)] = True
+    if not flag.any():
+        return []
+    if at.runs is not None:  # each set's entries on their own: one lookup per entry, no per-entry row
+        found: list[tuple[int, int]] = []
+        for g in np.flatnonzero(flag.any(axis=1)).tolist():
+            lo, hi = int(ptr[at.runs[g]]), int(ptr[at.runs[g + 1]])
+            hit = np.flatnonzero(flag[g].take(index[lo:hi])) + lo
+            if len(hit):
+                rows_hit = np.searchsorted(ptr, hit, side="right") - 1
+                found.extend(zip(rows_hit.tolist(), index[hit].tolist(), strict=True))
+        return found
+    entry_rows = row_ids(ptr)
+    hit = np.flatnonzero(flag[at.row_set[entry_rows], index])
+    hit_rows = entry_rows[hit]
+    ks = hit_rows if at.pos is None else at.pos[hit_rows]
+    return list(zip(ks.tolist(), index[hit].tolist(), strict=True))
+
+
+def _novel_ports(at: _Windows, block: VectorBlock, out: dict[int, list[NovelItem]]) -> None:
+    starts = {s.ephemeral_start for s in at.sets}
+    if len(starts) == 1:
+        start = starts.pop()
+        ports = [ep_port(ep, start) for ep in block.endpoints]
+        for k, j in _by_table(at, "port", ports, block.ep_ptr, block.ep_index):
+            out.setdefault(k, []).append(NovelItem("port", ports[j]))
+        return
+    for g, one in enumerate(at.sets):  # sets that remember different port ranges: one set at a time
+        ports = [ep_port(ep, one.ephemeral_start) for ep in block.endpoints]
+        for k, j in _by_table(at, "port", ports, block.ep_ptr, block.ep_index):
+            if at.group[k] == g:
+                out.setdefault(k, []).append(NovelItem("port", ports[j]))
 
 
 def ep_port(ep: Endpoint, ephemeral_start: int) -> str:

@@ -15,7 +15,6 @@ Time is the vectors' own window length (event time): nothing here reads the wall
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,19 +100,20 @@ _SCALAR_COLS = np.array([j for _, j in _SCALARS])
 _SCALAR_COUNTERS = np.array([COUNTER_INDEX[attr] for attr, _ in _SCALARS])
 
 
-# (a syscall name list, its length then, its columns): blocks joined by a service share one list
-_last_columns: tuple[list[str] | None, int, np.ndarray] = (None, 0, np.zeros(0, dtype=np.intp))
+# (a syscall name table, its columns): the last table asked about, by content (a service's tables repeat)
+_last_columns: tuple[tuple[str, ...], np.ndarray] = ((), np.zeros(0, dtype=np.intp))
 
 
-def _columns(names: list[str]) -> np.ndarray:
+def _columns(names: Sequence[str]) -> np.ndarray:
     """The feature column of each syscall name (``sys.other`` outside the vocabulary)."""
     global _last_columns
-    last_names, last_len, cols = _last_columns  # (one read: a tuple, consistent)
-    if last_names is names and last_len == len(names):  # (a baseliner.models.block.NameTable's list only grows)
+    key = tuple(names)
+    last, cols = _last_columns  # (one read: a tuple, consistent)
+    if key == last:
         return cols
     column = _SYSCALL_COLUMN.get
-    cols = np.fromiter((column(name, _OTHER) for name in names), dtype=np.intp, count=len(names))
-    _last_columns = (names, len(names), cols)
+    cols = np.fromiter((column(name, _OTHER) for name in key), dtype=np.intp, count=len(key))
+    _last_columns = (key, cols)
     return cols
 
 
@@ -172,8 +172,3 @@ def transform_block(block: VectorBlock) -> np.ndarray:
 def transform_vectors(vectors: Sequence[FeatureVector]) -> np.ndarray:
     """The model input matrix of a batch of vectors."""
     return transform_block(VectorBlock.from_vectors(vectors))
-
-
-def to_unit(value: float) -> float:
-    """Back from log-rate space to the feature's own unit (per second for rates)."""
-    return math.expm1(value)

@@ -1,19 +1,24 @@
-"""Domain-level checks of a :class:`~baseliner.models.vector.FeatureVector` before it may touch a baseline.
+"""Domain-level checks of windows before they may touch a baseline.
 
-Every failure raises :class:`~baseliner.models.errors.ValidationError` with a reason code and a message that
-says what was wrong, so the service can reject that one vector, count it, and go on.
+:func:`validate_block` checks every window of a :class:`~baseliner.models.block.VectorBlock` at once;
+:func:`validate` is a block of one window.  Every failure is a :class:`~baseliner.models.errors.ValidationError`
+with a reason code and a message that says what was wrong, so the service can reject that one window,
+count it, and go on.
+
+What passed before is remembered by content, never by object: identities (frozen, hashable), identity
+tables (:class:`~baseliner.models.block.TableMemo`) and syscall names, bounded.  A table changed after it
+was checked is checked again, entry by entry.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Sequence
 from itertools import chain
-from operator import attrgetter
 
 import numpy as np
-from baseliner.models.block import COUNTERS, VectorBlock, row_ids
+from baseliner.models.block import COUNTERS, TableMemo, VectorBlock, row_ids
 from baseliner.models.errors import ValidationError
 from baseliner.models.ngrams import NUM_BUCKETS
 from baseliner.models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, MAX_SYSCALL_NAMES, FeatureVector, Identity
@@ -30,67 +35,19 @@ MAX_RATE_PER_SECOND = 1e12
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+|[:/][a-zA-Z0-9._-]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
-_GOOD_IDENTITIES: dict[Identity, None] = {}  # identities already checked (bounded)
+_GOOD_IDENTITIES: set[Identity] = set()  # identities that passed (bounded)
+_GOOD_TABLES: TableMemo[bool] = TableMemo()  # identity tables all of whose identities passed
 _MAX_GOOD_IDENTITIES = 65_536
-# Identity tables (list objects) all of whose identities passed: the service's decoder gives one list per
-# distinct table, so a sensor's table is looked at once, not round after round.  The list is held so
-# that its id stays its own; cleared with _GOOD_IDENTITIES.
-_GOOD_TABLES: dict[int, list[Identity]] = {}
-_MAX_GOOD_TABLES = 1024
-_GOOD_SYSCALL_NAMES: set[str] = set()  # syscall names already checked (bounded)
+_GOOD_SYSCALL_NAMES: set[str] = set()  # syscall names that passed (bounded)
 _MAX_GOOD_SYSCALL_NAMES = 4096
-
-_COUNTERS = COUNTERS
-_COUNTER_GET = attrgetter(*_COUNTERS)
-
-
-def _count(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ValidationError("MISSING_FIELD", f"{name} is not a number: {value!r}")
-    if not math.isfinite(value):
-        raise ValidationError("NOT_FINITE", f"{name} is {value}")
-    if value < 0:
-        raise ValidationError("NEGATIVE", f"{name} is negative: {value}")
-
-
-def _identity(ident: Identity) -> None:
-    if ident in _GOOD_IDENTITIES:
-        return
-    if not ident.node:
-        raise ValidationError("BAD_IDENTITY", "identity.node is empty")
-    if len(ident.node) > MAX_NAME_LENGTH:
-        raise ValidationError("BAD_IDENTITY", f"identity.node is longer than {MAX_NAME_LENGTH} characters")
-    repo = ident.image_repository
-    if not repo:
-        raise ValidationError("BAD_IDENTITY", "identity.image_repository is empty")
-    if len(repo) > MAX_NAME_LENGTH or not _REPOSITORY.match(repo):
-        raise ValidationError("BAD_IDENTITY", f"identity.image_repository is not an image name: {repo[:80]!r}")
-    if ident.image_tag and not _TAG.match(ident.image_tag):
-        raise ValidationError("BAD_IDENTITY", f"identity.image_tag is not a tag: {ident.image_tag[:80]!r}")
-    for field in ("container_id", "container_name", "image_digest", "pod", "namespace"):
-        if len(getattr(ident, field)) > MAX_NAME_LENGTH:
-            raise ValidationError("BAD_IDENTITY", f"identity.{field} is longer than {MAX_NAME_LENGTH} characters")
-    if len(_GOOD_IDENTITIES) >= _MAX_GOOD_IDENTITIES:
-        _GOOD_IDENTITIES.clear()
-        _GOOD_TABLES.clear()
-    _GOOD_IDENTITIES[ident] = None
-
-
-def _counts_ok(values: Collection[float]) -> bool:
-    """Fast check that every value is a finite number >= 0 (C-level sum and min)."""
-    if not values:
-        return True
-    try:
-        return math.isfinite(sum(values)) and min(values) >= 0
-    except TypeError:
-        return False
+#: What a window whose identity is no :class:`Identity` at all (an in-process caller's mistake) is given
+#: in the block's table once it is refused, so the block's other windows can go on.
+_PLACEHOLDER = Identity("", "", "")
 
 
 def validate(v: FeatureVector) -> None:
-    """Raise :class:`ValidationError` unless ``v`` is safe to score and learn.
-
-    Valid vectors take a fast path (whole-collection checks); the per-item checks that name the
-    culprit run only when that fails.
+    """Raise :class:`ValidationError` unless ``v`` is safe to score and learn (:func:`validate_block` of a
+    block of one window).
 
     >>> from baseliner.models.vector import FeatureVector, Identity
     >>> v = FeatureVector(Identity("node-1", "c1", "nginx", "1.27"), 1.7e9, 5.0, {"read": 10})
@@ -101,83 +58,111 @@ def validate(v: FeatureVector) -> None:
     ...
     baseliner.models.errors.ValidationError: syscall write is nan
     """
-    _identity(v.identity)
-
-    for name, value in (("window_start", v.window_start), ("window_seconds", v.window_seconds)):
-        if not math.isfinite(value):
-            raise ValidationError("NOT_FINITE", f"{name} is {value}")
-    if not MIN_TIME <= v.window_start <= MAX_TIME:
-        raise ValidationError("BAD_WINDOW", f"window_start {v.window_start} is not a plausible epoch time")
-    if not 0 < v.window_seconds <= MAX_WINDOW_SECONDS:
-        raise ValidationError("BAD_WINDOW", f"window_seconds {v.window_seconds} is not in (0, {MAX_WINDOW_SECONDS}]")
-    if not math.isfinite(v.seconds_since_start):
-        raise ValidationError("NOT_FINITE", f"seconds_since_start is {v.seconds_since_start}")
-
-    calls = v.syscalls
-    if len(calls) > MAX_SYSCALL_NAMES:
-        raise ValidationError("TOO_LARGE", f"{len(calls)} syscall names (max {MAX_SYSCALL_NAMES})")
-    if calls and not (_counts_ok(calls.values()) and calls.keys() <= _GOOD_SYSCALL_NAMES):
-        for name, count in calls.items():
-            if not isinstance(name, str) or not name or len(name) > 64:
-                raise ValidationError("BAD_REFERENCE", f"syscall name {str(name)[:80]!r} is empty or too long")
-            _count(f"syscall {name}", count)
-        if len(_GOOD_SYSCALL_NAMES) + len(calls) > _MAX_GOOD_SYSCALL_NAMES:
-            _GOOD_SYSCALL_NAMES.clear()
-        _GOOD_SYSCALL_NAMES.update(calls)
-    grams = v.ngrams
-    if grams and not (_counts_ok(grams.values()) and min(grams) >= 0 and max(grams) < NUM_BUCKETS):
-        for bucket, count in grams.items():
-            if not 0 <= bucket < NUM_BUCKETS:
-                raise ValidationError("BAD_REFERENCE", f"n-gram bucket {bucket} outside [0, {NUM_BUCKETS})")
-            _count(f"n-gram bucket {bucket}", count)
-    counters = _COUNTER_GET(v)
-    if not _counts_ok(counters):
-        for attr in _COUNTERS:
-            _count(attr, getattr(v, attr))
-    limit = MAX_RATE_PER_SECOND * v.window_seconds
-    if max(counters) > limit or (calls and max(calls.values()) > limit) or (grams and max(grams.values()) > limit):
-        name, value = max(
-            chain(zip(_COUNTERS, counters, strict=True), (("syscall " + k, c) for k, c in calls.items()),
-                  ((f"n-gram bucket {k}", c) for k, c in grams.items())),
-            key=lambda kv: kv[1],
-        )
-        raise ValidationError(
-            "IMPLAUSIBLE", f"{name} is {value:g} in a {v.window_seconds:g} s window (more than "
-            f"{MAX_RATE_PER_SECOND:g} per second)",
-        )
-
-    for attr, items, limit in (
-        ("executables", v.executables, MAX_EXECUTABLES),
-        ("endpoints", v.endpoints, MAX_ENDPOINTS),
-        ("sensitive_paths", v.sensitive_paths, MAX_EXECUTABLES),
-    ):
-        if len(items) > limit:
-            raise ValidationError("TOO_LARGE", f"{len(items)} {attr} (max {limit})")
-    for path in (*v.executables, *v.sensitive_paths):
-        if not path or len(path) > MAX_PATH_LENGTH:
-            raise ValidationError("BAD_REFERENCE", "an executable or path is empty or too long")
-    for ep in v.endpoints:
-        if not 0 <= ep.port <= 65535:
-            raise ValidationError("BAD_REFERENCE", f"endpoint port {ep.port} out of range")
-        if not ep.address or len(ep.address) > 64:
-            raise ValidationError("BAD_REFERENCE", "endpoint address is empty or too long")
+    try:
+        block = VectorBlock.from_vectors([v], index=[-1])
+    except Exception:  # a value that is no number at all: say which
+        raise _error(v, -1) from None
+    _, errors = validate_block(block)
+    if errors:
+        raise errors[0]
 
 
-def _all_known_good(identities: list[Identity]) -> bool:
-    """Whether every identity passed :func:`_identity` before (the same table: one lookup; else one
-    C-level pass; the usual batch)."""
-    if _GOOD_TABLES.get(id(identities)) is identities:
-        return True
+def validate_block(block: VectorBlock) -> tuple[np.ndarray, list[ValidationError]]:
+    """Check every window of a block at once: ``(ok, errors)``.
+
+    ``ok`` is a boolean mask of the windows that are safe to score and learn; ``errors`` has one
+    :class:`ValidationError` per other window, in row order (its ``index`` is the window's position in its
+    batch).  The checks are array operations over the whole block; only the windows found bad are looked
+    at one by one, to say what is wrong with them.  Entries of the block's identity table that are no
+    :class:`Identity` at all are replaced in the block (not in the caller's table) once their windows are
+    refused.
+
+    >>> from baseliner.models.vector import FeatureVector, Identity
+    >>> ok = FeatureVector(Identity("node-1", "c1", "nginx"), 1.7e9, 5.0, {"read": 10})
+    >>> late = FeatureVector(Identity("node-1", "c2", "nginx"), 1.7e9, 0.0, {"read": 10})
+    >>> mask, errors = validate_block(VectorBlock.from_vectors([ok, late]))
+    >>> mask.tolist(), [(e.index, e.reason) for e in errors]
+    ([True, False], [(1, 'BAD_WINDOW')])
+    """
+    n = len(block)
+    if n == 0:
+        return np.ones(0, dtype=bool), []
+    bad_ident = _bad_identities(block.identities)
+    bad = np.zeros(n, dtype=bool) if bad_ident is None else bad_ident[block.ident]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        limit = MAX_RATE_PER_SECOND * block.window_seconds
+        bad |= _bad_windows(block, limit)
+        if len(block.sc_name):
+            _mark_bad_syscalls(block, limit, bad)
+        if len(block.ng_bucket):
+            _mark_bad_ngrams(block, limit, bad)
+    _mark_bad_lists(block, bad)
+    if not bad.any():
+        return ~bad, []
+    errors = [_error(block.vector(i), int(block.index[i])) for i in np.flatnonzero(bad).tolist()]
+    if bad_ident is not None and not all(isinstance(x, Identity) for x in block.identities):
+        block.identities = [x if isinstance(x, Identity) else _PLACEHOLDER for x in block.identities]
+        block.shared.clear()  # (values derived from the old table)
+    return ~bad, errors
+
+
+# -- the block's checks, as masks ---------------------------------------------------------------------
+
+
+def _bad_identities(identities: Sequence[Identity]) -> np.ndarray | None:
+    """Which entries of an identity table are bad (not an :class:`Identity` counts as bad), or ``None``
+    when all are good.  A table that passed before costs a lookup (:class:`TableMemo`), one of identities
+    that passed one set lookup each."""
+    if _GOOD_TABLES.get(identities):
+        return None
     try:
         good = all(map(_GOOD_IDENTITIES.__contains__, identities))
-    except TypeError:  # something unhashable that is no Identity: the loop says so
+    except TypeError:  # something unhashable that is no Identity: looked at below
+        good = False
+    bad = None if good else np.fromiter((not _identity_ok(x) for x in identities), dtype=bool, count=len(identities))
+    if bad is None or not bad.any():
+        _GOOD_TABLES.put(identities, True)
+        return None
+    return bad
+
+
+def _identity_ok(x: object) -> bool:
+    if not isinstance(x, Identity):
         return False
-    if good:
-        _remember_table(identities)
-    return good
+    if _identity_error(x) is not None:
+        return False
+    if len(_GOOD_IDENTITIES) >= _MAX_GOOD_IDENTITIES:
+        _GOOD_IDENTITIES.clear()
+        _GOOD_TABLES.clear()
+    _GOOD_IDENTITIES.add(x)
+    return True
 
 
-def _bad_syscall_names(names: list[str]) -> np.ndarray | None:
+def _bad_windows(block: VectorBlock, limit: np.ndarray) -> np.ndarray:
+    """Windows with an implausible start or length, an infinite age, or a counter that is not a finite
+    number in [0, the window's limit] (NaN compares false: bad)."""
+    ws, sec, c = block.window_start, block.window_seconds, block.counters
+    ok = (ws >= MIN_TIME) & (ws <= MAX_TIME) & (sec > 0) & (sec <= MAX_WINDOW_SECONDS) & np.isfinite(block.age)
+    ok &= (np.isfinite(c) & (c >= 0) & (c <= limit[:, None])).all(axis=1)
+    return ~ok
+
+
+def _mark_bad_syscalls(block: VectorBlock, limit: np.ndarray, bad: np.ndarray) -> None:
+    """Windows with too many syscall entries, a bad name, or a count not in [0, the window's limit]."""
+    bad |= np.diff(block.sc_ptr) > MAX_SYSCALL_NAMES
+    bad_name = _bad_syscall_names(block.syscall_names)
+    cnt = block.sc_count
+    # the usual batch: good names, and every count in [0, the lowest window's limit] (NaN fails)
+    if bad_name is None and cnt.min() >= 0 and cnt.max() <= limit.min():
+        return
+    entry_rows = row_ids(block.sc_ptr)
+    bad_entry = ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+    if bad_name is not None:
+        bad_entry |= bad_name[block.sc_name]
+    bad[entry_rows[bad_entry]] = True
+
+
+def _bad_syscall_names(names: Sequence[str]) -> np.ndarray | None:
     """Which syscall names of a table are bad (not a string, empty, longer than 64), or ``None`` when all
     are good.  Good names are remembered (bounded): a table of known names costs one set comparison."""
     try:
@@ -191,95 +176,25 @@ def _bad_syscall_names(names: list[str]) -> np.ndarray | None:
     return bad if bad.any() else None
 
 
-def _remember_table(identities: list[Identity]) -> None:
-    if len(_GOOD_TABLES) >= _MAX_GOOD_TABLES:
-        _GOOD_TABLES.clear()
-    _GOOD_TABLES[id(identities)] = identities
+def _mark_bad_ngrams(block: VectorBlock, limit: np.ndarray, bad: np.ndarray) -> None:
+    """Windows with an n-gram bucket out of range or a count not in [0, the window's limit]."""
+    b, cnt, ptr = block.ng_bucket, block.ng_count, block.ng_ptr
+    if b.min() >= 0 and b.max() < NUM_BUCKETS and cnt.min() >= 0:  # (NaN fails the last test)
+        # entries are fine: only a window's largest count can be over its limit (or infinite)
+        if not cnt.max() <= limit.min():
+            full = np.diff(ptr) > 0
+            bad[full] |= np.maximum.reduceat(cnt, ptr[:-1][full]) > limit[full]
+        return
+    entry_rows = row_ids(ptr)
+    bad_entry = (b < 0) | (b >= NUM_BUCKETS) | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
+    bad[entry_rows[bad_entry]] = True
 
 
-def bad_identities(identities: list[Identity]) -> np.ndarray | None:
-    """Which identities of a table are bad (a bool each; not an :class:`Identity` counts as bad), or
-    ``None`` when all are good.  A table that passed before costs one lookup."""
-    if _all_known_good(identities):
-        return None
-    bad = np.zeros(len(identities), dtype=bool)
-    for j, ident in enumerate(identities):
-        if not isinstance(ident, Identity):
-            bad[j] = True
-            continue
-        try:
-            _identity(ident)
-        except ValidationError:
-            bad[j] = True
-    if not bad.any():
-        _remember_table(identities)
-        return None
-    return bad
-
-
-def validate_block(
-    block: VectorBlock, *, identities_checked: bool = False, bad_ident: np.ndarray | None = None
-) -> tuple[np.ndarray, list[ValidationError]]:
-    """Check every window of a block at once: ``(ok, errors)``.
-
-    ``ok`` is a boolean mask of the windows that are safe to score and learn; ``errors`` has one
-    :class:`ValidationError` per other window, in row order (its ``index`` is the window's position in its
-    batch), with the same reason and message :func:`validate` gives that window on its own.  The checks
-    are vectorised; only bad windows are looked at one by one, to say what is wrong with them.
-
-    With ``identities_checked``, the caller has asked :func:`bad_identities` about the block's identity
-    table already and passes its answer as ``bad_ident``: e.g. of each batch's table before joining batches
-    into one block (:meth:`VectorBlock.concat`), whose joined table is new every time.
-    """
-    n = len(block)
-    bad = np.zeros(n, dtype=bool)
-    if n == 0:
-        return ~bad, []
-    if not identities_checked:
-        bad_ident = bad_identities(block.identities)
-    not_identities: list[int] = []
-    if bad_ident is not None:
-        bad |= bad_ident[block.ident]
-        not_identities = [j for j in np.flatnonzero(bad_ident).tolist()
-                          if not isinstance(block.identities[j], Identity)]
-    ws, sec = block.window_start, block.window_seconds
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        bad |= ~((ws >= MIN_TIME) & (ws <= MAX_TIME))  # NaN compares false: bad
-        bad |= ~((sec > 0) & (sec <= MAX_WINDOW_SECONDS))
-        bad |= ~np.isfinite(block.age)
-        limit = MAX_RATE_PER_SECOND * sec
-        c = block.counters
-        bad |= ~(np.isfinite(c) & (c >= 0) & (c <= limit[:, None])).all(axis=1)
-        if len(block.sc_name):
-            bad |= np.diff(block.sc_ptr) > MAX_SYSCALL_NAMES
-            bad_name = _bad_syscall_names(block.syscall_names)
-            cnt = block.sc_count
-            # the usual batch: good names, and every count in [0, the lowest window's limit] (NaN fails)
-            if bad_name is not None or not (cnt.min() >= 0 and cnt.max() <= limit.min()):
-                entry_rows = row_ids(block.sc_ptr)
-                bad_entry = ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
-                if bad_name is not None:
-                    bad_entry |= bad_name[block.sc_name]
-                if bad_entry.any():
-                    bad[entry_rows[bad_entry]] = True
-        if len(block.ng_bucket):
-            b, cnt, ptr = block.ng_bucket, block.ng_count, block.ng_ptr
-            if b.min() >= 0 and b.max() < NUM_BUCKETS and cnt.min() >= 0:  # (NaN fails the last test)
-                # entries are fine: only a window's largest count can be over its limit (or infinite)
-                if not cnt.max() <= limit.min():
-                    full = np.diff(ptr) > 0
-                    bad[full] |= np.maximum.reduceat(cnt, ptr[:-1][full]) > limit[full]
-            else:
-                entry_rows = row_ids(ptr)
-                bad_entry = (b < 0) | (b >= NUM_BUCKETS) | ~(np.isfinite(cnt) & (cnt >= 0) & (cnt <= limit[entry_rows]))
-                if bad_entry.any():
-                    bad[entry_rows[bad_entry]] = True
-    for ptr, items, limit_items in (
-        (block.exe_ptr, block.executables, MAX_EXECUTABLES),
-        (block.path_ptr, block.sensitive_paths, MAX_EXECUTABLES),
-    ):
+def _mark_bad_lists(block: VectorBlock, bad: np.ndarray) -> None:
+    """Windows with too many executables, sensitive paths or endpoints, or a bad one among them."""
+    for ptr, items in ((block.exe_ptr, block.executables), (block.path_ptr, block.sensitive_paths)):
         if items:
-            bad |= np.diff(ptr) > limit_items
+            bad |= np.diff(ptr) > MAX_EXECUTABLES
             bad_item = np.fromiter((not p or len(p) > MAX_PATH_LENGTH for p in items), dtype=bool, count=len(items))
             if bad_item.any():
                 bad[row_ids(ptr)[bad_item]] = True
@@ -291,21 +206,131 @@ def validate_block(
         )
         if bad_ep.any():
             bad[row_ids(block.ep_ptr)[bad_ep[block.ep_index]]] = True
-    if not bad.any():
-        return ~bad, []
-    errors = []
-    for i in np.flatnonzero(bad).tolist():
-        try:
-            validate(block.vector(i))
+
+
+# -- what is wrong with one window ---------------------------------------------------------------------
+
+
+def _error(v: FeatureVector, index: int) -> ValidationError:
+    """The error of a window found bad, naming the first thing wrong with it (``index``: its position in
+    its batch)."""
+    try:
+        err = _vector_error(v)
+        if err is None:  # the block's entries for one item add up to a valid total
             err = ValidationError("NEGATIVE", "window has a negative count (its entries for one item add up "
                                   "to a valid total, but an entry is negative or not finite)")
-        except ValidationError as e:
-            err = e
-        except Exception:  # a value validation did not foresee: the window is refused, the rest goes on
-            err = ValidationError("UNSPECIFIED", "vector could not be validated")
-        err.index = int(block.index[i])
-        errors.append(err)
-    for j in not_identities:  # keep the (shared) identity table usable for the windows that remain
-        block.identities[j] = Identity("", "", "")
-    block.shared.clear()
-    return ~bad, errors
+    except Exception:  # a value validation did not foresee: the window is refused, the rest goes on
+        err = ValidationError("UNSPECIFIED", "vector could not be validated")
+    err.index = index
+    return err
+
+
+def _vector_error(v: FeatureVector) -> ValidationError | None:
+    """The first thing wrong with ``v``, checked field by field in a fixed order; ``None`` if nothing."""
+    return (_identity_error(v.identity) or _window_error(v) or _syscalls_error(v) or _ngrams_error(v)
+            or _counters_error(v) or _rate_error(v) or _lists_error(v))
+
+
+def _identity_error(ident: Identity) -> ValidationError | None:
+    if ident in _GOOD_IDENTITIES:
+        return None
+    if not ident.node:
+        return ValidationError("BAD_IDENTITY", "identity.node is empty")
+    if len(ident.node) > MAX_NAME_LENGTH:
+        return ValidationError("BAD_IDENTITY", f"identity.node is longer than {MAX_NAME_LENGTH} characters")
+    repo = ident.image_repository
+    if not repo:
+        return ValidationError("BAD_IDENTITY", "identity.image_repository is empty")
+    if len(repo) > MAX_NAME_LENGTH or not _REPOSITORY.match(repo):
+        return ValidationError("BAD_IDENTITY", f"identity.image_repository is not an image name: {repo[:80]!r}")
+    if ident.image_tag and not _TAG.match(ident.image_tag):
+        return ValidationError("BAD_IDENTITY", f"identity.image_tag is not a tag: {ident.image_tag[:80]!r}")
+    for field in ("container_id", "container_name", "image_digest", "pod", "namespace"):
+        if len(getattr(ident, field)) > MAX_NAME_LENGTH:
+            return ValidationError("BAD_IDENTITY", f"identity.{field} is longer than {MAX_NAME_LENGTH} characters")
+    return None
+
+
+def _window_error(v: FeatureVector) -> ValidationError | None:
+    for name, value in (("window_start", v.window_start), ("window_seconds", v.window_seconds)):
+        if not math.isfinite(value):
+            return ValidationError("NOT_FINITE", f"{name} is {value}")
+    if not MIN_TIME <= v.window_start <= MAX_TIME:
+        return ValidationError("BAD_WINDOW", f"window_start {v.window_start} is not a plausible epoch time")
+    if not 0 < v.window_seconds <= MAX_WINDOW_SECONDS:
+        return ValidationError("BAD_WINDOW", f"window_seconds {v.window_seconds} is not in (0, {MAX_WINDOW_SECONDS}]")
+    if not math.isfinite(v.seconds_since_start):
+        return ValidationError("NOT_FINITE", f"seconds_since_start is {v.seconds_since_start}")
+    return None
+
+
+def _syscalls_error(v: FeatureVector) -> ValidationError | None:
+    if len(v.syscalls) > MAX_SYSCALL_NAMES:
+        return ValidationError("TOO_LARGE", f"{len(v.syscalls)} syscall names (max {MAX_SYSCALL_NAMES})")
+    for name, count in v.syscalls.items():
+        if not isinstance(name, str) or not name or len(name) > 64:
+            return ValidationError("BAD_REFERENCE", f"syscall name {str(name)[:80]!r} is empty or too long")
+        err = _count_error(f"syscall {name}", count)
+        if err is not None:
+            return err
+    return None
+
+
+def _ngrams_error(v: FeatureVector) -> ValidationError | None:
+    for bucket, count in v.ngrams.items():
+        if not 0 <= bucket < NUM_BUCKETS:
+            return ValidationError("BAD_REFERENCE", f"n-gram bucket {bucket} outside [0, {NUM_BUCKETS})")
+        err = _count_error(f"n-gram bucket {bucket}", count)
+        if err is not None:
+            return err
+    return None
+
+
+def _counters_error(v: FeatureVector) -> ValidationError | None:
+    for attr in COUNTERS:
+        err = _count_error(attr, getattr(v, attr))
+        if err is not None:
+            return err
+    return None
+
+
+def _count_error(name: str, value: float) -> ValidationError | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ValidationError("MISSING_FIELD", f"{name} is not a number: {value!r}")
+    if not math.isfinite(value):
+        return ValidationError("NOT_FINITE", f"{name} is {value}")
+    if value < 0:
+        return ValidationError("NEGATIVE", f"{name} is negative: {value}")
+    return None
+
+
+def _rate_error(v: FeatureVector) -> ValidationError | None:
+    limit = MAX_RATE_PER_SECOND * v.window_seconds
+    name, value = max(
+        chain(((attr, getattr(v, attr)) for attr in COUNTERS), (("syscall " + k, c) for k, c in v.syscalls.items()),
+              ((f"n-gram bucket {k}", c) for k, c in v.ngrams.items())),
+        key=lambda kv: kv[1],
+    )
+    if value <= limit:
+        return None
+    return ValidationError("IMPLAUSIBLE", f"{name} is {value:g} in a {v.window_seconds:g} s window (more than "
+                           f"{MAX_RATE_PER_SECOND:g} per second)")
+
+
+def _lists_error(v: FeatureVector) -> ValidationError | None:
+    for attr, items, limit in (
+        ("executables", v.executables, MAX_EXECUTABLES),
+        ("endpoints", v.endpoints, MAX_ENDPOINTS),
+        ("sensitive_paths", v.sensitive_paths, MAX_EXECUTABLES),
+    ):
+        if len(items) > limit:
+            return ValidationError("TOO_LARGE", f"{len(items)} {attr} (max {limit})")
+    for path in (*v.executables, *v.sensitive_paths):
+        if not path or len(path) > MAX_PATH_LENGTH:
+            return ValidationError("BAD_REFERENCE", "an executable or path is empty or too long")
+    for ep in v.endpoints:
+        if not 0 <= ep.port <= 65535:
+            return ValidationError("BAD_REFERENCE", f"endpoint port {ep.port} out of range")
+        if not ep.address or len(ep.address) > 64:
+            return ValidationError("BAD_REFERENCE", "endpoint address is empty or too long")
+    return None

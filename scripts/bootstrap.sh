@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install everything Baseliner and its tests need on a fresh Debian 12 machine, idempotently:
-# Debian packages (BCC, Prometheus, iproute2), kernel headers for BCC, tracefs, and a virtualenv
-# at .venv with the project installed in editable mode.
+# Debian packages (BCC, Prometheus, iproute2), kernel headers for BCC, tracefs, the container runtimes the
+# tests run real containers in (scripts/runtimes.sh: containerd with CRI, dockerd, podman, docker-compose and
+# a locally built base image; about 2.5 minutes the first time), and a virtualenv at .venv with the project
+# installed in editable mode.
 #   scripts/bootstrap.sh            # everything (needs root for the Debian part)
 #   BASELINER_NO_APT=1 scripts/bootstrap.sh   # only the virtualenv
 #   BASELINER_EXTRAS= scripts/bootstrap.sh    # the project without extras (what scripts/demo.sh needs)
 # BASELINER_EXTRAS (comma-separated, default dev,mlflow) names the project's extras to install.
+#   BASELINER_NO_RUNTIMES=1 scripts/bootstrap.sh   # everything but the container runtimes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -13,7 +16,7 @@ PY=${PYTHON:-python3}
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
-APT_PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc prometheus iproute2)
+APT_PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc prometheus iproute2 chromium chromium-driver)
 if [[ -z "${BASELINER_NO_APT:-}" && $(id -u) -eq 0 ]]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
@@ -26,6 +29,9 @@ if [[ -z "${BASELINER_NO_APT:-}" && $(id -u) -eq 0 ]]; then
   fi
   if [[ -x scripts/kernel_headers.sh ]]; then
     scripts/kernel_headers.sh
+  fi
+  if [[ -z "${BASELINER_NO_RUNTIMES:-}" ]]; then
+    scripts/runtimes.sh
   fi
 fi
 

@@ -5,9 +5,15 @@
 ``baseliner.sensor.transport.Transport.submit``.  Windows are aligned on the sensor's clock: a window covers
 ``[start, start + window_seconds)`` of wall-clock (event) time, measured when the maps were flipped.
 
+Attribution (``sensor/attribution/``) runs once per window over the window's cgroups and those held back: the
+counts of a container whose runtime metadata is not known yet are held (``HoldBack``) and come out, in order
+and with their own window times, before the window in which the container is attributed; a container that
+is given up is dropped (counted by reason), never sent under an ``unknown`` image.
+
 Self-metrics (registry passed in, namespace ``baseliner_sensor``): ``windows_sent_total``,
 ``vectors_per_window``, ``window_map_entries`` (entries drained in the last window), ``threads_tracked`` /
-``sockets_tracked`` (shared maps), ``events_lost_total``, ``drain_seconds``, and the process collector's
+``sockets_tracked`` (shared maps), ``events_lost_total``, ``drain_seconds``, ``attribution_seconds``, the
+attribution metrics (``sensor/attribution/metrics.py``) and the process collector's
 ``process_cpu_seconds_total`` (CPU of the sensor process).
 """
 
@@ -20,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from baseliner.models.vector import FeatureVector
-from baseliner.sensor.attribution import AttributionConfig, Resolver
+from baseliner.sensor.attribution import AttributionConfig, HoldBack, Resolver
 from baseliner.sensor.probes import ProbeConfig, Probes
 from baseliner.sensor.vectors import WindowCounts, build_vectors
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -60,6 +66,10 @@ class _Metrics:
         self.drain = Histogram(f"{ns}_drain_seconds", "Time to flip and drain the kernel maps",
                                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                                registry=registry)
+        self.attribution = Histogram(f"{ns}_attribution_seconds", "Time to resolve one window's cgroups to "
+                                     "containers (runtime lookups included; not the vectors' building)",
+                                     buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                                     registry=registry)
         ProcessCollector(namespace=ns, registry=registry)
 
 
@@ -76,13 +86,16 @@ class BpfSource:
                  probes: Probes | None = None, resolver: Resolver | None = None) -> None:
         self.config = config or BpfSourceConfig()
         self.probes = probes or Probes(self.config.probes)
-        self.resolver = resolver or Resolver(self.config.attribution)
+        self.resolver = resolver or Resolver(self.config.attribution, registry=registry)
+        hold = self.resolver.config.hold_seconds / self.config.window_seconds
+        self.held: HoldBack[WindowCounts] = HoldBack(max_windows=int(hold) + 2)
         self._m = _Metrics(registry)
         self.probes.flip()  # start the first window clean
         self.window_start = time.time()
         self._next = time.monotonic() + self.config.window_seconds
         self.windows = 0
         self.events_lost = 0
+        self.resolve_seconds = 0.0  # the last window's attribution (runtime lookups included)
 
     def collect(self) -> list[FeatureVector]:
         """Close the current window now and return its vectors."""
@@ -91,23 +104,44 @@ class BpfSource:
         counts = self.probes.flip()
         drained = time.monotonic() - t0
         start, self.window_start = self.window_start, end
-        attribution = self.resolver.resolve_all(counts.cgroups(), now=start)
-        vectors = build_vectors(counts, attribution, window_start=start, window_seconds=end - start)
+        vectors = self.attribute(counts, start, end - start)
         lost = counts.lost_global + sum(c.get("lost", 0) for c in counts.counters.values())
         self.windows += 1
         self.events_lost += lost
         if lost:
-            log.warning("window %d: %d kernel events lost (maps full); vectors marked incomplete",
-                        self.windows, lost)
+            log.warning("window %d: %d kernel events lost (%d to full maps, %d that the kernel ran no program for: "
+                        "one tracing program would have nested in another on a CPU); vectors marked incomplete",
+                        self.windows, lost, lost - counts.missed, counts.missed)
         if self._m.enabled:
             self._m.windows.inc()
             self._m.vectors.observe(len(vectors))
             self._m.entries.set(window_entries(counts))
             self._m.lost.inc(lost)
             self._m.drain.observe(drained)
+            self._m.attribution.observe(self.resolve_seconds)
             shared = self.probes.map_entries()
             self._m.threads.set(shared["history"])
             self._m.sockets.set(shared["sock_owner"] + shared["sock_pending_in"])
+        return vectors
+
+    def attribute(self, counts: WindowCounts, start: float, seconds: float) -> list[FeatureVector]:
+        """The vectors of this window and of held windows whose containers are now attributed (those first);
+        this window's pending cgroups are held."""
+        cgroups = counts.cgroups()
+        t0 = time.monotonic()
+        res = self.resolver.resolve_all(cgroups | self.held.cgroups(), now=start)
+        self.resolve_seconds = time.monotonic() - t0
+        ready, dropped = self.held.release(res.attribution, res.dropped)
+        vectors: list[FeatureVector] = []
+        for w, attribution in ready:
+            vectors += build_vectors(w.counts, attribution, window_start=w.start, window_seconds=w.seconds)
+        vectors += build_vectors(counts, res.attribution, window_start=start, window_seconds=seconds)
+        for cg in cgroups & res.dropped.keys():
+            dropped[res.dropped[cg]] = dropped.get(res.dropped[cg], 0) + 1
+        pending = cgroups & res.pending
+        for reason, n in self.held.hold(start, seconds, counts.select(pending), pending).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        self.resolver.metrics.holding(len(self.held), sum(len(a) for _, a in ready), dropped)
         return vectors
 
     def __iter__(self) -> Iterator[list[FeatureVector]]:
@@ -135,6 +169,7 @@ class BpfSource:
 
     def close(self) -> None:
         self.probes.close()
+        self.resolver.close()
 
     def __enter__(self) -> BpfSource:
         return self

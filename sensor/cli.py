@@ -85,7 +85,12 @@ def _add_transport_arguments(t: Any) -> None:
     t.add_argument("--ack-timeout", type=float, default=30.0, help="seconds to wait for an ack (default 30)")
     t.add_argument("--backoff-max", type=float, default=30.0, help="longest reconnect delay in s (default 30)")
     t.add_argument("--drain-timeout", type=float, default=10.0,
-                   help="on SIGINT/SIGTERM, seconds to send what is buffered before exiting (default 10)")
+                   help="on SIGINT/SIGTERM, seconds to send what is buffered before exiting (default 10; a "
+                        "second signal exits at once)")
+    t.add_argument("--give-up-after", type=float, default=60.0,
+                   help="when the source has ended, exit after this many seconds without an acknowledgement "
+                        "(the service unreachable; default 60); what is not acknowledged stays in --spool-dir "
+                        "or is reported dropped")
     t.add_argument("--tls-ca", metavar="FILE", type=readable_file,
                    help="verify the service's certificate against this CA (enables TLS)")
     t.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
@@ -237,8 +242,8 @@ def security_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry,
-                      security: dict[str, Any]) -> int:
+def _transport(args: argparse.Namespace, kind: str, registry: CollectorRegistry,
+               security: dict[str, Any]) -> Transport:
     on_full = args.on_full or ("drop" if kind == "bpf" else "block")
     buffer: Any
     if args.spool_dir:
@@ -249,46 +254,108 @@ async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: C
                            max_bytes=int(args.buffer_mb * 1024 * 1024), key=key or None)
     else:
         buffer = MemoryBuffer(max_batches=args.buffer_batches, max_bytes=int(args.buffer_mb * 1024 * 1024))
-    transport = Transport(
+    return Transport(
         args.target, sensor_id=args.sensor_id or f"{args.node}/{kind}", node=args.node, buffer=buffer,
         batch_size=args.batch_size, max_in_flight=args.max_in_flight, on_full=on_full,
         ack_timeout=args.ack_timeout, backoff=Backoff(maximum=args.backoff_max), registry=registry,
         **security,
     )
-    windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
-    started = time.monotonic()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with transport:
-        feed = asyncio.create_task(stream(windows, transport, coalesce=kind != "bpf" and args.speed == 0))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({feed, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if feed.done():
-            stopper.cancel()
-            log.info("source finished: %d vectors submitted; waiting for acknowledgements", feed.result())
-            flushed = await transport.flush()
-        else:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
-            log.info("signal received: sending what is buffered (up to %.0fs)", args.drain_timeout)
-            flushed = await transport.flush(args.drain_timeout)
-            if not flushed:
-                log.warning("%d batches were not acknowledged before exit", transport.buffer.batches)
+
+
+class _Signals:
+    """SIGINT and SIGTERM while streaming: the first asks for a bounded drain, a second for an end now."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.first = asyncio.Event()
+        self.again = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        self.received += 1
+        (self.first if self.received == 1 else self.again).set()
+
+
+async def _first(task: asyncio.Task[Any], event: asyncio.Event) -> bool:
+    """Wait for ``task`` or ``event``, whichever comes first; True when ``task`` did (``event`` interrupts it:
+    the task is then cancelled)."""
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
+async def _deliver(args: argparse.Namespace, transport: Transport, windows: AsyncIterator[list[FeatureVector]],
+                   coalesce: bool, signals: _Signals) -> bool:
+    """Stream the source's windows, then wait for their acknowledgements; True when every one came.
+
+    Bounded at every point: when the source ends, the wait gives up after ``--give-up-after`` seconds
+    without an acknowledgement; a signal ends the source and drains for at most ``--drain-timeout``
+    seconds; a second signal ends the drain."""
+    feed = asyncio.create_task(stream(windows, transport, coalesce=coalesce))
+    if await _first(feed, signals.first):
+        if transport.failed is not None:  # (logged by the transport; the source stopped on it)
+            feed.exception()
+            return False
+        log.info("source finished: %d vectors submitted; waiting for acknowledgements (giving up after %gs "
+                 "without one)", feed.result(), args.give_up_after)
+        waiting = asyncio.create_task(transport.flush(give_up_after=args.give_up_after))
+        if await _first(waiting, signals.first):
+            return waiting.result()
+    log.info("signal received: sending what is buffered (up to %gs; a second signal ends it now)",
+             args.drain_timeout)
+    draining = asyncio.create_task(transport.flush(args.drain_timeout))
+    if await _first(draining, signals.again):
+        return draining.result()
+    log.info("second signal: not waiting for the remaining acknowledgements")
+    return False
+
+
+def _report(args: argparse.Namespace, transport: Transport, seconds: float) -> None:
     st = transport.stats
     log.info("done in %.1fs: %d vectors applied, %d rejected, %d dropped; %d batches sent (%d resent), "
-             "%d connects; %d vectors in batches applied before their ack was lost", time.monotonic() - started,
+             "%d connects; %d vectors in batches applied before their ack was lost", seconds,
              st.vectors_applied, st.vectors_rejected, st.vectors_dropped, st.batches_sent, st.batches_resent,
              st.connects, st.vectors_applied_before)
-    return 0 if flushed else 1
+    batches, vectors = transport.undelivered()
+    if not batches:
+        return
+    if args.spool_dir:
+        log.warning("%d batches (%d vectors) not acknowledged: kept in the spool %s, sent when the sensor starts "
+                    "again", batches, vectors, args.spool_dir)
+    else:
+        log.warning("%d batches (%d vectors) not acknowledged: dropped (--spool-dir keeps them across restarts)",
+                    batches, vectors)
+
+
+async def _run_stream(args: argparse.Namespace, kind: str, src: Any, registry: CollectorRegistry,
+                      security: dict[str, Any]) -> int:
+    transport = _transport(args, kind, registry, security)
+    windows = _live(src, args.windows) if kind == "bpf" else _paced(src, args.speed, args.windows)
+    started = time.monotonic()
+    signals = _Signals()
+    async with transport:
+        delivered = await _deliver(args, transport, windows, kind != "bpf" and args.speed == 0, signals)
+    _report(args, transport, time.monotonic() - started)
+    return 0 if delivered else 1
 
 
 def run(args: argparse.Namespace) -> int:
     for name in ("batch_size", "max_in_flight", "buffer_batches"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("drain_timeout", "give_up_after"):
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 seconds")
     if args.speed < 0:
         raise ConfigError("--speed must be >= 0")
     registry = CollectorRegistry()

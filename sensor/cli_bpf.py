@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from baseliner.models.ngrams import ORDERS, SENSOR_ORDERS, parse_orders
-from baseliner.sensor.attribution import AttributionConfig, ImageRule
+from baseliner.sensor.attribution import DEFAULT_SOCKETS, AttributionConfig, ImageRule, RuntimeSocket
 from baseliner.sensor.cli_checks import DEBUG_HELP, examples, report
 from baseliner.sensor.probes import DEFAULT_SENSITIVE_PREFIXES, ProbeConfig, build_program, check_prerequisites
 from prometheus_client import CollectorRegistry
@@ -28,6 +28,14 @@ def ngram_orders_arg(text: str) -> tuple[int, ...]:
     """``--ngram-orders`` value: comma-separated orders (:func:`baseliner.models.ngrams.parse_orders`)."""
     try:
         return parse_orders(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def runtime_socket_arg(text: str) -> RuntimeSocket:
+    """``--runtime`` value: KIND=SOCKET."""
+    try:
+        return RuntimeSocket.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -52,8 +60,16 @@ def add_bpf_arguments(p: argparse.ArgumentParser | Any) -> None:
                         "use {group} fields of the regex), e.g. '^/app/(?P<n>[^/]+)$=demo/{n}:1'")
     g.add_argument("--host", choices=("group", "ignore"), default="group",
                    help="processes outside containers: one 'host' container (default) or ignored")
-    g.add_argument("--docker-socket", default="/var/run/docker.sock",
-                   help="Docker Engine API socket for image names (podman's compatible socket works too)")
+    a = p.add_argument_group("attribution (--source bpf): container -> image, name, pod, namespace")
+    a.add_argument("--runtime", action="append", default=None, metavar="KIND=SOCKET", type=runtime_socket_arg,
+                   help="ask this runtime socket, KIND one of cri (containerd, CRI-O), docker, podman (repeatable; "
+                        "replaces detection, which asks whichever of "
+                        f"{', '.join(s.path for s in DEFAULT_SOCKETS)} exist)")
+    a.add_argument("--no-runtimes", action="store_true",
+                   help="ask no runtime: attribute containers by --cgroup-image rules only")
+    a.add_argument("--hold-seconds", type=float, default=30.0, metavar="S",
+                   help="hold windows of a container whose runtime has not described it yet this long, then drop "
+                        "them (default 30)")
 
 
 def probe_config_from_args(args: argparse.Namespace) -> ProbeConfig:
@@ -64,7 +80,8 @@ def probe_config_from_args(args: argparse.Namespace) -> ProbeConfig:
 
 def attribution_from_args(args: argparse.Namespace, node: str | None = None) -> AttributionConfig:
     rules = tuple(ImageRule.parse(r) for r in args.cgroup_image)
-    kw: dict[str, Any] = {"rules": rules, "host": args.host, "docker_socket": args.docker_socket}
+    runtimes = () if args.no_runtimes else (tuple(args.runtime) if args.runtime else None)
+    kw: dict[str, Any] = {"rules": rules, "host": args.host, "runtimes": runtimes, "hold_seconds": args.hold_seconds}
     if node:
         kw["node"] = node
     return AttributionConfig(**kw)

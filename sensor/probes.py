@@ -55,11 +55,15 @@ class ProbeConfig:
     ngram_orders: tuple[int, ...] = SENSOR_ORDERS
     syscall_args: bool = True  # file-open and DNS features (per-syscall tracepoints; see docs/sensor.md)
     sensitive_prefixes: tuple[str, ...] = DEFAULT_SENSITIVE_PREFIXES
+    # Sizes of the count maps (entries per window, each of the two sets), from distinct keys measured per
+    # container per 5 s window under load (bench/busy_containers.py, docs/benchmarks.md): 100 busy containers
+    # reached 4,687 syscall keys (<= 77 a container), 72,785 n-gram buckets (<= 1,854 a container) and
+    # 10,700 endpoints; one container port-scanning at full speed adds up to 65,535 endpoints in a window.
     max_syscall_entries: int = 65536
-    max_ngram_entries: int = 131072
+    max_ngram_entries: int = 262144
     max_cgroups: int = 8192
     max_paths: int = 8192
-    max_endpoints: int = 16384
+    max_endpoints: int = 131072
     max_threads: int = 65536
     max_sockets: int = 65536
     extra_cflags: tuple[str, ...] = field(default_factory=tuple)
@@ -276,6 +280,7 @@ class Probes:
         misses = self.kernel_misses()
         if misses > self._misses:
             out.lost_global += misses - self._misses
+            out.missed = misses - self._misses
         self._misses = misses
         return out
 
@@ -326,6 +331,36 @@ class Probes:
         lost = self._bpf[f"lost_{s}".encode()]
         out.lost_global = int(sum(lost[ct.c_int(0)]))
         lost.clear()  # per-CPU array: zero every slot (inactive set: nothing writes to it)
+        return out
+
+    def kernel_misses_by_program(self) -> dict[str, int]:
+        """``recursion_misses`` of each program (events the kernel ran it not for)."""
+        out: dict[str, int] = {}
+        for name, fn in self._bpf.funcs.items():
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                    for line in f:
+                        if line.startswith("recursion_misses:"):
+                            out[name.decode() if isinstance(name, bytes) else str(name)] = int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+
+    def map_memory(self) -> dict[str, int]:
+        """Kernel memory of each map in bytes (``memlock`` of its fd; per-CPU maps count every CPU's copy)."""
+        names = ["ctl", "sysids", "history", "sock_owner", "sock_pending_in", "scratch"]
+        for s in (0, 1):
+            names += [f"{m}_{s}" for m in ("syscalls", "cgroups", "paths", "endpoints", "lost")]
+            names += [f"ngrams_{s}"] if self.config.ngrams else []
+        out: dict[str, int] = {}
+        for name in names:
+            try:
+                with open(f"/proc/self/fdinfo/{self._bpf[name.encode()].map_fd}") as f:
+                    for line in f:
+                        if line.startswith("memlock:"):
+                            out[name] = int(line.split()[1])
+            except (OSError, ValueError, IndexError, KeyError):
+                continue
         return out
 
     def map_entries(self) -> dict[str, int]:

@@ -5,21 +5,18 @@ Protocol (``protos/v1/ingest.proto``), per connection:
 1. send ``Hello`` (stable ``sensor_id``, ``node``), read ``Welcome``;
 2. release every buffered batch with ``sequence <= Welcome.last_sequence`` (the service already applied
    it), then (re)send the rest in ascending order, at most ``max_in_flight`` unacknowledged at a time;
-3. every ``BatchAck`` must match the oldest batch in flight; the batch leaves the buffer when the ack is
-   durable or the service does not offer durability (``Welcome.durable_acks`` false);
-   batches are encoded once, their n-grams in the entry form (``ngram_entry_le32``) when they fit it;
-   when the service does not read that form (``Welcome.ngram_entries`` false: built before it, it would
-   refuse such batches), each batch is sent with its n-grams in the le32 pair form
-   (:func:`baseliner.sensor.wire.pair_ngrams`), or in the packed form when it does not read bytes at all
-   (``Welcome.ngram_bytes`` false; :func:`baseliner.sensor.wire.packed_ngrams`), converted as it is written to the
-   stream; likewise batches carry their identity table as the bytes of an ``IdentityTable``
-   (``identity_table``), and a service that does not read that form (``Welcome.identity_table`` false)
-   gets it as repeated ``Identity`` messages (:func:`baseliner.sensor.wire.repeated_identities`); and they carry
-   their per-window numbers and syscall entries in the window bytes form (``window_f64_le`` ...), which a
-   service without ``Welcome.window_bytes`` gets as the repeated fields (:func:`baseliner.sensor.wire.repeated_windows`;
-   a service built before every bytes form gets every conversion);
+3. every ``BatchAck`` must match the oldest batch in flight (a batch is in flight from just before it is
+   written, so an ack that arrives before the write returns finds it); the batch leaves the buffer when the
+   ack is durable or the service does not offer durability (``Welcome.durable_acks`` false);
 4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
-   reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order.
+   reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order;
+5. but a service that answers ``UNIMPLEMENTED`` (it does not read this sensor's wire schema version, or has
+   no ``Ingest`` service) cannot take these batches however often the sensor tries: the transport stops,
+   logs why, and :meth:`Transport.submit` raises :class:`ServiceIncompatible` from then on.
+
+:meth:`Transport.flush` waits for the acknowledgements for a bounded time when asked: ``timeout`` seconds
+in all, or ``give_up_after`` seconds without an acknowledgement (the service unreachable);
+:meth:`Transport.undelivered` says what is still held then.
 
 Submissions are split into batches of at most ``batch_size`` vectors (and the service's
 ``max_batch_vectors``), encoded once (:mod:`baseliner.sensor.wire`) and kept as bytes in a bounded
@@ -34,6 +31,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -43,11 +41,11 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from baseliner.models.errors import BaselinerError
 from baseliner.models.vector import FeatureVector
-from baseliner.protos.v1 import ingest_pb2, vectors_pb2
+from baseliner.protos.v1 import ingest_pb2
 from baseliner.sensor import wire
 from baseliner.sensor.buffer import BatchBuffer, MemoryBuffer, Pending
-from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 log = logging.getLogger(__name__)
@@ -62,6 +60,10 @@ class ProtocolError(Exception):
 
 class AckTimeout(Exception):
     """An acknowledgement did not arrive in time."""
+
+
+class ServiceIncompatible(BaselinerError):
+    """The service cannot take this sensor's batches (another wire schema version, no Ingest service)."""
 
 
 @dataclass
@@ -84,14 +86,6 @@ class TransportStats:
     vectors_dropped: int = 0
     connects: int = 0
     connect_failures: int = 0
-    batches_ngrams_packed: int = 0  # sends with n-grams converted to the packed form (Welcome.ngram_bytes false)
-    # sends with n-grams converted from the entry form to the le32 pair form (Welcome.ngram_entries false)
-    batches_ngrams_paired: int = 0
-    # sends with the identity table converted to repeated Identity messages (Welcome.identity_table false)
-    batches_identities_repeated: int = 0
-    # sends with the per-window numbers and syscall entries converted from the window bytes form to the
-    # repeated fields (Welcome.window_bytes false)
-    batches_windows_repeated: int = 0
 
 
 class Backoff:
@@ -143,23 +137,6 @@ class _Metrics:
                                         "Vectors the service rejected (reasons are logged)", registry=registry)
         self.vectors_applied = Counter(f"{ns}_vectors_applied_total", "Vectors the service applied",
                                        registry=registry)
-        self.batches_ngrams_packed = Counter(
-            f"{ns}_batches_ngrams_packed_total",
-            "Batches sent with their n-grams converted to the packed form, for a service without "
-            "Welcome.ngram_bytes (resends too)", registry=registry)
-        self.batches_ngrams_paired = Counter(
-            f"{ns}_batches_ngrams_paired_total",
-            "Batches sent with their n-grams converted from the entry form to the le32 pair form, for a "
-            "service with Welcome.ngram_bytes but without Welcome.ngram_entries (resends too)", registry=registry)
-        self.batches_identities_repeated = Counter(
-            f"{ns}_batches_identities_repeated_total",
-            "Batches sent with their identity table converted from the bytes form to repeated Identity "
-            "messages, for a service without Welcome.identity_table (resends too)", registry=registry)
-        self.batches_windows_repeated = Counter(
-            f"{ns}_batches_windows_repeated_total",
-            "Batches sent with their per-window numbers and syscall entries converted from the window bytes "
-            "form to the repeated fields, for a service without Welcome.window_bytes (resends too)",
-            registry=registry)
         self.reconnects = Counter(f"{ns}_connect_failures_total", "Streams that failed or broke",
                                   registry=registry)
         self.buffer_batches = Gauge(f"{ns}_buffer_batches", "Unacknowledged batches held", registry=registry)
@@ -199,6 +176,11 @@ def channel_credentials(ca_file: str | None = None, cert_file: str | None = None
 def _image_of(v: FeatureVector) -> tuple[str, str, str]:
     ident = v.identity
     return ident.image_repository, ident.image_tag, ident.image_digest
+
+
+def _incompatible(exc: BaseException) -> bool:
+    """Whether ``exc`` says the service cannot take this sensor's batches, however often it tries."""
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def _passthrough(b: bytes) -> bytes:
@@ -252,12 +234,14 @@ class Transport:
         self._staged: list[FeatureVector] = []  # submitted with flush=False, not yet a batch
         self._changed = asyncio.Event()  # buffer or in-flight state changed
         self._closing = False
+        self._closed = asyncio.Event()  # set by close(): ends a reconnect's backoff at once
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
-        self._connected = asyncio.Event()
         self._last_drop_log = 0.0
         self._drops_since_log = 0
+        self._progress = 0.0  # time.monotonic() of the last acknowledgement (or release by a Welcome)
         self.welcome: ingest_pb2.Welcome | None = None
+        self.failed: ServiceIncompatible | None = None  # why the transport stopped for good
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -272,27 +256,48 @@ class Transport:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="baseliner-transport")
 
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Send what is staged and wait until every batch is acknowledged; False on timeout."""
-        await self.submit((), flush=True)
-        deadline = None if timeout is None else time.monotonic() + timeout
+    async def flush(self, timeout: float | None = None, *, give_up_after: float | None = None) -> bool:
+        """Send what is staged and wait until every batch is acknowledged.  False when that did not happen
+        within ``timeout`` seconds, or ``give_up_after`` seconds passed without an acknowledgement (the
+        service unreachable), or the transport stopped (:class:`ServiceIncompatible`); what is still held
+        then stays buffered (:meth:`undelivered`)."""
+        now = time.monotonic()
+        deadline = math.inf if timeout is None else now + timeout
+        self._progress = now
+        bounds = [b for b in (timeout, give_up_after) if b is not None]
+        try:  # (waits for room in a full buffer, which only acknowledgements make)
+            await asyncio.wait_for(self.submit((), flush=True), min(bounds) if bounds else None)
+        except (TimeoutError, ServiceIncompatible):
+            return False
         while self.buffer.batches:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if self.failed is not None:
+                return False
+            limit = deadline if give_up_after is None else min(deadline, self._progress + give_up_after)
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
                 return False
             self._changed.clear()
             if not self.buffer.batches:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=remaining if remaining else 1.0)
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
         return True
 
+    def undelivered(self) -> tuple[int, int]:
+        """Batches and vectors not acknowledged yet: held in the buffer, or staged and not yet a batch."""
+        held = list(self.buffer.entries())
+        return len(held) + (1 if self._staged else 0), sum(p.vectors for p in held) + len(self._staged)
+
     async def close(self, timeout: float = 5.0) -> None:
-        """Half-close the stream once nothing is in flight, then stop (unacknowledged batches stay buffered)."""
-        if self._staged:
-            await self.submit((), flush=True)
+        """Stop: what is staged becomes a batch (the buffer evicts its oldest batches when full), the stream
+        is half-closed once nothing is in flight, and the connection loop ends within ``timeout`` seconds
+        (unacknowledged batches stay buffered)."""
         self._closing = True
+        self._closed.set()
         self._changed.set()
+        if self._staged and self.failed is None:
+            self._add(self._staged)
+            self._staged = []
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
@@ -314,7 +319,10 @@ class Transport:
         With ``flush=False`` vectors are held back until a full batch has gathered (or the next call
         with ``flush=True``, or :meth:`flush`): replays and simulations, whose windows are small and come
         fast, then travel in full batches.  A live source submits each window with ``flush=True``.
+        Raises :class:`ServiceIncompatible` once the transport has stopped for that reason.
         """
+        if self.failed is not None:
+            raise self.failed
         if vectors:
             # image by image (stable: each container's windows keep their order): the service then scores
             # a batch's windows in place, without regrouping them per image
@@ -323,17 +331,24 @@ class Transport:
         if self._max_batch_vectors:
             size = min(size, self._max_batch_vectors)
         while len(self._staged) >= size or (flush and self._staged):
+            await self._room()
+            if self.failed is not None:
+                raise self.failed
             chunk = self._staged[:size]
             del self._staged[:size]
-            await self._enqueue(chunk)
+            self._add(chunk)
 
-    async def _enqueue(self, chunk: Sequence[FeatureVector]) -> None:
-        if self.on_full == "block":
-            while self.buffer.is_full() and not self._closing:
-                self._changed.clear()
-                if not self.buffer.is_full():
-                    break
-                await self._changed.wait()
+    async def _room(self) -> None:
+        """With ``on_full="block"``, wait while the buffer is full (the staged vectors stay staged)."""
+        if self.on_full != "block":
+            return
+        while self.buffer.is_full() and not self._closing and self.failed is None:
+            self._changed.clear()
+            if not self.buffer.is_full():
+                break
+            await self._changed.wait()
+
+    def _add(self, chunk: Sequence[FeatureVector]) -> None:
         body = wire.encode_batch_body(chunk)
         _, evicted = self.buffer.add(body, len(chunk))
         self.stats.vectors_submitted += len(chunk)
@@ -383,24 +398,39 @@ class Transport:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the sensor must outlive any single stream
+                if _incompatible(exc):
+                    self._stop_for_good(exc)
+                    return
                 self.stats.connect_failures += 1
                 if self._metrics.enabled:
                     self._metrics.reconnects.inc()
                 delay = self.backoff.next()
-                if isinstance(exc, grpc.aio.AioRpcError):
-                    detail = f"{exc.code().name}: {exc.details()}"
-                elif isinstance(exc, _EXPECTED):
-                    detail = f"{type(exc).__name__}: {exc}"
-                else:
-                    log.exception("unexpected error on the stream to %s", self.target)
-                    detail = repr(exc)
                 log.warning("stream to %s failed (%s); %d batches buffered; retrying in %.2fs",
-                            self.target, detail, self.buffer.batches, delay)
+                            self.target, self._describe(exc), self.buffer.batches, delay)
                 if self._closing:
                     return
-                await asyncio.sleep(delay)
-            finally:
-                self._connected.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), delay)
+                if self._closing:
+                    return
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return f"{exc.code().name}: {exc.details()}"
+        if isinstance(exc, _EXPECTED):
+            return f"{type(exc).__name__}: {exc}"
+        log.error("unexpected error on the stream to %s", self.target, exc_info=exc)
+        return repr(exc)
+
+    def _stop_for_good(self, exc: BaseException) -> None:
+        """The service cannot take this sensor's batches: stop retrying, say why, wake every waiter."""
+        held, vectors = self.undelivered()
+        self.failed = ServiceIncompatible(
+            f"the service at {self.target} cannot take this sensor's batches ({self._describe(exc)}); "
+            "not retrying: deploy a sensor and a service of the same wire schema version"
+        )
+        log.error("%s; %d batches (%d vectors) not delivered", self.failed, held, vectors)
+        self._changed.set()
 
     async def _connection(self) -> None:
         assert self._channel is not None
@@ -417,7 +447,6 @@ class Transport:
             self._on_welcome(first.welcome)
             self.stats.connects += 1
             self.backoff.reset()
-            self._connected.set()
             in_flight: deque[tuple[int, float]] = deque()
             sender = asyncio.create_task(self._send_loop(call, in_flight))
             receiver = asyncio.create_task(self._receive_loop(call, in_flight))
@@ -452,74 +481,20 @@ class Transport:
                 self.buffer.renumber(last + 1)
         self.buffer.advance(last)
         if applied:
+            self._progress = time.monotonic()
             self.stats.batches_already_applied += len(applied)
             self.stats.vectors_applied_before += sum(p.vectors for p in applied)
         log.info("connected to %s (service %s): last applied seq %d, %d batches to send, durable acks %s",
                  self.target, welcome.service_version or "?", last, self.buffer.batches, welcome.durable_acks)
-        if not welcome.ngram_bytes:
-            log.info("service %s at %s is older (no Welcome.ngram_bytes): n-grams are sent in the packed form "
-                     "on this connection", welcome.service_version or "?", self.target)
-        elif not welcome.ngram_entries:
-            log.info("service %s at %s is older (no Welcome.ngram_entries): n-grams are sent in the le32 pair "
-                     "form on this connection", welcome.service_version or "?", self.target)
-        if not welcome.identity_table:
-            log.info("service %s at %s is older (no Welcome.identity_table): identity tables are sent as "
-                     "repeated Identity messages on this connection", welcome.service_version or "?", self.target)
-        if not welcome.window_bytes:
-            log.info("service %s at %s is older (no Welcome.window_bytes): per-window numbers and syscall "
-                     "entries are sent as repeated fields on this connection", welcome.service_version or "?",
-                     self.target)
         self._update_gauges()
         self._changed.set()
 
-    def _converted(self, p: Pending, body: bytes, ngram_bytes: bool) -> bytes:
-        """``body`` (``p``'s, perhaps converted already) with its n-grams in a form an older service reads:
-        the le32 pair form for a service with ``Welcome.ngram_bytes`` (but not ``ngram_entries``), the packed
-        form for one without."""
-        convert, form = (wire.pair_ngrams, "le32 pair") if ngram_bytes else (wire.packed_ngrams, "packed")
-        try:
-            return convert(body)
-        except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
-            log.warning("batch %d: n-grams not converted to the %s form (%s); sent as it is", p.sequence, form, exc)
-            return body
-
-    def _repeated(self, p: Pending) -> bytes:
-        """``p``'s body with its identity table as repeated ``Identity`` messages, for a service without
-        ``Welcome.identity_table``."""
-        try:
-            return wire.repeated_identities(p.body)
-        except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
-            log.warning("batch %d: identity table not converted to repeated identities (%s); sent as it is",
-                        p.sequence, exc)
-            return p.body
-
-    def _repeated_windows(self, p: Pending, body: bytes) -> bytes:
-        """``body`` (``p``'s, perhaps converted already) with its per-window numbers and syscall entries as
-        the repeated fields, for a service without ``Welcome.window_bytes``."""
-        try:
-            return wire.repeated_windows(body)
-        except (DecodeError, ValueError) as exc:  # malformed: the service refuses it, the ack says so
-            log.warning("batch %d: window columns not converted to repeated fields (%s); sent as it is",
-                        p.sequence, exc)
-            return body
-
     async def _send_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         sent_high_here = 0
-        # Welcome of this connection (set before the loop starts): which n-gram, identity-table and window
-        # forms the service reads
-        ngram_bytes = self.welcome is not None and self.welcome.ngram_bytes
-        ngram_entries = self.welcome is not None and self.welcome.ngram_entries
-        identity_table = self.welcome is not None and self.welcome.identity_table
-        window_bytes = self.welcome is not None and self.welcome.window_bytes
         while True:
             if in_flight and time.monotonic() - in_flight[0][1] > self.ack_timeout:
                 raise AckTimeout(f"no ack for seq {in_flight[0][0]} within {self.ack_timeout}s")
-            nxt: Pending | None = None
-            if len(in_flight) < self.max_in_flight:
-                for p in self.buffer.entries():
-                    if p.sequence > sent_high_here:
-                        nxt = p
-                        break
+            nxt = self._next_to_send(sent_high_here, len(in_flight))
             if nxt is None:
                 if self._closing and not in_flight:
                     await call.done_writing()
@@ -528,42 +503,30 @@ class Transport:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=min(1.0, self.ack_timeout))
                 continue
-            body = nxt.body if identity_table else self._repeated(nxt)
-            identities_repeated = body is not nxt.body
-            window_body = body if window_bytes else self._repeated_windows(nxt, body)
-            windows_repeated = window_body is not body
-            body = window_body
-            ngram_body = body if ngram_entries else self._converted(nxt, body, ngram_bytes)
-            ngrams_converted = ngram_body is not body
-            body = ngram_body
-            await call.write(wire.batch_request_bytes(nxt.sequence, body))
+            # In flight (and perhaps applied) from before the write: the ack may come, and be read, before
+            # the write returns.
             in_flight.append((nxt.sequence, time.monotonic()))
             sent_high_here = nxt.sequence
-            if nxt.sequence <= self._sent_high:
-                self.stats.batches_resent += 1
-                if self._metrics.enabled:
-                    self._metrics.batches_resent.inc()
+            resent = nxt.sequence <= self._sent_high
             self._sent_high = max(self._sent_high, nxt.sequence)
-            self.stats.batches_sent += 1
+            await call.write(wire.batch_request_bytes(nxt.sequence, nxt.body))
+            self._count_sent(resent)
+
+    def _next_to_send(self, sent_high_here: int, in_flight: int) -> Pending | None:
+        """The oldest buffered batch not yet written on this connection (None when there is none, or when
+        ``max_in_flight`` batches wait for their acks)."""
+        if in_flight >= self.max_in_flight:
+            return None
+        return next((p for p in self.buffer.entries() if p.sequence > sent_high_here), None)
+
+    def _count_sent(self, resent: bool) -> None:
+        if resent:
+            self.stats.batches_resent += 1
             if self._metrics.enabled:
-                self._metrics.batches_sent.inc()
-            if identities_repeated:
-                self.stats.batches_identities_repeated += 1
-                if self._metrics.enabled:
-                    self._metrics.batches_identities_repeated.inc()
-            if windows_repeated:
-                self.stats.batches_windows_repeated += 1
-                if self._metrics.enabled:
-                    self._metrics.batches_windows_repeated.inc()
-            if ngrams_converted:
-                if ngram_bytes:
-                    self.stats.batches_ngrams_paired += 1
-                    if self._metrics.enabled:
-                        self._metrics.batches_ngrams_paired.inc()
-                else:
-                    self.stats.batches_ngrams_packed += 1
-                    if self._metrics.enabled:
-                        self._metrics.batches_ngrams_packed.inc()
+                self._metrics.batches_resent.inc()
+        self.stats.batches_sent += 1
+        if self._metrics.enabled:
+            self._metrics.batches_sent.inc()
 
     async def _receive_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         while True:
@@ -583,6 +546,7 @@ class Transport:
             expected = in_flight[0][0] if in_flight else None
             raise ProtocolError(f"ack for seq {ack.sequence}, expected {expected}")
         in_flight.popleft()
+        self._progress = time.monotonic()
         self.stats.batches_acked += 1
         if self._metrics.enabled:
             self._metrics.batches_acked.inc()
@@ -617,7 +581,3 @@ class Transport:
         self._update_gauges()
         self._changed.set()
 
-
-def decode_batch(data: bytes) -> vectors_pb2.VectorBatch:
-    """Parse a serialised ``VectorBatch`` (for tests and tools)."""
-    return vectors_pb2.VectorBatch.FromString(data)

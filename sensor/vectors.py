@@ -1,9 +1,10 @@
 """Pure functions: drained eBPF map contents plus attribution -> :class:`~baseliner.models.vector.FeatureVector`.
 
 No bcc, no root, no clock: ``sensor/probes.py`` produces a :class:`WindowCounts` (plain dicts keyed by
-cgroup id), ``sensor/attribution.py`` says which container each cgroup belongs to
+cgroup id), ``sensor/attribution/`` says which container each cgroup belongs to
 (:class:`~baseliner.sensor.attribution.ContainerInfo`, ``None`` to ignore the cgroup), and :func:`build_vectors`
-merges the cgroups of one container and fills one vector per container for the window.
+merges the cgroups of one container and fills one vector per container for the window.  Windows of containers
+whose metadata is not known yet are held back as :meth:`WindowCounts.select` of their cgroups.
 
 Field meanings (kernel side in ``sensor/bpf/sensor.c``):
 
@@ -31,10 +32,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from baseliner.models.syscalls import name_of
 from baseliner.models.vector import MAX_ENDPOINTS, MAX_EXECUTABLES, Endpoint, FeatureVector
-from baseliner.sensor.attribution import ContainerInfo
+from baseliner.sensor.attribution.resolver import ContainerInfo
 
 #: Order of ``struct cg_counters`` in ``sensor/bpf/sensor.c``.
 CG_FIELDS: tuple[str, ...] = (
@@ -78,6 +80,8 @@ class WindowCounts:
     sensitive_paths: dict[int, dict[str, int]] = field(default_factory=dict)
     endpoints: dict[int, list[Endpoint4]] = field(default_factory=dict)
     lost_global: int = 0
+    #: of lost_global, the events the kernel ran no program for (a tracing program nested on one CPU)
+    missed: int = 0
 
     def cgroups(self) -> set[int]:
         """Every cgroup id with anything counted."""
@@ -89,6 +93,20 @@ class WindowCounts:
 
     def counter(self, cgid: int, name: str) -> int:
         return self.counters.get(cgid, {}).get(name, 0)
+
+    def select(self, cgids: set[int]) -> WindowCounts:
+        """The counts of ``cgids`` only (shared, not copied), with the window's global losses.
+
+        >>> w = WindowCounts(syscalls={1: {0: 5}, 2: {0: 7}}, lost_global=3)
+        >>> w.select({2}).syscalls, w.select({2}).lost_global
+        ({2: {0: 7}}, 3)
+        """
+        def pick(m: dict[int, Any]) -> dict[int, Any]:
+            return {cg: v for cg, v in m.items() if cg in cgids}
+
+        return WindowCounts(syscalls=pick(self.syscalls), ngrams=pick(self.ngrams), counters=pick(self.counters),
+                            exec_paths=pick(self.exec_paths), sensitive_paths=pick(self.sensitive_paths),
+                            endpoints=pick(self.endpoints), lost_global=self.lost_global, missed=self.missed)
 
 
 def _top(counts: Mapping[str, int], limit: int) -> list[str]:

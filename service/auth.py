@@ -10,9 +10,14 @@ Server side (``baseliner serve``):
   ``authorization: Bearer TOKEN``; the token decides the one node the stream may report for.  A Hello
   for another node is refused (``PERMISSION_DENIED``); a vector whose identity names another node is
   rejected with reason ``UNAUTHORIZED`` (the rest of the batch goes on).
-* **Admin tokens** (``grpc.admin_tokens_file``, lines ``TOKEN`` or ``NAME TOKEN``): required for every
-  ``Admin`` RPC.  Sensor tokens do not open the Admin API and admin tokens do not open the stream.
-  Health checking and reflection stay open (they reveal nothing about baselines).
+* **Admin tokens**, two roles (lines ``TOKEN`` or ``NAME TOKEN``; the name is who the logs say acted):
+  *operators* (``grpc.admin_tokens_file``) may call every ``Admin`` RPC; *viewers*
+  (``grpc.viewer_tokens_file``) only the read-only ones (:data:`READ_ONLY_ADMIN_METHODS`: ``ListBaselines``,
+  ``GetBaseline``); a viewer's ``SetMode``, ``ResetBaseline`` or ``Feedback`` is ``PERMISSION_DENIED``.  With
+  either file set every ``Admin`` RPC needs a token (with only viewers, nobody may act); with neither the
+  Admin API is open.  The operator console (``service/console/``) logs in with the same tokens and roles.
+  Sensor tokens do not open the Admin API and admin tokens do not open the stream.  Health checking and
+  reflection stay open (they reveal nothing about baselines).
 * Tokens are compared as SHA-256 digests held in a dict (no early-exit string comparison on secrets).
 
 Falco's ``http_output`` can authenticate with a client certificate (``http_output.mtls``) or with a
@@ -67,8 +72,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def read_token_file(path: str, with_node: bool) -> dict[str, str]:
-    """``sha256(token) -> node`` (``with_node``) or ``-> name``; comments (#) and blank lines ignored."""
+def read_token_file(path: str, with_node: bool, default_name: str = "admin") -> dict[str, str]:
+    """``sha256(token) -> node`` (``with_node``) or ``-> name`` (``DEFAULT_NAME-LINE`` for a bare token);
+    comments (#) and blank lines ignored."""
     out: dict[str, str] = {}
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -86,7 +92,7 @@ def read_token_file(path: str, with_node: bool) -> dict[str, str]:
         token = parts[-1]
         if len(token) < 16:
             raise ConfigError(f"{path}:{n}: token shorter than 16 characters")
-        name = parts[0] if len(parts) == 2 else f"admin-{n}"
+        name = parts[0] if len(parts) == 2 else f"{default_name}-{n}"
         out[_digest(token)] = name
     if not out:
         raise ConfigError(f"token file {path} holds no token")
@@ -123,12 +129,31 @@ def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str:
     return ""
 
 
+OPERATOR = "operator"  # may read and act (grpc.admin_tokens_file)
+VIEWER = "viewer"  # may read only (grpc.viewer_tokens_file)
+#: The Admin RPCs a viewer may call; every other Admin RPC changes a baseline and needs an operator.
+READ_ONLY_ADMIN_METHODS = frozenset({"ListBaselines", "GetBaseline"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who holds an admin token: the name its file gives and the role of that file."""
+
+    name: str
+    role: str  # OPERATOR or VIEWER
+
+    @property
+    def may_act(self) -> bool:
+        return self.role == OPERATOR
+
+
 @dataclass
 class Authorizer:
     """Token tables; ``None`` for a table means that kind of call needs no token."""
 
     sensors: Mapping[str, str] | None = None  # sha256(token) -> node
-    admins: Mapping[str, str] | None = None  # sha256(token) -> name
+    admins: Mapping[str, str] | None = None  # sha256(token) -> name: operators
+    viewers: Mapping[str, str] | None = None  # sha256(token) -> name: read-only
 
     @classmethod
     def from_config(cls, cfg: Any) -> Authorizer:
@@ -136,11 +161,26 @@ class Authorizer:
         return cls(
             read_token_file(g.sensor_tokens_file, True) if g.sensor_tokens_file else None,
             read_token_file(g.admin_tokens_file, False) if g.admin_tokens_file else None,
+            read_token_file(g.viewer_tokens_file, False, "viewer") if g.viewer_tokens_file else None,
         )
 
     @property
     def enabled(self) -> bool:
-        return self.sensors is not None or self.admins is not None
+        return self.sensors is not None or self.admin_tokens
+
+    @property
+    def admin_tokens(self) -> bool:
+        """Whether the Admin API (and the console) need a token."""
+        return self.admins is not None or self.viewers is not None
+
+    def principal(self, token: str) -> Principal | None:
+        """The operator or viewer a token names; None for any other string."""
+        digest = _digest(token)
+        name = (self.admins or {}).get(digest)
+        if name is not None:
+            return Principal(name, OPERATOR)
+        name = (self.viewers or {}).get(digest)
+        return Principal(name, VIEWER) if name is not None else None
 
     def sensor_node(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
         """The node a stream may report for; None when sensor tokens are off.  Raises when refused."""
@@ -154,16 +194,21 @@ class Authorizer:
             raise AuthenticationError("unknown sensor token")
         return node
 
-    def admin(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-        if self.admins is None:
+    def admin(self, metadata: Sequence[tuple[str, Any]] | None, method: str = "") -> Principal | None:
+        """Who calls Admin RPC ``method`` (None when the Admin API is open).  Raises when refused: no token,
+        an unknown one, or a viewer's token for an RPC that changes a baseline."""
+        if not self.admin_tokens:
             return None
         token = _bearer(metadata)
         if not token:
             raise AuthenticationError("the Admin API requires an admin token (authorization: Bearer ...)")
-        name = self.admins.get(_digest(token))
-        if name is None:
+        who = self.principal(token)
+        if who is None:
             raise PermissionDeniedError("this token does not grant the Admin API")
-        return name
+        if not who.may_act and method not in READ_ONLY_ADMIN_METHODS:
+            raise PermissionDeniedError(f"{method or 'this call'} changes a baseline: it needs an operator token "
+                                        f"(grpc.admin_tokens_file); {who.name!r} is a viewer")
+        return who
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -183,7 +228,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if method.startswith(INGEST_PREFIX):
                 self.authorizer.sensor_node(md)
             elif method.startswith(ADMIN_PREFIX):
-                self.authorizer.admin(md)
+                self.authorizer.admin(md, method.removeprefix(ADMIN_PREFIX))
         except BaselinerError as e:
             log.warning("refused %s: %s", method, e)
             return _denied(e, streaming=method.startswith(INGEST_PREFIX))

@@ -83,7 +83,8 @@ class GrpcConfig(_Section):
     tls_client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
     allow_plaintext: bool = False  # listen without TLS on a non-loopback address (logged as a warning)
     sensor_tokens_file: str = ""  # lines "NODE TOKEN": a stream needs a token; it reports for NODE only
-    admin_tokens_file: str = ""  # lines "TOKEN" (or "NAME TOKEN"): required for the Admin RPCs
+    admin_tokens_file: str = ""  # lines "TOKEN" (or "NAME TOKEN"): operators, who may call every Admin RPC
+    viewer_tokens_file: str = ""  # the same form: viewers, who may call the read-only Admin RPCs (List, Get)
     max_stream_idle_seconds: Seconds = 300.0  # a stream with no message for this long is closed
 
 
@@ -146,6 +147,25 @@ class ModelConfig(_Section):
     timeout_seconds: Seconds = 10.0  # how long to wait for the tracking server to answer
 
 
+class ConsoleConfig(_Section):
+    """The operator console (``service/console/``, ``docs/console.md``): its own HTTP listener, off unless set.
+
+    Visitors log in with an admin token (``grpc.admin_tokens_file``: operators, who may act;
+    ``grpc.viewer_tokens_file``: viewers, who may only look); one of the two is required."""
+
+    listen: Address = ""  # host:port; "" = off (e.g. 127.0.0.1:8080)
+    tls_cert_file: str = ""  # PEM certificate (chain) and key: the console speaks HTTPS
+    tls_key_file: str = ""
+    allow_plaintext: bool = False  # plain HTTP on a non-loopback address (TLS terminated by a proxy in front)
+    session_idle_minutes: Seconds = 30.0  # a session unused for this long ends
+    session_hours: Seconds = 12.0  # a session ends this long after its login, used or not
+    max_sessions: Count = 1000  # sessions held; the least recently used one ends first
+    max_anomalies: Count = 20_000  # anomaly events held for its pages (about 1.6 KB each); older ones are dropped
+    chart_points: Count = 240  # recent window times per image in its score chart (16 bytes each)
+    max_containers_per_image: Count = 256  # containers and nodes remembered per image (more are only counted)
+    page_size: Annotated[int, Field(ge=10, le=500)] = 50  # rows per page of its tables
+
+
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -156,6 +176,7 @@ class ServeConfig(BaseModel):
     events: EventsConfig = Field(default_factory=EventsConfig)
     falco: FalcoConfig = Field(default_factory=FalcoConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     baseline: dict[str, Any] = Field(default_factory=dict)  # baseliner.models.baseline.BaselineConfig fields
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = "INFO"
 
@@ -199,23 +220,30 @@ SECTIONS = [name for name in ServeConfig.model_fields if name != "log_level"]
 
 def _tls_problems(cfg: ServeConfig) -> list[str]:
     out = []
-    for section in ("grpc", "falco"):
+    for section in ("grpc", "falco", "console"):
         s = getattr(cfg, section)
         if bool(s.tls_cert_file) != bool(s.tls_key_file):
             out.append(f"{section}.tls_cert_file and {section}.tls_key_file go together")
-        if s.tls_client_ca_file and not s.tls_cert_file:
+        if getattr(s, "tls_client_ca_file", "") and not s.tls_cert_file:
             out.append(f"{section}.tls_client_ca_file (mutual TLS) needs {section}.tls_cert_file and tls_key_file")
     g = cfg.grpc
     if not g.tls_cert_file and not is_loopback(split_address(g.listen)[0]) and not g.allow_plaintext:
         out.append(f"grpc.listen {g.listen!r} is not a loopback address and TLS is off: set grpc.tls_cert_file and "
                    "grpc.tls_key_file, or grpc.allow_plaintext=true to accept plaintext on a trusted network")
+    c = cfg.console
+    if c.listen and not c.tls_cert_file and not is_loopback(split_address(c.listen)[0]) and not c.allow_plaintext:
+        out.append(f"console.listen {c.listen!r} is not a loopback address and TLS is off: set console.tls_cert_file "
+                   "and console.tls_key_file, or console.allow_plaintext=true when a proxy in front speaks HTTPS")
     return out
 
 
 #: Settings that name a file to read at start.
 FILES = ("grpc.tls_cert_file", "grpc.tls_key_file", "grpc.tls_client_ca_file", "grpc.sensor_tokens_file",
-         "grpc.admin_tokens_file", "state.hmac_key_file", "falco.secret_file", "falco.tls_cert_file",
-         "falco.tls_key_file", "falco.tls_client_ca_file")
+         "grpc.admin_tokens_file", "grpc.viewer_tokens_file", "state.hmac_key_file", "falco.secret_file",
+         "falco.tls_cert_file", "falco.tls_key_file", "falco.tls_client_ca_file", "console.tls_cert_file",
+         "console.tls_key_file")
+#: The token files of the Admin API's two roles (operators, viewers).
+ADMIN_TOKEN_FILES = ("grpc.admin_tokens_file", "grpc.viewer_tokens_file")
 
 
 def _setting(cfg: ServeConfig, key: str) -> Any:
@@ -226,12 +254,20 @@ def _setting(cfg: ServeConfig, key: str) -> Any:
 def _secret_problems(cfg: ServeConfig) -> list[str]:
     missing = {key for key in FILES if _setting(cfg, key) and not Path(_setting(cfg, key)).is_file()}
     out = [f"{key} {_setting(cfg, key)!r} is not a readable file" for key in FILES if key in missing]
-    for key, with_node in (("grpc.sensor_tokens_file", True), ("grpc.admin_tokens_file", False)):
+    tables: dict[str, dict[str, str]] = {}
+    for key, with_node in (("grpc.sensor_tokens_file", True), *((k, False) for k in ADMIN_TOKEN_FILES)):
         if _setting(cfg, key) and key not in missing:
             try:
-                read_token_file(_setting(cfg, key), with_node)
+                tables[key] = read_token_file(_setting(cfg, key), with_node)
             except ConfigError as e:
                 out.append(f"{key}: {e}")
+    both = set(tables.get(ADMIN_TOKEN_FILES[0], ())) & set(tables.get(ADMIN_TOKEN_FILES[1], ()))
+    if both:
+        out.append(f"{len(both)} token(s) appear in both grpc.admin_tokens_file and grpc.viewer_tokens_file: a token "
+                   "has one role")
+    if cfg.console.listen and not any(_setting(cfg, key) for key in ADMIN_TOKEN_FILES):
+        out.append("console.listen needs credentials to log in with: set grpc.admin_tokens_file (operators, who may "
+                   "act) and/or grpc.viewer_tokens_file (viewers)")
     secret = cfg.falco.secret_file
     if secret and "falco.secret_file" not in missing and len(read_secret(secret)) < 16:
         out.append("falco.secret_file: the secret must be at least 16 characters (URL-safe)")

@@ -10,6 +10,9 @@
    the attack's start to the end of the first flagged window), and the false alarms per hour of
    simulated detection time.
 
+With ``--console`` the service also opens its operator console (``service/console/``) with a fresh operator
+token, prints the URL and the token, and stays up after the summary until Ctrl-C.
+
 The exit status is 0 when every injected attack type was detected, 1 otherwise.
 """
 
@@ -20,10 +23,11 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -57,6 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not print each event, only the summary")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra service setting, e.g. --set baseline.false_alarms_per_day=0.5 (repeatable)")
+    p.add_argument("--console", nargs="?", const="127.0.0.1:0", metavar="HOST:PORT",
+                   help="also open the operator console (default on a free localhost port), print its URL and a "
+                        "login token, and keep the service running after the scenario until Ctrl-C")
     return p
 
 
@@ -174,7 +181,12 @@ def format_event(ev: dict[str, Any]) -> str:
 
 # -- run --------------------------------------------------------------------------------------------------
 
-async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summary:
+Hold = Callable[[Summary, TextIO], Awaitable[None]]
+
+
+async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout, hold: Hold | None = None) -> Summary:
+    """Run the scenario against an in-process service; ``hold``, when given, is awaited with the summary once
+    everything is acknowledged, before the service stops (``--console`` keeps it open there)."""
     from baseliner.service import config as config_mod
     from baseliner.service.server import BaselinerServer
     from baseliner.service.sinks.events import CallbackSink
@@ -206,6 +218,13 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
             ("baseline.min_learn_seconds", str(args.learn_hours * HOUR)),
             ("baseline.min_learn_windows", "1000"),
         ]
+        token = ""
+        if args.console:  # an operator token for the console (and the Admin API)
+            token = secrets.token_urlsafe(24)
+            tokens_file = os.path.join(tmp, "admin.tokens")
+            with open(tokens_file, "w", encoding="utf-8") as f:
+                f.write(f"demo {token}\n")
+            overrides += [("console.listen", args.console), ("grpc.admin_tokens_file", tokens_file)]
         cfg = config_mod.load(None, environ={}, overrides=[*overrides, *config_mod.parse_set(args.set)])
         server = BaselinerServer(cfg, registry=CollectorRegistry(), sinks=[CallbackSink(on_event)])
         await server.start()
@@ -214,6 +233,9 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
         if server.metrics_port:
             host = cfg.metrics.listen.rpartition(":")[0] or "127.0.0.1"
             out.write(f"metrics: http://{host}:{server.metrics_port}/metrics\n")
+        if server.console is not None:
+            out.write(f"console: {server.console.url} (log in with the token {token}; it also opens "
+                      f"baseliner admin --target {target} with BASELINER_ADMIN_TOKEN)\n")
         out.write(f"simulating {scenario.hours:g} h of {len(source.containers)} containers on "
                   f"{len(scenario.nodes)} nodes in {scenario.window_seconds:g} s windows; baselines learn for "
                   f"{args.learn_hours:g} h; attacks injected (ground truth):\n")
@@ -228,6 +250,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
         }
         started = time.monotonic()
         vectors = 0
+        wall = 0.0
         try:
             for t in transports.values():
                 t.start()
@@ -253,11 +276,20 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
             for t in transports.values():
                 if not await t.flush(120):
                     raise RuntimeError(f"the service did not acknowledge everything sent by {t.sensor_id}")
+            wall = time.monotonic() - started
+            if hold is not None:
+                await hold(_summary(events, source, args, vectors, wall), out)
         finally:
             for t in transports.values():
                 await t.close()
-            wall = time.monotonic() - started
+            wall = wall or time.monotonic() - started  # (the streaming's, without a hold)
             await server.stop()
+    return _summary(events, source, args, vectors, wall)
+
+
+def _summary(events: list[dict[str, Any]], source: SyntheticSource, args: argparse.Namespace, vectors: int,
+             wall: float) -> Summary:
+    scenario = source.config
     end = scenario.start + scenario.windows * scenario.window_seconds
     summary = score_events(events, source.attacks, scenario.start + args.learn_hours * HOUR, end,
                            scenario.window_seconds)
@@ -266,11 +298,30 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> Summar
     return summary
 
 
+async def hold_console(summary: Summary, out: TextIO) -> None:
+    """``--console``: print the summary, then keep the service (and its console) running until SIGINT or SIGTERM."""
+    print_summary(summary, out)
+    out.write("\nThe scenario is done; the service and its console stay open until Ctrl-C.\n")
+    out.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.learn_hours >= args.attacks_after:
         raise ConfigError("--learn-hours must be below --attacks-after (attacks are detected, not learnt)")
     logging.getLogger("baseliner.sensor.transport").setLevel(logging.WARNING)
     logging.getLogger("baseliner.service").setLevel(logging.WARNING)
-    summary = asyncio.run(run_demo(args))
-    print_summary(summary, sys.stdout)
+    if args.console:
+        summary = asyncio.run(run_demo(args, hold=hold_console))  # (the summary is printed before the hold)
+    else:
+        summary = asyncio.run(run_demo(args))
+        print_summary(summary, sys.stdout)
     return 0 if summary.all_detected else 1

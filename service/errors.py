@@ -26,6 +26,10 @@ class ProtocolError(BaselinerError):
     """The peer broke the stream protocol (for example: a batch before the Hello)."""
 
 
+class SchemaVersionError(BaselinerError):
+    """The peer speaks a wire schema version this service does not read (``protos/v1/schema.py``)."""
+
+
 class AuthenticationError(BaselinerError):
     """No credential, or one the service does not know (``service/auth.py``)."""
 
@@ -46,6 +50,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (UnknownEventError, grpc.StatusCode.NOT_FOUND),
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (ProtocolError, grpc.StatusCode.FAILED_PRECONDITION),
+    (SchemaVersionError, grpc.StatusCode.UNIMPLEMENTED),  # the sensor stops retrying (sensor/transport.py)
     (StateVersionError, grpc.StatusCode.FAILED_PRECONDITION),
     (StateError, grpc.StatusCode.DATA_LOSS),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, NovelItem, process_blocks
-from baseliner.models.block import NameTable, VectorBlock
+from baseliner.models.block import NameTable, TableMemo, VectorBlock
 from baseliner.models.errors import UnknownBaselineError, ValidationError
 from baseliner.models.rate_features import transform_block
-from baseliner.models.validate import bad_identities, validate_block
+from baseliner.models.validate import validate_block
 from baseliner.models.vector import FeatureVector, Identity
 from baseliner.service.config import PipelineConfig
 from baseliner.service.container_tracker import ContainerTracker
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 #: the acknowledgement carries ``TOO_LARGE`` with a message that says so.
 BASELINE_LIMIT = "BASELINE_LIMIT"
 _MAX_VECTORS_PER_EVENT = 8
-_MAX_TABLES = 1024  # identity tables whose rows are remembered
 
 
 def image_key(identity: Identity, mode: str) -> str:
@@ -111,6 +110,8 @@ class Pipeline:
         self.baseline_config = baseline_config or BaselineConfig()
         self.metrics = metrics
         self.sinks = list(sinks)
+        # called as (image key, block, its rows, their BlockVerdicts) for every image scored (the console's history)
+        self.score_observers: list[Callable[[str, VectorBlock, np.ndarray, Any], None]] = []
         self.baselines: dict[str, ImageBaseline] = {}
         # Makes the baseline of a new image; service/model_source.py sets it from a registered model
         # (its config and trained state as a warm start). None: an empty baseline with baseline_config.
@@ -127,10 +128,7 @@ class Pipeline:
         self._ident_gen = np.empty(0, dtype=np.int64)
         self._image_keys: list[str] = []
         self._image_index: dict[str, int] = {}
-        # The rows of recent identity tables (the decoder gives one list object per distinct table: a
-        # sensor's table, round after round), valid until the tables above are forgotten.
-        self._table_rows: dict[int, tuple[Sequence[Identity], np.ndarray]] = {}
-        self._forgotten = 0  # times the identity tables were forgotten (_forget_identities)
+        self._table_rows: TableMemo[np.ndarray] = TableMemo()  # recent identity tables' rows (until forgotten)
         self._names = NameTable()  # the syscall names of joined batches (VectorBlock.concat)
         self.recent: OrderedDict[str, RecentEvent] = OrderedDict()
         self._open: dict[tuple[str, tuple[str, ...]], _Aggregate] = {}
@@ -224,18 +222,23 @@ class Pipeline:
             sink.flush()
         self.stage_seconds["events"] += self._clock() - t2
         if self.metrics:
-            self.metrics.vectors_applied.inc(sum(r.applied for r in results))
-            counts: dict[str, int] = {}
-            for result in results:
-                for err in result.rejected:
-                    r = BASELINE_LIMIT if err.reason == "TOO_LARGE" and err.message.startswith("baseline limit") \
-                        else err.reason
-                    counts[r] = counts.get(r, 0) + 1
-            for r, n in counts.items():
-                self.metrics.rejected(r, n)
+            self._count(results, self.metrics)
         for result in results:
             result.rejected.sort(key=lambda err: err.index)
         return results
+
+    @staticmethod
+    def _count(results: list[BatchResult], metrics: ServiceMetrics) -> None:
+        """Windows applied and rejected (by reason) in metrics."""
+        metrics.vectors_applied.inc(sum(r.applied for r in results))
+        counts: dict[str, int] = {}
+        for result in results:
+            for err in result.rejected:
+                r = BASELINE_LIMIT if err.reason == "TOO_LARGE" and err.message.startswith("baseline limit") \
+                    else err.reason
+                counts[r] = counts.get(r, 0) + 1
+        for r, n in counts.items():
+            metrics.rejected(r, n)
 
     def _accept(
         self, fresh: list[tuple[int, VectorBlock]], results: list[BatchResult]
@@ -244,34 +247,20 @@ class Pipeline:
         batch of each row); each batch's rejections go to its result.
 
         The batches are joined first and checked together (validation, container order): one pass of array
-        operations for all of them, not one per batch; each identity table is checked on its own (a table
-        seen before costs a lookup; the joined one is new every call).
+        operations for all of them, not one per batch.
         """
         block = VectorBlock.concat([b for _, b in fresh], self._names)
         batch_of_row = np.repeat(np.array([k for k, _ in fresh]), [len(b) for _, b in fresh])
-        flags = [bad_identities(b.identities) for _, b in fresh]
-        bad_ident = None if all(f is None for f in flags) else np.concatenate([
-            np.zeros(len(b.identities), dtype=bool) if f is None else f for f, (_, b) in zip(flags, fresh, strict=True)
-        ])
         try:
-            ok, bad = validate_block(block, identities_checked=True, bad_ident=bad_ident)
+            ok, bad = validate_block(block)
         except Exception:  # a value validation did not foresee: reject that batch's windows, never the stream's
             log.exception("validating %d batches (%d windows) failed unexpectedly", len(fresh), len(block))
-            ok, bad = self._validate_apart(fresh)
+            block, ok, bad = self._validate_apart(fresh)
         for row, err in zip(np.flatnonzero(~ok).tolist(), bad, strict=True):
             results[batch_of_row[row]].rejected.append(err)
-        # keep each batch's table usable for its windows that remain, as validation does for the joined one
-        # (the tables looked up below are the batches')
-        for f, (_, b) in zip(flags, fresh, strict=True):
-            for j in np.flatnonzero(f).tolist() if f is not None else ():
-                if not isinstance(b.identities[j], Identity):
-                    b.identities[j] = Identity("", "", "")
         ident_rows = np.zeros(len(block.identities), dtype=np.int64)
-        for _ in range(2 if ok.any() else 0):  # again if the identity tables were forgotten meanwhile
-            forgotten = self._forgotten
-            ident_rows = np.concatenate([self._identity_rows(b.identities) for _, b in fresh])
-            if self._forgotten == forgotten:
-                break
+        if ok.any():
+            ident_rows = self._identity_rows(block.identities)
         out_of_order: list[ValidationError] = []
         keep = self._in_order(block, ok, ident_rows, out_of_order)
         for row, err in zip(np.flatnonzero(ok & ~keep).tolist(), out_of_order, strict=True):
@@ -282,10 +271,12 @@ class Pipeline:
             block, batch_of_row = block.take(rows), batch_of_row[rows]
         return (block, ident_rows, batch_of_row) if len(block) else None
 
-    @staticmethod
-    def _validate_apart(fresh: list[tuple[int, VectorBlock]]) -> tuple[np.ndarray, list[ValidationError]]:
+    def _validate_apart(
+        self, fresh: list[tuple[int, VectorBlock]]
+    ) -> tuple[VectorBlock, np.ndarray, list[ValidationError]]:
         """:func:`validate_block` batch by batch (after it failed on the joined batches): only the windows of
-        the batch it fails on are rejected (``UNSPECIFIED``)."""
+        the batch it fails on are rejected (``UNSPECIFIED``).  Returns the batches joined again (their
+        tables as validation left them), the mask of good windows and the errors."""
         oks: list[np.ndarray] = []
         errors: list[ValidationError] = []
         for _, b in fresh:
@@ -297,7 +288,7 @@ class Pipeline:
                 bad = [ValidationError("UNSPECIFIED", "vector could not be validated", int(i)) for i in b.index]
             oks.append(ok)
             errors.extend(bad)
-        return np.concatenate(oks), errors
+        return VectorBlock.concat([b for _, b in fresh], self._names), np.concatenate(oks), errors
 
     def _in_order(self, block: VectorBlock, ok: np.ndarray, ident_rows: np.ndarray,
                   rejected: list[ValidationError]) -> np.ndarray:
@@ -335,16 +326,12 @@ class Pipeline:
     def _identity_rows(self, identities: Sequence[Identity]) -> np.ndarray:
         """Each identity's row in the per-identity tables (added when new; bounded by ``max_containers``).
 
-        A table seen before (the same list object: ``baseliner.service.serde.Decoder`` returns one per distinct
-        table) costs one lookup instead of one per identity.
-        """
-        memo = self._table_rows.get(id(identities))
-        if memo is not None and memo[0] is identities:
-            return memo[1]
-        rows = self._lookup_rows(identities)
-        if len(self._table_rows) >= _MAX_TABLES:
-            self._table_rows.clear()
-        self._table_rows[id(identities)] = (identities, rows)  # (holding the list keeps its id unique)
+        The rows of a table seen before are remembered by its content (:class:`TableMemo`): a sensor's table
+        comes back round after round."""
+        rows = self._table_rows.get(identities)
+        if rows is None:
+            rows = self._lookup_rows(identities)
+            self._table_rows.put(identities, rows)
         return rows
 
     def _lookup_rows(self, identities: Sequence[Identity]) -> np.ndarray:
@@ -384,7 +371,6 @@ class Pipeline:
         return r
 
     def _forget_identities(self) -> None:
-        self._forgotten += 1
         self._table_rows.clear()
         self._ident_row.clear()
         self._ident_container.clear()
@@ -471,6 +457,8 @@ class Pipeline:
             m.observe_batch_scores([key for key, _, _ in todo], [v.score for v in results])
         for (key, _, rows), verdicts in zip(todo, results, strict=True):
             self.dirty.add(key)
+            for observe in self.score_observers:
+                observe(key, block, rows, verdicts)
             for i in sorted(verdicts.flagged):
                 self._anomaly(key, block.vector(int(rows[i])), verdicts.flagged[i])
         self.stage_seconds["events"] += self._clock() - t1

@@ -84,6 +84,7 @@ class BaselinerServer:
         self.falco_correlator: Any = None
         self.wal: WriteAheadLog | None = None
         self.model_source: Any = None  # baseliner.service.model_source.ModelSource when model.uri is set
+        self.console: Any = None  # baseliner.service.console.app.ConsoleServer when console.listen is set
         self.authorizer = auth.Authorizer.from_config(config)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -107,6 +108,9 @@ class BaselinerServer:
         if self.falco is not None:
             await self.falco.stop()
             self.falco = None
+        if self.console is not None:
+            await self.console.stop()
+            self.console = None
         if self.wal is not None:
             await self.wal.close()
             self.wal = None
@@ -132,6 +136,10 @@ class BaselinerServer:
         gate = auth.FalcoGate(fc) if (fc.secret_file or fc.tls_cert_file) else None
         with _listening("falco.listen", fc.listen):
             self.falco = await falco_http.attach(self, gate)
+        from baseliner.service.console import app as console  # the operator console (when console.listen is set)
+
+        with _listening("console.listen", cfg.console.listen):
+            self.console = await console.attach(self)  # after Falco: its history sees the correlated events
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
         self._housekeeping_task = asyncio.create_task(self._housekeeping_loop())
         gc.collect()
@@ -205,6 +213,8 @@ class BaselinerServer:
             await self.server.stop(self.config.grpc.shutdown_grace_seconds)
         if self.falco is not None:
             await self.falco.stop()
+        if self.console is not None:
+            await self.console.stop()
         for task in (self._checkpoint_task, self._housekeeping_task):
             if task is not None:
                 task.cancel()

@@ -15,8 +15,9 @@ from typing import Any
 import grpc
 from baseliner.models.errors import BaselinerError, ValidationError
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from baseliner.protos.v1.schema import unsupported
 from baseliner.service import auth, serde
-from baseliner.service.errors import DurabilityError, ProtocolError, abort
+from baseliner.service.errors import DurabilityError, ProtocolError, SchemaVersionError, abort
 from baseliner.service.pipeline import Pipeline
 from baseliner.service.sinks.metrics import ServiceMetrics
 
@@ -241,11 +242,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             raise ProtocolError("Hello sent twice on one stream")
         if not h.sensor_id:
             raise ValidationError("MISSING_FIELD", "Hello.sensor_id is empty")
-        if h.schema_version not in serde.SUPPORTED_SCHEMA_VERSIONS:
-            raise ProtocolError(
-                f"schema_version {h.schema_version} is not supported "
-                f"(this service speaks {sorted(serde.SUPPORTED_SCHEMA_VERSIONS)})"
-            )
+        if h.schema_version != serde.SCHEMA_VERSION:
+            log.warning("sensor %s refused: %s", h.sensor_id, unsupported(h.schema_version))
+            raise SchemaVersionError(unsupported(h.schema_version))
         if self.authorizer is not None:
             try:
                 stream.allowed = self.authorizer.sensor_node(context.invocation_metadata())

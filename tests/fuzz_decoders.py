@@ -3,8 +3,8 @@
     python tests/fuzz_decoders.py -runs=20000 -max_total_time=60 [corpus_dir]
 
 One input is tried three ways: as a serialised ``VectorBatch`` (``baseliner.service.serde`` check + decode, then
-``baseliner.models.validate`` and the feature transform on every decoded vector; a batch of columns is decoded
-twice, and must give the same identity-table list object both times), as a Falco alert body
+``baseliner.models.validate`` and the feature transform on every window that passes; the batch is decoded
+twice, and must give the same identity table both times), as a Falco alert body
 (``baseliner.service.falco.parse_alert``), and as a write-ahead log segment
 (``baseliner.service.wal.read_segment``).  Any
 exception other than the documented refusals (``DecodeError``, ``ValidationError``, ``FalcoPayloadError``,
@@ -24,9 +24,10 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 with atheris.instrument_imports():
+    import numpy as np
     from baseliner.models.errors import StateError, ValidationError
-    from baseliner.models.rate_features import transform_vectors
-    from baseliner.models.validate import validate
+    from baseliner.models.rate_features import transform_block
+    from baseliner.models.validate import validate_block
     from baseliner.protos.v1 import vectors_pb2
     from baseliner.service import serde
     from baseliner.service.falco import FalcoPayloadError, parse_alert
@@ -45,23 +46,15 @@ def one(data: bytes) -> None:
     if batch is not None:
         try:
             DECODER.check_batch(batch)
-            if batch.HasField("columns"):  # the same table (either form) gives the same list, cached or not
-                table = DECODER.decode_block(batch)[0].identities
-                if DECODER.decode_block(batch)[0].identities is not table:
-                    raise AssertionError("the same identity table decoded to another list")
-            good = []
-            for _, item in DECODER.decode(batch):
-                if isinstance(item, ValidationError):
-                    continue
-                try:
-                    validate(item)
-                except ValidationError:
-                    continue
-                good.append(item)
-            if good:
-                x = transform_vectors(good)
-                if not (x == x).all():
-                    raise AssertionError("validated vectors transformed into NaN")
+            block, _ = DECODER.decode_block(batch)
+            if DECODER.decode_block(batch)[0].identities is not block.identities:  # cached by its bytes
+                raise AssertionError("the same identity table decoded to another table")
+            ok, _ = validate_block(block)
+            good = block.take(np.flatnonzero(ok))
+            if len(good):
+                x = transform_block(good)
+                if not np.isfinite(x).all():
+                    raise AssertionError("validated windows transformed into NaN")
         except ValidationError:
             pass
     try:

@@ -3,10 +3,8 @@
 It speaks the protocol of ``ingest.proto`` exactly (Hello -> Welcome, one BatchAck per batch, in order,
 duplicates recognised by sequence number) and can be told to misbehave the way a real service or
 network does: break a stream after applying a batch but before acknowledging it, stop acknowledging,
-reject vectors or whole batches, or answer like a service built before the n-gram bytes forms, before
-the entry form, before the identity table's bytes form or before the window bytes form.  The service's
-own tests cover the real service; tests that need both sides together use the real service
-(tests/test_sensor_client_service.py).
+reject vectors or whole batches.  The service's own tests cover the real service; tests that need both
+sides together use the real service (tests/test_sensor_client_service.py).
 """
 
 from __future__ import annotations
@@ -30,28 +28,6 @@ class Behaviour:
     max_batch_vectors: int = 0
     welcome_lag: int = 0  # Welcome reports this many batches fewer than applied (a batch still in progress)
     require_token: str | None = None  # streams must carry "authorization: Bearer <token>"
-    # A service built before the columns' n-gram bytes forms (VectorColumns fields 44/45/46) and every later
-    # form: its Welcome has none of ngram_bytes, ngram_entries, identity_table and window_bytes, and it
-    # refuses a batch carrying those fields (unknown to it) as UNSUPPORTED_VERSION.
-    before_ngram_bytes: bool = False
-    # A service built after the le32 pair form but before the entry form (field 46) and the later ones: its
-    # Welcome has ngram_bytes only, and it refuses a batch carrying field 46 or later as UNSUPPORTED_VERSION.
-    before_ngram_entries: bool = False
-    # A service built after the n-gram entry form but before the identity table's bytes form (field 47) and
-    # the window bytes form (48-51): its Welcome has ngram_bytes and ngram_entries, and it refuses a batch
-    # carrying field 47 or later as UNSUPPORTED_VERSION.
-    before_identity_table: bool = False
-    # A service built after the identity table's bytes form but before the window bytes form (fields 48-51):
-    # its Welcome has every flag but window_bytes, and it refuses a batch carrying fields 48-51 as
-    # UNSUPPORTED_VERSION.
-    before_window_bytes: bool = False
-
-    def reads(self) -> dict[str, bool]:
-        """The Welcome flags of this service version (one built before a form is built before the later ones)."""
-        older = (self.before_ngram_bytes, self.before_ngram_entries, self.before_identity_table,
-                 self.before_window_bytes)
-        return {"ngram_bytes": not any(older[:1]), "ngram_entries": not any(older[:2]),
-                "identity_table": not any(older[:3]), "window_bytes": not any(older)}
 
 
 @dataclass
@@ -84,7 +60,7 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
         yield ingest_pb2.IngestResponse(welcome=ingest_pb2.Welcome(
             last_sequence=max(0, self.state.last_sequence.get(sid, 0) - self.behaviour.welcome_lag),
             service_version="test",
-            max_batch_vectors=self.behaviour.max_batch_vectors, durable_acks=False, **self.behaviour.reads()))
+            max_batch_vectors=self.behaviour.max_batch_vectors, durable_acks=False))
         applied_here = 0
         async for req in it:
             batch = req.batch
@@ -96,21 +72,6 @@ class RecordingIngest(ingest_pb2_grpc.IngestServicer):
             if batch.sequence <= last:
                 self.state.duplicates += 1
                 yield ingest_pb2.IngestResponse(ack=ingest_pb2.BatchAck(sequence=batch.sequence, duplicate=True))
-                continue
-            c = batch.columns
-            reads = b.reads()
-            unknown = (46 if c.ngram_entry_le32 and not reads["ngram_entries"]
-                       else 44 if (c.ngram_bucket_le32 or c.ngram_count_le32) and not reads["ngram_bytes"]
-                       else 47 if c.identity_table and not reads["identity_table"]
-                       else next((number for number, raw in ((48, c.window_f64_le), (49, c.window_u32_le),
-                                                             (50, c.syscall_name_index_le16),
-                                                             (51, c.syscall_count_f64_le))
-                                  if raw and not reads["window_bytes"]), 0))
-            if unknown:
-                self.state.last_sequence[sid] = batch.sequence
-                yield ingest_pb2.IngestResponse(ack=ingest_pb2.BatchAck(
-                    sequence=batch.sequence, batch_rejected=ingest_pb2.REJECT_REASON_UNSUPPORTED_VERSION,
-                    batch_message=f"columns carries field {unknown}, unknown to schema version 1"))
                 continue
             if b.reject_batches_over is not None and batch_size(batch) > b.reject_batches_over:
                 self.state.last_sequence[sid] = batch.sequence

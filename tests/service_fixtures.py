@@ -65,14 +65,16 @@ def vector(
 
 
 def batch_request(vectors: Sequence[FeatureVector], sequence: int) -> ingest_pb2.IngestRequest:
-    return ingest_pb2.IngestRequest(batch=wire.to_batch(vectors, sequence))
+    return ingest_pb2.IngestRequest(batch=wire.to_columns(vectors, sequence))
 
 
 def raw_batch_request(batch: vectors_pb2.VectorBatch) -> ingest_pb2.IngestRequest:
     return ingest_pb2.IngestRequest(batch=batch)
 
 
-def hello(sensor_id: str = "sensor-1", node: str = "node-1", schema_version: int = 1) -> ingest_pb2.IngestRequest:
+def hello(
+    sensor_id: str = "sensor-1", node: str = "node-1", schema_version: int = wire.SCHEMA_VERSION
+) -> ingest_pb2.IngestRequest:
     return ingest_pb2.IngestRequest(
         hello=ingest_pb2.Hello(sensor_id=sensor_id, node=node, sensor_version="test", schema_version=schema_version)
     )

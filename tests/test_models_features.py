@@ -35,3 +35,19 @@ def test_transform_of_hostile_but_finite_input_is_finite_and_non_negative() -> N
     got = transform(counts, np.array([1e-300, 10.0, 10.0]))
     assert np.isfinite(got).all() and (got >= 0).all()
     assert got[1].max() == 0.0 and got[0].max() == np.float32(math.log1p(1e18))
+
+
+def test_a_name_table_changed_in_place_maps_to_its_new_columns() -> None:
+    """The syscall columns of the last name table are remembered by content: the same list with a name
+    replaced (same length) is mapped again."""
+    from baseliner.models.block import VectorBlock
+    from baseliner.models.rate_features import FEATURE_INDEX, block_counts
+    from baseliner.models.vector import FeatureVector, Identity
+
+    block = VectorBlock.from_vectors([FeatureVector(Identity("n", "c", "app"), 1.7e9, 5.0, {"read": 4.0})])
+    assert block_counts(block)[0, FEATURE_INDEX["syscall.read"]] == 4.0
+    names = block.syscall_names
+    assert isinstance(names, list)
+    names[0] = "write"  # the same list object
+    counts = block_counts(block)[0]
+    assert counts[FEATURE_INDEX["syscall.write"]] == 4.0 and counts[FEATURE_INDEX["syscall.read"]] == 0.0

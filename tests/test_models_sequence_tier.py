@@ -1,6 +1,6 @@
 """The sequence tier (order-4 likelihood + saturating order-6 novelty penalty): River's checks on n-gram
-counts, the score by hand, batch = one-by-one, state, and why the penalty saturates (its threshold stays
-within reach)."""
+counts, the score by hand (one tier, and many tiers' windows at once), dicts and matrices alike, state, and
+why the penalty saturates (its threshold stays within reach)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import random
 import numpy as np
 import pytest
 from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
-from baseliner.models.detectors.ngram import NgramDetector, dicts_to_matrix
+from baseliner.models.detectors.ngram_likelihood import NgramDetector, dicts_to_matrix
 from baseliner.models.detectors.sequence import SequenceTier
-from baseliner.models.ngrams import SHORT_BUCKETS, ngram_counts
+from baseliner.models.ngrams import BUCKETS, SHORT_BUCKETS, ngram_counts
 from baseliner.models.threshold import TailThreshold
 from river import checks
 
@@ -58,25 +58,16 @@ def test_score_is_the_likelihood_plus_the_saturating_penalty():
     assert plain.score_one(x) == lik.score_one(x)
 
 
-def test_batch_paths_equal_one_by_one():
+def test_dicts_and_matrices_are_learnt_and_scored_alike():
     stream = count_stream(200, seed=5)
-    one, many, flat = SequenceTier(), SequenceTier(), SequenceTier()
+    one, many = SequenceTier(), SequenceTier()
     for x, _ in stream[:100]:
         one.learn_one(x)
-    m = dicts_to_matrix(x for x, _ in stream[:100])
-    many.learn_many(m)
-    c = m.tocoo()
-    flat.learn_sparse(c.col.astype(np.int64), c.data, 100)
+    many.learn_many(dicts_to_matrix(x for x, _ in stream[:100]))
     rows = [x for x, _ in stream[100:]]
     want = [one.score_one(x) for x in rows]
-    t = dicts_to_matrix(rows)
-    assert many.score_many(t).tolist() == pytest.approx(want)
-    tc = t.tocoo()
-    got = flat.score_sparse(tc.row.astype(np.int64), tc.col.astype(np.int64), tc.data, len(rows))
-    assert got.tolist() == pytest.approx(want)
-    unseen = flat.unseen_sparse(tc.row.astype(np.int64), tc.col.astype(np.int64), tc.data, len(rows))
-    assert unseen.tolist() == pytest.approx([one.novelty.score_one(x) for x in rows])
-    assert one.windows_learned == many.windows_learned == flat.windows_learned == 100
+    assert many.score_many(dicts_to_matrix(rows)).tolist() == pytest.approx(want)
+    assert one.windows_learned == many.windows_learned == 100
 
 
 def test_state_round_trip_and_bad_state():
@@ -172,69 +163,80 @@ def _stacked_case(seed: int, weights: str = "default"):
     ptr = np.concatenate(([0], np.cumsum(lengths)))
     for t, tier in enumerate(tiers):  # some history: a part of the pool
         part = pools[t][:200]
-        tier.learn_sparse(part, rng.integers(1, 50, len(part)).astype(np.float64), 5)
+        history = np.zeros((5, NUM_BUCKETS))
+        history[np.arange(200) % 5, part] = rng.integers(1, 50, len(part))
+        tier.learn_many(history)
     return tiers, ptr, cols, counts, which
+
+
+def _by_hand(tier: SequenceTier, cols: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """A window's score and share of unseen order-6 grams, from the tier's state, written out: the
+    weighted mean of -log p(b) = log(N_order + alpha x BUCKETS) - log(C[b] + alpha) over its order-2..4
+    grams, plus unseen_nats x u² / (u² + unseen_scale²) for its share u of order-6 grams never seen."""
+    lik = tier.likelihood
+    c = lik.to_arrays()["counts"]
+    norms = np.log(c.reshape(3, BUCKETS).sum(axis=1) + lik.alpha * BUCKETS)
+    short = cols < SHORT_BUCKETS
+    w = np.asarray(lik.order_weights)[cols[short] // BUCKETS] * counts[short]
+    surprise = norms[cols[short] // BUCKETS] - np.log(c[cols[short]] + lik.alpha)
+    s = float((w * surprise).sum() / w.sum()) if w.sum() > 0 else 0.0
+    seen = np.unpackbits(tier.novelty.to_arrays()["seen"]).astype(bool)
+    long_cols, long_counts = cols[~short] - SHORT_BUCKETS, counts[~short]
+    u = float(long_counts[~seen[long_cols]].sum() / long_counts.sum()) if long_counts.sum() > 0 else 0.0
+    return s + tier.unseen_nats * u**2 / (u**2 + tier.unseen_scale**2), u
 
 
 @pytest.mark.parametrize(("seed", "weights"), [(0, "default"), (1, "default"), (2, "default"), (3, "all orders"),
                                              (4, "per tier")])
-def test_stacked_scores_and_learning_equal_each_tier_on_its_own(seed, weights):
-    """``score_stacked`` / ``learn_stacked`` (the service's path: every image's tiers in one pass) give
-    the scores and leave the state that ``score_sparse`` / ``learn_sparse`` give tier by tier."""
+def test_stacked_scores_and_learning_follow_the_formula_tier_by_tier(seed, weights):
+    """``score_stacked`` / ``learn_stacked`` (every image's tiers in one pass) give each window the score
+    the formula gives against its own tier, and each tier learns exactly its learnt windows' grams."""
     tiers, ptr, cols, counts, which = _stacked_case(seed, weights)
-    alone = [SequenceTier.from_arrays(t.to_arrays(), alpha=t.alpha, unseen_nats=t.unseen_nats,
-                                      unseen_scale=t.unseen_scale) for t in tiers]
-    for own, t in zip(alone, tiers, strict=True):
-        own.likelihood = NgramDetector.from_arrays(t.likelihood.to_arrays(), alpha=t.alpha,
-                                                   order_weights=t.likelihood.order_weights)
-    rows = np.repeat(np.arange(len(which)), np.diff(ptr))
     scored = SequenceTier.score_stacked(tiers, ptr, cols, counts, which)
-    expected = np.zeros(len(which))
-    unseen = np.zeros(len(which))
-    for t, tier in enumerate(alone):
-        mine = which[rows] == t
-        expected[which == t] = tier.score_sparse(rows[mine], cols[mine], counts[mine], len(which))[which == t]
-        unseen[which == t] = tier.unseen_sparse(rows[mine], cols[mine], counts[mine], len(which))[which == t]
-    np.testing.assert_allclose(scored.score, expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(scored.unseen, unseen, rtol=1e-12, atol=1e-12)
+    expected = [_by_hand(tiers[t], cols[ptr[k] : ptr[k + 1]], counts[ptr[k] : ptr[k + 1]]) for k, t in enumerate(which)]
+    np.testing.assert_allclose(scored.score, [e[0] for e in expected], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(scored.unseen, [e[1] for e in expected], rtol=1e-12, atol=1e-12)
     assert scored.unseen.max() > 0.3 and (scored.score > 0).sum() > 30  # the case is not trivial
     assert scored.has_grams.tolist() == (np.diff(ptr) > 0).tolist()
 
     learn = np.random.default_rng(seed + 10).random(len(which)) < (1.0 if seed == 2 else 0.7)  # some / every window
+    before = [(t.likelihood.to_arrays()["counts"], np.unpackbits(t.novelty.to_arrays()["seen"]).astype(bool),
+               t.windows_learned) for t in tiers]
     SequenceTier.learn_stacked(tiers, scored, learn)
-    for t, tier in enumerate(alone):
+    rows = np.repeat(np.arange(len(which)), np.diff(ptr))
+    for t, (tier, (c, seen, windows)) in enumerate(zip(tiers, before, strict=True)):
         mine = (which[rows] == t) & learn[rows]
-        tier.learn_sparse(cols[mine], counts[mine], int(((which == t) & learn & (np.diff(ptr) > 0)).sum()))
-    for together, own in zip(tiers, alone, strict=True):
-        a, b = together.to_arrays(), own.to_arrays()
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-        assert together.likelihood._totals.tolist() == own.likelihood._totals.tolist()
-    # and they go on scoring alike
+        short, pos = mine & (cols < SHORT_BUCKETS), mine & (cols >= SHORT_BUCKETS) & (counts > 0)
+        np.testing.assert_array_equal(tier.likelihood.to_arrays()["counts"],
+                                      c + np.bincount(cols[short], counts[short], SHORT_BUCKETS))
+        seen[cols[pos] - SHORT_BUCKETS] = True
+        np.testing.assert_array_equal(np.unpackbits(tier.novelty.to_arrays()["seen"]).astype(bool), seen)
+        assert tier.windows_learned == windows + int(((which == t) & learn & (np.diff(ptr) > 0)).sum())
+        assert tier.likelihood._totals.tolist() == tier.likelihood.to_arrays()["counts"].reshape(3, -1).sum(1).tolist()
+    # and they go on scoring by the formula
     again = SequenceTier.score_stacked(tiers, ptr, cols, counts, which)
-    for t, tier in enumerate(alone):
-        mine = which[rows] == t
-        np.testing.assert_allclose(again.score[which == t],
-                                   tier.score_sparse(rows[mine], cols[mine], counts[mine], len(which))[which == t],
-                                   rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        again.score,
+        [_by_hand(tiers[t], cols[ptr[k] : ptr[k + 1]], counts[ptr[k] : ptr[k + 1]])[0] for k, t in enumerate(which)],
+        rtol=1e-9, atol=1e-12)
 
 
 def test_log_table_follows_the_counts_through_every_way_of_learning():
     """``NgramDetector`` keeps log(C + alpha) per bucket for scoring instead of taking a logarithm per
     entry: after each way of learning (and a restore) it equals the table computed afresh, and the scores
     are those of the counts."""
+    from scipy import sparse
+
     rng = np.random.default_rng(3)
     det = NgramDetector(alpha=2.0, order_weights=(1.0, 0.5, 1.0))
     cols = rng.integers(0, SHORT_BUCKETS, 400)
     counts = rng.integers(0, 9, 400).astype(np.float64)
+    windows = sparse.csr_matrix((counts, (np.arange(len(cols)) % 7, cols)), shape=(7, 77824))
 
     def check(where: str) -> None:
         np.testing.assert_array_equal(det._log_counts, np.log(det._counts + det.alpha), err_msg=where)
         fresh = NgramDetector.from_arrays(det.to_arrays(), alpha=2.0, order_weights=(1.0, 0.5, 1.0))
-        rows = np.arange(len(cols)) % 7
-        np.testing.assert_allclose(det.score_sparse(rows, cols, counts, 7), fresh.score_sparse(rows, cols, counts, 7),
-                                   rtol=1e-12, err_msg=where)
+        np.testing.assert_allclose(det.score_many(windows), fresh.score_many(windows), rtol=1e-12, err_msg=where)
 
     det.learn_one({int(b): 3 for b in cols[:20]})
     check("learn_one")
@@ -242,8 +244,6 @@ def test_log_table_follows_the_counts_through_every_way_of_learning():
     dense[0, cols[:50]] = 4.0
     det.learn_many(dense)
     check("learn_many")
-    det.learn_sparse(cols[50:150], counts[50:150], 3)
-    check("learn_sparse")
     det.learn_entries(cols[150:300], counts[150:300], 2)
     check("learn_entries")
     restored = NgramDetector.from_arrays(det.to_arrays(), alpha=2.0, order_weights=(1.0, 0.5, 1.0))

@@ -1,8 +1,9 @@
-"""Stacked scoring: many images' windows of one block at once == each image on its own.
+"""Many images' windows of one block at once: the images do not affect one another.
 
-``baseliner.models.baseline.process_blocks`` is the service's path (every image of a batch in one set of NumPy
-operations); ``ImageBaseline.process_block`` with one image is what evaluation and the MLflow model call.
-Both must give the same verdicts and leave the same learnt state.
+``baseliner.models.baseline.process_blocks`` is the one scoring path (every image of a batch in one set of
+NumPy operations, per-image state stacked); ``ImageBaseline.process_block`` is it with one image.  An image
+scored among others must get the verdicts and keep the state it gets on its own, whatever the layout of the
+block (images interleaved or one after the other, frozen, learning and detecting images together).
 """
 
 from __future__ import annotations
@@ -148,20 +149,51 @@ def test_a_baseline_may_appear_once() -> None:
         process_blocks([(b, np.array([0])), (b, np.array([1]))], block)
 
 
+@pytest.mark.parametrize("layout", ["mixed", "one run each", "one detector"])
+def test_stacked_detectors_learn_each_ones_mean_and_spread(layout: str) -> None:
+    """Rows of several detectors learnt together, in any layout: each detector ends with the mean and the
+    sample standard deviation of its own rows (a memory longer than the stream, nothing to clip), and scores
+    a row by the root mean square of its ``top_k`` largest standard scores ``(x - mean) / (std + std_floor)``."""
+    rng = np.random.default_rng(0)
+    dets = [ZScoreDetector(window=10_000, std_floor=0.1, top_k=2, upper_only=j % 2 == 0, features=tuple("abcd"))
+            for j in range(3)]
+    seen: list[list[np.ndarray]] = [[] for _ in dets]
+    for step in range(12):
+        X = rng.normal(size=(30, 4)) * (1 + step % 3) + np.arange(4)
+        which = rng.integers(0, 3, size=30) if layout != "one detector" else np.full(30, step % 3)
+        if layout == "one run each":  # each detector's rows together (some detectors absent now and then)
+            which = np.sort(which if step % 4 else which % 2)
+        ZScoreDetector.learn_stacked(dets, X, which, [True, True, False])
+        for j in range(3):
+            seen[j].append(X[which == j])
+    probe = rng.normal(size=(9, 4)) * 3
+    which = np.arange(9) % 3
+    scores = ZScoreDetector.score_stacked(dets, probe, which)
+    for j, d in enumerate(dets):
+        rows = np.vstack(seen[j])
+        mean, std = rows.mean(axis=0), rows.std(axis=0, ddof=1)
+        np.testing.assert_allclose(d.means(), mean, rtol=1e-9)
+        np.testing.assert_allclose(d.stds(), std, rtol=1e-9)
+        assert d.n_seen == len(rows)
+        z = (probe[which == j] - mean) / (std + 0.1)
+        z = np.maximum(z, 0.0) if j % 2 == 0 else np.abs(z)
+        top = np.sort(z, axis=1)[:, -2:]
+        np.testing.assert_allclose(scores[which == j], np.sqrt((top**2).mean(axis=1)), rtol=1e-9)
+
+
 @pytest.mark.parametrize("layout", ["mixed", "one run each"])
-def test_stacked_detectors_learn_and_score_as_each_alone(layout: str) -> None:
+def test_stacked_learning_forgets_and_clips_alike_in_every_layout(layout: str) -> None:
+    """With a short memory and clipping, learning several detectors' rows in one call leaves each in the
+    state that learning its rows on their own leaves (the per-detector sums of every layout are the same)."""
     rng = np.random.default_rng(0)
     together = [ZScoreDetector(window=50, clip=3.0, upper_only=j % 2 == 0, features=tuple("abcd")) for j in range(3)]
     alone = [ZScoreDetector(window=50, clip=3.0, upper_only=j % 2 == 0, features=tuple("abcd")) for j in range(3)]
     for step in range(12):
         X = rng.normal(size=(30, 4)) * (1 + step % 3)
         which = rng.integers(0, 3, size=30)
-        if layout == "one run each":  # each detector's rows together (some detectors absent now and then)
+        if layout == "one run each":
             which = np.sort(which if step % 4 else which % 2)
         bound = [step % 2 == 0, True, False]
-        scores = ZScoreDetector.score_stacked(together, X, which)
-        for j, d in enumerate(alone):
-            np.testing.assert_allclose(scores[which == j], d.score_many(X[which == j]), rtol=1e-12)
         ZScoreDetector.learn_stacked(together, X, which, bound)
         for j, d in enumerate(alone):
             d.learn_many(X[which == j], bound=bound[j])
@@ -193,9 +225,9 @@ def test_novelty_lookups_remembered_per_table_are_forgotten_when_a_set_changes()
     assert texts() == ["new syscall read", "new syscall write", "new port tcp/22"]
 
 
-def test_novel_rows_agree_with_each_windows_novelty_in_every_layout() -> None:
-    """``novel_rows`` == ``NoveltySets.novel`` window by window: rows in order with each set's rows one run
-    (the service's usual block), rows in order but sets interleaved, and a subset of rows in another order."""
+def test_novel_rows_find_each_windows_unknown_items_in_every_layout() -> None:
+    """``novel_rows`` finds each window's unknown items in every layout: rows in order with each set's rows one
+    run (the service's usual block), rows in order but sets interleaved, and a subset of rows in another order."""
     from baseliner.models.novelty import NoveltySets, novel_rows
 
     sets = [NoveltySets() for _ in range(3)]
@@ -215,9 +247,16 @@ def test_novel_rows_agree_with_each_windows_novelty_in_every_layout() -> None:
         return {k: sorted(i.text() for i in v) for k, v in found.items()}
 
     def expected(rows: list[int], group: list[int]) -> dict[int, list[str]]:
-        pairs = enumerate(zip(rows, group, strict=True))
-        out = {k: sorted(i.text() for i in sets[g].novel(vs[r])) for k, (r, g) in pairs}
-        return {k: v for k, v in out.items() if v}
+        """By hand: each item of window ``rows[k]`` its set ``sets[group[k]]`` does not hold."""
+        out = {}
+        for k, (r, g) in enumerate(zip(rows, group, strict=True)):
+            v, known = vs[r], sets[g].sets
+            items = [f"new executable {e}" for e in v.executables if e not in known["executable"]]
+            items += [f"new syscall {c}" for c in v.syscalls if c not in known["syscall"]]
+            items += [f"new port tcp/{ep.port}" for ep in v.endpoints if f"tcp/{ep.port}" not in known["port"]]
+            if items:
+                out[k] = sorted(items)
+        return out
 
     runs = [0] * 4 + [1] * 5 + [2] * 3
     interleaved = [i % 3 for i in range(12)]

@@ -20,7 +20,7 @@ from baseliner.service import admin as admin_cli
 from baseliner.service.config import ServeConfig, load
 
 from tests.reliability_certs import CA
-from tests.service_fixtures import batch_request, config, hello, running, vector
+from tests.service_fixtures import batch_request, config, exchange, hello, running, vector
 
 SENSOR_TOKEN = "sensor-token-node-1-0123456789"
 OTHER_TOKEN = "sensor-token-node-2-0123456789"
@@ -105,6 +105,77 @@ def test_tokens_bind_streams_to_nodes_and_admin_is_separate(tmp_path: Path) -> N
             assert await asyncio.to_thread(admin_cli.run, ns) == 1
 
     asyncio.run(main())
+
+
+VIEWER_TOKEN = "viewer-token-0123456789abcdef"
+
+
+def test_admin_roles_viewers_read_and_operators_act(tmp_path: Path) -> None:
+    """A viewer's token (grpc.viewer_tokens_file) opens List and Get only; SetMode, ResetBaseline and Feedback need an
+    operator's (grpc.admin_tokens_file); with only viewers configured nobody may act, and no call is open."""
+    v = tmp_path / "viewer.tokens"
+    v.write_text(f"vic {VIEWER_TOKEN}\n")
+    viewer = ("grpc.viewer_tokens_file", str(v))
+
+    async def codes(cfg: Any) -> dict[tuple[str, str], grpc.StatusCode]:
+        out: dict[tuple[str, str], grpc.StatusCode] = {}
+        async with running(cfg) as (srv, _):
+            await exchange(srv.port, [hello(), batch_request([vector(i) for i in range(3)], 1)])
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                stub = admin_pb2_grpc.AdminStub(ch)
+                calls = {
+                    "ListBaselines": admin_pb2.ListBaselinesRequest(),
+                    "GetBaseline": admin_pb2.GetBaselineRequest(key="nginx:1.27"),
+                    "SetMode": admin_pb2.SetModeRequest(key="nginx:1.27", mode=admin_pb2.MODE_FREEZE),
+                    "ResetBaseline": admin_pb2.ResetBaselineRequest(key="nginx:1.27"),
+                    "Feedback": admin_pb2.FeedbackRequest(event_id="no-such-event"),
+                }
+                for who, token in (("none", ""), ("viewer", VIEWER_TOKEN), ("operator", ADMIN_TOKEN)):
+                    md = (("authorization", f"Bearer {token}"),) if token else ()
+                    for rpc, req in calls.items():
+                        try:
+                            await getattr(stub, rpc)(req, metadata=md, timeout=5)
+                            out[(who, rpc)] = grpc.StatusCode.OK
+                        except grpc.aio.AioRpcError as e:
+                            out[(who, rpc)] = e.code()
+        return out
+
+    operator = tokens(tmp_path)[1]  # (the admin file; no sensor tokens, so that the test's stream needs none)
+    both = asyncio.run(codes(config(None, operator, viewer)))
+    denied, unauthenticated = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED
+    for rpc in ("ListBaselines", "GetBaseline", "SetMode", "ResetBaseline", "Feedback"):
+        assert both[("none", rpc)] == unauthenticated
+    assert both[("viewer", "ListBaselines")] == both[("viewer", "GetBaseline")] == grpc.StatusCode.OK
+    assert both[("viewer", "SetMode")] == both[("viewer", "ResetBaseline")] == both[("viewer", "Feedback")] == denied
+    assert both[("operator", "SetMode")] == both[("operator", "ResetBaseline")] == grpc.StatusCode.OK
+    assert both[("operator", "Feedback")] == grpc.StatusCode.NOT_FOUND  # allowed; the event does not exist
+    only_viewers = asyncio.run(codes(config(None, viewer)))
+    assert only_viewers[("viewer", "GetBaseline")] == grpc.StatusCode.OK
+    assert only_viewers[("viewer", "SetMode")] == denied and only_viewers[("none", "ListBaselines")] == unauthenticated
+    assert only_viewers[("operator", "ListBaselines")] == denied  # not a token of this service
+
+
+def test_admin_token_files_and_console_settings_are_checked(tmp_path: Path, pki: dict[str, Any]) -> None:
+    ops, views = tmp_path / "ops.tokens", tmp_path / "views.tokens"
+    ops.write_text(f"olga {ADMIN_TOKEN}\n")
+    views.write_text(f"vic {VIEWER_TOKEN}\nolga-too {ADMIN_TOKEN}\n")
+    files = [("grpc.admin_tokens_file", str(ops)), ("grpc.viewer_tokens_file", str(views))]
+    with pytest.raises(ConfigError, match="1 token.s. appear in both"):
+        load(None, environ={}, overrides=files)
+    views.write_text(f"vic {VIEWER_TOKEN}\n")
+    load(None, environ={}, overrides=files)
+    with pytest.raises(ConfigError, match="console.listen needs credentials"):
+        load(None, environ={}, overrides=[("console.listen", "127.0.0.1:8080")])
+    load(None, environ={}, overrides=[("console.listen", "127.0.0.1:8080"), files[1]])
+    with pytest.raises(ConfigError, match="console.listen '0.0.0.0:8080' is not a loopback address and TLS is off"):
+        load(None, environ={}, overrides=[("console.listen", "0.0.0.0:8080"), files[0]])
+    load(None, environ={}, overrides=[("console.listen", "0.0.0.0:8080"), files[0], ("console.allow_plaintext", "1")])
+    load(None, environ={}, overrides=[("console.listen", "0.0.0.0:8080"), files[0],
+                                      ("console.tls_cert_file", str(pki["server"].cert)),
+                                      ("console.tls_key_file", str(pki["server"].key))])
+    with pytest.raises(ConfigError, match="console.tls_cert_file and console.tls_key_file go together"):
+        load(None, environ={}, overrides=[("console.tls_cert_file", str(pki["server"].cert))])
+    assert ServeConfig().console.listen == ""  # off unless configured
 
 
 def test_tls_and_mutual_tls(tmp_path: Path, pki: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """Property-based tests (Hypothesis) on everything that reads hostile input.
 
 * protobuf decoding (``service/serde.py``): any bytes that parse as a ``VectorBatch`` are refused as a
-  whole with a ``ValidationError`` or decoded into exactly one result per vector (a vector or its
-  ``ValidationError``), never anything else;
+  whole with a ``ValidationError`` or decoded into a block of windows and a ``ValidationError`` for each
+  window left out, never anything else;
 * vector validation (``models/validate.py``): a vector that passes validation transforms into finite
   features and is processed by a baseline without error; one that fails says why with a known reason;
 * the pipeline: a batch mixing hostile vectors applies the good ones and rejects each bad one alone;
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import struct
 from typing import Any
 
 import numpy as np
@@ -43,67 +44,71 @@ names = st.one_of(st.text(max_size=40), st.sampled_from(["nginx", "", "a" * 300,
 
 
 @st.composite
-def pb_vectors(draw: Any) -> vectors_pb2.FeatureVector:
-    v = vectors_pb2.FeatureVector()
-    if draw(st.booleans()):
-        i = v.identity
-        i.node = draw(names)
-        i.container_id = draw(names)
-        i.image_repository = draw(names)
-        i.image_tag = draw(names)
-    v.window_start = draw(st.one_of(floats, st.just(1.75e9)))
-    v.window_seconds = draw(st.one_of(floats, st.just(10.0)))
-    n = draw(st.integers(0, 6))
-    v.syscall_name_index.extend(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)))
-    v.syscall_count.extend(draw(st.lists(floats, min_size=n + draw(st.integers(-1, 1)) if n else 0,
-                                         max_size=max(n + 1, 0))))
-    v.ngram_spec = draw(st.sampled_from([0, 0, 1, 2, 3]))  # 3: not a version
-    if v.ngram_spec:
-        b = draw(st.lists(st.integers(0, 20000), max_size=5))
-        v.ngram_bucket.extend(b)
-        v.ngram_count.extend(draw(st.lists(st.integers(0, 2**32 - 1), min_size=len(b), max_size=len(b))))
-    v.process.execs = draw(floats)
-    v.process.executables.extend(draw(st.lists(st.text(max_size=50), max_size=3)))
-    v.network.connects = draw(floats)
-    v.network.bytes_sent = draw(floats)
-    for _ in range(draw(st.integers(0, 2))):
-        e = v.network.endpoints.add()
-        e.address = draw(st.text(max_size=20))
-        e.port = draw(st.integers(0, 70000))
-        e.protocol = draw(st.integers(0, 3))
-        e.direction = draw(st.integers(0, 3))
-    v.file.sensitive_paths.extend(draw(st.lists(st.text(max_size=30), max_size=2)))
-    if draw(st.booleans()):
-        v.health.events_lost = draw(st.integers(0, 2**63))
-        v.health.container_age_seconds = draw(floats)
-    return v
-
-
-@st.composite
 def pb_batches(draw: Any) -> vectors_pb2.VectorBatch:
-    b = vectors_pb2.VectorBatch(sequence=draw(st.integers(0, 2**64 - 1)),
-                                schema_version=draw(st.sampled_from([1, 1, 0, 2])))
-    b.syscall_names.extend(draw(st.lists(st.sampled_from(["read", "write", "execve", "", "x" * 100]), max_size=10)))
-    b.vectors.extend(draw(st.lists(pb_vectors(), max_size=6)))
-    return b
+    """A batch of columns with hostile values, in a layout that fits together but for one fault in a few
+    (a list length, an index or bytes that do not fit)."""
+    n = draw(st.integers(0, 6))
+    table = [vectors_pb2.Identity(node=draw(names), container_id=draw(names), image_repository=draw(names),
+                                  image_tag=draw(names)) for _ in range(draw(st.integers(1, 3)))]
+    syscall_names = draw(st.lists(st.sampled_from(["read", "write", "execve", "", "x" * 100]), min_size=1,
+                                  max_size=10))
+    endpoints = [vectors_pb2.Endpoint(address=draw(st.text(max_size=20)), port=draw(st.integers(0, 70000)),
+                                      protocol=draw(st.integers(0, 3)), direction=draw(st.integers(0, 3)))
+                 for _ in range(draw(st.integers(1, 2)))]
+    f64 = [[draw(st.one_of(floats, st.just(1.75e9))), draw(st.one_of(floats, st.just(10.0)))]
+           + [draw(floats) for _ in range(18)] for _ in range(n)]
+    lengths = [[draw(st.integers(0, 3)) for _ in range(5)] for _ in range(n)]
+    u32 = [[draw(st.integers(0, len(table) - 1))] + row for row in lengths]
+    sc, ng, ex, ep, sp = (sum(row[j] for row in lengths) for j in range(5))
+    entry = st.builds(lambda b, c: b | c << 17, st.integers(0, 2**17 - 1), st.integers(1, 2**15 - 1))
+    c = vectors_pb2.VectorColumns(
+        count=n,
+        identity_table=vectors_pb2.IdentityTable(identities=table).SerializeToString(),
+        window_f64_le=struct.pack(f"<{20 * n}d", *(x for row in f64 for x in row)),
+        window_u32_le=struct.pack(f"<{6 * n}I", *(x for row in u32 for x in row)),
+        complete=draw(st.one_of(st.just([]), st.lists(st.booleans(), min_size=n, max_size=n))),
+        syscall_name_index_le16=struct.pack(f"<{sc}H", *draw(st.lists(st.integers(0, len(syscall_names) - 1),
+                                                                        min_size=sc, max_size=sc))),
+        syscall_count_f64_le=struct.pack(f"<{sc}d", *draw(st.lists(floats, min_size=sc, max_size=sc))),
+        ngram_entry_le32=struct.pack(f"<{ng}I", *draw(st.lists(entry, min_size=ng, max_size=ng))),
+        executables=draw(st.lists(st.text(max_size=50), min_size=ex, max_size=ex)),
+        endpoints=endpoints,
+        endpoint_index=draw(st.lists(st.integers(0, len(endpoints) - 1), min_size=ep, max_size=ep)),
+        sensitive_paths=draw(st.lists(st.text(max_size=30), min_size=sp, max_size=sp)),
+    )
+    fault = draw(st.sampled_from([None] * 12 + ["length", "identity", "syscall", "endpoint", "ngram", "cut"]))
+    if fault == "length" and n:
+        u32[draw(st.integers(0, n - 1))][draw(st.integers(1, 5))] += 1
+        c.window_u32_le = struct.pack(f"<{6 * n}I", *(x for row in u32 for x in row))
+    elif fault == "identity" and n:
+        c.window_u32_le = struct.pack("<I", len(table)) + c.window_u32_le[4:]
+    elif fault == "syscall" and sc:
+        c.syscall_name_index_le16 = struct.pack("<H", len(syscall_names)) + c.syscall_name_index_le16[2:]
+    elif fault == "endpoint" and ep:
+        c.endpoint_index[0] = len(endpoints)
+    elif fault == "ngram" and ng:  # an entry with count 0
+        c.ngram_entry_le32 = struct.pack("<I", draw(st.integers(0, 2**17 - 1))) + c.ngram_entry_le32[4:]
+    elif fault == "cut":
+        field = draw(st.sampled_from(["identity_table", "window_f64_le", "window_u32_le", "syscall_count_f64_le",
+                                      "ngram_entry_le32"]))
+        setattr(c, field, getattr(c, field)[:-1])
+    return vectors_pb2.VectorBatch(sequence=draw(st.integers(0, 2**64 - 1)),
+                                   schema_version=draw(st.sampled_from([2] * 6 + [1, 0, 3])),
+                                   syscall_names=syscall_names, columns=c)
 
 
 def _check_decoded(batch: vectors_pb2.VectorBatch, decoder: serde.Decoder) -> list[FeatureVector]:
+    """The windows of ``batch`` that decoded, after checking that every refusal names a known reason."""
     try:
         decoder.check_batch(batch)
+        block, errors = decoder.decode_block(batch)
     except ValidationError as e:
         assert e.reason in REASONS and e.message
         return []
-    out = decoder.decode(batch)
-    assert [i for i, _ in out] == list(range(len(batch.vectors)))
-    good = []
-    for i, item in out:
-        if isinstance(item, ValidationError):
-            assert item.reason in REASONS and item.index == i and item.message
-        else:
-            assert isinstance(item, FeatureVector)
-            good.append(item)
-    return good
+    for e in errors:
+        assert e.reason in REASONS and 0 <= e.index < batch.columns.count and e.message
+    assert sorted([*block.index.tolist(), *(e.index for e in errors)]) == list(range(batch.columns.count))
+    return block.vectors()
 
 
 @PROPS

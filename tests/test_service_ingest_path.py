@@ -4,6 +4,7 @@ again), records are framed as before, and replaying the log applies the batch-le
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
@@ -100,63 +101,10 @@ def test_log_holds_the_batch_as_sent_and_replay_checks_it_again(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_replay_of_ngrams_sent_as_bytes_learns_what_the_packed_form_does(tmp_path: Path) -> None:
-    """The log holds batches as sent: n-grams in the entry form (``ngram_entry_le32``, what the sensor
-    sends) and logs written with the le32 pair form (``ngram_*_le32``, before the entry form) replay into
-    the same state as the same batches with packed n-grams, and not into the state of batches without
-    them."""
-    from baseliner.service.pipeline import Pipeline
-    from baseliner.service.wal import replay_into
-
-    rounds = []
-    for s in range(1, 7):
-        vs = [vector(10 * s + k, c) for k in range(10) for c in range(2)]
-        for v in vs:
-            v.ngrams = {(v.identity.container_id == "c1") * 9000 + j * 37 + int(v.window_start) % 3: 1 + j % 4
-                        for j in range(20)}
-        rounds.append(vs)
-
-    def replayed(name: str, encode) -> dict[str, tuple[dict, dict]]:  # type: ignore[no-untyped-def,type-arg]
-        async def write() -> None:
-            wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
-            wal.open()
-            for s, vs in enumerate(rounds, 1):
-                await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(vs))))
-            await wal.close()
-
-        asyncio.run(write())
-        p = Pipeline(baseline_config=config().baseline_config())
-        assert replay_into(WriteAheadLog(tmp_path / name, b"k" * 32), p, serde.Decoder()) == (len(rounds), 0)
-        assert p.last_sequence("s1") == len(rounds)
-        return {b.key: b.to_state() for b in p.all()}
-
-    def without_ngrams(vs):  # type: ignore[no-untyped-def]
-        for v in vs:
-            v.ngrams = {}
-        return wire.to_columns(vs).SerializeToString()
-
-    as_entries = wire.to_columns(rounds[0]).columns
-    assert as_entries.ngram_entry_le32 and not as_entries.ngram_bucket_le32 and not as_entries.ngram_bucket
-    as_pairs = wire.to_columns(rounds[0], ngram_entries=False).columns
-    assert as_pairs.ngram_bucket_le32 and not as_pairs.ngram_entry_le32
-    got = replayed("entries", lambda vs: wire.to_columns(vs).SerializeToString())
-    pairs = replayed("pairs", lambda vs: wire.to_columns(vs, ngram_entries=False).SerializeToString())
-    packed = replayed("packed", lambda vs: wire.to_columns(vs, ngram_bytes=False).SerializeToString())
-    none = replayed("none", without_ngrams)
-    assert got.keys() == pairs.keys() == packed.keys() == none.keys() == {"nginx:1.27"}
-    (meta, arrays), (_, arrays_n) = got["nginx:1.27"], none["nginx:1.27"]
-    assert meta["windows_learned"] == 120
-    for meta_o, arrays_o in (pairs["nginx:1.27"], packed["nginx:1.27"]):
-        assert meta == meta_o
-        assert arrays.keys() == arrays_o.keys()
-        assert all(np.array_equal(arrays[k], arrays_o[k]) for k in arrays)
-    assert any(k not in arrays_n or not np.array_equal(arrays[k], arrays_n[k]) for k in arrays)
-
-
 def _replayed(tmp_path: Path, name: str, rounds: list[list[FeatureVector]],
-              encode: Callable[[int, list[FeatureVector]], bytes]) -> dict[str, tuple[dict, dict]]:  # type: ignore[type-arg]
-    """The baselines' state after replaying a log of ``rounds`` (batch ``s`` encoded by ``encode(s, vectors)``)
-    into a new pipeline; the replayed blocks all share one identity-table list."""
+              encode: Callable[[list[FeatureVector]], bytes]) -> dict[str, tuple[dict, dict]]:  # type: ignore[type-arg]
+    """The baselines' state after replaying a log of ``rounds`` (each batch encoded by ``encode``) into a new
+    pipeline; the replayed blocks of the same containers all share one identity table."""
     from baseliner.service.pipeline import Pipeline
     from baseliner.service.wal import replay_into
 
@@ -164,7 +112,7 @@ def _replayed(tmp_path: Path, name: str, rounds: list[list[FeatureVector]],
         wal = WriteAheadLog(tmp_path / name, b"k" * 32, "batch")
         wal.open()
         for s, vs in enumerate(rounds, 1):
-            await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(s, vs))))
+            await wal.wait_durable(wal.append(Record(KIND_BATCH, "s1", "node-1", s, encode(vs))))
         await wal.close()
 
     asyncio.run(write())
@@ -185,74 +133,36 @@ def _replayed(tmp_path: Path, name: str, rounds: list[list[FeatureVector]],
     return {b.key: b.to_state() for b in p.all()}
 
 
-def _assert_same_states(states: list[dict[str, tuple[dict, dict]]], windows: int) -> None:  # type: ignore[type-arg]
-    first, *others = states
-    assert all(o.keys() == first.keys() for o in others) and first.keys() == {"img0:1.27", "img1:1.27"}
-    for key in first:
-        (meta, arrays) = first[key]
-        assert meta["windows_learned"] == windows
-        for meta_o, arrays_o in (o[key] for o in others):
-            assert meta == meta_o
-            assert arrays.keys() == arrays_o.keys()
-            assert all(np.array_equal(arrays[k], arrays_o[k]) for k in arrays)
+def test_replay_of_a_log_learns_what_applying_its_batches_did(tmp_path: Path) -> None:
+    """The log holds batches as sent, n-grams and all: replaying it gives the state of a pipeline that
+    applied the same batches, and not the state of the same batches without their n-grams."""
+    from baseliner.service.pipeline import Pipeline
 
+    rounds = []
+    for s in range(1, 7):
+        vs = [vector(10 * s + k, c, repo=f"img{c % 2}") for k in range(10) for c in range(4)]
+        for v in vs:
+            v.ngrams = {(v.identity.container_id == "c1") * 9000 + j * 37 + int(v.window_start) % 3: 1 + j % 4
+                        for j in range(20)}
+        rounds.append(vs)
 
-def _replay_rounds() -> list[list[FeatureVector]]:
-    return [[vector(10 * s + k, c, repo=f"img{c % 2}") for k in range(5) for c in range(4)] for s in range(1, 7)]
+    def without_ngrams(vs: list[FeatureVector]) -> bytes:
+        return wire.to_columns([dataclasses.replace(v, ngrams={}) for v in vs]).SerializeToString()
 
-
-@pytest.mark.parametrize("form", ["identity_table", "window_bytes"])
-def test_replay_of_a_log_with_both_forms_of_a_group_learns_what_either_form_does(tmp_path: Path, form: str) -> None:
-    """One log holding batches with a group of columns in its bytes form (what the sensor sends: the identity
-    table as one ``IdentityTable``'s bytes, the windows in the window bytes form) and in its repeated form
-    (logs written before it, older sensors), alternating, replays into the state of a log with either form
-    alone; the replayed blocks of the same table share one list (``_replayed``)."""
-    rounds = _replay_rounds()
-
-    def encoder(**kw: bool) -> Callable[[int, list[FeatureVector]], bytes]:
-        return lambda s, vs: wire.to_columns(vs, **kw).SerializeToString()
-
-    def mixed(s: int, vs: list[FeatureVector]) -> bytes:
-        return encoder(**{form: s % 2 == 1})(s, vs)
-
-    logged = [vectors_pb2.VectorBatch.FromString(mixed(s, vs)).columns for s, vs in enumerate(rounds[:2], 1)]
-    if form == "identity_table":
-        assert logged[0].identity_table and not logged[0].identities
-        assert len(logged[1].identities) == 4 and not logged[1].identity_table
-    else:
-        assert logged[0].window_f64_le and logged[0].syscall_count_f64_le and not logged[0].window_start
-        assert len(logged[1].window_start) == 20 and not logged[1].window_f64_le and not logged[1].window_u32_le
-    _assert_same_states([
-        _replayed(tmp_path, "both", rounds, mixed),
-        _replayed(tmp_path, "bytes", rounds, encoder()),
-        _replayed(tmp_path, "repeated", rounds, encoder(**{form: False})),
-    ], 60)
-
-
-def test_a_crashed_service_replays_batches_sent_with_either_identity_table_form(tmp_path: Path) -> None:
-    """Through a real server: batches with the identity table as bytes and as repeated identities are
-    logged as sent, and a restart from what a kill -9 leaves (the log alone) applies each window once."""
-    state, crashed = tmp_path / "state", tmp_path / "crashed"
-    batches = [wire.to_columns([vector(s, c) for c in range(5)], identity_table=s % 2 == 0).SerializeToString()
-               for s in range(1, 5)]
-
-    async def main() -> None:
-        async with running(config(state, ("state.save_interval_seconds", 3600))) as (srv, _):
-            requests = [hello("s1").SerializeToString(), *(wire.batch_request_bytes(s, b) for s, b in
-                                                           enumerate(batches, 1))]
-            resps = await _send_raw(srv.port, requests)
-            assert resps[0].welcome.identity_table
-            assert [r.ack.applied for r in resps[1:]] == [5] * 4 and all(r.ack.durable for r in resps[1:])
-            shutil.copytree(state, crashed)  # what a kill -9 now leaves: the batches only in the log
-        logged = [vectors_pb2.VectorBatch.FromString(bytes(r.batch)).columns for seg in
-                  WriteAheadLog(crashed / "wal").segments() for r in read_segment(seg, None, last=True)]
-        assert [bool(c.identity_table) for c in logged] == [False, True, False, True]
-        assert [len(c.identities) for c in logged] == [5, 0, 5, 0]
-        async with running(config(crashed, ("state.save_interval_seconds", 3600))) as (srv, _):
-            assert srv.pipeline.last_sequence("s1") == 4
-            assert sum(b.windows_scored for b in srv.pipeline.all()) == 20
-
-    asyncio.run(main())
+    got = _replayed(tmp_path, "log", rounds, lambda vs: wire.to_columns(vs).SerializeToString())
+    none = _replayed(tmp_path, "none", rounds, without_ngrams)
+    live = Pipeline(baseline_config=config().baseline_config())
+    for s, vs in enumerate(rounds, 1):
+        batch = wire.to_columns(vs, s)
+        live.apply_block("s1", s, *serde.Decoder().decode_block(batch))
+    applied = {b.key: b.to_state() for b in live.all()}
+    assert got.keys() == applied.keys() == none.keys() == {"img0:1.27", "img1:1.27"}
+    for key, (meta, arrays) in got.items():
+        meta_a, arrays_a = applied[key]
+        assert meta["windows_learned"] == 120 and meta == meta_a
+        assert arrays.keys() == arrays_a.keys() and all(np.array_equal(arrays[k], arrays_a[k]) for k in arrays)
+        _, arrays_n = none[key]
+        assert any(k not in arrays_n or not np.array_equal(arrays[k], arrays_n[k]) for k in arrays)
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")

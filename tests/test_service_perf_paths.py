@@ -34,9 +34,10 @@ def _distinct_vector(k: int) -> FeatureVector:
 
 def test_decode_puts_every_field_in_its_place() -> None:
     vs = [_distinct_vector(k) for k in range(4)]
-    msg = vectors_pb2.VectorBatch.FromString(wire.to_batch(vs, 1).SerializeToString())
-    out = serde.Decoder().decode(msg)
-    for (_, got), want in zip(out, vs, strict=True):
+    msg = vectors_pb2.VectorBatch.FromString(wire.to_columns(vs, 1).SerializeToString())
+    block, errors = serde.Decoder().decode_block(msg)
+    assert errors == []
+    for got, want in zip(block.vectors(), vs, strict=True):
         assert got == want
 
 
@@ -88,9 +89,10 @@ def test_out_of_range_ngram_bucket_is_rejected_after_decoding() -> None:
 
     v = _distinct_vector(1)
     v.ngrams = {NUM_BUCKETS + 3: 1}
-    msg = vectors_pb2.VectorBatch.FromString(wire.to_batch([v], 1).SerializeToString())
-    (_, got), = serde.Decoder().decode(msg)
-    assert isinstance(got, FeatureVector)
+    msg = vectors_pb2.VectorBatch.FromString(wire.to_columns([v], 1).SerializeToString())
+    block, errors = serde.Decoder().decode_block(msg)
+    assert errors == [] and len(block) == 1
+    got = block.vector(0)
     with pytest.raises(ValidationError, match="outside") as e:
         validate(got)
     assert e.value.reason == "BAD_REFERENCE"

@@ -185,3 +185,29 @@ def test_batches_applied_together_equal_batches_applied_one_by_one() -> None:
     assert [(e["event_id"], e["kinds"]) for e in e1] == [(e["event_id"], e["kinds"]) for e in e2]
     assert any("exec" in " ".join(e["kinds"]) for e in e1)
     assert one.sensors == many.sensors
+
+
+def test_identity_tables_are_looked_up_by_content_not_by_object() -> None:
+    """A table the pipeline has seen and that was then changed in place routes its windows by what it holds
+    now (a new image gets its own baseline; a bad identity is refused), and an immutable table (what the
+    decoder hands out) is used as it is."""
+    from baseliner.models.block import VectorBlock
+
+    p, _, _ = _pipeline()
+    block = VectorBlock.from_vectors([vector(60, 0), vector(60, 1)])
+    table = block.identities
+    assert isinstance(table, list)
+    assert p.apply_block("s", 2, block).applied == 2
+    again = VectorBlock.from_vectors([vector(61, 0), vector(61, 1)])
+    again.identities = table  # the same list object, one of its identities now another image's
+    table[1] = vector(61, 1, repo="redis").identity
+    assert p.apply_block("s", 3, again).applied == 2
+    assert p.baselines["redis:1.27"].windows_scored == 1 and p.baselines["nginx:1.27"].windows_scored == 183
+    table[1] = vector(62, 1, repo="Not An Image").identity
+    bad = VectorBlock.from_vectors([vector(62, 0), vector(62, 1)])
+    bad.identities = table
+    result = p.apply_block("s", 4, bad)
+    assert result.applied == 1 and [(e.index, e.reason) for e in result.rejected] == [(1, "BAD_IDENTITY")]
+    frozen = VectorBlock.from_vectors([vector(63, 0), vector(63, 1)])
+    frozen.identities = tuple(frozen.identities)
+    assert p.apply_block("s", 5, frozen).applied == 2

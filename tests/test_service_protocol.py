@@ -11,7 +11,8 @@ import sys
 
 import grpc
 import pytest
-from baseliner.protos.v1 import ingest_pb2
+from baseliner.models.vector import Endpoint
+from baseliner.protos.v1 import ingest_pb2, vectors_pb2
 from baseliner.sensor import wire
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -40,9 +41,6 @@ def test_hello_welcome_acks_in_order_and_duplicates_not_applied_twice() -> None:
             assert resps[0].WhichOneof("body") == "welcome"
             w = resps[0].welcome
             assert w.last_sequence == 0 and w.max_batch_vectors == 10_000 and not w.durable_acks
-            assert w.ngram_bytes  # sensors may send the columns' n-grams as le32 bytes
-            assert w.ngram_entries  # ... and as one le32 word per entry (ngram_entry_le32)
-            assert w.identity_table  # ... and the identity table as the bytes of an IdentityTable
             acks = [r.ack for r in resps[1:]]
             assert [a.sequence for a in acks] == [1, 2, 3, 4, 5]
             assert all(a.applied == 20 and not a.rejected and not a.duplicate for a in acks)
@@ -74,10 +72,12 @@ def test_batch_before_hello_and_bad_hello_close_the_stream_with_a_status() -> No
                 await exchange(srv.port, learn_batches(1))
             assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "Hello" in (e.value.details() or "")
-            with pytest.raises(grpc.aio.AioRpcError) as e:
-                await exchange(srv.port, [hello("s1", schema_version=99)])
-            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "schema_version 99" in (e.value.details() or "")
+            for version in (1, 3, 0):  # another schema version, older or newer, or none at all
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await exchange(srv.port, [hello("s1", schema_version=version)])
+                assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                assert e.value.details() == (f"schema version {version} is not supported: this service reads "
+                                             "schema version 2")
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await exchange(srv.port, [hello("")])
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -130,40 +130,27 @@ def _bad_batch(seq: int) -> tuple[ingest_pb2.IngestRequest, dict[int, int]]:
     v = vector(200, 7)
     v.executables = [f"/bin/x{i}" for i in range(65)]
     bad.append((v, R.REJECT_REASON_TOO_LARGE))
-    for tag in ("ref", "ngram_mismatch", "ngram_spec", "no_identity", "unknown_field", "bad_enum"):
-        bad.append((vector(200, 8 + len(bad)), tag))  # wire-level faults, applied below
+    v = vector(200, 8)
+    v.syscalls["write"] = 1e300
+    bad.append((v, R.REJECT_REASON_IMPLAUSIBLE))
+    v = vector(200, 9)
+    v.ngrams = {100_000: 3}  # past spec v2's buckets
+    bad.append((v, R.REJECT_REASON_BAD_REFERENCE))
+    v = vector(200, 10)
+    v.endpoints = [Endpoint("10.1.1.1", 9999)]  # its protocol is made invalid on the wire below
+    bad.append((v, R.REJECT_REASON_BAD_REFERENCE))
+    v = vector(200, 11)
+    v.endpoints = [Endpoint("10.1.1.2", 9999)]  # its direction is made unspecified on the wire below
+    bad.append((v, R.REJECT_REASON_MISSING_FIELD))
     # a window that goes back in time for container 0 (after the good ones)
     bad.append((vector(50, 0), R.REJECT_REASON_OUT_OF_ORDER))
-    vectors = good + [v for v, _ in bad]
-    batch = wire.to_batch(vectors, seq)
-    expected: dict[int, int] = {}
-    wire_reasons = {
-        "ref": R.REJECT_REASON_BAD_REFERENCE,
-        "ngram_mismatch": R.REJECT_REASON_BAD_REFERENCE,
-        "ngram_spec": R.REJECT_REASON_UNSUPPORTED_VERSION,
-        "no_identity": R.REJECT_REASON_MISSING_FIELD,
-        "unknown_field": R.REJECT_REASON_UNSUPPORTED_VERSION,
-        "bad_enum": R.REJECT_REASON_BAD_REFERENCE,
-    }
-    for k, (_, reason) in enumerate(bad):
-        i = len(good) + k
-        m = batch.vectors[i]
-        if reason == "ref":
-            m.syscall_name_index[0] = 999
-        elif reason == "ngram_mismatch":
-            m.ngram_spec = 1
-            m.ngram_bucket.extend([1, 2, 3])
-            m.ngram_count.extend([1])
-        elif reason == "ngram_spec":
-            m.ngram_spec = 7
-        elif reason == "no_identity":
-            m.ClearField("identity")
-        elif reason == "unknown_field":
-            m.MergeFromString(b"\xa8\x06\x01")  # field 101, varint 1: not in schema v1
-        elif reason == "bad_enum":
-            m.network.endpoints[0].protocol = 9  # type: ignore[assignment]
-        expected[i] = wire_reasons[reason] if isinstance(reason, str) else reason
-    return raw_batch_request(batch), expected
+    batch = wire.to_columns(good + [v for v, _ in bad], seq)
+    for ep in batch.columns.endpoints:
+        if ep.address == "10.1.1.1":
+            ep.protocol = 9  # type: ignore[assignment]
+        elif ep.address == "10.1.1.2":
+            ep.direction = vectors_pb2.DIRECTION_UNSPECIFIED
+    return raw_batch_request(batch), {len(good) + k: reason for k, (_, reason) in enumerate(bad)}
 
 
 def test_every_bad_input_is_rejected_with_its_reason_counted_and_the_rest_goes_on() -> None:
@@ -194,15 +181,18 @@ def test_whole_batch_refusals_unsupported_version_oversized_bad_sequence() -> No
     async def main() -> None:
         cfg = config(None, ("grpc.max_batch_vectors", 50))
         async with running(cfg) as (srv, _):
-            old = wire.to_batch([vector(0)], 1)
-            old.schema_version = 2
-            big = wire.to_batch([vector(i, c) for i in range(26) for c in range(2)], 2)
-            zero = wire.to_batch([vector(1)], 0)
-            unknown = wire.to_batch([vector(1)], 3)
+            old = wire.to_columns([vector(0)], 1)
+            old.schema_version = 1
+            big = wire.to_columns([vector(i, c) for i in range(26) for c in range(2)], 2)
+            zero = wire.to_columns([vector(1)], 0)
+            newer = wire.to_columns([vector(1)], 3)
+            newer.schema_version = 3
+            unknown = wire.to_columns([vector(5)], 4)  # a field this service does not know: ignored
             unknown.MergeFromString(b"\xa8\x06\x01")
+            unknown.columns.MergeFromString(b"\xa8\x06\x01")
             resps = await exchange(srv.port, [hello("s1"), raw_batch_request(old), raw_batch_request(big),
-                                              raw_batch_request(zero), raw_batch_request(unknown),
-                                              batch_request([vector(5)], 4)])
+                                              raw_batch_request(zero), raw_batch_request(newer),
+                                              raw_batch_request(unknown)])
             acks = [r.ack for r in resps[1:]]
             assert [(a.sequence, a.batch_rejected) for a in acks[:4]] == [
                 (1, R.REJECT_REASON_UNSUPPORTED_VERSION),
@@ -210,6 +200,8 @@ def test_whole_batch_refusals_unsupported_version_oversized_bad_sequence() -> No
                 (0, R.REJECT_REASON_MISSING_FIELD),
                 (3, R.REJECT_REASON_UNSUPPORTED_VERSION),
             ]
+            assert acks[0].batch_message == "schema version 1 is not supported: this service reads schema version 2"
+            assert acks[3].batch_message == "schema version 3 is not supported: this service reads schema version 2"
             assert "exceeds the limit of 50" in acks[1].batch_message
             assert all(a.applied == 0 and not a.rejected for a in acks[:4])
             assert acks[4].applied == 1
@@ -224,7 +216,7 @@ def test_oversized_message_is_refused_by_the_grpc_limit_and_the_server_lives_on(
     async def main() -> None:
         cfg = config(None, ("grpc.max_message_bytes", 65536))
         async with running(cfg) as (srv, _):
-            big = wire.to_batch([vector(i, c) for i in range(100) for c in range(3)], 1)
+            big = wire.to_columns([vector(i, c) for i in range(100) for c in range(3)], 1)
             assert big.ByteSize() > 65536
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await exchange(srv.port, [hello("s1"), raw_batch_request(big)])

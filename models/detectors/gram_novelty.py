@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from baseliner.models.detectors.ngram import sparse_row
+from baseliner.models.block import segment_sums
+from baseliner.models.detectors.ngram_likelihood import matrix_entries, sparse_row
 from baseliner.models.ngrams import LONG_BUCKETS, NUM_BUCKETS, SHORT_BUCKETS
 from baseliner.models.syscalls import fnv1a32
 from river import base
@@ -36,11 +37,12 @@ class GramNoveltyDetector(base.AnomalyDetector):
     In memory it is one flag per global bucket index, *order-6 and never seen* (76 KiB): one lookup per
     entry, whatever its order, is all that scoring a window takes (:meth:`new_flags`).
 
-    ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
-    that is not a bucket index is hashed into the order-6 range, and non-positive or non-finite counts
-    count as 0.  ``learn_many`` / ``score_many`` take a ``scipy.sparse`` matrix or dense array of shape
-    ``(n, NUM_BUCKETS)`` (:func:`baseliner.models.detectors.ngram.dicts_to_matrix`); ``learn_sparse`` /
-    ``score_sparse`` take flat (row, bucket, count) arrays (the service's fast path).
+    :meth:`learn_new` and :meth:`score_stacked` (many detectors' windows at once, as flat entries) are the
+    implementation; the River contract and the batch methods call them.  ``learn_one`` / ``score_one`` take
+    a dict of bucket index -> count (``FeatureVector.ngrams``); a key that is not a bucket index is hashed
+    into the order-6 range, and non-positive or non-finite counts count as 0.  ``learn_many`` /
+    ``score_many`` take a ``scipy.sparse`` matrix or dense array of shape ``(n, NUM_BUCKETS)``
+    (:func:`baseliner.models.detectors.ngram_likelihood.dicts_to_matrix`).
 
     Examples
     --------
@@ -82,18 +84,42 @@ class GramNoveltyDetector(base.AnomalyDetector):
         return np.take(self._new, cols, out=out)
 
     def learn_new(self, cols: np.ndarray, n_windows: int) -> None:
-        """Learn ``n_windows`` windows whose order-6 buckets not seen before are ``cols`` (global indices;
-        :meth:`new_flags` found them): what :meth:`learn_sparse` does with all of their entries."""
+        """Learn ``n_windows`` windows whose order-6 buckets are ``cols`` (global indices; those already seen
+        may be left out): the one way this detector learns."""
         self._new[cols] = False
         self._windows += n_windows
 
     @staticmethod
-    def _long(idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keep = (idx >= SHORT_BUCKETS) & (idx < NUM_BUCKETS) & np.isfinite(val) & (val > 0)
-        return idx[keep] - SHORT_BUCKETS, val[keep]
+    def score_stacked(
+        dets: Sequence[GramNoveltyDetector], wb: np.ndarray, ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray,
+        short_totals: Callable[[], np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores of windows, each against its own detector: the one way these detectors score.
+
+        The windows are sorted by detector: ``dets[t]``'s are ``[wb[t], wb[t + 1])``; window ``k``'s entries
+        are ``[ptr[k], ptr[k + 1])`` of ``cols`` / ``counts`` (valid global buckets of any order, counts >= 0).
+        Returns the scores, the positions of the entries that are order-6 buckets never seen (what learning
+        the windows would add) and their windows.  One lookup per entry in its detector's flags.
+        ``short_totals`` gives each window's count of grams of the other orders when the caller has them.
+        """
+        n = len(ptr) - 1
+        eb = ptr[wb]  # detector t's entries: [eb[t], eb[t + 1])
+        new_flags = np.empty(len(cols), dtype=bool)
+        for t in np.flatnonzero(np.diff(eb)).tolist():
+            dets[t].new_flags(cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
+        new = np.flatnonzero(new_flags)
+        new_rows = np.searchsorted(ptr, new, side="right") - 1
+        unseen = np.zeros(n)
+        if len(new):
+            short = short_totals() if short_totals is not None else \
+                segment_sums(np.where(cols < SHORT_BUCKETS, counts, 0.0), ptr)
+            long_total = segment_sums(counts, ptr) - short
+            np.divide(np.bincount(new_rows, counts[new], n), long_total, out=unseen, where=long_total > 0)
+        return unseen, new, new_rows
 
     @staticmethod
     def _row(x: Mapping[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """A dict row's order-6 entries (global buckets; positive, finite counts)."""
         if all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in x):
             idx, val = sparse_row(x)
         else:  # not bucket indices: hash every key into the order-6 range
@@ -102,72 +128,30 @@ class GramNoveltyDetector(base.AnomalyDetector):
                  else SHORT_BUCKETS + fnv1a32(repr(k).encode()) % LONG_BUCKETS for k in x),
                 dtype=np.int64, count=len(x))
             val = np.fromiter((_number(v) for v in x.values()), dtype=np.float64, count=len(x))
-        return GramNoveltyDetector._long(idx, val)
-
-    @staticmethod
-    def _coo(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        from scipy import sparse
-
-        if not sparse.issparse(X):
-            X = np.asarray(X, dtype=np.float64)
-            if X.ndim != 2:
-                raise ValueError(f"expected a 2-D array of shape (n, {NUM_BUCKETS}), got shape {X.shape}")
-        if X.shape[1] != NUM_BUCKETS:
-            raise ValueError(f"expected {NUM_BUCKETS} columns (baseliner.models.ngrams.NUM_BUCKETS), got {X.shape[1]}")
-        m = sparse.coo_matrix(X[:, SHORT_BUCKETS:], dtype=np.float64)
-        keep = np.isfinite(m.data) & (m.data > 0)
-        return m.row[keep].astype(np.int64), m.col[keep].astype(np.int64), m.data[keep], m.shape[0]
+        keep = (idx >= SHORT_BUCKETS) & (idx < NUM_BUCKETS) & np.isfinite(val) & (val > 0)
+        return idx[keep], val[keep]
 
     def learn_one(self, x: dict) -> None:
-        idx, _ = self._row(x)
-        self._new[idx + SHORT_BUCKETS] = False
-        self._windows += 1
+        self.learn_new(self._row(x)[0], 1)
 
     def score_one(self, x: dict) -> float:
-        idx, val = self._row(x)
-        total = float(val.sum())
-        return float(val[self._new[idx + SHORT_BUCKETS]].sum()) / total if total > 0 else 0.0
+        cols, counts = self._row(x)
+        return float(self.score_stacked([self], np.array([0, 1]), np.array([0, len(cols)]), cols, counts)[0][0])
 
     def learn_many(self, X: Any) -> None:
-        _, cols, _, n = self._coo(X)
-        self._new[cols + SHORT_BUCKETS] = False
-        self._windows += n
+        """Learn the rows of a ``scipy.sparse`` matrix or dense array of shape ``(n, NUM_BUCKETS)``."""
+        ptr, cols, _ = matrix_entries(X)
+        self.learn_new(cols[cols >= SHORT_BUCKETS], len(ptr) - 1)
 
     def score_many(self, X: Any) -> np.ndarray:
-        rows, cols, vals, n = self._coo(X)
-        return self._scores(rows, cols, vals, n)
-
-    def _scores(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int) -> np.ndarray:
-        total = np.bincount(rows, vals, n_rows)
-        unseen = np.bincount(rows, np.where(self._new[cols + SHORT_BUCKETS], vals, 0.0), n_rows)
-        out = np.zeros(n_rows, dtype=np.float64)
-        np.divide(unseen, total, out=out, where=total > 0)
-        return out
-
-    def learn_sparse(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
-        """Learn ``n_windows`` windows given as flat global bucket indices and counts (all rows together).
-
-        Entries must be valid buckets with finite counts (``baseliner.models.validate`` guarantees it); buckets of
-        other orders and non-positive counts are ignored.
-        """
-        long = (cols >= SHORT_BUCKETS) & (counts > 0)
-        self._new[cols[long]] = False
-        self._windows += n_windows
-
-    def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
-        """Scores of ``n_rows`` windows given as flat (row, global bucket, count) entries."""
-        long = (cols >= SHORT_BUCKETS) & (counts > 0)
-        return self._scores(rows[long], cols[long] - SHORT_BUCKETS, counts[long], n_rows)
-
-    def grams_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
-        """Order-6 gram count of each of ``n_rows`` windows given as flat entries."""
-        long = (cols >= SHORT_BUCKETS) & (counts > 0)
-        return np.bincount(rows[long], counts[long], n_rows)
+        """Scores of the rows of a ``scipy.sparse`` matrix or dense array of shape ``(n, NUM_BUCKETS)``."""
+        ptr, cols, counts = matrix_entries(X)
+        return self.score_stacked([self], np.array([0, len(ptr) - 1]), ptr, cols, counts)[0]
 
     def grams(self, X: Any) -> np.ndarray:
         """Order-6 gram count of each row (the denominator of its score; the weight of a window in a trace)."""
-        rows, _, vals, n = self._coo(X)
-        return np.bincount(rows, vals, n)
+        ptr, cols, counts = matrix_entries(X)
+        return segment_sums(np.where(cols >= SHORT_BUCKETS, counts, 0.0), ptr)
 
     # -- persistence (no pickle) ---------------------------------------------------------------
 

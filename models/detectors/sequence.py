@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from baseliner.models.block import csr_take, row_ids, segment_sums
+from baseliner.models.block import csr_take, segment_sums
 from baseliner.models.detectors.gram_novelty import GramNoveltyDetector
-from baseliner.models.detectors.ngram import NgramDetector
-from baseliner.models.ngrams import BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
+from baseliner.models.detectors.ngram_likelihood import NgramDetector
+from baseliner.models.ngrams import SHORT_BUCKETS
 from river import base
 
 __all__ = ["SequenceTier", "StackedSequence"]
@@ -48,10 +48,10 @@ class SequenceTier(base.AnomalyDetector):
     """Mean surprise of a window's order-4 grams plus a saturating penalty for its unseen order-6 grams.
 
     The tier holds two detectors over the sensor's hashed n-gram counts (``docs/ngram-spec.md``):
-    :class:`~baseliner.models.detectors.ngram.NgramDetector` (the image's order-4 language model; ``s``, the
-    window's mean surprise in nats per gram) and :class:`~baseliner.models.detectors.gram_novelty.GramNoveltyDetector`
-    (which order-6 buckets the image has shown; ``u``, the share of the window's order-6 grams never
-    seen).  A window scores
+    :class:`~baseliner.models.detectors.ngram_likelihood.NgramDetector` (the image's order-4 language model;
+    ``s``, the window's mean surprise in nats per gram) and
+    :class:`~baseliner.models.detectors.gram_novelty.GramNoveltyDetector` (which order-6 buckets the image
+    has shown; ``u``, the share of the window's order-6 grams never seen).  A window scores
 
         score = s + unseen_nats * u^2 / (u^2 + unseen_scale^2),
 
@@ -86,17 +86,18 @@ class SequenceTier(base.AnomalyDetector):
     chosen by cross-validation inside ADFA-LD's training data (``bench/evaluate_sequence_cv.py``;
     ``docs/evaluation.md``).  ``unseen_nats = 0`` is the order-4 likelihood alone.
 
-    Windows are given as flat ``(row, bucket, count)`` arrays (:meth:`score_sparse`,
-    :meth:`learn_sparse`, the service's path), as dicts of bucket index -> count (``learn_one`` /
+    Windows are given as flat CSR entries of many tiers' windows at once (:meth:`score_stacked`,
+    :meth:`learn_stacked`, the service's path), as dicts of bucket index -> count (``learn_one`` /
     ``score_one``, ``FeatureVector.ngrams``) or as a ``scipy.sparse`` / dense matrix of shape
-    ``(n, NUM_BUCKETS)`` (``learn_many`` / ``score_many``).  State: the order-4 model's counts (96 KiB
+    ``(n, NUM_BUCKETS)`` (``learn_many`` / ``score_many``); each of the two detectors scores and learns
+    one way, whatever the form.  State: the order-4 model's counts (96 KiB
     as float64, stored as float32) and the 8 KiB order-6 bitset, through :meth:`to_arrays` /
     :meth:`load_arrays` (no pickle).
 
     Parameters
     ----------
     alpha
-        Additive smoothing of the order-4 model (:class:`~baseliner.models.detectors.ngram.NgramDetector`).
+        Additive smoothing of the order-4 model (:class:`~baseliner.models.detectors.ngram_likelihood.NgramDetector`).
     unseen_nats
         The most a window's unseen order-6 grams add to its score (nats per gram); 0 turns them off.
     unseen_scale
@@ -139,44 +140,32 @@ class SequenceTier(base.AnomalyDetector):
 
     def penalty(self, unseen: np.ndarray) -> np.ndarray:
         """What a share of unseen order-6 grams adds to a window's score (nats per gram)."""
-        u2 = np.square(np.asarray(unseen, dtype=np.float64))
-        return self.unseen_nats * u2 / (u2 + self.unseen_scale**2)
+        return _penalty(np.asarray(unseen, dtype=np.float64), self.unseen_nats, self.unseen_scale)
 
-    def learn_sparse(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
-        """Learn ``n_windows`` windows given as flat bucket indices and counts (all rows together).
-
-        Entries must be valid buckets with finite counts (``baseliner.models.validate`` guarantees it);
-        non-positive counts are ignored.
-        """
-        self.likelihood.learn_sparse(cols, counts, n_windows)
-        self.novelty.learn_sparse(cols, counts, n_windows)
-
-    def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
-        """Scores of ``n_rows`` windows given as flat ``(row, bucket, count)`` entries."""
-        out = self.likelihood.score_sparse(rows, cols, counts, n_rows)
-        if self.unseen_nats > 0:
-            out += self.penalty(self.novelty.score_sparse(rows, cols, counts, n_rows))
-        return out
-
-    def unseen_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
-        """Share of each window's order-6 grams never seen (0 for a window without any)."""
-        return self.novelty.score_sparse(rows, cols, counts, n_rows)
-
-    # -- many tiers at once (the service's path) -------------------------------------------------
+    # -- many tiers at once: the implementation (the service's path) -------------------------------
 
     @staticmethod
     def score_stacked(
         tiers: Sequence[SequenceTier], ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray, which: np.ndarray
     ) -> StackedSequence:
         """Score windows, each against its own tier: window ``k``'s entries are ``[ptr[k], ptr[k + 1])`` of
-        ``cols`` / ``counts`` (valid global buckets, finite counts >= 0: ``baseliner.models.validate`` guarantees
-        it) and its tier is ``tiers[which[k]]``.  The same scores as :meth:`score_sparse` tier by tier.
+        ``cols`` / ``counts`` (valid global buckets, finite counts >= 0: ``baseliner.models.validate``
+        guarantees it) and its tier is ``tiers[which[k]]``.
 
-        One set of NumPy operations for all tiers: per entry one comparison and one lookup in its tier's
-        order-6 flags (one call per tier); the short orders' entries and the never-seen order-6 ones (rare
-        once an image is learnt) are then worked on apart, window sums taken segment by segment (no
-        per-entry window index).  Windows already sorted by tier (the service sends each image's
-        together) are not copied.
+        One set of NumPy operations for all tiers (:meth:`NgramDetector.score_stacked` on the short orders'
+        entries, :meth:`GramNoveltyDetector.score_stacked` on all of them).  Windows already sorted by tier
+        (the service sends each image's together) are not copied.
+
+        >>> from baseliner.models.ngrams import ngram_counts
+        >>> a, b = SequenceTier(), SequenceTier()
+        >>> loop = ngram_counts(["epoll_wait", "read", "write", "close"] * 25)
+        >>> a.learn_one(loop)
+        >>> cols = np.array(list(loop)); counts = np.array(list(loop.values()), dtype=float)
+        >>> both = SequenceTier.score_stacked([a, b], np.array([0, len(cols), 2 * len(cols)]), np.tile(cols, 2),
+        ...                                   np.tile(counts, 2), np.array([0, 1]))
+        >>> # b has seen nothing: log(4096) = 8.32 nats/gram, plus 128 / (1 + 0.2²) for contexts all new
+        >>> both.score.round(2).tolist(), both.unseen.tolist()
+        ([6.12, 131.39], [0.0, 1.0])
         """
         n = len(ptr) - 1
         has_grams = np.diff(ptr) > 0
@@ -186,101 +175,24 @@ class SequenceTier(base.AnomalyDetector):
             ptr, taken = csr_take(ptr, order)
             cols, counts, which = cols[taken], counts[taken], which[order]
         wb = np.searchsorted(which, np.arange(len(tiers) + 1))  # tier t: sorted windows [wb[t], wb[t + 1])
-        eb = ptr[wb]  # and entries [eb[t], eb[t + 1])
-        present = np.flatnonzero(np.diff(eb)).tolist()
-        new_flags = np.empty(len(cols), dtype=bool)
-        for t in present:
-            tiers[t].novelty.new_flags(cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
-        new = np.flatnonzero(new_flags)
         short = np.flatnonzero(cols < SHORT_BUCKETS)
         sptr = np.searchsorted(short, ptr)  # window k: short entries [sptr[k], sptr[k + 1])
-        sb = sptr[wb]  # tier t: short entries [sb[t], sb[t + 1])
         s_cols, s_counts = cols.take(short), counts.take(short)
-        score = SequenceTier._likelihood_stacked(tiers, present, which, wb, sptr, s_cols, s_counts, sb, n)
-        unseen = np.zeros(n)
-        n_rows = np.searchsorted(ptr, new, side="right") - 1
-        n_cols, n_counts = cols.take(new), counts.take(new)
+        score = NgramDetector.score_stacked([t.likelihood for t in tiers], which, wb, sptr, s_cols, s_counts)
+        unseen, new, new_rows = GramNoveltyDetector.score_stacked(
+            [t.novelty for t in tiers], wb, ptr, cols, counts, lambda: segment_sums(s_counts, sptr))
         if len(new):
-            # the share of each window's order-6 grams never seen: what is not short is order 6
-            long_total = segment_sums(counts, ptr) - segment_sums(s_counts, sptr)
-            np.divide(np.bincount(n_rows, n_counts, n), long_total, out=unseen, where=long_total > 0)
             nats = np.array([tier.unseen_nats for tier in tiers])[which]
-            scale = np.array([tier.unseen_scale for tier in tiers])[which]
-            u2 = np.square(unseen)
-            score += nats * u2 / (u2 + np.square(scale))
+            score += _penalty(unseen, nats, np.array([tier.unseen_scale for tier in tiers])[which])
         if order is not None:  # back to the caller's window order
             score[order], unseen[order] = score.copy(), unseen.copy()
-        return StackedSequence(score, unseen, has_grams, order, which, sptr, s_cols, s_counts, sb, n_rows, n_cols,
-                               n_counts)
-
-    @staticmethod
-    def _likelihood_stacked(
-        tiers: Sequence[SequenceTier], present: list[int], which: np.ndarray, wb: np.ndarray, sptr: np.ndarray,
-        cols: np.ndarray, counts: np.ndarray, sb: np.ndarray, n: int,
-    ) -> np.ndarray:
-        """The order-2..4 likelihood scores of :meth:`score_stacked` (windows sorted by tier) from the
-        short entries (window ``k``'s are ``[sptr[k], sptr[k + 1])``); ``sb`` bounds each tier's."""
-        liks = [tiers[t].likelihood for t in present]
-        if not liks:
-            return np.zeros(n)
-        first = liks[0].order_weights
-        if any(lik.tail < 1 or lik.order_weights != first for lik in liks):  # unusual: tier by tier
-            rows = row_ids(sptr)
-            out = np.zeros(n)
-            for t, lik in zip(present, liks, strict=True):
-                a, b, lo, hi = sb[t], sb[t + 1], wb[t], wb[t + 1]
-                out[lo:hi] = lik.score_entries(rows[a:b] - lo, cols[a:b], counts[a:b], hi - lo)
-            return out
-        weighted_orders = np.flatnonzero(first)
-        if len(weighted_orders) == 1:  # the default (order 4 alone): -log p = log_norm - log(C + alpha)
-            lo = int(weighted_orders[0]) * BUCKETS
-            if len(cols) and not (lo <= int(cols.min()) and int(cols.max()) < lo + BUCKETS):
-                keep = np.flatnonzero((cols >= lo) & (cols < lo + BUCKETS))
-                cols, counts = cols.take(keep), counts.take(keep)
-                sptr, sb = np.searchsorted(keep, sptr), np.searchsorted(keep, sb)
-            # a window's score is its tier's log_norm minus the count-weighted mean of log(C + alpha)
-            # (the order's weight cancels out of the mean)
-            logs = SequenceTier._gather(liks, present, sb, cols)
-            num = segment_sums(counts * logs, sptr)
-            den = segment_sums(counts, sptr)
-            norms = np.zeros(len(tiers))
-            for t, lik in zip(present, liks, strict=True):
-                norms[t] = lik._log_norms()[weighted_orders[0]]
-            out = np.zeros(n)
-            np.divide(num, den, out=out, where=den > 0)
-            np.subtract(norms[which], out, out=out, where=den > 0)
-            return out
-        w = liks[0]._weights[cols]
-        weighted = np.flatnonzero(w > 0)
-        if len(weighted) < len(cols):
-            cols, counts, w = cols.take(weighted), counts.take(weighted), w.take(weighted)
-            sptr, sb = np.searchsorted(weighted, sptr), np.searchsorted(weighted, sb)
-        logs = SequenceTier._gather(liks, present, sb, cols)
-        tier_of = np.repeat(which, np.diff(sptr))
-        norms2 = np.zeros((len(tiers), len(SHORT_ORDERS)))
-        for t, lik in zip(present, liks, strict=True):
-            norms2[t] = lik._log_norms()
-        value = norms2.ravel()[tier_of * len(SHORT_ORDERS) + cols // BUCKETS] - logs
-        mass = counts * w
-        out = np.zeros(n)
-        num = segment_sums(mass * value, sptr)
-        den = segment_sums(mass, sptr)
-        np.divide(num, den, out=out, where=den > 0)
-        return out
-
-    @staticmethod
-    def _gather(liks: Sequence[NgramDetector], present: list[int], sb: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """``log(C[b] + alpha)`` of each entry in its tier's model (tier ``present[i]``'s entries are
-        ``[sb[t], sb[t + 1])``)."""
-        out = np.empty(len(cols))
-        for t, lik in zip(present, liks, strict=True):
-            np.take(lik._log_counts, cols[sb[t] : sb[t + 1]], out=out[sb[t] : sb[t + 1]])
-        return out
+        return StackedSequence(score, unseen, has_grams, order, which, sptr, s_cols, s_counts, sptr[wb], new_rows,
+                               cols.take(new), counts.take(new))
 
     @staticmethod
     def learn_stacked(tiers: Sequence[SequenceTier], scored: StackedSequence, learn: np.ndarray) -> None:
         """Learn the windows where ``learn`` is true of a :meth:`score_stacked` call, each into its tier
-        (none of the tiers may have learnt since): the same as :meth:`learn_sparse` tier by tier."""
+        (none of the tiers may have learnt since)."""
         if scored.order is not None:
             learn, has_grams = learn[scored.order], scored.has_grams[scored.order]
         else:
@@ -300,6 +212,8 @@ class SequenceTier(base.AnomalyDetector):
             a, b = kb[t], kb[t + 1]
             tiers[t].likelihood.learn_entries(cols[a:b], counts[a:b], int(learnt[t]))
             tiers[t].novelty.learn_new(new_cols[new_tier == t] if len(new_cols) else new_cols, int(learnt[t]))
+
+    # -- River contract, and batches: each part's own -------------------------------------------------
 
     def learn_one(self, x: dict) -> None:
         self.likelihood.learn_one(x)
@@ -347,3 +261,9 @@ class SequenceTier(base.AnomalyDetector):
     def _unit_test_params(cls) -> Any:
         yield {}
         yield {"alpha": 1.0, "unseen_nats": 0.0}
+
+
+def _penalty(unseen: np.ndarray, nats: Any, scale: Any) -> np.ndarray:
+    """``nats x u² / (u² + scale²)`` of each share ``u`` of unseen order-6 grams."""
+    u2 = np.square(unseen)
+    return nats * u2 / (u2 + np.square(scale))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,9 @@ class ZScoreDetector(base.AnomalyDetector):
     the score as much as several moderately off.  ``std_floor`` (in the input's units) keeps features
     that never varied from turning noise into alarms.
 
-    ``learn_many`` / ``score_many`` take a 2-D array whose columns are ``features`` (or a DataFrame) and
-    are vectorised: the service scores and learns a batch per image in a few NumPy calls.
+    ``learn_stacked`` / ``score_stacked`` are the implementation: many detectors' rows of one 2-D array
+    (columns ``features``) at once, in a few NumPy calls (the service's path); ``learn_one`` /
+    ``score_one`` (River) and ``learn_many`` / ``score_many`` (one detector's batch) call them.
 
     Parameters
     ----------
@@ -53,8 +55,8 @@ class ZScoreDetector(base.AnomalyDetector):
     >>> attack = det.score_one({"reads": 3.2, "execs": 2.7})
     >>> normal < 1.0 < attack
     True
-    >>> round(det.mean("reads"), 2)
-    3.2
+    >>> det.means().round(2).tolist()  # reads, execs
+    [3.2, 0.0]
     """
 
     def __init__(
@@ -108,14 +110,6 @@ class ZScoreDetector(base.AnomalyDetector):
         """Effective number of vectors learnt (capped at ``window``)."""
         return self._n
 
-    def mean(self, name: Any) -> float:
-        i = self._index.get(name)
-        return 0.0 if i is None else float(self._mean[i])
-
-    def std(self, name: Any) -> float:
-        i = self._index.get(name)
-        return 0.0 if i is None else float(self._std()[i])
-
     def means(self) -> np.ndarray:
         return self._mean.copy()
 
@@ -160,36 +154,33 @@ class ZScoreDetector(base.AnomalyDetector):
         return row
 
     def _as_array(self, X: Any) -> np.ndarray:
-        if hasattr(X, "columns"):  # pandas DataFrame
-            self._grow(list(X.columns))
-            out = np.zeros((len(X), len(self._mean)))
-            for j, col in enumerate(X.columns):
-                out[:, self._index[col]] = X.iloc[:, j].to_numpy(dtype=float)
-            return out
         arr = np.asarray(X, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != len(self._mean):
             raise ValueError(f"expected an array of shape (n, {len(self._mean)}), got {arr.shape}")
         return arr
 
-    # -- River contract --------------------------------------------------------------------------
+    # -- River contract, and batches -------------------------------------------------------------
 
     def learn_one(self, x: dict) -> None:
-        self._learn(self._row(x, grow=True)[None, :])
+        self.learn_many(self._row(x, grow=True)[None, :])
 
     def score_one(self, x: dict) -> float:
-        return float(self._scores(self._row(x, grow=False)[None, :])[0])
+        return float(self.score_stacked([self], self._row(x, grow=False)[None, :], np.zeros(1, dtype=np.int64))[0])
 
     def learn_many(self, X: Any, *, bound: bool = True) -> None:
-        """Learn a batch (rows in arrival order).
+        """Learn a batch (rows in arrival order; columns ``features``): :meth:`learn_stacked` with this
+        detector alone.
 
         ``bound=False`` skips the ``clip`` bounds for this batch (a baseline's initial learning period,
         when the spread is still being discovered).
         """
-        self._learn(self._as_array(X), bound)
+        X = self._as_array(X)
+        self.learn_stacked([self], X, np.zeros(len(X), dtype=np.int64), [bound])
 
     def score_many(self, X: Any) -> np.ndarray:
-        """Scores of a batch, without learning it."""
-        return self._scores(self._as_array(X))
+        """Scores of a batch, without learning it: :meth:`score_stacked` with this detector alone."""
+        X = self._as_array(X)
+        return self.score_stacked([self], X, np.zeros(len(X), dtype=np.int64))
 
     def standard_scores(self, X: np.ndarray) -> np.ndarray:
         """Signed standard scores ``(x - mean) / (std + std_floor)`` per feature."""
@@ -201,7 +192,7 @@ class ZScoreDetector(base.AnomalyDetector):
             den = np.concatenate([den, np.full(width - len(den), self.std_floor)])
         return (X - mean) / den
 
-    # -- many detectors at once ----------------------------------------------------------------
+    # -- many detectors at once: the implementation -----------------------------------------------
     #
     # The service scores and learns every image of a batch together: row ``i`` of ``X`` belongs to
     # ``detectors[which[i]]`` (detectors sharing one feature layout).  Scoring and learning both work on
@@ -227,11 +218,9 @@ class ZScoreDetector(base.AnomalyDetector):
         >>> a, b = ZScoreDetector(std_floor=0.1), ZScoreDetector(std_floor=0.1)
         >>> for i in range(20):
         ...     a.learn_one({"x": 1.0 + (i % 2)}); b.learn_one({"x": 10.0 + (i % 2)})
-        >>> X = np.array([[1.5], [10.5], [10.5]])
-        >>> s = ZScoreDetector.score_stacked([a, b], X, np.array([0, 1, 0]))
-        >>> s.round(2).tolist() == [round(a.score_one({"x": 1.5}), 2), round(b.score_one({"x": 10.5}), 2),
-        ...                         round(a.score_one({"x": 10.5}), 2)]
-        True
+        >>> # means 1.5 and 10.5, standard deviations 0.513 (+ 0.1): 10.5 is 14.7 of a's off its mean
+        >>> ZScoreDetector.score_stacked([a, b], np.array([[1.5], [10.5], [10.5]]), np.array([0, 1, 0])).round(2)
+        array([ 0.  ,  0.  , 14.68])
         """
         if X.shape[1] == 0 or not len(X):
             return np.zeros(len(X))
@@ -257,112 +246,31 @@ class ZScoreDetector(base.AnomalyDetector):
         """Learn the rows of ``X``, row ``i`` by ``detectors[which[i]]`` (``bound[j]``: see
         :meth:`learn_many`; ``z``: :meth:`standard_scores_stacked` of the rows, when the caller has it).
 
-        Each detector's rows are one batch of :meth:`learn_many`; all detectors are updated together.
+        Each detector's rows are one batch, in row order; all detectors are updated together: Chan et al.'s
+        parallel update of (count, mean, M2) from the sums of the rows' standard scores, the old count
+        capped at ``window - len(batch)`` so that the batch keeps at least its own weight; once warm and
+        bounded, values clipped to ``mean ± clip x (std + std_floor)`` (``|z| <= clip``) and a variance
+        that grows by at most a factor ``1 + 2 / window`` (plus ``std_floor² / window``) per row learnt.
         """
         if not len(X):
             return
-        which = np.asarray(which, dtype=np.int64)
         if z is None:
             z = ZScoreDetector.standard_scores_stacked(detectors, X, which)
-        single = bool((which == which[0]).all())  # one detector's batch
-        runs = None  # each detector's rows one run (the service's usual block): where each run starts
-        if single:
-            used, inverse = which[:1], np.zeros(len(X), dtype=np.int64)
-            n_bs = [float(len(X))]
-        else:
-            change = np.flatnonzero(np.diff(which)) + 1
-            if bool((which[change] > which[change - 1]).all()):  # sorted
-                runs = np.concatenate(([0], change))
-                used = which[runs]
-                sizes = np.diff(np.append(runs, len(which)))
-                inverse = np.repeat(np.arange(len(used)), sizes)
-                n_bs = sizes.astype(np.float64).tolist()
-            else:
-                used, inverse = np.unique(which, return_inverse=True)
-                n_bs = np.bincount(inverse, minlength=len(used)).astype(np.float64).tolist()
-        dets = [detectors[j] for j in used.tolist()]
-        # Per detector (Python floats): Chan et al.'s parallel update of (count, mean, M2), the old count
-        # capped at window - len(batch) so that the batch keeps at least its own weight; once warm and
-        # bounded, values clipped to mean ± clip x (std + std_floor) (|z| <= clip) and a variance that
-        # grows by at most a factor 1 + 2 / window (plus std_floor² / window) per window learnt.
-        limit, keep, w_b, w_ab, inv_nb, cap_mul, cap_add, nm1, old_nm1 = ([] for _ in range(9))
-        bounded: list[bool] = []
-        ns: list[float] = []
-        for d, j, nb in zip(dets, used.tolist(), n_bs, strict=True):
-            no = d._n
-            na = min(no, max(d.window - nb, 1.0)) if no else 0.0
-            n = na + nb
-            is_bounded = bool(bound[j]) and d.clip is not None and no >= 30
-            bounded.append(is_bounded)
-            limit.append(d.clip if is_bounded else math.inf)
-            keep.append(na / no if no and na < no else 1.0)  # forget proportionally
-            w_b.append(nb / n)
-            w_ab.append(na * nb / n)
-            inv_nb.append(1.0 / nb)
-            cap_mul.append((1.0 + 2.0 / d.window) ** nb)
-            cap_add.append(d.std_floor**2 * nb / d.window)
-            nm1.append(n - 1.0)
-            old_nm1.append(max(no - 1.0, 1.0))
-            ns.append(n)
-        if single:
-            d0 = dets[0]
-            mean, den, m2 = d0._mean, d0._denominator(), d0._m2
-
-            def col(values: list[float]) -> Any:
-                return values[0]
-        else:
-            mean = np.stack([d._mean for d in dets])
-            den = np.stack([d._denominator() for d in dets])
-            m2 = np.stack([d._m2 for d in dets])
-
-            def col(values: list[float]) -> Any:
-                return np.array(values)[:, None]
-        lowest = min(limit)
-        if lowest < math.inf and not (-lowest <= z.min() and z.max() <= lowest):  # (NaN-free: z is finite)
-            lim = np.array(limit)[inverse][:, None]  # per row
-            rows = np.flatnonzero((np.abs(z) > lim).any(axis=1))  # the few windows with a value to clip
-            if len(rows):
-                z = z.copy()
-                z[rows] = np.clip(z[rows], -lim[rows], lim[rows])
-        # The batch's mean and M2 from sums of its deviations from the current mean (den is constant per
-        # detector).
-        if single:
-            s1, s2 = z.sum(axis=0), np.einsum("ij,ij->j", z, z)
-        elif runs is not None:
-            s1, s2 = np.add.reduceat(z, runs, axis=0), np.add.reduceat(z * z, runs, axis=0)
-        else:
-            onehot = np.zeros((len(used), len(z)))
-            onehot[inverse, np.arange(len(z))] = 1.0
-            s1, s2 = onehot @ z, onehot @ (z * z)
-        inb = col(inv_nb)
-        delta = den * (s1 * inb)  # mean of the batch - mean
-        m2_b = den**2 * np.maximum(s2 - s1**2 * inb, 0.0)
-        new_mean = mean + delta * col(w_b)
-        new_m2 = m2 * col(keep) + m2_b + delta**2 * col(w_ab)
-        if any(bounded):
-            capped = np.minimum(new_m2, (m2 / col(old_nm1) * col(cap_mul) + col(cap_add)) * col(nm1))
-            new_m2 = capped if single or all(bounded) else np.where(np.array(bounded)[:, None], capped, new_m2)
-        if single:
-            new_mean, new_m2 = new_mean[None, :], new_m2[None, :]
+        batch = _Batch.of(np.asarray(which, dtype=np.int64))
+        dets = [detectors[j] for j in batch.used.tolist()]
+        terms = _ChanTerms.of(dets, batch.sizes, [bool(bound[j]) for j in batch.used.tolist()])
+        z = _clipped(z, terms.limit, batch.inverse)
+        s1, s2 = batch.sums(z)
+        new_mean, new_m2 = terms.update(dets, s1, s2, batch.single)
         for k, d in enumerate(dets):
             m2_k = new_m2[k]
-            if bool(bound[int(used[k])]) and len(d._var_floor) == len(m2_k) and ns[k] > 1:
-                m2_k = np.maximum(m2_k, d._var_floor * nm1[k])
-            if not single:  # own copies: a row of the stacked arrays would keep all of them alive
+            if terms.bounded_floor[k] and len(d._var_floor) == len(m2_k) and terms.n[k] > 1:
+                m2_k = np.maximum(m2_k, d._var_floor * terms.nm1[k])
+            if not batch.single:  # own copies: a row of the stacked arrays would keep all of them alive
                 m2_k = m2_k.copy() if m2_k.base is not None else m2_k
-                d._mean, d._m2, d._n, d._den = new_mean[k].copy(), m2_k, ns[k], None
+                d._mean, d._m2, d._n, d._den = new_mean[k].copy(), m2_k, terms.n[k], None
             else:
-                d._mean, d._m2, d._n, d._den = new_mean[k], m2_k, ns[k], None
-
-    # -- internals -------------------------------------------------------------------------------
-
-    def _scores(self, X: np.ndarray) -> np.ndarray:
-        return self.score_stacked([self], X, np.zeros(len(X), dtype=np.int64))
-
-    def _learn(self, X: np.ndarray, bound: bool = True) -> None:
-        if X.shape[1] != len(self._mean):
-            raise ValueError(f"expected {len(self._mean)} features, got {X.shape[1]}")
-        self.learn_stacked([self], X, np.zeros(len(X), dtype=np.int64), [bound])
+                d._mean, d._m2, d._n, d._den = new_mean[k], m2_k, terms.n[k], None
 
     # -- persistence (no pickle) ---------------------------------------------------------------
 
@@ -391,6 +299,127 @@ class ZScoreDetector(base.AnomalyDetector):
     def _unit_test_params(cls) -> Any:
         yield {}
         yield {"window": 50, "top_k": 1, "upper_only": True, "clip": 3.0}
+
+
+@dataclass(slots=True)
+class _Batch:
+    """How the rows of a stacked batch fall to detectors: detector ``used[u]`` has the rows where
+    ``inverse == u`` (``sizes[u]`` of them); ``runs``: where each detector's rows start when each has one
+    run, in detector order (the service's usual block); ``single``: one detector has them all."""
+
+    used: np.ndarray
+    inverse: np.ndarray
+    sizes: list[float]
+    runs: np.ndarray | None
+    single: bool
+
+    @classmethod
+    def of(cls, which: np.ndarray) -> _Batch:
+        if bool((which == which[0]).all()):
+            return cls(which[:1], np.zeros(len(which), dtype=np.int64), [float(len(which))], None, True)
+        change = np.flatnonzero(np.diff(which)) + 1
+        if bool((which[change] > which[change - 1]).all()):  # sorted
+            runs = np.concatenate(([0], change))
+            sizes = np.diff(np.append(runs, len(which)))
+            inverse = np.repeat(np.arange(len(runs)), sizes)
+            return cls(which[runs], inverse, sizes.astype(np.float64).tolist(), runs, False)
+        used, inverse = np.unique(which, return_inverse=True)
+        return cls(used, inverse, np.bincount(inverse, minlength=len(used)).astype(np.float64).tolist(), None, False)
+
+    def sums(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per detector, the sums of its rows' ``z`` and ``z²`` (one row each; 1-D for a single detector)."""
+        if self.single:
+            return z.sum(axis=0), np.einsum("ij,ij->j", z, z)
+        if self.runs is not None:
+            return np.add.reduceat(z, self.runs, axis=0), np.add.reduceat(z * z, self.runs, axis=0)
+        onehot = np.zeros((len(self.used), len(z)))
+        onehot[self.inverse, np.arange(len(z))] = 1.0
+        return onehot @ z, onehot @ (z * z)
+
+
+@dataclass(slots=True)
+class _ChanTerms:
+    """Per detector of a stacked batch, the scalars of its update (see :meth:`ZScoreDetector.learn_stacked`)."""
+
+    limit: list[float]  # |z| above this is clipped (inf: not bounded)
+    bounded: list[bool]  # warm, with a clip, and asked to learn bounded: variance growth capped
+    bounded_floor: list[bool]  # asked to learn bounded: the variance held by hold_spread() is kept
+    keep: list[float]  # share of the old M2 kept (the old count capped: old behaviour fades)
+    w_b: list[float]
+    w_ab: list[float]
+    inv_nb: list[float]
+    cap_mul: list[float]
+    cap_add: list[float]
+    nm1: list[float]
+    old_nm1: list[float]
+    n: list[float]
+
+    @classmethod
+    def of(cls, dets: list[ZScoreDetector], sizes: list[float], bound: list[bool]) -> _ChanTerms:
+        t = cls(*([] for _ in range(12)))
+        for d, nb, asked in zip(dets, sizes, bound, strict=True):
+            no = d._n
+            na = min(no, max(d.window - nb, 1.0)) if no else 0.0
+            n = na + nb
+            is_bounded = asked and d.clip is not None and no >= 30
+            t.bounded.append(is_bounded)
+            t.bounded_floor.append(asked)
+            t.limit.append(d.clip if is_bounded and d.clip is not None else math.inf)
+            t.keep.append(na / no if no and na < no else 1.0)  # forget proportionally
+            t.w_b.append(nb / n)
+            t.w_ab.append(na * nb / n)
+            t.inv_nb.append(1.0 / nb)
+            t.cap_mul.append((1.0 + 2.0 / d.window) ** nb)
+            t.cap_add.append(d.std_floor**2 * nb / d.window)
+            t.nm1.append(n - 1.0)
+            t.old_nm1.append(max(no - 1.0, 1.0))
+            t.n.append(n)
+        return t
+
+    def update(self, dets: list[ZScoreDetector], s1: np.ndarray, s2: np.ndarray,
+               single: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The detectors' new means and M2 (a row each) from the sums of their rows' ``z`` and ``z²``
+        (``den`` is constant per detector, so the batch's mean and M2 follow from them)."""
+        if single:
+            d0 = dets[0]
+            mean, den, m2 = d0._mean, d0._denominator(), d0._m2
+
+            def col(values: list[float]) -> Any:
+                return values[0]
+        else:
+            mean = np.stack([d._mean for d in dets])
+            den = np.stack([d._denominator() for d in dets])
+            m2 = np.stack([d._m2 for d in dets])
+
+            def col(values: list[float]) -> Any:
+                return np.array(values)[:, None]
+        inb = col(self.inv_nb)
+        delta = den * (s1 * inb)  # mean of the batch - mean
+        m2_b = den**2 * np.maximum(s2 - s1**2 * inb, 0.0)
+        new_mean = mean + delta * col(self.w_b)
+        new_m2 = m2 * col(self.keep) + m2_b + delta**2 * col(self.w_ab)
+        if any(self.bounded):
+            cap = (m2 / col(self.old_nm1) * col(self.cap_mul) + col(self.cap_add)) * col(self.nm1)
+            capped = np.minimum(new_m2, cap)
+            if not (single or all(self.bounded)):
+                capped = np.where(np.array(self.bounded)[:, None], capped, new_m2)
+            new_m2 = capped
+        if single:
+            return new_mean[None, :], new_m2[None, :]
+        return new_mean, new_m2
+
+
+def _clipped(z: np.ndarray, limit: list[float], inverse: np.ndarray) -> np.ndarray:
+    """``z`` with each row's values clipped to its detector's ``[-limit, limit]`` (a copy, where any is)."""
+    lowest = min(limit)
+    if lowest == math.inf or (-lowest <= z.min() and z.max() <= lowest):  # (NaN-free: z is finite)
+        return z
+    lim = np.array(limit)[inverse][:, None]  # per row
+    rows = np.flatnonzero((np.abs(z) > lim).any(axis=1))  # the few windows with a value to clip
+    if len(rows):
+        z = z.copy()
+        z[rows] = np.clip(z[rows], -lim[rows], lim[rows])
+    return z
 
 
 def _top_rms(z: np.ndarray, top_k: int, upper_only: bool) -> np.ndarray:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -386,9 +387,9 @@ def evaluate_recording(path: str | Path, progress: bool = True, learn_hours: flo
     ``learn_hours`` > 0 makes every baseline learn at least that long (``min_learn_seconds``) before it
     detects, as ``baseliner demo`` does; 0 keeps the service's defaults."""
     from baseliner.models.baseline import BaselineConfig, ImageBaseline, State
-    from baseliner.models.errors import ValidationError
+    from baseliner.models.block import VectorBlock
     from baseliner.models.recording import RecordingReader
-    from baseliner.models.validate import validate
+    from baseliner.models.validate import validate_block
 
     started = time.perf_counter()
     baselines: dict[str, ImageBaseline] = {}
@@ -403,13 +404,11 @@ def evaluate_recording(path: str | Path, progress: bool = True, learn_hours: flo
         first_seen: dict[str, float] = {}
         for group in tqdm(reader.windows(), desc="windows", unit="window", disable=not progress):
             by_image: dict[str, list[FeatureVector]] = {}
-            for v in group:
-                try:
-                    validate(v)
-                except ValidationError as exc:
-                    rejected += 1
-                    log.warning("%s: vector rejected (%s)", path, exc)
-                    continue
+            ok, errors = validate_block(VectorBlock.from_vectors(group))
+            for exc in errors:
+                rejected += 1
+                log.warning("%s: vector rejected (%s)", path, exc)
+            for v in compress(group, ok.tolist()):
                 # as the service's pipeline does: a container's age from its first window when unknown
                 ckey = f"{v.identity.node}/{v.identity.container_id}"
                 first = first_seen.setdefault(ckey, v.window_start)

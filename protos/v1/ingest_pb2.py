@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from baseliner.protos.v1 import vectors_pb2 as baseliner_dot_protos_dot_v1_dot_vectors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n baseliner/protos/v1/ingest.proto\x12\x0c\x62\x61seliner.v1\x1a!baseliner/protos/v1/vectors.proto\"X\n\x05Hello\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x16\n\x0esensor_version\x18\x03 \x01(\t\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\"i\n\rIngestRequest\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.baseliner.v1.HelloH\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.baseliner.v1.VectorBatchH\x00\x42\x06\n\x04\x62ody\"\xc4\x01\n\x07Welcome\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12\x17\n\x0fservice_version\x18\x02 \x01(\t\x12\x19\n\x11max_batch_vectors\x18\x03 \x01(\r\x12\x14\n\x0c\x64urable_acks\x18\x04 \x01(\x08\x12\x13\n\x0bngram_bytes\x18\x05 \x01(\x08\x12\x15\n\rngram_entries\x18\x06 \x01(\x08\x12\x16\n\x0eidentity_table\x18\x07 \x01(\x08\x12\x14\n\x0cwindow_bytes\x18\x08 \x01(\x08\"W\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.baseliner.v1.RejectReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xc7\x01\n\x08\x42\x61tchAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\r\x12)\n\x08rejected\x18\x03 \x03(\x0b\x32\x17.baseliner.v1.Rejection\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x0f\n\x07\x64urable\x18\x05 \x01(\x08\x12\x32\n\x0e\x62\x61tch_rejected\x18\x06 \x01(\x0e\x32\x1a.baseliner.v1.RejectReason\x12\x15\n\rbatch_message\x18\x07 \x01(\t\"i\n\x0eIngestResponse\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.baseliner.v1.WelcomeH\x00\x12%\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x16.baseliner.v1.BatchAckH\x00\x42\x06\n\x04\x62ody*\x8a\x03\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREJECT_REASON_MISSING_FIELD\x10\x01\x12\x1c\n\x18REJECT_REASON_NOT_FINITE\x10\x02\x12\x1a\n\x16REJECT_REASON_NEGATIVE\x10\x03\x12\x1c\n\x18REJECT_REASON_BAD_WINDOW\x10\x04\x12\x1e\n\x1aREJECT_REASON_BAD_IDENTITY\x10\x05\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x06\x12%\n!REJECT_REASON_UNSUPPORTED_VERSION\x10\x07\x12\x1f\n\x1bREJECT_REASON_BAD_REFERENCE\x10\x08\x12\x1e\n\x1aREJECT_REASON_OUT_OF_ORDER\x10\t\x12\x1e\n\x1aREJECT_REASON_UNAUTHORIZED\x10\n\x12\x1d\n\x19REJECT_REASON_IMPLAUSIBLE\x10\x0b\x32Q\n\x06Ingest\x12G\n\x06Stream\x12\x1b.baseliner.v1.IngestRequest\x1a\x1c.baseliner.v1.IngestResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n baseliner/protos/v1/ingest.proto\x12\x0c\x62\x61seliner.v1\x1a!baseliner/protos/v1/vectors.proto\"X\n\x05Hello\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x16\n\x0esensor_version\x18\x03 \x01(\t\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\"i\n\rIngestRequest\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.baseliner.v1.HelloH\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.baseliner.v1.VectorBatchH\x00\x42\x06\n\x04\x62ody\"j\n\x07Welcome\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12\x17\n\x0fservice_version\x18\x02 \x01(\t\x12\x19\n\x11max_batch_vectors\x18\x03 \x01(\r\x12\x14\n\x0c\x64urable_acks\x18\x04 \x01(\x08\"W\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.baseliner.v1.RejectReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xc7\x01\n\x08\x42\x61tchAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\r\x12)\n\x08rejected\x18\x03 \x03(\x0b\x32\x17.baseliner.v1.Rejection\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x0f\n\x07\x64urable\x18\x05 \x01(\x08\x12\x32\n\x0e\x62\x61tch_rejected\x18\x06 \x01(\x0e\x32\x1a.baseliner.v1.RejectReason\x12\x15\n\rbatch_message\x18\x07 \x01(\t\"i\n\x0eIngestResponse\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.baseliner.v1.WelcomeH\x00\x12%\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x16.baseliner.v1.BatchAckH\x00\x42\x06\n\x04\x62ody*\x8a\x03\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREJECT_REASON_MISSING_FIELD\x10\x01\x12\x1c\n\x18REJECT_REASON_NOT_FINITE\x10\x02\x12\x1a\n\x16REJECT_REASON_NEGATIVE\x10\x03\x12\x1c\n\x18REJECT_REASON_BAD_WINDOW\x10\x04\x12\x1e\n\x1aREJECT_REASON_BAD_IDENTITY\x10\x05\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x06\x12%\n!REJECT_REASON_UNSUPPORTED_VERSION\x10\x07\x12\x1f\n\x1bREJECT_REASON_BAD_REFERENCE\x10\x08\x12\x1e\n\x1aREJECT_REASON_OUT_OF_ORDER\x10\t\x12\x1e\n\x1aREJECT_REASON_UNAUTHORIZED\x10\n\x12\x1d\n\x19REJECT_REASON_IMPLAUSIBLE\x10\x0b\x32Q\n\x06Ingest\x12G\n\x06Stream\x12\x1b.baseliner.v1.IngestRequest\x1a\x1c.baseliner.v1.IngestResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'baseliner.protos.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTREASON']._serialized_start=880
-  _globals['_REJECTREASON']._serialized_end=1274
+  _globals['_REJECTREASON']._serialized_start=789
+  _globals['_REJECTREASON']._serialized_end=1183
   _globals['_HELLO']._serialized_start=85
   _globals['_HELLO']._serialized_end=173
   _globals['_INGESTREQUEST']._serialized_start=175
   _globals['_INGESTREQUEST']._serialized_end=280
-  _globals['_WELCOME']._serialized_start=283
-  _globals['_WELCOME']._serialized_end=479
-  _globals['_REJECTION']._serialized_start=481
-  _globals['_REJECTION']._serialized_end=568
-  _globals['_BATCHACK']._serialized_start=571
-  _globals['_BATCHACK']._serialized_end=770
-  _globals['_INGESTRESPONSE']._serialized_start=772
-  _globals['_INGESTRESPONSE']._serialized_end=877
-  _globals['_INGEST']._serialized_start=1276
-  _globals['_INGEST']._serialized_end=1357
+  _globals['_WELCOME']._serialized_start=282
+  _globals['_WELCOME']._serialized_end=388
+  _globals['_REJECTION']._serialized_start=390
+  _globals['_REJECTION']._serialized_end=477
+  _globals['_BATCHACK']._serialized_start=480
+  _globals['_BATCHACK']._serialized_end=679
+  _globals['_INGESTRESPONSE']._serialized_start=681
+  _globals['_INGESTRESPONSE']._serialized_end=786
+  _globals['_INGEST']._serialized_start=1185
+  _globals['_INGEST']._serialized_end=1266
 # @@protoc_insertion_point(module_scope)

@@ -56,24 +56,16 @@ class IngestRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[_vectors_pb2.VectorBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks", "ngram_bytes", "ngram_entries", "identity_table", "window_bytes")
+    __slots__ = ("last_sequence", "service_version", "max_batch_vectors", "durable_acks")
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_ACKS_FIELD_NUMBER: _ClassVar[int]
-    NGRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
-    NGRAM_ENTRIES_FIELD_NUMBER: _ClassVar[int]
-    IDENTITY_TABLE_FIELD_NUMBER: _ClassVar[int]
-    WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
     last_sequence: int
     service_version: str
     max_batch_vectors: int
     durable_acks: bool
-    ngram_bytes: bool
-    ngram_entries: bool
-    identity_table: bool
-    window_bytes: bool
-    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ..., ngram_bytes: _Optional[bool] = ..., ngram_entries: _Optional[bool] = ..., identity_table: _Optional[bool] = ..., window_bytes: _Optional[bool] = ...) -> None: ...
+    def __init__(self, last_sequence: _Optional[int] = ..., service_version: _Optional[str] = ..., max_batch_vectors: _Optional[int] = ..., durable_acks: _Optional[bool] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("index", "reason", "message")

@@ -1,11 +1,11 @@
-"""The window bytes form of ``VectorColumns`` (``vectors.proto``), defined once for both ends.
+"""The per-window matrices and syscall entries of ``VectorColumns`` (``vectors.proto``), defined once for both ends.
 
 Per-window numbers as little-endian matrices, one row per window (row-major), in the column order of
 :data:`F64_COLUMNS` (``window_f64_le``: float64, 160 bytes a window) and :data:`U32_COLUMNS`
 (``window_u32_le``: uint32, 24 bytes a window); the syscall entries as uint16 name indices
-(``syscall_name_index_le16``) and float64 counts (``syscall_count_f64_le``).  Each column is named after the
-repeated ``VectorColumns`` field it replaces.  The sensor packs (``sensor/wire.py``), the service unpacks
-(``service/serde.py``); the unpackers raise ``ValueError`` saying why for bytes that do not fit.
+(``syscall_name_index_le16``) and float64 counts (``syscall_count_f64_le``).  The sensor packs
+(``sensor/wire.py``), the service unpacks (``service/serde.py``); the unpackers raise ``ValueError`` saying
+why for bytes that do not fit.
 
 >>> rows = np.zeros((2, len(F64_COLUMNS)))
 >>> rows[:, :3] = [[100.0, 10.0, -1.0], [110.0, 10.0, 5.0]]
@@ -21,8 +21,9 @@ ValueError: window_u32_le has 1 rows for 2 windows (count)
 >>> index, counts = pack_syscalls([0, 1, 0], [3, 2.5, 7])
 >>> index.hex(), [a.tolist() for a in unpack_syscalls(index, counts)]
 ('000001000000', [[0, 1, 0], [3.0, 2.5, 7.0]])
->>> pack_syscalls([MAX_SYSCALL_NAMES], [1]) is None
-True
+>>> pack_syscalls([MAX_SYSCALL_NAMES], [1])
+Traceback (most recent call last):
+ValueError: syscall name index 65536: a batch has at most 65536 syscall names
 """
 
 from __future__ import annotations
@@ -46,9 +47,7 @@ U32_COLUMNS: tuple[str, ...] = (
     "identity", "syscall_lengths", "ngram_lengths", "executable_lengths", "endpoint_lengths",
     "sensitive_path_lengths",
 )
-#: The repeated fields the syscall entries' bytes (``syscall_name_index_le16``, ``syscall_count_f64_le``) replace.
-SYSCALL_FIELDS: tuple[str, str] = ("syscall_name_index", "syscall_count")
-#: A batch with more syscall names than this sends its syscall entries in the repeated form (uint16 indices).
+#: What uint16 indices can name: the most syscall names a batch can have (the service reads far fewer).
 MAX_SYSCALL_NAMES = 1 << 16
 
 _F64 = np.dtype("<f8")
@@ -105,16 +104,15 @@ def unpack_u32(raw: bytes, count: int) -> np.ndarray:
     return _unpack(raw, count, "window_u32_le", _U32, len(U32_COLUMNS))
 
 
-def pack_syscalls(
-    index: np.ndarray | Sequence[int], counts: np.ndarray | Sequence[float]
-) -> tuple[bytes, bytes] | None:
+def pack_syscalls(index: np.ndarray | Sequence[int], counts: np.ndarray | Sequence[float]) -> tuple[bytes, bytes]:
     """``syscall_name_index_le16`` and ``syscall_count_f64_le`` of equally long ``index`` and ``counts``;
-    ``None`` when an index does not fit uint16 (a batch of more than :data:`MAX_SYSCALL_NAMES` names)."""
+    ``ValueError`` for an index that uint16 cannot hold (a batch of more than :data:`MAX_SYSCALL_NAMES` names)."""
     idx = np.asarray(index, dtype=np.int64)
     if len(idx) != len(counts):
         raise ValueError(f"{len(idx)} syscall name indices but {len(counts)} counts")
     if len(idx) and (int(idx.max()) >= MAX_SYSCALL_NAMES or int(idx.min()) < 0):
-        return None
+        bad = int(idx.max()) if int(idx.max()) >= MAX_SYSCALL_NAMES else int(idx.min())
+        raise ValueError(f"syscall name index {bad}: a batch has at most {MAX_SYSCALL_NAMES} syscall names")
     return idx.astype(_U16).tobytes(), np.asarray(counts, dtype=_F64).tobytes()
 
 

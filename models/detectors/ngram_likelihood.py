@@ -1,18 +1,19 @@
-"""Sequence detector: likelihood of a window's hashed syscall n-grams under the image's learnt n-gram model."""
+"""NgramDetector: the likelihood of a window's hashed order-2..4 syscall n-grams under the image's n-gram model."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from baseliner.models.block import row_ids, segment_sums
 from baseliner.models.ngrams import BUCKETS, NUM_BUCKETS, SHORT_BUCKETS, SHORT_ORDERS
 from baseliner.models.syscalls import fnv1a32
 from river import base
 
-__all__ = ["NgramDetector", "dicts_to_matrix", "sparse_row"]
+__all__ = ["NgramDetector", "dicts_to_matrix", "matrix_entries", "sparse_row"]
 
 _ORDER_OF_BUCKET = np.repeat(np.arange(len(SHORT_ORDERS)), BUCKETS)
 
@@ -126,11 +127,12 @@ class NgramDetector(base.AnomalyDetector):
     the detector also keeps ``log(C[b] + alpha)`` per bucket (another 96 KiB), updated for the buckets
     each learnt batch touches, so that scoring gathers a logarithm per entry instead of computing it.
 
-    ``learn_one`` / ``score_one`` take a dict of bucket index -> count (``FeatureVector.ngrams``); a key
-    that is not a bucket index is hashed into the bucket space (:func:`key_bucket`), and negative or
-    non-finite counts count as 0.  ``learn_many`` / ``score_many`` take a dense ``(n, NUM_BUCKETS)``
-    array (``baseliner.models.ngrams.dense`` rows) or a ``scipy.sparse`` matrix of that shape
-    (:func:`dicts_to_matrix`); they are vectorised (one sparse/dense matrix-vector product per batch).
+    :meth:`learn_entries` and :meth:`score_stacked` (many detectors' windows at once, as flat entries) are
+    the implementation; the River contract and the batch methods call them.  ``learn_one`` / ``score_one``
+    take a dict of bucket index -> count (``FeatureVector.ngrams``); a key that is not a bucket index is
+    hashed into the bucket space (:func:`key_bucket`), and negative or non-finite counts count as 0.
+    ``learn_many`` / ``score_many`` take a dense ``(n, NUM_BUCKETS)`` array (``baseliner.models.ngrams.dense``
+    rows) or a ``scipy.sparse`` matrix of that shape (:func:`dicts_to_matrix`).
 
     Parameters
     ----------
@@ -173,13 +175,14 @@ class NgramDetector(base.AnomalyDetector):
         if sum(order_weights) <= 0:
             raise ValueError("order_weights must not all be 0")
         self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
+        weighted = [j for j, w in enumerate(order_weights) if w > 0]
+        self._one_order = weighted[0] if len(weighted) == 1 and tail >= 1 else -1  # see score_stacked
         self._counts = np.zeros(SHORT_BUCKETS, dtype=np.float64)
         self._totals = np.zeros(len(SHORT_ORDERS), dtype=np.float64)  # sum of the counts, order by order
         # log(C[b] + alpha), kept up to date bucket by bucket as counts are learnt: scoring gathers it
         # instead of taking a logarithm per entry
         self._log_counts = np.full(SHORT_BUCKETS, math.log(alpha), dtype=np.float64)
         self._windows = 0
-        self._surprise: np.ndarray | None = None  # cached -log p(b)
 
     # -- model ----------------------------------------------------------------------------------
 
@@ -187,55 +190,44 @@ class NgramDetector(base.AnomalyDetector):
     def windows_learned(self) -> int:
         return self._windows
 
-    def surprise(self) -> np.ndarray:
-        """``-log p(b)`` for every bucket under the current counts (nats)."""
-        return (self._log_norms()[:, None] - self._log_counts.reshape(len(SHORT_ORDERS), BUCKETS)).ravel()
-
     def _log_norms(self) -> np.ndarray:
         """``log(N_n + alpha * BUCKETS)`` per order: ``-log p(b) = log_norm - log(C[b] + alpha)``."""
         return np.log(self._totals + self.alpha * BUCKETS)
 
-    def _added(self, added: np.ndarray) -> None:
-        """Add a vector of ``SHORT_BUCKETS`` counts (>= 0) to the model."""
-        touched = np.flatnonzero(added > 0)  # (a bool mask: nonzero() of a float array is several times slower)
-        counts = self._counts[touched] + added[touched]
-        self._counts[touched] = counts
-        self._log_counts[touched] = np.log(counts + self.alpha)
-        self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
-        self._surprise = None
-
     def learn_entries(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
         """Learn ``n_windows`` windows whose order-2..4 entries are ``cols`` / ``counts`` (counts >= 0; a
-        bucket may repeat): :meth:`learn_sparse` for the stacked path, whose entries are short already."""
+        bucket may repeat): the one way this detector learns."""
         if len(cols):
-            self._added(np.bincount(cols, counts, SHORT_BUCKETS))
+            added = np.bincount(cols, counts, SHORT_BUCKETS)
+            touched = np.flatnonzero(added > 0)  # (a bool mask: nonzero() of a float array is several times slower)
+            new_counts = self._counts[touched] + added[touched]
+            self._counts[touched] = new_counts
+            self._log_counts[touched] = np.log(new_counts + self.alpha)
+            self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
         self._windows += n_windows
 
-    def score_entries(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
-        """:meth:`score_sparse` for entries that are all order-2..4 buckets with counts >= 0.
+    @staticmethod
+    def score_stacked(
+        dets: Sequence[NgramDetector], which: np.ndarray, wb: np.ndarray, ptr: np.ndarray, cols: np.ndarray,
+        counts: np.ndarray,
+    ) -> np.ndarray:
+        """Scores of windows, each against its own detector: the one way these detectors score.
 
-        The stacked path (``SequenceTier.score_stacked``): the surprise of each entry is computed from the
-        counts as they are (no table of every bucket is rebuilt after each learnt batch).
+        The windows are sorted by detector: ``dets[t]``'s are ``[wb[t], wb[t + 1])`` (``which[k]`` is
+        window ``k``'s); window ``k``'s entries are ``[ptr[k], ptr[k + 1])`` of ``cols`` / ``counts``
+        (order-2..4 buckets, counts >= 0).  One set of NumPy operations for all detectors: a gather of
+        ``log(C[b] + alpha)`` per entry from its detector's model (one call per detector), window sums
+        segment by segment (no per-entry window index unless some ``tail < 1``).
         """
-        if self.tail < 1:
-            keep = counts > 0
-            return self._tail_scores(rows[keep], cols[keep], counts[keep], n_rows)
-        w = self._weights[cols]
-        weighted = np.flatnonzero(w > 0)
-        if len(weighted) < len(cols):
-            rows, cols, counts, w = rows[weighted], cols[weighted], counts[weighted], w[weighted]
-        mass = counts * w
-        value = self._log_norms()[cols // BUCKETS] - self._log_counts[cols]
-        out = np.zeros(n_rows, dtype=np.float64)
-        num = np.bincount(rows, mass * value, n_rows)
-        den = np.bincount(rows, mass, n_rows)
-        np.divide(num, den, out=out, where=den > 0)
-        return out
-
-    def _cached_surprise(self) -> np.ndarray:
-        if self._surprise is None:
-            self._surprise = self.surprise()
-        return self._surprise
+        n = len(ptr) - 1
+        eb = ptr[wb]  # detector t's entries: [eb[t], eb[t + 1])
+        present = np.flatnonzero(np.diff(eb)).tolist()
+        if not present:
+            return np.zeros(n)
+        order = dets[present[0]]._one_order
+        if order >= 0 and all(dets[t]._one_order == order for t in present):
+            return _one_order_scores(dets, present, order, which, eb, ptr, cols, counts)
+        return _weighted_scores(dets, present, which, eb, ptr, cols, counts)
 
     @staticmethod
     def _row(x: Mapping[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -243,97 +235,29 @@ class NgramDetector(base.AnomalyDetector):
         short = idx < SHORT_BUCKETS
         return (idx, val) if short.all() else (idx[short], val[short])
 
-    @staticmethod
-    def _matrix(X: Any) -> Any:
-        from scipy import sparse
-
-        if sparse.issparse(X):
-            m = sparse.csr_matrix(X, dtype=np.float64)
-        else:
-            m = np.asarray(X, dtype=np.float64)
-            if m.ndim != 2:
-                raise ValueError(f"expected a 2-D array of shape (n, {NUM_BUCKETS}), got shape {m.shape}")
-        if m.shape[1] != NUM_BUCKETS:
-            raise ValueError(f"expected {NUM_BUCKETS} columns (baseliner.models.ngrams.NUM_BUCKETS), got {m.shape[1]}")
-        return m[:, :SHORT_BUCKETS]
-
     def learn_one(self, x: dict) -> None:
-        idx, val = self._row(x)
-        self._added(np.bincount(idx, val, SHORT_BUCKETS))
-        self._windows += 1
+        self.learn_entries(*self._row(x), 1)
 
     def score_one(self, x: dict) -> float:
-        idx, val = self._row(x)
-        rows = np.zeros(len(idx), dtype=np.int64)
-        return float(self._tail_scores(rows, idx, val, 1)[0])
+        cols, counts = self._row(x)
+        ptr = np.array([0, len(cols)])
+        return float(self.score_stacked([self], np.zeros(1, dtype=np.int64), np.array([0, 1]), ptr, cols, counts)[0])
 
     def learn_many(self, X: Any) -> None:
-        m = self._matrix(X)
-        if m.shape[0] == 0:
-            return
-        if isinstance(m, np.ndarray):
-            clean = np.where(np.isfinite(m) & (m > 0), m, 0.0)
-            self._added(clean.sum(axis=0))
-        else:
-            m = m.copy()
-            m.data = np.where(np.isfinite(m.data) & (m.data > 0), m.data, 0.0)
-            self._added(np.asarray(m.sum(axis=0)).ravel())
-        self._windows += m.shape[0]
+        """Learn the rows of a ``scipy.sparse`` matrix or dense array of shape ``(n, NUM_BUCKETS)``."""
+        ptr, cols, counts = _short(*matrix_entries(X))
+        self.learn_entries(cols, counts, len(ptr) - 1)
 
     def score_many(self, X: Any) -> np.ndarray:
-        from scipy import sparse
-
-        m = self._matrix(X)
-        if isinstance(m, np.ndarray) and self.tail >= 1:
-            clean = np.where(np.isfinite(m) & (m > 0), m, 0.0)
-            num = clean @ (self._weights * self._cached_surprise())
-            den = clean @ self._weights
-            out = np.zeros(len(clean), dtype=np.float64)
-            np.divide(num, den, out=out, where=den > 0)
-            return out
-        m = sparse.coo_matrix(m)
-        keep = np.isfinite(m.data) & (m.data > 0)
-        return self._tail_scores(m.row[keep].astype(np.int64), m.col[keep].astype(np.int64), m.data[keep], m.shape[0])
-
-    def _tail_scores(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
-        """Mean surprise of the most surprising ``tail`` share of each row's weighted grams."""
-        mass = counts * self._weights[cols]
-        value = self._cached_surprise()[cols]
-        out = np.zeros(n_rows, dtype=np.float64)
-        if self.tail < 1:
-            order = np.lexsort((-value, rows))
-            rows, mass, value = rows[order], mass[order], value[order]
-            total = np.bincount(rows, mass, n_rows)
-            start = np.concatenate(([0.0], np.cumsum(total)))[rows]  # mass of the rows before
-            above = np.cumsum(mass) - mass - start  # mass of this row ranked above the entry
-            mass = np.clip(self.tail * total[rows] - above, 0.0, mass)
-        num = np.bincount(rows, mass * value, n_rows)
-        den = np.bincount(rows, mass, n_rows)
-        np.divide(num, den, out=out, where=den > 0)
-        return out
-
-    def learn_sparse(self, cols: np.ndarray, counts: np.ndarray, n_windows: int) -> None:
-        """Learn ``n_windows`` windows given as flat bucket indices and counts (all rows together).
-
-        The service's fast path: no matrix is built.  Entries must be valid buckets with finite counts
-        (``baseliner.models.validate`` guarantees it); non-positive counts are ignored.
-        """
-        short = cols < SHORT_BUCKETS
-        if not short.all():
-            cols, counts = cols[short], counts[short]
-        if len(cols):
-            self._added(np.bincount(cols, np.maximum(counts, 0.0), SHORT_BUCKETS))
-        self._windows += n_windows
-
-    def score_sparse(self, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int) -> np.ndarray:
-        """Scores of ``n_rows`` windows given as flat (row, bucket, count) entries; same as ``score_many``."""
-        keep = (counts > 0) & (cols < SHORT_BUCKETS)
-        return self._tail_scores(rows[keep], cols[keep], counts[keep], n_rows)
+        """Scores of the rows of a ``scipy.sparse`` matrix or dense array of shape ``(n, NUM_BUCKETS)``."""
+        ptr, cols, counts = _short(*matrix_entries(X))
+        n = len(ptr) - 1
+        return self.score_stacked([self], np.zeros(n, dtype=np.int64), np.array([0, n]), ptr, cols, counts)
 
     def grams(self, X: Any) -> np.ndarray:
         """Weighted gram count of each row (the denominator of its score; the weight of a window in a trace)."""
-        m = self._matrix(X)
-        return np.asarray(m @ self._weights).ravel()
+        ptr, cols, counts = _short(*matrix_entries(X))
+        return segment_sums(counts * self._weights[cols], ptr)
 
     # -- persistence (no pickle) ---------------------------------------------------------------
 
@@ -351,7 +275,6 @@ class NgramDetector(base.AnomalyDetector):
         self._totals = self._counts.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
         self._log_counts = np.log(self._counts + self.alpha)
         self._windows = int(windows[0])
-        self._surprise = None
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], **params: Any) -> NgramDetector:
@@ -368,3 +291,108 @@ class NgramDetector(base.AnomalyDetector):
         # River's ROC AUC check is run on n-gram count data in tests/test_evaluate_detector.py: a model
         # of count mixes has nothing to say about the generic Gaussian stream the shared check uses.
         return {"check_roc_auc"}
+
+
+def matrix_entries(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of a ``scipy.sparse`` matrix or dense array of shape ``(n, NUM_BUCKETS)`` as CSR entries
+    ``(ptr, cols, counts)``: row ``k``'s are ``[ptr[k], ptr[k + 1])``; only finite counts > 0 are kept."""
+    from scipy import sparse
+
+    if not sparse.issparse(X):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array of shape (n, {NUM_BUCKETS}), got shape {X.shape}")
+    if X.shape[1] != NUM_BUCKETS:
+        raise ValueError(f"expected {NUM_BUCKETS} columns (baseliner.models.ngrams.NUM_BUCKETS), got {X.shape[1]}")
+    m = sparse.csr_matrix(X, dtype=np.float64)
+    ptr, cols, counts = m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data
+    return _keep(ptr, cols, counts, np.isfinite(counts) & (counts > 0))
+
+
+def _keep(ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray,
+          mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of a CSR layout where ``mask`` holds."""
+    if mask.all():
+        return ptr, cols, counts
+    kept = np.flatnonzero(mask)
+    return np.searchsorted(kept, ptr), cols[kept], counts[kept]
+
+
+def _short(ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _keep(ptr, cols, counts, cols < SHORT_BUCKETS)
+
+
+def _gather(tables: Sequence[np.ndarray], present: list[int], eb: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``tables[t][col]`` of each entry, detector ``t``'s entries being ``[eb[t], eb[t + 1])``."""
+    out = np.empty(len(cols))
+    for t in present:
+        np.take(tables[t], cols[eb[t] : eb[t + 1]], out=out[eb[t] : eb[t + 1]])
+    return out
+
+
+def _one_order_scores(
+    dets: Sequence[NgramDetector], present: list[int], order: int, which: np.ndarray, eb: np.ndarray,
+    ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray,
+) -> np.ndarray:
+    """:meth:`NgramDetector.score_stacked` when one order is weighted (the default, order 4; ``order`` is its
+    index in ``SHORT_ORDERS``) and ``tail`` is 1: ``-log p = log_norm - log(C + alpha)``, so a window's score
+    is its detector's ``log_norm`` minus the count-weighted mean of ``log(C + alpha)`` (the order's weight
+    cancels out of the mean)."""
+    lo = order * BUCKETS
+    if len(cols) and not (lo <= int(cols.min()) and int(cols.max()) < lo + BUCKETS):
+        kept = np.flatnonzero((cols >= lo) & (cols < lo + BUCKETS))
+        cols, counts = cols.take(kept), counts.take(kept)
+        ptr, eb = np.searchsorted(kept, ptr), np.searchsorted(kept, eb)
+    logs = _gather([d._log_counts for d in dets], present, eb, cols)
+    num = segment_sums(counts * logs, ptr)
+    den = segment_sums(counts, ptr)
+    norms = np.zeros(len(dets))
+    for t in present:
+        norms[t] = dets[t]._log_norms()[order]
+    out = np.zeros(len(ptr) - 1)
+    np.divide(num, den, out=out, where=den > 0)
+    np.subtract(norms[which], out, out=out, where=den > 0)
+    return out
+
+
+def _weighted_scores(
+    dets: Sequence[NgramDetector], present: list[int], which: np.ndarray, eb: np.ndarray, ptr: np.ndarray,
+    cols: np.ndarray, counts: np.ndarray,
+) -> np.ndarray:
+    """:meth:`NgramDetector.score_stacked` for any order weights and tails, each detector its own."""
+    n = len(ptr) - 1
+    w = _gather([d._weights for d in dets], present, eb, cols)
+    weighted = w > 0
+    if not weighted.all():
+        kept = np.flatnonzero(weighted)
+        cols, counts, w = cols.take(kept), counts.take(kept), w.take(kept)
+        ptr, eb = np.searchsorted(kept, ptr), np.searchsorted(kept, eb)
+    logs = _gather([d._log_counts for d in dets], present, eb, cols)
+    entry_det = np.repeat(which, np.diff(ptr))
+    norms = np.zeros((len(dets), len(SHORT_ORDERS)))
+    for t in present:
+        norms[t] = dets[t]._log_norms()
+    value = norms.ravel()[entry_det * len(SHORT_ORDERS) + cols // BUCKETS] - logs  # -log p of each entry
+    mass = counts * w
+    tails = np.array([d.tail for d in dets])
+    if (tails[present] < 1).any():
+        num, den = _tail_sums(row_ids(ptr), mass, value, tails[entry_det], n)
+    else:
+        num, den = segment_sums(mass * value, ptr), segment_sums(mass, ptr)
+    out = np.zeros(n)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _tail_sums(
+    rows: np.ndarray, mass: np.ndarray, value: np.ndarray, tail: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's sums of ``mass x value`` and ``mass`` over its most surprising ``tail`` share of mass
+    (``tail`` per entry; entries ranked by ``value``, the one across the boundary counted in part)."""
+    order = np.lexsort((-value, rows))
+    rows, mass, value, tail = rows[order], mass[order], value[order], tail[order]
+    total = np.bincount(rows, mass, n)
+    start = np.concatenate(([0.0], np.cumsum(total)))[rows]  # mass of the rows before
+    above = np.cumsum(mass) - mass - start  # mass of this row ranked above the entry
+    mass = np.clip(tail * total[rows] - above, 0.0, mass)
+    return np.bincount(rows, mass * value, n), np.bincount(rows, mass, n)
