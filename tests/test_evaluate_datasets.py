@@ -87,7 +87,8 @@ def test_adfa_run_on_a_subset_ranks_attacks_above_chance():
 
 @needs_adfa
 def test_tiers_are_the_default_models_own():
-    """The tier scores read from the learnt model are the parts its continuous score is the maximum of."""
+    """The tier scores read from the learnt model are the parts its continuous score combines: each tier's
+    tail surprise under its own calibration, added as Fisher's method adds them."""
     from baseliner.models.evaluate.scorers import PipelineScorer
 
     data = AdfaData.load(limit_per_split=25)
@@ -100,10 +101,27 @@ def test_tiers_are_the_default_models_own():
     verdicts = scorer.baseline.process_block(VectorBlock.from_vectors(test))
     tiers = scorer.tiers(test)
     steady = scorer.baseline.steady
-    t_rate, t_seq = steady.threshold.value, steady.seq_threshold.value
-    assert np.isfinite(t_rate) and np.isfinite(t_seq)
-    combined = np.maximum(tiers[RATE_TIER], tiers[SEQUENCE_TIER] * t_rate / t_seq)
+    assert np.isfinite(steady.threshold.value) and np.isfinite(steady.seq_threshold.value)
+    x = np.log(10.0) * (steady.threshold.surprise(tiers[RATE_TIER])
+                        + steady.seq_threshold.surprise(tiers[SEQUENCE_TIER]))
+    combined = (x - np.log1p(np.maximum(x, 0.0))) / np.log(10.0)
     assert np.allclose(verdicts.continuous, combined, rtol=1e-5, atol=1e-6)
+
+
+@needs_adfa
+def test_default_model_is_at_least_as_good_as_each_of_its_tiers_on_held_out_traces():
+    """The standard split (learn Training_Data_Master; test on Validation_Data_Master and the attacks, never
+    learnt): the default model's ROC AUC and DR @ 5% FPR are at least each tier's alone (the tier
+    combination was chosen by cross-validation inside the training traces: bench/choose_settings.py)."""
+    from baseliner.models.evaluate.run import evaluate_split
+
+    data = AdfaData.load()
+    run = evaluate_split(data, splits.standard(data.traces), baselines=[], progress=False, bootstrap=0)
+    default, *tiers = run.models
+    assert [m.kind for m in run.models] == ["baseliner", "tier", "tier"]
+    for tier in tiers:
+        assert default.summary.auc >= tier.summary.auc, tier.name
+        assert default.summary.dr_5 >= tier.summary.dr_5, tier.name
 
 
 @needs_adfa

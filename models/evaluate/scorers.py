@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from baseliner.models.block import VectorBlock
+from baseliner.models.block import VectorBlock, csr_take
+from baseliner.models.detectors.sequence import SequenceTier
 from baseliner.models.rate_features import transform_block
 from baseliner.models.vector import FeatureVector
 
@@ -93,14 +94,16 @@ class PipelineScorer:
             block = VectorBlock.from_vectors(vectors[i : i + 4096])
             X = transform_block(block)
             startup = (block.age >= 0.0) & (block.age < b.config.startup_seconds)
-            grams = block.sparse_ngrams()
             for profile, rows in ((b.steady, ~startup), (b.startup, startup)):
                 if not rows.any():
                     continue
-                at = i + np.flatnonzero(rows)
-                rate[at] = profile.detector.score_many(X[rows])
-                if grams is not None:
-                    seq[at] = profile.sequence.score_sparse(*grams, len(block))[rows]
+                idx = np.flatnonzero(rows)
+                rate[i + idx] = profile.detector.score_many(X[rows])
+                ptr, taken = csr_take(block.ng_ptr, idx)
+                if ptr[-1]:
+                    seq[i + idx] = SequenceTier.score_stacked(
+                        [profile.sequence], ptr, block.ng_bucket[taken], block.ng_count[taken],
+                        np.zeros(len(idx), dtype=np.int64)).score
         return {RATE_TIER: rate, SEQUENCE_TIER: seq}
 
     def weights(self, vectors: Sequence[FeatureVector]) -> np.ndarray:

@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62\x61seliner/protos/v1/admin.proto\x12\x0c\x62\x61seliner.v1\"U\n\x0b\x46\x65\x61tureStat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0f\n\x07typical\x18\x05 \x01(\x01\"\xa7\x03\n\x08\x42\x61seline\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.baseliner.v1.State\x12\x17\n\x0fwindows_learned\x18\x04 \x01(\x04\x12\x16\n\x0ewindows_scored\x18\x05 \x01(\x04\x12\x11\n\tanomalies\x18\x06 \x01(\x04\x12\x14\n\x0c\x66irst_window\x18\x07 \x01(\x01\x12\x13\n\x0blast_window\x18\x08 \x01(\x01\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x17\n\x0flearned_seconds\x18\n \x01(\x01\x12+\n\x08\x66\x65\x61tures\x18\x0b \x03(\x0b\x32\x19.baseliner.v1.FeatureStat\x12\x13\n\x0b\x65xecutables\x18\x0c \x03(\t\x12\x10\n\x08syscalls\x18\r \x03(\t\x12\x14\n\x0cremote_ports\x18\x0e \x03(\t\x12\x17\n\x0fsensitive_paths\x18\x0f \x03(\t\x12\x18\n\x10serialized_bytes\x18\x10 \x01(\x04\x12\x10\n\x08\x64\x65tector\x18\x11 \x01(\t\"\x16\n\x14ListBaselinesRequest\"B\n\x15ListBaselinesResponse\x12)\n\tbaselines\x18\x01 \x03(\x0b\x32\x16.baseliner.v1.Baseline\"!\n\x12GetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"?\n\x0eSetModeRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\"#\n\x14ResetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"4\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"T\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12(\n\x08\x62\x61seline\x18\x01 \x01(\x0b\x32\x16.baseliner.v1.Baseline\x12\x16\n\x0e\x61\x63\x63\x65pted_items\x18\x02 \x03(\t*]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\x0e\n\nMODE_LEARN\x10\x02\x12\x0f\n\x0bMODE_DETECT\x10\x03\x12\x0f\n\x0bMODE_FREEZE\x10\x04*Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_LEARNING\x10\x01\x12\x13\n\x0fSTATE_DETECTING\x10\x02\x12\x10\n\x0cSTATE_FROZEN\x10\x03\x32\x83\x03\n\x05\x41\x64min\x12X\n\rListBaselines\x12\".baseliner.v1.ListBaselinesRequest\x1a#.baseliner.v1.ListBaselinesResponse\x12G\n\x0bGetBaseline\x12 .baseliner.v1.GetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12?\n\x07SetMode\x12\x1c.baseliner.v1.SetModeRequest\x1a\x16.baseliner.v1.Baseline\x12K\n\rResetBaseline\x12\".baseliner.v1.ResetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.baseliner.v1.FeedbackRequest\x1a\x1e.baseliner.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62\x61seliner/protos/v1/admin.proto\x12\x0c\x62\x61seliner.v1\"U\n\x0b\x46\x65\x61tureStat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0f\n\x07typical\x18\x05 \x01(\x01\"\xd9\x03\n\x08\x42\x61seline\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.baseliner.v1.State\x12\x17\n\x0fwindows_learned\x18\x04 \x01(\x04\x12\x16\n\x0ewindows_scored\x18\x05 \x01(\x04\x12\x11\n\tanomalies\x18\x06 \x01(\x04\x12\x14\n\x0c\x66irst_window\x18\x07 \x01(\x01\x12\x13\n\x0blast_window\x18\x08 \x01(\x01\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x17\n\x0flearned_seconds\x18\n \x01(\x01\x12+\n\x08\x66\x65\x61tures\x18\x0b \x03(\x0b\x32\x19.baseliner.v1.FeatureStat\x12\x13\n\x0b\x65xecutables\x18\x0c \x03(\t\x12\x10\n\x08syscalls\x18\r \x03(\t\x12\x14\n\x0cremote_ports\x18\x0e \x03(\t\x12\x17\n\x0fsensitive_paths\x18\x0f \x03(\t\x12\x18\n\x10serialized_bytes\x18\x10 \x01(\x04\x12\x10\n\x08\x64\x65tector\x18\x11 \x01(\t\x12\x17\n\x0flearning_reason\x18\x12 \x01(\t\x12\x17\n\x0flearning_detail\x18\x13 \x01(\t\"\x16\n\x14ListBaselinesRequest\"B\n\x15ListBaselinesResponse\x12)\n\tbaselines\x18\x01 \x03(\x0b\x32\x16.baseliner.v1.Baseline\"!\n\x12GetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"?\n\x0eSetModeRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\"#\n\x14ResetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"4\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"T\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12(\n\x08\x62\x61seline\x18\x01 \x01(\x0b\x32\x16.baseliner.v1.Baseline\x12\x16\n\x0e\x61\x63\x63\x65pted_items\x18\x02 \x03(\t*]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\x0e\n\nMODE_LEARN\x10\x02\x12\x0f\n\x0bMODE_DETECT\x10\x03\x12\x0f\n\x0bMODE_FREEZE\x10\x04*Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_LEARNING\x10\x01\x12\x13\n\x0fSTATE_DETECTING\x10\x02\x12\x10\n\x0cSTATE_FROZEN\x10\x03\x32\x83\x03\n\x05\x41\x64min\x12X\n\rListBaselines\x12\".baseliner.v1.ListBaselinesRequest\x1a#.baseliner.v1.ListBaselinesResponse\x12G\n\x0bGetBaseline\x12 .baseliner.v1.GetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12?\n\x07SetMode\x12\x1c.baseliner.v1.SetModeRequest\x1a\x16.baseliner.v1.Baseline\x12K\n\rResetBaseline\x12\".baseliner.v1.ResetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.baseliner.v1.FeedbackRequest\x1a\x1e.baseliner.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'baseliner.protos.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=931
-  _globals['_MODE']._serialized_end=1024
-  _globals['_STATE']._serialized_start=1026
-  _globals['_STATE']._serialized_end=1115
+  _globals['_MODE']._serialized_start=981
+  _globals['_MODE']._serialized_end=1074
+  _globals['_STATE']._serialized_start=1076
+  _globals['_STATE']._serialized_end=1165
   _globals['_FEATURESTAT']._serialized_start=49
   _globals['_FEATURESTAT']._serialized_end=134
   _globals['_BASELINE']._serialized_start=137
-  _globals['_BASELINE']._serialized_end=560
-  _globals['_LISTBASELINESREQUEST']._serialized_start=562
-  _globals['_LISTBASELINESREQUEST']._serialized_end=584
-  _globals['_LISTBASELINESRESPONSE']._serialized_start=586
-  _globals['_LISTBASELINESRESPONSE']._serialized_end=652
-  _globals['_GETBASELINEREQUEST']._serialized_start=654
-  _globals['_GETBASELINEREQUEST']._serialized_end=687
-  _globals['_SETMODEREQUEST']._serialized_start=689
-  _globals['_SETMODEREQUEST']._serialized_end=752
-  _globals['_RESETBASELINEREQUEST']._serialized_start=754
-  _globals['_RESETBASELINEREQUEST']._serialized_end=789
-  _globals['_FEEDBACKREQUEST']._serialized_start=791
-  _globals['_FEEDBACKREQUEST']._serialized_end=843
-  _globals['_FEEDBACKRESPONSE']._serialized_start=845
-  _globals['_FEEDBACKRESPONSE']._serialized_end=929
-  _globals['_ADMIN']._serialized_start=1118
-  _globals['_ADMIN']._serialized_end=1505
+  _globals['_BASELINE']._serialized_end=610
+  _globals['_LISTBASELINESREQUEST']._serialized_start=612
+  _globals['_LISTBASELINESREQUEST']._serialized_end=634
+  _globals['_LISTBASELINESRESPONSE']._serialized_start=636
+  _globals['_LISTBASELINESRESPONSE']._serialized_end=702
+  _globals['_GETBASELINEREQUEST']._serialized_start=704
+  _globals['_GETBASELINEREQUEST']._serialized_end=737
+  _globals['_SETMODEREQUEST']._serialized_start=739
+  _globals['_SETMODEREQUEST']._serialized_end=802
+  _globals['_RESETBASELINEREQUEST']._serialized_start=804
+  _globals['_RESETBASELINEREQUEST']._serialized_end=839
+  _globals['_FEEDBACKREQUEST']._serialized_start=841
+  _globals['_FEEDBACKREQUEST']._serialized_end=893
+  _globals['_FEEDBACKRESPONSE']._serialized_start=895
+  _globals['_FEEDBACKRESPONSE']._serialized_end=979
+  _globals['_ADMIN']._serialized_start=1168
+  _globals['_ADMIN']._serialized_end=1555
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )
 STATES: tuple[str, ...] = ("learning", "detecting", "frozen")
+# baseliner.models.baseline.LEARNING_REASONS (a closed label set; tests/test_service_metrics.py checks they agree)
+LEARNING_REASONS: tuple[str, ...] = ("windows", "time", "calibrating", "unstable", "stable", "limit", "operator")
 
 
 class BatchHistogram(Collector):
@@ -128,6 +130,10 @@ class _CallbackGauges(Collector):
                                     "Windows absorbed into each image's baseline", labels=["image"])
         span = GaugeMetricFamily(f"{NAMESPACE}_baseline_observed_seconds",
                                  "Event time between each image's first and last window seen", labels=["image"])
+        reason = GaugeMetricFamily(f"{NAMESPACE}_baseline_learning_reason",
+                                   "1 for why each image's baseline is learning or why its learning ended "
+                                   "(windows, time, calibrating, unstable, stable, limit, operator), 0 for the others",
+                                   labels=["image", "reason"])
         try:
             items = list(self.baselines())
         except Exception:
@@ -145,7 +151,10 @@ class _CallbackGauges(Collector):
                 thr.add_metric([image], t)
             learned.add_metric([image], float(b.windows_learned))
             span.add_metric([image], float(getattr(b, "learned_seconds", 0.0)))
-        yield from (state, thr, learned, span)
+            why = str(getattr(b, "learning_reason", ""))
+            for r in LEARNING_REASONS:
+                reason.add_metric([image, r], 1.0 if r == why else 0.0)
+        yield from (state, thr, learned, span, reason)
 
     def collect(self) -> Iterable[Metric]:
         g = GaugeMetricFamily(f"{NAMESPACE}_baselines", "Baselines in memory by lifecycle state", labels=["state"])
@@ -172,7 +181,8 @@ class _CallbackGauges(Collector):
     def describe(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(f"{NAMESPACE}_baselines", "", labels=["state"])
         yield GaugeMetricFamily(f"{NAMESPACE}_model_memory_bytes", "")
-        for name in ("baseline_state", "baseline_threshold", "baseline_windows_learned", "baseline_observed_seconds"):
+        for name in ("baseline_state", "baseline_threshold", "baseline_windows_learned", "baseline_observed_seconds",
+                     "baseline_learning_reason"):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", "")
 
 
