@@ -69,6 +69,7 @@ class State(StrEnum):
 
 
 _LEARNING_CHUNK = 8
+_REFIT = 32
 _EVENTS_LOST = COUNTER_INDEX["events_lost"]
 _MAX_REPLICAS = 64
 _MAX_QUARANTINE = 4096
@@ -979,7 +980,8 @@ def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, l
         b, profile = baselines[g], s.profiles[p]
         # Thresholds come from the scores of windows the profile learnt, each computed before the window
         # was learnt (prequential), leaving out the first half of the minimum learning period while the
-        # detector settles; refitted at every step (while learning, for the rehearsal).
+        # detector settles; refitted at every step while learning (for the rehearsal), once detecting every
+        # _REFIT scores (or a 64th of the sample).
         if profile is b.steady:
             skip = max(0, b.config.min_learn_windows // 2 - profile.windows)
         else:
@@ -988,12 +990,14 @@ def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, l
         window_seconds = float(block.window_seconds[s.R[s.offsets[g]]])
         # the budget is per image: its replicas' windows share it, and its two continuous tiers halve it
         share = b.config.false_alarms_per_day / 2.0 / max(1, len(b.containers))
+        learning = b.state is State.LEARNING
         for threshold, scores in ((profile.threshold, s.rate[mask][skip:]),
                                   (profile.seq_threshold, s.seq[mask & s.has_grams][skip:])):
             if len(scores):
                 threshold.alarms_per_day = share
                 threshold.add(scores, window_seconds)
-                threshold.recompute()
+                if learning or threshold.refit_due(_REFIT):
+                    threshold.recompute()
         profile.windows += int(per_profile[p])
 
 

@@ -75,7 +75,7 @@ class TailThreshold:
         self._window_seconds = 0.0
         self.value = math.inf
         # the fitted tail: sorted sample, anchor, tail share at the anchor, scale
-        self._sorted = np.zeros(0)
+        self._fitted_at = -1  # scores seen at the last fit (-1: no fit)
         self._anchor = math.inf
         self._share = 1.0
         self._scale = 1.0
@@ -109,7 +109,7 @@ class TailThreshold:
         if len(rest):
             # Reservoir sampling (Vitter's algorithm R): the k-th score seen replaces a random slot with
             # probability capacity / k, so every score seen is in the sample with the same probability.
-            rng = np.random.default_rng([self._count, m])
+            rng = np.random.Generator(np.random.PCG64(self._count * 1_000_003 + m))
             seen = self._count + free + np.arange(1, len(rest) + 1)
             slots = np.floor(rng.random(len(rest)) * seen).astype(np.int64)
             keep = slots < cap
@@ -129,19 +129,19 @@ class TailThreshold:
         n = self.n_scores
         if n < self.min_scores or self._window_seconds <= 0:
             self.value = math.inf
-            self._sorted = np.zeros(0)
+            self._fitted_at = -1
             return self.value
-        x = np.sort(self._ring[:n].astype(np.float64))
         k = min(max(2, math.ceil(math.sqrt(n))), n - 1)
-        u = float(x[n - k - 1])
-        beta_hat = max(float(np.mean(x[n - k :] - u)), 1e-9)
+        top = np.partition(self._ring[:n], n - k - 1)[n - k - 1 :].astype(np.float64)  # u, then the k largest
+        u = float(top[0])
+        beta_hat = max(float(np.mean(top[1:] - u)), 1e-9)
         # the upper confidence bound of the exponential scale: 2 k beta_hat / beta ~ chi2(2k)
         beta = 2.0 * k * beta_hat / (2.0 * float(gammaincinv(k, 1.0 - self.confidence)))
         share, p = k / n, self.p
-        self._sorted, self._anchor, self._share = x, u, share
+        self._anchor, self._share, self._fitted_at = u, share, self._count
         if p >= share:  # a generous budget: its quantile is inside the sample
             self._scale = beta
-            self.value = float(max(np.quantile(x, 1.0 - p), self.floor))
+            self.value = float(max(np.quantile(self._ring[:n], 1.0 - p), self.floor))
             return self.value
         span = math.log(share / p)
         self._scale = max(beta, self.min_excess / span, (self.floor - u) / span)
@@ -151,6 +151,10 @@ class TailThreshold:
         if math.isfinite(self.ceiling) and self._count >= 2 * self._held_at:
             self.hold()
         return self.value
+
+    def refit_due(self, every: int) -> bool:
+        """Whether ``every`` scores (or a 64th of the sample, if more) were recorded since the last fit."""
+        return self._fitted_at < 0 or self._count - self._fitted_at >= max(every, self.n_scores // 64)
 
     def hold(self) -> None:
         """From now on the threshold may fall as evidence grows, never rise above its current value: scores
@@ -168,7 +172,7 @@ class TailThreshold:
         map of the score: a mean of it over windows ranks traces as the mean of the raw score does.
         0 before the threshold is calibrated."""
         s = np.asarray(scores, dtype=np.float64)
-        if not len(self._sorted):
+        if self._fitted_at < 0 or not math.isfinite(self.value):
             return np.zeros(s.shape)
         return -math.log10(self._share) + (s - self._anchor) / (self._scale * math.log(10.0))
 
@@ -184,7 +188,7 @@ class TailThreshold:
     def reset(self) -> None:
         self._count = 0
         self.value = math.inf
-        self._sorted = np.zeros(0)
+        self._fitted_at = -1
         self.ceiling = math.inf
         self._held_at = 0
 
@@ -192,14 +196,15 @@ class TailThreshold:
         return {
             "scores": self._ring[: self.n_scores].copy(),
             "meta": np.array([self._count, self._window_seconds, self.value, self.ceiling, self._held_at,
-                              self.alarms_per_day],
+                              self.alarms_per_day, self._fitted_at, self._anchor, self._share, self._scale],
                              dtype=np.float64),
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         scores = np.asarray(arrays["scores"], dtype=np.float32)
-        count, window_seconds, value, ceiling, held_at, alarms_per_day = (float(v) for v in arrays["meta"])
-        if not alarms_per_day > 0:
+        (count, window_seconds, value, ceiling, held_at, alarms_per_day, fitted_at, anchor, share,
+         scale) = (float(v) for v in arrays["meta"])
+        if not (alarms_per_day > 0 and share > 0 and scale > 0 and not math.isnan(value)):
             raise ValueError("threshold state is inconsistent")
         self.alarms_per_day = alarms_per_day
         if len(scores) > self.capacity or not np.all(np.isfinite(scores)):
@@ -211,7 +216,6 @@ class TailThreshold:
         self._window_seconds = window_seconds
         self.ceiling = ceiling if not math.isnan(ceiling) else math.inf
         self._held_at = int(held_at)
-        if math.isfinite(value):
-            self.recompute()
-        else:
-            self.value = math.inf
+        # the fit as it was (refits follow the scores seen, so a restored threshold decides as the original)
+        self.value, self._fitted_at = value, int(fitted_at)
+        self._anchor, self._share, self._scale = anchor, share, scale
