@@ -544,7 +544,10 @@ def summarise(events: list[dict[str, Any]], started: float, detecting_at: dict[s
 
 
 def report(r: Result, command: str) -> str:
-    lines = ["# Real daemons under the eBPF sensor, every default", "",
+    settings = ", ".join(r.service_settings)
+    title = f"every default except {settings}" if settings else "every default"
+    lines = [f"# Real daemons under the eBPF sensor, {title}",
+             "",
              f"Command: `{command}`", "",
              f"Learning: every image detecting after {max(r.detecting_at.values()) / 60:.1f} min "
              f"({', '.join(f'{k} {v / 60:.1f}' for k, v in sorted(r.detecting_at.items()))}). "

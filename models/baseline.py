@@ -848,8 +848,9 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
     s.rate_hit = (s.rate > rate_thr) & ~no_profile
     seq_ok = np.isfinite(seq_thr) & ~no_profile & s.has_grams
     s.seq_hit = seq_ok & (s.seq > seq_thr)
-    s.continuous = _combined_surprise(s, ~no_profile & np.isfinite(rate_thr), seq_ok,
-                                      s.per_group([b.config.tier_combination == "fisher" for b in baselines]))
+    s.continuous, rate_s, seq_s = _combined_surprise(
+        s, ~no_profile & np.isfinite(rate_thr), seq_ok,
+        s.per_group([b.config.tier_combination == "fisher" for b in baselines]))
     n_kinds = np.zeros(len(s.R))
     grp = s.grp.tolist()
     for k, items in s.novel.items():
@@ -857,17 +858,26 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
         n_kinds[k] = sum(weight[kind] for kind in {item.kind for item in items})
     s.score = s.continuous + np.where(finite, thresholds, 0.0) * n_kinds
     over = finite & (s.score >= thresholds)
+    # Evidence of both tiers together can cross where neither does alone: name the tier that led (a window
+    # whose novel items would not cross on their own says which tier carried it).
+    lead = over & ~s.rate_hit & ~s.seq_hit & (n_kinds < 1.0)
+    if lead.any():
+        by_seq = lead & seq_ok & (seq_s > rate_s)
+        s.seq_hit |= by_seq
+        s.rate_hit |= lead & ~by_seq & ~no_profile
     s.anomalous = over & ~s.learning
     s.rehearsal = over & s.learning
     s.threshold, s.seq_threshold, s.no_profile = thresholds, seq_thr, no_profile
 
 
-def _combined_surprise(s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, fisher: np.ndarray) -> np.ndarray:
+def _combined_surprise(
+    s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, fisher: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The continuous tiers' combined tail probability per window, in decades (``-log10``): each tier's
     tail probability under its own calibration (a tier that is not calibrated, or a window without
     n-grams for the sequence tier, is left out; neither: 0), combined by
     ``min_p`` (``min(1, 2 min(p_rate, p_seq))``: either tier alone alarms at its own budget quantile) or
-    ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up)."""
+    ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up); and each tier's surprise."""
     rate, seq = np.zeros(len(s.R)), np.zeros(len(s.R))
     for p in np.unique(s.prof[rate_ok | seq_ok]).tolist():
         profile, at = s.profiles[p], s.prof == p
@@ -880,9 +890,10 @@ def _combined_surprise(s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, fish
     np.maximum(min_p, np.where(seq_ok, seq, -np.inf), out=min_p)
     min_p = np.where(rate_ok | seq_ok, min_p - math.log10(2.0), 0.0)
     if not np.any(fisher):
-        return min_p
+        return min_p, rate, seq
     half_chi2 = math.log(10.0) * (rate + seq)  # -ln(p_rate p_seq); P(chi2_4 >= 2x) = e^-x (1 + x)
-    return np.where(fisher, (half_chi2 - np.log1p(np.maximum(half_chi2, 0.0))) / math.log(10.0), min_p)
+    combined = (half_chi2 - np.log1p(np.maximum(half_chi2, 0.0))) / math.log(10.0)
+    return np.where(fisher, combined, min_p), rate, seq
 
 
 def _rehearse(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) -> None:

@@ -470,3 +470,4 @@ def test_calibration_goes_on_while_detecting() -> None:
     seen = b.steady.threshold.n_seen
     b.process([window(i, rng) for i in range(200, 400)])
     assert b.steady.threshold.n_seen == seen + 200
+
