@@ -856,7 +856,10 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
     for k, items in s.novel.items():
         weight = baselines[grp[k]]._novel_weight
         n_kinds[k] = sum(weight[kind] for kind in {item.kind for item in items})
-    s.score = s.continuous + np.where(finite, thresholds, 0.0) * n_kinds
+    # A novel item's weight counts from no less than "nothing unusual" (p = 1): the continuous score sits
+    # below 0 for typical windows, and must not keep a novel executable from alerting on its own.
+    base = np.where(n_kinds > 0, np.maximum(s.continuous, 0.0), s.continuous)
+    s.score = base + np.where(finite, thresholds, 0.0) * n_kinds
     over = finite & (s.score >= thresholds)
     # Evidence of both tiers together can cross where neither does alone: name the tier that led (a window
     # whose novel items would not cross on their own says which tier carried it).

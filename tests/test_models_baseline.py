@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -471,3 +472,17 @@ def test_calibration_goes_on_while_detecting() -> None:
     b.process([window(i, rng) for i in range(200, 400)])
     assert b.steady.threshold.n_seen == seen + 200
 
+
+
+def test_a_novel_executable_alerts_on_its_own_in_the_most_ordinary_window() -> None:
+    """The continuous score of a typical window is below 0 (more ordinary than the calibration's anchor); a
+    novel executable must still put the window over its threshold on its own."""
+    b, rng = learned(300)
+    typical = window(1000, np.random.default_rng(99))
+    ordinary = FeatureVector(IDENT, typical.window_start, 5.0, {"read": 800, "write": 480, "epoll_wait": 200,
+                                                                  "close": 40},
+                             accepts=20, bytes_sent=200_000, bytes_received=50_000,
+                             endpoints=[Endpoint("10.0.0.5", 5432)])
+    v = b.process([dataclasses.replace(ordinary, executables=["/tmp/payload"])])[0]
+    assert v.continuous < 0
+    assert v.anomalous and "novel_executable" in v.kinds and v.score >= v.threshold
