@@ -141,6 +141,7 @@ def ingest_cost(rounds: int) -> None:
 
     p = Pipeline(PipelineConfig())
     p.baseline_config.min_learn_windows, p.baseline_config.min_learn_seconds = 20, 0
+    p.baseline_config.stable_confidence = 0.0
     history = History()
 
     def block(i: int) -> VectorBlock:
@@ -224,7 +225,7 @@ async def measure(args: argparse.Namespace, tmp: str) -> None:
         ("pipeline.max_baselines", str(args.images + 10)),
         ("console.listen", "127.0.0.1:0"), ("grpc.admin_tokens_file", str(tokens)),
         ("console.max_anomalies", str(args.anomalies)), ("baseline.min_learn_windows", "20"),
-        ("baseline.min_learn_seconds", "0"),
+        ("baseline.min_learn_seconds", "0"), ("baseline.stable_confidence", "0"),
     ])
     server = BaselinerServer(cfg, registry=CollectorRegistry())
     await server.start()

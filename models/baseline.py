@@ -10,11 +10,20 @@ For a batch of windows of each image (in event-time order) it
 1. transforms counts into log-rate features (``models/rate_features.py``);
 2. scores every window: the *continuous* score from the rate detector (start-up windows against the
    image's start-up profile), and the *exact* tier, the items the image has never shown;
-3. combines them into the one score alerts are decided on: ``score = continuous + threshold x (number
-   of novel kinds)``, so any novel executable, syscall, outbound port or sensitive path written puts a
-   window over its threshold, and a rate anomaly does on its own when far enough out;
-4. decides against the image's calibrated threshold (``models/threshold.py``), never while learning;
-5. learns from the windows it did not flag (all of them while learning), never from flagged ones.
+3. turns each continuous tier's score into its tail probability under that tier's own calibration
+   (``models/threshold.py``: the scores the tier gave the image's normal windows) and combines them as
+   probabilities, with the Bonferroni correction for two tiers: ``continuous = -log10 min(1, 2 min(p_rate,
+   p_seq))``, in decades of improbability; the threshold is the alarm budget's probability per window in
+   the same unit, ``-log10(false_alarms_per_day x window_seconds / 86400)``, so either tier alone alarms
+   exactly at its own budget quantile and neither can drown the other;
+4. adds the exact tier: ``score = continuous + threshold x (weighted number of novel kinds)``, so any novel
+   executable, outbound port or sensitive path written puts a window over its threshold (weight 1), a novel
+   syscall a fifth of the way (weight 0.2);
+5. decides against that threshold, never while learning; while learning, the same decision against the
+   thresholds the learning so far calibrates is a *rehearsal*: learning ends once the later part of it
+   raised no rehearsal alarm (see ``ImageBaseline`` and ``BaselineConfig.stable_share``);
+6. learns from the windows it did not flag (all of them while learning), never from flagged ones; their
+   scores keep calibrating the thresholds while detecting.
 
 Within one batch all windows are scored against the state before the batch, then the unflagged ones
 are learnt together: batching costs at most one batch of lag in what the model knows.
@@ -37,11 +46,12 @@ from baseliner.models.explain import Deviation, deviations
 from baseliner.models.lineage import Lineage, VersionStep
 from baseliner.models.novelty import KINDS, NovelItem, NoveltySets, novel_rows
 from baseliner.models.rate_features import FEATURE_NAMES, FEATURES, N_FEATURES, transform_block
-from baseliner.models.threshold import TailThreshold
+from baseliner.models.threshold import SECONDS_PER_DAY, TailThreshold
 from baseliner.models.vector import FeatureVector
 
 __all__ = [
-    "BaselineConfig", "BlockVerdicts", "Deviation", "ImageBaseline", "Mode", "NovelItem", "State", "Verdict",
+    "LEARNING_REASONS", "BaselineConfig", "BlockVerdicts", "Deviation", "ImageBaseline", "Mode", "NovelItem",
+    "State", "Verdict",
     "process_blocks",
 ]
 
@@ -60,6 +70,7 @@ class State(StrEnum):
 
 
 _LEARNING_CHUNK = 8
+_REFIT = 32
 _EVENTS_LOST = COUNTER_INDEX["events_lost"]
 _MAX_REPLICAS = 64
 _MAX_QUARANTINE = 4096
@@ -73,7 +84,11 @@ class BaselineConfig:
     """How a baseline learns and decides. Every value is checked when the config is made.
 
     * ``min_learn_windows``, ``min_learn_seconds``: learning lasts at least this many windows and this
-      much event time (in production, a full daily cycle: 86400).
+      much event time; beyond that it ends when the data says the baseline is ready: when the last
+      ``stable_share`` of the learning period (its second half, by default) raised no rehearsal alarm
+      (no window over the thresholds calibrated so far, no novel item of a kind that alerts alone), that
+      is when the model's later behaviour was already covered by its earlier behaviour (for a periodic
+      image, at least one full cycle observed); ``max_learn_seconds`` ends it in any case.
     * ``false_alarms_per_day``: the alarm budget per image that thresholds are calibrated to.
     * ``startup_seconds``: windows this young are scored against the image's start-up profile.
     * ``novelty_capacity``: the largest size of each first-seen set; ``ephemeral_port_start``: ports from
@@ -90,10 +105,18 @@ class BaselineConfig:
       (detection learns only windows scoring below this share of the threshold), ``quarantine_seconds``
       (a container is not learnt from for this long after an anomaly).
     * ``novelty_weight_*``: the share of the threshold one novel kind adds to the score (1 alerts alone).
+    * ``tier_combination``: how the continuous tiers' tail probabilities combine (:data:`TIER_COMBINATIONS`;
+      ``fisher`` chosen by cross-validation in ADFA-LD's training traces, ``bench/choose_settings.py``).
+    * ``stable_share``, ``stable_confidence``, ``max_learn_seconds``: when learning ends (above); the quiet
+      stretch must also last ``-ln(1 - stable_confidence) / false_alarms_per_day`` days, which bounds the
+      image's alarm rate by its budget at that confidence (0: the share alone).
     """
 
     min_learn_windows: int = 60
     min_learn_seconds: float = 600.0
+    stable_share: float = 0.5
+    stable_confidence: float = 0.5
+    max_learn_seconds: float = 259_200.0  # three days of event time
     false_alarms_per_day: float = 1.0
     startup_seconds: float = 60.0
     novelty_capacity: int = 4096
@@ -115,6 +138,7 @@ class BaselineConfig:
     novelty_weight_port: float = 1.0
     novelty_weight_sensitive_path: float = 1.0
     novelty_weight_syscall: float = 0.2
+    tier_combination: str = "fisher"  # chosen by cross-validation in ADFA-LD's training data
     ngram_alpha: float = 3.0
     sequence_unseen_nats: float = 128.0  # chosen by cross-validation in ADFA-LD's training data
     sequence_unseen_scale: float = 0.2
@@ -127,6 +151,12 @@ class BaselineConfig:
             problems.append(f"min_learn_windows must be >= 10, got {self.min_learn_windows}")
         if not (self.min_learn_seconds >= 0 and math.isfinite(self.min_learn_seconds)):
             problems.append(f"min_learn_seconds must be a finite number >= 0, got {self.min_learn_seconds}")
+        if not 0 <= self.stable_confidence < 1:
+            problems.append(f"stable_confidence must be in [0, 1), got {self.stable_confidence}")
+        if not 0 < self.stable_share < 1:
+            problems.append(f"stable_share must be in (0, 1), got {self.stable_share}")
+        if not (self.max_learn_seconds >= self.min_learn_seconds and math.isfinite(self.max_learn_seconds)):
+            problems.append(f"max_learn_seconds must be finite and >= min_learn_seconds, got {self.max_learn_seconds}")
         if not (self.false_alarms_per_day > 0 and math.isfinite(self.false_alarms_per_day)):
             problems.append(f"false_alarms_per_day must be > 0, got {self.false_alarms_per_day}")
         if not (self.startup_seconds >= 0 and math.isfinite(self.startup_seconds)):
@@ -153,6 +183,9 @@ class BaselineConfig:
                    self.novelty_weight_sensitive_path, self.novelty_weight_syscall)
         if not all(w >= 0 and math.isfinite(w) for w in weights):
             problems.append("novelty weights must be finite numbers >= 0")
+        if self.tier_combination not in TIER_COMBINATIONS:
+            problems.append(f"tier_combination must be one of {', '.join(TIER_COMBINATIONS)}, "
+                            f"got {self.tier_combination!r}")
         if not (self.ngram_alpha > 0 and math.isfinite(self.ngram_alpha)):
             problems.append(f"ngram_alpha must be > 0, got {self.ngram_alpha}")
         if not (self.sequence_unseen_nats >= 0 and math.isfinite(self.sequence_unseen_nats)):
@@ -177,6 +210,16 @@ class BaselineConfig:
             raise ValueError(f"unknown baseline config keys: {', '.join(unknown)}")
         return cls(**d)
 
+
+#: How the continuous tiers' tail probabilities combine (``BaselineConfig.tier_combination``): ``min_p``,
+#: the smaller of the two with the Bonferroni correction; ``fisher``, Fisher's method (their product, against
+#: the chi-squared law with 4 degrees of freedom).
+TIER_COMBINATIONS = ("min_p", "fisher")
+
+#: Why a baseline is learning (the first three: a minimum not reached yet; ``unstable``: a rehearsal alarm
+#: in the last ``stable_share`` of learning) or why it stopped (``stable``, ``limit``: ``max_learn_seconds``,
+#: ``operator``: a mode set through the admin API).
+LEARNING_REASONS = ("windows", "time", "calibrating", "unstable", "stable", "limit", "operator")
 
 #: Detectors a baseline can be configured with (``BaselineConfig.detector``).
 DETECTORS = {"default": "exact novelty + z-scores of log rates + hashed n-gram surprise"}
@@ -307,7 +350,7 @@ class ImageBaseline:
 
     >>> from baseliner.models.vector import FeatureVector, Identity
     >>> ident = Identity("node-1", "c1", "nginx", "1.27")
-    >>> b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+    >>> b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0))
     >>> normal = [FeatureVector(ident, 1.7e9 + 5 * i, 5.0, {"read": 500 + i % 7, "write": 300},
     ...                         executables=["/usr/sbin/nginx"] if i == 0 else []) for i in range(40)]
     >>> _ = b.process(normal)
@@ -320,7 +363,7 @@ class ImageBaseline:
     (True, ('novel_executable', 'novel_syscall', 'rate'), 'new executable /bin/sh')
     """
 
-    STATE_VERSION = 3  # 2: n-gram spec v2; the sequence tier's order-6 bitset (``*.seq.seen``); 3: lineage
+    STATE_VERSION = 4  # 2: n-gram spec v2, the order-6 bitset (``*.seq.seen``); 3: lineage; 4: learning's end
 
     def __init__(self, key: str, config: BaselineConfig | None = None) -> None:
         self.key = key
@@ -353,12 +396,51 @@ class ImageBaseline:
         self.first_window = math.nan
         self.last_window = math.nan
         self._window_seconds = 0.0
+        self.last_rehearsal = math.nan  # event time (window end) of the latest rehearsal alarm while learning
+        self.rehearsal_kinds = ""  # what it was: "rate", "sequence", "novel_executable" ...
+        self.rehearsals = 0
+        self.ready_reason = ""  # why learning ended (a READY_REASONS code), "" while learning
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     @property
     def threshold(self) -> float:
-        return self.steady.threshold.value
+        """The decision threshold (decades of improbability; ``inf`` while learning: the rehearsal's
+        thresholds decide nothing)."""
+        return math.inf if self.state is State.LEARNING else _decision_threshold(self.steady)
+
+    @property
+    def learning_reason(self) -> str:
+        """A closed-set code for why the baseline is (still) learning or why it stopped
+        (:data:`LEARNING_REASONS`)."""
+        if self.state is not State.LEARNING:
+            return self.ready_reason or "operator"
+        if self.mode is Mode.LEARN:
+            return "operator"
+        return self._waiting_for()[0]
+
+    @property
+    def learning_detail(self) -> str:
+        """The reason in words, with the figures it was decided on."""
+        cfg, learned = self.config, self.learned_seconds
+        code = self.learning_reason
+        last = (f"the last rehearsal alarm ({self.rehearsal_kinds}) {self._quiet_seconds():.0f} s before the "
+                f"latest window" if not math.isnan(self.last_rehearsal) else "no rehearsal alarm yet")
+        return {
+            "windows": f"learning: {self.windows_learned} of at least {cfg.min_learn_windows} windows",
+            "time": f"learning: {learned:.0f} s of at least {cfg.min_learn_seconds:.0f} s of event time",
+            "calibrating": f"learning: {self.steady.threshold.n_scores} calibration scores of at least "
+                           f"{self.steady.threshold.min_scores}",
+            "unstable": f"learning: {last}; needs {self._quiet_needed():.0f} s quiet (the last "
+                        f"{cfg.stable_share:.0%} of {learned:.0f} s, and {self.evidence_seconds:.0f} s to bound the "
+                        f"alarm rate by the budget at {cfg.stable_confidence:.0%} confidence; "
+                        f"{self.rehearsals} rehearsal alarms so far)",
+            "stable": f"ready: {last}: at least the last {cfg.stable_share:.0%} of learning and "
+                      f"{self.evidence_seconds:.0f} s quiet ({self.rehearsals} rehearsal alarms while learning)",
+            "limit": f"ready: learning reached max_learn_seconds ({cfg.max_learn_seconds:.0f} s) without "
+                     f"settling ({last})",
+            "operator": f"mode {self.mode.value} set by an operator",
+        }[code]
 
     @property
     def learned_seconds(self) -> float:
@@ -374,6 +456,7 @@ class ImageBaseline:
             self.state = State.LEARNING
         elif mode is Mode.DETECT:
             self._start_detecting()
+            self.ready_reason = "operator"
         else:
             self.state = State.LEARNING
             self._maybe_ready()
@@ -382,23 +465,57 @@ class ImageBaseline:
         """Forget everything learnt; the mode stays."""
         self._init_state()
 
-    def _ready(self) -> bool:
-        return (
-            self.windows_learned >= self.config.min_learn_windows
-            and self.learned_seconds >= self.config.min_learn_seconds
-            and self.steady.threshold.n_scores >= self.steady.threshold.min_scores
-        )
+    @property
+    def evidence_seconds(self) -> float:
+        """The quiet event time that bounds the image's alarm rate by its budget at ``stable_confidence``:
+        no alarm in ``Q`` seconds puts a Poisson rate under ``-ln(1 - c) / Q`` with confidence ``c``."""
+        c = self.config.stable_confidence
+        return -math.log1p(-c) * SECONDS_PER_DAY / self.config.false_alarms_per_day
+
+    def _quiet_seconds(self) -> float:
+        """Event time from the latest rehearsal alarm (or the first window) to the end of the latest window."""
+        since = self.first_window if math.isnan(self.last_rehearsal) else self.last_rehearsal
+        return self.last_window + self._window_seconds - since
+
+    @property
+    def quiet_progress(self) -> float:
+        """How far the quiet stretch is towards what ending learning needs (0 to 1)."""
+        needed = self._quiet_needed()
+        return 1.0 if needed <= 0 else min(1.0, max(0.0, self._quiet_seconds()) / needed)
+
+    def _quiet_needed(self) -> float:
+        return max(self.config.stable_share * self.learned_seconds, self.evidence_seconds)
+
+    def _waiting_for(self) -> tuple[str, bool]:
+        """``(reason, ready)``: what learning waits for, or why it may end."""
+        cfg = self.config
+        if self.windows_learned < cfg.min_learn_windows:
+            return "windows", False
+        if self.learned_seconds < cfg.min_learn_seconds:
+            return "time", False
+        if self.steady.threshold.n_scores < self.steady.threshold.min_scores:
+            return "calibrating", False
+        if self._quiet_seconds() >= self._quiet_needed():
+            return "stable", True
+        if self.learned_seconds >= cfg.max_learn_seconds:
+            return "limit", True
+        return "unstable", False
 
     def _maybe_ready(self) -> None:
-        if self.mode is Mode.AUTO and self.state is State.LEARNING and self._ready():
-            self._start_detecting()
+        if self.mode is Mode.AUTO and self.state is State.LEARNING:
+            reason, ready = self._waiting_for()
+            if ready:
+                self._start_detecting()
+                self.ready_reason = reason
 
     def _start_detecting(self) -> None:
         for profile in (self.steady, self.startup):
-            profile.threshold.recompute()
-            profile.seq_threshold.recompute()
+            for threshold in (profile.threshold, profile.seq_threshold):
+                threshold.recompute()
+                threshold.hold()  # detection refines the thresholds but never loosens them
             profile.detector.hold_spread()  # the spread the thresholds were calibrated against
         self.state = State.DETECTING
+        self.ready_reason = ""
 
     # -- scoring -----------------------------------------------------------------------------------
 
@@ -497,6 +614,10 @@ class ImageBaseline:
             "containers": sorted(self.containers),
             "quarantine": sorted(self.quarantine.items()),
             "lineage": None if self.lineage is None else self.lineage.to_meta(),
+            "last_rehearsal": None if math.isnan(self.last_rehearsal) else self.last_rehearsal,
+            "rehearsal_kinds": self.rehearsal_kinds,
+            "rehearsals": self.rehearsals,
+            "ready_reason": self.ready_reason,
         }
         arrays = self.steady.to_arrays("steady")
         arrays.update(self.startup.to_arrays("startup"))
@@ -531,6 +652,12 @@ class ImageBaseline:
             b.quarantine = {str(k): float(t) for k, t in meta["quarantine"][:_MAX_QUARANTINE]}
             if meta["lineage"] is not None:
                 b.lineage = Lineage.from_state(meta["lineage"], arrays, b.config)
+            b.last_rehearsal = math.nan if meta["last_rehearsal"] is None else float(meta["last_rehearsal"])
+            b.rehearsal_kinds = str(meta["rehearsal_kinds"])
+            b.rehearsals = int(meta["rehearsals"])
+            b.ready_reason = str(meta["ready_reason"])
+            if b.ready_reason and b.ready_reason not in LEARNING_REASONS:
+                raise StateError(f"baseline state has an unknown ready reason {b.ready_reason!r}")
         except StateError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -555,7 +682,8 @@ def process_blocks(
     Python is left for the novelty sets, thresholds that are still calibrating and anomalous windows.
 
     >>> from baseliner.models.vector import FeatureVector, Identity
-    >>> web, db = (ImageBaseline(k, BaselineConfig(min_learn_windows=20, min_learn_seconds=0)) for k in ("web", "db"))
+    >>> cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0)
+    >>> web, db = (ImageBaseline(k, cfg) for k in ("web", "db"))
     >>> ws = [FeatureVector(Identity("n", f"c{i % 2}", "web" if i % 2 else "db"), 1.7e9 + 5 * (i // 2), 5.0,
     ...                     {"read": 100 + i % 5, "write": 50}) for i in range(80)]
     >>> blk = VectorBlock.from_vectors(ws)
@@ -599,6 +727,8 @@ def _process(
     if versions is not None:
         versions.defer_items()
     _decide(baselines, s)
+    if s.rehearsal.any():
+        _rehearse(baselines, block, s)
     learn_mask = _learn_mask(baselines, block, s)
     verdicts = _verdicts(baselines, block, s, learn_mask)
     if versions is not None:
@@ -636,7 +766,7 @@ class _Scored:
     sequences: StackedSequence | None
     novel: dict[int, list[NovelItem]]
     learning: np.ndarray  # the window's image is learning
-    threshold: np.ndarray = field(init=False)
+    threshold: np.ndarray = field(init=False)  # the decision threshold (decades)
     seq_threshold: np.ndarray = field(init=False)
     no_profile: np.ndarray = field(init=False)
     rate_hit: np.ndarray = field(init=False)
@@ -644,6 +774,7 @@ class _Scored:
     continuous: np.ndarray = field(init=False)
     score: np.ndarray = field(init=False)
     anomalous: np.ndarray = field(init=False)
+    rehearsal: np.ndarray = field(init=False)  # learning windows the decision would have flagged
 
     def per_group(self, values: list[Any]) -> Any:
         return _per_group(values, self.grp)
@@ -707,32 +838,93 @@ def _score_sequences(
     return SequenceTier.score_stacked([p.sequence for p in profiles], ptr, cols, counts, prof)
 
 
+def _decision_threshold(profile: _Profile) -> float:
+    """A profile's decision threshold: the alarm budget's probability per window in decades of
+    improbability, ``-log10(false_alarms_per_day x window_seconds / 86400)`` (``inf`` until calibrated).
+    Each continuous tier has half the budget, so its own threshold sits at exactly this combined score."""
+    t = profile.threshold
+    return -math.log10(2.0 * t.p) if math.isfinite(t.value) else math.inf
+
+
 def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
-    """Thresholds, the continuous and the combined score, and which windows are anomalous."""
-    thresholds = np.array([p.threshold.value for p in s.profiles])[s.prof]
-    seq_thresholds = np.array([p.seq_threshold.value for p in s.profiles])[s.prof]
+    """Each tier's tail probability, the combined score, and which windows are anomalous (while learning:
+    which would have been, the rehearsal)."""
+    rate_thr = np.array([p.threshold.value for p in s.profiles])[s.prof]
+    seq_thr = np.array([p.seq_threshold.value for p in s.profiles])[s.prof]
+    thresholds = np.array([_decision_threshold(p) for p in s.profiles])[s.prof]
     # Start-up windows with no start-up profile yet are judged on the exact tier only, against the
     # steady threshold.
-    no_profile = s.startup & ~np.isfinite(thresholds)
+    no_profile = s.startup & ~np.isfinite(rate_thr)
     if no_profile.any():
-        thresholds = np.where(no_profile, s.per_group([b.steady.threshold.value for b in baselines]), thresholds)
+        thresholds = np.where(no_profile, s.per_group([_decision_threshold(b.steady) for b in baselines]),
+                              thresholds)
     finite = np.isfinite(thresholds)
-    s.rate_hit = (s.rate > thresholds) & ~no_profile
-    seq_ok = np.isfinite(seq_thresholds) & ~no_profile
-    s.seq_hit = seq_ok & (s.seq > seq_thresholds)
-    # The continuous score is the more extreme tier, each relative to its own calibrated level, in
-    # units of the rate tier's threshold (so the one threshold applies to both).
-    seq_scaled = np.zeros(len(s.R))
-    np.divide(s.seq * np.where(finite, thresholds, 0.0), seq_thresholds, out=seq_scaled, where=seq_ok & finite)
-    s.continuous = np.where(no_profile, 0.0, np.maximum(s.rate, seq_scaled))
+    s.rate_hit = (s.rate > rate_thr) & ~no_profile
+    seq_ok = np.isfinite(seq_thr) & ~no_profile & s.has_grams
+    s.seq_hit = seq_ok & (s.seq > seq_thr)
+    s.continuous, rate_s, seq_s = _combined_surprise(
+        s, ~no_profile & np.isfinite(rate_thr), seq_ok,
+        s.per_group([b.config.tier_combination == "fisher" for b in baselines]))
     n_kinds = np.zeros(len(s.R))
     grp = s.grp.tolist()
     for k, items in s.novel.items():
         weight = baselines[grp[k]]._novel_weight
         n_kinds[k] = sum(weight[kind] for kind in {item.kind for item in items})
-    s.score = s.continuous + np.where(finite, thresholds, 0.0) * n_kinds
-    s.anomalous = finite & (s.rate_hit | s.seq_hit | (s.score > thresholds)) & ~s.learning
-    s.threshold, s.seq_threshold, s.no_profile = thresholds, seq_thresholds, no_profile
+    # A novel item's weight counts from no less than "nothing unusual" (p = 1): the continuous score sits
+    # below 0 for typical windows, and must not keep a novel executable from alerting on its own.
+    base = np.where(n_kinds > 0, np.maximum(s.continuous, 0.0), s.continuous)
+    s.score = base + np.where(finite, thresholds, 0.0) * n_kinds
+    over = finite & (s.score >= thresholds)
+    # Evidence of both tiers together can cross where neither does alone: name the tier that led (a window
+    # whose novel items would not cross on their own says which tier carried it).
+    lead = over & ~s.rate_hit & ~s.seq_hit & (n_kinds < 1.0)
+    if lead.any():
+        by_seq = lead & seq_ok & (seq_s > rate_s)
+        s.seq_hit |= by_seq
+        s.rate_hit |= lead & ~by_seq & ~no_profile
+    s.anomalous = over & ~s.learning
+    s.rehearsal = over & s.learning
+    s.threshold, s.seq_threshold, s.no_profile = thresholds, seq_thr, no_profile
+
+
+def _combined_surprise(
+    s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, fisher: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The continuous tiers' combined tail probability per window, in decades (``-log10``): each tier's
+    tail probability under its own calibration (a tier that is not calibrated, or a window without
+    n-grams for the sequence tier, is left out; neither: 0), combined by
+    ``min_p`` (``min(1, 2 min(p_rate, p_seq))``: either tier alone alarms at its own budget quantile) or
+    ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up); and each tier's surprise."""
+    rate, seq = np.zeros(len(s.R)), np.zeros(len(s.R))
+    for p in np.unique(s.prof[rate_ok | seq_ok]).tolist():
+        profile, at = s.profiles[p], s.prof == p
+        r, q = at & rate_ok, at & seq_ok
+        if r.any():
+            rate[r] = profile.threshold.surprise(s.rate[r])
+        if q.any():
+            seq[q] = profile.seq_threshold.surprise(s.seq[q])
+    min_p = np.where(rate_ok, rate, -np.inf)
+    np.maximum(min_p, np.where(seq_ok, seq, -np.inf), out=min_p)
+    min_p = np.where(rate_ok | seq_ok, min_p - math.log10(2.0), 0.0)
+    if not np.any(fisher):
+        return min_p, rate, seq
+    half_chi2 = math.log(10.0) * (rate + seq)  # -ln(p_rate p_seq); P(chi2_4 >= 2x) = e^-x (1 + x)
+    combined = (half_chi2 - np.log1p(np.maximum(half_chi2, 0.0))) / math.log(10.0)
+    return np.where(fisher, combined, min_p), rate, seq
+
+
+def _rehearse(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) -> None:
+    """Note, per learning image, its latest rehearsal alarm (a learning window the decision would have
+    flagged) and what it was."""
+    for k in np.flatnonzero(s.rehearsal).tolist():
+        b = baselines[int(s.grp[k])]
+        row = int(s.R[k])
+        end = float(block.window_start[row] + block.window_seconds[row])
+        b.rehearsals += 1
+        if math.isnan(b.last_rehearsal) or end >= b.last_rehearsal:
+            kinds = sorted({f"novel_{item.kind}" for item in s.novel.get(k, ())})
+            kinds += ["rate"] * bool(s.rate_hit[k]) + ["sequence"] * bool(s.seq_hit[k])
+            b.last_rehearsal, b.rehearsal_kinds = end, ",".join(kinds) or "combined"
 
 
 def _learn_mask(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) -> np.ndarray:
@@ -808,30 +1000,32 @@ def _learn(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn
 
 
 def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn_mask: np.ndarray) -> None:
-    """Add the learnt windows' scores to the thresholds of the profiles still calibrating; count the
-    windows each profile learnt."""
+    """Add the learnt windows' scores to their profiles' thresholds and refit them; count the windows each
+    profile learnt."""
     per_profile = np.bincount(s.prof[learn_mask], minlength=len(s.profiles))
     for p in np.flatnonzero(per_profile).tolist():
         g = p // 2
         b, profile = baselines[g], s.profiles[p]
-        # Thresholds come from the scores of the profile's own learning period, computed before each
-        # window was learnt (prequential), leaving out the first half of it while the detector settles.
-        # After that they stay put: detection-time scores never move them.
+        # Thresholds come from the scores of windows the profile learnt, each computed before the window
+        # was learnt (prequential), leaving out the first half of the minimum learning period while the
+        # detector settles; refitted at every step while learning (for the rehearsal), once detecting every
+        # _REFIT scores (or a 64th of the sample).
         if profile is b.steady:
-            calibrating = b.state is State.LEARNING
             skip = max(0, b.config.min_learn_windows // 2 - profile.windows)
         else:
-            calibrating = profile.windows < 2 * b.config.min_learn_windows
             skip = max(0, b.config.min_learn_windows // 4 - profile.windows)
-        if calibrating:
-            mask = learn_mask & (s.prof == p)
-            window_seconds = float(block.window_seconds[s.R[s.offsets[g]]])
-            for threshold, scores in ((profile.threshold, s.rate[mask][skip:]),
-                                      (profile.seq_threshold, s.seq[mask & s.has_grams][skip:])):
-                if len(scores):
-                    threshold.add(scores, window_seconds)
-                    if b.state is not State.LEARNING:
-                        threshold.recompute()
+        mask = learn_mask & (s.prof == p)
+        window_seconds = float(block.window_seconds[s.R[s.offsets[g]]])
+        # the budget is per image: its replicas' windows share it, and its two continuous tiers halve it
+        share = b.config.false_alarms_per_day / 2.0 / max(1, len(b.containers))
+        learning = b.state is State.LEARNING
+        for threshold, scores in ((profile.threshold, s.rate[mask][skip:]),
+                                  (profile.seq_threshold, s.seq[mask & s.has_grams][skip:])):
+            if len(scores):
+                threshold.alarms_per_day = share
+                threshold.add(scores, window_seconds)
+                if learning or threshold.refit_due(_REFIT):
+                    threshold.recompute()
         profile.windows += int(per_profile[p])
 
 

@@ -82,7 +82,8 @@ _SCALAR_ATTRS: dict[str, str] = {
 }
 _VOCAB = frozenset(SYSCALL_VOCABULARY)
 #: Config fields that make up the thresholds policy (a subset of BaselineConfig).
-_POLICY_KEYS = ("false_alarms_per_day", "min_learn_windows", "min_learn_seconds", "recalibrate_every")
+_POLICY_KEYS = ("false_alarms_per_day", "min_learn_windows", "min_learn_seconds", "stable_share",
+                "stable_confidence", "max_learn_seconds", "tier_combination")
 
 
 class ModelError(BaselinerError):
@@ -118,7 +119,7 @@ class BaselinerModel:
     def thresholds_policy(self) -> dict[str, Any]:
         """How thresholds are set (documented in ``models/threshold.py``) and, when trained, where they are."""
         cfg = self.config.to_dict()
-        policy: dict[str, Any] = {"method": "tail-exponential (models/threshold.py)"}
+        policy: dict[str, Any] = {"method": "tail-exponential, 90% upper bound of the scale (models/threshold.py)"}
         policy.update({k: v for k, v in cfg.items() if k in _POLICY_KEYS})
         if self.warm:
             b = self.new_baseline("__template__")

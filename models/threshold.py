@@ -1,27 +1,32 @@
-"""Per-image alarm thresholds calibrated from the scores an image's own normal windows get.
+"""Per-image alarm thresholds and tail probabilities from the scores an image's own normal windows get.
 
 A bare percentile does not say how many alarms a user will see.  The threshold is set from a
 *false-alarm budget*: at most ``alarms_per_day`` alarms per image per day at the window length in use,
 so the target exceedance probability is ``p = alarms_per_day * window_seconds / 86400``.  For 5 s
-windows and one alarm a day that is p = 5.8e-5, far beyond what a few hundred learning windows can
-estimate directly, so the upper tail is extrapolated: scores beyond an anchor quantile are taken to
-fall off exponentially (the peaks-over-threshold view, with a shape of zero), the scale estimated
-from two quantiles a decade apart in exceedance::
+windows and one alarm a day that is p = 5.8e-5: its quantile needs tens of thousands of normal windows
+to be read off directly, far more than a learning period has.  So the upper tail is modelled (peaks over
+threshold with a shape of zero): the ``k = ceil(sqrt(n))`` largest of ``n`` recorded scores are taken as
+exceedances over the anchor ``u`` (the next largest score), their mean excess estimates the exponential
+scale, and the scale used is its **upper confidence bound** at ``confidence`` (0.9): the k excesses of an
+exponential tail sum to a Gamma(k, beta) variable, so ``beta_up = 2 k beta_hat / chi2_{1-confidence}(2k)``.
+With few scores the bound is wide (k = 5 at n = 20: 3.1 times the estimate) and the threshold sits far out;
+it tightens as scores accumulate (k = 64 at n = 4,096: 1.18 times).  Then::
 
-    beta = (q_hi - q_lo) / ln(10)
-    threshold = q_hi + beta * ln((1 - hi) / p)
+    P(score >= s) = (k / n) * exp(-(s - u) / beta_up)     for s > u (empirical below)
+    threshold     = u + beta_up * ln((k / n) / p)
 
-With fewer than ``deep_scores`` scores the pair is (q90, q99); with more, (q99, q99.9): the fit then
-sits in the far tail itself, so a frequent benign mode (a database checkpoint every minute, say) that
-dominates the 90-99% range no longer inflates the scale.
+so a score over the threshold is exactly a tail probability under ``p``.  :meth:`TailThreshold.surprise`
+gives ``-log10 P(score >= s)`` for any score, the unit the baseline combines its tiers in.
+``floor`` and ``min_excess`` (the threshold at least ``floor``, and at least ``min_excess`` above the
+anchor: a score that hardly varies would otherwise get a threshold a hair above its usual value) widen
+the scale so that the tail still meets the threshold.  What this assumes: a tail no heavier than
+exponential; a heavier one (a power law) is under-estimated, which the confidence bound only partly covers.
 
-The quantiles come from a bounded uniform sample of the scores (``capacity`` floats, reservoir sampling)
-recorded by the baseline while it learns, so a long learning period is represented as a whole (a day of
-5 s windows is 17,280 scores; a ring of the latest 4,096 would calibrate on its last hours only); flagged
-windows never enter it.  The sampling is deterministic (seeded by the number of scores seen), so a replay
-gives the same threshold.  ``min_excess`` keeps the threshold at least that far above
-the anchor quantile: a score that hardly varies (a mean over thousands of n-grams, say) would otherwise
-get a threshold a hair above its usual value, and the slightest drift would flood.
+The scores come from a bounded uniform sample (``capacity`` floats, reservoir sampling) of every score
+recorded: the learning period's (prequential, each window scored before it was learnt) and, once
+detecting, every window that was learnt (not flagged, inside the learning gate), so calibration goes on
+while detecting and the threshold tightens towards the budget's quantile as evidence grows.  The sampling
+is deterministic (seeded by the number of scores seen), so a replay gives the same threshold.
 """
 
 from __future__ import annotations
@@ -29,18 +34,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import gammaincinv
 
 SECONDS_PER_DAY = 86_400.0
 
 
 class TailThreshold:
-    """Threshold from a false-alarm budget by exponential tail extrapolation.
+    """Threshold and tail probabilities from a false-alarm budget (exponential tail, conservative scale).
 
     >>> t = TailThreshold(alarms_per_day=1.0, min_scores=50)
     >>> rng = np.random.default_rng(0)
-    >>> t.update(rng.exponential(1.0, 2000), window_seconds=5.0)
-    >>> 9.0 < t.value < 11.0  # exact for Exp(1): ln(1 / 5.8e-5) = 9.76
+    >>> t.update(rng.exponential(1.0, 4000), window_seconds=5.0)
+    >>> 9.0 < t.value < 12.5  # Exp(1): the exact quantile is ln(1 / 5.8e-5) = 9.76; the bound is above it
     True
+    >>> round(float(t.surprise(np.array([t.value]))[0]), 2)  # -log10 of the budget's probability
+    4.24
     """
 
     def __init__(
@@ -49,21 +57,35 @@ class TailThreshold:
         capacity: int = 8192,
         min_scores: int = 30,
         floor: float = 1.0,
-        deep_scores: int = 2000,
         min_excess: float = 0.0,
+        confidence: float = 0.9,
     ) -> None:
         if alarms_per_day <= 0:
             raise ValueError(f"alarms_per_day must be positive, got {alarms_per_day}")
+        if not 0.5 <= confidence < 1.0:
+            raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
         self.alarms_per_day = alarms_per_day
         self.capacity = capacity
         self.min_scores = min_scores
         self.floor = floor
-        self.deep_scores = deep_scores
         self.min_excess = min_excess
+        self.confidence = confidence
         self._ring = np.zeros(capacity, dtype=np.float32)
         self._count = 0  # total scores ever added
         self._window_seconds = 0.0
         self.value = math.inf
+        # the fitted tail: sorted sample, anchor, tail share at the anchor, scale
+        self._fitted_at = -1  # scores seen at the last fit (-1: no fit)
+        self._anchor = math.inf
+        self._share = 1.0
+        self._scale = 1.0
+        self.ceiling = math.inf  # the threshold never rises above this (see :meth:`hold`)
+        self._held_at = 0  # scores seen when the ceiling was last lowered
+
+    @property
+    def n_seen(self) -> int:
+        """Scores ever recorded (the sample holds at most ``capacity`` of them)."""
+        return self._count
 
     @property
     def n_scores(self) -> int:
@@ -87,7 +109,7 @@ class TailThreshold:
         if len(rest):
             # Reservoir sampling (Vitter's algorithm R): the k-th score seen replaces a random slot with
             # probability capacity / k, so every score seen is in the sample with the same probability.
-            rng = np.random.default_rng([self._count, m])
+            rng = np.random.Generator(np.random.PCG64(self._count * 1_000_003 + m))
             seen = self._count + free + np.arange(1, len(rest) + 1)
             slots = np.floor(rng.random(len(rest)) * seen).astype(np.int64)
             keep = slots < cap
@@ -95,19 +117,64 @@ class TailThreshold:
         self._count += m
         self._window_seconds = float(window_seconds)
 
+    @property
+    def p(self) -> float:
+        """The budget's exceedance probability per window (``nan`` before any window length is known)."""
+        if self._window_seconds <= 0:
+            return math.nan
+        return min(self.alarms_per_day * self._window_seconds / SECONDS_PER_DAY, 1.0)
+
     def recompute(self) -> float:
-        """Recompute the threshold from the recorded scores (``inf`` until there are enough)."""
+        """Refit the tail and the threshold from the recorded scores (``inf`` until there are enough)."""
         n = self.n_scores
         if n < self.min_scores or self._window_seconds <= 0:
             self.value = math.inf
+            self._fitted_at = -1
             return self.value
-        lo, hi = (0.99, 0.999) if n >= self.deep_scores else (0.90, 0.99)
-        q_lo, q_hi = np.quantile(self._ring[:n].astype(np.float64), [lo, hi])
-        p = min(self.alarms_per_day * self._window_seconds / SECONDS_PER_DAY, 1.0 - hi)
-        beta = max((q_hi - q_lo) / math.log(10.0), 1e-9)
-        excess = max(beta * math.log((1.0 - hi) / p), self.min_excess)
-        self.value = float(max(q_hi + excess, self.floor))
+        k = min(max(2, math.ceil(math.sqrt(n))), n - 1)
+        top = np.partition(self._ring[:n], n - k - 1)[n - k - 1 :].astype(np.float64)  # u, then the k largest
+        u = float(top[0])
+        beta_hat = max(float(np.mean(top[1:] - u)), 1e-9)
+        # the upper confidence bound of the exponential scale: 2 k beta_hat / beta ~ chi2(2k)
+        beta = 2.0 * k * beta_hat / (2.0 * float(gammaincinv(k, 1.0 - self.confidence)))
+        share, p = k / n, self.p
+        self._anchor, self._share, self._fitted_at = u, share, self._count
+        if p >= share:  # a generous budget: its quantile is inside the sample
+            self._scale = beta
+            self.value = max(float(np.quantile(self._ring[:n], 1.0 - p)), self.floor)
+            return self.value
+        span = math.log(share / p)
+        self._scale = max(beta, self.min_excess / span, (self.floor - u) / span)
+        if u + self._scale * span > self.ceiling:  # held: the tail may tighten, never loosen
+            self._scale = max((self.ceiling - u) / span, 1e-9)
+        self.value = max(u + self._scale * span, min(u, self.ceiling))
+        if math.isfinite(self.ceiling) and self._count >= 2 * self._held_at:
+            self.hold()
         return self.value
+
+    def refit_due(self, every: int) -> bool:
+        """Whether ``every`` scores (or a 64th of the sample, if more) were recorded since the last fit."""
+        return self._fitted_at < 0 or self._count - self._fitted_at >= max(every, self.n_scores // 64)
+
+    def hold(self) -> None:
+        """From now on the threshold may fall as evidence grows, never rise above its current value: scores
+        recorded while detecting refine the fit, but a slow drift of windows just under the threshold
+        (a poisoning ramp) cannot pull it up.  The ceiling is lowered to the fitted value each time the
+        scores seen double (a few estimates on growing evidence, not the minimum of every refit, which
+        would ratchet below the budget's quantile by chance)."""
+        self.ceiling = min(self.ceiling, self.value)
+        self._held_at = self._count
+
+    def surprise(self, scores: np.ndarray) -> np.ndarray:
+        """``-log10`` of each score's tail probability under the fitted exponential tail,
+        ``-log10(k / n) + (s - u) / (beta ln 10)``: exact in the tail, and the same straight line below the
+        anchor (where it is no longer a probability, and may go below 0), so that it is an increasing affine
+        map of the score: a mean of it over windows ranks traces as the mean of the raw score does.
+        0 before the threshold is calibrated."""
+        s = np.asarray(scores, dtype=np.float64)
+        if self._fitted_at < 0 or not math.isfinite(self.value):
+            return np.zeros(s.shape)
+        return -math.log10(self._share) + (s - self._anchor) / (self._scale * math.log(10.0))
 
     def update(self, scores: np.ndarray, window_seconds: float) -> None:
         self.add(scores, window_seconds)
@@ -121,16 +188,25 @@ class TailThreshold:
     def reset(self) -> None:
         self._count = 0
         self.value = math.inf
+        self._fitted_at = -1
+        self.ceiling = math.inf
+        self._held_at = 0
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "scores": self._ring[: self.n_scores].copy(),
-            "meta": np.array([self._count, self._window_seconds, self.value], dtype=np.float64),
+            "meta": np.array([self._count, self._window_seconds, self.value, self.ceiling, self._held_at,
+                              self.alarms_per_day, self._fitted_at, self._anchor, self._share, self._scale],
+                             dtype=np.float64),
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         scores = np.asarray(arrays["scores"], dtype=np.float32)
-        count, window_seconds, value = (float(v) for v in arrays["meta"])
+        (count, window_seconds, value, ceiling, held_at, alarms_per_day, fitted_at, anchor, share,
+         scale) = (float(v) for v in arrays["meta"])
+        if not (alarms_per_day > 0 and share > 0 and scale > 0 and not math.isnan(value)):
+            raise ValueError("threshold state is inconsistent")
+        self.alarms_per_day = alarms_per_day
         if len(scores) > self.capacity or not np.all(np.isfinite(scores)):
             raise ValueError("threshold state is inconsistent")
         self._ring[:] = 0
@@ -138,4 +214,8 @@ class TailThreshold:
         # scores seen, for the sampling odds (a sample that is not full holds every score seen)
         self._count = int(count) if len(scores) == self.capacity and count > len(scores) else len(scores)
         self._window_seconds = window_seconds
-        self.value = value if not math.isnan(value) else math.inf
+        self.ceiling = ceiling if not math.isnan(ceiling) else math.inf
+        self._held_at = int(held_at)
+        # the fit as it was (refits follow the scores seen, so a restored threshold decides as the original)
+        self.value, self._fitted_at = value, int(fitted_at)
+        self._anchor, self._share, self._scale = anchor, share, scale

@@ -78,6 +78,8 @@ def _print_details(resp: admin_pb2.Baseline) -> None:
     print(_fmt_baseline(resp))
     print(f"  serialized {resp.serialized_bytes} bytes, detector {resp.detector}, "
           f"learned over {resp.learned_seconds:.0f}s of event time")
+    if resp.learning_detail:
+        print(f"  {resp.learning_detail}")
     for name, items in (("executables", resp.executables), ("syscalls", resp.syscalls),
                         ("remote ports", resp.remote_ports), ("sensitive paths", resp.sensitive_paths)):
         shown = ", ".join(list(items)[:20]) + (" ..." if len(items) > 20 else "")

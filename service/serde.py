@@ -464,6 +464,8 @@ def baseline_to_proto(baseline: Any, detail: bool = False, serialized_bytes: int
         learned_seconds=learned,
         detector=str(baseline.config.detector),
         serialized_bytes=serialized_bytes,
+        learning_reason=str(baseline.learning_reason),
+        learning_detail=str(baseline.learning_detail),
     )
     if detail:
         for name, mean, std, unit, typical in baseline.feature_stats():

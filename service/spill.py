@@ -48,13 +48,15 @@ class SpilledSummary:
     learned_seconds: float
     config: Any
     lineage: Any  # its LineageInfo (models/lineage.py), or None
+    learning_reason: str
+    learning_detail: str
 
     @classmethod
     def of(cls, b: ImageBaseline) -> SpilledSummary:
         return cls(b.key, str(getattr(b.state, "value", b.state)), str(getattr(b.mode, "value", b.mode)),
                    int(b.windows_learned), int(b.windows_scored), int(b.anomalies), float(b.first_window),
                    float(b.last_window), float(b.threshold), float(getattr(b, "learned_seconds", 0.0)), b.config,
-                   None if b.lineage is None else b.lineage.info())
+                   None if b.lineage is None else b.lineage.info(), b.learning_reason, b.learning_detail)
 
 
 class RefusedBaseline:

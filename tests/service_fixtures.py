@@ -98,6 +98,7 @@ def config(tmp: Path | None = None, *extra: tuple[str, Any]) -> Any:
         ("events.output", "none"),
         ("baseline.min_learn_windows", 20),
         ("baseline.min_learn_seconds", 0),
+        ("baseline.stable_confidence", 0),
         ("grpc.shutdown_grace_seconds", 1),
     ]
     if tmp is not None:

@@ -189,7 +189,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     events = tmp / "events.jsonl"
     sets = {"console.listen": f"127.0.0.1:{c}", "falco.listen": f"127.0.0.1:{f}",
             "grpc.admin_tokens_file": str(tmp / "ops.tokens"), "grpc.viewer_tokens_file": str(tmp / "views.tokens"),
-            "baseline.min_learn_seconds": "3600", "baseline.min_learn_windows": "100"}
+            "baseline.min_learn_seconds": "3600", "baseline.min_learn_windows": "100",
+            "baseline.stable_confidence": "0"}
     cmd = _baseliner("serve", "--listen", f"127.0.0.1:{g}", "--metrics-listen", "", "--events", str(events),
                      *(a for k, v in sets.items() for a in ("--set", f"{k}={v}")))
     log = (tmp / "serve.log").open("w")

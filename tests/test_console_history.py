@@ -19,6 +19,7 @@ from tests.service_fixtures import T0, WINDOW, vector
 def fed(history: History, dedup: float = 0.0) -> Pipeline:
     p = Pipeline(PipelineConfig(dedup_window_seconds=dedup))
     p.baseline_config.min_learn_windows, p.baseline_config.min_learn_seconds = 20, 0
+    p.baseline_config.stable_confidence = 0.0
     p.sinks.append(history)
     p.score_observers.append(history.observe)
     return p

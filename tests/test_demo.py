@@ -47,6 +47,7 @@ def test_last_line_counts_the_events_printed(demo) -> None:  # type: ignore[no-u
     summary, text = demo
     printed = [line for line in text.splitlines() if line.startswith("[20")]  # one header line per event
     assert printed and summary.events == len(printed)
+    assert all(line.split("kinds: ", 1)[1].strip() for line in printed)  # every event says what carried it
     assert text.splitlines()[-1].startswith(f"events: {len(printed)} (")
 
 

@@ -73,7 +73,8 @@ def test_the_image_runs_as_service_and_sensor_and_flags_a_reverse_shell(
         docker("run", "-d", "--name", containers[-1], "--network", "host", "-v", f"{events_dir}:/var/log/baseliner",
                image, "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "",
                "--events", "/var/log/baseliner/events.jsonl", "--set", "baseline.min_learn_windows=10",
-               "--set", "baseline.min_learn_seconds=0", "--set", "baseline.startup_seconds=0",
+               "--set", "baseline.min_learn_seconds=0", "--set", "baseline.stable_confidence=0",
+               "--set", "baseline.startup_seconds=0",
                "--set", "baseline.novelty_min_containers=1")
         assert docker("inspect", "-f", "{{.Config.User}}", containers[-1]) == "10001"
         containers.append(f"bt-sensor-{tag}")

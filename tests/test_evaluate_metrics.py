@@ -10,10 +10,10 @@ from baseliner.models.evaluate.metrics import (
     detection_rate_at_fpr,
     lidds_rule,
     per_type,
+    rate_on_curve,
     roc_auc,
     roc_curve,
     summarise,
-    threshold_at_fpr,
 )
 
 
@@ -46,20 +46,48 @@ def test_auc_needs_both_classes_and_finite_scores():
         roc_auc([0, 1], [1.0, float("nan")])
     with pytest.raises(ValueError, match="labels"):
         roc_auc([0, 2], [1.0, 2.0])
+    with pytest.raises(ValueError, match="both"):
+        detection_rate_at_fpr([1, 1], [1.0, 2.0], 0.05)
 
 
-def test_threshold_and_detection_rate_by_hand():
+def test_detection_rate_by_hand_without_ties():
     normal = list(range(1, 101))  # 1..100
-    # 1% of 100 normals may be flagged: the threshold is 99 (only 100 > 99)
-    assert threshold_at_fpr(normal, 0.01) == 99.0
-    # 5%: threshold 95 (96..100 flagged)
-    assert threshold_at_fpr(normal, 0.05) == 95.0
     labels = [0] * 100 + [1] * 4
-    scores = normal + [99.5, 96.0, 95.0, 10.0]
-    assert detection_rate_at_fpr(labels, scores, 0.01) == 0.25  # only 99.5 > 99
-    assert detection_rate_at_fpr(labels, scores, 0.05) == 0.5  # 99.5 and 96 > 95; 95 is not above
+    scores = normal + [99.5, 96.5, 95.5, 10.0]
+    assert detection_rate_at_fpr(labels, scores, 0.01) == 0.25  # 100 flagged, then 99.5
+    assert detection_rate_at_fpr(labels, scores, 0.05) == 0.75  # 96..100 flagged: 99.5, 96.5 and 95.5 above 95
+    assert detection_rate_at_fpr(labels, scores, 0.0) == 0.0  # the top item is normal
     s = summarise(labels, scores)
-    assert (s.n_normal, s.n_attack, s.dr_1, s.dr_5) == (100, 4, 0.25, 0.5)
+    assert (s.n_normal, s.n_attack, s.dr_1, s.dr_5) == (100, 4, 0.25, 0.75)
+
+
+def test_ties_at_the_threshold_are_broken_at_random():
+    # STIDE's case: many normal items tie at the top score with some attacks.  Ten normals and two of
+    # four attacks score 1.0.  A 10% budget flags one of the ten tied normals: in expectation a tenth of
+    # the tied attacks comes with it (0.1 x 2 / 4 = 0.05); the strict rule would say 0, a lenient 0.5.
+    labels = [0] * 100 + [1] * 4
+    scores = [1.0] * 10 + [0.1] * 90 + [1.0, 1.0, 0.5, 0.05]
+    assert detection_rate_at_fpr(labels, scores, 0.01) == pytest.approx(0.05)
+    assert detection_rate_at_fpr(labels, scores, 0.05) == pytest.approx(0.25)  # half of the tied group
+    # the whole tied group fits in a 10% budget: both tied attacks, and the attack at 0.5, which is
+    # above the 90 normals at 0.1, comes at no extra cost
+    assert detection_rate_at_fpr(labels, scores, 0.10) == pytest.approx(0.75)
+    # the rule does not depend on the order of tied items
+    order = np.random.default_rng(0).permutation(len(labels))
+    assert detection_rate_at_fpr(np.asarray(labels)[order], np.asarray(scores)[order], 0.01) == pytest.approx(0.05)
+    # all tied: chance
+    assert detection_rate_at_fpr([0, 0, 1, 1], [3.0, 3.0, 3.0, 3.0], 0.5) == 0.5
+
+
+def test_rate_on_curve_reads_the_highest_vertex_at_a_rate():
+    fpr, tpr = np.array([0.0, 0.0, 0.2, 0.2, 1.0]), np.array([0.0, 0.3, 0.3, 0.9, 1.0])
+    assert rate_on_curve(fpr, tpr, 0.0) == 0.3  # attacks above every normal come for free
+    assert rate_on_curve(fpr, tpr, 0.2) == 0.9
+    assert rate_on_curve(fpr, tpr, 0.1) == 0.3  # a diagonal only where tied normals and attacks share a vertex
+    assert rate_on_curve(fpr, tpr, 0.6) == pytest.approx(0.95)
+    assert rate_on_curve(fpr, tpr, 1.0) == 1.0
+    with pytest.raises(ValueError, match="false-positive rate"):
+        rate_on_curve(fpr, tpr, 1.5)
 
 
 def test_roc_curve_ends_and_steps():
@@ -67,6 +95,10 @@ def test_roc_curve_ends_and_steps():
     assert fpr.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0]
     assert tpr.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
     assert np.trapezoid(tpr, fpr) == pytest.approx(0.75)
+    # tied scores make one vertex, and the area under the curve is the AUC with ties counting half
+    y, s = [0, 0, 1, 1, 0, 1], [1, 2, 2, 3, 2, 0]
+    fpr, tpr = roc_curve(y, s)
+    assert len(fpr) == 5 and np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(y, s))
 
 
 def test_per_type_uses_all_normals_for_each_type():

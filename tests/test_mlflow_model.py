@@ -41,7 +41,7 @@ def shell_window(t: float) -> FeatureVector:
 
 
 def trained() -> ImageBaseline:
-    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0))
     b.process(normal_windows())
     assert b.state.value == "detecting"
     return b
@@ -141,7 +141,7 @@ def _no_pickle_load(*args: Any, **kwargs: Any) -> Any:
 
 
 def test_cold_model_learns_within_a_call(store: Path) -> None:
-    cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0)
+    cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0)
     uri = log(mm.BaselinerModel(cfg))
     loaded = mlflow.pyfunc.load_model(uri)
     assert loaded.unwrap_python_model().config == cfg
@@ -266,7 +266,7 @@ def test_frame_round_trip_and_bad_rows() -> None:
 
 
 def test_unknown_container_age_is_filled_as_the_service_does() -> None:
-    cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, startup_seconds=12)
+    cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0, startup_seconds=12)
     out = mm.score_frame(mm.BaselinerModel(cfg), mm.vectors_to_frame(normal_windows(8)))
     # c1 and c2 alternate every 5 s: each container's windows at age 0 and 10 s are start-up windows
     assert out["startup"].tolist() == [True, True, True, True, False, False, False, False]

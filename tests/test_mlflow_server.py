@@ -50,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def trained(repo: str = "nginx", windows: int = 60) -> ImageBaseline:
-    b = ImageBaseline(f"{repo}:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+    b = ImageBaseline(f"{repo}:1.27", BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0))
     b.process([vector(i, c, repo=repo) for i in range(windows) for c in range(2)])
     assert b.state.value == "detecting"
     return b
@@ -101,7 +101,7 @@ def test_service_scores_with_the_champion(server: str) -> None:
 
 def test_reload_switches_version_and_keeps_learned_baselines(server: str) -> None:
     name = "bl-reload"
-    cold = BaselineConfig(min_learn_windows=25, min_learn_seconds=0, false_alarms_per_day=0.5)
+    cold = BaselineConfig(min_learn_windows=25, min_learn_seconds=0, stable_confidence=0, false_alarms_per_day=0.5)
     register(name, mm.BaselinerModel(cold))
 
     async def main() -> None:
@@ -146,7 +146,7 @@ def test_reload_switches_version_and_keeps_learned_baselines(server: str) -> Non
 
 def test_relearn_on_reload_restarts_every_image_from_the_new_model(server: str) -> None:
     name = "bl-relearn"
-    register(name, mm.BaselinerModel(BaselineConfig(min_learn_windows=25, min_learn_seconds=0)))
+    register(name, mm.BaselinerModel(BaselineConfig(min_learn_windows=25, min_learn_seconds=0, stable_confidence=0)))
 
     async def main() -> None:
         cfg = serve_config(server, f"models:/{name}@champion", ("model.relearn_on_reload", "true"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -33,14 +34,15 @@ def window(i: int, rng: np.random.Generator, **extra) -> FeatureVector:
 
 def learned(n: int = 200, seed: int = 0, **cfg) -> tuple[ImageBaseline, np.random.Generator]:
     rng = np.random.default_rng(seed)
-    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=60, min_learn_seconds=300, **cfg))
+    b = ImageBaseline("nginx:1.27",
+                      BaselineConfig(min_learn_windows=60, min_learn_seconds=300, stable_confidence=0, **cfg))
     b.process([window(i, rng) for i in range(n)])
     return b, rng
 
 
 def test_learning_then_detecting_needs_windows_and_duration():
     rng = np.random.default_rng(1)
-    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=1000))
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=1000, stable_confidence=0))
     b.process([window(i, rng) for i in range(100)])  # 100 windows but only 500 s
     assert b.state is State.LEARNING and not math.isfinite(b.threshold)
     b.process([window(i, rng) for i in range(100, 200)])  # now 1000 s
@@ -49,7 +51,7 @@ def test_learning_then_detecting_needs_windows_and_duration():
 
 def test_nothing_is_flagged_while_learning():
     rng = np.random.default_rng(2)
-    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0, stable_confidence=0))
     verdicts = b.process([window(i, rng, executables=[f"/bin/x{i}"]) for i in range(30)])
     assert not any(v.anomalous for v in verdicts)
     assert all(v.learned for v in verdicts)
@@ -194,7 +196,7 @@ def test_flagged_container_is_not_learnt_while_quarantined():
 
 def test_items_need_support_across_windows_and_replicas():
     rng = np.random.default_rng(3)
-    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0, stable_confidence=0))
     r1, r2 = Identity("node-1", "r1", "nginx", "1.27"), Identity("node-2", "r2", "nginx", "1.27")
     windows = [window(i, rng, identity=r1 if i % 2 else r2) for i in range(100)]
     windows[10].executables = ["/tmp/once"]  # seen once while learning: a poisoned window
@@ -212,7 +214,7 @@ def test_items_need_support_across_windows_and_replicas():
 
 def test_startup_items_need_one_window():
     rng = np.random.default_rng(4)
-    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0, stable_confidence=0))
     windows = [window(i, rng) for i in range(100)]
     windows[0].executables = ["/docker-entrypoint.sh"]
     windows[0].seconds_since_start = 0.0
@@ -223,7 +225,7 @@ def test_startup_items_need_one_window():
 def test_an_item_seen_long_enough_in_one_container_is_normal():
     """A primary does what its replicas never do (fsync, say): support over many windows suffices."""
     rng = np.random.default_rng(5)
-    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0))
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0, stable_confidence=0))
     r1, r2 = Identity("node-1", "r1", "pg", "16"), Identity("node-2", "r2", "pg", "16")
     windows = [window(i, rng, identity=r1 if i % 2 else r2) for i in range(100)]
     for w in windows[:60]:
@@ -244,7 +246,8 @@ def test_rare_normal_bursts_learnt_before_detection_stay_normal() -> None:
         return window(i, rng, connects=3 if burst else 0, remote_addresses=1 if burst else 0,
                       remote_ports=1 if burst else 0, bytes_sent=int(5e7) if burst else int(rng.lognormal(9, 0.3)))
 
-    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=150, min_learn_seconds=0, memory_windows=200))
+    b = ImageBaseline("nginx:1.27", BaselineConfig(min_learn_windows=150, min_learn_seconds=0, stable_confidence=0,
+                                                   memory_windows=200))
     b.process([w(i) for i in range(300)])
     assert b.state is State.DETECTING
     det = b.steady.detector
@@ -325,7 +328,7 @@ def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_sma
 
     from baseliner.models.ngrams import LONG_BUCKETS, SHORT_BUCKETS
 
-    cfg = dict(min_learn_windows=60, min_learn_seconds=300)
+    cfg = dict(min_learn_windows=60, min_learn_seconds=300, stable_confidence=0)
     for nats in (128.0, 0.0):
         b, vs = _with_grams(ImageBaseline("k", BaselineConfig(sequence_unseen_nats=nats, **cfg)), 200, 1)
         assert b.state is State.DETECTING
@@ -357,7 +360,7 @@ def test_state_of_spec_v1_builds_is_refused():
     b, _ = learned()
     meta, arrays = b.to_state()
     assert meta["state_version"] == 3
-    for old in (1, 2):  # n-gram spec v1; before lineage
+    for old in (1, 2, 3):  # n-gram spec v1; before lineage; before learning's end
         with pytest.raises(StateVersionError, match=f"version {old} .*re-learn"):
             ImageBaseline.from_state({**meta, "state_version": old}, arrays)
 
@@ -394,3 +397,93 @@ def test_zscore_bounded_learning_clips_each_value_to_clip_deviations() -> None:
     free.learn_many(warm, bound=False)
     free.learn_many(batch, bound=False)
     assert free.means()[0] > dets[0].means()[0] + 3.0  # unbounded: the outlier counts in full
+
+
+# -- calibration and learning's end ------------------------------------------------------------------
+
+
+def test_threshold_is_a_conservative_bound_that_tightens_with_evidence() -> None:
+    """Exponential scores: the threshold for the budget sits above the true quantile (the scale's upper
+    confidence bound), far above with 30 scores, close with 4,000; a score at the threshold has exactly
+    the budget's tail probability."""
+    from baseliner.models.threshold import TailThreshold
+
+    rng = np.random.default_rng(3)
+    exact = math.log(86_400 / 5.0)  # Exp(1) quantile for one alarm a day at 5 s windows: 9.76
+    few, many = TailThreshold(min_scores=20), TailThreshold(min_scores=20)
+    few.update(rng.exponential(1.0, 30), window_seconds=5.0)
+    many.update(rng.exponential(1.0, 4000), window_seconds=5.0)
+    assert few.value > many.value > exact
+    assert many.value < 1.3 * exact
+    assert float(many.surprise(np.array([many.value]))[0]) == pytest.approx(-math.log10(5.0 / 86_400))
+
+
+def test_held_threshold_tightens_but_never_loosens() -> None:
+    from baseliner.models.threshold import TailThreshold
+
+    rng = np.random.default_rng(4)
+    t = TailThreshold(min_scores=20)
+    t.update(rng.exponential(1.0, 200), window_seconds=5.0)
+    t.hold()
+    start = t.value
+    t.update(rng.exponential(1.0, 4000), window_seconds=5.0)  # more evidence: tighter
+    assert t.value < start
+    tightened = t.value
+    t.update(np.full(4000, tightened * 0.99), window_seconds=5.0)  # a ramp just under it cannot lift it
+    assert t.value <= tightened + 1e-9
+
+
+def test_learning_ends_only_after_a_quiet_later_half_with_the_reason_shown() -> None:
+    """A change in the second half of learning (a new busier mode) is a rehearsal alarm: learning goes on
+    until the later half of it is quiet, and says why at every step."""
+    rng = np.random.default_rng(5)
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=600, stable_confidence=0))
+    b.process([window(i, rng) for i in range(100)])
+    assert b.learning_reason == "time" and "of at least 600 s" in b.learning_detail
+    b.process([window(i, rng, bytes_sent=3e7, accepts=900) for i in range(100, 130)])  # a new mode
+    assert b.state is State.LEARNING and b.learning_reason == "unstable" and b.rehearsals > 0
+    assert "rate" in b.rehearsal_kinds and "rehearsal alarm" in b.learning_detail
+    changed = b.last_rehearsal
+    b.process([window(i, rng, bytes_sent=3e7 * (i % 2) or 2e5, accepts=900 * (i % 2) or 20)
+               for i in range(130, 400)])
+    assert b.state is State.DETECTING and b.learning_reason == "stable"
+    assert b.last_rehearsal >= changed
+    assert b.last_window + 5.0 - b.last_rehearsal >= 0.5 * b.learned_seconds
+    meta, arrays = b.to_state()
+    clone = ImageBaseline.from_state(meta, arrays)
+    assert clone.learning_reason == "stable" and clone.rehearsals == b.rehearsals
+
+
+def test_default_learning_waits_for_the_evidence_the_budget_asks_for() -> None:
+    """With every default, a quiet image learns until it has been quiet long enough to bound its alarm rate
+    by the budget at 50% confidence: -ln(0.5) days = 16.6 h for one alarm a day."""
+    rng = np.random.default_rng(6)
+    b = ImageBaseline("k")
+    assert b.evidence_seconds == pytest.approx(math.log(2.0) * 86_400)
+    hour = 720  # 5 s windows
+    b.process([window(i, rng) for i in range(16 * hour)])
+    assert b.state is State.LEARNING and b.learning_reason == "unstable" and 0.9 < b.quiet_progress < 1.0
+    b.process([window(i, rng) for i in range(16 * hour, 17 * hour)])
+    assert b.state is State.DETECTING and b.learning_reason == "stable"
+
+
+def test_calibration_goes_on_while_detecting() -> None:
+    b, rng = learned(200)
+    seen = b.steady.threshold.n_seen
+    b.process([window(i, rng) for i in range(200, 400)])
+    assert b.steady.threshold.n_seen == seen + 200
+
+
+
+def test_a_novel_executable_alerts_on_its_own_in_the_most_ordinary_window() -> None:
+    """The continuous score of a typical window is below 0 (more ordinary than the calibration's anchor); a
+    novel executable must still put the window over its threshold on its own."""
+    b, rng = learned(300)
+    typical = window(1000, np.random.default_rng(99))
+    ordinary = FeatureVector(IDENT, typical.window_start, 5.0, {"read": 800, "write": 480, "epoll_wait": 200,
+                                                                  "close": 40},
+                             accepts=20, bytes_sent=200_000, bytes_received=50_000,
+                             endpoints=[Endpoint("10.0.0.5", 5432)])
+    v = b.process([dataclasses.replace(ordinary, executables=["/tmp/payload"])])[0]
+    assert v.continuous < 0
+    assert v.anomalous and "novel_executable" in v.kinds and v.score >= v.threshold

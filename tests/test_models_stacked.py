@@ -22,7 +22,7 @@ from baseliner.models.vector import Endpoint, FeatureVector, Identity
 _POOL_RNG = random.Random(7)
 _POOLS = {image: _POOL_RNG.sample(range(2 * 4096), 4) + _POOL_RNG.sample(range(2 * 4096, SHORT_BUCKETS), 10)
           + _POOL_RNG.sample(range(SHORT_BUCKETS, NUM_BUCKETS), 16) for image in ("db", "worker")}
-CFG = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, startup_seconds=30.0)
+CFG = BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0, startup_seconds=30.0)
 IMAGES = ("web", "db", "worker")
 
 

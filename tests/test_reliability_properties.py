@@ -139,7 +139,8 @@ def test_structured_batches_decode_validate_and_score(batch: vectors_pb2.VectorB
         x = transform_vectors(valid)
         assert np.isfinite(x).all()
         for v in valid:  # each on its own baseline: one image key per identity, in event-time order
-            verdicts = ImageBaseline(v.identity.image, BaselineConfig(min_learn_windows=2, min_learn_seconds=0)) \
+            cfg = BaselineConfig(min_learn_windows=2, min_learn_seconds=0, stable_confidence=0)
+            verdicts = ImageBaseline(v.identity.image, cfg) \
                 .process([v])
             assert len(verdicts) == 1 and (math.isfinite(verdicts[0].score) or verdicts[0].score == math.inf)
 

@@ -155,6 +155,7 @@ def test_sensor_and_service_learn_two_containers_and_flag_reverse_shell(
         processes.append(subprocess.Popen([
             *BASELINER, "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "", "--events", str(events),
             "--set", f"baseline.min_learn_windows={LEARN_WINDOWS}", "--set", "baseline.min_learn_seconds=0",
+            "--set", "baseline.stable_confidence=0",
             "--set", "baseline.startup_seconds=0", "--set", "baseline.novelty_min_containers=1",
         ], env=env, cwd=REPO, text=True))
         processes.append(subprocess.Popen([

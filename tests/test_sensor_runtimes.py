@@ -86,6 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         s.procs.append(subprocess.Popen([
             *BASELINER, "serve", "--listen", f"127.0.0.1:{s.port}", "--metrics-listen", "", "--events", str(s.events),
             "--set", f"baseline.min_learn_windows={LEARN_WINDOWS}", "--set", "baseline.min_learn_seconds=0",
+            "--set", "baseline.stable_confidence=0",
             "--set", "baseline.startup_seconds=0", "--set", "baseline.novelty_min_containers=1",
         ], env=s.env, cwd=REPO, text=True))
         # no attribution rule, no runtime named: the sensor finds the runtimes' sockets itself

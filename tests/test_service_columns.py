@@ -137,7 +137,7 @@ def test_fields_this_service_does_not_know_are_ignored() -> None:
 def test_learned_then_attacked_through_the_wire_flags_the_attacks() -> None:
     learn = [vector(i, c) for i in range(120) for c in range(2)]
     attack = [vector(130, 0, attack="shell"), vector(131, 1), vector(132, 0, attack="etc"), vector(133, 1)]
-    p = Pipeline(baseline_config=BaselineConfig(min_learn_windows=20, min_learn_seconds=0))
+    p = Pipeline(baseline_config=BaselineConfig(min_learn_windows=20, min_learn_seconds=0, stable_confidence=0))
     d = serde.Decoder()
     for seq, start in enumerate(range(0, len(learn), 40), 1):
         assert p.apply_block("s", seq, *_decoded(wire.to_columns(learn[start:start + 40], seq), d)).applied == 40

@@ -8,7 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from baseliner.models.baseline import LEARNING_REASONS
 from baseliner.protos.v1 import admin_pb2
+from baseliner.service.sinks.metrics import LEARNING_REASONS as METRIC_REASONS
 from baseliner.service.sinks.metrics import OVERFLOW, ServiceMetrics
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -58,6 +60,11 @@ def test_scrape_has_every_metric_with_bounded_labels() -> None:
             assert sample(text, "baseliner_anomaly_score_count", image=OVERFLOW) == 2
             assert sample(text, "baseliner_baselines", state="detecting") == 1
             assert sample(text, "baseliner_baselines", state="learning") == 3
+            # why each image is learning, or why it stopped: one closed set, the model's own
+            assert sample(text, "baseliner_baseline_learning_reason", image="nginx:1.27", reason="stable") == 1
+            assert sample(text, "baseliner_baseline_learning_reason", image="img0:1.27", reason="windows") == 1
+            reasons = {s.labels["reason"] for s in families["baseliner_baseline_learning_reason"].samples}
+            assert reasons == set(LEARNING_REASONS) == set(METRIC_REASONS)
             assert sample(text, "baseliner_ingest_latency_seconds_count") == 8
             # memory is known after a checkpoint
             await srv.checkpoint(everything=True)
@@ -65,6 +72,8 @@ def test_scrape_has_every_metric_with_bounded_labels() -> None:
             # a reset removes the image's series and frees its label slot
             ch, stub = admin(srv.port)
             async with ch:
+                got = await stub.GetBaseline(admin_pb2.GetBaselineRequest(key="nginx:1.27"))
+                assert got.learning_reason == "stable" and got.learning_detail.startswith("ready: ")
                 await stub.ResetBaseline(admin_pb2.ResetBaselineRequest(key="nginx:1.27"))
             text = scrape(srv.metrics_port)
             assert sample(text, "baseliner_anomaly_score_count", image="nginx:1.27") is None

@@ -211,7 +211,8 @@ def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 
 def _serve(state: Path, port: int, mport: int, events: Path, key_file: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BASELINER_STATE_KEY_FILE": str(key_file), "BASELINER_BASELINE_MIN_LEARN_SECONDS": "0"}
+    env = {**os.environ, "BASELINER_STATE_KEY_FILE": str(key_file), "BASELINER_BASELINE_MIN_LEARN_SECONDS": "0",
+           "BASELINER_BASELINE_STABLE_CONFIDENCE": "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "baseliner.service.cli", "serve", "--listen", f"127.0.0.1:{port}",
          "--metrics-listen", f"127.0.0.1:{mport}", "--state-dir", str(state), "--events", str(events),

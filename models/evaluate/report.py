@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from baseliner.models.evaluate.metrics import roc_curve
-from baseliner.models.evaluate.run import AdfaRun, LiddsRun, RecordingRun
+from baseliner.models.evaluate.run import AdfaProtocol, AdfaRun, FamilySummary, LiddsRun, RecordingRun
 
 log = logging.getLogger(__name__)
 
@@ -19,43 +20,94 @@ def _f(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-def adfa_markdown(run: AdfaRun) -> str:
+TIE_RULE = ("Detection rates: the ROC curve read at the false-positive rate, ties at the threshold broken at random "
+            "(the expected share of attacks flagged when exactly that share of normal traces is flagged).")
+
+
+def _split_text(run: AdfaRun) -> str:
     n_att = int(run.labels.sum())
     n_norm = len(run.labels) - n_att
-    lines = [
-        "# ADFA-LD evaluation",
-        "",
-        f"Learn on {run.n_train} `Training_Data_Master` traces; test on {n_norm} `Validation_Data_Master` (normal) "
-        f"and {n_att} `Attack_Data_Master` (attack) traces.  Baseliner models see windows of "
-        f"{run.calls_per_window} calls ({run.train_windows} learning, {run.test_windows} test windows) and score "
-        "a trace by the length-weighted mean of its window scores; learning stops at the end of the training "
-        "data.  Baselines score whole traces.",
-        "",
-        "| model | ROC AUC | DR @ 1% FPR | DR @ 5% FPR | cost per item (learn+score) | state |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    split = run.split
+    what = {
+        "standard": f"Learn on {run.n_train} `Training_Data_Master` traces; test on {n_norm} `Validation_Data_Master` "
+                    f"(normal) and {n_att} `Attack_Data_Master` (attack) traces.",
+        "user": f"A split of your own: learn on {run.n_train} traces (in the order listed); test on {n_norm} normal "
+                f"and {n_att} attack traces.",
+    }.get(split.family if split else "standard",
+          f"Re-split `{split.name if split else ''}`: learn on {run.n_train} traces; test on {n_norm} normal and "
+          f"{n_att} attack traces.")
+    return (f"{what}  Baseliner models see windows of {run.calls_per_window} calls ({run.train_windows} learning, "
+            f"{run.test_windows} test windows) and score a trace by the call-weighted mean of its window scores; "
+            "learning stops at the end of the learning traces.  The tiers are the default model's own, read "
+            "from its learnt state.  Baselines score whole traces.")
+
+
+def _main_table(run: AdfaRun) -> list[str]:
+    rank = run.ranks("auc")
+    lines = ["| model | ROC AUC | DR @ 1% FPR | DR @ 5% FPR | rank (AUC) | cost per item (learn+score) | state |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m in run.models:
-        unit = "window" if m.kind == "baseliner" else "trace"
+        unit = "trace" if m.kind == "baseline" else "window"
         state = f"{m.state_bytes / 1024:.0f} KiB" if m.state_bytes is not None else ""
         lines.append(f"| {m.name} | {_f(m.summary.auc)} | {_f(m.summary.dr_1)} | {_f(m.summary.dr_5)} | "
-                     f"{m.us_per_item:.1f} µs/{unit} | {state} |")
+                     f"{rank[m.name]:g} | {m.us_per_item:.1f} µs/{unit} | {state} |")
+    return lines
+
+
+def _family_table(rows: list[FamilySummary]) -> list[str]:
+    def cell(v: tuple[float, float, float, float]) -> str:
+        return f"{v[0]:.3f} ± {v[1]:.3f} ({v[2]:.3f}-{v[3]:.3f})"
+
+    lines = ["| model | ROC AUC mean ± sd (range) | mean rank (AUC) | DR @ 1% FPR | DR @ 5% FPR | "
+             "mean rank (DR @ 5%) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r.model} | {cell(r.auc)} | {r.rank_auc:.1f} | {r.dr_1[0]:.3f} ± {r.dr_1[1]:.3f} | "
+                     f"{cell(r.dr_5)} | {r.rank_dr_5:.1f} |")
+    return lines
+
+
+def _protocol(result: AdfaProtocol | AdfaRun) -> AdfaProtocol:
+    return result if isinstance(result, AdfaProtocol) else AdfaProtocol(result, [], result.seconds, result.command)
+
+
+def adfa_markdown(result: AdfaProtocol | AdfaRun) -> str:
+    proto = _protocol(result)
+    run = proto.main
+    title = "user split" if run.split and run.split.family == "user" else "standard split"
+    lines = ["# ADFA-LD evaluation", "", f"## The {title}", "", _split_text(run), "", TIE_RULE, "", *_main_table(run)]
     types = sorted({t for m in run.models for t in m.by_type})
-    lines += ["", "## Per attack type (ROC AUC / DR @ 5% FPR, each type against all normal traces)", "",
+    lines += ["", "### Per attack type (ROC AUC / DR @ 5% FPR, each type against all normal traces)", "",
               "| model | " + " | ".join(types) + " |", "| --- |" + " ---: |" * len(types)]
     for m in run.models:
         cells = [f"{_f(m.by_type[t].auc)} / {_f(m.by_type[t].dr_5)}" if t in m.by_type else "" for t in types]
         lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
     if run.versus:
         ours = next(m.name for m in run.models if m.kind == "baseliner")
-        lines += ["", f"## {ours} minus each baseline (paired stratified bootstrap, 1,000 resamples, 95% interval)",
-                  "", "| baseline | ROC AUC difference | DR @ 5% FPR difference |", "| --- | ---: | ---: |"]
+        lines += ["", f"### {ours} minus each other model (paired stratified bootstrap, 95% interval)",
+                  "", "| model | ROC AUC difference | DR @ 5% FPR difference |", "| --- | ---: | ---: |"]
         for name, auc, dr in run.versus:
             lines.append(f"| {name} | {auc.value:+.3f} [{auc.low:+.3f}, {auc.high:+.3f}] | "
                          f"{dr.value:+.3f} [{dr.low:+.3f}, {dr.high:+.3f}] |")
-    lines += ["", f"Run time {run.seconds:.1f} s."]
-    if run.command:
-        lines += ["", "Command:", "", "```", run.command, "```"]
+    for family, rows in proto.families().items():
+        sample = next(r for r in proto.resplits if r.split and r.split.family == family)
+        seeds = [r.split.seed for r in proto.resplits if r.split and r.split.family == family]
+        lines += ["", f"## Re-splits: {family} (seeds {', '.join(str(x) for x in seeds)})", "",
+                  _FAMILY_TEXT.get(family, "") + f"  Each split: {sample.n_train} learning traces, "
+                  f"{int((sample.labels == 0).sum())} normal and {int(sample.labels.sum())} attack test traces.", "",
+                  *_family_table(rows)]
+    lines += ["", f"Run time {proto.seconds or run.seconds:.1f} s."]
+    if proto.command:
+        lines += ["", "Command:", "", "```", proto.command, "```"]
     return "\n".join(lines) + "\n"
+
+
+_FAMILY_TEXT = {
+    "validation-half": "Learn a random half of `Validation_Data_Master`; test on the other half and all of "
+                       "`Training_Data_Master` (normal) and every attack.",
+    "training+validation-half": "Learn `Training_Data_Master` and a random half of `Validation_Data_Master`; "
+                                "test on the other half (normal) and every attack.",
+}
 
 
 def lidds_markdown(run: LiddsRun) -> str:
@@ -82,7 +134,7 @@ def lidds_markdown(run: LiddsRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(run: AdfaRun, out: Path) -> list[Path]:
+def _plots(run: AdfaRun, out: Path) -> list[Path]:  # the main split
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,24 +189,37 @@ def _plots(run: AdfaRun, out: Path) -> list[Path]:
     return written
 
 
-def write_adfa(run: AdfaRun, out: Path, plots: bool = True) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "report.md", out / "results.json"]
-    written[0].write_text(adfa_markdown(run))
-    summary: dict[str, Any] = {
-        "dataset": "ADFA-LD", "calls_per_window": run.calls_per_window, "command": run.command,
+def _run_json(run: AdfaRun) -> dict[str, Any]:
+    split = run.split
+    return {
+        "split": {"name": split.name, "family": split.family, "seed": split.seed} if split else None,
         "n_train": run.n_train, "n_normal": int((run.labels == 0).sum()), "n_attack": int(run.labels.sum()),
         "train_windows": run.train_windows, "test_windows": run.test_windows, "seconds": run.seconds,
         "models": [{"name": m.name, "kind": m.kind, "auc": m.summary.auc, "dr_at_1pct_fpr": m.summary.dr_1,
-                    "dr_at_5pct_fpr": m.summary.dr_5, "us_per_item": m.us_per_item, "state_bytes": m.state_bytes,
+                    "dr_at_5pct_fpr": m.summary.dr_5, "rank_auc": run.ranks("auc")[m.name],
+                    "rank_dr_at_5pct_fpr": run.ranks("dr_5")[m.name], "us_per_item": m.us_per_item,
+                    "state_bytes": m.state_bytes,
                     "by_type": {t: {"auc": s.auc, "dr_at_5pct_fpr": s.dr_5, "n": s.n_attack}
                                 for t, s in m.by_type.items()}} for m in run.models],
-        "default_minus_baseline": [{"baseline": name, "auc": [auc.value, auc.low, auc.high],
-                                    "dr_at_5pct_fpr": [dr.value, dr.low, dr.high]} for name, auc, dr in run.versus],
+        "default_minus_model": [{"model": name, "auc": [auc.value, auc.low, auc.high],
+                                 "dr_at_5pct_fpr": [dr.value, dr.low, dr.high]} for name, auc, dr in run.versus],
+    }
+
+
+def write_adfa(result: AdfaProtocol | AdfaRun, out: Path, plots: bool = True) -> list[Path]:
+    proto = _protocol(result)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.md", out / "results.json"]
+    written[0].write_text(adfa_markdown(proto))
+    summary: dict[str, Any] = {
+        "dataset": "ADFA-LD", "calls_per_window": proto.main.calls_per_window, "command": proto.command,
+        "tie_rule": TIE_RULE, "seconds": proto.seconds, "main": _run_json(proto.main),
+        "resplits": [_run_json(r) for r in proto.resplits],
+        "families": {f: [asdict(r) for r in rows] for f, rows in proto.families().items()},
     }
     written[1].write_text(json.dumps(summary, indent=2) + "\n")
     if plots:
-        written += _plots(run, out)
+        written += _plots(proto.main, out)
     log.info("report written to %s", out)
     return written
 

@@ -1,4 +1,5 @@
-"""Evaluation runs: ADFA-LD (one-class protocol) and LID-DS (the LID-DS rule), one pass, arrival order."""
+"""Evaluation runs: ADFA-LD (one-class protocol, re-splits) and LID-DS (the LID-DS rule), one pass,
+arrival order."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from itertools import compress
 from pathlib import Path
 
 import numpy as np
-from baseliner.models.evaluate import adfa, lidds
+from baseliner.models.evaluate import adfa, lidds, splits
 from baseliner.models.evaluate.baselines import TraceModel, default_baselines
 from baseliner.models.evaluate.metrics import (
     Difference,
@@ -18,13 +19,15 @@ from baseliner.models.evaluate.metrics import (
     RecordingScores,
     Summary,
     lidds_rule,
-    paired_difference,
+    paired_differences,
     per_type,
     summarise,
 )
-from baseliner.models.evaluate.scorers import NgramScorer, PipelineScorer, WindowScorer, trace_scores
-from baseliner.models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW, count_vectors
+from baseliner.models.evaluate.scorers import PipelineScorer, WindowScorer, trace_scores
+from baseliner.models.evaluate.splits import Split
+from baseliner.models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW, count_windows
 from baseliner.models.vector import FeatureVector, Identity
+from scipy.stats import rankdata
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ModelResult:
     name: str
-    kind: str  # "baseliner" | "baseline"
+    kind: str  # "baseliner" (the default model) | "tier" (one of its tiers alone) | "baseline"
     scores: np.ndarray  # one per test item (trace)
     summary: Summary
     by_type: dict[str, Summary]
@@ -51,6 +54,8 @@ class ModelResult:
 
 @dataclass
 class AdfaRun:
+    """One split: every model's scores and figures on its test traces."""
+
     calls_per_window: int
     labels: np.ndarray
     types: list[str]
@@ -60,50 +65,82 @@ class AdfaRun:
     test_windows: int = 0
     seconds: float = 0.0
     command: str = ""
-    # the first Baseliner model (the default model) minus each baseline: (baseline, AUC, DR @ 5% FPR)
+    split: Split | None = None
+    # the default model minus every other model: (model, AUC, DR @ 5% FPR), with bootstrap intervals
     versus: list[tuple[str, Difference, Difference]] = field(default_factory=list)
+
+    def ranks(self, figure: str) -> dict[str, float]:
+        """Each model's rank by ``figure`` (``"auc"``, ``"dr_1"``, ``"dr_5"``): 1 is best, ties share
+        the mean of their ranks."""
+        values = np.array([getattr(m.summary, figure) for m in self.models])
+        return dict(zip([m.name for m in self.models], rankdata(-values).tolist(), strict=True))
+
+
+class AdfaData:
+    """ADFA-LD's traces and, computed once per trace and kept, their window counts."""
+
+    def __init__(self, traces: Sequence[adfa.Trace], calls_per_window: int = DEFAULT_CALLS_PER_WINDOW) -> None:
+        if calls_per_window < 1:
+            raise adfa.DatasetError("calls per window must be >= 1")
+        self.traces = list(traces)
+        self.calls_per_window = calls_per_window
+        self._windows: dict[int, list[tuple[dict[str, int], dict[int, int]]]] = {}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, calls_per_window: int = DEFAULT_CALLS_PER_WINDOW,
+             limit_per_split: int | None = None) -> AdfaData:
+        return cls(adfa.load_adfa(path, limit_per_split=limit_per_split), calls_per_window)
+
+    def vectors(self, positions: Sequence[int], progress: bool = False) -> tuple[list[FeatureVector], np.ndarray]:
+        """The windows of the traces at ``positions`` as the sensor's vectors, one nominal second each, in
+        that order, and the index (into ``positions``) of each window's trace."""
+        vectors: list[FeatureVector] = []
+        index: list[int] = []
+        clock = 1.7e9
+        for i, pos in enumerate(tqdm(positions, desc="windows", unit="trace", disable=not progress)):
+            t = self.traces[pos]
+            counts = self._windows.get(pos)
+            if counts is None:
+                counts = self._windows[pos] = count_windows(t.calls, self.calls_per_window)
+            ident = Identity(node="adfa-ld", container_id=t.name, image_repository="adfa-ld")
+            for k, (sc, ng) in enumerate(counts):
+                vectors.append(FeatureVector(identity=ident, window_start=clock + k, window_seconds=1.0,
+                                             syscalls=dict(sc), ngrams=dict(ng)))
+            clock += len(counts) + 10.0
+            index.extend([i] * len(counts))
+        return vectors, np.asarray(index, dtype=np.int64)
 
 
 def default_scorers() -> list[WindowScorer]:
-    return [PipelineScorer(), NgramScorer()]
+    return [PipelineScorer()]
 
 
-def _adfa_vectors(traces: Sequence[adfa.Trace], calls_per_window: int, progress: bool
-                  ) -> tuple[list[FeatureVector], np.ndarray]:
-    vectors: list[FeatureVector] = []
-    index: list[int] = []
-    clock = 1.7e9
-    for i, t in enumerate(tqdm(traces, desc="windows", unit="trace", disable=not progress)):
-        ident = Identity(node="adfa-ld", container_id=t.name, image_repository="adfa-ld")
-        vs = count_vectors(t.calls, ident, clock, calls_per_window)
-        clock += len(vs) + 10.0
-        vectors.extend(vs)
-        index.extend([i] * len(vs))
-    return vectors, np.asarray(index, dtype=np.int64)
+def _result(name: str, kind: str, labels: np.ndarray, types: list[str], scores: np.ndarray,
+            timing: tuple[float, float, int, int], state: int | None = None) -> ModelResult:
+    return ModelResult(name, kind, scores, summarise(labels, scores), per_type(labels, scores, types), *timing,
+                       state)
 
 
-def evaluate_adfa(path: str | Path | None = None, calls_per_window: int = DEFAULT_CALLS_PER_WINDOW,
-                  scorers: Sequence[WindowScorer] | None = None,
-                  baselines: Sequence[TraceModel] | None = None,
-                  limit_per_split: int | None = None, progress: bool = True) -> AdfaRun:
-    """Learn on ``Training_Data_Master``; score ``Validation_Data_Master`` (normal) and
-    ``Attack_Data_Master`` (attack).  Baseliner models see windows of ``calls_per_window`` calls and
-    score a trace by the length-weighted mean of its window scores; baselines score whole traces."""
+def evaluate_split(data: AdfaData, split: Split, scorers: Sequence[WindowScorer] | None = None,
+                   baselines: Sequence[TraceModel] | None = None, progress: bool = True,
+                   bootstrap: int = 1000) -> AdfaRun:
+    """Learn the split's learning traces in order, then score its test traces with every model: the
+    Baseliner models (windows, trace = length-weighted mean of its window scores) and their tiers, and
+    the baselines (whole traces).  ``bootstrap`` resamples give the intervals of the default model minus
+    each other model (0: none)."""
     started = time.perf_counter()
-    traces = adfa.load_adfa(path, limit_per_split=limit_per_split)
-    train = [t for t in traces if t.split == "train"]
-    test = [t for t in traces if t.split != "train"]
-    labels = np.asarray([t.label for t in test], dtype=np.int64)
-    types = [t.attack_type for t in test]
-    run = AdfaRun(calls_per_window, labels, types, n_train=len(train))
+    learn = [data.traces[i] for i in split.learn]
+    test = [data.traces[i] for i in split.test]
+    labels = np.r_[np.zeros(len(split.normal)), np.ones(len(split.attack))].astype(np.int64)
+    types = ["" if k < len(split.normal) else t.attack_type or "attack" for k, t in enumerate(test)]
+    run = AdfaRun(data.calls_per_window, labels, types, n_train=len(learn), split=split)
 
-    train_vecs, _ = _adfa_vectors(train, calls_per_window, progress)
-    test_vecs, test_index = _adfa_vectors(test, calls_per_window, progress)
+    train_vecs, _ = data.vectors(split.learn, progress)
+    test_vecs, test_index = data.vectors(split.test, progress)
     run.train_windows, run.test_windows = len(train_vecs), len(test_vecs)
-
+    chunk = 2048
     for scorer in scorers if scorers is not None else default_scorers():
         t0 = time.perf_counter()
-        chunk = 2048
         for i in tqdm(range(0, len(train_vecs), chunk), desc=f"learn {scorer.name[:30]}", disable=not progress):
             scorer.learn(train_vecs[i : i + chunk])
         scorer.freeze()
@@ -112,32 +149,130 @@ def evaluate_adfa(path: str | Path | None = None, calls_per_window: int = DEFAUL
                  for i in tqdm(range(0, len(test_vecs), chunk), desc=f"score {scorer.name[:30]}",
                                disable=not progress)]
         t2 = time.perf_counter()
+        weights = scorer.weights(test_vecs)
         window_scores = np.concatenate(parts) if parts else np.zeros(0)
-        s = trace_scores(window_scores, scorer.weights(test_vecs), test_index, len(test))
-        run.models.append(ModelResult(scorer.name, "baseliner", s, summarise(labels, s), per_type(labels, s, types),
-                                      t1 - t0, t2 - t1, len(train_vecs), len(test_vecs), scorer.state_bytes()))
+        s = trace_scores(window_scores, weights, test_index, len(test))
+        run.models.append(_result(scorer.name, "baseliner", labels, types, s,
+                                  (t1 - t0, t2 - t1, len(train_vecs), len(test_vecs)), scorer.state_bytes()))
         log.info("%s: %s", scorer.name, run.models[-1].summary)
+        tiers = scorer.tiers(test_vecs)
+        each = (time.perf_counter() - t2) / max(1, len(tiers))  # the tiers are scored together
+        for name, tier_scores in tiers.items():
+            s = trace_scores(tier_scores, weights, test_index, len(test))
+            run.models.append(_result(name, "tier", labels, types, s, (t1 - t0, each, len(train_vecs), len(test_vecs))))
+            log.info("%s: %s", name, run.models[-1].summary)
 
-    train_calls = [t.calls for t in train]
+    train_calls = [t.calls for t in learn]
     test_calls = [t.calls for t in test]
-    for model in tqdm(baselines if baselines is not None else default_baselines(), desc="baselines",
-                      disable=not progress):
+    for model in tqdm(baselines if baselines is not None else default_baselines(split.seed or 0),
+                      desc="baselines", disable=not progress):
         t0 = time.perf_counter()
         model.fit(train_calls)
         t1 = time.perf_counter()
         s = model.score(test_calls)
         t2 = time.perf_counter()
-        run.models.append(ModelResult(model.name, "baseline", s, summarise(labels, s), per_type(labels, s, types),
-                                      t1 - t0, t2 - t1, len(train), len(test)))
+        run.models.append(_result(model.name, "baseline", labels, types, s, (t1 - t0, t2 - t1, len(learn), len(test))))
         log.info("%s: %s", model.name, run.models[-1].summary)
     ours = next((m for m in run.models if m.kind == "baseliner"), None)
-    if ours is not None and 0 < labels.sum() < len(labels):
-        for m in run.models:
-            if m.kind == "baseline":
-                run.versus.append((m.name, paired_difference(labels, ours.scores, m.scores, "auc"),
-                                   paired_difference(labels, ours.scores, m.scores, "dr_5")))
+    others = [m for m in run.models if m is not ours]
+    if bootstrap and ours is not None and others and 0 < labels.sum() < len(labels):
+        diffs = paired_differences(labels, ours.scores, [m.scores for m in others], resamples=bootstrap)
+        run.versus = [(m.name, auc, dr) for m, (auc, dr) in zip(others, diffs, strict=True)]
     run.seconds = time.perf_counter() - started
     return run
+
+
+def evaluate_adfa(path: str | Path | None = None, calls_per_window: int = DEFAULT_CALLS_PER_WINDOW,
+                  scorers: Sequence[WindowScorer] | None = None,
+                  baselines: Sequence[TraceModel] | None = None,
+                  limit_per_split: int | None = None, progress: bool = True, bootstrap: int = 1000) -> AdfaRun:
+    """The standard split: learn on ``Training_Data_Master``; score ``Validation_Data_Master`` (normal)
+    and ``Attack_Data_Master`` (attack)."""
+    data = AdfaData.load(path, calls_per_window, limit_per_split)
+    return evaluate_split(data, splits.standard(data.traces), scorers, baselines, progress, bootstrap)
+
+
+@dataclass
+class FamilySummary:
+    """One model over the re-splits of one family: mean, standard deviation, range and mean rank."""
+
+    family: str
+    model: str
+    kind: str
+    runs: int
+    auc: tuple[float, float, float, float]  # mean, sd, min, max
+    dr_1: tuple[float, float, float, float]
+    dr_5: tuple[float, float, float, float]
+    rank_auc: float  # mean rank by ROC AUC (1 = best)
+    rank_dr_5: float
+
+
+def _spread(values: Sequence[float]) -> tuple[float, float, float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, float(v.min()), float(v.max()))
+
+
+def summarise_family(runs: Sequence[AdfaRun]) -> list[FamilySummary]:
+    """Per model, in the order of the first run: its figures over ``runs`` (the re-splits of one family)."""
+    if not runs:
+        return []
+    family = runs[0].split.family if runs[0].split else ""
+    ranks_auc = [r.ranks("auc") for r in runs]
+    ranks_dr = [r.ranks("dr_5") for r in runs]
+    out = []
+    for m in runs[0].models:
+        rows = [next(x for x in r.models if x.name == m.name) for r in runs]
+        out.append(FamilySummary(family, m.name, m.kind, len(runs), _spread([x.summary.auc for x in rows]),
+                                 _spread([x.summary.dr_1 for x in rows]), _spread([x.summary.dr_5 for x in rows]),
+                                 float(np.mean([r[m.name] for r in ranks_auc])),
+                                 float(np.mean([r[m.name] for r in ranks_dr]))))
+    return out
+
+
+@dataclass
+class AdfaProtocol:
+    """The standard (or a user-given) split and the re-splits of each family."""
+
+    main: AdfaRun
+    resplits: list[AdfaRun] = field(default_factory=list)
+    seconds: float = 0.0
+    command: str = ""
+
+    def families(self) -> dict[str, list[FamilySummary]]:
+        out: dict[str, list[AdfaRun]] = {}
+        for r in self.resplits:
+            out.setdefault(r.split.family if r.split else "", []).append(r)
+        return {f: summarise_family(rs) for f, rs in out.items()}
+
+
+def evaluate_protocol(path: str | Path | None = None, calls_per_window: int = DEFAULT_CALLS_PER_WINDOW,
+                      seeds: Sequence[int] = (1, 2, 3, 4, 5), families: Sequence[str] = splits.FAMILIES,
+                      limit_per_split: int | None = None, with_baselines: bool = True,
+                      user_split: tuple[str | Path, str | Path, str | Path] | None = None,
+                      scorers_factory: Callable[[], Sequence[WindowScorer]] = default_scorers,
+                      progress: bool = True, bootstrap: int = 1000) -> AdfaProtocol:
+    """``baseliner evaluate adfa-ld``: the standard split (with bootstrap intervals) and, for every
+    family and seed, a random re-split of the normal traces; or, given ``user_split`` (learn, normal and
+    attack files, see :func:`baseliner.models.evaluate.splits.from_files`), that split alone.
+
+    Every split gets fresh models; the randomised baselines are seeded with the split's seed."""
+    started = time.perf_counter()
+    data = AdfaData.load(path, calls_per_window, limit_per_split)
+    main_split = splits.from_files(data.traces, *user_split) if user_split else splits.standard(data.traces)
+
+    def one(split: Split, boot: int) -> AdfaRun:
+        baselines = default_baselines(split.seed or 0) if with_baselines else []
+        log.info("split %s: %d learn, %d normal, %d attack", split.name, len(split.learn), len(split.normal),
+                 len(split.attack))
+        return evaluate_split(data, split, scorers_factory(), baselines, progress, boot)
+
+    proto = AdfaProtocol(one(main_split, bootstrap))
+    if not user_split:
+        for family in families:
+            for seed in seeds:
+                proto.resplits.append(one(splits.resplit(data.traces, family, seed), 0))
+    proto.seconds = time.perf_counter() - started
+    return proto
 
 
 # -- LID-DS -----------------------------------------------------------------------------------------
@@ -163,6 +298,18 @@ class LiddsRun:
     command: str = ""
 
 
+def _window_summary(recs: Sequence[RecordingScores]) -> Summary | None:
+    """Window-level figures, the windows that end after the exploit labelled attack (when both kinds exist)."""
+    y: list[int] = []
+    s: list[float] = []
+    for rec in recs:
+        ends = rec.window_starts + rec.window_seconds
+        after = (ends > rec.exploit_time) if rec.exploit_time is not None else np.zeros(len(ends), bool)
+        y.extend(after.astype(int).tolist())
+        s.extend(np.asarray(rec.scores).tolist())
+    return summarise(y, s) if 0 < sum(y) < len(y) else None
+
+
 def evaluate_lidds(path: str | Path, window_seconds: float = 1.0,
                    scorers_factory: Callable[[], Sequence[WindowScorer]] | None = None,
                    progress: bool = True) -> LiddsRun:
@@ -178,25 +325,20 @@ def evaluate_lidds(path: str | Path, window_seconds: float = 1.0,
     run = LiddsRun(str(path), split.protocol, window_seconds,
                    {"train_windows": len(split.train), "validation_windows": len(split.validation),
                     "test_recordings": len(split.test)})
+    n = len(split.train) + len(split.validation) + sum(len(r.vectors) for r in split.test)
     for scorer in (scorers_factory or default_scorers)():
         t0 = time.perf_counter()
         scorer.learn(split.train)
         scorer.freeze()
-        val = scorer.score(split.validation)
-        recs = []
-        for r in split.test:
-            recs.append(RecordingScores(r.name, np.asarray([v.window_start for v in r.vectors]), window_seconds,
-                                        scorer.score(r.vectors), r.exploit_time))
-        res = lidds_rule(val, recs)
-        y, s = [], []
-        for rec in recs:
-            ends = rec.window_starts + window_seconds
-            after = (ends > rec.exploit_time) if rec.exploit_time is not None else np.zeros(len(ends), bool)
-            y.extend(after.astype(int).tolist())
-            s.extend(rec.scores.tolist())
-        summary = summarise(y, s) if 0 < sum(y) < len(y) else None
-        n = len(split.train) + len(split.validation) + sum(len(r.vectors) for r in split.test)
-        run.models.append(LiddsModelResult(scorer.name, res, summary, time.perf_counter() - t0, n))
+        # the model, then each of its tiers alone: name -> (validation scores, each test recording's)
+        val = {scorer.name: scorer.score(split.validation), **scorer.tiers(split.validation)}
+        tests = [{scorer.name: scorer.score(r.vectors), **scorer.tiers(r.vectors)} for r in split.test]
+        seconds = time.perf_counter() - t0
+        for name, val_scores in val.items():
+            recs = [RecordingScores(r.name, np.asarray([v.window_start for v in r.vectors]), window_seconds,
+                                    scored[name], r.exploit_time) for r, scored in zip(split.test, tests, strict=True)]
+            run.models.append(LiddsModelResult(name, lidds_rule(val_scores, recs), _window_summary(recs),
+                                               seconds, n))
     run.seconds = time.perf_counter() - started
     return run
 

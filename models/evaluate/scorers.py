@@ -1,9 +1,10 @@
-"""The Baseliner models under evaluation, behind one small window-scoring interface.
+"""The Baseliner model under evaluation, behind one small window-scoring interface.
 
-Both wrap the very objects the service runs: :class:`NgramScorer` the sequence tier
-(:class:`baseliner.models.detectors.sequence.SequenceTier`) on its own, :class:`PipelineScorer` the whole default
-per-image model (:class:`baseliner.models.baseline.ImageBaseline`, scored by ``Verdict.score``, the score alerts
-are decided on).
+:class:`PipelineScorer` wraps the very object the service runs, the default per-image model
+(:class:`baseliner.models.baseline.ImageBaseline`, scored by ``Verdict.score``, the score alerts are decided
+on), and reads its tiers from the same learnt state: the rate tier alone (the z-score detector of log
+rates) and the sequence tier alone (order-4 likelihood + order-6 novelty), each scoring as it does inside
+the model before the tiers are combined.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from baseliner.models.detectors.ngram_likelihood import dicts_to_matrix
+from baseliner.models.block import VectorBlock, csr_take
 from baseliner.models.detectors.sequence import SequenceTier
+from baseliner.models.rate_features import transform_block
 from baseliner.models.vector import FeatureVector
+
+RATE_TIER = "Baseliner rate tier alone (z-scores of log rates)"
+SEQUENCE_TIER = "Baseliner sequence tier alone (order-4 likelihood + order-6 novelty)"
 
 
 class WindowScorer(Protocol):
@@ -26,40 +31,19 @@ class WindowScorer(Protocol):
 
     def score(self, vectors: Sequence[FeatureVector]) -> np.ndarray: ...
 
+    def score_with_alarms(self, vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
+        """Window scores, and whether the model alarms on each at its own threshold."""
+        ...
+
+    def tiers(self, vectors: Sequence[FeatureVector]) -> dict[str, np.ndarray]:
+        """Window scores of each part of the model on its own, by name (may be empty)."""
+        ...
+
     def weights(self, vectors: Sequence[FeatureVector]) -> np.ndarray:
         """How much each window weighs in its trace's length-weighted mean score."""
         ...
 
     def state_bytes(self) -> int: ...
-
-
-class NgramScorer:
-    """The sequence tier alone, with the default model's settings (``BaselineConfig``) unless given one."""
-
-    def __init__(self, detector: SequenceTier | None = None) -> None:
-        if detector is None:
-            from baseliner.models.baseline import BaselineConfig
-
-            cfg = BaselineConfig()
-            detector = SequenceTier(alpha=cfg.ngram_alpha, unseen_nats=cfg.sequence_unseen_nats,
-                                    unseen_scale=cfg.sequence_unseen_scale)
-        self.detector = detector
-        self.name = "Baseliner sequence tier alone (order-4 likelihood + order-6 novelty)"
-
-    def learn(self, vectors: Sequence[FeatureVector]) -> None:
-        self.detector.learn_many(dicts_to_matrix(v.ngrams for v in vectors))
-
-    def freeze(self) -> None:
-        """The detector only learns when asked to."""
-
-    def score(self, vectors: Sequence[FeatureVector]) -> np.ndarray:
-        return self.detector.score_many(dicts_to_matrix(v.ngrams for v in vectors))
-
-    def weights(self, vectors: Sequence[FeatureVector]) -> np.ndarray:
-        return self.detector.grams(dicts_to_matrix(v.ngrams for v in vectors))
-
-    def state_bytes(self) -> int:
-        return sum(a.nbytes for a in self.detector.to_arrays().values())
 
 
 class PipelineScorer:
@@ -82,15 +66,45 @@ class PipelineScorer:
 
     def freeze(self) -> None:
         # DETECT calibrates the thresholds from the learning period; FREEZE then stops learning, so the
-        # headline figure is of a model that learnt the training data only.
+        # headline figure is of a model that learnt the learning data only.
         self.baseline.set_mode(self._mode.DETECT)
         self.baseline.set_mode(self._mode.FREEZE)
 
     def score(self, vectors: Sequence[FeatureVector]) -> np.ndarray:
-        out: list[float] = []
+        return self.score_with_alarms(vectors)[0]
+
+    def score_with_alarms(self, vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
+        scores, alarms = [], []
         for i in range(0, len(vectors), self.batch):
-            out.extend(v.score for v in self.baseline.process(vectors[i : i + self.batch]))
-        return np.asarray(out, dtype=np.float64)
+            v = self.baseline.process_block(VectorBlock.from_vectors(vectors[i : i + self.batch]))
+            scores.append(v.score)
+            alarms.append(v.anomalous)
+        if not scores:
+            return np.zeros(0), np.zeros(0, dtype=bool)
+        return np.concatenate(scores).astype(np.float64), np.concatenate(alarms).astype(bool)
+
+    def tiers(self, vectors: Sequence[FeatureVector]) -> dict[str, np.ndarray]:
+        """The rate and sequence tiers of the learnt model, each on its own scale, every window scored by
+        the profile the model scores it with: the start-up profile for windows of containers younger than
+        ``startup_seconds``, the steady-state profile otherwise (and for windows without an age, such as
+        ADFA-LD's)."""
+        b = self.baseline
+        rate, seq = np.zeros(len(vectors)), np.zeros(len(vectors))
+        for i in range(0, len(vectors), 4096):
+            block = VectorBlock.from_vectors(vectors[i : i + 4096])
+            X = transform_block(block)
+            startup = (block.age >= 0.0) & (block.age < b.config.startup_seconds)
+            for profile, rows in ((b.steady, ~startup), (b.startup, startup)):
+                if not rows.any():
+                    continue
+                idx = np.flatnonzero(rows)
+                rate[i + idx] = profile.detector.score_many(X[rows])
+                ptr, taken = csr_take(block.ng_ptr, idx)
+                if ptr[-1]:
+                    seq[i + idx] = SequenceTier.score_stacked(
+                        [profile.sequence], ptr, block.ng_bucket[taken], block.ng_count[taken],
+                        np.zeros(len(idx), dtype=np.int64)).score
+        return {RATE_TIER: rate, SEQUENCE_TIER: seq}
 
     def weights(self, vectors: Sequence[FeatureVector]) -> np.ndarray:
         return np.asarray([sum(v.syscalls.values()) for v in vectors], dtype=np.float64)

@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62\x61seliner/protos/v1/admin.proto\x12\x0c\x62\x61seliner.v1\"U\n\x0b\x46\x65\x61tureStat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0f\n\x07typical\x18\x05 \x01(\x01\"\xde\x03\n\x08\x42\x61seline\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.baseliner.v1.State\x12\x17\n\x0fwindows_learned\x18\x04 \x01(\x04\x12\x16\n\x0ewindows_scored\x18\x05 \x01(\x04\x12\x11\n\tanomalies\x18\x06 \x01(\x04\x12\x14\n\x0c\x66irst_window\x18\x07 \x01(\x01\x12\x13\n\x0blast_window\x18\x08 \x01(\x01\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x17\n\x0flearned_seconds\x18\n \x01(\x01\x12+\n\x08\x66\x65\x61tures\x18\x0b \x03(\x0b\x32\x19.baseliner.v1.FeatureStat\x12\x13\n\x0b\x65xecutables\x18\x0c \x03(\t\x12\x10\n\x08syscalls\x18\r \x03(\t\x12\x14\n\x0cremote_ports\x18\x0e \x03(\t\x12\x17\n\x0fsensitive_paths\x18\x0f \x03(\t\x12\x18\n\x10serialized_bytes\x18\x10 \x01(\x04\x12\x10\n\x08\x64\x65tector\x18\x11 \x01(\t\x12\r\n\x05shard\x18\x12 \x01(\t\x12&\n\x07lineage\x18\x13 \x01(\x0b\x32\x15.baseliner.v1.Lineage\"j\n\x07Lineage\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x05 \x03(\t\x12\x10\n\x08vanished\x18\x06 \x03(\t\"\x16\n\x14ListBaselinesRequest\"^\n\x15ListBaselinesResponse\x12)\n\tbaselines\x18\x01 \x03(\x0b\x32\x16.baseliner.v1.Baseline\x12\x1a\n\x12unavailable_shards\x18\x02 \x03(\t\"!\n\x12GetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"?\n\x0eSetModeRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\"#\n\x14ResetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"4\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"T\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12(\n\x08\x62\x61seline\x18\x01 \x01(\x0b\x32\x16.baseliner.v1.Baseline\x12\x16\n\x0e\x61\x63\x63\x65pted_items\x18\x02 \x03(\t*]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\x0e\n\nMODE_LEARN\x10\x02\x12\x0f\n\x0bMODE_DETECT\x10\x03\x12\x0f\n\x0bMODE_FREEZE\x10\x04*Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_LEARNING\x10\x01\x12\x13\n\x0fSTATE_DETECTING\x10\x02\x12\x10\n\x0cSTATE_FROZEN\x10\x03\x32\x83\x03\n\x05\x41\x64min\x12X\n\rListBaselines\x12\".baseliner.v1.ListBaselinesRequest\x1a#.baseliner.v1.ListBaselinesResponse\x12G\n\x0bGetBaseline\x12 .baseliner.v1.GetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12?\n\x07SetMode\x12\x1c.baseliner.v1.SetModeRequest\x1a\x16.baseliner.v1.Baseline\x12K\n\rResetBaseline\x12\".baseliner.v1.ResetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.baseliner.v1.FeedbackRequest\x1a\x1e.baseliner.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62\x61seliner/protos/v1/admin.proto\x12\x0c\x62\x61seliner.v1\"U\n\x0b\x46\x65\x61tureStat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0f\n\x07typical\x18\x05 \x01(\x01\"\x90\x04\n\x08\x42\x61seline\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.baseliner.v1.State\x12\x17\n\x0fwindows_learned\x18\x04 \x01(\x04\x12\x16\n\x0ewindows_scored\x18\x05 \x01(\x04\x12\x11\n\tanomalies\x18\x06 \x01(\x04\x12\x14\n\x0c\x66irst_window\x18\x07 \x01(\x01\x12\x13\n\x0blast_window\x18\x08 \x01(\x01\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x17\n\x0flearned_seconds\x18\n \x01(\x01\x12+\n\x08\x66\x65\x61tures\x18\x0b \x03(\x0b\x32\x19.baseliner.v1.FeatureStat\x12\x13\n\x0b\x65xecutables\x18\x0c \x03(\t\x12\x10\n\x08syscalls\x18\r \x03(\t\x12\x14\n\x0cremote_ports\x18\x0e \x03(\t\x12\x17\n\x0fsensitive_paths\x18\x0f \x03(\t\x12\x18\n\x10serialized_bytes\x18\x10 \x01(\x04\x12\x10\n\x08\x64\x65tector\x18\x11 \x01(\t\x12\r\n\x05shard\x18\x12 \x01(\t\x12&\n\x07lineage\x18\x13 \x01(\x0b\x32\x15.baseliner.v1.Lineage\x12\x17\n\x0flearning_reason\x18\x14 \x01(\t\x12\x17\n\x0flearning_detail\x18\x15 \x01(\t\"j\n\x07Lineage\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x05 \x03(\t\x12\x10\n\x08vanished\x18\x06 \x03(\t\"\x16\n\x14ListBaselinesRequest\"^\n\x15ListBaselinesResponse\x12)\n\tbaselines\x18\x01 \x03(\x0b\x32\x16.baseliner.v1.Baseline\x12\x1a\n\x12unavailable_shards\x18\x02 \x03(\t\"!\n\x12GetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"?\n\x0eSetModeRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.baseliner.v1.Mode\"#\n\x14ResetBaselineRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"4\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"T\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12(\n\x08\x62\x61seline\x18\x01 \x01(\x0b\x32\x16.baseliner.v1.Baseline\x12\x16\n\x0e\x61\x63\x63\x65pted_items\x18\x02 \x03(\t*]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\x0e\n\nMODE_LEARN\x10\x02\x12\x0f\n\x0bMODE_DETECT\x10\x03\x12\x0f\n\x0bMODE_FREEZE\x10\x04*Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATE_LEARNING\x10\x01\x12\x13\n\x0fSTATE_DETECTING\x10\x02\x12\x10\n\x0cSTATE_FROZEN\x10\x03\x32\x83\x03\n\x05\x41\x64min\x12X\n\rListBaselines\x12\".baseliner.v1.ListBaselinesRequest\x1a#.baseliner.v1.ListBaselinesResponse\x12G\n\x0bGetBaseline\x12 .baseliner.v1.GetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12?\n\x07SetMode\x12\x1c.baseliner.v1.SetModeRequest\x1a\x16.baseliner.v1.Baseline\x12K\n\rResetBaseline\x12\".baseliner.v1.ResetBaselineRequest\x1a\x16.baseliner.v1.Baseline\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.baseliner.v1.FeedbackRequest\x1a\x1e.baseliner.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'baseliner.protos.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=1122
-  _globals['_MODE']._serialized_end=1215
-  _globals['_STATE']._serialized_start=1217
-  _globals['_STATE']._serialized_end=1306
+  _globals['_MODE']._serialized_start=1172
+  _globals['_MODE']._serialized_end=1265
+  _globals['_STATE']._serialized_start=1267
+  _globals['_STATE']._serialized_end=1356
   _globals['_FEATURESTAT']._serialized_start=49
   _globals['_FEATURESTAT']._serialized_end=134
   _globals['_BASELINE']._serialized_start=137
-  _globals['_BASELINE']._serialized_end=615
-  _globals['_LINEAGE']._serialized_start=617
-  _globals['_LINEAGE']._serialized_end=723
-  _globals['_LISTBASELINESREQUEST']._serialized_start=725
-  _globals['_LISTBASELINESREQUEST']._serialized_end=747
-  _globals['_LISTBASELINESRESPONSE']._serialized_start=749
-  _globals['_LISTBASELINESRESPONSE']._serialized_end=843
-  _globals['_GETBASELINEREQUEST']._serialized_start=845
-  _globals['_GETBASELINEREQUEST']._serialized_end=878
-  _globals['_SETMODEREQUEST']._serialized_start=880
-  _globals['_SETMODEREQUEST']._serialized_end=943
-  _globals['_RESETBASELINEREQUEST']._serialized_start=945
-  _globals['_RESETBASELINEREQUEST']._serialized_end=980
-  _globals['_FEEDBACKREQUEST']._serialized_start=982
-  _globals['_FEEDBACKREQUEST']._serialized_end=1034
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1036
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1120
-  _globals['_ADMIN']._serialized_start=1309
-  _globals['_ADMIN']._serialized_end=1696
+  _globals['_BASELINE']._serialized_end=665
+  _globals['_LINEAGE']._serialized_start=667
+  _globals['_LINEAGE']._serialized_end=773
+  _globals['_LISTBASELINESREQUEST']._serialized_start=775
+  _globals['_LISTBASELINESREQUEST']._serialized_end=797
+  _globals['_LISTBASELINESRESPONSE']._serialized_start=799
+  _globals['_LISTBASELINESRESPONSE']._serialized_end=893
+  _globals['_GETBASELINEREQUEST']._serialized_start=895
+  _globals['_GETBASELINEREQUEST']._serialized_end=928
+  _globals['_SETMODEREQUEST']._serialized_start=930
+  _globals['_SETMODEREQUEST']._serialized_end=993
+  _globals['_RESETBASELINEREQUEST']._serialized_start=995
+  _globals['_RESETBASELINEREQUEST']._serialized_end=1030
+  _globals['_FEEDBACKREQUEST']._serialized_start=1032
+  _globals['_FEEDBACKREQUEST']._serialized_end=1084
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1086
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1170
+  _globals['_ADMIN']._serialized_start=1359
+  _globals['_ADMIN']._serialized_end=1746
 # @@protoc_insertion_point(module_scope)

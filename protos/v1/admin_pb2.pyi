@@ -46,7 +46,7 @@ class FeatureStat(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., unit: _Optional[str] = ..., typical: _Optional[float] = ...) -> None: ...
 
 class Baseline(_message.Message):
-    __slots__ = ("key", "mode", "state", "windows_learned", "windows_scored", "anomalies", "first_window", "last_window", "threshold", "learned_seconds", "features", "executables", "syscalls", "remote_ports", "sensitive_paths", "serialized_bytes", "detector", "shard", "lineage")
+    __slots__ = ("key", "mode", "state", "windows_learned", "windows_scored", "anomalies", "first_window", "last_window", "threshold", "learned_seconds", "features", "executables", "syscalls", "remote_ports", "sensitive_paths", "serialized_bytes", "detector", "shard", "lineage", "learning_reason", "learning_detail")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,8 @@ class Baseline(_message.Message):
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_REASON_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_DETAIL_FIELD_NUMBER: _ClassVar[int]
     key: str
     mode: Mode
     state: State
@@ -85,7 +87,9 @@ class Baseline(_message.Message):
     detector: str
     shard: str
     lineage: Lineage
-    def __init__(self, key: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., state: _Optional[_Union[State, str]] = ..., windows_learned: _Optional[int] = ..., windows_scored: _Optional[int] = ..., anomalies: _Optional[int] = ..., first_window: _Optional[float] = ..., last_window: _Optional[float] = ..., threshold: _Optional[float] = ..., learned_seconds: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureStat, _Mapping]]] = ..., executables: _Optional[_Iterable[str]] = ..., syscalls: _Optional[_Iterable[str]] = ..., remote_ports: _Optional[_Iterable[str]] = ..., sensitive_paths: _Optional[_Iterable[str]] = ..., serialized_bytes: _Optional[int] = ..., detector: _Optional[str] = ..., shard: _Optional[str] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ...) -> None: ...
+    learning_reason: str
+    learning_detail: str
+    def __init__(self, key: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., state: _Optional[_Union[State, str]] = ..., windows_learned: _Optional[int] = ..., windows_scored: _Optional[int] = ..., anomalies: _Optional[int] = ..., first_window: _Optional[float] = ..., last_window: _Optional[float] = ..., threshold: _Optional[float] = ..., learned_seconds: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureStat, _Mapping]]] = ..., executables: _Optional[_Iterable[str]] = ..., syscalls: _Optional[_Iterable[str]] = ..., remote_ports: _Optional[_Iterable[str]] = ..., sensitive_paths: _Optional[_Iterable[str]] = ..., serialized_bytes: _Optional[int] = ..., detector: _Optional[str] = ..., shard: _Optional[str] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., learning_reason: _Optional[str] = ..., learning_detail: _Optional[str] = ...) -> None: ...
 
 class Lineage(_message.Message):
     __slots__ = ("parent", "status", "reason", "groups", "added", "vanished")

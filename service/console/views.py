@@ -116,6 +116,8 @@ def status(b: Any) -> Status:
     if thr is not None and thr.n_scores < thr.min_scores:
         waits.append((thr.n_scores / thr.min_scores,
                       f"threshold calibrating: {thr.n_scores} of {thr.min_scores} scores of steady-state windows"))
+    if not waits and isinstance(b, ImageBaseline) and b.learning_reason == "unstable":
+        waits.append((b.quiet_progress, b.learning_detail))
     if not waits:
         return Status(state, mode, 1.0, "ready: detects from its next batch")
     return Status(state, mode, min(f for f, _ in waits), "; ".join(text for _, text in waits))

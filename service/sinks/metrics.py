@@ -28,6 +28,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )
 STATES: tuple[str, ...] = ("learning", "detecting", "frozen")
+# baseliner.models.baseline.LEARNING_REASONS (a closed label set; tests/test_service_metrics.py checks they agree)
+LEARNING_REASONS: tuple[str, ...] = ("windows", "time", "calibrating", "unstable", "stable", "limit", "operator")
 
 
 class BatchHistogram(Collector):
@@ -123,6 +125,10 @@ class _CallbackGauges(Collector):
                                     "1 per image with a lineage: the image key it inherited from (\"\" for none) "
                                     "and its lineage status (root, observing, adapting, adapted, fallback)",
                                     labels=["image", "parent", "status"])
+        reason = GaugeMetricFamily(f"{NAMESPACE}_baseline_learning_reason",
+                                   "1 for why each image's baseline is learning or why its learning ended "
+                                   "(windows, time, calibrating, unstable, stable, limit, operator), 0 for the others",
+                                   labels=["image", "reason"])
         try:
             items = list(self.baselines())
         except Exception:
@@ -143,7 +149,10 @@ class _CallbackGauges(Collector):
             lin = getattr(b, "lineage", None)
             if lin is not None:
                 lineage.add_metric([image, self.image_label(lin.parent) if lin.parent else "", lin.status], 1.0)
-        yield from (state, thr, learned, span, lineage)
+            why = str(getattr(b, "learning_reason", ""))
+            for r in LEARNING_REASONS:
+                reason.add_metric([image, r], 1.0 if r == why else 0.0)
+        yield from (state, thr, learned, span, lineage, reason)
 
     def collect(self) -> Iterable[Metric]:
         g = GaugeMetricFamily(f"{NAMESPACE}_baselines", "Baselines in memory by lifecycle state", labels=["state"])
@@ -171,7 +180,7 @@ class _CallbackGauges(Collector):
         yield GaugeMetricFamily(f"{NAMESPACE}_baselines", "", labels=["state"])
         yield GaugeMetricFamily(f"{NAMESPACE}_model_memory_bytes", "")
         for name in ("baseline_state", "baseline_threshold", "baseline_windows_learned", "baseline_observed_seconds",
-                     "baseline_lineage"):
+                     "baseline_lineage", "baseline_learning_reason"):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", "")
 
 
