@@ -26,7 +26,7 @@ def feed(b: ImageBaseline, vectors: list[FeatureVector]) -> int:
 
 
 def parent() -> ImageBaseline:
-    b = ImageBaseline("web:1", BaselineConfig(min_learn_windows=100, min_learn_seconds=0))
+    b = ImageBaseline("web:1", BaselineConfig(min_learn_windows=100, min_learn_seconds=0, stable_confidence=0.0))
     b.process(windows("1", 0, 400, 500, 10, seed=1))
     assert b.state.value == "detecting"
     return b

@@ -59,7 +59,7 @@ def rollout(kind: str, attacks: tuple[AttackSpec, ...] = (), lineage: str = "aut
                          rollout_kind=kind, restarts_per_day=0.0, attacks=attacks)
     registry = CollectorRegistry()
     run = Run(SyntheticSource(cfg), Pipeline(PipelineConfig(lineage=lineage),  # type: ignore[arg-type]
-                                             BaselineConfig(min_learn_seconds=HOUR),
+                                             BaselineConfig(min_learn_seconds=HOUR, stable_confidence=0.0),
                                              metrics=ServiceMetrics(registry)), registry)
     run.pipeline.sinks.append(CallbackSink(run.events.append))
 
