@@ -41,8 +41,8 @@ DATA_DIR = "baseliner"
 MODEL_FILE = "model.json"
 STATE_FILE = "state.npz"
 INTEGRITY_FILE = "integrity.json"
-#: Environment variable naming the file of trusted model signing keys for a pyfunc load (``model_config`` may
-#: carry ``trusted_keys_file`` instead); the service passes its configured keys directly.
+#: Environment variable naming the file of trusted model signing keys for a pyfunc load (MLflow's
+#: ``load_model(model_config=...)`` drops keys the logged model does not declare); the service passes its keys.
 ENV_TRUSTED_KEYS = "BASELINER_MODEL_TRUSTED_KEYS_FILE"
 
 # -- the frame the pyfunc model scores -------------------------------------------------------------
@@ -159,7 +159,7 @@ def _verify(data_dir: Path, trusted: TrustedKeys | None) -> str:
     where = str(data_dir)
     if trusted is None:
         raise ModelError(f"{where}: no trusted model signing keys are configured (service: model.trusted_keys_file; "
-                         f"pyfunc: {ENV_TRUSTED_KEYS} or model_config trusted_keys_file); refusing the model")
+                         f"pyfunc: {ENV_TRUSTED_KEYS}); refusing the model")
     try:
         record = json.loads(path.read_text())
         algo, kid, sig, digests = record["algorithm"], record["key_id"], record["signature"], record["files"]

@@ -105,17 +105,22 @@ class Serve:
             self.proc = subprocess.Popen([sys.executable, "-m", "baseliner.service.cli", "serve", "--config",
                                           str(config)], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        while "baseliner serving gRPC" not in log.read_text(errors="replace"):
-            assert self.proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        try:
+            while "baseliner serving gRPC" not in log.read_text(errors="replace"):
+                assert self.proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        except BaseException:
+            self.kill9()
+            raise
 
     def stop(self) -> int:
         self.proc.terminate()
         return self.proc.wait(30)
 
     def kill9(self) -> None:
-        self.proc.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait(10)
 
 
@@ -246,11 +251,13 @@ def test_a_sensor_restarted_mid_stream_with_the_daemonset_arguments_loses_nothin
     finally:
         if s1.poll() is None:
             s1.kill()
+        serve.kill9()  # (already, unless a step above failed)
     m = re.search(r"source finished: (\d+) vectors submitted", log1.read_text())
     assert m, log1.read_text()
     first = int(m.group(1))
     assert list(spool.glob("*/*.batch")), "nothing was left unacknowledged: the spool was not exercised"
     serve = Serve(config, tmp_path / "serve2.log")
+    s2: subprocess.Popen[bytes] | None = None
     try:
         before = scored()
         assert 0 < before < first
@@ -262,6 +269,8 @@ def test_a_sensor_restarted_mid_stream_with_the_daemonset_arguments_loses_nothin
         assert scored() == first + int(m2.group(1))  # every window once: none lost, none twice
         assert not list(spool.glob("*/*.batch"))
     finally:
+        if s2 is not None and s2.poll() is None:
+            s2.kill()
         assert serve.stop() == 0, serve.log.read_text()
 
 
