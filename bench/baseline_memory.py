@@ -10,6 +10,10 @@ image uses (so an image shows more distinct grams over its life than in one wind
 syscalls, network counters and endpoints.  After each step of ``--images`` the process's RSS is read
 (after a garbage collection); the slope between two steps is the memory one more resident baseline costs.
 
+With ``--restore N`` it then fills the pipeline up to ``N`` images with baselines restored from the state of
+the learnt ones (``ImageBaseline.to_state`` / ``from_state`` under new image keys, as a restarting service
+loads them), which is how 100,000 resident images are measured without learning each one here.
+
 It then says what a baseline holds: the bytes of every NumPy array reachable from one baseline, by part,
 and the rest of the slope (Python objects: dicts, sets, strings, the detectors' attributes, allocator slack).
 """
@@ -124,6 +128,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=64, help="windows learnt per image (64: enough to detect)")
     ap.add_argument("--ngrams", type=int, default=200, help="n-gram entries per window (0 = none)")
     ap.add_argument("--pool", type=int, default=4, help="an image's distinct buckets, as a multiple of --ngrams")
+    ap.add_argument("--restore", type=int, default=0, help="then fill up to this many images from saved states")
     ap.add_argument("--json", help="write results here as JSON")
     args = ap.parse_args()
     steps = [int(s) for s in args.images.split(",")]
@@ -138,11 +143,21 @@ def main() -> None:
         gc.collect()
         points.append((n, rss(os.getpid())))
         print(f"{n:7d} images resident: RSS {points[-1][1] / 2**20:8.1f} MiB", flush=True)
+    if args.restore > done:
+        states = [b.to_state() for b in list(pipe.baselines.values())[:100]]
+        for i in range(done, args.restore):
+            meta, arrays = states[i % len(states)]
+            pipe.baselines[f"restored/app{i}:1.0"] = ImageBaseline.from_state({**meta, "key": f"restored/app{i}:1.0"},
+                                                                              arrays)
+        del states
+        gc.collect()
+        points.append((args.restore, rss(os.getpid())))
+        print(f"{args.restore:7d} images resident ({args.restore - done} restored from saved states): RSS "
+              f"{points[-1][1] / 2**20:8.1f} MiB", flush=True)
     result: dict[str, Any] = {"args": vars(args), "rss": points}
-    if len(points) >= 2:
-        (n0, r0), (n1, r1) = points[0], points[-1]
+    for (n0, r0), (n1, r1) in zip(points, points[1:], strict=False):
         slope = (r1 - r0) / (n1 - n0)
-        result["bytes_per_baseline"] = slope
+        result.setdefault("bytes_per_baseline", []).append([n0, n1, slope])
         print(f"RSS slope {n0} -> {n1} images: {slope / 1024:.1f} KiB per resident baseline")
     b = next(iter(pipe.baselines.values()))
     parts = array_parts(b)
