@@ -200,40 +200,37 @@ class NgramDetector(base.AnomalyDetector):
         """Learn ``n_windows`` windows whose order-2..4 entries are ``cols`` / ``counts`` (counts >= 0; a
         bucket may repeat): the one way this detector learns."""
         if len(cols):
-            buckets, inverse = np.unique(cols, return_inverse=True)
-            added = np.bincount(inverse, counts, len(buckets))
-            if not added.all():
-                buckets, added = buckets[added > 0], added[added > 0]
-            self._totals += np.bincount(buckets // BUCKETS, added, len(SHORT_ORDERS))
-            self._add(buckets, added)
+            added = np.bincount(cols, counts, SHORT_BUCKETS)
+            self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
+            touched = np.flatnonzero(added > 0)  # (a bool mask: nonzero() of a float array is several times slower)
+            self._add(touched, added[touched])
         self._windows += n_windows
 
     def _add(self, buckets: np.ndarray, added: np.ndarray) -> None:
         """Add ``added`` (> 0) to the counts of the sorted, distinct ``buckets``; new ones are inserted."""
         keys = self._keys
-        pos = np.searchsorted(keys, buckets)
-        known = pos < len(keys)
-        known[known] = keys[pos[known]] == buckets[known]
+        pos = np.searchsorted(keys, buckets)  # (sorted needles: fast)
+        known = keys.take(np.minimum(pos, len(keys) - 1)) == buckets if len(keys) else np.zeros(len(buckets), bool)
         at = pos[known]
         new_counts = self._counts[at] + added[known]
         self._counts[at] = new_counts
         self._log_counts[at] = np.log(new_counts + self.alpha)
         if not known.all():
-            fresh, at = ~known, pos[~known]
+            fresh = ~known
+            at = pos[fresh]
             self._keys = np.insert(keys, at, buckets[fresh].astype(np.uint16))
             self._counts = np.insert(self._counts, at, added[fresh])
             self._log_counts = np.insert(self._log_counts, at, np.log(added[fresh] + self.alpha))
 
+    def _dense(self, values: np.ndarray, fill: float) -> np.ndarray:
+        """``values`` (one per bucket shown) spread over all ``SHORT_BUCKETS``, ``fill`` elsewhere."""
+        out = np.full(SHORT_BUCKETS, fill)
+        out[self._keys] = values
+        return out
+
     def log_counts(self, cols: np.ndarray, out: np.ndarray) -> None:
         """``log(C[b] + alpha)`` of the short-order buckets ``cols``, into ``out``."""
-        keys = self._keys
-        if not len(keys):
-            out.fill(self._log_alpha)
-            return
-        pos = np.searchsorted(keys, cols)
-        np.minimum(pos, len(keys) - 1, out=pos)
-        np.take(self._log_counts, pos, out=out)
-        np.copyto(out, self._log_alpha, where=keys.take(pos) != cols)
+        np.take(self._dense(self._log_counts, self._log_alpha), cols, out=out)
 
     @staticmethod
     def score_stacked(
