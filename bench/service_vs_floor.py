@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--containers", type=int, default=50, help="containers per image")
     ap.add_argument("--ngrams", type=int, default=200, help="n-gram entries per window (the sensor's orders)")
     ap.add_argument("--shapes", default="1x500,10x50", help=f"sensors x batch size, of {sorted(SHAPES)}")
-    ap.add_argument("--latency-seconds", type=float, default=20.0, help="0: no latency run")
+    ap.add_argument("--latency-seconds", type=float, default=5.0, help="0: no latency run")
     ap.add_argument("--json", help="write results here as JSON")
     args = ap.parse_args()
     cfg = BaselineConfig()
