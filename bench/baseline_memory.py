@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseliner.models.baseline import ImageBaseline  # noqa: E402
+from baseliner.models.block import VectorBlock  # noqa: E402
 from baseliner.models.ngrams import OFFSETS, ORDER_BUCKETS, SENSOR_ORDERS  # noqa: E402
 from baseliner.models.rate_features import SYSCALL_VOCABULARY  # noqa: E402
 from baseliner.models.vector import Endpoint, FeatureVector, Identity  # noqa: E402
@@ -93,7 +94,8 @@ def learn(pipe: Pipeline, images: Images, lo: int, hi: int, windows: int, seq: l
             vectors.sort(key=lambda v: v.window_start)
             for b in range(0, len(vectors), 500):
                 seq[0] += 1
-                pipe.apply_batch("bench", seq[0], list(enumerate(vectors[b:b + 500])))
+                chunk = vectors[b:b + 500]
+                pipe.apply_block("bench", seq[0], VectorBlock.from_vectors(chunk, list(range(len(chunk)))))
 
 
 def array_parts(b: ImageBaseline) -> dict[str, int]:
