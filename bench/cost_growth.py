@@ -1,4 +1,4 @@
-"""How the service's CPU per vector and memory grow with the shape of the load (one process, no gRPC).
+"""How the service's CPU per vector grows with the shape of the load (one process, no gRPC).
 
     .venv/bin/python bench/cost_growth.py [--vectors 10000]
 
@@ -13,14 +13,13 @@ containers, batches of 500, 200 n-gram entries a window:
 * containers per image (5, 50, 500; 10 images),
 * n-gram entries per window (0, 200, 800),
 
-and reports the CPU per vector of each row and its ratio to the row before it, with the RSS the process grew
-by while the row's pipeline was built.  Resident baselines (1,000 to 100,000) are ``bench/baseline_memory.py``'s.
+and reports the CPU per vector of each row and its ratio to the row before it.  Memory by resident baselines
+(1,000 to 100,000) is ``bench/baseline_memory.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -36,7 +35,6 @@ from baseliner.models.baseline import BaselineConfig  # noqa: E402
 from baseliner.models.block import VectorBlock  # noqa: E402
 from baseliner.service.config import PipelineConfig  # noqa: E402
 from baseliner.service.pipeline import Pipeline  # noqa: E402
-from procs import rss  # noqa: E402
 from service_throughput import WINDOW, Workload  # noqa: E402
 
 ROWS: dict[str, list[tuple[int, int, int, int]]] = {  # (images, containers per image, n-gram entries, batch)
@@ -55,8 +53,6 @@ def row(images: int, containers: int, ngrams: int, batch: int, vectors: int) -> 
         return [VectorBlock.from_vectors(b, list(range(len(b)))) for b in wl.batches(n, batch)]
 
     learn, measure = blocks(rounds * images * containers), blocks(vectors)
-    gc.collect()
-    rss0 = rss(os.getpid())
     pipe = Pipeline(PipelineConfig(max_baselines=100_000, max_containers=1_000_000), cfg)
     seq = 0
     for b in learn:
@@ -69,9 +65,8 @@ def row(images: int, containers: int, ngrams: int, batch: int, vectors: int) -> 
         pipe.apply_block("bench", seq, b)
     cpu = time.thread_time() - t0
     n = sum(len(b) for b in measure)
-    grown = rss(os.getpid()) - rss0
     return {"images": images, "containers": containers, "ngrams": ngrams, "batch": batch,
-            "cpu_us_per_vector": cpu / n * 1e6, "rss_grown_mib": grown / 2**20, "states": sorted(states)}
+            "cpu_us_per_vector": cpu / n * 1e6, "states": sorted(states)}
 
 
 def main() -> None:
@@ -88,7 +83,7 @@ def main() -> None:
             r = row(images, containers, ngrams, batch, args.vectors)
             step = "" if prev is None else f" ({r['cpu_us_per_vector'] / prev:.2f}x the row before)"
             print(f"{what}: {images} images x {containers} containers, {ngrams} n-gram entries, batches of {batch}: "
-                  f"{r['cpu_us_per_vector']:.1f} CPU us/vector{step}; RSS +{r['rss_grown_mib']:.0f} MiB; "
+                  f"{r['cpu_us_per_vector']:.1f} CPU us/vector{step}; "
                   f"{'/'.join(r['states'])}", flush=True)
             prev = r["cpu_us_per_vector"]
             out[what].append(r)
