@@ -8,8 +8,14 @@
     (user + system, which includes the BPF programs run in its context) plus the sensor process's CPU
     (draining every --window seconds), divided by the syscalls made; reported as the increment over the
     same workload without a sensor;
-(c) the same two for the per-event design: a raw tracepoint that sends one perf-buffer event per syscall
-    to a Python consumer that aggregates them, with that design's dropped events.
+(c) the same two for an empty raw-tracepoint program on sys_enter (what attaching anything costs: the
+    floor the sensor is compared with, as a ratio of added costs);
+(d) the same two for a per-event design with a compiled consumer: ``bpftrace`` printing one line per
+    syscall of the workload's cgroup (``tracepoint:raw_syscalls:sys_enter``: bpftrace 0.17 has no raw
+    tracepoints), its output to a file; its CPU is counted as the consumer's, and its lost events
+    ("Lost N events") are reported.
+
+The timing loops run in a cgroup of their own under ``/sys/fs/cgroup/unified`` (the one bpftrace filters on).
 
     sudo .venv/bin/python bench/sensor_overhead.py            # about two minutes
     sudo .venv/bin/python bench/sensor_overhead.py --quick    # fewer repetitions
@@ -21,21 +27,22 @@ The "counts + n-grams" design counts the orders of ``--ngram-orders`` (default t
 from __future__ import annotations
 
 import argparse
-import ctypes as ct
 import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections import Counter
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseliner.models.ngrams import SENSOR_ORDERS, parse_orders  # noqa: E402
 from baseliner.sensor.probes import ProbeConfig, Probes, find_kernel_source  # noqa: E402
@@ -82,16 +89,15 @@ int main(int argc, char **argv) {
 }
 """
 
-PER_EVENT_C = r"""
-struct ev { u64 cgid; u32 nr; u32 tid; };
-BPF_PERF_OUTPUT(events);
-RAW_TRACEPOINT_PROBE(sys_enter) {
-    struct ev e = {.cgid = bpf_get_current_cgroup_id(), .nr = (u32)ctx->args[1],
-                   .tid = (u32)bpf_get_current_pid_tgid()};
-    events.perf_submit(ctx, &e, sizeof(e));
-    return 0;
-}
-"""
+EMPTY_C = b"RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }"
+#: The per-event design: one line per syscall of the cgroup, formatted and written by bpftrace.
+BPFTRACE = 'tracepoint:raw_syscalls:sys_enter /cgroup == cgroupid("{cgroup}")/ {{ printf("%d %d\\n", tid, args->id); }}'
+CGROUP = Path(f"/sys/fs/cgroup/unified/baseliner-bench-{os.getpid()}")
+
+
+def _in_cgroup() -> None:
+    """(preexec) Move the timing loop into the bench's cgroup."""
+    (CGROUP / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def build_loop(workdir: Path) -> Path:
@@ -108,13 +114,14 @@ def ns_per_getppid(exe: Path, n: int, reps: int) -> float:
     """CPU ns per getppid (process CPU clock), the minimum over ``reps`` runs: the machine may be shared,
     and interference only ever adds time."""
     runs = [float(subprocess.run([str(exe), "getppid", str(n)], capture_output=True, text=True,
-                                 check=True).stdout) for _ in range(reps)]
+                                 check=True, preexec_fn=_in_cgroup).stdout) for _ in range(reps)]
     return min(runs)
 
 
 def run_mixed(exe: Path, n: int, rate: float) -> tuple[int, float, float]:
     """(syscalls made, workload CPU seconds, wall seconds)."""
-    proc = subprocess.Popen([str(exe), "mixed", str(n), str(rate)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(exe), "mixed", str(n), str(rate)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_in_cgroup)
     _, status, ru = os.wait4(proc.pid, 0)
     assert proc.stdout is not None
     made, wall = proc.stdout.read().split()
@@ -156,49 +163,39 @@ def bench_sensor(exe: Path, ngrams: bool, args: argparse.Namespace, syscall_args
     return {"ns_per_getppid": added, "load": load, "lost": lost}
 
 
-def bench_per_event(exe: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from bcc import BPF
+def bench_bpftrace(exe: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The per-event design: bpftrace prints a line per syscall of the cgroup; its CPU is the consumer's."""
+    from procs import cpu_seconds
 
-    src = find_kernel_source()
-    if src:
-        os.environ["BCC_KERNEL_SOURCE"] = src
-    b = BPF(text=PER_EVENT_C.encode())
-    counts: Counter[tuple[int, int]] = Counter()
-    dropped = [0]
-    received = [0]
-
-    class Ev(ct.Structure):
-        _fields_ = [("cgid", ct.c_uint64), ("nr", ct.c_uint32), ("tid", ct.c_uint32)]
-
-    def on_event(_cpu: int, data: Any, _size: int) -> None:
-        e = ct.cast(data, ct.POINTER(Ev)).contents
-        counts[(e.cgid, e.nr)] += 1
-        received[0] += 1
-
-    def on_lost(n: int) -> None:
-        dropped[0] += n
-
-    b[b"events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
+    out = workdir / "bpftrace.out"
+    with open(out, "w") as f:
+        proc = subprocess.Popen(["bpftrace", "-e", BPFTRACE.format(cgroup=CGROUP)], stdout=f,
+                                stderr=subprocess.DEVNULL)
     try:
-        # (a) with a consumer polling, as the design would run
-        stop = threading.Event()
-
-        def poll(stop: threading.Event) -> None:
-            while not stop.is_set():
-                b.perf_buffer_poll(timeout=50)
-
-        t = threading.Thread(target=poll, args=(stop,), daemon=True)
-        t.start()
-        # about 100x slower per call: fewer calls keep the run short
+        deadline = time.monotonic() + 120
+        while "Attaching" not in out.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("bpftrace did not start")
+            time.sleep(0.2)
+        # about 30x slower per call: fewer calls keep the run short
         added = ns_per_getppid(exe, max(args.loop // 20, 10_000), min(args.reps, 3))
-        stop.set()
-        t.join()
-        received[0] = dropped[0] = 0
-        load = with_consumer(exe, args.mixed, args.rate, poll)
-        load_dropped, load_received = dropped[0], received[0]
+        time.sleep(1)
+        lines0, c0 = _lines(out), cpu_seconds(proc.pid)
+        made, wcpu, wall = run_mixed(exe, args.mixed, args.rate)
+        time.sleep(1)  # let it drain what the workload left in its buffers
+        consumer = cpu_seconds(proc.pid) - c0
+        received = _lines(out) - lines0
     finally:
-        b.cleanup()
-    return {"ns_per_getppid": added, "load": load, "dropped": load_dropped, "received": load_received}
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    lost = sum(int(line.split()[1]) for line in out.read_text().splitlines() if line.startswith("Lost "))
+    load = {"syscalls": made, "workload_cpu_s": wcpu, "consumer_cpu_s": consumer, "wall_s": wall}
+    return {"ns_per_getppid": added, "load": load, "dropped": lost, "received": received}
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 MINIMAL_C = b"""
@@ -213,9 +210,20 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
 """
 
 
-def bench_reference(exe: Path, args: argparse.Namespace, text: bytes) -> float:
+def _least(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A design's least cost over alternating rounds: the fastest getppid loop, the mixed run of least CPU."""
+    def cpu(r: dict[str, Any]) -> float:
+        load = r["load"]
+        return float((load["workload_cpu_s"] + load["consumer_cpu_s"]) / load["syscalls"])
+
+    return {**min(runs, key=cpu), "ns_per_getppid": min(r["ns_per_getppid"] for r in runs),
+            "lost": sum(r.get("lost", 0) for r in runs)}
+
+
+def bench_reference(exe: Path, args: argparse.Namespace, text: bytes, load: bool = False) -> dict[str, Any]:
     """Reference programs: an empty raw tracepoint on sys_enter (what attaching alone costs), and a minimal
-    one-map (cgroup, nr) counter without double buffering, loss accounting or other tracepoints."""
+    one-map (cgroup, nr) counter without double buffering, loss accounting or other tracepoints; with
+    ``load``, the paced mixed workload too."""
     from bcc import BPF
 
     src = find_kernel_source()
@@ -223,7 +231,10 @@ def bench_reference(exe: Path, args: argparse.Namespace, text: bytes) -> float:
         os.environ["BCC_KERNEL_SOURCE"] = src
     b = BPF(text=text)
     try:
-        return ns_per_getppid(exe, args.loop, args.reps)
+        out: dict[str, Any] = {"ns_per_getppid": ns_per_getppid(exe, args.loop, args.reps)}
+        if load:
+            out["load"] = with_consumer(exe, args.mixed, args.rate, lambda stop: stop.wait())
+        return out
     finally:
         b.cleanup()
 
@@ -237,35 +248,53 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=1.0, help="sensor drain interval (s)")
     ap.add_argument("--ngram-orders", type=parse_orders, default=SENSOR_ORDERS,
                     help="n-gram orders the counts + n-grams design counts (default 4,6, the sensor's)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the four main designs")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.quick:
-        args.loop, args.reps, args.mixed = 500_000, 3, 1_400_000
+        args.loop, args.reps, args.mixed, args.rounds = 500_000, 3, 1_400_000, 2
     if os.geteuid() != 0:
         raise SystemExit("run as root")
+    CGROUP.mkdir()
+    try:
+        run(args)
+    finally:
+        CGROUP.rmdir()
+
+
+def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as d:
         exe = build_loop(Path(d))
-        base_ns = ns_per_getppid(exe, args.loop, args.reps)
 
         def idle(stop: threading.Event) -> None:
             stop.wait()
 
-        base_load = with_consumer(exe, args.mixed, args.rate, idle)
-        empty_ns = bench_reference(exe, args, b"RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }")
-        minimal_ns = bench_reference(exe, args, MINIMAL_C)
+        # Alternating rounds: no program, the empty program, counts, counts + n-grams, again and again, so
+        # that the machine's drift hits every design alike; each design keeps its least cost over the rounds
+        # (interference only ever adds).
+        rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in ("none", "empty", "counts", "ngrams")}
+        for _ in range(args.rounds):
+            rounds["none"].append({"ns_per_getppid": ns_per_getppid(exe, args.loop, args.reps),
+                                   "load": with_consumer(exe, args.mixed, args.rate, idle)})
+            rounds["empty"].append(bench_reference(exe, args, EMPTY_C, load=True))
+            rounds["counts"].append(bench_sensor(exe, False, args))
+            rounds["ngrams"].append(bench_sensor(exe, True, args))
+        minimal_ns = bench_reference(exe, args, MINIMAL_C)["ns_per_getppid"]
         bare = bench_sensor(exe, False, args, syscall_args=False)
-        counts = bench_sensor(exe, False, args)
-        ngrams = bench_sensor(exe, True, args)
-        per_event = bench_per_event(exe, args)
+        per_event = bench_bpftrace(exe, args, Path(d)) if shutil.which("bpftrace") else None
+    base, empty, counts, ngrams = (_least(rounds[k]) for k in ("none", "empty", "counts", "ngrams"))
+    base_ns, empty_ns = base["ns_per_getppid"], empty["ns_per_getppid"]
 
     def cpu_per_syscall_ns(load: dict[str, float]) -> float:
         return (load["workload_cpu_s"] + load["consumer_cpu_s"]) / load["syscalls"] * 1e9
 
-    base_cpu = cpu_per_syscall_ns(base_load)
+    base_cpu = cpu_per_syscall_ns(base["load"])
     rows = []
-    designs = (("counts, no syscall args", bare), ("counts only", counts), ("counts + n-grams", ngrams),
-               ("per-event perf buffer", per_event))
+    designs = [("empty sys_enter program", empty), ("counts, no syscall args", bare), ("counts only", counts),
+               ("counts + n-grams", ngrams)]
+    if per_event is not None:
+        designs.append(("per-event, bpftrace", per_event))
     for name, r in designs:
         rows.append({
             "design": name,
@@ -278,7 +307,8 @@ def main() -> None:
             "lost_or_dropped": r.get("dropped", r.get("lost", 0)),
             "received": r.get("received"),
         })
-    print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs; getppid loop {args.loop} x {args.reps} (min); "
+    print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs; {args.rounds} alternating rounds; "
+          f"getppid loop {args.loop} x {args.reps} (min); "
           f"mixed workload {args.mixed} syscalls at {args.rate:.0f}/s, drain every {args.window}s; "
           f"n-gram orders {','.join(map(str, args.ngram_orders))}")
     print(f"no sensor: getppid {base_ns:.1f} ns; mixed workload CPU {base_cpu:.1f} ns/syscall; "
@@ -291,9 +321,22 @@ def main() -> None:
         print(f"{r['design']:<26}{r['getppid_ns']:>12.1f}{r['added_ns_per_syscall']:>10.1f}"
               f"{r['cpu_ns_per_syscall']:>11.1f}{r['added_cpu_ns_per_syscall']:>11.1f}"
               f"{r['consumer_cpu_s']:>12.3f}{r['lost_or_dropped']:>10}")
+    added = {r["design"]: r for r in rows}
+    floor_ns = empty_ns - base_ns
+    floor_cpu = added["empty sys_enter program"]["added_cpu_ns_per_syscall"]
+    ratios = {
+        "counts_over_empty_getppid": added["counts only"]["added_ns_per_syscall"] / floor_ns,
+        "default_over_empty_getppid": added["counts + n-grams"]["added_ns_per_syscall"] / floor_ns,
+        "counts_over_empty_mixed": added["counts only"]["added_cpu_ns_per_syscall"] / floor_cpu,
+        "default_over_empty_mixed": added["counts + n-grams"]["added_cpu_ns_per_syscall"] / floor_cpu,
+    }
+    if per_event is not None:
+        ratios["bpftrace_over_default_mixed"] = (added["per-event, bpftrace"]["added_cpu_ns_per_syscall"]
+                                                 / added["counts + n-grams"]["added_cpu_ns_per_syscall"])
+    print("ratios of added cost: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     if args.json:
         out = {"base_ns": base_ns, "empty_ns": empty_ns, "minimal_ns": minimal_ns, "base_cpu_ns": base_cpu,
-               "rows": rows, "args": vars(args)}
+               "rows": rows, "ratios": ratios, "rounds": rounds, "args": vars(args)}
         Path(args.json).write_text(json.dumps(out, indent=1))
 
 

@@ -70,7 +70,7 @@ class TailThreshold:
         self.floor = floor
         self.min_excess = min_excess
         self.confidence = confidence
-        self._ring = np.zeros(capacity, dtype=np.float32)
+        self._ring = np.zeros(0, dtype=np.float32)  # the sample; grown as scores come, up to capacity
         self._count = 0  # total scores ever added
         self._window_seconds = 0.0
         self.value = math.inf
@@ -104,6 +104,7 @@ class TailThreshold:
         cap = self.capacity
         free = max(0, min(cap - self._count, m))  # the sample is not full yet: keep these as they come
         if free:
+            self._grow(self._count + free)
             self._ring[self._count : self._count + free] = scores[:free]
         rest = scores[free:]
         if len(rest):
@@ -123,6 +124,13 @@ class TailThreshold:
         if self._window_seconds <= 0:
             return math.nan
         return min(self.alarms_per_day * self._window_seconds / SECONDS_PER_DAY, 1.0)
+
+    def _grow(self, size: int) -> None:
+        """Make room for ``size`` scores (doubling, at most ``capacity``)."""
+        if size > len(self._ring):
+            ring = np.zeros(min(self.capacity, max(size, 2 * len(self._ring), 64)), dtype=np.float32)
+            ring[: len(self._ring)] = self._ring
+            self._ring = ring
 
     def recompute(self) -> float:
         """Refit the tail and the threshold from the recorded scores (``inf`` until there are enough)."""
@@ -209,8 +217,7 @@ class TailThreshold:
         self.alarms_per_day = alarms_per_day
         if len(scores) > self.capacity or not np.all(np.isfinite(scores)):
             raise ValueError("threshold state is inconsistent")
-        self._ring[:] = 0
-        self._ring[: len(scores)] = scores
+        self._ring = scores.copy()
         # scores seen, for the sampling odds (a sample that is not full holds every score seen)
         self._count = int(count) if len(scores) == self.capacity and count > len(scores) else len(scores)
         self._window_seconds = window_seconds

@@ -120,9 +120,10 @@ class PipelineConfig(_Section):
     image_key: Literal["tag", "digest", "repository"] = "tag"  # repository:tag, repository@digest, repository
     dedup_window_seconds: Wait = 300.0  # event time; repeats of an anomaly within it become one event
     recent_events: Count = 1000  # anomaly events kept (with their vectors) for Admin.Feedback
-    max_baselines: Count = 10_000  # baselines held; vectors of further images are rejected (BASELINE_LIMIT)
+    max_baselines: Count = 100_000  # baselines held; vectors of further images are rejected (BASELINE_LIMIT)
     max_containers: Count = 100_000  # containers tracked for start-up time and window order
-    max_resident_baselines: Annotated[int, Field(ge=0)] = 0  # >0 (with state.dir): LRU baselines spill to disk
+    # with state.dir: baselines kept in memory, the least recently used beyond it spill to disk (0 = all kept)
+    max_resident_baselines: Annotated[int, Field(ge=0)] = 10_000
     # Image lineage (models/lineage.py, service/lineage.py): a new image key starts from the most recent ready
     # baseline of its workload (where known) or repository ("auto"), of its "repository", its "workload", or
     # never ("off"); how long the new version is observed (its diff) and adapts; when it falls back to learning.
@@ -372,7 +373,7 @@ def _path_problems(cfg: ServeConfig) -> list[str]:
     out = []
     if cfg.state.dir:
         out += _directory_problems("state.dir", cfg.state.dir, Path(cfg.state.dir), may_create=True)
-    elif cfg.pipeline.max_resident_baselines:
+    elif "max_resident_baselines" in cfg.pipeline.model_fields_set and cfg.pipeline.max_resident_baselines:
         out.append("pipeline.max_resident_baselines needs state.dir (baselines spill there)")
     events = cfg.events.output
     if events.lower() not in ("-", "stdout", "none"):

@@ -34,8 +34,9 @@ class GramNoveltyDetector(base.AnomalyDetector):
 
     State is 8 KiB (the bitset, one ``uint8`` array of ``LONG_BUCKETS / 8``) plus a window counter,
     exported by :meth:`to_arrays` and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).
-    In memory it is one flag per global bucket index, *order-6 and never seen* (76 KiB): one lookup per
-    entry, whatever its order, is all that scoring a window takes (:meth:`new_flags`).
+    In memory it is the sorted order-6 buckets seen (``uint16`` offsets into the order-6 range, 2 bytes a
+    bucket seen; nothing before the image shows any); scoring spreads them into one flag per global bucket
+    index for the while, *order-6 and never seen*, and looks each entry up there (:meth:`new_flags`).
 
     :meth:`learn_new` and :meth:`score_stacked` (many detectors' windows at once, as flat entries) are the
     implementation; the River contract and the batch methods call them.  ``learn_one`` / ``score_one`` take
@@ -63,8 +64,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
     """
 
     def __init__(self) -> None:
-        self._new = np.zeros(NUM_BUCKETS, dtype=bool)  # per global bucket: order 6 and never seen
-        self._new[SHORT_BUCKETS:] = True
+        self._seen = np.zeros(0, dtype=np.uint16)  # sorted offsets (bucket - SHORT_BUCKETS) of the order-6 buckets seen
         self._windows = 0
 
     # -- model ----------------------------------------------------------------------------------
@@ -76,17 +76,21 @@ class GramNoveltyDetector(base.AnomalyDetector):
     @property
     def buckets_seen(self) -> int:
         """How many of the order-6 buckets have been seen."""
-        return LONG_BUCKETS - int(np.count_nonzero(self._new))
+        return len(self._seen)
 
     def new_flags(self, cols: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """For global bucket indices (valid ones, of any order): is each an order-6 bucket never seen?
         (into ``out``, a bool array of ``len(cols)``, when given)"""
-        return np.take(self._new, cols, out=out)
+        new = np.zeros(NUM_BUCKETS, dtype=bool)  # for the while (76 KiB: cheaper than a search per entry)
+        new[SHORT_BUCKETS:] = True
+        new[SHORT_BUCKETS + self._seen.astype(np.int64)] = False
+        return np.take(new, cols, out=out)
 
     def learn_new(self, cols: np.ndarray, n_windows: int) -> None:
         """Learn ``n_windows`` windows whose order-6 buckets are ``cols`` (global indices; those already seen
         may be left out): the one way this detector learns."""
-        self._new[cols] = False
+        if len(cols):
+            self._seen = np.union1d(self._seen, (cols - SHORT_BUCKETS).astype(np.uint16))
         self._windows += n_windows
 
     @staticmethod
@@ -156,7 +160,8 @@ class GramNoveltyDetector(base.AnomalyDetector):
     # -- persistence (no pickle) ---------------------------------------------------------------
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        seen = ~self._new[SHORT_BUCKETS:]
+        seen = np.zeros(LONG_BUCKETS, dtype=bool)
+        seen[self._seen] = True
         return {"seen": np.packbits(seen), "windows": np.array([self._windows], dtype=np.int64)}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -165,7 +170,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
         if seen.shape != (_BYTES,) or seen.dtype != np.uint8 or windows.shape != (1,) or windows[0] < 0:
             raise ValueError(f"state shapes {seen.shape} {seen.dtype}/{windows.shape}, expected ({_BYTES},) "
                              "uint8/(1,) and a window count >= 0")
-        self._new[SHORT_BUCKETS:] = np.unpackbits(seen) == 0
+        self._seen = np.flatnonzero(np.unpackbits(seen)).astype(np.uint16)
         self._windows = int(windows[0])
 
     @classmethod

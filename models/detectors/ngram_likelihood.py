@@ -15,8 +15,6 @@ from river import base
 
 __all__ = ["NgramDetector", "dicts_to_matrix", "matrix_entries", "sparse_row"]
 
-_ORDER_OF_BUCKET = np.repeat(np.arange(len(SHORT_ORDERS)), BUCKETS)
-
 
 def key_bucket(key: Any) -> int:
     """Bucket a feature key maps to: an int in ``[0, NUM_BUCKETS)`` is itself, anything else is hashed.
@@ -122,10 +120,12 @@ class NgramDetector(base.AnomalyDetector):
     linear in the counts, so the gram-weighted mean of the window scores of a trace (:meth:`grams` gives
     the weights) equals the score of the whole trace.
 
-    State is one float64 array of ``SHORT_BUCKETS`` counts (96 KiB) and a window counter, exported by
-    :meth:`to_arrays` and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).  In memory
-    the detector also keeps ``log(C[b] + alpha)`` per bucket (another 96 KiB), updated for the buckets
-    each learnt batch touches, so that scoring gathers a logarithm per entry instead of computing it.
+    State is a count per bucket and a window counter, exported by :meth:`to_arrays` (one dense array of
+    ``SHORT_BUCKETS`` counts) and restored by :meth:`from_arrays` / :meth:`load_arrays` (no pickle).  In
+    memory only the buckets the image has shown are held: their sorted indices (uint16), counts (float64)
+    and ``log(C[b] + alpha)`` (float64, updated for the buckets each learnt batch touches, so that scoring
+    looks a logarithm up instead of computing it), 18 bytes a bucket shown; a bucket never shown is
+    ``log(alpha)``.
 
     :meth:`learn_entries` and :meth:`score_stacked` (many detectors' windows at once, as flat entries) are
     the implementation; the River contract and the batch methods call them.  ``learn_one`` / ``score_one``
@@ -174,14 +174,16 @@ class NgramDetector(base.AnomalyDetector):
             raise ValueError(f"order_weights needs {len(SHORT_ORDERS)} finite weights >= 0, got {order_weights}")
         if sum(order_weights) <= 0:
             raise ValueError("order_weights must not all be 0")
-        self._weights = np.asarray(order_weights, dtype=np.float64)[_ORDER_OF_BUCKET]
+        self._order_weights = np.asarray(order_weights, dtype=np.float64)  # per order: a bucket's is [b // BUCKETS]
         weighted = [j for j, w in enumerate(order_weights) if w > 0]
         self._one_order = weighted[0] if len(weighted) == 1 and tail >= 1 else -1  # see score_stacked
-        self._counts = np.zeros(SHORT_BUCKETS, dtype=np.float64)
+        self._log_alpha = math.log(alpha)
+        # The buckets shown so far, sorted, with their counts and log(C[b] + alpha) (kept up to date bucket
+        # by bucket as counts are learnt: scoring looks it up instead of taking a logarithm per entry)
+        self._keys = np.zeros(0, dtype=np.uint16)
+        self._counts = np.zeros(0, dtype=np.float64)
+        self._log_counts = np.zeros(0, dtype=np.float64)
         self._totals = np.zeros(len(SHORT_ORDERS), dtype=np.float64)  # sum of the counts, order by order
-        # log(C[b] + alpha), kept up to date bucket by bucket as counts are learnt: scoring gathers it
-        # instead of taking a logarithm per entry
-        self._log_counts = np.full(SHORT_BUCKETS, math.log(alpha), dtype=np.float64)
         self._windows = 0
 
     # -- model ----------------------------------------------------------------------------------
@@ -199,12 +201,36 @@ class NgramDetector(base.AnomalyDetector):
         bucket may repeat): the one way this detector learns."""
         if len(cols):
             added = np.bincount(cols, counts, SHORT_BUCKETS)
-            touched = np.flatnonzero(added > 0)  # (a bool mask: nonzero() of a float array is several times slower)
-            new_counts = self._counts[touched] + added[touched]
-            self._counts[touched] = new_counts
-            self._log_counts[touched] = np.log(new_counts + self.alpha)
             self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
+            touched = np.flatnonzero(added > 0)  # (a bool mask: nonzero() of a float array is several times slower)
+            self._add(touched, added[touched])
         self._windows += n_windows
+
+    def _add(self, buckets: np.ndarray, added: np.ndarray) -> None:
+        """Add ``added`` (> 0) to the counts of the sorted, distinct ``buckets``; new ones are inserted."""
+        keys = self._keys
+        pos = np.searchsorted(keys, buckets)  # (sorted needles: fast)
+        known = keys.take(np.minimum(pos, len(keys) - 1)) == buckets if len(keys) else np.zeros(len(buckets), bool)
+        at = pos[known]
+        new_counts = self._counts[at] + added[known]
+        self._counts[at] = new_counts
+        self._log_counts[at] = np.log(new_counts + self.alpha)
+        if not known.all():
+            fresh = ~known
+            at = pos[fresh]
+            self._keys = np.insert(keys, at, buckets[fresh].astype(np.uint16))
+            self._counts = np.insert(self._counts, at, added[fresh])
+            self._log_counts = np.insert(self._log_counts, at, np.log(added[fresh] + self.alpha))
+
+    def _dense(self, values: np.ndarray, fill: float) -> np.ndarray:
+        """``values`` (one per bucket shown) spread over all ``SHORT_BUCKETS``, ``fill`` elsewhere."""
+        out = np.full(SHORT_BUCKETS, fill)
+        out[self._keys] = values
+        return out
+
+    def log_counts(self, cols: np.ndarray, out: np.ndarray) -> None:
+        """``log(C[b] + alpha)`` of the short-order buckets ``cols``, into ``out``."""
+        np.take(self._dense(self._log_counts, self._log_alpha), cols, out=out)
 
     @staticmethod
     def score_stacked(
@@ -257,12 +283,14 @@ class NgramDetector(base.AnomalyDetector):
     def grams(self, X: Any) -> np.ndarray:
         """Weighted gram count of each row (the denominator of its score; the weight of a window in a trace)."""
         ptr, cols, counts = _short(*matrix_entries(X))
-        return segment_sums(counts * self._weights[cols], ptr)
+        return segment_sums(counts * self._order_weights[cols // BUCKETS], ptr)
 
     # -- persistence (no pickle) ---------------------------------------------------------------
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"counts": self._counts.copy(), "windows": np.array([self._windows], dtype=np.int64)}
+        dense = np.zeros(SHORT_BUCKETS, dtype=np.float64)
+        dense[self._keys] = self._counts
+        return {"counts": dense, "windows": np.array([self._windows], dtype=np.int64)}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore state written by :meth:`to_arrays`."""
@@ -271,8 +299,10 @@ class NgramDetector(base.AnomalyDetector):
             raise ValueError(f"state shapes {counts.shape}/{windows.shape}, expected ({SHORT_BUCKETS},)/(1,)")
         if not np.all(np.isfinite(counts)) or np.any(counts < 0) or windows[0] < 0:
             raise ValueError("state contains negative or non-finite counts")
-        self._counts = counts.astype(np.float64)
-        self._totals = self._counts.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
+        counts = counts.astype(np.float64)
+        self._totals = counts.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
+        self._keys = np.flatnonzero(counts).astype(np.uint16)
+        self._counts = counts[self._keys]
         self._log_counts = np.log(self._counts + self.alpha)
         self._windows = int(windows[0])
 
@@ -322,11 +352,20 @@ def _short(ptr: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> tuple[np.nd
     return _keep(ptr, cols, counts, cols < SHORT_BUCKETS)
 
 
-def _gather(tables: Sequence[np.ndarray], present: list[int], eb: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``tables[t][col]`` of each entry, detector ``t``'s entries being ``[eb[t], eb[t + 1])``."""
+def _gather_logs(dets: Sequence[NgramDetector], present: list[int], eb: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``log(C[col] + alpha)`` of each entry in its detector, detector ``t``'s entries being ``[eb[t], eb[t + 1])``."""
     out = np.empty(len(cols))
     for t in present:
-        np.take(tables[t], cols[eb[t] : eb[t + 1]], out=out[eb[t] : eb[t + 1]])
+        dets[t].log_counts(cols[eb[t] : eb[t + 1]], out[eb[t] : eb[t + 1]])
+    return out
+
+
+def _gather_weights(dets: Sequence[NgramDetector], present: list[int], eb: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The order weight of each entry in its detector (entries ``[eb[t], eb[t + 1])`` are detector ``t``'s)."""
+    out = np.empty(len(cols))
+    orders = cols // BUCKETS
+    for t in present:
+        np.take(dets[t]._order_weights, orders[eb[t] : eb[t + 1]], out=out[eb[t] : eb[t + 1]])
     return out
 
 
@@ -343,7 +382,7 @@ def _one_order_scores(
         kept = np.flatnonzero((cols >= lo) & (cols < lo + BUCKETS))
         cols, counts = cols.take(kept), counts.take(kept)
         ptr, eb = np.searchsorted(kept, ptr), np.searchsorted(kept, eb)
-    logs = _gather([d._log_counts for d in dets], present, eb, cols)
+    logs = _gather_logs(dets, present, eb, cols)
     num = segment_sums(counts * logs, ptr)
     den = segment_sums(counts, ptr)
     norms = np.zeros(len(dets))
@@ -361,13 +400,13 @@ def _weighted_scores(
 ) -> np.ndarray:
     """:meth:`NgramDetector.score_stacked` for any order weights and tails, each detector its own."""
     n = len(ptr) - 1
-    w = _gather([d._weights for d in dets], present, eb, cols)
+    w = _gather_weights(dets, present, eb, cols)
     weighted = w > 0
     if not weighted.all():
         kept = np.flatnonzero(weighted)
         cols, counts, w = cols.take(kept), counts.take(kept), w.take(kept)
         ptr, eb = np.searchsorted(kept, ptr), np.searchsorted(kept, eb)
-    logs = _gather([d._log_counts for d in dets], present, eb, cols)
+    logs = _gather_logs(dets, present, eb, cols)
     entry_det = np.repeat(which, np.diff(ptr))
     norms = np.zeros((len(dets), len(SHORT_ORDERS)))
     for t in present:

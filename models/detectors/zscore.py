@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -83,13 +84,15 @@ class ZScoreDetector(base.AnomalyDetector):
             raise ValueError(f"clip must be positive or None, got {clip}")
         self.clip = clip
         self._index: dict[Any, int] = {}
+        self._index_shared = False  # the index is _layout(features)'s, shared with other detectors: copy to grow
         self._mean = np.zeros(0)
         self._m2 = np.zeros(0)
         self._var_floor = np.zeros(0)  # see hold_spread()
         self._n = 0.0
         self._den: np.ndarray | None = None  # std + std_floor, cached between updates
         if features is not None:
-            self._grow(list(features))
+            self._index, self._index_shared = _layout(tuple(features)), True
+            self._mean, self._m2, self._var_floor = (np.zeros(len(self._index)) for _ in range(3))
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -97,6 +100,8 @@ class ZScoreDetector(base.AnomalyDetector):
         new = [n for n in names if n not in self._index]
         if not new:
             return
+        if self._index_shared:
+            self._index, self._index_shared = dict(self._index), False
         for name in new:
             self._index[name] = len(self._index)
         pad = len(self._index) - len(self._mean)
@@ -437,3 +442,10 @@ def _top_rms(z: np.ndarray, top_k: int, upper_only: bool) -> np.ndarray:
         total += picked * picked
         a[rows, j] = -1.0
     return np.sqrt(total / k)
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(features: tuple[Any, ...]) -> dict[Any, int]:
+    """Position of each of a fixed feature layout's names: one dict for every detector of that layout
+    (a baseline's two profiles, every image's), never changed (a detector copies it before it grows)."""
+    return {name: i for i, name in enumerate(dict.fromkeys(features))}
