@@ -141,7 +141,7 @@ class TailThreshold:
         self._anchor, self._share, self._fitted_at = u, share, self._count
         if p >= share:  # a generous budget: its quantile is inside the sample
             self._scale = beta
-            self.value = float(max(np.quantile(self._ring[:n], 1.0 - p), self.floor))
+            self.value = max(float(np.quantile(self._ring[:n], 1.0 - p)), self.floor)
             return self.value
         span = math.log(share / p)
         self._scale = max(beta, self.min_excess / span, (self.floor - u) / span)
