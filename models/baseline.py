@@ -866,13 +866,16 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
         s, ~no_profile & np.isfinite(rate_thr), seq_ok,
         s.per_group([b.config.tier_combination == "fisher" for b in baselines]))
     n_kinds = np.zeros(len(s.R))
+    alone = np.zeros(len(s.R), dtype=bool)  # a novel item of a kind that alerts on its own
     grp = s.grp.tolist()
     for k, items in s.novel.items():
         weight = baselines[grp[k]]._novel_weight
-        n_kinds[k] = sum(weight[kind] for kind in {item.kind for item in items})
-    # A novel item's weight counts from no less than "nothing unusual" (p = 1): the continuous score sits
-    # below 0 for typical windows, and must not keep a novel executable from alerting on its own.
-    base = np.where(n_kinds > 0, np.maximum(s.continuous, 0.0), s.continuous)
+        kinds = {item.kind for item in items}
+        n_kinds[k] = sum(weight[kind] for kind in kinds)
+        alone[k] = any(weight[kind] >= 1.0 for kind in kinds)
+    # A novel item that alerts on its own counts from no less than "nothing unusual" (p = 1): the continuous
+    # score sits below 0 for typical windows, and must not keep a novel executable from alerting.
+    base = np.where(alone, np.maximum(s.continuous, 0.0), s.continuous)
     s.score = base + np.where(finite, thresholds, 0.0) * n_kinds
     over = finite & (s.score >= thresholds)
     # Evidence of both tiers together can cross where neither does alone: name the tier that led (a window
