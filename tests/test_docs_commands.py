@@ -171,13 +171,13 @@ def test_a_failing_command_is_named(text: str, expected: str | None, tmp_path: P
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.timeout(TIMEOUT_SECONDS + 120)
-@pytest.mark.parametrize("doc", DOCUMENTS)
+@pytest.mark.parametrize("doc", [d for d in DOCUMENTS if runnable_blocks(REPO / d)])
 def test_documented_commands_run(doc: str, tmp_path: Path) -> None:
     blocks = runnable_blocks(REPO / doc)
     skip = {i: f"the same commands run in {earlier.relative_to(REPO)}"
             for (path, i), earlier in repeated([REPO / d for d in DOCUMENTS]).items() if path == REPO / doc}
     if len(skip) == len(blocks):
-        return  # nothing to run in this document: no sh block, or only blocks run with an earlier document
+        return  # every block of this document runs with an earlier one
     _require_machine()
     problem = run_document(doc, blocks, _copy_repository(tmp_path), tmp_path, skip=skip)
     if problem:
