@@ -9,7 +9,14 @@ import numpy as np
 from baseliner.models.rate_features import FEATURES
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float | None) -> str:
+    """Numbers as explanations (and the console) write them.
+
+    >>> fmt(1234.5), fmt(3.14159), fmt(0.0123), fmt(None)
+    ('1,234', '3.1', '0.012', '-')
+    """
+    if value is None or not math.isfinite(value):
+        return "-"
     if value == 0:
         return "0"
     if abs(value) >= 100:
@@ -33,8 +40,8 @@ class Deviation:
     def text(self) -> str:
         """``"syscall.execve: 14.0 calls/s, baseline 0.02 ± 0.1 calls/s"``."""
         return (
-            f"{self.feature}: {_fmt(self.observed)} {self.unit}, "
-            f"baseline {_fmt(self.mean)} ± {_fmt(self.std)} {self.unit}"
+            f"{self.feature}: {fmt(self.observed)} {self.unit}, "
+            f"baseline {fmt(self.mean)} ± {fmt(self.std)} {self.unit}"
         )
 
 

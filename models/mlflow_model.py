@@ -1,23 +1,10 @@
 """The ``baseliner`` MLflow model flavour: a Baseliner model as an MLflow model, with no pickle anywhere.
 
-A *Baseliner model* is what a new image baseline starts from: its :class:`~baseliner.models.baseline.BaselineConfig`
-(which includes the thresholds policy), the feature schema it was made for (``baseliner.models.rate_features``), and
-optionally a trained state (``ImageBaseline.to_state``) used as a warm start.  Logged to MLflow it is a
-directory::
-
-    MLmodel                       flavours "baseliner" and "python_function" (loader_module = this module)
-    baseliner/model.json          format version, feature names, config, thresholds policy, state meta (JSON)
-    baseliner/state.npz           the trained state's arrays (numpy, read with allow_pickle=False); optional
-    baseliner/integrity.json      SHA-256 of each file above, and a tag over them: HMAC-SHA256 with the
-                                  configured key, or a plain SHA-256 without one
-
-The code comes from the installed ``baseliner`` package: MLflow imports ``baseliner.models.mlflow_model`` and calls
-:func:`_load_pyfunc`, which reads the JSON and the arrays.  Nothing is cloudpickled when saving and
-nothing is unpickled when loading.
-
-``mlflow.pyfunc.load_model(uri).predict(frame)`` scores windows with ``ImageBaseline.process``, the one
-scoring path the service uses.  The input frame has one row per window (see :data:`INPUT_COLUMNS` and
-``docs/mlflow.md``); :func:`vectors_to_frame` and :func:`frame_to_vectors` convert both ways.
+A *Baseliner model* is what a new image baseline starts from: its
+:class:`~baseliner.models.baseline.BaselineConfig` and optionally a trained state (a warm start).  Its directory
+layout, integrity record and load checks are in ``docs/mlflow.md`` ("The ``baseliner`` flavour").  MLflow
+imports this module and calls :func:`_load_pyfunc`; ``predict(frame)`` scores windows with
+``ImageBaseline.process``, the service's one scoring path (the frame: :data:`INPUT_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -562,6 +549,7 @@ class _PyFuncModel:
 
     def __init__(self, model: BaselinerModel) -> None:
         self.model = model
+        self.python_model = model  # what mlflow's PyFuncModel.unwrap_python_model() returns
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame):
@@ -570,9 +558,6 @@ class _PyFuncModel:
         if mode and mode not in {m.value for m in Mode}:
             raise ValueError(f"params.mode must be one of {', '.join(m.value for m in Mode)} (got {mode!r})")
         return score_frame(self.model, model_input, mode)
-
-    def unwrap_python_model(self) -> BaselinerModel:
-        return self.model
 
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _PyFuncModel:

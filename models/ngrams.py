@@ -1,20 +1,9 @@
-"""Hashed syscall n-grams: the Python side of the sensor's n-gram specification.
+"""Hashed syscall n-grams: the Python side of the sensor's n-gram specification (``docs/ngram-spec.md``).
 
-The specification (``docs/ngram-spec.md``, version :data:`SPEC_VERSION`) in short:
-
-* each syscall is its canonical id (:func:`baseliner.models.syscalls.canonical_id`, FNV-1a of the canonical name);
-* every thread keeps its last ``MAX_ORDER - 1`` ids; when a syscall arrives, for each order ``n`` in
-  :data:`ORDERS` for which the thread has at least ``n - 1`` ids of history, the n-gram
-  ``(id_{t-n+1}, ..., id_t)`` is hashed by :func:`gram_hash` and the bucket
-  ``OFFSETS[n] + (hash & (ORDER_BUCKETS[n] - 1))`` is incremented: orders 2, 3 and 4 have
-  :data:`BUCKETS` (4,096) buckets each at ``[0, 12288)`` exactly as in version 1, order 6 has
-  :data:`LONG_BUCKETS` (65,536) at ``[12288, 77824)``;
-* history belongs to the thread, not the window: a gram that spans a window boundary counts in the
-  window of its last call; history is dropped when the thread exits.
-
-The kernel program (``sensor/bpf/ngrams.h``) implements the same arithmetic with 32-bit unsigned
-wrap-around; ``tests/test_evaluate_grams.py``, ``tests/test_sensor_bpf_decode.py`` and (as root, against
-the real kernel) ``tests/test_sensor_bpf_kernel.py`` check both sides against golden values.
+Orders 2, 3 and 4 have :data:`BUCKETS` buckets each at ``[0, 12288)``, order 6 has :data:`LONG_BUCKETS` at
+``[12288, 77824)``.  The kernel program (``sensor/bpf/ngrams.h``) implements the same arithmetic;
+``tests/test_evaluate_grams.py``, ``tests/test_sensor_bpf_decode.py`` and ``tests/test_sensor_bpf_kernel.py``
+check both sides against golden values.
 """
 
 from __future__ import annotations
@@ -42,8 +31,6 @@ LONG_BUCKETS = 65536  # a power of two
 ORDER_BUCKETS: dict[int, int] = {2: BUCKETS, 3: BUCKETS, 4: BUCKETS, LONG_ORDER: LONG_BUCKETS}
 OFFSETS: dict[int, int] = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, LONG_ORDER: SHORT_BUCKETS}
 NUM_BUCKETS = SHORT_BUCKETS + LONG_BUCKETS  # 77824
-#: Bucket bound of each supported wire version (``ngram_spec``); 0 means no n-grams.
-SPEC_NUM_BUCKETS: dict[int, int] = {1: SHORT_BUCKETS, 2: NUM_BUCKETS}
 #: The orders a sensor counts by default: those the default model uses (order 4: the sequence tier's
 #: likelihood, ``NgramDetector(order_weights=(0, 0, 1))``; order 6: ``GramNoveltyDetector``).  A sensor may
 #: count any non-empty subset of :data:`ORDERS` (``docs/ngram-spec.md``, section 2); the buckets stay v2's.

@@ -139,12 +139,6 @@ def block_counts(block: VectorBlock) -> np.ndarray:
     return out
 
 
-def raw_counts(vectors: Sequence[FeatureVector]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw counts matrix ``(n, N_FEATURES)`` and window lengths ``(n,)`` of a batch of vectors."""
-    block = VectorBlock.from_vectors(vectors)
-    return block_counts(block), block.window_seconds
-
-
 _MAX_RATE = 1e18
 
 

@@ -1,20 +1,10 @@
-"""Recordings: feature vectors as JSON lines, written by ``baseliner sensor record``, read by replay and
-evaluation.
+"""Recordings: feature vectors as JSON lines, written by ``baseliner sensor record``, read by replay and evaluation.
 
-Format (version 1), UTF-8, one JSON object per line:
-
-* optional first line, the header: ``{"format": "baseliner-vectors", "version": 1, ...}`` with free
-  metadata, e.g. ``"source": "synthetic"``, ``"scenario": {...}`` and ``"attacks": [...]`` (ground
-  truth: ``kind``, ``node``, ``namespace``, ``pod``, ``container_id``, ``image``, ``start``, ``end``,
-  ``description``; times in event seconds since the epoch);
-* every other line, one :class:`~baseliner.models.vector.FeatureVector`: its fields by name, ``identity`` an
-  object of :class:`~baseliner.models.vector.Identity` fields, ``endpoints`` a list of
-  ``{"address", "port", "protocol", "outbound"}``, ``ngrams`` an object whose keys are bucket indices
-  written as strings.  Missing fields take the dataclass defaults; unknown fields are an error.
-
-Vectors appear in event-time order (window start, then as produced).  A line that does not parse is
-reported with its line number (:class:`RecordingError`) or, when reading with ``skip_bad=True``,
-logged, counted in :attr:`RecordingReader.bad_lines` and skipped.
+The format (version 1) is in ``docs/sensor-client.md`` ("Recordings"): an optional header line
+``{"format": "baseliner-vectors", "version": 1, ...}``, then one :class:`~baseliner.models.vector.FeatureVector`
+per line with its fields by name, in event-time order; unknown fields are an error.  A line that does not
+parse raises :class:`RecordingError` with its line number or, with ``skip_bad=True``, is logged, counted in
+:attr:`RecordingReader.bad_lines` and skipped.
 """
 
 from __future__ import annotations

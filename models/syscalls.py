@@ -13,8 +13,7 @@ architectures without a shared numbering (see ``docs/ngram-spec.md``).
 from __future__ import annotations
 
 from functools import lru_cache
-
-from baseliner.models import syscall_tables
+from pathlib import Path
 
 # i386 (and other legacy) names whose x86_64 equivalent has another name.
 _ALIASES: dict[str, str] = {
@@ -56,7 +55,17 @@ _UID32 = {
 }
 
 
-_X86_64_NAMES = frozenset(syscall_tables.X86_64.values())
+def _load_tables() -> dict[str, dict[int, str]]:
+    """Number -> name per architecture, from the table scripts/gen_syscall_tables.py writes."""
+    tables: dict[str, dict[int, str]] = {}
+    for line in (Path(__file__).parent / "syscall_tables.tsv").read_text().splitlines():
+        arch, nr, name = line.split("\t")
+        tables.setdefault(arch, {})[int(nr)] = name
+    return tables
+
+
+_TABLES = _load_tables()
+_X86_64_NAMES = frozenset(_TABLES["x86_64"].values())
 
 
 def canonical_name(name: str) -> str:
@@ -98,11 +107,10 @@ def canonical_id(name: str) -> int:
 
 
 def _table(arch: str) -> dict[int, str]:
-    tables = {"i386": syscall_tables.I386, "x86_64": syscall_tables.X86_64}
     try:
-        return tables[arch]
+        return _TABLES[arch]
     except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(tables)}") from None
+        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(_TABLES)}") from None
 
 
 def name_of(nr: int, arch: str = "x86_64") -> str:

@@ -1,20 +1,10 @@
 """The eBPF vector source: every window, flip and drain the kernel maps, attribute, build vectors.
 
 ``BpfSource`` is what ``baseliner sensor --source bpf`` streams: iterate it (or ``async for`` over
-:meth:`BpfSource.awindows`) to get one ``list[FeatureVector]`` per window, then hand each list to
-``baseliner.sensor.transport.Transport.submit``.  Windows are aligned on the sensor's clock: a window covers
-``[start, start + window_seconds)`` of wall-clock (event) time, measured when the maps were flipped.
-
-Attribution (``sensor/attribution/``) runs once per window over the window's cgroups and those held back: the
-counts of a container whose runtime metadata is not known yet are held (``HoldBack``) and come out, in order
-and with their own window times, before the window in which the container is attributed; a container that
-is given up is dropped (counted by reason), never sent under an ``unknown`` image.
-
-Self-metrics (registry passed in, namespace ``baseliner_sensor``): ``windows_sent_total``,
-``vectors_per_window``, ``window_map_entries`` (entries drained in the last window), ``threads_tracked`` /
-``sockets_tracked`` (shared maps), ``events_lost_total``, ``drain_seconds``, ``attribution_seconds``, the
-attribution metrics (``sensor/attribution/metrics.py``) and the process collector's
-``process_cpu_seconds_total`` (CPU of the sensor process).
+:meth:`BpfSource.awindows`) to get one ``list[FeatureVector]`` per window, aligned on the sensor's clock.
+Counts of a container whose runtime metadata is not known yet are held back (``HoldBack``) and come out,
+with their own window times, before the window in which it is attributed; a container given up is dropped
+(counted by reason), never sent under an ``unknown`` image.  Self-metrics: ``docs/sensor.md``.
 """
 
 from __future__ import annotations

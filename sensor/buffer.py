@@ -1,14 +1,9 @@
 """Unacknowledged batches waiting for the service: the interface and its in-memory implementation.
 
-The transport (``sensor/transport.py``) talks to a :class:`BatchBuffer` only.  A batch enters with
-:meth:`BatchBuffer.add`, which assigns the next sequence number, and leaves when the service has
-applied it (:meth:`BatchBuffer.release`, :meth:`BatchBuffer.release_through`) or when the buffer must
-evict it to stay within its bounds (returned from ``add``; the transport counts and logs those).
-
-:class:`MemoryBuffer` loses its content and its sequence counter when the process exits; its counter
-starts from the wall clock in microseconds so that a restarted sensor keeps numbering above what the
-service has already seen.  An on-disk spool (reliability work) implements the same interface with
-``persistent_sequences = True`` and survives restarts.
+The transport talks to a :class:`BatchBuffer` only: :meth:`BatchBuffer.add` assigns the next sequence number,
+a batch leaves when the service has applied it or when the buffer evicts it to stay within its bounds
+(returned from ``add``).  :class:`MemoryBuffer` starts its counter from the wall clock in microseconds, so a
+restarted sensor keeps numbering above what the service has seen; ``sensor/spool.py`` survives restarts.
 """
 
 from __future__ import annotations

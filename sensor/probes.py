@@ -1,15 +1,10 @@
 """Build, load and attach the eBPF program, flip its double-buffered maps and drain them.
 
 The only module that imports ``bcc``.  The kernel C lives in ``sensor/bpf/``; this module prepends the
-configuration (map sizes, n-grams on or off and which orders), generates the sensitive-prefix matcher, compiles with BCC
-against the kernel headers found by :func:`find_kernel_source`, fills the syscall-number -> canonical-id
-table (``baseliner.models.syscalls.id_table``) and returns drained map contents as plain Python data
-(:class:`baseliner.sensor.vectors.WindowCounts`), which ``sensor/vectors.py`` turns into vectors.
-
-Draining without loss: every count map exists twice (``*_0``, ``*_1``); ``ctl[0]`` selects the set that
-programs write.  :meth:`Probes.flip` switches it, waits :data:`GRACE_SECONDS` for programs that read the old
-value to finish (BPF programs run to completion without sleeping, in microseconds), then reads and deletes
-the inactive set with ``BPF_MAP_LOOKUP_AND_DELETE_BATCH`` while nothing writes to it.
+configuration (map sizes, n-gram orders, the sensitive-prefix matcher), compiles with BCC against the headers
+:func:`find_kernel_source` finds, fills the syscall-number -> canonical-id table and returns drained map
+contents as :class:`baseliner.sensor.vectors.WindowCounts`.  How a flip drains without loss (every count map
+twice, ``ctl[0]`` selects the set programs write, :data:`GRACE_SECONDS`) is in ``docs/sensor.md``.
 """
 
 from __future__ import annotations

@@ -1,45 +1,10 @@
 """A synthetic cluster: realistic per-container windows with labelled attacks, in event time.
 
-Three workloads, several replicas each, spread over the scenario's nodes:
-
-* ``web``: ``nginx:1.27.3`` serving static content behind an ingress (3 replicas).  Requests follow a
-  daily cycle (trough 02:00, peak 14:00 UTC) with shared traffic bursts; keep-alive connections, one
-  accept per few requests; start-up runs the image's entrypoint scripts, which render
-  ``/etc/nginx/conf.d/default.conf`` from a template (a legitimate write under ``/etc``).
-* ``db``: ``postgres:16.6`` (2 replicas: a primary and a streaming replica).  Queries follow the web
-  traffic; a backend is forked per client connection; checkpoints every 5 minutes; the autovacuum
-  launcher forks a worker every minute; the replica keeps a replication connection to the primary.
-* ``worker``: ``acme/report-worker:2.4.1`` (3 replicas), a Python batch worker polling a job table.
-  Jobs arrive more often in business hours; each renders a report with ``/usr/local/bin/wkhtmltopdf``,
-  reads from the database and uploads to object storage (DNS lookup, HTTPS to a varying address); a
-  nightly export at 02:00 uploads far more.
-
-Containers restart now and then (``restarts_per_day``) and the ``web`` deployment is rolled out once
-(``rollout_at_hours``): new containers start with ``seconds_since_start`` 0 and show start-up
-behaviour (entrypoint execs, library loading, listens) in their first windows.
-
-Syscall counts and n-grams come from the same per-activity syscall sequences ("motifs", e.g. one
-static request of nginx), so a vector's n-gram counts agree with its syscall counts as the kernel
-sensor's would (:class:`baseliner.models.ngrams.NgramCounter` hashes each motif once; grams spanning two motifs
-are not modelled).  Like the eBPF sensor, the source counts only ``ScenarioConfig.ngram_orders``, by default
-:data:`baseliner.models.ngrams.SENSOR_ORDERS` (4 and 6, the orders the default model uses).
-
-Attacks (:data:`ATTACK_KINDS`) are injected at known event times into one container each and exposed as
-:class:`Attack` labels (kind, container, start, end):
-
-* ``reverse_shell``: the web server process spawns ``/bin/sh`` connected to 203.0.113.45:4444, then the
-  attacker runs a few commands (``id``, ``uname``, ``cat``, ``ls``) through it;
-* ``crypto_miner``: a compromised worker downloads ``/tmp/kdevtmpfsi``, makes it executable, runs it; the
-  miner spawns threads and holds a stratum connection to 198.51.100.23:3333 for its whole duration;
-* ``port_scan``: a compromised worker process (no new binary) probes the pod network: ~20 connects per
-  second to ten common service ports, almost all refused or timing out;
-* ``data_exfiltration``: a client with stolen credentials dumps a large table from the database primary
-  over an ordinary client connection (``COPY ... TO STDOUT``): ~12 MB/s sent for a few minutes;
-* ``etc_write``: a compromised worker process (no new binary) opens ``/etc/ld.so.preload`` and
-  ``/etc/passwd`` for writing (persistence).
-
-Everything is a pure function of the :class:`ScenarioConfig` (seed included): the same config gives the
-same vectors, byte for byte, whatever the consumer does.
+The workloads (``web``, ``db``, ``worker``), their daily cycle, restarts and rollout, and the attacks of
+:data:`ATTACK_KINDS` are described in ``docs/sensor-client.md`` ("The synthetic cluster").  Syscall counts and
+n-grams come from the same per-activity syscall sequences ("motifs"), so a window's n-grams agree with its
+syscall counts as the kernel sensor's would.  Everything is a pure function of the :class:`ScenarioConfig`
+(seed included): the same config gives the same vectors, byte for byte.
 """
 
 from __future__ import annotations
@@ -47,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -716,6 +681,3 @@ _ATTACKS = {
     "etc_write": _etc_write,
 }
 
-
-def attacks_as_dicts(attacks: Sequence[Attack]) -> list[dict[str, object]]:
-    return [a.to_dict() for a in attacks]

@@ -1,30 +1,10 @@
 """Pure functions: drained eBPF map contents plus attribution -> :class:`~baseliner.models.vector.FeatureVector`.
 
 No bcc, no root, no clock: ``sensor/probes.py`` produces a :class:`WindowCounts` (plain dicts keyed by
-cgroup id), ``sensor/attribution/`` says which container each cgroup belongs to
-(:class:`~baseliner.sensor.attribution.ContainerInfo`, ``None`` to ignore the cgroup), and :func:`build_vectors`
-merges the cgroups of one container and fills one vector per container for the window.  Windows of containers
-whose metadata is not known yet are held back as :meth:`WindowCounts.select` of their cgroups.
-
-Field meanings (kernel side in ``sensor/bpf/sensor.c``):
-
-* ``syscalls``: raw ``sys_enter`` counts by x86_64 number, named with :func:`baseliner.models.syscalls.name_of`
-  (canonical names; i386 aliases collapse);
-* ``ngrams``: global bucket index -> count, exactly as ``docs/ngram-spec.md`` defines them;
-* ``connects``: TCP ``CLOSE -> SYN_SENT`` (connect attempts); ``connects_failed``: ``SYN_SENT -> CLOSE``
-  (refused, unreachable, timed out), attributed through the socket to the connecting cgroup even when the
-  transition runs in softirq on behalf of another task; ``accepts``: inbound TCP connections established
-  and then used (first send or receive) by a process of the cgroup; ``listens``: ``CLOSE -> LISTEN``;
-* ``bytes_*``/``packets_*``: ``sock:sock_send_length`` / ``sock_recv_length`` on AF_INET/AF_INET6
-  sockets (TCP and UDP; a "packet" is one send or receive call; ``MSG_PEEK`` reads are not counted);
-* ``remote_addresses``: distinct remote addresses of TCP connections (both directions);
-  ``remote_ports``: distinct remote ports of *outbound* TCP connections (inbound client ports are
-  ephemeral); ``endpoints``: the most frequent of them, bounded;
-* ``dns_queries``: ``connect()`` / ``sendto()`` to remote port 53;
-* ``write_opens``: open/openat/openat2/creat attempts with O_WRONLY, O_RDWR, O_CREAT, O_TRUNC or
-  O_APPEND; ``sensitive_writes``: those whose *absolute* path lies under a configured prefix;
-* ``events_lost``: counts the kernel could not record for this cgroup because a map was full; when
-  counts were lost that no cgroup could be charged with, every vector of the window is incomplete.
+cgroup id), ``sensor/attribution/`` says which container each cgroup belongs to (``None`` to ignore it), and
+:func:`build_vectors` merges the cgroups of one container into one vector per window.  Windows of containers
+whose metadata is not known yet are held back as :meth:`WindowCounts.select` of their cgroups.  What each
+field counts is in ``docs/sensor.md`` ("What is counted"; kernel side in ``sensor/bpf/sensor.c``).
 """
 
 from __future__ import annotations

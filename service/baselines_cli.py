@@ -1,24 +1,7 @@
-"""``baseliner baselines export|import``: learned per-image baselines to and from an MLflow run.
+"""``baseliner baselines export|diff|register|import``: learned per-image baselines to and from MLflow.
 
-``export`` reads the service's state directory (the last checkpoint; files are written atomically, so it
-may run beside a live service) and logs one MLflow run with, per image::
-
-    baselines/<file>.state    the checkpoint file itself: integrity-tagged (HMAC with the state key when one
-                              is configured), numpy arrays + JSON, never pickle (service/store.py)
-    baselines/<file>.json     a readable summary for audits and diffs: state, mode, counters, threshold,
-                              per-feature mean/std/typical value, novelty sets
-    index.json                image key -> file, state, windows learned, threshold
-
-``diff RUN_A RUN_B`` compares two exports from their summaries: images only in one, changes of state, counters
-and threshold, the features whose learned mean moved most, and items added to or gone from the novelty sets.
-
-``register IMAGE --name NAME [--alias champion]`` logs one learned baseline as a Baseliner model (its config
-and state, a warm start for new images) and registers it: promoting what a live service learnt, no notebook.
-
-``import RUN_ID`` downloads those files, verifies each one (integrity tag, format, feature layout) and
-writes them into a state directory, so a baseline can be rolled back to what a run holds.  Import into the
-state directory of a *stopped* service: a running one writes its own baselines over them at its next
-checkpoint.  ``--image`` limits either command to some images.
+What each command writes and reads is in ``docs/mlflow.md`` ("Baselines in MLflow").  Import into the state
+directory of a *stopped* service: a running one writes its own baselines over them at its next checkpoint.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
-"""``baseliner demo``: the whole pipeline on one machine, no root, no other services.
+"""``baseliner demo``: the real service in-process, a synthetic cluster streamed to it over gRPC, a summary.
 
-1. starts the real service in-process (:class:`baseliner.service.server.BaselinerServer`) on a free localhost
-   port, with a temporary state directory and its Prometheus endpoint on another free port;
-2. streams a synthetic cluster (``sensor/synthetic.py``: web, database and worker replicas on three
-   nodes, one sensor per node) to it over real gRPC (``sensor/transport.py``), as fast as the service
-   takes it (``--speed 0``) or paced in event time;
-3. prints every anomaly event as the service emits it, with its explanation;
-4. ends with a summary: each injected attack, whether and how fast it was detected (event time from
-   the attack's start to the end of the first flagged window), and the false alarms per hour of
-   simulated detection time.
-
-With ``--console`` the service also opens its operator console (``service/console/``) with a fresh operator
-token, prints the URL and the token, and stays up after the summary until Ctrl-C.
-
-The exit status is 0 when every injected attack type was detected, 1 otherwise.
+Options, what the summary measures, and the exit status (0 when every injected attack type was detected) are in
+``docs/sensor-client.md`` ("``baseliner demo``").  With ``--console`` the service also opens its operator
+console and stays up after the summary until Ctrl-C.
 """
 
 from __future__ import annotations

@@ -1,28 +1,11 @@
 """Falco, complemented: parse Falco alerts, count them, and correlate them with anomalies.
 
-Falco posts each alert as JSON (its ``http_output``): ``output``, ``priority``, ``rule``, ``time``,
-``source``, ``tags``, ``hostname`` and ``output_fields`` (``container.id``,
-``container.image.repository``, ``container.image.tag``, ``k8s.pod.name``, ``k8s.ns.name``,
-``proc.exepath``, ``evt.type``, ``fd.rport`` ...).  :func:`parse_alert` turns one body into a
-:class:`FalcoAlert` or raises :class:`FalcoPayloadError` with a short reason code (counted in
-``baseliner_falco_alerts_rejected_total{reason}``) and a message for the HTTP response.
-
-:class:`FalcoCorrelator` sits in front of the service's event sinks (it is an event sink itself and
-passes every event on) and correlates by **container** (the first 12 hex characters of its id, the
-form Falco prints) and **time** (an alert within ``correlation_window_seconds`` of an anomaly's
-windows):
-
-* an anomaly that coincides with a rule hit has its ``severity`` raised one step (to ``critical`` when
-  the rule's priority is Critical or above); the model's own severity stays in ``severity_model`` and
-  the rules are listed under ``falco``.  If the anomaly was written before the alert arrived, the event
-  is written again with the same ``event_id`` and ``"update": true`` (Elasticsearch overwrites it);
-* a rule hit whose behaviour (the executable, syscall, outbound port or sensitive path in its fields)
-  is all part of the learned baseline of the container's image is annotated ``in_baseline``: the
-  image has been doing this all along, which is what a reviewer of a noisy rule wants to know.
-
-Every alert is also written to the event sinks as a ``baseliner.falco/v1`` event, beside the anomaly
-events, so that Elasticsearch and Grafana show both.  Time is the alerts' and the windows' own event
-time, never the service's clock.  Everything runs on the service's event loop thread.
+:func:`parse_alert` turns one ``http_output`` JSON body into a :class:`FalcoAlert` or raises
+:class:`FalcoPayloadError` with a reason code.  :class:`FalcoCorrelator` is an event sink in front of the
+service's sinks: by container and event time it escalates anomalies that coincide with a rule hit, tells
+whether an alert's behaviour is already in the image's baseline, and writes every alert as a
+``baseliner.falco/v1`` event.  The rules are in ``docs/stack.md`` ("Falco integration").  Everything runs on
+the service's event loop thread.
 """
 
 from __future__ import annotations
@@ -422,7 +405,6 @@ class FalcoCorrelator:
         self.metrics = metrics
         self.image_key = image_key or (lambda a: image_keys(a)[0])
         self._recent: LRUCache[str, _Recent] = LRUCache(config.max_containers)  # least recently seen go
-        self.alerts_taken = 0
         self.escalated = 0
 
     # -- EventSink ----------------------------------------------------------------------------------
@@ -515,7 +497,6 @@ class FalcoCorrelator:
     # -- alerts -------------------------------------------------------------------------------------
     def on_alert(self, alert: FalcoAlert) -> dict[str, Any]:
         """Count, correlate and record one alert; returns what was found (also the HTTP response)."""
-        self.alerts_taken += 1
         key = self.image_key(alert)
         m = self.metrics
         if m is not None:

@@ -1,22 +1,10 @@
 """``baseliner serve --model URI``: a registered MLflow model as the template for new baselines.
 
-The model (``models/mlflow_model.py``) gives new images
-
-* its :class:`~baseliner.models.baseline.BaselineConfig` (learning period, alarm budget, ...), which replaces the
-  ``baseline:`` settings of the service configuration; and
-* its trained state, when it has one, as a *warm start*: a new image starts from the model's learned
-  rates, novelty sets and calibrated threshold instead of from nothing (its counters of windows scored
-  and anomalies start at zero).
-
-Images that already have a baseline (learned live, or restored from the state directory) keep theirs.
-
-A reload (``SIGHUP``, or :meth:`ModelSource.reload`) resolves the URI again (``models:/NAME@ALIAS`` follows
-the alias to its current version) and switches the template without a restart.  Learned baselines stay
-unless ``model.relearn_on_reload`` is set, in which case every image starts again from the new model
-(keeping its mode).  A URI that does not resolve, a model of another flavour or feature schema, a failed
-integrity check or an unreachable tracking server is a clear :class:`~baseliner.models.mlflow_model.ModelError`:
-at start the service refuses to start; at reload the running model stays in place and the failure is
-logged and counted (``baseliner_model_load_failures_total``).
+New images get the model's :class:`~baseliner.models.baseline.BaselineConfig` and, when it has one, its
+trained state as a warm start; images that already have a baseline keep theirs.  A reload (``SIGHUP``)
+resolves the URI again and switches the template; a model that cannot be used is a
+:class:`~baseliner.models.mlflow_model.ModelError` (at start the service refuses to start; at reload the
+running model stays).  See ``docs/mlflow.md`` ("The service").
 """
 
 from __future__ import annotations

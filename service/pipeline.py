@@ -148,20 +148,6 @@ class Pipeline:
         return self.sensors.get(sensor_id, 0)
 
     # -- ingest -------------------------------------------------------------------------------------
-    def apply_batch(
-        self,
-        sensor_id: str,
-        sequence: int,
-        decoded: Sequence[tuple[int, FeatureVector | ValidationError]],
-    ) -> BatchResult:
-        """Apply one batch given window by window (``(index, vector or rejection)``); see :meth:`apply_block`.
-
-        The vectors are not changed (the container ages the service fills in go to a block made of them).
-        """
-        good = [(i, v) for i, v in decoded if not isinstance(v, ValidationError)]
-        block = VectorBlock.from_vectors([v for _, v in good], [i for i, _ in good])
-        return self.apply_block(sensor_id, sequence, block, [e for _, e in decoded if isinstance(e, ValidationError)])
-
     def apply_block(
         self, sensor_id: str, sequence: int, block: VectorBlock, rejected: Sequence[ValidationError] = ()
     ) -> BatchResult:

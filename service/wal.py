@@ -95,10 +95,6 @@ def body_head(rec: Record) -> bytes:
     return b"".join((_BODY.pack(rec.kind, rec.sequence), _U16.pack(len(sid)), sid, _U16.pack(len(node)), node))
 
 
-def encode_body(rec: Record) -> bytes:
-    return body_head(rec) + bytes(rec.batch)
-
-
 def decode_body(body: bytes, where: str) -> Record:
     try:
         kind, seq = _BODY.unpack_from(body, 0)

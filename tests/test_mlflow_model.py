@@ -122,7 +122,9 @@ def _no_pickle_load(*args: Any, **kwargs: Any) -> Any:
 def test_cold_model_learns_within_a_call(store: Path) -> None:
     cfg = BaselineConfig(min_learn_windows=20, min_learn_seconds=0)
     uri = log(mm.BaselinerModel(cfg))
-    out = mlflow.pyfunc.load_model(uri).predict(mm.vectors_to_frame(normal_windows(10)))
+    loaded = mlflow.pyfunc.load_model(uri)
+    assert loaded.unwrap_python_model().config == cfg
+    out = loaded.predict(mm.vectors_to_frame(normal_windows(10)))
     assert set(out["state"]) == {"learning"} and not out["anomalous"].any()
     # a mode given as a parameter
     out = mlflow.pyfunc.load_model(uri).predict(mm.vectors_to_frame(normal_windows(3)), params={"mode": "freeze"})

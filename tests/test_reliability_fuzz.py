@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from baseliner.protos.v1 import vectors_pb2
 from baseliner.sensor import wire
-from baseliner.service.wal import KIND_BATCH, Record, encode_body
+from baseliner.service.wal import KIND_BATCH, Record, body_head
 
 from tests.service_fixtures import vector
 
@@ -77,7 +77,7 @@ def test_atheris_fuzz_decoders_bounded(tmp_path: Path) -> None:
         "output": "x", "priority": "Warning", "rule": "Terminal shell in container",
         "time": "2026-01-01T00:00:00.5Z", "output_fields": {"container.id": "abcdef012345",
                                                              "container.image.repository": "nginx"}}).encode())
-    (corpus / "wal").write_bytes(encode_body(Record(KIND_BATCH, "s", "node-1", 1, b"\x08\x01")))
+    (corpus / "wal").write_bytes(body_head(Record(KIND_BATCH, "s", "node-1", 1, b"")) + b"\x08\x01")
     r = subprocess.run([sys.executable, str(FUZZER), "-runs=30000", "-max_total_time=30", "-rss_limit_mb=2048",
                         f"-artifact_prefix={tmp_path}/", str(corpus)], capture_output=True, text=True, timeout=240)
     out = r.stdout + r.stderr

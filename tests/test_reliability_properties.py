@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from baseliner.models.baseline import BaselineConfig, ImageBaseline
+from baseliner.models.block import VectorBlock
 from baseliner.models.errors import ValidationError
 from baseliner.models.rate_features import transform_vectors
 from baseliner.models.validate import validate
@@ -176,12 +177,10 @@ def test_validation_accepts_only_what_scores_cleanly(v: FeatureVector) -> None:
 @given(st.lists(st.one_of(domain_vectors(), st.just(None)), min_size=1, max_size=12))
 def test_pipeline_rejects_bad_vectors_alone(items: list[FeatureVector | None]) -> None:
     p = Pipeline()
-    decoded: list[tuple[int, Any]] = []
-    for i, v in enumerate(items):
-        if v is None:  # a known-good vector (its own container, increasing windows)
-            v = FeatureVector(Identity("node-1", f"good{i}", "nginx", "1.27"), 1.75e9 + i, 10.0, {"read": 10})
-        decoded.append((i, v))
-    result = p.apply_batch("s", 1, decoded)
+    known_good = [FeatureVector(Identity("node-1", f"good{i}", "nginx", "1.27"), 1.75e9 + i, 10.0, {"read": 10})
+                  for i in range(len(items))]  # for None: a known-good vector (its own container, increasing windows)
+    vectors = [known_good[i] if v is None else v for i, v in enumerate(items)]
+    result = p.apply_block("s", 1, VectorBlock.from_vectors(vectors))
     assert result.applied + len(result.rejected) == len(items)
     assert sorted(e.index for e in result.rejected) == [e.index for e in result.rejected]
     good = sum(1 for v in items if v is None)

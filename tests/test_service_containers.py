@@ -110,14 +110,14 @@ def test_several_windows_of_a_container_in_one_batch() -> None:
     p = _pipeline()
     # container 0: windows 3, 1 (back in time), 4, 4 (the same start again), 5; container 1: windows 2, 3
     vs = [vector(3, 0), vector(2, 1), vector(1, 0), vector(4, 0), vector(3, 1), vector(4, 0), vector(5, 0)]
-    r = p.apply_batch("s", 1, list(enumerate(vs)))
+    r = p.apply_block("s", 1, VectorBlock.from_vectors(vs))
     assert r.applied == 5
     assert [(e.index, e.reason) for e in r.rejected] == [(2, "OUT_OF_ORDER"), (5, "OUT_OF_ORDER")]
     t3, t4 = T0 + 3 * WINDOW, T0 + 4 * WINDOW
     assert r.rejected[0].message == f"window at {T0 + WINDOW} is not after this container's last window at {t3}"
     assert r.rejected[1].message == f"window at {t4} is not after this container's last window at {t4}"
     # across batches: back in time, and the container's last window again, are refused; later ones pass
-    r = p.apply_batch("s", 2, list(enumerate([vector(5, 0), vector(4, 1), vector(6, 0), vector(1, 1)])))
+    r = p.apply_block("s", 2, VectorBlock.from_vectors([vector(5, 0), vector(4, 1), vector(6, 0), vector(1, 1)]))
     assert [(e.index, e.reason) for e in r.rejected] == [(0, "OUT_OF_ORDER"), (3, "OUT_OF_ORDER")]
     assert r.applied == 2 and p.containers.last("node-1/c0") == T0 + 6 * WINDOW
 
@@ -127,8 +127,8 @@ def test_unknown_ages_are_filled_from_the_first_window_and_inputs_are_not_change
     vs = [vector(10 + k, c, age=-1.0) for k in range(3) for c in (0, 1)]
     vs.append(vector(12, 2, age=77.0))  # a known age is kept
     originals = [replace(v) for v in vs]
-    p.apply_batch("s", 1, list(enumerate(vs)))
-    assert vs == originals  # apply_batch leaves the caller's vectors alone
+    p.apply_block("s", 1, VectorBlock.from_vectors(vs))
+    assert vs == originals  # apply_block leaves the caller's vectors alone
     more = [vector(13, 0, age=-1.0), vector(13, 1, age=5.0), vector(14, 3, age=-1.0), vector(15, 3, age=-1.0)]
     block = VectorBlock.from_vectors(more)
     assert p.apply_block("s", 2, block).applied == 4
@@ -138,9 +138,9 @@ def test_unknown_ages_are_filled_from_the_first_window_and_inputs_are_not_change
 
 def test_tracker_bound_through_the_pipeline_and_its_saved_state() -> None:
     p = _pipeline(max_containers=2)
-    r = p.apply_batch("s", 1, list(enumerate([vector(5, 0, age=-1.0), vector(5, 1, age=-1.0)])))
+    r = p.apply_block("s", 1, VectorBlock.from_vectors([vector(5, 0, age=-1.0), vector(5, 1, age=-1.0)]))
     assert r.applied == 2
-    r = p.apply_batch("s", 2, list(enumerate([vector(6, 1), vector(6, 2)])))  # container 0 is dropped
+    r = p.apply_block("s", 2, VectorBlock.from_vectors([vector(6, 1), vector(6, 2)]))  # container 0 is dropped
     assert r.applied == 2 and len(p.containers) == 2 and p.containers.last("node-1/c0") == -math.inf
     # container 0 is new again: its old windows are not refused, its age counts from now
     block = VectorBlock.from_vectors([vector(1, 0, age=-1.0), vector(7, 1, age=-1.0)])
@@ -150,7 +150,7 @@ def test_tracker_bound_through_the_pipeline_and_its_saved_state() -> None:
     state = p.service_state()
     q = _pipeline(max_containers=2)
     q.load_service_state(state)
-    r = q.apply_batch("s", 4, list(enumerate([vector(7, 1), vector(1, 0), vector(2, 0)])))
+    r = q.apply_block("s", 4, VectorBlock.from_vectors([vector(7, 1), vector(1, 0), vector(2, 0)]))
     assert [(e.index, e.reason) for e in r.rejected] == [(0, "OUT_OF_ORDER"), (1, "OUT_OF_ORDER")]
     assert r.applied == 1
 
@@ -161,12 +161,12 @@ def test_identity_table_is_bounded_and_follows_dropped_containers() -> None:
     for rnd in range(4):  # 4 rounds of 5 containers: identities and containers turn over every batch
         for c in range(5):
             seq += 1
-            r = p.apply_batch("s", seq, list(enumerate([vector(rnd, c, age=-1.0)])))
+            r = p.apply_block("s", seq, VectorBlock.from_vectors([vector(rnd, c, age=-1.0)]))
             assert r.applied == 1 and not r.rejected
     assert len(p.containers) == 3 and len(p._ident_row) <= 3 + 1
     # a container still tracked keeps its order through the cached slots
     seq += 1
-    r = p.apply_batch("s", seq, list(enumerate([vector(3, 4), vector(0, 2)])))
+    r = p.apply_block("s", seq, VectorBlock.from_vectors([vector(3, 4), vector(0, 2)]))
     assert [e.index for e in r.rejected] == [0, 1]
 
 
@@ -198,7 +198,7 @@ def test_an_identity_table_seen_again_follows_forgotten_identities() -> None:
     seq = 2
     for c in (2, 3, 4, 5):  # other containers: the identity tables overflow and are forgotten
         seq += 1
-        assert p.apply_batch("s", seq, list(enumerate([vector(2, c)]))).applied == 1
+        assert p.apply_block("s", seq, VectorBlock.from_vectors([vector(2, c)])).applied == 1
     assert table[0] not in p._ident_row
     assert p.apply_block("s", seq + 1, on_table(3)).applied == 2
     assert p.containers.last("node-1/c0") == T0 + 3 * WINDOW and p.containers.last("node-1/c1") == T0 + 3 * WINDOW

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from baseliner.models.block import VectorBlock
 from baseliner.models.vector import FeatureVector
 from baseliner.service.falco import FalcoPayloadError, parse_alert
 from baseliner.service.sinks.events import iso8601
@@ -63,13 +64,13 @@ def learn(srv: Any, windows: int = 60) -> None:
     for w in range(0, windows, 10):
         seq += 1
         vs = [hexvec(w + k, c) for k in range(10) for c in range(2)]
-        srv.pipeline.apply_batch("s1", seq, list(enumerate(vs)))
+        srv.pipeline.apply_block("s1", seq, VectorBlock.from_vectors(vs))
     assert srv.pipeline.baselines["nginx:1.27"].state.value == "detecting"
 
 
 def apply(srv: Any, vectors: list[FeatureVector]) -> None:
     seq = srv.pipeline.last_sequence("s1") + 1
-    r = srv.pipeline.apply_batch("s1", seq, list(enumerate(vectors)))
+    r = srv.pipeline.apply_block("s1", seq, VectorBlock.from_vectors(vectors))
     assert r.applied == len(vectors), r.rejected
 
 

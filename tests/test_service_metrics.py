@@ -76,8 +76,8 @@ def test_scrape_has_every_metric_with_bounded_labels() -> None:
 def test_batch_histogram_matches_prometheus_semantics() -> None:
     reg = CollectorRegistry()
     m = ServiceMetrics(reg, max_images=1)
-    m.observe_scores("a", np.array([0.1, 1.0, 1.0000001, 7.0, np.inf, np.nan]))
-    m.observe_scores("b", np.array([2.0]))
+    m.observe_batch_scores(["a"], [np.array([0.1, 1.0, 1.0000001, 7.0, np.inf, np.nan])])
+    m.observe_batch_scores(["b"], [np.array([2.0])])
     assert reg.get_sample_value("baseliner_anomaly_score_bucket", {"image": "a", "le": "0.1"}) == 1
     assert reg.get_sample_value("baseliner_anomaly_score_bucket", {"image": "a", "le": "1.0"}) == 2
     assert reg.get_sample_value("baseliner_anomaly_score_bucket", {"image": "a", "le": "10.0"}) == 4
@@ -95,7 +95,7 @@ def test_batch_scores_of_several_images_equal_one_image_at_a_time() -> None:
     scores[2][1] = np.inf
     scores[3][0] = np.nan
     for image, values in zip(images, scores, strict=True):
-        one.observe_scores(image, values)
+        one.observe_batch_scores([image], [values])
     many.observe_batch_scores(images, scores)
     a = {(s.name, tuple(sorted(s.labels.items()))): s.value
          for metric in one.registry.collect() for s in metric.samples if "anomaly_score" in s.name}

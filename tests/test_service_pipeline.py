@@ -8,6 +8,7 @@ import math
 import os
 import sys
 
+from baseliner.models.block import VectorBlock
 from baseliner.service.config import PipelineConfig
 from baseliner.service.pipeline import Pipeline, image_key
 from baseliner.service.sinks.events import CallbackSink, JsonLinesSink, iso8601
@@ -28,7 +29,7 @@ def _pipeline(**kw: object) -> tuple[Pipeline, list[dict], io.StringIO]:
     p = Pipeline(PipelineConfig(**kw), config().baseline_config(),  # type: ignore[arg-type]
                  sinks=[CallbackSink(events.append), JsonLinesSink(stream=out)])
     vs = [vector(i, c) for i in range(60) for c in range(3)]
-    assert p.apply_batch("s", 1, list(enumerate(vs))).applied == 180
+    assert p.apply_block("s", 1, VectorBlock.from_vectors(vs)).applied == 180
     assert p.baselines["nginx:1.27"].state.value == "detecting"
     return p, events, out
 
@@ -40,7 +41,7 @@ def test_repeats_fold_into_one_event_and_idle_aggregates_close() -> None:
         batch = [vector(60 + k, 0, attack="shell"), vector(60 + k, 2)]
         if k == 2:
             batch.append(vector(62, 1, attack="shell"))
-        p.apply_batch("s", seq, list(enumerate(batch)))
+        p.apply_block("s", seq, VectorBlock.from_vectors(batch))
         seq += 1
     assert [e["container"]["id"] for e in events] == ["c0", "c1"] and events[0]["count"] == 1
     n = len(events)
@@ -63,19 +64,19 @@ def test_repeats_fold_into_one_event_and_idle_aggregates_close() -> None:
 
 def test_a_new_event_after_the_window_and_event_time_closes_aggregates() -> None:
     p, events, _ = _pipeline(dedup_window_seconds=30.0)
-    p.apply_batch("s", 2, list(enumerate([vector(60, 0, attack="shell"), vector(61, 0, attack="shell")])))
+    p.apply_block("s", 2, VectorBlock.from_vectors([vector(60, 0, attack="shell"), vector(61, 0, attack="shell")]))
     assert len(events) == 1
     # the container moves on past the window in event time: the aggregate closes with its count
-    p.apply_batch("s", 3, list(enumerate([vector(65, 0)])))
+    p.apply_block("s", 3, VectorBlock.from_vectors([vector(65, 0)]))
     assert events[-1]["update"] and events[-1]["count"] == 2
-    p.apply_batch("s", 4, list(enumerate([vector(70, 0, attack="shell")])))
+    p.apply_block("s", 4, VectorBlock.from_vectors([vector(70, 0, attack="shell")]))
     assert len([e for e in events if not e["update"]]) == 2
 
 
 def test_recent_events_are_bounded_and_feedback_accepts() -> None:
     p, events, _ = _pipeline(recent_events=2, dedup_window_seconds=0.0)
     for k in range(4):
-        p.apply_batch("s", 2 + k, list(enumerate([vector(60 + k, k % 3, attack="etc")])))
+        p.apply_block("s", 2 + k, VectorBlock.from_vectors([vector(60 + k, k % 3, attack="etc")]))
     assert len(p.recent) == 2
     newest = events[-1]["event_id"]
     b, items = p.feedback(newest)
@@ -94,7 +95,7 @@ def test_a_vector_validation_cannot_handle_is_rejected_not_fatal() -> None:
     p, _, _ = _pipeline()
     broken = vector(70, 0)
     broken.identity = None  # type: ignore[assignment]
-    result = p.apply_batch("s", 2, list(enumerate([broken, vector(70, 1)])))
+    result = p.apply_block("s", 2, VectorBlock.from_vectors([broken, vector(70, 1)]))
     assert result.applied == 1
     assert [(e.index, e.reason) for e in result.rejected] == [(0, "UNSPECIFIED")]
 

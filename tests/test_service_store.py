@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from baseliner.models import integrity
 from baseliner.models.baseline import ImageBaseline
+from baseliner.models.block import VectorBlock
 from baseliner.models.errors import StateError, StateVersionError
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 from baseliner.service import store
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _learnt_pipeline() -> Pipeline:
     p = Pipeline(baseline_config=config().baseline_config())
     vs = [vector(i, c) for i in range(60) for c in range(2)]
-    r = p.apply_batch("s1", 1, list(enumerate(vs)))
+    r = p.apply_block("s1", 1, VectorBlock.from_vectors(vs))
     assert r.applied == 120
     return p
 

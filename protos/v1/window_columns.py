@@ -53,8 +53,6 @@ MAX_SYSCALL_NAMES = 1 << 16
 _F64 = np.dtype("<f8")
 _U32 = np.dtype("<u4")
 _U16 = np.dtype("<u2")
-F64_ROW_BYTES = _F64.itemsize * len(F64_COLUMNS)  # 160
-U32_ROW_BYTES = _U32.itemsize * len(U32_COLUMNS)  # 24
 
 
 def _pack(rows: np.ndarray | Sequence[Sequence[float]], dtype: np.dtype, columns: int) -> bytes:

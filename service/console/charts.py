@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from baseliner.models.explain import fmt
 
 WIDTH, HEIGHT = 720, 220
 LEFT, RIGHT, TOP, BOTTOM = 52, 14, 12, 30
@@ -26,23 +27,6 @@ BAND_WIDTH = 320
 def _clock(t: float, with_date: bool = False) -> str:
     fmt = "%Y-%m-%d %H:%M" if with_date else "%H:%M"
     return datetime.fromtimestamp(t, UTC).strftime(fmt)
-
-
-def fmt(value: float | None) -> str:
-    """Numbers as the explanation's text writes them (``models/explain.py``).
-
-    >>> fmt(1234.5), fmt(3.14159), fmt(0.0123), fmt(None)
-    ('1,234', '3.1', '0.012', '-')
-    """
-    if value is None or not math.isfinite(value):
-        return "-"
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.1f}"
-    return f"{value:.2g}"
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,9 @@
 """What the console shows that the pipeline does not keep: bounded, in memory, fed as the service runs.
 
-:class:`History` is fed from two places the service already has:
-
-* as an **event sink** (``service/sinks/events.py``) placed after the Falco correlator, it sees every anomaly
-  event, its folded-repeat updates and its Falco escalation (``falco``, ``severity``), and every Falco alert
-  event (``baseliner.falco/v1``);
-* as a **score observer** of the pipeline (``Pipeline.score_observers``), it sees every image's scored windows:
-  their times, scores and thresholds, and the containers and nodes they came from.
-
-It keeps, each bounded:
-
-* per image (:class:`ImageActivity`): the recent scores for the chart (the highest score and the lowest
-  threshold at each window time, ``console.chart_points`` of them), the containers and nodes seen (the most
-  recent ``console.max_containers_per_image``, the rest only counted), its namespaces, anomaly counts by
-  severity in 5-minute buckets of event time over the last day, and its latest anomalies;
-* the latest ``console.max_anomalies`` anomaly events (:class:`Anomaly`: the figures of the event, no vectors);
-* the latest Falco alerts of the most recently alerted containers.
-
-"Now" is event time: the end of the latest window scored (sensors' clocks, as everywhere in Baseliner), so a
-replay or the demo's simulated day has a "last hour" too.  Everything runs on the event loop's thread.
+:class:`History` is an event sink placed after the Falco correlator (anomaly events, their updates and
+escalations, Falco alerts) and a score observer of the pipeline (``Pipeline.score_observers``: every image's
+scored windows).  What it keeps and its bounds are in ``docs/console.md``.  "Now" is event time (the end of the
+latest window scored), so a replay or the demo has a "last hour" too.  Everything runs on the event loop.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 from baseliner.models.errors import BaselinerError, UnknownBaselineError
+from baseliner.models.explain import fmt
 from baseliner.service.config import ConsoleConfig
 from baseliner.service.console import views
 from baseliner.service.console.actions import ACTIONS, Actions, Refused, audit
-from baseliner.service.console.charts import fmt
 from baseliner.service.console.history import SEVERITIES, History
 from baseliner.service.console.sessions import COOKIE, LoginThrottle, Session, Sessions
 from baseliner.service.errors import UnknownEventError

@@ -1,17 +1,9 @@
 """Anomaly events out in Falco's own alert format, for Falcosidekick (or any webhook that takes Falco alerts).
 
-Each anomaly event becomes one JSON POST shaped like a Falco ``http_output`` alert: ``output`` (one line of
-text), ``priority`` (Falco's names), ``rule`` (``Baseliner anomaly (<kinds>)``), ``time`` (RFC 3339),
-``source: "baseliner"``, ``hostname`` (the node), ``tags`` and ``output_fields`` with Falco's field names
-(``container.id``, ``container.name``, ``container.image.repository``, ``container.image.tag``,
-``k8s.pod.name``, ``k8s.ns.name``, ``evt.time``) plus ``baseliner.*`` fields (score, threshold, severity,
-kinds, novel items, explanation, event id).  Everything downstream of Falcosidekick (Slack, Loki, Kafka,
-a SIEM ...) then receives Baseliner's findings with no extra integration.
-
-Only first occurrences are sent, and an event again when its severity was raised later (Falco correlation);
-count updates are not (Falcosidekick has no notion of updating an alert).  Posting happens on a worker
-thread with a bounded queue: a slow or unreachable webhook never holds up scoring; events that do not fit
-the queue are dropped and counted, failed posts are retried a few times and then counted.
+Each new anomaly (and one whose severity a Falco hit raised later) becomes one POST shaped like a Falco
+``http_output`` alert, with Falco's field names plus ``baseliner.*`` fields (:func:`to_falco`); count updates
+are not sent.  Posting runs on a worker thread with a bounded queue, so a slow webhook never holds up scoring;
+what does not fit is dropped and counted.  See ``docs/stack.md`` ("Anomalies out to Falcosidekick").
 """
 
 from __future__ import annotations

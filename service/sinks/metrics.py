@@ -1,13 +1,8 @@
-"""Prometheus metrics of the service, under the one namespace ``baseliner``.
+"""Prometheus metrics of the service, under the one namespace ``baseliner``, on a registry passed in.
 
-A :class:`ServiceMetrics` is built on a registry passed in (tests and benchmarks use their own).
-Labels are bounded: ``image`` (capped, overflow ``"__other__"``), ``namespace`` (capped the same way),
-``node`` (capped), plus the closed sets ``reason``, ``kind``, ``severity`` and ``state``.  Never pod,
-container id or pid.  When a baseline is evicted or reset, :meth:`ServiceMetrics.forget_image` removes
-its per-image series.
-
-Scores are observed per batch, not per vector: :class:`BatchHistogram` adds a whole numpy array of
-scores to its buckets with one ``searchsorted``/``bincount``.
+Labels are bounded (``docs/service.md``, "Metrics"): ``image``, ``namespace`` and ``node`` are capped (overflow
+``"__other__"``), the rest are closed sets; never pod, container id or pid.  Scores are observed per batch:
+:class:`BatchHistogram` adds a whole array to its buckets with one ``searchsorted``/``bincount``.
 """
 
 from __future__ import annotations
@@ -40,7 +35,7 @@ class BatchHistogram(Collector):
 
     >>> reg = CollectorRegistry()
     >>> h = BatchHistogram("baseliner_demo_score", "demo", ["image"], (1.0, 2.0), reg)
-    >>> h.observe_many(("nginx:1",), np.array([0.5, 1.5, 3.0, float("inf")]))
+    >>> h.observe_groups([("nginx:1",)], [np.array([0.5, 1.5, 3.0, float("inf")])])
     >>> reg.get_sample_value("baseliner_demo_score_bucket", {"image": "nginx:1", "le": "2.0"})
     2.0
     >>> reg.get_sample_value("baseliner_demo_score_count", {"image": "nginx:1"})
@@ -59,12 +54,8 @@ class BatchHistogram(Collector):
         self._lock = threading.Lock()
         registry.register(self)
 
-    def observe_many(self, labels: tuple[str, ...], values: np.ndarray) -> None:
-        self.observe_groups([labels], [values])
-
     def observe_groups(self, labels: Sequence[tuple[str, ...]], values: Sequence[np.ndarray]) -> None:
-        """``observe_many`` for several series at once (``values[g]`` into ``labels[g]``; a label set may
-        repeat): one bucket search and one count for all of them."""
+        """Observe ``values[g]`` into series ``labels[g]`` (a label set may repeat), in one bucket search."""
         sizes = [len(v) for v in values]
         if not sum(sizes):
             return
@@ -315,9 +306,6 @@ class ServiceMetrics:
         nsl = self.namespace_label(namespace)
         for kind in kinds or ("unknown",):
             self.anomalies.labels(img, nsl, kind, severity or "none").inc()
-
-    def observe_scores(self, image: str, scores: np.ndarray) -> None:
-        self.scores.observe_many((self.image_label(image),), scores)
 
     def observe_batch_scores(self, images: Sequence[str], scores: Sequence[np.ndarray]) -> None:
         """Every image's window scores of one batch."""
