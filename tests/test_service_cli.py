@@ -38,8 +38,6 @@ def test_every_help_shows_an_example() -> None:
         top = cli.build_parser([command])
         chosen = top._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
         for name, p in parsers(chosen, f"baseliner {command}"):
-            if name.startswith("baseliner evaluate "):
-                continue  # the evaluate subcommands are models/evaluate/cli.py's (their examples: not yet)
             assert "example" in p.format_help(), name
             seen.append(name)
     assert "example" in cli.build_parser([]).format_help()

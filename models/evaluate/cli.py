@@ -12,6 +12,7 @@ from typing import Any
 from baseliner.models.evaluate.adfa import DatasetError
 from baseliner.models.evaluate.splits import FAMILIES
 from baseliner.models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW
+from baseliner.sensor.cli_checks import examples
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run the models the service uses over labelled data, in one pass, and write a report "
                     "(Markdown table, results.json, PNG plots) into an output folder.")
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
 
     a = sub.add_parser("adfa-ld", help="ADFA-LD one-class benchmark: the standard split and random re-splits of "
                                         "its normal traces, or a split of your own",
                        description="Learn on the standard split's training traces and test on validation + attack "
                                    "traces, then repeat on random re-splits of the normal traces (families: "
                                    "validation-half, training+validation-half); or evaluate one split given as "
-                                   "three files (--learn, --normal, --attack).")
+                                   "three files (--learn, --normal, --attack).",
+                       formatter_class=raw,
+                       epilog=examples("baseliner evaluate adfa-ld                 # the whole benchmark",
+                                       "baseliner evaluate adfa-ld --limit 200 --no-plots --out /tmp/adfa"))
     a.add_argument("--adfa", default=None, help="path to ADFA-LD.zip (default $BASELINER_DATASETS/adfa-ld/ADFA-LD.zip, "
                         "$BASELINER_DATASETS defaulting to ../shared/datasets)")
     a.add_argument("--calls-per-window", type=int, default=DEFAULT_CALLS_PER_WINDOW,
@@ -47,12 +52,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     a.add_argument("--no-plots", action="store_true", help="write the tables only")
     a.add_argument("--out", default="evaluation/adfa-ld", help="report folder (default evaluation/adfa-ld)")
 
-    lid = sub.add_parser("lid-ds", help="LID-DS 2021 scenario folder or one recording (.zip / .sc+.json)")
+    lid = sub.add_parser("lid-ds", help="LID-DS 2021 scenario folder or one recording (.zip / .sc+.json)",
+                         formatter_class=raw,
+                         epilog=examples("baseliner evaluate lid-ds ../shared/datasets/lid-ds-2021-sample/"
+                                         "aggressive_nightingale_1018.zip"))
     lid.add_argument("path", help="scenario folder (training/ validation/ test/) or one recording")
     lid.add_argument("--window-seconds", type=float, default=1.0, help="window length (default 1 s)")
     lid.add_argument("--out", default="evaluation/lid-ds", help="report folder (default evaluation/lid-ds)")
 
-    r = sub.add_parser("recording", help="a recording made by `baseliner sensor record` (with ground truth)")
+    r = sub.add_parser("recording", help="a recording made by `baseliner sensor record` (with ground truth)",
+                       formatter_class=raw,
+                       epilog=examples("baseliner evaluate recording syn.jsonl.gz --learn-hours 20"))
     r.add_argument("path", help="recording file (.jsonl or .jsonl.gz)")
     r.add_argument("--learn-hours", type=float, default=0.0,
                    help="each baseline learns at least this many hours of event time before detecting "
