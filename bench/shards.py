@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from baseliner.models.integrity import new_key  # noqa: E402
+
 from bench.procs import cpu_seconds  # noqa: E402
 from tests.reliability_procs import free_port  # noqa: E402
 from tests.shard_procs import NODES, Shard, make_inputs, sensor, shard_list, start_shards, statuses  # noqa: E402
