@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from baseliner.models.integrity import new_key  # noqa: E402
+
 from bench.procs import cpu_seconds  # noqa: E402
 from tests.reliability_procs import free_port  # noqa: E402
 from tests.shard_procs import NODES, Shard, make_inputs, sensor, shard_list, start_shards, statuses  # noqa: E402
@@ -150,8 +152,11 @@ def recovery(inputs: dict[str, Path]) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
     shards, _ = start_shards(root, ["s0", "s1", "s2"])
     targets = [s.target for s in shards.values()]
+    keys = root / "spool.keys"
+    keys.write_text(new_key() + "\n")
     procs = [sensor(targets[i], inputs[n], n, root / f"sensor-{n}.log",
-                    ("--spool-dir", str(root / f"spool-{n}"), "--speed", "3000")) for i, n in enumerate(NODES)]
+                    ("--spool-dir", str(root / f"spool-{n}"), "--spool-key-file", str(keys), "--speed", "3000"))
+             for i, n in enumerate(NODES)]
     try:
         time.sleep(8)
         victim = shards["s1"]

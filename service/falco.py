@@ -428,6 +428,13 @@ class FalcoCorrelator:
             except Exception:
                 log.exception("event sink %r failed", s)
 
+    def _flush(self) -> None:
+        for s in self.downstream:
+            try:
+                s.flush()
+            except Exception:
+                log.exception("event sink %r failed", s)
+
     # -- state --------------------------------------------------------------------------------------
     def _container(self, cid: str) -> _Recent:
         r = self._recent.get(cid)
@@ -520,6 +527,7 @@ class FalcoCorrelator:
             m.correlations.labels(m.image_label(key), m.namespace_label(alert.namespace), outcome).inc()
         result = {"image_key": key, "anomalies": escalated, "baseline": baseline}
         self._forward(self._alert_event(alert, key, result))
+        self._flush()  # an alert comes on its own, not with a batch whose end would flush the sinks
         return result
 
     def _baseline_verdict(self, alert: FalcoAlert, key: str) -> dict[str, Any]:

@@ -19,12 +19,14 @@ from typing import Any
 
 import grpc
 import numpy as np
+from baseliner.models.integrity import Keyring
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 from baseliner.sensor.record import record
 from baseliner.sensor.synthetic import ScenarioConfig, SyntheticSource
 from baseliner.service.store import decode_file
 
 from tests.reliability_procs import REPO, ServeProcess, free_port
+from tests.service_fixtures import STATE_KEY
 
 NODES = ("node-1", "node-2", "node-3")
 
@@ -144,7 +146,7 @@ def file_states(state_dirs: Sequence[Path]) -> dict[str, tuple[dict[str, Any], d
     out = {}
     for d in state_dirs:
         for f in sorted((d / "baselines").glob("*.state")):
-            header, meta, arrays = decode_file(f.read_bytes(), None, str(f))
+            header, meta, arrays = decode_file(f.read_bytes(), Keyring.of(STATE_KEY), str(f))  # (every test key)
             key = str(header["key"])
             assert key not in out, f"{key} is held by two shards"
             out[key] = (meta, arrays)
