@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import json
 import re
 import zlib
 from html import unescape
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 import grpc
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, shards_pb2, shards_pb2_grpc
 from baseliner.sensor.record import record
-from baseliner.sensor.synthetic import ScenarioConfig, SyntheticSource
+from baseliner.sensor.synthetic import AttackSpec, ScenarioConfig, SyntheticSource
 from baseliner.service.console.sessions import COOKIE
 
 from tests.reliability_procs import free_port
@@ -69,9 +70,11 @@ class Visitor:
 
 def one_node_recording(path: Path) -> Path:
     """An hour of one node, its image repositories split four ways by container (a dozen images: both shards
-    hold some)."""
+    hold some), with three attacks in its second half (anomalies with novel items)."""
+    attacks = (AttackSpec("reverse_shell", "web", 1, 0.6, 4), AttackSpec("etc_write", "worker", 1, 0.7, 0.5),
+               AttackSpec("port_scan", "worker", 0, 0.8, 3))
     windows = []
-    for window in SyntheticSource(ScenarioConfig(seed=7, hours=1.0, nodes=("node-1",), attacks=())):
+    for window in SyntheticSource(ScenarioConfig(seed=7, hours=1.0, nodes=("node-1",), attacks=attacks)):
         split = []
         for v in window:
             k = zlib.crc32(v.identity.container_id.encode()) % 4
@@ -114,7 +117,11 @@ def test_console_at_one_shard_shows_and_acts_on_an_image_the_other_shard_holds(t
     common = ["--set", f"grpc.admin_tokens_file={tmp_path / 'ops.tokens'}",
               "--set", f"grpc.viewer_tokens_file={tmp_path / 'views.tokens'}",
               "--set", f"grpc.sensor_tokens_file={tmp_path / 'sensor.tokens'}",
-              "--set", f"shards.peer_token_file={tmp_path / 'peer.token'}"]
+              "--set", f"shards.peer_token_file={tmp_path / 'peer.token'}",
+              # detecting within the hour (the attacks are flagged)
+              "--set", "baseline.min_learn_windows=10", "--set", "baseline.min_learn_seconds=0",
+              "--set", "baseline.stable_confidence=0", "--set", "baseline.startup_seconds=0",
+              "--set", "baseline.novelty_min_containers=1", "--set", "pipeline.dedup_window_seconds=0"]
     shards = {n: Shard(tmp_path, n, ports[n], list_file, [*common, "--set", f"console.listen=127.0.0.1:{consoles[n]}"])
               for n in ports}
     try:
@@ -158,6 +165,20 @@ def test_console_at_one_shard_shows_and_acts_on_an_image_the_other_shard_holds(t
         assert "(held by shard b)" in visitor.page(headers["Location"])  # the flash message
         assert re.search(rf"who=olga role=operator action=mode target=image:{re.escape(key)} result=ok .*"
                          r"mode=freeze shard=b", shards["a"].log())
+        # "accept into the baseline" of an anomaly shard b holds, posted at shard a's console, is done by b
+        flagged = [json.loads(line) for line in (tmp_path / "events-b.jsonl").read_text().splitlines()]
+        event = next(e for e in flagged if e.get("novel") and e["image"]["key"] != key)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', visitor.page("/")).group(1)  # type: ignore[union-attr]
+        status, html, _ = visitor.request("POST", "/act", {"csrf": csrf, "action": "feedback",
+                                                            "target": event["event_id"], "value": ""})
+        assert status == 303, html[-2000:]
+        learnt = admin(shards["b"].target, "GetBaseline", admin_pb2.GetBaselineRequest(key=event["image"]["key"]))
+        sets = {"executable": learnt.executables, "port": learnt.remote_ports, "syscall": learnt.syscalls,
+                "sensitive_path": learnt.sensitive_paths}
+        assert all(n["value"] in sets[n["kind"]] for n in event["novel"]), (event["novel"], learnt)
+        assert re.search(rf"action=feedback target=event:{event['event_id']} result=ok .*image=\S+ shard=b accepted=",
+                         shards["a"].log())
+
         status, html, _ = visitor.act("reset", key)
         assert status == 303, html[-2000:]
         got = admin(shards["b"].target, "GetBaseline", admin_pb2.GetBaselineRequest(key=key))
