@@ -215,7 +215,15 @@ class Pages:
         if a is None:
             return self.error(request, 404, "Not found", f"No anomaly {eid!r} is held (unknown, or older than the "
                                                          f"last {self.config.max_anomalies:,} anomalies).")
-        return self.render(request, "anomaly.html", v=views.anomaly(a, self.history, self.pipeline))
+        v = views.anomaly(a, self.history, self.pipeline)
+        held_by = ""
+        if not v.held and not self.shards.single:  # its image (and its windows) may have moved to another shard
+            try:
+                holder = await self.shards.holder(a.image)
+            except BaselinerError:
+                holder = None
+            held_by = holder.name if holder is not None else ""
+        return self.render(request, "anomaly.html", v=v, held_by=held_by)
 
     async def live(self, request: web.Request) -> web.Response:
         newest = [a for _, a in zip(range(self.config.page_size), self.history.newest(), strict=False)]
