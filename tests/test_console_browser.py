@@ -376,7 +376,7 @@ def test_pages_show_what_the_admin_api_holds(stack: Stack, browser: Any) -> None
         for f in active:
             assert f"{fmt(f.typical)} " in rows[f.name] and f"{f.mean:.3f} {f.std:.3f}" in rows[f.name], f.name
         thresholds = browser.find_element(By.ID, "thresholds").text
-        assert f"rate tier, steady state {fmt(admin.threshold)}" in thresholds
+        assert f"decision, steady state {fmt(admin.threshold)}" in thresholds
         assert browser.find_element(By.ID, "windows-learnt").text == f"{admin.windows_learned:,}"
         if key.startswith("nginx"):
             browser.execute_script("window.scrollTo(0, 0)")

@@ -439,7 +439,9 @@ def image(b: Any, history: History, all_features: bool = False) -> ImageView:
 
 
 def _thresholds(b: Any) -> list[tuple[str, float | None, str]]:
-    out = []
+    out = [("decision, steady state", _finite(b.threshold),
+            "the alarm budget per window in decades of improbability (-log10 p); each tier's score is turned "
+            "into its tail probability under its own threshold's calibration, and the tiers are combined")]
     for name, profile in (("steady state", b.steady), ("start-up", b.startup)):
         thr, seq = profile.threshold, profile.seq_threshold
         out.append((f"rate tier, {name}", _finite(thr.value),
