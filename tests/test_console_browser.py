@@ -416,7 +416,7 @@ def test_explanation_figures_are_the_admin_apis_on_a_frozen_image(stack: Stack, 
     assert admin.mode == admin_pb2.MODE_FREEZE and admin.state == admin_pb2.STATE_FROZEN
 
     # A burst of the calls it makes, and of bytes sent: flagged by the rate tier alone under every tier
-    # combination (Fisher's method dilutes a rate anomaly alone: README "A known weakness"), still below
+    # combination (Fisher's method dilutes a rate anomaly alone: docs/evaluation.md), still below
     # critical; what this test checks is the explanation's figures.
     def busier(v: FeatureVector) -> None:
         for name in ("read", "write", "lseek", "sendto"):
