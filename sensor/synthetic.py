@@ -161,6 +161,8 @@ MINER_WORK: M = ("futex", "futex", "sched_yield", "futex")
 MINER_SHARE: M = ("sendto", "recvfrom", "futex")
 SCAN_PROBE: M = ("socket", "fcntl", "connect", "poll", "getsockopt", "close")
 EXFIL_PAGE: M = ("pread64", "pread64", "sendto")
+#: the data theft's send rate: a ``COPY ... TO STDOUT`` over one client connection (bench/exfil_rate.py sweeps it)
+EXFIL_BYTES_PER_SECOND = 30e6
 ETC_WRITE: M = ("openat", "write", "close")
 
 
@@ -581,7 +583,7 @@ _DESCRIPTIONS = {
     "reverse_shell": "web server spawns /bin/sh connected to 203.0.113.45:4444, attacker runs commands",
     "crypto_miner": "worker downloads and runs /tmp/kdevtmpfsi, stratum connection to 198.51.100.23:3333",
     "port_scan": "compromised worker probes 10.42.0.0/24 on 10 service ports (~20 connects/s, mostly refused)",
-    "data_exfiltration": "stolen credentials dump a table from the primary over a client connection (~12 MB/s)",
+    "data_exfiltration": "stolen credentials dump a table from the primary over a client connection (~30 MB/s)",
     "etc_write": "compromised worker opens /etc/ld.so.preload and /etc/passwd for writing",
 }
 
@@ -663,7 +665,7 @@ def _port_scan(v: FeatureVector, acc: _Window, t: float, attack: Attack, rng: np
 
 def _data_exfiltration(v: FeatureVector, acc: _Window, t: float, attack: Attack,
                        rng: np.random.Generator) -> None:
-    sent = int(rng.normal(12e6, 1.5e6) * v.window_seconds)
+    sent = int(rng.normal(EXFIL_BYTES_PER_SECOND, EXFIL_BYTES_PER_SECOND / 8) * v.window_seconds)
     pages = sent // 8192
     acc.run(EXFIL_PAGE, pages)
     v.bytes_sent += sent

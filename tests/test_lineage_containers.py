@@ -62,6 +62,7 @@ def rollout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         procs.append(subprocess.Popen([
             *BASELINER, "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "", "--events", str(events),
             "--set", "baseline.min_learn_windows=15", "--set", "baseline.min_learn_seconds=0",
+            "--set", "baseline.stable_confidence=0",
             "--set", "baseline.startup_seconds=5", "--set", "baseline.novelty_min_containers=1",
             "--set", "pipeline.lineage_observe_seconds=15", "--set", "pipeline.lineage_adapt_seconds=120",
         ], env=env, cwd=REPO, text=True))

@@ -192,6 +192,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "--log-level", "WARNING", "--set", f"falco.listen=127.0.0.1:{ports['falco']}",
             "--set", f"falco.sidekick_url=http://127.0.0.1:{sidekick.server_address[1]}/",
             "--set", "state.save_interval_seconds=2",
+            # learning ends after its minimum period, not the ~17 h of quiet a one-alarm-a-day budget asks for
+            "--set", "baseline.stable_confidence=0",
         ])
         wait_for(lambda: get_json(f"http://127.0.0.1:{ports['falco']}/healthz"), 60, "the service", (serve,))
         # 48 simulated hours at 600x (about 5 minutes, stopped when the test is done); attacks from 1.5 h on
