@@ -60,6 +60,8 @@ MIN_WINDOWS = 6  # windows of a version before its flagged share can make it fal
 MAX_GROUPS = 8
 _MAX_ITEMS = 512  # per kind, of the version's new and shown items
 VERSION_DIFF, FALLBACK_EVENT = "version_diff", "lineage_fallback"
+#: why a version falls back to learning (``reason_code`` of its event, the metric's ``reason``)
+FALLBACK_REASONS = ("flagged_windows", "executables")
 
 
 def lineage_groups(identity: Identity, rule: str) -> list[str]:

@@ -421,11 +421,12 @@ def test_every_alert_rule_is_valid_evaluates_cleanly_and_selects_existing_series
 def closed_sets() -> dict[str, tuple[str, ...]]:
     """Label values the code can produce, for the closed-set labels alert rules match on."""
     from baseliner.models.baseline import SEVERITIES
+    from baseliner.models.lineage import FALLBACK_EVENT, FALLBACK_REASONS, VERSION_DIFF
     from baseliner.service import falco, serde
     from baseliner.service.sinks.metrics import STATES
 
-    return {"severity": SEVERITIES, "state": STATES,
-            "reason": (*serde.REJECT_REASONS, "BASELINE_LIMIT", *falco.REJECT_REASONS)}
+    return {"severity": SEVERITIES, "state": STATES, "kind": (VERSION_DIFF, FALLBACK_EVENT),
+            "reason": (*serde.REJECT_REASONS, "BASELINE_LIMIT", *falco.REJECT_REASONS, *FALLBACK_REASONS)}
 
 
 def test_bpf_only_metrics_exist_in_the_ebpf_source() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from baseliner.models.lineage import FALLBACK_EVENT, FALLBACK_REASONS, VERSION_DIFF
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -283,6 +284,10 @@ class ServiceMetrics:
             "lineage_fallback (a version too different from its parent, learnt from scratch), with the reason",
             ["kind", "reason"], namespace=ns, registry=registry,
         )
+        # every series an alert rule selects exists from the start, at 0 (an absent series is no "increase")
+        self.lineage_events.labels(VERSION_DIFF, "none")
+        for reason in FALLBACK_REASONS:
+            self.lineage_events.labels(FALLBACK_EVENT, reason)
         self.baseline_limit = Gauge(
             "baselines_limit", "Most baselines held in memory; vectors of further images are rejected",
             namespace=ns, registry=registry,
