@@ -267,6 +267,42 @@ def test_sensitive_writes_by_other_names(probes: object, cg_parent: Path, sensit
     assert w.counter(cgid, "sensitive_writes") == 0 and w.counter(cgid, "write_opens") >= 1
 
 
+@pytest.mark.parametrize("spelling", ["//{d}/f", "/.{d}/f", "/usr/..{d}/f", "{d}/./sub/../f", "{d}//f",
+                                      "/usr/bin/../../..{d}/f"],
+                         ids=["double-slash", "dot", "dotdot", "dot-and-dotdot-inside", "slashes-inside",
+                              "dotdot-past-root"])
+def test_sensitive_write_by_unnormalised_path(probes: object, cg_parent: Path, sensitive_dir: Path,
+                                              spelling: str) -> None:
+    """An absolute name with "//", "/./" or "/../" (issue 19, hole 6) is normalised before the prefixes are
+    matched, as the kernel walks it: each spelling counts once and is recorded as the file it opens."""
+    (sensitive_dir / "sub").mkdir(exist_ok=True)
+    name = spelling.format(d=sensitive_dir)
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"write": name}])
+    assert w.counter(cgid, "sensitive_writes") == 1, name
+    assert w.sensitive_paths[cgid] == {f"{sensitive_dir}/f": 1}, name
+
+
+def test_unnormalised_paths_that_leave_a_sensitive_directory(probes: object, cg_parent: Path, sensitive_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """Normalising works both ways: a name that spells a sensitive prefix but leaves it with ".." is not a
+    sensitive write; a chdir() to an unnormalised sensitive directory marks the process."""
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"write": f"{sensitive_dir}{'/..' * 20}{tmp_path}/out"}])
+    assert w.counter(cgid, "sensitive_writes") == 0 and w.counter(cgid, "write_opens") >= 1
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"chdir_write": [f"/usr/..{sensitive_dir}/.", "by-chdir"]}])
+    assert w.counter(cgid, "sensitive_writes") == 1
+    assert w.sensitive_paths[cgid] == {str(sensitive_dir): 1}
+
+
+def test_a_name_too_long_to_normalise_counts_as_lost(probes: object, cg_parent: Path, sensitive_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """An absolute name that fills the kernel's path buffer may hide a ".." past its end: it is neither matched
+    nor passed silently but counted in the cgroup's `lost`."""
+    name = f"{tmp_path}/{'./' * 200}{'../' * 30}{sensitive_dir}/long"
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"write": name}])
+    assert w.counter(cgid, "sensitive_writes") == 0
+    assert w.counter(cgid, "lost") == 1
+
+
 def test_a_database_saving_its_dump_into_a_sensitive_directory(probes: object, cg_parent: Path,
                                                                 sensitive_dir: Path, tmp_path: Path) -> None:
     """A real Redis told to save its dump into a sensitive directory (CONFIG SET dir, then SAVE: it chdir()s
