@@ -117,6 +117,7 @@ struct cg_counters {
     u64 dns_queries;
     u64 write_opens;
     u64 sensitive_writes;
+    u64 unresolved_writes; /* write paths the sensor cannot place: dirfd-relative, after fchdir, too long */
     u64 lost;
     u64 socket_attributed; /* transitions attributed through the socket to another cgroup than current's */
 };
@@ -170,7 +171,8 @@ BPF_HASH(sock_pending_in, u64, struct pending_in, MAX_SOCKETS);
 BPF_PERCPU_ARRAY(scratch, struct path_key, 1);
 #if BASELINER_SYSCALL_ARGS
 /* A process (tgid) whose working directory lies under a sensitive prefix: the directory as its chdir() named
-   it.  Its relative write opens and rename/link targets are writes there.  Inherited at fork. */
+   it.  Its relative write opens and rename/link targets are writes there.  Inherited at fork.  An empty path
+   marks a working directory the sensor does not know (set by fchdir): relative writes there are unresolved. */
 struct cwd_path {
     char path[PATH_LEN];
 };
@@ -475,8 +477,9 @@ static __always_inline int read_normalised(struct path_key *k, const char *name)
 /* A path written to (opened for writing, or the target of a rename, link or symlink) as a sensitive write
    when it names a sensitive prefix: an absolute path once normalised ("//", "/./", "/../"), or a name
    relative to the working directory of a process whose cwd is a sensitive directory (recorded as that
-   directory).  An absolute name too long to normalise counts in the cgroup's `lost`.  Not resolved: names
-   relative to another directory fd, symlinks, fchdir (docs/security.md). */
+   directory).  Counted as unresolved instead: a relative name under a directory fd other than AT_FDCWD, a
+   relative name after fchdir() (until the next absolute chdir), an absolute name too long to normalise.
+   Symlinks are not followed (docs/security.md). */
 static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char *name)
 {
     u32 zero = 0;
@@ -488,16 +491,22 @@ static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char 
     if (r == -1)
         return;
     if (r == -2) {
-        CG_ADD(set, cgid, lost, 1);
+        CG_ADD(set, cgid, unresolved_writes, 1);
         return;
     }
     if (r == 1) {
-        if (dfd != AT_FDCWD_)
+        if (dfd != AT_FDCWD_) {
+            CG_ADD(set, cgid, unresolved_writes, 1);
             return;
+        }
         u32 tgid = bpf_get_current_pid_tgid() >> 32;
         struct cwd_path *cwd = sensitive_cwd.lookup(&tgid);
         if (!cwd)
             return;
+        if (cwd->path[0] == 0) {
+            CG_ADD(set, cgid, unresolved_writes, 1);
+            return;
+        }
         bpf_probe_read_kernel(k->path, sizeof(k->path), cwd->path);
     }
     if (!sensitive_match(k->path))
@@ -550,9 +559,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
 }
 
 /* The working directory, as chdir() names it (an absolute name normalised): a sensitive directory marks the
-   process; another absolute one, one too long to normalise, or a relative one leaving with "..", unmarks it;
-   another relative one stays inside (the mark stays).
-   fchdir() cannot be resolved from tracepoints and leaves the mark as it was. */
+   process; another absolute one, one too long to normalise, or a relative one leaving a known directory with
+   "..", unmarks it; another relative one stays inside (the mark stays). */
 TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
 {
     u32 zero = 0;
@@ -572,8 +580,24 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
         else
             sensitive_cwd.delete(&tgid);
     } else if (k->path[0] == '.' && k->path[1] == '.') {
-        sensitive_cwd.delete(&tgid);
+        struct cwd_path *cwd = sensitive_cwd.lookup(&tgid);
+        if (cwd && cwd->path[0] != 0)
+            sensitive_cwd.delete(&tgid);
     }
+    return 0;
+}
+
+/* fchdir() names a directory fd, which tracepoints cannot resolve: the working directory becomes unknown (an
+   empty mark) until the next absolute chdir(), and relative writes meanwhile count as unresolved. */
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
+{
+    u32 zero = 0;
+    struct path_key *k = scratch.lookup(&zero);
+    if (!k)
+        return 0;
+    __builtin_memset(k, 0, sizeof(*k));
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    sensitive_cwd.update(&tgid, (struct cwd_path *)k->path);
     return 0;
 }
 
