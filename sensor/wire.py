@@ -6,7 +6,7 @@
 
 * the batch's distinct identities as the bytes of an ``IdentityTable`` (:func:`identity_table_bytes`, which
   keeps the bytes of the last tables it serialised: a sensor's containers stay the same round after round);
-* window, container age and the 17 counters as one float64 row per window, the identity index and the
+* window, container age and the 18 counters as one float64 row per window, the identity index and the
   five list lengths as one uint32 row per window (``protos/v1/window_columns.py``);
 * syscall counts as uint16 indices into the batch's ``syscall_names`` (in order of first appearance) and
   float64 counts;
