@@ -213,8 +213,10 @@ class BaselineConfig:
 
 #: How the continuous tiers' tail probabilities combine (``BaselineConfig.tier_combination``): ``min_p``,
 #: the smaller of the two with the Bonferroni correction; ``fisher``, Fisher's method (their product, against
-#: the chi-squared law with 4 degrees of freedom).
-TIER_COMBINATIONS = ("min_p", "fisher")
+#: the chi-squared law with 4 degrees of freedom); ``either``, the stronger of the two evidences with the
+#: Bonferroni correction over them (never worse than its best tier by more than a factor of 4 in p: one tier's
+#: strong evidence is not diluted by the other's silence, as Fisher's method alone does).
+TIER_COMBINATIONS = ("min_p", "fisher", "either")
 
 #: Why a baseline is learning (the first three: a minimum not reached yet; ``unstable``: a rehearsal alarm
 #: in the last ``stable_share`` of learning) or why it stopped (``stable``, ``limit``: ``max_learn_seconds``,
@@ -864,7 +866,7 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
     s.seq_hit = seq_ok & (s.seq > seq_thr)
     s.continuous, rate_s, seq_s = _combined_surprise(
         s, ~no_profile & np.isfinite(rate_thr), seq_ok,
-        s.per_group([b.config.tier_combination == "fisher" for b in baselines]))
+        s.per_group([TIER_COMBINATIONS.index(b.config.tier_combination) for b in baselines]))
     n_kinds = np.zeros(len(s.R))
     alone = np.zeros(len(s.R), dtype=bool)  # a novel item of a kind that alerts on its own
     grp = s.grp.tolist()
@@ -891,13 +893,15 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
 
 
 def _combined_surprise(
-    s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, fisher: np.ndarray
+    s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, how: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The continuous tiers' combined tail probability per window, in decades (``-log10``): each tier's
     tail probability under its own calibration (a tier that is not calibrated, or a window without
     n-grams for the sequence tier, is left out; neither: 0), combined by
     ``min_p`` (``min(1, 2 min(p_rate, p_seq))``: either tier alone alarms at its own budget quantile) or
-    ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up); and each tier's surprise."""
+    ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up) or ``either`` (the smaller
+    of the two, doubled); and each tier's surprise.  ``how``: per window, the index in
+    :data:`TIER_COMBINATIONS`."""
     rate, seq = np.zeros(len(s.R)), np.zeros(len(s.R))
     for p in np.unique(s.prof[rate_ok | seq_ok]).tolist():
         profile, at = s.profiles[p], s.prof == p
@@ -909,11 +913,12 @@ def _combined_surprise(
     min_p = np.where(rate_ok, rate, -np.inf)
     np.maximum(min_p, np.where(seq_ok, seq, -np.inf), out=min_p)
     min_p = np.where(rate_ok | seq_ok, min_p - math.log10(2.0), 0.0)
-    if not np.any(fisher):
+    if not np.any(how):
         return min_p, rate, seq
     half_chi2 = math.log(10.0) * (rate + seq)  # -ln(p_rate p_seq); P(chi2_4 >= 2x) = e^-x (1 + x)
-    combined = (half_chi2 - np.log1p(np.maximum(half_chi2, 0.0))) / math.log(10.0)
-    return np.where(fisher, combined, min_p), rate, seq
+    fisher = (half_chi2 - np.log1p(np.maximum(half_chi2, 0.0))) / math.log(10.0)
+    either = np.where(rate_ok | seq_ok, np.maximum(fisher, min_p) - math.log10(2.0), 0.0)
+    return np.choose(how, [min_p, fisher, either]), rate, seq
 
 
 def _rehearse(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) -> None:

@@ -16,7 +16,7 @@ PY=${PYTHON:-python3}
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
-APT_PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc prometheus iproute2 chromium chromium-driver)
+APT_PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc prometheus iproute2 chromium chromium-driver redis-server)
 if [[ -z "${BASELINER_NO_APT:-}" && $(id -u) -eq 0 ]]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do

@@ -11,8 +11,9 @@ Protocol (``protos/v1/ingest.proto``), per connection:
 4. on any error or an ack that does not come within ``ack_timeout`` seconds, drop the connection and
    reconnect after an exponential backoff with jitter; unacknowledged batches are resent in order;
 5. but a service that answers ``UNIMPLEMENTED`` (it does not read this sensor's wire schema version, or has
-   no ``Ingest`` service) cannot take these batches however often the sensor tries: the transport stops,
-   logs why, and :meth:`Transport.submit` raises :class:`ServiceIncompatible` from then on.
+   no ``Ingest`` service) or ``PERMISSION_DENIED`` (the sensor's credential names another sensor than its
+   ``Hello``) cannot take these batches however often the sensor tries: the transport stops, logs why, and
+   :meth:`Transport.submit` raises :class:`ServiceIncompatible` from then on.
 
 :meth:`Transport.flush` waits for the acknowledgements for a bounded time when asked: ``timeout`` seconds
 in all, or ``give_up_after`` seconds without an acknowledgement (the service unreachable);
@@ -64,7 +65,8 @@ class AckTimeout(Exception):
 
 
 class ServiceIncompatible(BaselinerError):
-    """The service cannot take this sensor's batches (another wire schema version, no Ingest service)."""
+    """The service cannot take this sensor's batches (another wire schema version, no Ingest service, a
+    credential of another sensor)."""
 
 
 @dataclass
@@ -204,9 +206,18 @@ def _image_of(v: FeatureVector) -> tuple[str, str, str]:
     return ident.image_repository, ident.image_tag, ident.image_digest
 
 
-def _incompatible(exc: BaseException) -> bool:
-    """Whether ``exc`` says the service cannot take this sensor's batches, however often it tries."""
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED
+#: What a service answers that no retry changes, and what the operator must do about it.
+_FOR_GOOD = {
+    grpc.StatusCode.UNIMPLEMENTED: "deploy a sensor and a service of the same wire schema version",
+    grpc.StatusCode.PERMISSION_DENIED: "give the sensor the --node and --sensor-id its credential names, or the "
+                                       "credential of the sensor it is",
+}
+
+
+def _incompatible(exc: BaseException) -> str | None:
+    """What to do when ``exc`` says the service cannot take this sensor's batches however often it tries;
+    None for errors a retry may cure."""
+    return _FOR_GOOD.get(exc.code()) if isinstance(exc, grpc.aio.AioRpcError) else None
 
 
 def _passthrough(b: bytes) -> bytes:
@@ -441,8 +452,9 @@ class Transport:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the sensor must outlive any single stream
-                if _incompatible(exc):
-                    self._stop_for_good(exc)
+                remedy = _incompatible(exc)
+                if remedy is not None:
+                    self._stop_for_good(exc, remedy)
                     return
                 self.stats.connect_failures += 1
                 if self._metrics.enabled:
@@ -465,12 +477,12 @@ class Transport:
         log.error("unexpected error on the stream to %s", self.target, exc_info=exc)
         return repr(exc)
 
-    def _stop_for_good(self, exc: BaseException) -> None:
+    def _stop_for_good(self, exc: BaseException, remedy: str) -> None:
         """The service cannot take this sensor's batches: stop retrying, say why, wake every waiter."""
         held, vectors = self.undelivered()
         self.failed = ServiceIncompatible(
             f"the service at {self.target} cannot take this sensor's batches ({self._describe(exc)}); "
-            "not retrying: deploy a sensor and a service of the same wire schema version"
+            f"not retrying: {remedy}"
         )
         log.error("%s; %d batches (%d vectors) not delivered", self.failed, held, vectors)
         self._changed.set()

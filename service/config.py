@@ -76,6 +76,10 @@ Seconds = Annotated[float, Field(gt=0)]
 Wait = Annotated[float, Field(ge=0)]
 
 
+#: When the write-ahead log syncs to disk (``service/wal.py``): before each ack, every group_ms, never.
+FsyncPolicy = Literal["batch", "group", "off"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -112,7 +116,7 @@ class StateConfig(_Section):
     save_interval_seconds: Seconds = 60.0
     key_file: str = ""  # integrity keys (first signs, others verify; baseliner init-secrets); required with dir
     wal: bool = True  # write-ahead log of applied batches (service/wal.py); needs dir; acks become durable
-    wal_fsync: Literal["batch", "group", "off"] = "batch"  # fsync before each ack, every wal_group_ms, never
+    wal_fsync: FsyncPolicy = "batch"  # fsync before each ack, every wal_group_ms, never
     wal_group_ms: Seconds = 5.0
 
 

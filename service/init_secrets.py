@@ -52,7 +52,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 RAW = argparse.RawDescriptionHelpFormatter
 TRUST_DOMAIN = "baseliner"
-DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1", "baseliner", "baseliner.baseliner.svc",
+DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1", "baseliner", "baseliner-1",  # deploy/compose's two shards
+                        "baseliner.baseliner.svc",
                         "baseliner.baseliner.svc.cluster.local",
                         # each shard of the StatefulSet by its own name (docs/sharding.md)
                         "*.baseliner-service-headless.baseliner.svc",

@@ -151,6 +151,8 @@ class StateStore:
         self.keys = keys  # state.key_file: the first key signs, the others are read during a rotation
         self.sizes: dict[str, int] = {}  # image key -> bytes of its last written file
         self.resigned = 0  # files found under an older key at restore, and written again under the signing key
+        #: image keys handed to another shard: a checkpoint taken before the handover must not write them back
+        self.released: set[str] = set()
 
     @property
     def baselines_dir(self) -> Path:
@@ -187,8 +189,14 @@ class StateStore:
         """Write a snapshot's files; returns bytes written."""
         total = 0
         for k, (meta, arrays) in snap.baselines.items():
+            if k in self.released:
+                continue
             data = encode_file("baseline", k, meta, arrays, self.keys)
-            atomic_write(self.baselines_dir / baseline_filename(k), data)
+            path = self.baselines_dir / baseline_filename(k)
+            atomic_write(path, data)
+            if k in self.released:  # released while this was written (the writer runs in a thread)
+                path.unlink(missing_ok=True)
+                continue
             self.sizes[k] = len(data)
             total += len(data)
         if snap.write_service:

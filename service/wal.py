@@ -50,15 +50,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from baseliner.models.errors import StateError, ValidationError
 from baseliner.models.integrity import ALGORITHM, Keyring
+from baseliner.service.config import FsyncPolicy
 
 log = logging.getLogger(__name__)
 
-FSYNC_POLICIES = ("batch", "group", "off")
+FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
 _VERSION = 2
 _PREFIX = b"BASELINER-WAL %d " % _VERSION
 _REC = struct.Struct(">I")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 with atheris.instrument_imports():
     import numpy as np
     from baseliner.models.errors import StateError, ValidationError
+    from baseliner.models.integrity import Keyring
     from baseliner.models.rate_features import transform_block
     from baseliner.models.validate import validate_block
     from baseliner.protos.v1 import vectors_pb2
@@ -36,6 +37,7 @@ with atheris.instrument_imports():
 
 DECODER = serde.Decoder(1000)
 WAL_FILE = Path(tempfile.mkdtemp()) / "000000000001.wal"
+WAL_KEYS = Keyring.of(b"fuzz-write-ahead-log-key-0123456789")
 
 
 def one(data: bytes) -> None:
@@ -63,7 +65,7 @@ def one(data: bytes) -> None:
         pass
     WAL_FILE.write_bytes(b"BASELINER-WAL 1 sha256\n" + data)
     try:
-        for _ in read_segment(WAL_FILE, None, last=bool(data[:1] == b"\x00")):
+        for _ in read_segment(WAL_FILE, WAL_KEYS, last=bool(data[:1] == b"\x00")):
             pass
     except StateError:
         pass

@@ -376,7 +376,7 @@ def test_pages_show_what_the_admin_api_holds(stack: Stack, browser: Any) -> None
         for f in active:
             assert f"{fmt(f.typical)} " in rows[f.name] and f"{f.mean:.3f} {f.std:.3f}" in rows[f.name], f.name
         thresholds = browser.find_element(By.ID, "thresholds").text
-        assert f"rate tier, steady state {fmt(admin.threshold)}" in thresholds
+        assert f"decision, steady state {fmt(admin.threshold)}" in thresholds
         assert browser.find_element(By.ID, "windows-learnt").text == f"{admin.windows_learned:,}"
         if key.startswith("nginx"):
             browser.execute_script("window.scrollTo(0, 0)")
@@ -415,11 +415,14 @@ def test_explanation_figures_are_the_admin_apis_on_a_frozen_image(stack: Stack, 
     admin = stack.baseline(key)
     assert admin.mode == admin_pb2.MODE_FREEZE and admin.state == admin_pb2.STATE_FROZEN
 
-    def busier(v: FeatureVector) -> None:  # a burst of the calls it makes, and of bytes sent
+    # A burst of the calls it makes, and of bytes sent: flagged by the rate tier alone under every tier
+    # combination (Fisher's method dilutes a rate anomaly alone: docs/evaluation.md), still below
+    # critical; what this test checks is the explanation's figures.
+    def busier(v: FeatureVector) -> None:
         for name in ("read", "write", "lseek", "sendto"):
             if name in v.syscalls:
-                v.syscalls[name] *= 40
-        v.bytes_sent *= 40
+                v.syscalls[name] *= 100
+        v.bytes_sent *= 100
 
     w = stack.window_like(key, busier)
     stack.send(w)
@@ -450,7 +453,7 @@ def test_explanation_figures_are_the_admin_apis_on_a_frozen_image(stack: Stack, 
     req = urllib.request.Request(stack.falco + "/", data=json.dumps(alert).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
-        assert json.loads(r.read())["anomalies"] == [event["event_id"]]
+        assert json.loads(r.read()) == {"accepted": True}  # (what it found goes to the events and the pages only)
     browser.refresh()
     falco = browser.find_element(By.ID, "falco").text
     assert "Read sensitive file untrusted" in falco and "cat read /etc/shadow" in falco

@@ -1,7 +1,8 @@
 """The deploy image, built here (scripts/build_image.sh: the locally made Debian base, wheels from the host) and
 run: as the service (its default user) and as the eBPF sensor (CAP_SYS_ADMIN, host PID, the BPF mounts and
 the Docker socket), both as Docker containers; an app container's reverse shell is flagged.  And
-deploy/compose's two Baseliner services start with docker-compose (the third-party ones need registry images).
+deploy/compose's Baseliner services (two shards and the sensor) start with docker-compose (the third-party ones
+need registry images).
 
 Needs root, BPF and the runtimes; fails instead of skipping when ``CI`` is set.  The first build takes a few
 minutes (docker keeps its layers for the next).
@@ -121,8 +122,24 @@ def secured_states(secrets: Path, port: int, env: dict[str, str]) -> dict[str, s
     return {p[0]: p[1] for p in (line.split() for line in out.stdout.splitlines()) if len(p) >= 2}
 
 
+def shard_listing(secrets: Path, port: int) -> tuple[dict[str, str], list[str]]:
+    """``ListBaselines`` at one shard with the operator's credentials: image key -> the shard holding it, and the
+    shards that did not answer."""
+    import grpc
+    from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
+
+    creds = grpc.ssl_channel_credentials((secrets / "ca.pem").read_bytes(), (secrets / "admin.key").read_bytes(),
+                                         (secrets / "admin.pem").read_bytes())
+    token = (secrets / "admin.token").read_text().strip()
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+        r = admin_pb2_grpc.AdminStub(ch).ListBaselines(admin_pb2.ListBaselinesRequest(),
+                                                       metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+    return {b.key: b.shard for b in r.baselines}, list(r.unavailable_shards)
+
+
 def test_compose_starts_the_baseliner_services(image: str, tmp_path: Path) -> None:
-    """The documented setup: init-secrets into deploy/compose/secrets (owned by the service's user), then up."""
+    """The documented setup: init-secrets into deploy/compose/secrets (owned by the service's user), then up: two
+    shards that agree on the map and answer for each other, and the sensor streaming to them."""
     secrets = COMPOSE / "secrets"
     assert not secrets.exists(), f"{secrets} exists: this test creates (and removes) its own"
     init_secrets.create(secrets, ["compose-node"], mount_dir=init_secrets.SERVICE_MOUNT)
@@ -136,7 +153,7 @@ def test_compose_starts_the_baseliner_services(image: str, tmp_path: Path) -> No
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*compose, *args], cwd=COMPOSE, env=env, capture_output=True, text=True, timeout=300)
 
-    up = run("up", "-d", "--no-deps", "--no-build", "baseliner", "sensor")
+    up = run("up", "-d", "--no-deps", "--no-build", "baseliner", "baseliner-1", "sensor")
     try:
         assert up.returncode == 0, up.stderr
         deadline = time.monotonic() + 120
@@ -148,8 +165,17 @@ def test_compose_starts_the_baseliner_services(image: str, tmp_path: Path) -> No
             assert time.monotonic() < deadline, f"no baseline from the compose sensor: {states}\n{logs}"
             time.sleep(2)
         ps = run("ps").stdout
-        assert ps.count(" Up ") == 2, ps
+        assert ps.count(" Up ") == 3, ps
         assert "connected" in run("logs", "--no-color", "sensor").stdout
+        deadline = time.monotonic() + 60
+        while True:  # either shard lists both shards' images, each named with its shard
+            listings = [shard_listing(secrets, port) for port in (50051, 50052)]
+            if all(not unavailable and got.get(image) for got, unavailable in listings):
+                break
+            assert time.monotonic() < deadline, listings
+            time.sleep(2)
+        assert listings[0][0] == listings[1][0]
+        assert set(listings[0][0].values()) <= {"baseliner-0", "baseliner-1"}, listings
         assert baseline_states(50051, env) == {}  # nothing without the operator's credentials
     finally:
         down = run("down", "-v")

@@ -17,12 +17,12 @@ def test_recording_run_scores_the_ground_truth(tmp_path):
     src = SyntheticSource(cfg)
     path = tmp_path / "rec.jsonl.gz"
     n = record(iter(src), str(path), synthetic_header(src))
-    run = evaluate_recording(path, progress=False)
+    run = evaluate_recording(path, progress=False, learn_hours=0.5)
     assert run.vectors == n and run.images == 2 and run.rejected == 0
     assert [a.kind for a in run.attacks] == ["reverse_shell", "etc_write"]
     assert all(a.windows > 0 for a in run.attacks)
     assert all(a.detected and a.delay is not None and a.delay >= 0 for a in run.attacks)
-    # detection starts after the default learning minimum (60 windows of 30 s = 0.5 h)
+    # detection starts after the half hour of learning
     assert 2.0 < run.hours < 3.0 and run.false_alarms >= 0 and run.scored < run.vectors
 
 

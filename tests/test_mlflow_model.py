@@ -328,7 +328,7 @@ def test_the_flavour_keeps_a_baselines_lineage(store: Path) -> None:
     inherit(child, "nginx:1.27", ["repository nginx"], LineagePolicy())
     child.process(normal_windows(20, start=1.7e9 + 1000))  # the version observed for a while
     assert child.lineage is not None and child.lineage.windows == 20
-    model = mm.load_model(log(mm.BaselinerModel.from_baseline(child)))
+    model = mm.load_model(log(mm.BaselinerModel.from_baseline(child)), TRUSTED)
     assert model.state_meta is not None and model.state_arrays is not None
     loaded = ImageBaseline.from_state(model.state_meta, model.state_arrays)
     assert loaded.lineage is not None and loaded.lineage.to_meta() == child.lineage.to_meta()

@@ -291,3 +291,21 @@ def test_falco_endpoint_secret_and_client_certificate(tmp_path: Path, pki: dict[
                 assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
     asyncio.run(main())
+
+
+def test_the_shard_map_needs_a_token_only_where_sensors_need_one() -> None:
+    """A sensor asks for the shard map with the credential it streams with: none where sensors stream without a
+    token (an admin token file alone does not close the map to them), its token where they need one."""
+    from baseliner.service.auth import Authorizer, SensorIdentity, _digest
+    from baseliner.service.errors import AuthenticationError
+
+    admins_only = Authorizer(admins={_digest("o" * 16): "olga"})
+    admins_only.shard_call((), "GetMap")
+    admins_only.shard_call((), "Status")
+    with pytest.raises(AuthenticationError):  # the shards' own calls still need the peer token
+        Authorizer(admins={_digest("o" * 16): "olga"}, peer=_digest("p" * 16)).shard_call((), "Pull")
+    sensors = Authorizer(sensors={_digest("s" * 16): SensorIdentity("node-1", "bpf")},
+                         admins={_digest("o" * 16): "olga"})
+    with pytest.raises(AuthenticationError):
+        sensors.shard_call((), "GetMap")
+    sensors.shard_call((("authorization", "Bearer " + "s" * 16),), "GetMap")

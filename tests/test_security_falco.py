@@ -51,7 +51,8 @@ def serve(tmp_path: Path) -> Any:
         "--set", f"falco.listen=127.0.0.1:{free_port()}", "--set", f"falco.secret_file={tmp_path / 'falco.secret'}",
         "--set", "falco.max_connections=4", "--set", "falco.max_body_bytes=4096",
         "--events", str(tmp_path / "events.jsonl"), "--metrics-listen", f"127.0.0.1:{free_port()}",
-        "--set", "baseline.min_learn_windows=20", "--set", "baseline.min_learn_seconds=0"]).start()
+        "--set", "baseline.min_learn_windows=20", "--set", "baseline.min_learn_seconds=0",
+        "--set", "baseline.stable_confidence=0"]).start()
     proc.falco = int(next(a for a in proc.extra if a.startswith("falco.listen=")).rsplit(":", 1)[1])
     proc.metrics = int(proc.extra[proc.extra.index("--metrics-listen") + 1].rsplit(":", 1)[1])
     proc.events = tmp_path / "events.jsonl"

@@ -119,6 +119,24 @@ def test_a_second_authenticated_sensor_can_neither_silence_nor_impersonate_anoth
     assert set(meta["sensors"]) == {"node-1/bpf", "node-2/bpf"} and meta["sensors"]["node-2/bpf"] == 1
 
 
+def test_a_sensor_started_with_another_sensors_credential_says_so_and_exits(tmp_path: Path) -> None:
+    """A Hello the credential does not allow is a configuration mistake no retry cures: the sensor names the
+    fix and exits 1 instead of retrying for ever."""
+    serve = ServeProcess(tmp_path / "state", extra=token_files(tmp_path)).start()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "baseliner.service.cli", "sensor", "--source", "synthetic", "--target",
+             serve.target, "--node", "node-2", "--sensor-id", "node-2/bpf", "--token-file",
+             str(tmp_path / "victim.token"), "--hours", "0.5", "--no-attacks"],
+            cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        assert serve.stop() == 0
+    assert r.returncode == 1, r.stderr
+    assert "PERMISSION_DENIED" in r.stderr and "credential is for sensor 'node-1/bpf'" in r.stderr, r.stderr
+    assert "give the sensor the --node and --sensor-id its credential names" in r.stderr
+    assert "retrying in" not in r.stderr and "Traceback" not in r.stderr
+
+
 def test_identity_from_client_certificates(tmp_path: Path) -> None:
     """Mutual TLS: the URI SAN spiffe://TRUST-DOMAIN/sensor/NODE/SENSOR is the identity; with tokens as well, both
     must name the same sensor; a certificate that names no sensor (an operator's) opens no stream."""

@@ -27,6 +27,7 @@ from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc
 
 from tests.reliability_procs import ServeProcess
 from tests.shard_procs import (
+    LEARNING,
     NODES,
     Shard,
     anomaly_ids,
@@ -65,7 +66,7 @@ def reference(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     """One unsharded service fed the same recordings: its saved states, its Admin view, its anomalies."""
     root = tmp_path_factory.mktemp("single")
     events = root / "events.jsonl"
-    serve = ServeProcess(root / "state", extra=["--events", str(events)]).start()
+    serve = ServeProcess(root / "state", extra=["--events", str(events), *LEARNING]).start()
     try:
         run_sensors(root, [serve.target] * len(NODES), inputs)
         keys = sorted(b.key for b in listed(serve.target)[0])

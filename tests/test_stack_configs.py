@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fnmatch
 import json
 import os
 import re
@@ -104,7 +105,8 @@ def test_scrape_jobs_match_rules_and_dashboards() -> None:
     cfg = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
     assert {"baseliner-service", "baseliner-sensor"} <= set(jobs)
-    assert jobs["baseliner-service"]["static_configs"][0]["targets"] == [f"baseliner:{METRICS_PORT}"]
+    assert jobs["baseliner-service"]["static_configs"][0]["targets"] == [f"baseliner:{METRICS_PORT}",
+                                                                         f"baseliner-1:{METRICS_PORT}"]  # two shards
     sensor = jobs["baseliner-sensor"]["static_configs"][0]
     assert sensor["targets"] == [f"sensor:{SENSOR_METRICS_PORT}"] and "node" in sensor["labels"]
     assert cfg["rule_files"] == [RULES.name]
@@ -220,9 +222,11 @@ def test_fluent_bit_pipeline(name: str) -> None:
     assert out["index"] == fluent_bit_index()
     tag = inp[0]["tag"]
     assert all(x["match"] == tag for x in [*cfg["pipeline"]["filters"], out])
-    if name == "fluent-bit.yaml":  # compose: the file the service writes, on the shared volume
+    if name == "fluent-bit.yaml":  # compose: the files both shards write, on the shared volume
         compose_cfg = service_config.load(str(DEPLOY / "compose" / "baseliner.yaml"), environ={}, validate=False)
-        assert inp[0]["path"] == compose_cfg.events.output
+        second = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())["services"]["baseliner-1"]
+        (output,) = [a.split("=", 1)[1] for a in second["command"] if a.startswith("events.output=")]
+        assert fnmatch.fnmatch(compose_cfg.events.output, inp[0]["path"]) and fnmatch.fnmatch(output, inp[0]["path"])
 
 
 def test_index_template_matches_fluent_bit() -> None:
@@ -322,7 +326,11 @@ def _validate(cfg: service_config.ServeConfig) -> list[str]:
     """The service's problems with a shipped configuration, but for the files init-secrets writes where the
     deployment mounts them (tests/test_security_deploy.py runs the configurations with them in place)."""
     mount = init_secrets.SERVICE_MOUNT
-    return [p for p in service_config.problems(cfg) if f"'{mount}/" not in p]
+    return [p for p in service_config.problems(cfg) if f"'{mount}/" not in p and f"'{SHARD_LIST}'" not in p]
+
+
+#: Where both deployments mount their shard list (deploy/compose/shards; the Kubernetes ConfigMap's).
+SHARD_LIST = "@/etc/baseliner/shards"
 
 
 def secrets_written(tmp: Path, node: str) -> set[str]:
@@ -347,7 +355,7 @@ def test_compose_stack(tmp_path: Path) -> None:
     assert {"/lib/modules", "/usr/src", "/sys/kernel/tracing", "/sys/fs/cgroup", "/var/run/docker.sock"} <= mounts
     args = sensor["command"]
     assert args[:3] == ["sensor", "--source", "bpf"]
-    assert args[args.index("--target") + 1] == f"baseliner:{GRPC_PORT}"
+    assert args[args.index("--target") + 1] == SHARD_LIST  # the sensor streams to every shard of the list
     assert args[args.index("--metrics-listen") + 1] == f"0.0.0.0:{SENSOR_METRICS_PORT}"
     # the node the sensor reports (service-side `node` label) is the node Prometheus labels its target with
     node_default = re.fullmatch(r"\$\{BASELINER_NODE:-([\w.-]+)\}", args[args.index("--node") + 1])
@@ -359,7 +367,7 @@ def test_compose_stack(tmp_path: Path) -> None:
     assert {"50051", "9464", "2802"} == set(svc["expose"]) == {str(p) for p in (GRPC_PORT, METRICS_PORT, FALCO_PORT)}
     assert "./baseliner.yaml:/etc/baseliner/baseliner.yaml:ro" in svc["volumes"]
     assert f"./secrets:{init_secrets.SERVICE_MOUNT}:ro" in svc["volumes"]
-    assert svc["command"][-1] == "/etc/baseliner/baseliner.yaml"
+    assert svc["command"][svc["command"].index("--config") + 1] == "/etc/baseliner/baseliner.yaml"
     falco = s["falco"]["command"]
     opts = dict(falco[i + 1].split("=", 1) for i, a in enumerate(falco) if a == "-o")
     assert opts["json_output"] == "true" and opts["http_output.enabled"] == "true"
@@ -392,6 +400,44 @@ def test_compose_stack(tmp_path: Path) -> None:
     assert body["data_view"]["timeFieldName"] == "@timestamp"
     build = svc["build"]
     assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+    _check_compose_shards(c, cfg)
+
+
+def _set(command: list[str], key: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in command if a.startswith(f"{key}=")]
+    return value
+
+
+def _check_compose_shards(c: dict[str, Any], cfg: service_config.ServeConfig) -> None:
+    """Two shards, each named in the list the shards and the sensor read, each with its own state and events
+    file, calling each other over TLS with the peer token init-secrets writes (here and in compose.host.yaml)."""
+    from baseliner.models.shards import parse_shard_list
+
+    s = c["services"]
+    assert cfg.shards.list == SHARD_LIST and cfg.shards.peer_token_file == f"{init_secrets.SERVICE_MOUNT}/peer.token"
+    assert cfg.shards.tls_ca_file == f"{init_secrets.SERVICE_MOUNT}/ca.pem"
+    listed = {sh.name: sh.address for sh in parse_shard_list((COMPOSE.parent / "shards").read_text())}
+    assert listed == {"baseliner-0": f"baseliner:{GRPC_PORT}", "baseliner-1": f"baseliner-1:{GRPC_PORT}"}
+    for service, name in (("baseliner", "baseliner-0"), ("baseliner-1", "baseliner-1")):
+        svc = s[service]
+        assert _set(svc["command"], "shards.name") == name
+        assert listed[name].split(":")[0] == service  # its address is its compose host name
+        assert listed[name].split(":")[0] in init_secrets.DEFAULT_SERVER_NAMES  # in the server certificate
+        assert f"./shards:{SHARD_LIST[1:]}:ro" in svc["volumes"]
+        assert set(svc["expose"]) == {str(p) for p in (GRPC_PORT, METRICS_PORT, FALCO_PORT)}
+    assert f"./shards:{SHARD_LIST[1:]}:ro" in s["sensor"]["volumes"]
+    states = [dict(v.split(":")[:2] for v in s[n]["volumes"]) for n in ("baseliner", "baseliner-1")]
+    assert [v for v in states[0] if states[0][v] == cfg.state.dir] != [v for v in states[1]
+                                                                        if states[1][v] == cfg.state.dir]
+    assert _set(s["baseliner-1"]["command"], "events.output") != cfg.events.output
+    host = load_yaml(COMPOSE.parent / "compose.host.yaml")["services"]
+    on_host = {sh.name: sh.address for sh in parse_shard_list((COMPOSE.parent / "shards.host").read_text())}
+    for service, name in (("baseliner", "baseliner-0"), ("baseliner-1", "baseliner-1")):
+        assert _set(host[service]["command"], "grpc.listen") == on_host[name]
+        assert _set(host[service]["command"], "shards.name") == name
+    for service in ("baseliner", "baseliner-1", "sensor"):
+        assert f"./shards.host:{SHARD_LIST[1:]}:ro" in host[service]["volumes"]
+    assert host["sensor"]["command"][host["sensor"]["command"].index("--target") + 1] == SHARD_LIST
 
 
 def test_dockerfile() -> None:

@@ -83,7 +83,7 @@ class SequenceTier(base.AnomalyDetector):
     ``tests/test_models_sequence_tier.py`` checks the 3% case against a linear penalty.)
 
     Settings (``BaselineConfig.ngram_alpha``, ``sequence_unseen_nats``, ``sequence_unseen_scale``) were
-    chosen by cross-validation inside ADFA-LD's training data (``bench/evaluate_sequence_cv.py``;
+    chosen by cross-validation inside ADFA-LD's training data (``bench/choose_settings.py``;
     ``docs/evaluation.md``).  ``unseen_nats = 0`` is the order-4 likelihood alone.
 
     Windows are given as flat CSR entries of many tiers' windows at once (:meth:`score_stacked`,

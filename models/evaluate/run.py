@@ -384,8 +384,9 @@ def evaluate_recording(path: str | Path, progress: bool = True, learn_hours: flo
     does (``Mode.AUTO``: learn until ready, then detect and learn only unflagged windows), and score it
     against the ground-truth attacks in its header (``header["attacks"]``: kind, container_id, start, end).
 
-    ``learn_hours`` > 0 makes every baseline learn at least that long (``min_learn_seconds``) before it
-    detects, as ``baseliner demo`` does; 0 keeps the service's defaults."""
+    ``learn_hours`` > 0 makes every baseline learn that long (``min_learn_seconds``, then its later half
+    quiet: ``stable_confidence`` 0) before it detects, as ``baseliner demo`` does; 0 keeps the service's
+    defaults (learning ends from the data: about 17 h of quiet for a budget of one alarm a day)."""
     from baseliner.models.baseline import BaselineConfig, ImageBaseline, State
     from baseliner.models.block import VectorBlock
     from baseliner.models.recording import RecordingReader
@@ -418,7 +419,8 @@ def evaluate_recording(path: str | Path, progress: bool = True, learn_hours: flo
             for image, vs in by_image.items():
                 b = baselines.get(image)
                 if b is None:
-                    cfg = BaselineConfig(min_learn_seconds=learn_hours * 3600.0) if learn_hours > 0 else None
+                    cfg = (BaselineConfig(min_learn_seconds=learn_hours * 3600.0, stable_confidence=0.0)
+                           if learn_hours > 0 else None)
                     b = baselines[image] = ImageBaseline(image, cfg)
                 for v, verdict in zip(vs, b.process(vs), strict=True):
                     hit = -1

@@ -2,7 +2,9 @@
 
 The actions are the Admin API's mutating calls on the same pipeline (``service/servicer.py``: ``Feedback``,
 ``SetMode``, ``ResetBaseline``), made durable the same way (a checkpoint before the answer when the service
-keeps state).  Every attempt, done, refused or failed, writes one line to the ``baseliner.audit`` logger::
+keeps state).  An image held by another shard is acted on by that shard, through its Admin API with the
+visitor's token (``shards.py``), as the Admin API passes a call on; the audit line names that shard.
+Every attempt, done, refused or failed, writes one line to the ``baseliner.audit`` logger::
 
     console audit: who=olga role=operator action=feedback target=event:3f2a9c0d1e4b5a6f7081 result=ok from=127.0.0.1 \
 accepted=executable:/usr/bin/curl
@@ -18,6 +20,8 @@ from typing import Any
 from baseliner.models.baseline import Mode
 from baseliner.models.errors import BaselinerError
 from baseliner.service.auth import Principal
+from baseliner.service.console.shards import ShardView
+from baseliner.service.console.views import proto_state
 
 audit_log = logging.getLogger("baseliner.audit")
 
@@ -49,26 +53,61 @@ def audit(who: Principal | None, action: str, target: str, result: str, client: 
 class Actions:
     """Runs actions on a :class:`baseliner.service.pipeline.Pipeline`; ``durable`` makes a change durable."""
 
-    def __init__(self, pipeline: Any, durable: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, pipeline: Any, durable: Callable[[], Awaitable[None]] | None = None,
+                 shards: ShardView | None = None) -> None:
         self.pipeline = pipeline
         self.durable = durable
+        self.shards = shards or ShardView(None)
 
-    async def run(self, who: Principal, action: str, target: str, value: str, client: str) -> Outcome:
+    async def run(self, who: Principal, action: str, target: str, value: str, client: str,
+                  token: str = "") -> Outcome:
         """Do ``action`` on ``target`` (an event id for feedback, an image key otherwise); raise :class:`Refused`
-        for a visitor who may not act, BaselinerError when it cannot be done."""
+        for a visitor who may not act, BaselinerError when it cannot be done.  ``token``: the visitor's, for
+        the shard that holds the target when another one does."""
         label = f"event:{target}" if action == "feedback" else f"image:{target}"
         if not who.may_act:
             audit(who, action, label, "denied", client, "reason=viewer")
             raise Refused(f"{who.name} is a viewer: only operators may change baselines")
         try:
-            outcome, detail = self._do(action, target, value)
-            if self.durable is not None:
-                await self.durable()
+            elsewhere = await self._elsewhere(action, target, value, token)
+            if elsewhere is not None:
+                outcome, detail = elsewhere
+            else:
+                outcome, detail = self._do(action, target, value)
+                if self.durable is not None:
+                    await self.durable()
         except BaselinerError as e:
             audit(who, action, label, "failed", client, f'reason="{e}"')
             raise
         audit(who, action, label, "ok", client, detail)
         return outcome
+
+    async def _elsewhere(self, action: str, target: str, value: str, token: str) -> tuple[Outcome, str] | None:
+        """The action done by the other shard that holds its target (None: this shard holds it).  The holder
+        makes it durable before it answers."""
+        if self.shards.single:
+            return None
+        if action == "feedback":
+            if target in self.pipeline.recent:
+                return None
+            shard, answer = await self.shards.feedback(target, token)
+            key, items = answer.baseline.key, list(answer.accepted_items)
+            text = ", ".join(items) if items else "no novel items; its rates were learnt"
+            return (Outcome(f"Accepted into the baseline of {key} (held by shard {shard}): {text}.", key),
+                    f"image={key} shard={shard} accepted={','.join(items) or '-'}")
+        holder = await self.shards.holder(target)
+        if holder is None:
+            return None
+        if action == "mode":
+            mode = Mode(value)
+            b = await self.shards.set_mode(holder, target, mode.value, token)
+            return (Outcome(f"{b.key}: mode {mode.value}, now {proto_state(b.state)} (held by shard {holder.name}).",
+                            b.key), f"mode={mode.value} shard={holder.name}")
+        if action == "reset":
+            b = await self.shards.reset(holder, target, token)
+            return (Outcome(f"{b.key}: reset by shard {holder.name}; it learns again from its next window.", b.key),
+                    f"shard={holder.name}")
+        raise ValueError(f"unknown action {action!r}")
 
     def _do(self, action: str, target: str, value: str) -> tuple[Outcome, str]:
         p = self.pipeline

@@ -25,6 +25,7 @@ from baseliner.service.console.actions import Actions
 from baseliner.service.console.history import History
 from baseliner.service.console.pages import FORM, SECURITY_HEADERS, SESSION, Pages
 from baseliner.service.console.sessions import COOKIE, Session, Sessions
+from baseliner.service.console.shards import ShardView
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ async def attach(server: Any) -> ConsoleServer | None:
     pipeline.score_observers.append(history.observe)
     sessions = Sessions(server.authorizer, cfg.session_idle_minutes * 60, cfg.session_hours * 3600,
                         cfg.max_sessions)
-    pages = Pages(cfg, pipeline, history, sessions, Actions(pipeline, _durable(server)))
+    shards = ShardView(server.cluster)  # (a service that is not one of several shards: its own map of one)
+    pages = Pages(cfg, pipeline, history, sessions, Actions(pipeline, _durable(server), shards), shards)
     console = ConsoleServer(cfg, pages, sessions)
     await console.start()
     return console

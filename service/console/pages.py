@@ -26,7 +26,8 @@ from baseliner.service.console import views
 from baseliner.service.console.actions import ACTIONS, Actions, Refused, audit
 from baseliner.service.console.history import SEVERITIES, History
 from baseliner.service.console.sessions import COOKIE, LoginThrottle, Session, Sessions
-from baseliner.service.errors import UnknownEventError
+from baseliner.service.console.shards import ShardView
+from baseliner.service.errors import PermissionDeniedError, ShardUnavailableError, UnknownEventError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from multidict import MultiDictProxy
 
@@ -96,9 +97,10 @@ class Pages:
     """The console's request handlers over a pipeline, its history, the sessions and the actions."""
 
     def __init__(self, config: ConsoleConfig, pipeline: Any, history: History, sessions: Sessions,
-                 actions: Actions) -> None:
+                 actions: Actions, shards: ShardView | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.shards = shards or ShardView(None)
         self.history = history
         self.sessions = sessions
         self.login_throttle = LoginThrottle()
@@ -134,7 +136,8 @@ class Pages:
             flash, session.flash = session.flash, []
         html = self.env.get_template(template).render(
             who=session.who if session else None, csrf=session.csrf if session else "", flash=flash,
-            path=request.path, now=self.history.now, page_size=self.config.page_size, **ctx)
+            path=request.path, now=self.history.now, page_size=self.config.page_size,
+            shard=self.shards.name, other_shards=[h.name for h in self.shards.others()], **ctx)
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 
     def error(self, request: web.Request, status: int, title: str, message: str) -> web.Response:
@@ -160,18 +163,32 @@ class Pages:
                               state=_choice(q.get("state"), views.STATES), q=q.get("q", "")[:200],
                               sort=_choice(q.get("sort"), views.FLEET_SORTS, "image"), desc=q.get("desc") == "1",
                               page=_int(q.get("page")))
-        page, choices = views.fleet(self.pipeline.all(), self.history, f, self.config.page_size)
-        return self.render(request, "fleet.html", page=page, f=_params(f), choices=choices,
-                           images=len(self.pipeline.baselines))
+        baselines: list[Any] = self.pipeline.all()
+        unavailable: list[str] = []
+        if not self.shards.single:  # every shard's images, this shard's first where a key is moving
+            elsewhere, unavailable = await self.shards.list_others(request[SESSION].token)
+            here = {b.key for b in baselines}
+            baselines += [views.HeldElsewhere(s, b) for s, b in elsewhere if b.key not in here]
+            baselines.sort(key=lambda b: b.key)
+        page, choices = views.fleet(baselines, self.history, f, self.config.page_size)
+        return self.render(request, "fleet.html", page=page, f=_params(f), choices=choices, images=len(baselines),
+                           here=len(self.pipeline.baselines), unavailable=unavailable)
 
     async def image(self, request: web.Request) -> web.Response:
         key = request.query.get("key", "")
         try:
+            holder = await self.shards.holder(key)
+            if holder is not None:
+                b = await self.shards.get(holder, key, request[SESSION].token)
+                return self.render(request, "image_elsewhere.html", v=views.image_elsewhere(
+                    holder.name, b, all_features=request.query.get("features") == "all"))
             b = self.pipeline.get(key)
             view = views.image(b, self.history, all_features=request.query.get("features") == "all")
         except UnknownBaselineError:
             return self.error(request, 404, "Not found", f"No baseline for image {key!r}.")
-        except BaselinerError as e:  # a spilled baseline whose file was refused
+        except PermissionDeniedError as e:
+            return self.error(request, 403, "Refused", str(e))
+        except BaselinerError as e:  # a spilled baseline whose file was refused; a shard that did not answer
             return self.error(request, 409, "Not available", str(e))
         return self.render(request, "image.html", v=view)
 
@@ -182,7 +199,14 @@ class Pages:
                                 sort=_choice(q.get("sort"), views.ANOMALY_SORTS, "time"),
                                 desc=q.get("desc", "1") == "1", page=_int(q.get("page")))
         page = views.anomalies(self.history, f, self.config.page_size)
-        return self.render(request, "anomalies.html", page=page, f=_params(f),
+        elsewhere = ""
+        if f.image and not self.shards.single:
+            try:
+                holder = await self.shards.holder(f.image)
+            except BaselinerError:
+                holder = None
+            elsewhere = holder.name if holder is not None else ""
+        return self.render(request, "anomalies.html", page=page, f=_params(f), elsewhere=elsewhere,
                            held=len(self.history.anomalies), seen=self.history.events_seen)
 
     async def anomaly(self, request: web.Request) -> web.Response:
@@ -191,7 +215,15 @@ class Pages:
         if a is None:
             return self.error(request, 404, "Not found", f"No anomaly {eid!r} is held (unknown, or older than the "
                                                          f"last {self.config.max_anomalies:,} anomalies).")
-        return self.render(request, "anomaly.html", v=views.anomaly(a, self.history, self.pipeline))
+        v = views.anomaly(a, self.history, self.pipeline)
+        held_by = ""
+        if not v.held and not self.shards.single:  # its image (and its windows) may have moved to another shard
+            try:
+                holder = await self.shards.holder(a.image)
+            except BaselinerError:
+                holder = None
+            held_by = holder.name if holder is not None else ""
+        return self.render(request, "anomaly.html", v=v, held_by=held_by)
 
     async def live(self, request: web.Request) -> web.Response:
         newest = [a for _, a in zip(range(self.config.page_size), self.history.newest(), strict=False)]
@@ -253,19 +285,23 @@ class Pages:
         if not session.who.may_act:
             return self.error(request, 403, "Refused", f"{session.who.name} is a viewer: only operators may change "
                                                         "baselines.")
-        ctx: dict[str, Any] = {"action": action, "target": target, "value": value}
+        ctx: dict[str, Any] = {"action": action, "target": target, "value": value, "holder": ""}
         if action == "feedback":
             a = self.history.anomalies.get(target)
-            if a is None or target not in self.pipeline.recent:
+            if a is None or (target not in self.pipeline.recent and self.shards.single):
                 return self.error(request, 409, "Not possible", "The service no longer holds this anomaly's windows: "
                                                                 "it cannot be accepted into the baseline.")
             ctx["v"] = views.anomaly(a, self.history, self.pipeline)
         else:
             try:
-                b = self.pipeline.get(target)
+                holder = await self.shards.holder(target)
+                if holder is not None:
+                    ctx["current"] = views.proto_status(await self.shards.get(holder, target, session.token))
+                    ctx["holder"] = holder.name
+                else:
+                    ctx["current"] = views.status(self.pipeline.get(target))
             except BaselinerError as e:
                 return self.error(request, 404, "Not found", str(e))
-            ctx["current"] = views.status(b)
         return self.render(request, "confirm.html", **ctx)
 
     async def act(self, request: web.Request) -> web.Response:
@@ -275,10 +311,10 @@ class Pages:
         if action not in ACTIONS or (action == "mode" and value not in views.MODES):
             return self.error(request, 400, "Bad request", "Unknown action.")
         try:
-            outcome = await self.actions.run(session.who, action, target, value, request.remote or "")
-        except Refused as e:
+            outcome = await self.actions.run(session.who, action, target, value, request.remote or "", session.token)
+        except (Refused, PermissionDeniedError) as e:
             return self.error(request, 403, "Refused", str(e))
-        except UnknownEventError as e:
+        except (UnknownEventError, ShardUnavailableError) as e:
             return self.error(request, 409, "Not possible", str(e))
         except BaselinerError as e:
             return self.error(request, 404, "Not found", str(e))

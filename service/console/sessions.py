@@ -3,7 +3,9 @@
 A visitor logs in by posting an operator or viewer token (``service/auth.py``: ``grpc.admin_tokens_file``,
 ``grpc.viewer_tokens_file``) to the login form.  The session that follows is named by a random cookie value
 (``Secure; HttpOnly; SameSite=Strict``), held here only as its SHA-256 digest, and carries the token's name
-and role and a random CSRF token that every form of the session posts back.  A session ends when it is
+and role and a random CSRF token that every form of the session posts back; it keeps the token itself in memory
+only, to pass it on to the shard that holds an image held elsewhere (``shards.py``), as the Admin API passes on a
+caller's token.  A session ends when it is
 unused for ``console.session_idle_minutes``, ``console.session_hours`` after its login, at logout, or when
 ``console.max_sessions`` newer ones push it out.  A client address that fails ``LoginThrottle.FAILURES``
 logins within ``LoginThrottle.WINDOW_SECONDS`` is refused further attempts until that window has passed.
@@ -35,6 +37,7 @@ class Session:
     created: float
     used: float
     flash: list[str] = field(default_factory=list)  # messages for the next page (e.g. what an action did)
+    token: str = field(default="", repr=False)  # passed on to the shard that holds an image (console/shards.py)
 
 
 class LoginThrottle:
@@ -106,7 +109,7 @@ class Sessions:
             return None
         cookie = secrets.token_urlsafe(32)
         now = self.clock()
-        session = Session(who, secrets.token_urlsafe(32), now, now)
+        session = Session(who, secrets.token_urlsafe(32), now, now, token=token.strip())
         self._sessions[_digest(cookie)] = session
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)

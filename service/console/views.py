@@ -18,6 +18,7 @@ from typing import Any
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.ngrams import LONG_BUCKETS
 from baseliner.models.novelty import KINDS
+from baseliner.protos.v1 import admin_pb2
 from baseliner.service.console import charts
 from baseliner.service.console.history import DAY, HOUR, Anomaly, History, ImageActivity
 
@@ -94,8 +95,11 @@ class Status:
 def status(b: Any) -> Status:
     """A baseline's state, and while it learns, how far it got and what it still waits for.
 
-    Works on a loaded baseline and on a spilled one's summary (which lacks the threshold's score count).
+    Works on a loaded baseline, on a spilled one's summary (which lacks the threshold's score count) and on a
+    baseline held by another shard (:class:`HeldElsewhere`: its holder's words, without the progress).
     """
+    if isinstance(b, HeldElsewhere):
+        return b.status
     state, mode = _value(b.state), _value(b.mode)
     if state != "learning":
         return Status(state, mode, None, "")
@@ -142,6 +146,112 @@ def duration(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# Baselines held by other shards (their Admin API's answers: service/console/shards.py)
+
+
+def proto_mode(value: int) -> str:
+    """``admin_pb2.Mode`` as the console's mode name.
+
+    >>> from baseliner.protos.v1 import admin_pb2
+    >>> proto_mode(admin_pb2.MODE_FREEZE), proto_state(admin_pb2.STATE_LEARNING)
+    ('freeze', 'learning')
+    """
+    return admin_pb2.Mode.Name(value).removeprefix("MODE_").lower()
+
+
+def proto_state(value: int) -> str:
+    return admin_pb2.State.Name(value).removeprefix("STATE_").lower()
+
+
+def proto_status(b: Any) -> Status:
+    """The status of an ``admin_pb2.Baseline`` (why it still learns in its holder's words; no progress)."""
+    state = proto_state(b.state)
+    reason = (b.learning_detail or b.learning_reason) if state == "learning" else ""
+    return Status(state, proto_mode(b.mode), None, reason)
+
+
+@dataclass(frozen=True)
+class _Lineage:
+    parent: str
+
+
+@dataclass(frozen=True)
+class HeldElsewhere:
+    """An image whose baseline another shard holds, as its ``ListBaselines`` or ``GetBaseline`` gave it."""
+
+    shard: str
+    proto: Any  # admin_pb2.Baseline
+
+    @property
+    def key(self) -> str:
+        return str(self.proto.key)
+
+    @property
+    def status(self) -> Status:
+        return proto_status(self.proto)
+
+    @property
+    def state(self) -> str:
+        return proto_state(self.proto.state)
+
+    @property
+    def mode(self) -> str:
+        return proto_mode(self.proto.mode)
+
+    @property
+    def windows_learned(self) -> int:
+        return int(self.proto.windows_learned)
+
+    @property
+    def windows_scored(self) -> int:
+        return int(self.proto.windows_scored)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.proto.threshold) if self.proto.threshold else math.nan
+
+    @property
+    def lineage(self) -> _Lineage | None:
+        return _Lineage(self.proto.lineage.parent) if self.proto.HasField("lineage") else None
+
+
+@dataclass
+class ElsewhereView:
+    """An image's page when another shard holds it: what its Admin API gives."""
+
+    key: str
+    shard: str
+    status: Status
+    facts: admin_pb2.Baseline
+    features: list[FeatureRow]
+    features_total: int
+    novelty: list[tuple[str, list[str]]]  # (kind, items learnt)
+    lineage: LineageView | None
+
+
+def image_elsewhere(shard: str, b: Any, all_features: bool = False) -> ElsewhereView:
+    """The page of an image held by ``shard`` from its ``GetBaseline`` answer ``b``."""
+    feats = [FeatureRow(f.name, f.unit, f.typical, math.expm1(f.mean - f.std) if f.mean - f.std > 0 else 0.0,
+                        math.expm1(f.mean + f.std), f.mean, f.std)
+             for f in b.features if f.mean > 0 and math.isfinite(f.typical)]
+    feats.sort(key=lambda r: -r.typical)
+    novelty = [("executable", list(b.executables)), ("syscall", list(b.syscalls)),
+               ("port", list(b.remote_ports)), ("sensitive_path", list(b.sensitive_paths))]
+    lin = None
+    if b.HasField("lineage") and b.lineage.parent:
+        added: dict[str, list[str]] = {}
+        vanished: dict[str, list[str]] = {}
+        for items, into in ((b.lineage.added, added), (b.lineage.vanished, vanished)):
+            for item in items:
+                kind, _, value = item.partition(" ")
+                into.setdefault(kind, []).append(value)
+        lin = LineageView(b.lineage.parent, b.lineage.status, b.lineage.reason, list(b.lineage.groups),
+                          list(added.items()), list(vanished.items()))
+    return ElsewhereView(b.key, shard, proto_status(b), b, feats if all_features else feats[:FEATURES_SHOWN],
+                         len(feats), novelty, lin)
+
+
+# --------------------------------------------------------------------------------------------------
 # Fleet
 
 
@@ -159,6 +269,7 @@ class FleetRow:
     day: list[int]
     last: Anomaly | None
     parent: str = ""  # the image key its baseline was inherited from (models/lineage.py)
+    shard: str = ""  # the other shard that holds it ("" for this shard: its activity columns are this shard's)
 
 
 @dataclass
@@ -219,7 +330,8 @@ def fleet(baselines: Iterable[Any], history: History, f: FleetFilter, size: int)
     page = page_of(shown, f.page, size)
     page.rows = [FleetRow(b.key, status(b), int(b.windows_learned), int(b.windows_scored), _finite(b.threshold),
                           len(act.containers), list(act.nodes), list(act.namespaces), _counts(act, hour),
-                          _counts(act, day), act.last, _parent(b)) for b, act in page.rows]
+                          _counts(act, day), act.last, _parent(b),
+                          b.shard if isinstance(b, HeldElsewhere) else "") for b, act in page.rows]
     choices = {"namespaces": sorted(history.namespaces), "nodes": sorted(history.nodes), "states": STATES}
     return page, choices
 
@@ -327,7 +439,9 @@ def image(b: Any, history: History, all_features: bool = False) -> ImageView:
 
 
 def _thresholds(b: Any) -> list[tuple[str, float | None, str]]:
-    out = []
+    out = [("decision, steady state", _finite(b.threshold),
+            "the alarm budget per window in decades of improbability (-log10 p); each tier's score is turned "
+            "into its tail probability under its own threshold's calibration, and the tiers are combined")]
     for name, profile in (("steady state", b.steady), ("start-up", b.startup)):
         thr, seq = profile.threshold, profile.seq_threshold
         out.append((f"rate tier, {name}", _finite(thr.value),

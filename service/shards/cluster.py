@@ -411,6 +411,8 @@ class Cluster:
 
     async def _take(self, key: str, holder: str, parts: list[bytes]) -> None:
         images = import_key(self.pipeline, key, parts, self.server.decoder, self.transfer_keys)
+        if self.server.store is not None:
+            self.server.store.released.difference_update(images)  # held here again: checkpoints write them
         self.holdings.forget_index()
         self.holdings.to_pull.pop(key, None)
         if self.membership.released.pop(key, None) is not None:

@@ -112,6 +112,7 @@ def release_key(pipeline: Any, key: str, images: list[str], store: Any, metrics:
         if metrics is not None:
             metrics.forget_image(k)
         if store is not None:
+            store.released.add(k)  # (before the unlink: a checkpoint being written skips or removes it)
             store.sizes.pop(k, None)
             (store.baselines_dir / baseline_filename(k)).unlink(missing_ok=True)
     if store is not None and store.baselines_dir.exists():
