@@ -130,7 +130,7 @@ def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_p
     >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, {"read": 3}, {7: 2}, execs=1)
     >>> c = to_columns([v], 5).columns
     >>> c.count, len(c.window_f64_le), len(c.window_u32_le), c.ngram_entry_le32.hex(), list(c.complete)
-    (1, 160, 24, '07000400', [])
+    (1, 168, 24, '07000400', [])
     """
     batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=SCHEMA_VERSION)
     c = batch.columns

@@ -87,8 +87,8 @@ def _f64(x: float) -> str:
 
 def test_golden_bytes_of_a_small_batch() -> None:
     """The whole body, byte for byte (VectorBatch fields 2-4, VectorColumns fields 1-13 in order):
-    window_f64_le a float64 row per window, 20 columns (window_start, window_seconds, container_age_seconds,
-    the 17 counters; every one, 0 too); window_u32_le a uint32 row per window (identity, syscall, n-gram,
+    window_f64_le a float64 row per window, 21 columns (window_start, window_seconds, container_age_seconds,
+    the 18 counters; every one, 0 too); window_u32_le a uint32 row per window (identity, syscall, n-gram,
     executable, endpoint and sensitive-path entries); syscall entries as uint16 indices and float64 counts;
     n-gram entries as bucket | count << 17, the count of 40,000 as 32,767 + 7,233, the count of 0 not at all."""
     ident = Identity("n1", "c1", "nginx")
