@@ -2,9 +2,10 @@
 commit (default main), loaded alternately in one run (needs root).
 
 A C loop opens a file for writing and closes it, N times, timed with the loop process's CPU clock (which
-includes the BPF programs run in its context): an absolute path outside the sensitive prefixes, a relative
-name in a working directory outside them, and a relative name in a sensitive working directory (the case that
-is now counted and recorded).  Reported per open+close, the minimum of the runs of each program.
+includes the BPF programs run in its context): absolute paths outside the sensitive prefixes (a short and a
+long one: the kernel normalises an absolute name byte by byte), one inside them, a relative name in a working
+directory outside them, and a relative name in a sensitive working directory.  Reported per open+close, the
+minimum of the runs of each program.
 
     sudo .venv/bin/python bench/sensitive_path_cost.py --rounds 2
 """
@@ -86,10 +87,13 @@ def main() -> None:
     try:
         loop = loop_binary(work)
         sensitive, plain = work / "sensitive", work / "plain"
+        deep = plain / ("d" * 160)  # a long absolute name: normalising it walks ~200 bytes
         sensitive.mkdir()
-        plain.mkdir()
-        cases = {"absolute, not sensitive": (str(plain / "f"), plain), "relative, cwd not sensitive": ("f", plain),
-                 "relative, cwd sensitive": ("f", sensitive)}
+        deep.mkdir(parents=True)
+        cases = {"absolute, not sensitive": (str(plain / "f"), plain),
+                 f"absolute, {len(str(deep / 'f'))} bytes": (str(deep / "f"), plain),
+                 "absolute, sensitive": (str(sensitive / "f"), plain),
+                 "relative, cwd not sensitive": ("f", plain), "relative, cwd sensitive": ("f", sensitive)}
         programs = {"base": program_dir(args.base, work), "this tree": REPO / "sensor" / "bpf"}
         config = probes_mod.ProbeConfig(sensitive_prefixes=(*probes_mod.DEFAULT_SENSITIVE_PREFIXES, str(sensitive)))
         best: dict[str, dict[str, float]] = {p: {} for p in programs}

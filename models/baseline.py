@@ -365,7 +365,8 @@ class ImageBaseline:
     (True, ('novel_executable', 'novel_syscall', 'rate'), 'new executable /bin/sh')
     """
 
-    STATE_VERSION = 4  # 2: n-gram spec v2, the order-6 bitset (``*.seq.seen``); 3: lineage; 4: learning's end
+    STATE_VERSION = 5  # 2: n-gram spec v2, the order-6 bitset (``*.seq.seen``); 3: lineage; 4: learning's end;
+    # 5: the rate feature file.unresolved_writes
 
     def __init__(self, key: str, config: BaselineConfig | None = None) -> None:
         self.key = key

@@ -33,7 +33,7 @@ from baseliner.models.vector import Endpoint, FeatureVector, Identity
 COUNTERS: tuple[str, ...] = (
     "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
     "bytes_received", "packets_sent", "packets_received", "remote_addresses", "remote_ports",
-    "dns_queries", "write_opens", "sensitive_writes", "events_lost",
+    "dns_queries", "write_opens", "sensitive_writes", "unresolved_writes", "events_lost",
 )
 COUNTER_INDEX: dict[str, int] = {name: j for j, name in enumerate(COUNTERS)}
 

@@ -78,7 +78,7 @@ _SCALAR_ATTRS: dict[str, str] = {
     "net.packets_sent": "packets_sent", "net.packets_received": "packets_received",
     "net.dns_queries": "dns_queries", "net.remote_addresses": "remote_addresses",
     "net.remote_ports": "remote_ports", "file.write_opens": "write_opens",
-    "file.sensitive_writes": "sensitive_writes",
+    "file.sensitive_writes": "sensitive_writes", "file.unresolved_writes": "unresolved_writes",
 }
 _VOCAB = frozenset(SYSCALL_VOCABULARY)
 #: Config fields that make up the thresholds policy (a subset of BaselineConfig).

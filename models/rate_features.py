@@ -50,6 +50,8 @@ _CORE: tuple[Feature, ...] = (
     Feature("net.remote_ports", "ports", "count", "distinct remote ports in the window"),
     Feature("file.write_opens", "opens/s", "rate", "opens with write intent"),
     Feature("file.sensitive_writes", "opens/s", "rate", "write opens under sensitive prefixes"),
+    Feature("file.unresolved_writes", "opens/s", "rate",
+            "write opens whose directory the sensor cannot place (directory fd, after fchdir, too long)"),
 )
 
 #: Syscalls with a feature of their own (canonical names, see ``models/syscalls.py``).
@@ -91,7 +93,7 @@ _SCALARS: tuple[tuple[str, int], ...] = tuple(
         ("packets_sent", "net.packets_sent"), ("packets_received", "net.packets_received"),
         ("dns_queries", "net.dns_queries"), ("remote_addresses", "net.remote_addresses"),
         ("remote_ports", "net.remote_ports"), ("write_opens", "file.write_opens"),
-        ("sensitive_writes", "file.sensitive_writes"),
+        ("sensitive_writes", "file.sensitive_writes"), ("unresolved_writes", "file.unresolved_writes"),
     )
 )
 

@@ -88,6 +88,7 @@ class FeatureVector:
     # files
     write_opens: int = 0
     sensitive_writes: int = 0
+    unresolved_writes: int = 0  # write opens whose directory the sensor cannot place (docs/security.md)
     sensitive_paths: list[str] = field(default_factory=list)
     # sensor health
     events_lost: int = 0

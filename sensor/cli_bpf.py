@@ -144,7 +144,8 @@ def _watch(args: argparse.Namespace) -> int:
                     top = sorted(v.syscalls.items(), key=lambda kv: -kv[1])[:3]
                     print(f"{v.identity.image:<30} {v.identity.container_name[:20]:<20} "
                           f"sys={sum(v.syscalls.values()):>8} execs={v.execs} conn={v.connects} "
-                          f"fail={v.connects_failed} sens={v.sensitive_writes} lost={v.events_lost} top={top}",
+                          f"fail={v.connects_failed} sens={v.sensitive_writes} unres={v.unresolved_writes} "
+                          f"lost={v.events_lost} top={top}",
                           flush=True)
             if args.windows and n >= args.windows:
                 break

@@ -22,7 +22,7 @@ from baseliner.sensor.attribution.resolver import ContainerInfo
 CG_FIELDS: tuple[str, ...] = (
     "execs", "forks", "exits", "connects", "established", "connects_failed", "accepts", "listens",
     "bytes_sent", "bytes_received", "packets_sent", "packets_received", "dns_queries", "write_opens",
-    "sensitive_writes", "lost", "socket_attributed",
+    "sensitive_writes", "unresolved_writes", "lost", "socket_attributed",
 )
 KIND_EXEC = 0
 KIND_SENSITIVE = 1
@@ -31,7 +31,7 @@ MAX_SENSITIVE_PATHS = 64
 # counters copied as they are into the vector field of the same name
 _DIRECT = ("execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
            "bytes_received", "packets_sent", "packets_received", "dns_queries", "write_opens",
-           "sensitive_writes")
+           "sensitive_writes", "unresolved_writes")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@
 
 * the batch's distinct identities as the bytes of an ``IdentityTable`` (:func:`identity_table_bytes`, which
   keeps the bytes of the last tables it serialised: a sensor's containers stay the same round after round);
-* window, container age and the 17 counters as one float64 row per window, the identity index and the
+* window, container age and the 18 counters as one float64 row per window, the identity index and the
   five list lengths as one uint32 row per window (``protos/v1/window_columns.py``);
 * syscall counts as uint16 indices into the batch's ``syscall_names`` (in order of first appearance) and
   float64 counts;
@@ -130,7 +130,7 @@ def to_columns(vectors: Sequence[FeatureVector], sequence: int = 0) -> vectors_p
     >>> v = FeatureVector(Identity("n1", "c1", "nginx"), 100.0, 10.0, {"read": 3}, {7: 2}, execs=1)
     >>> c = to_columns([v], 5).columns
     >>> c.count, len(c.window_f64_le), len(c.window_u32_le), c.ngram_entry_le32.hex(), list(c.complete)
-    (1, 160, 24, '07000400', [])
+    (1, 168, 24, '07000400', [])
     """
     batch = vectors_pb2.VectorBatch(sequence=sequence, schema_version=SCHEMA_VERSION)
     c = batch.columns

@@ -10,7 +10,8 @@ non-blocking: print "ready" and wait for a line on stdin, connect, print "syn-se
 then sleep in poll(2) until the handshake ends, which must end as stated), {"wait": null} (print
 "waiting", then block until the next line on stdin).  Paths written other ways: {"chdir_write": [DIR, NAME]}
 (chdir, then a relative name), {"fork_write": [DIR, NAME]} (chdir, then a forked child writes the relative
-name), {"dirfd_write": [DIR, NAME]} (openat on a directory fd), {"rename": [SRC, DST]}, {"link": [SRC, DST]},
+name), {"dirfd_write": [DIR, NAME]} (openat on a directory fd), {"fchdir_write": [DIR, NAME]} (fchdir to a
+directory fd, then a relative name), {"rename": [SRC, DST]}, {"link": [SRC, DST]},
 {"symlink": [TARGET, LINK]}, {"tmpfile_link": [DIR, DST]} (an O_TMPFILE file in DIR linked in as DST),
 {"run": [ARGV...]} (a command, waited for; it must succeed).
 """
@@ -99,6 +100,11 @@ def main() -> None:
             dfd = os.open(arg[0], os.O_RDONLY | os.O_DIRECTORY)
             os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dfd))
             os.close(dfd)
+        elif kind == "fchdir_write":
+            dfd = os.open(arg[0], os.O_RDONLY | os.O_DIRECTORY)
+            os.fchdir(dfd)
+            os.close(dfd)
+            os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600))
         elif kind == "rename":
             os.rename(arg[0], arg[1])
         elif kind == "link":

@@ -94,7 +94,7 @@ def pb_batches(draw: Any) -> vectors_pb2.VectorBatch:
                                       "ngram_entry_le32"]))
         setattr(c, field, getattr(c, field)[:-1])
     return vectors_pb2.VectorBatch(sequence=draw(st.integers(0, 2**64 - 1)),
-                                   schema_version=draw(st.sampled_from([2] * 6 + [1, 0, 3])),
+                                   schema_version=draw(st.sampled_from([3] * 6 + [2, 0, 4])),
                                    syscall_names=syscall_names, columns=c)
 
 

@@ -175,19 +175,19 @@ def test_what_a_sensor_gave_up_on_stays_in_its_spool_and_goes_out_with_the_next_
 
 
 def test_a_sensor_of_another_schema_version_stops_at_once_and_says_why() -> None:
-    """A sensor built for schema version 3 against this service (version 2): refused at its Hello with both
+    """A sensor built for schema version 4 against this service (version 3): refused at its Hello with both
     versions named; the sensor does not retry, and ends."""
     port = _free_port()
     serve = _serve(port)
     try:
-        newer = [sys.executable, "-c", "import sys; import baseliner.protos.v1.schema as s; s.SCHEMA_VERSION = 3; "
+        newer = [sys.executable, "-c", "import sys; import baseliner.protos.v1.schema as s; s.SCHEMA_VERSION = 4; "
                  "from baseliner.service.cli import main; sys.exit(main(sys.argv[1:]))"]
         sensor = _sensor(f"127.0.0.1:{port}", "--hours", "0.05", python=newer)
         assert sensor.ends_within(30) == 1
-        assert "schema version 3 is not supported: this service reads schema version 2" in sensor.err
+        assert "schema version 4 is not supported: this service reads schema version 3" in sensor.err
         assert "not retrying" in sensor.err and "retrying in" not in sensor.err
         assert "Traceback" not in sensor.err
-        assert "schema version 3 is not supported" in serve.err  # the service says so too
+        assert "schema version 4 is not supported" in serve.err  # the service says so too
         assert _scored(port) == 0
     finally:
         serve.proc.terminate()

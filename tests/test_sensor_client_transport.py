@@ -411,7 +411,7 @@ def test_a_service_of_another_schema_version_stops_the_transport_without_retryin
 
     hello = transport_module.wire.hello_request_bytes
     monkeypatch.setattr(transport_module.wire, "hello_request_bytes",
-                        lambda *a, **kw: hello(*a, **kw, schema_version=3))
+                        lambda *a, **kw: hello(*a, **kw, schema_version=4))
 
     async def body() -> Transport:
         async with running(config()) as (srv, _):
@@ -420,8 +420,8 @@ def test_a_service_of_another_schema_version_stops_the_transport_without_retryin
             t.start()
             await t.submit(_vectors(30))
             assert not await t.flush(5)  # at once: no acknowledgement will come
-            with pytest.raises(ServiceIncompatible, match="schema version 3 is not supported: this service "
-                                                          "reads schema version 2"):
+            with pytest.raises(ServiceIncompatible, match="schema version 4 is not supported: this service "
+                                                          "reads schema version 3"):
                 await t.submit(_vectors(1, start=40))
             await t.close()
             assert srv.pipeline.last_sequence("s1") == 0

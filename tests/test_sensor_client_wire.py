@@ -32,7 +32,7 @@ def _full_vector(i: int) -> FeatureVector:
 
 def _roundtrip(vectors: list[FeatureVector]) -> list[FeatureVector]:
     req = ingest_pb2.IngestRequest.FromString(wire.batch_request_bytes(9, wire.encode_batch_body(vectors)))
-    assert req.batch.sequence == 9 and req.batch.schema_version == wire.SCHEMA_VERSION == 2
+    assert req.batch.sequence == 9 and req.batch.schema_version == wire.SCHEMA_VERSION == 3
     decoder = Decoder()
     decoder.check_batch(req.batch)
     block, errors = decoder.decode_block(req.batch)
@@ -87,8 +87,8 @@ def _f64(x: float) -> str:
 
 def test_golden_bytes_of_a_small_batch() -> None:
     """The whole body, byte for byte (VectorBatch fields 2-4, VectorColumns fields 1-13 in order):
-    window_f64_le a float64 row per window, 20 columns (window_start, window_seconds, container_age_seconds,
-    the 17 counters; every one, 0 too); window_u32_le a uint32 row per window (identity, syscall, n-gram,
+    window_f64_le a float64 row per window, 21 columns (window_start, window_seconds, container_age_seconds,
+    the 18 counters; every one, 0 too); window_u32_le a uint32 row per window (identity, syscall, n-gram,
     executable, endpoint and sensitive-path entries); syscall entries as uint16 indices and float64 counts;
     n-gram entries as bucket | count << 17, the count of 40,000 as 32,767 + 7,233, the count of 0 not at all."""
     ident = Identity("n1", "c1", "nginx")
@@ -97,15 +97,15 @@ def test_golden_bytes_of_a_small_batch() -> None:
                FeatureVector(ident, 110.0, 10.0, {"read": 0.5}, {5: 0}, seconds_since_start=7.0,
                              executables=["/bin/sh"])]
     zeros = _f64(0.0)
-    row0 = _f64(100.0) + _f64(10.0) + _f64(-1.0) + _f64(2.0) + zeros * 15 + _f64(1.0)  # execs 2 ... events_lost 1
-    row1 = _f64(110.0) + _f64(10.0) + _f64(7.0) + zeros * 17
+    row0 = _f64(100.0) + _f64(10.0) + _f64(-1.0) + _f64(2.0) + zeros * 16 + _f64(1.0)  # execs 2 ... events_lost 1
+    row1 = _f64(110.0) + _f64(10.0) + _f64(7.0) + zeros * 18
     assert wire.encode_batch_body(vectors).hex() == (
-        "1002"  # schema_version 2
+        "1003"  # schema_version 3
         "1a04" "72656164" "1a05" "7772697465"  # syscall_names: read, write
-        "22" "c303"  # columns, 451 bytes
+        "22" "d303"  # columns, 467 bytes
         "0802"  # count 2
         "1211" "0a0f" "0a026e31" "12026331" "22056e67696e78"  # identity_table: Identity{n1, c1, nginx}
-        "1a" "c002" + row0 + row1  # window_f64_le, 320 bytes
+        "1a" "d002" + row0 + row1  # window_f64_le, 336 bytes
         + "2230"  # window_u32_le, 48 bytes
         "00000000" "02000000" "03000000" "00000000" "00000000" "00000000"
         "00000000" "01000000" "00000000" "01000000" "00000000" "00000000"

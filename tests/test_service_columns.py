@@ -59,7 +59,8 @@ def test_columns_round_trip_every_field() -> None:
                       executables=["/bin/sh"], connects=4, connects_failed=1, accepts=7, listens=1, bytes_sent=100,
                       bytes_received=200, packets_sent=3, packets_received=4, remote_addresses=2, remote_ports=2,
                       dns_queries=1, endpoints=[Endpoint("10.0.0.1", 4444), Endpoint("10.0.0.2", 53, "udp", True)],
-                      write_opens=2, sensitive_writes=1, sensitive_paths=["/etc/passwd"], events_lost=3,
+                      write_opens=2, sensitive_writes=1, unresolved_writes=4, sensitive_paths=["/etc/passwd"],
+                      events_lost=3,
                       complete=False, container_exited=True, seconds_since_start=12.5),
         FeatureVector(b, 1.7e9 + 10, 5.0, {"futex": 9}, endpoints=[Endpoint("10.0.0.1", 4444),
                                                                    Endpoint("10.9.9.9", 8080, "tcp", False)]),
@@ -75,12 +76,12 @@ def _hand_made_batch() -> vectors_pb2.VectorBatch:
     """Two windows of one container, written field by field (not by the sensor's encoder)."""
     table = vectors_pb2.IdentityTable(identities=[vectors_pb2.Identity(node="n1", container_id="c1",
                                                                        image_repository="nginx")])
-    f64 = [[100.0, 10.0, -1.0, 2.0] + [0.0] * 15 + [1.0], [110.0, 10.0, 7.0] + [0.0] * 17]
+    f64 = [[100.0, 10.0, -1.0, 2.0] + [0.0] * 16 + [1.0], [110.0, 10.0, 7.0] + [0.0] * 18]
     u32 = [[0, 2, 3, 0, 1, 0], [0, 1, 0, 1, 0, 1]]
     columns = vectors_pb2.VectorColumns(
         count=2,
         identity_table=table.SerializeToString(),
-        window_f64_le=struct.pack("<40d", *f64[0], *f64[1]),
+        window_f64_le=struct.pack("<42d", *f64[0], *f64[1]),
         window_u32_le=struct.pack("<12I", *u32[0], *u32[1]),
         container_exited=[False, True],
         syscall_name_index_le16=struct.pack("<3H", 0, 1, 0),
@@ -92,7 +93,7 @@ def _hand_made_batch() -> vectors_pb2.VectorBatch:
         endpoint_index=[0],
         sensitive_paths=["/etc/passwd"],
     )
-    return vectors_pb2.VectorBatch(sequence=1, schema_version=2, syscall_names=["read", "write"], columns=columns)
+    return vectors_pb2.VectorBatch(sequence=1, schema_version=3, syscall_names=["read", "write"], columns=columns)
 
 
 def test_a_hand_made_batch_decodes_to_the_arrays_it_says() -> None:
@@ -101,7 +102,7 @@ def test_a_hand_made_batch_decodes_to_the_arrays_it_says() -> None:
     assert block.window_start.tolist() == [100.0, 110.0] and block.window_seconds.tolist() == [10.0, 10.0]
     assert block.age.tolist() == [-1.0, 7.0]
     assert block.counters.shape == (2, len(COUNTERS))
-    assert block.counters[0].tolist() == [2.0] + [0.0] * 15 + [1.0] and not block.counters[1].any()
+    assert block.counters[0].tolist() == [2.0] + [0.0] * 16 + [1.0] and not block.counters[1].any()
     assert block.complete.tolist() == [True, True] and block.container_exited.tolist() == [False, True]
     assert block.syscall_names == ["read", "write"]
     assert (block.sc_ptr.tolist(), block.sc_name.tolist(), block.sc_count.tolist()) == (
@@ -262,12 +263,12 @@ def _window_faults() -> list[tuple[str, int, str, Edit]]:
 
     bad, missing = R.REJECT_REASON_BAD_REFERENCE, R.REJECT_REASON_MISSING_FIELD
     return [
-        ("window_f64_le cut", bad, "window_f64_le has 959 bytes: not whole 160-byte rows (20 float64 columns)",
+        ("window_f64_le cut", bad, "window_f64_le has 1007 bytes: not whole 168-byte rows (21 float64 columns)",
          _set_bytes("window_f64_le", lambda x: x[:-1])),
         ("window_f64_le a row short", bad, "window_f64_le has 5 rows for 6 windows (count)",
-         _set_bytes("window_f64_le", lambda x: x[:-160])),
+         _set_bytes("window_f64_le", lambda x: x[:-168])),
         ("window_f64_le a row more", bad, "window_f64_le has 7 rows for 6 windows (count)",
-         _set_bytes("window_f64_le", lambda x: x + x[:160])),
+         _set_bytes("window_f64_le", lambda x: x + x[:168])),
         ("no window_f64_le", missing, "columns.window_f64_le is missing (6 windows)",
          lambda b: b.columns.ClearField("window_f64_le")),
         ("window_u32_le padded", bad, "window_u32_le has 146 bytes: not whole 24-byte rows (6 uint32 columns)",
@@ -351,7 +352,7 @@ def _faulty_batches() -> list[tuple[str, int, str, vectors_pb2.VectorBatch]]:
         vs[0].executables = []
         b = wire.to_columns(vs, len(out) + 1)
         c = b.columns
-        assert c.count == 6 and len(c.window_f64_le) == 6 * 160 and len(c.window_u32_le) == 6 * 24
+        assert c.count == 6 and len(c.window_f64_le) == 6 * 168 and len(c.window_u32_le) == 6 * 24
         assert len(c.syscall_name_index_le16) == 2 * 30 and len(c.syscall_count_f64_le) == 8 * 30
         assert len(c.ngram_entry_le32) == 4 * 12 and len(c.endpoints) == 1
         if name.startswith("n-gram"):  # 15 entries

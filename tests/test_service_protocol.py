@@ -72,12 +72,12 @@ def test_batch_before_hello_and_bad_hello_close_the_stream_with_a_status() -> No
                 await exchange(srv.port, learn_batches(1))
             assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "Hello" in (e.value.details() or "")
-            for version in (1, 3, 0):  # another schema version, older or newer, or none at all
+            for version in (2, 4, 0):  # another schema version, older or newer, or none at all
                 with pytest.raises(grpc.aio.AioRpcError) as e:
                     await exchange(srv.port, [hello("s1", schema_version=version)])
                 assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
                 assert e.value.details() == (f"schema version {version} is not supported: this service reads "
-                                             "schema version 2")
+                                             "schema version 3")
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await exchange(srv.port, [hello("")])
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -186,7 +186,7 @@ def test_whole_batch_refusals_unsupported_version_oversized_bad_sequence() -> No
             big = wire.to_columns([vector(i, c) for i in range(26) for c in range(2)], 2)
             zero = wire.to_columns([vector(1)], 0)
             newer = wire.to_columns([vector(1)], 3)
-            newer.schema_version = 3
+            newer.schema_version = 4
             unknown = wire.to_columns([vector(5)], 4)  # a field this service does not know: ignored
             unknown.MergeFromString(b"\xa8\x06\x01")
             unknown.columns.MergeFromString(b"\xa8\x06\x01")
@@ -200,8 +200,8 @@ def test_whole_batch_refusals_unsupported_version_oversized_bad_sequence() -> No
                 (0, R.REJECT_REASON_MISSING_FIELD),
                 (3, R.REJECT_REASON_UNSUPPORTED_VERSION),
             ]
-            assert acks[0].batch_message == "schema version 1 is not supported: this service reads schema version 2"
-            assert acks[3].batch_message == "schema version 3 is not supported: this service reads schema version 2"
+            assert acks[0].batch_message == "schema version 1 is not supported: this service reads schema version 3"
+            assert acks[3].batch_message == "schema version 4 is not supported: this service reads schema version 3"
             assert "exceeds the limit of 50" in acks[1].batch_message
             assert all(a.applied == 0 and not a.rejected for a in acks[:4])
             assert acks[4].applied == 1

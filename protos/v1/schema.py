@@ -4,13 +4,13 @@ A reader ignores fields it does not know (protobuf's forward compatibility): add
 version.  A breaking change (a field that changes meaning, or that every reader must understand) bumps it;
 a service refuses a sensor or a batch of another version with :func:`unsupported`'s message.
 
->>> unsupported(3)
-'schema version 3 is not supported: this service reads schema version 2'
+>>> unsupported(2)
+'schema version 2 is not supported: this service reads schema version 3'
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def unsupported(version: int) -> str:

@@ -1,7 +1,7 @@
 """The per-window matrices and syscall entries of ``VectorColumns`` (``vectors.proto``), defined once for both ends.
 
 Per-window numbers as little-endian matrices, one row per window (row-major), in the column order of
-:data:`F64_COLUMNS` (``window_f64_le``: float64, 160 bytes a window) and :data:`U32_COLUMNS`
+:data:`F64_COLUMNS` (``window_f64_le``: float64, 168 bytes a window) and :data:`U32_COLUMNS`
 (``window_u32_le``: uint32, 24 bytes a window); the syscall entries as uint16 name indices
 (``syscall_name_index_le16``) and float64 counts (``syscall_count_f64_le``).  The sensor packs
 (``sensor/wire.py``), the service unpacks (``service/serde.py``); the unpackers raise ``ValueError`` saying
@@ -11,10 +11,10 @@ why for bytes that do not fit.
 >>> rows[:, :3] = [[100.0, 10.0, -1.0], [110.0, 10.0, 5.0]]
 >>> raw = pack_f64(rows)
 >>> len(raw), unpack_f64(raw, 2)[:, :3].tolist()
-(320, [[100.0, 10.0, -1.0], [110.0, 10.0, 5.0]])
+(336, [[100.0, 10.0, -1.0], [110.0, 10.0, 5.0]])
 >>> unpack_f64(raw[:-8], 2)
 Traceback (most recent call last):
-ValueError: window_f64_le has 312 bytes: not whole 160-byte rows (20 float64 columns)
+ValueError: window_f64_le has 328 bytes: not whole 168-byte rows (21 float64 columns)
 >>> unpack_u32(pack_u32([[0, 2, 0, 0, 0, 0]]), 2)
 Traceback (most recent call last):
 ValueError: window_u32_le has 1 rows for 2 windows (count)
@@ -32,13 +32,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: ``window_f64_le``'s columns: the window, the container's age at its start, then the 17 counters in the
+#: ``window_f64_le``'s columns: the window, the container's age at its start, then the 18 counters in the
 #: order of ``baseliner.models.block.COUNTERS`` (a test holds the two to the same order).
 F64_COLUMNS: tuple[str, ...] = (
     "window_start", "window_seconds", "container_age_seconds",
     "execs", "forks", "exits", "connects", "connects_failed", "accepts", "listens", "bytes_sent",
     "bytes_received", "packets_sent", "packets_received", "remote_addresses", "remote_ports",
-    "dns_queries", "write_opens", "sensitive_writes", "events_lost",
+    "dns_queries", "write_opens", "sensitive_writes", "unresolved_writes", "events_lost",
 )
 #: Where the counters start in a ``window_f64_le`` row.
 FIRST_COUNTER = 3

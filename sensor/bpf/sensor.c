@@ -117,6 +117,7 @@ struct cg_counters {
     u64 dns_queries;
     u64 write_opens;
     u64 sensitive_writes;
+    u64 unresolved_writes; /* write paths the sensor cannot place: dirfd-relative, after fchdir, too long */
     u64 lost;
     u64 socket_attributed; /* transitions attributed through the socket to another cgroup than current's */
 };
@@ -170,11 +171,24 @@ BPF_HASH(sock_pending_in, u64, struct pending_in, MAX_SOCKETS);
 BPF_PERCPU_ARRAY(scratch, struct path_key, 1);
 #if BASELINER_SYSCALL_ARGS
 /* A process (tgid) whose working directory lies under a sensitive prefix: the directory as its chdir() named
-   it.  Its relative write opens and rename/link targets are writes there.  Inherited at fork. */
+   it.  Its relative write opens and rename/link targets are writes there.  Inherited at fork.  An empty path
+   marks a working directory the sensor does not know (set by fchdir): relative writes there are unresolved. */
 struct cwd_path {
     char path[PATH_LEN];
 };
 BPF_TABLE("lru_hash", u32, struct cwd_path, sensitive_cwd, MAX_SENSITIVE_CWDS);
+
+/* Scratch of path normalisation: the name as user memory gave it, the normalised name, and where each kept
+   component starts in it (a component takes at least two bytes, "/x", so PATH_LEN / 2 starts suffice). */
+#define PATH_MASK (PATH_LEN - 1)
+#define NORM_COMPONENTS (PATH_LEN / 2)
+struct norm_buf {
+    char raw[PATH_LEN];
+    char out[PATH_LEN];
+    u8 comp[NORM_COMPONENTS];
+    u32 j, cs, depth; /* normalise()'s positions */
+};
+BPF_PERCPU_ARRAY(norm_scratch, struct norm_buf, 1);
 #endif
 
 /* @SENSITIVE_PREFIXES@ */
@@ -384,10 +398,109 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 
 #define AT_FDCWD_ (-100)
 
+/* nb->out = nb->raw (an absolute name, NUL-terminated) normalised as the kernel walks it, without following
+   links: repeated '/' collapse, "." components go, ".." drops the component before it ("/.." is "/"), no
+   trailing '/'.  One pass over the buffer; the result is never longer than the name.  Returns its length.
+   The pass keeps its positions in the map value, not in registers: the verifier then sees them as bounded
+   unknowns that are the same on every path into the next byte, instead of one exact constant per path (which
+   it would explore one by one, past its complexity limit). */
+static __always_inline u32 normalise(struct norm_buf *nb)
+{
+    volatile u32 *vj = &nb->j, *vcs = &nb->cs, *vdepth = &nb->depth;
+    *vj = 1;  /* length of out */
+    *vcs = 1; /* start of the component being copied */
+    *vdepth = 0; /* components kept */
+    nb->out[0] = '/';
+#pragma clang loop unroll(disable)
+    for (u32 i = 1; i < PATH_LEN; i++) {
+        char c = nb->raw[i];
+        u32 j = *vj & PATH_MASK;
+        if (c != '/' && c != 0) {
+            nb->out[j] = c;
+            *vj = j + 1;
+            continue;
+        }
+        u32 cs = *vcs & PATH_MASK;
+        u32 depth = *vdepth & (NORM_COMPONENTS - 1);
+        u32 len = j - cs; /* a component ends */
+        if (len == 1 && nb->out[cs] == '.') {
+            *vj = cs;
+        } else if (len == 2 && nb->out[cs] == '.' && nb->out[(cs + 1) & PATH_MASK] == '.') {
+            if (depth > 0) {
+                *vdepth = depth - 1;
+                cs = nb->comp[(depth - 1) & (NORM_COMPONENTS - 1)];
+                *vcs = cs;
+            }
+            *vj = cs;
+        } else if (len > 0) {
+            nb->comp[depth] = cs;
+            *vdepth = depth + 1;
+            if (c == '/') {
+                nb->out[j] = '/';
+                *vj = j + 1;
+                *vcs = j + 1;
+            }
+        }
+        if (c == 0)
+            break;
+    }
+    u32 j = *vj & PATH_MASK;
+    if (j > 1 && nb->out[(j - 1) & PATH_MASK] == '/')
+        j--; /* "/etc/" is "/etc" */
+    return j;
+}
+
+/* Whether nb->raw (absolute, NUL-terminated) may need normalising: a '/' followed by '/', '.' or its end.  A plain
+   scan, much cheaper per byte than normalise(); most names written to have neither. */
+static __always_inline int needs_normalising(struct norm_buf *nb)
+{
+    char prev = '/';
+#pragma clang loop unroll(disable)
+    for (u32 i = 1; i < PATH_LEN; i++) {
+        char c = nb->raw[i];
+        if (c == 0)
+            return i > 1 && prev == '/'; /* a trailing '/' goes too */
+        if (prev == '/' && (c == '/' || c == '.'))
+            return 1;
+        prev = c;
+    }
+    return 0;
+}
+
+/* k->path (zeroed) = the absolute name at user address `name`, normalised.  0 if read and normalised;
+   1 if it is not absolute (k->path holds its first two bytes); -1 if unreadable; -2 if it fills the buffer (PATH_LEN - 1
+   bytes or more: possibly cut short, so its end, and where its ".." lead, is unknown). */
+static __always_inline int read_normalised(struct path_key *k, const char *name)
+{
+    u32 zero = 0;
+    struct norm_buf *nb = norm_scratch.lookup(&zero);
+    if (!nb)
+        return -1;
+    long n = bpf_probe_read_user_str(nb->raw, sizeof(nb->raw), name);
+    if (n <= 0)
+        return -1;
+    if (nb->raw[0] != '/') {
+        k->path[0] = nb->raw[0];
+        k->path[1] = nb->raw[1];
+        return 1;
+    }
+    if (n >= PATH_LEN)
+        return -2;
+    if (needs_normalising(nb)) {
+        u32 len = normalise(nb);
+        bpf_probe_read_kernel(k->path, len, nb->out);
+    } else {
+        bpf_probe_read_kernel(k->path, (u32)(n - 1) & PATH_MASK, nb->raw); /* without the NUL: k is zeroed */
+    }
+    return 0;
+}
+
 /* A path written to (opened for writing, or the target of a rename, link or symlink) as a sensitive write
-   when it names a sensitive prefix: an absolute path as given, or a name relative to the working directory
-   of a process whose cwd is a sensitive directory (recorded as that directory).  Not resolved: names
-   relative to another directory fd, "//", "/./" and "/../" in a path, symlinks (docs/security.md). */
+   when it names a sensitive prefix: an absolute path once normalised ("//", "/./", "/../"), or a name
+   relative to the working directory of a process whose cwd is a sensitive directory (recorded as that
+   directory).  Counted as unresolved instead: a relative name under a directory fd other than AT_FDCWD, a
+   relative name after fchdir() (until the next absolute chdir), an absolute name too long to normalise.
+   Symlinks are not followed (docs/security.md). */
 static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char *name)
 {
     u32 zero = 0;
@@ -395,15 +508,26 @@ static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char 
     if (!k)
         return;
     __builtin_memset(k, 0, sizeof(*k));
-    if (bpf_probe_read_user_str(k->path, sizeof(k->path), name) <= 0)
+    int r = read_normalised(k, name);
+    if (r == -1)
         return;
-    if (k->path[0] != '/') {
-        if (dfd != AT_FDCWD_)
+    if (r == -2) {
+        CG_ADD(set, cgid, unresolved_writes, 1);
+        return;
+    }
+    if (r == 1) {
+        if (dfd != AT_FDCWD_) {
+            CG_ADD(set, cgid, unresolved_writes, 1);
             return;
+        }
         u32 tgid = bpf_get_current_pid_tgid() >> 32;
         struct cwd_path *cwd = sensitive_cwd.lookup(&tgid);
         if (!cwd)
             return;
+        if (cwd->path[0] == 0) {
+            CG_ADD(set, cgid, unresolved_writes, 1);
+            return;
+        }
         bpf_probe_read_kernel(k->path, sizeof(k->path), cwd->path);
     }
     if (!sensitive_match(k->path))
@@ -455,9 +579,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
     return 0;
 }
 
-/* The working directory, as chdir() names it: a sensitive directory marks the process; another absolute
-   one, or a relative one leaving with "..", unmarks it; another relative one stays inside (the mark stays).
-   fchdir() cannot be resolved from tracepoints and leaves the mark as it was. */
+/* The working directory, as chdir() names it (an absolute name normalised): a sensitive directory marks the
+   process; another absolute one, one too long to normalise, or a relative one leaving a known directory with
+   "..", unmarks it; another relative one stays inside (the mark stays). */
 TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
 {
     u32 zero = 0;
@@ -465,17 +589,36 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
     if (!k)
         return 0;
     __builtin_memset(k, 0, sizeof(*k));
-    if (bpf_probe_read_user_str(k->path, sizeof(k->path), args->filename) <= 0)
-        return 0;
+    int r = read_normalised(k, args->filename);
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (k->path[0] == '/') {
+    if (r == -1)
+        return 0;
+    if (r == -2) {
+        sensitive_cwd.delete(&tgid);
+    } else if (r == 0) {
         if (sensitive_match(k->path))
             sensitive_cwd.update(&tgid, (struct cwd_path *)k->path);
         else
             sensitive_cwd.delete(&tgid);
     } else if (k->path[0] == '.' && k->path[1] == '.') {
-        sensitive_cwd.delete(&tgid);
+        struct cwd_path *cwd = sensitive_cwd.lookup(&tgid);
+        if (cwd && cwd->path[0] != 0)
+            sensitive_cwd.delete(&tgid);
     }
+    return 0;
+}
+
+/* fchdir() names a directory fd, which tracepoints cannot resolve: the working directory becomes unknown (an
+   empty mark) until the next absolute chdir(), and relative writes meanwhile count as unresolved. */
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
+{
+    u32 zero = 0;
+    struct path_key *k = scratch.lookup(&zero);
+    if (!k)
+        return 0;
+    __builtin_memset(k, 0, sizeof(*k));
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    sensitive_cwd.update(&tgid, (struct cwd_path *)k->path);
     return 0;
 }
 
