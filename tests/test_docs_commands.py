@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
 #: the ports the docs' servers take (MLflow, console, Prometheus, metrics, gRPC): taken, the docs cannot run
 PORTS = (5000, 8080, 9090, 9464, 9465, 50051)
-TIMEOUT_SECONDS = 1500  # per document; the slowest, the README, takes about 5 minutes on an idle CI machine
+TIMEOUT_SECONDS = 1500  # per document; the slowest (docs/mlflow.md: the MLflow server and the notebooks) takes minutes
 SETTLE_SECONDS = 10.0
 #: what a copy of the repository leaves out (the virtualenv is linked, outputs are made afresh)
 NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".mypy_cache", ".ruff_cache",
