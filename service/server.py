@@ -267,7 +267,16 @@ class BaselinerServer:
 
     # -- checkpoints --------------------------------------------------------------------------------
     async def checkpoint(self, everything: bool = False) -> None:
-        """Snapshot on the loop (consistent), write files in a worker thread (the loop keeps serving)."""
+        """Snapshot on the loop (consistent), write files in a worker thread (the loop keeps serving).
+
+        A checkpoint runs to its end even when its caller is cancelled (``stop`` cancels the checkpoint loop,
+        an admin RPC's client may go away): its worker thread cannot be stopped, so the next checkpoint waits
+        for it, else an older snapshot's file could be renamed over a newer one after the log that held the
+        difference is gone.
+        """
+        await asyncio.shield(self._checkpoint(everything))
+
+    async def _checkpoint(self, everything: bool) -> None:
         async with self._checkpoint_lock:
             if self.ingest is not None:  # batches logged but still waiting to be applied go in first
                 self.ingest.applier.drain()

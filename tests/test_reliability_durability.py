@@ -234,3 +234,48 @@ def test_crash_between_checkpoint_files_and_service_state_counts_once(tmp_path: 
             assert sum(b.windows_scored for b in srv2.pipeline.all()) == 10 * CONTAINERS
 
     asyncio.run(main())
+
+
+def test_stop_during_a_checkpoint_lets_it_finish_before_the_last_one(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stop()`` cancels the checkpoint loop, maybe while a checkpoint's files are being written.  Its worker
+    thread cannot be cancelled: the final checkpoint must wait for it, or the older snapshot's files can be
+    renamed last (a baseline, or service.state, batches behind while the log that held them is gone)."""
+    import threading
+
+    from baseliner.service.store import Snapshot, StateStore
+
+    from tests.service_fixtures import config, exchange, running
+
+    entered, release, first_done = threading.Event(), threading.Event(), threading.Event()
+    write = StateStore.write
+    calls: list[int] = []
+
+    def slow_first_write(self: StateStore, snap: Snapshot) -> int:
+        calls.append(len(calls))
+        if len(calls) > 1:  # the final checkpoint: a write still running may end after it (as on a slow disk)
+            n = write(self, snap)
+            release.set()
+            return n
+        entered.set()
+        release.wait(3.0)  # a slow disk; the final checkpoint, if it runs meanwhile, releases it
+        try:
+            return write(self, snap)
+        finally:
+            first_done.set()
+
+    monkeypatch.setattr(StateStore, "write", slow_first_write)
+    state = tmp_path / "state"
+
+    async def main() -> None:
+        async with running(config(state, ("state.save_interval_seconds", 0.05))) as (srv, _):
+            await exchange(srv.port, [hello("s1"), *[batch(s) for s in range(1, 6)]])
+            assert await asyncio.to_thread(entered.wait, 10)  # a periodic checkpoint is writing batches <= 5
+            await exchange(srv.port, [hello("s1"), batch(6)])
+        assert first_done.wait(10)  # (a write left running by stop() would end after it returned)
+        monkeypatch.setattr(StateStore, "write", write)
+        async with running(config(state, ("state.save_interval_seconds", 3600))) as (srv2, _):
+            assert srv2.pipeline.last_sequence("s1") == 6
+            assert {b.key: b.windows_scored for b in srv2.pipeline.all()} == {f"img{i}:1.27": 60 for i in range(4)}
+
+    asyncio.run(main())
