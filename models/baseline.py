@@ -954,16 +954,26 @@ def _learn_mask(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) 
 
 def _mask_quarantined(b: ImageBaseline, block: VectorBlock, rows: np.ndarray, learnable: np.ndarray) -> None:
     """Mask out (in ``learnable``, one flag per row of ``rows``) the windows of containers ``b`` still has
-    in quarantine: looked up once per distinct container, not per window."""
-    oldest, latest = float(block.window_start[rows].min()), max(b.quarantine.values())
-    if latest <= oldest:  # every quarantine is over for these windows
-        if latest + b.config.quarantine_seconds < oldest:
-            b.quarantine.clear()  # and long enough ago that no late window of them will come
-        return
+    in quarantine: looked up once per distinct container, not per window.
+
+    A container's quarantine is forgotten when a window of its own after the quarantine comes (a container's
+    windows come in order), or its last one (it exited).  Other containers' windows say nothing about it:
+    replicas on other nodes come in other sensors' streams, which may be behind in event time (a backlog
+    sent after an outage)."""
     present, inverse = np.unique(block.ident[rows], return_inverse=True)
-    keys = block.containers()
-    until = np.array([b.quarantine.get(keys[j], -math.inf) for j in present.tolist()])
-    learnable &= block.window_start[rows] >= until[inverse]
+    keys = [block.containers()[j] for j in present.tolist()]
+    until = np.array([b.quarantine.get(k, -math.inf) for k in keys])
+    if not np.isfinite(until).any():
+        return
+    starts = block.window_start[rows]
+    learnable &= starts >= until[inverse]
+    earliest = np.full(len(keys), math.inf)
+    np.minimum.at(earliest, inverse, starts)
+    exited = np.zeros(len(keys), dtype=bool)
+    np.logical_or.at(exited, inverse, block.container_exited[rows])
+    for k, done in zip(keys, np.isfinite(until) & ((until <= earliest) | exited), strict=True):
+        if done:
+            del b.quarantine[k]
 
 
 def _verdicts(
@@ -1069,7 +1079,7 @@ def _account(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, lea
             continue
         if b.state is State.LEARNING:
             _learn_novelty(b, block, s, np.flatnonzero(learn_mask[offsets[g] : offsets[g + 1]]) + offsets[g])
-        if math.isnan(b.first_window):
+        if math.isnan(b.first_window) or earliest[g] < b.first_window:  # (a replica's stream may be behind)
             b.first_window = earliest[g]
         if math.isnan(b.last_window) or latest_start[g] > b.last_window:
             b.last_window = latest_start[g]

@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -250,28 +250,17 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout, hold: Hol
         try:
             for t in transports.values():
                 t.start()
-            t0_event = scenario.start
+            send = _paced if args.speed > 0 else _in_step
             next_progress = scenario.start + 6 * HOUR
-            for wstart, window in source.windows():
-                if args.speed > 0:
-                    delay = (wstart - t0_event) / args.speed - (time.monotonic() - started)
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                by_node: dict[str, list[Any]] = {}
-                for v in window:
-                    by_node.setdefault(v.identity.node, []).append(v)
-                for node, vs in by_node.items():
-                    await transports[node].submit(vs, flush=args.speed > 0)
-                vectors += len(window)
-                await asyncio.sleep(0)
+            async for wstart, sent in send(source, transports, args, started):
+                vectors += sent
                 if wstart >= next_progress and not args.quiet:
                     out.write(f"... {(wstart - scenario.start) / HOUR:.0f} h simulated, {vectors:,} vectors sent, "
                               f"{sum(not ev.get('update') for ev in events)} events so far\n")
                     out.flush()
                     next_progress += 6 * HOUR
             for t in transports.values():
-                if not await t.flush(120):
-                    raise RuntimeError(f"the service did not acknowledge everything sent by {t.sensor_id}")
+                await _delivered(t)
             wall = time.monotonic() - started
             if hold is not None:
                 await hold(_summary(events, source, args, vectors, wall), out)
@@ -281,6 +270,62 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout, hold: Hol
             wall = wall or time.monotonic() - started  # (the streaming's, without a hold)
             await server.stop()
     return _summary(events, source, args, vectors, wall)
+
+
+def _by_node(window: Sequence[Any]) -> dict[str, list[Any]]:
+    by_node: dict[str, list[Any]] = {}
+    for v in window:
+        by_node.setdefault(v.identity.node, []).append(v)
+    return by_node
+
+
+async def _delivered(transport: ShardRouter) -> None:
+    if not await transport.flush(120):
+        raise RuntimeError(f"the service did not acknowledge everything sent by {transport.sensor_id}")
+
+
+async def _paced(source: SyntheticSource, transports: dict[str, ShardRouter], args: argparse.Namespace,
+                 started: float) -> AsyncIterator[tuple[float, int]]:
+    """``--speed N``: every window sent as it closes, at N event seconds per wall second, as live sensors do."""
+    t0_event = source.config.start
+    for wstart, window in source.windows():
+        delay = (wstart - t0_event) / args.speed - (time.monotonic() - started)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for node, vs in _by_node(window).items():
+            await transports[node].submit(vs)
+        yield wstart, len(window)
+
+
+async def _in_step(source: SyntheticSource, transports: dict[str, ShardRouter], args: argparse.Namespace,
+                   started: float) -> AsyncIterator[tuple[float, int]]:
+    """As fast as possible, in step: the nodes' streams advance together in event time, as live sensors' do,
+    one batch each per round (the same windows of every node, at most ``--batch-size`` vectors per node) in
+    node order, each acknowledged before the next is sent, so a run is reproducible.  Free-running streams
+    drift apart (by up to half an hour of event time in the default scenario) in an order set by task
+    scheduling, their first batches are cut when the shard map arrives, and an image with replicas on several
+    nodes learns their windows in whatever order that gives: its thresholds, and so every score, changed
+    from run to run."""
+    pending: dict[str, list[Any]] = {node: [] for node in transports}
+    wstart = source.config.start
+    for wstart, window in source.windows():
+        by_node = _by_node(window)
+        if any(len(pending[node]) + len(vs) > args.batch_size and pending[node] for node, vs in by_node.items()):
+            yield wstart, await _send_round(transports, pending)
+        for node, vs in by_node.items():
+            pending[node].extend(vs)
+    yield wstart, await _send_round(transports, pending)
+
+
+async def _send_round(transports: dict[str, ShardRouter], pending: dict[str, list[Any]]) -> int:
+    sent = 0
+    for node, vs in pending.items():
+        if vs:
+            await transports[node].submit(vs)
+            await _delivered(transports[node])
+            sent += len(vs)
+            vs.clear()
+    return sent
 
 
 def _summary(events: list[dict[str, Any]], source: SyntheticSource, args: argparse.Namespace, vectors: int,

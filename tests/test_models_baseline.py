@@ -194,6 +194,30 @@ def test_flagged_container_is_not_learnt_while_quarantined():
     assert b.process([window(1011, rng, identity=other)])[0].learned
 
 
+def test_quarantine_holds_for_a_replica_whose_stream_is_behind():
+    b, rng = learned()
+    behind = Identity("node-2", "c9", "nginx", "1.27")
+    assert b.process([window(1000, rng, identity=behind, executables=["/tmp/x"])])[0].anomalous
+    # another node's sensor is ahead: its replica's windows 2,500 s later, learnt ...
+    assert b.process([window(1500 + i, rng) for i in range(3)])[-1].learned
+    # ... say nothing of the first replica's next windows, still inside its quarantine (300 s of event time)
+    verdicts = b.process([window(1001 + i, rng, identity=behind) for i in range(10)])
+    assert not any(v.learned for v in verdicts)
+    # its own window after the quarantine is learnt, and the quarantine forgotten
+    assert b.process([window(1100, rng, identity=behind)])[0].learned
+    assert "node-2/c9" not in b.quarantine
+
+
+def test_learning_length_counts_from_the_earliest_window_of_any_replica():
+    rng = np.random.default_rng(4)
+    b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=2000, stable_confidence=0))
+    b.process([window(i, rng) for i in range(100, 200)])  # one node's sensor: 500 s of windows from 500 s on
+    assert b.learned_seconds == pytest.approx(500.0)
+    behind = Identity("node-2", "c2", "nginx", "1.27")
+    b.process([window(i, rng, identity=behind) for i in range(100)])  # another's, behind: from 0 s
+    assert b.learned_seconds == pytest.approx(1000.0)
+
+
 def test_items_need_support_across_windows_and_replicas():
     rng = np.random.default_rng(3)
     b = ImageBaseline("k", BaselineConfig(min_learn_windows=60, min_learn_seconds=0, stable_confidence=0))
