@@ -343,7 +343,8 @@ class Probes:
 
     def map_memory(self) -> dict[str, int]:
         """Kernel memory of each map in bytes (``memlock`` of its fd; per-CPU maps count every CPU's copy)."""
-        names = ["ctl", "sysids", "history", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd"]
+        names = ["ctl", "sysids", "history", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd",
+                 "sensitive_dirfd", "dir_pending"]
         for s in (0, 1):
             names += [f"{m}_{s}" for m in ("syscalls", "cgroups", "paths", "endpoints", "lost")]
             names += [f"ngrams_{s}"] if self.config.ngrams else []

@@ -10,7 +10,9 @@ non-blocking: print "ready" and wait for a line on stdin, connect, print "syn-se
 then sleep in poll(2) until the handshake ends, which must end as stated), {"wait": null} (print
 "waiting", then block until the next line on stdin).  Paths written other ways: {"chdir_write": [DIR, NAME]}
 (chdir, then a relative name), {"fork_write": [DIR, NAME]} (chdir, then a forked child writes the relative
-name), {"dirfd_write": [DIR, NAME]} (openat on a directory fd), {"fchdir_write": [DIR, NAME]} (fchdir to a
+name), {"dirfd_write": [DIR, NAME]} (openat on a directory fd), {"plain_dirfd_write": [DIR, NAME]} (the same, the
+directory opened without O_DIRECTORY), {"reused_dirfd_write": [DIR, NAME, OTHER_DIR]} (DIR's fd closed and its
+number reused for OTHER_DIR, written in), {"fchdir_write": [DIR, NAME]} / {"plain_fchdir_write": ...} (fchdir to a
 directory fd, then a relative name), {"rename": [SRC, DST]}, {"link": [SRC, DST]},
 {"symlink": [TARGET, LINK]}, {"tmpfile_link": [DIR, DST]} (an O_TMPFILE file in DIR linked in as DST),
 {"run": [ARGV...]} (a command, waited for; it must succeed).
@@ -105,6 +107,20 @@ def main() -> None:
             os.fchdir(dfd)
             os.close(dfd)
             os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600))
+        elif kind in ("plain_dirfd_write", "plain_fchdir_write"):  # a directory opened without O_DIRECTORY
+            dfd = os.open(arg[0], os.O_RDONLY)
+            if kind == "plain_fchdir_write":
+                os.fchdir(dfd)
+                os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600))
+            else:
+                os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dfd))
+            os.close(dfd)
+        elif kind == "reused_dirfd_write":  # a sensitive directory's fd closed, its number reused by another one
+            dfd = os.open(arg[0], os.O_RDONLY | os.O_DIRECTORY)
+            os.close(dfd)
+            other = os.open(arg[2], os.O_RDONLY | os.O_DIRECTORY)
+            os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=other))
+            os.close(other)
         elif kind == "rename":
             os.rename(arg[0], arg[1])
         elif kind == "link":

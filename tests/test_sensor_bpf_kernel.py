@@ -265,10 +265,21 @@ def test_sensitive_writes_by_other_names(probes: object, cg_parent: Path, sensit
 
 
 @pytest.mark.parametrize("kind", ["dirfd_write", "fchdir_write"])
+def test_writes_under_a_directory_fd_of_a_sensitive_directory(probes: object, cg_parent: Path, sensitive_dir: Path,
+                                                              kind: str) -> None:
+    """A relative name under a directory fd opened (O_DIRECTORY) on a sensitive directory, or after fchdir() to
+    one, is a write in that directory: one sensitive write, recorded as the directory."""
+    cgid, w = run_in_cgroup(probes, cg_parent, [{kind: [str(sensitive_dir), f"by-{kind}"]}])
+    assert w.counter(cgid, "sensitive_writes") == 1 and w.counter(cgid, "unresolved_writes") == 0
+    assert w.sensitive_paths[cgid] == {str(sensitive_dir): 1}
+
+
+@pytest.mark.parametrize("kind", ["plain_dirfd_write", "plain_fchdir_write"])
 def test_writes_the_sensor_cannot_place_count_as_unresolved(probes: object, cg_parent: Path, sensitive_dir: Path,
                                                             kind: str) -> None:
-    """A relative name under a directory fd, or after fchdir(), names a directory tracepoints cannot resolve
-    (docs/security.md): not a sensitive write, but not silent either: one unresolved write each."""
+    """A directory fd the sensor did not see opened as a directory (here: opened without O_DIRECTORY) names a
+    directory tracepoints cannot resolve (docs/security.md): a relative write under it, or after fchdir() to
+    it, is not a sensitive write, but not silent either: one unresolved write each."""
     cgid, w = run_in_cgroup(probes, cg_parent, [{kind: [str(sensitive_dir), f"by-{kind}"]}])
     assert w.counter(cgid, "sensitive_writes") == 0 and w.counter(cgid, "write_opens") >= 1
     assert w.counter(cgid, "unresolved_writes") == 1
@@ -276,6 +287,17 @@ def test_writes_the_sensor_cannot_place_count_as_unresolved(probes: object, cg_p
     cgid, w = run_in_cgroup(probes, cg_parent, [{kind: [str(sensitive_dir), f"by-{kind}-2"]},
                                                  {"chdir_write": [str(sensitive_dir), "after-chdir"]}])
     assert w.counter(cgid, "unresolved_writes") == 1 and w.counter(cgid, "sensitive_writes") == 1
+
+
+def test_a_closed_sensitive_directory_fd_does_not_follow_its_number(probes: object, cg_parent: Path,
+                                                                    sensitive_dir: Path, tmp_path: Path) -> None:
+    """The number of a closed directory fd of a sensitive directory, given to another directory, names that
+    other directory: a write under it is not sensitive."""
+    other = tmp_path / "other"
+    other.mkdir()
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"reused_dirfd_write": [str(sensitive_dir), "x", str(other)]}])
+    assert w.counter(cgid, "sensitive_writes") == 0 and w.counter(cgid, "write_opens") >= 1
+    assert (other / "x").exists()
 
 
 @pytest.mark.parametrize("spelling", ["//{d}/f", "/.{d}/f", "/usr/..{d}/f", "{d}/./sub/../f", "{d}//f",

@@ -87,6 +87,8 @@
 #define F_TRUNC 01000
 #define F_APPEND 02000
 #define WRITE_INTENT (F_WRONLY | F_RDWR | F_CREAT | F_TRUNC | F_APPEND)
+#define F_DIRECTORY 0200000
+#define F_PATH 010000000
 
 struct sc_key {
     u64 cgid;
@@ -177,6 +179,12 @@ struct cwd_path {
     char path[PATH_LEN];
 };
 BPF_TABLE("lru_hash", u32, struct cwd_path, sensitive_cwd, MAX_SENSITIVE_CWDS);
+/* A directory fd a process opened on a sensitive directory (O_DIRECTORY or O_PATH), keyed tgid << 32 | fd:
+   a write by a name relative to it, and fchdir() to it, are writes in that directory.  Forgotten at close()
+   and when another open returns the same number; an fd the sensor did not see opened (inherited by a child,
+   duplicated) stays unknown.  dir_pending holds a thread's directory open between sys_enter and sys_exit. */
+BPF_TABLE("lru_hash", u64, struct cwd_path, sensitive_dirfd, MAX_SENSITIVE_CWDS);
+BPF_TABLE("lru_hash", u32, struct cwd_path, dir_pending, MAX_SENSITIVE_CWDS);
 
 /* Scratch of path normalisation: the name as user memory gave it, the normalised name, and where each kept
    component starts in it (a component takes at least two bytes, "/x", so PATH_LEN / 2 starts suffice). */
@@ -495,11 +503,42 @@ static __always_inline int read_normalised(struct path_key *k, const char *name)
     return 0;
 }
 
+static __always_inline u64 fd_key(int fd)
+{
+    return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (u32)fd;
+}
+
+/* The directory a relative name lies in, into k->path: under a directory fd, the sensitive directory it was
+   opened on; under AT_FDCWD, the process's sensitive working directory.  Returns 0 (k->path is that
+   directory), 1 (a directory the sensor cannot place: an unknown directory fd, or a working directory set by
+   fchdir() to one) or 2 (a working directory that is not sensitive). */
+static __always_inline int relative_dir(struct path_key *k, int dfd)
+{
+    struct cwd_path *dir;
+    if (dfd != AT_FDCWD_) {
+        u64 key = fd_key(dfd);
+        dir = sensitive_dirfd.lookup(&key);
+        if (!dir)
+            return 1;
+    } else {
+        u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        dir = sensitive_cwd.lookup(&tgid);
+        if (!dir)
+            return 2;
+        if (dir->path[0] == 0)
+            return 1;
+    }
+    bpf_probe_read_kernel(k->path, sizeof(k->path), dir->path);
+    return 0;
+}
+
 /* A path written to (opened for writing, or the target of a rename, link or symlink) as a sensitive write
    when it names a sensitive prefix: an absolute path once normalised ("//", "/./", "/../"), or a name
    relative to the working directory of a process whose cwd is a sensitive directory (recorded as that
-   directory).  Counted as unresolved instead: a relative name under a directory fd other than AT_FDCWD, a
-   relative name after fchdir() (until the next absolute chdir), an absolute name too long to normalise.
+   directory), or relative to a directory fd opened on a sensitive directory (recorded as that directory).
+   Counted as unresolved instead: a relative name under a directory fd the sensor did not see opened on a
+   sensitive directory, a relative name after fchdir() to one (until the next absolute chdir), an absolute
+   name too long to normalise.
    Symlinks are not followed (docs/security.md). */
 static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char *name)
 {
@@ -516,19 +555,13 @@ static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char 
         return;
     }
     if (r == 1) {
-        if (dfd != AT_FDCWD_) {
+        r = relative_dir(k, dfd);
+        if (r == 1) {
             CG_ADD(set, cgid, unresolved_writes, 1);
             return;
         }
-        u32 tgid = bpf_get_current_pid_tgid() >> 32;
-        struct cwd_path *cwd = sensitive_cwd.lookup(&tgid);
-        if (!cwd)
+        if (r == 2)
             return;
-        if (cwd->path[0] == 0) {
-            CG_ADD(set, cgid, unresolved_writes, 1);
-            return;
-        }
-        bpf_probe_read_kernel(k->path, sizeof(k->path), cwd->path);
     }
     if (!sensitive_match(k->path))
         return;
@@ -538,10 +571,52 @@ static __always_inline void path_written(u32 set, u64 cgid, int dfd, const char 
     path_add(set, cgid, k);
 }
 
+/* A directory opened (O_DIRECTORY or O_PATH) on a sensitive directory: noted for its sys_exit, which maps the
+   fd it returns. */
+static __always_inline void dir_open(int dfd, const char *name)
+{
+    u32 zero = 0;
+    struct path_key *k = scratch.lookup(&zero);
+    if (!k)
+        return;
+    __builtin_memset(k, 0, sizeof(*k));
+    int r = read_normalised(k, name);
+    if (r < 0)
+        return;
+    if (r == 1 && relative_dir(k, dfd) != 0)
+        return;
+    if (!sensitive_match(k->path))
+        return;
+    u32 tid = bpf_get_current_pid_tgid();
+    dir_pending.update(&tid, (struct cwd_path *)k->path);
+}
+
+/* An open returned: the fd it returns names what it opened now (a directory noted by dir_open, or not one). */
+static __always_inline void file_opened(long ret)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    struct cwd_path *dir = dir_pending.lookup(&tid);
+    if (ret < 0) {
+        if (dir)
+            dir_pending.delete(&tid);
+        return;
+    }
+    u64 key = fd_key((int)ret);
+    if (dir) {
+        sensitive_dirfd.update(&key, dir);
+        dir_pending.delete(&tid);
+    } else {
+        sensitive_dirfd.delete(&key);
+    }
+}
+
 static __always_inline void file_open(int dfd, const char *filename, u64 flags)
 {
-    if (!(flags & WRITE_INTENT))
+    if (!(flags & WRITE_INTENT)) {
+        if (flags & (F_DIRECTORY | F_PATH))
+            dir_open(dfd, filename);
         return;
+    }
     u32 set = active_set();
     u64 cgid = bpf_get_current_cgroup_id();
     CG_ADD(set, cgid, write_opens, 1);
@@ -579,6 +654,31 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
     return 0;
 }
 
+TRACEPOINT_PROBE(syscalls, sys_exit_openat)
+{
+    file_opened(args->ret);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_open)
+{
+    file_opened(args->ret);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
+{
+    file_opened(args->ret);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    u64 key = fd_key((int)args->fd);
+    sensitive_dirfd.delete(&key);
+    return 0;
+}
+
 /* The working directory, as chdir() names it (an absolute name normalised): a sensitive directory marks the
    process; another absolute one, one too long to normalise, or a relative one leaving a known directory with
    "..", unmarks it; another relative one stays inside (the mark stays). */
@@ -608,16 +708,23 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
     return 0;
 }
 
-/* fchdir() names a directory fd, which tracepoints cannot resolve: the working directory becomes unknown (an
-   empty mark) until the next absolute chdir(), and relative writes meanwhile count as unresolved. */
+/* fchdir() names a directory fd: one opened on a sensitive directory marks the process with that directory;
+   any other makes the working directory unknown (an empty mark) until the next absolute chdir(), and relative
+   writes meanwhile count as unresolved. */
 TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
 {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 key = fd_key((int)args->fd);
+    struct cwd_path *dir = sensitive_dirfd.lookup(&key);
+    if (dir) {
+        sensitive_cwd.update(&tgid, dir);
+        return 0;
+    }
     u32 zero = 0;
     struct path_key *k = scratch.lookup(&zero);
     if (!k)
         return 0;
     __builtin_memset(k, 0, sizeof(*k));
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
     sensitive_cwd.update(&tgid, (struct cwd_path *)k->path);
     return 0;
 }
