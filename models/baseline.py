@@ -961,7 +961,8 @@ def _mask_quarantined(b: ImageBaseline, block: VectorBlock, rows: np.ndarray, le
     replicas on other nodes come in other sensors' streams, which may be behind in event time (a backlog
     sent after an outage)."""
     present, inverse = np.unique(block.ident[rows], return_inverse=True)
-    keys = [block.containers()[j] for j in present.tolist()]
+    containers = block.containers()
+    keys = [containers[j] for j in present.tolist()]
     until = np.array([b.quarantine.get(k, -math.inf) for k in keys])
     if not np.isfinite(until).any():
         return
