@@ -61,7 +61,8 @@ MAX_GROUPS = 8
 _MAX_ITEMS = 512  # per kind, of the version's new and shown items
 VERSION_DIFF, FALLBACK_EVENT = "version_diff", "lineage_fallback"
 #: why a version falls back to learning (``reason_code`` of its event, the metric's ``reason``)
-FALLBACK_REASONS = ("flagged_windows", "executables")
+FLAGGED_WINDOWS, EXECUTABLES = "flagged_windows", "executables"
+FALLBACK_REASONS = (FLAGGED_WINDOWS, EXECUTABLES)
 
 
 def lineage_groups(identity: Identity, rule: str) -> list[str]:
@@ -343,14 +344,14 @@ class VersionStep:
             if lin.status == OBSERVING:
                 why = _flagged_beyond_bound(lin)
                 if why:
-                    fall_back(b, "flagged_windows", why)
+                    fall_back(b, FLAGGED_WINDOWS, why)
                     continue
                 if lin.latest >= lin.since + lin.policy.observe_seconds:
                     _settle_vanished(b, lin)
                     why = _executables_beyond_bound(lin, b.novelty.sets["executable"] - set(lin.new["executable"]))
                     lin.shown = {k: [] for k in KINDS}  # no longer needed
                     if why:
-                        fall_back(b, "executables", why)
+                        fall_back(b, EXECUTABLES, why)
                         continue
                     _report_diff(b, lin)
             if lin.status == ADAPTING and lin.latest >= lin.since + lin.policy.adapt_seconds:
