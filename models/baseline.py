@@ -328,6 +328,11 @@ class _Profile:
         self.seq_threshold = TailThreshold(
             alarms_per_day=budget, capacity=4096, min_scores=20, floor=0.0, min_excess=config.sequence_min_excess
         )
+        # The tiers' combined score is calibrated too, on the whole budget: the tiers are not independent
+        # (a database's checkpoint raises its write rates and its unusual n-grams together), so the
+        # combined probability alone would overstate how rare such a window is.
+        self.combined_threshold = TailThreshold(alarms_per_day=config.false_alarms_per_day, capacity=4096,
+                                                min_scores=20, floor=0.0)
         self.windows = 0
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
@@ -335,6 +340,7 @@ class _Profile:
         out.update({f"{prefix}.thr.{k}": v for k, v in self.threshold.to_arrays().items()})
         out.update({f"{prefix}.seq.{k}": v for k, v in self.sequence.to_arrays().items()})
         out.update({f"{prefix}.seqthr.{k}": v for k, v in self.seq_threshold.to_arrays().items()})
+        out.update({f"{prefix}.combthr.{k}": v for k, v in self.combined_threshold.to_arrays().items()})
         out[f"{prefix}.windows"] = np.array([self.windows], dtype=np.int64)
         return out
 
@@ -344,6 +350,7 @@ class _Profile:
         self.threshold.load_arrays({k: arrays[f"{prefix}.thr.{k}"] for k in ("scores", "meta")})
         self.sequence.load_arrays({k: arrays[f"{prefix}.seq.{k}"] for k in ("counts", "windows", "seen")})
         self.seq_threshold.load_arrays({k: arrays[f"{prefix}.seqthr.{k}"] for k in ("scores", "meta")})
+        self.combined_threshold.load_arrays({k: arrays[f"{prefix}.combthr.{k}"] for k in ("scores", "meta")})
         self.windows = int(arrays[f"{prefix}.windows"][0])
 
 
@@ -365,8 +372,8 @@ class ImageBaseline:
     (True, ('novel_executable', 'novel_syscall', 'rate'), 'new executable /bin/sh')
     """
 
-    STATE_VERSION = 5  # 2: n-gram spec v2, the order-6 bitset (``*.seq.seen``); 3: lineage; 4: learning's end;
-    # 5: the rate feature file.unresolved_writes
+    STATE_VERSION = 6  # 2: n-gram spec v2, the order-6 bitset (``*.seq.seen``); 3: lineage; 4: learning's end;
+    # 5: the rate feature file.unresolved_writes; 6: the combined score's threshold (``*.combthr``)
 
     def __init__(self, key: str, config: BaselineConfig | None = None) -> None:
         self.key = key
@@ -513,7 +520,7 @@ class ImageBaseline:
 
     def _start_detecting(self) -> None:
         for profile in (self.steady, self.startup):
-            for threshold in (profile.threshold, profile.seq_threshold):
+            for threshold in (profile.threshold, profile.seq_threshold, profile.combined_threshold):
                 threshold.recompute()
                 threshold.hold()  # detection refines the thresholds but never loosens them
             profile.detector.hold_spread()  # the spread the thresholds were calibrated against
@@ -843,10 +850,16 @@ def _score_sequences(
 
 def _decision_threshold(profile: _Profile) -> float:
     """A profile's decision threshold: the alarm budget's probability per window in decades of
-    improbability, ``-log10(false_alarms_per_day x window_seconds / 86400)`` (``inf`` until calibrated).
-    Each continuous tier has half the budget, so its own threshold sits at exactly this combined score."""
+    improbability, ``-log10(false_alarms_per_day x window_seconds / 86400)`` (``inf`` until calibrated),
+    or the combined score's own threshold where that is higher (its normal windows' combined scores
+    reach further than independent tiers would).  Each continuous tier has half the budget, so its own
+    threshold sits at exactly the budget's combined score."""
     t = profile.threshold
-    return -math.log10(2.0 * t.p) if math.isfinite(t.value) else math.inf
+    if not math.isfinite(t.value):
+        return math.inf
+    budget = -math.log10(2.0 * t.p)
+    combined = profile.combined_threshold.value
+    return max(budget, combined) if math.isfinite(combined) else budget
 
 
 def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
@@ -1046,6 +1059,17 @@ def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, l
                 threshold.add(scores, window_seconds)
                 if learning or threshold.refit_due(_REFIT):
                     threshold.recompute()
+        # The combined score of the windows the tiers could decide, as it was decided: the image's whole
+        # budget (the combination is the decision).
+        decided = mask & np.isfinite(s.threshold)
+        combined = profile.combined_threshold
+        if decided.any():
+            combined.alarms_per_day = 2.0 * share
+            combined.add(s.continuous[decided][skip:], window_seconds)
+            if learning or combined.refit_due(_REFIT):
+                combined.recompute()
+            if not learning and combined.calibrated and not math.isfinite(combined.ceiling):
+                combined.hold()  # (calibrated only after learning ended: held from its first fit)
         profile.windows += int(per_profile[p])
 
 

@@ -32,11 +32,13 @@ is deterministic (seeded by the number of scores seen), so a replay gives the sa
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 from scipy.special import gammaincinv
 
 SECONDS_PER_DAY = 86_400.0
+MIN_SHAPE = -0.5  # the lightest tail shape an estimate is taken at (below it the estimate's error is not known)
 
 
 class TailThreshold:
@@ -142,7 +144,8 @@ class TailThreshold:
         k = min(max(2, math.ceil(math.sqrt(n))), n - 1)
         top = np.partition(self._ring[:n], n - k - 1)[n - k - 1 :].astype(np.float64)  # u, then the k largest
         u = float(top[0])
-        beta_hat = max(float(np.mean(top[1:] - u)), 1e-9)
+        excess = top[1:] - u
+        beta_hat = max(float(excess.sum()) / k, 1e-9)
         # the upper confidence bound of the exponential scale: 2 k beta_hat / beta ~ chi2(2k)
         beta = 2.0 * k * beta_hat / (2.0 * float(gammaincinv(k, 1.0 - self.confidence)))
         share, p = k / n, self.p
@@ -152,6 +155,9 @@ class TailThreshold:
             self.value = max(float(np.quantile(self._ring[:n], 1.0 - p)), self.floor)
             return self.value
         span = math.log(share / p)
+        xi = shape_bound(np.sort(excess), self.confidence)
+        if xi < 0.0:  # a tail lighter than exponential: the generalized Pareto quantile, as an exponential scale
+            beta *= (1.0 - xi) * math.expm1(xi * span) / (xi * span)
         self._scale = max(beta, self.min_excess / span, (self.floor - u) / span)
         if u + self._scale * span > self.ceiling:  # held: the tail may tighten, never loosen
             self._scale = max((self.ceiling - u) / span, 1e-9)
@@ -226,3 +232,24 @@ class TailThreshold:
         # the fit as it was (refits follow the scores seen, so a restored threshold decides as the original)
         self.value, self._fitted_at = value, int(fitted_at)
         self._anchor, self._share, self._scale = anchor, share, scale
+
+
+def shape_bound(excess: np.ndarray, confidence: float) -> float:
+    """An upper confidence bound, at ``confidence``, on the generalized Pareto shape of exceedances
+    ``excess`` (sorted, ascending, >= 0), capped at 0 (exponential): probability-weighted moments
+    (Hosking and Wallis 1987), an estimate below :data:`MIN_SHAPE` taken as :data:`MIN_SHAPE`, and the
+    bound one-sided at the maximum-likelihood standard error ``(1 + xi) / sqrt(k)``.
+
+    >>> rng = np.random.default_rng(1)
+    >>> shape_bound(np.sort(rng.exponential(1.0, 64)), 0.9)  # an exponential tail stays exponential
+    0.0
+    >>> round(shape_bound(np.sort(rng.uniform(0.0, 1.0, 64)), 0.9), 2)  # a bounded tail (shape -1)
+    -0.42
+    """
+    k = len(excess)
+    a0 = float(excess.sum()) / k if k else 0.0
+    a1 = float(np.dot(1.0 - (np.arange(1, k + 1) - 0.35) / k, excess)) / k if k else 0.0
+    if k < 2 or a0 <= 0.0 or a0 - 2.0 * a1 <= 0.0:
+        return 0.0
+    xi = max(2.0 - a0 / (a0 - 2.0 * a1), MIN_SHAPE)
+    return min(0.0, xi + NormalDist().inv_cdf(confidence) * (1.0 + xi) / math.sqrt(k))

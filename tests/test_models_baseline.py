@@ -383,8 +383,8 @@ def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_sma
 def test_state_of_spec_v1_builds_is_refused():
     b, _ = learned()
     meta, arrays = b.to_state()
-    assert meta["state_version"] == 5
-    for old in (1, 2, 3, 4):  # n-gram spec v1; before lineage; before learning's end; before unresolved writes
+    assert meta["state_version"] == 6
+    for old in (1, 2, 3, 4, 5):  # n-gram spec v1; before lineage; learning's end; unresolved writes; combined
         with pytest.raises(StateVersionError, match=f"version {old} .*re-learn"):
             ImageBaseline.from_state({**meta, "state_version": old}, arrays)
 
@@ -440,6 +440,42 @@ def test_threshold_is_a_conservative_bound_that_tightens_with_evidence() -> None
     assert few.value > many.value > exact
     assert many.value < 1.3 * exact
     assert float(many.surprise(np.array([many.value]))[0]) == pytest.approx(-math.log10(5.0 / 86_400))
+
+
+def test_a_tail_lighter_than_exponential_is_not_extrapolated_as_one(monkeypatch) -> None:
+    """Scores that stop short (uniform on [0, 10]: the budget's exact quantile is 9.9994): the exponential
+    extrapolation puts the threshold well past 10; the bounded generalized Pareto shape brings it closer,
+    still above every score the distribution can give; the surprise at the threshold is still the budget's."""
+    from baseliner.models import threshold as thr
+
+    scores = np.random.default_rng(5).uniform(0.0, 10.0, 4096)
+    fitted = thr.TailThreshold(min_scores=20)
+    fitted.update(scores, window_seconds=5.0)
+    monkeypatch.setattr(thr, "shape_bound", lambda excess, confidence: 0.0)
+    exponential = thr.TailThreshold(min_scores=20)
+    exponential.update(scores, window_seconds=5.0)
+    assert 10.0 < fitted.value < exponential.value - 0.2
+    assert float(fitted.surprise(np.array([fitted.value]))[0]) == pytest.approx(-math.log10(5.0 / 86_400))
+
+
+def test_the_combined_score_is_calibrated_too() -> None:
+    """The tiers' combined score has a threshold of its own, fitted on the learnt windows' combined scores
+    and held once detecting as the tiers' are; the decision threshold is the higher of it and the budget's:
+    where normal windows' combined scores reach past the budget (tiers that move together), they set the
+    bar."""
+    b, rng = learned(300)
+    assert b.state is State.DETECTING
+    combined = b.steady.combined_threshold
+    assert combined.n_seen > 200 and combined.calibrated and combined.ceiling == combined.value
+    budget = -math.log10(2.0 * b.steady.threshold.p)
+    assert b.threshold == max(budget, combined.value)
+    probe = window(400, rng, accepts=400)  # twenty times the usual accepted connections: over the budget
+    flagged = b.process([probe])[0]
+    assert flagged.anomalous and flagged.score > budget
+    combined.value = flagged.score + 1.0  # as if normal windows' combined scores reached that high
+    assert b.threshold == flagged.score + 1.0
+    again = b.process([dataclasses.replace(probe, window_start=probe.window_start + 5.0)])[0]
+    assert again.score == pytest.approx(flagged.score, rel=0.05) and not again.anomalous
 
 
 def test_held_threshold_tightens_but_never_loosens() -> None:
