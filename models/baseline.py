@@ -1066,7 +1066,7 @@ def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, l
         if decided.any():
             combined.alarms_per_day = 2.0 * share
             combined.add(s.continuous[decided][skip:], window_seconds)
-            if learning or combined.refit_due(_REFIT):
+            if combined.refit_due(_REFIT):  # (while learning too: the tiers' thresholds move it little)
                 combined.recompute()
             if not learning and combined.calibrated and not math.isfinite(combined.ceiling):
                 combined.hold()  # (calibrated only after learning ended: held from its first fit)

@@ -31,6 +31,7 @@ is deterministic (seeded by the number of scores seen), so a replay gives the sa
 
 from __future__ import annotations
 
+import functools
 import math
 from statistics import NormalDist
 
@@ -247,9 +248,22 @@ def shape_bound(excess: np.ndarray, confidence: float) -> float:
     -0.42
     """
     k = len(excess)
-    a0 = float(excess.sum()) / k if k else 0.0
-    a1 = float(np.dot(1.0 - (np.arange(1, k + 1) - 0.35) / k, excess)) / k if k else 0.0
-    if k < 2 or a0 <= 0.0 or a0 - 2.0 * a1 <= 0.0:
+    if k < 2:
+        return 0.0
+    a0 = float(excess.sum()) / k
+    a1 = float(np.dot(_pwm_weights(k), excess))
+    if a0 <= 0.0 or a0 - 2.0 * a1 <= 0.0:
         return 0.0
     xi = max(2.0 - a0 / (a0 - 2.0 * a1), MIN_SHAPE)
-    return min(0.0, xi + NormalDist().inv_cdf(confidence) * (1.0 + xi) / math.sqrt(k))
+    return min(0.0, xi + _normal_quantile(confidence) * (1.0 + xi) / math.sqrt(k))
+
+
+@functools.lru_cache(maxsize=128)
+def _pwm_weights(k: int) -> np.ndarray:
+    """``(1 - p_i) / k`` at the plotting positions ``p_i = (i - 0.35) / k`` of ``k`` sorted exceedances."""
+    return (1.0 - (np.arange(1, k + 1) - 0.35) / k) / k
+
+
+@functools.lru_cache(maxsize=16)
+def _normal_quantile(q: float) -> float:
+    return NormalDist().inv_cdf(q)
