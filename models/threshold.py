@@ -261,7 +261,9 @@ def shape_bound(excess: np.ndarray, confidence: float) -> float:
 @functools.lru_cache(maxsize=128)
 def _pwm_weights(k: int) -> np.ndarray:
     """``(1 - p_i) / k`` at the plotting positions ``p_i = (i - 0.35) / k`` of ``k`` sorted exceedances."""
-    return (1.0 - (np.arange(1, k + 1) - 0.35) / k) / k
+    w = (1.0 - (np.arange(1, k + 1) - 0.35) / k) / k
+    w.flags.writeable = False  # (shared by every caller)
+    return w
 
 
 @functools.lru_cache(maxsize=16)
