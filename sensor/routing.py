@@ -30,7 +30,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from baseliner.models.errors import BaselinerError
 from baseliner.models.integrity import atomic_write
 from baseliner.models.recording import vector_from_dict, vector_to_dict
 from baseliner.models.shards import Shard, ShardListError, ShardMap
@@ -46,10 +45,6 @@ log = logging.getLogger(__name__)
 MAX_HELD = 100_000
 #: Seconds between map refreshes when nothing says it changed.
 REFRESH_SECONDS = 60.0
-
-
-class NoShardMap(BaselinerError):
-    """No seed gave a shard map."""
 
 
 class _Kept:

@@ -414,20 +414,14 @@ def _baseline_problems(cfg: ServeConfig) -> list[str]:
 
 def _shard_problems(cfg: ServeConfig) -> list[str]:
     """The shard list reads, names this shard, and the shards can authenticate each other."""
-    from baseliner.models.shards import ShardListError, parse_shard_list
+    from baseliner.models.shards import ShardListError, read_shard_list
 
     sh = cfg.shards
     if not sh.list:
         return []
     out = []
-    text = sh.list
-    if text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as e:
-            return [f"shards.list {sh.list!r}: {e.strerror}"]
     try:
-        shards = parse_shard_list(text)
+        shards = read_shard_list(sh.list)
     except ShardListError as e:
         return [f"shards.list: {e}"]
     if not shards:
