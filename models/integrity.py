@@ -178,8 +178,13 @@ def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     if fsync:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (files created, renamed or removed in it) survive a crash of the machine."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
