@@ -180,39 +180,21 @@ class HeldElsewhere:
     """An image whose baseline another shard holds, as its ``ListBaselines`` or ``GetBaseline`` gave it."""
 
     shard: str
-    proto: Any  # admin_pb2.Baseline
+    key: str
+    status: Status
+    state: str
+    mode: str
+    windows_learned: int
+    windows_scored: int
+    threshold: float
+    lineage: _Lineage | None
 
-    @property
-    def key(self) -> str:
-        return str(self.proto.key)
-
-    @property
-    def status(self) -> Status:
-        return proto_status(self.proto)
-
-    @property
-    def state(self) -> str:
-        return proto_state(self.proto.state)
-
-    @property
-    def mode(self) -> str:
-        return proto_mode(self.proto.mode)
-
-    @property
-    def windows_learned(self) -> int:
-        return int(self.proto.windows_learned)
-
-    @property
-    def windows_scored(self) -> int:
-        return int(self.proto.windows_scored)
-
-    @property
-    def threshold(self) -> float:
-        return float(self.proto.threshold) if self.proto.threshold else math.nan
-
-    @property
-    def lineage(self) -> _Lineage | None:
-        return _Lineage(self.proto.lineage.parent) if self.proto.HasField("lineage") else None
+    @classmethod
+    def of(cls, shard: str, b: Any) -> HeldElsewhere:
+        """From an ``admin_pb2.Baseline``."""
+        return cls(shard, str(b.key), proto_status(b), proto_state(b.state), proto_mode(b.mode),
+                   int(b.windows_learned), int(b.windows_scored), float(b.threshold) if b.threshold else math.nan,
+                   _Lineage(b.lineage.parent) if b.HasField("lineage") else None)
 
 
 @dataclass
