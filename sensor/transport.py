@@ -38,7 +38,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import grpc
@@ -89,6 +89,11 @@ class TransportStats:
     vectors_dropped: int = 0
     connects: int = 0
     connect_failures: int = 0
+
+    def add(self, other: TransportStats) -> None:
+        """Add ``other``'s counts to these."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class Backoff:
@@ -183,6 +188,14 @@ def _is_loopback(target: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def open_channel(target: str, credentials: grpc.ChannelCredentials | None,
+                 options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
+    """A channel to ``target``: TLS with ``credentials``, plaintext without."""
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 def channel_credentials(ca_file: str | None = None, cert_file: str | None = None,
@@ -441,10 +454,7 @@ class Transport:
     # -- connection loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._channel_options)
-        else:
-            self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_options)
+        self._channel = open_channel(self.target, self._credentials, self._channel_options)
         while True:
             if self._closing and not self.buffer.batches:
                 return
