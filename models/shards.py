@@ -236,5 +236,5 @@ def read_shard_list(spec: str) -> list[Shard]:
         try:
             text = Path(spec[1:]).read_text(encoding="utf-8")
         except OSError as e:
-            raise ShardListError(f"{spec[1:]}: {e.strerror}") from None
+            raise ShardListError(f"{spec!r}: {e.strerror}") from None
     return parse_shard_list(text)
