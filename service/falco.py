@@ -398,7 +398,6 @@ class FalcoCorrelator:
         self.metrics = metrics
         self.image_key = image_key or (lambda a: image_keys(a)[0])
         self._recent: LRUCache[str, _Recent] = LRUCache(config.max_containers)  # least recently seen go
-        self.escalated = 0
 
     # -- EventSink ----------------------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -486,7 +485,6 @@ class FalcoCorrelator:
         event["severity"] = raise_severity(model, block["priority"])
         event["falco"] = {"rules": list(block["rules"]), "priority": block["priority"], "alerts": block["alerts"]}
         if first:
-            self.escalated += 1
             if self.metrics is not None:
                 m = self.metrics
                 image = str((event.get("image") or {}).get("key") or "")
