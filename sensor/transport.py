@@ -586,7 +586,7 @@ class Transport:
             resent = nxt.sequence <= self._sent_high
             self._sent_high = max(self._sent_high, nxt.sequence)
             await call.write(wire.batch_request_bytes(nxt.sequence, nxt.body))
-            self._count_sent(resent)
+            self._count(batches_sent=1, batches_resent=int(resent))
 
     def _next_to_send(self, sent_high_here: int, in_flight: int) -> Pending | None:
         """The oldest buffered batch not yet written on this connection (None when there is none, or when
@@ -594,9 +594,6 @@ class Transport:
         if in_flight >= self.max_in_flight:
             return None
         return next((p for p in self.buffer.entries() if p.sequence > sent_high_here), None)
-
-    def _count_sent(self, resent: bool) -> None:
-        self._count(batches_sent=1, batches_resent=int(resent))
 
     async def _receive_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         while True:
