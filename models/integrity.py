@@ -148,6 +148,25 @@ class Keyring:
                 f"{', '.join(self.ids)}): written under another key, or forged; refusing to load it")
 
 
+def seal(magic: bytes, content: bytes, keys: Keyring) -> bytes:
+    """A signed file: ``magic``, the integrity line of ``content`` (:meth:`Keyring.line`), then ``content``."""
+    return magic + keys.line(content) + content
+
+
+def unseal(data: bytes, magic: bytes, keys: Keyring, where: str, what: str) -> tuple[bytes, str]:
+    """``(content, key id)`` of a file :func:`seal` wrote; :class:`IntegrityError` naming ``where`` when it starts
+    with another magic (another kind or version of file), is cut short, or its tag does not check out."""
+    if not data.startswith(magic):
+        raise IntegrityError(f"{where}: not a Baseliner {what} of this version (bad magic); refusing to load it")
+    nl = data.find(b"\n", len(magic), len(magic) + 200)
+    if nl < 0:
+        raise IntegrityError(f"{where}: truncated or corrupt {what}; refusing to load it")
+    content = data[nl + 1:]
+    kid, tag = parse_line(data[len(magic):nl], where, what)
+    keys.check(kid, tag, (content,), where, what)
+    return content, kid
+
+
 def parse_line(line: bytes, where: str, what: str = "file") -> tuple[str, str]:
     """``(key id, tag)`` of an integrity line (without its newline); :class:`IntegrityError` otherwise."""
     try:
@@ -178,8 +197,13 @@ def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     if fsync:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (files created, renamed or removed in it) survive a crash of the machine."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

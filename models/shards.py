@@ -34,6 +34,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
@@ -225,3 +226,15 @@ def parse_shard_list(text: str) -> list[Shard]:
         raise ShardListError(f"the list names {len(shards)} shards; at most {MAX_SHARDS}")
     ShardMap(0, shards)  # distinct names
     return shards
+
+
+def read_shard_list(spec: str) -> list[Shard]:
+    """The shards of ``spec``: a list, or ``@PATH`` of a file holding one (read on every call, so a mounted
+    ConfigMap's changes are seen); ``ShardListError`` names what is wrong."""
+    text = spec
+    if spec.startswith("@"):
+        try:
+            text = Path(spec[1:]).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ShardListError(f"{spec!r}: {e.strerror}") from None
+    return parse_shard_list(text)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from baseliner.models.errors import ConfigError
-from baseliner.models.shards import ShardListError, parse_shard_list
+from baseliner.models.shards import ShardListError, read_shard_list
 from baseliner.models.vector import FeatureVector
 from baseliner.sensor.buffer import BatchBuffer, MemoryBuffer
 from baseliner.sensor.cli_bpf import add_bpf_arguments, source_from_args
@@ -254,14 +254,8 @@ def security_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def seeds(target: str) -> list[str]:
     """The addresses ``--target`` names (``host:port``, a list, or ``@FILE`` with a shard list)."""
-    text = target
-    if target.startswith("@"):
-        try:
-            text = Path(target[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"--target {target}: {exc.strerror}") from None
     try:
-        out = [s.address for s in parse_shard_list(text)]
+        out = [s.address for s in read_shard_list(target)]
     except ShardListError as exc:
         raise ConfigError(f"--target: {exc}") from None
     if not out:

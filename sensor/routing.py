@@ -24,20 +24,18 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-from baseliner.models.errors import BaselinerError
 from baseliner.models.integrity import atomic_write
 from baseliner.models.recording import vector_from_dict, vector_to_dict
 from baseliner.models.shards import Shard, ShardListError, ShardMap
 from baseliner.models.vector import FeatureVector
 from baseliner.protos.v1 import shards_pb2, shards_pb2_grpc
 from baseliner.sensor.buffer import BatchBuffer
-from baseliner.sensor.transport import Backoff, ServiceIncompatible, Transport, TransportStats
+from baseliner.sensor.transport import Backoff, ServiceIncompatible, Transport, TransportStats, open_channel
 from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
@@ -46,10 +44,6 @@ log = logging.getLogger(__name__)
 MAX_HELD = 100_000
 #: Seconds between map refreshes when nothing says it changed.
 REFRESH_SECONDS = 60.0
-
-
-class NoShardMap(BaselinerError):
-    """No seed gave a shard map."""
 
 
 class _Kept:
@@ -326,8 +320,7 @@ class ShardRouter:
         """Every stream's counts added up."""
         out = TransportStats()
         for s in [self._closed_stats, *(t.stats for t in self.transports.values())]:
-            for f in fields(TransportStats):
-                setattr(out, f.name, getattr(out, f.name) + getattr(s, f.name))
+            out.add(s)
         out.vectors_dropped += self.dropped_held
         return out
 
@@ -416,11 +409,7 @@ class ShardRouter:
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            if self._credentials is not None:
-                ch = grpc.aio.secure_channel(address, self._credentials, options=self._channel_options)
-            else:
-                ch = grpc.aio.insecure_channel(address, options=self._channel_options)
-            self._channels[address] = ch
+            ch = self._channels[address] = open_channel(address, self._credentials, self._channel_options)
         return ch
 
     def _apply_map(self, new: ShardMap, persist: bool = True) -> None:
@@ -471,8 +460,7 @@ class ShardRouter:
             if t.undelivered()[0] == 0:
                 await t.close()
                 del self.transports[name]
-                for f in fields(TransportStats):
-                    setattr(self._closed_stats, f.name, getattr(self._closed_stats, f.name) + getattr(t.stats, f.name))
+                self._closed_stats.add(t.stats)
                 log.info("shard %s left the map and its buffer is empty: stream closed", name)
                 self._save()
 

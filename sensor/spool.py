@@ -51,30 +51,18 @@ class SpoolError(StateError):
     """A spool file is corrupt, tampered with, or written with another key."""
 
 
-def _sign(magic: bytes, content: bytes, keys: Keyring) -> bytes:
-    return magic + keys.line(content) + content
-
-
 def _verified(data: bytes, magic: bytes, keys: Keyring, where: str) -> tuple[bytes, str]:
     """``(content, key id)`` of a signed spool file; :class:`SpoolError` naming ``where`` otherwise."""
-    if not data.startswith(magic):
-        raise SpoolError(f"{where}: not a Baseliner spool file of this version; refusing to load it")
-    nl = data.find(b"\n", len(magic), len(magic) + 200)
-    if nl < 0:
-        raise SpoolError(f"{where}: truncated or corrupt spool file; refusing to load it")
-    content = data[nl + 1:]
     try:
-        kid, tag = integrity.parse_line(data[len(magic):nl], where, "spool file")
-        keys.check(kid, tag, (content,), where, "spool file")
+        return integrity.unseal(data, magic, keys, where, "spool file")
     except integrity.IntegrityError as e:
         raise SpoolError(str(e)) from None
-    return content, kid
 
 
 def encode_entry(p: Pending, keys: Keyring) -> bytes:
     header = json.dumps({"sequence": p.sequence, "vectors": p.vectors, "keys": list(p.keys)},
                         separators=(",", ":")).encode()
-    return _sign(_MAGIC, header + b"\n" + p.body, keys)
+    return integrity.seal(_MAGIC, header + b"\n" + p.body, keys)
 
 
 def decode_entry(data: bytes, keys: Keyring, where: str) -> tuple[Pending, str]:
@@ -154,7 +142,7 @@ class DiskSpool(MemoryBuffer):
                      len(self._items), self._bytes, min(self._items), max(self._items))
 
     def _save_counter(self) -> None:
-        self._write(self.dir / "next", _sign(_COUNTER_MAGIC, str(self._next).encode(), self.keys))
+        self._write(self.dir / "next", integrity.seal(_COUNTER_MAGIC, str(self._next).encode(), self.keys))
 
     # -- MemoryBuffer hooks: every change reaches the disk ----------------------------------------------
     def _numbered(self) -> None:

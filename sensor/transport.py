@@ -38,7 +38,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import grpc
@@ -90,6 +90,11 @@ class TransportStats:
     connects: int = 0
     connect_failures: int = 0
 
+    def add(self, other: TransportStats) -> None:
+        """Add ``other``'s counts to these."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
 
 class Backoff:
     """Exponential backoff with jitter: ``min(maximum, initial * factor**n) * U(1 - jitter, 1)``.
@@ -132,7 +137,7 @@ class _Metrics:
     batches_rejected: Any
     vectors_rejected: Any
     vectors_applied: Any
-    reconnects: Any
+    connect_failures: Any
     buffer_batches: Any
     buffer_bytes: Any
 
@@ -166,7 +171,7 @@ class _Metrics:
             "batches_rejected": counter("batches_rejected_total", "Whole batches refused by the service"),
             "vectors_rejected": counter("vectors_rejected_total", "Vectors the service rejected (reasons are logged)"),
             "vectors_applied": counter("vectors_applied_total", "Vectors the service applied"),
-            "reconnects": counter("connect_failures_total", "Streams that failed or broke"),
+            "connect_failures": counter("connect_failures_total", "Streams that failed or broke"),
             "buffer_batches": gauge("buffer_batches", "Unacknowledged batches held"),
             "buffer_bytes": gauge("buffer_bytes", "Bytes of unacknowledged batches held"),
         }
@@ -183,6 +188,14 @@ def _is_loopback(target: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def open_channel(target: str, credentials: grpc.ChannelCredentials | None,
+                 options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
+    """A channel to ``target``: TLS with ``credentials``, plaintext without."""
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 def channel_credentials(ca_file: str | None = None, cert_file: str | None = None,
@@ -413,11 +426,7 @@ class Transport:
 
     def _account_drops(self, evicted: list[Pending]) -> None:
         vectors = sum(p.vectors for p in evicted)
-        self.stats.batches_dropped += len(evicted)
-        self.stats.vectors_dropped += vectors
-        if self._metrics.enabled:
-            self._metrics.batches_dropped.inc(len(evicted))
-            self._metrics.vectors_dropped.inc(vectors)
+        self._count(batches_dropped=len(evicted), vectors_dropped=vectors)
         self._drops_since_log += len(evicted)
         now = time.monotonic()
         if now - self._last_drop_log >= 5.0:
@@ -430,6 +439,13 @@ class Transport:
             self._last_drop_log = now
             self._drops_since_log = 0
 
+    def _count(self, **counts: int) -> None:
+        """Add to :attr:`stats`, and to the Prometheus counter of the same name where there is one."""
+        for name, n in counts.items():
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+            if self._metrics.enabled and hasattr(self._metrics, name):
+                getattr(self._metrics, name).inc(n)
+
     def _update_gauges(self) -> None:
         if self._metrics.enabled:
             self._metrics.buffer_batches.set(self.buffer.batches)
@@ -438,10 +454,7 @@ class Transport:
     # -- connection loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._channel_options)
-        else:
-            self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_options)
+        self._channel = open_channel(self.target, self._credentials, self._channel_options)
         while True:
             if self._closing and not self.buffer.batches:
                 return
@@ -456,9 +469,7 @@ class Transport:
                 if remedy is not None:
                     self._stop_for_good(exc, remedy)
                     return
-                self.stats.connect_failures += 1
-                if self._metrics.enabled:
-                    self._metrics.reconnects.inc()
+                self._count(connect_failures=1)
                 delay = self.backoff.next()
                 log.warning("stream to %s failed (%s); %d batches buffered; retrying in %.2fs",
                             self.target, self._describe(exc), self.buffer.batches, delay)
@@ -575,7 +586,7 @@ class Transport:
             resent = nxt.sequence <= self._sent_high
             self._sent_high = max(self._sent_high, nxt.sequence)
             await call.write(wire.batch_request_bytes(nxt.sequence, nxt.body))
-            self._count_sent(resent)
+            self._count(batches_sent=1, batches_resent=int(resent))
 
     def _next_to_send(self, sent_high_here: int, in_flight: int) -> Pending | None:
         """The oldest buffered batch not yet written on this connection (None when there is none, or when
@@ -583,15 +594,6 @@ class Transport:
         if in_flight >= self.max_in_flight:
             return None
         return next((p for p in self.buffer.entries() if p.sequence > sent_high_here), None)
-
-    def _count_sent(self, resent: bool) -> None:
-        if resent:
-            self.stats.batches_resent += 1
-            if self._metrics.enabled:
-                self._metrics.batches_resent.inc()
-        self.stats.batches_sent += 1
-        if self._metrics.enabled:
-            self._metrics.batches_sent.inc()
 
     async def _receive_loop(self, call: Any, in_flight: deque[tuple[int, float]]) -> None:
         while True:
@@ -612,31 +614,20 @@ class Transport:
             raise ProtocolError(f"ack for seq {ack.sequence}, expected {expected}")
         in_flight.popleft()
         self._progress = time.monotonic()
-        self.stats.batches_acked += 1
-        if self._metrics.enabled:
-            self._metrics.batches_acked.inc()
+        self._count(batches_acked=1)
         if ack.duplicate:
             self.stats.batches_duplicate += 1
             held = next((p for p in self.buffer.entries() if p.sequence == ack.sequence), None)
             self.stats.vectors_applied_before += held.vectors if held is not None else 0
         if ack.batch_rejected != ingest_pb2.REJECT_REASON_UNSPECIFIED:
-            self.stats.batches_rejected += 1
             entry = self.buffer.release(ack.sequence)
             n = entry.vectors if entry else 0
-            self.stats.vectors_rejected += n
-            if self._metrics.enabled:
-                self._metrics.batches_rejected.inc()
-                self._metrics.vectors_rejected.inc(n)
+            self._count(batches_rejected=1, vectors_rejected=n)
             log.error("service refused batch %d (%d vectors): %s %s", ack.sequence, n,
                       ingest_pb2.RejectReason.Name(ack.batch_rejected), ack.batch_message)
         else:
-            self.stats.vectors_applied += ack.applied
-            if self._metrics.enabled:
-                self._metrics.vectors_applied.inc(ack.applied)
+            self._count(vectors_applied=ack.applied, vectors_rejected=len(ack.rejected))
             if ack.rejected:
-                self.stats.vectors_rejected += len(ack.rejected)
-                if self._metrics.enabled:
-                    self._metrics.vectors_rejected.inc(len(ack.rejected))
                 first = ack.rejected[0]
                 log.warning("service rejected %d vectors of batch %d, e.g. #%d: %s %s", len(ack.rejected),
                             ack.sequence, first.index, ingest_pb2.RejectReason.Name(first.reason), first.message)

@@ -114,11 +114,11 @@ CALLS: dict[str, tuple[str, Callable[[argparse.Namespace], Any], Callable[[Any],
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    from baseliner.service.auth import channel_credentials
+    from baseliner.sensor.transport import channel_credentials
 
     if args.tls_ca or args.tls_cert or args.tls_key:
-        return grpc.secure_channel(args.target, channel_credentials(args.tls_ca or "", args.tls_cert or "",
-                                                                    args.tls_key or ""))
+        return grpc.secure_channel(args.target, channel_credentials(args.tls_ca or None, args.tls_cert or None,
+                                                                    args.tls_key or None))
     return grpc.insecure_channel(args.target)
 
 

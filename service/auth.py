@@ -421,15 +421,6 @@ def restrict_node(
 # Clients (sensor, admin CLI, tests)
 
 
-def channel_credentials(ca_file: str = "", cert_file: str = "", key_file: str = "") -> grpc.ChannelCredentials:
-    """TLS client credentials: trust ``ca_file`` (system roots when empty), present a certificate if given."""
-    return grpc.ssl_channel_credentials(
-        root_certificates=Path(ca_file).read_bytes() if ca_file else None,
-        private_key=Path(key_file).read_bytes() if key_file else None,
-        certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
-    )
-
-
 def bearer_metadata(token_file: str = "", token: str = "") -> tuple[tuple[str, str], ...]:
     """``(("authorization", "Bearer ..."),)`` from a token or a file holding it; empty when neither."""
     if token_file:

@@ -270,26 +270,23 @@ SECTIONS = [name for name in ServeConfig.model_fields if name not in TOP_LEVEL]
 # Checks across settings (types and ranges are the models' own)
 
 
+#: What each listener's ``allow_plaintext=true`` is for.
+_PLAINTEXT_USE = {"grpc": "to accept plaintext on a trusted network", "falco": "to accept plain HTTP on a trusted "
+                  "network", "console": "when a proxy in front speaks HTTPS"}
+
+
 def _tls_problems(cfg: ServeConfig) -> list[str]:
     out = []
-    for section in ("grpc", "falco", "console"):
+    for section, plaintext_use in _PLAINTEXT_USE.items():
         s = getattr(cfg, section)
         if bool(s.tls_cert_file) != bool(s.tls_key_file):
             out.append(f"{section}.tls_cert_file and {section}.tls_key_file go together")
         if getattr(s, "tls_client_ca_file", "") and not s.tls_cert_file:
             out.append(f"{section}.tls_client_ca_file (mutual TLS) needs {section}.tls_cert_file and tls_key_file")
-    g = cfg.grpc
-    if not g.tls_cert_file and not is_loopback(split_address(g.listen)[0]) and not g.allow_plaintext:
-        out.append(f"grpc.listen {g.listen!r} is not a loopback address and TLS is off: set grpc.tls_cert_file and "
-                   "grpc.tls_key_file, or grpc.allow_plaintext=true to accept plaintext on a trusted network")
-    f = cfg.falco
-    if f.listen and not f.tls_cert_file and not is_loopback(split_address(f.listen)[0]) and not f.allow_plaintext:
-        out.append(f"falco.listen {f.listen!r} is not a loopback address and TLS is off: set falco.tls_cert_file and "
-                   "falco.tls_key_file, or falco.allow_plaintext=true to accept plain HTTP on a trusted network")
-    c = cfg.console
-    if c.listen and not c.tls_cert_file and not is_loopback(split_address(c.listen)[0]) and not c.allow_plaintext:
-        out.append(f"console.listen {c.listen!r} is not a loopback address and TLS is off: set console.tls_cert_file "
-                   "and console.tls_key_file, or console.allow_plaintext=true when a proxy in front speaks HTTPS")
+        if s.listen and not s.tls_cert_file and not is_loopback(split_address(s.listen)[0]) and not s.allow_plaintext:
+            out.append(f"{section}.listen {s.listen!r} is not a loopback address and TLS is off: set "
+                       f"{section}.tls_cert_file and {section}.tls_key_file, or {section}.allow_plaintext=true "
+                       f"{plaintext_use}")
     return out
 
 
@@ -414,20 +411,14 @@ def _baseline_problems(cfg: ServeConfig) -> list[str]:
 
 def _shard_problems(cfg: ServeConfig) -> list[str]:
     """The shard list reads, names this shard, and the shards can authenticate each other."""
-    from baseliner.models.shards import ShardListError, parse_shard_list
+    from baseliner.models.shards import ShardListError, read_shard_list
 
     sh = cfg.shards
     if not sh.list:
         return []
     out = []
-    text = sh.list
-    if text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as e:
-            return [f"shards.list {sh.list!r}: {e.strerror}"]
     try:
-        shards = parse_shard_list(text)
+        shards = read_shard_list(sh.list)
     except ShardListError as e:
         return [f"shards.list: {e}"]
     if not shards:

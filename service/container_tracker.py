@@ -47,6 +47,12 @@ class ContainerTracker:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
+        self._tick = 0
+        self._gens = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        """No container tracked (the batch ticks and assignment numbers go on)."""
         self._slot: dict[str, int] = {}
         self._keys: list[str | None] = []
         self._free: list[int] = []
@@ -54,8 +60,6 @@ class ContainerTracker:
         self._last = np.empty(0, dtype=_F64)  # per slot; -inf until then
         self._seen = np.empty(0, dtype=_I64)  # per slot: tick of the batch that last saw it (_NEVER: free)
         self.gen = np.empty(0, dtype=_I64)  # per slot: unique number of the assignment (never reused)
-        self._tick = 0
-        self._gens = 0
         self._victims: list[int] = []  # slots in least recently seen order, as of _victim_ticks
         self._victim_ticks: list[int] = []
 
@@ -240,19 +244,6 @@ class ContainerTracker:
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Replace the state with saved ``[key, first, last]`` rows (least recently seen first)."""
-        self._slot.clear()
-        self._keys = []
-        self._free = []
-        self._victims.clear()
-        self._victim_ticks.clear()
-        self._first = np.empty(0, dtype=_F64)
-        self._last = np.empty(0, dtype=_F64)
-        self._seen = np.empty(0, dtype=_I64)
-        self.gen = np.empty(0, dtype=_I64)
-        for k, first, last in rows:
-            self._tick += 1
-            s = self.slot(str(k))
-            self._first[s] = float(first)
-            self._last[s] = float(last)
-        if len(self._slot) > self.capacity:
-            self._drop(len(self._slot) - self.capacity)
+        self._clear()
+        for row in rows:
+            self.put([row])  # one batch tick per row: their order is kept

@@ -18,7 +18,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from baseliner.service.config import FalcoConfig
@@ -48,7 +48,6 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 _HEX_ID = re.compile(r"^[0-9a-fA-F]{12,64}$")
 _CONTAINER_ID = re.compile(r"^[\w.:@/-]{1,128}$")
-_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
 _MAX_FIELD_CHARS = 4096
 _MAX_OUTPUT_FIELDS = 256
 
@@ -88,7 +87,7 @@ def parse_time(value: Any) -> float:
     """Falco's ``time`` (RFC 3339, nanoseconds) or an epoch number (s, or ns when huge) -> epoch seconds.
 
     >>> parse_time("2026-01-02T03:04:05.123456789Z")
-    1767323045.123457
+    1767323045.123456
     >>> parse_time(1767323045123456789)
     1767323045.1234567
     """
@@ -103,17 +102,11 @@ def parse_time(value: Any) -> float:
         return t
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a time")
-    m = _TIME.match(value.strip())
-    if not m:
-        raise ValueError(f"{value[:64]!r} is not an RFC 3339 time")
-    base, frac, tz = m.groups()
-    tz = tz or "Z"
-    if tz == "Z":
-        tz = "+00:00"
-    elif ":" not in tz:
-        tz = tz[:3] + ":" + tz[3:]
-    dt = datetime.fromisoformat(base + tz)
-    return round(dt.timestamp() + (float("0." + frac) if frac else 0.0), 6)
+    try:
+        dt = datetime.fromisoformat(value.strip())  # ("Z" and nanoseconds, truncated to microseconds)
+    except ValueError:
+        raise ValueError(f"{value[:64]!r} is not an RFC 3339 time") from None
+    return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()  # no offset: UTC
 
 
 def parse_priority(value: Any) -> str:
@@ -405,7 +398,6 @@ class FalcoCorrelator:
         self.metrics = metrics
         self.image_key = image_key or (lambda a: image_keys(a)[0])
         self._recent: LRUCache[str, _Recent] = LRUCache(config.max_containers)  # least recently seen go
-        self.escalated = 0
 
     # -- EventSink ----------------------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -493,7 +485,6 @@ class FalcoCorrelator:
         event["severity"] = raise_severity(model, block["priority"])
         event["falco"] = {"rules": list(block["rules"]), "priority": block["priority"], "alerts": block["alerts"]}
         if first:
-            self.escalated += 1
             if self.metrics is not None:
                 m = self.metrics
                 image = str((event.get("image") or {}).get("key") or "")

@@ -178,14 +178,6 @@ class FalcoEndpoint:
                 return answer
         return self._correlate(alert)
 
-    def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """One alert body -> (HTTP status, response object), answered here.  Runs on the event loop thread."""
-        try:
-            alert = parse_alert(body, self.config.max_body_bytes)
-        except FalcoPayloadError as e:
-            return self._refused(e)
-        return self._correlate(alert)
-
     def _refused(self, e: FalcoPayloadError) -> tuple[int, dict[str, Any]]:
         self._count(e.reason)
         log.debug("Falco payload refused: %s", e.message)

@@ -167,7 +167,7 @@ class SpillingBaselines(MutableMapping[str, Any]):
             if self.sensors is not None:
                 meta = {**meta, "applied_through": dict(self.sensors())}
             data = encode_file("baseline", key, meta, arrays, self.store.keys)
-            _write_no_sync(path, data)
+            atomic_write(path, data, fsync=False)
             self.pending += 1
             self.store.sizes[key] = len(data)
             self.dirty.discard(key)
@@ -193,7 +193,3 @@ class SpillingBaselines(MutableMapping[str, Any]):
         b = ImageBaseline.from_state(meta, arrays)
         self.loads += 1
         return b
-
-
-def _write_no_sync(path: Any, data: bytes) -> None:
-    atomic_write(path, data, fsync=False)

@@ -63,7 +63,7 @@ def encode_file(kind: str, name: str, meta: dict[str, Any], arrays: dict[str, np
          "written": time.time()},
         separators=(",", ":"),
     ).encode()
-    return MAGIC + keys.line(header, b"\n", payload) + header + b"\n" + payload
+    return integrity.seal(MAGIC, header + b"\n" + payload, keys)
 
 
 def decode_file(
@@ -73,9 +73,11 @@ def decode_file(
 
     The header returned carries ``key_id``: the key the file was signed with (an older key of the keyring
     means the file is to be written again under the signing key)."""
-    line, header_bytes, payload = _split_file(data, where)
-    kid, tag = integrity.parse_line(line, where, "state file")
-    keys.check(kid, tag, (header_bytes, b"\n", payload), where, "state file")
+    content, kid = integrity.unseal(data, MAGIC, keys, where, "state file")
+    nl = content.find(b"\n", 0, _MAX_HEADER)
+    if nl < 0:
+        raise StateError(f"{where}: truncated or corrupt header; refusing to load it")
+    header_bytes, payload = content[:nl], content[nl + 1:]
     try:
         header = json.loads(header_bytes)
     except ValueError:
@@ -96,18 +98,6 @@ def decode_file(
         )
     meta, arrays = _read_payload(payload, where)
     return header, meta, arrays
-
-
-def _split_file(data: bytes, where: str) -> tuple[bytes, bytes, bytes]:
-    """``(integrity line, header line, payload)`` of a state file."""
-    if not data.startswith(MAGIC):
-        raise StateError(f"{where}: not a Baseliner state file (bad magic); refusing to load it")
-    rest = data[len(MAGIC):]
-    nl1 = rest.find(b"\n", 0, 200)
-    nl2 = rest.find(b"\n", nl1 + 1, nl1 + 1 + _MAX_HEADER) if nl1 >= 0 else -1
-    if nl1 < 0 or nl2 < 0:
-        raise StateError(f"{where}: truncated or corrupt header; refusing to load it")
-    return rest[:nl1], rest[nl1 + 1:nl2], rest[nl2 + 1:]
 
 
 def _read_payload(payload: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

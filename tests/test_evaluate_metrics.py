@@ -136,25 +136,22 @@ def test_lidds_rule_alarm_in_exploit_window_counts_as_detection():
 
 
 def test_paired_difference_of_auc_and_detection_rate():
-    from baseliner.models.evaluate.metrics import paired_difference
+    from baseliner.models.evaluate.metrics import paired_differences
 
     rng = np.random.default_rng(4)
     y = np.r_[np.zeros(300, dtype=int), np.ones(60, dtype=int)]
     good = np.round(rng.normal(y * 1.5, 1.0), 1)  # rounded: ties
     weak = np.round(rng.normal(y * 0.3, 1.0), 1)
-    d = paired_difference(y, good, weak, "auc", resamples=300)
+    (d, r), = paired_differences(y, good, [weak], resamples=300)
     assert d.value == pytest.approx(roc_auc(y, good) - roc_auc(y, weak))
     assert 0 < d.low < d.value < d.high
-    r = paired_difference(y, good, weak, "dr_5", resamples=300)
     assert r.value == pytest.approx(detection_rate_at_fpr(y, good, 0.05) - detection_rate_at_fpr(y, weak, 0.05))
     assert r.low <= r.value <= r.high
     # the same model against itself: exactly 0, whatever the draw
-    same = paired_difference(y, good, good, "auc", resamples=50)
+    same = paired_differences(y, good, [good], resamples=50)[0][0]
     assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
     # reversed, the interval is mirrored
-    back = paired_difference(y, weak, good, "auc", resamples=300)
+    back = paired_differences(y, weak, [good], resamples=300)[0][0]
     assert back.value == pytest.approx(-d.value) and back.high == pytest.approx(-d.low)
-    with pytest.raises(ValueError, match="figure"):
-        paired_difference(y, good, weak, "f1")
     with pytest.raises(ValueError, match="both"):
-        paired_difference(np.zeros(5, dtype=int), np.arange(5.0), np.arange(5.0))
+        paired_differences(np.zeros(5, dtype=int), np.arange(5.0), [np.arange(5.0)])

@@ -219,7 +219,7 @@ def falco_like(draw: Any) -> dict[str, Any]:
 @PROPS
 @given(st.one_of(st.binary(max_size=512), falco_like().map(lambda d: __import__("json").dumps(d).encode())))
 def test_falco_handler_answers_every_body_with_a_known_reason(body: bytes) -> None:
-    status, payload = _endpoint().handle(body)
+    status, payload = asyncio.run(_endpoint().route(body))
     assert status == 200 or 400 <= status < 500, (status, payload)
     if status != 200:
         assert payload["error"] in FALCO_REASONS

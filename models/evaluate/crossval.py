@@ -127,13 +127,6 @@ class Fold:
                    normal, foreign)
 
 
-#: Figures measured per fold and candidate, in this order.
-def figure_names(tiers: Sequence[str] = ()) -> list[str]:
-    names = ["auc", "dr_5"] + [f"{k}_{f}" for k in KINDS for f in ("auc", "dr_5")]
-    names += ["normal_windows_flagged", "foreign_windows_flagged"]
-    return names + [f"{t} {f}" for t in tiers for f in ("auc", "dr_5")]
-
-
 def measure(candidate: Candidate, fold: Fold) -> dict[str, float]:
     """Learn the fold's learning windows with a fresh model, score its test windows: the figures."""
     scorer = candidate.make()

@@ -148,10 +148,6 @@ def load_recording(path: Path, window_seconds: float = 1.0) -> Recording:
     raise DatasetError(f"{path}: not a LID-DS recording (.zip or .sc)")
 
 
-def _recordings_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix in (".zip", ".sc"))
-
-
 def load_split(path: Path, window_seconds: float = 1.0, progress: bool = False) -> Split:
     """Training windows, validation windows and test recordings from a scenario folder or one recording."""
     if not path.exists():
@@ -171,7 +167,7 @@ def load_split(path: Path, window_seconds: float = 1.0, progress: bool = False) 
         raise DatasetError(f"{path}: not a LID-DS 2021 scenario folder (missing {', '.join(missing)})")
 
     def load_all(folder: Path, desc: str) -> list[Recording]:
-        files = _recordings_in(folder)
+        files = sorted(p for p in folder.rglob("*") if p.suffix in (".zip", ".sc"))
         if not files:
             raise DatasetError(f"{folder}: no recordings")
         return [load_recording(p, window_seconds) for p in tqdm(files, desc=desc, disable=not progress)]

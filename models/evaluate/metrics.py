@@ -187,21 +187,6 @@ def paired_differences(labels: Sequence[int] | np.ndarray, a: Sequence[float] | 
     return out
 
 
-def paired_difference(labels: Sequence[int] | np.ndarray, a: Sequence[float] | np.ndarray,
-                      b: Sequence[float] | np.ndarray, figure: str = "auc", resamples: int = 1000,
-                      seed: int = 0, level: float = 0.95) -> Difference:
-    """``figure`` (``"auc"`` or ``"dr_5"``) of scores ``a`` minus that of scores ``b``: one pair of
-    :func:`paired_differences`.
-
-    >>> paired_difference([0, 0, 0, 1, 1, 1], [1, 2, 3, 4, 5, 6], [4, 5, 6, 1, 2, 3], "dr_5").value
-    1.0
-    """
-    if figure not in ("auc", "dr_5"):
-        raise ValueError(f"figure must be 'auc' or 'dr_5', got {figure!r}")
-    auc, dr = paired_differences(labels, a, [b], resamples, seed, level)[0]
-    return auc if figure == "auc" else dr
-
-
 # -- LID-DS ----------------------------------------------------------------------------------------
 
 

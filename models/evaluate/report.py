@@ -206,18 +206,22 @@ def _run_json(run: AdfaRun) -> dict[str, Any]:
     }
 
 
+def _write(out: Path, markdown: str, results: dict[str, Any], default: Any = None) -> list[Path]:
+    """``report.md`` and ``results.json`` in folder ``out`` (made when missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(markdown)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=default) + "\n")
+    return [out / "report.md", out / "results.json"]
+
+
 def write_adfa(result: AdfaProtocol | AdfaRun, out: Path, plots: bool = True) -> list[Path]:
     proto = _protocol(result)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "report.md", out / "results.json"]
-    written[0].write_text(adfa_markdown(proto))
-    summary: dict[str, Any] = {
+    written = _write(out, adfa_markdown(proto), {
         "dataset": "ADFA-LD", "calls_per_window": proto.main.calls_per_window, "command": proto.command,
         "tie_rule": TIE_RULE, "seconds": proto.seconds, "main": _run_json(proto.main),
         "resplits": [_run_json(r) for r in proto.resplits],
         "families": {f: [asdict(r) for r in rows] for f, rows in proto.families().items()},
-    }
-    written[1].write_text(json.dumps(summary, indent=2) + "\n")
+    })
     if plots:
         written += _plots(proto.main, out)
     log.info("report written to %s", out)
@@ -225,19 +229,14 @@ def write_adfa(result: AdfaProtocol | AdfaRun, out: Path, plots: bool = True) ->
 
 
 def write_lidds(run: LiddsRun, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / "report.md"
-    md.write_text(lidds_markdown(run))
-    js = out / "results.json"
-    js.write_text(json.dumps({
+    return _write(out, lidds_markdown(run), {
         "dataset": "LID-DS", "source": run.source, "protocol": run.protocol, "counts": run.counts,
         "command": run.command,
         "models": [{"name": m.name, "threshold": m.result.threshold, "detection_rate": m.result.detection_rate,
                     "detected": m.result.detected, "exploits": m.result.exploits,
                     "false_alarms": m.result.false_alarms, "delays": list(m.result.delays),
                     "window_auc": m.window_summary.auc if m.window_summary else None} for m in run.models],
-    }, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x) + "\n")
-    return [md, js]
+    }, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
 
 
 def recording_markdown(run: RecordingRun) -> str:
@@ -271,15 +270,10 @@ def recording_markdown(run: RecordingRun) -> str:
 
 
 def write_recording(run: RecordingRun, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / "report.md"
-    md.write_text(recording_markdown(run))
-    js = out / "results.json"
-    js.write_text(json.dumps({
+    return _write(out, recording_markdown(run), {
         "dataset": "recording", "source": run.source, "vectors": run.vectors, "scored": run.scored,
         "hours": run.hours, "false_alarms": run.false_alarms, "command": run.command,
         "attacks": [{"kind": a.kind, "container_id": a.container_id, "start": a.start, "end": a.end,
                      "detected": a.detected, "delay": a.delay, "windows": a.windows} for a in run.attacks],
         "window_auc": run.window_summary.auc if run.window_summary else None,
-    }, indent=2) + "\n")
-    return [md, js]
+    })

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from pathlib import Path
@@ -121,8 +121,7 @@ def _result(name: str, kind: str, labels: np.ndarray, types: list[str], scores: 
                        state)
 
 
-def evaluate_split(data: AdfaData, split: Split, scorers: Sequence[WindowScorer] | None = None,
-                   baselines: Sequence[TraceModel] | None = None, progress: bool = True,
+def evaluate_split(data: AdfaData, split: Split, baselines: Sequence[TraceModel] | None = None, progress: bool = True,
                    bootstrap: int = 1000) -> AdfaRun:
     """Learn the split's learning traces in order, then score its test traces with every model: the
     Baseliner models (windows, trace = length-weighted mean of its window scores) and their tiers, and
@@ -139,7 +138,7 @@ def evaluate_split(data: AdfaData, split: Split, scorers: Sequence[WindowScorer]
     test_vecs, test_index = data.vectors(split.test, progress)
     run.train_windows, run.test_windows = len(train_vecs), len(test_vecs)
     chunk = 2048
-    for scorer in scorers if scorers is not None else default_scorers():
+    for scorer in default_scorers():
         t0 = time.perf_counter()
         for i in tqdm(range(0, len(train_vecs), chunk), desc=f"learn {scorer.name[:30]}", disable=not progress):
             scorer.learn(train_vecs[i : i + chunk])
@@ -183,13 +182,12 @@ def evaluate_split(data: AdfaData, split: Split, scorers: Sequence[WindowScorer]
 
 
 def evaluate_adfa(path: str | Path | None = None, calls_per_window: int = DEFAULT_CALLS_PER_WINDOW,
-                  scorers: Sequence[WindowScorer] | None = None,
                   baselines: Sequence[TraceModel] | None = None,
                   limit_per_split: int | None = None, progress: bool = True, bootstrap: int = 1000) -> AdfaRun:
     """The standard split: learn on ``Training_Data_Master``; score ``Validation_Data_Master`` (normal)
     and ``Attack_Data_Master`` (attack)."""
     data = AdfaData.load(path, calls_per_window, limit_per_split)
-    return evaluate_split(data, splits.standard(data.traces), scorers, baselines, progress, bootstrap)
+    return evaluate_split(data, splits.standard(data.traces), baselines, progress, bootstrap)
 
 
 @dataclass
@@ -249,7 +247,6 @@ def evaluate_protocol(path: str | Path | None = None, calls_per_window: int = DE
                       seeds: Sequence[int] = (1, 2, 3, 4, 5), families: Sequence[str] = splits.FAMILIES,
                       limit_per_split: int | None = None, with_baselines: bool = True,
                       user_split: tuple[str | Path, str | Path, str | Path] | None = None,
-                      scorers_factory: Callable[[], Sequence[WindowScorer]] = default_scorers,
                       progress: bool = True, bootstrap: int = 1000) -> AdfaProtocol:
     """``baseliner evaluate adfa-ld``: the standard split (with bootstrap intervals) and, for every
     family and seed, a random re-split of the normal traces; or, given ``user_split`` (learn, normal and
@@ -264,7 +261,7 @@ def evaluate_protocol(path: str | Path | None = None, calls_per_window: int = DE
         baselines = default_baselines(split.seed or 0) if with_baselines else []
         log.info("split %s: %d learn, %d normal, %d attack", split.name, len(split.learn), len(split.normal),
                  len(split.attack))
-        return evaluate_split(data, split, scorers_factory(), baselines, progress, boot)
+        return evaluate_split(data, split, baselines, progress, boot)
 
     proto = AdfaProtocol(one(main_split, bootstrap))
     if not user_split:
@@ -311,7 +308,6 @@ def _window_summary(recs: Sequence[RecordingScores]) -> Summary | None:
 
 
 def evaluate_lidds(path: str | Path, window_seconds: float = 1.0,
-                   scorers_factory: Callable[[], Sequence[WindowScorer]] | None = None,
                    progress: bool = True) -> LiddsRun:
     """Learn on the training recordings, set the threshold on validation, apply the LID-DS rule on test.
 
@@ -326,7 +322,7 @@ def evaluate_lidds(path: str | Path, window_seconds: float = 1.0,
                    {"train_windows": len(split.train), "validation_windows": len(split.validation),
                     "test_recordings": len(split.test)})
     n = len(split.train) + len(split.validation) + sum(len(r.vectors) for r in split.test)
-    for scorer in (scorers_factory or default_scorers)():
+    for scorer in default_scorers():
         t0 = time.perf_counter()
         scorer.learn(split.train)
         scorer.freeze()

@@ -30,7 +30,6 @@ class CgroupIndex:
         self.min_rescan_seconds = min_rescan_seconds
         self._by_id: dict[int, str] = {}
         self._last_scan = float("-inf")
-        self.scans = 0
 
     def scan(self) -> dict[int, str]:
         by_id: dict[int, str] = {}
@@ -43,7 +42,6 @@ class CgroupIndex:
             by_id[ino] = "/" if rel == "/." else rel
         self._by_id = by_id
         self._last_scan = time.monotonic()
-        self.scans += 1
         return by_id
 
     def __len__(self) -> int:

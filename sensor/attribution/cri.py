@@ -14,7 +14,6 @@ from __future__ import annotations
 import grpc
 from baseliner.protos.cri import api_pb2 as cri
 from baseliner.protos.cri import api_pb2_grpc as cri_grpc
-from baseliner.sensor.attribution.cache import BoundedCache
 from baseliner.sensor.attribution.runtime import (
     ContainerMeta,
     RuntimeBadAnswer,
@@ -24,6 +23,7 @@ from baseliner.sensor.attribution.runtime import (
     is_image_id,
 )
 from baseliner.sensor.attribution.workload import workload_of
+from cachetools import LRUCache
 
 #: CRI runtime names (VersionResponse.runtime_name) -> the layouts' runtime hints they serve besides "cri"
 _HINTS = {"containerd": "containerd", "cri-o": "crio"}
@@ -41,7 +41,7 @@ def _fault(endpoint: str, err: grpc.RpcError) -> RuntimeFault:
 class CriRuntime:
     """A CRI runtime; :meth:`connect` asks its name with ``Version``."""
 
-    def __init__(self, endpoint: str, timeout: float = 1.0, cache: int = 1024) -> None:
+    def __init__(self, endpoint: str, timeout: float = 1.0) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.name = "cri"
@@ -50,9 +50,9 @@ class CriRuntime:
         self._rt = cri_grpc.RuntimeServiceStub(self._channel)
         self._img = cri_grpc.ImageServiceStub(self._channel)
         # sandbox id -> (its metadata, its pod's workload)
-        self._sandboxes: BoundedCache[str, tuple[cri.PodSandboxMetadata, str]] = BoundedCache(cache)
+        self._sandboxes: LRUCache[str, tuple[cri.PodSandboxMetadata, str]] = LRUCache(1024)
         # image ref -> (first tag, registry digests)
-        self._images: BoundedCache[str, tuple[str, tuple[str, ...]]] = BoundedCache(cache)
+        self._images: LRUCache[str, tuple[str, tuple[str, ...]]] = LRUCache(1024)
 
     def connect(self) -> CriRuntime:
         """Ask the runtime its name (containerd, cri-o); raises RuntimeFault when it does not answer CRI."""
@@ -117,7 +117,7 @@ class CriRuntime:
                 raise RuntimeBadAnswer(f"{self.endpoint}: PodSandboxStatus({sandbox_id}) has no status")
             md = status.metadata
             known = (md, workload_of(md.name, md.namespace, dict(status.labels)))
-            self._sandboxes.put(sandbox_id, known)
+            self._sandboxes[sandbox_id] = known
         return known
 
     def _image(self, ref: str) -> tuple[str, tuple[str, ...]]:
@@ -130,7 +130,7 @@ class CriRuntime:
         tag = img.repo_tags[0] if img.repo_tags else ""
         out = (tag, tuple(img.repo_digests))
         if img.id:  # an image that is gone is not remembered
-            self._images.put(ref, out)
+            self._images[ref] = out
         return out
 
     def close(self) -> None:

@@ -69,7 +69,6 @@ class Endpoint:
         self.up = True
         self.failures = 0
         self.retry_at = 0.0
-        self.last_error = ""
 
     @property
     def name(self) -> str:
@@ -86,7 +85,6 @@ class Endpoint:
     def failed(self, err: RuntimeFault) -> None:
         self.failures += 1
         self.retry_at = self.clock() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failures - 1))
-        self.last_error = str(err)
         if self.up:
             log.warning("runtime %s at %s does not answer (%s: %s): windows of its new containers are held back, "
                         "then dropped unless a --cgroup-image rule describes them; retrying with back-off",

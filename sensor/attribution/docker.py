@@ -5,19 +5,19 @@
 
 from __future__ import annotations
 
-from baseliner.sensor.attribution.cache import BoundedCache
 from baseliner.sensor.attribution.runtime import ContainerMeta, digest_of, is_image_id, parse_time
 from baseliner.sensor.attribution.unixhttp import field, get_json
 from baseliner.sensor.attribution.workload import workload_of
+from cachetools import LRUCache
 
 
 class DockerRuntime:
     name = "docker"
 
-    def __init__(self, endpoint: str = "/var/run/docker.sock", timeout: float = 1.0, image_cache: int = 1024) -> None:
+    def __init__(self, endpoint: str = "/var/run/docker.sock", timeout: float = 1.0) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._images: BoundedCache[str, tuple[str, str]] = BoundedCache(image_cache)  # id -> (first tag, digest)
+        self._images: LRUCache[str, tuple[str, str]] = LRUCache(1024)  # id -> (first tag, digest)
 
     def serves(self, hint: str) -> bool:
         return hint == "docker"
@@ -49,7 +49,7 @@ class DockerRuntime:
         tags = field(doc, "RepoTags", kind=list) if doc is not None else []
         tag = str(tags[0]) if tags else ""
         out = (tag, digest_of([str(d) for d in field(doc, "RepoDigests", kind=list)], tag) if doc else "")
-        self._images.put(image_id, out)
+        self._images[image_id] = out
         return out
 
     def close(self) -> None:

@@ -77,7 +77,6 @@ class CgroupMatch:
     pod_uid: str = ""
     qos: str = ""  # guaranteed | burstable | besteffort (kubepods layouts)
     monitor: bool = False  # the runtime's monitor (conmon) for that container, not the container itself
-    containerd_namespace: str = ""  # containerd's namespace (the /<namespace>/<id> layout)
 
 
 def parse_cgroup_path(path: str) -> CgroupMatch | None:
@@ -93,5 +92,5 @@ def parse_cgroup_path(path: str) -> CgroupMatch | None:
         uid = (groups.get("uid") or "").replace("_", "-")
         qos = groups.get("qos") or ("guaranteed" if uid else "")
         return CgroupMatch(layout=layout, runtime=runtime, container_id=groups["id"], pod_uid=uid, qos=qos,
-                           monitor="conmon" in prefix, containerd_namespace=groups.get("ns") or "")
+                           monitor="conmon" in prefix)
     return None

@@ -7,10 +7,10 @@ image, pod.
 
 from __future__ import annotations
 
-from baseliner.sensor.attribution.cache import BoundedCache
 from baseliner.sensor.attribution.runtime import ContainerMeta, parse_time
 from baseliner.sensor.attribution.unixhttp import field, get_json
 from baseliner.sensor.attribution.workload import workload_of
+from cachetools import LRUCache
 
 API = "/v4.0.0/libpod"
 
@@ -18,10 +18,10 @@ API = "/v4.0.0/libpod"
 class PodmanRuntime:
     name = "podman"
 
-    def __init__(self, endpoint: str = "/run/podman/podman.sock", timeout: float = 1.0, pod_cache: int = 1024) -> None:
+    def __init__(self, endpoint: str = "/run/podman/podman.sock", timeout: float = 1.0) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._pods: BoundedCache[str, str] = BoundedCache(pod_cache)  # pod id -> name
+        self._pods: LRUCache[str, str] = LRUCache(1024)  # pod id -> name
 
     def serves(self, hint: str) -> bool:
         return hint == "podman"
@@ -45,7 +45,7 @@ class PodmanRuntime:
         if name is None:
             doc = get_json(self.endpoint, f"{API}/pods/{pod_id}/json", self.timeout)
             name = field(doc, "Name") if doc is not None else ""
-            self._pods.put(pod_id, name)
+            self._pods[pod_id] = name
         return name
 
     def close(self) -> None:

@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from baseliner.models.vector import Identity
-from baseliner.sensor.attribution.cache import BoundedCache
 from baseliner.sensor.attribution.cgroups import CgroupIndex
 from baseliner.sensor.attribution.detect import RuntimeSet, RuntimeSocket
 from baseliner.sensor.attribution.layouts import CgroupMatch, parse_cgroup_path
 from baseliner.sensor.attribution.metrics import AttributionMetrics
 from baseliner.sensor.attribution.rules import ImageRule, first_match, split_image
 from baseliner.sensor.attribution.runtime import ContainerMeta, RuntimeFault
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,14 @@ class Resolver:
         self.clock = clock
         self.runtimes = runtimes or RuntimeSet(c.runtimes, timeout=c.lookup_timeout, clock=clock)
         self.metrics = AttributionMetrics(registry)
-        self._infos: BoundedCache[int, ContainerInfo | None] = BoundedCache(c.cache_size)
-        self._metas: BoundedCache[str, ContainerMeta] = BoundedCache(c.cache_size)
+        self._infos: LRUCache[int, ContainerInfo | None] = LRUCache(c.cache_size)
+        self._metas: LRUCache[str, ContainerMeta] = LRUCache(c.cache_size)
         self._pending: dict[int, _Pending] = {}
-        self._given_up: BoundedCache[int, _Pending] = BoundedCache(c.cache_size)
-        self._first_seen: BoundedCache[int, float] = BoundedCache(c.cache_size)
-        self._unmatched_logged: BoundedCache[str, bool] = BoundedCache(1024)
+        self._given_up: LRUCache[int, _Pending] = LRUCache(c.cache_size)
+        self._first_seen: LRUCache[int, float] = LRUCache(c.cache_size)
+        self._unmatched_logged: LRUCache[str, bool] = LRUCache(1024)
         # ids of cgroups gone before they were resolved (cgroup2 never reuses an id): no rescan for them
-        self._gone: BoundedCache[int, bool] = BoundedCache(c.cache_size)
+        self._gone: LRUCache[int, bool] = LRUCache(c.cache_size)
         self._known_at_start = set(self.index.scan())
         for e in self.runtimes.endpoints:
             self.metrics.runtime_up(e.name, e.socket.path, True)
@@ -166,9 +166,9 @@ class Resolver:
         held = self._pending.get(cg) or self._given_up.get(cg)
         if path is None or (held is not None and not self.index.exists(cg, held.path)):
             self._pending.pop(cg, None)
-            self._given_up.pop(cg)
+            self._given_up.pop(cg, None)
             self.index.forget(cg)
-            self._gone.put(cg, True)
+            self._gone[cg] = True
             res.dropped[cg] = "exited_before_lookup" if held is not None else "cgroup_gone"
             if held is not None:
                 log.info("container %s (cgroup %s) exited before its runtime described it: its windows are dropped",
@@ -202,16 +202,16 @@ class Resolver:
         info = self._infos.get(cg)
         if info is not None and info.runtime != "host" and not self.index.exists(cg, info.cgroup_path):
             info = replace(info, exited=True)  # the last window of this cgroup
-            self._infos.pop(cg)
-            self._metas.pop(info.identity.container_id)
-            self._first_seen.pop(cg)
+            self._infos.pop(cg, None)
+            self._metas.pop(info.identity.container_id, None)
+            self._first_seen.pop(cg, None)
             self.index.forget(cg)
         return info
 
     def _settle(self, cg: int, info: ContainerInfo | None, outcome: str, res: Resolution) -> None:
-        self._infos.put(cg, info)
+        self._infos[cg] = info
         self._pending.pop(cg, None)
-        self._given_up.pop(cg)
+        self._given_up.pop(cg, None)
         res.attribution[cg] = info
         self.metrics.attributed(outcome)
 
@@ -242,7 +242,7 @@ class Resolver:
             self.metrics.runtime_up(ep.name, ep.socket.path, True)
             self.metrics.lookup(ep.name, "found" if meta else "not_found", self.clock() - t0)
             if meta is not None:
-                self._metas.put(match.container_id, meta)
+                self._metas[match.container_id] = meta
                 return meta, ""
             reason = "unknown_container"
         return None, reason
@@ -268,7 +268,7 @@ class Resolver:
             return
         del self._pending[cg]
         p.next_try = now + self.config.retry_seconds
-        self._given_up.put(cg, p)
+        self._given_up[cg] = p
         res.dropped[cg] = reason
         log.warning("container %s (cgroup %s, %s layout): no metadata after %.0fs (%s); its windows are dropped "
                     "until a runtime describes it (sockets: %s). Containers no runtime socket describes need a "
@@ -298,12 +298,12 @@ class Resolver:
         first = self._first_seen.get(cg)
         if first is None:
             first = now
-            self._first_seen.put(cg, now)
+            self._first_seen[cg] = now
         return first
 
     def _note_unmatched(self, path: str) -> None:
         self.metrics.no_layout()
         if path not in self._unmatched_logged:
-            self._unmatched_logged.put(path, True)
+            self._unmatched_logged[path] = True
             log.log(logging.DEBUG if path == "/" else logging.INFO,
                     "cgroup %s matches no container layout and no rule: the host's (%s)", path, self.config.host)

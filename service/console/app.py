@@ -133,10 +133,6 @@ class ConsoleServer:
             self.runner = None
 
 
-def _durable(server: Any) -> Callable[[], Awaitable[None]] | None:
-    return server.checkpoint if server.store is not None else None
-
-
 AVERAGE_EVENT_BYTES = 4096  # generous: an anomaly event is about 1.6 KB
 
 
@@ -187,7 +183,8 @@ async def attach(server: Any) -> ConsoleServer | None:
     sessions = Sessions(server.authorizer, cfg.session_idle_minutes * 60, cfg.session_hours * 3600,
                         cfg.max_sessions)
     shards = ShardView(server.cluster)  # (a service that is not one of several shards: its own map of one)
-    pages = Pages(cfg, pipeline, history, sessions, Actions(pipeline, _durable(server), shards), shards)
+    durable = server.checkpoint if server.store is not None else None  # an action's change written to disk
+    pages = Pages(cfg, pipeline, history, sessions, Actions(pipeline, durable, shards), shards)
     console = ConsoleServer(cfg, pages, sessions)
     await console.start()
     return console

@@ -115,7 +115,8 @@ def score_chart(times: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, f
 
 @dataclass(frozen=True)
 class Band:
-    """One deviation drawn: positions in pixels on a ``log(1 + x)`` axis from 0 to ``axis_max``."""
+    """One deviation drawn: positions in pixels on a ``log(1 + x)`` axis from 0 to a quarter past the larger of the
+    observed value and the band's top."""
 
     deviation: Any  # baseliner.service.console.history.Deviation
     low: float  # the band's value range (mean ± spread, at least 0)
@@ -124,7 +125,6 @@ class Band:
     x_high: float
     x_mean: float
     x_observed: float | None
-    axis_max: float
     width: int = BAND_WIDTH
 
 
@@ -148,5 +148,5 @@ def bands(explanation: Iterable[Any]) -> list[Band]:
         def x(v: float, scale: float = scale) -> float:
             return BAND_WIDTH * math.log1p(max(0.0, v)) / scale
 
-        out.append(Band(d, low, high, x(low), x(high), x(mean), None if observed is None else x(observed), axis_max))
+        out.append(Band(d, low, high, x(low), x(high), x(mean), None if observed is None else x(observed)))
     return out

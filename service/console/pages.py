@@ -168,7 +168,7 @@ class Pages:
         if not self.shards.single:  # every shard's images, this shard's first where a key is moving
             elsewhere, unavailable = await self.shards.list_others(request[SESSION].token)
             here = {b.key for b in baselines}
-            baselines += [views.HeldElsewhere(s, b) for s, b in elsewhere if b.key not in here]
+            baselines += [views.HeldElsewhere.of(s, b) for s, b in elsewhere if b.key not in here]
             baselines.sort(key=lambda b: b.key)
         page, choices = views.fleet(baselines, self.history, f, self.config.page_size)
         return self.render(request, "fleet.html", page=page, f=_params(f), choices=choices, images=len(baselines),
@@ -199,13 +199,7 @@ class Pages:
                                 sort=_choice(q.get("sort"), views.ANOMALY_SORTS, "time"),
                                 desc=q.get("desc", "1") == "1", page=_int(q.get("page")))
         page = views.anomalies(self.history, f, self.config.page_size)
-        elsewhere = ""
-        if f.image and not self.shards.single:
-            try:
-                holder = await self.shards.holder(f.image)
-            except BaselinerError:
-                holder = None
-            elsewhere = holder.name if holder is not None else ""
+        elsewhere = await self.shards.holder_name(f.image) if f.image else ""
         return self.render(request, "anomalies.html", page=page, f=_params(f), elsewhere=elsewhere,
                            held=len(self.history.anomalies), seen=self.history.events_seen)
 
@@ -216,13 +210,8 @@ class Pages:
             return self.error(request, 404, "Not found", f"No anomaly {eid!r} is held (unknown, or older than the "
                                                          f"last {self.config.max_anomalies:,} anomalies).")
         v = views.anomaly(a, self.history, self.pipeline)
-        held_by = ""
-        if not v.held and not self.shards.single:  # its image (and its windows) may have moved to another shard
-            try:
-                holder = await self.shards.holder(a.image)
-            except BaselinerError:
-                holder = None
-            held_by = holder.name if holder is not None else ""
+        # its image (and its windows) may have moved to another shard
+        held_by = "" if v.held else await self.shards.holder_name(a.image)
         return self.render(request, "anomaly.html", v=v, held_by=held_by)
 
     async def live(self, request: web.Request) -> web.Response:

@@ -97,6 +97,15 @@ class ShardView:
                 break
         raise ShardUnavailableError(f"image {key!r} is moving between shards; try again")
 
+    async def holder_name(self, key: str) -> str:
+        """The name of the other shard that holds image ``key``; "" when this shard answers for it, or when it is
+        moving between shards."""
+        try:
+            holder = await self.holder(key)
+        except BaselinerError:
+            return ""
+        return holder.name if holder is not None else ""
+
     async def _call(self, holder: Holder, method: str, request: Any, token: str, what: str) -> Any:
         stub = self.cluster.peers.admin(holder.address)
         try:

@@ -180,39 +180,21 @@ class HeldElsewhere:
     """An image whose baseline another shard holds, as its ``ListBaselines`` or ``GetBaseline`` gave it."""
 
     shard: str
-    proto: Any  # admin_pb2.Baseline
+    key: str
+    status: Status
+    state: str
+    mode: str
+    windows_learned: int
+    windows_scored: int
+    threshold: float
+    lineage: _Lineage | None
 
-    @property
-    def key(self) -> str:
-        return str(self.proto.key)
-
-    @property
-    def status(self) -> Status:
-        return proto_status(self.proto)
-
-    @property
-    def state(self) -> str:
-        return proto_state(self.proto.state)
-
-    @property
-    def mode(self) -> str:
-        return proto_mode(self.proto.mode)
-
-    @property
-    def windows_learned(self) -> int:
-        return int(self.proto.windows_learned)
-
-    @property
-    def windows_scored(self) -> int:
-        return int(self.proto.windows_scored)
-
-    @property
-    def threshold(self) -> float:
-        return float(self.proto.threshold) if self.proto.threshold else math.nan
-
-    @property
-    def lineage(self) -> _Lineage | None:
-        return _Lineage(self.proto.lineage.parent) if self.proto.HasField("lineage") else None
+    @classmethod
+    def of(cls, shard: str, b: Any) -> HeldElsewhere:
+        """From an ``admin_pb2.Baseline``."""
+        return cls(shard, str(b.key), proto_status(b), proto_state(b.state), proto_mode(b.mode),
+                   int(b.windows_learned), int(b.windows_scored), float(b.threshold) if b.threshold else math.nan,
+                   _Lineage(b.lineage.parent) if b.HasField("lineage") else None)
 
 
 @dataclass
@@ -231,10 +213,7 @@ class ElsewhereView:
 
 def image_elsewhere(shard: str, b: Any, all_features: bool = False) -> ElsewhereView:
     """The page of an image held by ``shard`` from its ``GetBaseline`` answer ``b``."""
-    feats = [FeatureRow(f.name, f.unit, f.typical, math.expm1(f.mean - f.std) if f.mean - f.std > 0 else 0.0,
-                        math.expm1(f.mean + f.std), f.mean, f.std)
-             for f in b.features if f.mean > 0 and math.isfinite(f.typical)]
-    feats.sort(key=lambda r: -r.typical)
+    feats = _feature_rows((f.name, f.unit, f.mean, f.std, f.typical) for f in b.features)
     novelty = [("executable", list(b.executables)), ("syscall", list(b.syscalls)),
                ("port", list(b.remote_ports)), ("sensitive_path", list(b.sensitive_paths))]
     lin = None
@@ -359,6 +338,14 @@ class FeatureRow:
     std: float
 
 
+def _feature_rows(stats: Iterable[tuple[str, str, float, float, float]]) -> list[FeatureRow]:
+    """The active features (mean above 0) of ``(name, unit, mean, std, typical)``, the most typical first."""
+    rows = [FeatureRow(name, unit, typical, math.expm1(mean - std) if mean - std > 0 else 0.0,
+                       math.expm1(mean + std), mean, std)
+            for name, unit, mean, std, typical in stats if mean > 0 and math.isfinite(typical)]
+    return sorted(rows, key=lambda r: -r.typical)
+
+
 @dataclass
 class ImageView:
     key: str
@@ -419,10 +406,7 @@ def image(b: Any, history: History, all_features: bool = False) -> ImageView:
     cfg = b.config
     act = history.images.get(b.key) or ImageActivity(1, 1)
     now = history.now if math.isfinite(history.now) else 0.0
-    feats = [FeatureRow(name, unit, typical, math.expm1(mean - std) if mean - std > 0 else 0.0,
-                        math.expm1(mean + std), mean, std)
-             for name, mean, std, unit, typical in b.feature_stats() if mean > 0 and math.isfinite(typical)]
-    feats.sort(key=lambda r: -r.typical)
+    feats = _feature_rows((name, unit, mean, std, typical) for name, mean, std, unit, typical in b.feature_stats())
     first, last = float(b.first_window), float(b.last_window)
     latest = [a for a in (history.anomalies.get(e) for e in reversed(act.latest)) if a is not None]
     return ImageView(

@@ -27,15 +27,15 @@ import time
 from typing import Any
 
 import grpc
-from baseliner.models.errors import BaselinerError, ConfigError, StateError
-from baseliner.models.shards import Shard, ShardMap
+from baseliner.models.errors import StateError
+from baseliner.models.shards import Shard, ShardListError, ShardMap, read_shard_list
 from baseliner.protos.v1 import shards_pb2
 from baseliner.service.auth import read_secret
 from baseliner.service.errors import WrongShardError
 from baseliner.service.shards.handover import Arrivals, export_key, import_key, release_key, transfer_keys
 from baseliner.service.shards.holdings import Holdings, Route
 from baseliner.service.shards.ingest import IngestRouter
-from baseliner.service.shards.membership import ListSource, Membership
+from baseliner.service.shards.membership import Membership
 from baseliner.service.shards.metrics import ShardMetrics
 from baseliner.service.shards.peers import Peers
 
@@ -67,7 +67,6 @@ class Cluster:
         self.peers = Peers(cfg)
         self.metrics = ShardMetrics(server.registry, cfg.shards.max_label_shards)
         self.router = IngestRouter(self)
-        self.source = ListSource(cfg.shards.list) if cfg.shards.list else None
         self.arrivals = Arrivals(cfg.state.dir, cfg.state_keys())
         peer_token = read_secret(cfg.shards.peer_token_file) if cfg.shards.peer_token_file else ""
         self.transfer_keys = transfer_keys(peer_token)
@@ -240,12 +239,11 @@ class Cluster:
 
     # -- coordination (first shard only) --------------------------------------------------------------
     async def _coordinate(self) -> None:
-        assert self.source is not None
         m = self.membership
         try:
-            desired = ShardMap(m.epoch + 1, self.source.read())
-        except (ConfigError, BaselinerError) as e:
-            log.warning("shard %s: %s (the map stays epoch %d)", self.name, e, m.epoch)
+            desired = ShardMap(m.epoch + 1, read_shard_list(self.config.shards.list))
+        except ShardListError as e:
+            log.warning("shard %s: shards.list: %s (the map stays epoch %d)", self.name, e, m.epoch)
             return
         first = m.coordinator or (desired.names[0] if len(desired) else "")
         if first != self.name:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 from baseliner.models.baseline import ImageBaseline
 from baseliner.models.errors import StateError
-from baseliner.models.integrity import Keyring, atomic_write
+from baseliner.models.integrity import Keyring, atomic_write, fsync_dir
 from baseliner.models.shards import routing_key_of_image_key
 from baseliner.protos.v1 import vectors_pb2
 from baseliner.sensor import wire
@@ -116,7 +115,7 @@ def release_key(pipeline: Any, key: str, images: list[str], store: Any, metrics:
             store.sizes.pop(k, None)
             (store.baselines_dir / baseline_filename(k)).unlink(missing_ok=True)
     if store is not None and store.baselines_dir.exists():
-        _fsync_dir(store.baselines_dir)
+        fsync_dir(store.baselines_dir)
     for s in [s for s in pipeline.sensors if stream_key(s) == key]:
         del pipeline.sensors[s]
         pipeline.sensors_dirty = True
@@ -161,14 +160,6 @@ def _recent(r: dict[str, Any], raw: np.ndarray, decoder: Any, key: str) -> Recen
         raise StateError(f"handover of {key!r}: a recent event's windows do not decode")
     return RecentEvent(str(r["event_id"]), str(r["image_key"]), [block.vector(i) for i in range(len(block))],
                        dict(r["event"]), bool(r["accepted"]))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------

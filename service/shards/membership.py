@@ -1,10 +1,11 @@
 """This shard's place in the shard map: its name, the map it follows, where the list comes from, what is saved.
 
 The shards follow one numbered map at a time (:class:`baseliner.models.shards.ShardMap`).  Only the first shard
-of the map (by name: a StatefulSet's ordinal 0) reads the list's source (:class:`ListSource`: ``shards.list``,
-literal or ``@FILE``) and proposes a new map when the list changes; every shard adopts a proposal with a higher
-epoch (:meth:`Membership.adopt`) and keeps the map before it (``previous``) until it holds every image it owns
-under the new one (``docs/sharding.md``).  A service without a list is the one shard of a map of its own.
+of the map (by name: a StatefulSet's ordinal 0) reads the list's source (``shards.list``, literal or ``@FILE``:
+:func:`~baseliner.models.shards.read_shard_list`) and proposes a new map when the list changes; every shard adopts
+a proposal with a higher epoch (:meth:`Membership.adopt`) and keeps the map before it (``previous``) until it holds
+every image it owns under the new one (``docs/sharding.md``).  A service without a list is the one shard of a map
+of its own.
 
 With a state directory the maps, and the routing keys this shard gave away (``released``: what its checkpoint
 and log may still hold, and the answer to a repeated Commit), are kept in ``<state>/shards.state`` (the state
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baseliner.models.errors import ConfigError, StateError
+from baseliner.models.errors import StateError
 from baseliner.models.integrity import Keyring, atomic_write
-from baseliner.models.shards import Shard, ShardListError, ShardMap, parse_shard_list
+from baseliner.models.shards import Shard, ShardListError, ShardMap
 from baseliner.service.config import ShardsConfig
 from baseliner.service.store import decode_file, encode_file
 
@@ -31,26 +32,6 @@ log = logging.getLogger(__name__)
 #: How long a released routing key is remembered (a puller that crashed after its Commit asks again).
 RELEASED_SECONDS = 24 * 3600.0
 EMPTY = ShardMap(0, ())
-
-
-class ListSource:
-    """The shard list as configured: literal, or re-read from a file (``@PATH``, e.g. a mounted ConfigMap)."""
-
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
-
-    def read(self) -> list[Shard]:
-        """The list now; ``ConfigError`` naming the problem (the file is re-read every call)."""
-        text = self.spec
-        if text.startswith("@"):
-            try:
-                text = Path(text[1:]).read_text(encoding="utf-8")
-            except OSError as e:
-                raise ConfigError(f"shards.list {self.spec}: {e.strerror}") from None
-        try:
-            return parse_shard_list(text)
-        except ShardListError as e:
-            raise ConfigError(f"shards.list: {e}") from None
 
 
 @dataclass

@@ -9,12 +9,12 @@ caller's own token instead (the owner checks it as if the caller had come to it)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 from baseliner.protos.v1 import admin_pb2_grpc, shards_pb2_grpc
+from baseliner.sensor.transport import channel_credentials, open_channel
 from baseliner.service.auth import read_secret
 from baseliner.service.config import ServeConfig
 
@@ -32,11 +32,9 @@ class Peers:
         self._token = read_secret(sh.peer_token_file) if sh.peer_token_file else ""
         self._credentials: grpc.ChannelCredentials | None = None
         if g.tls_cert_file:
-            ca = Path(sh.tls_ca_file).read_bytes() if sh.tls_ca_file else None
-            cert = key = None
-            if g.tls_client_ca_file:  # mutual TLS: present this shard's certificate
-                cert, key = Path(g.tls_cert_file).read_bytes(), Path(g.tls_key_file).read_bytes()
-            self._credentials = grpc.ssl_channel_credentials(ca, key, cert)
+            mutual = bool(g.tls_client_ca_file)  # mutual TLS: present this shard's certificate
+            self._credentials = channel_credentials(sh.tls_ca_file or None, g.tls_cert_file if mutual else None,
+                                                    g.tls_key_file if mutual else None)
         self._options = [("grpc.max_receive_message_length", g.max_message_bytes),
                          ("grpc.max_send_message_length", g.max_message_bytes)]
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -49,11 +47,7 @@ class Peers:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            if self._credentials is not None:
-                ch = grpc.aio.secure_channel(address, self._credentials, options=self._options)
-            else:
-                ch = grpc.aio.insecure_channel(address, options=self._options)
-            self._channels[address] = ch
+            ch = self._channels[address] = open_channel(address, self._credentials, self._options)
         return ch
 
     def shards(self, address: str) -> Any:

@@ -160,11 +160,9 @@ class JsonLinesSink:
         else:
             self._out = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
             self._own = True
-        self.written = 0
 
     def emit(self, event: dict[str, Any]) -> None:
         self._out.write(dumps(event) + "\n")
-        self.written += 1
 
     def flush(self) -> None:
         try:
