@@ -144,6 +144,9 @@ class Pipeline:
         self.dirty: set[str] = set()
         self.sensors_dirty = False
         self.removed: set[str] = set()
+        # image key -> the per-sensor sequences its restored state file holds (service/store.py; the
+        # write-ahead log's replay does not apply them again)
+        self.restored_applied: dict[str, dict[str, int]] = {}
         self.events_written = 0
         self.shard_name = ""  # events carry it when the service is sharded (service/shards/cluster.py)
         self.memory_sizes: dict[str, int] = {}  # image key -> state bytes at its last snapshot

@@ -170,7 +170,7 @@ class BaselinerServer:
     async def _restore(self) -> None:
         """Load the state directory (StateError on a bad file: refuse to start), then replay the write-ahead log."""
         assert self.store is not None
-        self.pipeline.restored_applied = {}  # type: ignore[attr-defined]  # image key -> batches in its file
+        self.pipeline.restored_applied.clear()
         if self.spill is not None:
             self.spill.restoring = True  # files evicted while restoring are on disk as they are
         n = self.store.restore(self.pipeline)

@@ -230,7 +230,7 @@ class StateStore:
                 self._resign(path, header, meta, arrays)
                 pipeline.baselines[key] = b
                 self.sizes[key] = path.stat().st_size
-                if isinstance(meta.get("applied_through"), dict) and hasattr(pipeline, "restored_applied"):
+                if isinstance(meta.get("applied_through"), dict):
                     pipeline.restored_applied[key] = meta["applied_through"]
                 loaded += 1
         if self.service_file.exists():

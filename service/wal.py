@@ -54,7 +54,7 @@ from typing import Any, get_args
 
 import numpy as np
 from baseliner.models.errors import StateError, ValidationError
-from baseliner.models.integrity import ALGORITHM, Keyring
+from baseliner.models.integrity import ALGORITHM, Keyring, fsync_dir
 from baseliner.service.config import FsyncPolicy
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class WriteAheadLog:
         header = _header(self.keys)
         os.write(fd, header)
         os.fsync(fd)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         if self._fd >= 0:
             self._close_fd()
         self._fd = fd
@@ -274,7 +274,7 @@ class WriteAheadLog:
                 os.fsync(current)
             if self._dir_dirty:
                 self._dir_dirty = False
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
 
     def drop_through(self, number: int) -> int:
         """Delete segments numbered ``<= number`` (their content is in a written checkpoint)."""
@@ -284,7 +284,7 @@ class WriteAheadLog:
                 p.unlink(missing_ok=True)
                 n += 1
         if n:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return n
 
     # -- appends --------------------------------------------------------------------------------------
@@ -365,14 +365,6 @@ def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
             views[0] = views[0][n:]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, int]:
     """Apply every logged batch the restored ``pipeline`` does not cover yet; returns (applied, skipped).
 
@@ -386,7 +378,7 @@ def replay_into(log_: WriteAheadLog, pipeline: Any, decoder: Any) -> tuple[int, 
 
     # A checkpoint writes the baseline files, then service.state; a crash in between leaves files newer than
     # service.state.  Each file records the per-sensor sequences it holds: their vectors are not re-applied.
-    held: dict[str, dict[str, int]] = getattr(pipeline, "restored_applied", None) or {}
+    held: dict[str, dict[str, int]] = pipeline.restored_applied
     key_mode = pipeline.config.image_key
     applied = skipped = 0
     for rec in log_.replay():
