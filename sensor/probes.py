@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from baseliner.models import syscalls
-from baseliner.models.ngrams import ORDERS, SENSOR_ORDERS, check_orders
+from baseliner.models.ngrams import BUCKETS, ORDERS, SENSOR_ORDERS, SHORT_BUCKETS, check_orders
 from baseliner.sensor.vectors import CG_FIELDS, KIND_EXEC, KIND_SENSITIVE, Endpoint4, WindowCounts
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,11 @@ def build_program(config: ProbeConfig) -> str:
 
 # ---------------------------------------------------------------- map draining
 
-_SC_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("pad", "<u4")])
-_NG_KEY = np.dtype([("cgid", "<u8"), ("bucket", "<u4"), ("pad", "<u4")])
+#: struct ev_key: a syscall and the bucket + 1 of each n-gram order it closes (0: none)
+_EV_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("g6", "<u4"), ("g2", "<u2"), ("g3", "<u2"), ("g4", "<u2"),
+                    ("pad", "<u2")])
+#: where each order's buckets start in the n-gram vector (docs/ngram-spec.md, section 2)
+_ORDER_OFFSET = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, 6: SHORT_BUCKETS}
 _EP_KEY = np.dtype([("cgid", "<u8"), ("addr", "u1", (16,)), ("port", "<u2"), ("family", "u1"),
                     ("inbound", "u1"), ("pad", "<u4")])
 _PATH_KEY = np.dtype([("cgid", "<u8"), ("kind", "<u4"), ("pad", "<u4"), ("path", f"S{PATH_LEN}")])
@@ -240,7 +243,7 @@ class Probes:
         self._sets = [self._drainers(lib, s) for s in (0, 1)]
         b = self._bpf
         self._shared = {
-            "history": _Drainer(lib, b[b"history"], np.dtype("<u4"), 16, 1),
+            "history": _Drainer(lib, b[b"history"], np.dtype("<u4"), 24, 1),  # struct thread_hist
             "sock_owner": _Drainer(lib, b[b"sock_owner"], np.dtype("<u8"), 8, 1),
             "sock_pending_in": _Drainer(lib, b[b"sock_pending_in"], np.dtype("<u8"), 24, 1),
         }
@@ -250,13 +253,11 @@ class Probes:
     def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
         b = self._bpf
         d = {
-            "syscalls": _Drainer(lib, b[f"syscalls_{s}".encode()], _SC_KEY, 8, self.ncpu),
+            "events": _Drainer(lib, b[f"events_{s}".encode()], _EV_KEY, 8, self.ncpu),
             "cgroups": _Drainer(lib, b[f"cgroups_{s}".encode()], np.dtype("<u8"), 8 * len(CG_FIELDS), self.ncpu),
             "paths": _Drainer(lib, b[f"paths_{s}".encode()], _PATH_KEY, 8, 1),
             "endpoints": _Drainer(lib, b[f"endpoints_{s}".encode()], _EP_KEY, 8, 1),
         }
-        if self.config.ngrams:
-            d["ngrams"] = _Drainer(lib, b[f"ngrams_{s}".encode()], _NG_KEY, 8, self.ncpu)
         return d
 
     # ------------------------------------------------------------ operations
@@ -295,21 +296,20 @@ class Probes:
     def _drain_set(self, s: int) -> WindowCounts:
         dr = self._sets[s]
         out = WindowCounts()
-        keys, vals = dr["syscalls"].drain()
+        keys, vals = dr["events"].drain()
         tot = vals[:, :, 0].sum(axis=1)
-        for cg, nr, v in zip(keys["cgid"].tolist(), keys["nr"].tolist(), tot.tolist(), strict=True):
-            if v:
-                out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
+        for cg, nr, v in _sum_by(keys["cgid"], keys["nr"], tot):
+            out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
+        for order in self.config.ngram_orders if self.config.ngrams else ():
+            g = keys[f"g{order}"]
+            has = g != 0
+            buckets = g[has].astype(np.int64) - 1 + _ORDER_OFFSET[order]
+            for cg, b, v in _sum_by(keys["cgid"][has], buckets, tot[has]):
+                out.ngrams.setdefault(cg, {})[b] = v
         keys, vals = dr["cgroups"].drain()
         sums = vals.sum(axis=1)
         for cg, row in zip(keys.tolist(), sums.tolist(), strict=True):
             out.counters[cg] = dict(zip(CG_FIELDS, row, strict=True))
-        if "ngrams" in dr:
-            keys, vals = dr["ngrams"].drain()
-            tot = vals[:, :, 0].sum(axis=1)
-            for cg, b, v in zip(keys["cgid"].tolist(), keys["bucket"].tolist(), tot.tolist(), strict=True):
-                if v:
-                    out.ngrams.setdefault(cg, {})[b] = v
         keys, vals = dr["paths"].drain()
         for k, v in zip(keys, vals[:, 0, 0].tolist(), strict=True):
             path = bytes(k["path"]).split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -346,8 +346,7 @@ class Probes:
         names = ["ctl", "sysids", "history", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd",
                  "sensitive_dirfd", "dir_pending"]
         for s in (0, 1):
-            names += [f"{m}_{s}" for m in ("syscalls", "cgroups", "paths", "endpoints", "lost")]
-            names += [f"ngrams_{s}"] if self.config.ngrams else []
+            names += [f"{m}_{s}" for m in ("events", "cgroups", "paths", "endpoints", "lost")]
         out: dict[str, int] = {}
         for name in names:
             try:
@@ -373,6 +372,19 @@ class Probes:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sum_by(cgids: np.ndarray, sub: np.ndarray, counts: np.ndarray) -> list[tuple[int, int, int]]:
+    """(cgroup, sub-key, summed count) for each distinct (cgroup, sub-key) pair with a count above 0."""
+    if not len(cgids):
+        return []
+    cg_ids, cg_index = np.unique(cgids, return_inverse=True)
+    pairs, inverse = np.unique((cg_index.astype(np.int64) << 32) | sub.astype(np.int64), return_inverse=True)
+    sums = np.zeros(len(pairs), dtype=np.uint64)
+    np.add.at(sums, inverse, counts)
+    keep = sums > 0
+    cgs = cg_ids[(pairs >> 32)[keep]].tolist()
+    return list(zip(cgs, (pairs & 0xFFFFFFFF)[keep].tolist(), sums[keep].tolist(), strict=True))
 
 
 def _signed_nr(nr: int) -> int:

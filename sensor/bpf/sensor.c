@@ -90,16 +90,19 @@
 #define F_DIRECTORY 0200000
 #define F_PATH 010000000
 
-struct sc_key {
+/* One syscall of a cgroup and the n-grams it closes: g2, g3, g4 hold the bucket of that order within the
+ * order (0 .. NGRAM_BUCKETS - 1) plus one, g6 the order-6 bucket (0 .. NGRAM_LONG_BUCKETS - 1) plus one; 0 is
+ * "no n-gram of that order" (the order not counted, the thread's history too short, or a syscall outside the
+ * id table).  One map update per syscall counts all of them; user space sums the counts over the other
+ * fields to get the syscall counts and each order's bucket counts (probes.py, _drain_set). */
+struct ev_key {
     u64 cgid;
     u32 nr;
-    u32 pad;
-};
-
-struct ng_key {
-    u64 cgid;
-    u32 bucket;
-    u32 pad;
+    u32 g6;
+    u16 g2;
+    u16 g3;
+    u16 g4;
+    u16 pad;
 };
 
 /* Per-cgroup counters; keep in sync with CG_FIELDS in sensor/probes.py. */
@@ -149,14 +152,15 @@ struct pending_in {
 };
 
 /* ---- the two sets of count maps ---- */
-BPF_PERCPU_HASH(syscalls_0, struct sc_key, u64, MAX_SYSCALL_ENTRIES);
-BPF_PERCPU_HASH(syscalls_1, struct sc_key, u64, MAX_SYSCALL_ENTRIES);
+#if BASELINER_NGRAMS
+#define MAX_EVENT_ENTRIES (MAX_SYSCALL_ENTRIES + MAX_NGRAM_ENTRIES)
+#else
+#define MAX_EVENT_ENTRIES MAX_SYSCALL_ENTRIES
+#endif
+BPF_PERCPU_HASH(events_0, struct ev_key, u64, MAX_EVENT_ENTRIES);
+BPF_PERCPU_HASH(events_1, struct ev_key, u64, MAX_EVENT_ENTRIES);
 BPF_PERCPU_HASH(cgroups_0, u64, struct cg_counters, MAX_CGROUPS);
 BPF_PERCPU_HASH(cgroups_1, u64, struct cg_counters, MAX_CGROUPS);
-#if BASELINER_NGRAMS
-BPF_PERCPU_HASH(ngrams_0, struct ng_key, u64, MAX_NGRAM_ENTRIES);
-BPF_PERCPU_HASH(ngrams_1, struct ng_key, u64, MAX_NGRAM_ENTRIES);
-#endif
 BPF_HASH(paths_0, struct path_key, u64, MAX_PATHS);
 BPF_HASH(paths_1, struct path_key, u64, MAX_PATHS);
 BPF_HASH(endpoints_0, struct ep_key, u64, MAX_ENDPOINTS);
@@ -269,20 +273,9 @@ static __always_inline void endpoint_add(u32 set, struct ep_key *k)
 }
 
 #if BASELINER_NGRAMS
-static __always_inline void ngram_add(u32 set, u64 cgid, u32 bucket)
-{
-    struct ng_key k = {.cgid = cgid, .bucket = bucket};
-    u64 *v = set ? ngrams_1.lookup(&k) : ngrams_0.lookup(&k);
-    if (v) {
-        *v += 1;
-        return;
-    }
-    u64 one = 1;
-    if (set ? ngrams_1.update(&k, &one) : ngrams_0.update(&k, &one))
-        lost_event(set, cgid);
-}
-
-static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
+/* The n-grams that syscall `nr` of the current thread closes, into k's g fields (only the configured orders;
+   the history is kept whole, 5 ids, whatever they are), and the thread's history moved on by one. */
+static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long nr)
 {
     if (nr < 0 || nr >= NGRAM_NR_LIMIT)
         return; /* outside the id table: not part of the n-gram stream (spec, section 1) */
@@ -300,23 +293,21 @@ static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
         return;
     }
     u32 n = h->n;
-    /* only the configured orders; the history below is kept whole (5 ids) whatever they are */
 #if BASELINER_NGRAM_ORDER_2
     if (n >= 1)
-        ngram_add(set, cgid, 0 * NGRAM_BUCKETS + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1)));
+        k->g2 = 1 + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1));
 #endif
 #if BASELINER_NGRAM_ORDER_3
     if (n >= 2)
-        ngram_add(set, cgid, 1 * NGRAM_BUCKETS + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+        k->g3 = 1 + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
 #endif
 #if BASELINER_NGRAM_ORDER_4
     if (n >= 3)
-        ngram_add(set, cgid, 2 * NGRAM_BUCKETS + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+        k->g4 = 1 + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
 #endif
 #if BASELINER_NGRAM_ORDER_6
     if (n >= 5) /* no order 5 (spec v2, section 2) */
-        ngram_add(set, cgid, NGRAM_LONG_OFFSET +
-                  (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1)));
+        k->g6 = 1 + (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1));
 #endif
     h->p5 = h->p4;
     h->p4 = h->p3;
@@ -329,24 +320,26 @@ static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
 
 /* ---------------- syscalls ---------------- */
 
+/* One update per syscall: the (syscall, n-grams) event's count.  A full map loses the syscall and its n-grams
+   together (counted once in the cgroup's `lost`). */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     /* ctx->args[0] is struct pt_regs * (never read), ctx->args[1] the syscall number */
     long nr = (long)ctx->args[1];
     u32 set = active_set();
     u64 cgid = bpf_get_current_cgroup_id();
-    struct sc_key k = {.cgid = cgid, .nr = (u32)nr};
-    u64 *v = set ? syscalls_1.lookup(&k) : syscalls_0.lookup(&k);
+    struct ev_key k = {.cgid = cgid, .nr = (u32)nr};
+#if BASELINER_NGRAMS
+    ngram_step(&k, set, cgid, nr);
+#endif
+    u64 *v = set ? events_1.lookup(&k) : events_0.lookup(&k);
     if (v) {
         *v += 1;
     } else {
         u64 one = 1;
-        if (set ? syscalls_1.update(&k, &one) : syscalls_0.update(&k, &one))
+        if (set ? events_1.update(&k, &one) : events_0.update(&k, &one))
             lost_event(set, cgid);
     }
-#if BASELINER_NGRAMS
-    ngram_step(set, cgid, nr);
-#endif
     return 0;
 }
 
