@@ -122,6 +122,16 @@ def check_prerequisites() -> list[str]:
 
 # ---------------------------------------------------------------- program text
 
+#: the syscalls whose arguments the program reads (each by its program ``arg_<name>`` in sensor.c)
+ARG_SYSCALLS = ("open", "openat", "openat2", "creat", "close", "chdir", "fchdir", "rename", "renameat", "renameat2",
+                "link", "linkat", "symlink", "symlinkat", "connect", "sendto")
+
+
+def arg_syscall_numbers() -> dict[str, int]:
+    """x86_64 syscall number of each of :data:`ARG_SYSCALLS`."""
+    numbers = {syscalls.name_of(nr): nr for nr in range(len(syscalls.id_table("x86_64")))}
+    return {name: numbers[name] for name in ARG_SYSCALLS}
+
 
 def _prefix_matcher(prefixes: tuple[str, ...]) -> str:
     """C function ``sensitive_match(path)``: 1 if ``path`` is a prefix directory or lies under one."""
@@ -236,6 +246,8 @@ class Probes:
         ids = self._bpf[b"sysids"]
         for nr, cid in enumerate(syscalls.id_table("x86_64")):
             ids[ct.c_uint32(nr)] = ct.c_uint32(cid)
+        if self.config.syscall_args:
+            self._fill_arg_programs(BPF)
         self._ctl = self._bpf[b"ctl"]
         self.active = 0
         self._ctl[ct.c_uint32(0)] = ct.c_uint32(0)
@@ -249,6 +261,14 @@ class Probes:
         }
         self._closed = False
         self._misses = self.kernel_misses()
+
+    def _fill_arg_programs(self, bpf_class: Any) -> None:
+        """Load each ``arg_<syscall>`` program and enter it in ``arg_progs`` under its x86_64 number, where
+        ``sys_enter`` tail-calls it."""
+        progs = self._bpf[b"arg_progs"]
+        for name, nr in arg_syscall_numbers().items():
+            fn = self._bpf.load_func(f"arg_{name}".encode(), bpf_class.RAW_TRACEPOINT)
+            progs[ct.c_int(nr)] = ct.c_int(fn.fd)
 
     def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
         b = self._bpf

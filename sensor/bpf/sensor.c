@@ -8,8 +8,13 @@
  * Rules this file keeps:
  *  - tracepoints and raw tracepoints only (no kprobes/fentry), and no kernel struct is ever read:
  *    data comes from tracepoint arguments (whose layout BCC takes from the running kernel), from
- *    BPF helpers (bpf_get_current_cgroup_id, bpf_get_current_pid_tgid) and from user memory
- *    (syscall arguments such as file names and sockaddrs);
+ *    BPF helpers (bpf_get_current_cgroup_id, bpf_get_current_pid_tgid), from user memory
+ *    (syscall arguments such as file names and sockaddrs) and, for the syscalls whose arguments are
+ *    read, from the user register frame sys_enter is given (struct pt_regs: the registers the syscall
+ *    was made with, in the x86_64 layout of the uapi <asm/ptrace.h>, the same in every kernel);
+ *  - the per-syscall path (sys_enter) does one hash update, and one more with n-grams (the thread's
+ *    history); the syscalls whose arguments are read are tail calls from it, not syscalls:sys_enter_*
+ *    tracepoints, whose perf handler would run on every syscall;
  *  - nothing is sent per event to user space: everything is a counter in a map;
  *  - two sets of count maps (suffix _0 and _1); ctl[0] says which set programs write; user space
  *    flips it, waits for programs in flight, and drains the now inactive set, so no count is lost;
@@ -60,7 +65,7 @@
 #ifndef BASELINER_NGRAM_ORDER_6
 #define BASELINER_NGRAM_ORDER_6 1
 #endif
-#ifndef BASELINER_SYSCALL_ARGS /* file opens and DNS: syscalls:sys_enter_{open*,creat,connect,sendto} */
+#ifndef BASELINER_SYSCALL_ARGS /* file writes and DNS: the arguments of open*, creat, close, chdir, rename*, link*, ... */
 #define BASELINER_SYSCALL_ARGS 1
 #endif
 
@@ -189,6 +194,8 @@ BPF_TABLE("lru_hash", u32, struct cwd_path, sensitive_cwd, MAX_SENSITIVE_CWDS);
    duplicated) stays unknown.  dir_pending holds a thread's directory open between sys_enter and sys_exit. */
 BPF_TABLE("lru_hash", u64, struct cwd_path, sensitive_dirfd, MAX_SENSITIVE_CWDS);
 BPF_TABLE("lru_hash", u32, struct cwd_path, dir_pending, MAX_SENSITIVE_CWDS);
+/* syscall nr -> the program that reads its arguments (arg_<name> below), filled by user space (probes.py) */
+BPF_PROG_ARRAY(arg_progs, NGRAM_NR_LIMIT);
 
 /* Scratch of path normalisation: the name as user memory gave it, the normalised name, and where each kept
    component starts in it (a component takes at least two bytes, "/x", so PATH_LEN / 2 starts suffice). */
@@ -324,7 +331,7 @@ static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long
    together (counted once in the cgroup's `lost`). */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-    /* ctx->args[0] is struct pt_regs * (never read), ctx->args[1] the syscall number */
+    /* ctx->args[0] is struct pt_regs * (read by the arg_* programs only), ctx->args[1] the syscall number */
     long nr = (long)ctx->args[1];
     u32 set = active_set();
     u64 cgid = bpf_get_current_cgroup_id();
@@ -340,6 +347,10 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         if (set ? events_1.update(&k, &one) : events_0.update(&k, &one))
             lost_event(set, cgid);
     }
+#if BASELINER_SYSCALL_ARGS
+    if (nr >= 0 && nr < NGRAM_NR_LIMIT)
+        arg_progs.call(ctx, (u32)nr); /* a syscall whose arguments are read: its program; any other: nothing */
+#endif
     return 0;
 }
 
@@ -395,6 +406,35 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 }
 
 #if BASELINER_SYSCALL_ARGS
+/* ---------------- syscall arguments ---------------- */
+
+#define USER_CS_64 0x33 /* __USER_CS: the 64-bit user code segment */
+
+/* The six arguments of the syscall entering now, into a[], from the user register frame sys_enter gets
+   (x86_64: di, si, dx, r10, r8, r9).  Returns 0, and the syscall is not one whose arguments are read, when it
+   is not a native x86_64 syscall: one from a 32-bit code segment, or made by int 0x80 or sysenter (the
+   instruction before the return address is not `syscall`, 0f 05), whose numbers and registers are the ia32
+   ones; syscalls:sys_enter_* leave those out too.  An instruction that cannot be read (execute-only memory)
+   counts as `syscall`. */
+static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 *a)
+{
+    struct pt_regs r;
+    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]))
+        return 0;
+    if ((u16)r.cs != USER_CS_64)
+        return 0;
+    u8 insn[2];
+    if (bpf_probe_read_user(insn, sizeof(insn), (void *)(r.ip - 2)) == 0 && (insn[0] != 0x0f || insn[1] != 0x05))
+        return 0;
+    a[0] = r.di;
+    a[1] = r.si;
+    a[2] = r.dx;
+    a[3] = r.r10;
+    a[4] = r.r8;
+    a[5] = r.r9;
+    return 1;
+}
+
 /* ---------------- files ---------------- */
 
 #define AT_FDCWD_ (-100)
@@ -621,29 +661,41 @@ static __always_inline void link_target(int dfd, const char *newname)
     path_written(active_set(), bpf_get_current_cgroup_id(), dfd, newname);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+/* The programs below are the arg_progs entries of their syscalls: sys_enter tail-calls them after counting
+   the syscall.  a[] holds the syscall's arguments (syscall_args). */
+
+int arg_openat(struct bpf_raw_tracepoint_args *ctx)
 {
-    file_open(args->dfd, args->filename, (u64)args->flags);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        file_open((int)a[0], (const char *)a[1], (u32)a[2]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_open)
+int arg_open(struct bpf_raw_tracepoint_args *ctx)
 {
-    file_open(AT_FDCWD_, args->filename, (u64)args->flags);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        file_open(AT_FDCWD_, (const char *)a[0], (u32)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_creat)
+int arg_creat(struct bpf_raw_tracepoint_args *ctx)
 {
-    file_open(AT_FDCWD_, args->pathname, F_CREAT | F_WRONLY | F_TRUNC);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        file_open(AT_FDCWD_, (const char *)a[0], F_CREAT | F_WRONLY | F_TRUNC);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+int arg_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
+    u64 a[6];
+    if (!syscall_args(ctx, a))
+        return 0;
     u64 flags = 0; /* struct open_how is user memory; flags is its first member */
-    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->how);
-    file_open(args->dfd, args->filename, flags);
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)a[2]);
+    file_open((int)a[0], (const char *)a[1], flags);
     return 0;
 }
 
@@ -665,9 +717,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
+int arg_close(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 key = fd_key((int)args->fd);
+    u64 a[6];
+    if (!syscall_args(ctx, a))
+        return 0;
+    u64 key = fd_key((int)a[0]);
     sensitive_dirfd.delete(&key);
     return 0;
 }
@@ -675,14 +730,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 /* The working directory, as chdir() names it (an absolute name normalised): a sensitive directory marks the
    process; another absolute one, one too long to normalise, or a relative one leaving a known directory with
    "..", unmarks it; another relative one stays inside (the mark stays). */
-TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
+int arg_chdir(struct bpf_raw_tracepoint_args *ctx)
 {
+    u64 a[6];
+    if (!syscall_args(ctx, a))
+        return 0;
     u32 zero = 0;
     struct path_key *k = scratch.lookup(&zero);
     if (!k)
         return 0;
     __builtin_memset(k, 0, sizeof(*k));
-    int r = read_normalised(k, args->filename);
+    int r = read_normalised(k, (const char *)a[0]);
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (r == -1)
         return 0;
@@ -704,10 +762,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
 /* fchdir() names a directory fd: one opened on a sensitive directory marks the process with that directory;
    any other makes the working directory unknown (an empty mark) until the next absolute chdir(), and relative
    writes meanwhile count as unresolved. */
-TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
+int arg_fchdir(struct bpf_raw_tracepoint_args *ctx)
 {
+    u64 a[6];
+    if (!syscall_args(ctx, a))
+        return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    u64 key = fd_key((int)args->fd);
+    u64 key = fd_key((int)a[0]);
     struct cwd_path *dir = sensitive_dirfd.lookup(&key);
     if (dir) {
         sensitive_cwd.update(&tgid, dir);
@@ -723,45 +784,59 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
 }
 
 /* What a rename, link or symlink creates is written where its new name says (O_TMPFILE + linkat too). */
-TRACEPOINT_PROBE(syscalls, sys_enter_rename)
+int arg_rename(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(AT_FDCWD_, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
+int arg_renameat(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[2], (const char *)a[3]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
+int arg_renameat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[2], (const char *)a[3]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_link)
+int arg_link(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(AT_FDCWD_, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
+int arg_linkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[2], (const char *)a[3]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
+int arg_symlink(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(AT_FDCWD_, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat)
+int arg_symlinkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[1], (const char *)a[2]);
     return 0;
 }
 
@@ -897,15 +972,19 @@ static __always_inline void dns_check(const void *uaddr)
     CG_ADD(active_set(), bpf_get_current_cgroup_id(), dns_queries, 1);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+int arg_connect(struct bpf_raw_tracepoint_args *ctx)
 {
-    dns_check(args->uservaddr);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        dns_check((const void *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+int arg_sendto(struct bpf_raw_tracepoint_args *ctx)
 {
-    dns_check(args->addr);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        dns_check((const void *)a[4]);
     return 0;
 }
 #endif /* BASELINER_SYSCALL_ARGS */
