@@ -59,7 +59,6 @@ class ProbeConfig:
     max_cgroups: int = 8192
     max_paths: int = 8192
     max_endpoints: int = 131072
-    max_threads: int = 65536
     max_sockets: int = 65536
     extra_cflags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -106,6 +105,9 @@ def check_prerequisites() -> list[str]:
                         "libbpfcc, and make it importable (scripts/bootstrap.sh links it into .venv)")
     if not Path("/sys/fs/bpf").exists() and not Path("/proc/sys/kernel/unprivileged_bpf_disabled").exists():
         problems.append("this kernel has no BPF support (CONFIG_BPF_SYSCALL)")
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        problems.append("this kernel has no BTF (CONFIG_DEBUG_INFO_BTF), which the sensor's per-thread n-gram "
+                        "history (task-local storage) needs")
     if not Path("/sys/kernel/tracing/events/raw_syscalls").exists() and \
             not Path("/sys/kernel/debug/tracing/events/raw_syscalls").exists():
         problems.append("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing")
@@ -161,7 +163,6 @@ def build_program(config: ProbeConfig) -> str:
         "MAX_CGROUPS": config.max_cgroups,
         "MAX_PATHS": config.max_paths,
         "MAX_ENDPOINTS": config.max_endpoints,
-        "MAX_THREADS": config.max_threads,
         "MAX_SOCKETS": config.max_sockets,
     }
     head = "\n".join(f"#define {k} {v}" for k, v in defines.items())
@@ -255,7 +256,6 @@ class Probes:
         self._sets = [self._drainers(lib, s) for s in (0, 1)]
         b = self._bpf
         self._shared = {
-            "history": _Drainer(lib, b[b"history"], np.dtype("<u4"), 24, 1),  # struct thread_hist
             "sock_owner": _Drainer(lib, b[b"sock_owner"], np.dtype("<u8"), 8, 1),
             "sock_pending_in": _Drainer(lib, b[b"sock_pending_in"], np.dtype("<u8"), 24, 1),
         }
@@ -363,7 +363,7 @@ class Probes:
 
     def map_memory(self) -> dict[str, int]:
         """Kernel memory of each map in bytes (``memlock`` of its fd; per-CPU maps count every CPU's copy)."""
-        names = ["ctl", "sysids", "history", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd",
+        names = ["ctl", "sysids", "threads", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd",
                  "sensitive_dirfd", "dir_pending"]
         for s in (0, 1):
             names += [f"{m}_{s}" for m in ("events", "cgroups", "paths", "endpoints", "lost")]
@@ -379,8 +379,11 @@ class Probes:
         return out
 
     def map_entries(self) -> dict[str, int]:
-        """Entries in the shared (not double-buffered) maps, for self-metrics."""
-        return {name: len(d.drain(delete=False)[0]) for name, d in self._shared.items()}
+        """Entries in the shared (not double-buffered) maps, for self-metrics; ``history``: threads with an
+        n-gram history (task-local storage, counted by the programs as made minus deleted)."""
+        out = {name: len(d.drain(delete=False)[0]) for name, d in self._shared.items()}
+        out["history"] = sum(self._bpf[b"threads"][ct.c_int(0)]) % (1 << 64)
+        return out
 
     def close(self) -> None:
         if not self._closed:

@@ -12,8 +12,8 @@
  *    (syscall arguments such as file names and sockaddrs) and, for the syscalls whose arguments are
  *    read, from the user register frame sys_enter is given (struct pt_regs: the registers the syscall
  *    was made with, in the x86_64 layout of the uapi <asm/ptrace.h>, the same in every kernel);
- *  - the per-syscall path (sys_enter) does one hash update, and one more with n-grams (the thread's
- *    history); the syscalls whose arguments are read are tail calls from it, not syscalls:sys_enter_*
+ *  - the per-syscall path (sys_enter) does one hash update, and with n-grams one task-local storage
+ *    access (the thread's history; the task pointer is only passed to helpers); the syscalls whose arguments are read are tail calls from it, not syscalls:sys_enter_*
  *    tracepoints, whose perf handler would run on every syscall;
  *  - nothing is sent per event to user space: everything is a counter in a map;
  *  - two sets of count maps (suffix _0 and _1); ctl[0] says which set programs write; user space
@@ -41,9 +41,6 @@
 #endif
 #ifndef MAX_SENSITIVE_CWDS /* processes whose working directory is a sensitive one (LRU) */
 #define MAX_SENSITIVE_CWDS 4096
-#endif
-#ifndef MAX_THREADS
-#define MAX_THREADS 65536
 #endif
 #ifndef MAX_SOCKETS
 #define MAX_SOCKETS 65536
@@ -176,7 +173,10 @@ BPF_PERCPU_ARRAY(lost_1, u64, 1);
 /* ---- shared state ---- */
 BPF_ARRAY(ctl, u32, 1);                        /* [0] = active set (0 or 1) */
 BPF_ARRAY(sysids, u32, NGRAM_NR_LIMIT);        /* syscall nr -> canonical id, filled by user space */
-BPF_HASH(history, u32, struct thread_hist, MAX_THREADS);  /* tid -> last ids */
+/* A thread's last ids, in its task-local storage (freed with the thread; user space cannot list it, so
+   `threads` counts the histories made minus those deleted at thread exit; summed over CPUs, mod 2^64). */
+BPF_TASK_STORAGE(history, struct thread_hist);
+BPF_PERCPU_ARRAY(threads, u64, 1);
 BPF_HASH(sock_owner, u64, u64, MAX_SOCKETS);   /* socket (opaque) -> cgroup of the connecting task */
 BPF_HASH(sock_pending_in, u64, struct pending_in, MAX_SOCKETS);
 BPF_PERCPU_ARRAY(scratch, struct path_key, 1);
@@ -248,6 +248,14 @@ static __always_inline void lost_event(u32 set, u64 cgid)
         c->lost += 1;
 }
 
+static __always_inline void threads_add(s64 n)
+{
+    u32 zero = 0;
+    u64 *v = threads.lookup(&zero);
+    if (v)
+        *v += n;
+}
+
 #define CG_ADD(set, cgid, field, n)                                                                  \
     do {                                                                                             \
         struct cg_counters *c_ = cg_get(set, cgid);                                                  \
@@ -291,12 +299,17 @@ static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long
     if (!idp)
         return;
     u32 id = *idp;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct thread_hist *h = history.lookup(&tid);
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf(); /* only passed to helpers */
+    struct thread_hist *h = history.task_storage_get(task, 0, 0);
     if (!h) {
-        struct thread_hist nh = {.p1 = id, .n = 1};
-        if (history.update(&tid, &nh))
+        h = history.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE); /* zeroed */
+        if (!h) {
             lost_event(set, cgid);
+            return;
+        }
+        threads_add(1);
+        h->p1 = id;
+        h->n = 1;
         return;
     }
     u32 n = h->n;
@@ -394,7 +407,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
-    history.delete(&tid);
+    if (history.task_storage_delete((struct task_struct *)bpf_get_current_task_btf()) == 0)
+        threads_add(-1);
     if (tid == (u32)(pid_tgid >> 32)) { /* the thread group leader: the process */
         u32 set = active_set();
         CG_ADD(set, bpf_get_current_cgroup_id(), exits, 1);
