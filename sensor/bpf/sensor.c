@@ -208,6 +208,10 @@ struct norm_buf {
     u32 j, cs, depth; /* normalise()'s positions */
 };
 BPF_PERCPU_ARRAY(norm_scratch, struct norm_buf, 1);
+/* [0]: entries put in sensitive_dirfd and dir_pending minus entries deleted from them, an upper bound of what
+   they hold (a put may replace an entry; the LRU maps may evict one).  While it is 0, and so they are empty
+   (directory fds of sensitive directories are rare), an open's return and a close skip them. */
+BPF_ARRAY(dir_entries, u64, 1);
 #endif
 
 /* @SENSITIVE_PREFIXES@ */
@@ -429,7 +433,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
    is not a native x86_64 syscall: one from a 32-bit code segment, or made by int 0x80 or sysenter (the
    instruction before the return address is not `syscall`, 0f 05), whose numbers and registers are the ia32
    ones; syscalls:sys_enter_* leave those out too.  An instruction that cannot be read (execute-only memory)
-   counts as `syscall`. */
+   counts as `syscall`.  (A ptrace tracer that moves the return address at the syscall-entry stop can make a
+   native syscall look like another: docs/sensor.md, known limits.) */
 static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 *a)
 {
     struct pt_regs r;
@@ -550,6 +555,29 @@ static __always_inline int read_normalised(struct path_key *k, const char *name)
     return 0;
 }
 
+static __always_inline int dir_maps_empty(void)
+{
+    u32 zero = 0;
+    u64 *n = dir_entries.lookup(&zero);
+    return n && *n == 0;
+}
+
+static __always_inline void dir_entry_put(void)
+{
+    u32 zero = 0;
+    u64 *n = dir_entries.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void dir_entry_deleted(long err)
+{
+    u32 zero = 0;
+    u64 *n = dir_entries.lookup(&zero);
+    if (n && err == 0)
+        __sync_fetch_and_add(n, -1);
+}
+
 static __always_inline u64 fd_key(int fd)
 {
     return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (u32)fd;
@@ -635,25 +663,29 @@ static __always_inline void dir_open(int dfd, const char *name)
     if (!sensitive_match(k->path))
         return;
     u32 tid = bpf_get_current_pid_tgid();
+    dir_entry_put();
     dir_pending.update(&tid, (struct cwd_path *)k->path);
 }
 
 /* An open returned: the fd it returns names what it opened now (a directory noted by dir_open, or not one). */
 static __always_inline void file_opened(long ret)
 {
+    if (dir_maps_empty())
+        return;
     u32 tid = bpf_get_current_pid_tgid();
     struct cwd_path *dir = dir_pending.lookup(&tid);
     if (ret < 0) {
         if (dir)
-            dir_pending.delete(&tid);
+            dir_entry_deleted(dir_pending.delete(&tid));
         return;
     }
     u64 key = fd_key((int)ret);
     if (dir) {
+        dir_entry_put();
         sensitive_dirfd.update(&key, dir);
-        dir_pending.delete(&tid);
+        dir_entry_deleted(dir_pending.delete(&tid));
     } else {
-        sensitive_dirfd.delete(&key);
+        dir_entry_deleted(sensitive_dirfd.delete(&key));
     }
 }
 
@@ -734,10 +766,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
 int arg_close(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 a[6];
-    if (!syscall_args(ctx, a))
+    if (dir_maps_empty() || !syscall_args(ctx, a))
         return 0;
     u64 key = fd_key((int)a[0]);
-    sensitive_dirfd.delete(&key);
+    dir_entry_deleted(sensitive_dirfd.delete(&key));
     return 0;
 }
 
