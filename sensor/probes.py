@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from baseliner.models import syscalls
-from baseliner.models.ngrams import ORDERS, SENSOR_ORDERS, check_orders
+from baseliner.models.ngrams import BUCKETS, ORDERS, SENSOR_ORDERS, SHORT_BUCKETS, check_orders
 from baseliner.sensor.vectors import CG_FIELDS, KIND_EXEC, KIND_SENSITIVE, Endpoint4, WindowCounts
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ class ProbeConfig:
     max_cgroups: int = 8192
     max_paths: int = 8192
     max_endpoints: int = 131072
-    max_threads: int = 65536
     max_sockets: int = 65536
     extra_cflags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -106,6 +105,9 @@ def check_prerequisites() -> list[str]:
                         "libbpfcc, and make it importable (scripts/bootstrap.sh links it into .venv)")
     if not Path("/sys/fs/bpf").exists() and not Path("/proc/sys/kernel/unprivileged_bpf_disabled").exists():
         problems.append("this kernel has no BPF support (CONFIG_BPF_SYSCALL)")
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        problems.append("this kernel has no BTF (CONFIG_DEBUG_INFO_BTF), which the sensor's per-thread n-gram "
+                        "history (task-local storage) needs")
     if not Path("/sys/kernel/tracing/events/raw_syscalls").exists() and \
             not Path("/sys/kernel/debug/tracing/events/raw_syscalls").exists():
         problems.append("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing")
@@ -121,6 +123,16 @@ def check_prerequisites() -> list[str]:
 
 
 # ---------------------------------------------------------------- program text
+
+#: the syscalls whose arguments the program reads (each by its program ``arg_<name>`` in sensor.c)
+ARG_SYSCALLS = ("open", "openat", "openat2", "creat", "close", "chdir", "fchdir", "rename", "renameat", "renameat2",
+                "link", "linkat", "symlink", "symlinkat", "connect", "sendto")
+
+
+def arg_syscall_numbers() -> dict[str, int]:
+    """x86_64 syscall number of each of :data:`ARG_SYSCALLS`."""
+    numbers = {syscalls.name_of(nr): nr for nr in range(len(syscalls.id_table("x86_64")))}
+    return {name: numbers[name] for name in ARG_SYSCALLS}
 
 
 def _prefix_matcher(prefixes: tuple[str, ...]) -> str:
@@ -151,7 +163,6 @@ def build_program(config: ProbeConfig) -> str:
         "MAX_CGROUPS": config.max_cgroups,
         "MAX_PATHS": config.max_paths,
         "MAX_ENDPOINTS": config.max_endpoints,
-        "MAX_THREADS": config.max_threads,
         "MAX_SOCKETS": config.max_sockets,
     }
     head = "\n".join(f"#define {k} {v}" for k, v in defines.items())
@@ -161,8 +172,11 @@ def build_program(config: ProbeConfig) -> str:
 
 # ---------------------------------------------------------------- map draining
 
-_SC_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("pad", "<u4")])
-_NG_KEY = np.dtype([("cgid", "<u8"), ("bucket", "<u4"), ("pad", "<u4")])
+#: struct ev_key: a syscall and the bucket + 1 of each n-gram order it closes (0: none)
+_EV_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("g6", "<u4"), ("g2", "<u2"), ("g3", "<u2"), ("g4", "<u2"),
+                    ("pad", "<u2")])
+#: where each order's buckets start in the n-gram vector (docs/ngram-spec.md, section 2)
+_ORDER_OFFSET = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, 6: SHORT_BUCKETS}
 _EP_KEY = np.dtype([("cgid", "<u8"), ("addr", "u1", (16,)), ("port", "<u2"), ("family", "u1"),
                     ("inbound", "u1"), ("pad", "<u4")])
 _PATH_KEY = np.dtype([("cgid", "<u8"), ("kind", "<u4"), ("pad", "<u4"), ("path", f"S{PATH_LEN}")])
@@ -233,6 +247,8 @@ class Probes:
         ids = self._bpf[b"sysids"]
         for nr, cid in enumerate(syscalls.id_table("x86_64")):
             ids[ct.c_uint32(nr)] = ct.c_uint32(cid)
+        if self.config.syscall_args:
+            self._fill_arg_programs(BPF)
         self._ctl = self._bpf[b"ctl"]
         self.active = 0
         self._ctl[ct.c_uint32(0)] = ct.c_uint32(0)
@@ -240,23 +256,28 @@ class Probes:
         self._sets = [self._drainers(lib, s) for s in (0, 1)]
         b = self._bpf
         self._shared = {
-            "history": _Drainer(lib, b[b"history"], np.dtype("<u4"), 16, 1),
             "sock_owner": _Drainer(lib, b[b"sock_owner"], np.dtype("<u8"), 8, 1),
             "sock_pending_in": _Drainer(lib, b[b"sock_pending_in"], np.dtype("<u8"), 24, 1),
         }
         self._closed = False
         self._misses = self.kernel_misses()
 
+    def _fill_arg_programs(self, bpf_class: Any) -> None:
+        """Load each ``arg_<syscall>`` program and enter it in ``arg_progs`` under its x86_64 number, where
+        ``sys_enter`` tail-calls it."""
+        progs = self._bpf[b"arg_progs"]
+        for name, nr in arg_syscall_numbers().items():
+            fn = self._bpf.load_func(f"arg_{name}".encode(), bpf_class.RAW_TRACEPOINT)
+            progs[ct.c_int(nr)] = ct.c_int(fn.fd)
+
     def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
         b = self._bpf
         d = {
-            "syscalls": _Drainer(lib, b[f"syscalls_{s}".encode()], _SC_KEY, 8, self.ncpu),
+            "events": _Drainer(lib, b[f"events_{s}".encode()], _EV_KEY, 8, self.ncpu),
             "cgroups": _Drainer(lib, b[f"cgroups_{s}".encode()], np.dtype("<u8"), 8 * len(CG_FIELDS), self.ncpu),
             "paths": _Drainer(lib, b[f"paths_{s}".encode()], _PATH_KEY, 8, 1),
             "endpoints": _Drainer(lib, b[f"endpoints_{s}".encode()], _EP_KEY, 8, 1),
         }
-        if self.config.ngrams:
-            d["ngrams"] = _Drainer(lib, b[f"ngrams_{s}".encode()], _NG_KEY, 8, self.ncpu)
         return d
 
     # ------------------------------------------------------------ operations
@@ -295,21 +316,20 @@ class Probes:
     def _drain_set(self, s: int) -> WindowCounts:
         dr = self._sets[s]
         out = WindowCounts()
-        keys, vals = dr["syscalls"].drain()
+        keys, vals = dr["events"].drain()
         tot = vals[:, :, 0].sum(axis=1)
-        for cg, nr, v in zip(keys["cgid"].tolist(), keys["nr"].tolist(), tot.tolist(), strict=True):
-            if v:
-                out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
+        for cg, nr, v in _sum_by(keys["cgid"], keys["nr"], tot):
+            out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
+        for order in self.config.ngram_orders if self.config.ngrams else ():
+            g = keys[f"g{order}"]
+            has = g != 0
+            buckets = g[has].astype(np.int64) - 1 + _ORDER_OFFSET[order]
+            for cg, b, v in _sum_by(keys["cgid"][has], buckets, tot[has]):
+                out.ngrams.setdefault(cg, {})[b] = v
         keys, vals = dr["cgroups"].drain()
         sums = vals.sum(axis=1)
         for cg, row in zip(keys.tolist(), sums.tolist(), strict=True):
             out.counters[cg] = dict(zip(CG_FIELDS, row, strict=True))
-        if "ngrams" in dr:
-            keys, vals = dr["ngrams"].drain()
-            tot = vals[:, :, 0].sum(axis=1)
-            for cg, b, v in zip(keys["cgid"].tolist(), keys["bucket"].tolist(), tot.tolist(), strict=True):
-                if v:
-                    out.ngrams.setdefault(cg, {})[b] = v
         keys, vals = dr["paths"].drain()
         for k, v in zip(keys, vals[:, 0, 0].tolist(), strict=True):
             path = bytes(k["path"]).split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -343,11 +363,10 @@ class Probes:
 
     def map_memory(self) -> dict[str, int]:
         """Kernel memory of each map in bytes (``memlock`` of its fd; per-CPU maps count every CPU's copy)."""
-        names = ["ctl", "sysids", "history", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd",
+        names = ["ctl", "sysids", "threads", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd",
                  "sensitive_dirfd", "dir_pending"]
         for s in (0, 1):
-            names += [f"{m}_{s}" for m in ("syscalls", "cgroups", "paths", "endpoints", "lost")]
-            names += [f"ngrams_{s}"] if self.config.ngrams else []
+            names += [f"{m}_{s}" for m in ("events", "cgroups", "paths", "endpoints", "lost")]
         out: dict[str, int] = {}
         for name in names:
             try:
@@ -360,8 +379,11 @@ class Probes:
         return out
 
     def map_entries(self) -> dict[str, int]:
-        """Entries in the shared (not double-buffered) maps, for self-metrics."""
-        return {name: len(d.drain(delete=False)[0]) for name, d in self._shared.items()}
+        """Entries in the shared (not double-buffered) maps, for self-metrics; ``history``: threads with an
+        n-gram history (task-local storage, counted by the programs as made minus deleted)."""
+        out = {name: len(d.drain(delete=False)[0]) for name, d in self._shared.items()}
+        out["history"] = sum(self._bpf[b"threads"][ct.c_int(0)]) % (1 << 64)
+        return out
 
     def close(self) -> None:
         if not self._closed:
@@ -373,6 +395,19 @@ class Probes:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sum_by(cgids: np.ndarray, sub: np.ndarray, counts: np.ndarray) -> list[tuple[int, int, int]]:
+    """(cgroup, sub-key, summed count) for each distinct (cgroup, sub-key) pair with a count above 0."""
+    if not len(cgids):
+        return []
+    cg_ids, cg_index = np.unique(cgids, return_inverse=True)
+    pairs, inverse = np.unique((cg_index.astype(np.int64) << 32) | sub.astype(np.int64), return_inverse=True)
+    sums = np.zeros(len(pairs), dtype=np.uint64)
+    np.add.at(sums, inverse, counts)
+    keep = sums > 0
+    cgs = cg_ids[(pairs >> 32)[keep]].tolist()
+    return list(zip(cgs, (pairs & 0xFFFFFFFF)[keep].tolist(), sums[keep].tolist(), strict=True))
 
 
 def _signed_nr(nr: int) -> int:

@@ -15,18 +15,41 @@ directory opened without O_DIRECTORY), {"reused_dirfd_write": [DIR, NAME, OTHER_
 number reused for OTHER_DIR, written in), {"fchdir_write": [DIR, NAME]} / {"plain_fchdir_write": ...} (fchdir to a
 directory fd, then a relative name), {"rename": [SRC, DST]}, {"link": [SRC, DST]},
 {"symlink": [TARGET, LINK]}, {"tmpfile_link": [DIR, DST]} (an O_TMPFILE file in DIR linked in as DST),
-{"run": [ARGV...]} (a command, waited for; it must succeed).
+{"run": [ARGV...]} (a command, waited for; it must succeed), {"sendto_insn": [HOST, PORT, "syscall"|"int80"]}
+(syscall number 44 made by machine code with the `syscall` instruction or with `int $0x80`, r8 pointing at
+HOST:PORT: x86_64's sendto(-1, ..., addr) failing with EBADF, or an i386 syscall that does not exist).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
+import mmap
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
+
+#: machine code of f(addr): r8 = addr; eax = 44; then `syscall` (with rdi = -1) or `int $0x80`; return
+_INSN = {
+    "syscall": "4989f8" "48c7c7ffffffff" "b82c000000" "0f05" "c3",
+    "int80": "4989f8" "b82c000000" "cd80" "c3",
+}
+
+
+def sendto_by_instruction(host: str, port: int, insn: str) -> None:
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    code = bytes.fromhex(_INSN[insn])
+    page[:len(code)] = code
+    addr = ctypes.create_string_buffer(struct.pack("<HH4s8x", socket.AF_INET, socket.htons(int(port)),
+                                                   socket.inet_aton(host)))
+    fn = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    ret = fn(ctypes.addressof(addr))
+    if ret != -(errno.EBADF if insn == "syscall" else errno.ENOSYS):
+        raise SystemExit(f"{insn}: unexpected result {ret}")
 
 
 def main() -> None:
@@ -153,6 +176,8 @@ def main() -> None:
                 with conn:
                     while conn.recv(65536):
                         pass
+        elif kind == "sendto_insn":
+            sendto_by_instruction(*arg)
         elif kind == "wait":  # tell the test, then block until it says go on
             print("waiting", flush=True)
             sys.stdin.readline()

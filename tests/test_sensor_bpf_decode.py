@@ -158,15 +158,23 @@ def test_ngram_orders_default_and_defines() -> None:
 
 
 def test_each_order_guarded_in_kernel_c() -> None:
-    """Each order's ngram_add in ngram_step sits inside its own #if BASELINER_NGRAM_ORDER_n, and the
-    kernel's fallback defaults are the sensor's (4 and 6)."""
+    """Each order's bucket in ngram_step is computed and set in the event key only inside its own
+    #if BASELINER_NGRAM_ORDER_n, the key's fields match the drain's dtype, and the kernel's fallback defaults
+    are the sensor's (4 and 6)."""
+    from baseliner.sensor.probes import _EV_KEY
+
     c = (BPF_DIR / "sensor.c").read_text()
     step = c[c.index("static __always_inline void ngram_step"):c.index("RAW_TRACEPOINT_PROBE(sys_enter)")]
     blocks = re.findall(r"#if BASELINER_NGRAM_ORDER_(\d)\n(.*?)#endif", step, re.S)
     assert [int(n) for n, _ in blocks] == list(ORDERS)
     for n, body in blocks:
-        assert body.count("ngram_add(") == 1 and f"gram{n}(" in body, (n, body)
-    assert step.count("ngram_add(") == len(ORDERS)  # none outside the guards
+        assert body.count("k->g") == 1 and f"k->g{n} = " in body and f"gram{n}(" in body, (n, body)
+    assert step.count("k->g") == len(ORDERS)  # none outside the guards
+    key = re.search(r"struct ev_key \{(.*?)\};", c, re.S)
+    assert key is not None
+    fields = re.findall(r"(u\d+) (\w+);", key.group(1))
+    assert [name for _, name in fields] == list(_EV_KEY.names)
+    assert [int(t[1:]) // 8 for t, _ in fields] == [_EV_KEY[name].itemsize for name in _EV_KEY.names]
     assert _order_defines(c) == {2: 0, 3: 0, 4: 1, 6: 1}
 
 
@@ -237,3 +245,16 @@ def test_prerequisite_messages_say_what_to_do(monkeypatch: pytest.MonkeyPatch, t
     (tmp_path / "tree" / "include").mkdir(parents=True)
     monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path / "tree"))
     assert probes.find_kernel_source() == str(tmp_path / "tree")
+
+
+def test_event_counts_summed_per_feature() -> None:
+    """_sum_by adds the per-event counts of equal (cgroup, sub-key) pairs exactly (uint64) and drops zeros."""
+    import numpy as np
+    from baseliner.sensor.probes import _sum_by
+
+    cg = np.array([2**63 + 5, 7, 2**63 + 5, 7, 7], dtype=np.uint64)
+    sub = np.array([110, 110, 110, 2**32 - 1, 39], dtype=np.uint32)
+    counts = np.array([2**60, 1, 3, 4, 0], dtype=np.uint64)
+    got = {(c, s): v for c, s, v in _sum_by(cg, sub, counts)}
+    assert got == {(2**63 + 5, 110): 2**60 + 3, (7, 110): 1, (7, 2**32 - 1): 4}
+    assert _sum_by(cg[:0], sub[:0], counts[:0]) == []

@@ -208,6 +208,16 @@ def test_tcp_connects_bytes_refused_dns(probes: object, cg_parent: Path) -> None
     assert ("127.0.0.1", port, False) in eps and ("127.0.0.1", closed_port, False) in eps
 
 
+def test_arguments_of_ia32_syscalls_are_not_read(probes: object, cg_parent: Path) -> None:
+    """int $0x80 in a 64-bit process makes an i386 syscall, numbered and passed in registers as i386 does (44
+    there is unused): its registers are not read as those of x86_64's sendto (44).  The same registers with
+    the `syscall` instruction are a sendto to port 53, counted as a DNS query (it fails, EBADF, after sys_enter)."""
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"sendto_insn": ["127.0.0.1", 53, "int80"]}])
+    assert w.syscalls[cgid][44] == 1 and w.counter(cgid, "dns_queries") == 0
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"sendto_insn": ["127.0.0.1", 53, "syscall"]}])
+    assert w.syscalls[cgid][44] == 1 and w.counter(cgid, "dns_queries") == 1
+
+
 def test_listen_and_inbound_accept(probes: object, cg_parent: Path, tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     result: dict[str, object] = {}

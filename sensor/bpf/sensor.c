@@ -8,8 +8,13 @@
  * Rules this file keeps:
  *  - tracepoints and raw tracepoints only (no kprobes/fentry), and no kernel struct is ever read:
  *    data comes from tracepoint arguments (whose layout BCC takes from the running kernel), from
- *    BPF helpers (bpf_get_current_cgroup_id, bpf_get_current_pid_tgid) and from user memory
- *    (syscall arguments such as file names and sockaddrs);
+ *    BPF helpers (bpf_get_current_cgroup_id, bpf_get_current_pid_tgid), from user memory
+ *    (syscall arguments such as file names and sockaddrs) and, for the syscalls whose arguments are
+ *    read, from the user register frame sys_enter is given (struct pt_regs: the registers the syscall
+ *    was made with, in the x86_64 layout of the uapi <asm/ptrace.h>, the same in every kernel);
+ *  - the per-syscall path (sys_enter) does one hash update, and with n-grams one task-local storage
+ *    access (the thread's history; the task pointer is only passed to helpers); the syscalls whose arguments are read are tail calls from it, not syscalls:sys_enter_*
+ *    tracepoints, whose perf handler would run on every syscall;
  *  - nothing is sent per event to user space: everything is a counter in a map;
  *  - two sets of count maps (suffix _0 and _1); ctl[0] says which set programs write; user space
  *    flips it, waits for programs in flight, and drains the now inactive set, so no count is lost;
@@ -37,9 +42,6 @@
 #ifndef MAX_SENSITIVE_CWDS /* processes whose working directory is a sensitive one (LRU) */
 #define MAX_SENSITIVE_CWDS 4096
 #endif
-#ifndef MAX_THREADS
-#define MAX_THREADS 65536
-#endif
 #ifndef MAX_SOCKETS
 #define MAX_SOCKETS 65536
 #endif
@@ -60,7 +62,7 @@
 #ifndef BASELINER_NGRAM_ORDER_6
 #define BASELINER_NGRAM_ORDER_6 1
 #endif
-#ifndef BASELINER_SYSCALL_ARGS /* file opens and DNS: syscalls:sys_enter_{open*,creat,connect,sendto} */
+#ifndef BASELINER_SYSCALL_ARGS /* file writes and DNS: the arguments of open*, creat, close, chdir, rename*, link*, ... */
 #define BASELINER_SYSCALL_ARGS 1
 #endif
 
@@ -90,16 +92,19 @@
 #define F_DIRECTORY 0200000
 #define F_PATH 010000000
 
-struct sc_key {
+/* One syscall of a cgroup and the n-grams it closes: g2, g3, g4 hold the bucket of that order within the
+ * order (0 .. NGRAM_BUCKETS - 1) plus one, g6 the order-6 bucket (0 .. NGRAM_LONG_BUCKETS - 1) plus one; 0 is
+ * "no n-gram of that order" (the order not counted, the thread's history too short, or a syscall outside the
+ * id table).  One map update per syscall counts all of them; user space sums the counts over the other
+ * fields to get the syscall counts and each order's bucket counts (probes.py, _drain_set). */
+struct ev_key {
     u64 cgid;
     u32 nr;
-    u32 pad;
-};
-
-struct ng_key {
-    u64 cgid;
-    u32 bucket;
-    u32 pad;
+    u32 g6;
+    u16 g2;
+    u16 g3;
+    u16 g4;
+    u16 pad;
 };
 
 /* Per-cgroup counters; keep in sync with CG_FIELDS in sensor/probes.py. */
@@ -149,14 +154,15 @@ struct pending_in {
 };
 
 /* ---- the two sets of count maps ---- */
-BPF_PERCPU_HASH(syscalls_0, struct sc_key, u64, MAX_SYSCALL_ENTRIES);
-BPF_PERCPU_HASH(syscalls_1, struct sc_key, u64, MAX_SYSCALL_ENTRIES);
+#if BASELINER_NGRAMS
+#define MAX_EVENT_ENTRIES (MAX_SYSCALL_ENTRIES + MAX_NGRAM_ENTRIES)
+#else
+#define MAX_EVENT_ENTRIES MAX_SYSCALL_ENTRIES
+#endif
+BPF_PERCPU_HASH(events_0, struct ev_key, u64, MAX_EVENT_ENTRIES);
+BPF_PERCPU_HASH(events_1, struct ev_key, u64, MAX_EVENT_ENTRIES);
 BPF_PERCPU_HASH(cgroups_0, u64, struct cg_counters, MAX_CGROUPS);
 BPF_PERCPU_HASH(cgroups_1, u64, struct cg_counters, MAX_CGROUPS);
-#if BASELINER_NGRAMS
-BPF_PERCPU_HASH(ngrams_0, struct ng_key, u64, MAX_NGRAM_ENTRIES);
-BPF_PERCPU_HASH(ngrams_1, struct ng_key, u64, MAX_NGRAM_ENTRIES);
-#endif
 BPF_HASH(paths_0, struct path_key, u64, MAX_PATHS);
 BPF_HASH(paths_1, struct path_key, u64, MAX_PATHS);
 BPF_HASH(endpoints_0, struct ep_key, u64, MAX_ENDPOINTS);
@@ -167,7 +173,10 @@ BPF_PERCPU_ARRAY(lost_1, u64, 1);
 /* ---- shared state ---- */
 BPF_ARRAY(ctl, u32, 1);                        /* [0] = active set (0 or 1) */
 BPF_ARRAY(sysids, u32, NGRAM_NR_LIMIT);        /* syscall nr -> canonical id, filled by user space */
-BPF_HASH(history, u32, struct thread_hist, MAX_THREADS);  /* tid -> last ids */
+/* A thread's last ids, in its task-local storage (freed with the thread; user space cannot list it, so
+   `threads` counts the histories made minus those deleted at thread exit; summed over CPUs, mod 2^64). */
+BPF_TASK_STORAGE(history, struct thread_hist);
+BPF_PERCPU_ARRAY(threads, u64, 1);
 BPF_HASH(sock_owner, u64, u64, MAX_SOCKETS);   /* socket (opaque) -> cgroup of the connecting task */
 BPF_HASH(sock_pending_in, u64, struct pending_in, MAX_SOCKETS);
 BPF_PERCPU_ARRAY(scratch, struct path_key, 1);
@@ -185,6 +194,8 @@ BPF_TABLE("lru_hash", u32, struct cwd_path, sensitive_cwd, MAX_SENSITIVE_CWDS);
    duplicated) stays unknown.  dir_pending holds a thread's directory open between sys_enter and sys_exit. */
 BPF_TABLE("lru_hash", u64, struct cwd_path, sensitive_dirfd, MAX_SENSITIVE_CWDS);
 BPF_TABLE("lru_hash", u32, struct cwd_path, dir_pending, MAX_SENSITIVE_CWDS);
+/* syscall nr -> the program that reads its arguments (arg_<name> below), filled by user space (probes.py) */
+BPF_PROG_ARRAY(arg_progs, NGRAM_NR_LIMIT);
 
 /* Scratch of path normalisation: the name as user memory gave it, the normalised name, and where each kept
    component starts in it (a component takes at least two bytes, "/x", so PATH_LEN / 2 starts suffice). */
@@ -197,6 +208,10 @@ struct norm_buf {
     u32 j, cs, depth; /* normalise()'s positions */
 };
 BPF_PERCPU_ARRAY(norm_scratch, struct norm_buf, 1);
+/* [0]: entries put in sensitive_dirfd and dir_pending minus entries deleted from them, an upper bound of what
+   they hold (a put may replace an entry; the LRU maps may evict one).  While it is 0, and so they are empty
+   (directory fds of sensitive directories are rare), an open's return and a close skip them. */
+BPF_ARRAY(dir_entries, u64, 1);
 #endif
 
 /* @SENSITIVE_PREFIXES@ */
@@ -237,6 +252,14 @@ static __always_inline void lost_event(u32 set, u64 cgid)
         c->lost += 1;
 }
 
+static __always_inline void threads_add(s64 n)
+{
+    u32 zero = 0;
+    u64 *v = threads.lookup(&zero);
+    if (v)
+        *v += n;
+}
+
 #define CG_ADD(set, cgid, field, n)                                                                  \
     do {                                                                                             \
         struct cg_counters *c_ = cg_get(set, cgid);                                                  \
@@ -269,20 +292,9 @@ static __always_inline void endpoint_add(u32 set, struct ep_key *k)
 }
 
 #if BASELINER_NGRAMS
-static __always_inline void ngram_add(u32 set, u64 cgid, u32 bucket)
-{
-    struct ng_key k = {.cgid = cgid, .bucket = bucket};
-    u64 *v = set ? ngrams_1.lookup(&k) : ngrams_0.lookup(&k);
-    if (v) {
-        *v += 1;
-        return;
-    }
-    u64 one = 1;
-    if (set ? ngrams_1.update(&k, &one) : ngrams_0.update(&k, &one))
-        lost_event(set, cgid);
-}
-
-static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
+/* The n-grams that syscall `nr` of the current thread closes, into k's g fields (only the configured orders;
+   the history is kept whole, 5 ids, whatever they are), and the thread's history moved on by one. */
+static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long nr)
 {
     if (nr < 0 || nr >= NGRAM_NR_LIMIT)
         return; /* outside the id table: not part of the n-gram stream (spec, section 1) */
@@ -291,32 +303,35 @@ static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
     if (!idp)
         return;
     u32 id = *idp;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct thread_hist *h = history.lookup(&tid);
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf(); /* only passed to helpers */
+    struct thread_hist *h = history.task_storage_get(task, 0, 0);
     if (!h) {
-        struct thread_hist nh = {.p1 = id, .n = 1};
-        if (history.update(&tid, &nh))
+        h = history.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE); /* zeroed */
+        if (!h) {
             lost_event(set, cgid);
+            return;
+        }
+        threads_add(1);
+        h->p1 = id;
+        h->n = 1;
         return;
     }
     u32 n = h->n;
-    /* only the configured orders; the history below is kept whole (5 ids) whatever they are */
 #if BASELINER_NGRAM_ORDER_2
     if (n >= 1)
-        ngram_add(set, cgid, 0 * NGRAM_BUCKETS + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1)));
+        k->g2 = 1 + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1));
 #endif
 #if BASELINER_NGRAM_ORDER_3
     if (n >= 2)
-        ngram_add(set, cgid, 1 * NGRAM_BUCKETS + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+        k->g3 = 1 + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
 #endif
 #if BASELINER_NGRAM_ORDER_4
     if (n >= 3)
-        ngram_add(set, cgid, 2 * NGRAM_BUCKETS + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1)));
+        k->g4 = 1 + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
 #endif
 #if BASELINER_NGRAM_ORDER_6
     if (n >= 5) /* no order 5 (spec v2, section 2) */
-        ngram_add(set, cgid, NGRAM_LONG_OFFSET +
-                  (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1)));
+        k->g6 = 1 + (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1));
 #endif
     h->p5 = h->p4;
     h->p4 = h->p3;
@@ -329,23 +344,29 @@ static __always_inline void ngram_step(u32 set, u64 cgid, long nr)
 
 /* ---------------- syscalls ---------------- */
 
+/* One update per syscall: the (syscall, n-grams) event's count.  A full map loses the syscall and its n-grams
+   together (counted once in the cgroup's `lost`). */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-    /* ctx->args[0] is struct pt_regs * (never read), ctx->args[1] the syscall number */
+    /* ctx->args[0] is struct pt_regs * (read by the arg_* programs only), ctx->args[1] the syscall number */
     long nr = (long)ctx->args[1];
     u32 set = active_set();
     u64 cgid = bpf_get_current_cgroup_id();
-    struct sc_key k = {.cgid = cgid, .nr = (u32)nr};
-    u64 *v = set ? syscalls_1.lookup(&k) : syscalls_0.lookup(&k);
+    struct ev_key k = {.cgid = cgid, .nr = (u32)nr};
+#if BASELINER_NGRAMS
+    ngram_step(&k, set, cgid, nr);
+#endif
+    u64 *v = set ? events_1.lookup(&k) : events_0.lookup(&k);
     if (v) {
         *v += 1;
     } else {
         u64 one = 1;
-        if (set ? syscalls_1.update(&k, &one) : syscalls_0.update(&k, &one))
+        if (set ? events_1.update(&k, &one) : events_0.update(&k, &one))
             lost_event(set, cgid);
     }
-#if BASELINER_NGRAMS
-    ngram_step(set, cgid, nr);
+#if BASELINER_SYSCALL_ARGS
+    if (nr >= 0 && nr < NGRAM_NR_LIMIT)
+        arg_progs.call(ctx, (u32)nr); /* a syscall whose arguments are read: its program; any other: nothing */
 #endif
     return 0;
 }
@@ -390,7 +411,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
-    history.delete(&tid);
+    if (history.task_storage_delete((struct task_struct *)bpf_get_current_task_btf()) == 0)
+        threads_add(-1);
     if (tid == (u32)(pid_tgid >> 32)) { /* the thread group leader: the process */
         u32 set = active_set();
         CG_ADD(set, bpf_get_current_cgroup_id(), exits, 1);
@@ -402,6 +424,36 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 }
 
 #if BASELINER_SYSCALL_ARGS
+/* ---------------- syscall arguments ---------------- */
+
+#define USER_CS_64 0x33 /* __USER_CS: the 64-bit user code segment */
+
+/* The six arguments of the syscall entering now, into a[], from the user register frame sys_enter gets
+   (x86_64: di, si, dx, r10, r8, r9).  Returns 0, and the syscall is not one whose arguments are read, when it
+   is not a native x86_64 syscall: one from a 32-bit code segment, or made by int 0x80 or sysenter (the
+   instruction before the return address is not `syscall`, 0f 05), whose numbers and registers are the ia32
+   ones; syscalls:sys_enter_* leave those out too.  An instruction that cannot be read (execute-only memory)
+   counts as `syscall`.  (A ptrace tracer that moves the return address at the syscall-entry stop can make a
+   native syscall look like another: docs/sensor.md, known limits.) */
+static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 *a)
+{
+    struct pt_regs r;
+    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]))
+        return 0;
+    if ((u16)r.cs != USER_CS_64)
+        return 0;
+    u8 insn[2];
+    if (bpf_probe_read_user(insn, sizeof(insn), (void *)(r.ip - 2)) == 0 && (insn[0] != 0x0f || insn[1] != 0x05))
+        return 0;
+    a[0] = r.di;
+    a[1] = r.si;
+    a[2] = r.dx;
+    a[3] = r.r10;
+    a[4] = r.r8;
+    a[5] = r.r9;
+    return 1;
+}
+
 /* ---------------- files ---------------- */
 
 #define AT_FDCWD_ (-100)
@@ -503,6 +555,29 @@ static __always_inline int read_normalised(struct path_key *k, const char *name)
     return 0;
 }
 
+static __always_inline int dir_maps_empty(void)
+{
+    u32 zero = 0;
+    u64 *n = dir_entries.lookup(&zero);
+    return n && *n == 0;
+}
+
+static __always_inline void dir_entry_put(void)
+{
+    u32 zero = 0;
+    u64 *n = dir_entries.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void dir_entry_deleted(long err)
+{
+    u32 zero = 0;
+    u64 *n = dir_entries.lookup(&zero);
+    if (n && err == 0)
+        __sync_fetch_and_add(n, -1);
+}
+
 static __always_inline u64 fd_key(int fd)
 {
     return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (u32)fd;
@@ -588,25 +663,29 @@ static __always_inline void dir_open(int dfd, const char *name)
     if (!sensitive_match(k->path))
         return;
     u32 tid = bpf_get_current_pid_tgid();
+    dir_entry_put();
     dir_pending.update(&tid, (struct cwd_path *)k->path);
 }
 
 /* An open returned: the fd it returns names what it opened now (a directory noted by dir_open, or not one). */
 static __always_inline void file_opened(long ret)
 {
+    if (dir_maps_empty())
+        return;
     u32 tid = bpf_get_current_pid_tgid();
     struct cwd_path *dir = dir_pending.lookup(&tid);
     if (ret < 0) {
         if (dir)
-            dir_pending.delete(&tid);
+            dir_entry_deleted(dir_pending.delete(&tid));
         return;
     }
     u64 key = fd_key((int)ret);
     if (dir) {
+        dir_entry_put();
         sensitive_dirfd.update(&key, dir);
-        dir_pending.delete(&tid);
+        dir_entry_deleted(dir_pending.delete(&tid));
     } else {
-        sensitive_dirfd.delete(&key);
+        dir_entry_deleted(sensitive_dirfd.delete(&key));
     }
 }
 
@@ -628,29 +707,41 @@ static __always_inline void link_target(int dfd, const char *newname)
     path_written(active_set(), bpf_get_current_cgroup_id(), dfd, newname);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+/* The programs below are the arg_progs entries of their syscalls: sys_enter tail-calls them after counting
+   the syscall.  a[] holds the syscall's arguments (syscall_args). */
+
+int arg_openat(struct bpf_raw_tracepoint_args *ctx)
 {
-    file_open(args->dfd, args->filename, (u64)args->flags);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        file_open((int)a[0], (const char *)a[1], (u32)a[2]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_open)
+int arg_open(struct bpf_raw_tracepoint_args *ctx)
 {
-    file_open(AT_FDCWD_, args->filename, (u64)args->flags);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        file_open(AT_FDCWD_, (const char *)a[0], (u32)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_creat)
+int arg_creat(struct bpf_raw_tracepoint_args *ctx)
 {
-    file_open(AT_FDCWD_, args->pathname, F_CREAT | F_WRONLY | F_TRUNC);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        file_open(AT_FDCWD_, (const char *)a[0], F_CREAT | F_WRONLY | F_TRUNC);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+int arg_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
+    u64 a[6];
+    if (!syscall_args(ctx, a))
+        return 0;
     u64 flags = 0; /* struct open_how is user memory; flags is its first member */
-    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->how);
-    file_open(args->dfd, args->filename, flags);
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)a[2]);
+    file_open((int)a[0], (const char *)a[1], flags);
     return 0;
 }
 
@@ -672,24 +763,30 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
+int arg_close(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 key = fd_key((int)args->fd);
-    sensitive_dirfd.delete(&key);
+    u64 a[6];
+    if (dir_maps_empty() || !syscall_args(ctx, a))
+        return 0;
+    u64 key = fd_key((int)a[0]);
+    dir_entry_deleted(sensitive_dirfd.delete(&key));
     return 0;
 }
 
 /* The working directory, as chdir() names it (an absolute name normalised): a sensitive directory marks the
    process; another absolute one, one too long to normalise, or a relative one leaving a known directory with
    "..", unmarks it; another relative one stays inside (the mark stays). */
-TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
+int arg_chdir(struct bpf_raw_tracepoint_args *ctx)
 {
+    u64 a[6];
+    if (!syscall_args(ctx, a))
+        return 0;
     u32 zero = 0;
     struct path_key *k = scratch.lookup(&zero);
     if (!k)
         return 0;
     __builtin_memset(k, 0, sizeof(*k));
-    int r = read_normalised(k, args->filename);
+    int r = read_normalised(k, (const char *)a[0]);
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (r == -1)
         return 0;
@@ -711,10 +808,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
 /* fchdir() names a directory fd: one opened on a sensitive directory marks the process with that directory;
    any other makes the working directory unknown (an empty mark) until the next absolute chdir(), and relative
    writes meanwhile count as unresolved. */
-TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
+int arg_fchdir(struct bpf_raw_tracepoint_args *ctx)
 {
+    u64 a[6];
+    if (!syscall_args(ctx, a))
+        return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    u64 key = fd_key((int)args->fd);
+    u64 key = fd_key((int)a[0]);
     struct cwd_path *dir = sensitive_dirfd.lookup(&key);
     if (dir) {
         sensitive_cwd.update(&tgid, dir);
@@ -730,45 +830,59 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
 }
 
 /* What a rename, link or symlink creates is written where its new name says (O_TMPFILE + linkat too). */
-TRACEPOINT_PROBE(syscalls, sys_enter_rename)
+int arg_rename(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(AT_FDCWD_, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
+int arg_renameat(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[2], (const char *)a[3]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
+int arg_renameat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[2], (const char *)a[3]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_link)
+int arg_link(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(AT_FDCWD_, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
+int arg_linkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[2], (const char *)a[3]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
+int arg_symlink(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(AT_FDCWD_, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat)
+int arg_symlinkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    link_target(args->newdfd, args->newname);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        link_target((int)a[1], (const char *)a[2]);
     return 0;
 }
 
@@ -904,15 +1018,19 @@ static __always_inline void dns_check(const void *uaddr)
     CG_ADD(active_set(), bpf_get_current_cgroup_id(), dns_queries, 1);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+int arg_connect(struct bpf_raw_tracepoint_args *ctx)
 {
-    dns_check(args->uservaddr);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        dns_check((const void *)a[1]);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+int arg_sendto(struct bpf_raw_tracepoint_args *ctx)
 {
-    dns_check(args->addr);
+    u64 a[6];
+    if (syscall_args(ctx, a))
+        dns_check((const void *)a[4]);
     return 0;
 }
 #endif /* BASELINER_SYSCALL_ARGS */
