@@ -22,6 +22,20 @@ anchor: a score that hardly varies would otherwise get a threshold a hair above 
 the scale so that the tail still meets the threshold.  What this assumes: a tail no heavier than
 exponential; a heavier one (a power law) is under-estimated, which the confidence bound only partly covers.
 
+A tail can also be *lighter* than exponential: a score built from standard scores, or a cluster of
+recurring windows (a database's checkpoints) with nothing above it, has a mean excess that shrinks further
+out, and the exponential extrapolated over the ``ln((k / n) / p)`` e-folds to the budget's quantile (about
+7 at one alarm a day, 10 s windows and 4,096 scores) then sits far above anything normal, so that only a
+huge rise of a rate crosses it.  So the shape of the tail is estimated too (:func:`shape_bound`): a
+generalized Pareto shape ``xi`` from the exceedances (probability-weighted moments, Hosking and Wallis
+1987), its **upper** confidence bound at the same ``confidence`` (standard error ``(1 + xi) / sqrt(k)``;
+an estimate below ``-0.5``, where that no longer holds, is taken as ``-0.5``), and at most 0.  Only a tail
+that is lighter than exponential at that confidence shortens the extrapolation: the threshold is the
+generalized Pareto quantile ``u + sigma (exp(xi L) - 1) / xi`` with ``sigma = beta_up (1 - xi)`` and
+``L = ln((k / n) / p)``, and the scale kept (for :meth:`TailThreshold.surprise` too) is the exponential
+one through the anchor and that threshold, so the surprise at the threshold is still exactly the budget's
+probability.  With few scores the bound is 0 and the tail exponential.
+
 The scores come from a bounded uniform sample (``capacity`` floats, reservoir sampling) of every score
 recorded: the learning period's (prequential, each window scored before it was learnt) and, once
 detecting, every window that was learnt (not flagged, inside the learning gate), so calibration goes on
@@ -43,7 +57,8 @@ MIN_SHAPE = -0.5  # the lightest tail shape an estimate is taken at (below it th
 
 
 class TailThreshold:
-    """Threshold and tail probabilities from a false-alarm budget (exponential tail, conservative scale).
+    """Threshold and tail probabilities from a false-alarm budget (exponential or lighter tail, conservative
+    scale).
 
     >>> t = TailThreshold(alarms_per_day=1.0, min_scores=50)
     >>> rng = np.random.default_rng(0)
