@@ -21,6 +21,8 @@ from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode
 from baseliner.models.integrity import Keyring
 from baseliner.models.signatures import Signer, TrustedKeys, write_key_pair
 from baseliner.service.baselines_cli import export, import_run
+from baseliner.service.config import PipelineConfig
+from baseliner.service.pipeline import Pipeline
 from baseliner.service.server import BaselinerServer
 from baseliner.service.store import StateStore
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -261,14 +263,7 @@ def test_baselines_export_and_import_round_trip(server: str, tmp_path: Path) -> 
     fresh = tmp_path / "restored"
     assert sorted(import_run(run_id, fresh, key, [], force=False)) == ["a:1.27", "b:1.27"]
 
-    class Holder:
-        baselines: dict[str, ImageBaseline] = {}
-
-        def load_service_state(self, meta: dict[str, Any]) -> None:
-            pass
-
-    orig, back = Holder(), Holder()
-    orig.baselines, back.baselines = {}, {}
+    orig, back = Pipeline(PipelineConfig()), Pipeline(PipelineConfig())
     StateStore(state, key).restore(orig)
     StateStore(fresh, key).restore(back)
     for k, b in orig.baselines.items():
