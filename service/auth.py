@@ -360,32 +360,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 self.authorizer.shard_call(md, method.removeprefix(SHARDS_PREFIX))
         except BaselinerError as e:
             log.warning("refused %s: %s", method, e)
-            if method == SHARDS_PREFIX + "Pull":
-                return _denied_stream(e)
-            return _denied(e, streaming=method.startswith(INGEST_PREFIX))
+            return _denied(e, method)
         return await continuation(handler_call_details)
 
 
-def _denied(exc: BaselinerError, streaming: bool) -> grpc.RpcMethodHandler:
+def _denied(exc: BaselinerError, method: str) -> grpc.RpcMethodHandler:
+    """A handler of ``method``'s kind (Ingest streams both ways, Shards.Pull streams replies, the rest are
+    unary) that aborts with ``exc``."""
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await abort(context, exc)
 
-    async def stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await abort(context, exc)
         yield None  # pragma: no cover - abort raises
 
-    if streaming:
-        return grpc.stream_stream_rpc_method_handler(stream)
+    if method.startswith(INGEST_PREFIX):
+        return grpc.stream_stream_rpc_method_handler(streaming)
+    if method == SHARDS_PREFIX + "Pull":
+        return grpc.unary_stream_rpc_method_handler(streaming)
     return grpc.unary_unary_rpc_method_handler(unary)
-
-
-def _denied_stream(exc: BaselinerError) -> grpc.RpcMethodHandler:
-    """A refused server-streaming call."""
-    async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await abort(context, exc)
-        yield None  # pragma: no cover - abort raises
-
-    return grpc.unary_stream_rpc_method_handler(unary_stream)
 
 
 def check_hello(identity: SensorIdentity, sensor_id: str, node: str) -> None:

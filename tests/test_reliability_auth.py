@@ -309,3 +309,33 @@ def test_the_shard_map_needs_a_token_only_where_sensors_need_one() -> None:
     with pytest.raises(AuthenticationError):
         sensors.shard_call((), "GetMap")
     sensors.shard_call((("authorization", "Bearer " + "s" * 16),), "GetMap")
+
+
+def test_refused_calls_end_with_their_status_whatever_their_kind(tmp_path: Path) -> None:
+    """The interceptor answers a refused call with a handler of the call's kind (Ingest streams both ways,
+    Shards.Pull streams replies, the others are unary), so the client sees the refusal's status, not a
+    broken call."""
+    from baseliner.protos.v1 import shards_pb2, shards_pb2_grpc
+
+    peer = tmp_path / "peer.token"
+    peer.write_text("peer-token-0123456789abcdef\n")
+    cfg = config(None, *tokens(tmp_path), ("shards.peer_token_file", str(peer)))
+
+    async def main() -> None:
+        async with running(cfg) as (srv, _), grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            shards = shards_pb2_grpc.ShardsStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await _stream(ch, [hello(N1)])
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                [part async for part in shards.Pull(shards_pb2.PullRequest(), timeout=5)]
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await shards.Commit(shards_pb2.CommitRequest(), metadata=(("authorization",
+                                                                           f"Bearer {ADMIN_TOKEN}"),), timeout=5)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await admin_pb2_grpc.AdminStub(ch).ListBaselines(admin_pb2.ListBaselinesRequest(), timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    asyncio.run(main())
