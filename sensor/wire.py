@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import fields
 from itertools import chain
 from operator import attrgetter
 
@@ -39,6 +40,8 @@ from baseliner.protos.v1.schema import SCHEMA_VERSION
 _F64_ROW = attrgetter(*({"container_age_seconds": "seconds_since_start"}.get(name, name)
                         for name in window_columns.F64_COLUMNS))
 _PROTOCOL = {"tcp": vectors_pb2.PROTOCOL_TCP, "udp": vectors_pb2.PROTOCOL_UDP}
+#: Identity's fields, each carried by the message field of the same name
+_IDENTITY_FIELDS = tuple(f.name for f in fields(Identity) if f.init)
 
 # Field numbers used for the byte-level framing below (see ingest.proto / vectors.proto).
 _VECTOR_BATCH_SEQUENCE_TAG = b"\x08"  # field 1, varint
@@ -74,7 +77,7 @@ def identity_table_bytes(identities: Sequence[Identity]) -> bytes:
     table = vectors_pb2.IdentityTable()
     add = table.identities.add
     for ident in key:
-        _identity(ident, add())
+        add(**{name: getattr(ident, name) for name in _IDENTITY_FIELDS})
     raw = table.SerializeToString()
     if len(raw) <= IDENTITY_TABLES_MAX_BYTES:
         with _TABLES_LOCK:
@@ -85,18 +88,6 @@ def identity_table_bytes(identities: Sequence[Identity]) -> bytes:
                     _, old = _TABLES.popitem(last=False)
                     _tables_bytes -= len(old)
     return raw
-
-
-def _identity(ident: Identity, i: vectors_pb2.Identity) -> None:
-    i.node = ident.node
-    i.container_id = ident.container_id
-    i.container_name = ident.container_name
-    i.image_repository = ident.image_repository
-    i.image_tag = ident.image_tag
-    i.image_digest = ident.image_digest
-    i.pod = ident.pod
-    i.namespace = ident.namespace
-    i.workload = ident.workload
 
 
 def _endpoint(ep: Endpoint, msg: vectors_pb2.Endpoint) -> None:
