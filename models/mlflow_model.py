@@ -29,7 +29,7 @@ import pandas as pd
 from baseliner.models import signatures
 from baseliner.models.baseline import BaselineConfig, ImageBaseline, Mode, Verdict
 from baseliner.models.errors import BaselinerError, StateError
-from baseliner.models.rate_features import FEATURE_NAMES, SYSCALL_VOCABULARY
+from baseliner.models.rate_features import FEATURE_NAMES, SCALAR_ATTRIBUTES, SYSCALL_VOCABULARY
 from baseliner.models.signatures import Signer, TrustedKeys
 from baseliner.models.vector import Endpoint, FeatureVector, Identity
 
@@ -70,16 +70,6 @@ OUTPUT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("severity", "string"), ("kinds", "string"), ("novel", "string"), ("explanation", "string"),
     ("continuous", "double"), ("state", "string"), ("learned", "boolean"), ("startup", "boolean"),
 )
-#: Scalar FeatureVector attributes by feature name.
-_SCALAR_ATTRS: dict[str, str] = {
-    "proc.execs": "execs", "proc.forks": "forks", "proc.exits": "exits",
-    "net.connects": "connects", "net.connects_failed": "connects_failed", "net.accepts": "accepts",
-    "net.listens": "listens", "net.bytes_sent": "bytes_sent", "net.bytes_received": "bytes_received",
-    "net.packets_sent": "packets_sent", "net.packets_received": "packets_received",
-    "net.dns_queries": "dns_queries", "net.remote_addresses": "remote_addresses",
-    "net.remote_ports": "remote_ports", "file.write_opens": "write_opens",
-    "file.sensitive_writes": "sensitive_writes", "file.unresolved_writes": "unresolved_writes",
-}
 _VOCAB = frozenset(SYSCALL_VOCABULARY)
 #: Config fields that make up the thresholds policy (a subset of BaselineConfig).
 _POLICY_KEYS = ("false_alarms_per_day", "min_learn_windows", "min_learn_seconds", "stable_share",
@@ -412,7 +402,7 @@ def vectors_to_frame(vectors: Sequence[FeatureVector]) -> pd.DataFrame:
             "seconds_since_start": float(v.seconds_since_start),
         }
         for name in COUNT_COLUMNS:
-            attr = _SCALAR_ATTRS.get(name)
+            attr = SCALAR_ATTRIBUTES.get(name)
             if attr is not None:
                 row[name] = float(getattr(v, attr))
             else:
@@ -478,7 +468,7 @@ def frame_to_vectors(frame: pd.DataFrame) -> list[FeatureVector]:
                 raise ValueError(f"{where} ports: {item!r} is not PROTOCOL/PORT (e.g. tcp/443)")
             ports.append(Endpoint("", int(port), proto, True))
         since = r.get("seconds_since_start")
-        kwargs: dict[str, Any] = {attr: _count(r[name], f"{where} {name}") for name, attr in _SCALAR_ATTRS.items()}
+        kwargs: dict[str, Any] = {attr: _count(r[name], f"{where} {name}") for name, attr in SCALAR_ATTRIBUTES.items()}
         out.append(
             FeatureVector(
                 Identity(text("node"), text("container_id"), text("image_repository"), text("image_tag"),

@@ -82,20 +82,10 @@ _RATE_MASK = np.array([f.kind == "rate" for f in FEATURES])
 _TOTAL = FEATURE_INDEX["sys.total"]
 _OTHER = FEATURE_INDEX["sys.other"]
 
-# Scalar attributes of FeatureVector -> column.
-_SCALARS: tuple[tuple[str, int], ...] = tuple(
-    (attr, FEATURE_INDEX[name])
-    for attr, name in (
-        ("execs", "proc.execs"), ("forks", "proc.forks"), ("exits", "proc.exits"),
-        ("connects", "net.connects"), ("connects_failed", "net.connects_failed"),
-        ("accepts", "net.accepts"), ("listens", "net.listens"),
-        ("bytes_sent", "net.bytes_sent"), ("bytes_received", "net.bytes_received"),
-        ("packets_sent", "net.packets_sent"), ("packets_received", "net.packets_received"),
-        ("dns_queries", "net.dns_queries"), ("remote_addresses", "net.remote_addresses"),
-        ("remote_ports", "net.remote_ports"), ("write_opens", "file.write_opens"),
-        ("sensitive_writes", "file.sensitive_writes"), ("unresolved_writes", "file.unresolved_writes"),
-    )
-)
+#: The FeatureVector attribute of each scalar feature: every core feature but the syscall totals, named
+#: ``GROUP.ATTRIBUTE``.
+SCALAR_ATTRIBUTES: dict[str, str] = {f.name: f.name.partition(".")[2] for f in _CORE if not f.name.startswith("sys.")}
+_SCALARS: tuple[tuple[str, int], ...] = tuple((attr, FEATURE_INDEX[name]) for name, attr in SCALAR_ATTRIBUTES.items())
 
 
 _SCALAR_COLS = np.array([j for _, j in _SCALARS])
