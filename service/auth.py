@@ -450,12 +450,17 @@ class FalcoGate:
         return ok, path
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        cfg = self.cfg
-        if not cfg.tls_cert_file:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
-        if cfg.tls_client_ca_file:
-            ctx.load_verify_locations(cfg.tls_client_ca_file)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        return ctx
+        return server_ssl_context(self.cfg)
+
+
+def server_ssl_context(cfg: Any) -> ssl.SSLContext | None:
+    """The TLS context of an HTTP listener from its section's ``tls_cert_file`` and ``tls_key_file`` (None when TLS
+    is off), requiring client certificates signed by ``tls_client_ca_file`` where the section has one set."""
+    if not cfg.tls_cert_file:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    if getattr(cfg, "tls_client_ca_file", ""):
+        ctx.load_verify_locations(cfg.tls_client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

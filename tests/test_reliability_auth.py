@@ -339,3 +339,31 @@ def test_refused_calls_end_with_their_status_whatever_their_kind(tmp_path: Path)
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     asyncio.run(main())
+
+
+def test_console_speaks_https_with_its_certificate(tmp_path: Path, pki: dict[str, Any]) -> None:
+    """console.tls_*: the console's pages over HTTPS (a client that trusts the CA gets them; plain HTTP does not)."""
+    ops = tmp_path / "ops.tokens"
+    ops.write_text(f"olga {ADMIN_TOKEN}\n")
+    cfg = config(None, ("console.listen", "127.0.0.1:0"), ("grpc.admin_tokens_file", str(ops)),
+                 ("console.tls_cert_file", str(pki["server"].cert)), ("console.tls_key_file", str(pki["server"].key)))
+
+    def get(port: int, context: ssl.SSLContext | None) -> int:
+        conn = (http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10) if context
+                else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+        try:
+            conn.request("GET", "/login")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    async def main() -> None:
+        async with running(cfg) as (srv, _):
+            assert srv.console.url.startswith("https://")
+            trusting = ssl.create_default_context(cafile=str(pki["ca"].path))
+            trusting.check_hostname = False
+            assert await asyncio.to_thread(get, srv.console.port, trusting) == 200
+            with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+                await asyncio.to_thread(get, srv.console.port, None)
+
+    asyncio.run(main())

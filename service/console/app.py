@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
-from baseliner.service.auth import is_loopback
+from baseliner.service.auth import is_loopback, server_ssl_context
 from baseliner.service.config import ConsoleConfig, split_address
 from baseliner.service.console.actions import Actions
 from baseliner.service.console.history import History
@@ -105,7 +104,7 @@ class ConsoleServer:
         host, port = split_address(self.config.listen)
         self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()
-        ctx = self.ssl_context()
+        ctx = server_ssl_context(self.config)
         await web.TCPSite(self.runner, host, port, ssl_context=ctx).start()
         self.host, self.port = host, self.runner.addresses[0][1]
         self.scheme = "https" if ctx else "http"
@@ -118,13 +117,6 @@ class ConsoleServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}/"
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.tls_cert_file:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.config.tls_cert_file, self.config.tls_key_file)
-        return ctx
 
     async def stop(self) -> None:
         self.pages.closing()
