@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from baseliner.service.falco import FALCO_SCHEMA, container_ref
 from baseliner.service.sinks.events import SCHEMA as ANOMALY_SCHEMA
+from baseliner.service.sinks.events import finite
 from cachetools import LRUCache
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class Anomaly:
         """What the live page shows of it (JSON)."""
         return {"event_id": self.event_id, "image": self.image, "namespace": self.namespace, "pod": self.pod,
                 "node": self.node, "severity": self.severity, "kinds": list(self.kinds),
-                "score": _finite(self.score), "threshold": _finite(self.threshold),
+                "score": finite(self.score), "threshold": finite(self.threshold),
                 "first_seen": self.first_seen, "count": self.count,
                 "novel": [f"{k} {v}" for k, v in self.novel[:3]],
                 "why": self.explanation[0].text if self.explanation else "",
@@ -158,10 +159,6 @@ def _num(x: Any) -> float:
         return float(x)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from baseliner.models.novelty import KINDS
 from baseliner.protos.v1 import admin_pb2
 from baseliner.service.console import charts
 from baseliner.service.console.history import DAY, HOUR, Anomaly, History, ImageActivity
+from baseliner.service.sinks.events import finite
 
 STATES = ("learning", "detecting", "frozen")
 MODES = ("auto", "learn", "detect", "freeze")
@@ -36,11 +37,6 @@ _PARTIAL_SORT = 1000  # rows up to the end of the page asked for: beyond this ma
 
 def _value(x: Any) -> str:
     return str(getattr(x, "value", x))
-
-
-def _finite(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,7 +303,7 @@ def fleet(baselines: Iterable[Any], history: History, f: FleetFilter, size: int)
         key = FLEET_SORTS.get(f.sort, FLEET_SORTS["image"])
         shown.sort(key=lambda ba: key(ba[0], ba[1], hour, day), reverse=f.desc)
     page = page_of(shown, f.page, size)
-    page.rows = [FleetRow(b.key, status(b), int(b.windows_learned), int(b.windows_scored), _finite(b.threshold),
+    page.rows = [FleetRow(b.key, status(b), int(b.windows_learned), int(b.windows_scored), finite(b.threshold),
                           len(act.containers), list(act.nodes), list(act.namespaces), _counts(act, hour),
                           _counts(act, day), act.last, _parent(b),
                           b.shard if isinstance(b, HeldElsewhere) else "") for b, act in page.rows]
@@ -411,7 +407,7 @@ def image(b: Any, history: History, all_features: bool = False) -> ImageView:
     latest = [a for a in (history.anomalies.get(e) for e in reversed(act.latest)) if a is not None]
     return ImageView(
         key=b.key, status=status(b), windows_learned=int(b.windows_learned), windows_scored=int(b.windows_scored),
-        anomalies=int(b.anomalies), first_window=_finite(first), last_window=_finite(last),
+        anomalies=int(b.anomalies), first_window=finite(first), last_window=finite(last),
         learned_seconds=float(b.learned_seconds), detector=str(cfg.detector),
         thresholds=_thresholds(b), budget=float(cfg.false_alarms_per_day), support=_support_rule(b),
         novelty=_novelty(b), features=feats if all_features else feats[:FEATURES_SHOWN], features_total=len(feats),
@@ -423,15 +419,15 @@ def image(b: Any, history: History, all_features: bool = False) -> ImageView:
 
 
 def _thresholds(b: Any) -> list[tuple[str, float | None, str]]:
-    out = [("decision, steady state", _finite(b.threshold),
+    out = [("decision, steady state", finite(b.threshold),
             "the alarm budget per window in decades of improbability (-log10 p); each tier's score is turned "
             "into its tail probability under its own threshold's calibration, and the tiers are combined")]
     for name, profile in (("steady state", b.steady), ("start-up", b.startup)):
         thr, seq = profile.threshold, profile.seq_threshold
-        out.append((f"rate tier, {name}", _finite(thr.value),
+        out.append((f"rate tier, {name}", finite(thr.value),
                     f"calibrated on {thr.n_scores:,} scores" if thr.calibrated else
                     f"not calibrated ({thr.n_scores} of {thr.min_scores} scores)"))
-        out.append((f"sequence tier, {name}", _finite(seq.value),
+        out.append((f"sequence tier, {name}", finite(seq.value),
                     f"calibrated on {seq.n_scores:,} scores" if seq.calibrated else
                     f"not calibrated ({seq.n_scores} of {seq.min_scores} scores)"))
     return out
