@@ -51,6 +51,13 @@ def event_id(node: str, container: str, window_start: float, kinds: Sequence[str
     return h.hexdigest()
 
 
+def _image(image_key: str, identity: Any, parent: str) -> dict[str, str]:
+    """An event's ``image``: its key, its parts, and the image key its baseline was inherited from
+    (``models/lineage.py``; "" for none)."""
+    return {"key": image_key, "repository": identity.image_repository, "tag": identity.image_tag,
+            "digest": identity.image_digest, "parent": parent}
+
+
 def build_event(
     *,
     event_id: str,
@@ -86,13 +93,7 @@ def build_event(
         "update": update,
         "node": identity.node,
         "container": {"id": identity.container_id, "name": identity.container_name},
-        "image": {
-            "key": image_key,
-            "repository": identity.image_repository,
-            "tag": identity.image_tag,
-            "digest": identity.image_digest,
-            "parent": parent,  # the image key this image's baseline was inherited from (models/lineage.py)
-        },
+        "image": _image(image_key, identity, parent),
         "pod": identity.pod,
         "namespace": identity.namespace,
         "workload": identity.workload,
@@ -126,13 +127,7 @@ def build_version_event(
         "kind": kind,
         "severity": severity,
         "node": identity.node,
-        "image": {
-            "key": image_key,
-            "repository": identity.image_repository,
-            "tag": identity.image_tag,
-            "digest": identity.image_digest,
-            "parent": lineage.parent,
-        },
+        "image": _image(image_key, identity, lineage.parent),
         "namespace": identity.namespace,
         "workload": identity.workload,
         "lineage": {"groups": list(lineage.groups), "status": lineage.status, "reason": lineage.reason,
