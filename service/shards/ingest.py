@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 import numpy as np
+from baseliner.models.block import TableMemo
 from baseliner.models.errors import ValidationError
 from baseliner.models.shards import routing_key
 from baseliner.protos.v1 import ingest_pb2, shards_pb2, vectors_pb2
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between tries of a part that found no holder yet (a map or a handover in progress).
 RETRY_SECONDS = 0.05
-_MAX_TABLES = 256
 
 
 def _reason(value: int) -> str:
@@ -58,7 +58,7 @@ class IngestRouter:
         self.cluster = cluster
         self.holdings = cluster.holdings
         self.membership = cluster.membership
-        self._tables: dict[tuple[Any, ...], frozenset[str]] = {}  # identity table -> its routing keys
+        self._tables: TableMemo[frozenset[str]] = TableMemo(256)  # identity table -> its routing keys
 
     @property
     def single(self) -> bool:
@@ -111,9 +111,8 @@ class IngestRouter:
             return None
         keys = self._tables.get(table)
         if keys is None:
-            if len(self._tables) >= _MAX_TABLES:
-                self._tables.clear()
-            keys = self._tables[table] = frozenset(routing_key(i.image_repository) for i in table)
+            keys = frozenset(routing_key(i.image_repository) for i in table)
+            self._tables.put(table, keys)
         return keys
 
     async def _split_batch(self, servicer: Any, sensor_id: str, node: str, batch: Any,
