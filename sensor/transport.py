@@ -123,58 +123,33 @@ class Backoff:
         self._attempt = 0
 
 
-class _Metrics:
-    """The transport's Prometheus metrics, labelled by shard: one set per registry, shared by a sensor's
-    transports (one per shard)."""
+#: The transport's metrics (``baseliner_sensor_*``, labelled by shard): name -> (kind, help).
+_METRICS: dict[str, tuple[type[Counter] | type[Gauge], str]] = {
+    "batches_sent": (Counter, "Batches written to the stream (resends too)"),
+    "batches_resent": (Counter, "Batches sent again after a reconnect"),
+    "batches_acked": (Counter, "Batches acknowledged by the service"),
+    "batches_dropped": (Counter, "Unacknowledged batches evicted from the full buffer"),
+    "vectors_dropped": (Counter, "Vectors in batches evicted from the full buffer"),
+    "batches_rejected": (Counter, "Whole batches refused by the service"),
+    "vectors_rejected": (Counter, "Vectors the service rejected (reasons are logged)"),
+    "vectors_applied": (Counter, "Vectors the service applied"),
+    "connect_failures": (Counter, "Streams that failed or broke"),
+    "buffer_batches": (Gauge, "Unacknowledged batches held"),
+    "buffer_bytes": (Gauge, "Bytes of unacknowledged batches held"),
+}
+#: The families of :data:`_METRICS` in each registry, shared by a sensor's transports (one per shard).
+_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
 
-    _shared: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
-    # this shard's children of the families below
-    batches_sent: Any
-    batches_resent: Any
-    batches_acked: Any
-    batches_dropped: Any
-    vectors_dropped: Any
-    batches_rejected: Any
-    vectors_rejected: Any
-    vectors_applied: Any
-    connect_failures: Any
-    buffer_batches: Any
-    buffer_bytes: Any
 
-    def __init__(self, registry: CollectorRegistry | None, shard: str = "") -> None:
-        self.enabled = registry is not None
-        if registry is None:
-            return
-        families = self._shared.get(registry)
-        if families is None:
-            families = self._shared[registry] = self._families(registry)
-        for name, family in families.items():
-            setattr(self, name, family.labels(shard))
-
-    @staticmethod
-    def _families(registry: CollectorRegistry) -> dict[str, Any]:
-        ns = "baseliner_sensor"
-        label = ("shard",)
-
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(f"{ns}_{name}", doc, label, registry=registry)
-
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(f"{ns}_{name}", doc, label, registry=registry)
-
-        return {
-            "batches_sent": counter("batches_sent_total", "Batches written to the stream (resends too)"),
-            "batches_resent": counter("batches_resent_total", "Batches sent again after a reconnect"),
-            "batches_acked": counter("batches_acked_total", "Batches acknowledged by the service"),
-            "batches_dropped": counter("batches_dropped_total", "Unacknowledged batches evicted from the full buffer"),
-            "vectors_dropped": counter("vectors_dropped_total", "Vectors in batches evicted from the full buffer"),
-            "batches_rejected": counter("batches_rejected_total", "Whole batches refused by the service"),
-            "vectors_rejected": counter("vectors_rejected_total", "Vectors the service rejected (reasons are logged)"),
-            "vectors_applied": counter("vectors_applied_total", "Vectors the service applied"),
-            "connect_failures": counter("connect_failures_total", "Streams that failed or broke"),
-            "buffer_batches": gauge("buffer_batches", "Unacknowledged batches held"),
-            "buffer_bytes": gauge("buffer_bytes", "Bytes of unacknowledged batches held"),
-        }
+def _shard_metrics(registry: CollectorRegistry | None, shard: str) -> dict[str, Any]:
+    """This shard's children of the transport's metric families in ``registry`` (none without a registry)."""
+    if registry is None:
+        return {}
+    families = _FAMILIES.get(registry)
+    if families is None:
+        families = _FAMILIES[registry] = {name: kind(f"baseliner_sensor_{name}", doc, ("shard",), registry=registry)
+                                          for name, (kind, doc) in _METRICS.items()}
+    return {name: family.labels(shard) for name, family in families.items()}
 
 
 _EXPECTED = (asyncio.InvalidStateError, ProtocolError, AckTimeout, ConnectionError, OSError)
@@ -277,7 +252,7 @@ class Transport:
         self.stats = TransportStats()
         self.shard = shard  # the shard this stream is for (Hello.shard); "" for a service that is not sharded
         self.on_epoch = on_epoch  # told (shard, epoch) of the shard map each Welcome and ack names
-        self._metrics = _Metrics(registry, shard)
+        self._metrics = _shard_metrics(registry, shard)
         self._channel_options = list(channel_options)
         self._credentials = credentials
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -443,13 +418,13 @@ class Transport:
         """Add to :attr:`stats`, and to the Prometheus counter of the same name where there is one."""
         for name, n in counts.items():
             setattr(self.stats, name, getattr(self.stats, name) + n)
-            if self._metrics.enabled and hasattr(self._metrics, name):
-                getattr(self._metrics, name).inc(n)
+            if name in self._metrics:
+                self._metrics[name].inc(n)
 
     def _update_gauges(self) -> None:
-        if self._metrics.enabled:
-            self._metrics.buffer_batches.set(self.buffer.batches)
-            self._metrics.buffer_bytes.set(self.buffer.nbytes)
+        if self._metrics:
+            self._metrics["buffer_batches"].set(self.buffer.batches)
+            self._metrics["buffer_bytes"].set(self.buffer.nbytes)
 
     # -- connection loop ---------------------------------------------------------------------------
 
