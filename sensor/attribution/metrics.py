@@ -13,12 +13,10 @@ OUTCOMES = ("runtime", "rule", "host", "ignored", "sandbox")
 
 
 class AttributionMetrics:
-    """No-ops without a registry."""
+    """Without a registry, the metrics go to a registry of their own that nobody reads."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.enabled = registry is not None
-        if registry is None:
-            return
+        registry = registry or CollectorRegistry()
         ns = "baseliner_sensor"
         self.lookups = Counter(f"{ns}_runtime_lookups_total", "Container metadata lookups by runtime and result "
                                "(found, not_found, unavailable, bad_answer)", ["runtime", "result"], registry=registry)
@@ -45,18 +43,14 @@ class AttributionMetrics:
             self.cgroups.labels(outcome)
 
     def lookup(self, runtime: str, result: str, seconds: float) -> None:
-        if self.enabled:
-            self.lookups.labels(runtime, result).inc()
-            self.lookup_seconds.labels(runtime).observe(seconds)
+        self.lookups.labels(runtime, result).inc()
+        self.lookup_seconds.labels(runtime).observe(seconds)
 
     def runtime_up(self, runtime: str, socket: str, up: bool) -> None:
-        if self.enabled:
-            self.up.labels(runtime, socket).set(1 if up else 0)
+        self.up.labels(runtime, socket).set(1 if up else 0)
 
     def socket_missing(self, kind: str, socket: str, missing: bool) -> None:
         """A socket named with --runtime that has no client: runtime_up{runtime=KIND} 0 while it lasts."""
-        if not self.enabled:
-            return
         if missing:
             self.up.labels(kind, socket).set(0)
         else:
@@ -66,21 +60,17 @@ class AttributionMetrics:
                 pass
 
     def attributed(self, outcome: str) -> None:
-        if self.enabled:
-            self.cgroups.labels(outcome).inc()
+        self.cgroups.labels(outcome).inc()
 
     def no_layout(self) -> None:
-        if self.enabled:
-            self.unmatched.inc()
+        self.unmatched.inc()
 
     def caches(self, cgroups: int, containers: int) -> None:
-        if self.enabled:
-            self.cache.labels("cgroups").set(cgroups)
-            self.cache.labels("containers").set(containers)
+        self.cache.labels("cgroups").set(cgroups)
+        self.cache.labels("containers").set(containers)
 
     def holding(self, n: int, released: int, dropped: dict[str, int]) -> None:
-        if self.enabled:
-            self.held.set(n)
-            self.released.inc(released)
-            for reason, k in dropped.items():
-                self.dropped.labels(reason).inc(k)
+        self.held.set(n)
+        self.released.inc(released)
+        for reason, k in dropped.items():
+            self.dropped.labels(reason).inc(k)
