@@ -395,7 +395,7 @@ class FalcoCorrelator:
         self.config = config
         self.downstream = list(downstream)
         self.lookup = lookup
-        self.metrics = metrics
+        self.metrics = metrics or FalcoMetrics(CollectorRegistry())  # (counted where nobody reads, without one)
         self.image_key = image_key or (lambda a: image_keys(a)[0])
         self._recent: LRUCache[str, _Recent] = LRUCache(config.max_containers)  # least recently seen go
 
@@ -485,11 +485,10 @@ class FalcoCorrelator:
         event["severity"] = raise_severity(model, block["priority"])
         event["falco"] = {"rules": list(block["rules"]), "priority": block["priority"], "alerts": block["alerts"]}
         if first:
-            if self.metrics is not None:
-                m = self.metrics
-                image = str((event.get("image") or {}).get("key") or "")
-                m.correlations.labels(m.image_label(image), m.namespace_label(str(event.get("namespace") or "")),
-                                      "escalated").inc()
+            m = self.metrics
+            image = str((event.get("image") or {}).get("key") or "")
+            m.correlations.labels(m.image_label(image), m.namespace_label(str(event.get("namespace") or "")),
+                                  "escalated").inc()
         return changed
 
     # -- alerts -------------------------------------------------------------------------------------
@@ -497,10 +496,9 @@ class FalcoCorrelator:
         """Count, correlate and record one alert; returns what was found (also the HTTP response)."""
         key = self.image_key(alert)
         m = self.metrics
-        if m is not None:
-            m.alerts.labels(m.image_label(key), m.namespace_label(alert.namespace), m.node_label(alert.node),
-                            alert.priority).inc()
-            m.rule_alerts.labels(m.rule(alert.rule), alert.priority).inc()
+        m.alerts.labels(m.image_label(key), m.namespace_label(alert.namespace), m.node_label(alert.node),
+                        alert.priority).inc()
+        m.rule_alerts.labels(m.rule(alert.rule), alert.priority).inc()
         recent = self._container(alert.container_id)
         recent.alerts.append(alert)
         escalated: list[str] = []
@@ -513,9 +511,7 @@ class FalcoCorrelator:
                     escalated.append(a.event_id)
                     self._forward(event)
         baseline = self._baseline_verdict(alert, key)
-        outcome = baseline["outcome"]
-        if m is not None:
-            m.correlations.labels(m.image_label(key), m.namespace_label(alert.namespace), outcome).inc()
+        m.correlations.labels(m.image_label(key), m.namespace_label(alert.namespace), baseline["outcome"]).inc()
         result = {"image_key": key, "anomalies": escalated, "baseline": baseline}
         self._forward(self._alert_event(alert, key, result))
         self._flush()  # an alert comes on its own, not with a batch whose end would flush the sinks

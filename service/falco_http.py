@@ -73,7 +73,7 @@ class FalcoEndpoint:
                  gate: Gate | None = None) -> None:
         self.config = config
         self.correlator = correlator
-        self.metrics = metrics
+        self.metrics = metrics or correlator.metrics
         self.gate = gate
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
@@ -192,8 +192,7 @@ class FalcoEndpoint:
         return 200, {"accepted": True}
 
     def _count(self, reason: str) -> None:
-        if self.metrics is not None:
-            self.metrics.rejected.labels(reason).inc()
+        self.metrics.rejected.labels(reason).inc()
 
 
 async def attach(server: Any, gate: Gate | None = None) -> FalcoEndpoint | None:

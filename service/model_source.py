@@ -143,7 +143,7 @@ class ModelSource:
         self.trusted = trusted  # the public keys a model must be signed by
         self.relearn_on_reload = relearn_on_reload
         self.timeout = timeout_seconds
-        self.metrics = ModelMetrics(registry) if registry is not None else None
+        self.metrics = ModelMetrics(registry or CollectorRegistry())  # (counted where nobody reads, without one)
         self.current: Loaded | None = None
         self._lock = asyncio.Lock()
 
@@ -184,11 +184,10 @@ class ModelSource:
                 pipeline.baselines[key] = b
                 pipeline.dirty.add(key)
             log.info("model %s: %d existing baselines start again from it", loaded.resolved, len(pipeline.baselines))
-        if self.metrics is not None:
-            self.metrics.loads.inc()
-            self.metrics.version.set(loaded.version)
-            self.metrics.warm.set(1 if model.warm else 0)
-            self.metrics.loaded.set(loaded.loaded_at)
+        self.metrics.loads.inc()
+        self.metrics.version.set(loaded.version)
+        self.metrics.warm.set(1 if model.warm else 0)
+        self.metrics.loaded.set(loaded.loaded_at)
         log.info(
             "model %s (%s): template for new baselines (%s)", loaded.uri, loaded.resolved,
             "config + trained state as warm start" if model.warm else "config only",
@@ -203,8 +202,7 @@ class ModelSource:
                 log.error("model reload failed, keeping %s: %s",
                           self.current.resolved if self.current else "the configured baselines", e,
                           exc_info=not isinstance(e, ModelError))
-                if self.metrics is not None:
-                    self.metrics.failures.inc()
+                self.metrics.failures.inc()
                 return False
             previous = self.current.resolved if self.current else "none"
             self.install(pipeline, loaded, relearn=self.relearn_on_reload)
@@ -229,8 +227,7 @@ async def attach(server: Any) -> ModelSource | None:
     try:
         loaded = await asyncio.to_thread(source.load)
     except ModelError:
-        if source.metrics is not None:
-            source.metrics.failures.inc()
+        source.metrics.failures.inc()
         raise
     source.install(server.pipeline, loaded)
     loop = asyncio.get_running_loop()
