@@ -42,7 +42,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # (with no-referrer, browsers post forms with "Origin: null")
     "Cache-Control": "no-store",
 }
-STATIC = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 MAX_STREAMS = 32  # live pages open at once
 KEEPALIVE_SECONDS = 15.0
 KINDS = ("novel_executable", "novel_syscall", "novel_port", "novel_sensitive_path", "rate", "sequence")
@@ -126,7 +125,7 @@ class Pages:
         router.add_post("/login", self.login)
         router.add_post("/logout", self.logout)
         router.add_get("/healthz", self.healthz)
-        router.add_get("/static/{name}", self.static)
+        router.add_static("/static", HERE / "static")
 
     # -- rendering ----------------------------------------------------------------------------------
     def render(self, request: web.Request, template: str, status: int = 200, **ctx: Any) -> web.Response:
@@ -351,10 +350,3 @@ class Pages:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def static(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        kind = STATIC.get(name)
-        if kind is None:
-            raise web.HTTPNotFound()
-        resp = web.Response(body=(HERE / "static" / name).read_bytes(), content_type=kind)
-        return resp
