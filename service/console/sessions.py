@@ -17,11 +17,11 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from baseliner.service.auth import Authorizer, Principal
+from cachetools import LRUCache
 
 COOKIE = "baseliner_console"
 
@@ -55,9 +55,8 @@ class LoginThrottle:
     WINDOW_SECONDS = 60.0
 
     def __init__(self, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_clients = max_clients
         self.clock = clock
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()  # address -> failure times, oldest first
+        self._failures: LRUCache[str, list[float]] = LRUCache(max_clients)  # address -> failure times, oldest first
 
     def _recent(self, client: str) -> list[float]:
         since = self.clock() - self.WINDOW_SECONDS
@@ -74,9 +73,6 @@ class LoginThrottle:
 
     def failed(self, client: str) -> None:
         self._failures[client] = self._recent(client) + [self.clock()]
-        self._failures.move_to_end(client)
-        while len(self._failures) > self.max_clients:
-            self._failures.popitem(last=False)
 
 
 class Sessions:
@@ -98,9 +94,8 @@ class Sessions:
         self.authorizer = authorizer
         self.idle_seconds = idle_seconds
         self.lifetime_seconds = lifetime_seconds
-        self.max_sessions = max_sessions
         self.clock = clock
-        self._sessions: OrderedDict[str, Session] = OrderedDict()  # sha256(cookie) -> session, least recent first
+        self._sessions: LRUCache[str, Session] = LRUCache(max_sessions)  # sha256(cookie) -> session
 
     def login(self, token: str) -> tuple[str, Session] | None:
         """A new session for the holder of ``token`` (its cookie value and the session); None for a bad token."""
@@ -110,9 +105,7 @@ class Sessions:
         cookie = secrets.token_urlsafe(32)
         now = self.clock()
         session = Session(who, secrets.token_urlsafe(32), now, now, token=token.strip())
-        self._sessions[_digest(cookie)] = session
-        while len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+        self._sessions[_digest(cookie)] = session  # (the least recently used one ends when there are too many)
         return cookie, session
 
     def get(self, cookie: str | None) -> Session | None:
@@ -127,8 +120,7 @@ class Sessions:
         if now - session.used > self.idle_seconds or now - session.created > self.lifetime_seconds:
             del self._sessions[key]
             return None
-        session.used = now
-        self._sessions.move_to_end(key)
+        session.used = now  # (and the lookup made it the most recently used)
         return session
 
     def logout(self, cookie: str | None) -> None:
