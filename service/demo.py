@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TextIO
 
 from baseliner.models.errors import ConfigError
@@ -27,6 +26,7 @@ from baseliner.sensor.buffer import MemoryBuffer
 from baseliner.sensor.routing import ShardRouter
 from baseliner.sensor.synthetic import HOUR, Attack, ScenarioConfig, SyntheticSource
 from baseliner.sensor.transport import Backoff
+from baseliner.service.sinks.events import epoch
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 # -- results ----------------------------------------------------------------------------------------------
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
-
 
 @dataclass
 class AttackResult:
@@ -111,8 +107,8 @@ def score_events(events: Sequence[dict[str, Any]], attacks: Sequence[Attack], de
     for ev in events:
         if ev.get("update"):
             continue
-        first = _epoch(ev["first_seen"])
-        last = _epoch(ev["last_seen"])
+        first = epoch(ev["first_seen"])
+        last = epoch(ev["last_seen"])
         matched = False
         for r in results:
             a = r.attack

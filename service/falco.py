@@ -23,7 +23,7 @@ from typing import Any
 
 from baseliner.service.config import FalcoConfig
 from baseliner.service.sinks.events import SCHEMA as ANOMALY_SCHEMA
-from baseliner.service.sinks.events import EventSink, iso8601
+from baseliner.service.sinks.events import EventSink, epoch, iso8601
 from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
@@ -340,13 +340,6 @@ class FalcoMetrics:
 # Correlation
 
 
-def _parse_iso(s: Any) -> float:
-    try:
-        return parse_time(s)
-    except ValueError:
-        return math.nan
-
-
 def raise_severity(severity: str, priority: str) -> str:
     """One step up; straight to ``critical`` for Falco priorities Critical, Alert and Emergency.
 
@@ -445,8 +438,8 @@ class FalcoCorrelator:
         if not cid:
             return
         eid = str(event.get("event_id", ""))
-        start = _parse_iso(event.get("first_seen"))
-        end = _parse_iso(event.get("last_seen"))
+        start = epoch(event.get("first_seen"))
+        end = epoch(event.get("last_seen"))
         if math.isnan(start) or math.isnan(end):
             return
         recent = self._container(cid)

@@ -14,13 +14,12 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
 from baseliner.service.falco import FALCO_SCHEMA, container_ref
 from baseliner.service.sinks.events import SCHEMA as ANOMALY_SCHEMA
-from baseliner.service.sinks.events import finite
+from baseliner.service.sinks.events import epoch, finite
 from cachetools import LRUCache
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,6 @@ _ANOMALIES_PER_IMAGE = 50  # latest anomaly ids listed on an image's page
 _ALERT_CONTAINERS = 10_000  # containers whose latest Falco alerts are kept
 _ALERTS_PER_CONTAINER = 16
 _MAX_CHOICES = 1000  # namespaces and nodes offered as filters
-
-
-def epoch(iso: Any) -> float:
-    """``2026-01-01T00:00:00.000Z`` -> seconds since the epoch (nan when it is not such a string).
-
-    >>> epoch("1970-01-01T00:01:00.000Z"), math.isnan(epoch(None))
-    (60.0, True)
-    """
-    try:
-        return datetime.fromisoformat(str(iso)).timestamp()
-    except ValueError:
-        return math.nan
 
 
 def _severity(value: Any) -> str:

@@ -39,6 +39,18 @@ def iso8601(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def epoch(iso: Any) -> float:
+    """An event's time back to seconds since the epoch (the inverse of :func:`iso8601`); nan when it is not one.
+
+    >>> epoch("1970-01-01T00:01:00.000Z"), math.isnan(epoch(None))
+    (60.0, True)
+    """
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return math.nan
+
+
 def finite(x: float) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
