@@ -46,19 +46,6 @@ MAX_HELD = 100_000
 REFRESH_SECONDS = 60.0
 
 
-class _Kept:
-    """A buffer handed from one stream to the next: the old stream's close leaves it open."""
-
-    def __init__(self, buffer: BatchBuffer) -> None:
-        self._buffer = buffer
-
-    def close(self) -> None:
-        """The next stream owns the buffer now."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._buffer, name)
-
-
 def map_from_proto(msg: shards_pb2.ShardMap, reached_at: str) -> ShardMap:
     """The domain map of a ``ShardMap`` message; an entry without an address is the shard reached at ``reached_at``
     (a service that is not sharded does not know the address it is reached at)."""
@@ -444,10 +431,8 @@ class ShardRouter:
         while self._moved:
             name, shard = self._moved.popitem()
             old = self.transports[name]
-            buffer = old.buffer
-            old.buffer = _Kept(buffer)  # closing the old stream must not close the buffer it hands on
-            await old.close()
-            t = self._transport(shard, buffer)
+            await old.close(keep_buffer=True)  # (the buffer it hands on stays open)
+            t = self._transport(shard, old.buffer)
             t.take_over(old)
             self.transports[name] = t
 

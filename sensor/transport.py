@@ -325,10 +325,10 @@ class Transport:
         held = list(self.buffer.entries())
         return len(held) + (1 if self._staged else 0), sum(p.vectors for p in held) + len(self._staged)
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = 5.0, *, keep_buffer: bool = False) -> None:
         """Stop: what is staged becomes a batch (the buffer evicts its oldest batches when full), the stream
         is half-closed once nothing is in flight, and the connection loop ends within ``timeout`` seconds
-        (unacknowledged batches stay buffered)."""
+        (unacknowledged batches stay buffered; ``keep_buffer`` leaves the buffer open for the next stream)."""
         self._closing = True
         self._closed.set()
         self._changed.set()
@@ -346,7 +346,8 @@ class Transport:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
-        self.buffer.close()
+        if not keep_buffer:
+            self.buffer.close()
 
     # -- producer side -----------------------------------------------------------------------------
 

@@ -459,3 +459,27 @@ def test_flush_gives_up_after_a_bounded_time_without_an_acknowledgement() -> Non
         assert t.undelivered() == (2, 15) and t.stats.vectors_dropped == 10
 
     run(body())
+
+
+def test_a_stream_closed_for_a_new_address_hands_its_buffer_on_open() -> None:
+    """A shard at a new address (sensor/routing.py): the old stream closes with ``keep_buffer`` and the new one
+    sends what it holds; any other close closes the buffer."""
+
+    class Buffer(MemoryBuffer):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    async def body() -> tuple[int, int]:
+        kept, closed = Buffer(first_sequence=1), Buffer(first_sequence=1)
+        for buffer, keep in ((kept, True), (closed, False)):
+            t = Transport(f"127.0.0.1:{_free_port()}", sensor_id="s1", node="node-1", buffer=buffer,
+                          backoff=_fast_backoff())
+            t.start()
+            await t.submit(_vectors(3))
+            await t.close(0.5, keep_buffer=keep)
+        return kept.closed, closed.closed
+
+    kept, closed = run(body())
+    assert (kept, closed) == (0, 1)
