@@ -596,7 +596,7 @@ def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
     from baseliner.sensor.probes import ProbeConfig, Probes
     from baseliner.sensor.vectors import build_vectors
 
-    with Probes(ProbeConfig(max_syscall_entries=4, max_ngram_entries=4, max_paths=2)) as tiny:
+    with Probes(ProbeConfig(max_syscall_rows=1, max_ngram_entries=4, max_paths=2)) as tiny:
         cgid, w = run_in_cgroup(tiny, cg_parent, [{"getppid": 100}, {"exec": ["/bin/true", 3]}])
     lost = w.counter(cgid, "lost")
     assert lost > 0

@@ -12,20 +12,28 @@
  *    (syscall arguments such as file names and sockaddrs) and, for the syscalls whose arguments are
  *    read, from the user register frame sys_enter is given (struct pt_regs: the registers the syscall
  *    was made with, in the x86_64 layout of the uapi <asm/ptrace.h>, the same in every kernel);
- *  - the per-syscall path (sys_enter) does one hash update, and with n-grams one task-local storage
- *    access (the thread's history; the task pointer is only passed to helpers); the syscalls whose arguments are read are tail calls from it, not syscalls:sys_enter_*
- *    tracepoints, whose perf handler would run on every syscall;
+ *  - the per-syscall path (sys_enter) hashes nothing to count a syscall: a per-CPU cache says which row of
+ *    the per-CPU syscall-count array the current task's cgroup has this window (filled, with one cgroup-id
+ *    helper call and one hash lookup, when the task, the window or a task's cgroup changed), and the
+ *    syscall's counter in that row is incremented; with n-grams, one task-local storage access (the
+ *    thread's history; the task pointer is only passed to helpers) and one hash update for the n-grams the
+ *    syscall closes; the syscalls whose arguments are read are tail calls from it (only for them), not
+ *    syscalls:sys_enter_* tracepoints, whose perf handler would run on every syscall;
  *  - nothing is sent per event to user space: everything is a counter in a map;
- *  - two sets of count maps (suffix _0 and _1); ctl[0] says which set programs write; user space
- *    flips it, waits for programs in flight, and drains the now inactive set, so no count is lost;
+ *  - two sets of count maps (suffix _0 and _1); ctl[0], the window's epoch, says which set programs write
+ *    (its parity); user space increments it, waits for programs in flight, and drains the now inactive set,
+ *    so no count is lost;
  *  - a full map is never silent: the miss is counted in the cgroup's `lost` counter, or, when even
  *    that is impossible, in the set's global lost counter.
  */
 #include <uapi/linux/ptrace.h>
 #include "ngrams.h"
 
-#ifndef MAX_SYSCALL_ENTRIES
-#define MAX_SYSCALL_ENTRIES 65536
+#ifndef MAX_SYSCALL_ROWS /* cgroups with syscall counts in a window (one row of NGRAM_NR_LIMIT counters each) */
+#define MAX_SYSCALL_ROWS 512
+#endif
+#ifndef MAX_ODD_SYSCALLS /* (cgroup, syscall number outside 0 .. NGRAM_NR_LIMIT - 1) pairs in a window */
+#define MAX_ODD_SYSCALLS 1024
 #endif
 #ifndef MAX_NGRAM_ENTRIES
 #define MAX_NGRAM_ENTRIES 131072
@@ -92,19 +100,30 @@
 #define F_DIRECTORY 0200000
 #define F_PATH 010000000
 
-/* One syscall of a cgroup and the n-grams it closes: g2, g3, g4 hold the bucket of that order within the
- * order (0 .. NGRAM_BUCKETS - 1) plus one, g6 the order-6 bucket (0 .. NGRAM_LONG_BUCKETS - 1) plus one; 0 is
- * "no n-gram of that order" (the order not counted, the thread's history too short, or a syscall outside the
- * id table).  One map update per syscall counts all of them; user space sums the counts over the other
- * fields to get the syscall counts and each order's bucket counts (probes.py, _drain_set). */
-struct ev_key {
+/* The n-grams one syscall of a cgroup closes, packed in `grams`: for each order n counted, the bucket of that
+ * order within the order plus one (g2, g3, g4: 1 .. NGRAM_BUCKETS; g6: 1 .. NGRAM_LONG_BUCKETS) at bit
+ * GRAM_SHIFT_n, 0 for "no n-gram of that order" (the order not counted, the thread's history too short).  One
+ * map update per syscall that closes any counts all of them; user space sums the counts over the other fields
+ * to get each order's bucket counts (probes.py, _drain_set). */
+#define GRAM_SHIFT_2 0
+#define GRAM_SHIFT_3 13
+#define GRAM_SHIFT_4 26
+#define GRAM_SHIFT_6 39
+struct gram_key {
+    u64 cgid;
+    u64 grams;
+};
+
+/* A syscall number outside the count rows (negative or >= NGRAM_NR_LIMIT): counted by key, rarely used. */
+struct odd_key {
     u64 cgid;
     u32 nr;
-    u32 g6;
-    u16 g2;
-    u16 g3;
-    u16 g4;
-    u16 pad;
+    u32 pad;
+};
+
+/* The syscall counts of one cgroup in one window, by syscall number. */
+struct sc_row {
+    u64 n[NGRAM_NR_LIMIT];
 };
 
 /* Per-cgroup counters; keep in sync with CG_FIELDS in sensor/probes.py. */
@@ -154,13 +173,21 @@ struct pending_in {
 };
 
 /* ---- the two sets of count maps ---- */
+/* rows[N * MAX_SYSCALL_ROWS + row]: a cgroup's syscall counts on a CPU in set N (one map for both sets: a
+   lookup whose map is the same on every path is inlined by the verifier, one choosing between two maps is a
+   helper call); row_of_N: cgroup id -> its row on each CPU, plus one (0: none yet on that CPU).  Each CPU takes
+   its rows in order, counted in its rows_used[N] (user space reads rows 0 .. the largest count - 1 and resets
+   the counts), so no two CPUs ever take a row at once. */
+BPF_PERCPU_ARRAY(rows, struct sc_row, 2 * MAX_SYSCALL_ROWS);
+BPF_PERCPU_HASH(row_of_0, u64, u64, MAX_SYSCALL_ROWS);
+BPF_PERCPU_HASH(row_of_1, u64, u64, MAX_SYSCALL_ROWS);
+BPF_PERCPU_ARRAY(rows_used, u32, 2);
+BPF_PERCPU_HASH(odd_0, struct odd_key, u64, MAX_ODD_SYSCALLS);
+BPF_PERCPU_HASH(odd_1, struct odd_key, u64, MAX_ODD_SYSCALLS);
 #if BASELINER_NGRAMS
-#define MAX_EVENT_ENTRIES (MAX_SYSCALL_ENTRIES + MAX_NGRAM_ENTRIES)
-#else
-#define MAX_EVENT_ENTRIES MAX_SYSCALL_ENTRIES
+BPF_PERCPU_HASH(grams_0, struct gram_key, u64, MAX_NGRAM_ENTRIES);
+BPF_PERCPU_HASH(grams_1, struct gram_key, u64, MAX_NGRAM_ENTRIES);
 #endif
-BPF_PERCPU_HASH(events_0, struct ev_key, u64, MAX_EVENT_ENTRIES);
-BPF_PERCPU_HASH(events_1, struct ev_key, u64, MAX_EVENT_ENTRIES);
 BPF_PERCPU_HASH(cgroups_0, u64, struct cg_counters, MAX_CGROUPS);
 BPF_PERCPU_HASH(cgroups_1, u64, struct cg_counters, MAX_CGROUPS);
 BPF_HASH(paths_0, struct path_key, u64, MAX_PATHS);
@@ -171,8 +198,29 @@ BPF_PERCPU_ARRAY(lost_0, u64, 1);
 BPF_PERCPU_ARRAY(lost_1, u64, 1);
 
 /* ---- shared state ---- */
-BPF_ARRAY(ctl, u32, 1);                        /* [0] = active set (0 or 1) */
-BPF_ARRAY(sysids, u32, NGRAM_NR_LIMIT);        /* syscall nr -> canonical id, filled by user space */
+/* [0]: the window's epoch (user space increments it at each flip; its parity is the set programs write);
+   [1]: task changes, incremented whenever a (task -> cgroup) pair a CPU cached may have become stale: a task
+   moved to another cgroup (cgroup_attach_task, cgroup_transfer_tasks) or a thread exited (its task's address
+   may be reused by a new task). */
+BPF_ARRAY(ctl, u64, 2);
+/* Per CPU: the task that made the last syscall counted here, under which epoch and task changes, its cgroup
+   and that cgroup's row (NO_ROW: the rows are full this window, the cgroup's syscalls count as lost). */
+#define NO_ROW 0xffffffffu
+struct cpu_cache {
+    u64 task;
+    u64 epoch;
+    u64 changes;
+    u64 cgid;
+    u32 row;
+    u32 pad;
+};
+BPF_PERCPU_ARRAY(cpu_cache, struct cpu_cache, 1);
+/* syscall nr -> its canonical id (n-grams) and whether arg_progs has a program for it, filled by user space */
+struct sc_info {
+    u32 id;
+    u32 args;
+};
+BPF_ARRAY(sysids, struct sc_info, NGRAM_NR_LIMIT);
 /* A thread's last ids, in its task-local storage (freed with the thread; user space cannot list it, so
    `threads` counts the histories made minus those deleted at thread exit; summed over CPUs, mod 2^64). */
 BPF_TASK_STORAGE(history, struct thread_hist);
@@ -219,8 +267,17 @@ BPF_ARRAY(dir_entries, u64, 1);
 static __always_inline u32 active_set(void)
 {
     u32 zero = 0;
-    u32 *s = ctl.lookup(&zero);
-    return (s && *s) ? 1 : 0;
+    u64 *e = ctl.lookup(&zero);
+    return e ? (u32)(*e & 1) : 0;
+}
+
+/* Invalidates every CPU's cached (task -> cgroup, row). */
+static __always_inline void tasks_changed(void)
+{
+    u32 one = 1;
+    u64 *v = ctl.lookup(&one);
+    if (v)
+        __sync_fetch_and_add(v, 1);
 }
 
 static __always_inline void lost_global(u32 set)
@@ -292,46 +349,41 @@ static __always_inline void endpoint_add(u32 set, struct ep_key *k)
 }
 
 #if BASELINER_NGRAMS
-/* The n-grams that syscall `nr` of the current thread closes, into k's g fields (only the configured orders;
-   the history is kept whole, 5 ids, whatever they are), and the thread's history moved on by one. */
-static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long nr)
+/* The n-grams that the current thread's syscall with canonical id `id` closes, packed as in struct gram_key
+   (only the configured orders; the history is kept whole, 5 ids, whatever they are), and the thread's history
+   moved on by one.  0: none. */
+static __always_inline u64 ngram_step(u32 set, u64 cgid, u32 id)
 {
-    if (nr < 0 || nr >= NGRAM_NR_LIMIT)
-        return; /* outside the id table: not part of the n-gram stream (spec, section 1) */
-    u32 idx = (u32)nr;
-    u32 *idp = sysids.lookup(&idx);
-    if (!idp)
-        return;
-    u32 id = *idp;
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf(); /* only passed to helpers */
     struct thread_hist *h = history.task_storage_get(task, 0, 0);
     if (!h) {
         h = history.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE); /* zeroed */
         if (!h) {
             lost_event(set, cgid);
-            return;
+            return 0;
         }
         threads_add(1);
         h->p1 = id;
         h->n = 1;
-        return;
+        return 0;
     }
     u32 n = h->n;
+    u64 g = 0;
 #if BASELINER_NGRAM_ORDER_2
     if (n >= 1)
-        k->g2 = 1 + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1));
+        g |= (u64)(1 + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1))) << GRAM_SHIFT_2;
 #endif
 #if BASELINER_NGRAM_ORDER_3
     if (n >= 2)
-        k->g3 = 1 + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
+        g |= (u64)(1 + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1))) << GRAM_SHIFT_3;
 #endif
 #if BASELINER_NGRAM_ORDER_4
     if (n >= 3)
-        k->g4 = 1 + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
+        g |= (u64)(1 + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1))) << GRAM_SHIFT_4;
 #endif
 #if BASELINER_NGRAM_ORDER_6
     if (n >= 5) /* no order 5 (spec v2, section 2) */
-        k->g6 = 1 + (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1));
+        g |= (u64)(1 + (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1))) << GRAM_SHIFT_6;
 #endif
     h->p5 = h->p4;
     h->p4 = h->p3;
@@ -339,39 +391,132 @@ static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long
     h->p2 = h->p1;
     h->p1 = id;
     h->n = n < NGRAM_MAX_ORDER - 1 ? n + 1 : NGRAM_MAX_ORDER - 1;
+    return g;
+}
+
+static __always_inline void grams_add(u32 set, u64 cgid, u64 grams)
+{
+    struct gram_key k = {.cgid = cgid, .grams = grams};
+    u64 *v = set ? grams_1.lookup(&k) : grams_0.lookup(&k);
+    if (v) {
+        *v += 1;
+        return;
+    }
+    u64 one = 1;
+    if (set ? grams_1.update(&k, &one) : grams_0.update(&k, &one))
+        lost_event(set, cgid);
 }
 #endif
 
 /* ---------------- syscalls ---------------- */
 
-/* One update per syscall: the (syscall, n-grams) event's count.  A full map loses the syscall and its n-grams
-   together (counted once in the cgroup's `lost`). */
+/* c = the current task's cgroup and its row on this CPU in set epoch & 1 (taking this CPU's next free row for
+   a cgroup without one; NO_ROW when none is left or the cgroup's entry cannot be made: its syscalls are then
+   counted as lost).  Only sys_enter runs this, never nested on a CPU (the kernel skips a nested run), so this
+   CPU's row count and row entry change under no one else. */
+static __always_inline void cache_fill(struct cpu_cache *c, u64 task, u64 epoch, u64 changes)
+{
+    u32 set = epoch & 1;
+    u64 cgid = bpf_get_current_cgroup_id(); /* read after `changes`: a move after it is seen next time */
+    c->task = task;
+    c->epoch = epoch;
+    c->changes = changes;
+    c->cgid = cgid;
+    c->row = NO_ROW;
+    u64 *r = set ? row_of_1.lookup(&cgid) : row_of_0.lookup(&cgid);
+    if (!r) {
+        u64 none = 0; /* fails when another CPU made the entry first: then it is there */
+        set ? row_of_1.insert(&cgid, &none) : row_of_0.insert(&cgid, &none);
+        r = set ? row_of_1.lookup(&cgid) : row_of_0.lookup(&cgid);
+        if (!r)
+            return; /* the map is full */
+    }
+    if (*r == 0) {
+        u32 *used = rows_used.lookup(&set);
+        if (!used || *used >= MAX_SYSCALL_ROWS)
+            return;
+        *used += 1;
+        *r = *used; /* the row taken, plus one */
+    }
+    c->row = (u32)(*r - 1);
+}
+
+static __always_inline void odd_add(u32 set, u64 cgid, long nr)
+{
+    struct odd_key k = {.cgid = cgid, .nr = (u32)nr};
+    u64 *v = set ? odd_1.lookup(&k) : odd_0.lookup(&k);
+    if (v) {
+        *v += 1;
+        return;
+    }
+    u64 one = 1;
+    if (set ? odd_1.update(&k, &one) : odd_0.update(&k, &one))
+        lost_event(set, cgid);
+}
+
+/* The syscall's counter in its cgroup's row; with n-grams, the n-grams it closes (one update).  A syscall
+   without a row is counted in the cgroup's `lost`, once (its n-grams are counted). */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     /* ctx->args[0] is struct pt_regs * (read by the arg_* programs only), ctx->args[1] the syscall number */
     long nr = (long)ctx->args[1];
-    u32 set = active_set();
-    u64 cgid = bpf_get_current_cgroup_id();
-    struct ev_key k = {.cgid = cgid, .nr = (u32)nr};
-#if BASELINER_NGRAMS
-    ngram_step(&k, set, cgid, nr);
-#endif
-    u64 *v = set ? events_1.lookup(&k) : events_0.lookup(&k);
-    if (v) {
-        *v += 1;
-    } else {
-        u64 one = 1;
-        if (set ? events_1.update(&k, &one) : events_0.update(&k, &one))
-            lost_event(set, cgid);
+    u32 zero = 0, one = 1;
+    u64 *epochp = ctl.lookup(&zero);
+    u64 *changesp = ctl.lookup(&one);
+    struct cpu_cache *c = cpu_cache.lookup(&zero);
+    if (!epochp || !changesp || !c)
+        return 0;
+    u64 epoch = *epochp, changes = *changesp;
+    u64 task = bpf_get_current_task();
+    if (c->task != task || c->epoch != epoch || c->changes != changes)
+        cache_fill(c, task, epoch, changes);
+    u32 set = epoch & 1;
+    u64 cgid = c->cgid;
+    u32 row = c->row;
+    if (nr < 0 || nr >= NGRAM_NR_LIMIT) { /* outside the id table: not part of the n-gram stream either */
+        odd_add(set, cgid, nr);
+        return 0;
     }
+    if (row == NO_ROW) {
+        lost_event(set, cgid);
+    } else {
+        u32 slot = set * MAX_SYSCALL_ROWS + row;
+        struct sc_row *counts = rows.lookup(&slot);
+        if (counts)
+            counts->n[nr & (NGRAM_NR_LIMIT - 1)] += 1;
+    }
+#if BASELINER_NGRAMS || BASELINER_SYSCALL_ARGS
+    u32 idx = (u32)nr;
+    struct sc_info *info = sysids.lookup(&idx);
+    if (!info)
+        return 0;
+#endif
+#if BASELINER_NGRAMS
+    u64 grams = ngram_step(set, cgid, info->id);
+    if (grams)
+        grams_add(set, cgid, grams);
+#endif
 #if BASELINER_SYSCALL_ARGS
-    if (nr >= 0 && nr < NGRAM_NR_LIMIT)
-        arg_progs.call(ctx, (u32)nr); /* a syscall whose arguments are read: its program; any other: nothing */
+    if (info->args)
+        arg_progs.call(ctx, idx); /* a syscall whose arguments are read: its program */
 #endif
     return 0;
 }
 
 /* ---------------- processes ---------------- */
+
+/* A task moved to another cgroup: every CPU's cached (task -> cgroup) is checked again. */
+TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
+{
+    tasks_changed();
+    return 0;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_transfer_tasks)
+{
+    tasks_changed();
+    return 0;
+}
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
@@ -413,6 +558,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 tid = (u32)pid_tgid;
     if (history.task_storage_delete((struct task_struct *)bpf_get_current_task_btf()) == 0)
         threads_add(-1);
+    tasks_changed(); /* the task's address may be reused by a task of another cgroup */
     if (tid == (u32)(pid_tgid >> 32)) { /* the thread group leader: the process */
         u32 set = active_set();
         CG_ADD(set, bpf_get_current_cgroup_id(), exits, 1);
