@@ -181,8 +181,10 @@ GRAM_SHIFT = {2: 0, 3: 13, 4: 26, 6: 39}
 GRAM_BITS = {2: 13, 3: 13, 4: 13, 6: 17}
 #: struct odd_key: a cgroup and a syscall number outside the count rows
 _ODD_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("pad", "<u4")])
-#: syscall numbers with a counter in a cgroup's row (NGRAM_NR_LIMIT)
+#: syscall numbers with a counter in a cgroup's row (NGRAM_NR_LIMIT), and its n-gram slots (GRAM_SLOTS: a
+#: (grams, count) pair each)
 ROW_SYSCALLS = 512
+GRAM_SLOTS = 128
 #: where each order's buckets start in the n-gram vector (docs/ngram-spec.md, section 2)
 _ORDER_OFFSET = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, 6: SHORT_BUCKETS}
 _EP_KEY = np.dtype([("cgid", "<u8"), ("addr", "u1", (16,)), ("port", "<u2"), ("family", "u1"),
@@ -302,7 +304,8 @@ class Probes:
         self._ctl[ct.c_uint32(0)] = ct.c_uint64(0)
         self.ncpu = len(get_possible_cpus())
         self._sets = [self._drainers(lib, s) for s in (0, 1)]
-        self._rows = _Rows(lib, self._bpf[b"rows"], 8 * ROW_SYSCALLS, self.ncpu)  # set N: from N * max_syscall_rows
+        row_words = ROW_SYSCALLS + (2 * GRAM_SLOTS if self.config.ngrams else 0)
+        self._rows = _Rows(lib, self._bpf[b"rows"], 8 * row_words, self.ncpu)  # set N: from N * max_syscall_rows
         b = self._bpf
         self._shared = {
             "sock_owner": _Drainer(lib, b[b"sock_owner"], np.dtype("<u8"), 8, 1),
@@ -368,15 +371,17 @@ class Probes:
     def _drain_set(self, s: int) -> WindowCounts:
         dr = self._sets[s]
         out = WindowCounts()
-        self._drain_syscalls(s, out)
+        row_cgids, row_grams, row_counts = self._drain_rows(s, out)
         if self.config.ngrams:
             keys, vals = dr["grams"].drain()
-            tot = vals[:, :, 0].sum(axis=1)
+            cgids = np.concatenate([keys["cgid"], row_cgids])
+            grams = np.concatenate([keys["grams"], row_grams])
+            tot = np.concatenate([vals[:, :, 0].sum(axis=1), row_counts])
             for order in self.config.ngram_orders:
-                g = (keys["grams"] >> np.uint64(GRAM_SHIFT[order])) & np.uint64((1 << GRAM_BITS[order]) - 1)
+                g = (grams >> np.uint64(GRAM_SHIFT[order])) & np.uint64((1 << GRAM_BITS[order]) - 1)
                 has = g != 0
                 buckets = g[has].astype(np.int64) - 1 + _ORDER_OFFSET[order]
-                for cg, b, v in _sum_by(keys["cgid"][has], buckets, tot[has]):
+                for cg, b, v in _sum_by(cgids[has], buckets, tot[has]):
                     out.ngrams.setdefault(cg, {})[b] = v
         keys, vals = dr["cgroups"].drain()
         sums = vals.sum(axis=1)
@@ -400,9 +405,10 @@ class Probes:
         lost.clear()  # per-CPU array: zero every slot (inactive set: nothing writes to it)
         return out
 
-    def _drain_syscalls(self, s: int, out: WindowCounts) -> None:
-        """The set's syscall counts into ``out.syscalls``: each cgroup's row (summed over CPUs), then the numbers
-        outside the rows; the rows are zeroed and their assignment cleared for the set's next window."""
+    def _drain_rows(self, s: int, out: WindowCounts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The set's syscall counts into ``out.syscalls``: each cgroup's rows (summed over CPUs), then the numbers
+        outside the rows; the rows are zeroed and their assignment cleared for the set's next window.  Returns the
+        (cgroup, grams, count) pairs left in the rows' n-gram slots."""
         dr = self._sets[s]
         key = ct.c_uint32(s)
         used = max(int(v) for v in self._rows_used[key])  # rows taken, per CPU
@@ -410,8 +416,9 @@ class Probes:
         table = self._rows.take(s * self.config.max_syscall_rows, used)  # [row, cpu, nr]
         self._rows_used[key] = self._rows_used.Leaf(*([0] * self.ncpu))
         cg_index, cpu = np.nonzero(rows[:, :, 0])
+        mine = table[rows[cg_index, cpu, 0].astype(np.int64) - 1, cpu]  # [(cgroup, cpu), words of a row]
         counts = np.zeros((len(cgids), ROW_SYSCALLS), dtype=np.uint64)
-        np.add.at(counts, cg_index, table[rows[cg_index, cpu, 0].astype(np.int64) - 1, cpu])
+        np.add.at(counts, cg_index, mine[:, :ROW_SYSCALLS])
         for cg, row in zip(cgids.tolist(), counts, strict=True):
             nrs = np.flatnonzero(row)
             if len(nrs):
@@ -420,6 +427,10 @@ class Probes:
         tot = vals[:, :, 0].sum(axis=1)
         for cg, nr, v in _sum_by(keys["cgid"], keys["nr"], tot):
             out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
+        slots = mine[:, ROW_SYSCALLS:].reshape(len(mine), -1, 2)  # [(cgroup, cpu), slot, (grams, count)]
+        taken = slots[:, :, 0] != 0
+        owner = np.broadcast_to(cgids[cg_index][:, None], taken.shape)
+        return owner[taken], slots[:, :, 0][taken], slots[:, :, 1][taken]
 
     def kernel_misses_by_program(self) -> dict[str, int]:
         """``recursion_misses`` of each program (events the kernel ran it not for)."""

@@ -121,9 +121,21 @@ struct odd_key {
     u32 pad;
 };
 
-/* The syscall counts of one cgroup in one window, by syscall number. */
+/* The counts of one cgroup in one window on one CPU: its syscalls, by number, and, with n-grams, a
+ * direct-mapped cache of its n-gram counts (GRAM_SLOTS (grams, count) pairs, grams 0: empty; the slot is taken
+ * from the buckets' bits): a syscall whose n-grams are in their slot adds one there, without hashing; one that
+ * finds another pair there moves that pair's count to the grams_N map and takes the slot.  User space adds the
+ * pairs left in the rows to what it drains from grams_N. */
+#define GRAM_SLOTS 128
+struct gram_slot {
+    u64 grams;
+    u64 count;
+};
 struct sc_row {
     u64 n[NGRAM_NR_LIMIT];
+#if BASELINER_NGRAMS
+    struct gram_slot g[GRAM_SLOTS];
+#endif
 };
 
 /* Per-cgroup counters; keep in sync with CG_FIELDS in sensor/probes.py. */
@@ -394,17 +406,35 @@ static __always_inline u64 ngram_step(u32 set, u64 cgid, u32 id)
     return g;
 }
 
-static __always_inline void grams_add(u32 set, u64 cgid, u64 grams)
+static __always_inline void grams_add(u32 set, u64 cgid, u64 grams, u64 n)
 {
     struct gram_key k = {.cgid = cgid, .grams = grams};
     u64 *v = set ? grams_1.lookup(&k) : grams_0.lookup(&k);
     if (v) {
-        *v += 1;
+        *v += n;
         return;
     }
-    u64 one = 1;
-    if (set ? grams_1.update(&k, &one) : grams_0.update(&k, &one))
-        lost_event(set, cgid);
+    if (set ? grams_1.update(&k, &n) : grams_0.update(&k, &n))
+        CG_ADD(set, cgid, lost, n);
+}
+
+/* The n-grams `grams` once more for the cgroup of `row` (NULL: it has no row; straight to grams_N). */
+static __always_inline void grams_count(struct sc_row *row, u32 set, u64 cgid, u64 grams)
+{
+    if (!row) {
+        grams_add(set, cgid, grams, 1);
+        return;
+    }
+    u32 i = (u32)((grams >> GRAM_SHIFT_6) ^ (grams >> GRAM_SHIFT_4) ^ (grams >> GRAM_SHIFT_3) ^ grams);
+    struct gram_slot *slot = &row->g[i & (GRAM_SLOTS - 1)];
+    if (slot->grams == grams) {
+        slot->count += 1;
+        return;
+    }
+    if (slot->grams)
+        grams_add(set, cgid, slot->grams, slot->count);
+    slot->grams = grams;
+    slot->count = 1;
 }
 #endif
 
@@ -454,7 +484,7 @@ static __always_inline void odd_add(u32 set, u64 cgid, long nr)
         lost_event(set, cgid);
 }
 
-/* The syscall's counter in its cgroup's row; with n-grams, the n-grams it closes (one update).  A syscall
+/* The syscall's counter in its cgroup's row; with n-grams, the n-grams it closes (one count).  A syscall
    without a row is counted in the cgroup's `lost`, once (its n-grams are counted). */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
@@ -477,11 +507,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         odd_add(set, cgid, nr);
         return 0;
     }
+    struct sc_row *counts = 0;
     if (row == NO_ROW) {
         lost_event(set, cgid);
     } else {
         u32 slot = set * MAX_SYSCALL_ROWS + row;
-        struct sc_row *counts = rows.lookup(&slot);
+        counts = rows.lookup(&slot);
         if (counts)
             counts->n[nr & (NGRAM_NR_LIMIT - 1)] += 1;
     }
@@ -494,7 +525,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 #if BASELINER_NGRAMS
     u64 grams = ngram_step(set, cgid, info->id);
     if (grams)
-        grams_add(set, cgid, grams);
+        grams_count(counts, set, cgid, grams);
 #endif
 #if BASELINER_SYSCALL_ARGS
     if (info->args)
