@@ -357,16 +357,7 @@ class Probes:
 
     def kernel_misses(self) -> int:
         """Sum of the programs' ``recursion_misses`` (``/proc/self/fdinfo`` of each program fd)."""
-        total = 0
-        for fn in self._bpf.funcs.values():
-            try:
-                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
-                    for line in f:
-                        if line.startswith("recursion_misses:"):
-                            total += int(line.split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-        return total
+        return sum(self.kernel_misses_by_program().values())
 
     def _drain_set(self, s: int) -> WindowCounts:
         dr = self._sets[s]
@@ -436,13 +427,9 @@ class Probes:
         """``recursion_misses`` of each program (events the kernel ran it not for)."""
         out: dict[str, int] = {}
         for name, fn in self._bpf.funcs.items():
-            try:
-                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
-                    for line in f:
-                        if line.startswith("recursion_misses:"):
-                            out[name.decode() if isinstance(name, bytes) else str(name)] = int(line.split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
+            misses = _fdinfo_field(fn.fd, b"recursion_misses:")
+            if misses is not None:
+                out[name.decode() if isinstance(name, bytes) else str(name)] = misses
         return out
 
     def map_memory(self) -> dict[str, int]:
@@ -492,6 +479,26 @@ def _sum_by(cgids: np.ndarray, sub: np.ndarray, counts: np.ndarray) -> list[tupl
     keep = sums > 0
     cgs = cg_ids[(pairs >> 32)[keep]].tolist()
     return list(zip(cgs, (pairs & 0xFFFFFFFF)[keep].tolist(), sums[keep].tolist(), strict=True))
+
+
+def _fdinfo_field(fd: int, field: bytes) -> int | None:
+    """An integer field of ``/proc/self/fdinfo/<fd>`` (None: no such fd or field); read with one os.read, as it
+    is read for every program at every flip."""
+    try:
+        f = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        text = os.read(f, 4096)
+    finally:
+        os.close(f)
+    at = text.find(field)
+    if at < 0:
+        return None
+    try:
+        return int(text[at + len(field):text.index(b"\n", at)])
+    except ValueError:
+        return None
 
 
 def _signed_nr(nr: int) -> int:
