@@ -605,22 +605,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 
 #define USER_CS_64 0x33 /* __USER_CS: the 64-bit user code segment */
 
-/* The six arguments of the syscall entering now, into a[], from the user register frame sys_enter gets
-   (x86_64: di, si, dx, r10, r8, r9).  Returns 0, and the syscall is not one whose arguments are read, when it
-   is not a native x86_64 syscall: one from a 32-bit code segment, or made by int 0x80 or sysenter (the
-   instruction before the return address is not `syscall`, 0f 05), whose numbers and registers are the ia32
-   ones; syscalls:sys_enter_* leave those out too.  An instruction that cannot be read (execute-only memory)
-   counts as `syscall`.  (A ptrace tracer that moves the return address at the syscall-entry stop can make a
-   native syscall look like another: docs/sensor.md, known limits.) */
-static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 *a)
+/* The six arguments of the syscall entering now, into a[0 .. 5], and its return address, into a[6], from the
+   user register frame sys_enter gets (x86_64: di, si, dx, r10, r8, r9; ip).  Returns 0, and the syscall is not
+   one whose arguments are read, when it comes from a 32-bit code segment. */
+static __always_inline int syscall_regs(struct bpf_raw_tracepoint_args *ctx, u64 *a)
 {
     struct pt_regs r;
     if (bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]))
         return 0;
     if ((u16)r.cs != USER_CS_64)
-        return 0;
-    u8 insn[2];
-    if (bpf_probe_read_user(insn, sizeof(insn), (void *)(r.ip - 2)) == 0 && (insn[0] != 0x0f || insn[1] != 0x05))
         return 0;
     a[0] = r.di;
     a[1] = r.si;
@@ -628,7 +621,28 @@ static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64
     a[3] = r.r10;
     a[4] = r.r8;
     a[5] = r.r9;
+    a[6] = r.ip;
     return 1;
+}
+
+/* Whether the syscall of syscall_regs() is a native x86_64 one: 0 when it was made by int 0x80 or sysenter (the
+   instruction before the return address is not `syscall`, 0f 05), whose numbers and registers are the ia32
+   ones; syscalls:sys_enter_* leave those out too.  An instruction that cannot be read (execute-only memory)
+   counts as `syscall`.  (A ptrace tracer that moves the return address at the syscall-entry stop can make a
+   native syscall look like another: docs/sensor.md, known limits.)  Reading user memory costs: the programs
+   ask only once the arguments say there is something to count. */
+static __always_inline int native_syscall(const u64 *a)
+{
+    u8 insn[2];
+    if (bpf_probe_read_user(insn, sizeof(insn), (void *)(a[6] - 2)) == 0 && (insn[0] != 0x0f || insn[1] != 0x05))
+        return 0;
+    return 1;
+}
+
+/* The arguments of a native x86_64 syscall (syscall_regs and native_syscall), a[] as syscall_regs fills it. */
+static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 *a)
+{
+    return syscall_regs(ctx, a) && native_syscall(a);
 }
 
 /* ---------------- files ---------------- */
@@ -866,6 +880,12 @@ static __always_inline void file_opened(long ret)
     }
 }
 
+/* Whether an open with these flags is counted (file_open does something with it). */
+static __always_inline int open_counted(u64 flags)
+{
+    return (flags & (WRITE_INTENT | F_DIRECTORY | F_PATH)) != 0;
+}
+
 static __always_inline void file_open(int dfd, const char *filename, u64 flags)
 {
     if (!(flags & WRITE_INTENT)) {
@@ -885,27 +905,27 @@ static __always_inline void link_target(int dfd, const char *newname)
 }
 
 /* The programs below are the arg_progs entries of their syscalls: sys_enter tail-calls them after counting
-   the syscall.  a[] holds the syscall's arguments (syscall_args). */
+   the syscall.  a[] holds the syscall's arguments (syscall_regs). */
 
 int arg_openat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
+    u64 a[7];
+    if (syscall_regs(ctx, a) && open_counted((u32)a[2]) && native_syscall(a))
         file_open((int)a[0], (const char *)a[1], (u32)a[2]);
     return 0;
 }
 
 int arg_open(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
+    u64 a[7];
+    if (syscall_regs(ctx, a) && open_counted((u32)a[1]) && native_syscall(a))
         file_open(AT_FDCWD_, (const char *)a[0], (u32)a[1]);
     return 0;
 }
 
 int arg_creat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         file_open(AT_FDCWD_, (const char *)a[0], F_CREAT | F_WRONLY | F_TRUNC);
     return 0;
@@ -913,7 +933,7 @@ int arg_creat(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (!syscall_args(ctx, a))
         return 0;
     u64 flags = 0; /* struct open_how is user memory; flags is its first member */
@@ -942,7 +962,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
 
 int arg_close(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (dir_maps_empty() || !syscall_args(ctx, a))
         return 0;
     u64 key = fd_key((int)a[0]);
@@ -955,7 +975,7 @@ int arg_close(struct bpf_raw_tracepoint_args *ctx)
    "..", unmarks it; another relative one stays inside (the mark stays). */
 int arg_chdir(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (!syscall_args(ctx, a))
         return 0;
     u32 zero = 0;
@@ -987,7 +1007,7 @@ int arg_chdir(struct bpf_raw_tracepoint_args *ctx)
    writes meanwhile count as unresolved. */
 int arg_fchdir(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (!syscall_args(ctx, a))
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -1009,7 +1029,7 @@ int arg_fchdir(struct bpf_raw_tracepoint_args *ctx)
 /* What a rename, link or symlink creates is written where its new name says (O_TMPFILE + linkat too). */
 int arg_rename(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
@@ -1017,7 +1037,7 @@ int arg_rename(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_renameat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[2], (const char *)a[3]);
     return 0;
@@ -1025,7 +1045,7 @@ int arg_renameat(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_renameat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[2], (const char *)a[3]);
     return 0;
@@ -1033,7 +1053,7 @@ int arg_renameat2(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_link(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
@@ -1041,7 +1061,7 @@ int arg_link(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_linkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[2], (const char *)a[3]);
     return 0;
@@ -1049,7 +1069,7 @@ int arg_linkat(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_symlink(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
@@ -1057,7 +1077,7 @@ int arg_symlink(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_symlinkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[1], (const char *)a[2]);
     return 0;
@@ -1180,8 +1200,9 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
 }
 
 #if BASELINER_SYSCALL_ARGS
-/* DNS: a connect() or sendto() to remote port 53 (user-space sockaddr, AF_INET/AF_INET6). */
-static __always_inline void dns_check(const void *uaddr)
+/* DNS: a connect() or sendto() to remote port 53 (user-space sockaddr, AF_INET/AF_INET6) of a native syscall
+   (a[] from syscall_regs). */
+static __always_inline void dns_check(const u64 *a, const void *uaddr)
 {
     if (!uaddr)
         return;
@@ -1190,24 +1211,24 @@ static __always_inline void dns_check(const void *uaddr)
         return;
     if (hdr[0] != FAM_INET && hdr[0] != FAM_INET6)
         return;
-    if (bpf_ntohs(hdr[1]) != DNS_PORT)
+    if (bpf_ntohs(hdr[1]) != DNS_PORT || !native_syscall(a))
         return;
     CG_ADD(active_set(), bpf_get_current_cgroup_id(), dns_queries, 1);
 }
 
 int arg_connect(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
-        dns_check((const void *)a[1]);
+    u64 a[7];
+    if (syscall_regs(ctx, a))
+        dns_check(a, (const void *)a[1]);
     return 0;
 }
 
 int arg_sendto(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
-        dns_check((const void *)a[4]);
+    u64 a[7];
+    if (syscall_regs(ctx, a))
+        dns_check(a, (const void *)a[4]);
     return 0;
 }
 #endif /* BASELINER_SYSCALL_ARGS */
