@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from baseliner.sensor.bpf_source import BpfSource, BpfSourceConfig  # noqa: E402
-from baseliner.sensor.probes import ProbeConfig  # noqa: E402
+from baseliner.sensor.probes import ROW_SYSCALLS, ProbeConfig  # noqa: E402
 from baseliner.sensor.vectors import WindowCounts  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.warmup)
         base = ProbeConfig()
         scaled = {f: int(getattr(base, f) * args.map_scale) for f in
-                  ("max_syscall_entries", "max_ngram_entries", "max_cgroups", "max_paths", "max_endpoints")}
+                  ("max_syscall_rows", "max_ngram_entries", "max_cgroups", "max_paths", "max_endpoints")}
         probes_cfg = replace(base, **scaled) if args.map_scale != 1 else base
         reg = CollectorRegistry()
         src = BpfSource(BpfSourceConfig(window_seconds=args.window, probes=probes_cfg), registry=reg)
@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lookup_time = sample("baseliner_sensor_runtime_lookup_seconds_sum", runtime="docker")
         attribution = sample("baseliner_sensor_attribution_seconds_sum")
         src.close()
-        capacity = {"syscalls": probes_cfg.max_syscall_entries, "ngrams": probes_cfg.max_ngram_entries,
+        capacity = {"syscalls": probes_cfg.max_syscall_rows * ROW_SYSCALLS,  # a row per cgroup (and CPU)
+                    "ngrams": probes_cfg.max_ngram_entries,
                     "endpoints": probes_cfg.max_endpoints, "paths": probes_cfg.max_paths,
                     "cgroups": probes_cfg.max_cgroups}
         per_map = {m: percentiles([x for w in windows for x in w["per_container"][m]]) for m in capacity

@@ -4,7 +4,8 @@ The only module that imports ``bcc``.  The kernel C lives in ``sensor/bpf/``; th
 configuration (map sizes, n-gram orders, the sensitive-prefix matcher), compiles with BCC against the headers
 :func:`find_kernel_source` finds, fills the syscall-number -> canonical-id table and returns drained map
 contents as :class:`baseliner.sensor.vectors.WindowCounts`.  How a flip drains without loss (every count map
-twice, ``ctl[0]`` selects the set programs write, :data:`GRACE_SECONDS`) is in ``docs/sensor.md``.
+twice, the parity of ``ctl[0]``, the window's epoch, selects the set programs write, :data:`GRACE_SECONDS`)
+is in ``docs/sensor.md``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class ProbeConfig:
     # container per 5 s window under load (bench/busy_containers.py, docs/benchmarks.md): 100 busy containers
     # reached 4,687 syscall keys (<= 77 a container), 72,785 n-gram buckets (<= 1,854 a container) and
     # 10,700 endpoints; one container port-scanning at full speed adds up to 65,535 endpoints in a window.
-    max_syscall_entries: int = 65536
+    # Syscall counts take one row of 512 per-CPU counters (4 KiB a CPU) per cgroup active in the window.
+    max_syscall_rows: int = 512
     max_ngram_entries: int = 262144
     max_cgroups: int = 8192
     max_paths: int = 8192
@@ -158,7 +160,7 @@ def build_program(config: ProbeConfig) -> str:
         "BASELINER_NGRAMS": int(config.ngrams),
         **{f"BASELINER_NGRAM_ORDER_{n}": int(n in config.ngram_orders) for n in ORDERS},
         "BASELINER_SYSCALL_ARGS": int(config.syscall_args),
-        "MAX_SYSCALL_ENTRIES": config.max_syscall_entries,
+        "MAX_SYSCALL_ROWS": config.max_syscall_rows,
         "MAX_NGRAM_ENTRIES": config.max_ngram_entries,
         "MAX_CGROUPS": config.max_cgroups,
         "MAX_PATHS": config.max_paths,
@@ -172,9 +174,17 @@ def build_program(config: ProbeConfig) -> str:
 
 # ---------------------------------------------------------------- map draining
 
-#: struct ev_key: a syscall and the bucket + 1 of each n-gram order it closes (0: none)
-_EV_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("g6", "<u4"), ("g2", "<u2"), ("g3", "<u2"), ("g4", "<u2"),
-                    ("pad", "<u2")])
+#: struct gram_key: a cgroup and the n-grams one syscall closed, each order's bucket + 1 (0: none) packed
+_GRAM_KEY = np.dtype([("cgid", "<u8"), ("grams", "<u8")])
+#: each order's bit position in gram_key.grams (GRAM_SHIFT_n in sensor.c) and its field's width
+GRAM_SHIFT = {2: 0, 3: 13, 4: 26, 6: 39}
+GRAM_BITS = {2: 13, 3: 13, 4: 13, 6: 17}
+#: struct odd_key: a cgroup and a syscall number outside the count rows
+_ODD_KEY = np.dtype([("cgid", "<u8"), ("nr", "<u4"), ("pad", "<u4")])
+#: syscall numbers with a counter in a cgroup's row (NGRAM_NR_LIMIT), and its n-gram slots (GRAM_SLOTS: a
+#: (grams, count) pair each)
+ROW_SYSCALLS = 512
+GRAM_SLOTS = 128
 #: where each order's buckets start in the n-gram vector (docs/ngram-spec.md, section 2)
 _ORDER_OFFSET = {2: 0, 3: BUCKETS, 4: 2 * BUCKETS, 6: SHORT_BUCKETS}
 _EP_KEY = np.dtype([("cgid", "<u8"), ("addr", "u1", (16,)), ("port", "<u2"), ("family", "u1"),
@@ -223,6 +233,44 @@ class _Drainer:
         return keys, vals.reshape(total, self.ncpu, self.value_size // 8)
 
 
+class _Rows:
+    """The first rows of a per-CPU array of counters: read them and zero them, one batch syscall each."""
+
+    def __init__(self, lib: Any, table: Any, value_size: int, ncpu: int) -> None:
+        self.lib = lib
+        self.fd = table.map_fd
+        self.max_entries = int(table.max_entries)
+        self.row_bytes = value_size * ncpu
+        self.ncpu = ncpu
+        self.value_size = value_size
+        self.keys = (ct.c_uint32 * self.max_entries)(*range(self.max_entries))
+        self.values = (ct.c_ubyte * (self.row_bytes * self.max_entries))()
+        self.zeros = (ct.c_ubyte * (self.row_bytes * self.max_entries))()
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        """Rows start .. start + n - 1 as uint64[n, ncpu, value_size // 8], then zeroed in the map."""
+        n = min(n, self.max_entries - start)
+        if n <= 0:
+            return np.zeros((0, self.ncpu, self.value_size // 8), dtype=np.uint64)
+        in_batch = ct.c_uint32(start - 1)  # the batch goes on after this key
+        out_batch = ct.c_uint32(0)
+        count = ct.c_uint32(n)
+        if self.lib.bpf_lookup_batch(self.fd, ct.byref(in_batch) if start else None, ct.byref(out_batch),
+                                     ct.byref(self.keys, 4 * start), ct.byref(self.values),
+                                     ct.byref(count)) != 0 and ct.get_errno() not in (0, 2):
+            err = ct.get_errno()
+            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
+        if count.value != n:
+            raise OSError(0, f"BPF_MAP_LOOKUP_BATCH read {count.value} of {n} rows")
+        vals = np.frombuffer(memoryview(self.values), dtype="<u8", count=n * self.row_bytes // 8).copy()
+        count.value = n
+        if self.lib.bpf_update_batch(self.fd, ct.byref(self.keys, 4 * start), ct.byref(self.zeros), ct.byref(count),
+                                     None) != 0:
+            err = ct.get_errno()
+            raise OSError(err, f"BPF_MAP_UPDATE_BATCH failed: {os.strerror(err)}")
+        return vals.reshape(n, self.ncpu, self.value_size // 8)
+
+
 class Probes:
     """The loaded, attached program.  ``with Probes(cfg) as p: ... p.flip()``."""
 
@@ -245,15 +293,19 @@ class Probes:
         log.info("eBPF program compiled and attached in %.1fs (kernel headers: %s)",
                  time.monotonic() - t0, src or "the running kernel's")
         ids = self._bpf[b"sysids"]
+        with_args = set(arg_syscall_numbers().values()) if self.config.syscall_args else set()
         for nr, cid in enumerate(syscalls.id_table("x86_64")):
-            ids[ct.c_uint32(nr)] = ct.c_uint32(cid)
+            ids[ct.c_uint32(nr)] = ids.Leaf(cid, int(nr in with_args))
         if self.config.syscall_args:
             self._fill_arg_programs(BPF)
         self._ctl = self._bpf[b"ctl"]
-        self.active = 0
-        self._ctl[ct.c_uint32(0)] = ct.c_uint32(0)
+        self._rows_used = self._bpf[b"rows_used"]
+        self.epoch = 0  # the window's epoch (ctl[0]); the active set is its parity
+        self._ctl[ct.c_uint32(0)] = ct.c_uint64(0)
         self.ncpu = len(get_possible_cpus())
         self._sets = [self._drainers(lib, s) for s in (0, 1)]
+        row_words = ROW_SYSCALLS + (2 * GRAM_SLOTS if self.config.ngrams else 0)
+        self._rows = _Rows(lib, self._bpf[b"rows"], 8 * row_words, self.ncpu)  # set N: from N * max_syscall_rows
         b = self._bpf
         self._shared = {
             "sock_owner": _Drainer(lib, b[b"sock_owner"], np.dtype("<u8"), 8, 1),
@@ -270,14 +322,17 @@ class Probes:
             fn = self._bpf.load_func(f"arg_{name}".encode(), bpf_class.RAW_TRACEPOINT)
             progs[ct.c_int(nr)] = ct.c_int(fn.fd)
 
-    def _drainers(self, lib: Any, s: int) -> dict[str, _Drainer]:
+    def _drainers(self, lib: Any, s: int) -> dict[str, Any]:
         b = self._bpf
-        d = {
-            "events": _Drainer(lib, b[f"events_{s}".encode()], _EV_KEY, 8, self.ncpu),
+        d: dict[str, Any] = {
+            "row_of": _Drainer(lib, b[f"row_of_{s}".encode()], np.dtype("<u8"), 8, self.ncpu),
+            "odd": _Drainer(lib, b[f"odd_{s}".encode()], _ODD_KEY, 8, self.ncpu),
             "cgroups": _Drainer(lib, b[f"cgroups_{s}".encode()], np.dtype("<u8"), 8 * len(CG_FIELDS), self.ncpu),
             "paths": _Drainer(lib, b[f"paths_{s}".encode()], _PATH_KEY, 8, 1),
             "endpoints": _Drainer(lib, b[f"endpoints_{s}".encode()], _EP_KEY, 8, 1),
         }
+        if self.config.ngrams:
+            d["grams"] = _Drainer(lib, b[f"grams_{s}".encode()], _GRAM_KEY, 8, self.ncpu)
         return d
 
     # ------------------------------------------------------------ operations
@@ -288,9 +343,9 @@ class Probes:
         Events the kernel did not run a program for (it skips a tracing program that would nest inside
         another on the same CPU, e.g. a softirq TCP transition during a send) are added to
         ``lost_global``: no cgroup can be charged with them, so the window's vectors are incomplete."""
-        old = self.active
-        self.active = 1 - old
-        self._ctl[ct.c_uint32(0)] = ct.c_uint32(self.active)
+        old = self.epoch & 1
+        self.epoch += 1
+        self._ctl[ct.c_uint32(0)] = ct.c_uint64(self.epoch)
         time.sleep(GRACE_SECONDS)
         out = self._drain_set(old)
         misses = self.kernel_misses()
@@ -302,30 +357,23 @@ class Probes:
 
     def kernel_misses(self) -> int:
         """Sum of the programs' ``recursion_misses`` (``/proc/self/fdinfo`` of each program fd)."""
-        total = 0
-        for fn in self._bpf.funcs.values():
-            try:
-                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
-                    for line in f:
-                        if line.startswith("recursion_misses:"):
-                            total += int(line.split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-        return total
+        return sum(self.kernel_misses_by_program().values())
 
     def _drain_set(self, s: int) -> WindowCounts:
         dr = self._sets[s]
         out = WindowCounts()
-        keys, vals = dr["events"].drain()
-        tot = vals[:, :, 0].sum(axis=1)
-        for cg, nr, v in _sum_by(keys["cgid"], keys["nr"], tot):
-            out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
-        for order in self.config.ngram_orders if self.config.ngrams else ():
-            g = keys[f"g{order}"]
-            has = g != 0
-            buckets = g[has].astype(np.int64) - 1 + _ORDER_OFFSET[order]
-            for cg, b, v in _sum_by(keys["cgid"][has], buckets, tot[has]):
-                out.ngrams.setdefault(cg, {})[b] = v
+        row_cgids, row_grams, row_counts = self._drain_rows(s, out)
+        if self.config.ngrams:
+            keys, vals = dr["grams"].drain()
+            cgids = np.concatenate([keys["cgid"], row_cgids])
+            grams = np.concatenate([keys["grams"], row_grams])
+            tot = np.concatenate([vals[:, :, 0].sum(axis=1), row_counts])
+            for order in self.config.ngram_orders:
+                g = (grams >> np.uint64(GRAM_SHIFT[order])) & np.uint64((1 << GRAM_BITS[order]) - 1)
+                has = g != 0
+                buckets = g[has].astype(np.int64) - 1 + _ORDER_OFFSET[order]
+                for cg, b, v in _sum_by(cgids[has], buckets, tot[has]):
+                    out.ngrams.setdefault(cg, {})[b] = v
         keys, vals = dr["cgroups"].drain()
         sums = vals.sum(axis=1)
         for cg, row in zip(keys.tolist(), sums.tolist(), strict=True):
@@ -348,25 +396,48 @@ class Probes:
         lost.clear()  # per-CPU array: zero every slot (inactive set: nothing writes to it)
         return out
 
+    def _drain_rows(self, s: int, out: WindowCounts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The set's syscall counts into ``out.syscalls``: each cgroup's rows (summed over CPUs), then the numbers
+        outside the rows; the rows are zeroed and their assignment cleared for the set's next window.  Returns the
+        (cgroup, grams, count) pairs left in the rows' n-gram slots."""
+        dr = self._sets[s]
+        key = ct.c_uint32(s)
+        used = max(int(v) for v in self._rows_used[key])  # rows taken, per CPU
+        cgids, rows = dr["row_of"].drain()  # [cgroup, cpu, 1]: row + 1 (0: none on that CPU)
+        table = self._rows.take(s * self.config.max_syscall_rows, used)  # [row, cpu, nr]
+        self._rows_used[key] = self._rows_used.Leaf(*([0] * self.ncpu))
+        cg_index, cpu = np.nonzero(rows[:, :, 0])
+        mine = table[rows[cg_index, cpu, 0].astype(np.int64) - 1, cpu]  # [(cgroup, cpu), words of a row]
+        counts = np.zeros((len(cgids), ROW_SYSCALLS), dtype=np.uint64)
+        np.add.at(counts, cg_index, mine[:, :ROW_SYSCALLS])
+        for cg, row in zip(cgids.tolist(), counts, strict=True):
+            nrs = np.flatnonzero(row)
+            if len(nrs):
+                out.syscalls[cg] = dict(zip(nrs.tolist(), row[nrs].tolist(), strict=True))
+        keys, vals = dr["odd"].drain()
+        tot = vals[:, :, 0].sum(axis=1)
+        for cg, nr, v in _sum_by(keys["cgid"], keys["nr"], tot):
+            out.syscalls.setdefault(cg, {})[_signed_nr(nr)] = v
+        slots = mine[:, ROW_SYSCALLS:].reshape(len(mine), -1, 2)  # [(cgroup, cpu), slot, (grams, count)]
+        taken = slots[:, :, 0] != 0
+        owner = np.broadcast_to(cgids[cg_index][:, None], taken.shape)
+        return owner[taken], slots[:, :, 0][taken], slots[:, :, 1][taken]
+
     def kernel_misses_by_program(self) -> dict[str, int]:
         """``recursion_misses`` of each program (events the kernel ran it not for)."""
         out: dict[str, int] = {}
         for name, fn in self._bpf.funcs.items():
-            try:
-                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
-                    for line in f:
-                        if line.startswith("recursion_misses:"):
-                            out[name.decode() if isinstance(name, bytes) else str(name)] = int(line.split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
+            misses = _fdinfo_field(fn.fd, b"recursion_misses:")
+            if misses is not None:
+                out[name.decode() if isinstance(name, bytes) else str(name)] = misses
         return out
 
     def map_memory(self) -> dict[str, int]:
         """Kernel memory of each map in bytes (``memlock`` of its fd; per-CPU maps count every CPU's copy)."""
-        names = ["ctl", "sysids", "threads", "sock_owner", "sock_pending_in", "scratch", "sensitive_cwd",
-                 "sensitive_dirfd", "dir_pending"]
+        names = ["ctl", "cpu_cache", "sysids", "rows", "rows_used", "threads", "sock_owner", "sock_pending_in",
+                 "scratch", "sensitive_cwd", "sensitive_dirfd", "dir_pending"]
         for s in (0, 1):
-            names += [f"{m}_{s}" for m in ("events", "cgroups", "paths", "endpoints", "lost")]
+            names += [f"{m}_{s}" for m in ("row_of", "odd", "grams", "cgroups", "paths", "endpoints", "lost")]
         out: dict[str, int] = {}
         for name in names:
             try:
@@ -408,6 +479,26 @@ def _sum_by(cgids: np.ndarray, sub: np.ndarray, counts: np.ndarray) -> list[tupl
     keep = sums > 0
     cgs = cg_ids[(pairs >> 32)[keep]].tolist()
     return list(zip(cgs, (pairs & 0xFFFFFFFF)[keep].tolist(), sums[keep].tolist(), strict=True))
+
+
+def _fdinfo_field(fd: int, field: bytes) -> int | None:
+    """An integer field of ``/proc/self/fdinfo/<fd>`` (None: no such fd or field); read with one os.read, as it
+    is read for every program at every flip."""
+    try:
+        f = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        text = os.read(f, 4096)
+    finally:
+        os.close(f)
+    at = text.find(field)
+    if at < 0:
+        return None
+    try:
+        return int(text[at + len(field):text.index(b"\n", at)])
+    except ValueError:
+        return None
 
 
 def _signed_nr(nr: int) -> int:

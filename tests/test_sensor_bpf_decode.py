@@ -158,23 +158,30 @@ def test_ngram_orders_default_and_defines() -> None:
 
 
 def test_each_order_guarded_in_kernel_c() -> None:
-    """Each order's bucket in ngram_step is computed and set in the event key only inside its own
-    #if BASELINER_NGRAM_ORDER_n, the key's fields match the drain's dtype, and the kernel's fallback defaults
-    are the sensor's (4 and 6)."""
-    from baseliner.sensor.probes import _EV_KEY
+    """Each order's bucket in ngram_step is computed and packed only inside its own #if BASELINER_NGRAM_ORDER_n,
+    at the bit position and width the drain unpacks (distinct fields, all within 64 bits), the key matches the
+    drain's dtype, and the kernel's fallback defaults are the sensor's (4 and 6)."""
+    from baseliner.models.ngrams import BUCKETS, LONG_BUCKETS
+    from baseliner.sensor.probes import _GRAM_KEY, GRAM_BITS, GRAM_SHIFT
 
     c = (BPF_DIR / "sensor.c").read_text()
-    step = c[c.index("static __always_inline void ngram_step"):c.index("RAW_TRACEPOINT_PROBE(sys_enter)")]
+    step = c[c.index("static __always_inline u64 ngram_step"):c.index("static __always_inline void grams_add")]
     blocks = re.findall(r"#if BASELINER_NGRAM_ORDER_(\d)\n(.*?)#endif", step, re.S)
     assert [int(n) for n, _ in blocks] == list(ORDERS)
     for n, body in blocks:
-        assert body.count("k->g") == 1 and f"k->g{n} = " in body and f"gram{n}(" in body, (n, body)
-    assert step.count("k->g") == len(ORDERS)  # none outside the guards
-    key = re.search(r"struct ev_key \{(.*?)\};", c, re.S)
+        assert body.count("g |= ") == 1 and f"<< GRAM_SHIFT_{n};" in body and f"gram{n}(" in body, (n, body)
+    assert step.count("g |= ") == len(ORDERS)  # none outside the guards
+    shifts = {int(n): int(v) for n, v in re.findall(r"#define GRAM_SHIFT_(\d) (\d+)", c)}
+    assert shifts == GRAM_SHIFT
+    for n in ORDERS:  # bucket + 1 fits its field
+        assert (LONG_BUCKETS if n == 6 else BUCKETS) < 1 << GRAM_BITS[n]
+    ends = sorted((GRAM_SHIFT[n], GRAM_SHIFT[n] + GRAM_BITS[n]) for n in ORDERS)
+    assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:], strict=False)) and ends[-1][1] <= 64
+    key = re.search(r"struct gram_key \{(.*?)\};", c, re.S)
     assert key is not None
     fields = re.findall(r"(u\d+) (\w+);", key.group(1))
-    assert [name for _, name in fields] == list(_EV_KEY.names)
-    assert [int(t[1:]) // 8 for t, _ in fields] == [_EV_KEY[name].itemsize for name in _EV_KEY.names]
+    assert [name for _, name in fields] == list(_GRAM_KEY.names)
+    assert [int(t[1:]) // 8 for t, _ in fields] == [_GRAM_KEY[name].itemsize for name in _GRAM_KEY.names]
     assert _order_defines(c) == {2: 0, 3: 0, 4: 1, 6: 1}
 
 

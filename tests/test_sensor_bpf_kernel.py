@@ -395,6 +395,29 @@ def test_no_counts_lost_across_flips(probes: object, cg_parent: Path) -> None:
     assert n <= total <= n + 5
 
 
+
+def test_counts_follow_a_process_moved_between_cgroups(probes: object, cg_parent: Path) -> None:
+    """A process that moves itself back and forth between two cgroups: each syscall is counted for the cgroup it
+    was made in (the kernel's per-CPU cache of a task's cgroup is refreshed at every move)."""
+    a, b = cg_parent / f"w{next(_seq)}", cg_parent / f"w{next(_seq)}"
+    a.mkdir()
+    b.mkdir()
+    moves, calls = 200, 50
+    code = ("import os, sys\n"
+            "a, b, moves, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])\n"
+            "fa, fb = os.open(a + '/cgroup.procs', os.O_WRONLY), os.open(b + '/cgroup.procs', os.O_WRONLY)\n"
+            "for _ in range(moves):\n"
+            "    os.write(fa, b'0')\n"
+            "    for _ in range(calls): os.getppid()\n"
+            "    os.write(fb, b'0')\n"
+            "    for _ in range(calls): os.getppid()\n")
+    probes.flip()  # type: ignore[attr-defined]
+    subprocess.run([sys.executable, "-c", code, str(a), str(b), str(moves), str(calls)], check=True)
+    w = probes.flip()  # type: ignore[attr-defined]
+    for cg in (a, b):
+        assert w.syscalls.get(os.stat(cg).st_ino, {}).get(110) == moves * calls, cg
+
+
 # ---------------------------------------------------------------- not on loopback
 
 CLIENT_NS, SERVER_NS = f"blc{os.getpid()}", f"bls{os.getpid()}"
@@ -596,7 +619,7 @@ def test_full_maps_are_counted_as_lost(cg_parent: Path) -> None:
     from baseliner.sensor.probes import ProbeConfig, Probes
     from baseliner.sensor.vectors import build_vectors
 
-    with Probes(ProbeConfig(max_syscall_entries=4, max_ngram_entries=4, max_paths=2)) as tiny:
+    with Probes(ProbeConfig(max_syscall_rows=1, max_ngram_entries=4, max_paths=2)) as tiny:
         cgid, w = run_in_cgroup(tiny, cg_parent, [{"getppid": 100}, {"exec": ["/bin/true", 3]}])
     lost = w.counter(cgid, "lost")
     assert lost > 0

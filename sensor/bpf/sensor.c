@@ -12,20 +12,28 @@
  *    (syscall arguments such as file names and sockaddrs) and, for the syscalls whose arguments are
  *    read, from the user register frame sys_enter is given (struct pt_regs: the registers the syscall
  *    was made with, in the x86_64 layout of the uapi <asm/ptrace.h>, the same in every kernel);
- *  - the per-syscall path (sys_enter) does one hash update, and with n-grams one task-local storage
- *    access (the thread's history; the task pointer is only passed to helpers); the syscalls whose arguments are read are tail calls from it, not syscalls:sys_enter_*
- *    tracepoints, whose perf handler would run on every syscall;
+ *  - the per-syscall path (sys_enter) hashes nothing to count a syscall: a per-CPU cache says which row of
+ *    the per-CPU syscall-count array the current task's cgroup has this window (filled, with one cgroup-id
+ *    helper call and one hash lookup, when the task, the window or a task's cgroup changed), and the
+ *    syscall's counter in that row is incremented; with n-grams, one task-local storage access (the
+ *    thread's history; the task pointer is only passed to helpers) and one hash update for the n-grams the
+ *    syscall closes; the syscalls whose arguments are read are tail calls from it (only for them), not
+ *    syscalls:sys_enter_* tracepoints, whose perf handler would run on every syscall;
  *  - nothing is sent per event to user space: everything is a counter in a map;
- *  - two sets of count maps (suffix _0 and _1); ctl[0] says which set programs write; user space
- *    flips it, waits for programs in flight, and drains the now inactive set, so no count is lost;
+ *  - two sets of count maps (suffix _0 and _1); ctl[0], the window's epoch, says which set programs write
+ *    (its parity); user space increments it, waits for programs in flight, and drains the now inactive set,
+ *    so no count is lost;
  *  - a full map is never silent: the miss is counted in the cgroup's `lost` counter, or, when even
  *    that is impossible, in the set's global lost counter.
  */
 #include <uapi/linux/ptrace.h>
 #include "ngrams.h"
 
-#ifndef MAX_SYSCALL_ENTRIES
-#define MAX_SYSCALL_ENTRIES 65536
+#ifndef MAX_SYSCALL_ROWS /* cgroups with syscall counts in a window (one row of NGRAM_NR_LIMIT counters each) */
+#define MAX_SYSCALL_ROWS 512
+#endif
+#ifndef MAX_ODD_SYSCALLS /* (cgroup, syscall number outside 0 .. NGRAM_NR_LIMIT - 1) pairs in a window */
+#define MAX_ODD_SYSCALLS 1024
 #endif
 #ifndef MAX_NGRAM_ENTRIES
 #define MAX_NGRAM_ENTRIES 131072
@@ -92,19 +100,42 @@
 #define F_DIRECTORY 0200000
 #define F_PATH 010000000
 
-/* One syscall of a cgroup and the n-grams it closes: g2, g3, g4 hold the bucket of that order within the
- * order (0 .. NGRAM_BUCKETS - 1) plus one, g6 the order-6 bucket (0 .. NGRAM_LONG_BUCKETS - 1) plus one; 0 is
- * "no n-gram of that order" (the order not counted, the thread's history too short, or a syscall outside the
- * id table).  One map update per syscall counts all of them; user space sums the counts over the other
- * fields to get the syscall counts and each order's bucket counts (probes.py, _drain_set). */
-struct ev_key {
+/* The n-grams one syscall of a cgroup closes, packed in `grams`: for each order n counted, the bucket of that
+ * order within the order plus one (g2, g3, g4: 1 .. NGRAM_BUCKETS; g6: 1 .. NGRAM_LONG_BUCKETS) at bit
+ * GRAM_SHIFT_n, 0 for "no n-gram of that order" (the order not counted, the thread's history too short).  One
+ * map update per syscall that closes any counts all of them; user space sums the counts over the other fields
+ * to get each order's bucket counts (probes.py, _drain_set). */
+#define GRAM_SHIFT_2 0
+#define GRAM_SHIFT_3 13
+#define GRAM_SHIFT_4 26
+#define GRAM_SHIFT_6 39
+struct gram_key {
+    u64 cgid;
+    u64 grams;
+};
+
+/* A syscall number outside the count rows (negative or >= NGRAM_NR_LIMIT): counted by key, rarely used. */
+struct odd_key {
     u64 cgid;
     u32 nr;
-    u32 g6;
-    u16 g2;
-    u16 g3;
-    u16 g4;
-    u16 pad;
+    u32 pad;
+};
+
+/* The counts of one cgroup in one window on one CPU: its syscalls, by number, and, with n-grams, a
+ * direct-mapped cache of its n-gram counts (GRAM_SLOTS (grams, count) pairs, grams 0: empty; the slot is taken
+ * from the buckets' bits): a syscall whose n-grams are in their slot adds one there, without hashing; one that
+ * finds another pair there moves that pair's count to the grams_N map and takes the slot.  User space adds the
+ * pairs left in the rows to what it drains from grams_N. */
+#define GRAM_SLOTS 128
+struct gram_slot {
+    u64 grams;
+    u64 count;
+};
+struct sc_row {
+    u64 n[NGRAM_NR_LIMIT];
+#if BASELINER_NGRAMS
+    struct gram_slot g[GRAM_SLOTS];
+#endif
 };
 
 /* Per-cgroup counters; keep in sync with CG_FIELDS in sensor/probes.py. */
@@ -154,13 +185,21 @@ struct pending_in {
 };
 
 /* ---- the two sets of count maps ---- */
+/* rows[N * MAX_SYSCALL_ROWS + row]: a cgroup's syscall counts on a CPU in set N (one map for both sets: a
+   lookup whose map is the same on every path is inlined by the verifier, one choosing between two maps is a
+   helper call); row_of_N: cgroup id -> its row on each CPU, plus one (0: none yet on that CPU).  Each CPU takes
+   its rows in order, counted in its rows_used[N] (user space reads rows 0 .. the largest count - 1 and resets
+   the counts), so no two CPUs ever take a row at once. */
+BPF_PERCPU_ARRAY(rows, struct sc_row, 2 * MAX_SYSCALL_ROWS);
+BPF_PERCPU_HASH(row_of_0, u64, u64, MAX_SYSCALL_ROWS);
+BPF_PERCPU_HASH(row_of_1, u64, u64, MAX_SYSCALL_ROWS);
+BPF_PERCPU_ARRAY(rows_used, u32, 2);
+BPF_PERCPU_HASH(odd_0, struct odd_key, u64, MAX_ODD_SYSCALLS);
+BPF_PERCPU_HASH(odd_1, struct odd_key, u64, MAX_ODD_SYSCALLS);
 #if BASELINER_NGRAMS
-#define MAX_EVENT_ENTRIES (MAX_SYSCALL_ENTRIES + MAX_NGRAM_ENTRIES)
-#else
-#define MAX_EVENT_ENTRIES MAX_SYSCALL_ENTRIES
+BPF_PERCPU_HASH(grams_0, struct gram_key, u64, MAX_NGRAM_ENTRIES);
+BPF_PERCPU_HASH(grams_1, struct gram_key, u64, MAX_NGRAM_ENTRIES);
 #endif
-BPF_PERCPU_HASH(events_0, struct ev_key, u64, MAX_EVENT_ENTRIES);
-BPF_PERCPU_HASH(events_1, struct ev_key, u64, MAX_EVENT_ENTRIES);
 BPF_PERCPU_HASH(cgroups_0, u64, struct cg_counters, MAX_CGROUPS);
 BPF_PERCPU_HASH(cgroups_1, u64, struct cg_counters, MAX_CGROUPS);
 BPF_HASH(paths_0, struct path_key, u64, MAX_PATHS);
@@ -171,8 +210,29 @@ BPF_PERCPU_ARRAY(lost_0, u64, 1);
 BPF_PERCPU_ARRAY(lost_1, u64, 1);
 
 /* ---- shared state ---- */
-BPF_ARRAY(ctl, u32, 1);                        /* [0] = active set (0 or 1) */
-BPF_ARRAY(sysids, u32, NGRAM_NR_LIMIT);        /* syscall nr -> canonical id, filled by user space */
+/* [0]: the window's epoch (user space increments it at each flip; its parity is the set programs write);
+   [1]: task changes, incremented whenever a (task -> cgroup) pair a CPU cached may have become stale: a task
+   moved to another cgroup (cgroup_attach_task, cgroup_transfer_tasks) or a thread exited (its task's address
+   may be reused by a new task). */
+BPF_ARRAY(ctl, u64, 2);
+/* Per CPU: the task that made the last syscall counted here, under which epoch and task changes, its cgroup
+   and that cgroup's row (NO_ROW: the rows are full this window, the cgroup's syscalls count as lost). */
+#define NO_ROW 0xffffffffu
+struct cpu_cache {
+    u64 task;
+    u64 epoch;
+    u64 changes;
+    u64 cgid;
+    u32 row;
+    u32 pad;
+};
+BPF_PERCPU_ARRAY(cpu_cache, struct cpu_cache, 1);
+/* syscall nr -> its canonical id (n-grams) and whether arg_progs has a program for it, filled by user space */
+struct sc_info {
+    u32 id;
+    u32 args;
+};
+BPF_ARRAY(sysids, struct sc_info, NGRAM_NR_LIMIT);
 /* A thread's last ids, in its task-local storage (freed with the thread; user space cannot list it, so
    `threads` counts the histories made minus those deleted at thread exit; summed over CPUs, mod 2^64). */
 BPF_TASK_STORAGE(history, struct thread_hist);
@@ -219,8 +279,17 @@ BPF_ARRAY(dir_entries, u64, 1);
 static __always_inline u32 active_set(void)
 {
     u32 zero = 0;
-    u32 *s = ctl.lookup(&zero);
-    return (s && *s) ? 1 : 0;
+    u64 *e = ctl.lookup(&zero);
+    return e ? (u32)(*e & 1) : 0;
+}
+
+/* Invalidates every CPU's cached (task -> cgroup, row). */
+static __always_inline void tasks_changed(void)
+{
+    u32 one = 1;
+    u64 *v = ctl.lookup(&one);
+    if (v)
+        __sync_fetch_and_add(v, 1);
 }
 
 static __always_inline void lost_global(u32 set)
@@ -292,46 +361,41 @@ static __always_inline void endpoint_add(u32 set, struct ep_key *k)
 }
 
 #if BASELINER_NGRAMS
-/* The n-grams that syscall `nr` of the current thread closes, into k's g fields (only the configured orders;
-   the history is kept whole, 5 ids, whatever they are), and the thread's history moved on by one. */
-static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long nr)
+/* The n-grams that the current thread's syscall with canonical id `id` closes, packed as in struct gram_key
+   (only the configured orders; the history is kept whole, 5 ids, whatever they are), and the thread's history
+   moved on by one.  0: none. */
+static __always_inline u64 ngram_step(u32 set, u64 cgid, u32 id)
 {
-    if (nr < 0 || nr >= NGRAM_NR_LIMIT)
-        return; /* outside the id table: not part of the n-gram stream (spec, section 1) */
-    u32 idx = (u32)nr;
-    u32 *idp = sysids.lookup(&idx);
-    if (!idp)
-        return;
-    u32 id = *idp;
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf(); /* only passed to helpers */
     struct thread_hist *h = history.task_storage_get(task, 0, 0);
     if (!h) {
         h = history.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE); /* zeroed */
         if (!h) {
             lost_event(set, cgid);
-            return;
+            return 0;
         }
         threads_add(1);
         h->p1 = id;
         h->n = 1;
-        return;
+        return 0;
     }
     u32 n = h->n;
+    u64 g = 0;
 #if BASELINER_NGRAM_ORDER_2
     if (n >= 1)
-        k->g2 = 1 + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1));
+        g |= (u64)(1 + (gram2(h->p1, id) & (NGRAM_BUCKETS - 1))) << GRAM_SHIFT_2;
 #endif
 #if BASELINER_NGRAM_ORDER_3
     if (n >= 2)
-        k->g3 = 1 + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
+        g |= (u64)(1 + (gram3(h->p2, h->p1, id) & (NGRAM_BUCKETS - 1))) << GRAM_SHIFT_3;
 #endif
 #if BASELINER_NGRAM_ORDER_4
     if (n >= 3)
-        k->g4 = 1 + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1));
+        g |= (u64)(1 + (gram4(h->p3, h->p2, h->p1, id) & (NGRAM_BUCKETS - 1))) << GRAM_SHIFT_4;
 #endif
 #if BASELINER_NGRAM_ORDER_6
     if (n >= 5) /* no order 5 (spec v2, section 2) */
-        k->g6 = 1 + (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1));
+        g |= (u64)(1 + (gram6(h->p5, h->p4, h->p3, h->p2, h->p1, id) & (NGRAM_LONG_BUCKETS - 1))) << GRAM_SHIFT_6;
 #endif
     h->p5 = h->p4;
     h->p4 = h->p3;
@@ -339,39 +403,151 @@ static __always_inline void ngram_step(struct ev_key *k, u32 set, u64 cgid, long
     h->p2 = h->p1;
     h->p1 = id;
     h->n = n < NGRAM_MAX_ORDER - 1 ? n + 1 : NGRAM_MAX_ORDER - 1;
+    return g;
+}
+
+static __always_inline void grams_add(u32 set, u64 cgid, u64 grams, u64 n)
+{
+    struct gram_key k = {.cgid = cgid, .grams = grams};
+    u64 *v = set ? grams_1.lookup(&k) : grams_0.lookup(&k);
+    if (v) {
+        *v += n;
+        return;
+    }
+    if (set ? grams_1.update(&k, &n) : grams_0.update(&k, &n))
+        CG_ADD(set, cgid, lost, n);
+}
+
+/* The n-grams `grams` once more for the cgroup of `row` (NULL: it has no row; straight to grams_N). */
+static __always_inline void grams_count(struct sc_row *row, u32 set, u64 cgid, u64 grams)
+{
+    if (!row) {
+        grams_add(set, cgid, grams, 1);
+        return;
+    }
+    u32 i = (u32)((grams >> GRAM_SHIFT_6) ^ (grams >> GRAM_SHIFT_4) ^ (grams >> GRAM_SHIFT_3) ^ grams);
+    struct gram_slot *slot = &row->g[i & (GRAM_SLOTS - 1)];
+    if (slot->grams == grams) {
+        slot->count += 1;
+        return;
+    }
+    if (slot->grams)
+        grams_add(set, cgid, slot->grams, slot->count);
+    slot->grams = grams;
+    slot->count = 1;
 }
 #endif
 
 /* ---------------- syscalls ---------------- */
 
-/* One update per syscall: the (syscall, n-grams) event's count.  A full map loses the syscall and its n-grams
-   together (counted once in the cgroup's `lost`). */
+/* c = the current task's cgroup and its row on this CPU in set epoch & 1 (taking this CPU's next free row for
+   a cgroup without one; NO_ROW when none is left or the cgroup's entry cannot be made: its syscalls are then
+   counted as lost).  Only sys_enter runs this, never nested on a CPU (the kernel skips a nested run), so this
+   CPU's row count and row entry change under no one else. */
+static __always_inline void cache_fill(struct cpu_cache *c, u64 task, u64 epoch, u64 changes)
+{
+    u32 set = epoch & 1;
+    u64 cgid = bpf_get_current_cgroup_id(); /* read after `changes`: a move after it is seen next time */
+    c->task = task;
+    c->epoch = epoch;
+    c->changes = changes;
+    c->cgid = cgid;
+    c->row = NO_ROW;
+    u64 *r = set ? row_of_1.lookup(&cgid) : row_of_0.lookup(&cgid);
+    if (!r) {
+        u64 none = 0; /* fails when another CPU made the entry first: then it is there */
+        set ? row_of_1.insert(&cgid, &none) : row_of_0.insert(&cgid, &none);
+        r = set ? row_of_1.lookup(&cgid) : row_of_0.lookup(&cgid);
+        if (!r)
+            return; /* the map is full */
+    }
+    if (*r == 0) {
+        u32 *used = rows_used.lookup(&set);
+        if (!used || *used >= MAX_SYSCALL_ROWS)
+            return;
+        *used += 1;
+        *r = *used; /* the row taken, plus one */
+    }
+    c->row = (u32)(*r - 1);
+}
+
+static __always_inline void odd_add(u32 set, u64 cgid, long nr)
+{
+    struct odd_key k = {.cgid = cgid, .nr = (u32)nr};
+    u64 *v = set ? odd_1.lookup(&k) : odd_0.lookup(&k);
+    if (v) {
+        *v += 1;
+        return;
+    }
+    u64 one = 1;
+    if (set ? odd_1.update(&k, &one) : odd_0.update(&k, &one))
+        lost_event(set, cgid);
+}
+
+/* The syscall's counter in its cgroup's row; with n-grams, the n-grams it closes (one count).  A syscall
+   without a row is counted in the cgroup's `lost`, once (its n-grams are counted). */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     /* ctx->args[0] is struct pt_regs * (read by the arg_* programs only), ctx->args[1] the syscall number */
     long nr = (long)ctx->args[1];
-    u32 set = active_set();
-    u64 cgid = bpf_get_current_cgroup_id();
-    struct ev_key k = {.cgid = cgid, .nr = (u32)nr};
-#if BASELINER_NGRAMS
-    ngram_step(&k, set, cgid, nr);
-#endif
-    u64 *v = set ? events_1.lookup(&k) : events_0.lookup(&k);
-    if (v) {
-        *v += 1;
-    } else {
-        u64 one = 1;
-        if (set ? events_1.update(&k, &one) : events_0.update(&k, &one))
-            lost_event(set, cgid);
+    u32 zero = 0, one = 1;
+    u64 *epochp = ctl.lookup(&zero);
+    u64 *changesp = ctl.lookup(&one);
+    struct cpu_cache *c = cpu_cache.lookup(&zero);
+    if (!epochp || !changesp || !c)
+        return 0;
+    u64 epoch = *epochp, changes = *changesp;
+    u64 task = bpf_get_current_task();
+    if (c->task != task || c->epoch != epoch || c->changes != changes)
+        cache_fill(c, task, epoch, changes);
+    u32 set = epoch & 1;
+    u64 cgid = c->cgid;
+    u32 row = c->row;
+    if (nr < 0 || nr >= NGRAM_NR_LIMIT) { /* outside the id table: not part of the n-gram stream either */
+        odd_add(set, cgid, nr);
+        return 0;
     }
+    struct sc_row *counts = 0;
+    if (row == NO_ROW) {
+        lost_event(set, cgid);
+    } else {
+        u32 slot = set * MAX_SYSCALL_ROWS + row;
+        counts = rows.lookup(&slot);
+        if (counts)
+            counts->n[nr & (NGRAM_NR_LIMIT - 1)] += 1;
+    }
+#if BASELINER_NGRAMS || BASELINER_SYSCALL_ARGS
+    u32 idx = (u32)nr;
+    struct sc_info *info = sysids.lookup(&idx);
+    if (!info)
+        return 0;
+#endif
+#if BASELINER_NGRAMS
+    u64 grams = ngram_step(set, cgid, info->id);
+    if (grams)
+        grams_count(counts, set, cgid, grams);
+#endif
 #if BASELINER_SYSCALL_ARGS
-    if (nr >= 0 && nr < NGRAM_NR_LIMIT)
-        arg_progs.call(ctx, (u32)nr); /* a syscall whose arguments are read: its program; any other: nothing */
+    if (info->args)
+        arg_progs.call(ctx, idx); /* a syscall whose arguments are read: its program */
 #endif
     return 0;
 }
 
 /* ---------------- processes ---------------- */
+
+/* A task moved to another cgroup: every CPU's cached (task -> cgroup) is checked again. */
+TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
+{
+    tasks_changed();
+    return 0;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_transfer_tasks)
+{
+    tasks_changed();
+    return 0;
+}
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
@@ -413,6 +589,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 tid = (u32)pid_tgid;
     if (history.task_storage_delete((struct task_struct *)bpf_get_current_task_btf()) == 0)
         threads_add(-1);
+    tasks_changed(); /* the task's address may be reused by a task of another cgroup */
     if (tid == (u32)(pid_tgid >> 32)) { /* the thread group leader: the process */
         u32 set = active_set();
         CG_ADD(set, bpf_get_current_cgroup_id(), exits, 1);
@@ -428,22 +605,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 
 #define USER_CS_64 0x33 /* __USER_CS: the 64-bit user code segment */
 
-/* The six arguments of the syscall entering now, into a[], from the user register frame sys_enter gets
-   (x86_64: di, si, dx, r10, r8, r9).  Returns 0, and the syscall is not one whose arguments are read, when it
-   is not a native x86_64 syscall: one from a 32-bit code segment, or made by int 0x80 or sysenter (the
-   instruction before the return address is not `syscall`, 0f 05), whose numbers and registers are the ia32
-   ones; syscalls:sys_enter_* leave those out too.  An instruction that cannot be read (execute-only memory)
-   counts as `syscall`.  (A ptrace tracer that moves the return address at the syscall-entry stop can make a
-   native syscall look like another: docs/sensor.md, known limits.) */
-static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 *a)
+/* The six arguments of the syscall entering now, into a[0 .. 5], and its return address, into a[6], from the
+   user register frame sys_enter gets (x86_64: di, si, dx, r10, r8, r9; ip).  Returns 0, and the syscall is not
+   one whose arguments are read, when it comes from a 32-bit code segment. */
+static __always_inline int syscall_regs(struct bpf_raw_tracepoint_args *ctx, u64 *a)
 {
     struct pt_regs r;
     if (bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]))
         return 0;
     if ((u16)r.cs != USER_CS_64)
-        return 0;
-    u8 insn[2];
-    if (bpf_probe_read_user(insn, sizeof(insn), (void *)(r.ip - 2)) == 0 && (insn[0] != 0x0f || insn[1] != 0x05))
         return 0;
     a[0] = r.di;
     a[1] = r.si;
@@ -451,7 +621,28 @@ static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64
     a[3] = r.r10;
     a[4] = r.r8;
     a[5] = r.r9;
+    a[6] = r.ip;
     return 1;
+}
+
+/* Whether the syscall of syscall_regs() is a native x86_64 one: 0 when it was made by int 0x80 or sysenter (the
+   instruction before the return address is not `syscall`, 0f 05), whose numbers and registers are the ia32
+   ones; syscalls:sys_enter_* leave those out too.  An instruction that cannot be read (execute-only memory)
+   counts as `syscall`.  (A ptrace tracer that moves the return address at the syscall-entry stop can make a
+   native syscall look like another: docs/sensor.md, known limits.)  Reading user memory costs: the programs
+   ask only once the arguments say there is something to count. */
+static __always_inline int native_syscall(const u64 *a)
+{
+    u8 insn[2];
+    if (bpf_probe_read_user(insn, sizeof(insn), (void *)(a[6] - 2)) == 0 && (insn[0] != 0x0f || insn[1] != 0x05))
+        return 0;
+    return 1;
+}
+
+/* The arguments of a native x86_64 syscall (syscall_regs and native_syscall), a[] as syscall_regs fills it. */
+static __always_inline int syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 *a)
+{
+    return syscall_regs(ctx, a) && native_syscall(a);
 }
 
 /* ---------------- files ---------------- */
@@ -689,6 +880,12 @@ static __always_inline void file_opened(long ret)
     }
 }
 
+/* Whether an open with these flags is counted (file_open does something with it). */
+static __always_inline int open_counted(u64 flags)
+{
+    return (flags & (WRITE_INTENT | F_DIRECTORY | F_PATH)) != 0;
+}
+
 static __always_inline void file_open(int dfd, const char *filename, u64 flags)
 {
     if (!(flags & WRITE_INTENT)) {
@@ -708,27 +905,27 @@ static __always_inline void link_target(int dfd, const char *newname)
 }
 
 /* The programs below are the arg_progs entries of their syscalls: sys_enter tail-calls them after counting
-   the syscall.  a[] holds the syscall's arguments (syscall_args). */
+   the syscall.  a[] holds the syscall's arguments (syscall_regs). */
 
 int arg_openat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
+    u64 a[7];
+    if (syscall_regs(ctx, a) && open_counted((u32)a[2]) && native_syscall(a))
         file_open((int)a[0], (const char *)a[1], (u32)a[2]);
     return 0;
 }
 
 int arg_open(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
+    u64 a[7];
+    if (syscall_regs(ctx, a) && open_counted((u32)a[1]) && native_syscall(a))
         file_open(AT_FDCWD_, (const char *)a[0], (u32)a[1]);
     return 0;
 }
 
 int arg_creat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         file_open(AT_FDCWD_, (const char *)a[0], F_CREAT | F_WRONLY | F_TRUNC);
     return 0;
@@ -736,7 +933,7 @@ int arg_creat(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (!syscall_args(ctx, a))
         return 0;
     u64 flags = 0; /* struct open_how is user memory; flags is its first member */
@@ -765,7 +962,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
 
 int arg_close(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (dir_maps_empty() || !syscall_args(ctx, a))
         return 0;
     u64 key = fd_key((int)a[0]);
@@ -778,7 +975,7 @@ int arg_close(struct bpf_raw_tracepoint_args *ctx)
    "..", unmarks it; another relative one stays inside (the mark stays). */
 int arg_chdir(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (!syscall_args(ctx, a))
         return 0;
     u32 zero = 0;
@@ -810,7 +1007,7 @@ int arg_chdir(struct bpf_raw_tracepoint_args *ctx)
    writes meanwhile count as unresolved. */
 int arg_fchdir(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (!syscall_args(ctx, a))
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -832,7 +1029,7 @@ int arg_fchdir(struct bpf_raw_tracepoint_args *ctx)
 /* What a rename, link or symlink creates is written where its new name says (O_TMPFILE + linkat too). */
 int arg_rename(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
@@ -840,7 +1037,7 @@ int arg_rename(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_renameat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[2], (const char *)a[3]);
     return 0;
@@ -848,7 +1045,7 @@ int arg_renameat(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_renameat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[2], (const char *)a[3]);
     return 0;
@@ -856,7 +1053,7 @@ int arg_renameat2(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_link(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
@@ -864,7 +1061,7 @@ int arg_link(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_linkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[2], (const char *)a[3]);
     return 0;
@@ -872,7 +1069,7 @@ int arg_linkat(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_symlink(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target(AT_FDCWD_, (const char *)a[1]);
     return 0;
@@ -880,7 +1077,7 @@ int arg_symlink(struct bpf_raw_tracepoint_args *ctx)
 
 int arg_symlinkat(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
+    u64 a[7];
     if (syscall_args(ctx, a))
         link_target((int)a[1], (const char *)a[2]);
     return 0;
@@ -1003,8 +1200,9 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
 }
 
 #if BASELINER_SYSCALL_ARGS
-/* DNS: a connect() or sendto() to remote port 53 (user-space sockaddr, AF_INET/AF_INET6). */
-static __always_inline void dns_check(const void *uaddr)
+/* DNS: a connect() or sendto() to remote port 53 (user-space sockaddr, AF_INET/AF_INET6) of a native syscall
+   (a[] from syscall_regs). */
+static __always_inline void dns_check(const u64 *a, const void *uaddr)
 {
     if (!uaddr)
         return;
@@ -1013,24 +1211,24 @@ static __always_inline void dns_check(const void *uaddr)
         return;
     if (hdr[0] != FAM_INET && hdr[0] != FAM_INET6)
         return;
-    if (bpf_ntohs(hdr[1]) != DNS_PORT)
+    if (bpf_ntohs(hdr[1]) != DNS_PORT || !native_syscall(a))
         return;
     CG_ADD(active_set(), bpf_get_current_cgroup_id(), dns_queries, 1);
 }
 
 int arg_connect(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
-        dns_check((const void *)a[1]);
+    u64 a[7];
+    if (syscall_regs(ctx, a))
+        dns_check(a, (const void *)a[1]);
     return 0;
 }
 
 int arg_sendto(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 a[6];
-    if (syscall_args(ctx, a))
-        dns_check((const void *)a[4]);
+    u64 a[7];
+    if (syscall_regs(ctx, a))
+        dns_check(a, (const void *)a[4]);
     return 0;
 }
 #endif /* BASELINER_SYSCALL_ARGS */
