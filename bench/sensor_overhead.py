@@ -6,8 +6,8 @@
 (b) total CPU per syscall at a realistic load: a C workload of mixed syscalls (getppid, getuid, pipe write
     and read, openat/fstat/close of /dev/null) paced at --rate syscalls/s; CPU = the workload's own CPU
     (user + system, which includes the BPF programs run in its context) plus the sensor process's CPU
-    (draining every --window seconds), divided by the syscalls made; reported as the increment over the
-    same workload without a sensor;
+    (draining every --window seconds, by default the sensor's window), divided by the syscalls made;
+    reported as the increment over the same workload without a sensor;
 (c) the same two for an empty raw-tracepoint program on sys_enter (what attaching anything costs: the
     floor the sensor is compared with, as a ratio of added costs);
 (d) the same two for a per-event design with a compiled consumer: ``bpftrace`` printing one line per
@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseliner.models.ngrams import SENSOR_ORDERS, parse_orders  # noqa: E402
+from baseliner.sensor.bpf_source import BpfSourceConfig  # noqa: E402
 from baseliner.sensor.probes import ProbeConfig, Probes, find_kernel_source  # noqa: E402
 
 LOOP_C = r"""
@@ -245,7 +246,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7, help="timing runs per configuration (minimum)")
     ap.add_argument("--mixed", type=int, default=3_500_000, help="syscalls of the paced mixed workload")
     ap.add_argument("--rate", type=float, default=200_000, help="syscalls/s of the mixed workload")
-    ap.add_argument("--window", type=float, default=1.0, help="sensor drain interval (s)")
+    ap.add_argument("--window", type=float, default=BpfSourceConfig.window_seconds,
+                    help="sensor drain interval (s; default the sensor's window, 5)")
     ap.add_argument("--ngram-orders", type=parse_orders, default=SENSOR_ORDERS,
                     help="n-gram orders the counts + n-grams design counts (default 4,6, the sensor's)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the four main designs")
