@@ -50,6 +50,10 @@ def _unavailable() -> str | None:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return f"127.0.0.1:{port}, which the docs' servers use, is taken by another process"
+    stamps = list((REPO / ".venv").glob(".baseliner-installed*"))
+    if not stamps or (REPO / "pyproject.toml").stat().st_mtime > min(p.stat().st_mtime for p in stamps):
+        # the docs' scripts/bootstrap.sh would reinstall the linked .venv from the copy, pointing it there
+        return ".venv is older than pyproject.toml: run scripts/bootstrap.sh first"
     return None
 
 
