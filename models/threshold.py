@@ -163,7 +163,7 @@ class TailThreshold:
         excess = top[1:] - u
         beta_hat = max(float(excess.sum()) / k, 1e-9)
         # the upper confidence bound of the exponential scale: 2 k beta_hat / beta ~ chi2(2k)
-        beta = 2.0 * k * beta_hat / (2.0 * float(gammaincinv(k, 1.0 - self.confidence)))
+        beta = 2.0 * k * beta_hat / (2.0 * _gamma_quantile(k, 1.0 - self.confidence))
         share, p = k / n, self.p
         self._anchor, self._share, self._fitted_at = u, share, self._count
         if p >= share:  # a generous budget: its quantile is inside the sample
@@ -171,7 +171,8 @@ class TailThreshold:
             self.value = max(float(np.quantile(self._ring[:n], 1.0 - p)), self.floor)
             return self.value
         span = math.log(share / p)
-        xi = shape_bound(np.sort(excess), self.confidence)
+        excess.sort()
+        xi = shape_bound(excess, self.confidence)
         if xi < 0.0:  # a tail lighter than exponential: the generalized Pareto quantile, as an exponential scale
             beta *= (1.0 - xi) * math.expm1(xi * span) / (xi * span)
         self._scale = max(beta, self.min_excess / span, (self.floor - u) / span)
@@ -279,6 +280,12 @@ def _pwm_weights(k: int) -> np.ndarray:
     w = (1.0 - (np.arange(1, k + 1) - 0.35) / k) / k
     w.flags.writeable = False  # (shared by every caller)
     return w
+
+
+@functools.lru_cache(maxsize=1024)
+def _gamma_quantile(k: int, q: float) -> float:
+    """The ``q`` quantile of Gamma(``k``, 1) (a fit needs it for each sample size's ``k``: cached)."""
+    return float(gammaincinv(k, q))
 
 
 @functools.lru_cache(maxsize=16)
