@@ -916,14 +916,8 @@ def _combined_surprise(
     ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up) or ``either`` (the smaller
     of the two, doubled); and each tier's surprise.  ``how``: per window, the index in
     :data:`TIER_COMBINATIONS`."""
-    rate, seq = np.zeros(len(s.R)), np.zeros(len(s.R))
-    for p in np.unique(s.prof[rate_ok | seq_ok]).tolist():
-        profile, at = s.profiles[p], s.prof == p
-        r, q = at & rate_ok, at & seq_ok
-        if r.any():
-            rate[r] = profile.threshold.surprise(s.rate[r])
-        if q.any():
-            seq[q] = profile.seq_threshold.surprise(s.seq[q])
+    rate = TailThreshold.surprise_stacked([p.threshold for p in s.profiles], s.rate, s.prof, rate_ok)
+    seq = TailThreshold.surprise_stacked([p.seq_threshold for p in s.profiles], s.seq, s.prof, seq_ok)
     min_p = np.where(rate_ok, rate, -np.inf)
     np.maximum(min_p, np.where(seq_ok, seq, -np.inf), out=min_p)
     min_p = np.where(rate_ok | seq_ok, min_p - math.log10(2.0), 0.0)

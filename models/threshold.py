@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -203,9 +204,24 @@ class TailThreshold:
         map of the score: a mean of it over windows ranks traces as the mean of the raw score does.
         0 before the threshold is calibrated."""
         s = np.asarray(scores, dtype=np.float64)
-        if self._fitted_at < 0 or not math.isfinite(self.value):
-            return np.zeros(s.shape)
-        return -math.log10(self._share) + (s - self._anchor) / (self._scale * math.log(10.0))
+        return TailThreshold.surprise_stacked([self], s, np.zeros(s.shape, dtype=np.int64), np.ones(s.shape, bool))
+
+    @staticmethod
+    def surprise_stacked(
+        thresholds: Sequence[TailThreshold], scores: np.ndarray, which: np.ndarray, mask: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`surprise` of many thresholds' scores at once: score ``i`` under ``thresholds[which[i]]``
+        where ``mask[i]`` (0 elsewhere), in one set of NumPy operations."""
+        fitted = [t._fitted_at >= 0 and math.isfinite(t.value) for t in thresholds]
+        if not any(fitted):
+            return np.zeros(len(scores))
+        # per threshold: -log10(k / n), the anchor and the scale in decades (1 where not fitted: unused)
+        offset = np.array([-math.log10(t._share) if f else 0.0 for t, f in zip(thresholds, fitted, strict=True)])
+        anchor = np.array([t._anchor if f else 0.0 for t, f in zip(thresholds, fitted, strict=True)])
+        scale = np.array([t._scale * math.log(10.0) if f else 1.0 for t, f in zip(thresholds, fitted, strict=True)])
+        out = offset[which] + (scores - anchor[which]) / scale[which]
+        out[~(mask & np.array(fitted)[which])] = 0.0
+        return out
 
     def update(self, scores: np.ndarray, window_seconds: float) -> None:
         self.add(scores, window_seconds)
