@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 from baseliner.models.baseline import BaselineConfig  # noqa: E402
 from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2  # noqa: E402
 from baseliner.sensor import wire  # noqa: E402
-from procs import cpu_seconds, free_port  # noqa: E402
+from procs import cpu_seconds, free_port, state_key_args  # noqa: E402
 from service_throughput import WINDOW, Workload, _per_stream  # noqa: E402
 
 SHAPES = {"1x500": (1, 500), "10x50": (10, 50)}
@@ -194,7 +194,7 @@ def main() -> None:
     procs = {
         "service": start([str(REPO / ".venv/bin/baseliner"), "serve", "--listen", f"127.0.0.1:{ports['service']}",
                           "--metrics-listen", f"127.0.0.1:{free_port()}", "--events", str(tmp / "events.jsonl"),
-                          "--state-dir", str(tmp / "state"), "--log-level", "WARNING",
+                          "--state-dir", str(tmp / "state"), *state_key_args(tmp / "state"), "--log-level", "WARNING",
                           "--set", "grpc.max_message_bytes=67108864"], ports["service"]),
         "floor": start([sys.executable, str(HERE / "floor_server.py"), "--listen", f"127.0.0.1:{ports['floor']}"],
                        ports["floor"]),

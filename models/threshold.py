@@ -159,10 +159,12 @@ class TailThreshold:
             self._fitted_at = -1
             return self.value
         k = min(max(2, math.ceil(math.sqrt(n))), n - 1)
-        top = np.partition(self._ring[:n], n - k - 1)[n - k - 1 :].astype(np.float64)  # u, then the k largest
+        top = self._ring[:n].copy()
+        top.partition(n - k - 1)
+        top = top[n - k - 1 :].astype(np.float64)  # u, then the k largest
         u = float(top[0])
         excess = top[1:] - u
-        beta_hat = max(float(excess.sum()) / k, 1e-9)
+        beta_hat = max(float(np.add.reduce(excess)) / k, 1e-9)
         # the upper confidence bound of the exponential scale: 2 k beta_hat / beta ~ chi2(2k)
         beta = 2.0 * k * beta_hat / (2.0 * _gamma_quantile(k, 1.0 - self.confidence))
         share, p = k / n, self.p
@@ -282,7 +284,7 @@ def shape_bound(excess: np.ndarray, confidence: float) -> float:
     k = len(excess)
     if k < 2:
         return 0.0
-    a0 = float(excess.sum()) / k
+    a0 = float(np.add.reduce(excess)) / k
     a1 = float(np.dot(_pwm_weights(k), excess))
     if a0 <= 0.0 or a0 - 2.0 * a1 <= 0.0:
         return 0.0
