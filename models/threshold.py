@@ -206,7 +206,9 @@ class TailThreshold:
         map of the score: a mean of it over windows ranks traces as the mean of the raw score does.
         0 before the threshold is calibrated."""
         s = np.asarray(scores, dtype=np.float64)
-        return TailThreshold.surprise_stacked([self], s, np.zeros(s.shape, dtype=np.int64), np.ones(s.shape, bool))
+        flat = s.reshape(-1)
+        one = np.zeros(len(flat), dtype=np.int64)
+        return TailThreshold.surprise_stacked([self], flat, one, np.ones(len(flat), dtype=bool)).reshape(s.shape)
 
     @staticmethod
     def surprise_stacked(
