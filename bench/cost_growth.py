@@ -4,7 +4,8 @@
 
 One :class:`baseliner.service.pipeline.Pipeline` per row (default model), fed pre-built blocks
 (``VectorBlock``) of the bench workload of ``bench/service_throughput.py``: a learning phase until every image
-detects (``min_learn_seconds`` 60 instead of 600, to keep it short; the rows measure detection), then
+has learnt ``min_learn_seconds`` (60 instead of 600, to keep it short), then every image set to detect (as
+``Admin.SetMode`` does: by default learning ends on its own only after ~17 hours of event time), then
 ``--vectors`` windows measured (CPU time of this thread per vector, ``Pipeline.apply_block``: validation,
 routing, scoring, learning, events).  Rows vary one thing at a time from 10 images x 50
 containers, batches of 500, 200 n-gram entries a window:
@@ -58,6 +59,8 @@ def row(images: int, containers: int, ngrams: int, batch: int, vectors: int) -> 
     for b in learn:
         seq += 1
         pipe.apply_block("bench", seq, b)
+    for key in list(pipe.baselines):  # (by default learning ends on its own only after ~17 h of event time)
+        pipe.set_mode(key, "detect")
     states = {b.state.value for b in pipe.baselines.values()}
     t0 = time.thread_time()
     for b in measure:

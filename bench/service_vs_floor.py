@@ -11,7 +11,8 @@ Each window carries ``--ngrams`` n-gram entries spread over the orders the defau
 For each shape (one sensor sending 500-window batches; ten sensors sending 50-window batches), the run
 alternates, repetition by repetition: the floor and the service on windows of images that are still
 *learning* (a fresh set of images each repetition), then the floor and the service on windows of images
-that are *detecting* (learnt in a warm-up).  Each figure is wall-clock vectors per second from the first
+that are *detecting* (learnt in a warm-up, then set to detect with ``Admin.SetMode``: by default learning
+ends on its own only after ~17 hours of event time).  Each figure is wall-clock vectors per second from the first
 request to the last acknowledgement; the ratio of a repetition compares the service with the floor of the
 same repetition, and the median over repetitions is reported, with the CPU time per vector of each server.
 
@@ -47,9 +48,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from baseliner.models.baseline import BaselineConfig  # noqa: E402
-from baseliner.protos.v1 import ingest_pb2  # noqa: E402
+from baseliner.protos.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2  # noqa: E402
 from baseliner.sensor import wire  # noqa: E402
-from procs import cpu_seconds, free_port  # noqa: E402
+from procs import cpu_seconds, free_port, state_key_args  # noqa: E402
 from service_throughput import WINDOW, Workload, _per_stream  # noqa: E402
 
 SHAPES = {"1x500": (1, 500), "10x50": (10, 50)}
@@ -123,6 +124,18 @@ def fresh(images: int, containers: int, ngrams: int, tag: str) -> Workload:
     return wl
 
 
+def switch_to_detect(port: int) -> int:
+    """Set every baseline the warm-up learnt to detect (``Admin.SetMode``, as an operator would): with the
+    default ``stable_confidence`` learning ends on its own only after ~17 hours of event time, which a
+    warm-up cannot afford.  Returns how many baselines are detecting."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        admin = admin_pb2_grpc.AdminStub(ch)
+        for b in admin.ListBaselines(admin_pb2.ListBaselinesRequest()).baselines:
+            admin.SetMode(admin_pb2.SetModeRequest(key=b.key, mode=admin_pb2.MODE_DETECT))
+        return sum(b.state == admin_pb2.STATE_DETECTING
+                   for b in admin.ListBaselines(admin_pb2.ListBaselinesRequest()).baselines)
+
+
 def measure(senders: dict[str, Sender], procs: dict[str, subprocess.Popen], who: str,
             requests: list[list[bytes]]) -> dict[str, float]:
     cpu0 = cpu_seconds(procs[who].pid)
@@ -181,7 +194,7 @@ def main() -> None:
     procs = {
         "service": start([str(REPO / ".venv/bin/baseliner"), "serve", "--listen", f"127.0.0.1:{ports['service']}",
                           "--metrics-listen", f"127.0.0.1:{free_port()}", "--events", str(tmp / "events.jsonl"),
-                          "--state-dir", str(tmp / "state"), "--log-level", "WARNING",
+                          "--state-dir", str(tmp / "state"), *state_key_args(tmp / "state"), "--log-level", "WARNING",
                           "--set", "grpc.max_message_bytes=67108864"], ports["service"]),
         "floor": start([sys.executable, str(HERE / "floor_server.py"), "--listen", f"127.0.0.1:{ports['floor']}"],
                        ports["floor"]),
@@ -194,8 +207,10 @@ def main() -> None:
         warm = Sender(ports["service"], 1)
         warm.send(encode(detect.batches(rounds * per_round, 500), 1, 500, "warm"))
         warm.close()
+        detecting = switch_to_detect(ports["service"])
         print(f"workload: {args.images} images x {args.containers} containers, {args.ngrams} n-gram entries a "
-              f"window, {args.vectors} windows a measurement, {args.reps} repetitions", flush=True)
+              f"window, {args.vectors} windows a measurement, {args.reps} repetitions; {detecting} images "
+              f"detecting after the warm-up", flush=True)
         for shape in args.shapes.split(","):
             streams, size = SHAPES[shape]
             senders = {who: Sender(ports[who], streams) for who in ports}

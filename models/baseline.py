@@ -916,14 +916,8 @@ def _combined_surprise(
     ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up) or ``either`` (the smaller
     of the two, doubled); and each tier's surprise.  ``how``: per window, the index in
     :data:`TIER_COMBINATIONS`."""
-    rate, seq = np.zeros(len(s.R)), np.zeros(len(s.R))
-    for p in np.unique(s.prof[rate_ok | seq_ok]).tolist():
-        profile, at = s.profiles[p], s.prof == p
-        r, q = at & rate_ok, at & seq_ok
-        if r.any():
-            rate[r] = profile.threshold.surprise(s.rate[r])
-        if q.any():
-            seq[q] = profile.seq_threshold.surprise(s.seq[q])
+    rate = TailThreshold.surprise_stacked([p.threshold for p in s.profiles], s.rate, s.prof, rate_ok)
+    seq = TailThreshold.surprise_stacked([p.seq_threshold for p in s.profiles], s.seq, s.prof, seq_ok)
     min_p = np.where(rate_ok, rate, -np.inf)
     np.maximum(min_p, np.where(seq_ok, seq, -np.inf), out=min_p)
     min_p = np.where(rate_ok | seq_ok, min_p - math.log10(2.0), 0.0)
@@ -1035,7 +1029,13 @@ def _learn(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn
 def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, learn_mask: np.ndarray) -> None:
     """Add the learnt windows' scores to their profiles' thresholds and refit them; count the windows each
     profile learnt."""
-    per_profile = np.bincount(s.prof[learn_mask], minlength=len(s.profiles))
+    n_profiles = len(s.profiles)
+    per_profile = np.bincount(s.prof[learn_mask], minlength=n_profiles)
+    # the scores each threshold takes, every profile's in one slice: no mask per profile
+    rates, rate_at = _by_profile(s.rate, learn_mask, s.prof, n_profiles)
+    seqs, seq_at = _by_profile(s.seq, learn_mask & s.has_grams, s.prof, n_profiles)
+    combined_scores, combined_at = _by_profile(s.continuous, learn_mask & np.isfinite(s.threshold), s.prof,
+                                                 n_profiles)
     for p in np.flatnonzero(per_profile).tolist():
         g = p // 2
         b, profile = baselines[g], s.profiles[p]
@@ -1047,13 +1047,12 @@ def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, l
             skip = max(0, b.config.min_learn_windows // 2 - profile.windows)
         else:
             skip = max(0, b.config.min_learn_windows // 4 - profile.windows)
-        mask = learn_mask & (s.prof == p)
         window_seconds = float(block.window_seconds[s.R[s.offsets[g]]])
         # the budget is per image: its replicas' windows share it, and its two continuous tiers halve it
         share = b.config.false_alarms_per_day / 2.0 / max(1, len(b.containers))
         learning = b.state is State.LEARNING
-        for threshold, scores in ((profile.threshold, s.rate[mask][skip:]),
-                                  (profile.seq_threshold, s.seq[mask & s.has_grams][skip:])):
+        for threshold, scores in ((profile.threshold, rates[rate_at[p] : rate_at[p + 1]][skip:]),
+                                  (profile.seq_threshold, seqs[seq_at[p] : seq_at[p + 1]][skip:])):
             if len(scores):
                 threshold.alarms_per_day = share
                 threshold.add(scores, window_seconds)
@@ -1061,16 +1060,25 @@ def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, l
                     threshold.recompute()
         # The combined score of the windows the tiers could decide, as it was decided: the image's whole
         # budget (the combination is the decision).
-        decided = mask & np.isfinite(s.threshold)
         combined = profile.combined_threshold
-        if decided.any():
+        if combined_at[p + 1] > combined_at[p]:
             combined.alarms_per_day = 2.0 * share
-            combined.add(s.continuous[decided][skip:], window_seconds)
+            combined.add(combined_scores[combined_at[p] : combined_at[p + 1]][skip:], window_seconds)
             if combined.refit_due(_REFIT):  # (while learning too: the tiers' thresholds move it little)
                 combined.recompute()
             if not learning and combined.calibrated and not math.isfinite(combined.ceiling):
                 combined.hold()  # (calibrated only after learning ended: held from its first fit)
         profile.windows += int(per_profile[p])
+
+
+def _by_profile(
+    values: np.ndarray, mask: np.ndarray, prof: np.ndarray, n_profiles: int
+) -> tuple[np.ndarray, list[int]]:
+    """``values[mask]`` profile by profile (each profile's in window order) and where each profile's start:
+    profile ``p``'s are ``[starts[p], starts[p + 1])``."""
+    at = np.flatnonzero(mask)
+    of = prof[at]
+    return values[at[np.argsort(of, kind="stable")]], [0, *np.cumsum(np.bincount(of, minlength=n_profiles)).tolist()]
 
 
 def _learn_models(profiles: list[_Profile], s: _Scored, learn_mask: np.ndarray, bound: list[bool]) -> None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -158,12 +159,14 @@ class TailThreshold:
             self._fitted_at = -1
             return self.value
         k = min(max(2, math.ceil(math.sqrt(n))), n - 1)
-        top = np.partition(self._ring[:n], n - k - 1)[n - k - 1 :].astype(np.float64)  # u, then the k largest
+        top = self._ring[:n].copy()
+        top.partition(n - k - 1)
+        top = top[n - k - 1 :].astype(np.float64)  # u, then the k largest
         u = float(top[0])
         excess = top[1:] - u
-        beta_hat = max(float(excess.sum()) / k, 1e-9)
+        beta_hat = max(float(np.add.reduce(excess)) / k, 1e-9)
         # the upper confidence bound of the exponential scale: 2 k beta_hat / beta ~ chi2(2k)
-        beta = 2.0 * k * beta_hat / (2.0 * float(gammaincinv(k, 1.0 - self.confidence)))
+        beta = 2.0 * k * beta_hat / (2.0 * _gamma_quantile(k, 1.0 - self.confidence))
         share, p = k / n, self.p
         self._anchor, self._share, self._fitted_at = u, share, self._count
         if p >= share:  # a generous budget: its quantile is inside the sample
@@ -171,7 +174,8 @@ class TailThreshold:
             self.value = max(float(np.quantile(self._ring[:n], 1.0 - p)), self.floor)
             return self.value
         span = math.log(share / p)
-        xi = shape_bound(np.sort(excess), self.confidence)
+        excess.sort()
+        xi = shape_bound(excess, self.confidence)
         if xi < 0.0:  # a tail lighter than exponential: the generalized Pareto quantile, as an exponential scale
             beta *= (1.0 - xi) * math.expm1(xi * span) / (xi * span)
         self._scale = max(beta, self.min_excess / span, (self.floor - u) / span)
@@ -202,9 +206,26 @@ class TailThreshold:
         map of the score: a mean of it over windows ranks traces as the mean of the raw score does.
         0 before the threshold is calibrated."""
         s = np.asarray(scores, dtype=np.float64)
-        if self._fitted_at < 0 or not math.isfinite(self.value):
-            return np.zeros(s.shape)
-        return -math.log10(self._share) + (s - self._anchor) / (self._scale * math.log(10.0))
+        flat = s.reshape(-1)
+        one = np.zeros(len(flat), dtype=np.int64)
+        return TailThreshold.surprise_stacked([self], flat, one, np.ones(len(flat), dtype=bool)).reshape(s.shape)
+
+    @staticmethod
+    def surprise_stacked(
+        thresholds: Sequence[TailThreshold], scores: np.ndarray, which: np.ndarray, mask: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`surprise` of many thresholds' scores at once: score ``i`` under ``thresholds[which[i]]``
+        where ``mask[i]`` (0 elsewhere), in one set of NumPy operations."""
+        fitted = [t._fitted_at >= 0 and math.isfinite(t.value) for t in thresholds]
+        if not any(fitted):
+            return np.zeros(len(scores))
+        # per threshold: -log10(k / n), the anchor and the scale in decades (1 where not fitted: unused)
+        offset = np.array([-math.log10(t._share) if f else 0.0 for t, f in zip(thresholds, fitted, strict=True)])
+        anchor = np.array([t._anchor if f else 0.0 for t, f in zip(thresholds, fitted, strict=True)])
+        scale = np.array([t._scale * math.log(10.0) if f else 1.0 for t, f in zip(thresholds, fitted, strict=True)])
+        out = offset[which] + (scores - anchor[which]) / scale[which]
+        out[~(mask & np.array(fitted)[which])] = 0.0
+        return out
 
     def update(self, scores: np.ndarray, window_seconds: float) -> None:
         self.add(scores, window_seconds)
@@ -265,7 +286,7 @@ def shape_bound(excess: np.ndarray, confidence: float) -> float:
     k = len(excess)
     if k < 2:
         return 0.0
-    a0 = float(excess.sum()) / k
+    a0 = float(np.add.reduce(excess)) / k
     a1 = float(np.dot(_pwm_weights(k), excess))
     if a0 <= 0.0 or a0 - 2.0 * a1 <= 0.0:
         return 0.0
@@ -279,6 +300,12 @@ def _pwm_weights(k: int) -> np.ndarray:
     w = (1.0 - (np.arange(1, k + 1) - 0.35) / k) / k
     w.flags.writeable = False  # (shared by every caller)
     return w
+
+
+@functools.lru_cache(maxsize=1024)
+def _gamma_quantile(k: int, q: float) -> float:
+    """The ``q`` quantile of Gamma(``k``, 1) (a fit needs it for each sample size's ``k``: cached)."""
+    return float(gammaincinv(k, q))
 
 
 @functools.lru_cache(maxsize=16)
