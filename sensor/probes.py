@@ -55,7 +55,8 @@ class ProbeConfig:
     # container per 5 s window under load (bench/busy_containers.py, docs/benchmarks.md): 100 busy containers
     # reached 4,687 syscall keys (<= 77 a container), 72,785 n-gram buckets (<= 1,854 a container) and
     # 10,700 endpoints; one container port-scanning at full speed adds up to 65,535 endpoints in a window.
-    # Syscall counts take one row of 512 per-CPU counters (4 KiB a CPU) per cgroup active in the window.
+    # Syscall counts take one row per cgroup active in the window: 512 per-CPU counters and, with n-grams, 128
+    # n-gram slots (6 KiB a CPU).
     max_syscall_rows: int = 512
     max_ngram_entries: int = 262144
     max_cgroups: int = 8192
@@ -236,7 +237,7 @@ class _Drainer:
 class _Rows:
     """The first rows of a per-CPU array of counters: read them and zero them, one batch syscall each."""
 
-    def __init__(self, lib: Any, table: Any, value_size: int, ncpu: int) -> None:
+    def __init__(self, lib: Any, table: Any, value_size: int, ncpu: int, most: int) -> None:
         self.lib = lib
         self.fd = table.map_fd
         self.max_entries = int(table.max_entries)
@@ -244,12 +245,14 @@ class _Rows:
         self.ncpu = ncpu
         self.value_size = value_size
         self.keys = (ct.c_uint32 * self.max_entries)(*range(self.max_entries))
-        self.values = (ct.c_ubyte * (self.row_bytes * self.max_entries))()
-        self.zeros = (ct.c_ubyte * (self.row_bytes * self.max_entries))()
+        # buffers for the most rows one take reads (one set's), not the whole array: they grow with the CPUs
+        self.most = most
+        self.values = (ct.c_ubyte * (self.row_bytes * most))()
+        self.zeros = (ct.c_ubyte * (self.row_bytes * most))()
 
     def take(self, start: int, n: int) -> np.ndarray:
         """Rows start .. start + n - 1 as uint64[n, ncpu, value_size // 8], then zeroed in the map."""
-        n = min(n, self.max_entries - start)
+        n = min(n, self.max_entries - start, self.most)
         if n <= 0:
             return np.zeros((0, self.ncpu, self.value_size // 8), dtype=np.uint64)
         in_batch = ct.c_uint32(start - 1)  # the batch goes on after this key
@@ -305,7 +308,8 @@ class Probes:
         self.ncpu = len(get_possible_cpus())
         self._sets = [self._drainers(lib, s) for s in (0, 1)]
         row_words = ROW_SYSCALLS + (2 * GRAM_SLOTS if self.config.ngrams else 0)
-        self._rows = _Rows(lib, self._bpf[b"rows"], 8 * row_words, self.ncpu)  # set N: from N * max_syscall_rows
+        # set N: rows N * max_syscall_rows onwards
+        self._rows = _Rows(lib, self._bpf[b"rows"], 8 * row_words, self.ncpu, self.config.max_syscall_rows)
         b = self._bpf
         self._shared = {
             "sock_owner": _Drainer(lib, b[b"sock_owner"], np.dtype("<u8"), 8, 1),
