@@ -141,10 +141,8 @@ _METRICS: dict[str, tuple[type[Counter] | type[Gauge], str]] = {
 _FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _shard_metrics(registry: CollectorRegistry | None, shard: str) -> dict[str, Any]:
-    """This shard's children of the transport's metric families in ``registry`` (none without a registry)."""
-    if registry is None:
-        return {}
+def _shard_metrics(registry: CollectorRegistry, shard: str) -> dict[str, Any]:
+    """This shard's children of the transport's metric families in ``registry``."""
     families = _FAMILIES.get(registry)
     if families is None:
         families = _FAMILIES[registry] = {name: kind(f"baseliner_sensor_{name}", doc, ("shard",), registry=registry)
@@ -252,7 +250,8 @@ class Transport:
         self.stats = TransportStats()
         self.shard = shard  # the shard this stream is for (Hello.shard); "" for a service that is not sharded
         self.on_epoch = on_epoch  # told (shard, epoch) of the shard map each Welcome and ack names
-        self._metrics = _shard_metrics(registry, shard)
+        # counted where nobody reads them without a registry
+        self._metrics = _shard_metrics(registry or CollectorRegistry(), shard)
         self._channel_options = list(channel_options)
         self._credentials = credentials
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -423,9 +422,8 @@ class Transport:
                 self._metrics[name].inc(n)
 
     def _update_gauges(self) -> None:
-        if self._metrics:
-            self._metrics["buffer_batches"].set(self.buffer.batches)
-            self._metrics["buffer_bytes"].set(self.buffer.nbytes)
+        self._metrics["buffer_batches"].set(self.buffer.batches)
+        self._metrics["buffer_bytes"].set(self.buffer.nbytes)
 
     # -- connection loop ---------------------------------------------------------------------------
 
