@@ -1,7 +1,8 @@
 """Choose the default model's settings by cross-validation inside the learning traces only.
 
 The learning traces are ADFA-LD's ``Training_Data_Master`` (the standard split's), or those listed in
-``--learn FILE`` (one a line, as ``baseliner evaluate adfa-ld --learn`` takes them).  Test and attack
+``--learn FILE`` (one a line, as ``baseliner evaluate adfa-ld --learn`` takes them), or those of one of
+``baseliner evaluate``'s re-splits (``--resplit training+validation-half:1``).  Test and attack
 traces are never read.  Candidates are the default model (``ImageBaseline`` exactly as ``baseliner
 evaluate`` runs it) with every combination of the ``--grid`` values (a joint grid, for settings that
 interact); each is measured on synthetic intrusions spliced into held-out learning traces
@@ -49,10 +50,16 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return axes
 
 
-def learning_traces(adfa: str | None, learn: str | None) -> list[tuple[str, ...]]:
-    if learn is None:
+def learning_traces(adfa: str | None, learn: str | None, resplit: str | None = None) -> list[tuple[str, ...]]:
+    if learn is None and resplit is None:
         return [t.calls for t in load_adfa(adfa, splits=("train",))]
     traces = load_adfa(adfa)
+    if resplit is not None:
+        family, _, seed = resplit.partition(":")
+        if family not in splits.FAMILIES or not seed.isdigit():
+            raise SystemExit(f"--resplit {resplit!r}: expected FAMILY:SEED, FAMILY one of {', '.join(splits.FAMILIES)}")
+        return [traces[i].calls for i in splits.resplit(traces, family, int(seed)).learn]
+    assert learn is not None
     return [traces[i].calls for i in splits.listed(traces, learn, "learn")]
 
 
@@ -65,6 +72,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--adfa", default=None, help="ADFA-LD.zip (default: the shared datasets folder)")
     ap.add_argument("--learn", default=None, help="learning traces, one a line (default Training_Data_Master)")
+    ap.add_argument("--resplit", default=None, metavar="FAMILY:SEED",
+                    help="the learning traces of a re-split of baseliner evaluate (for example "
+                         "training+validation-half:1); its test traces are never read")
     ap.add_argument("--grid", action="append", default=[], help="NAME=V1,V2,... (repeat; joint grid)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--nested", type=int, default=0, help="outer folds of a nested cross-validation (0: none)")
@@ -78,7 +88,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the table (and the nested result) as JSON here")
     args = ap.parse_args()
 
-    traces = learning_traces(args.adfa, args.learn)
+    traces = learning_traces(args.adfa, args.learn, args.resplit)
     candidates = crossval.config_candidates(crossval.grid(**parse_grid(args.grid)))
     print(f"{len(traces)} learning traces, {len(candidates)} candidates, {args.folds} folds", flush=True)
     t0 = time.perf_counter()
