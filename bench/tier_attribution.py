@@ -10,22 +10,31 @@ the mean gap (normal minus attack) of every part.  Reads the test split: a diagn
 
     .venv/bin/python bench/tier_attribution.py validation-half 1
     .venv/bin/python bench/tier_attribution.py standard
+
+``bursts`` instead learns the first 80% of ``Training_Data_Master`` (as a cross-validation fold does) and
+compares the tiers' scores of the other 20%'s windows with those of a window of 100 calls of one syscall (the
+six most frequent): can the rate tier see a flood of one call on this data?  Reads the training traces only.
+
+    .venv/bin/python bench/tier_attribution.py bursts
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baseliner.models.evaluate import splits  # noqa: E402
+from baseliner.models.evaluate import crossval, splits  # noqa: E402
+from baseliner.models.evaluate.adfa import load_adfa  # noqa: E402
 from baseliner.models.evaluate.metrics import summarise  # noqa: E402
 from baseliner.models.evaluate.run import AdfaData  # noqa: E402
 from baseliner.models.evaluate.scorers import RATE_TIER, SEQUENCE_TIER, PipelineScorer, trace_scores  # noqa: E402
+from baseliner.models.evaluate.windows import DEFAULT_CALLS_PER_WINDOW  # noqa: E402
 
 
 def fisher4(decades: np.ndarray) -> np.ndarray:
@@ -39,7 +48,39 @@ def gaps(mask: np.ndarray, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> s
     return ", ".join(f"{name} {np.mean(n[i] - a[j]):+.3f}" for name, (n, a) in parts.items())
 
 
+def _learnt(traces: list[tuple[str, ...]]) -> PipelineScorer:
+    scorer = PipelineScorer()
+    vs = crossval._vectors(traces, DEFAULT_CALLS_PER_WINDOW)[0]
+    for i in range(0, len(vs), 2048):
+        scorer.learn(vs[i : i + 2048])
+    scorer.freeze()
+    return scorer
+
+
+def bursts() -> None:
+    train = [t.calls for t in load_adfa(None, splits=("train",))]
+    cut = len(train) * 4 // 5
+    scorer = _learnt(train[:cut])
+    held = crossval._vectors(train[cut:], DEFAULT_CALLS_PER_WINDOW)[0]
+    tiers, score = scorer.tiers(held), scorer.score(held)
+    q = (0.5, 0.9, 0.99)
+    print(f"{cut} learning traces; {len(held)} held-out normal windows: rate tier quantiles {q} "
+          f"{np.round(np.quantile(tiers[RATE_TIER], q), 2).tolist()}, sequence "
+          f"{np.round(np.quantile(tiers[SEQUENCE_TIER], q), 2).tolist()}, "
+          f"model {np.round(np.quantile(score, q), 1).tolist()}")
+    profile = scorer.baseline.steady
+    print(f"tail scales (score units per e-fold): rate {profile.threshold._scale:.2f}, sequence "
+          f"{profile.seq_threshold._scale:.2f} nats/gram")
+    for call, _ in Counter(c for t in train[:cut] for c in t).most_common(6):
+        one = crossval._vectors([(call,) * DEFAULT_CALLS_PER_WINDOW], DEFAULT_CALLS_PER_WINDOW)[0]
+        t = scorer.tiers(one)
+        print(f"  {DEFAULT_CALLS_PER_WINDOW} x {call}: rate tier {t[RATE_TIER][0]:.2f}, sequence tier "
+              f"{t[SEQUENCE_TIER][0]:.2f}, model {scorer.score(one)[0]:.1f}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["bursts"]:
+        return bursts()
     family = sys.argv[1] if len(sys.argv) > 1 else "standard"
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     data = AdfaData.load()

@@ -107,6 +107,10 @@ class BaselineConfig:
     * ``novelty_weight_*``: the share of the threshold one novel kind adds to the score (1 alerts alone).
     * ``tier_combination``: how the continuous tiers' tail probabilities combine (:data:`TIER_COMBINATIONS`;
       ``fisher`` chosen by cross-validation in ADFA-LD's training traces, ``bench/choose_settings.py``).
+    * ``tier_weight_rate``, ``tier_weight_sequence``: each tier's tail probability ``p`` enters the
+      combination as ``p ** w`` (its surprise times ``w``).  A weight in [0, 1] keeps the combination a
+      valid, conservative tail probability (for a uniform ``p``, ``P(p ** w <= t) = t ** (1 / w) <= t``), so
+      the alarm budget holds; weight 0 leaves a tier out.
     * ``stable_share``, ``stable_confidence``, ``max_learn_seconds``: when learning ends (above); the quiet
       stretch must also last ``-ln(1 - stable_confidence) / false_alarms_per_day`` days, which bounds the
       image's alarm rate by its budget at that confidence (0: the share alone).
@@ -139,6 +143,8 @@ class BaselineConfig:
     novelty_weight_sensitive_path: float = 1.0
     novelty_weight_syscall: float = 0.2
     tier_combination: str = "fisher"  # chosen by cross-validation in ADFA-LD's training data
+    tier_weight_rate: float = 1.0  # exponent of each tier's tail probability (in [0, 1]) before combining
+    tier_weight_sequence: float = 1.0
     ngram_alpha: float = 3.0
     sequence_unseen_nats: float = 128.0  # chosen by cross-validation in ADFA-LD's training data
     sequence_unseen_scale: float = 0.2
@@ -186,6 +192,9 @@ class BaselineConfig:
         if self.tier_combination not in TIER_COMBINATIONS:
             problems.append(f"tier_combination must be one of {', '.join(TIER_COMBINATIONS)}, "
                             f"got {self.tier_combination!r}")
+        if not (0 <= self.tier_weight_rate <= 1 and 0 <= self.tier_weight_sequence <= 1):
+            problems.append(f"tier weights must be in [0, 1], got rate {self.tier_weight_rate} and "
+                            f"sequence {self.tier_weight_sequence}")
         if not (self.ngram_alpha > 0 and math.isfinite(self.ngram_alpha)):
             problems.append(f"ngram_alpha must be > 0, got {self.ngram_alpha}")
         if not (self.sequence_unseen_nats >= 0 and math.isfinite(self.sequence_unseen_nats)):
@@ -879,7 +888,7 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
     seq_ok = np.isfinite(seq_thr) & ~no_profile & s.has_grams
     s.seq_hit = seq_ok & (s.seq > seq_thr)
     s.continuous, rate_s, seq_s = _combined_surprise(
-        s, ~no_profile & np.isfinite(rate_thr), seq_ok,
+        baselines, s, ~no_profile & np.isfinite(rate_thr), seq_ok,
         s.per_group([TIER_COMBINATIONS.index(b.config.tier_combination) for b in baselines]))
     n_kinds = np.zeros(len(s.R))
     alone = np.zeros(len(s.R), dtype=bool)  # a novel item of a kind that alerts on its own
@@ -906,18 +915,30 @@ def _decide(baselines: list[ImageBaseline], s: _Scored) -> None:
     s.threshold, s.seq_threshold, s.no_profile = thresholds, seq_thr, no_profile
 
 
+def _weighted_surprises(
+    baselines: list[ImageBaseline], s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each continuous tier's tail surprise (``-log10 p`` under the tier's own calibration) times the
+    image's weight of that tier (``tier_weight_*``: ``p ** w``, still a valid tail probability)."""
+    rate = TailThreshold.surprise_stacked([p.threshold for p in s.profiles], s.rate, s.prof, rate_ok)
+    seq = TailThreshold.surprise_stacked([p.seq_threshold for p in s.profiles], s.seq, s.prof, seq_ok)
+    w_rate = s.per_group([b.config.tier_weight_rate for b in baselines])
+    w_seq = s.per_group([b.config.tier_weight_sequence for b in baselines])
+    return rate * w_rate, seq * w_seq
+
+
 def _combined_surprise(
-    s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, how: np.ndarray
+    baselines: list[ImageBaseline], s: _Scored, rate_ok: np.ndarray, seq_ok: np.ndarray, how: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The continuous tiers' combined tail probability per window, in decades (``-log10``): each tier's
     tail probability under its own calibration (a tier that is not calibrated, or a window without
     n-grams for the sequence tier, is left out; neither: 0), combined by
     ``min_p`` (``min(1, 2 min(p_rate, p_seq))``: either tier alone alarms at its own budget quantile) or
     ``fisher`` (``P(chi2_4 >= -2 ln(p_rate p_seq))``: evidence from both adds up) or ``either`` (the smaller
-    of the two, doubled); and each tier's surprise.  ``how``: per window, the index in
+    of the two, doubled), each tier's probability weighted (:func:`_weighted_surprises`); and each tier's
+    weighted surprise.  ``how``: per window, the index in
     :data:`TIER_COMBINATIONS`."""
-    rate = TailThreshold.surprise_stacked([p.threshold for p in s.profiles], s.rate, s.prof, rate_ok)
-    seq = TailThreshold.surprise_stacked([p.seq_threshold for p in s.profiles], s.seq, s.prof, seq_ok)
+    rate, seq = _weighted_surprises(baselines, s, rate_ok, seq_ok)
     min_p = np.where(rate_ok, rate, -np.inf)
     np.maximum(min_p, np.where(seq_ok, seq, -np.inf), out=min_p)
     min_p = np.where(rate_ok | seq_ok, min_p - math.log10(2.0), 0.0)

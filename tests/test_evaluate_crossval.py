@@ -77,10 +77,30 @@ def test_intrusions_splice_a_foreign_segment_of_each_kind():
         it.splice(learn[0], "bitflip", donor=())
 
 
+def test_intrusions_that_change_how_much_of_each_call_a_window_holds():
+    rng = random.Random(2)
+    learn = _traces(10)
+    it = Intruder(learn, rng)
+    vocabulary = {c for t in learn for c in t}
+    base = learn[0]
+    for _ in range(20):
+        loop = it.splice(base, "loop", donor=(), share=0.5)
+        seg = loop.calls[loop.start : loop.end]
+        periods = [p for p in range(2, 13) if seg[p:] == seg[:-p]]
+        assert periods and set(seg) <= vocabulary  # a learnt stretch of 2-12 calls, repeated
+        burst = it.splice(base, "burst", donor=(), share=0.5)
+        assert len(set(burst.calls[burst.start : burst.end])) == 1 <= len(set(base))
+        mix = it.splice(base, "mix", donor=(), share=0.5)
+        assert set(mix.calls[mix.start : mix.end]) <= vocabulary
+    # a mix is one learning trace's: calls no learning trace holds never appear
+    odd = Intruder([("read",) * 50, ("write",) * 50], random.Random(0))
+    assert {len(set(odd.segment("mix", 40, None, ()))) for _ in range(10)} == {1}
+
+
 def test_fold_marks_the_windows_that_hold_foreign_calls():
     learn, held = _traces(12), _traces(6, seed=1)
     fold = crossval.Fold.make(learn, held, random.Random(0), share=0.2, calls_per_window=100)
-    assert fold.labels.tolist() == [0] * 6 + [1] * 6 and fold.kinds.tolist()[6:] == [KINDS[k % 3] for k in range(6)]
+    assert fold.labels.tolist() == [0] * 6 + [1] * 6 and fold.kinds.tolist()[6:] == list(KINDS)[:6]
     assert not fold.foreign_windows[fold.normal_windows].any()
     for trace in range(6, 12):  # each intruded trace: its foreign windows are one run covering the segment
         rows = np.flatnonzero(fold.index == trace)
@@ -105,6 +125,12 @@ def test_cross_validation_ranks_the_model_above_chance_and_reports_its_tiers():
     assert crossval.choose([chance, best]) is chance
     # when none qualifies, the one that alarms least
     assert crossval.choose([chance, best], max_normal_flagged=-1.0) is best
+    # "never below its tiers": a row whose model loses to one of its tiers alone is passed over
+    tier_auc, tier_dr = crossval.best_tier(best)
+    assert tier_auc == max(best.mean[f"{t} auc"] for t in (RATE_TIER, SEQUENCE_TIER))
+    weak = crossval.Row(best.candidate, {**best.mean, "auc": tier_auc - 0.01}, best.folds)
+    assert not crossval.not_below_tiers(weak)
+    assert crossval.choose([weak, chance], above_tiers=True) is chance  # chance has no tiers to lose to
 
 
 def test_grid_and_config_candidates_make_fresh_models():

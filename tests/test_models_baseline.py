@@ -478,6 +478,20 @@ def test_the_combined_score_is_calibrated_too() -> None:
     assert again.score == pytest.approx(flagged.score, rel=0.05) and not again.anomalous
 
 
+def test_tier_weights_scale_a_tiers_evidence_and_zero_leaves_it_out() -> None:
+    """A tier's tail probability enters the combination as ``p ** w``: a rate-only anomaly's evidence shrinks
+    with the rate tier's weight and is gone at 0; weights outside [0, 1] are refused."""
+    scores = {}
+    for w in (1.0, 0.5, 0.0):
+        b, rng = learned(300, tier_weight_rate=w)
+        probe = window(400, rng, accepts=400)
+        scores[w] = b.process([probe])[0]
+    assert scores[1.0].anomalous and scores[1.0].score > scores[0.5].score > scores[0.0].score == 0.0
+    assert not scores[0.0].anomalous
+    with pytest.raises(ValueError, match="tier weights must be in"):
+        BaselineConfig(tier_weight_sequence=1.5)
+
+
 def test_held_threshold_tightens_but_never_loosens() -> None:
     from baseliner.models.threshold import TailThreshold
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -142,13 +143,11 @@ def measure(candidate: Candidate, fold: Fold) -> dict[str, float]:
         ts = trace_scores(window_scores, weights, fold.index, n)
         sm = summarise(fold.labels, ts)
         out[f"{prefix}auc"], out[f"{prefix}dr_5"] = sm.auc, sm.dr_5
-        if prefix:
-            return
         for kind in KINDS:
             keep = (fold.labels == 0) | (fold.kinds == kind)
             if fold.labels[keep].sum():
                 k_sm = summarise(fold.labels[keep], ts[keep])
-                out[f"{kind}_auc"], out[f"{kind}_dr_5"] = k_sm.auc, k_sm.dr_5
+                out[f"{prefix}{kind}_auc"], out[f"{prefix}{kind}_dr_5"] = k_sm.auc, k_sm.dr_5
 
     trace_figures("", scores)
     out["normal_windows_flagged"] = float(alarms[fold.normal_windows].mean())
@@ -204,15 +203,33 @@ def separation(row: Row) -> float:
     return row.mean.get("foreign_windows_flagged", 0.0) - row.mean.get("normal_windows_flagged", 0.0)
 
 
-def choose(rows: Sequence[Row], max_normal_flagged: float | None = None, reference: str | None = None) -> Row:
+def best_tier(row: Row) -> tuple[float, float]:
+    """The best mean CV AUC and DR @ 5% of the row's tiers alone (each figure over the same folds)."""
+    tiers = {k.rsplit(" ", 1)[0] for k in row.mean if k.endswith(" auc")}
+    if not tiers:
+        return -math.inf, -math.inf
+    return max(row.mean[f"{t} auc"] for t in tiers), max(row.mean[f"{t} dr_5"] for t in tiers)
+
+
+def not_below_tiers(row: Row) -> bool:
+    """The row's model is at least as good as each of its tiers alone, by mean CV AUC and by DR @ 5%."""
+    auc, dr_5 = best_tier(row)
+    return row.mean["auc"] >= auc and row.mean["dr_5"] >= dr_5
+
+
+def choose(rows: Sequence[Row], max_normal_flagged: float | None = None, reference: str | None = None,
+           above_tiers: bool = False) -> Row:
     """The best-ranked row that passes the rules given:
 
     * ``max_normal_flagged``: its held-out normal windows alarm at most that share of the time;
     * ``reference`` (a candidate's label): its alarms separate (:func:`separation`) at least as well as
-      that candidate's.
+      that candidate's;
+    * ``above_tiers``: it is at least as good as each of its tiers alone (:func:`not_below_tiers`).
 
     With no row passing, the one whose normal windows alarm least."""
     fit = list(rows)
+    if above_tiers:
+        fit = [r for r in fit if not_below_tiers(r)]
     if max_normal_flagged is not None:
         fit = [r for r in fit if r.mean.get("normal_windows_flagged", 0.0) <= max_normal_flagged]
     if reference is not None:
@@ -231,7 +248,7 @@ class OuterFold:
 
 def nested(traces: Sequence[Calls], candidates: Sequence[Candidate], outer: int = 5, inner: int = 4, seed: int = 7,
            share: float = 0.2, calls_per_window: int = DEFAULT_CALLS_PER_WINDOW,
-           max_normal_flagged: float | None = None, reference: str | None = None,
+           max_normal_flagged: float | None = None, reference: str | None = None, above_tiers: bool = False,
            progress: Callable[[str], None] | None = None) -> list[OuterFold]:
     """Nested cross-validation: per outer fold, :func:`cross_validate` on the other outer folds chooses
     (:func:`choose`), and the choice is measured on the outer fold.  The mean of the outer figures is an
@@ -242,7 +259,7 @@ def nested(traces: Sequence[Calls], candidates: Sequence[Candidate], outer: int 
         held_set = set(held)
         rest = [traces[i] for i in range(len(traces)) if i not in held_set]
         rows = cross_validate(rest, candidates, inner, seed + 1 + f, share, calls_per_window)
-        best = choose(rows, max_normal_flagged, reference)
+        best = choose(rows, max_normal_flagged, reference, above_tiers)
         fold = Fold.make(rest, [traces[i] for i in held], rng, share, calls_per_window)
         out.append(OuterFold(best, measure(best.candidate, fold)))
         if progress:
