@@ -942,7 +942,7 @@ def _combined_surprise(
     min_p = np.where(rate_ok, rate, -np.inf)
     np.maximum(min_p, np.where(seq_ok, seq, -np.inf), out=min_p)
     min_p = np.where(rate_ok | seq_ok, min_p - math.log10(2.0), 0.0)
-    if not np.any(how):
+    if not how.any():
         return min_p, rate, seq
     half_chi2 = math.log(10.0) * (rate + seq)  # -ln(p_rate p_seq); P(chi2_4 >= 2x) = e^-x (1 + x)
     fisher = (half_chi2 - np.log1p(np.maximum(half_chi2, 0.0))) / math.log(10.0)
@@ -953,7 +953,7 @@ def _combined_surprise(
 def _rehearse(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored) -> None:
     """Note, per learning image, its latest rehearsal alarm (a learning window the decision would have
     flagged) and what it was."""
-    for k in np.flatnonzero(s.rehearsal).tolist():
+    for k in s.rehearsal.nonzero()[0].tolist():
         b = baselines[int(s.grp[k])]
         row = int(s.R[k])
         end = float(block.window_start[row] + block.window_seconds[row])
@@ -1019,7 +1019,7 @@ def _verdicts(
     for k, items in s.novel.items():
         verdicts[grp[k]].novel[k - offsets[grp[k]]] = tuple(items)
     seq_hit, rate_hit, startup, rows = s.seq_hit, s.rate_hit, s.startup, s.R
-    for k in np.flatnonzero(s.anomalous).tolist():
+    for k in s.anomalous.nonzero()[0].tolist():
         g = grp[k]
         local = k - offsets[g]
         b, vd = baselines[g], verdicts[g].verdict(local)
@@ -1057,7 +1057,7 @@ def _calibrate(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, l
     seqs, seq_at = _by_profile(s.seq, learn_mask & s.has_grams, s.prof, n_profiles)
     combined_scores, combined_at = _by_profile(s.continuous, learn_mask & np.isfinite(s.threshold), s.prof,
                                                  n_profiles)
-    for p in np.flatnonzero(per_profile).tolist():
+    for p in per_profile.nonzero()[0].tolist():
         g = p // 2
         b, profile = baselines[g], s.profiles[p]
         # Thresholds come from the scores of windows the profile learnt, each computed before the window
@@ -1097,9 +1097,9 @@ def _by_profile(
 ) -> tuple[np.ndarray, list[int]]:
     """``values[mask]`` profile by profile (each profile's in window order) and where each profile's start:
     profile ``p``'s are ``[starts[p], starts[p + 1])``."""
-    at = np.flatnonzero(mask)
+    at = mask.nonzero()[0]
     of = prof[at]
-    return values[at[np.argsort(of, kind="stable")]], [0, *np.cumsum(np.bincount(of, minlength=n_profiles)).tolist()]
+    return values[at[of.argsort(kind="stable")]], [0, *np.cumsum(np.bincount(of, minlength=n_profiles)).tolist()]
 
 
 def _learn_models(profiles: list[_Profile], s: _Scored, learn_mask: np.ndarray, bound: list[bool]) -> None:
@@ -1132,7 +1132,7 @@ def _account(baselines: list[ImageBaseline], block: VectorBlock, s: _Scored, lea
         if not n_learnt[g]:
             continue
         if b.state is State.LEARNING:
-            _learn_novelty(b, block, s, np.flatnonzero(learn_mask[offsets[g] : offsets[g + 1]]) + offsets[g])
+            _learn_novelty(b, block, s, learn_mask[offsets[g] : offsets[g + 1]].nonzero()[0] + offsets[g])
         if math.isnan(b.first_window) or earliest[g] < b.first_window:  # (a replica's stream may be behind)
             b.first_window = earliest[g]
         if math.isnan(b.last_window) or latest_start[g] > b.last_window:

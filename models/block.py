@@ -57,7 +57,7 @@ def csr_take(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     if total == 0:
         return new_ptr, np.zeros(0, dtype=_I64)
     # entry k of new row r sits at starts[r] + (k - new_ptr[r])
-    entries = np.arange(total, dtype=_I64) + np.repeat(starts - new_ptr[:-1], lengths)
+    entries = np.arange(total, dtype=_I64) + (starts - new_ptr[:-1]).repeat(lengths)
     return new_ptr, entries
 
 
@@ -67,7 +67,7 @@ def row_ids(ptr: np.ndarray) -> np.ndarray:
     >>> row_ids(np.array([0, 2, 2, 3])).tolist()
     [0, 0, 2]
     """
-    return np.repeat(np.arange(len(ptr) - 1, dtype=_I64), np.diff(ptr))
+    return np.arange(len(ptr) - 1, dtype=_I64).repeat(ptr[1:] - ptr[:-1])
 
 
 def segment_sums(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ def segment_sums(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
     >>> segment_sums(np.array([1.0, 2.0, 4.0]), np.array([0, 2, 2, 3, 3])).tolist()
     [3.0, 0.0, 4.0, 0.0]
     """
-    lengths = np.diff(ptr)
+    lengths = ptr[1:] - ptr[:-1]
     out = np.zeros(len(lengths), dtype=np.result_type(values.dtype, np.float64))
     full = lengths > 0
     if full.all():

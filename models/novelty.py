@@ -202,15 +202,14 @@ def _one_by_one(at: _Windows, kind: str, ptr: np.ndarray, items: list[str], out:
             out.setdefault(k, []).append(NovelItem(kind, item))
 
 
-def _unknown(s: NoveltySets, kind: str, keys: Sequence[str]) -> list[int]:
-    """Positions of the (non-empty) ``keys`` that ``s`` does not know; the answer for the last table looked
-    up is remembered until the set changes (batches of one sensor repeat their tables)."""
-    table = tuple(keys)
+def _unknown(s: NoveltySets, kind: str, table: tuple[str, ...]) -> list[int]:
+    """Positions of the (non-empty) keys of ``table`` that ``s`` does not know; the answer for the last table
+    looked up is remembered until the set changes (batches of one sensor repeat their tables)."""
     cached = s._unknown.get(kind)
     if cached is not None and cached[1] == s._version and cached[0] == table:
         return cached[2]
     known = s.sets[kind]
-    unknown = [j for j, key in enumerate(keys) if key and key not in known]
+    unknown = [j for j, key in enumerate(table) if key and key not in known]
     s._unknown[kind] = (table, s._version, unknown)
     return unknown
 
@@ -221,22 +220,25 @@ def _by_table(
     """``(k, key index)`` of the entries (``keys[index[e]]``, rows by ``ptr``) whose key is new to their
     window's set, in entry order."""
     flag = np.zeros((len(at.sets) + 1, len(keys)), dtype=bool)  # (row len(sets): rows not asked about)
+    table, any_unknown = tuple(keys), False
     for g, s in enumerate(at.sets):
         if not s.saturated[kind]:
-            flag[g, _unknown(s, kind, keys)] = True
-    if not flag.any():
+            unknown = _unknown(s, kind, table)
+            if unknown:
+                flag[g, unknown] = any_unknown = True
+    if not any_unknown:
         return []
     if at.runs is not None:  # each set's entries on their own: one lookup per entry, no per-entry row
         found: list[tuple[int, int]] = []
         for g in np.flatnonzero(flag.any(axis=1)).tolist():
             lo, hi = int(ptr[at.runs[g]]), int(ptr[at.runs[g + 1]])
-            hit = np.flatnonzero(flag[g].take(index[lo:hi])) + lo
+            hit = flag[g].take(index[lo:hi]).nonzero()[0] + lo
             if len(hit):
                 rows_hit = np.searchsorted(ptr, hit, side="right") - 1
                 found.extend(zip(rows_hit.tolist(), index[hit].tolist(), strict=True))
         return found
     entry_rows = row_ids(ptr)
-    hit = np.flatnonzero(flag[at.row_set[entry_rows], index])
+    hit = flag[at.row_set[entry_rows], index].nonzero()[0]
     hit_rows = entry_rows[hit]
     ks = hit_rows if at.pos is None else at.pos[hit_rows]
     return list(zip(ks.tolist(), index[hit].tolist(), strict=True))

@@ -40,7 +40,9 @@ The scores come from a bounded uniform sample (``capacity`` floats, reservoir sa
 recorded: the learning period's (prequential, each window scored before it was learnt) and, once
 detecting, every window that was learnt (not flagged, inside the learning gate), so calibration goes on
 while detecting and the threshold tightens towards the budget's quantile as evidence grows.  The sampling
-is deterministic (seeded by the number of scores seen), so a replay gives the same threshold.
+is deterministic: the draw that decides whether the ``k``-th score seen enters the sample is a hash of
+``k`` (:func:`_uniforms`), so a replay gives the same sample, and so the same threshold, however the
+scores were batched.
 """
 
 from __future__ import annotations
@@ -129,11 +131,10 @@ class TailThreshold:
         if len(rest):
             # Reservoir sampling (Vitter's algorithm R): the k-th score seen replaces a random slot with
             # probability capacity / k, so every score seen is in the sample with the same probability.
-            rng = np.random.Generator(np.random.PCG64(self._count * 1_000_003 + m))
-            seen = self._count + free + np.arange(1, len(rest) + 1)
-            slots = np.floor(rng.random(len(rest)) * seen).astype(np.int64)
+            seen = np.arange(self._count + free + 1, self._count + m + 1, dtype=np.uint64)
+            slots = (_uniforms(seen) * seen).astype(np.int64)
             keep = slots < cap
-            self._ring[slots[keep]] = rest[keep]  # a slot drawn twice in one batch keeps one of the two
+            self._ring[slots[keep]] = rest[keep]  # a slot drawn twice in one batch keeps the later score
         self._count += m
         self._window_seconds = float(window_seconds)
 
@@ -292,6 +293,33 @@ def shape_bound(excess: np.ndarray, confidence: float) -> float:
         return 0.0
     xi = max(2.0 - a0 / (a0 - 2.0 * a1), MIN_SHAPE)
     return min(0.0, xi + _normal_quantile(confidence) * (1.0 + xi) / math.sqrt(k))
+
+
+# splitmix64 (Steele, Lea and Flood 2014): the golden-ratio increment and the finalizer's multipliers
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SHIFTS = tuple(np.uint64(s) for s in (30, 27, 31, 11))
+
+
+def _uniforms(k: np.ndarray) -> np.ndarray:
+    """A uniform draw in ``[0, 1)`` for each counter of ``k`` (uint64), a function of the counter alone: the
+    splitmix64 output for state ``k x golden``, its top 53 bits.  Counter-based, so no generator is made
+    per call and a draw does not depend on which other counters were drawn with it.
+
+    >>> u = _uniforms(np.arange(1, 100_001, dtype=np.uint64))
+    >>> bool(0.0 <= u.min() and u.max() < 1.0), round(float(u.mean()), 2)
+    (True, 0.5)
+    >>> bool(_uniforms(np.array([7], dtype=np.uint64))[0] == u[6])
+    True
+    """
+    s30, s27, s31, s11 = _SHIFTS
+    z = k * _GOLDEN
+    z ^= z >> s30
+    z *= _MIX1
+    z ^= z >> s27
+    z *= _MIX2
+    z ^= z >> s31
+    z >>= s11
+    return z * 2.0**-53
 
 
 @functools.lru_cache(maxsize=128)

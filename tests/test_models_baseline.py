@@ -310,6 +310,12 @@ def test_zscore_hold_spread_keeps_the_variance_in_bounded_learning() -> None:
     np.testing.assert_array_equal(restored.to_arrays()["var_floor"], det.to_arrays()["var_floor"])
 
 
+def _fed_scores(batches: int) -> list[np.ndarray]:
+    """Batches of 50 scores: a quiet first half, a busy second half."""
+    rng = np.random.default_rng(1)
+    return [rng.uniform(10, 11, 50) if k >= batches // 2 else rng.uniform(0, 1, 50) for k in range(batches)]
+
+
 def test_threshold_sample_represents_the_whole_learning_period() -> None:
     """Thresholds calibrate on a uniform sample of every learning score (reservoir), not on the latest ones:
     a quiet first half and a busy second half of a long learning period both count."""
@@ -317,10 +323,8 @@ def test_threshold_sample_represents_the_whole_learning_period() -> None:
 
     def fed(batches: int) -> TailThreshold:
         t = TailThreshold(capacity=4096)
-        rng = np.random.default_rng(1)
-        for k in range(batches):
-            busy = k >= batches // 2
-            t.add(rng.uniform(10, 11, 50) if busy else rng.uniform(0, 1, 50), window_seconds=5.0)
+        for scores in _fed_scores(batches):
+            t.add(scores, window_seconds=5.0)
         return t
 
     t = fed(400)  # 20,000 scores, five times the sample
@@ -330,6 +334,12 @@ def test_threshold_sample_represents_the_whole_learning_period() -> None:
     assert 0.45 < quiet < 0.55, quiet  # a ring of the latest scores would hold none of the quiet half
     again = fed(400)
     np.testing.assert_array_equal(again.to_arrays()["scores"], sample)  # deterministic: replays agree
+    scores = np.concatenate(_fed_scores(400))
+    for sizes in ([len(scores)], [1] * 5000 + [len(scores) - 5000], [7, 4089, 3, 15901]):
+        batched = TailThreshold(capacity=4096)  # however the same scores are batched: the same sample
+        for part in np.split(scores, np.cumsum(sizes)[:-1]):
+            batched.add(part, window_seconds=5.0)
+        np.testing.assert_array_equal(batched.to_arrays()["scores"], sample)
     restored = TailThreshold(capacity=4096)
     restored.load_arrays(t.to_arrays())
     assert restored.n_scores == 4096 and restored.recompute() == t.recompute()

@@ -84,7 +84,7 @@ class GramNoveltyDetector(base.AnomalyDetector):
         new = np.zeros(NUM_BUCKETS, dtype=bool)  # for the while (76 KiB: cheaper than a search per entry)
         new[SHORT_BUCKETS:] = True
         new[SHORT_BUCKETS + self._seen.astype(np.int64)] = False
-        return np.take(new, cols, out=out)
+        return new.take(cols, out=out)
 
     def learn_new(self, cols: np.ndarray, n_windows: int) -> None:
         """Learn ``n_windows`` windows whose order-6 buckets are ``cols`` (global indices; those already seen
@@ -109,9 +109,9 @@ class GramNoveltyDetector(base.AnomalyDetector):
         n = len(ptr) - 1
         eb = ptr[wb]  # detector t's entries: [eb[t], eb[t + 1])
         new_flags = np.empty(len(cols), dtype=bool)
-        for t in np.flatnonzero(np.diff(eb)).tolist():
+        for t in (eb[1:] != eb[:-1]).nonzero()[0].tolist():
             dets[t].new_flags(cols[eb[t] : eb[t + 1]], out=new_flags[eb[t] : eb[t + 1]])
-        new = np.flatnonzero(new_flags)
+        new = new_flags.nonzero()[0]
         new_rows = np.searchsorted(ptr, new, side="right") - 1
         unseen = np.zeros(n)
         if len(new):

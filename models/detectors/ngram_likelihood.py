@@ -202,14 +202,14 @@ class NgramDetector(base.AnomalyDetector):
         if len(cols):
             added = np.bincount(cols, counts, SHORT_BUCKETS)
             self._totals += added.reshape(len(SHORT_ORDERS), BUCKETS).sum(axis=1)
-            touched = np.flatnonzero(added > 0)  # (a bool mask: nonzero() of a float array is several times slower)
+            touched = (added > 0).nonzero()[0]  # (a bool mask: nonzero() of a float array is several times slower)
             self._add(touched, added[touched])
         self._windows += n_windows
 
     def _add(self, buckets: np.ndarray, added: np.ndarray) -> None:
         """Add ``added`` (> 0) to the counts of the sorted, distinct ``buckets``; new ones are inserted."""
         keys = self._keys
-        pos = np.searchsorted(keys, buckets)  # (sorted needles: fast)
+        pos = keys.searchsorted(buckets)  # (sorted needles: fast)
         known = keys.take(np.minimum(pos, len(keys) - 1)) == buckets if len(keys) else np.zeros(len(buckets), bool)
         at = pos[known]
         new_counts = self._counts[at] + added[known]
@@ -230,7 +230,7 @@ class NgramDetector(base.AnomalyDetector):
 
     def log_counts(self, cols: np.ndarray, out: np.ndarray) -> None:
         """``log(C[b] + alpha)`` of the short-order buckets ``cols``, into ``out``."""
-        np.take(self._dense(self._log_counts, self._log_alpha), cols, out=out)
+        self._dense(self._log_counts, self._log_alpha).take(cols, out=out)
 
     @staticmethod
     def score_stacked(
@@ -247,7 +247,7 @@ class NgramDetector(base.AnomalyDetector):
         """
         n = len(ptr) - 1
         eb = ptr[wb]  # detector t's entries: [eb[t], eb[t + 1])
-        present = np.flatnonzero(np.diff(eb)).tolist()
+        present = (eb[1:] != eb[:-1]).nonzero()[0].tolist()
         if not present:
             return np.zeros(n)
         order = dets[present[0]]._one_order
@@ -365,7 +365,7 @@ def _gather_weights(dets: Sequence[NgramDetector], present: list[int], eb: np.nd
     out = np.empty(len(cols))
     orders = cols // BUCKETS
     for t in present:
-        np.take(dets[t]._order_weights, orders[eb[t] : eb[t + 1]], out=out[eb[t] : eb[t + 1]])
+        dets[t]._order_weights.take(orders[eb[t] : eb[t + 1]], out=out[eb[t] : eb[t + 1]])
     return out
 
 
@@ -407,7 +407,7 @@ def _weighted_scores(
         cols, counts, w = cols.take(kept), counts.take(kept), w.take(kept)
         ptr, eb = np.searchsorted(kept, ptr), np.searchsorted(kept, eb)
     logs = _gather_logs(dets, present, eb, cols)
-    entry_det = np.repeat(which, np.diff(ptr))
+    entry_det = which.repeat(ptr[1:] - ptr[:-1])
     norms = np.zeros((len(dets), len(SHORT_ORDERS)))
     for t in present:
         norms[t] = dets[t]._log_norms()

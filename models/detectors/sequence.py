@@ -168,14 +168,14 @@ class SequenceTier(base.AnomalyDetector):
         ([6.12, 131.39], [0.0, 1.0])
         """
         n = len(ptr) - 1
-        has_grams = np.diff(ptr) > 0
+        has_grams = ptr[1:] > ptr[:-1]
         order = None
-        if n > 1 and bool((np.diff(which) < 0).any()):  # each tier's windows must be one run
+        if n > 1 and bool((which[1:] < which[:-1]).any()):  # each tier's windows must be one run
             order = np.argsort(which, kind="stable")
             ptr, taken = csr_take(ptr, order)
             cols, counts, which = cols[taken], counts[taken], which[order]
         wb = np.searchsorted(which, np.arange(len(tiers) + 1))  # tier t: sorted windows [wb[t], wb[t + 1])
-        short = np.flatnonzero(cols < SHORT_BUCKETS)
+        short = (cols < SHORT_BUCKETS).nonzero()[0]
         sptr = np.searchsorted(short, ptr)  # window k: short entries [sptr[k], sptr[k + 1])
         s_cols, s_counts = cols.take(short), counts.take(short)
         score = NgramDetector.score_stacked([t.likelihood for t in tiers], which, wb, sptr, s_cols, s_counts)
@@ -202,13 +202,13 @@ class SequenceTier(base.AnomalyDetector):
         if learn.all():  # (the usual block: every window learnt)
             cols, counts, kb = scored.short_cols, scored.short_counts, scored.short_bounds
         else:
-            keep = np.flatnonzero(np.repeat(learn, np.diff(scored.short_ptr)))
+            keep = learn.repeat(scored.short_ptr[1:] - scored.short_ptr[:-1]).nonzero()[0]
             cols, counts = scored.short_cols.take(keep), scored.short_counts.take(keep)
             kb = np.searchsorted(keep, scored.short_bounds)
         new_keep = learn[scored.new_rows] & (scored.new_counts > 0)
         new_rows, new_cols = scored.new_rows[new_keep], scored.new_cols[new_keep]
         new_tier = which[new_rows]
-        for t in np.flatnonzero(learnt).tolist():
+        for t in learnt.nonzero()[0].tolist():
             a, b = kb[t], kb[t + 1]
             tiers[t].likelihood.learn_entries(cols[a:b], counts[a:b], int(learnt[t]))
             tiers[t].novelty.learn_new(new_cols[new_tier == t] if len(new_cols) else new_cols, int(learnt[t]))

@@ -322,11 +322,11 @@ class _Batch:
     def of(cls, which: np.ndarray) -> _Batch:
         if bool((which == which[0]).all()):
             return cls(which[:1], np.zeros(len(which), dtype=np.int64), [float(len(which))], None, True)
-        change = np.flatnonzero(np.diff(which)) + 1
+        change = (which[1:] != which[:-1]).nonzero()[0] + 1
         if bool((which[change] > which[change - 1]).all()):  # sorted
             runs = np.concatenate(([0], change))
-            sizes = np.diff(np.append(runs, len(which)))
-            inverse = np.repeat(np.arange(len(runs)), sizes)
+            sizes = np.append(runs[1:], len(which)) - runs
+            inverse = np.arange(len(runs)).repeat(sizes)
             return cls(which[runs], inverse, sizes.astype(np.float64).tolist(), runs, False)
         used, inverse = np.unique(which, return_inverse=True)
         return cls(used, inverse, np.bincount(inverse, minlength=len(used)).astype(np.float64).tolist(), None, False)
@@ -420,7 +420,7 @@ def _clipped(z: np.ndarray, limit: list[float], inverse: np.ndarray) -> np.ndarr
     if lowest == math.inf or (-lowest <= z.min() and z.max() <= lowest):  # (NaN-free: z is finite)
         return z
     lim = np.array(limit)[inverse][:, None]  # per row
-    rows = np.flatnonzero((np.abs(z) > lim).any(axis=1))  # the few windows with a value to clip
+    rows = (np.abs(z) > lim).any(axis=1).nonzero()[0]  # the few windows with a value to clip
     if len(rows):
         z = z.copy()
         z[rows] = np.clip(z[rows], -lim[rows], lim[rows])
