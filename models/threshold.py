@@ -36,7 +36,8 @@ generalized Pareto quantile ``u + sigma (exp(xi L) - 1) / xi`` with ``sigma = be
 one through the anchor and that threshold, so the surprise at the threshold is still exactly the budget's
 probability.  With few scores the bound is 0 and the tail exponential.
 
-The scores come from a bounded uniform sample (``capacity`` floats, reservoir sampling) of every score
+The scores come from a bounded uniform sample (``capacity`` half-precision floats, 2 bytes each: a relative
+rounding of 2^-11, far below the sampling error of a tail fit; reservoir sampling) of every score
 recorded: the learning period's (prequential, each window scored before it was learnt) and, once
 detecting, every window that was learnt (not flagged, inside the learning gate), so calibration goes on
 while detecting and the threshold tightens towards the budget's quantile as evidence grows.  The sampling
@@ -57,6 +58,8 @@ from scipy.special import gammaincinv
 
 SECONDS_PER_DAY = 86_400.0
 MIN_SHAPE = -0.5  # the lightest tail shape an estimate is taken at (below it the estimate's error is not known)
+_SAMPLE = np.float16  # the sample's dtype (a mature baseline holds three samples of 4,096 per profile)
+_SAMPLE_MAX = float(np.finfo(_SAMPLE).max)
 
 
 class TailThreshold:
@@ -91,7 +94,7 @@ class TailThreshold:
         self.floor = floor
         self.min_excess = min_excess
         self.confidence = confidence
-        self._ring = np.zeros(0, dtype=np.float32)  # the sample; grown as scores come, up to capacity
+        self._ring = np.zeros(0, dtype=_SAMPLE)  # the sample; grown as scores come, up to capacity
         self._count = 0  # total scores ever added
         self._window_seconds = 0.0
         self.value = math.inf
@@ -118,7 +121,7 @@ class TailThreshold:
 
     def add(self, scores: np.ndarray, window_seconds: float) -> None:
         """Record scores of normal windows (without recomputing the threshold)."""
-        scores = np.asarray(scores, dtype=np.float32).ravel()
+        scores = np.asarray(scores, dtype=np.float32).ravel().clip(-_SAMPLE_MAX, _SAMPLE_MAX).astype(_SAMPLE)
         m = len(scores)
         if m == 0:
             return
@@ -148,7 +151,7 @@ class TailThreshold:
     def _grow(self, size: int) -> None:
         """Make room for ``size`` scores (doubling, at most ``capacity``)."""
         if size > len(self._ring):
-            ring = np.zeros(min(self.capacity, max(size, 2 * len(self._ring), 64)), dtype=np.float32)
+            ring = np.zeros(min(self.capacity, max(size, 2 * len(self._ring), 64)), dtype=_SAMPLE)
             ring[: len(self._ring)] = self._ring
             self._ring = ring
 
@@ -172,7 +175,7 @@ class TailThreshold:
         self._anchor, self._share, self._fitted_at = u, share, self._count
         if p >= share:  # a generous budget: its quantile is inside the sample
             self._scale = beta
-            self.value = max(float(np.quantile(self._ring[:n], 1.0 - p)), self.floor)
+            self.value = max(float(np.quantile(self._ring[:n].astype(np.float64), 1.0 - p)), self.floor)
             return self.value
         span = math.log(share / p)
         excess.sort()
@@ -235,7 +238,7 @@ class TailThreshold:
     def quantile(self, q: float) -> float:
         """A quantile of the recorded scores (``nan`` when there are none)."""
         n = self.n_scores
-        return float(np.quantile(self._ring[:n], q)) if n else math.nan
+        return float(np.quantile(self._ring[:n].astype(np.float64), q)) if n else math.nan
 
     def reset(self) -> None:
         self._count = 0
@@ -253,7 +256,7 @@ class TailThreshold:
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        scores = np.asarray(arrays["scores"], dtype=np.float32)
+        scores = np.asarray(arrays["scores"], dtype=_SAMPLE)
         (count, window_seconds, value, ceiling, held_at, alarms_per_day, fitted_at, anchor, share,
          scale) = (float(v) for v in arrays["meta"])
         if not (alarms_per_day > 0 and share > 0 and scale > 0 and not math.isnan(value)):
