@@ -2,7 +2,7 @@
 
 (a) time added per syscall: a single-threaded C loop of getppid() timed (CPU clock of the loop process,
     minimum of --reps runs) with and without the sensor attached, for counts only (--no-ngrams program),
-    counts + n-grams, and counts without the per-syscall argument tracepoints (--no-syscall-args);
+    counts + n-grams, and counts without the syscall-argument programs (--no-ngrams --no-syscall-args);
 (b) total CPU per syscall at a realistic load: a C workload of mixed syscalls (getppid, getuid, pipe write
     and read, openat/fstat/close of /dev/null) paced at --rate syscalls/s; CPU = the workload's own CPU
     (user + system, which includes the BPF programs run in its context) plus the sensor process's CPU
@@ -250,7 +250,7 @@ def main() -> None:
                     help="sensor drain interval (s; default the sensor's window, 5)")
     ap.add_argument("--ngram-orders", type=parse_orders, default=SENSOR_ORDERS,
                     help="n-gram orders the counts + n-grams design counts (default 4,6, the sensor's)")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the four main designs")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the five main designs")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -272,20 +272,20 @@ def run(args: argparse.Namespace) -> None:
         def idle(stop: threading.Event) -> None:
             stop.wait()
 
-        # Alternating rounds: no program, the empty program, counts, counts + n-grams, again and again, so
-        # that the machine's drift hits every design alike; each design keeps its least cost over the rounds
-        # (interference only ever adds).
-        rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in ("none", "empty", "counts", "ngrams")}
+        # Alternating rounds: no program, the empty program, counts without and with the syscall-argument
+        # programs, counts + n-grams, again and again, so that the machine's drift hits every design alike;
+        # each design keeps its least cost over the rounds (interference only ever adds).
+        rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in ("none", "empty", "bare", "counts", "ngrams")}
         for _ in range(args.rounds):
             rounds["none"].append({"ns_per_getppid": ns_per_getppid(exe, args.loop, args.reps),
                                    "load": with_consumer(exe, args.mixed, args.rate, idle)})
             rounds["empty"].append(bench_reference(exe, args, EMPTY_C, load=True))
+            rounds["bare"].append(bench_sensor(exe, False, args, syscall_args=False))
             rounds["counts"].append(bench_sensor(exe, False, args))
             rounds["ngrams"].append(bench_sensor(exe, True, args))
         minimal_ns = bench_reference(exe, args, MINIMAL_C)["ns_per_getppid"]
-        bare = bench_sensor(exe, False, args, syscall_args=False)
         per_event = bench_bpftrace(exe, args, Path(d)) if shutil.which("bpftrace") else None
-    base, empty, counts, ngrams = (_least(rounds[k]) for k in ("none", "empty", "counts", "ngrams"))
+    base, empty, bare, counts, ngrams = (_least(rounds[k]) for k in ("none", "empty", "bare", "counts", "ngrams"))
     base_ns, empty_ns = base["ns_per_getppid"], empty["ns_per_getppid"]
 
     def cpu_per_syscall_ns(load: dict[str, float]) -> float:
@@ -327,8 +327,10 @@ def run(args: argparse.Namespace) -> None:
     floor_ns = empty_ns - base_ns
     floor_cpu = added["empty sys_enter program"]["added_cpu_ns_per_syscall"]
     ratios = {
+        "counts_no_args_over_empty_getppid": added["counts, no syscall args"]["added_ns_per_syscall"] / floor_ns,
         "counts_over_empty_getppid": added["counts only"]["added_ns_per_syscall"] / floor_ns,
         "default_over_empty_getppid": added["counts + n-grams"]["added_ns_per_syscall"] / floor_ns,
+        "counts_no_args_over_empty_mixed": added["counts, no syscall args"]["added_cpu_ns_per_syscall"] / floor_cpu,
         "counts_over_empty_mixed": added["counts only"]["added_cpu_ns_per_syscall"] / floor_cpu,
         "default_over_empty_mixed": added["counts + n-grams"]["added_cpu_ns_per_syscall"] / floor_cpu,
     }

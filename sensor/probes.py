@@ -132,6 +132,12 @@ ARG_SYSCALLS = ("open", "openat", "openat2", "creat", "close", "chdir", "fchdir"
                 "link", "linkat", "symlink", "symlinkat", "connect", "sendto")
 
 
+#: when ``sys_enter`` tail-calls a syscall's argument program (ARGS_* in sensor.c; the others: always): a close
+#: only while directory fds are tracked, an open only when its flags (second / third argument) are counted
+ARGS_ALWAYS, ARGS_DIRFDS, ARGS_FLAGS_SI, ARGS_FLAGS_DX = 1, 2, 3, 4
+ARGS_WHEN = {"close": ARGS_DIRFDS, "open": ARGS_FLAGS_SI, "openat": ARGS_FLAGS_DX}
+
+
 def arg_syscall_numbers() -> dict[str, int]:
     """x86_64 syscall number of each of :data:`ARG_SYSCALLS`."""
     numbers = {syscalls.name_of(nr): nr for nr in range(len(syscalls.id_table("x86_64")))}
@@ -296,9 +302,10 @@ class Probes:
         log.info("eBPF program compiled and attached in %.1fs (kernel headers: %s)",
                  time.monotonic() - t0, src or "the running kernel's")
         ids = self._bpf[b"sysids"]
-        with_args = set(arg_syscall_numbers().values()) if self.config.syscall_args else set()
+        with_args = ({nr: ARGS_WHEN.get(name, ARGS_ALWAYS) for name, nr in arg_syscall_numbers().items()}
+                     if self.config.syscall_args else {})
         for nr, cid in enumerate(syscalls.id_table("x86_64")):
-            ids[ct.c_uint32(nr)] = ids.Leaf(cid, int(nr in with_args))
+            ids[ct.c_uint32(nr)] = ids.Leaf(cid, with_args.get(nr, 0))
         if self.config.syscall_args:
             self._fill_arg_programs(BPF)
         self._ctl = self._bpf[b"ctl"]

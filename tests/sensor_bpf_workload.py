@@ -15,6 +15,9 @@ directory opened without O_DIRECTORY), {"reused_dirfd_write": [DIR, NAME, OTHER_
 number reused for OTHER_DIR, written in), {"fchdir_write": [DIR, NAME]} / {"plain_fchdir_write": ...} (fchdir to a
 directory fd, then a relative name), {"rename": [SRC, DST]}, {"link": [SRC, DST]},
 {"symlink": [TARGET, LINK]}, {"tmpfile_link": [DIR, DST]} (an O_TMPFILE file in DIR linked in as DST),
+{"open_syscall": [SYSCALL, PATH, FLAGS]} (the open, openat or creat syscall itself, by number, with these open
+flags, AT_FDCWD and mode 0600 where it takes them; its fd closed), {"syscall_dirfd_write": [DIR, NAME]} (DIR
+opened with O_DIRECTORY by the open syscall, then NAME written under that fd),
 {"run": [ARGV...]} (a command, waited for; it must succeed), {"sendto_insn": [HOST, PORT, "syscall"|"int80"]}
 (syscall number 44 made by machine code with the `syscall` instruction or with `int $0x80`, r8 pointing at
 HOST:PORT: x86_64's sendto(-1, ..., addr) failing with EBADF, or an i386 syscall that does not exist).
@@ -50,6 +53,26 @@ def sendto_by_instruction(host: str, port: int, insn: str) -> None:
     ret = fn(ctypes.addressof(addr))
     if ret != -(errno.EBADF if insn == "syscall" else errno.ENOSYS):
         raise SystemExit(f"{insn}: unexpected result {ret}")
+
+
+#: x86_64 numbers of the open syscalls {"open_syscall": ...} makes
+_OPEN_NR = {"open": 2, "openat": 257, "creat": 85}
+
+
+def open_by_syscall(name: str, path: str, flags: int) -> int:
+    """The fd the open syscall ``name`` returns for ``path`` (flags as given; AT_FDCWD and mode 0600 where taken)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    nr, p, mode = ctypes.c_long(_OPEN_NR[name]), ctypes.c_char_p(path.encode()), ctypes.c_long(0o600)
+    if name == "open":
+        fd = libc.syscall(nr, p, ctypes.c_long(flags), mode)
+    elif name == "openat":
+        fd = libc.syscall(nr, ctypes.c_long(-100), p, ctypes.c_long(flags), mode)
+    else:
+        fd = libc.syscall(nr, p, mode)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), f"{name}({path!r})")
+    return int(fd)
 
 
 def main() -> None:
@@ -158,6 +181,12 @@ def main() -> None:
             if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, arg[1].encode(), 0x400) != 0:
                 raise OSError(ctypes.get_errno(), "linkat")
             os.close(fd)
+        elif kind == "open_syscall":
+            os.close(open_by_syscall(arg[0], arg[1], int(arg[2])))
+        elif kind == "syscall_dirfd_write":
+            dfd = open_by_syscall("open", arg[0], os.O_RDONLY | os.O_DIRECTORY)
+            os.close(os.open(arg[1], os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dfd))
+            os.close(dfd)
         elif kind == "run":
             subprocess.run(arg, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         elif kind == "dns":

@@ -10,6 +10,7 @@ interpreter of the workload adds calls of its own (stated per assertion).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import socket
@@ -308,6 +309,35 @@ def test_a_closed_sensitive_directory_fd_does_not_follow_its_number(probes: obje
     cgid, w = run_in_cgroup(probes, cg_parent, [{"reused_dirfd_write": [str(sensitive_dir), "x", str(other)]}])
     assert w.counter(cgid, "sensitive_writes") == 0 and w.counter(cgid, "write_opens") >= 1
     assert (other / "x").exists()
+
+
+def test_opens_by_each_open_syscall(probes: object, cg_parent: Path, sensitive_dir: Path, tmp_path: Path) -> None:
+    """sys_enter tail-calls an open's argument program only when the open's flags are counted, read from the
+    register that holds them (open: the second argument, openat: the third), and a close's only while directory
+    fds are tracked: each open syscall's write is counted, a read-only open is not, a directory opened by
+    open(2) (flags in the second argument) still places a write under its fd, and a closed directory fd is
+    still forgotten (test_a_closed_sensitive_directory_fd_does_not_follow_its_number)."""
+    from baseliner.sensor.probes import ARGS_ALWAYS, ARGS_WHEN, arg_syscall_numbers
+
+    ids = probes._bpf[b"sysids"]  # type: ignore[attr-defined]
+    numbers = arg_syscall_numbers()
+    assert {name: ids[ctypes.c_uint32(nr)].args for name, nr in numbers.items()} == {
+        name: ARGS_WHEN.get(name, ARGS_ALWAYS) for name in numbers}
+    assert ARGS_WHEN == {"close": 2, "open": 3, "openat": 4}  # ARGS_DIRFDS, ARGS_FLAGS_SI, ARGS_FLAGS_DX in sensor.c
+    write = os.O_WRONLY | os.O_CREAT
+    for name in ("open", "openat", "creat"):
+        target = sensitive_dir / f"by-{name}"
+        cgid, w = run_in_cgroup(probes, cg_parent, [{"open_syscall": [name, str(target), write]}])
+        assert w.counter(cgid, "sensitive_writes") == 1, name
+        assert w.sensitive_paths[cgid] == {str(target): 1}, name
+    (sensitive_dir / "existing").write_text("x")
+    for name in ("open", "openat"):
+        cgid, w = run_in_cgroup(probes, cg_parent, [{"open_syscall": [name, str(sensitive_dir / "existing"),
+                                                                       os.O_RDONLY]}])
+        assert w.counter(cgid, "sensitive_writes") == 0 and cgid not in w.sensitive_paths, name
+    cgid, w = run_in_cgroup(probes, cg_parent, [{"syscall_dirfd_write": [str(sensitive_dir), "by-open-dirfd"]}])
+    assert w.counter(cgid, "sensitive_writes") == 1 and w.counter(cgid, "unresolved_writes") == 0
+    assert w.sensitive_paths[cgid] == {str(sensitive_dir): 1}
 
 
 @pytest.mark.parametrize("spelling", ["//{d}/f", "/.{d}/f", "/usr/..{d}/f", "{d}/./sub/../f", "{d}//f",

@@ -16,9 +16,11 @@
  *    the per-CPU syscall-count array the current task's cgroup has this window (filled, with one cgroup-id
  *    helper call and one hash lookup, when the task, the window or a task's cgroup changed), and the
  *    syscall's counter in that row is incremented; with n-grams, one task-local storage access (the
- *    thread's history; the task pointer is only passed to helpers) and one hash update for the n-grams the
- *    syscall closes; the syscalls whose arguments are read are tail calls from it (only for them), not
- *    syscalls:sys_enter_* tracepoints, whose perf handler would run on every syscall;
+ *    thread's history; the task pointer, taken once per syscall, is only compared and passed to helpers)
+ *    and a slot of the row's n-gram cache for the n-grams the syscall closes; the syscalls whose arguments
+ *    are read are tail calls from it, not syscalls:sys_enter_* tracepoints, whose perf handler would run on
+ *    every syscall, and only when their program has something to do (args_wanted: an open's flags ask to
+ *    write or for a directory, a close while directory fds are tracked);
  *  - nothing is sent per event to user space: everything is a counter in a map;
  *  - two sets of count maps (suffix _0 and _1); ctl[0], the window's epoch, says which set programs write
  *    (its parity); user space increments it, waits for programs in flight, and drains the now inactive set,
@@ -227,7 +229,15 @@ struct cpu_cache {
     u32 pad;
 };
 BPF_PERCPU_ARRAY(cpu_cache, struct cpu_cache, 1);
-/* syscall nr -> its canonical id (n-grams) and whether arg_progs has a program for it, filled by user space */
+/* syscall nr -> its canonical id (n-grams) and when sys_enter tail-calls its arg_progs program (ARGS_*), filled
+   by user space (probes.py, ARG_SYSCALLS and ARGS_WHEN).  A tail call costs more than the checks that can tell,
+   in sys_enter, that the program would do nothing: a close while no directory fd is tracked, an open whose
+   flags ask neither to write nor for a directory. */
+#define ARGS_NEVER 0
+#define ARGS_ALWAYS 1
+#define ARGS_DIRFDS 2   /* only while sensitive_dirfd or dir_pending may hold entries (dir_entries[0] != 0) */
+#define ARGS_FLAGS_SI 3 /* only when the flags in the second argument (si) are counted (open_counted) */
+#define ARGS_FLAGS_DX 4 /* the same, flags in the third argument (dx) */
 struct sc_info {
     u32 id;
     u32 args;
@@ -364,9 +374,8 @@ static __always_inline void endpoint_add(u32 set, struct ep_key *k)
 /* The n-grams that the current thread's syscall with canonical id `id` closes, packed as in struct gram_key
    (only the configured orders; the history is kept whole, 5 ids, whatever they are), and the thread's history
    moved on by one.  0: none. */
-static __always_inline u64 ngram_step(u32 set, u64 cgid, u32 id)
+static __always_inline u64 ngram_step(struct task_struct *task, u32 set, u64 cgid, u32 id)
 {
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf(); /* only passed to helpers */
     struct thread_hist *h = history.task_storage_get(task, 0, 0);
     if (!h) {
         h = history.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE); /* zeroed */
@@ -484,6 +493,36 @@ static __always_inline void odd_add(u32 set, u64 cgid, long nr)
         lost_event(set, cgid);
 }
 
+#if BASELINER_SYSCALL_ARGS
+/* Whether an open with these flags is counted (file_open does something with it). */
+static __always_inline int open_counted(u64 flags)
+{
+    return (flags & (WRITE_INTENT | F_DIRECTORY | F_PATH)) != 0;
+}
+
+/* Whether sys_enter tail-calls the syscall's argument program (`when`: its sc_info.args, not ARGS_NEVER): the
+   checks the program itself starts with, made without the tail call.  For an open, one register of the user
+   frame (x86_64 layout, as syscall_regs reads it) is read; a frame that cannot be read leaves flags 0, as the
+   program would skip it too. */
+static __always_inline int args_wanted(struct bpf_raw_tracepoint_args *ctx, u32 when)
+{
+    if (when == ARGS_ALWAYS)
+        return 1;
+    if (when == ARGS_DIRFDS) {
+        u32 zero = 0;
+        u64 *n = dir_entries.lookup(&zero);
+        return !n || *n != 0;
+    }
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    u64 flags = 0;
+    if (when == ARGS_FLAGS_SI)
+        bpf_probe_read_kernel(&flags, sizeof(flags), &regs->si);
+    else
+        bpf_probe_read_kernel(&flags, sizeof(flags), &regs->dx);
+    return open_counted((u32)flags);
+}
+#endif
+
 /* The syscall's counter in its cgroup's row; with n-grams, the n-grams it closes (one count).  A syscall
    without a row is counted in the cgroup's `lost`, once (its n-grams are counted). */
 RAW_TRACEPOINT_PROBE(sys_enter)
@@ -497,7 +536,10 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     if (!epochp || !changesp || !c)
         return 0;
     u64 epoch = *epochp, changes = *changesp;
-    u64 task = bpf_get_current_task();
+    /* the current task (one helper call for the cache check and the history; only passed to helpers and
+       compared) */
+    struct task_struct *cur = (struct task_struct *)bpf_get_current_task_btf();
+    u64 task = (u64)cur;
     if (c->task != task || c->epoch != epoch || c->changes != changes)
         cache_fill(c, task, epoch, changes);
     u32 set = epoch & 1;
@@ -523,12 +565,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
 #endif
 #if BASELINER_NGRAMS
-    u64 grams = ngram_step(set, cgid, info->id);
+    u64 grams = ngram_step(cur, set, cgid, info->id);
     if (grams)
         grams_count(counts, set, cgid, grams);
 #endif
 #if BASELINER_SYSCALL_ARGS
-    if (info->args)
+    if (info->args != ARGS_NEVER && args_wanted(ctx, info->args))
         arg_progs.call(ctx, idx); /* a syscall whose arguments are read: its program */
 #endif
     return 0;
@@ -878,12 +920,6 @@ static __always_inline void file_opened(long ret)
     } else {
         dir_entry_deleted(sensitive_dirfd.delete(&key));
     }
-}
-
-/* Whether an open with these flags is counted (file_open does something with it). */
-static __always_inline int open_counted(u64 flags)
-{
-    return (flags & (WRITE_INTENT | F_DIRECTORY | F_PATH)) != 0;
 }
 
 static __always_inline void file_open(int dfd, const char *filename, u64 flags)
