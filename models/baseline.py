@@ -356,10 +356,10 @@ class _Profile:
     def load_arrays(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
         self.detector.load_arrays({k: arrays[f"{prefix}.det.{k}"] for k in ("mean", "m2", "n", "var_floor")
                                    if f"{prefix}.det.{k}" in arrays})
-        self.threshold.load_arrays({k: arrays[f"{prefix}.thr.{k}"] for k in ("scores", "meta")})
+        self.threshold.load_arrays({k: arrays[f"{prefix}.thr.{k}"] for k in ("scores", "top", "meta")})
         self.sequence.load_arrays({k: arrays[f"{prefix}.seq.{k}"] for k in ("counts", "windows", "seen")})
-        self.seq_threshold.load_arrays({k: arrays[f"{prefix}.seqthr.{k}"] for k in ("scores", "meta")})
-        self.combined_threshold.load_arrays({k: arrays[f"{prefix}.combthr.{k}"] for k in ("scores", "meta")})
+        self.seq_threshold.load_arrays({k: arrays[f"{prefix}.seqthr.{k}"] for k in ("scores", "top", "meta")})
+        self.combined_threshold.load_arrays({k: arrays[f"{prefix}.combthr.{k}"] for k in ("scores", "top", "meta")})
         self.windows = int(arrays[f"{prefix}.windows"][0])
 
 
@@ -381,8 +381,9 @@ class ImageBaseline:
     (True, ('novel_executable', 'novel_syscall', 'rate'), 'new executable /bin/sh')
     """
 
-    STATE_VERSION = 6  # 2: n-gram spec v2, the order-6 bitset (``*.seq.seen``); 3: lineage; 4: learning's end;
-    # 5: the rate feature file.unresolved_writes; 6: the combined score's threshold (``*.combthr``)
+    STATE_VERSION = 7  # 2: n-gram spec v2, the order-6 bitset (``*.seq.seen``); 3: lineage; 4: learning's end;
+    # 5: the rate feature file.unresolved_writes; 6: the combined score's threshold (``*.combthr``); 7: the
+    # thresholds' largest scores (``*.top``)
 
     def __init__(self, key: str, config: BaselineConfig | None = None) -> None:
         self.key = key

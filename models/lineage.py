@@ -189,8 +189,8 @@ class Lineage:
                   containers=[str(c) for c in meta["containers"]][:64])
         if "lineage.rate.scores" in arrays:
             lin.rate_scores, lin.seq_scores = _version_thresholds(config)
-            lin.rate_scores.load_arrays({k: arrays[f"lineage.rate.{k}"] for k in ("scores", "meta")})
-            lin.seq_scores.load_arrays({k: arrays[f"lineage.seq.{k}"] for k in ("scores", "meta")})
+            lin.rate_scores.load_arrays({k: arrays[f"lineage.rate.{k}"] for k in ("scores", "top", "meta")})
+            lin.seq_scores.load_arrays({k: arrays[f"lineage.seq.{k}"] for k in ("scores", "top", "meta")})
         return lin
 
 

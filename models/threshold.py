@@ -36,14 +36,17 @@ generalized Pareto quantile ``u + sigma (exp(xi L) - 1) / xi`` with ``sigma = be
 one through the anchor and that threshold, so the surprise at the threshold is still exactly the budget's
 probability.  With few scores the bound is 0 and the tail exponential.
 
-The scores come from a bounded uniform sample (``capacity`` half-precision floats, 2 bytes each: a relative
-rounding of 2^-11, far below the sampling error of a tail fit; reservoir sampling) of every score
-recorded: the learning period's (prequential, each window scored before it was learnt) and, once
-detecting, every window that was learnt (not flagged, inside the learning gate), so calibration goes on
-while detecting and the threshold tightens towards the budget's quantile as evidence grows.  The sampling
-is deterministic: the draw that decides whether the ``k``-th score seen enters the sample is a hash of
-``k`` (:func:`_uniforms`), so a replay gives the same sample, and so the same threshold, however the
-scores were batched.
+The tail is fitted on the exact largest scores ever recorded (the :data:`TOP` largest are kept, so ``k`` is
+at most ``TOP - 1``, reached at about a million scores): no sample decides the anchor or the exceedances, so
+the threshold does not depend on which scores a sample happened to keep.  The bulk (the median the
+explanations quote, and a generous budget's quantile inside the data) comes from a bounded uniform sample
+(``capacity`` scores, reservoir sampling).  Both hold half-precision floats (2 bytes each: a relative
+rounding of 2^-11, far below the sampling error of a tail fit).  The scores recorded are the learning
+period's (prequential, each window scored before it was learnt) and, once detecting, every window that was
+learnt (not flagged, inside the learning gate), so calibration goes on while detecting and the threshold
+tightens towards the budget's quantile as evidence grows.  The sampling is deterministic: the draw that
+decides whether the ``k``-th score seen enters the sample is a hash of ``k`` (:func:`_uniforms`), so a
+replay gives the same sample however the scores were batched.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ SECONDS_PER_DAY = 86_400.0
 MIN_SHAPE = -0.5  # the lightest tail shape an estimate is taken at (below it the estimate's error is not known)
 _SAMPLE = np.float16  # the sample's dtype (a mature baseline holds three samples of 4,096 per profile)
 _SAMPLE_MAX = float(np.finfo(_SAMPLE).max)
+TOP = 1024  # the largest scores kept exactly, for the tail fit
 
 
 class TailThreshold:
@@ -95,6 +99,8 @@ class TailThreshold:
         self.min_excess = min_excess
         self.confidence = confidence
         self._ring = np.zeros(0, dtype=_SAMPLE)  # the sample; grown as scores come, up to capacity
+        self._top = np.zeros(0, dtype=_SAMPLE)  # the TOP largest scores ever recorded (unordered)
+        self._top_min = 0.0  # the smallest of them (once there are TOP)
         self._count = 0  # total scores ever added
         self._window_seconds = 0.0
         self.value = math.inf
@@ -125,6 +131,7 @@ class TailThreshold:
         m = len(scores)
         if m == 0:
             return
+        self._keep_largest(scores)
         cap = self.capacity
         free = max(0, min(cap - self._count, m))  # the sample is not full yet: keep these as they come
         if free:
@@ -148,6 +155,19 @@ class TailThreshold:
             return math.nan
         return min(self.alarms_per_day * self._window_seconds / SECONDS_PER_DAY, 1.0)
 
+    def _keep_largest(self, scores: np.ndarray) -> None:
+        """Merge ``scores`` into the :data:`TOP` largest recorded."""
+        if len(self._top) == TOP:
+            scores = scores[scores > self._top_min]
+            if not len(scores):
+                return
+        top = np.concatenate((self._top, scores))
+        if len(top) > TOP:
+            top.partition(len(top) - TOP)
+            top = top[len(top) - TOP :]
+        self._top = top
+        self._top_min = float(top.min())
+
     def _grow(self, size: int) -> None:
         """Make room for ``size`` scores (doubling, at most ``capacity``)."""
         if size > len(self._ring):
@@ -157,15 +177,13 @@ class TailThreshold:
 
     def recompute(self) -> float:
         """Refit the tail and the threshold from the recorded scores (``inf`` until there are enough)."""
-        n = self.n_scores
-        if n < self.min_scores or self._window_seconds <= 0:
+        if self.n_scores < self.min_scores or self._window_seconds <= 0:
             self.value = math.inf
             self._fitted_at = -1
             return self.value
-        k = min(max(2, math.ceil(math.sqrt(n))), n - 1)
-        top = self._ring[:n].copy()
-        top.partition(n - k - 1)
-        top = top[n - k - 1 :].astype(np.float64)  # u, then the k largest
+        n = self._count
+        k = min(max(2, math.ceil(math.sqrt(n))), n - 1, TOP - 1)
+        top = np.sort(self._top)[-(k + 1) :].astype(np.float64)  # u, then the k largest
         u = float(top[0])
         excess = top[1:] - u
         beta_hat = max(float(np.add.reduce(excess)) / k, 1e-9)
@@ -175,7 +193,7 @@ class TailThreshold:
         self._anchor, self._share, self._fitted_at = u, share, self._count
         if p >= share:  # a generous budget: its quantile is inside the sample
             self._scale = beta
-            self.value = max(float(np.quantile(self._ring[:n].astype(np.float64), 1.0 - p)), self.floor)
+            self.value = max(self.quantile(1.0 - p), self.floor)
             return self.value
         span = math.log(share / p)
         excess.sort()
@@ -242,6 +260,7 @@ class TailThreshold:
 
     def reset(self) -> None:
         self._count = 0
+        self._top = self._top[:0]
         self.value = math.inf
         self._fitted_at = -1
         self.ceiling = math.inf
@@ -250,6 +269,7 @@ class TailThreshold:
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "scores": self._ring[: self.n_scores].copy(),
+            "top": self._top.copy(),
             "meta": np.array([self._count, self._window_seconds, self.value, self.ceiling, self._held_at,
                               self.alarms_per_day, self._fitted_at, self._anchor, self._share, self._scale],
                              dtype=np.float64),
@@ -257,14 +277,18 @@ class TailThreshold:
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         scores = np.asarray(arrays["scores"], dtype=_SAMPLE)
+        top = np.asarray(arrays["top"], dtype=_SAMPLE)
         (count, window_seconds, value, ceiling, held_at, alarms_per_day, fitted_at, anchor, share,
          scale) = (float(v) for v in arrays["meta"])
         if not (alarms_per_day > 0 and share > 0 and scale > 0 and not math.isnan(value)):
             raise ValueError("threshold state is inconsistent")
         self.alarms_per_day = alarms_per_day
-        if len(scores) > self.capacity or not np.all(np.isfinite(scores)):
+        if (len(scores) > self.capacity or len(top) > TOP or not np.all(np.isfinite(scores))
+                or not np.all(np.isfinite(top))):
             raise ValueError("threshold state is inconsistent")
         self._ring = scores.copy()
+        self._top = top.copy()
+        self._top_min = float(top.min()) if len(top) else 0.0
         # scores seen, for the sampling odds (a sample that is not full holds every score seen)
         self._count = int(count) if len(scores) == self.capacity and count > len(scores) else len(scores)
         self._window_seconds = window_seconds

@@ -347,6 +347,28 @@ def test_threshold_sample_represents_the_whole_learning_period() -> None:
     assert 0.4 < float(np.mean(restored.to_arrays()["scores"] == 100.0)) < 0.6
 
 
+def test_threshold_tail_is_fitted_on_the_largest_scores_not_on_the_sample() -> None:
+    """The anchor and the exceedances are the exact largest scores ever recorded: a threshold whose sample
+    holds an eighth of the scores fits the same tail as one that holds them all, and a restored one keeps
+    fitting it."""
+    from baseliner.models.threshold import TailThreshold
+
+    scores = np.random.default_rng(3).exponential(1.0, 40_000)
+    small, full = TailThreshold(capacity=4096, min_scores=20), TailThreshold(capacity=65_536, min_scores=20)
+    for t in (small, full):
+        for part in np.array_split(scores, 37):
+            t.add(part, window_seconds=10.0)
+    assert small.n_scores == 4096 and full.n_scores == 40_000
+    assert small.recompute() == full.recompute()
+    assert 9.0 < small.value < 11.0  # Exp(1): the budget's quantile is ln(8640) = 9.06; the bound is above it
+    restored = TailThreshold(capacity=4096, min_scores=20)
+    restored.load_arrays(small.to_arrays())
+    extra = np.random.default_rng(4).exponential(1.0, 10_000)
+    for t in (small, full, restored):
+        t.add(extra, window_seconds=10.0)
+    assert small.recompute() == full.recompute() == restored.recompute()
+
+
 def _with_grams(b: ImageBaseline, n: int, seed: int) -> tuple[ImageBaseline, list[FeatureVector]]:
     from baseliner.models.ngrams import ngram_counts
 
@@ -393,8 +415,8 @@ def test_unseen_six_grams_raise_the_sequence_score_explained_and_state_stays_sma
 def test_state_of_spec_v1_builds_is_refused():
     b, _ = learned()
     meta, arrays = b.to_state()
-    assert meta["state_version"] == 6
-    for old in (1, 2, 3, 4, 5):  # n-gram spec v1; before lineage; learning's end; unresolved writes; combined
+    assert meta["state_version"] == 7
+    for old in (1, 2, 3, 4, 5, 6):  # n-gram spec v1; lineage; learning's end; unresolved writes; combined; top
         with pytest.raises(StateVersionError, match=f"version {old} .*re-learn"):
             ImageBaseline.from_state({**meta, "state_version": old}, arrays)
 
