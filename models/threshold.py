@@ -127,12 +127,13 @@ class TailThreshold:
 
     def add(self, scores: np.ndarray, window_seconds: float) -> None:
         """Record scores of normal windows (without recomputing the threshold)."""
-        scores = np.asarray(scores, dtype=np.float32).ravel().clip(-_SAMPLE_MAX, _SAMPLE_MAX).astype(_SAMPLE)
+        scores = np.minimum(np.asarray(scores, dtype=np.float32).ravel(), _SAMPLE_MAX)  # (stored in half precision)
         m = len(scores)
         if m == 0:
             return
-        self._keep_largest(scores)
         cap = self.capacity
+        if self._count + m > cap:  # the sample no longer holds every score: keep the largest apart
+            self._keep_largest(scores)
         free = max(0, min(cap - self._count, m))  # the sample is not full yet: keep these as they come
         if free:
             self._grow(self._count + free)
@@ -156,16 +157,18 @@ class TailThreshold:
         return min(self.alarms_per_day * self._window_seconds / SECONDS_PER_DAY, 1.0)
 
     def _keep_largest(self, scores: np.ndarray) -> None:
-        """Merge ``scores`` into the :data:`TOP` largest recorded."""
+        """Merge ``scores`` into the :data:`TOP` largest recorded (which start as the largest of the sample
+        when it first overflows: until then it holds every score)."""
         if len(self._top) == TOP:
             scores = scores[scores > self._top_min]
             if not len(scores):
                 return
-        top = np.concatenate((self._top, scores))
+        seen = self._top if len(self._top) or not self._count else self._ring[: self._count]
+        top = np.concatenate((seen, scores))
         if len(top) > TOP:
             top.partition(len(top) - TOP)
             top = top[len(top) - TOP :]
-        self._top = top
+        self._top = top.astype(_SAMPLE)
         self._top_min = float(top.min())
 
     def _grow(self, size: int) -> None:
@@ -183,7 +186,9 @@ class TailThreshold:
             return self.value
         n = self._count
         k = min(max(2, math.ceil(math.sqrt(n))), n - 1, TOP - 1)
-        top = np.sort(self._top)[-(k + 1) :].astype(np.float64)  # u, then the k largest
+        top = (self._ring[:n] if n <= self.capacity else self._top).copy()  # every score, or the largest
+        top.partition(len(top) - k - 1)
+        top = top[len(top) - k - 1 :].astype(np.float64)  # u, then the k largest
         u = float(top[0])
         excess = top[1:] - u
         beta_hat = max(float(np.add.reduce(excess)) / k, 1e-9)
