@@ -186,7 +186,7 @@ class TailThreshold:
             return self.value
         n = self._count
         k = min(max(2, math.ceil(math.sqrt(n))), n - 1, TOP - 1)
-        top = (self._ring[:n] if n <= self.capacity else self._top).copy()  # every score, or the largest
+        top = (self._ring[:n] if n <= self.capacity else self._top).astype(np.float32)  # all, or the largest
         top.partition(len(top) - k - 1)
         top = top[len(top) - k - 1 :].astype(np.float64)  # u, then the k largest
         u = float(top[0])
