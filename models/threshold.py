@@ -127,7 +127,8 @@ class TailThreshold:
 
     def add(self, scores: np.ndarray, window_seconds: float) -> None:
         """Record scores of normal windows (without recomputing the threshold)."""
-        scores = np.minimum(np.asarray(scores, dtype=np.float32).ravel(), _SAMPLE_MAX)  # (stored in half precision)
+        # (stored in half precision, whose range ends at +-65,504: a score beyond would be stored infinite)
+        scores = np.maximum(np.minimum(np.asarray(scores, dtype=np.float32).ravel(), _SAMPLE_MAX), -_SAMPLE_MAX)
         m = len(scores)
         if m == 0:
             return

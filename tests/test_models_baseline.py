@@ -369,6 +369,19 @@ def test_threshold_tail_is_fitted_on_the_largest_scores_not_on_the_sample() -> N
     assert small.recompute() == full.recompute() == restored.recompute()
 
 
+def test_threshold_keeps_scores_beyond_half_precision_finite_and_restorable() -> None:
+    """Scores beyond the sample's half-precision range are kept at its ends, so a saved state loads."""
+    from baseliner.models.threshold import TailThreshold
+
+    t = TailThreshold(capacity=256, min_scores=20)
+    t.add(np.concatenate([np.linspace(0.0, 5.0, 100), [1e9, -1e9]]), window_seconds=10.0)
+    arrays = t.to_arrays()
+    assert np.isfinite(arrays["scores"]).all() and np.isfinite(arrays["top"]).all()
+    restored = TailThreshold(capacity=256, min_scores=20)
+    restored.load_arrays(arrays)
+    assert restored.recompute() == t.recompute()
+
+
 def _with_grams(b: ImageBaseline, n: int, seed: int) -> tuple[ImageBaseline, list[FeatureVector]]:
     from baseliner.models.ngrams import ngram_counts
 
